@@ -1,0 +1,134 @@
+//! `OrderPlaced`: the JSON message on the queue, one per order.
+//!
+//! ```json
+//! {"schema_version": 1, "order_id": "…", "customer_id": "cust-42", "currency": "EUR",
+//!  "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}],
+//!  "received_at": "2026-11-24T18:27:15.123Z"}
+//! ```
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ContractError, from_json};
+use crate::order::{LineItemRequest, Order, OrderRequest};
+
+/// The version this code writes and the only one it reads. A consumer meeting a
+/// newer version rejects the message, which then waits in the DLQ until the
+/// consumer is upgraded and the DLQ replayed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// An accepted order, as the producer enqueues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPlaced {
+    pub order: Order,
+    /// When the producer accepted the order.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The wire shape. Kept separate so that `Order` can only come out of validation.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    schema_version: u32,
+    #[serde(flatten)]
+    order: &'a Order,
+    received_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming {
+    schema_version: u32,
+    order_id: Uuid,
+    customer_id: String,
+    currency: String,
+    items: Vec<LineItemRequest>,
+    received_at: DateTime<Utc>,
+}
+
+impl OrderPlaced {
+    pub fn new(order: Order, received_at: DateTime<Utc>) -> Self {
+        Self { order, received_at }
+    }
+
+    /// The message body, as sent to SQS.
+    pub fn to_json(&self) -> String {
+        let outgoing = Outgoing {
+            schema_version: SCHEMA_VERSION,
+            order: &self.order,
+            received_at: self.received_at,
+        };
+        // Serializing plain strings and integers into a String cannot fail.
+        serde_json::to_string(&outgoing).unwrap_or_else(|err| unreachable!("{err}"))
+    }
+
+    /// Reads and re-validates a message body taken off the queue.
+    pub fn from_json(json: &str) -> Result<Self, ContractError> {
+        let incoming: Incoming = from_json(json)?;
+        if incoming.schema_version != SCHEMA_VERSION {
+            return Err(ContractError::Invalid {
+                field: "schema_version".into(),
+                problem: format!(
+                    "is {}, but this consumer reads version {SCHEMA_VERSION}; upgrade the consumer, then replay the DLQ",
+                    incoming.schema_version
+                ),
+            });
+        }
+        let order = Order::try_from(OrderRequest {
+            order_id: incoming.order_id,
+            customer_id: incoming.customer_id,
+            currency: incoming.currency,
+            items: incoming.items,
+        })?;
+        Ok(Self::new(order, incoming.received_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> Order {
+        Order::from_request_json(
+            r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"cust-42",
+                "currency":"EUR","items":[{"sku":"BOOK-1","quantity":2,"unit_price_cents":1299}]}"#,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_message_reads_back_as_the_order_that_was_written() {
+        let placed = OrderPlaced::new(order(), Utc::now());
+        let json = placed.to_json();
+        assert!(json.contains("\"schema_version\":1"), "{json}");
+        assert_eq!(OrderPlaced::from_json(&json), Ok(placed));
+    }
+
+    #[test]
+    fn a_message_from_a_newer_schema_is_rejected_with_a_way_out() {
+        let json = OrderPlaced::new(order(), Utc::now())
+            .to_json()
+            .replace("\"schema_version\":1", "\"schema_version\":2");
+        let err = OrderPlaced::from_json(&json).expect_err("newer version");
+        assert_eq!(err.field(), Some("schema_version"));
+        assert!(err.to_string().contains("replay the DLQ"), "{err}");
+    }
+
+    #[test]
+    fn a_message_is_validated_again_on_the_way_in() {
+        let json = OrderPlaced::new(order(), Utc::now())
+            .to_json()
+            .replace("\"quantity\":2", "\"quantity\":0");
+        let err = OrderPlaced::from_json(&json).expect_err("invalid quantity");
+        assert_eq!(err.field(), Some("items[0].quantity"));
+    }
+
+    #[test]
+    fn a_request_body_is_not_a_message() {
+        let err = OrderPlaced::from_json(
+            r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"c","currency":"EUR","items":[]}"#,
+        )
+        .expect_err("no schema_version");
+        assert!(err.to_string().contains("schema_version"), "{err}");
+    }
+}

@@ -1,0 +1,310 @@
+//! What a customer may order, and the rules an order must follow.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ContractError, from_json};
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_CUSTOMER_ID_CHARS: usize = 64;
+pub const MAX_SKU_CHARS: usize = 64;
+pub const MAX_QUANTITY: i64 = 10_000;
+pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
+
+/// The body of `POST /orders`, as sent, before validation.
+///
+/// Numbers are read as `i64` so that out-of-range values get a range message
+/// ("must be between 1 and 10000") rather than a type error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub currency: String,
+    pub items: Vec<LineItemRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineItemRequest {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// A valid order. It can only be built by validation, so holding one is proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    order_id: Uuid,
+    customer_id: String,
+    currency: String,
+    items: Vec<LineItem>,
+}
+
+/// One validated line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_cents: u32,
+}
+
+impl OrderRequest {
+    /// Parses a request body; the error names the field at fault.
+    pub fn from_json(json: &str) -> Result<Self, ContractError> {
+        from_json(json)
+    }
+}
+
+impl Order {
+    /// Parses and validates a request body in one step.
+    pub fn from_request_json(json: &str) -> Result<Self, ContractError> {
+        Self::try_from(OrderRequest::from_json(json)?)
+    }
+
+    /// The client-chosen id, which is also the idempotency key.
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    pub fn items(&self) -> &[LineItem] {
+        &self.items
+    }
+
+    /// Sum of quantity × unit price. At most 100 × 10⁴ × 10⁹ = 10¹⁵, so it fits an `i64`.
+    pub fn total_cents(&self) -> i64 {
+        self.items
+            .iter()
+            .map(|item| i64::from(item.quantity) * i64::from(item.unit_price_cents))
+            .sum()
+    }
+}
+
+impl TryFrom<OrderRequest> for Order {
+    type Error = ContractError;
+
+    fn try_from(request: OrderRequest) -> Result<Self, ContractError> {
+        check_customer_id(&request.customer_id)?;
+        check_currency(&request.currency)?;
+        if request.items.is_empty() || request.items.len() > MAX_ITEMS {
+            return Err(ContractError::invalid(
+                "items",
+                format!(
+                    "must hold between 1 and {MAX_ITEMS} items, not {}",
+                    request.items.len()
+                ),
+            ));
+        }
+        let items = request
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| LineItem::validate(index, item))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            order_id: request.order_id,
+            customer_id: request.customer_id,
+            currency: request.currency,
+            items,
+        })
+    }
+}
+
+impl LineItem {
+    fn validate(index: usize, item: LineItemRequest) -> Result<Self, ContractError> {
+        let field = |name: &str| format!("items[{index}].{name}");
+        let sku_chars = item.sku.chars().count();
+        if sku_chars == 0 || sku_chars > MAX_SKU_CHARS {
+            return Err(ContractError::invalid(
+                field("sku"),
+                format!("must be 1 to {MAX_SKU_CHARS} characters long, not {sku_chars}"),
+            ));
+        }
+        if !item.sku.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+            return Err(ContractError::invalid(
+                field("sku"),
+                "may only contain printable ASCII characters",
+            ));
+        }
+        let quantity = in_range(item.quantity, 1, MAX_QUANTITY).ok_or_else(|| {
+            ContractError::invalid(
+                field("quantity"),
+                format!(
+                    "must be between 1 and {MAX_QUANTITY}, not {}",
+                    item.quantity
+                ),
+            )
+        })?;
+        let unit_price_cents = in_range(item.unit_price_cents, 0, MAX_UNIT_PRICE_CENTS)
+            .ok_or_else(|| {
+                ContractError::invalid(
+                    field("unit_price_cents"),
+                    format!(
+                        "must be between 0 and {MAX_UNIT_PRICE_CENTS}, not {}",
+                        item.unit_price_cents
+                    ),
+                )
+            })?;
+        Ok(Self {
+            sku: item.sku,
+            quantity,
+            unit_price_cents,
+        })
+    }
+}
+
+fn in_range(value: i64, min: i64, max: i64) -> Option<u32> {
+    (min..=max)
+        .contains(&value)
+        .then(|| u32::try_from(value).ok())
+        .flatten()
+}
+
+fn check_customer_id(customer_id: &str) -> Result<(), ContractError> {
+    let valid_chars = customer_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID_CHARS || !valid_chars {
+        return Err(ContractError::invalid(
+            "customer_id",
+            format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters of A-Z, a-z, 0-9, '_' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_currency(currency: &str) -> Result<(), ContractError> {
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(ContractError::invalid(
+            "currency",
+            format!(
+                "must be an ISO 4217 code of three upper-case letters such as \"EUR\", not {currency:?}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> serde_json::Value {
+        json!({
+            "order_id": "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10",
+            "customer_id": "cust-42",
+            "currency": "EUR",
+            "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
+        })
+    }
+
+    fn field_of(body: serde_json::Value) -> String {
+        let err = Order::from_request_json(&body.to_string()).expect_err("should be rejected");
+        err.field().expect("names a field").to_owned()
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_order() {
+        let order = Order::from_request_json(&valid().to_string()).expect("valid");
+        assert_eq!(order.customer_id(), "cust-42");
+        assert_eq!(order.total_cents(), 2598);
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_malformed() {
+        let err = Order::from_request_json("{\"order_id\": ").expect_err("malformed");
+        assert!(matches!(err, ContractError::Malformed { .. }), "{err:?}");
+        let err = Order::from_request_json("{} trailing").expect_err("malformed");
+        assert!(matches!(err, ContractError::Malformed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let mut body = valid();
+        body["coupon"] = json!("FREE");
+        let err = Order::from_request_json(&body.to_string()).expect_err("unknown field");
+        assert!(err.to_string().contains("coupon"), "{err}");
+        let mut body = valid();
+        body["items"][0]["colour"] = json!("red");
+        assert!(field_of(body).starts_with("items[0]"));
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let mut body = valid();
+        body.as_object_mut().expect("object").remove("currency");
+        let err = Order::from_request_json(&body.to_string()).expect_err("missing");
+        assert!(err.to_string().contains("currency"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_nested_field() {
+        let mut body = valid();
+        body["items"][0]["quantity"] = json!("two");
+        assert_eq!(field_of(body), "items[0].quantity");
+        let mut body = valid();
+        body["order_id"] = json!("not-a-uuid");
+        assert_eq!(field_of(body), "order_id");
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("customer_id", json!(""), "customer_id"),
+            ("customer_id", json!("a".repeat(65)), "customer_id"),
+            ("customer_id", json!("cust 42"), "customer_id"),
+            ("currency", json!("eur"), "currency"),
+            ("currency", json!("EURO"), "currency"),
+            ("items", json!([]), "items"),
+        ];
+        for (key, value, expected) in cases {
+            let mut body = valid();
+            body[key] = value;
+            assert_eq!(field_of(body), expected);
+        }
+        let item_cases = [
+            ("sku", json!(""), "items[0].sku"),
+            ("sku", json!("x".repeat(65)), "items[0].sku"),
+            ("sku", json!("tab\there"), "items[0].sku"),
+            ("quantity", json!(0), "items[0].quantity"),
+            ("quantity", json!(10_001), "items[0].quantity"),
+            ("unit_price_cents", json!(-1), "items[0].unit_price_cents"),
+            (
+                "unit_price_cents",
+                json!(1_000_000_001),
+                "items[0].unit_price_cents",
+            ),
+        ];
+        for (key, value, expected) in item_cases {
+            let mut body = valid();
+            body["items"][0][key] = value;
+            assert_eq!(field_of(body), expected);
+        }
+    }
+
+    #[test]
+    fn the_limits_themselves_are_allowed() {
+        let mut body = valid();
+        body["customer_id"] = json!("A".repeat(64));
+        body["items"] = json!(vec![
+            json!({"sku": "S".repeat(64), "quantity": 10_000, "unit_price_cents": 1_000_000_000});
+            100
+        ]);
+        let order = Order::from_request_json(&body.to_string()).expect("limits are inclusive");
+        assert_eq!(order.total_cents(), 100 * 10_000 * 1_000_000_000);
+        body["items"] = json!(vec![
+            json!({"sku": "S", "quantity": 1, "unit_price_cents": 0});
+            101
+        ]);
+        assert_eq!(field_of(body), "items");
+    }
+}
