@@ -1,0 +1,210 @@
+//! PostgreSQL for tests: a fresh database per test, or a private server to stop.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::{eventually, required_env, unique_name};
+
+/// A database of its own on the shared server; it stays behind for post-mortems
+/// and disappears with the server `scripts/test` throws away.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database on the server of `TEST_DATABASE_URL`.
+    pub async fn create() -> Self {
+        Self::create_on(&required_env("TEST_DATABASE_URL")).await
+    }
+
+    /// Creates a fresh, empty database on the server of `admin_url` (a superuser URL).
+    pub async fn create_on(admin_url: &str) -> Self {
+        let admin = connect(admin_url).await;
+        let name = unique_name("test");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        let url = with_database(admin_url, &name);
+        Self { name, url }
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect(&self.url).await
+    }
+}
+
+/// Connects and drives the connection in the background.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {url}: {err}"));
+    tokio::spawn(connection);
+    client
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("a URL with a path");
+    format!("{base}/{database}")
+}
+
+/// A PostgreSQL cluster of the test's own, for tests that stop the database.
+/// Stopped (immediate mode) and deleted on drop.
+#[derive(Debug)]
+pub struct PostgresServer {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PostgresServer {
+    /// Initialises a cluster in a temporary folder and starts it on a free port.
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique_name("pg"));
+        std::fs::create_dir_all(&dir).expect("create the cluster folder");
+        if running_as_root() {
+            // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
+            run(Command::new("chown").arg("postgres:").arg(&dir));
+        }
+        let server = Self {
+            port: free_port(),
+            dir,
+        };
+        server.pg(&[
+            "initdb",
+            "-D",
+            &server.data(),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]);
+        server.start_again().await;
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A superuser URL for the `postgres` database of this server.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server as an outage would: immediately, without a checkpoint.
+    pub fn stop(&self) {
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    /// Starts the (stopped) server again on the same port and waits until it accepts connections.
+    pub async fn start_again(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log.display().to_string(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        let url = self.admin_url();
+        eventually(
+            "the private PostgreSQL to accept connections",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    tokio_postgres::connect(&url, NoTls)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
+        .await;
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs a PostgreSQL tool from `PG_BINDIR`, as `postgres` when we are root.
+    fn pg(&self, args: &[&str]) {
+        let bindir = PathBuf::from(required_env("PG_BINDIR"));
+        let program = bindir.join(args[0]);
+        let mut command = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        command.args(&args[1..]).current_dir(&self.dir);
+        run(&mut command);
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let data = Path::new(&self.data()).to_path_buf();
+        if data.join("postmaster.pid").exists() {
+            self.pg(&[
+                "pg_ctl",
+                "-D",
+                &self.data(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A port the kernel just handed out; free unless someone races us for it.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}

@@ -1,0 +1,185 @@
+//! Fresh SQS queues per test on the emulator.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+
+use crate::{required_env, unique_name};
+
+/// The emulator's endpoint, from `TEST_SQS_ENDPOINT`.
+pub fn sqs_endpoint() -> String {
+    required_env("TEST_SQS_ENDPOINT")
+}
+
+/// A client for the emulator with static test credentials.
+pub async fn sqs_client() -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(sqs_endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "testkit",
+        ))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// Queue settings a test scales down (a 1 s visibility timeout instead of minutes).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub visibility_timeout_secs: u32,
+    pub max_receive_count: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            visibility_timeout_secs: 30,
+            max_receive_count: 5,
+        }
+    }
+}
+
+/// A queue with its own dead-letter queue, named for this test alone.
+#[derive(Debug, Clone)]
+pub struct TestQueues {
+    pub sqs: Client,
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub dlq_url: String,
+    pub dlq_arn: String,
+}
+
+impl TestQueues {
+    pub async fn create(settings: QueueSettings) -> Self {
+        let sqs = sqs_client().await;
+        let name = unique_name("orders");
+        let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), vec![]).await;
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+        let redrive = format!(
+            r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{}"}}"#,
+            settings.max_receive_count
+        );
+        let queue_url = create_queue(
+            &sqs,
+            &name,
+            vec![
+                (QueueAttributeName::RedrivePolicy, redrive),
+                (
+                    QueueAttributeName::VisibilityTimeout,
+                    settings.visibility_timeout_secs.to_string(),
+                ),
+            ],
+        )
+        .await;
+        let queue_arn = queue_arn(&sqs, &queue_url).await;
+        Self {
+            sqs,
+            queue_url,
+            queue_arn,
+            dlq_url,
+            dlq_arn,
+        }
+    }
+
+    /// Sends raw bodies to the source queue, as any producer could.
+    pub async fn send_bodies(&self, bodies: &[String]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let sent = self
+                .sqs
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .expect("send a message to the test queue");
+            ids.push(sent.message_id().unwrap_or_default().to_owned());
+        }
+        ids
+    }
+
+    /// Visible plus in-flight messages of the source queue.
+    pub async fn depth(&self) -> u64 {
+        depth(&self.sqs, &self.queue_url).await
+    }
+
+    /// Visible plus in-flight messages of the dead-letter queue.
+    pub async fn dlq_depth(&self) -> u64 {
+        depth(&self.sqs, &self.dlq_url).await
+    }
+
+    /// Receives every message of the dead-letter queue (hiding them for 60 s).
+    pub async fn receive_dlq(&self) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive from the test DLQ");
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
+    }
+}
+
+async fn create_queue(
+    sqs: &Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> String {
+    let mut request = sqs.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        request = request.attributes(key, value);
+    }
+    let created = request.send().await.unwrap_or_else(|err| {
+        panic!(
+            "create queue {name} on the SQS emulator: {}",
+            aws_sdk_sqs::error::DisplayErrorContext(err)
+        )
+    });
+    created.queue_url.expect("CreateQueue returns a URL")
+}
+
+async fn queue_arn(sqs: &Client, url: &str) -> String {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("read the queue ARN");
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .expect("GetQueueAttributes returns the ARN")
+        .clone()
+}
+
+async fn depth(sqs: &Client, url: &str) -> u64 {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("read the queue depth");
+    let read = |name: QueueAttributeName| -> u64 {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    read(QueueAttributeName::ApproximateNumberOfMessages)
+        + read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+}
