@@ -1,0 +1,181 @@
+//! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use order_contract::{LineItem, OrderPlaced};
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use crate::migrations::{MigrationError, migrate};
+
+/// A valid order together with the SQS message that carried it.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub message_id: String,
+    pub placed: OrderPlaced,
+}
+
+/// What one bulk insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsertOutcome {
+    /// Orders written now.
+    pub stored: u64,
+    /// Orders already present (a redelivery, a retried POST, a replay): skipped.
+    pub duplicates: u64,
+}
+
+/// Storing failed as a whole; nothing of the batch can be assumed written.
+/// Every variant is transient: the same orders will be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not get a database connection (is PostgreSQL up and DATABASE_URL right?)")]
+    Connect(#[source] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Migrate(#[from] MigrationError),
+    #[error("the bulk insert of {count} orders failed")]
+    Insert {
+        count: usize,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Stores a batch of orders idempotently, all or nothing.
+pub trait OrderStore: Send + Sync {
+    fn insert(
+        &self,
+        orders: &[Accepted],
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
+}
+
+/// One statement for the whole batch: the arrays travel in the binary protocol,
+/// `unnest` turns them back into rows, and `ON CONFLICT DO NOTHING` makes every
+/// repeat of an `order_id` (in this batch or stored earlier) a counted no-op.
+const INSERT_ORDERS: &str = "
+    INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, sqs_message_id)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[])
+    ON CONFLICT (order_id) DO NOTHING";
+
+/// PostgreSQL behind a small pool that connects lazily, on the first batch, and
+/// replaces a connection that broke, so the store outlives a database restart.
+pub struct PgStore {
+    pool: Pool,
+    migrated: OnceCell<()>,
+}
+
+impl PgStore {
+    /// Builds the pool without connecting. In Lambda `max_connections` is 1:
+    /// an execution environment handles one batch at a time.
+    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Self {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            // Fail a batch fast while the database is down instead of hanging until the
+            // function times out; the records come back after their visibility timeout.
+            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .build()
+            // Only fails when timeouts are set without a runtime, and one is set above.
+            .unwrap_or_else(|err| unreachable!("{err}"));
+        Self {
+            pool,
+            migrated: OnceCell::new(),
+        }
+    }
+
+    /// Applies pending migrations (once per process; later calls return at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrated
+            .get_or_try_init(|| async {
+                let mut client = self.pool.get().await.map_err(StoreError::Connect)?;
+                migrate(&mut client).await?;
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl OrderStore for PgStore {
+    async fn insert(&self, orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
+        self.migrate().await?;
+        let client = self.pool.get().await.map_err(StoreError::Connect)?;
+        let columns = Columns::from(orders);
+        let insert_error = |source| StoreError::Insert {
+            count: orders.len(),
+            source,
+        };
+        let statement = client
+            .prepare_cached(INSERT_ORDERS)
+            .await
+            .map_err(insert_error)?;
+        let stored = client
+            .execute(
+                &statement,
+                &[
+                    &columns.order_ids,
+                    &columns.customer_ids,
+                    &columns.currencies,
+                    &columns.items,
+                    &columns.totals,
+                    &columns.received_at,
+                    &columns.message_ids,
+                ],
+            )
+            .await
+            .map_err(insert_error)?;
+        Ok(InsertOutcome {
+            stored,
+            duplicates: orders.len() as u64 - stored,
+        })
+    }
+}
+
+/// The batch turned inside out: one array per column, borrowed from the orders.
+struct Columns<'a> {
+    order_ids: Vec<Uuid>,
+    customer_ids: Vec<&'a str>,
+    currencies: Vec<&'a str>,
+    items: Vec<Json<&'a [LineItem]>>,
+    totals: Vec<i64>,
+    received_at: Vec<DateTime<Utc>>,
+    message_ids: Vec<&'a str>,
+}
+
+impl<'a> From<&'a [Accepted]> for Columns<'a> {
+    fn from(orders: &'a [Accepted]) -> Self {
+        let n = orders.len();
+        let mut columns = Columns {
+            order_ids: Vec::with_capacity(n),
+            customer_ids: Vec::with_capacity(n),
+            currencies: Vec::with_capacity(n),
+            items: Vec::with_capacity(n),
+            totals: Vec::with_capacity(n),
+            received_at: Vec::with_capacity(n),
+            message_ids: Vec::with_capacity(n),
+        };
+        for Accepted { message_id, placed } in orders {
+            let order = &placed.order;
+            columns.order_ids.push(order.order_id());
+            columns.customer_ids.push(order.customer_id());
+            columns.currencies.push(order.currency());
+            columns.items.push(Json(order.items()));
+            columns.totals.push(order.total_cents());
+            columns.received_at.push(placed.received_at);
+            columns.message_ids.push(message_id);
+        }
+        columns
+    }
+}
