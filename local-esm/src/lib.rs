@@ -1,1 +1,16 @@
+//! The local stand-ins for AWS that `scripts/dev` and the tests run: queue set-up
+//! from the SAM template and the SQS event source mapping that feeds the consumer.
+//!
+//! # Layout
+//! - [`template`]: reads the queue and event-source settings of `infra/template.yaml`.
+//! - [`queues`]: creates the queue pair with those settings.
+//! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced.
+//! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`).
 
+pub mod cli;
+pub mod driver;
+pub mod queues;
+pub mod template;
+
+pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError};
+pub use template::{EventSourceSettings, QueueSettings, Template};

@@ -1,0 +1,129 @@
+//! The `local-esm` command.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use consumer_lambda::{Config, PgStore};
+
+use crate::driver::{Driver, InProcess};
+use crate::queues::create_queues;
+use crate::template::Template;
+
+/// Local stand-ins for AWS: queues as the SAM template declares them, and Lambda's
+/// SQS event source mapping feeding the consumer's handler.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the queue and its DLQ with the template's settings; prints QUEUE_URL=… and DLQ_URL=….
+    CreateQueues {
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: String,
+        #[arg(long, default_value = "orders")]
+        queue_name: String,
+        #[arg(long, default_value = "orders-dlq")]
+        dlq_name: String,
+    },
+    /// Apply the consumer's database migrations to DATABASE_URL.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Poll the queue and hand batches to the consumer's handler, as Lambda would.
+    Run {
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: String,
+        #[arg(long, env = "QUEUE_URL")]
+        queue_url: String,
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Overrides the template's BatchSize.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Overrides the template's MaximumBatchingWindowInSeconds (milliseconds here, for tests).
+        #[arg(long)]
+        batching_window_ms: Option<u64>,
+        /// Overrides the template's ScalingConfig.MaximumConcurrency.
+        #[arg(long)]
+        max_concurrency: Option<usize>,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::CreateQueues {
+                template,
+                queue_name,
+                dlq_name,
+            } => {
+                let template = Template::from_file(&template)?;
+                let sqs = sqs_client().await;
+                let urls = create_queues(&sqs, &queue_name, &dlq_name, template.queues).await?;
+                println!("QUEUE_URL={}", urls.queue_url);
+                println!("DLQ_URL={}", urls.dlq_url);
+            }
+            Command::Migrate { database_url } => {
+                let config = Config::from_database_url(&database_url)?;
+                PgStore::new(config.database, 1)
+                    .migrate()
+                    .await
+                    .context("applying the migrations failed")?;
+                tracing::info!("the database schema is up to date");
+            }
+            Command::Run {
+                template,
+                queue_url,
+                database_url,
+                batch_size,
+                batching_window_ms,
+                max_concurrency,
+            } => {
+                let mut settings = Template::from_file(&template)?.event_source;
+                settings.batch_size = batch_size.unwrap_or(settings.batch_size);
+                settings.batching_window =
+                    batching_window_ms.map_or(settings.batching_window, Duration::from_millis);
+                settings.max_concurrency = max_concurrency.unwrap_or(settings.max_concurrency);
+                let config = Config::from_database_url(&database_url)?;
+                // One connection per concurrent invocation, as one per Lambda environment.
+                let store = PgStore::new(config.database, settings.max_concurrency);
+                let driver = Driver::new(sqs_client().await, queue_url, settings, InProcess(store))
+                    .await
+                    .context("the queue to poll is not reachable")?;
+                driver.run(shutdown_signal()).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The SQS client from the standard AWS environment (AWS_ENDPOINT_URL, region, credentials).
+async fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

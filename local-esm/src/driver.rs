@@ -1,0 +1,355 @@
+//! A local stand-in for Lambda's SQS event source mapping.
+//!
+//! Same contract as the real one: long-poll the queue, gather up to `batch_size`
+//! records within the batching window, run at most `max_concurrency` invocations
+//! at once, delete the records the handler did not report as failed, and leave
+//! the failed ones alone, so they reappear after the visibility timeout and reach
+//! the DLQ after `maxReceiveCount` receives. An invocation that errors or panics,
+//! or answers with an identifier that is not in the batch, fails the whole batch.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use aws_lambda_events::encodings::Base64Data;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::queues::{QueueError, queue_arn};
+use crate::template::EventSourceSettings;
+
+/// Lambda's limit on an invocation payload; gathering stops before it.
+const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// SQS's own limits.
+const MAX_RECEIVE: usize = 10;
+const MAX_WAIT_SECS: u64 = 20;
+
+/// Why an invocation failed as a whole (Lambda's "function error").
+#[derive(Debug, thiserror::Error)]
+#[error("the invocation failed: {0}")]
+pub struct InvocationError(pub String);
+
+/// What the driver invokes with each batch: the handler in process, or a Lambda endpoint.
+pub trait BatchHandler: Send + Sync {
+    fn handle(
+        &self,
+        event: SqsEvent,
+    ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
+}
+
+/// Runs the consumer's handler in this process, against a store.
+pub struct InProcess<S>(pub S);
+
+impl<S: consumer_lambda::OrderStore> BatchHandler for InProcess<S> {
+    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+        consumer_lambda::handle_batch(event, &self.0)
+            .await
+            .map_err(|err| InvocationError(err.to_string()))
+    }
+}
+
+/// What happened to one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub received: usize,
+    /// Acknowledged: deleted from the queue.
+    pub deleted: usize,
+    /// Left on the queue to be received again.
+    pub retried: usize,
+}
+
+pub struct Driver<H> {
+    sqs: Client,
+    queue_url: String,
+    queue_arn: String,
+    region: String,
+    settings: EventSourceSettings,
+    handler: H,
+}
+
+impl<H: BatchHandler> Driver<H> {
+    pub async fn new(
+        sqs: Client,
+        queue_url: impl Into<String>,
+        settings: EventSourceSettings,
+        handler: H,
+    ) -> Result<Self, QueueError> {
+        let queue_url = queue_url.into();
+        let queue_arn = queue_arn(&sqs, &queue_url).await?;
+        // The ARN's fourth field is the region, as Lambda reports it in `awsRegion`.
+        let region = queue_arn.split(':').nth(3).unwrap_or_default().to_owned();
+        Ok(Self {
+            sqs,
+            queue_url,
+            queue_arn,
+            region,
+            settings,
+            handler,
+        })
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Polls until `shutdown` completes, then lets in-flight batches finish.
+    /// A long poll under way when it stops is abandoned: its messages, if any,
+    /// reappear after the visibility timeout, as with a disabled event source.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        info!(
+            queue = %self.queue_url,
+            batch_size = self.settings.batch_size,
+            batching_window_ms = self.settings.batching_window.as_millis() as u64,
+            max_concurrency = self.settings.max_concurrency,
+            "event source mapping started"
+        );
+        let (stop, stopped) = watch::channel(false);
+        let workers = futures::future::join_all(
+            (0..self.settings.max_concurrency.max(1)).map(|_| self.worker(stopped.clone())),
+        );
+        tokio::pin!(workers);
+        tokio::select! {
+            _ = &mut workers => return,
+            () = shutdown => {}
+        }
+        let _ = stop.send(true);
+        workers.await;
+        info!("event source mapping stopped");
+    }
+
+    async fn worker(&self, mut stopped: watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => return,
+                polled = self.gather() => match polled {
+                    Ok(messages) if messages.is_empty() => {}
+                    Ok(messages) => {
+                        self.invoke(messages).await;
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "polling the queue failed; trying again in a second");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// One step: gather a batch (waiting at most one long poll for the first
+    /// record), invoke the handler and delete what it stored. Tests step with it.
+    pub async fn poll_once(&self) -> Result<BatchOutcome, QueueError> {
+        let messages = self.gather().await?;
+        if messages.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        Ok(self.invoke(messages).await)
+    }
+
+    /// Gathers records until the batch is full, the window after the first record
+    /// has passed, or the payload limit is near; empty after one idle long poll.
+    async fn gather(&self) -> Result<Vec<Message>, QueueError> {
+        let mut batch: Vec<Message> = Vec::new();
+        let mut bytes = 0;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let wait = match deadline {
+                None => MAX_WAIT_SECS,
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .min(MAX_WAIT_SECS),
+            };
+            let room = (self.settings.batch_size - batch.len()).min(MAX_RECEIVE);
+            let received = self.receive(room, wait).await?;
+            if received.is_empty() && deadline.is_none() {
+                return Ok(batch);
+            }
+            if !received.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + self.settings.batching_window);
+            }
+            bytes += received
+                .iter()
+                .map(|m| m.body().map_or(0, str::len))
+                .sum::<usize>();
+            let got_none = received.is_empty();
+            batch.extend(received);
+            let remaining = deadline.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let full =
+                batch.len() >= self.settings.batch_size || bytes + 256 * 1024 > MAX_PAYLOAD_BYTES;
+            if full || remaining.is_zero() {
+                return Ok(batch);
+            }
+            if got_none && remaining < Duration::from_secs(1) {
+                // Less than a second left: SQS long polls whole seconds, so wait it out.
+                tokio::time::sleep(remaining.min(Duration::from_millis(100))).await;
+            }
+        }
+    }
+
+    async fn receive(&self, max: usize, wait_secs: u64) -> Result<Vec<Message>, QueueError> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max as i32)
+            .wait_time_seconds(wait_secs as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|err| QueueError::new(format!("receive from {}", self.queue_url), err))?;
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    /// Invokes the handler with the batch and deletes what it acknowledged.
+    async fn invoke(&self, messages: Vec<Message>) -> BatchOutcome {
+        let received = messages.len();
+        let event = self.event(&messages);
+        let span = info_span!("invoke", records = received);
+        let response = AssertUnwindSafe(self.handler.handle(event))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let failed: HashSet<String> = match response {
+            Ok(Ok(response)) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|failure| failure.item_identifier)
+                .collect(),
+            Ok(Err(err)) => {
+                warn!(error = %err, "the whole batch will be retried after the visibility timeout");
+                return BatchOutcome {
+                    received,
+                    deleted: 0,
+                    retried: received,
+                };
+            }
+            Err(_) => {
+                error!(
+                    "the handler panicked; the whole batch will be retried after the visibility timeout"
+                );
+                return BatchOutcome {
+                    received,
+                    deleted: 0,
+                    retried: received,
+                };
+            }
+        };
+        let known: HashSet<&str> = messages.iter().filter_map(|m| m.message_id()).collect();
+        if let Some(unknown) = failed.iter().find(|id| !known.contains(id.as_str())) {
+            // Lambda's rule: an empty or unknown itemIdentifier fails the whole batch.
+            error!(item_identifier = %unknown, "the response names a record that is not in the batch; retrying the whole batch");
+            return BatchOutcome {
+                received,
+                deleted: 0,
+                retried: received,
+            };
+        }
+        let done: Vec<&Message> = messages
+            .iter()
+            .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
+            .collect();
+        let deleted = self.delete(&done).await;
+        BatchOutcome {
+            received,
+            deleted,
+            retried: received - deleted,
+        }
+    }
+
+    /// Deletes in chunks of ten; returns how many were deleted. A failed delete
+    /// only means a redelivery, which the consumer's idempotency absorbs.
+    async fn delete(&self, messages: &[&Message]) -> usize {
+        let mut deleted = 0;
+        for chunk in messages.chunks(MAX_RECEIVE) {
+            let entries = chunk.iter().enumerate().filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            });
+            let result = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries.collect()))
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    deleted += output.successful().len();
+                    for failure in output.failed() {
+                        warn!(
+                            code = failure.code(),
+                            "a processed record could not be deleted and will be redelivered"
+                        );
+                    }
+                }
+                Err(err) => warn!(
+                    error = %aws_sdk_sqs::error::DisplayErrorContext(err),
+                    "deleting processed records failed; they will be redelivered"
+                ),
+            }
+        }
+        deleted
+    }
+
+    /// The batch as Lambda would deliver it.
+    fn event(&self, messages: &[Message]) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = messages.iter().map(|m| self.record(m)).collect();
+        event
+    }
+
+    fn record(&self, message: &Message) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = message.message_id.clone();
+        record.receipt_handle = message.receipt_handle.clone();
+        record.body = message.body.clone();
+        record.md5_of_body = message.md5_of_body.clone();
+        record.md5_of_message_attributes = message.md5_of_message_attributes.clone();
+        record.attributes = message
+            .attributes()
+            .map(|attributes| {
+                attributes
+                    .iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        record.message_attributes = message
+            .message_attributes()
+            .map(|attributes| {
+                attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        let mut attribute = SqsMessageAttribute::default();
+                        attribute.data_type = Some(value.data_type().to_owned());
+                        attribute.string_value = value.string_value().map(str::to_owned);
+                        attribute.binary_value = value.binary_value().map(|blob| {
+                            let mut data = Base64Data::default();
+                            data.extend_from_slice(blob.as_ref());
+                            data
+                        });
+                        (name.clone(), attribute)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        record.event_source = Some("aws:sqs".to_owned());
+        record.event_source_arn = Some(self.queue_arn.clone());
+        record.aws_region = Some(self.region.clone());
+        record
+    }
+}

@@ -1,0 +1,111 @@
+//! Creates the queue pair the way the template declares it.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::template::QueueSettings;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "could not {action} on the SQS endpoint (is the emulator running and AWS_ENDPOINT_URL set?): {detail}"
+)]
+pub struct QueueError {
+    action: String,
+    detail: String,
+}
+
+impl QueueError {
+    pub(crate) fn new(action: impl Into<String>, err: impl std::error::Error) -> Self {
+        Self {
+            action: action.into(),
+            detail: DisplayErrorContext(err).to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrls {
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// Creates (or updates) the DLQ, then the source queue with its redrive policy.
+/// Idempotent: a second run finds the queues and sets the same attributes again.
+pub async fn create_queues(
+    sqs: &Client,
+    queue_name: &str,
+    dlq_name: &str,
+    settings: QueueSettings,
+) -> Result<QueueUrls, QueueError> {
+    let dlq_url = ensure_queue(
+        sqs,
+        dlq_name,
+        vec![(
+            QueueAttributeName::MessageRetentionPeriod,
+            settings.dlq_retention_secs.to_string(),
+        )],
+    )
+    .await?;
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": settings.max_receive_count,
+    });
+    let queue_url = ensure_queue(
+        sqs,
+        queue_name,
+        vec![
+            (
+                QueueAttributeName::VisibilityTimeout,
+                settings.visibility_timeout_secs.to_string(),
+            ),
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                settings.retention_secs.to_string(),
+            ),
+            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+        ],
+    )
+    .await?;
+    Ok(QueueUrls { queue_url, dlq_url })
+}
+
+async fn ensure_queue(
+    sqs: &Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> Result<String, QueueError> {
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|err| QueueError::new(format!("create queue {name}"), err))?;
+    let url = created.queue_url.unwrap_or_default();
+    let mut update = sqs.set_queue_attributes().queue_url(&url);
+    for (key, value) in attributes {
+        update = update.attributes(key, value);
+    }
+    update
+        .send()
+        .await
+        .map_err(|err| QueueError::new(format!("set the attributes of queue {name}"), err))?;
+    Ok(url)
+}
+
+/// Reads a queue's ARN; never derived from its URL, which differs between endpoints.
+pub async fn queue_arn(sqs: &Client, url: &str) -> Result<String, QueueError> {
+    let response = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|err| QueueError::new(format!("read the ARN of {url}"), err))?;
+    Ok(response
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default())
+}

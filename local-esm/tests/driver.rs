@@ -1,0 +1,331 @@
+//! The local event source mapping against the SQS emulator, with fake handlers.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use local_esm::queues::create_queues;
+use local_esm::{
+    BatchHandler, BatchOutcome, Driver, EventSourceSettings, InvocationError, Template,
+};
+use testkit::{QueueSettings, TestQueues, eventually, unique_name};
+
+/// Fails the records whose body starts with "fail", records what it saw.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<SqsEvent>>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    delay: Duration,
+}
+
+impl BatchHandler for Recorder {
+    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(
+            event
+                .records
+                .iter()
+                .filter(|r| r.body.as_deref().unwrap_or_default().starts_with("fail"))
+                .filter_map(|r| r.message_id.clone()),
+        );
+        self.events.lock().expect("lock").push(event);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(response)
+    }
+}
+
+struct Broken;
+
+impl BatchHandler for Broken {
+    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+        if event.records.len() > 1 {
+            panic!("the handler blew up");
+        }
+        let mut response = SqsBatchResponse::default();
+        response.add_failure("not-a-message-of-this-batch");
+        Ok(response)
+    }
+}
+
+fn settings(batch_size: usize, window_ms: u64, max_concurrency: usize) -> EventSourceSettings {
+    EventSourceSettings {
+        batch_size,
+        batching_window: Duration::from_millis(window_ms),
+        max_concurrency,
+    }
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test]
+async fn stored_records_are_deleted_and_failed_ones_reach_the_dlq_after_max_receive_count() {
+    testkit::init_tracing();
+    let queues = TestQueues::create(QueueSettings {
+        visibility_timeout_secs: 1,
+        max_receive_count: 3,
+    })
+    .await;
+    let mut sent = bodies("ok", 6);
+    sent.extend(bodies("fail", 2));
+    queues.send_bodies(&sent).await;
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(10, 200, 2),
+        Recorder::default(),
+    )
+    .await
+    .expect("driver");
+
+    let run = driver.run(async {
+        eventually(
+            "both failing records in the DLQ",
+            Duration::from_secs(30),
+            || async {
+                let in_dlq = queues.dlq_depth().await;
+                if in_dlq == 2 && queues.depth().await == 0 {
+                    Ok(())
+                } else {
+                    Err(in_dlq)
+                }
+            },
+        )
+        .await;
+    });
+    tokio::time::timeout(Duration::from_secs(40), run)
+        .await
+        .expect("the driver stops");
+
+    let dead: HashSet<String> = queues
+        .receive_dlq()
+        .await
+        .iter()
+        .filter_map(|m| m.body.clone())
+        .collect();
+    assert_eq!(
+        dead,
+        HashSet::from(["fail-0".to_owned(), "fail-1".to_owned()])
+    );
+    // Each good record was handed over exactly once; each bad one three times.
+    let events = driver_events(&driver);
+    let seen: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.records.iter().filter_map(|r| r.body.clone()))
+        .collect();
+    assert_eq!(seen.iter().filter(|b| b.starts_with("ok")).count(), 6);
+    assert_eq!(seen.iter().filter(|b| *b == "fail-0").count(), 3);
+}
+
+fn driver_events(driver: &Driver<Recorder>) -> Vec<SqsEvent> {
+    driver.handler().events.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn records_arrive_as_lambda_delivers_them_with_attributes_and_receive_counts() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.queue_url)
+        .message_body("ok-with-attributes")
+        .message_attributes(
+            "trace",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("abc")
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("sent");
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(10, 0, 1),
+        Recorder::default(),
+    )
+    .await
+    .expect("driver");
+    let outcome = driver.poll_once().await.expect("polled");
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            received: 1,
+            deleted: 1,
+            retried: 0
+        }
+    );
+    let record = driver_events(&driver)[0].records[0].clone();
+    assert_eq!(record.body.as_deref(), Some("ok-with-attributes"));
+    assert_eq!(record.event_source.as_deref(), Some("aws:sqs"));
+    assert_eq!(
+        record.event_source_arn.as_deref(),
+        Some(queues.queue_arn.as_str())
+    );
+    assert_eq!(record.aws_region.as_deref(), Some("us-east-1"));
+    assert_eq!(
+        record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert!(record.attributes.contains_key("SentTimestamp"));
+    assert_eq!(
+        record.message_attributes["trace"].string_value.as_deref(),
+        Some("abc")
+    );
+    assert!(record.receipt_handle.is_some() && record.md5_of_body.is_some());
+    assert_eq!(queues.depth().await, 0);
+}
+
+#[tokio::test]
+async fn the_batching_window_gathers_up_to_the_batch_size_in_one_invocation() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    queues.send_bodies(&bodies("ok", 35)).await;
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(25, 2_000, 1),
+        Recorder::default(),
+    )
+    .await
+    .expect("driver");
+    let first = driver.poll_once().await.expect("polled");
+    assert_eq!(first.received, 25, "a full batch ends the window early");
+    let second = driver.poll_once().await.expect("polled");
+    assert_eq!(second.received, 10, "the window ends a partial batch");
+    assert_eq!(queues.depth().await, 0);
+}
+
+#[tokio::test]
+async fn no_more_than_max_concurrency_invocations_run_at_once() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    queues.send_bodies(&bodies("ok", 40)).await;
+    let handler = Recorder {
+        delay: Duration::from_millis(300),
+        ..Recorder::default()
+    };
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(2, 0, 3),
+        handler,
+    )
+    .await
+    .expect("driver");
+    driver
+        .run(async {
+            eventually("the queue to drain", Duration::from_secs(30), || async {
+                match queues.depth().await {
+                    0 => Ok(()),
+                    n => Err(n),
+                }
+            })
+            .await;
+        })
+        .await;
+    let peak = driver.handler().peak.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&peak), "peak concurrency {peak}");
+}
+
+#[tokio::test]
+async fn an_invocation_that_panics_or_names_a_stranger_acknowledges_nothing() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    queues.send_bodies(&bodies("ok", 3)).await;
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(10, 500, 1),
+        Broken,
+    )
+    .await
+    .expect("driver");
+    let panicked = driver.poll_once().await.expect("polled");
+    assert_eq!(panicked.deleted, 0);
+    assert_eq!(panicked.retried, panicked.received);
+
+    let single = TestQueues::create(QueueSettings::default()).await;
+    single.send_bodies(&bodies("ok", 1)).await;
+    let driver = Driver::new(
+        single.sqs.clone(),
+        &single.queue_url,
+        settings(10, 0, 1),
+        Broken,
+    )
+    .await
+    .expect("driver");
+    let stranger = driver.poll_once().await.expect("polled");
+    assert_eq!(
+        stranger,
+        BatchOutcome {
+            received: 1,
+            deleted: 0,
+            retried: 1
+        }
+    );
+    assert_eq!(queues.depth().await, 3);
+    assert_eq!(single.depth().await, 1);
+}
+
+#[tokio::test]
+async fn the_local_queues_get_exactly_the_settings_of_the_sam_template() {
+    let template = Template::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/template.yaml"
+    ))
+    .expect("template");
+    let sqs = testkit::sqs_client().await;
+    let name = unique_name("orders");
+    let urls = create_queues(&sqs, &name, &format!("{name}-dlq"), template.queues)
+        .await
+        .expect("created");
+    // Idempotent: a second run (scripts/dev restarted) succeeds with the same URLs.
+    let again = create_queues(&sqs, &name, &format!("{name}-dlq"), template.queues)
+        .await
+        .expect("again");
+    assert_eq!(urls, again);
+
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&urls.queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("attributes");
+    let get = |name: QueueAttributeName| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        get(QueueAttributeName::VisibilityTimeout),
+        template.queues.visibility_timeout_secs.to_string()
+    );
+    assert_eq!(
+        get(QueueAttributeName::MessageRetentionPeriod),
+        template.queues.retention_secs.to_string()
+    );
+    let redrive: serde_json::Value =
+        serde_json::from_str(&get(QueueAttributeName::RedrivePolicy)).expect("json");
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        template.queues.max_receive_count.to_string()
+    );
+    let dlq_arn = local_esm::queues::queue_arn(&sqs, &urls.dlq_url)
+        .await
+        .expect("arn");
+    assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());
+}
