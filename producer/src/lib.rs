@@ -1,1 +1,133 @@
+//! The customer-facing HTTP service: it validates orders and enqueues them to
+//! SQS, answering `202 Accepted` only once SQS has stored the message. It never
+//! touches the database; the consumer Lambda drains the queue.
+//!
+//! # Layout
+//! - [`config`]: [`Config`], read once from the environment at start-up.
+//! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`) over an [`AppState`].
+//! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
+//! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
+//!   sends into `SendMessageBatch` calls with a bounded wait.
+//! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
+//!
+//! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
+//! with a listener and a shutdown trigger of their own.
 
+pub mod config;
+pub mod problem;
+pub mod queue;
+pub mod routes;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use problem::Problem;
+pub use queue::{OrderQueue, QueueError, SqsQueue};
+pub use routes::{AppState, router};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use tokio::net::TcpListener;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "no AWS region is configured: set AWS_REGION (on EC2 the instance metadata provides it)"
+    )]
+    NoRegion,
+    #[error(
+        "could not listen on {addr}: is another process using it? (set BIND_ADDR to change it)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then lets in-flight requests (and
+/// their SQS sends) finish before returning.
+///
+/// Region, credentials and endpoint come from the standard AWS environment
+/// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the instance role, …); the endpoint is
+/// never derived from the queue URL.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    if aws.region().is_none() {
+        return Err(RunError::NoRegion);
+    }
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Config::from(&aws),
+        config.queue_url.clone(),
+        config.sqs_timeout,
+    ));
+    let listener = TcpListener::bind(config.bind_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.bind_addr,
+            source,
+        })?;
+    tracing::info!(
+        addr = %config.bind_addr,
+        queue_url = %config.queue_url,
+        sqs_timeout_ms = config.sqs_timeout.as_millis(),
+        "accepting orders"
+    );
+    let state = AppState::new(Arc::clone(&queue), config.request_timeout());
+    serve(listener, state, shutdown_signal())
+        .await
+        .map_err(RunError::Serve)?;
+    // Every request has been answered, so the router and its clones are gone.
+    if let Some(queue) = Arc::into_inner(queue) {
+        queue.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then stops
+/// accepting connections and waits for in-flight requests to be answered.
+pub async fn serve<Q: OrderQueue>(
+    listener: TcpListener,
+    state: AppState<Q>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what systemd sends on `systemctl stop`).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C; only SIGTERM stops the service");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received: finishing in-flight requests"),
+        () = terminate => tracing::info!("SIGTERM received: finishing in-flight requests"),
+    }
+}

@@ -1,0 +1,175 @@
+//! Configuration, read once from the environment at start-up.
+//!
+//! AWS region, credentials and endpoint are not here: the AWS SDK reads them
+//! from the standard environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, instance role).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
+/// How long one SQS call may take, retries included, when `SQS_TIMEOUT_MS` is unset.
+pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest `SQS_TIMEOUT_MS` accepted: beyond this clients time out first.
+pub const MAX_SQS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a request may take beyond the SQS timeout (reading the body, waiting
+/// for a free batch slot) before the request timeout answers 503 for it.
+const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The producer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The SQS queue orders go to (`QUEUE_URL`, required).
+    pub queue_url: String,
+    /// Where the HTTP server listens (`BIND_ADDR`, default [`DEFAULT_BIND_ADDR`]).
+    pub bind_addr: SocketAddr,
+    /// How long a send to SQS may take, the SDK's retries included, before the
+    /// client gets 503 (`SQS_TIMEOUT_MS`, default [`DEFAULT_SQS_TIMEOUT`]).
+    pub sqs_timeout: Duration,
+}
+
+/// A setting that is missing or unusable, worded as what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "QUEUE_URL is not set: set it to the URL of the orders queue, \
+         e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
+    )]
+    MissingQueueUrl,
+    #[error(
+        "QUEUE_URL={0:?} is not a queue URL: set it to the http(s) URL of the orders queue, \
+         e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
+    )]
+    InvalidQueueUrl(String),
+    #[error("BIND_ADDR={value:?} is not an IP address and port such as 0.0.0.0:8080")]
+    InvalidBindAddr {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error(
+        "SQS_TIMEOUT_MS={0:?} is not a whole number of milliseconds between 1 and {max}",
+        max = MAX_SQS_TIMEOUT.as_millis()
+    )]
+    InvalidSqsTimeout(String),
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    /// An empty value counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let queue_url = read("QUEUE_URL").ok_or(ConfigError::MissingQueueUrl)?;
+        let queue_url = queue_url.trim().to_owned();
+        let looks_like_url = ["https://", "http://"]
+            .iter()
+            .any(|scheme| queue_url.len() > scheme.len() && queue_url.starts_with(scheme));
+        if !looks_like_url || queue_url.contains(char::is_whitespace) {
+            return Err(ConfigError::InvalidQueueUrl(queue_url));
+        }
+
+        let bind_addr = read("BIND_ADDR").unwrap_or_else(|| DEFAULT_BIND_ADDR.to_owned());
+        let bind_addr =
+            bind_addr
+                .trim()
+                .parse()
+                .map_err(|source| ConfigError::InvalidBindAddr {
+                    value: bind_addr.clone(),
+                    source,
+                })?;
+
+        let sqs_timeout = match read("SQS_TIMEOUT_MS") {
+            None => DEFAULT_SQS_TIMEOUT,
+            Some(value) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_millis)
+                .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_SQS_TIMEOUT)
+                .ok_or(ConfigError::InvalidSqsTimeout(value))?,
+        };
+
+        Ok(Self {
+            queue_url,
+            bind_addr,
+            sqs_timeout,
+        })
+    }
+
+    /// The longest a request may take in all; a backstop behind the SQS timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const QUEUE_URL: &str = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders";
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn only_the_queue_url_is_required() {
+        let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        assert_eq!(config.queue_url, QUEUE_URL);
+        assert_eq!(config.bind_addr, "127.0.0.1:8080".parse().expect("address"));
+        assert_eq!(config.sqs_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_queue_url_says_what_to_set() {
+        let err = config(&[]).expect_err("missing");
+        assert!(err.to_string().starts_with("QUEUE_URL is not set"), "{err}");
+        let err = config(&[("QUEUE_URL", " ")]).expect_err("empty");
+        assert!(matches!(err, ConfigError::MissingQueueUrl), "{err}");
+    }
+
+    #[test]
+    fn a_queue_name_is_not_a_queue_url() {
+        let err = config(&[("QUEUE_URL", "orders")]).expect_err("not a URL");
+        assert!(err.to_string().contains("QUEUE_URL=\"orders\""), "{err}");
+    }
+
+    #[test]
+    fn the_bind_address_and_timeout_can_be_set() {
+        let config = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("BIND_ADDR", "0.0.0.0:9000"),
+            ("SQS_TIMEOUT_MS", "1500"),
+        ])
+        .expect("valid");
+        assert_eq!(config.bind_addr, "0.0.0.0:9000".parse().expect("address"));
+        assert_eq!(config.sqs_timeout, Duration::from_millis(1500));
+        assert_eq!(config.request_timeout(), Duration::from_millis(6500));
+    }
+
+    #[test]
+    fn bad_optional_settings_are_named() {
+        let err =
+            config(&[("QUEUE_URL", QUEUE_URL), ("BIND_ADDR", "localhost")]).expect_err("no port");
+        assert!(
+            err.to_string().starts_with("BIND_ADDR=\"localhost\""),
+            "{err}"
+        );
+        for value in ["0", "-1", "5s", "60001"] {
+            let err = config(&[("QUEUE_URL", QUEUE_URL), ("SQS_TIMEOUT_MS", value)])
+                .expect_err("bad timeout");
+            assert!(err.to_string().starts_with("SQS_TIMEOUT_MS="), "{err}");
+        }
+    }
+}

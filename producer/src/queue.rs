@@ -1,0 +1,196 @@
+//! Where accepted orders go: the [`OrderQueue`] seam, and [`SqsQueue`], its SQS
+//! implementation.
+//!
+//! [`SqsQueue`] does not call `SendMessage` per order: concurrent sends are
+//! coalesced by a background batcher into `SendMessageBatch` calls of up to ten
+//! entries, each caller getting its own message id (or error) back. Every call to
+//! SQS is bounded by the configured timeout, the SDK's retries included.
+
+mod batcher;
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+
+use batcher::{BatchEntry, BatchSender, Batcher, BatcherSettings, EntryOutcome};
+
+/// How long `/readyz` waits for SQS at most.
+const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a send may wait for a free batch slot on top of the SQS timeout.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// `SendMessageBatch` calls in flight at once.
+const MAX_BATCHES_IN_FLIGHT: usize = 16;
+/// Sends waiting for a batch slot; beyond this, callers wait for room.
+const WAITING_CAPACITY: usize = 1024;
+
+/// A queue that stores order messages.
+///
+/// The HTTP routes only see this trait, so they can be tested with a fake.
+pub trait OrderQueue: Send + Sync + 'static {
+    /// Stores one message body and resolves to the queue's message id once the
+    /// queue has acknowledged it, or fails within a bounded time.
+    fn send(&self, body: String) -> impl Future<Output = Result<String, QueueError>> + Send;
+
+    /// Resolves to `Ok` when the queue is reachable now.
+    fn check(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Why a message was not (known to be) stored. Every variant is temporary from
+/// the client's point of view: retrying the same order later is safe.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    /// The call to SQS failed: unreachable, refused, throttled, unknown queue, …
+    #[error("the call to SQS failed")]
+    Sqs(#[source] Arc<dyn StdError + Send + Sync>),
+    /// SQS answered the batch but refused this message.
+    #[error("SQS refused the message ({code}, sender fault: {sender_fault}): {message}")]
+    Refused {
+        code: String,
+        message: String,
+        sender_fault: bool,
+    },
+    /// SQS answered the batch without a result for this message.
+    #[error("SQS answered without a result for the message")]
+    Unanswered,
+    /// No answer in time.
+    #[error("SQS did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The sender stopped (shutting down, or a crash) before SQS answered.
+    #[error("the queue sender stopped before SQS answered")]
+    Stopped,
+}
+
+impl QueueError {
+    pub fn sqs(err: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Sqs(Arc::new(err))
+    }
+}
+
+/// The SQS queue, with sends coalesced into `SendMessageBatch` calls.
+#[derive(Debug)]
+pub struct SqsQueue {
+    /// For `/readyz`; sends go through the batcher, which holds its own clone.
+    client: Client,
+    /// The queue `/readyz` checks (sends use the batcher's copy).
+    queue_url: String,
+    /// Turns single sends into batches and answers each sender.
+    batcher: Batcher,
+    /// How long `/readyz` waits for SQS.
+    check_timeout: Duration,
+}
+
+impl SqsQueue {
+    /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`.
+    ///
+    /// Every SQS call (retries included) is bounded by `timeout`; a send that
+    /// also has to wait for a free batch slot fails after at most `timeout` + 1 s.
+    /// Must be called inside a Tokio runtime: it starts the batcher task.
+    pub fn new(sqs: aws_sdk_sqs::Config, queue_url: impl Into<String>, timeout: Duration) -> Self {
+        let connect_timeout = timeout.min(Duration::from_secs(3));
+        let sqs = sqs
+            .to_builder()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(connect_timeout)
+                    // Leave room for a retry when one attempt hangs.
+                    .operation_attempt_timeout(timeout / 2)
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        let client = Client::from_conf(sqs);
+        let queue_url = queue_url.into();
+        let batcher = Batcher::spawn(
+            SqsBatchSender {
+                client: client.clone(),
+                queue_url: queue_url.clone(),
+            },
+            BatcherSettings {
+                max_in_flight: MAX_BATCHES_IN_FLIGHT,
+                capacity: WAITING_CAPACITY,
+                deadline: timeout + MAX_QUEUE_WAIT,
+            },
+        );
+        Self {
+            client,
+            queue_url,
+            batcher,
+            check_timeout: timeout.min(MAX_CHECK_TIMEOUT),
+        }
+    }
+
+    /// Stops taking sends and waits until every batch in flight has been answered.
+    pub async fn close(self) {
+        self.batcher.close().await;
+    }
+}
+
+impl OrderQueue for SqsQueue {
+    async fn send(&self, body: String) -> Result<String, QueueError> {
+        self.batcher.send(body).await
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        let call = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send();
+        match tokio::time::timeout(self.check_timeout, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(QueueError::sqs(err)),
+            Err(_) => Err(QueueError::TimedOut(self.check_timeout)),
+        }
+    }
+}
+
+/// Sends one batch with `SendMessageBatch`.
+#[derive(Debug)]
+struct SqsBatchSender {
+    /// Built once with the timeouts; cloning it shares its connection pool.
+    client: Client,
+    /// Where the batches go.
+    queue_url: String,
+}
+
+impl BatchSender for SqsBatchSender {
+    async fn send_batch(&self, entries: Vec<BatchEntry>) -> Result<Vec<EntryOutcome>, QueueError> {
+        let entries = entries
+            .into_iter()
+            .map(|entry| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(entry.id)
+                    .message_body(entry.body)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(QueueError::sqs)?;
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(QueueError::sqs)?;
+        let successful = output.successful.into_iter().map(|entry| EntryOutcome {
+            id: entry.id,
+            result: Ok(entry.message_id),
+        });
+        let failed = output.failed.into_iter().map(|entry| EntryOutcome {
+            id: entry.id,
+            result: Err(QueueError::Refused {
+                code: entry.code,
+                message: entry.message.unwrap_or_default(),
+                sender_fault: entry.sender_fault,
+            }),
+        });
+        Ok(successful.chain(failed).collect())
+    }
+}

@@ -1,0 +1,492 @@
+//! Coalesces concurrent sends into batches of up to ten entries.
+//!
+//! Callers put their message on a channel and wait on a oneshot. One task takes
+//! the first waiting message, then whatever else is already waiting (without
+//! waiting for more, so a lone request is not delayed), and hands the batch to a
+//! [`BatchSender`] in a task of its own; at most `max_in_flight` batches are out
+//! at once. Each entry's result is mapped back to its caller by entry id: a batch
+//! can succeed for some entries and fail for others.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+
+use super::QueueError;
+
+/// SQS takes at most ten entries per `SendMessageBatch` call…
+pub(crate) const MAX_ENTRIES: usize = 10;
+/// …and at most 256 KiB of message bodies in all.
+pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// One message of a batch, with an id unique within the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchEntry {
+    pub(crate) id: String,
+    pub(crate) body: String,
+}
+
+/// What the queue said about one entry: its message id, or why it was not stored.
+#[derive(Debug)]
+pub(crate) struct EntryOutcome {
+    pub(crate) id: String,
+    pub(crate) result: Result<String, QueueError>,
+}
+
+/// Sends one batch. `Err` means the call as a whole failed (no entry stored);
+/// `Ok` lists per-entry results, which the batcher matches by id.
+pub(crate) trait BatchSender: Send + Sync + 'static {
+    fn send_batch(
+        &self,
+        entries: Vec<BatchEntry>,
+    ) -> impl Future<Output = Result<Vec<EntryOutcome>, QueueError>> + Send;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatcherSettings {
+    /// Batches sent at once; more waiting sends queue up and coalesce.
+    pub(crate) max_in_flight: usize,
+    /// Sends that may wait for a batch; beyond this, callers wait for room.
+    pub(crate) capacity: usize,
+    /// The longest a caller waits for its answer, queueing included.
+    pub(crate) deadline: Duration,
+}
+
+/// A message waiting for a batch, and where its answer goes.
+struct Pending {
+    body: String,
+    reply: oneshot::Sender<Result<String, QueueError>>,
+}
+
+/// The handle callers send through; the batching task runs until it is closed.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    submit: mpsc::Sender<Pending>,
+    deadline: Duration,
+    task: JoinHandle<()>,
+}
+
+impl Batcher {
+    /// Starts the batching task on the current Tokio runtime.
+    pub(crate) fn spawn<S: BatchSender>(sender: S, settings: BatcherSettings) -> Self {
+        let (submit, waiting) = mpsc::channel(settings.capacity.max(1));
+        let task = tokio::spawn(run(sender, waiting, settings.max_in_flight.max(1)));
+        Self {
+            submit,
+            deadline: settings.deadline,
+            task,
+        }
+    }
+
+    /// Sends one body in the next batch and waits for its own result.
+    pub(crate) async fn send(&self, body: String) -> Result<String, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        let round_trip = async {
+            self.submit
+                .send(Pending { body, reply })
+                .await
+                .map_err(|_| QueueError::Stopped)?;
+            // A dropped reply means its batch task died before SQS answered.
+            answer.await.map_err(|_| QueueError::Stopped)?
+        };
+        match tokio::time::timeout(self.deadline, round_trip).await {
+            Ok(result) => result,
+            Err(_) => Err(QueueError::TimedOut(self.deadline)),
+        }
+    }
+
+    /// Stops taking sends and waits until every batch in flight was answered.
+    pub(crate) async fn close(self) {
+        drop(self.submit);
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the SQS batcher stopped abnormally");
+        }
+    }
+
+    /// Sends waiting for a batch right now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.submit.max_capacity() - self.submit.capacity()
+    }
+}
+
+async fn run<S: BatchSender>(
+    sender: S,
+    mut waiting: mpsc::Receiver<Pending>,
+    max_in_flight: usize,
+) {
+    let sender = Arc::new(sender);
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let mut in_flight = JoinSet::new();
+    let mut carried = None;
+    loop {
+        // Take a slot first: while all are busy, sends pile up and coalesce.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(batch) = next_batch(&mut waiting, &mut carried).await else {
+            break;
+        };
+        let sender = Arc::clone(&sender);
+        in_flight.spawn(async move {
+            deliver(&*sender, batch).await;
+            drop(slot);
+        });
+        while let Some(done) = in_flight.try_join_next() {
+            report(done);
+        }
+    }
+    // Closed: every send has been taken; let the batches in flight be answered.
+    while let Some(done) = in_flight.join_next().await {
+        report(done);
+    }
+}
+
+fn report(done: Result<(), JoinError>) {
+    if let Err(err) = done {
+        // Its callers' replies were dropped with it, so they answer 503, never 202.
+        tracing::error!(error = %err, "a SendMessageBatch task failed");
+    }
+}
+
+/// Waits for one waiting send, then takes what else is already waiting, up to
+/// the batch limits. `None` once the channel is closed and drained.
+async fn next_batch(
+    waiting: &mut mpsc::Receiver<Pending>,
+    carried: &mut Option<Pending>,
+) -> Option<Vec<Pending>> {
+    loop {
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => waiting.recv().await?,
+        };
+        let mut bytes = first.body.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENTRIES {
+            let Ok(next) = waiting.try_recv() else {
+                break;
+            };
+            if bytes + next.body.len() > MAX_BATCH_BYTES {
+                *carried = Some(next);
+                break;
+            }
+            bytes += next.body.len();
+            batch.push(next);
+        }
+        // A caller that gave up (deadline passed, client gone) was never told
+        // its order was accepted: do not send it behind its back.
+        batch.retain(|pending| !pending.reply.is_closed());
+        if !batch.is_empty() {
+            return Some(batch);
+        }
+    }
+}
+
+/// Sends one batch and answers each caller with its own entry's result.
+async fn deliver<S: BatchSender>(sender: &S, batch: Vec<Pending>) {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut entries = Vec::with_capacity(batch.len());
+    for (index, pending) in batch.into_iter().enumerate() {
+        let id = index.to_string();
+        ids.push(id.clone());
+        replies.push(Some(pending.reply));
+        entries.push(BatchEntry {
+            id,
+            body: pending.body,
+        });
+    }
+    tracing::debug!(entries = entries.len(), "sending a batch");
+    match sender.send_batch(entries).await {
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                let reply = ids
+                    .iter()
+                    .position(|id| *id == outcome.id)
+                    .and_then(|index| replies[index].take());
+                match reply {
+                    // The caller may have given up meanwhile; nothing to do then.
+                    Some(reply) => drop(reply.send(outcome.result)),
+                    None => tracing::warn!(
+                        entry_id = %outcome.id,
+                        "SQS reported on an entry that was not in the batch, or twice"
+                    ),
+                }
+            }
+            for reply in replies.into_iter().flatten() {
+                drop(reply.send(Err(QueueError::Unanswered)));
+            }
+        }
+        Err(err) => {
+            for reply in replies.into_iter().flatten() {
+                drop(reply.send(Err(err.clone())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    type Answer = fn(&[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError>;
+
+    /// Records every batch, optionally holds each one at a gate, then answers with `answer`.
+    #[derive(Clone)]
+    struct FakeSender {
+        batches: Arc<Mutex<Vec<Vec<String>>>>,
+        gate: Option<Arc<Semaphore>>,
+        answer: Answer,
+    }
+
+    impl FakeSender {
+        fn new(answer: Answer) -> Self {
+            Self {
+                batches: Arc::default(),
+                gate: None,
+                answer,
+            }
+        }
+
+        fn gated(answer: Answer) -> (Self, Arc<Semaphore>) {
+            let gate = Arc::new(Semaphore::new(0));
+            let sender = Self {
+                gate: Some(Arc::clone(&gate)),
+                ..Self::new(answer)
+            };
+            (sender, gate)
+        }
+
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.batches.lock().expect("batches lock").clone()
+        }
+    }
+
+    impl BatchSender for FakeSender {
+        async fn send_batch(
+            &self,
+            entries: Vec<BatchEntry>,
+        ) -> Result<Vec<EntryOutcome>, QueueError> {
+            self.batches
+                .lock()
+                .expect("batches lock")
+                .push(entries.iter().map(|entry| entry.body.clone()).collect());
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            (self.answer)(&entries)
+        }
+    }
+
+    /// Every entry stored, with a message id derived from its body.
+    fn all_stored(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError> {
+        Ok(entries
+            .iter()
+            .map(|entry| EntryOutcome {
+                id: entry.id.clone(),
+                result: Ok(format!("msg-{}", entry.body)),
+            })
+            .collect())
+    }
+
+    fn settings(max_in_flight: usize) -> BatcherSettings {
+        BatcherSettings {
+            max_in_flight,
+            capacity: 64,
+            deadline: Duration::from_secs(10),
+        }
+    }
+
+    /// Yields to the other tasks until `condition` holds (bounded, no sleeping).
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        let wait = async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    fn pending(body: &str) -> (Pending, oneshot::Receiver<Result<String, QueueError>>) {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            body: body.to_owned(),
+            reply,
+        };
+        (pending, answer)
+    }
+
+    #[tokio::test]
+    async fn a_lone_send_goes_out_at_once_with_its_own_message_id() {
+        let sender = FakeSender::new(all_stored);
+        let batcher = Batcher::spawn(sender.clone(), settings(4));
+        assert_eq!(batcher.send("a".into()).await.expect("stored"), "msg-a");
+        assert_eq!(sender.batches(), vec![vec!["a".to_owned()]]);
+        batcher.close().await;
+    }
+
+    #[tokio::test]
+    async fn sends_waiting_together_go_out_in_batches_of_ten() {
+        let (sender, gate) = FakeSender::gated(all_stored);
+        let batcher = Arc::new(Batcher::spawn(sender.clone(), settings(1)));
+        let send = |body: String| {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { (body.clone(), batcher.send(body).await) })
+        };
+        // The first send takes the only slot and is held at the gate…
+        let first = send("first".into());
+        until("the first batch is out", || sender.batches().len() == 1).await;
+        // …while twelve more queue up behind it.
+        let rest: Vec<_> = (0..12).map(|i| send(format!("m{i}"))).collect();
+        until("twelve sends wait", || batcher.waiting() == 12).await;
+        gate.add_permits(3);
+
+        for handle in std::iter::once(first).chain(rest) {
+            let (body, result) = handle.await.expect("send task");
+            assert_eq!(result.expect("stored"), format!("msg-{body}"));
+        }
+        let sizes: Vec<usize> = sender.batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 10, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_no_more_than_fits_and_keeps_the_rest_for_the_next() {
+        let (submit, mut waiting) = mpsc::channel(64);
+        let mut answers = Vec::new();
+        for _ in 0..12 {
+            let (pending, answer) = pending("small");
+            answers.push(answer);
+            assert!(submit.try_send(pending).is_ok());
+        }
+        let mut carried = None;
+        let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
+        assert_eq!(batch.len(), MAX_ENTRIES);
+        let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
+        assert_eq!(batch.len(), 2);
+
+        let big = "x".repeat(100 * 1024);
+        for _ in 0..3 {
+            let (pending, answer) = pending(&big);
+            answers.push(answer);
+            assert!(submit.try_send(pending).is_ok());
+        }
+        let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
+        assert_eq!(batch.len(), 2, "three 100 KiB bodies exceed 256 KiB");
+        assert!(carried.is_some(), "the third is kept, not lost");
+        let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
+        assert_eq!(batch.len(), 1);
+
+        drop(submit);
+        assert!(next_batch(&mut waiting, &mut carried).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_send_whose_caller_gave_up_is_not_sent() {
+        let (submit, mut waiting) = mpsc::channel(8);
+        let (kept, _kept_answer) = pending("kept");
+        let (abandoned, abandoned_answer) = pending("abandoned");
+        assert!(submit.try_send(kept).is_ok());
+        assert!(submit.try_send(abandoned).is_ok());
+        drop(abandoned_answer);
+        let batch = next_batch(&mut waiting, &mut None).await.expect("batch");
+        let bodies: Vec<&str> = batch.iter().map(|p| p.body.as_str()).collect();
+        assert_eq!(bodies, ["kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_partial_failure_reaches_only_the_entries_that_failed() {
+        // Answers out of order: entry 2 stored, entry 0 refused, entry 1 not mentioned.
+        let sender = FakeSender::new(|entries| {
+            Ok(vec![
+                EntryOutcome {
+                    id: entries[2].id.clone(),
+                    result: Ok("msg-c".into()),
+                },
+                EntryOutcome {
+                    id: entries[0].id.clone(),
+                    result: Err(QueueError::Refused {
+                        code: "InternalError".into(),
+                        message: "try again".into(),
+                        sender_fault: false,
+                    }),
+                },
+                EntryOutcome {
+                    id: "not-ours".into(),
+                    result: Ok("msg-stray".into()),
+                },
+            ])
+        });
+        let (a, a_answer) = pending("a");
+        let (b, b_answer) = pending("b");
+        let (c, c_answer) = pending("c");
+        deliver(&sender, vec![a, b, c]).await;
+
+        let a = a_answer.await.expect("answered");
+        assert!(
+            matches!(&a, Err(QueueError::Refused { code, .. }) if code == "InternalError"),
+            "{a:?}"
+        );
+        let b = b_answer.await.expect("answered");
+        assert!(matches!(b, Err(QueueError::Unanswered)), "{b:?}");
+        assert_eq!(c_answer.await.expect("answered").expect("stored"), "msg-c");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_call_fails_every_entry() {
+        let sender = FakeSender::new(|_| Err(QueueError::TimedOut(Duration::from_secs(5))));
+        let (a, a_answer) = pending("a");
+        let (b, b_answer) = pending("b");
+        deliver(&sender, vec![a, b]).await;
+        for answer in [a_answer, b_answer] {
+            let result = answer.await.expect("answered");
+            assert!(matches!(result, Err(QueueError::TimedOut(_))), "{result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_without_an_answer_times_out() {
+        let (sender, _gate) = FakeSender::gated(all_stored);
+        let batcher = Batcher::spawn(
+            sender,
+            BatcherSettings {
+                deadline: Duration::from_millis(50),
+                ..settings(1)
+            },
+        );
+        let result = batcher.send("a".into()).await;
+        assert!(matches!(result, Err(QueueError::TimedOut(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_crashed_batch_answers_stopped_never_a_message_id() {
+        let batcher = Batcher::spawn(FakeSender::new(|_| panic!("bug")), settings(1));
+        let result = batcher.send("a".into()).await;
+        assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
+        // The batcher itself keeps going.
+        assert!(matches!(
+            batcher.send("b".into()).await,
+            Err(QueueError::Stopped)
+        ));
+    }
+
+    #[tokio::test]
+    async fn once_closed_the_batcher_still_answers_the_batches_in_flight() {
+        let (sender, gate) = FakeSender::gated(all_stored);
+        let (submit, waiting) = mpsc::channel(8);
+        let batcher = tokio::spawn(run(sender.clone(), waiting, 2));
+        let (a, a_answer) = pending("a");
+        assert!(submit.try_send(a).is_ok());
+        until("the batch is out", || sender.batches().len() == 1).await;
+        drop(submit);
+        tokio::task::yield_now().await;
+        assert!(!batcher.is_finished(), "stopped with a batch in flight");
+        gate.add_permits(1);
+        batcher.await.expect("batcher");
+        assert_eq!(a_answer.await.expect("answered").expect("stored"), "msg-a");
+    }
+}

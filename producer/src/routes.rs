@@ -1,0 +1,586 @@
+//! The HTTP surface: `POST /orders`, `GET /healthz`, `GET /readyz`.
+//!
+//! Bad input is answered before anything reaches the queue; a 202 is only sent
+//! once the queue has acknowledged the message, and carries its message id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use chrono::Utc;
+use order_contract::{ContractError, Order, OrderPlaced};
+use serde::Serialize;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use uuid::Uuid;
+
+use crate::problem::Problem;
+use crate::queue::OrderQueue;
+
+/// The largest `POST /orders` body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// What `Retry-After` tells clients when the queue is unavailable.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState<Q> {
+    /// Where accepted orders go.
+    queue: Arc<Q>,
+    /// The longest a request may take before it is answered 503.
+    request_timeout: Duration,
+}
+
+impl<Q> AppState<Q> {
+    pub fn new(queue: Arc<Q>, request_timeout: Duration) -> Self {
+        Self {
+            queue,
+            request_timeout,
+        }
+    }
+}
+
+// Not derived: a derive would require `Q: Clone`.
+impl<Q> Clone for AppState<Q> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: Arc::clone(&self.queue),
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// The answer to an accepted order.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    order_id: Uuid,
+    message_id: String,
+}
+
+/// The whole service: routes, problem answers for unknown routes and methods,
+/// a body limit, a request timeout, request ids and a tracing span per request.
+pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
+    let request_timeout = state.request_timeout;
+    Router::new()
+        .route("/orders", post(place_order::<Q>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<Q>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(HandleErrorLayer::new(move |err: BoxError| {
+                    request_failed(err, request_timeout)
+                }))
+                .timeout(request_timeout),
+        )
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        order_id = tracing::field::Empty,
+    )
+}
+
+/// `POST /orders`: validate, enqueue, then answer 202 with both ids.
+async fn place_order<Q: OrderQueue>(
+    State(state): State<AppState<Q>>,
+    request: Request,
+) -> Result<impl IntoResponse, Problem> {
+    let received_at = Utc::now();
+    check_content_type(request.headers())?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(body_problem)?;
+    let body = std::str::from_utf8(&body).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "The body is not valid UTF-8; send the order as UTF-8 encoded JSON.",
+        )
+    })?;
+    let order = Order::from_request_json(body).map_err(contract_problem)?;
+    let order_id = order.order_id();
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+
+    let message = OrderPlaced::new(order, received_at).to_json();
+    match state.queue.send(message).await {
+        Ok(message_id) => {
+            tracing::info!(%order_id, %message_id, "order queued");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    order_id,
+                    message_id,
+                }),
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not queued");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "The order could not be queued right now. Retry the same request in \
+                     {RETRY_AFTER_SECS} seconds: an order is stored once per order_id, \
+                     so retrying never duplicates it."
+                ),
+            )
+            .with_retry_after(RETRY_AFTER_SECS))
+        }
+    }
+}
+
+/// `GET /healthz`: the process is up and serving.
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+/// `GET /readyz`: the queue is reachable, so orders can be accepted.
+async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
+    match state.queue.check().await {
+        Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
+        Err(err) => {
+            tracing::warn!(error = %DisplayErrorContext(&err), "the queue is not reachable");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The order queue cannot be reached, so orders cannot be accepted right now.",
+            )
+            .with_retry_after(RETRY_AFTER_SECS))
+        }
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "There is nothing at {method} {}; orders are placed with POST /orders.",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods that are.",
+            uri.path()
+        ),
+    )
+}
+
+/// Answers for failures of the layers (the request timeout, in practice).
+async fn request_failed(err: BoxError, request_timeout: Duration) -> Problem {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        tracing::warn!(
+            timeout_ms = request_timeout.as_millis(),
+            "request timed out"
+        );
+    } else {
+        tracing::error!(error = %DisplayErrorContext(&*err), "request failed in a layer");
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "The request was not completed within {} seconds; if it was an order, it may not \
+             have been queued. Retry the same request in {RETRY_AFTER_SECS} seconds.",
+            request_timeout.as_secs_f64()
+        ),
+    )
+    .with_retry_after(RETRY_AFTER_SECS)
+}
+
+/// Only `application/json` (with an optional UTF-8 charset) is accepted.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
+    let unsupported = |detail: String| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail);
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(unsupported(
+            "The request has no Content-Type; send the order as JSON with \
+             `Content-Type: application/json`."
+                .to_owned(),
+        ));
+    };
+    let value = value.to_str().unwrap_or_default();
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        let shown: String = value.chars().take(100).collect();
+        return Err(unsupported(format!(
+            "Content-Type {shown:?} is not supported; send the order as JSON with \
+             `Content-Type: application/json`."
+        )));
+    }
+    for parameter in parts {
+        let Some((name, charset)) = parameter.split_once('=') else {
+            continue;
+        };
+        let charset = charset.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
+            let shown: String = charset.chars().take(40).collect();
+            return Err(unsupported(format!(
+                "charset {shown:?} is not supported; JSON must be sent as UTF-8 \
+                 (`Content-Type: application/json; charset=utf-8`, or no charset)."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn body_problem(rejection: BytesRejection) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "The body is larger than {} KiB; an order is far smaller, so check what is being sent.",
+                MAX_BODY_BYTES / 1024
+            ),
+        )
+    } else {
+        tracing::info!(error = %DisplayErrorContext(&rejection), "could not read the request body");
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read completely; send it again.",
+        )
+    }
+}
+
+fn contract_problem(err: ContractError) -> Problem {
+    match &err {
+        ContractError::Malformed { .. } => Problem::new(StatusCode::BAD_REQUEST, err.to_string()),
+        ContractError::Invalid { field, .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()).with_field(field)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::PROBLEM_JSON;
+    use crate::queue::QueueError;
+    use axum::body::Body;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    const ORDER_ID: &str = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+
+    /// Records what it is sent and answers with a fixed result.
+    #[derive(Debug, Default)]
+    struct FakeQueue {
+        sent: Mutex<Vec<String>>,
+        down: bool,
+    }
+
+    impl FakeQueue {
+        fn sent(&self) -> Vec<String> {
+            self.sent.lock().expect("sent lock").clone()
+        }
+    }
+
+    impl OrderQueue for FakeQueue {
+        async fn send(&self, body: String) -> Result<String, QueueError> {
+            if self.down {
+                return Err(QueueError::TimedOut(Duration::from_secs(5)));
+            }
+            let mut sent = self.sent.lock().expect("sent lock");
+            sent.push(body);
+            Ok(format!("msg-{}", sent.len()))
+        }
+
+        async fn check(&self) -> Result<(), QueueError> {
+            if self.down {
+                Err(QueueError::sqs(std::io::Error::other("connection refused")))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn valid_order() -> serde_json::Value {
+        serde_json::json!({
+            "order_id": ORDER_ID,
+            "customer_id": "cust-42",
+            "currency": "EUR",
+            "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
+        })
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: serde_json::Value,
+    }
+
+    async fn call(queue: &Arc<FakeQueue>, request: Request) -> Answer {
+        let app = router(AppState::new(Arc::clone(queue), Duration::from_secs(10)));
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn post(content_type: Option<&str>, body: impl Into<Body>) -> Request {
+        let mut request = Request::post("/orders");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        request.body(body.into()).expect("request")
+    }
+
+    fn post_json(body: &serde_json::Value) -> Request {
+        post(Some("application/json"), body.to_string())
+    }
+
+    /// Asserts a problem answer with `status` and returns its body.
+    fn assert_problem(answer: &Answer, status: StatusCode) -> &serde_json::Value {
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert_eq!(answer.headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(answer.body["status"], status.as_u16());
+        assert_eq!(answer.body["type"], "about:blank");
+        assert!(answer.body["title"].is_string(), "{}", answer.body);
+        assert!(answer.body["detail"].is_string(), "{}", answer.body);
+        &answer.body
+    }
+
+    fn detail(body: &serde_json::Value) -> &str {
+        body["detail"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_valid_order_is_queued_and_answered_with_both_ids() {
+        let queue = Arc::new(FakeQueue::default());
+        let answer = call(&queue, post_json(&valid_order())).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            answer.body,
+            serde_json::json!({"order_id": ORDER_ID, "message_id": "msg-1"})
+        );
+        assert!(answer.headers.contains_key("x-request-id"));
+
+        let sent = queue.sent();
+        assert_eq!(sent.len(), 1);
+        let placed = OrderPlaced::from_json(&sent[0]).expect("a valid message");
+        let posted = Order::from_request_json(&valid_order().to_string()).expect("valid");
+        assert_eq!(placed.order, posted);
+    }
+
+    #[tokio::test]
+    async fn a_json_content_type_with_a_utf8_charset_is_accepted() {
+        let queue = Arc::new(FakeQueue::default());
+        let request = post(
+            Some("Application/JSON; charset=\"UTF-8\""),
+            valid_order().to_string(),
+        );
+        assert_eq!(call(&queue, request).await.status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_a_400_that_says_so() {
+        let queue = Arc::new(FakeQueue::default());
+        for body in ["{\"order_id\": ", "", "{} {}"] {
+            let answer = call(&queue, post(Some("application/json"), body)).await;
+            let problem = assert_problem(&answer, StatusCode::BAD_REQUEST);
+            assert!(detail(problem).contains("not valid JSON"), "{problem}");
+            assert!(problem.get("field").is_none(), "{problem}");
+        }
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_is_a_400() {
+        let queue = Arc::new(FakeQueue::default());
+        let answer = call(&queue, post(Some("application/json"), vec![0xff, 0xfe])).await;
+        let problem = assert_problem(&answer, StatusCode::BAD_REQUEST);
+        assert!(detail(problem).contains("UTF-8"), "{problem}");
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_field_is_a_422_naming_the_field() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut order = valid_order();
+        order["items"][0]["quantity"] = serde_json::json!(0);
+        let answer = call(&queue, post_json(&order)).await;
+        let problem = assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["field"], "items[0].quantity");
+        assert!(detail(problem).contains("between 1 and 10000"), "{problem}");
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_type_is_a_422_naming_the_field() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut order = valid_order();
+        order["order_id"] = serde_json::json!(42);
+        let answer = call(&queue, post_json(&order)).await;
+        let problem = assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["field"], "order_id");
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_field_is_a_422_naming_it() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut order = valid_order();
+        order["coupon"] = serde_json::json!("FREE");
+        let answer = call(&queue, post_json(&order)).await;
+        let problem = assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(problem["field"].is_string(), "{problem}");
+        assert!(detail(problem).contains("coupon"), "{problem}");
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_wrong_content_type_is_a_415() {
+        let queue = Arc::new(FakeQueue::default());
+        let body = valid_order().to_string();
+        let cases = [
+            (None, "no Content-Type"),
+            (Some("text/plain"), "text/plain"),
+            (Some("application/jsonp"), "application/jsonp"),
+            (Some("application/json; charset=latin1"), "latin1"),
+        ];
+        for (content_type, named) in cases {
+            let answer = call(&queue, post(content_type, body.clone())).await;
+            let problem = assert_problem(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            assert!(detail(problem).contains(named), "{problem}");
+            assert!(detail(problem).contains("application/json"), "{problem}");
+        }
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_64_kib_is_a_413() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut order = valid_order();
+        order["customer_id"] = serde_json::json!("x".repeat(MAX_BODY_BYTES));
+        let answer = call(&queue, post_json(&order)).await;
+        let problem = assert_problem(&answer, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(detail(problem).contains("64 KiB"), "{problem}");
+        assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queue_failure_is_a_503_with_retry_after_and_no_internals() {
+        let queue = Arc::new(FakeQueue {
+            down: true,
+            ..FakeQueue::default()
+        });
+        let answer = call(&queue, post_json(&valid_order())).await;
+        let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers[header::RETRY_AFTER], "5");
+        assert!(detail(problem).contains("Retry"), "{problem}");
+        assert!(!detail(problem).contains("SQS"), "{problem}");
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_while_the_queue_is_down() {
+        let queue = Arc::new(FakeQueue {
+            down: true,
+            ..FakeQueue::default()
+        });
+        let request = Request::get("/healthz")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(call(&queue, request).await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_queue() {
+        let up = Arc::new(FakeQueue::default());
+        let request = || {
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request")
+        };
+        assert_eq!(call(&up, request()).await.status, StatusCode::OK);
+
+        let down = Arc::new(FakeQueue {
+            down: true,
+            ..FakeQueue::default()
+        });
+        let answer = call(&down, request()).await;
+        let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.headers.contains_key(header::RETRY_AFTER));
+        assert!(!detail(problem).contains("refused"), "{problem}");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_problems_too() {
+        let queue = Arc::new(FakeQueue::default());
+        let request = Request::get("/nope").body(Body::empty()).expect("request");
+        let answer = call(&queue, request).await;
+        let problem = assert_problem(&answer, StatusCode::NOT_FOUND);
+        assert!(detail(problem).contains("POST /orders"), "{problem}");
+
+        let request = Request::get("/orders")
+            .body(Body::empty())
+            .expect("request");
+        let answer = call(&queue, request).await;
+        assert_problem(&answer, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.headers[header::ALLOW], "POST");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_outlives_the_timeout_is_a_503() {
+        /// A queue that never answers.
+        struct Stuck;
+        impl OrderQueue for Stuck {
+            async fn send(&self, _body: String) -> Result<String, QueueError> {
+                std::future::pending().await
+            }
+            async fn check(&self) -> Result<(), QueueError> {
+                std::future::pending().await
+            }
+        }
+        let app = router(AppState::new(Arc::new(Stuck), Duration::from_millis(50)));
+        let response = app
+            .oneshot(post_json(&valid_order()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

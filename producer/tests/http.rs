@@ -1,0 +1,477 @@
+//! The real router and the real SQS queue against the SQS emulator
+//! (`TEST_SQS_ENDPOINT`), driven over HTTP on a free port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::Message;
+use order_contract::{Order, OrderPlaced};
+use producer::{AppState, OrderQueue, QueueError, SqsQueue};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{Value, json};
+use testkit::{QueueSettings, TestQueues};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+/// Short enough that failure cases finish quickly, long enough for a slow CI machine.
+const SQS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The service on a free port, with a shutdown trigger.
+struct App {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    async fn spawn<Q: OrderQueue>(queue: Q) -> Self {
+        testkit::init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("local address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let state = AppState::new(Arc::new(queue), SQS_TIMEOUT * 2);
+        let server = tokio::spawn(producer::serve(listener, state, async {
+            let _ = stop.await;
+        }));
+        Self {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn post_order(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/orders"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /orders")
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request")
+    }
+
+    /// Triggers graceful shutdown and waits for the server to finish.
+    async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let served = tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+            .await
+            .expect("the server stops within 10 s")
+            .expect("server task");
+        served.expect("the server stops cleanly");
+    }
+}
+
+fn sqs_queue(queues: &TestQueues, queue_url: &str) -> SqsQueue {
+    SqsQueue::new(queues.sqs.config().clone(), queue_url, SQS_TIMEOUT)
+}
+
+fn order() -> Value {
+    json!({
+        "order_id": uuid::Uuid::new_v4(),
+        "customer_id": "cust-42",
+        "currency": "EUR",
+        "items": [
+            {"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299},
+            {"sku": "PEN \"blue\"", "quantity": 1, "unit_price_cents": 0}
+        ]
+    })
+}
+
+/// Receives `count` messages from the queue (hiding them for a minute).
+async fn receive(queues: &TestQueues, count: usize) -> Vec<Message> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut all = Vec::new();
+    while all.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} messages arrived",
+            all.len()
+        );
+        let received = queues
+            .sqs
+            .receive_message()
+            .queue_url(&queues.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .expect("receive from the test queue");
+        all.extend(received.messages.unwrap_or_default());
+    }
+    all
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[CONTENT_TYPE],
+        "application/problem+json",
+        "{status}"
+    );
+    let body: Value = response.json().await.expect("a JSON problem");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    assert!(body["type"].is_string(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    body
+}
+
+async fn assert_unavailable(response: reqwest::Response) {
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(
+        retry_after.is_some_and(|secs| secs > 0),
+        "Retry-After in seconds"
+    );
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    for internal in [
+        "SQS",
+        "dispatch",
+        "QueueDoesNotExist",
+        "connection",
+        "127.0.0.1",
+    ] {
+        assert!(!detail.contains(internal), "{detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_order_is_queued_as_posted_and_answered_with_its_message_id() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = App::spawn(sqs_queue(&queues, &queues.queue_url)).await;
+    let posted = order();
+
+    let response = app.post_order(&posted).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("JSON answer");
+    assert_eq!(accepted["order_id"], posted["order_id"]);
+    let message_id = accepted["message_id"].as_str().expect("a message id");
+
+    let messages = receive(&queues, 1).await;
+    assert_eq!(messages[0].message_id(), Some(message_id));
+    let placed = OrderPlaced::from_json(messages[0].body().unwrap_or_default())
+        .expect("the queued body is a valid OrderPlaced");
+    let expected = Order::from_request_json(&posted.to_string()).expect("valid order");
+    assert_eq!(placed.order, expected);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_orders_each_get_their_own_message_id() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = Arc::new(App::spawn(sqs_queue(&queues, &queues.queue_url)).await);
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let app = Arc::clone(&app);
+        posts.spawn(async move {
+            let posted = order();
+            let response = app.post_order(&posted).await;
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let accepted: Value = response.json().await.expect("JSON answer");
+            (
+                posted["order_id"].as_str().unwrap_or_default().to_owned(),
+                accepted["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        });
+    }
+    let mut answered = std::collections::HashMap::new();
+    while let Some(done) = posts.join_next().await {
+        let (order_id, message_id) = done.expect("post task");
+        answered.insert(message_id, order_id);
+    }
+    assert_eq!(answered.len(), 40, "every order has a distinct message id");
+
+    for message in receive(&queues, 40).await {
+        let placed =
+            OrderPlaced::from_json(message.body().unwrap_or_default()).expect("valid message");
+        let order_id = &answered[message.message_id().unwrap_or_default()];
+        assert_eq!(*order_id, placed.order.order_id().to_string());
+    }
+    Arc::into_inner(app).expect("last handle").stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_problem_and_never_reach_the_queue() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = App::spawn(sqs_queue(&queues, &queues.queue_url)).await;
+    let post = |content_type: Option<&str>, body: String| {
+        let mut request = app.http.post(app.url("/orders")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        request
+    };
+    let json = Some("application/json");
+    let with = |key: &str, value: Value| {
+        let mut body = order();
+        body[key] = value;
+        body.to_string()
+    };
+    let mut bad_quantity = order();
+    bad_quantity["items"][1]["quantity"] = json!(0);
+
+    let cases = [
+        ("malformed", post(json, "{\"order_id\":".into()), 400, None),
+        (
+            "invalid",
+            post(json, bad_quantity.to_string()),
+            422,
+            Some("items[1].quantity"),
+        ),
+        (
+            "wrong type",
+            post(json, with("currency", json!(978))),
+            422,
+            Some("currency"),
+        ),
+        (
+            "unknown field",
+            post(json, with("coupon", json!("FREE"))),
+            422,
+            None,
+        ),
+        (
+            "no content type",
+            post(None, order().to_string()),
+            415,
+            None,
+        ),
+        (
+            "form",
+            post(Some("text/plain"), order().to_string()),
+            415,
+            None,
+        ),
+        (
+            "too large",
+            post(json, with("customer_id", json!("x".repeat(70_000)))),
+            413,
+            None,
+        ),
+    ];
+    for (case, request, status, field) in cases {
+        let response = request.send().await.expect(case);
+        let body = problem(response, StatusCode::from_u16(status).expect("status")).await;
+        if let Some(field) = field {
+            assert_eq!(body["field"], field, "{case}: {body}");
+        }
+        if case == "unknown field" {
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("coupon"),
+                "{body}"
+            );
+        }
+    }
+    problem(app.get("/nowhere").await, StatusCode::NOT_FOUND).await;
+    problem(app.get("/orders").await, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    assert_eq!(queues.depth().await, 0, "nothing was queued");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_is_200_when_the_queue_is_reachable() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = App::spawn(sqs_queue(&queues, &queues.queue_url)).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_that_does_not_exist_gives_503_with_retry_after() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let missing = format!("{}-missing", queues.queue_url);
+    let app = App::spawn(sqs_queue(&queues, &missing)).await;
+
+    assert_unavailable(app.post_order(&order()).await).await;
+    assert_unavailable(app.get("/readyz").await).await;
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        StatusCode::OK,
+        "still alive"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_sqs_endpoint_gives_503_with_retry_after_in_bounded_time() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let closed_port = testkit::free_port();
+    let config = queues
+        .sqs
+        .config()
+        .to_builder()
+        .endpoint_url(format!("http://127.0.0.1:{closed_port}"))
+        .build();
+    let app = App::spawn(SqsQueue::new(config, &queues.queue_url, SQS_TIMEOUT)).await;
+
+    let started = Instant::now();
+    assert_unavailable(app.post_order(&order()).await).await;
+    assert!(
+        started.elapsed() < SQS_TIMEOUT + Duration::from_secs(2),
+        "bounded by the SQS timeout, took {:?}",
+        started.elapsed()
+    );
+    assert_unavailable(app.get("/readyz").await).await;
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        StatusCode::OK,
+        "still alive"
+    );
+    assert_eq!(queues.depth().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sqs_endpoint_that_never_answers_gives_503_within_the_timeout() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    // Accepts connections and never says a word, like a black-holed network path.
+    let silent = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let silent_addr = silent.local_addr().expect("local address");
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    let timeout = Duration::from_secs(1);
+    let config = queues
+        .sqs
+        .config()
+        .to_builder()
+        .endpoint_url(format!("http://{silent_addr}"))
+        .build();
+    let app = App::spawn(SqsQueue::new(config, &queues.queue_url, timeout)).await;
+
+    let started = Instant::now();
+    assert_unavailable(app.post_order(&order()).await).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= timeout && waited < timeout + Duration::from_secs(2),
+        "answered after {waited:?}, bounded by the 1 s SQS timeout"
+    );
+    assert_unavailable(app.get("/readyz").await).await;
+    app.stop().await;
+    held.abort();
+}
+
+/// The real queue, holding each send until the test lets it through.
+struct Gated {
+    inner: SqsQueue,
+    arrived: Arc<Notify>,
+    release: Arc<Semaphore>,
+}
+
+impl OrderQueue for Gated {
+    async fn send(&self, body: String) -> Result<String, QueueError> {
+        self.arrived.notify_one();
+        if let Ok(permit) = self.release.acquire().await {
+            permit.forget();
+        }
+        self.inner.send(body).await
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        self.inner.check().await
+    }
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_finishes_the_order_in_flight() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
+    let mut app = App::spawn(Gated {
+        inner: sqs_queue(&queues, &queues.queue_url),
+        arrived: Arc::clone(&arrived),
+        release: Arc::clone(&release),
+    })
+    .await;
+
+    let posted = order();
+    let in_flight = {
+        let http = app.http.clone();
+        let url = app.url("/orders");
+        let body = posted.to_string();
+        tokio::spawn(async move {
+            http.post(url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+        })
+    };
+    arrived.notified().await;
+    if let Some(shutdown) = app.shutdown.take() {
+        let _ = shutdown.send(());
+    }
+    let addr = app.addr;
+    testkit::eventually(
+        "the listener to close",
+        Duration::from_secs(5),
+        || async move {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => Ok(()),
+                Ok(_) => Err("still accepting connections"),
+            }
+        },
+    )
+    .await;
+    assert!(
+        !app.server.is_finished(),
+        "the server waits for the order in flight"
+    );
+
+    release.add_permits(1);
+    let response = in_flight.await.expect("request task").expect("an answer");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.expect("JSON answer");
+    assert_eq!(accepted["order_id"], posted["order_id"]);
+
+    tokio::time::timeout(Duration::from_secs(10), &mut app.server)
+        .await
+        .expect("the server stops once the order is answered")
+        .expect("server task")
+        .expect("the server stops cleanly");
+    let messages = receive(&queues, 1).await;
+    assert_eq!(
+        messages[0].message_id(),
+        accepted["message_id"].as_str(),
+        "the answered message id is the queued one"
+    );
+}
