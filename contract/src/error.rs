@@ -56,9 +56,19 @@ fn from_path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Contra
     let inner = err.into_inner();
     match inner.classify() {
         Category::Data => {
-            // serde reports unknown and missing fields on the enclosing object.
-            let field = if path == "." { "body".to_owned() } else { path };
-            ContractError::invalid(field, without_position(&inner))
+            let problem = without_position(&inner);
+            // serde reports a missing field on the enclosing object: name the field itself.
+            let named = problem
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name);
+            let field = match (path.as_str(), named) {
+                (".", Some(name)) => name.to_owned(),
+                (".", None) => "body".to_owned(),
+                (_, Some(name)) => format!("{path}.{name}"),
+                (_, None) => path,
+            };
+            ContractError::invalid(field, problem)
         }
         Category::Syntax | Category::Eof | Category::Io => ContractError::Malformed {
             detail: inner.to_string(),
@@ -72,5 +82,32 @@ fn without_position(err: &serde_json::Error) -> String {
     match text.rsplit_once(" at line ") {
         Some((message, _)) => message.to_owned(),
         None => text,
+    }
+}
+
+/// Deserializes `T` from a JSON object only. serde's derive also accepts a JSON
+/// array with the fields in order, which is not part of the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectOnly(std::marker::PhantomData))
+            .map(Object)
     }
 }

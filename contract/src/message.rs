@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ContractError, from_json};
-use crate::order::{LineItemRequest, Order, OrderRequest};
+use crate::error::{ContractError, Object, from_json};
+use crate::order::{LineItemRequest, Order, OrderRequest, objects};
 
 /// The version this code writes and the only one it reads. A consumer meeting a
 /// newer version rejects the message, which then waits in the DLQ until the
@@ -42,6 +42,7 @@ struct Incoming {
     order_id: Uuid,
     customer_id: String,
     currency: String,
+    #[serde(deserialize_with = "objects")]
     items: Vec<LineItemRequest>,
     received_at: DateTime<Utc>,
 }
@@ -64,7 +65,7 @@ impl OrderPlaced {
 
     /// Reads and re-validates a message body taken off the queue.
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
-        let incoming: Incoming = from_json(json)?;
+        let Object(incoming) = from_json::<Object<Incoming>>(json)?;
         if incoming.schema_version != SCHEMA_VERSION {
             return Err(ContractError::Invalid {
                 field: "schema_version".into(),

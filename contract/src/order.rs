@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ContractError, from_json};
+use crate::error::{ContractError, Object, from_json};
 
 pub const MAX_ITEMS: usize = 100;
 pub const MAX_CUSTOMER_ID_CHARS: usize = 64;
@@ -21,7 +21,16 @@ pub struct OrderRequest {
     pub order_id: Uuid,
     pub customer_id: String,
     pub currency: String,
+    #[serde(deserialize_with = "objects")]
     pub items: Vec<LineItemRequest>,
+}
+
+/// A list of line items, each a JSON object (not a positional array).
+pub(crate) fn objects<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<LineItemRequest>, D::Error> {
+    let items: Vec<Object<LineItemRequest>> = Deserialize::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|Object(item)| item).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,7 +61,7 @@ pub struct LineItem {
 impl OrderRequest {
     /// Parses a request body; the error names the field at fault.
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
-        from_json(json)
+        from_json::<Object<Self>>(json).map(|Object(request)| request)
     }
 }
 
@@ -235,15 +244,33 @@ mod tests {
         assert!(err.to_string().contains("coupon"), "{err}");
         let mut body = valid();
         body["items"][0]["colour"] = json!("red");
-        assert!(field_of(body).starts_with("items[0]"));
+        assert_eq!(field_of(body), "items[0].colour");
     }
 
     #[test]
     fn a_missing_field_is_named() {
         let mut body = valid();
         body.as_object_mut().expect("object").remove("currency");
-        let err = Order::from_request_json(&body.to_string()).expect_err("missing");
-        assert!(err.to_string().contains("currency"), "{err}");
+        assert_eq!(field_of(body), "currency");
+        let mut body = valid();
+        body["items"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("sku");
+        assert_eq!(field_of(body), "items[0].sku");
+    }
+
+    #[test]
+    fn positional_arrays_are_not_orders() {
+        let id = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+        let positional = format!(
+            r#"["{id}","cust-42","EUR",[{{"sku":"B","quantity":1,"unit_price_cents":1}}]]"#
+        );
+        let err = Order::from_request_json(&positional).expect_err("an array is not an order");
+        assert_eq!(err.field(), Some("body"));
+        let mut body = valid();
+        body["items"] = json!([["BOOK-1", 2, 1299]]);
+        assert_eq!(field_of(body), "items[0]");
     }
 
     #[test]
