@@ -1,0 +1,224 @@
+//! The consumer's bulk path against the two figures that frame it: the naive
+//! baseline (one autocommitted INSERT per row, one round trip each, as typical
+//! sample code does) and the ceiling (raw binary COPY, no idempotency).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use consumer_lambda::{Accepted, Config, OrderStore, PgStore};
+use order_contract::{Order, OrderPlaced};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A database the benchmark may fill and truncate (it creates `orders` if missing).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+    batch_sizes: Vec<usize>,
+    /// Rows per measurement of the bulk paths (at least five batches are always run).
+    #[arg(long, default_value_t = 20_000)]
+    rows: usize,
+    /// Rows per measurement of the naive baseline, which is slow by design.
+    #[arg(long, default_value_t = 2_000)]
+    naive_rows: usize,
+}
+
+const COLUMNS: &str =
+    "order_id, customer_id, currency, items, total_cents, received_at, sqs_message_id";
+
+struct Figures {
+    batch: usize,
+    consumer: f64,
+    naive: f64,
+    ceiling: f64,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_database_url(&args.database_url)?;
+    let store = PgStore::new(config.database.clone(), 1);
+    store
+        .migrate()
+        .await
+        .context("preparing the orders table")?;
+    let (client, connection) = config
+        .database
+        .connect(NoTls)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    tokio::spawn(connection);
+
+    println!(
+        "batch  consumer_rows/s  naive_rows/s  ceiling_rows/s  speedup_vs_naive  fraction_of_ceiling"
+    );
+    let mut all = Vec::new();
+    for &batch in &args.batch_sizes {
+        let rows = args.rows.max(batch * 5);
+        let consumer = measure(&client, &orders(rows), batch, |chunk| async {
+            store.insert(chunk).await?;
+            Ok(())
+        })
+        .await?;
+        let naive = measure_naive(
+            &client,
+            &orders(args.naive_rows.max(batch.min(args.naive_rows))),
+        )
+        .await?;
+        let ceiling = measure(&client, &orders(rows), batch, |chunk| copy(&client, chunk)).await?;
+        let figures = Figures {
+            batch,
+            consumer,
+            naive,
+            ceiling,
+        };
+        println!(
+            "{:>5}  {:>15.0}  {:>12.0}  {:>14.0}  {:>16.1}  {:>19.2}",
+            batch,
+            consumer,
+            naive,
+            ceiling,
+            consumer / naive,
+            consumer / ceiling
+        );
+        all.push(figures);
+    }
+    if let Some(f) = all.iter().find(|f| f.batch == 1000).or(all.last()) {
+        println!(
+            "consumer batch={} rows_per_s={:.0} naive_rows_per_s={:.0} ceiling_rows_per_s={:.0} speedup_vs_naive={:.1} fraction_of_ceiling={:.2}",
+            f.batch,
+            f.consumer,
+            f.naive,
+            f.ceiling,
+            f.consumer / f.naive,
+            f.consumer / f.ceiling
+        );
+    }
+    Ok(())
+}
+
+/// Rows/s of `insert` over `orders` in chunks of `batch`, on an emptied table.
+async fn measure<'a, F, Fut>(
+    client: &Client,
+    orders: &'a [Accepted],
+    batch: usize,
+    mut insert: F,
+) -> anyhow::Result<f64>
+where
+    F: FnMut(&'a [Accepted]) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    reset(client).await?;
+    let started = Instant::now();
+    for chunk in orders.chunks(batch) {
+        insert(chunk).await?;
+    }
+    Ok(rate(orders.len(), started.elapsed()))
+}
+
+async fn measure_naive(client: &Client, orders: &[Accepted]) -> anyhow::Result<f64> {
+    reset(client).await?;
+    let statement = client
+        .prepare(&format!(
+            "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING"
+        ))
+        .await?;
+    let started = Instant::now();
+    for Accepted { message_id, placed } in orders {
+        let order = &placed.order;
+        client
+            .execute(
+                &statement,
+                &[
+                    &order.order_id(),
+                    &order.customer_id(),
+                    &order.currency(),
+                    &Json(order.items()),
+                    &order.total_cents(),
+                    &placed.received_at,
+                    &message_id.as_str(),
+                ],
+            )
+            .await?;
+    }
+    Ok(rate(orders.len(), started.elapsed()))
+}
+
+/// The ceiling: binary COPY straight into the table, one transaction per batch.
+async fn copy(client: &Client, orders: &[Accepted]) -> anyhow::Result<()> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY orders ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let types = [
+        Type::UUID,
+        Type::TEXT,
+        Type::BPCHAR,
+        Type::JSONB,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for Accepted { message_id, placed } in orders {
+        let order = &placed.order;
+        writer
+            .as_mut()
+            .write(&[
+                &order.order_id(),
+                &order.customer_id(),
+                &order.currency(),
+                &Json(order.items()),
+                &order.total_cents(),
+                &placed.received_at,
+                &message_id.as_str(),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+async fn reset(client: &Client) -> anyhow::Result<()> {
+    client.batch_execute("TRUNCATE orders; CHECKPOINT").await?;
+    Ok(())
+}
+
+fn rate(rows: usize, elapsed: Duration) -> f64 {
+    rows as f64 / elapsed.as_secs_f64()
+}
+
+/// Realistic orders: one to five line items, fresh ids, as the producer would send.
+fn orders(count: usize) -> Vec<Accepted> {
+    (0..count)
+        .map(|n| {
+            let items: Vec<String> = (0..n % 5 + 1)
+                .map(|line| {
+                    format!(
+                        r#"{{"sku":"SKU-{n}-{line}","quantity":{},"unit_price_cents":{}}}"#,
+                        line + 1,
+                        199 + n % 5000
+                    )
+                })
+                .collect();
+            let json = format!(
+                r#"{{"order_id":"{}","customer_id":"cust-{}","currency":"EUR","items":[{}]}}"#,
+                Uuid::new_v4(),
+                n % 10_000,
+                items.join(",")
+            );
+            let order = Order::from_request_json(&json)
+                .unwrap_or_else(|err| unreachable!("generated order is valid: {err}"));
+            Accepted {
+                message_id: Uuid::new_v4().to_string(),
+                placed: OrderPlaced::new(order, Utc::now()),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! The whole system in one test process, on real parts: the producer's router on
+//! a free port, the SQS emulator, the local event source mapping running the
+//! consumer's handler, and PostgreSQL. Each [`Stack`] has its own database and queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use consumer_lambda::{Config, PgStore};
+use local_esm::{BatchHandler, Driver, EventSourceSettings, InProcess, InvocationError};
+use producer::{AppState, SqsQueue};
+use serde_json::{Value, json};
+use testkit::{QueueSettings, TestDatabase, TestQueues};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Event-source settings scaled for tests: small batches, a short window.
+pub const TEST_EVENT_SOURCE: EventSourceSettings = EventSourceSettings {
+    batch_size: 100,
+    batching_window: Duration::from_millis(200),
+    max_concurrency: 2,
+};
+
+pub struct Stack {
+    pub db: TestDatabase,
+    pub queues: TestQueues,
+    pub producer_url: String,
+    pub http: reqwest::Client,
+    producer: Option<Running>,
+    consumer: Option<Running>,
+}
+
+/// A background task and the trigger that stops it gracefully.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the task ends without panicking");
+    }
+}
+
+impl Stack {
+    /// A fresh database (on `TEST_DATABASE_URL`, or on `admin_url`), fresh queues
+    /// and a producer; the consumer is started separately.
+    pub async fn start(queue_settings: QueueSettings, admin_url: Option<&str>) -> Self {
+        testkit::init_tracing();
+        let db = match admin_url {
+            Some(url) => TestDatabase::create_on(url).await,
+            None => TestDatabase::create().await,
+        };
+        let queues = TestQueues::create(queue_settings).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let producer_url = format!("http://{}", listener.local_addr().expect("address"));
+        let queue = SqsQueue::new(
+            queues.sqs.config().clone(),
+            &queues.queue_url,
+            Duration::from_secs(5),
+        );
+        let state = AppState::new(Arc::new(queue), Duration::from_secs(10));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            producer::serve(listener, state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the producer serves");
+        });
+        Self {
+            db,
+            queues,
+            producer_url,
+            http: reqwest::Client::new(),
+            producer: Some(Running { stop, task }),
+            consumer: None,
+        }
+    }
+
+    /// Starts the event source mapping with the consumer's real handler and store.
+    pub async fn start_consumer(&mut self) {
+        let store = PgStore::new(self.database_config(), TEST_EVENT_SOURCE.max_concurrency);
+        self.start_consumer_with(InProcess(store)).await;
+    }
+
+    /// Starts the event source mapping with a handler of the test's choosing.
+    pub async fn start_consumer_with<H: BatchHandler + 'static>(&mut self, handler: H) {
+        assert!(self.consumer.is_none(), "the consumer is already running");
+        let driver = Driver::new(
+            self.queues.sqs.clone(),
+            &self.queues.queue_url,
+            TEST_EVENT_SOURCE,
+            handler,
+        )
+        .await
+        .expect("the driver finds its queue");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            driver
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        self.consumer = Some(Running { stop, task });
+    }
+
+    /// Stops the event source mapping after its in-flight batches.
+    pub async fn stop_consumer(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            consumer.stop().await;
+        }
+    }
+
+    pub fn database_config(&self) -> tokio_postgres::Config {
+        Config::from_database_url(&self.db.url)
+            .expect("a valid URL")
+            .database
+    }
+
+    /// The consumer's store for this stack's database, for handlers that wrap it.
+    pub fn store(&self) -> PgStore {
+        PgStore::new(self.database_config(), TEST_EVENT_SOURCE.max_concurrency)
+    }
+
+    /// Posts a JSON body to `/orders`; returns the status and the JSON answer.
+    pub async fn post_order(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/orders", self.producer_url))
+            .json(body)
+            .send()
+            .await
+            .expect("the producer answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Rows in `orders`; 0 while the consumer has not created the table yet.
+    pub async fn stored_count(&self) -> i64 {
+        let client = self.db.connect().await;
+        match client.query_one("SELECT count(*) FROM orders", &[]).await {
+            Ok(row) => row.get(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Awaits `expected` rows; panics with the last count after `timeout`.
+    pub async fn await_stored(&self, expected: i64, timeout: Duration) {
+        testkit::eventually(&format!("{expected} stored orders"), timeout, || async {
+            match self.stored_count().await {
+                n if n == expected => Ok(()),
+                n => Err(n),
+            }
+        })
+        .await;
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_consumer().await;
+        if let Some(producer) = self.producer.take() {
+            producer.stop().await;
+        }
+    }
+}
+
+/// A valid order request with a fresh id and `lines` line items.
+pub fn order(customer: usize, lines: usize) -> Value {
+    let items: Vec<Value> = (0..lines)
+        .map(|line| json!({"sku": format!("SKU-{customer}-{line}"), "quantity": line % 7 + 1, "unit_price_cents": 100 * line + customer % 1000}))
+        .collect();
+    let currency = ["EUR", "USD", "SEK"][customer % 3];
+    json!({
+        "order_id": Uuid::new_v4(),
+        "customer_id": format!("cust-{customer}"),
+        "currency": currency,
+        "items": items,
+    })
+}
+
+/// Wraps the real handler and reports a failed invocation the first `n` times,
+/// after the orders were stored: the acknowledgement is lost, SQS redelivers.
+pub struct LoseAcks<H> {
+    pub inner: H,
+    pub remaining: std::sync::atomic::AtomicUsize,
+}
+
+impl<H: BatchHandler> BatchHandler for LoseAcks<H> {
+    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+        let response = self.inner.handle(event).await?;
+        let lose = self
+            .remaining
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if lose {
+            return Err(InvocationError("the acknowledgement was lost".into()));
+        }
+        Ok(response)
+    }
+}

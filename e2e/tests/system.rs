@@ -1,0 +1,258 @@
+//! The system's promises, end to end: every accepted order is stored exactly once,
+//! whatever fails in between.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use e2e::{LoseAcks, Stack, order};
+use futures::StreamExt;
+use local_esm::InProcess;
+use serde_json::Value;
+use testkit::{PostgresServer, QueueSettings, eventually};
+
+/// The order id of a request body or a queued message, if it has one.
+fn parse_order_id(body: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    value["order_id"].as_str().map(str::to_owned)
+}
+
+const FAST_RETRY: QueueSettings = QueueSettings {
+    visibility_timeout_secs: 1,
+    max_receive_count: 3,
+};
+
+/// Posts every order, `concurrency` at a time; returns order id → message id.
+async fn post_all(stack: &Stack, orders: &[Value], concurrency: usize) -> HashMap<String, String> {
+    let answers: Vec<(u16, Value)> = futures::stream::iter(orders)
+        .map(|body| stack.post_order(body))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    answers
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, 202, "{body}");
+            let id = |key: &str| body[key].as_str().expect("ids in a 202").to_owned();
+            (id("order_id"), id("message_id"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_orders_become_exactly_a_thousand_matching_rows() {
+    let mut stack = Stack::start(QueueSettings::default(), None).await;
+    stack.start_consumer().await;
+    let orders: Vec<Value> = (0..1000).map(|n| order(n, n % 5 + 1)).collect();
+    let accepted = post_all(&stack, &orders, 64).await;
+    assert_eq!(accepted.len(), 1000);
+
+    stack.await_stored(1000, Duration::from_secs(120)).await;
+    let client = stack.db.connect().await;
+    let rows = client
+        .query(
+            "SELECT order_id::text, customer_id, currency, items, total_cents, sqs_message_id FROM orders",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let posted: HashMap<String, &Value> = orders
+        .iter()
+        .map(|o| (o["order_id"].as_str().expect("id").to_owned(), o))
+        .collect();
+    for row in &rows {
+        let order_id: String = row.get(0);
+        let sent = posted[&order_id];
+        assert_eq!(
+            row.get::<_, String>(1),
+            sent["customer_id"].as_str().expect("customer")
+        );
+        assert_eq!(
+            row.get::<_, String>(2),
+            sent["currency"].as_str().expect("currency")
+        );
+        assert_eq!(&row.get::<_, Value>(3), &sent["items"]);
+        let total: i64 = sent["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| {
+                i["quantity"].as_i64().expect("q") * i["unit_price_cents"].as_i64().expect("p")
+            })
+            .sum();
+        assert_eq!(row.get::<_, i64>(4), total);
+        assert_eq!(
+            row.get::<_, String>(5),
+            accepted[&order_id],
+            "stored from the message the producer sent"
+        );
+    }
+    assert_eq!(stack.queues.dlq_depth().await, 0);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() {
+    let mut stack = Stack::start(FAST_RETRY, None).await;
+    // The first two invocations store their orders but "lose" the acknowledgement,
+    // so SQS delivers the same messages again after the visibility timeout.
+    let handler = LoseAcks {
+        inner: InProcess(stack.store()),
+        remaining: AtomicUsize::new(2),
+    };
+    stack.start_consumer_with(handler).await;
+
+    let retried = order(1, 2);
+    let (first, a) = stack.post_order(&retried).await;
+    let (second, b) = stack.post_order(&retried).await;
+    assert_eq!(
+        (first, second),
+        (202, 202),
+        "a retried POST is accepted again"
+    );
+    assert_ne!(
+        a["message_id"], b["message_id"],
+        "two messages for the same order"
+    );
+    stack.post_order(&order(2, 1)).await;
+
+    stack.await_stored(2, Duration::from_secs(30)).await;
+    eventually("the queue to drain", Duration::from_secs(30), || async {
+        match stack.queues.depth().await {
+            0 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    assert_eq!(stack.stored_count().await, 2);
+    assert_eq!(stack.queues.dlq_depth().await, 0);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_are_stored() {
+    let mut stack = Stack::start(FAST_RETRY, None).await;
+    let valid: Vec<String> = (0..5)
+        .map(|n| {
+            let request = order(n, 2).to_string();
+            let order = order_contract::Order::from_request_json(&request).expect("valid");
+            order_contract::OrderPlaced::new(order, "2026-11-24T18:00:00Z".parse().expect("time"))
+                .to_json()
+        })
+        .collect();
+    let poison = [
+        "this is not JSON".to_owned(),
+        r#"{"greeting": "hello, not an order"}"#.to_owned(),
+        valid[0].replace(r#""currency":"#, r#""currency":"euro","was":"#),
+        valid[1].replace(r#""quantity":1"#, r#""quantity":0"#),
+    ];
+    // Mixed in one batch: valid and poison interleaved.
+    let mut mixed = Vec::new();
+    for (index, body) in valid.iter().enumerate() {
+        mixed.push(body.clone());
+        mixed.extend(poison.get(index).cloned());
+    }
+    stack.queues.send_bodies(&mixed).await;
+    stack.start_consumer().await;
+
+    eventually(
+        "every poison message in the DLQ",
+        Duration::from_secs(60),
+        || async {
+            match (stack.queues.dlq_depth().await, stack.queues.depth().await) {
+                (4, 0) => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+    let dead = stack.queues.receive_dlq().await;
+    let dead_bodies: HashSet<String> = dead.iter().filter_map(|m| m.body.clone()).collect();
+    assert_eq!(dead_bodies, poison.iter().cloned().collect::<HashSet<_>>());
+    for message in &dead {
+        let receives = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        assert!(
+            receives >= FAST_RETRY.max_receive_count,
+            "moved after {receives} receives"
+        );
+    }
+    // The two valid orders that were copied into poison messages are stored from their valid copy.
+    assert_eq!(stack.stored_count().await, 5);
+    let stored_ids: HashSet<String> = stack
+        .db
+        .connect()
+        .await
+        .query("SELECT order_id::text FROM orders", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let valid_ids: HashSet<String> = valid.iter().filter_map(|b| parse_order_id(b)).collect();
+    assert_eq!(stored_ids, valid_ids);
+    assert!(
+        dead.iter()
+            .all(|m| !valid.contains(&m.body.clone().unwrap_or_default())),
+        "no valid order in the DLQ"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_stored_on_restart() {
+    let mut stack = Stack::start(QueueSettings::default(), None).await;
+    let orders: Vec<Value> = (0..200).map(|n| order(n, 1)).collect();
+    let accepted = post_all(&stack, &orders, 16).await;
+    assert_eq!(accepted.len(), 200);
+    assert_eq!(
+        stack.queues.depth().await,
+        200,
+        "the queue buffers every order"
+    );
+    assert_eq!(stack.stored_count().await, 0);
+
+    stack.start_consumer().await;
+    stack.await_stored(200, Duration::from_secs(60)).await;
+    assert_eq!(stack.queues.dlq_depth().await, 0);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_flowing_through_a_database_outage_are_all_stored_once_and_none_reach_the_dlq() {
+    let server = PostgresServer::start().await;
+    // Generous receive count: this test is about outages, not poison; the consumer's
+    // visibility backoff is what makes long outages safe in production.
+    let settings = QueueSettings {
+        visibility_timeout_secs: 1,
+        max_receive_count: 10,
+    };
+    let mut stack = Stack::start(settings, Some(&server.admin_url())).await;
+    stack.start_consumer().await;
+    let orders: Vec<Value> = (0..300).map(|n| order(n, 1)).collect();
+
+    post_all(&stack, &orders[..100], 8).await;
+    stack.await_stored(100, Duration::from_secs(30)).await;
+    server.stop();
+    // Orders keep coming while the database is down: the producer never notices.
+    post_all(&stack, &orders[100..200], 8).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the outage itself: a duration, not a condition
+    server.start_again().await;
+    post_all(&stack, &orders[200..], 8).await;
+
+    stack.await_stored(300, Duration::from_secs(60)).await;
+    eventually("the queue to drain", Duration::from_secs(30), || async {
+        match stack.queues.depth().await {
+            0 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    assert_eq!(stack.stored_count().await, 300);
+    assert_eq!(stack.queues.dlq_depth().await, 0);
+    stack.shutdown().await;
+}
