@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use consumer_lambda::{Accepted, Config, OrderStore, PgStore};
+use consumer_lambda::{Accepted, DatabaseConfig, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
@@ -40,14 +40,14 @@ struct Figures {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::from_database_url(&args.database_url)?;
-    let store = PgStore::new(config.database.clone(), 1);
+    let config = DatabaseConfig::from_url(&args.database_url)?;
+    let store = PgStore::new(config.clone(), 1).await?;
     store
         .migrate()
         .await
         .context("preparing the orders table")?;
     let (client, connection) = config
-        .database
+        .pg
         .connect(NoTls)
         .await
         .context("connecting to DATABASE_URL")?;

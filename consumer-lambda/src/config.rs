@@ -1,59 +1,286 @@
 //! The consumer's settings, read once per execution environment.
+//!
+//! Two ways to reach the database:
+//! - `DATABASE_URL` (local development and tests), e.g. `postgres://postgres@127.0.0.1:54329/orders`;
+//! - in AWS, `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` with `DB_AUTH=iam`: the password is an
+//!   RDS IAM token signed per connection, so no secret sits in the environment.
+//!
+//! `DB_CA_BUNDLE` (a PEM file) turns on TLS with full verification (chain and host name);
+//! it is required with IAM authentication, whose token must never travel in clear text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::retry::Backoff;
 
 /// Why the consumer cannot start; each says what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "DATABASE_URL is not set: set it to the orders database, e.g. postgres://user@host:5432/orders"
+        "no database configured: set DATABASE_URL (e.g. postgres://user@host:5432/orders), or DB_HOST, DB_NAME, DB_USER and DB_AUTH=iam"
     )]
-    MissingDatabaseUrl,
+    NoDatabase,
     #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
     InvalidDatabaseUrl(#[source] tokio_postgres::Error),
+    #[error("{0} is not set; it is required with DB_HOST")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is not valid: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(
+        "DB_AUTH=iam sends a token as the password: set DB_CA_BUNDLE to the RDS CA bundle so the connection is encrypted and verified"
+    )]
+    IamWithoutTls,
+}
+
+/// How the password is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbAuth {
+    /// Whatever the connection string says (local trust auth, typically none).
+    ConnectionString,
+    /// An RDS IAM authentication token, signed locally for every new connection.
+    Iam,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Host, port, database, user and timeouts; the password is added per connection.
+    pub pg: tokio_postgres::Config,
+    pub auth: DbAuth,
+    /// CA bundle for TLS with full verification; `None` means no TLS (local only).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database: tokio_postgres::Config,
+    pub database: DatabaseConfig,
+    /// The queue whose messages the handler postpones on transient failures.
+    /// Without it, failed records come back after the queue's visibility timeout.
+    pub queue_url: Option<String>,
+    pub backoff: Backoff,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let url = std::env::var("DATABASE_URL").map_err(|_| ConfigError::MissingDatabaseUrl)?;
-        Self::from_database_url(&url)
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 
-    pub fn from_database_url(url: &str) -> Result<Self, ConfigError> {
-        let mut database: tokio_postgres::Config =
-            url.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
-        if database.get_application_name().is_none() {
-            database.application_name("orders-consumer");
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut database = match lookup("DATABASE_URL") {
+            Some(url) => DatabaseConfig::from_url(&url)?,
+            None => DatabaseConfig::from_parts(&lookup)?,
+        };
+        database.ca_bundle = lookup("DB_CA_BUNDLE").map(PathBuf::from);
+        if database.auth == DbAuth::Iam && database.ca_bundle.is_none() {
+            return Err(ConfigError::IamWithoutTls);
         }
-        if database.get_connect_timeout().is_none() {
-            database.connect_timeout(std::time::Duration::from_secs(5));
+        let mut backoff = Backoff::default();
+        if let Some(value) = lookup("RETRY_BASE_SECONDS") {
+            backoff.base = Duration::from_secs(parse(
+                "RETRY_BASE_SECONDS",
+                &value,
+                "whole seconds, at least 1",
+            )?);
         }
-        Ok(Self { database })
+        if let Some(value) = lookup("RETRY_MULTIPLIER") {
+            backoff.multiplier = parse("RETRY_MULTIPLIER", &value, "a whole number, at least 1")?;
+        }
+        Ok(Self {
+            database,
+            queue_url: lookup("QUEUE_URL"),
+            backoff,
+        })
     }
+}
+
+impl DatabaseConfig {
+    /// From a connection string, as used locally; no TLS unless `DB_CA_BUNDLE` is set.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
+        Ok(Self::with_defaults(pg, DbAuth::ConnectionString))
+    }
+
+    fn from_parts(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let host = lookup("DB_HOST").ok_or(ConfigError::NoDatabase)?;
+        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
+        let port = match lookup("DB_PORT") {
+            Some(port) => parse("DB_PORT", &port, "a port number")?,
+            None => 5432,
+        };
+        match required("DB_AUTH")?.as_str() {
+            "iam" => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "DB_AUTH",
+                    value: other.to_owned(),
+                    expected: "\"iam\" (passwords are never read from the environment; use DATABASE_URL locally)",
+                });
+            }
+        }
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&host)
+            .port(port)
+            .dbname(&required("DB_NAME")?)
+            .user(&required("DB_USER")?);
+        Ok(Self::with_defaults(pg, DbAuth::Iam))
+    }
+
+    fn with_defaults(mut pg: tokio_postgres::Config, auth: DbAuth) -> Self {
+        if pg.get_application_name().is_none() {
+            pg.application_name("orders-consumer");
+        }
+        if pg.get_connect_timeout().is_none() {
+            // A batch fails fast while the database is unreachable, instead of
+            // hanging until the function times out.
+            pg.connect_timeout(Duration::from_secs(5));
+        }
+        Self {
+            pg,
+            auth,
+            ca_bundle: None,
+        }
+    }
+
+    /// Host and port the connection goes to (the first of each; we configure one).
+    pub fn endpoint(&self) -> (String, u16) {
+        let host = match self.pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        (host, self.pg.get_ports().first().copied().unwrap_or(5432))
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    name: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        expected,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
 
     #[test]
     fn a_url_gets_a_connect_timeout_and_an_application_name() {
         let config =
-            Config::from_database_url("postgres://app@127.0.0.1:5432/orders").expect("valid");
+            config(&[("DATABASE_URL", "postgres://app@127.0.0.1:5432/orders")]).expect("valid");
         assert_eq!(
-            config.database.get_application_name(),
+            config.database.pg.get_application_name(),
             Some("orders-consumer")
         );
-        assert!(config.database.get_connect_timeout().is_some());
+        assert!(config.database.pg.get_connect_timeout().is_some());
+        assert_eq!(config.database.auth, DbAuth::ConnectionString);
+        assert!(config.database.ca_bundle.is_none());
     }
 
     #[test]
     fn a_malformed_url_is_refused_with_the_variable_named() {
         let err =
-            Config::from_database_url("postgres://app@host:notaport/db").expect_err("bad port");
+            config(&[("DATABASE_URL", "postgres://app@host:notaport/db")]).expect_err("bad port");
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn nothing_configured_says_what_to_set() {
+        let err = config(&[]).expect_err("nothing set");
+        assert!(
+            err.to_string().contains("DATABASE_URL") && err.to_string().contains("DB_HOST"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_aws_settings_use_iam_auth_over_verified_tls() {
+        let config = config(&[
+            ("DB_HOST", "proxy.example.internal"),
+            ("DB_NAME", "orders"),
+            ("DB_USER", "orders_consumer"),
+            ("DB_AUTH", "iam"),
+            ("DB_CA_BUNDLE", "/opt/rds-ca/global-bundle.pem"),
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/orders"),
+        ])
+        .expect("valid");
+        assert_eq!(config.database.auth, DbAuth::Iam);
+        assert_eq!(
+            config.database.endpoint(),
+            ("proxy.example.internal".to_owned(), 5432)
+        );
+        assert_eq!(config.database.pg.get_user(), Some("orders_consumer"));
+        assert!(config.database.pg.get_password().is_none());
+        assert_eq!(
+            config.database.ca_bundle,
+            Some(PathBuf::from("/opt/rds-ca/global-bundle.pem"))
+        );
+        assert!(config.queue_url.is_some());
+    }
+
+    #[test]
+    fn iam_auth_without_a_ca_bundle_is_refused() {
+        let err = config(&[
+            ("DB_HOST", "h"),
+            ("DB_NAME", "d"),
+            ("DB_USER", "u"),
+            ("DB_AUTH", "iam"),
+        ])
+        .expect_err("no TLS");
+        assert!(matches!(err, ConfigError::IamWithoutTls), "{err}");
+    }
+
+    #[test]
+    fn a_password_mode_other_than_iam_is_refused() {
+        let err = config(&[
+            ("DB_HOST", "h"),
+            ("DB_NAME", "d"),
+            ("DB_USER", "u"),
+            ("DB_AUTH", "password"),
+        ])
+        .expect_err("no passwords from the environment");
+        assert!(err.to_string().contains("DB_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn the_backoff_can_be_scaled_down_for_tests() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
+            ("RETRY_BASE_SECONDS", "1"),
+            ("RETRY_MULTIPLIER", "2"),
+        ])
+        .expect("valid");
+        assert_eq!(config.backoff.base, Duration::from_secs(1));
+        assert_eq!(config.backoff.multiplier, 2);
+        let err = config_err("RETRY_MULTIPLIER", "x");
+        assert!(err.contains("RETRY_MULTIPLIER"), "{err}");
+    }
+
+    fn config_err(name: &str, value: &str) -> String {
+        config(&[
+            ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
+            (name, value),
+        ])
+        .expect_err("invalid")
+        .to_string()
     }
 }

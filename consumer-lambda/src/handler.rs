@@ -8,7 +8,9 @@ use futures::FutureExt;
 use order_contract::OrderPlaced;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::store::{Accepted, OrderStore};
+use crate::metrics::BatchMetrics;
+use crate::retry::{Backoff, Postpone, Postponed};
+use crate::store::{Accepted, InsertOutcome, OrderStore};
 
 /// The batch cannot be answered record by record; Lambda then retries all of it.
 #[derive(Debug, thiserror::Error)]
@@ -18,50 +20,122 @@ pub enum BatchError {
     MissingMessageId,
 }
 
-/// Handles one batch: every record is parsed on its own, the valid orders go to
-/// the store in one bulk insert, and the response names exactly the records that
-/// were not stored, so SQS redelivers those and deletes the rest.
-///
-/// Invalid records are permanent failures (they reach the DLQ after
-/// `maxReceiveCount`); a store failure is transient and fails every valid record
-/// of the batch. A panic, in parsing or in storing, fails what it touched: an
-/// order is never acknowledged unless it is in the database.
-pub async fn handle_batch<S: OrderStore>(
-    event: SqsEvent,
-    store: &S,
-) -> Result<SqsBatchResponse, BatchError> {
-    let started = Instant::now();
-    let total = event.records.len();
-    let mut failed: Vec<String> = Vec::new();
-    let mut accepted: Vec<(Accepted, Span)> = Vec::with_capacity(total);
+/// The answer for Lambda and what the batch did.
+#[derive(Debug, Clone, Default)]
+pub struct Handled {
+    pub response: SqsBatchResponse,
+    pub metrics: BatchMetrics,
+}
 
-    for record in event.records {
-        let message_id = record.message_id.clone().unwrap_or_default();
-        let span = info_span!("record", message_id = %message_id, order_id = tracing::field::Empty);
-        let parsed = span.in_scope(|| parse(&record));
-        match parsed {
-            Some(placed) => {
-                span.record("order_id", tracing::field::display(placed.order.order_id()));
-                accepted.push((Accepted { message_id, placed }, span));
-            }
-            None if message_id.is_empty() => return Err(BatchError::MissingMessageId),
-            None => failed.push(message_id),
+/// The consumer: a store for orders and a way to postpone records on transient failures.
+/// Built once per execution environment; [`Consumer::handle`] runs once per batch.
+pub struct Consumer<S, P> {
+    store: S,
+    postpone: P,
+    backoff: Backoff,
+}
+
+/// A valid record waiting for the bulk insert, with what a retry needs.
+struct Pending {
+    span: Span,
+    receipt_handle: Option<String>,
+    receive_count: u32,
+}
+
+impl<S: OrderStore, P: Postpone> Consumer<S, P> {
+    pub fn new(store: S, postpone: P, backoff: Backoff) -> Self {
+        Self {
+            store,
+            postpone,
+            backoff,
         }
     }
 
-    let rejected = failed.len();
-    let (orders, spans): (Vec<Accepted>, Vec<Span>) = accepted.into_iter().unzip();
-    let mut outcome = Default::default();
-    if !orders.is_empty() {
-        let insert = AssertUnwindSafe(store.insert(&orders)).catch_unwind();
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Handles one batch: every record is parsed on its own, the valid orders go
+    /// to the store in one bulk insert, and the response names exactly the records
+    /// that were not stored, so SQS redelivers those and deletes the rest.
+    ///
+    /// Invalid records are permanent failures (they reach the DLQ after
+    /// `maxReceiveCount`). A store failure is transient: every valid record of the
+    /// batch fails and is postponed with exponential backoff, so an outage does not
+    /// exhaust its receives. A panic, in parsing or in storing, fails what it
+    /// touched: an order is never acknowledged unless it is in the database.
+    pub async fn handle(&self, event: SqsEvent) -> Result<Handled, BatchError> {
+        let started = Instant::now();
+        let records = event.records.len();
+        let mut failed: Vec<String> = Vec::new();
+        let mut orders: Vec<Accepted> = Vec::with_capacity(records);
+        let mut pending: Vec<Pending> = Vec::with_capacity(records);
+
+        for record in event.records {
+            let message_id = record.message_id.clone().unwrap_or_default();
+            let span =
+                info_span!("record", message_id = %message_id, order_id = tracing::field::Empty);
+            match span.in_scope(|| parse(&record)) {
+                Some(placed) => {
+                    span.record("order_id", tracing::field::display(placed.order.order_id()));
+                    pending.push(Pending {
+                        span,
+                        receive_count: receive_count(&record),
+                        receipt_handle: record.receipt_handle,
+                    });
+                    orders.push(Accepted { message_id, placed });
+                }
+                None if message_id.is_empty() => return Err(BatchError::MissingMessageId),
+                None => failed.push(message_id),
+            }
+        }
+
+        let rejected = failed.len();
+        let outcome = if orders.is_empty() {
+            InsertOutcome::default()
+        } else {
+            match self.store_all(&orders).await {
+                Some(outcome) => outcome,
+                None => {
+                    self.retry_later(&orders, &pending, &mut failed).await?;
+                    InsertOutcome::default()
+                }
+            }
+        };
+
+        let metrics = BatchMetrics {
+            records,
+            stored: outcome.stored,
+            duplicates: outcome.duplicates,
+            rejected,
+            retried: failed.len() - rejected,
+            latency: started.elapsed(),
+        };
+        info!(
+            records,
+            stored = metrics.stored,
+            duplicates = metrics.duplicates,
+            rejected,
+            retried = metrics.retried,
+            latency_ms = metrics.latency.as_millis() as u64,
+            "batch handled"
+        );
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(failed);
+        Ok(Handled { response, metrics })
+    }
+
+    /// The bulk insert; `None` when it failed or panicked (already logged).
+    async fn store_all(&self, orders: &[Accepted]) -> Option<InsertOutcome> {
+        let insert = AssertUnwindSafe(self.store.insert(orders)).catch_unwind();
         match insert
             .instrument(info_span!("bulk_insert", count = orders.len()))
             .await
         {
-            Ok(Ok(done)) => outcome = done,
+            Ok(Ok(outcome)) => Some(outcome),
             Ok(Err(err)) => {
                 error!(error = %error_chain(&err), count = orders.len(), "storing the batch failed; its valid records will be retried");
-                fail_all(&orders, &spans, &mut failed)?;
+                None
             }
             Err(panic) => {
                 error!(
@@ -69,23 +143,61 @@ pub async fn handle_batch<S: OrderStore>(
                     count = orders.len(),
                     "storing the batch panicked; its valid records will be retried"
                 );
-                fail_all(&orders, &spans, &mut failed)?;
+                None
             }
         }
     }
 
-    info!(
-        records = total,
-        stored = outcome.stored,
-        duplicates = outcome.duplicates,
-        rejected,
-        failed = failed.len(),
-        latency_ms = started.elapsed().as_millis() as u64,
-        "batch handled"
-    );
-    let mut response = SqsBatchResponse::default();
-    response.set_failures(failed);
-    Ok(response)
+    /// Fails every valid record and hides it for a backoff that grows with its receives.
+    async fn retry_later(
+        &self,
+        orders: &[Accepted],
+        pending: &[Pending],
+        failed: &mut Vec<String>,
+    ) -> Result<(), BatchError> {
+        let mut postponed = Vec::with_capacity(orders.len());
+        for (order, pending) in orders.iter().zip(pending) {
+            if order.message_id.is_empty() {
+                return Err(BatchError::MissingMessageId);
+            }
+            let delay = self.backoff.delay(pending.receive_count);
+            pending.span.in_scope(|| {
+                warn!(
+                    receive_count = pending.receive_count,
+                    retry_in_s = delay.as_secs(),
+                    "not stored; will be retried"
+                )
+            });
+            failed.push(order.message_id.clone());
+            if let Some(receipt_handle) = &pending.receipt_handle {
+                postponed.push(Postponed {
+                    message_id: order.message_id.clone(),
+                    receipt_handle: receipt_handle.clone(),
+                    delay,
+                });
+            }
+        }
+        if let Err(err) = self.postpone.postpone(&postponed).await {
+            warn!(error = %err, "backoff not applied");
+        }
+        Ok(())
+    }
+}
+
+/// Convenience for callers without retry scheduling (tests, tools): no postponing.
+pub async fn handle_batch<S: OrderStore>(event: SqsEvent, store: S) -> Result<Handled, BatchError> {
+    Consumer::new(store, crate::retry::NoPostpone, Backoff::default())
+        .handle(event)
+        .await
+}
+
+/// Lambda's `ApproximateReceiveCount` (1 on the first delivery).
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Parses one record, logging why it is rejected; `None` means a permanent failure.
@@ -108,21 +220,6 @@ fn parse(record: &SqsMessage) -> Option<OrderPlaced> {
             None
         }
     }
-}
-
-fn fail_all(
-    orders: &[Accepted],
-    spans: &[Span],
-    failed: &mut Vec<String>,
-) -> Result<(), BatchError> {
-    for (order, span) in orders.iter().zip(spans) {
-        if order.message_id.is_empty() {
-            return Err(BatchError::MissingMessageId);
-        }
-        span.in_scope(|| warn!("not stored; will be retried"));
-        failed.push(order.message_id.clone());
-    }
-    Ok(())
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -150,7 +247,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::{InsertOutcome, StoreError};
+    use crate::store::StoreError;
 
     /// Remembers what it was asked to store; fails or panics on demand.
     #[derive(Default)]
@@ -237,6 +334,12 @@ mod tests {
         event
     }
 
+    async fn handle(event: SqsEvent, store: &FakeStore) -> Result<SqsBatchResponse, BatchError> {
+        handle_batch(event, store)
+            .await
+            .map(|handled| handled.response)
+    }
+
     fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
         response
             .batch_item_failures
@@ -265,7 +368,7 @@ mod tests {
         let records = (0..5)
             .map(|n| record(Some(&format!("m-{n}")), Some(valid_body(n))))
             .collect();
-        let response = handle_batch(event(records), &store).await.expect("handled");
+        let response = handle(event(records), &store).await.expect("handled");
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(store.batches.lock().expect("lock").len(), 1);
         assert_eq!(store.stored_message_ids().len(), 5);
@@ -274,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_bad_records_of_a_mixed_batch_are_reported_failed() {
         let store = FakeStore::default();
-        let response = handle_batch(mixed_batch(), &store).await.expect("handled");
+        let response = handle(mixed_batch(), &store).await.expect("handled");
         assert_eq!(
             failed_ids(&response),
             ["m-not-json", "m-not-an-order", "m-invalid", "m-no-body"]
@@ -285,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn when_the_store_fails_every_record_is_reported_failed() {
         let store = FakeStore::failing(Behaviour::Fail);
-        let response = handle_batch(mixed_batch(), &store).await.expect("handled");
+        let response = handle(mixed_batch(), &store).await.expect("handled");
         let mut failed = failed_ids(&response);
         failed.sort_unstable();
         assert_eq!(
@@ -304,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_whose_storing_panics_is_reported_failed_never_acknowledged() {
         let store = FakeStore::failing(Behaviour::Panic);
-        let response = handle_batch(mixed_batch(), &store)
+        let response = handle(mixed_batch(), &store)
             .await
             .expect("a panic is contained");
         let failed = failed_ids(&response);
@@ -323,7 +426,7 @@ mod tests {
             let mut batch = mixed_batch();
             batch.records.push(record(None, Some(valid_body(9))));
             batch.records.push(record(Some(""), Some(valid_body(8))));
-            match handle_batch(batch, &store).await {
+            match handle(batch, &store).await {
                 Ok(response) => {
                     assert!(matches!(behaviour, Behaviour::Store));
                     assert!(
@@ -348,16 +451,14 @@ mod tests {
             record(Some("m-1"), Some(valid_body(1))),
             record(None, Some("not json".into())),
         ]);
-        let err = handle_batch(batch, &store)
-            .await
-            .expect_err("cannot be reported");
+        let err = handle(batch, &store).await.expect_err("cannot be reported");
         assert!(matches!(err, BatchError::MissingMessageId));
     }
 
     #[tokio::test]
     async fn an_empty_batch_touches_nothing() {
         let store = FakeStore::failing(Behaviour::Panic);
-        let response = handle_batch(event(vec![]), &store).await.expect("handled");
+        let response = handle(event(vec![]), &store).await.expect("handled");
         assert!(response.batch_item_failures.is_empty());
     }
 
@@ -374,7 +475,7 @@ mod tests {
         ]});
         let event: SqsEvent = serde_json::from_value(json).expect("an SQS event");
         let store = FakeStore::default();
-        let response = handle_batch(event, &store).await.expect("handled");
+        let response = handle(event, &store).await.expect("handled");
         assert_eq!(
             failed_ids(&response),
             ["2e1424d4-f796-459a-8184-9c92662be6da"]
@@ -384,5 +485,119 @@ mod tests {
             body,
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]})
         );
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::retry::PostponeError;
+    use crate::store::StoreError;
+
+    struct DownStore;
+
+    impl OrderStore for DownStore {
+        async fn insert(&self, _orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let err = tokio_postgres::connect(
+                &format!("postgres://x@127.0.0.1:{port}/x"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .err()
+            .expect("nobody listens there");
+            Err(StoreError::Migrate(
+                crate::migrations::MigrationError::from(err),
+            ))
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Postponed>>);
+
+    impl Postpone for &Recorded {
+        async fn postpone(&self, records: &[Postponed]) -> Result<(), PostponeError> {
+            self.0.lock().expect("lock").extend_from_slice(records);
+            Ok(())
+        }
+    }
+
+    fn record(id: &str, body: &str, receive_count: u32) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(id.to_owned());
+        record.receipt_handle = Some(format!("handle-{id}"));
+        record.body = Some(body.to_owned());
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+        record
+    }
+
+    fn valid() -> String {
+        format!(
+            r#"{{"schema_version":1,"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":1}}],"received_at":"2026-11-24T18:27:15Z"}}"#,
+            uuid::Uuid::new_v4()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_leaves_poison_alone()
+     {
+        let recorded = Recorded::default();
+        let backoff = Backoff {
+            base: Duration::from_secs(10),
+            multiplier: 2,
+        };
+        let consumer = Consumer::new(DownStore, &recorded, backoff);
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("first", &valid(), 1),
+            record("poison", "{}", 4),
+            record("third", &valid(), 3),
+        ];
+        let handled = consumer.handle(event).await.expect("handled");
+        assert_eq!(handled.response.batch_item_failures.len(), 3);
+        assert_eq!((handled.metrics.rejected, handled.metrics.retried), (1, 2));
+        let postponed = recorded.0.lock().expect("lock").clone();
+        let delays: Vec<(&str, &str, u64)> = postponed
+            .iter()
+            .map(|p| {
+                (
+                    p.message_id.as_str(),
+                    p.receipt_handle.as_str(),
+                    p.delay.as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [("first", "handle-first", 20), ("third", "handle-third", 80)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_batch_postpones_nothing() {
+        struct Fine;
+        impl OrderStore for Fine {
+            async fn insert(&self, orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
+                Ok(InsertOutcome {
+                    stored: orders.len() as u64,
+                    duplicates: 0,
+                })
+            }
+        }
+        let recorded = Recorded::default();
+        let consumer = Consumer::new(Fine, &recorded, Backoff::default());
+        let mut event = SqsEvent::default();
+        event.records = vec![record("a", &valid(), 2), record("poison", "nope", 1)];
+        let handled = consumer.handle(event).await.expect("handled");
+        assert_eq!(handled.metrics.stored, 1);
+        assert!(recorded.0.lock().expect("lock").is_empty());
     }
 }

@@ -1,21 +1,41 @@
 //! The `bootstrap` binary Lambda runs: configuration, telemetry, then the runtime loop.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use aws_lambda_events::event::sqs::SqsEvent;
-use consumer_lambda::{Config, PgStore, handle_batch};
+use consumer_lambda::{Config, Consumer, PgStore, SqsPostpone};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    // Built once per execution environment; it connects on the first batch, not here,
-    // so the cold start does not wait for the database.
-    let store = PgStore::new(config.database, 1);
-    let store = &store;
+    // Built once per execution environment. The database connection is made on
+    // the first batch, not here, so the cold start does not wait for it.
+    let store = PgStore::new(config.database, 1).await?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let queue_url = config.queue_url.ok_or(
+        "QUEUE_URL is not set: set it to the orders queue, whose failed records are postponed",
+    )?;
+    let consumer = Consumer::new(
+        store,
+        SqsPostpone::new(aws_sdk_sqs::Client::new(&aws), queue_url),
+        config.backoff,
+    );
+    let function =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "orders-consumer".into());
+
+    let (consumer, function) = (&consumer, function.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        handle_batch(event.payload, store)
-            .await
-            .map_err(Error::from)
+        // Boxed: the handler's future is deep, and so would be the runtime's around it.
+        let handled = Box::pin(consumer.handle(event.payload)).await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        // Metrics travel as an EMF line on stdout, which CloudWatch Logs extracts.
+        println!("{}", handled.metrics.to_emf(function, now));
+        Ok::<_, Error>(handled.response)
     }))
     .await
 }

@@ -5,6 +5,7 @@
 //! the first and then finds nothing left to do.
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 /// Arbitrary but fixed: the advisory lock key that serialises migrations.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
@@ -31,8 +32,13 @@ pub struct MigrationError(#[from] tokio_postgres::Error);
 /// Applies the migrations this database lacks; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
+    // Typed, unnamed statements throughout: no named prepared statement is left
+    // behind to pin the connection behind RDS Proxy.
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&LOCK_KEY, Type::INT8)],
+    )
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer     PRIMARY KEY,
@@ -42,7 +48,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
     )
     .await?;
     let applied: Vec<i32> = tx
-        .query("SELECT version FROM schema_migrations", &[])
+        .query_typed("SELECT version FROM schema_migrations", &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -55,9 +61,12 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
             "applying migration"
         );
         tx.batch_execute(migration.sql).await?;
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&migration.version, &migration.name],
+            &[
+                (&migration.version, Type::INT4),
+                (&migration.name, Type::TEXT),
+            ],
         )
         .await?;
         now_applied.push(migration.version);

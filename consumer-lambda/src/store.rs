@@ -1,16 +1,16 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
 
 use std::future::Future;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool::managed::PoolError;
 use order_contract::{LineItem, OrderPlaced};
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql, Type};
 use uuid::Uuid;
 
+use crate::config::DatabaseConfig;
+use crate::database::{ConnectError, Connector, Pool};
 use crate::migrations::{MigrationError, migrate};
 
 /// A valid order together with the SQS message that carried it.
@@ -33,8 +33,8 @@ pub struct InsertOutcome {
 /// Every variant is transient: the same orders will be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("could not get a database connection (is PostgreSQL up and DATABASE_URL right?)")]
-    Connect(#[source] deadpool_postgres::PoolError),
+    #[error("could not get a database connection (is PostgreSQL up and reachable?)")]
+    Connect(#[source] PoolError<ConnectError>),
     #[error(transparent)]
     Migrate(#[from] MigrationError),
     #[error("the bulk insert of {count} orders failed")]
@@ -53,9 +53,22 @@ pub trait OrderStore: Send + Sync {
     ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
 }
 
+impl<T: OrderStore> OrderStore for &T {
+    fn insert(
+        &self,
+        orders: &[Accepted],
+    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send {
+        (**self).insert(orders)
+    }
+}
+
 /// One statement for the whole batch: the arrays travel in the binary protocol,
 /// `unnest` turns them back into rows, and `ON CONFLICT DO NOTHING` makes every
 /// repeat of an `order_id` (in this batch or stored earlier) a counted no-op.
+///
+/// It is sent as an unnamed statement with its parameter types given
+/// (`execute_typed`): one round trip, and no named prepared statement that would
+/// pin the connection to one backend behind RDS Proxy.
 const INSERT_ORDERS: &str = "
     INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, sqs_message_id)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[])
@@ -69,30 +82,14 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Builds the pool without connecting. In Lambda `max_connections` is 1:
-    /// an execution environment handles one batch at a time.
-    pub fn new(config: tokio_postgres::Config, max_connections: usize) -> Self {
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .runtime(Runtime::Tokio1)
-            // Fail a batch fast while the database is down instead of hanging until the
-            // function times out; the records come back after their visibility timeout.
-            .create_timeout(Some(Duration::from_secs(5)))
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .build()
-            // Only fails when timeouts are set without a runtime, and one is set above.
-            .unwrap_or_else(|err| unreachable!("{err}"));
-        Self {
-            pool,
+    /// Prepares the pool (reading the CA bundle and AWS credentials chain when
+    /// configured) without connecting. In Lambda `max_connections` is 1: an
+    /// execution environment handles one batch at a time.
+    pub async fn new(config: DatabaseConfig, max_connections: usize) -> Result<Self, ConnectError> {
+        Ok(Self {
+            pool: Connector::new(config).await?.into_pool(max_connections),
             migrated: OnceCell::new(),
-        }
+        })
     }
 
     /// Applies pending migrations (once per process; later calls return at once).
@@ -113,29 +110,22 @@ impl OrderStore for PgStore {
         self.migrate().await?;
         let client = self.pool.get().await.map_err(StoreError::Connect)?;
         let columns = Columns::from(orders);
-        let insert_error = |source| StoreError::Insert {
-            count: orders.len(),
-            source,
-        };
-        let statement = client
-            .prepare_cached(INSERT_ORDERS)
-            .await
-            .map_err(insert_error)?;
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+            (&columns.order_ids, Type::UUID_ARRAY),
+            (&columns.customer_ids, Type::TEXT_ARRAY),
+            (&columns.currencies, Type::TEXT_ARRAY),
+            (&columns.items, Type::JSONB_ARRAY),
+            (&columns.totals, Type::INT8_ARRAY),
+            (&columns.received_at, Type::TIMESTAMPTZ_ARRAY),
+            (&columns.message_ids, Type::TEXT_ARRAY),
+        ];
         let stored = client
-            .execute(
-                &statement,
-                &[
-                    &columns.order_ids,
-                    &columns.customer_ids,
-                    &columns.currencies,
-                    &columns.items,
-                    &columns.totals,
-                    &columns.received_at,
-                    &columns.message_ids,
-                ],
-            )
+            .execute_typed(INSERT_ORDERS, &params)
             .await
-            .map_err(insert_error)?;
+            .map_err(|source| StoreError::Insert {
+                count: orders.len(),
+                source,
+            })?;
         Ok(InsertOutcome {
             stored,
             duplicates: orders.len() as u64 - stored,

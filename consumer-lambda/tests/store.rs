@@ -1,16 +1,16 @@
 //! The PostgreSQL store against a real server: idempotency, migrations, restarts.
 
 use chrono::{DateTime, Utc};
-use consumer_lambda::{Accepted, Config, OrderStore, PgStore, migrations::migrate};
+use consumer_lambda::{Accepted, DatabaseConfig, OrderStore, PgStore, migrations::migrate};
 use order_contract::{Order, OrderPlaced};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
-fn store_for(url: &str) -> PgStore {
-    PgStore::new(
-        Config::from_database_url(url).expect("valid URL").database,
-        1,
-    )
+async fn store_for(url: &str) -> PgStore {
+    let config = DatabaseConfig::from_url(url).expect("valid URL");
+    PgStore::new(config, 1)
+        .await
+        .expect("no TLS or IAM to set up")
 }
 
 fn accepted(message_id: &str, order_id: Uuid) -> Accepted {
@@ -30,7 +30,7 @@ fn accepted(message_id: &str, order_id: Uuid) -> Accepted {
 async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplicates() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url);
+    let store = store_for(&db.url).await;
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     let batch: Vec<Accepted> = ids
         .iter()
@@ -71,7 +71,7 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
 #[tokio::test]
 async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url);
+    let store = store_for(&db.url).await;
     let id = Uuid::new_v4();
     let outcome = store
         .insert(&[accepted("first", id), accepted("redelivered", id)])
@@ -123,7 +123,7 @@ async fn the_store_fails_while_the_database_is_down_and_reconnects_when_it_retur
     testkit::init_tracing();
     let server = PostgresServer::start().await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    let store = store_for(&db.url);
+    let store = store_for(&db.url).await;
     store
         .insert(&[accepted("before", Uuid::new_v4())])
         .await

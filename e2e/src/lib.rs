@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use consumer_lambda::{Config, PgStore};
+use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, SqsPostpone};
 use local_esm::{BatchHandler, Driver, EventSourceSettings, InProcess, InvocationError};
 use producer::{AppState, SqsQueue};
 use serde_json::{Value, json};
@@ -14,6 +14,13 @@ use testkit::{QueueSettings, TestDatabase, TestQueues};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+/// Backoff scaled for tests: records the database could not take come back after
+/// 2 s, 4 s, 8 s, … instead of minutes.
+pub const TEST_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    multiplier: 2,
+};
 
 /// Event-source settings scaled for tests: small batches, a short window.
 pub const TEST_EVENT_SOURCE: EventSourceSettings = EventSourceSettings {
@@ -28,7 +35,8 @@ pub struct Stack {
     pub producer_url: String,
     pub http: reqwest::Client,
     producer: Option<Running>,
-    consumer: Option<Running>,
+    /// The event source mapping feeding the consumer, while it runs.
+    driver: Option<Running>,
 }
 
 /// A background task and the trigger that stops it gracefully.
@@ -78,19 +86,19 @@ impl Stack {
             producer_url,
             http: reqwest::Client::new(),
             producer: Some(Running { stop, task }),
-            consumer: None,
+            driver: None,
         }
     }
 
-    /// Starts the event source mapping with the consumer's real handler and store.
+    /// Starts the event source mapping with the consumer's real handler, store and backoff.
     pub async fn start_consumer(&mut self) {
-        let store = PgStore::new(self.database_config(), TEST_EVENT_SOURCE.max_concurrency);
-        self.start_consumer_with(InProcess(store)).await;
+        let consumer = self.consumer().await;
+        self.start_consumer_with(InProcess(consumer)).await;
     }
 
     /// Starts the event source mapping with a handler of the test's choosing.
     pub async fn start_consumer_with<H: BatchHandler + 'static>(&mut self, handler: H) {
-        assert!(self.consumer.is_none(), "the consumer is already running");
+        assert!(self.driver.is_none(), "the consumer is already running");
         let driver = Driver::new(
             self.queues.sqs.clone(),
             &self.queues.queue_url,
@@ -107,25 +115,24 @@ impl Stack {
                 })
                 .await;
         });
-        self.consumer = Some(Running { stop, task });
+        self.driver = Some(Running { stop, task });
     }
 
     /// Stops the event source mapping after its in-flight batches.
     pub async fn stop_consumer(&mut self) {
-        if let Some(consumer) = self.consumer.take() {
+        if let Some(consumer) = self.driver.take() {
             consumer.stop().await;
         }
     }
 
-    pub fn database_config(&self) -> tokio_postgres::Config {
-        Config::from_database_url(&self.db.url)
-            .expect("a valid URL")
-            .database
-    }
-
-    /// The consumer's store for this stack's database, for handlers that wrap it.
-    pub fn store(&self) -> PgStore {
-        PgStore::new(self.database_config(), TEST_EVENT_SOURCE.max_concurrency)
+    /// The consumer as Lambda runs it, on this stack's database and queue.
+    pub async fn consumer(&self) -> Consumer<PgStore, SqsPostpone> {
+        let config = DatabaseConfig::from_url(&self.db.url).expect("a valid URL");
+        let store = PgStore::new(config, TEST_EVENT_SOURCE.max_concurrency)
+            .await
+            .expect("no TLS or IAM to set up");
+        let postpone = SqsPostpone::new(self.queues.sqs.clone(), &self.queues.queue_url);
+        Consumer::new(store, postpone, TEST_BACKOFF)
     }
 
     /// Posts a JSON body to `/orders`; returns the status and the JSON answer.

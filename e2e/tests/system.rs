@@ -98,7 +98,7 @@ async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() 
     // The first two invocations store their orders but "lose" the acknowledgement,
     // so SQS delivers the same messages again after the visibility timeout.
     let handler = LoseAcks {
-        inner: InProcess(stack.store()),
+        inner: InProcess(stack.consumer().await),
         remaining: AtomicUsize::new(2),
     };
     stack.start_consumer_with(handler).await;
@@ -225,13 +225,10 @@ async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_store
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_flowing_through_a_database_outage_are_all_stored_once_and_none_reach_the_dlq() {
     let server = PostgresServer::start().await;
-    // Generous receive count: this test is about outages, not poison; the consumer's
-    // visibility backoff is what makes long outages safe in production.
-    let settings = QueueSettings {
-        visibility_timeout_secs: 1,
-        max_receive_count: 10,
-    };
-    let mut stack = Stack::start(settings, Some(&server.admin_url())).await;
+    // Scaled down: a 1 s visibility timeout and 3 receives would send a record to
+    // the DLQ after about 3 s of outage; the consumer's backoff (2 s, 4 s, 8 s)
+    // stretches that to 14 s, and the outage below lasts 5 s.
+    let mut stack = Stack::start(FAST_RETRY, Some(&server.admin_url())).await;
     stack.start_consumer().await;
     let orders: Vec<Value> = (0..300).map(|n| order(n, 1)).collect();
 
@@ -240,7 +237,7 @@ async fn orders_flowing_through_a_database_outage_are_all_stored_once_and_none_r
     server.stop();
     // Orders keep coming while the database is down: the producer never notices.
     post_all(&stack, &orders[100..200], 8).await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // the outage itself: a duration, not a condition
+    tokio::time::sleep(Duration::from_secs(5)).await; // the outage itself: a duration, not a condition
     server.start_again().await;
     post_all(&stack, &orders[200..], 8).await;
 
@@ -253,6 +250,10 @@ async fn orders_flowing_through_a_database_outage_are_all_stored_once_and_none_r
     })
     .await;
     assert_eq!(stack.stored_count().await, 300);
-    assert_eq!(stack.queues.dlq_depth().await, 0);
+    assert_eq!(
+        stack.queues.dlq_depth().await,
+        0,
+        "no valid order reached the DLQ"
+    );
     stack.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use consumer_lambda::{Config, PgStore};
+use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, SqsPostpone};
 
 use crate::driver::{Driver, InProcess};
 use crate::queues::create_queues;
@@ -52,6 +52,12 @@ enum Command {
         /// Overrides the template's ScalingConfig.MaximumConcurrency.
         #[arg(long)]
         max_concurrency: Option<usize>,
+        /// First backoff step, in seconds, for records the database could not take.
+        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base.as_secs())]
+        retry_base_seconds: u64,
+        /// Growth of the backoff with each receive.
+        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
+        retry_multiplier: u32,
     },
 }
 
@@ -70,8 +76,8 @@ impl Cli {
                 println!("DLQ_URL={}", urls.dlq_url);
             }
             Command::Migrate { database_url } => {
-                let config = Config::from_database_url(&database_url)?;
-                PgStore::new(config.database, 1)
+                PgStore::new(DatabaseConfig::from_url(&database_url)?, 1)
+                    .await?
                     .migrate()
                     .await
                     .context("applying the migrations failed")?;
@@ -84,16 +90,28 @@ impl Cli {
                 batch_size,
                 batching_window_ms,
                 max_concurrency,
+                retry_base_seconds,
+                retry_multiplier,
             } => {
                 let mut settings = Template::from_file(&template)?.event_source;
                 settings.batch_size = batch_size.unwrap_or(settings.batch_size);
                 settings.batching_window =
                     batching_window_ms.map_or(settings.batching_window, Duration::from_millis);
                 settings.max_concurrency = max_concurrency.unwrap_or(settings.max_concurrency);
-                let config = Config::from_database_url(&database_url)?;
                 // One connection per concurrent invocation, as one per Lambda environment.
-                let store = PgStore::new(config.database, settings.max_concurrency);
-                let driver = Driver::new(sqs_client().await, queue_url, settings, InProcess(store))
+                let store = PgStore::new(
+                    DatabaseConfig::from_url(&database_url)?,
+                    settings.max_concurrency,
+                )
+                .await?;
+                let sqs = sqs_client().await;
+                let backoff = Backoff {
+                    base: Duration::from_secs(retry_base_seconds),
+                    multiplier: retry_multiplier,
+                };
+                let consumer =
+                    Consumer::new(store, SqsPostpone::new(sqs.clone(), &queue_url), backoff);
+                let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
                     .await
                     .context("the queue to poll is not reachable")?;
                 driver.run(shutdown_signal()).await;

@@ -43,14 +43,17 @@ pub trait BatchHandler: Send + Sync {
     ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
 }
 
-/// Runs the consumer's handler in this process, against a store.
-pub struct InProcess<S>(pub S);
+/// Runs the consumer's handler in this process.
+pub struct InProcess<S, P>(pub consumer_lambda::Consumer<S, P>);
 
-impl<S: consumer_lambda::OrderStore> BatchHandler for InProcess<S> {
+impl<S: consumer_lambda::OrderStore, P: consumer_lambda::Postpone> BatchHandler
+    for InProcess<S, P>
+{
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
-        consumer_lambda::handle_batch(event, &self.0)
-            .await
-            .map_err(|err| InvocationError(err.to_string()))
+        match self.0.handle(event).await {
+            Ok(handled) => Ok(handled.response),
+            Err(err) => Err(InvocationError(err.to_string())),
+        }
     }
 }
 

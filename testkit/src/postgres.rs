@@ -60,11 +60,22 @@ fn with_database(url: &str, database: &str) -> String {
 pub struct PostgresServer {
     dir: PathBuf,
     port: u16,
+    tls: bool,
 }
 
 impl PostgresServer {
     /// Initialises a cluster in a temporary folder and starts it on a free port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start), serving TLS (as well as plain text) with this
+    /// PEM certificate chain and key.
+    pub async fn start_with_tls(certificate_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((certificate_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(&str, &str)>) -> Self {
         let dir = std::env::temp_dir().join(unique_name("pg"));
         std::fs::create_dir_all(&dir).expect("create the cluster folder");
         if running_as_root() {
@@ -74,6 +85,7 @@ impl PostgresServer {
         let server = Self {
             port: free_port(),
             dir,
+            tls: tls.is_some(),
         };
         server.pg(&[
             "initdb",
@@ -85,6 +97,24 @@ impl PostgresServer {
             "trust",
             "--no-sync",
         ]);
+        if let Some((certificate, key)) = tls {
+            let data = PathBuf::from(server.data());
+            std::fs::write(data.join("server.crt"), certificate)
+                .expect("write the server certificate");
+            std::fs::write(data.join("server.key"), key).expect("write the server key");
+            // PostgreSQL refuses a key that others may read.
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("restrict the key");
+            if running_as_root() {
+                run(Command::new("chown")
+                    .arg("postgres:")
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key")));
+            }
+        }
         server.start_again().await;
         server
     }
@@ -113,11 +143,14 @@ impl PostgresServer {
 
     /// Starts the (stopped) server again on the same port and waits until it accepts connections.
     pub async fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            options.push_str(" -c ssl=on");
+        }
         let log = self.dir.join("server.log");
         self.pg(&[
             "pg_ctl",

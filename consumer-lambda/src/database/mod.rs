@@ -1,0 +1,161 @@
+//! Connections to PostgreSQL: made lazily, with TLS and an IAM token when
+//! configured, and replaced when they break.
+
+pub mod iam;
+pub mod tls;
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::{DatabaseConfig, DbAuth};
+
+pub use iam::TokenError;
+pub use tls::TlsError;
+
+/// A pool of lazily made connections. In Lambda it holds one: an execution
+/// environment runs one batch at a time.
+pub type Pool = deadpool::managed::Pool<Connector>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(
+        "no AWS credentials or region for the RDS IAM token (in Lambda they come from the execution role): {0}"
+    )]
+    Credentials(String),
+    #[error("could not connect to PostgreSQL at {endpoint}")]
+    Postgres {
+        endpoint: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Signs IAM tokens with the credentials of the AWS environment.
+#[derive(Debug, Clone)]
+struct IamSigner {
+    credentials: SharedCredentialsProvider,
+    region: String,
+}
+
+/// Makes connections as configured; deadpool calls it when the pool needs one.
+pub struct Connector {
+    config: DatabaseConfig,
+    tls: Option<MakeRustlsConnect>,
+    iam: Option<IamSigner>,
+}
+
+impl Connector {
+    /// Reads the CA bundle and, for IAM auth, the AWS credentials chain; connects nothing yet.
+    pub async fn new(mut config: DatabaseConfig) -> Result<Self, ConnectError> {
+        let tls = match &config.ca_bundle {
+            Some(path) => {
+                // Without `require`, tokio-postgres would fall back to plain text.
+                config.pg.ssl_mode(SslMode::Require);
+                Some(tls::connector(path)?)
+            }
+            None => None,
+        };
+        let iam = match config.auth {
+            DbAuth::ConnectionString => None,
+            DbAuth::Iam => {
+                let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let credentials = aws
+                    .credentials_provider()
+                    .ok_or_else(|| ConnectError::Credentials("no credentials provider".into()))?;
+                let region = aws
+                    .region()
+                    .ok_or_else(|| ConnectError::Credentials("AWS_REGION is not set".into()))?
+                    .to_string();
+                Some(IamSigner {
+                    credentials,
+                    region,
+                })
+            }
+        };
+        Ok(Self { config, tls, iam })
+    }
+
+    /// A pool of at most `size` connections with bounded waits, so a batch fails
+    /// fast while the database is unreachable.
+    pub fn into_pool(self, size: usize) -> Pool {
+        Pool::builder(self)
+            .max_size(size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            // Only fails when timeouts are set without a runtime, and one is set above.
+            .unwrap_or_else(|err| unreachable!("{err}"))
+    }
+
+    pub async fn connect(&self) -> Result<Client, ConnectError> {
+        let mut pg = self.config.pg.clone();
+        let (host, port) = self.config.endpoint();
+        if let Some(iam) = &self.iam {
+            let credentials = iam
+                .credentials
+                .provide_credentials()
+                .await
+                .map_err(|err| ConnectError::Credentials(err.to_string()))?;
+            let user = pg.get_user().unwrap_or_default().to_owned();
+            pg.password(iam::auth_token(
+                &host,
+                port,
+                &user,
+                &iam.region,
+                &credentials,
+                SystemTime::now(),
+            )?);
+        }
+        let postgres_error = |source| ConnectError::Postgres {
+            endpoint: format!("{host}:{port}"),
+            source,
+        };
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = pg.connect(tls.clone()).await.map_err(postgres_error)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+            None => {
+                let (client, connection) = pg.connect(NoTls).await.map_err(postgres_error)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
+        tracing::info!(endpoint = %format!("{host}:{port}"), tls = self.tls.is_some(), iam = self.iam.is_some(), "connected to PostgreSQL");
+        Ok(client)
+    }
+}
+
+/// Runs a connection until it closes; the pool notices and replaces it.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(err) = connection.await {
+        tracing::warn!(error = %err, "the database connection broke; the next batch reconnects");
+    }
+}
+
+impl deadpool::managed::Manager for Connector {
+    type Type = Client;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<Client, ConnectError> {
+        self.connect().await
+    }
+
+    async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<ConnectError> {
+        if client.is_closed() {
+            return Err(RecycleError::message("the connection is closed"));
+        }
+        Ok(())
+    }
+}
