@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod consumer;
+mod lambda;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks; run them through scripts/bench, which starts what they need")]
@@ -15,11 +16,14 @@ struct Cli {
 enum Command {
     /// Rows/s of the consumer's bulk insert against one INSERT per row and raw binary COPY.
     Consumer(consumer::Args),
+    /// Init time, peak RSS and zip size of the real bootstrap under a fake Runtime API.
+    Lambda(lambda::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Consumer(args) => consumer::run(args).await,
+        Command::Lambda(args) => lambda::run(args).await,
     }
 }

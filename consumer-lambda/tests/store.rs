@@ -91,6 +91,37 @@ async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
 }
 
 #[tokio::test]
+async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let old = Uuid::new_v4();
+    store.insert(&[accepted("old", old)]).await.expect("stored");
+    let batch = [
+        accepted("new-1", Uuid::new_v4()),
+        accepted("replayed", old),
+        accepted("new-2", Uuid::new_v4()),
+    ];
+    let outcome = store.insert(&batch).await.expect("stored");
+    assert_eq!((outcome.stored, outcome.duplicates), (2, 1));
+    let client = db.connect().await;
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 3);
+    let message: String = client
+        .query_one(
+            "SELECT sqs_message_id FROM orders WHERE order_id = $1",
+            &[&old],
+        )
+        .await
+        .expect("one row")
+        .get(0);
+    assert_eq!(message, "old", "the first stored copy stays");
+}
+
+#[tokio::test]
 async fn migrations_started_at_once_by_several_consumers_apply_exactly_once() {
     let db = TestDatabase::create().await;
     let runs = (0..4).map(|_| {

@@ -1,0 +1,289 @@
+//! The real `bootstrap` binary, measured the way Lambda runs it: a fake Runtime
+//! API on loopback hands it events, and we time the process from spawn until its
+//! first poll for an event (init, with the database connected lazily, later) and
+//! read its peak RSS after it stored a batch of 1000.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The bootstrap built by `cargo lambda build --release`.
+    #[arg(long)]
+    bootstrap: PathBuf,
+    /// The deployment zip (`cargo lambda build --release --output-format zip`).
+    #[arg(long)]
+    zip: PathBuf,
+    /// A database the batch may be stored in.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Cold starts to time (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    cold_starts: usize,
+    /// Records in the measured batch.
+    #[arg(long, default_value_t = 1000)]
+    records: usize,
+}
+
+/// What the fake Runtime API saw.
+#[derive(Default)]
+struct Runtime {
+    /// The event for the next poll; `None` makes the poll wait forever (an idle environment).
+    event: Mutex<Option<serde_json::Value>>,
+    first_poll: Mutex<Option<Instant>>,
+    polled: Notify,
+    responses: Mutex<Option<mpsc::UnboundedSender<Result<serde_json::Value, String>>>>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let zip_mb = std::fs::metadata(&args.zip)
+        .with_context(|| format!("reading {}", args.zip.display()))?
+        .len() as f64
+        / 1_048_576.0;
+    let runtime = Arc::new(Runtime::default());
+    let address = serve(Arc::clone(&runtime)).await?;
+
+    let mut inits = Vec::with_capacity(args.cold_starts);
+    for _ in 0..args.cold_starts {
+        let started = Instant::now();
+        let mut child = spawn(&args, address)?;
+        let polled_at = wait_for_first_poll(&runtime).await?;
+        inits.push(polled_at.duration_since(started));
+        child.kill().await.ok();
+        *runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    inits.sort();
+    let init = inits[inits.len() / 2];
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    *runtime.responses.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    *runtime.event.lock().unwrap_or_else(|e| e.into_inner()) = Some(event(args.records));
+    let child = spawn(&args, address)?;
+    let pid = child.id().context("the bootstrap exited at once")?;
+    let answer = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .context("the bootstrap did not answer the batch within 60 s")?
+        .context("no answer")?;
+    let response = match answer {
+        Ok(response) => response,
+        Err(error) => bail!("the bootstrap reported an error: {error}"),
+    };
+    let failures = response["batchItemFailures"].as_array().map_or(0, Vec::len);
+    if failures != 0 {
+        bail!("the batch was not stored: {failures} failures (is DATABASE_URL reachable?)");
+    }
+    let peak_rss_mb = peak_rss_kb(pid)? as f64 / 1024.0;
+    drop(child);
+
+    println!(
+        "init (median of {}): {:.1} ms; all: {:?}",
+        inits.len(),
+        ms(init),
+        inits
+            .iter()
+            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "peak RSS after a batch of {}: {peak_rss_mb:.1} MB",
+        args.records
+    );
+    println!("deployment zip: {zip_mb:.2} MB ({})", args.zip.display());
+    println!("targets: init <= 25 ms, peak RSS <= 32 MB, zip <= 8 MB");
+    println!(
+        "lambda init_ms={:.1} peak_rss_mb={peak_rss_mb:.1} zip_mb={zip_mb:.2}",
+        ms(init)
+    );
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(&args.bootstrap)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orders-consumer-bench")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            "/aws/lambda/orders-consumer-bench",
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("DATABASE_URL", &args.database_url)
+        .env("QUEUE_URL", "http://127.0.0.1:9/000000000000/orders")
+        .env(
+            "RUST_LOG",
+            std::env::var("BOOTSTRAP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", args.bootstrap.display()))
+}
+
+async fn wait_for_first_poll(runtime: &Runtime) -> anyhow::Result<Instant> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notified = runtime.polled.notified();
+            if let Some(at) = *runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner()) {
+                return at;
+            }
+            notified.await;
+        }
+    })
+    .await
+    .context("the bootstrap never polled the Runtime API")
+}
+
+/// Peak resident set size of a live process, from /proc (VmHWM).
+fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc status")
+}
+
+/// An SQS event of `records` valid orders, as Lambda would deliver it.
+fn event(records: usize) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = (0..records)
+        .map(|n| {
+            let body = format!(
+                r#"{{"schema_version":1,"order_id":"{}","customer_id":"cust-{n}","currency":"EUR","items":[{{"sku":"BOOK-{n}","quantity":{},"unit_price_cents":1299}}],"received_at":"2026-11-24T18:27:15Z"}}"#,
+                Uuid::new_v4(),
+                n % 9 + 1
+            );
+            serde_json::json!({
+                "messageId": Uuid::new_v4().to_string(),
+                "receiptHandle": format!("handle-{n}"),
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795544835000"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:orders",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+/// The three Runtime API routes the runtime client uses.
+async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(error_init))
+        .with_state(runtime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(address)
+}
+
+async fn next(State(runtime): State<Arc<Runtime>>) -> (HeaderMap, Json<serde_json::Value>) {
+    {
+        let mut first = runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(Instant::now);
+    }
+    runtime.polled.notify_waiters();
+    let event = runtime
+        .event
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some(event) = event else {
+        // An idle environment: no event comes.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let mut headers = HeaderMap::new();
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
+    let deadline_ms = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_static("bench-request"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&deadline_ms.to_string()) {
+        headers.insert("lambda-runtime-deadline-ms", value);
+    }
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static(
+            "arn:aws:lambda:us-east-1:000000000000:function:orders-consumer-bench",
+        ),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
+    );
+    (headers, Json(event))
+}
+
+async fn response(
+    State(runtime): State<Arc<Runtime>>,
+    Path(_id): Path<String>,
+    body: axum::body::Bytes,
+) {
+    let parsed =
+        serde_json::from_slice(&body).map_err(|err| format!("the response is not JSON: {err}"));
+    if let Some(tx) = runtime
+        .responses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let _ = tx.send(parsed);
+    }
+}
+
+async fn error(State(runtime): State<Arc<Runtime>>, Path(_id): Path<String>, body: String) {
+    if let Some(tx) = runtime
+        .responses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let _ = tx.send(Err(body));
+    }
+}
+
+async fn error_init(State(runtime): State<Arc<Runtime>>, body: String) {
+    if let Some(tx) = runtime
+        .responses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let _ = tx.send(Err(format!("init error: {body}")));
+    }
+}
