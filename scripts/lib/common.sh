@@ -210,9 +210,19 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Any Python will do for the port checks: LocalStack's when it is installed, else
+# the system's (scripts/bench needs no LocalStack).
+port_python() {
+    if [[ -x $VENV_DIR/bin/python ]]; then
+        printf '%s\n' "$VENV_DIR/bin/python"
+    else
+        command -v python3 2>/dev/null || die "python3 not found: install it (apt-get install python3)"
+    fi
+}
+
 # A port the kernel considers free on 127.0.0.1 right now.
 free_port() {
-    "$VENV_DIR/bin/python" -c 'import socket
+    "$(port_python)" -c 'import socket
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
@@ -221,7 +231,7 @@ s.close()'
 
 # Whether we could bind 127.0.0.1:$1 (what the servers will do).
 port_is_free() {
-    "$VENV_DIR/bin/python" -c 'import socket, sys
+    "$(port_python)" -c 'import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
