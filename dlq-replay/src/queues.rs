@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
@@ -39,20 +39,26 @@ impl SqsError {
         let code = err.code().map(str::to_owned);
         let message = err.message().map(str::to_owned);
         let status = err.raw_response().map(|r| r.status().as_u16());
+        let chain = error_chain(&err);
         let hint = match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Some(
-                "SQS did not answer. Locally: is scripts/dev running (AWS_ENDPOINT_URL in .dev/env)? \
-                 Against AWS: check the network and AWS_REGION, and unset AWS_ENDPOINT_URL",
-            ),
-            SdkError::ConstructionFailure(_) => Some(
-                "check AWS_REGION and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+            SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
+                Some(UNREACHABLE)
+            }
+            SdkError::TimeoutError(_) => Some(UNREACHABLE),
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+                if chain.contains("credential") =>
+            {
+                Some(NO_CREDENTIALS)
+            }
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => Some(
+                "check AWS_REGION, AWS_ENDPOINT_URL and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
             ),
             _ => code.as_deref().and_then(hint_for_code),
         };
         let detail = match (&code, &message) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.clone(),
-            _ => DisplayErrorContext(&err).to_string(),
+            _ => chain,
         };
         Self {
             action: action.into(),
@@ -74,6 +80,27 @@ impl SqsError {
     pub fn is_unsupported_operation(&self) -> bool {
         is_unsupported(self.code.as_deref(), self.message.as_deref(), self.status)
     }
+}
+
+const UNREACHABLE: &str = "SQS did not answer. Locally: is scripts/dev running (AWS_ENDPOINT_URL in .dev/env)? \
+     Against AWS: check the network and AWS_REGION, and unset AWS_ENDPOINT_URL";
+const NO_CREDENTIALS: &str = "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+     (locally, scripts/replay-dlq reads test credentials from .dev/env)";
+
+/// The error and its sources, each said once: "dispatch failure: io error: …".
+/// (The SDK's own DisplayErrorContext appends a Debug dump meant for bug reports.)
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // Wrappers often repeat their source's text; keep the fuller one.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 fn hint_for_code(code: &str) -> Option<&'static str> {
@@ -339,6 +366,16 @@ mod tests {
     fn a_missing_queue_error_tells_where_to_look() {
         let hint = hint_for_code("AWS.SimpleQueueService.NonExistentQueue").expect("a hint");
         assert!(hint.contains("AWS_ENDPOINT_URL"), "{hint}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_says_each_cause_once_without_debug_dumps() {
+        let err = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&err), "dispatch failure: connection refused");
     }
 
     #[test]

@@ -277,7 +277,7 @@ struct Run<'a> {
     counts: Counts,
 }
 
-/// A received message on its way, with its verdict and its tracing span.
+/// A received message on its way, with its ids and its tracing span.
 struct Candidate {
     message: Message,
     id: String,
