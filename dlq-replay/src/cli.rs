@@ -1,0 +1,393 @@
+//! The `replay-dlq` command: `peek`, `replay` (plain or `--native`) and `cancel`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::native::{self, Cancelled, MAX_RATE};
+use crate::peek::{PeekOptions, peek, write_json, write_table};
+use crate::progress::{Bar, Lines, Progress};
+use crate::queues::{describe, source_queue};
+use crate::replay::{End, ReplayOptions, Selection, replay};
+
+const ENVIRONMENT: &str = "\
+Where it connects:
+  The AWS SDK's usual settings: AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+  AWS_ENDPOINT_URL. The DLQ is --dlq URL or DLQ_URL (in AWS: the stack's DLQ URL output).
+  scripts/replay-dlq reads the local stack's .dev/env (written by scripts/dev) when it exists and
+  none of DLQ_URL, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID is set; REPLAY_DLQ_LOCAL=0
+  never reads it, REPLAY_DLQ_LOCAL=1 always does.
+
+Exit status:
+  0    done; every message looked at was moved, or skipped on purpose
+  1    a message could not be moved, the native task failed or was cancelled, or an error
+  2    wrong usage
+  130  interrupted (Ctrl-C or SIGTERM) after the batch in flight; the summary is printed";
+
+/// Look into the orders dead-letter queue and move its messages back to their
+/// source queue, safely: each message is sent before it is deleted, so a crash
+/// can at worst duplicate one, and the consumer stores each order_id once.
+#[derive(Debug, Parser)]
+#[command(name = "replay-dlq", version, after_long_help = ENVIRONMENT)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Dlq {
+    /// The dead-letter queue's URL.
+    #[arg(long = "dlq", env = "DLQ_URL", value_name = "URL")]
+    url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the DLQ's messages without consuming them: ids, receive counts,
+    /// times, size, an excerpt and why the contract rejects each.
+    ///
+    /// The messages are received with a short visibility timeout, kept hidden
+    /// while more are gathered, then made visible again at once. Each look
+    /// counts as a receive in ApproximateReceiveCount.
+    Peek(PeekArgs),
+    /// Move DLQ messages back to the source queue (send first, then delete).
+    ///
+    /// The source queue is the one whose redrive policy names the DLQ
+    /// (ListDeadLetterSourceQueues), or --to URL. Message bodies and attributes
+    /// are sent byte for byte. Prints one line per message skipped as invalid,
+    /// not moved, or (with --dry-run) that would move, then a summary:
+    /// `replay: moved=N skipped=N failed=N`. Ctrl-C stops after the batch in flight.
+    Replay(ReplayArgs),
+    /// Cancel the DLQ's running native move task (see `replay --native`).
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+struct PeekArgs {
+    #[command(flatten)]
+    dlq: Dlq,
+    /// Show at most N messages.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max: u64,
+    /// Print a JSON array, one object per message (with its body and attributes), for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Seconds the messages stay hidden at most, should peek be killed before it releases them.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    visibility_timeout: u32,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    dlq: Dlq,
+    /// Send to this queue instead of the DLQ's source queue.
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    /// Send at most N messages (with --dry-run: list at most N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max: Option<u64>,
+    /// Send at most this many messages per second (fractions allowed; with --native a whole number up to 500).
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// List what would move; send and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move only messages the order contract accepts; leave the others in the DLQ.
+    #[arg(long)]
+    only_valid: bool,
+    /// Move only these orders (repeat the option or list several ids).
+    #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
+    order_ids: Vec<Uuid>,
+    /// Seconds a received message stays hidden should this process die before
+    /// moving or releasing it; must cover one batch's send and delete.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    visibility_timeout: u32,
+    /// Let SQS move everything itself (StartMessageMoveTask) and follow its
+    /// progress; the task goes on if this command stops. Without --to, each
+    /// message returns to the queue it came from.
+    #[arg(long, conflicts_with_all = ["max", "dry_run", "only_valid", "order_ids", "visibility_timeout"])]
+    native: bool,
+}
+
+#[derive(Debug, Args)]
+struct CancelArgs {
+    #[command(flatten)]
+    dlq: Dlq,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("expected a number of messages per second above 0, such as 50 or 0.5".into()),
+    }
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        if let Command::Replay(args) = &self.command {
+            args.check_native_rate();
+        }
+        let sqs = sqs_client().await?;
+        match self.command {
+            Command::Peek(args) => peek_command(&sqs, args).await,
+            Command::Replay(args) if args.native => native_command(&sqs, args).await,
+            Command::Replay(args) => replay_command(&sqs, args).await,
+            Command::Cancel(args) => cancel_command(&sqs, args).await,
+        }
+    }
+}
+
+impl ReplayArgs {
+    /// SQS takes a whole number of messages per second for its own moves.
+    fn check_native_rate(&self) {
+        if let (true, Some(rate)) = (self.native, self.rate)
+            && (rate.fract() != 0.0 || !(1.0..=f64::from(MAX_RATE)).contains(&rate))
+        {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "with --native, --rate is SQS's MaxNumberOfMessagesPerSecond: a whole number from 1 to {MAX_RATE}, not {rate}"
+                    ),
+                )
+                .exit();
+        }
+    }
+}
+
+/// The SQS client from the standard AWS environment (profile, region,
+/// credentials, and AWS_ENDPOINT_URL, which the SDK reads itself).
+async fn sqs_client() -> anyhow::Result<aws_sdk_sqs::Client> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    if config.region().is_none() {
+        anyhow::bail!(
+            "no AWS region: set AWS_REGION (or a region in your AWS profile); locally, scripts/replay-dlq reads it from .dev/env"
+        );
+    }
+    Ok(aws_sdk_sqs::Client::new(&config))
+}
+
+async fn peek_command(sqs: &aws_sdk_sqs::Client, args: PeekArgs) -> anyhow::Result<ExitCode> {
+    let options = PeekOptions {
+        max: usize::try_from(args.max).unwrap_or(usize::MAX),
+        visibility_timeout_secs: args.visibility_timeout,
+    };
+    let peeked = peek(sqs, &args.dlq.url, options).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &peeked)
+    } else {
+        write_table(&mut out, &peeked)
+    }
+    .context("could not write to stdout")?;
+    out.flush().context("could not write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let destination = match args.to {
+        Some(url) => url,
+        None => source_queue(sqs, &args.dlq.url).await?,
+    };
+    let options = ReplayOptions {
+        max: args.max,
+        rate: args.rate,
+        dry_run: args.dry_run,
+        selection: Selection {
+            only_valid: args.only_valid,
+            order_ids: args.order_ids.into_iter().collect(),
+        },
+        visibility_timeout_secs: args.visibility_timeout,
+    };
+    let stop = stop_on_signals(
+        "stopping after the batch in flight (Ctrl-C again stops at once; messages in flight then reappear in the DLQ after --visibility-timeout)",
+    );
+    let mut progress = progress_for_terminal("replay");
+    let report = replay(
+        sqs,
+        &args.dlq.url,
+        &destination,
+        &options,
+        progress.as_mut(),
+        stop,
+    )
+    .await?;
+    drop(progress);
+    println!("{}", report.summary());
+    if let End::Aborted(err) = &report.end {
+        eprintln!("error: {err}");
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let dlq = describe(sqs, &args.dlq.url).await?;
+    let destination_arn = match &args.to {
+        Some(url) => Some(describe(sqs, url).await?.arn),
+        None => None,
+    };
+    // Validated by check_native_rate: a whole number within SQS's bounds.
+    let rate = args.rate.map(|rate| rate as u32);
+    native::start(sqs, &dlq.arn, destination_arn.as_deref(), rate).await?;
+    let stop = stop_on_signals(
+        "no longer following; the move task keeps running in SQS (`replay-dlq cancel` stops it)",
+    );
+    let mut progress = progress_for_terminal("replay --native");
+    let followed = native::follow(
+        sqs,
+        &dlq.arn,
+        Duration::from_secs(1),
+        progress.as_mut(),
+        stop,
+    )
+    .await?;
+    drop(progress);
+    println!("replay --native: {}", followed.task.summary());
+    if followed.interrupted {
+        eprintln!(
+            "the move task is still {} in SQS: `replay-dlq cancel` stops it",
+            followed.task.status
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if followed.task.status == "COMPLETED" {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if followed.task.status == "FAILED" && args.to.is_none() {
+        eprintln!(
+            "hint: without --to, SQS returns each message to the queue it was dead-lettered from; \
+             a message sent to the DLQ by hand has none: move those with --to URL, or with the plain `replay`"
+        );
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+async fn cancel_command(sqs: &aws_sdk_sqs::Client, args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let dlq = describe(sqs, &args.dlq.url).await?;
+    match native::cancel(sqs, &dlq.arn).await? {
+        Cancelled::Task { moved } => println!(
+            "cancel: the running move task of {} is stopping; it had moved about {moved} messages",
+            args.dlq.url
+        ),
+        Cancelled::NothingRunning { latest } => println!(
+            "cancel: no move task is running for {}{}",
+            args.dlq.url,
+            latest
+                .map(|task| format!(" (the latest: {})", task.summary()))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bar when a person watches stderr, plain lines when it goes to a log.
+fn progress_for_terminal(label: &'static str) -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Box::new(Bar::new(std::io::stdout()))
+    } else {
+        Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()))
+    }
+}
+
+/// Turns true on the first Ctrl-C or SIGTERM; a second one ends the process at once.
+fn stop_on_signals(first: &'static str) -> watch::Receiver<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        signal().await;
+        eprintln!("replay-dlq: {first}");
+        let _ = stop.send(true);
+        signal().await;
+        eprintln!("replay-dlq: stopped at once");
+        std::process::exit(130);
+    });
+    stopped
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(
+            ["replay-dlq"]
+                .iter()
+                .chain(args)
+                .chain(["--dlq", "http://sqs/dlq"].iter()),
+        )
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn native_refuses_the_options_only_the_plain_replay_has() {
+        for option in [
+            &["--only-valid"][..],
+            &["--dry-run"],
+            &["--max", "5"],
+            &["--order-id", "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"],
+            &["--visibility-timeout", "5"],
+        ] {
+            let mut args = vec!["replay", "--native"];
+            args.extend_from_slice(option);
+            let err = parse(&args).expect_err("a conflict");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{err}"
+            );
+            assert!(err.to_string().contains("--native"), "{err}");
+        }
+        assert!(parse(&["replay", "--native", "--rate", "10"]).is_ok());
+    }
+
+    #[test]
+    fn several_order_ids_can_follow_one_option_or_repeat_it() {
+        let a = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+        let b = "1f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+        let c = "2f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+        let cli = parse(&["replay", "--order-id", a, b, "--order-id", c]).expect("valid");
+        let Command::Replay(args) = cli.command else {
+            panic!("replay expected")
+        };
+        assert_eq!(args.order_ids.len(), 3);
+        let err = parse(&["replay", "--order-id", "not-a-uuid"]).expect_err("invalid");
+        assert!(err.to_string().contains("not-a-uuid"), "{err}");
+    }
+
+    #[test]
+    fn a_rate_must_be_positive() {
+        assert!(parse(&["replay", "--rate", "0.5"]).is_ok());
+        assert!(parse(&["replay", "--rate", "0"]).is_err());
+        assert!(parse(&["replay", "--rate", "fast"]).is_err());
+    }
+
+    #[test]
+    fn the_help_documents_the_environment_and_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(".dev/env"), "{help}");
+        assert!(help.contains("130"), "{help}");
+    }
+}

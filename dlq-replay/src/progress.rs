@@ -1,0 +1,153 @@
+//! Showing a long operation's progress: a bar on a terminal, plain lines in a
+//! log. Notes (one line per message worth naming) go to the output writer,
+//! progress to stderr, so `replay … > moved.txt` keeps the record and drops the bar.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Where [`replay`](crate::replay) and [`native`](crate::native) report.
+pub trait Progress {
+    /// Work begins; `total` is an estimate (SQS's counts are approximate).
+    fn start(&mut self, total: Option<u64>);
+    /// `done` items so far; `status` is a short summary such as "moved=3 skipped=1 failed=0".
+    fn advance(&mut self, done: u64, total: Option<u64>, status: &str);
+    /// A line worth keeping: a message skipped, failed or (in a dry run) listed.
+    fn note(&mut self, line: &str);
+    /// Work is over; the caller prints the summary next.
+    fn finish(&mut self);
+}
+
+/// Plain lines: notes to `out`, a progress line to `log` at most every `every`.
+pub struct Lines<O, L> {
+    out: O,
+    log: L,
+    every: Duration,
+    last: Option<Instant>,
+    label: &'static str,
+}
+
+impl<O: Write, L: Write> Lines<O, L> {
+    pub fn new(label: &'static str, out: O, log: L) -> Self {
+        Self {
+            out,
+            log,
+            every: Duration::from_secs(2),
+            last: None,
+            label,
+        }
+    }
+
+    /// Gives back the writers, e.g. to read what a test captured.
+    pub fn into_inner(self) -> (O, L) {
+        (self.out, self.log)
+    }
+}
+
+impl<O: Write, L: Write> Progress for Lines<O, L> {
+    fn start(&mut self, total: Option<u64>) {
+        let total = total.map_or_else(
+            || "an unknown number of".to_owned(),
+            |n| format!("about {n}"),
+        );
+        // A failed write to a log is no reason to stop moving messages.
+        let _ = writeln!(
+            self.log,
+            "{}: starting, {total} messages in the DLQ",
+            self.label
+        );
+    }
+
+    fn advance(&mut self, done: u64, total: Option<u64>, status: &str) {
+        let due = self.last.is_none_or(|last| last.elapsed() >= self.every);
+        if due {
+            self.last = Some(Instant::now());
+            let total = total
+                .map(|t| format!("/{}", t.max(done)))
+                .unwrap_or_default();
+            let _ = writeln!(self.log, "{}: {done}{total} {status}", self.label);
+        }
+    }
+
+    fn note(&mut self, line: &str) {
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    fn finish(&mut self) {
+        let _ = self.out.flush();
+        let _ = self.log.flush();
+    }
+}
+
+/// An indicatif bar on stderr; notes are printed above it without tearing it.
+pub struct Bar<O> {
+    out: O,
+    bar: ProgressBar,
+}
+
+impl<O: Write> Bar<O> {
+    pub fn new(out: O) -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        Self { out, bar }
+    }
+}
+
+impl<O: Write> Progress for Bar<O> {
+    fn start(&mut self, total: Option<u64>) {
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        self.bar.set_style(style);
+        if let Some(total) = total {
+            self.bar.set_length(total);
+        }
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    fn advance(&mut self, done: u64, total: Option<u64>, status: &str) {
+        if let Some(total) = total {
+            // More may have arrived since the estimate.
+            self.bar.set_length(total.max(done));
+        }
+        self.bar.set_position(done);
+        self.bar.set_message(status.to_owned());
+    }
+
+    fn note(&mut self, line: &str) {
+        let out = &mut self.out;
+        self.bar.suspend(|| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        });
+    }
+
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_progress_writes_notes_to_the_output_and_progress_to_the_log() {
+        let mut lines = Lines::new("replay", Vec::new(), Vec::new());
+        lines.start(Some(4));
+        lines.advance(2, Some(4), "moved=2 skipped=0 failed=0");
+        lines.advance(3, Some(4), "moved=3 skipped=0 failed=0");
+        lines.note("skipped m-1: not an order");
+        lines.finish();
+        let (out, log) = lines.into_inner();
+        assert_eq!(String::from_utf8_lossy(&out), "skipped m-1: not an order\n");
+        let log = String::from_utf8_lossy(&log).into_owned();
+        assert!(log.contains("replay: 2/4 moved=2"), "{log}");
+        assert!(
+            !log.contains("3/4"),
+            "progress lines are spaced out in time: {log}"
+        );
+    }
+}

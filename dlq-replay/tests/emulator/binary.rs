@@ -1,0 +1,321 @@
+//! The real `replay-dlq` binary, as an operator runs it.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use testkit::{TestQueues, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use crate::support::{bodies, depth, drain, poison_bodies, queues, send_to_dlq, valid_body};
+
+/// The binary with the environment an operator has after `source .dev/env`.
+fn replay_dlq(endpoint: &str, dlq_url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_replay-dlq"));
+    command
+        .args(args)
+        .env("DLQ_URL", dlq_url)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+fn on(queues: &TestQueues, args: &[&str]) -> Command {
+    replay_dlq(&testkit::sqs_endpoint(), &queues.dlq_url, args)
+}
+
+async fn run(mut command: Command) -> (i32, String, String) {
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("replay-dlq ends within two minutes")
+        .expect("replay-dlq runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_replay_killed_midway_and_run_again_loses_nothing_and_duplicates_at_most_the_batch_in_flight()
+ {
+    let queues = queues().await;
+    let all: Vec<String> = (0..40).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+
+    // 4 messages a second, so the kill lands midway; a 2 s visibility timeout,
+    // so what the killed run held comes back soon.
+    let mut first = on(
+        &queues,
+        &["replay", "--rate", "4", "--visibility-timeout", "2"],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    eventually(
+        "some but not all messages moved",
+        Duration::from_secs(60),
+        || async {
+            match depth(&queues.sqs, &queues.queue_url).await {
+                (moved, _) if (8..40).contains(&moved) => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+    first.start_kill().expect("SIGKILL");
+    let status = first.wait().await.expect("reaped");
+    assert_eq!(status.code(), None, "killed by a signal, not finished");
+
+    // The batch the killed run held reappears in the DLQ after its visibility timeout.
+    eventually(
+        "the killed run's messages visible again",
+        Duration::from_secs(30),
+        || async {
+            match depth(&queues.sqs, &queues.dlq_url).await {
+                (_, 0) => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+    let (code, stdout, stderr) = run(on(&queues, &["replay"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("replay: moved="), "{stdout}");
+
+    let in_source = drain(&queues.sqs, &queues.queue_url).await;
+    let in_dlq = drain(&queues.sqs, &queues.dlq_url).await;
+    assert!(in_dlq.is_empty(), "the second run moved the rest");
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for body in bodies(&in_source).into_iter().chain(bodies(&in_dlq)) {
+        *copies.entry(body).or_default() += 1;
+    }
+    for body in &all {
+        assert!(copies.contains_key(body), "lost: {body}");
+    }
+    assert_eq!(copies.len(), all.len(), "nothing that was not sent");
+    let extra: usize = copies.values().map(|n| n - 1).sum();
+    assert!(
+        extra <= 4 && copies.values().all(|&n| n <= 2),
+        "at most the one batch in flight (4 at --rate 4) duplicated, once: {extra} extra copies"
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_after_the_batch_in_flight_prints_the_summary_and_exits_130() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..30).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+
+    let child = on(&queues, &["replay", "--rate", "2"])
+        .spawn()
+        .expect("replay-dlq starts");
+    eventually("a first batch moved", Duration::from_secs(30), || async {
+        match depth(&queues.sqs, &queues.queue_url).await {
+            (moved, _) if moved >= 2 => Ok(()),
+            state => Err(state),
+        }
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill -INT");
+    assert!(sent.success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("it stops promptly")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(output.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("stopping after the batch in flight"),
+        "{stderr}"
+    );
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("replay: moved="), "{stdout}");
+    assert!(summary.ends_with("(interrupted)"), "{summary}");
+    assert!(
+        stderr.contains("replay finished") && stderr.contains("moved="),
+        "the replay is logged with its counts: {stderr}"
+    );
+    let moved: u64 = summary
+        .trim_start_matches("replay: moved=")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(moved > 0 && moved < 30, "{summary}");
+    // A clean stop: no duplicate, nothing left hidden.
+    assert_eq!(depth(&queues.sqs, &queues.queue_url).await, (moved, 0));
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (30 - moved, 0));
+}
+
+#[tokio::test]
+async fn peek_prints_a_table_or_json_and_leaves_the_messages() {
+    let queues = queues().await;
+    let all = [vec![valid_body(1), valid_body(2)], poison_bodies()].concat();
+    send_to_dlq(&queues, &all, true).await;
+
+    let (code, table, stderr) = run(on(&queues, &["peek"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let header = table.lines().next().expect("a header");
+    for column in [
+        "MESSAGE ID",
+        "ORDER ID",
+        "RECEIVES",
+        "FIRST RECEIVED",
+        "SENT",
+        "BYTES",
+        "EXCERPT",
+        "WHY INVALID",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(table.contains("6 shown (2 valid, 4 invalid)"), "{table}");
+
+    let (code, json, stderr) = run(on(&queues, &["peek", "--json", "--max", "3"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let array: Vec<serde_json::Value> = serde_json::from_str(&json).expect("a JSON array");
+    assert_eq!(array.len(), 3);
+    assert!(
+        array
+            .iter()
+            .all(|m| m["message_attributes"]["trace"]["data_type"] == "Binary")
+    );
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (6, 0),
+        "all visible again at once"
+    );
+}
+
+#[tokio::test]
+async fn wrong_usage_and_a_dlq_without_a_source_say_what_to_do() {
+    let queues = queues().await;
+    let (code, _, stderr) = run(on(&queues, &["replay", "--native", "--only-valid"])).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("'--native' cannot be used with '--only-valid'"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(on(&queues, &["replay", "--native", "--rate", "0.5"])).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("a whole number from 1 to 500"), "{stderr}");
+
+    // The source queue is nobody's DLQ.
+    let (code, _, stderr) = run(replay_dlq(
+        &testkit::sqs_endpoint(),
+        &queues.queue_url,
+        &["replay"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("pass --to URL"), "{stderr}");
+
+    let (code, _, stderr) = run(replay_dlq(
+        &testkit::sqs_endpoint(),
+        &format!("{}-missing", queues.dlq_url),
+        &["peek"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("hint: no such queue"), "{stderr}");
+}
+
+#[tokio::test]
+async fn native_on_an_endpoint_without_move_tasks_says_so_in_one_line() {
+    let endpoint = sqs_without_move_tasks().await;
+    let (code, stdout, stderr) = run(replay_dlq(
+        &endpoint,
+        &format!("{endpoint}/000000000000/fake-dlq"),
+        &["replay", "--native"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("does not support StartMessageMoveTask")
+            && errors[0].contains("plain `replay` without --native"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+/// An SQS-compatible endpoint that knows queues but not message move tasks.
+async fn sqs_without_move_tasks() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Some(head) = read_request(&mut socket).await else {
+                    return;
+                };
+                let (status, extra, body) = if head
+                    .contains("x-amz-target: amazonsqs.getqueueattributes")
+                {
+                    (
+                        "200 OK",
+                        "",
+                        r#"{"Attributes":{"QueueArn":"arn:aws:sqs:us-east-1:000000000000:fake-dlq","ApproximateNumberOfMessages":"0","ApproximateNumberOfMessagesNotVisible":"0"}}"#,
+                    )
+                } else {
+                    (
+                        "400 Bad Request",
+                        "x-amzn-query-error: AWS.SimpleQueueService.UnsupportedOperation;Sender\r\n",
+                        r#"{"__type":"com.amazonaws.sqs#UnsupportedOperation","message":"message move tasks are not available here"}"#,
+                    )
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// Reads one HTTP request; returns its head in lower case.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buffer.len() >= end + 4 + length {
+            return Some(head);
+        }
+    }
+}

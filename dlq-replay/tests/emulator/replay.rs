@@ -1,0 +1,422 @@
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use dlq_replay::{End, QueueError, ReplayOptions, Selection, replay, source_queue};
+
+use crate::support::{
+    attributes, bodies, captured, dead_letter, depth, drain, never_stop, notes, order_id,
+    poison_bodies, queues, send_to_dlq, sorted, valid_body,
+};
+
+#[tokio::test]
+async fn a_replay_moves_every_message_back_with_body_and_attributes_byte_for_byte() {
+    let queues = queues().await;
+    let mut sent: Vec<String> = (0..23).map(valid_body).collect();
+    // Bodies that a careless copy would change: spacing, escapes, non-ASCII, poison.
+    sent.push("  {\"order_id\": \"x\",\n\t\"note\": \"\\u00e9 é 😀\"}  ".to_owned());
+    sent.extend(poison_bodies());
+    send_to_dlq(&queues, &sent, true).await;
+
+    let destination = source_queue(&queues.sqs, &queues.dlq_url)
+        .await
+        .expect("the source queue from the redrive configuration");
+    assert_eq!(destination, queues.queue_url);
+    let mut progress = captured();
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &destination,
+        &ReplayOptions::default(),
+        &mut progress,
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!(report.counts.moved, sent.len() as u64);
+    assert_eq!((report.counts.skipped, report.counts.failed), (0, 0));
+    assert!(matches!(report.end, End::Drained), "{:?}", report.end);
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(
+        report.summary(),
+        format!("replay: moved={} skipped=0 failed=0", sent.len())
+    );
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (0, 0),
+        "the DLQ is empty"
+    );
+
+    let moved = drain(&queues.sqs, &queues.queue_url).await;
+    assert_eq!(
+        bodies(&moved),
+        sorted(&sent),
+        "every body, byte for byte, once"
+    );
+    let original_attributes: HashMap<&str, _> = sent
+        .iter()
+        .enumerate()
+        .map(|(n, body)| (body.as_str(), attributes(n)))
+        .collect();
+    for message in &moved {
+        let body = message.body().expect("a body");
+        assert_eq!(
+            message.message_attributes().expect("attributes"),
+            &original_attributes[body],
+            "attributes of {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_lists_what_would_move_and_changes_nothing() {
+    let queues = queues().await;
+    let valid: Vec<String> = (0..12).map(valid_body).collect();
+    let poison = poison_bodies();
+    dead_letter(&queues, &[valid.clone(), poison.clone()].concat()).await;
+
+    let mut progress = captured();
+    let options = ReplayOptions {
+        dry_run: true,
+        selection: Selection {
+            only_valid: true,
+            ..Selection::default()
+        },
+        ..ReplayOptions::default()
+    };
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &options,
+        &mut progress,
+        never_stop(),
+    )
+    .await
+    .expect("dry run");
+
+    assert_eq!(report.counts.would_move, 12);
+    assert_eq!(report.counts.skipped, 4);
+    assert_eq!(report.counts.moved, 0);
+    assert!(report.summary().contains("nothing was sent or deleted"));
+    let notes = notes(progress);
+    assert_eq!(notes.matches("would move ").count(), 12, "{notes}");
+    assert_eq!(notes.matches("skipped ").count(), 4, "{notes}");
+    for body in &valid {
+        assert!(notes.contains(&order_id(body).expect("an id")), "{notes}");
+    }
+    // Nothing moved, nothing left hidden.
+    assert_eq!(depth(&queues.sqs, &queues.queue_url).await, (0, 0));
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (16, 0));
+}
+
+#[tokio::test]
+async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_in_the_dlq() {
+    let queues = queues().await;
+    let valid: Vec<String> = (0..20).map(valid_body).collect();
+    let poison = poison_bodies();
+    // Interleaved, so batches mix the two.
+    let mut mixed = Vec::new();
+    for (n, body) in valid.iter().enumerate() {
+        mixed.push(body.clone());
+        mixed.extend(poison.get(n).cloned());
+    }
+    dead_letter(&queues, &mixed).await;
+
+    let mut progress = captured();
+    let options = ReplayOptions {
+        selection: Selection {
+            only_valid: true,
+            ..Selection::default()
+        },
+        ..ReplayOptions::default()
+    };
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &options,
+        &mut progress,
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!(
+        (
+            report.counts.moved,
+            report.counts.skipped,
+            report.counts.failed
+        ),
+        (20, 4, 0)
+    );
+    let notes = notes(progress);
+    assert!(notes.contains("invalid: `currency`"), "{notes}");
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (4, 0),
+        "the poison is visible again at once"
+    );
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.queue_url).await),
+        sorted(&valid)
+    );
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.dlq_url).await),
+        sorted(&poison)
+    );
+}
+
+#[tokio::test]
+async fn order_ids_move_only_the_named_orders() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..15).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+    let chosen = [all[3].clone(), all[11].clone()];
+
+    let options = ReplayOptions {
+        selection: Selection {
+            only_valid: false,
+            order_ids: chosen
+                .iter()
+                .map(|b| order_id(b).expect("id").parse().expect("uuid"))
+                .collect(),
+        },
+        ..ReplayOptions::default()
+    };
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &options,
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!((report.counts.moved, report.counts.skipped), (2, 13));
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.queue_url).await),
+        sorted(&chosen)
+    );
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (13, 0),
+        "all visible again at once"
+    );
+}
+
+#[tokio::test]
+async fn max_moves_at_most_that_many_and_a_rate_spaces_the_sends() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..20).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+
+    let options = ReplayOptions {
+        max: Some(7),
+        rate: Some(4.0),
+        ..ReplayOptions::default()
+    };
+    let started = Instant::now();
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &options,
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!(report.counts.moved, 7);
+    assert!(matches!(report.end, End::Limit), "{:?}", report.end);
+    assert!(report.summary().ends_with("(--max reached)"));
+    // 4 per second: the second batch (3 more) cannot start before a second has passed.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(depth(&queues.sqs, &queues.queue_url).await, (7, 0));
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (13, 0));
+}
+
+#[tokio::test]
+async fn to_sends_elsewhere_and_a_dlq_without_a_source_asks_for_it() {
+    let queues = queues().await;
+    let elsewhere = crate::support::queues().await;
+    let all: Vec<String> = (0..5).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+
+    // The source queue is no queue's DLQ: nothing to derive a destination from.
+    let err = source_queue(&queues.sqs, &queues.queue_url)
+        .await
+        .expect_err("no source");
+    assert!(matches!(err, QueueError::NoSource { .. }), "{err}");
+    assert!(err.to_string().contains("pass --to URL"), "{err}");
+
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &elsewhere.queue_url,
+        &ReplayOptions::default(),
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(report.counts.moved, 5);
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &elsewhere.queue_url).await),
+        sorted(&all)
+    );
+    assert_eq!(depth(&queues.sqs, &queues.queue_url).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
+    let queues = queues().await;
+    let fifo = queues
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}.fifo", testkit::unique_name("dlq")))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("a FIFO queue")
+        .queue_url
+        .expect("its URL");
+    let err = replay(
+        &queues.sqs,
+        &fifo,
+        &queues.queue_url,
+        &ReplayOptions::default(),
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect_err("FIFO refused");
+    assert!(matches!(err, QueueError::Fifo { .. }), "{err}");
+    assert!(err.to_string().contains("--native"), "{err}");
+
+    send_to_dlq(&queues, &[valid_body(1)], false).await;
+    let err = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.dlq_url,
+        &ReplayOptions::default(),
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect_err("a DLQ into itself would never end");
+    assert!(matches!(err, QueueError::SameQueue { .. }), "{err}");
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (1, 0));
+}
+
+#[tokio::test]
+async fn a_message_the_source_refuses_stays_in_the_dlq_and_counts_as_failed() {
+    let queues = queues().await;
+    let small = queues
+        .sqs
+        .create_queue()
+        .queue_name(testkit::unique_name("small"))
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("a queue for small messages")
+        .queue_url
+        .expect("its URL");
+    let fits: Vec<String> = (0..3).map(valid_body).collect();
+    let too_big = format!(r#"{{"padding":"{}"}}"#, "x".repeat(2000));
+    send_to_dlq(
+        &queues,
+        &[fits.clone(), vec![too_big.clone()]].concat(),
+        false,
+    )
+    .await;
+
+    let mut progress = captured();
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &small,
+        &ReplayOptions::default(),
+        &mut progress,
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!((report.counts.moved, report.counts.failed), (3, 1));
+    assert_eq!(
+        report.exit_code(),
+        1,
+        "a failure makes the exit code non-zero"
+    );
+    let notes = notes(progress);
+    assert!(
+        notes.contains("failed ") && notes.contains("stays in the DLQ"),
+        "{notes}"
+    );
+    assert_eq!(bodies(&drain(&queues.sqs, &small).await), sorted(&fits));
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (1, 0),
+        "all visible again at once"
+    );
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.dlq_url).await),
+        vec![too_big]
+    );
+}
+
+#[tokio::test]
+async fn skipped_messages_that_come_back_during_a_long_run_are_counted_once_and_released() {
+    let queues = queues().await;
+    let valid: Vec<String> = (0..10).map(valid_body).collect();
+    let poison = poison_bodies();
+    send_to_dlq(&queues, &[poison.clone(), valid.clone()].concat(), false).await;
+
+    // A 1 s hold and 4 messages a second: the poison, looked at first, comes
+    // back several times before the valid ones are all moved.
+    let options = ReplayOptions {
+        rate: Some(4.0),
+        visibility_timeout_secs: 1,
+        selection: Selection {
+            only_valid: true,
+            ..Selection::default()
+        },
+        ..ReplayOptions::default()
+    };
+    let report = replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &options,
+        &mut captured(),
+        never_stop(),
+    )
+    .await
+    .expect("replay");
+
+    assert_eq!(
+        (
+            report.counts.moved,
+            report.counts.skipped,
+            report.counts.failed
+        ),
+        (10, 4, 0)
+    );
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.queue_url).await),
+        sorted(&valid)
+    );
+    assert_eq!(
+        bodies(&drain(&queues.sqs, &queues.dlq_url).await),
+        sorted(&poison)
+    );
+}

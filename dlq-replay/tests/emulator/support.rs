@@ -1,0 +1,199 @@
+//! Queues, messages and probes shared by the emulator tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, QueueAttributeName};
+use dlq_replay::Lines;
+use testkit::{QueueSettings, TestQueues, eventually};
+use tokio::sync::watch;
+
+/// One receive moves a message on: the next receive sends it to the DLQ, as
+/// the consumer's last failure would after `maxReceiveCount`.
+const DEAD_LETTER_FAST: QueueSettings = QueueSettings {
+    visibility_timeout_secs: 30,
+    max_receive_count: 1,
+};
+
+pub(crate) async fn queues() -> TestQueues {
+    testkit::init_tracing();
+    TestQueues::create(DEAD_LETTER_FAST).await
+}
+
+/// A valid `OrderPlaced` body, as the producer writes it.
+pub(crate) fn valid_body(n: usize) -> String {
+    let request = serde_json::json!({
+        "order_id": uuid::Uuid::new_v4(),
+        "customer_id": format!("cust-{n}"),
+        "currency": "EUR",
+        "items": [{"sku": format!("SKU-{n}"), "quantity": n % 5 + 1, "unit_price_cents": 100 + n}],
+    });
+    let order = order_contract::Order::from_request_json(&request.to_string()).expect("valid");
+    order_contract::OrderPlaced::new(order, "2026-11-24T18:00:00Z".parse().expect("time")).to_json()
+}
+
+/// Bodies the consumer rejects, each for a different reason.
+pub(crate) fn poison_bodies() -> Vec<String> {
+    vec![
+        "this is not JSON".to_owned(),
+        r#"{"greeting": "hello, not an order"}"#.to_owned(),
+        valid_body(900).replace(r#""currency":"EUR""#, r#""currency":"euro""#),
+        valid_body(901).replace(r#""quantity":2"#, r#""quantity":0"#),
+    ]
+}
+
+pub(crate) fn order_id(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value["order_id"].as_str().map(str::to_owned)
+}
+
+/// Attributes of every kind SQS has, binary bytes that are not UTF-8 included.
+pub(crate) fn attributes(n: usize) -> HashMap<String, MessageAttributeValue> {
+    let value = |data_type: &str, text: Option<String>, bytes: Option<Vec<u8>>| {
+        MessageAttributeValue::builder()
+            .data_type(data_type)
+            .set_string_value(text)
+            .set_binary_value(bytes.map(Blob::new))
+            .build()
+            .expect("an attribute")
+    };
+    HashMap::from([
+        (
+            "source".to_owned(),
+            value("String", Some(format!("shop-{n} ✓ \"quoted\"")), None),
+        ),
+        (
+            "attempt".to_owned(),
+            value("Number", Some(format!("{n}.50")), None),
+        ),
+        (
+            "trace".to_owned(),
+            value("Binary", None, Some(vec![0, 159, 146, 150, 255, n as u8])),
+        ),
+        (
+            "kind".to_owned(),
+            value("String.custom", Some("order".to_owned()), None),
+        ),
+    ])
+}
+
+/// Sends straight to the DLQ (for tests that name the destination themselves
+/// or need attributes on the messages).
+pub(crate) async fn send_to_dlq(queues: &TestQueues, bodies: &[String], with_attributes: bool) {
+    for (n, body) in bodies.iter().enumerate() {
+        queues
+            .sqs
+            .send_message()
+            .queue_url(&queues.dlq_url)
+            .message_body(body)
+            .set_message_attributes(with_attributes.then(|| attributes(n)))
+            .send()
+            .await
+            .expect("send to the test DLQ");
+    }
+}
+
+/// Puts the bodies into the DLQ the way production does: through the source
+/// queue and its redrive policy. SQS then knows each message's source queue,
+/// which the native move task needs.
+pub(crate) async fn dead_letter(queues: &TestQueues, bodies: &[String]) {
+    queues.send_bodies(bodies).await;
+    let expected = bodies.len() as u64;
+    eventually(
+        "every message redriven to the DLQ",
+        Duration::from_secs(30),
+        || async {
+            // A receive that makes the message visible again at once; the next
+            // one exceeds maxReceiveCount and moves it to the DLQ.
+            queues
+                .sqs
+                .receive_message()
+                .queue_url(&queues.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("receive from the source queue");
+            match depth(&queues.sqs, &queues.dlq_url).await {
+                (visible, 0) if visible == expected => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+}
+
+/// (visible, in flight) messages of a queue.
+pub(crate) async fn depth(sqs: &Client, url: &str) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("read the queue depth");
+    let read = |name: QueueAttributeName| -> u64 {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        read(QueueAttributeName::ApproximateNumberOfMessages),
+        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Receives every message of a queue, with all attributes (hiding them for a minute).
+pub(crate) async fn drain(sqs: &Client, url: &str) -> Vec<Message> {
+    let mut all = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let batch = received.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+pub(crate) fn bodies(messages: &[Message]) -> Vec<String> {
+    let mut bodies: Vec<String> = messages
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_owned())
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+pub(crate) fn sorted(bodies: &[String]) -> Vec<String> {
+    let mut bodies = bodies.to_vec();
+    bodies.sort();
+    bodies
+}
+
+/// A stop signal that never fires.
+pub(crate) fn never_stop() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+/// Progress that captures notes and progress lines for assertions.
+pub(crate) fn captured() -> Lines<Vec<u8>, Vec<u8>> {
+    Lines::new("replay", Vec::new(), Vec::new())
+}
+
+pub(crate) fn notes(progress: Lines<Vec<u8>, Vec<u8>>) -> String {
+    String::from_utf8(progress.into_inner().0).expect("UTF-8 notes")
+}

@@ -1,0 +1,140 @@
+//! The DLQ's reason to exist, end to end: orders that ran out of retries while
+//! the database was down wait in the DLQ, and once it is back, `replay-dlq`
+//! moves them back and the consumer stores each exactly once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
+use e2e::{Stack, order};
+use futures::StreamExt;
+use serde_json::Value;
+use testkit::{PostgresServer, QueueSettings, eventually};
+
+/// Scaled down so that an outage outlasts the consumer's retries: a 1 s
+/// visibility timeout, 2 receives and the test backoff (2 s, then 4 s) send a
+/// valid order to the DLQ after about 6 s without a database.
+const GIVES_UP_QUICKLY: QueueSettings = QueueSettings {
+    visibility_timeout_secs: 1,
+    max_receive_count: 2,
+};
+
+async fn post_all(stack: &Stack, orders: &[Value]) {
+    let answers: Vec<(u16, Value)> = futures::stream::iter(orders)
+        .map(|body| stack.post_order(body))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (status, body) in answers {
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_dead_lettered_during_a_database_outage_are_all_stored_once_after_a_replay() {
+    let server = PostgresServer::start().await;
+    let mut stack = Stack::start(GIVES_UP_QUICKLY, Some(&server.admin_url())).await;
+    stack.start_consumer().await;
+    let before: Vec<Value> = (0..10).map(|n| order(n, 1)).collect();
+    let during: Vec<Value> = (10..40).map(|n| order(n, 2)).collect();
+    post_all(&stack, &before).await;
+    stack.await_stored(10, Duration::from_secs(30)).await;
+
+    server.stop();
+    post_all(&stack, &during).await;
+    // The outage lasts until the consumer has given up on every one of them.
+    eventually(
+        "every order of the outage in the DLQ",
+        Duration::from_secs(90),
+        || async {
+            match (stack.queues.dlq_depth().await, stack.queues.depth().await) {
+                (30, 0) => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+    server.start_again().await;
+
+    // As if an earlier replay had been killed between send and delete: three
+    // orders are in the DLQ twice. The replay moves both copies.
+    let dead = stack.queues.receive_dlq().await;
+    for message in &dead {
+        stack
+            .queues
+            .sqs
+            .change_message_visibility()
+            .queue_url(&stack.queues.dlq_url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("make the message visible again");
+    }
+    for message in dead.iter().take(3) {
+        stack
+            .queues
+            .sqs
+            .send_message()
+            .queue_url(&stack.queues.dlq_url)
+            .message_body(message.body().unwrap_or_default())
+            .send()
+            .await
+            .expect("a duplicate in the DLQ");
+    }
+
+    let sqs = &stack.queues.sqs;
+    let destination = source_queue(sqs, &stack.queues.dlq_url)
+        .await
+        .expect("the DLQ's source queue");
+    assert_eq!(destination, stack.queues.queue_url);
+    let mut progress = Lines::new("replay", std::io::sink(), std::io::sink());
+    let report = replay(
+        sqs,
+        &stack.queues.dlq_url,
+        &destination,
+        &ReplayOptions::default(),
+        &mut progress,
+        tokio::sync::watch::channel(false).1,
+    )
+    .await
+    .expect("the replay runs");
+    assert_eq!(
+        (
+            report.counts.moved,
+            report.counts.skipped,
+            report.counts.failed
+        ),
+        (33, 0, 0),
+        "{}",
+        report.summary()
+    );
+
+    stack.await_stored(40, Duration::from_secs(60)).await;
+    eventually("the queue to drain", Duration::from_secs(30), || async {
+        match stack.queues.depth().await {
+            0 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    assert_eq!(stack.stored_count().await, 40, "each order stored once");
+    assert_eq!(stack.queues.dlq_depth().await, 0, "the DLQ is empty");
+    let stored: HashSet<String> = stack
+        .db
+        .connect()
+        .await
+        .query("SELECT order_id::text FROM orders", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let posted: HashSet<String> = before
+        .iter()
+        .chain(&during)
+        .map(|o| o["order_id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(stored, posted);
+    stack.shutdown().await;
+}
