@@ -164,7 +164,8 @@ async fn queue_arn(sqs: &Client, url: &str) -> String {
         .clone()
 }
 
-async fn depth(sqs: &Client, url: &str) -> u64 {
+/// (visible, in flight) messages of a queue.
+pub async fn queue_depth(sqs: &Client, url: &str) -> (u64, u64) {
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -180,6 +181,13 @@ async fn depth(sqs: &Client, url: &str) -> u64 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    read(QueueAttributeName::ApproximateNumberOfMessages)
-        + read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    (
+        read(QueueAttributeName::ApproximateNumberOfMessages),
+        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+async fn depth(sqs: &Client, url: &str) -> u64 {
+    let (visible, in_flight) = queue_depth(sqs, url).await;
+    visible + in_flight
 }

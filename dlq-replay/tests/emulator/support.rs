@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use dlq_replay::Lines;
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
@@ -126,27 +126,7 @@ pub(crate) async fn dead_letter(queues: &TestQueues, bodies: &[String]) {
 }
 
 /// (visible, in flight) messages of a queue.
-pub(crate) async fn depth(sqs: &Client, url: &str) -> (u64, u64) {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("read the queue depth");
-    let read = |name: QueueAttributeName| -> u64 {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        read(QueueAttributeName::ApproximateNumberOfMessages),
-        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
+pub(crate) use testkit::queue_depth as depth;
 
 /// Receives every message of a queue, with all attributes (hiding them for a minute).
 pub(crate) async fn drain(sqs: &Client, url: &str) -> Vec<Message> {
