@@ -400,7 +400,7 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[(
     "ConsumerRole",
     "VpcNetworkInterfaces",
     "Lambda's VPC network interfaces: DescribeNetworkInterfaces has no resource-level permissions, \
-     and Lambda checks the other ENI actions on \"*\" when it creates the function",
+     and AWS documents the other ENI actions for this role on \"*\" too",
 )];
 
 #[test]
