@@ -2,7 +2,8 @@
 //! from the SAM template and the SQS event source mapping that feeds the consumer.
 //!
 //! # Layout
-//! - [`template`]: reads the queue and event-source settings of `infra/template.yaml`.
+//! - [`template`]: reads the queue and event-source settings of `infra/template.yaml`;
+//!   [`Document`] is the whole template as data, for the template's own tests.
 //! - [`queues`]: creates the queue pair with those settings.
 //! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced.
 //! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`).
@@ -13,4 +14,4 @@ pub mod queues;
 pub mod template;
 
 pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError};
-pub use template::{EventSourceSettings, QueueSettings, Template};
+pub use template::{Document, EventSourceSettings, QueueSettings, Template};

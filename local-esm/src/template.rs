@@ -1,9 +1,13 @@
 //! The queue and event-source settings of `infra/template.yaml`, read so that the
 //! local stack behaves like the deployed one and the two cannot drift apart.
+//!
+//! [`Document`] is the template as data, for anything else that reads it (the
+//! template's own tests): CloudFormation's short-form tags such as `!Ref X` stay
+//! in the tree as [`Value::Tagged`], and [`intrinsic`] names them.
 
 use std::time::Duration;
 
-use serde_yaml_ng::Value;
+pub use serde_yaml_ng::Value;
 
 /// Why the template could not be read; the message names the resource and property.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,10 @@ pub enum TemplateError {
         "{0} in the SAM template is not a number (or a !Ref to a parameter with a numeric default)"
     )]
     NotANumber(String),
+    #[error(
+        "{0} in the SAM template is a !Ref to a parameter without a MaxValue: give the parameter one, so its largest value is known"
+    )]
+    Unbounded(String),
 }
 
 /// The queue pair as the template declares it.
@@ -63,8 +71,10 @@ impl Template {
     }
 
     pub fn parse(yaml: &str) -> Result<Self, TemplateError> {
-        let doc: Value = serde_yaml_ng::from_str(yaml)?;
-        let t = Reader { doc: &doc };
+        Self::from_document(&Document::parse(yaml)?)
+    }
+
+    pub fn from_document(t: &Document) -> Result<Self, TemplateError> {
         let queue = ["Resources", QUEUE, "Properties"];
         let dlq = ["Resources", DLQ, "Properties"];
         let event = [
@@ -96,36 +106,120 @@ impl Template {
     }
 }
 
-struct Reader<'a> {
-    doc: &'a Value,
+/// A CloudFormation (or SAM) template as a YAML tree.
+#[derive(Debug, Clone)]
+pub struct Document {
+    root: Value,
 }
 
-impl Reader<'_> {
-    fn get(&self, path: &[&str]) -> Result<&Value, TemplateError> {
+impl Document {
+    pub fn from_file(path: &str) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(yaml: &str) -> Result<Self, TemplateError> {
+        Ok(Self {
+            root: serde_yaml_ng::from_str(yaml)?,
+        })
+    }
+
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// The node at `path` (mapping keys from the top), or an error naming the path.
+    pub fn get(&self, path: &[&str]) -> Result<&Value, TemplateError> {
         path.iter()
-            .try_fold(self.doc, |node, key| node.get(key))
+            .try_fold(&self.root, |node, key| node.get(key))
             .ok_or_else(|| TemplateError::Missing(path.join(".")))
     }
 
-    /// A literal number, or a `!Ref` to a parameter whose `Default` is one.
-    fn number<N: TryFrom<u64>>(&self, path: &[&str]) -> Result<N, TemplateError> {
+    /// The resources of one `Type` (e.g. `AWS::IAM::Role`), by logical id.
+    pub fn resources_of_type<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        self.root
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, resource)| Some((id.as_str()?, resource)))
+            .filter(move |(_, resource)| resource.get("Type").and_then(Value::as_str) == Some(kind))
+    }
+
+    /// A literal number, or a `!Ref` to a parameter whose `Default` is one: the
+    /// value a deploy gets when nobody overrides it.
+    pub fn number<N: TryFrom<u64>>(&self, path: &[&str]) -> Result<N, TemplateError> {
+        self.resolve_number(path, Bound::Default)
+    }
+
+    /// A literal number, or a `!Ref` to a parameter: its `MaxValue`, the largest
+    /// value a deploy can give it.
+    pub fn largest<N: TryFrom<u64>>(&self, path: &[&str]) -> Result<N, TemplateError> {
+        self.resolve_number(path, Bound::MaxValue)
+    }
+
+    fn resolve_number<N: TryFrom<u64>>(
+        &self,
+        path: &[&str],
+        bound: Bound,
+    ) -> Result<N, TemplateError> {
         let name = || path[1..].join(".");
         let mut value = self.get(path)?;
-        if let Value::Tagged(tagged) = value {
-            let parameter = match (tagged.tag.to_string().as_str(), &tagged.value) {
-                ("!Ref", Value::String(parameter)) => parameter,
-                _ => return Err(TemplateError::NotANumber(name())),
+        if let Some(parameter) = reference(value) {
+            value = match bound {
+                Bound::Default => self.get(&["Parameters", parameter, "Default"])?,
+                Bound::MaxValue => self
+                    .get(&["Parameters", parameter, "MaxValue"])
+                    .map_err(|_| TemplateError::Unbounded(name()))?,
             };
-            value = self.get(&["Parameters", parameter, "Default"])?;
+        } else if intrinsic(value).is_some() {
+            return Err(TemplateError::NotANumber(name()));
         }
-        let number = match value {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        };
-        number
+        as_u64(value)
             .and_then(|n| N::try_from(n).ok())
             .ok_or_else(|| TemplateError::NotANumber(name()))
+    }
+}
+
+/// Which value of a parameter stands for a `!Ref` to it.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Default,
+    MaxValue,
+}
+
+/// A number written as a YAML number or a string ("5"), as CloudFormation accepts both.
+pub fn as_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A short-form intrinsic function: its tag without the `!` (`Ref`, `GetAtt`,
+/// `Sub`, …) and its argument.
+pub fn intrinsic(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => Some((
+            tagged.tag.to_string().trim_start_matches('!').to_owned(),
+            &tagged.value,
+        )),
+        _ => None,
+    }
+}
+
+/// The name in a `!Ref Name`.
+pub fn reference(value: &Value) -> Option<&str> {
+    match intrinsic(value) {
+        Some((tag, Value::String(name))) if tag == "Ref" => Some(name),
+        _ => None,
     }
 }
 
@@ -151,6 +245,20 @@ mod tests {
             PROJECT_TEMPLATE.replace("Default: 5\n    MinValue: 3", "Default: 7\n    MinValue: 3");
         let parsed = Template::parse(&template).expect("readable");
         assert_eq!(parsed.queues.max_receive_count, 7);
+    }
+
+    #[test]
+    fn the_largest_value_of_a_ref_is_its_parameters_max_value() {
+        let doc = Document::parse(
+            "Parameters:\n  W:\n    Type: Number\n    Default: 1\n    MaxValue: 20\n  U:\n    Type: Number\n    Default: 3\nResources:\n  R:\n    Properties:\n      A: !Ref W\n      B: !Ref U\n      C: 7\n",
+        )
+        .expect("yaml");
+        let path = |key| ["Resources", "R", "Properties", key];
+        assert_eq!(doc.number::<u64>(&path("A")).expect("default"), 1);
+        assert_eq!(doc.largest::<u64>(&path("A")).expect("max"), 20);
+        assert_eq!(doc.largest::<u64>(&path("C")).expect("literal"), 7);
+        let err = doc.largest::<u64>(&path("B")).expect_err("no MaxValue");
+        assert!(matches!(err, TemplateError::Unbounded(_)), "{err}");
     }
 
     #[test]

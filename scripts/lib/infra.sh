@@ -32,3 +32,113 @@ ensure_cargo_lambda() {
     export PATH="$CARGO_LAMBDA_VENV/bin:$PATH"
     info "cargo-lambda: $(cargo lambda --version 2>/dev/null || echo 'not working')"
 }
+
+# --- SAM, cfn-lint, checkov (scripts/check-infra, scripts/deploy) ----------------
+
+SAM_VENV="$STATE_DIR/venv-sam"
+SAM_REQUIREMENTS="$REPO_ROOT/scripts/lib/sam-requirements.txt"
+CHECKOV_VENV="$STATE_DIR/venv-checkov"
+CHECKOV_REQUIREMENTS="$REPO_ROOT/scripts/lib/checkov-requirements.txt"
+
+# _build_pinned_venv DIR REQUIREMENTS HASH PROGRAM: a Python 3.13 virtualenv holding
+# exactly the pinned set, stamped with the hash of the pin file. Runs under the
+# install lock; re-checks first, since another run may have just built it.
+_build_pinned_venv() {
+    local dir=$1 requirements=$2 want=$3 program=$4 stamp="$1/.requirements.sha256"
+    if [[ -x $dir/bin/$program && -f $stamp && $(<"$stamp") == "$want" ]]; then
+        return
+    fi
+    local py t0=$EPOCHREALTIME
+    py="$(find_python313)" || die "${requirements#"$REPO_ROOT"/} is installed with Python 3.13, and none was found (pyenv install 3.13, or apt-get install python3.13 python3.13-venv)"
+    info "building ${dir#"$REPO_ROOT"/} (pins: ${requirements#"$REPO_ROOT"/}); takes a minute"
+    rm -rf "$dir"
+    "$py" -m venv "$dir"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install \
+        --quiet --progress-bar off -r "$requirements"
+    printf '%s\n' "$want" >"$stamp"
+    info "${dir#"$REPO_ROOT"/} ready in $(elapsed_since "$t0") s"
+}
+
+# _ensure_pinned_venv DIR REQUIREMENTS PROGRAM: builds the venv if it is missing or
+# its pins changed, then puts its bin/ on PATH.
+_ensure_pinned_venv() {
+    local dir=$1 requirements=$2 program=$3 want
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if ! [[ -x $dir/bin/$program && -f $dir/.requirements.sha256 &&
+        $(<"$dir/.requirements.sha256") == "$want" ]]; then
+        with_install_lock _build_pinned_venv "$dir" "$requirements" "$want" "$program"
+    fi
+    export PATH="$dir/bin:$PATH"
+}
+
+# Never reach AWS by accident: no telemetry, and no instance-metadata lookups
+# when the SDKs look for credentials or a region.
+sam_offline_env() {
+    export SAM_CLI_TELEMETRY=0
+    export AWS_EC2_METADATA_DISABLED=true
+}
+
+# sam, cfn-lint (+ serverless rules) and the AWS CLI v1, on PATH.
+ensure_sam_cli() {
+    _ensure_pinned_venv "$SAM_VENV" "$SAM_REQUIREMENTS" sam
+    sam_offline_env
+    info "sam: $(sam --version 2>/dev/null || echo 'not working'); cfn-lint: $(cfn-lint --version 2>/dev/null || echo 'not working')"
+}
+
+ensure_checkov() {
+    _ensure_pinned_venv "$CHECKOV_VENV" "$CHECKOV_REQUIREMENTS" checkov
+    info "checkov: $(checkov --version 2>/dev/null || echo 'not working')"
+}
+
+# The Rust target triple for a Lambda/EC2 architecture name (arm64 or x86_64).
+rust_target_for() {
+    case $1 in
+    arm64) echo aarch64-unknown-linux-gnu ;;
+    x86_64) echo x86_64-unknown-linux-gnu ;;
+    *) die "unknown architecture '$1' (arm64 or x86_64)" ;;
+    esac
+}
+
+# rustup target add, only when the standard library for that target is missing.
+ensure_rust_target() {
+    local target=$1
+    if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        info "Rust target $target: present"
+        return
+    fi
+    command -v rustup >/dev/null 2>&1 ||
+        die "the Rust target $target is missing and rustup was not found: install the standard library for $target"
+    info "rustup target add $target"
+    with_install_lock rustup target add "$target"
+}
+
+# The machine an ELF file is built for, as `file` would name it (aarch64, x86-64),
+# read from the header so that no extra tool is needed.
+elf_machine() {
+    local magic machine
+    magic="$(od -An -tx1 -N4 "$1" | tr -d ' \n')"
+    [[ $magic == 7f454c46 ]] || {
+        echo "not-elf"
+        return
+    }
+    # e_machine: two little-endian bytes at offset 18.
+    machine="$(od -An -tu2 -j18 -N2 --endian=little "$1" | tr -d ' ')"
+    case $machine in
+    183) echo aarch64 ;;
+    62) echo x86-64 ;;
+    *) echo "machine-$machine" ;;
+    esac
+}
+
+# Where sam build and the producer's cross-build put their output: under .dev/,
+# never in the crates (cargo lambda watch would rebuild on every change there),
+# and apart from target/ so host and Lambda builds never invalidate each other.
+# (These are used by scripts/deploy and scripts/check-infra, hence SC2034.)
+# shellcheck disable=SC2034
+SAM_WORK_DIR="$STATE_DIR/sam"
+DEPLOY_DIR="$STATE_DIR/deploy"
+# Must match CaBundleLayer's ContentUri in infra/template.yaml; the layer mounts it
+# at /opt, and the consumer's DB_CA_BUNDLE is /opt/rds-ca/ca-bundle.pem.
+CA_LAYER_DIR="$DEPLOY_DIR/ca-layer"
+# shellcheck disable=SC2034
+CA_BUNDLE_IN_LAYER="$CA_LAYER_DIR/rds-ca/ca-bundle.pem"
