@@ -30,7 +30,8 @@ pub struct QueueUrls {
     pub dlq_url: String,
 }
 
-/// Creates (or updates) the DLQ, then the source queue with its redrive policy.
+/// Creates (or updates) the DLQ, then the source queue with its redrive policy,
+/// then allows only that queue to use the DLQ.
 /// Idempotent: a second run finds the queues and sets the same attributes again.
 pub async fn create_queues(
     sqs: &Client,
@@ -68,6 +69,23 @@ pub async fn create_queues(
         ],
     )
     .await?;
+    // As in the template: the DLQ takes dead letters (and gives replays back)
+    // only for the orders queue, whose ARN exists only now.
+    let redrive_allow = serde_json::json!({
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [queue_arn(sqs, &queue_url).await?],
+    });
+    sqs.set_queue_attributes()
+        .queue_url(&dlq_url)
+        .attributes(
+            QueueAttributeName::RedriveAllowPolicy,
+            redrive_allow.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|err| {
+            QueueError::new(format!("set the redrive-allow policy of {dlq_name}"), err)
+        })?;
     Ok(QueueUrls { queue_url, dlq_url })
 }
 

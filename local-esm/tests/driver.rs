@@ -328,4 +328,26 @@ async fn the_local_queues_get_exactly_the_settings_of_the_sam_template() {
         .await
         .expect("arn");
     assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());
+
+    let dlq_attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&urls.dlq_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("DLQ attributes");
+    let redrive_allow: serde_json::Value = serde_json::from_str(
+        dlq_attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedriveAllowPolicy))
+            .expect("the DLQ has a redrive-allow policy, as in the template"),
+    )
+    .expect("json");
+    let queue_arn = local_esm::queues::queue_arn(&sqs, &urls.queue_url)
+        .await
+        .expect("arn");
+    assert_eq!(
+        redrive_allow,
+        serde_json::json!({"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]})
+    );
 }

@@ -102,6 +102,8 @@ ensure_tools() {
     local missing=()
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    # openssl makes the throw-away CAs of scripts/check-infra.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ((${#missing[@]})); then
         apt_install "${missing[@]}"
     fi
