@@ -168,6 +168,18 @@ impl Stack {
         .await;
     }
 
+    /// Waits until exactly `expected` messages sit in the DLQ and none is left in the queue.
+    pub async fn await_dead_lettered(&self, expected: u64, timeout: Duration) {
+        let what = format!("{expected} messages in the DLQ and the queue empty");
+        testkit::eventually(&what, timeout, || async {
+            match (self.queues.dlq_depth().await, self.queues.depth().await) {
+                (dead, 0) if dead == expected => Ok(()),
+                state => Err(state),
+            }
+        })
+        .await;
+    }
+
     pub async fn shutdown(mut self) {
         self.stop_consumer().await;
         if let Some(producer) = self.producer.take() {

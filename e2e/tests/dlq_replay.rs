@@ -43,17 +43,7 @@ async fn orders_dead_lettered_during_a_database_outage_are_all_stored_once_after
     server.stop();
     post_all(&stack, &during).await;
     // The outage lasts until the consumer has given up on every one of them.
-    eventually(
-        "every order of the outage in the DLQ",
-        Duration::from_secs(90),
-        || async {
-            match (stack.queues.dlq_depth().await, stack.queues.depth().await) {
-                (30, 0) => Ok(()),
-                state => Err(state),
-            }
-        },
-    )
-    .await;
+    stack.await_dead_lettered(30, Duration::from_secs(90)).await;
     server.start_again().await;
 
     // As if an earlier replay had been killed between send and delete: three

@@ -156,17 +156,7 @@ async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_a
     stack.queues.send_bodies(&mixed).await;
     stack.start_consumer().await;
 
-    eventually(
-        "every poison message in the DLQ",
-        Duration::from_secs(60),
-        || async {
-            match (stack.queues.dlq_depth().await, stack.queues.depth().await) {
-                (4, 0) => Ok(()),
-                state => Err(state),
-            }
-        },
-    )
-    .await;
+    stack.await_dead_lettered(4, Duration::from_secs(60)).await;
     let dead = stack.queues.receive_dlq().await;
     let dead_bodies: HashSet<String> = dead.iter().filter_map(|m| m.body.clone()).collect();
     assert_eq!(dead_bodies, poison.iter().cloned().collect::<HashSet<_>>());

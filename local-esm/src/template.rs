@@ -63,11 +63,7 @@ const EVENT: &str = "Orders";
 
 impl Template {
     pub fn from_file(path: &str) -> Result<Self, TemplateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::from_document(&Document::from_file(path)?)
     }
 
     pub fn parse(yaml: &str) -> Result<Self, TemplateError> {
