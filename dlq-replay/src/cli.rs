@@ -42,8 +42,16 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct Dlq {
     /// The dead-letter queue's URL.
+    // Optional for clap only, so that a missing one gets a message saying where
+    // to find it (checked in `Cli::run` before anything else).
     #[arg(long = "dlq", env = "DLQ_URL", value_name = "URL")]
-    url: String,
+    url: Option<String>,
+}
+
+impl Dlq {
+    fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +141,20 @@ impl Cli {
         if let Command::Replay(args) = &self.command {
             args.check_native_rate();
         }
+        let dlq = match &self.command {
+            Command::Peek(args) => &args.dlq,
+            Command::Replay(args) => &args.dlq,
+            Command::Cancel(args) => &args.dlq,
+        };
+        if dlq.url.as_deref().is_none_or(str::is_empty) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "no dead-letter queue given: pass --dlq URL or set DLQ_URL (in AWS, the stack's \
+                     OrdersDeadLetterQueueUrl output; locally, scripts/replay-dlq reads it from .dev/env)",
+                )
+                .exit();
+        }
         let sqs = sqs_client().await?;
         match self.command {
             Command::Peek(args) => peek_command(&sqs, args).await,
@@ -178,7 +200,7 @@ async fn peek_command(sqs: &aws_sdk_sqs::Client, args: PeekArgs) -> anyhow::Resu
         max: usize::try_from(args.max).unwrap_or(usize::MAX),
         visibility_timeout_secs: args.visibility_timeout,
     };
-    let peeked = peek(sqs, &args.dlq.url, options).await?;
+    let peeked = peek(sqs, args.dlq.url(), options).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         write_json(&mut out, &peeked)
@@ -193,7 +215,7 @@ async fn peek_command(sqs: &aws_sdk_sqs::Client, args: PeekArgs) -> anyhow::Resu
 async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let destination = match args.to {
         Some(url) => url,
-        None => source_queue(sqs, &args.dlq.url).await?,
+        None => source_queue(sqs, args.dlq.url()).await?,
     };
     let options = ReplayOptions {
         max: args.max,
@@ -211,7 +233,7 @@ async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     let mut progress = progress_for_terminal("replay");
     let report = replay(
         sqs,
-        &args.dlq.url,
+        args.dlq.url(),
         &destination,
         &options,
         progress.as_mut(),
@@ -227,7 +249,7 @@ async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
 }
 
 async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, &args.dlq.url).await?;
+    let dlq = describe(sqs, args.dlq.url()).await?;
     let destination_arn = match &args.to {
         Some(url) => Some(describe(sqs, url).await?.arn),
         None => None,
@@ -269,15 +291,15 @@ async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
 }
 
 async fn cancel_command(sqs: &aws_sdk_sqs::Client, args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, &args.dlq.url).await?;
+    let dlq = describe(sqs, args.dlq.url()).await?;
     match native::cancel(sqs, &dlq.arn).await? {
         Cancelled::Task { moved } => println!(
             "cancel: the running move task of {} is stopping; it had moved about {moved} messages",
-            args.dlq.url
+            args.dlq.url()
         ),
         Cancelled::NothingRunning { latest } => println!(
             "cancel: no move task is running for {}{}",
-            args.dlq.url,
+            args.dlq.url(),
             latest
                 .map(|task| format!(" (the latest: {})", task.summary()))
                 .unwrap_or_default()

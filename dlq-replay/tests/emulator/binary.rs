@@ -216,6 +216,13 @@ async fn wrong_usage_and_a_dlq_without_a_source_say_what_to_do() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("a whole number from 1 to 500"), "{stderr}");
 
+    // No DLQ named at all: where to find its URL.
+    let mut without_dlq = replay_dlq(&testkit::sqs_endpoint(), "", &["peek"]);
+    without_dlq.env_remove("DLQ_URL");
+    let (code, _, stderr) = run(without_dlq).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pass --dlq URL or set DLQ_URL"), "{stderr}");
+
     // The source queue is nobody's DLQ.
     let (code, _, stderr) = run(replay_dlq(
         &testkit::sqs_endpoint(),
