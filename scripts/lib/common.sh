@@ -133,14 +133,22 @@ find_python313() {
     return 1
 }
 
-_build_localstack_venv() {
-    local want=$1 stamp="$VENV_DIR/.requirements.sha256"
-    # Re-check under the lock: another run may have just built it.
-    if [[ -x $VENV_DIR/bin/python && -f $stamp && $(<"$stamp") == "$want" ]]; then
-        return
-    fi
+# Whether DIR is a working virtualenv with PROGRAM in it, built from the pins whose
+# hash is WANT. Running its python catches an interpreter removed under it.
+_pinned_venv_current() {
+    local dir=$1 want=$2 program=$3 stamp="$1/.requirements.sha256"
+    [[ -x $dir/bin/$program && -f $stamp && $(<"$stamp") == "$want" ]] &&
+        "$dir/bin/python" -c '' >/dev/null 2>&1
+}
+
+# _build_pinned_venv DIR REQUIREMENTS WANT PROGRAM: a Python 3.13 virtualenv holding
+# exactly the pinned set, stamped with the hash of the pin file. Runs under the
+# install lock; re-checks first, since another run may have just built it.
+_build_pinned_venv() {
+    local dir=$1 requirements=$2 want=$3 program=$4
+    _pinned_venv_current "$dir" "$want" "$program" && return
     local py
-    py="$(find_python313)" || die "LocalStack needs Python 3.13, and none was found.
+    py="$(find_python313)" || die "${requirements#"$REPO_ROOT"/} is installed with Python 3.13, and none was found.
   Looked for: \$LOCALSTACK_PYTHON, python3.13 on PATH, ${PYENV_ROOT:-\$HOME/.pyenv}/versions/3.13*/bin, /usr/bin/python3.13.
   Install one, e.g.:  pyenv install 3.13      (any distribution)
                  or:  apt-get install python3.13 python3.13-venv   (Debian 13 / Ubuntu 24.10+)
@@ -154,27 +162,33 @@ _build_localstack_venv() {
         fi
     fi
     local t0=$EPOCHREALTIME
-    info "building the LocalStack virtualenv in ${VENV_DIR#"$REPO_ROOT"/} with $py (pins: ${LOCALSTACK_REQUIREMENTS#"$REPO_ROOT"/}); takes a minute or two"
+    info "building ${dir#"$REPO_ROOT"/} with $py (pins: ${requirements#"$REPO_ROOT"/}); takes a minute or two"
     # From scratch, so the venv holds exactly the pinned set and nothing left over.
-    rm -rf "$VENV_DIR"
-    "$py" -m venv "$VENV_DIR"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip install \
-        --quiet --progress-bar off -r "$LOCALSTACK_REQUIREMENTS"
-    printf '%s\n' "$want" >"$stamp"
-    info "LocalStack virtualenv ready in $(elapsed_since "$t0") s"
+    rm -rf "$dir"
+    "$py" -m venv "$dir"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install \
+        --quiet --progress-bar off -r "$requirements"
+    printf '%s\n' "$want" >"$dir/.requirements.sha256"
+    info "${dir#"$REPO_ROOT"/} ready in $(elapsed_since "$t0") s"
 }
 
-# The stamp is the hash of the pin file plus the interpreter's path, so editing the
-# pins (or deleting the interpreter) rebuilds it, and nothing else does.
-ensure_localstack() {
-    local want stamp="$VENV_DIR/.requirements.sha256"
-    want="$(sha256sum "$LOCALSTACK_REQUIREMENTS" | cut -d' ' -f1)"
-    if [[ -x $VENV_DIR/bin/python && -f $stamp && $(<"$stamp") == "$want" ]] &&
-        "$VENV_DIR/bin/python" -c 'import localstack' >/dev/null 2>&1; then
-        info "LocalStack virtualenv: up to date (${VENV_DIR#"$REPO_ROOT"/})"
+# ensure_pinned_venv DIR REQUIREMENTS PROGRAM: builds the virtualenv if it is
+# missing, broken, or its pins changed (editing the pin file rebuilds it, nothing
+# else does). Every Python tool of the project lives in one of these under .dev/.
+ensure_pinned_venv() {
+    local dir=$1 requirements=$2 program=$3 want
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if _pinned_venv_current "$dir" "$want" "$program"; then
+        info "${dir#"$REPO_ROOT"/}: up to date"
         return
     fi
-    with_install_lock _build_localstack_venv "$want"
+    with_install_lock _build_pinned_venv "$dir" "$requirements" "$want" "$program"
+}
+
+# LocalStack runs as `$VENV_DIR/bin/python -m localstack.runtime.main`; its venv
+# stays off PATH so that its python3 shadows nothing.
+ensure_localstack() {
+    ensure_pinned_venv "$VENV_DIR" "$LOCALSTACK_REQUIREMENTS" localstack-supervisor
 }
 
 # Everything both scripts need. Each step is idempotent and cheap when done already.

@@ -18,35 +18,11 @@ SAM_REQUIREMENTS="$REPO_ROOT/scripts/lib/sam-requirements.txt"
 CHECKOV_VENV="$STATE_DIR/venv-checkov"
 CHECKOV_REQUIREMENTS="$REPO_ROOT/scripts/lib/checkov-requirements.txt"
 
-# _build_pinned_venv DIR REQUIREMENTS HASH PROGRAM: a Python 3.13 virtualenv holding
-# exactly the pinned set, stamped with the hash of the pin file. Runs under the
-# install lock; re-checks first, since another run may have just built it.
-_build_pinned_venv() {
-    local dir=$1 requirements=$2 want=$3 program=$4 stamp="$1/.requirements.sha256"
-    if [[ -x $dir/bin/$program && -f $stamp && $(<"$stamp") == "$want" ]]; then
-        return
-    fi
-    local py t0=$EPOCHREALTIME
-    py="$(find_python313)" || die "${requirements#"$REPO_ROOT"/} is installed with Python 3.13, and none was found (pyenv install 3.13, or apt-get install python3.13 python3.13-venv)"
-    info "building ${dir#"$REPO_ROOT"/} (pins: ${requirements#"$REPO_ROOT"/}); takes a minute"
-    rm -rf "$dir"
-    "$py" -m venv "$dir"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install \
-        --quiet --progress-bar off -r "$requirements"
-    printf '%s\n' "$want" >"$stamp"
-    info "${dir#"$REPO_ROOT"/} ready in $(elapsed_since "$t0") s"
-}
-
-# _ensure_pinned_venv DIR REQUIREMENTS PROGRAM: builds the venv if it is missing or
-# its pins changed, then puts its bin/ on PATH.
+# _ensure_pinned_venv DIR REQUIREMENTS PROGRAM: ensure_pinned_venv (common.sh),
+# then its bin/ on PATH.
 _ensure_pinned_venv() {
-    local dir=$1 requirements=$2 program=$3 want
-    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-    if ! [[ -x $dir/bin/$program && -f $dir/.requirements.sha256 &&
-        $(<"$dir/.requirements.sha256") == "$want" ]]; then
-        with_install_lock _build_pinned_venv "$dir" "$requirements" "$want" "$program"
-    fi
-    export PATH="$dir/bin:$PATH"
+    ensure_pinned_venv "$@"
+    export PATH="$1/bin:$PATH"
 }
 
 # Never reach AWS by accident: no telemetry, and no instance-metadata lookups
