@@ -157,6 +157,16 @@ impl Stack {
         }
     }
 
+    /// The ids of every stored order.
+    pub async fn stored_order_ids(&self) -> std::collections::HashSet<String> {
+        let client = self.db.connect().await;
+        let rows = client
+            .query("SELECT order_id::text FROM orders", &[])
+            .await
+            .expect("read the stored order ids");
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
     /// Awaits `expected` rows; panics with the last count after `timeout`.
     pub async fn await_stored(&self, expected: i64, timeout: Duration) {
         testkit::eventually(&format!("{expected} stored orders"), timeout, || async {

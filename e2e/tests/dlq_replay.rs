@@ -110,16 +110,7 @@ async fn orders_dead_lettered_during_a_database_outage_are_all_stored_once_after
     .await;
     assert_eq!(stack.stored_count().await, 40, "each order stored once");
     assert_eq!(stack.queues.dlq_depth().await, 0, "the DLQ is empty");
-    let stored: HashSet<String> = stack
-        .db
-        .connect()
-        .await
-        .query("SELECT order_id::text FROM orders", &[])
-        .await
-        .expect("ids")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let stored = stack.stored_order_ids().await;
     let posted: HashSet<String> = before
         .iter()
         .chain(&during)

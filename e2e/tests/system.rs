@@ -173,16 +173,7 @@ async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_a
     }
     // The two valid orders that were copied into poison messages are stored from their valid copy.
     assert_eq!(stack.stored_count().await, 5);
-    let stored_ids: HashSet<String> = stack
-        .db
-        .connect()
-        .await
-        .query("SELECT order_id::text FROM orders", &[])
-        .await
-        .expect("ids")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored_ids = stack.stored_order_ids().await;
     let valid_ids: HashSet<String> = valid.iter().filter_map(|b| parse_order_id(b)).collect();
     assert_eq!(stored_ids, valid_ids);
     assert!(

@@ -2,11 +2,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use dlq_replay::{End, QueueError, ReplayOptions, Selection, replay, source_queue};
+use dlq_replay::{End, QueueError, ReplayOptions, Selection, source_queue};
 
 use crate::support::{
-    attributes, bodies, captured, dead_letter, depth, drain, never_stop, notes, order_id,
-    poison_bodies, queues, send_to_dlq, sorted, valid_body,
+    attributes, bodies, dead_letter, depth, drain, order_id, poison_bodies, queues, run_replay,
+    send_to_dlq, sorted, valid_body,
 };
 
 #[tokio::test]
@@ -22,14 +22,11 @@ async fn a_replay_moves_every_message_back_with_body_and_attributes_byte_for_byt
         .await
         .expect("the source queue from the redrive configuration");
     assert_eq!(destination, queues.queue_url);
-    let mut progress = captured();
-    let report = replay(
+    let (report, _) = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &destination,
         &ReplayOptions::default(),
-        &mut progress,
-        never_stop(),
     )
     .await
     .expect("replay");
@@ -76,7 +73,6 @@ async fn a_dry_run_lists_what_would_move_and_changes_nothing() {
     let poison = poison_bodies();
     dead_letter(&queues, &[valid.clone(), poison.clone()].concat()).await;
 
-    let mut progress = captured();
     let options = ReplayOptions {
         dry_run: true,
         selection: Selection {
@@ -85,22 +81,14 @@ async fn a_dry_run_lists_what_would_move_and_changes_nothing() {
         },
         ..ReplayOptions::default()
     };
-    let report = replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &queues.queue_url,
-        &options,
-        &mut progress,
-        never_stop(),
-    )
-    .await
-    .expect("dry run");
+    let (report, notes) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
+        .await
+        .expect("dry run");
 
     assert_eq!(report.counts.would_move, 12);
     assert_eq!(report.counts.skipped, 4);
     assert_eq!(report.counts.moved, 0);
     assert!(report.summary().contains("nothing was sent or deleted"));
-    let notes = notes(progress);
     assert_eq!(notes.matches("would move ").count(), 12, "{notes}");
     assert_eq!(notes.matches("skipped ").count(), 4, "{notes}");
     for body in &valid {
@@ -124,7 +112,6 @@ async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_i
     }
     dead_letter(&queues, &mixed).await;
 
-    let mut progress = captured();
     let options = ReplayOptions {
         selection: Selection {
             only_valid: true,
@@ -132,16 +119,9 @@ async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_i
         },
         ..ReplayOptions::default()
     };
-    let report = replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &queues.queue_url,
-        &options,
-        &mut progress,
-        never_stop(),
-    )
-    .await
-    .expect("replay");
+    let (report, notes) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
+        .await
+        .expect("replay");
 
     assert_eq!(
         (
@@ -151,7 +131,6 @@ async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_i
         ),
         (20, 4, 0)
     );
-    let notes = notes(progress);
     assert!(notes.contains("invalid: `currency`"), "{notes}");
     assert_eq!(
         depth(&queues.sqs, &queues.dlq_url).await,
@@ -185,16 +164,9 @@ async fn order_ids_move_only_the_named_orders() {
         },
         ..ReplayOptions::default()
     };
-    let report = replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &queues.queue_url,
-        &options,
-        &mut captured(),
-        never_stop(),
-    )
-    .await
-    .expect("replay");
+    let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
+        .await
+        .expect("replay");
 
     assert_eq!((report.counts.moved, report.counts.skipped), (2, 13));
     assert_eq!(
@@ -220,16 +192,9 @@ async fn max_moves_at_most_that_many_and_a_rate_spaces_the_sends() {
         ..ReplayOptions::default()
     };
     let started = Instant::now();
-    let report = replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &queues.queue_url,
-        &options,
-        &mut captured(),
-        never_stop(),
-    )
-    .await
-    .expect("replay");
+    let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
+        .await
+        .expect("replay");
 
     assert_eq!(report.counts.moved, 7);
     assert!(matches!(report.end, End::Limit), "{:?}", report.end);
@@ -258,13 +223,11 @@ async fn to_sends_elsewhere_and_a_dlq_without_a_source_asks_for_it() {
     assert!(matches!(err, QueueError::NoSource { .. }), "{err}");
     assert!(err.to_string().contains("pass --to URL"), "{err}");
 
-    let report = replay(
+    let (report, _) = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &elsewhere.queue_url,
         &ReplayOptions::default(),
-        &mut captured(),
-        never_stop(),
     )
     .await
     .expect("replay");
@@ -289,13 +252,11 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
         .expect("a FIFO queue")
         .queue_url
         .expect("its URL");
-    let err = replay(
+    let err = run_replay(
         &queues.sqs,
         &fifo,
         &queues.queue_url,
         &ReplayOptions::default(),
-        &mut captured(),
-        never_stop(),
     )
     .await
     .expect_err("FIFO refused");
@@ -303,13 +264,11 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
     assert!(err.to_string().contains("--native"), "{err}");
 
     send_to_dlq(&queues, &[valid_body(1)], false).await;
-    let err = replay(
+    let err = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &queues.dlq_url,
         &ReplayOptions::default(),
-        &mut captured(),
-        never_stop(),
     )
     .await
     .expect_err("a DLQ into itself would never end");
@@ -339,14 +298,11 @@ async fn a_message_the_source_refuses_stays_in_the_dlq_and_counts_as_failed() {
     )
     .await;
 
-    let mut progress = captured();
-    let report = replay(
+    let (report, notes) = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &small,
         &ReplayOptions::default(),
-        &mut progress,
-        never_stop(),
     )
     .await
     .expect("replay");
@@ -357,7 +313,6 @@ async fn a_message_the_source_refuses_stays_in_the_dlq_and_counts_as_failed() {
         1,
         "a failure makes the exit code non-zero"
     );
-    let notes = notes(progress);
     assert!(
         notes.contains("failed ") && notes.contains("stays in the DLQ"),
         "{notes}"
@@ -392,16 +347,9 @@ async fn skipped_messages_that_come_back_during_a_long_run_are_counted_once_and_
         },
         ..ReplayOptions::default()
     };
-    let report = replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &queues.queue_url,
-        &options,
-        &mut captured(),
-        never_stop(),
-    )
-    .await
-    .expect("replay");
+    let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
+        .await
+        .expect("replay");
 
     assert_eq!(
         (

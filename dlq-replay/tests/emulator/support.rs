@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
-use dlq_replay::Lines;
+use dlq_replay::{Lines, QueueError, ReplayOptions, Report, replay};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
 
@@ -167,6 +167,27 @@ pub(crate) fn sorted(bodies: &[String]) -> Vec<String> {
 /// A stop signal that never fires.
 pub(crate) fn never_stop() -> watch::Receiver<bool> {
     watch::channel(false).1
+}
+
+/// Runs a replay to completion with captured progress; returns its report and
+/// the notes it printed (one line per message skipped, failed or listed).
+pub(crate) async fn run_replay(
+    sqs: &Client,
+    dlq_url: &str,
+    destination_url: &str,
+    options: &ReplayOptions,
+) -> Result<(Report, String), QueueError> {
+    let mut progress = captured();
+    let report = replay(
+        sqs,
+        dlq_url,
+        destination_url,
+        options,
+        &mut progress,
+        never_stop(),
+    )
+    .await?;
+    Ok((report, notes(progress)))
 }
 
 /// Progress that captures notes and progress lines for assertions.
