@@ -1,7 +1,7 @@
 //! The Lambda handler: one SQS batch in, the records that were not stored out.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
@@ -11,6 +11,12 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 use crate::metrics::BatchMetrics;
 use crate::retry::{Backoff, Postpone, Postponed};
 use crate::store::{Accepted, InsertOutcome, OrderStore};
+
+/// How long before the invocation's deadline the handler stops waiting on the
+/// database, to postpone what it could not store and answer in time. An
+/// invocation that runs into the function timeout returns no partial response,
+/// and Lambda retries its whole batch without any backoff.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The batch cannot be answered record by record; Lambda then retries all of it.
 #[derive(Debug, thiserror::Error)]

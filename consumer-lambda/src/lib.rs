@@ -20,7 +20,7 @@ pub mod retry;
 pub mod store;
 
 pub use config::{Config, DatabaseConfig};
-pub use handler::{BatchError, Consumer, Handled, handle_batch};
+pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, handle_batch};
 pub use metrics::BatchMetrics;
 pub use retry::{Backoff, NoPostpone, Postpone, SqsPostpone};
 pub use store::{Accepted, InsertOutcome, OrderStore, PgStore, StoreError};
