@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use consumer_lambda::{Accepted, DatabaseConfig, OrderStore, PgStore};
+use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
@@ -73,7 +73,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         for _ in 0..args.rounds {
             consumer.push(
                 measure(&client, &orders(rows), batch, |chunk| async {
-                    store.insert(chunk).await?;
+                    store.insert(&refs(chunk)).await?;
                     Ok(())
                 })
                 .await?,
@@ -120,12 +120,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 /// Rows/s of `insert` over `orders` in chunks of `batch`, on an emptied table.
 async fn measure<'a, F, Fut>(
     client: &Client,
-    orders: &'a [Accepted],
+    orders: &'a [Delivery],
     batch: usize,
     mut insert: F,
 ) -> anyhow::Result<f64>
 where
-    F: FnMut(&'a [Accepted]) -> Fut,
+    F: FnMut(&'a [Delivery]) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     reset(client).await?;
@@ -141,23 +141,23 @@ where
 async fn measure_with_a_duplicate_per_batch(
     client: &Client,
     store: &PgStore,
-    orders: &[Accepted],
+    orders: &[Delivery],
     batch: usize,
 ) -> anyhow::Result<f64> {
     reset(client).await?;
     for chunk in orders.chunks(batch) {
         if let Some(last) = chunk.last() {
-            store.insert(std::slice::from_ref(last)).await?;
+            store.insert(&[last]).await?;
         }
     }
     let started = Instant::now();
     for chunk in orders.chunks(batch) {
-        store.insert(chunk).await?;
+        store.insert(&refs(chunk)).await?;
     }
     Ok(rate(orders.len(), started.elapsed()))
 }
 
-async fn measure_naive(client: &Client, orders: &[Accepted]) -> anyhow::Result<f64> {
+async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f64> {
     reset(client).await?;
     let statement = client
         .prepare(&format!(
@@ -165,7 +165,10 @@ async fn measure_naive(client: &Client, orders: &[Accepted]) -> anyhow::Result<f
         ))
         .await?;
     let started = Instant::now();
-    for Accepted { message_id, placed } in orders {
+    for Delivery {
+        message_id, placed, ..
+    } in orders
+    {
         let order = &placed.order;
         client
             .execute(
@@ -186,7 +189,7 @@ async fn measure_naive(client: &Client, orders: &[Accepted]) -> anyhow::Result<f
 }
 
 /// The ceiling: binary COPY straight into the table, one transaction per batch.
-async fn copy(client: &Client, orders: &[Accepted]) -> anyhow::Result<()> {
+async fn copy(client: &Client, orders: &[Delivery]) -> anyhow::Result<()> {
     let sink = client
         .copy_in(&format!(
             "COPY orders ({COLUMNS}) FROM STDIN (FORMAT binary)"
@@ -203,7 +206,10 @@ async fn copy(client: &Client, orders: &[Accepted]) -> anyhow::Result<()> {
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     futures::pin_mut!(writer);
-    for Accepted { message_id, placed } in orders {
+    for Delivery {
+        message_id, placed, ..
+    } in orders
+    {
         let order = &placed.order;
         writer
             .as_mut()
@@ -222,6 +228,10 @@ async fn copy(client: &Client, orders: &[Accepted]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
+    deliveries.iter().collect()
+}
+
 async fn reset(client: &Client) -> anyhow::Result<()> {
     client.batch_execute("TRUNCATE orders; CHECKPOINT").await?;
     Ok(())
@@ -232,7 +242,7 @@ fn rate(rows: usize, elapsed: Duration) -> f64 {
 }
 
 /// Realistic orders: one to five line items, fresh ids, as the producer would send.
-fn orders(count: usize) -> Vec<Accepted> {
+fn orders(count: usize) -> Vec<Delivery> {
     (0..count)
         .map(|n| {
             let items: Vec<String> = (0..n % 5 + 1)
@@ -252,9 +262,10 @@ fn orders(count: usize) -> Vec<Accepted> {
             );
             let order = Order::from_request_json(&json)
                 .unwrap_or_else(|err| unreachable!("generated order is valid: {err}"));
-            Accepted {
+            Delivery {
                 message_id: Uuid::new_v4().to_string(),
                 placed: OrderPlaced::new(order, Utc::now()),
+                request_id: None,
             }
         })
         .collect()

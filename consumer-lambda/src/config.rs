@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::retry::Backoff;
+use crate::retry::{Backoff, RetryPolicy};
 
 /// Why the consumer cannot start; each says what to set.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +57,13 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
-    /// The queue whose messages the handler postpones on transient failures.
-    /// Without it, failed records come back after the queue's visibility timeout.
+    /// The queue whose messages the handler postpones and requeues on transient
+    /// failures. Without it, failed records come back after the queue's
+    /// visibility timeout.
     pub queue_url: Option<String>,
-    pub backoff: Backoff,
+    /// The backoff, and the queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`, set
+    /// by the template from the same parameter as the redrive policy).
+    pub retry: RetryPolicy,
 }
 
 impl Config {
@@ -89,10 +92,29 @@ impl Config {
         if let Some(value) = lookup("RETRY_MULTIPLIER") {
             backoff.multiplier = parse("RETRY_MULTIPLIER", &value, "a whole number, at least 1")?;
         }
+        let max_receive_count = lookup("MAX_RECEIVE_COUNT")
+            .map(|value| {
+                parse(
+                    "MAX_RECEIVE_COUNT",
+                    &value,
+                    "the queue's maxReceiveCount, a whole number, at least 2",
+                )
+            })
+            .transpose()?;
+        if let Some(count @ 0..2) = max_receive_count {
+            return Err(ConfigError::Invalid {
+                name: "MAX_RECEIVE_COUNT",
+                value: count.to_string(),
+                expected: "the queue's maxReceiveCount, a whole number, at least 2",
+            });
+        }
         Ok(Self {
             database,
             queue_url: lookup("QUEUE_URL"),
-            backoff,
+            retry: RetryPolicy {
+                backoff,
+                max_receive_count,
+            },
         })
     }
 }
@@ -138,6 +160,16 @@ impl DatabaseConfig {
             // hanging until the function times out.
             pg.connect_timeout(Duration::from_secs(5));
         }
+        // A peer that vanished (a failover, a dropped route) is noticed within
+        // seconds instead of when the kernel gives up (minutes): unacknowledged
+        // data fails the socket after the user timeout, and an idle pooled
+        // connection is probed by keepalives. A peer that is alive but stalled
+        // still acknowledges; the handler's deadline covers that case.
+        pg.tcp_user_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(15))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
         Self {
             pg,
             auth,
@@ -192,6 +224,11 @@ mod tests {
             Some("orders-consumer")
         );
         assert!(config.database.pg.get_connect_timeout().is_some());
+        assert_eq!(
+            config.database.pg.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(10))
+        );
+        assert!(config.database.pg.get_keepalives());
         assert_eq!(config.database.auth, DbAuth::ConnectionString);
         assert!(config.database.ca_bundle.is_none());
     }
@@ -269,10 +306,22 @@ mod tests {
             ("RETRY_MULTIPLIER", "2"),
         ])
         .expect("valid");
-        assert_eq!(config.backoff.base, Duration::from_secs(1));
-        assert_eq!(config.backoff.multiplier, 2);
+        assert_eq!(config.retry.backoff.base, Duration::from_secs(1));
+        assert_eq!(config.retry.backoff.multiplier, 2);
         let err = config_err("RETRY_MULTIPLIER", "x");
         assert!(err.contains("RETRY_MULTIPLIER"), "{err}");
+    }
+
+    #[test]
+    fn the_max_receive_count_turns_requeueing_on_and_must_leave_room_for_a_retry() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
+            ("MAX_RECEIVE_COUNT", "5"),
+        ])
+        .expect("valid");
+        assert_eq!(config.retry.max_receive_count, Some(5));
+        let err = config_err("MAX_RECEIVE_COUNT", "1");
+        assert!(err.contains("at least 2"), "{err}");
     }
 
     fn config_err(name: &str, value: &str) -> String {

@@ -1,22 +1,30 @@
 //! The Lambda handler: one SQS batch in, the records that were not stored out.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
 use order_contract::OrderPlaced;
+use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::metrics::BatchMetrics;
-use crate::retry::{Backoff, Postpone, Postponed};
-use crate::store::{Accepted, InsertOutcome, OrderStore};
+use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, RetryQueue};
+use crate::store::{Delivery, OrderStore, Stored};
 
 /// How long before the invocation's deadline the handler stops waiting on the
 /// database, to postpone what it could not store and answer in time. An
 /// invocation that runs into the function timeout returns no partial response,
 /// and Lambda retries its whole batch without any backoff.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What is kept back from the deadline even for the queue calls, so the
+/// answer itself still gets out.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The message attribute carrying the producer's request id.
+pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
 
 /// The batch cannot be answered record by record; Lambda then retries all of it.
 #[derive(Debug, thiserror::Error)]
@@ -33,27 +41,33 @@ pub struct Handled {
     pub metrics: BatchMetrics,
 }
 
-/// The consumer: a store for orders and a way to postpone records on transient failures.
+/// The consumer: a store for orders and a queue to retry through.
 /// Built once per execution environment; [`Consumer::handle`] runs once per batch.
-pub struct Consumer<S, P> {
+pub struct Consumer<S, Q> {
     store: S,
-    postpone: P,
-    backoff: Backoff,
+    queue: Q,
+    policy: RetryPolicy,
 }
 
-/// A valid record waiting for the bulk insert, with what a retry needs.
-struct Pending {
+/// A record that holds a valid order, followed from parsing to its answer.
+struct Valid {
     span: Span,
-    receipt_handle: Option<String>,
-    receive_count: u32,
+    message: SqsMessage,
+    delivery: Delivery,
 }
 
-impl<S: OrderStore, P: Postpone> Consumer<S, P> {
-    pub fn new(store: S, postpone: P, backoff: Backoff) -> Self {
+impl Valid {
+    fn message_id(&self) -> &str {
+        &self.delivery.message_id
+    }
+}
+
+impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
+    pub fn new(store: S, queue: Q, policy: RetryPolicy) -> Self {
         Self {
             store,
-            postpone,
-            backoff,
+            queue,
+            policy,
         }
     }
 
@@ -61,68 +75,94 @@ impl<S: OrderStore, P: Postpone> Consumer<S, P> {
         &self.store
     }
 
-    /// Handles one batch: every record is parsed on its own, the valid orders go
-    /// to the store in one bulk insert, and the response names exactly the records
-    /// that were not stored, so SQS redelivers those and deletes the rest.
+    /// Handles one batch that must be answered by `deadline`: every record is
+    /// parsed on its own, the valid orders go to the store together, and the
+    /// response names exactly the records that were not stored, so SQS
+    /// redelivers those and deletes the rest.
     ///
-    /// Invalid records are permanent failures (they reach the DLQ after
-    /// `maxReceiveCount`). A store failure is transient: every valid record of the
-    /// batch fails and is postponed with exponential backoff, so an outage does not
-    /// exhaust its receives. A panic, in parsing or in storing, fails what it
-    /// touched: an order is never acknowledged unless it is in the database.
-    pub async fn handle(&self, event: SqsEvent) -> Result<Handled, BatchError> {
+    /// Invalid records, and orders PostgreSQL refuses for their data, are
+    /// permanent failures (they reach the DLQ after `maxReceiveCount`). Any
+    /// other store failure is transient: every valid record is retried later
+    /// (postponed or requeued, see [`crate::retry`]). The store gets the time up
+    /// to [`DEADLINE_MARGIN`] before the deadline; past it, the handler abandons
+    /// the call (and its connection) and retries the records, so an invocation
+    /// never runs into its timeout however the database misbehaves. A panic, in
+    /// parsing or in storing, fails what it touched: an order is never
+    /// acknowledged unless it is in the database, or a copy of it is on the queue.
+    pub async fn handle(&self, event: SqsEvent, deadline: Instant) -> Result<Handled, BatchError> {
         let started = Instant::now();
-        let records = event.records.len();
+        let mut metrics = BatchMetrics {
+            records: event.records.len(),
+            ..BatchMetrics::default()
+        };
         let mut failed: Vec<String> = Vec::new();
-        let mut orders: Vec<Accepted> = Vec::with_capacity(records);
-        let mut pending: Vec<Pending> = Vec::with_capacity(records);
+        let mut valid: Vec<Valid> = Vec::with_capacity(event.records.len());
 
-        for record in event.records {
-            let message_id = record.message_id.clone().unwrap_or_default();
-            let span =
-                info_span!("record", message_id = %message_id, order_id = tracing::field::Empty);
-            match span.in_scope(|| parse(&record)) {
+        for message in event.records {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let span = info_span!(
+                "record",
+                message_id = %message_id,
+                order_id = tracing::field::Empty,
+                request_id = tracing::field::Empty
+            );
+            match span.in_scope(|| parse(&message)) {
                 Some(placed) => {
+                    let request_id = request_id(&message);
                     span.record("order_id", tracing::field::display(placed.order.order_id()));
-                    pending.push(Pending {
+                    if let Some(id) = &request_id {
+                        span.record("request_id", id.as_str());
+                    }
+                    valid.push(Valid {
                         span,
-                        receive_count: receive_count(&record),
-                        receipt_handle: record.receipt_handle,
+                        message,
+                        delivery: Delivery {
+                            message_id,
+                            placed,
+                            request_id,
+                        },
                     });
-                    orders.push(Accepted { message_id, placed });
                 }
                 None if message_id.is_empty() => return Err(BatchError::MissingMessageId),
-                None => failed.push(message_id),
+                None => {
+                    metrics.rejected += 1;
+                    failed.push(message_id);
+                }
             }
         }
 
-        let rejected = failed.len();
-        let outcome = if orders.is_empty() {
-            InsertOutcome::default()
-        } else {
-            match self.store_all(&orders).await {
-                Some(outcome) => outcome,
+        if !valid.is_empty() {
+            let store_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started);
+            match self.store_all(&valid, store_by).await {
+                Some(stored) => {
+                    metrics.stored = stored.stored;
+                    metrics.duplicates = stored.duplicates;
+                    metrics.conflicts = stored.conflicts;
+                    metrics.rejected += stored.refused.len();
+                    for refused in &stored.refused {
+                        let record = &valid[refused.index];
+                        if record.message_id().is_empty() {
+                            return Err(BatchError::MissingMessageId);
+                        }
+                        failed.push(record.message_id().to_owned());
+                    }
+                }
                 None => {
-                    self.retry_later(&orders, &pending, &mut failed).await?;
-                    InsertOutcome::default()
+                    self.retry_later(valid, deadline, &mut failed, &mut metrics)
+                        .await?
                 }
             }
-        };
+        }
 
-        let metrics = BatchMetrics {
-            records,
-            stored: outcome.stored,
-            duplicates: outcome.duplicates,
-            rejected,
-            retried: failed.len() - rejected,
-            latency: started.elapsed(),
-        };
+        metrics.latency = started.elapsed();
         info!(
-            records,
+            records = metrics.records,
             stored = metrics.stored,
             duplicates = metrics.duplicates,
-            rejected,
+            conflicts = metrics.conflicts,
+            rejected = metrics.rejected,
             retried = metrics.retried,
+            requeued = metrics.requeued,
             latency_ms = metrics.latency.as_millis() as u64,
             "batch handled"
         );
@@ -131,70 +171,124 @@ impl<S: OrderStore, P: Postpone> Consumer<S, P> {
         Ok(Handled { response, metrics })
     }
 
-    /// The bulk insert; `None` when it failed or panicked (already logged).
-    async fn store_all(&self, orders: &[Accepted]) -> Option<InsertOutcome> {
-        let insert = AssertUnwindSafe(self.store.insert(orders)).catch_unwind();
-        match insert
-            .instrument(info_span!("bulk_insert", count = orders.len()))
-            .await
-        {
-            Ok(Ok(outcome)) => Some(outcome),
-            Ok(Err(err)) => {
-                error!(error = %error_chain(&err), count = orders.len(), "storing the batch failed; its valid records will be retried");
+    /// The store call, bounded by `by`; `None` when it failed, panicked or ran
+    /// out of time (already logged).
+    async fn store_all(&self, valid: &[Valid], by: Instant) -> Option<Stored> {
+        let deliveries: Vec<&Delivery> = valid.iter().map(|v| &v.delivery).collect();
+        let count = deliveries.len();
+        let insert = AssertUnwindSafe(self.store.insert(&deliveries))
+            .catch_unwind()
+            .instrument(info_span!("store", count));
+        match tokio::time::timeout_at(by, insert).await {
+            Ok(Ok(Ok(stored))) => Some(stored),
+            Ok(Ok(Err(err))) => {
+                error!(error = %error_chain(&err), count, "storing the batch failed; its valid records will be retried");
                 None
             }
-            Err(panic) => {
+            Ok(Err(panic)) => {
                 error!(
                     panic = panic_message(&*panic),
-                    count = orders.len(),
-                    "storing the batch panicked; its valid records will be retried"
+                    count, "storing the batch panicked; its valid records will be retried"
+                );
+                None
+            }
+            Err(_elapsed) => {
+                error!(
+                    count,
+                    margin_s = DEADLINE_MARGIN.as_secs(),
+                    "the database did not answer before the invocation's deadline; the connection is abandoned and the valid records will be retried"
                 );
                 None
             }
         }
     }
 
-    /// Fails every valid record and hides it for a backoff that grows with its receives.
+    /// Fails or requeues every valid record, each as its receive count says.
     async fn retry_later(
         &self,
-        orders: &[Accepted],
-        pending: &[Pending],
+        valid: Vec<Valid>,
+        deadline: Instant,
         failed: &mut Vec<String>,
+        metrics: &mut BatchMetrics,
     ) -> Result<(), BatchError> {
-        let mut postponed = Vec::with_capacity(orders.len());
-        for (order, pending) in orders.iter().zip(pending) {
-            if order.message_id.is_empty() {
+        let mut postponed = Vec::new();
+        let mut requeued = Vec::new();
+        for record in valid {
+            if record.message_id().is_empty() {
                 return Err(BatchError::MissingMessageId);
             }
-            let delay = self.backoff.delay(pending.receive_count);
-            pending.span.in_scope(|| {
-                warn!(
-                    receive_count = pending.receive_count,
-                    retry_in_s = delay.as_secs(),
-                    "not stored; will be retried"
-                )
-            });
-            failed.push(order.message_id.clone());
-            if let Some(receipt_handle) = &pending.receipt_handle {
-                postponed.push(Postponed {
-                    message_id: order.message_id.clone(),
-                    receipt_handle: receipt_handle.clone(),
-                    delay,
-                });
+            let receive_count = receive_count(&record.message);
+            let generation = generation(&record.message);
+            match self.policy.after_failure(receive_count, generation) {
+                Retry::Postpone(delay) => {
+                    record.span.in_scope(|| {
+                        warn!(
+                            receive_count,
+                            generation,
+                            retry_in_s = delay.as_secs(),
+                            "not stored; will be retried"
+                        )
+                    });
+                    failed.push(record.delivery.message_id.clone());
+                    metrics.retried += 1;
+                    if let Some(receipt_handle) = record.message.receipt_handle {
+                        postponed.push(Postponed {
+                            message_id: record.delivery.message_id,
+                            receipt_handle,
+                            delay,
+                        });
+                    }
+                }
+                Retry::Requeue { generation, delay } => {
+                    record.span.in_scope(|| {
+                        warn!(
+                            receive_count,
+                            generation,
+                            "not stored, and few receives are left; sending a fresh copy"
+                        )
+                    });
+                    requeued.push(Requeued {
+                        message_id: record.delivery.message_id,
+                        body: record.message.body.unwrap_or_default(),
+                        attributes: record.message.message_attributes,
+                        generation,
+                        delay,
+                    });
+                }
             }
         }
-        if let Err(err) = self.postpone.postpone(&postponed).await {
-            warn!(error = %err, "backoff not applied");
+        let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+        let calls = futures::future::join(
+            self.queue.postpone(&postponed),
+            self.queue.requeue(&requeued),
+        );
+        match tokio::time::timeout_at(by, calls).await {
+            Ok((postponing, requeueing)) => {
+                if let Err(err) = postponing {
+                    warn!(error = %err, "backoff not applied");
+                }
+                metrics.requeued = requeueing.sent.len();
+                if !requeueing.failed.is_empty() {
+                    error!(
+                        records = requeueing.failed.len(),
+                        "could not requeue; these records stay and are retried once more"
+                    );
+                }
+                metrics.retried += requeueing.failed.len();
+                failed.extend(requeueing.failed);
+            }
+            Err(_elapsed) => {
+                // Whether the copies got out is unknown: keep the originals (a
+                // copy that did get out is a duplicate the store absorbs).
+                error!(
+                    "SQS did not answer before the deadline; records not postponed return after the visibility timeout"
+                );
+                metrics.retried += requeued.len();
+                failed.extend(requeued.into_iter().map(|r| r.message_id));
+            }
         }
         Ok(())
     }
-}
-
-/// Convenience for callers without retry scheduling (tests, tools): no postponing.
-pub async fn handle_batch<S: OrderStore>(event: SqsEvent, store: S) -> Result<Handled, BatchError> {
-    Consumer::new(store, crate::retry::NoPostpone, Backoff::default())
-        .handle(event)
-        .await
 }
 
 /// Lambda's `ApproximateReceiveCount` (1 on the first delivery).
@@ -204,6 +298,30 @@ fn receive_count(record: &SqsMessage) -> u32 {
         .get("ApproximateReceiveCount")
         .and_then(|count| count.parse().ok())
         .unwrap_or(1)
+}
+
+/// How many times the record was requeued (0 for an original).
+fn generation(record: &SqsMessage) -> u32 {
+    record
+        .message_attributes
+        .get(REQUEUED_ATTRIBUTE)
+        .and_then(|value| value.string_value.as_deref())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The producer's request id, if the message carries a well-formed one: at most
+/// 200 visible ASCII characters, so a hand-made message cannot make its row
+/// unstorable with a value PostgreSQL would refuse.
+fn request_id(record: &SqsMessage) -> Option<String> {
+    let value = record
+        .message_attributes
+        .get(REQUEST_ID_ATTRIBUTE)?
+        .string_value
+        .as_deref()?;
+    let well_formed =
+        !value.is_empty() && value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic());
+    well_formed.then(|| value.to_owned())
 }
 
 /// Parses one record, logging why it is rejected; `None` means a permanent failure.
@@ -253,25 +371,30 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::StoreError;
+    use crate::retry::{Backoff, PostponeError, RequeueOutcome};
+    use crate::store::{Refused, StoreError};
 
-    /// Remembers what it was asked to store; fails or panics on demand.
+    /// Remembers what it was asked to store; fails, stalls, refuses or panics on demand.
     #[derive(Default)]
     struct FakeStore {
         batches: Mutex<Vec<Vec<String>>>,
         behaviour: Behaviour,
     }
 
-    #[derive(Default, Clone, Copy)]
+    #[derive(Default, Clone, Copy, PartialEq, Eq)]
     enum Behaviour {
         #[default]
         Store,
         Fail,
         Panic,
+        /// Never answers, as a database frozen mid-statement.
+        Stall,
+        /// Refuses the record at this position for its data, stores the rest.
+        Refuse(usize),
     }
 
     impl FakeStore {
-        fn failing(behaviour: Behaviour) -> Self {
+        fn with(behaviour: Behaviour) -> Self {
             Self {
                 behaviour,
                 ..Self::default()
@@ -284,38 +407,95 @@ mod tests {
     }
 
     impl OrderStore for FakeStore {
-        async fn insert(&self, orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
-            match self.behaviour {
-                Behaviour::Store => {
-                    let ids = orders.iter().map(|o| o.message_id.clone()).collect();
-                    self.batches.lock().expect("lock").push(ids);
-                    Ok(InsertOutcome {
-                        stored: orders.len() as u64,
-                        duplicates: 0,
-                    })
-                }
-                Behaviour::Fail => Err(StoreError::Migrate(
-                    crate::migrations::MigrationError::from(closed_connection_error().await),
-                )),
+        async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
+            let refused = match self.behaviour {
+                Behaviour::Fail => return Err(closed_connection_error().await),
                 Behaviour::Panic => panic!("the database driver panicked"),
-            }
+                Behaviour::Stall => std::future::pending().await,
+                Behaviour::Refuse(index) => Some(index),
+                Behaviour::Store => None,
+            };
+            let ids = deliveries
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != refused)
+                .map(|(_, d)| d.message_id.clone())
+                .collect::<Vec<_>>();
+            let stored = ids.len() as u64;
+            self.batches.lock().expect("lock").push(ids);
+            Ok(Stored {
+                stored,
+                refused: refused
+                    .map(|index| Refused {
+                        index,
+                        reason: "date/time field value out of range".into(),
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Stored::default()
+            })
         }
     }
 
-    /// A real `tokio_postgres::Error`, from connecting to a port nobody listens on.
-    async fn closed_connection_error() -> tokio_postgres::Error {
+    /// A real transient `StoreError`: connecting to a port nobody listens on.
+    async fn closed_connection_error() -> StoreError {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        tokio_postgres::connect(
+        let err = tokio_postgres::connect(
             &format!("postgres://x@127.0.0.1:{port}/x"),
             tokio_postgres::NoTls,
         )
         .await
         .err()
-        .expect("nobody listens there")
+        .expect("nobody listens there");
+        StoreError::Migrate(crate::migrations::MigrationError::from(err))
     }
+
+    /// Records what the handler asked of the queue; can refuse requeues.
+    #[derive(Default)]
+    struct FakeQueue {
+        postponed: Mutex<Vec<Postponed>>,
+        requeued: Mutex<Vec<Requeued>>,
+        refuse_requeues: bool,
+    }
+
+    impl RetryQueue for &FakeQueue {
+        async fn postpone(&self, records: &[Postponed]) -> Result<(), PostponeError> {
+            self.postponed
+                .lock()
+                .expect("lock")
+                .extend_from_slice(records);
+            Ok(())
+        }
+
+        async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
+            let ids = records.iter().map(|r| r.message_id.clone()).collect();
+            if self.refuse_requeues {
+                return RequeueOutcome {
+                    sent: Vec::new(),
+                    failed: ids,
+                };
+            }
+            self.requeued
+                .lock()
+                .expect("lock")
+                .extend_from_slice(records);
+            RequeueOutcome {
+                sent: ids,
+                failed: Vec::new(),
+            }
+        }
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        backoff: Backoff {
+            base: Duration::from_secs(10),
+            multiplier: 2,
+        },
+        max_receive_count: Some(5),
+    };
 
     fn valid_body(n: u32) -> String {
         format!(
@@ -330,7 +510,16 @@ mod tests {
     fn record(message_id: Option<&str>, body: Option<String>) -> SqsMessage {
         let mut record = SqsMessage::default();
         record.message_id = message_id.map(str::to_owned);
+        record.receipt_handle = message_id.map(|id| format!("handle-{id}"));
         record.body = body;
+        record
+    }
+
+    fn received(id: &str, body: &str, receive_count: u32) -> SqsMessage {
+        let mut record = record(Some(id), Some(body.to_owned()));
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), receive_count.to_string());
         record
     }
 
@@ -340,8 +529,14 @@ mod tests {
         event
     }
 
+    fn in_a_minute() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     async fn handle(event: SqsEvent, store: &FakeStore) -> Result<SqsBatchResponse, BatchError> {
-        handle_batch(event, store)
+        let queue = FakeQueue::default();
+        Consumer::new(store, &queue, POLICY)
+            .handle(event, in_a_minute())
             .await
             .map(|handled| handled.response)
     }
@@ -369,7 +564,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_of_valid_orders_is_stored_in_one_insert_and_nothing_fails() {
+    async fn a_batch_of_valid_orders_is_stored_in_one_call_and_nothing_fails() {
         let store = FakeStore::default();
         let records = (0..5)
             .map(|n| record(Some(&format!("m-{n}")), Some(valid_body(n))))
@@ -392,8 +587,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_row_the_database_refuses_fails_alone_and_its_batch_is_stored() {
+        let store = FakeStore::with(Behaviour::Refuse(1));
+        let queue = FakeQueue::default();
+        let batch = event(vec![
+            record(Some("m-0"), Some(valid_body(0))),
+            record(Some("m-refused"), Some(valid_body(1))),
+            record(Some("m-2"), Some(valid_body(2))),
+        ]);
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(batch, in_a_minute())
+            .await
+            .expect("handled");
+        assert_eq!(failed_ids(&handled.response), ["m-refused"]);
+        assert_eq!(store.stored_message_ids(), ["m-0", "m-2"]);
+        assert_eq!((handled.metrics.rejected, handled.metrics.retried), (1, 0));
+        assert!(queue.postponed.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
     async fn when_the_store_fails_every_record_is_reported_failed() {
-        let store = FakeStore::failing(Behaviour::Fail);
+        let store = FakeStore::with(Behaviour::Fail);
         let response = handle(mixed_batch(), &store).await.expect("handled");
         let mut failed = failed_ids(&response);
         failed.sort_unstable();
@@ -412,7 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_whose_storing_panics_is_reported_failed_never_acknowledged() {
-        let store = FakeStore::failing(Behaviour::Panic);
+        let store = FakeStore::with(Behaviour::Panic);
         let response = handle(mixed_batch(), &store)
             .await
             .expect("a panic is contained");
@@ -424,17 +638,146 @@ mod tests {
         assert_eq!(failed.len(), 6);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_database_is_abandoned_in_time_to_postpone_and_answer() {
+        let store = FakeStore::with(Behaviour::Stall);
+        let queue = FakeQueue::default();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
+        let batch = event(vec![
+            received("a", &valid_body(1), 1),
+            received("b", &valid_body(2), 2),
+        ]);
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(batch, deadline)
+            .await
+            .expect("handled");
+        assert_eq!(
+            Instant::now() - started,
+            Duration::from_secs(30) - DEADLINE_MARGIN,
+            "stops waiting exactly at the margin"
+        );
+        assert_eq!(failed_ids(&handled.response), ["a", "b"]);
+        let delays: Vec<u64> = queue
+            .postponed
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|p| p.delay.as_secs())
+            .collect();
+        assert_eq!(delays, [20, 40]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_already_inside_the_margin_postpones_without_waiting() {
+        let store = FakeStore::with(Behaviour::Stall);
+        let queue = FakeQueue::default();
+        let started = Instant::now();
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(
+                event(vec![received("a", &valid_body(1), 1)]),
+                started + Duration::from_secs(2),
+            )
+            .await
+            .expect("handled");
+        assert_eq!(Instant::now(), started);
+        assert_eq!(failed_ids(&handled.response), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_leaves_poison_alone()
+     {
+        let store = FakeStore::with(Behaviour::Fail);
+        let queue = FakeQueue::default();
+        let batch = event(vec![
+            received("first", &valid_body(1), 1),
+            received("poison", "{}", 3),
+            received("third", &valid_body(3), 3),
+        ]);
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(batch, in_a_minute())
+            .await
+            .expect("handled");
+        assert_eq!(handled.response.batch_item_failures.len(), 3);
+        assert_eq!((handled.metrics.rejected, handled.metrics.retried), (1, 2));
+        let postponed: Vec<(String, String, u64)> = queue
+            .postponed
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|p| {
+                (
+                    p.message_id.clone(),
+                    p.receipt_handle.clone(),
+                    p.delay.as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            postponed,
+            [
+                ("first".into(), "handle-first".into(), 20),
+                ("third".into(), "handle-third".into(), 80)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_near_its_last_receive_is_requeued_and_acknowledged_once_the_copy_is_sent() {
+        let store = FakeStore::with(Behaviour::Fail);
+        let queue = FakeQueue::default();
+        let body = valid_body(1);
+        let mut near_the_end = received("old", &body, 4);
+        let mut request_id = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        request_id.data_type = Some("String".into());
+        request_id.string_value = Some("req-7".into());
+        near_the_end
+            .message_attributes
+            .insert(REQUEST_ID_ATTRIBUTE.into(), request_id);
+        let batch = event(vec![near_the_end, received("young", &valid_body(2), 1)]);
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(batch, in_a_minute())
+            .await
+            .expect("handled");
+        // The original is acknowledged (the copy carries it on); the young one waits.
+        assert_eq!(failed_ids(&handled.response), ["young"]);
+        assert_eq!((handled.metrics.requeued, handled.metrics.retried), (1, 1));
+        let requeued = queue.requeued.lock().expect("lock");
+        assert_eq!(requeued.len(), 1);
+        assert_eq!(requeued[0].body, body);
+        assert_eq!(requeued[0].generation, 1);
+        assert!(requeued[0].attributes.contains_key(REQUEST_ID_ATTRIBUTE));
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_copy_was_not_sent_stays_on_the_queue() {
+        let store = FakeStore::with(Behaviour::Fail);
+        let queue = FakeQueue {
+            refuse_requeues: true,
+            ..FakeQueue::default()
+        };
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(
+                event(vec![received("old", &valid_body(1), 4)]),
+                in_a_minute(),
+            )
+            .await
+            .expect("handled");
+        assert_eq!(failed_ids(&handled.response), ["old"]);
+        assert_eq!(handled.metrics.requeued, 0);
+    }
+
     #[tokio::test]
     async fn the_response_never_contains_an_empty_item_identifier() {
         for behaviour in [Behaviour::Store, Behaviour::Fail, Behaviour::Panic] {
-            let store = FakeStore::failing(behaviour);
+            let store = FakeStore::with(behaviour);
             // A valid record without an id can be stored without naming it...
             let mut batch = mixed_batch();
             batch.records.push(record(None, Some(valid_body(9))));
             batch.records.push(record(Some(""), Some(valid_body(8))));
             match handle(batch, &store).await {
                 Ok(response) => {
-                    assert!(matches!(behaviour, Behaviour::Store));
+                    assert!(behaviour == Behaviour::Store);
                     assert!(
                         response
                             .batch_item_failures
@@ -443,9 +786,7 @@ mod tests {
                     );
                 }
                 // ...but when it must be reported failed, the whole batch fails instead.
-                Err(BatchError::MissingMessageId) => {
-                    assert!(!matches!(behaviour, Behaviour::Store))
-                }
+                Err(BatchError::MissingMessageId) => assert!(behaviour != Behaviour::Store),
             }
         }
     }
@@ -463,9 +804,29 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_batch_touches_nothing() {
-        let store = FakeStore::failing(Behaviour::Panic);
+        let store = FakeStore::with(Behaviour::Panic);
         let response = handle(event(vec![]), &store).await.expect("handled");
         assert!(response.batch_item_failures.is_empty());
+    }
+
+    #[test]
+    fn only_a_well_formed_request_id_is_taken_from_the_message() {
+        let with = |value: &str| {
+            let mut record = SqsMessage::default();
+            let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+            attribute.data_type = Some("String".into());
+            attribute.string_value = Some(value.into());
+            record
+                .message_attributes
+                .insert(REQUEST_ID_ATTRIBUTE.into(), attribute);
+            request_id(&record)
+        };
+        assert_eq!(with("req-01HZX"), Some("req-01HZX".into()));
+        assert_eq!(with(""), None);
+        assert_eq!(with("has space"), None);
+        assert_eq!(with("nul\0byte"), None);
+        assert_eq!(with(&"x".repeat(201)), None);
+        assert_eq!(request_id(&SqsMessage::default()), None);
     }
 
     #[tokio::test]
@@ -491,119 +852,5 @@ mod tests {
             body,
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]})
         );
-    }
-}
-
-#[cfg(test)]
-mod backoff_tests {
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::retry::PostponeError;
-    use crate::store::StoreError;
-
-    struct DownStore;
-
-    impl OrderStore for DownStore {
-        async fn insert(&self, _orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let err = tokio_postgres::connect(
-                &format!("postgres://x@127.0.0.1:{port}/x"),
-                tokio_postgres::NoTls,
-            )
-            .await
-            .err()
-            .expect("nobody listens there");
-            Err(StoreError::Migrate(
-                crate::migrations::MigrationError::from(err),
-            ))
-        }
-    }
-
-    #[derive(Default)]
-    struct Recorded(Mutex<Vec<Postponed>>);
-
-    impl Postpone for &Recorded {
-        async fn postpone(&self, records: &[Postponed]) -> Result<(), PostponeError> {
-            self.0.lock().expect("lock").extend_from_slice(records);
-            Ok(())
-        }
-    }
-
-    fn record(id: &str, body: &str, receive_count: u32) -> SqsMessage {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(id.to_owned());
-        record.receipt_handle = Some(format!("handle-{id}"));
-        record.body = Some(body.to_owned());
-        record
-            .attributes
-            .insert("ApproximateReceiveCount".into(), receive_count.to_string());
-        record
-    }
-
-    fn valid() -> String {
-        format!(
-            r#"{{"schema_version":1,"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":1}}],"received_at":"2026-11-24T18:27:15Z"}}"#,
-            uuid::Uuid::new_v4()
-        )
-    }
-
-    #[tokio::test]
-    async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_leaves_poison_alone()
-     {
-        let recorded = Recorded::default();
-        let backoff = Backoff {
-            base: Duration::from_secs(10),
-            multiplier: 2,
-        };
-        let consumer = Consumer::new(DownStore, &recorded, backoff);
-        let mut event = SqsEvent::default();
-        event.records = vec![
-            record("first", &valid(), 1),
-            record("poison", "{}", 4),
-            record("third", &valid(), 3),
-        ];
-        let handled = consumer.handle(event).await.expect("handled");
-        assert_eq!(handled.response.batch_item_failures.len(), 3);
-        assert_eq!((handled.metrics.rejected, handled.metrics.retried), (1, 2));
-        let postponed = recorded.0.lock().expect("lock").clone();
-        let delays: Vec<(&str, &str, u64)> = postponed
-            .iter()
-            .map(|p| {
-                (
-                    p.message_id.as_str(),
-                    p.receipt_handle.as_str(),
-                    p.delay.as_secs(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            delays,
-            [("first", "handle-first", 20), ("third", "handle-third", 80)]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stored_batch_postpones_nothing() {
-        struct Fine;
-        impl OrderStore for Fine {
-            async fn insert(&self, orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
-                Ok(InsertOutcome {
-                    stored: orders.len() as u64,
-                    duplicates: 0,
-                })
-            }
-        }
-        let recorded = Recorded::default();
-        let consumer = Consumer::new(Fine, &recorded, Backoff::default());
-        let mut event = SqsEvent::default();
-        event.records = vec![record("a", &valid(), 2), record("poison", "nope", 1)];
-        let handled = consumer.handle(event).await.expect("handled");
-        assert_eq!(handled.metrics.stored, 1);
-        assert!(recorded.0.lock().expect("lock").is_empty());
     }
 }

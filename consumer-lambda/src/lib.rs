@@ -3,10 +3,13 @@
 //! # Layout
 //! - [`handler`]: [`Consumer::handle`], the whole per-batch logic, runtime-agnostic:
 //!   `main.rs` hands it Lambda events, the local driver hands it polled batches.
-//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`], one
-//!   idempotent bulk `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING` per batch.
+//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: one
+//!   lookup and one binary `COPY` per batch, duplicates and conflicts told
+//!   apart by a content hash, rows PostgreSQL refuses isolated by bisection.
 //! - [`database`]: connections made lazily, with TLS (full verification) and RDS IAM tokens.
-//! - [`retry`]: exponential backoff on transient failures (`ChangeMessageVisibilityBatch`).
+//! - [`retry`]: what a transient failure does to a valid record: postponed with
+//!   exponential backoff (`ChangeMessageVisibilityBatch`), then requeued as a
+//!   fresh copy before its receives run out (`SendMessageBatch`).
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
 //! - [`migrations`]: the schema as versioned SQL, applied on first connection.
 //! - [`config`]: settings from the environment.
@@ -20,7 +23,7 @@ pub mod retry;
 pub mod store;
 
 pub use config::{Config, DatabaseConfig};
-pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, handle_batch};
+pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, REQUEST_ID_ATTRIBUTE};
 pub use metrics::BatchMetrics;
-pub use retry::{Backoff, NoPostpone, Postpone, SqsPostpone};
-pub use store::{Accepted, InsertOutcome, OrderStore, PgStore, StoreError};
+pub use retry::{Backoff, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};
+pub use store::{Delivery, OrderStore, PgStore, Refused, StoreError, Stored};

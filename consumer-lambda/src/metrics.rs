@@ -16,10 +16,15 @@ pub struct BatchMetrics {
     pub stored: u64,
     /// Orders that were already stored (redelivery, retried POST, replay).
     pub duplicates: u64,
-    /// Records that are not valid orders: permanent failures, bound for the DLQ.
+    /// Orders already stored with other content, newly kept in `order_conflicts`.
+    pub conflicts: u64,
+    /// Permanent failures, bound for the DLQ: records that are not valid orders,
+    /// and orders PostgreSQL refused for their data.
     pub rejected: usize,
-    /// Valid records not stored (database trouble): retried later.
+    /// Valid records not stored (database trouble), postponed to be retried.
     pub retried: usize,
+    /// Valid records not stored, sent again as fresh copies (a long outage).
+    pub requeued: usize,
     pub latency: Duration,
 }
 
@@ -37,8 +42,10 @@ impl BatchMetrics {
                         metric("Records", "Count"),
                         metric("Stored", "Count"),
                         metric("Duplicates", "Count"),
+                        metric("Conflicts", "Count"),
                         metric("Rejected", "Count"),
                         metric("Retried", "Count"),
+                        metric("Requeued", "Count"),
                         metric("BatchLatency", "Milliseconds"),
                     ],
                 }],
@@ -47,8 +54,10 @@ impl BatchMetrics {
             "Records": self.records,
             "Stored": self.stored,
             "Duplicates": self.duplicates,
+            "Conflicts": self.conflicts,
             "Rejected": self.rejected,
             "Retried": self.retried,
+            "Requeued": self.requeued,
             "BatchLatency": self.latency.as_secs_f64() * 1000.0,
         })
         .to_string()
@@ -65,8 +74,10 @@ mod tests {
             records: 10,
             stored: 6,
             duplicates: 1,
+            conflicts: 1,
             rejected: 2,
             retried: 1,
+            requeued: 0,
             latency: Duration::from_micros(12_500),
         };
         let line = metrics.to_emf("orders-consumer", 1_795_544_835_000);
@@ -83,6 +94,7 @@ mod tests {
             assert!(doc[dimension.as_str().expect("name")].is_string());
         }
         assert_eq!(doc["Stored"], 6);
+        assert_eq!(doc["Conflicts"], 1);
         assert_eq!(doc["BatchLatency"], 12.5);
     }
 }

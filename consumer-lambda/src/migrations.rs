@@ -17,11 +17,18 @@ struct Migration {
 }
 
 /// In order; never edit one that has shipped, add the next instead.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_orders",
-    sql: include_str!("../migrations/0001_create_orders.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_orders",
+        sql: include_str!("../migrations/0001_create_orders.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "content_hash_conflicts_request_id",
+        sql: include_str!("../migrations/0002_content_hash_conflicts_request_id.sql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -1,12 +1,25 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
+//!
+//! One batch, in the common case, is one lookup and one binary `COPY` in one
+//! transaction. Around that:
+//! - orders already stored (a redelivery, a retried POST, a replay) are found
+//!   by the lookup and skipped: a *duplicate* when the content is the same, a
+//!   *conflict* when it differs, which is kept in `order_conflicts`;
+//! - an order stored by someone else between the lookup and the `COPY` (a
+//!   race) makes the `COPY` fail on the key; the batch is then written with
+//!   `INSERT … ON CONFLICT DO NOTHING RETURNING` and the losers are compared;
+//! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
+//!   found by bisecting the batch and refused alone, so it cannot hold the
+//!   valid orders of its batch hostage; every other error is transient and
+//!   fails the call as a whole ([`StoreError`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
+use aws_lc_rs::digest;
 use chrono::{DateTime, Utc};
-use deadpool::managed::PoolError;
+use deadpool::managed::{Object, PoolError};
 use order_contract::{LineItem, OrderPlaced};
-use tokio::sync::OnceCell;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql, Type};
@@ -16,66 +29,101 @@ use crate::config::DatabaseConfig;
 use crate::database::{ConnectError, Connector, Pool};
 use crate::migrations::{MigrationError, migrate};
 
-/// A valid order together with the SQS message that carried it.
+/// A valid order as one SQS message delivered it.
 #[derive(Debug, Clone)]
-pub struct Accepted {
+pub struct Delivery {
     pub message_id: String,
     pub placed: OrderPlaced,
+    /// The producer's request id, when the message carried a well-formed one.
+    pub request_id: Option<String>,
 }
 
-/// What one bulk insert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct InsertOutcome {
+/// What storing a batch did. Every delivery is exactly one of: stored, a
+/// duplicate, a conflict, or refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
     /// Orders written now.
     pub stored: u64,
-    /// Orders already present (a redelivery, a retried POST, a replay): skipped.
+    /// Orders already stored with the same content: skipped.
     pub duplicates: u64,
+    /// Orders already stored with other content, newly kept in `order_conflicts`
+    /// (once per distinct content: a conflict seen again counts as a duplicate).
+    pub conflicts: u64,
+    /// Deliveries PostgreSQL refused for their data, by position in the batch.
+    pub refused: Vec<Refused>,
 }
 
-/// Storing failed as a whole; nothing of the batch can be assumed written.
-/// Every variant is transient: the same orders will be retried.
+/// A delivery that can never be stored as it is: a permanent failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in the slice given to [`OrderStore::insert`].
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Storing failed as a whole, for a reason that is not the data's: nothing of
+/// the batch can be assumed written, and all of it is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("could not get a database connection (is PostgreSQL up and reachable?)")]
     Connect(#[source] PoolError<ConnectError>),
     #[error(transparent)]
     Migrate(#[from] MigrationError),
-    #[error("the bulk insert of {count} orders failed")]
-    Insert {
+    #[error("storing {count} orders failed")]
+    Write {
         count: usize,
         #[source]
         source: tokio_postgres::Error,
     },
 }
 
-/// Stores a batch of orders idempotently, all or nothing.
+/// Stores a batch of orders idempotently.
 pub trait OrderStore: Send + Sync {
     fn insert(
         &self,
-        orders: &[Accepted],
-    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send;
+        deliveries: &[&Delivery],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
 }
 
 impl<T: OrderStore> OrderStore for &T {
     fn insert(
         &self,
-        orders: &[Accepted],
-    ) -> impl Future<Output = Result<InsertOutcome, StoreError>> + Send {
-        (**self).insert(orders)
+        deliveries: &[&Delivery],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        (**self).insert(deliveries)
     }
 }
 
-/// The fast path: binary `COPY` straight into the table, one statement, as fast as
-/// PostgreSQL loads rows. `COPY` has no `ON CONFLICT`, so an `order_id` that is
-/// already stored fails the whole statement (and writes nothing); duplicates are
-/// rare (a redelivery, a retried POST, a replay), and the batch then takes
-/// [`INSERT_ORDERS`]. Chosen by measurement: see `scripts/bench consumer`.
-const COPY_ORDERS: &str =
-    "COPY orders (order_id, customer_id, currency, items, total_cents, received_at, sqs_message_id)
-    FROM STDIN (FORMAT binary)";
+/// Is this error the row's fault, so that retrying the same row cannot help?
+/// Data exceptions (22: a timestamp out of range, bad encoding), integrity
+/// violations (23: a check constraint; the duplicate key is handled before it
+/// gets here) and program limits (54: a value too large). Everything else
+/// (connections, failover, lock conflicts, a missing table after a bad deploy)
+/// is not about the row and is retried.
+pub fn is_permanent(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        let class = &code.code()[..2];
+        matches!(class, "22" | "23" | "54") && code != &SqlState::UNIQUE_VIOLATION
+    })
+}
+
+/// SHA-256 of the order as the contract serialises it: the same for every copy
+/// of one order, whatever message or request carried it.
+pub fn content_hash(placed: &OrderPlaced) -> [u8; 32] {
+    // Serialising a validated order cannot fail (strings and numbers only).
+    let bytes = serde_json::to_vec(&placed.order).unwrap_or_default();
+    let mut hash = [0; 32];
+    hash.copy_from_slice(digest::digest(&digest::SHA256, &bytes).as_ref());
+    hash
+}
+
+/// The binary `COPY` of the common case: as fast as PostgreSQL loads rows.
+/// `COPY` has no `ON CONFLICT`; ids already stored are filtered out first.
+const COPY_ORDERS: &str = "COPY orders (order_id, customer_id, currency, items, total_cents, \
+    received_at, sqs_message_id, content_sha256, request_id) FROM STDIN (FORMAT binary)";
 
 /// Column types of [`COPY_ORDERS`], in order.
-const COPY_TYPES: [Type; 7] = [
+const COPY_TYPES: [Type; 9] = [
     Type::UUID,
     Type::TEXT,
     Type::BPCHAR,
@@ -83,24 +131,35 @@ const COPY_TYPES: [Type; 7] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT,
 ];
 
-/// The idempotent path, when the batch holds an order already stored: the arrays
-/// travel in the binary protocol, `unnest` turns them back into rows, and
-/// `ON CONFLICT DO NOTHING` makes every repeat of an `order_id` a counted no-op.
-///
-/// It is sent as an unnamed statement with its parameter types given
-/// (`execute_typed`): one round trip, and no named prepared statement left behind.
+/// The path after a race: the arrays travel in the binary protocol, `unnest`
+/// turns them into rows, and `RETURNING` names the rows this statement wrote.
+/// Unnamed statements with typed parameters throughout: one round trip, and no
+/// named prepared statement to pin the connection behind RDS Proxy.
 const INSERT_ORDERS: &str = "
-    INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, sqs_message_id)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[])
-    ON CONFLICT (order_id) DO NOTHING";
+    INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at,
+                        sqs_message_id, content_sha256, request_id)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[],
+                         $6::timestamptz[], $7::text[], $8::bytea[], $9::text[])
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING order_id";
+
+const STORED_HASHES: &str =
+    "SELECT order_id, content_sha256 FROM orders WHERE order_id = ANY($1::uuid[])";
+
+const RECORD_CONFLICTS: &str = "
+    INSERT INTO order_conflicts (order_id, content_sha256, sqs_message_id, request_id, body)
+    SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[], $5::jsonb[])
+    ON CONFLICT DO NOTHING";
 
 /// PostgreSQL behind a small pool that connects lazily, on the first batch, and
 /// replaces a connection that broke, so the store outlives a database restart.
 pub struct PgStore {
     pool: Pool,
-    migrated: OnceCell<()>,
+    migrated: tokio::sync::OnceCell<()>,
 }
 
 impl PgStore {
@@ -110,7 +169,7 @@ impl PgStore {
     pub async fn new(config: DatabaseConfig, max_connections: usize) -> Result<Self, ConnectError> {
         Ok(Self {
             pool: Connector::new(config).await?.into_pool(max_connections),
-            migrated: OnceCell::new(),
+            migrated: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -128,46 +187,271 @@ impl PgStore {
 }
 
 impl OrderStore for PgStore {
-    async fn insert(&self, orders: &[Accepted]) -> Result<InsertOutcome, StoreError> {
+    async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
         self.migrate().await?;
-        let client = self.pool.get().await.map_err(StoreError::Connect)?;
-        // The first copy of an order wins within the batch, as it would across batches.
-        let mut seen = HashSet::with_capacity(orders.len());
-        let unique: Vec<&Accepted> = orders
-            .iter()
-            .filter(|o| seen.insert(o.placed.order.order_id()))
-            .collect();
-        let insert_error = |source| StoreError::Insert {
-            count: orders.len(),
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let write_error = |source| StoreError::Write {
+            count: deliveries.len(),
             source,
         };
-        let stored = match copy(&client, &unique).await {
-            Ok(stored) => stored,
-            Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                tracing::debug!(
-                    "the batch holds an order already stored; inserting with ON CONFLICT"
-                );
-                insert_on_conflict(&client, &unique)
-                    .await
-                    .map_err(insert_error)?
-            }
-            Err(err) => return Err(insert_error(err)),
-        };
-        Ok(InsertOutcome {
-            stored,
-            duplicates: orders.len() as u64 - stored,
+        let stored = store(checkout.client(), deliveries)
+            .await
+            .map_err(write_error)?;
+        checkout.release();
+        Ok(stored)
+    }
+}
+
+/// A pooled connection that goes back to the pool only when the work on it
+/// finished cleanly. Dropped any other way (an error, or the handler's deadline
+/// dropping the future mid-statement), it is closed instead, so no batch ever
+/// inherits a connection in an unknown state.
+struct Checkout(Option<Object<Connector>>);
+
+impl Checkout {
+    fn client(&mut self) -> &mut tokio_postgres::Client {
+        self.0
+            .as_deref_mut()
+            .map(|connection| &mut **connection)
+            .unwrap_or_else(|| unreachable!("a checkout holds its connection until released"))
+    }
+
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            tracing::debug!("closing a database connection left in an unknown state");
+            drop(Object::take(connection));
+        }
+    }
+}
+
+/// One delivery, ready to be written.
+struct Row<'a> {
+    /// Position in the batch.
+    index: usize,
+    delivery: &'a Delivery,
+    hash: [u8; 32],
+}
+
+impl Row<'_> {
+    fn order_id(&self) -> Uuid {
+        self.delivery.placed.order.order_id()
+    }
+}
+
+async fn store(
+    client: &mut tokio_postgres::Client,
+    deliveries: &[&Delivery],
+) -> Result<Stored, tokio_postgres::Error> {
+    let rows: Vec<Row> = deliveries
+        .iter()
+        .enumerate()
+        .map(|(index, &delivery)| Row {
+            index,
+            delivery,
+            hash: content_hash(&delivery.placed),
         })
+        .collect();
+    let mut outcome = Stored::default();
+
+    // The first copy of an order in the batch is the one written; later copies
+    // are compared with it, as they would be across batches.
+    let mut first: HashMap<Uuid, &Row> = HashMap::with_capacity(rows.len());
+    let mut repeats: Vec<&Row> = Vec::new();
+    for row in &rows {
+        match first.get(&row.order_id()) {
+            Some(_) => repeats.push(row),
+            None => {
+                first.insert(row.order_id(), row);
+            }
+        }
+    }
+    let candidates: Vec<&Row> = rows
+        .iter()
+        .filter(|row| {
+            first
+                .get(&row.order_id())
+                .is_some_and(|f| f.index == row.index)
+        })
+        .collect();
+
+    let ids: Vec<Uuid> = candidates.iter().map(|row| row.order_id()).collect();
+    let mut stored_hashes = stored_hashes(client, &ids).await?;
+    let (known, new): (Vec<&Row>, Vec<&Row>) = candidates
+        .into_iter()
+        .partition(|row| stored_hashes.contains_key(&row.order_id()));
+
+    let written = write_bisecting(client, &new).await?;
+    outcome.stored = written.stored;
+    outcome.refused = written.refused;
+    let refused_ids: HashSet<Uuid> = outcome
+        .refused
+        .iter()
+        .map(|r| rows[r.index].order_id())
+        .collect();
+    if !written.raced.is_empty() {
+        let raced: Vec<Uuid> = written.raced.iter().map(|row| row.order_id()).collect();
+        stored_hashes.extend(self::stored_hashes(client, &raced).await?);
+    }
+
+    let mut conflicts: Vec<&Row> = Vec::new();
+    for row in known.into_iter().chain(written.raced).chain(repeats) {
+        if refused_ids.contains(&row.order_id()) {
+            // Its first copy was refused; this one is not known to be better.
+            outcome.refused.push(Refused {
+                index: row.index,
+                reason: "an earlier message of this batch with the same order_id was refused"
+                    .into(),
+            });
+            continue;
+        }
+        let stored_hash = stored_hashes
+            .get(&row.order_id())
+            .copied()
+            .flatten()
+            .or_else(|| first.get(&row.order_id()).map(|f| f.hash));
+        match stored_hash {
+            Some(hash) if hash != row.hash => conflicts.push(row),
+            _ => outcome.duplicates += 1,
+        }
+    }
+    if !conflicts.is_empty() {
+        outcome.conflicts = record_conflicts(client, &conflicts).await?;
+        outcome.duplicates += conflicts.len() as u64 - outcome.conflicts;
+        for row in &conflicts {
+            tracing::warn!(
+                order_id = %row.order_id(),
+                message_id = %row.delivery.message_id,
+                "another order is already stored under this order_id; kept in order_conflicts"
+            );
+        }
+    }
+    Ok(outcome)
+}
+
+/// The stored content hash of each of `ids` that is stored (`None` for rows
+/// from before hashes were kept).
+async fn stored_hashes(
+    client: &tokio_postgres::Client,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Option<[u8; 32]>>, tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query_typed(STORED_HASHES, &[(&ids, Type::UUID_ARRAY)])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let hash: Option<&[u8]> = row.get(1);
+            (row.get(0), hash.and_then(|h| h.try_into().ok()))
+        })
+        .collect())
+}
+
+/// What writing the new rows did.
+#[derive(Default)]
+struct Written<'r, 'a> {
+    stored: u64,
+    /// Rows someone else stored between the lookup and the write.
+    raced: Vec<&'r Row<'a>>,
+    refused: Vec<Refused>,
+}
+
+/// Writes `rows`; when PostgreSQL refuses a part for its data, halves it until
+/// each refused row stands alone (about 2·log₂ n extra statements per bad row).
+async fn write_bisecting<'r, 'a>(
+    client: &mut tokio_postgres::Client,
+    rows: &[&'r Row<'a>],
+) -> Result<Written<'r, 'a>, tokio_postgres::Error> {
+    let mut written = Written::default();
+    // Half-open ranges of `rows`, a stack so the first half is written first.
+    let mut parts: Vec<(usize, usize)> = vec![(0, rows.len())];
+    while let Some((start, end)) = parts.pop() {
+        let part = start..end;
+        if part.is_empty() {
+            continue;
+        }
+        match write(client, &rows[part.clone()]).await {
+            Ok((stored, raced)) => {
+                written.stored += stored;
+                written.raced.extend(raced);
+            }
+            Err(err) if is_permanent(&err) && part.len() == 1 => {
+                let row = rows[part.start];
+                tracing::warn!(
+                    message_id = %row.delivery.message_id,
+                    order_id = %row.order_id(),
+                    error = %crate::handler::error_chain(&err),
+                    "PostgreSQL refused this order; it is reported failed on its own"
+                );
+                written.refused.push(Refused {
+                    index: row.index,
+                    reason: crate::handler::error_chain(&err),
+                });
+            }
+            Err(err) if is_permanent(&err) => {
+                let middle = part.start + part.len() / 2;
+                parts.push((middle, part.end));
+                parts.push((part.start, middle));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(written)
+}
+
+/// One all-or-nothing write: `COPY` in a transaction, committed, so that an
+/// error at commit (a deferred constraint, a failover) is never read as success.
+/// Returns how many rows it stored, and the rows that lost a race.
+async fn write<'r, 'a>(
+    client: &mut tokio_postgres::Client,
+    rows: &[&'r Row<'a>],
+) -> Result<(u64, Vec<&'r Row<'a>>), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    match copy(&tx, rows).await {
+        Ok(stored) => {
+            tx.commit().await?;
+            Ok((stored, Vec::new()))
+        }
+        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.rollback().await?;
+            tracing::debug!(
+                "an order of the batch was stored meanwhile; inserting with ON CONFLICT"
+            );
+            let tx = client.transaction().await?;
+            let inserted: HashSet<Uuid> = insert_on_conflict(&tx, rows).await?;
+            tx.commit().await?;
+            let raced = rows
+                .iter()
+                .filter(|row| !inserted.contains(&row.order_id()))
+                .copied()
+                .collect();
+            Ok((inserted.len() as u64, raced))
+        }
+        Err(err) => Err(err),
     }
 }
 
 async fn copy(
-    client: &tokio_postgres::Client,
-    orders: &[&Accepted],
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[&Row<'_>],
 ) -> Result<u64, tokio_postgres::Error> {
-    let sink = client.copy_in(COPY_ORDERS).await?;
+    let sink = tx.copy_in(COPY_ORDERS).await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     let mut writer = std::pin::pin!(writer);
-    for Accepted { message_id, placed } in orders.iter().copied() {
+    for row in rows {
+        let Delivery {
+            message_id,
+            placed,
+            request_id,
+        } = row.delivery;
         let order = &placed.order;
         writer
             .as_mut()
@@ -179,18 +463,21 @@ async fn copy(
                 &order.total_cents(),
                 &placed.received_at,
                 &message_id.as_str(),
+                &row.hash.as_slice(),
+                &request_id.as_deref(),
             ])
             .await?;
     }
     writer.finish().await
 }
 
+/// Inserts what is not stored yet; returns the ids it wrote.
 async fn insert_on_conflict(
-    client: &tokio_postgres::Client,
-    orders: &[&Accepted],
-) -> Result<u64, tokio_postgres::Error> {
-    let columns = Columns::from(orders);
-    let params: [(&(dyn ToSql + Sync), Type); 7] = [
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[&Row<'_>],
+) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
+    let columns = Columns::from(rows);
+    let params: [(&(dyn ToSql + Sync), Type); 9] = [
         (&columns.order_ids, Type::UUID_ARRAY),
         (&columns.customer_ids, Type::TEXT_ARRAY),
         (&columns.currencies, Type::TEXT_ARRAY),
@@ -198,11 +485,47 @@ async fn insert_on_conflict(
         (&columns.totals, Type::INT8_ARRAY),
         (&columns.received_at, Type::TIMESTAMPTZ_ARRAY),
         (&columns.message_ids, Type::TEXT_ARRAY),
+        (&columns.hashes, Type::BYTEA_ARRAY),
+        (&columns.request_ids, Type::TEXT_ARRAY),
     ];
-    client.execute_typed(INSERT_ORDERS, &params).await
+    let inserted = tx.query_typed(INSERT_ORDERS, &params).await?;
+    Ok(inserted.iter().map(|row| row.get(0)).collect())
 }
 
-/// The batch turned inside out: one array per column, borrowed from the orders.
+/// Keeps each conflicting newcomer once per distinct content.
+async fn record_conflicts(
+    client: &tokio_postgres::Client,
+    rows: &[&Row<'_>],
+) -> Result<u64, tokio_postgres::Error> {
+    let order_ids: Vec<Uuid> = rows.iter().map(|row| row.order_id()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|row| row.hash.as_slice()).collect();
+    let message_ids: Vec<&str> = rows
+        .iter()
+        .map(|row| row.delivery.message_id.as_str())
+        .collect();
+    let request_ids: Vec<Option<&str>> = rows
+        .iter()
+        .map(|row| row.delivery.request_id.as_deref())
+        .collect();
+    let bodies: Vec<Json<serde_json::Value>> = rows
+        .iter()
+        .map(|row| Json(serde_json::from_str(&row.delivery.placed.to_json()).unwrap_or_default()))
+        .collect();
+    client
+        .execute_typed(
+            RECORD_CONFLICTS,
+            &[
+                (&order_ids, Type::UUID_ARRAY),
+                (&hashes, Type::BYTEA_ARRAY),
+                (&message_ids, Type::TEXT_ARRAY),
+                (&request_ids, Type::TEXT_ARRAY),
+                (&bodies, Type::JSONB_ARRAY),
+            ],
+        )
+        .await
+}
+
+/// The batch turned inside out: one array per column, borrowed from the rows.
 struct Columns<'a> {
     order_ids: Vec<Uuid>,
     customer_ids: Vec<&'a str>,
@@ -211,11 +534,13 @@ struct Columns<'a> {
     totals: Vec<i64>,
     received_at: Vec<DateTime<Utc>>,
     message_ids: Vec<&'a str>,
+    hashes: Vec<&'a [u8]>,
+    request_ids: Vec<Option<&'a str>>,
 }
 
-impl<'a> From<&[&'a Accepted]> for Columns<'a> {
-    fn from(orders: &[&'a Accepted]) -> Self {
-        let n = orders.len();
+impl<'a> From<&[&'a Row<'a>]> for Columns<'a> {
+    fn from(rows: &[&'a Row<'a>]) -> Self {
+        let n = rows.len();
         let mut columns = Columns {
             order_ids: Vec::with_capacity(n),
             customer_ids: Vec::with_capacity(n),
@@ -224,17 +549,48 @@ impl<'a> From<&[&'a Accepted]> for Columns<'a> {
             totals: Vec::with_capacity(n),
             received_at: Vec::with_capacity(n),
             message_ids: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            request_ids: Vec::with_capacity(n),
         };
-        for Accepted { message_id, placed } in orders.iter().copied() {
-            let order = &placed.order;
+        for row in rows {
+            let order = &row.delivery.placed.order;
             columns.order_ids.push(order.order_id());
             columns.customer_ids.push(order.customer_id());
             columns.currencies.push(order.currency());
             columns.items.push(Json(order.items()));
             columns.totals.push(order.total_cents());
-            columns.received_at.push(placed.received_at);
-            columns.message_ids.push(message_id);
+            columns.received_at.push(row.delivery.placed.received_at);
+            columns.message_ids.push(&row.delivery.message_id);
+            columns.hashes.push(&row.hash);
+            columns.request_ids.push(row.delivery.request_id.as_deref());
         }
         columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(customer: &str) -> OrderPlaced {
+        let order = order_contract::Order::from_request_json(&format!(
+            r#"{{"order_id":"5f0c6f43-3c4e-4a2b-9d4e-0a4f3f7b8c21","customer_id":"{customer}","currency":"EUR",
+                "items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#
+        ))
+        .expect("valid");
+        OrderPlaced::new(order, Utc::now())
+    }
+
+    #[test]
+    fn copies_of_one_order_hash_the_same_whenever_they_were_received() {
+        let first = placed("c-1");
+        let mut later = placed("c-1");
+        later.received_at = first.received_at + chrono::Duration::hours(3);
+        assert_eq!(content_hash(&first), content_hash(&later));
+    }
+
+    #[test]
+    fn different_content_under_one_order_id_hashes_differently() {
+        assert_ne!(content_hash(&placed("c-1")), content_hash(&placed("c-2")));
     }
 }

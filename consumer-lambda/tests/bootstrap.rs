@@ -34,6 +34,7 @@ impl Watch {
             .env("CARGO_TARGET_DIR", &target_dir)
             .args(["--env-var", &format!("DATABASE_URL={database_url}")])
             .args(["--env-var", "QUEUE_URL=http://127.0.0.1:9/000000000000/orders"])
+            .args(["--env-var", "MAX_RECEIVE_COUNT=6"])
             .args(["--env-var", "AWS_REGION=eu-west-1"])
             .args(["--env-var", "AWS_ACCESS_KEY_ID=test", "--env-var", "AWS_SECRET_ACCESS_KEY=test"])
             .args(["--env-var", "RUST_LOG=info"])

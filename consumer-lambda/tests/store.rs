@@ -1,29 +1,56 @@
-//! The PostgreSQL store against a real server: idempotency, migrations, restarts.
+//! The PostgreSQL store against a real server: idempotency, conflicts, rows the
+//! database refuses, transactions, abandoned connections, migrations, restarts.
 
-use chrono::{DateTime, Utc};
-use consumer_lambda::{Accepted, DatabaseConfig, OrderStore, PgStore, migrations::migrate};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use consumer_lambda::{
+    DatabaseConfig, Delivery, OrderStore, PgStore, StoreError, migrations::migrate,
+};
 use order_contract::{Order, OrderPlaced};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
 async fn store_for(url: &str) -> PgStore {
     let config = DatabaseConfig::from_url(url).expect("valid URL");
-    PgStore::new(config, 1)
+    let store = PgStore::new(config, 1)
         .await
-        .expect("no TLS or IAM to set up")
+        .expect("no TLS or IAM to set up");
+    store.migrate().await.expect("migrated");
+    store
 }
 
-fn accepted(message_id: &str, order_id: Uuid) -> Accepted {
-    let order = Order::from_request_json(&format!(
-        r#"{{"order_id":"{order_id}","customer_id":"cust-7","currency":"SEK",
+fn order(order_id: Uuid, customer: &str) -> Order {
+    Order::from_request_json(&format!(
+        r#"{{"order_id":"{order_id}","customer_id":"{customer}","currency":"SEK",
             "items":[{{"sku":"MUG-2","quantity":3,"unit_price_cents":450}},{{"sku":"TEA 9","quantity":1,"unit_price_cents":0}}]}}"#
     ))
-    .expect("valid order");
+    .expect("valid order")
+}
+
+fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
     let received_at: DateTime<Utc> = "2026-11-24T18:27:15.250Z".parse().expect("timestamp");
-    Accepted {
+    Delivery {
         message_id: message_id.to_owned(),
-        placed: OrderPlaced::new(order, received_at),
+        placed: OrderPlaced::new(order(order_id, "cust-7"), received_at),
+        request_id: Some(format!("req-{message_id}")),
     }
+}
+
+/// The same order id with other content: another customer.
+fn conflicting(message_id: &str, order_id: Uuid) -> Delivery {
+    Delivery {
+        placed: OrderPlaced::new(order(order_id, "someone-else"), Utc::now()),
+        ..delivery(message_id, order_id)
+    }
+}
+
+fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
+    deliveries.iter().collect()
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect("count").get(0)
 }
 
 #[tokio::test]
@@ -32,21 +59,23 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
     let db = TestDatabase::create().await;
     let store = store_for(&db.url).await;
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-    let batch: Vec<Accepted> = ids
+    let batch: Vec<Delivery> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| accepted(&format!("m-{i}"), *id))
+        .map(|(i, id)| delivery(&format!("m-{i}"), *id))
         .collect();
 
-    let first = store.insert(&batch).await.expect("stored");
-    assert_eq!((first.stored, first.duplicates), (3, 0));
-    let again = store.insert(&batch).await.expect("idempotent");
-    assert_eq!((again.stored, again.duplicates), (0, 3));
+    let first = store.insert(&refs(&batch)).await.expect("stored");
+    assert_eq!((first.stored, first.duplicates, first.conflicts), (3, 0, 0));
+    let again = store.insert(&refs(&batch)).await.expect("idempotent");
+    assert_eq!((again.stored, again.duplicates, again.conflicts), (0, 3, 0));
 
     let client = db.connect().await;
     let row = client
         .query_one(
-            "SELECT customer_id, currency, items, total_cents, received_at, sqs_message_id FROM orders WHERE order_id = $1",
+            "SELECT customer_id, currency, items, total_cents, received_at, sqs_message_id,
+                    request_id, content_sha256
+             FROM orders WHERE order_id = $1",
             &[&ids[1]],
         )
         .await
@@ -60,12 +89,12 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
     assert_eq!(row.get::<_, i64>(3), 1350);
     assert_eq!(row.get::<_, DateTime<Utc>>(4), batch[1].placed.received_at);
     assert_eq!(row.get::<_, String>(5), "m-1");
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 3);
+    assert_eq!(row.get::<_, String>(6), "req-m-1");
+    assert_eq!(
+        row.get::<_, Vec<u8>>(7),
+        consumer_lambda::store::content_hash(&batch[1].placed)
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 3);
 }
 
 #[tokio::test]
@@ -73,10 +102,8 @@ async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
     let db = TestDatabase::create().await;
     let store = store_for(&db.url).await;
     let id = Uuid::new_v4();
-    let outcome = store
-        .insert(&[accepted("first", id), accepted("redelivered", id)])
-        .await
-        .expect("stored");
+    let batch = [delivery("first", id), delivery("redelivered", id)];
+    let outcome = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
     let client = db.connect().await;
     let message: String = client
@@ -95,21 +122,19 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones()
     let db = TestDatabase::create().await;
     let store = store_for(&db.url).await;
     let old = Uuid::new_v4();
-    store.insert(&[accepted("old", old)]).await.expect("stored");
+    store
+        .insert(&refs(&[delivery("old", old)]))
+        .await
+        .expect("stored");
     let batch = [
-        accepted("new-1", Uuid::new_v4()),
-        accepted("replayed", old),
-        accepted("new-2", Uuid::new_v4()),
+        delivery("new-1", Uuid::new_v4()),
+        delivery("replayed", old),
+        delivery("new-2", Uuid::new_v4()),
     ];
-    let outcome = store.insert(&batch).await.expect("stored");
+    let outcome = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((outcome.stored, outcome.duplicates), (2, 1));
     let client = db.connect().await;
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 3);
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 3);
     let message: String = client
         .query_one(
             "SELECT sqs_message_id FROM orders WHERE order_id = $1",
@@ -119,6 +144,205 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones()
         .expect("one row")
         .get(0);
     assert_eq!(message, "old", "the first stored copy stays");
+}
+
+#[tokio::test]
+async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored_over_the_first() {
+    testkit::init_tracing();
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let id = Uuid::new_v4();
+    store
+        .insert(&refs(&[delivery("first", id)]))
+        .await
+        .expect("stored");
+
+    let newcomer = conflicting("newcomer", id);
+    let outcome = store
+        .insert(&refs(&[newcomer.clone(), delivery("redelivery", id)]))
+        .await
+        .expect("stored");
+    assert_eq!(
+        (outcome.stored, outcome.duplicates, outcome.conflicts),
+        (0, 1, 1),
+        "the newcomer is a conflict, the true redelivery a duplicate"
+    );
+    // The conflicting message delivered again is not a second conflict.
+    let again = store.insert(&refs(&[newcomer])).await.expect("stored");
+    assert_eq!((again.duplicates, again.conflicts), (1, 0));
+
+    let client = db.connect().await;
+    let row = client
+        .query_one(
+            "SELECT sqs_message_id, request_id, body->>'customer_id' FROM order_conflicts WHERE order_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("exactly one conflict kept");
+    assert_eq!(row.get::<_, String>(0), "newcomer");
+    assert_eq!(row.get::<_, String>(1), "req-newcomer");
+    assert_eq!(row.get::<_, String>(2), "someone-else");
+    let stored: String = client
+        .query_one("SELECT customer_id FROM orders WHERE order_id = $1", &[&id])
+        .await
+        .expect("the first stays")
+        .get(0);
+    assert_eq!(stored, "cust-7");
+}
+
+#[tokio::test]
+async fn two_different_orders_under_one_id_in_one_batch_store_the_first_and_keep_the_second() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let id = Uuid::new_v4();
+    let batch = [delivery("first", id), conflicting("second", id)];
+    let outcome = store.insert(&refs(&batch)).await.expect("stored");
+    assert_eq!((outcome.stored, outcome.conflicts), (1, 1));
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_fails_alone_among_a_thousand_valid_orders() {
+    testkit::init_tracing();
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let mut batch: Vec<Delivery> = (0..1_000)
+        .map(|i| delivery(&format!("m-{i}"), Uuid::new_v4()))
+        .collect();
+    // The contract (and chrono) accept the year -5000; PostgreSQL's timestamptz
+    // ends at 4713 BC and refuses it with a data exception (SQLSTATE 22008).
+    let mut bad = delivery("m-ancient", Uuid::new_v4());
+    bad.placed.received_at = Utc
+        .with_ymd_and_hms(-5000, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a date chrono can hold");
+    batch.insert(617, bad);
+
+    let outcome = store
+        .insert(&refs(&batch))
+        .await
+        .expect("not a transient failure");
+    assert_eq!(outcome.stored, 1_000);
+    assert_eq!(outcome.refused.len(), 1, "{:?}", outcome.refused);
+    assert_eq!(outcome.refused[0].index, 617);
+    assert!(
+        outcome.refused[0].reason.contains("out of range"),
+        "{}",
+        outcome.refused[0].reason
+    );
+    let client = db.connect().await;
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 1_000);
+}
+
+#[tokio::test]
+async fn an_error_at_commit_is_a_failure_and_stores_nothing() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let client = db.connect().await;
+    // A deferred constraint trigger runs at COMMIT, after the COPY itself succeeded.
+    client
+        .batch_execute(
+            "CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'serialization_failure'; END $$;
+             CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON orders
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_at_commit();",
+        )
+        .await
+        .expect("trigger");
+    let err = store
+        .insert(&refs(&[delivery("m", Uuid::new_v4())]))
+        .await
+        .expect_err("a failed commit is not success");
+    assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error() {
+    testkit::init_tracing();
+    let db = TestDatabase::create().await;
+    drop(store_for(&db.url).await); // migrated
+    let id = Uuid::new_v4();
+    // Another consumer is inserting the same order and has not committed: the
+    // store's lookup cannot see it, and its COPY waits on the key.
+    let mut other = db.connect().await;
+    let tx = other.transaction().await.expect("begin");
+    tx.execute(
+        "INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at,
+                             sqs_message_id, content_sha256)
+         VALUES ($1, 'cust-7', 'SEK', '[]', 0, now(), 'other', $2)",
+        &[
+            &id,
+            &consumer_lambda::store::content_hash(&delivery("x", id).placed).to_vec(),
+        ],
+    )
+    .await
+    .expect("insert");
+
+    let batch = [delivery("new", Uuid::new_v4()), delivery("mine", id)];
+    let insert = tokio::spawn({
+        let url = db.url.clone();
+        let batch = batch.clone();
+        async move {
+            let store = store_for(&url).await;
+            store.insert(&refs(&batch)).await
+        }
+    });
+    let watcher = db.connect().await;
+    testkit::eventually("the COPY to wait on the other insert", Duration::from_secs(10), || {
+        let watcher = &watcher;
+        async move {
+            let waiting = count(
+                watcher,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orders-consumer' AND wait_event_type = 'Lock'",
+            )
+            .await;
+            if waiting == 1 { Ok(()) } else { Err(format!("{waiting} waiting")) }
+        }
+    })
+    .await;
+    tx.commit().await.expect("the other consumer commits");
+
+    let outcome = insert.await.expect("no panic").expect("stored");
+    assert_eq!(
+        (outcome.stored, outcome.duplicates, outcome.conflicts),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_call_abandoned_mid_statement_closes_its_connection_and_the_next_one_works() {
+    testkit::init_tracing();
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let client = db.connect().await;
+    let mut locker = db.connect().await;
+    let lock = locker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    // The handler's deadline does this: drop the call while it waits.
+    let batch = [delivery("stuck", Uuid::new_v4())];
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(500), store.insert(&refs(&batch))).await;
+    assert!(abandoned.is_err(), "the insert waits on the lock");
+    lock.rollback().await.expect("unlock");
+
+    // The abandoned backend goes away instead of finishing its work later...
+    testkit::eventually("the abandoned backend to end", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            match count(client, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orders-consumer'").await {
+                0 => Ok(()),
+                n => Err(format!("{n} consumer backends")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 0);
+    // ...and the store goes on with a fresh connection.
+    let outcome = store.insert(&refs(&batch)).await.expect("stored");
+    assert_eq!(outcome.stored, 1);
 }
 
 #[tokio::test]
@@ -132,21 +356,13 @@ async fn migrations_started_at_once_by_several_consumers_apply_exactly_once() {
         })
     });
     let applied: Vec<Vec<i32>> = futures::future::try_join_all(runs).await.expect("no panic");
-    assert_eq!(
-        applied
-            .iter()
-            .filter(|versions| !versions.is_empty())
-            .count(),
-        1,
-        "{applied:?}"
-    );
+    let winners: Vec<&Vec<i32>> = applied.iter().filter(|v| !v.is_empty()).collect();
+    assert_eq!(winners.len(), 1, "{applied:?}");
     let client = db.connect().await;
-    let versions: i64 = client
-        .query_one("SELECT count(*) FROM schema_migrations", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM schema_migrations").await,
+        winners[0].len() as i64
+    );
 }
 
 #[tokio::test]
@@ -156,21 +372,30 @@ async fn the_store_fails_while_the_database_is_down_and_reconnects_when_it_retur
     let db = TestDatabase::create_on(&server.admin_url()).await;
     let store = store_for(&db.url).await;
     store
-        .insert(&[accepted("before", Uuid::new_v4())])
+        .insert(&refs(&[delivery("before", Uuid::new_v4())]))
         .await
         .expect("stored while up");
 
     server.stop();
-    let during = [accepted("during", Uuid::new_v4())];
+    let during = [delivery("during", Uuid::new_v4())];
     let err = store
-        .insert(&during)
+        .insert(&refs(&during))
         .await
         .expect_err("the database is down");
-    assert!(!err.to_string().is_empty());
+    // Either no connection could be made, or the pooled one broke under the call.
+    let chain: String = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(
+        matches!(err, StoreError::Connect(_) | StoreError::Write { .. })
+            && chain.contains("connect"),
+        "{chain}"
+    );
 
     server.start_again().await;
     let outcome = store
-        .insert(&during)
+        .insert(&refs(&during))
         .await
         .expect("reconnected after the restart");
     assert_eq!(outcome.stored, 1);

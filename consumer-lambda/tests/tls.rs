@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL with full verification, against a server whose certificate
 //! comes from a test CA made here.
 
-use consumer_lambda::{Accepted, DatabaseConfig, OrderStore, PgStore};
+use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use testkit::{PostgresServer, TestDatabase};
@@ -61,15 +61,16 @@ async fn store_with_ca(url: &str, ca: &std::path::Path) -> PgStore {
         .expect("the bundle is readable")
 }
 
-fn an_order() -> Accepted {
+fn an_order() -> Delivery {
     let order = Order::from_request_json(&format!(
         r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":1}}]}}"#,
         uuid::Uuid::new_v4()
     ))
     .expect("valid");
-    Accepted {
+    Delivery {
         message_id: "m-1".into(),
         placed: OrderPlaced::new(order, chrono::Utc::now()),
+        request_id: None,
     }
 }
 
@@ -85,7 +86,7 @@ async fn verification_passes_with_the_servers_ca_and_fails_with_another_or_a_wro
     let store = store_with_ca(&db.url, &right_ca.0).await;
     assert_eq!(
         store
-            .insert(&[an_order()])
+            .insert(&[&an_order()])
             .await
             .expect("verified and stored")
             .stored,
@@ -108,7 +109,7 @@ async fn verification_passes_with_the_servers_ca_and_fails_with_another_or_a_wro
     let wrong_ca = Bundle::with(&other.ca_pem);
     let err = store_with_ca(&db.url, &wrong_ca.0)
         .await
-        .insert(&[an_order()])
+        .insert(&[&an_order()])
         .await
         .expect_err("untrusted");
     let chain = format!("{:?}", err);
@@ -125,7 +126,7 @@ async fn verification_passes_with_the_servers_ca_and_fails_with_another_or_a_wro
     let misnamed_ca = Bundle::with(&misnamed.ca_pem);
     let err = store_with_ca(&db2.url, &misnamed_ca.0)
         .await
-        .insert(&[an_order()])
+        .insert(&[&an_order()])
         .await
         .expect_err("wrong name");
     let chain = format!("{:?}", err);

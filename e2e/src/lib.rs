@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, SqsPostpone};
+use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue};
 use local_esm::{BatchHandler, Driver, EventSourceSettings, InProcess, InvocationError};
 use producer::{AppState, SqsQueue};
 use serde_json::{Value, json};
@@ -22,16 +22,19 @@ pub const TEST_BACKOFF: Backoff = Backoff {
     multiplier: 2,
 };
 
-/// Event-source settings scaled for tests: small batches, a short window.
+/// Event-source settings scaled for tests: small batches, a short window, and a
+/// function timeout that leaves the store 5 s before the deadline margin.
 pub const TEST_EVENT_SOURCE: EventSourceSettings = EventSourceSettings {
     batch_size: 100,
     batching_window: Duration::from_millis(200),
     max_concurrency: 2,
+    function_timeout: Duration::from_secs(10),
 };
 
 pub struct Stack {
     pub db: TestDatabase,
     pub queues: TestQueues,
+    pub queue_settings: QueueSettings,
     pub producer_url: String,
     pub http: reqwest::Client,
     producer: Option<Running>,
@@ -83,6 +86,7 @@ impl Stack {
         Self {
             db,
             queues,
+            queue_settings,
             producer_url,
             http: reqwest::Client::new(),
             producer: Some(Running { stop, task }),
@@ -125,14 +129,19 @@ impl Stack {
         }
     }
 
-    /// The consumer as Lambda runs it, on this stack's database and queue.
-    pub async fn consumer(&self) -> Consumer<PgStore, SqsPostpone> {
+    /// The consumer as Lambda runs it, on this stack's database and queue, with
+    /// the test backoff and the queue's own `maxReceiveCount`.
+    pub async fn consumer(&self) -> Consumer<PgStore, SqsRetryQueue> {
         let config = DatabaseConfig::from_url(&self.db.url).expect("a valid URL");
         let store = PgStore::new(config, TEST_EVENT_SOURCE.max_concurrency)
             .await
             .expect("no TLS or IAM to set up");
-        let postpone = SqsPostpone::new(self.queues.sqs.clone(), &self.queues.queue_url);
-        Consumer::new(store, postpone, TEST_BACKOFF)
+        let queue = SqsRetryQueue::new(self.queues.sqs.clone(), &self.queues.queue_url);
+        let policy = RetryPolicy {
+            backoff: TEST_BACKOFF,
+            max_receive_count: Some(self.queue_settings.max_receive_count),
+        };
+        Consumer::new(store, queue, policy)
     }
 
     /// Posts a JSON body to `/orders`; returns the status and the JSON answer.
@@ -220,8 +229,12 @@ pub struct LoseAcks<H> {
 }
 
 impl<H: BatchHandler> BatchHandler for LoseAcks<H> {
-    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
-        let response = self.inner.handle(event).await?;
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<SqsBatchResponse, InvocationError> {
+        let response = self.inner.handle(event, deadline).await?;
         let lose = self
             .remaining
             .fetch_update(

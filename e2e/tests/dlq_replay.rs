@@ -1,6 +1,7 @@
-//! The DLQ's reason to exist, end to end: orders that ran out of retries while
-//! the database was down wait in the DLQ, and once it is back, `replay-dlq`
-//! moves them back and the consumer stores each exactly once.
+//! The DLQ's reason to exist, end to end: orders the database refused while a
+//! bad schema change was in place wait in the DLQ, and once it is fixed,
+//! `replay-dlq` moves them back and the consumer stores each exactly once.
+//! (A database *outage* never sends a valid order to the DLQ: see system.rs.)
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -9,11 +10,10 @@ use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
 use e2e::{Stack, order};
 use futures::StreamExt;
 use serde_json::Value;
-use testkit::{PostgresServer, QueueSettings, eventually};
+use testkit::{QueueSettings, eventually};
 
-/// Scaled down so that an outage outlasts the consumer's retries: a 1 s
-/// visibility timeout, 2 receives and the test backoff (2 s, then 4 s) send a
-/// valid order to the DLQ after about 6 s without a database.
+/// Scaled down: a 1 s visibility timeout and 2 receives send a refused order
+/// to the DLQ within seconds.
 const GIVES_UP_QUICKLY: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 2,
@@ -31,20 +31,29 @@ async fn post_all(stack: &Stack, orders: &[Value]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_dead_lettered_during_a_database_outage_are_all_stored_once_after_a_replay() {
-    let server = PostgresServer::start().await;
-    let mut stack = Stack::start(GIVES_UP_QUICKLY, Some(&server.admin_url())).await;
+async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix_and_a_replay() {
+    let mut stack = Stack::start(GIVES_UP_QUICKLY, None).await;
     stack.start_consumer().await;
     let before: Vec<Value> = (0..10).map(|n| order(n, 1)).collect();
     let during: Vec<Value> = (10..40).map(|n| order(n, 2)).collect();
     post_all(&stack, &before).await;
     stack.await_stored(10, Duration::from_secs(30)).await;
 
-    server.stop();
+    // A constraint no order can meet: PostgreSQL refuses every new row for its
+    // data (SQLSTATE 23514), a permanent failure, so each goes to the DLQ.
+    let admin = stack.db.connect().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE orders ADD CONSTRAINT too_strict CHECK (total_cents < 0) NOT VALID",
+        )
+        .await
+        .expect("the bad change");
     post_all(&stack, &during).await;
-    // The outage lasts until the consumer has given up on every one of them.
     stack.await_dead_lettered(30, Duration::from_secs(90)).await;
-    server.start_again().await;
+    admin
+        .batch_execute("ALTER TABLE orders DROP CONSTRAINT too_strict")
+        .await
+        .expect("the fix");
 
     // As if an earlier replay had been killed between send and delete: three
     // orders are in the DLQ twice. The replay moves both copies.

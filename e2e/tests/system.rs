@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use e2e::{LoseAcks, Stack, order};
 use futures::StreamExt;
-use local_esm::InProcess;
+use local_esm::{BatchHandler, InProcess};
 use serde_json::Value;
 use testkit::{PostgresServer, QueueSettings, eventually};
 
@@ -203,38 +203,179 @@ async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_store
     stack.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_flowing_through_a_database_outage_are_all_stored_once_and_none_reach_the_dlq() {
-    let server = PostgresServer::start().await;
-    // Scaled down: a 1 s visibility timeout and 3 receives would send a record to
-    // the DLQ after about 3 s of outage; the consumer's backoff (2 s, 4 s, 8 s)
-    // stretches that to 14 s, and the outage below lasts 5 s.
-    let mut stack = Stack::start(FAST_RETRY, Some(&server.admin_url())).await;
-    stack.start_consumer().await;
-    let orders: Vec<Value> = (0..300).map(|n| order(n, 1)).collect();
+/// A database outage within the backoff: 1 s visibility timeout, 5 receives,
+/// and the test backoff (2 s, 4 s, 8 s before the requeue on the fourth
+/// receive) hold an order 14 s; the outage below lasts 5 s.
+const WITHIN_BACKOFF: QueueSettings = QueueSettings {
+    visibility_timeout_secs: 1,
+    max_receive_count: 5,
+};
 
-    post_all(&stack, &orders[..100], 8).await;
-    stack.await_stored(100, Duration::from_secs(30)).await;
-    server.stop();
-    // Orders keep coming while the database is down: the producer never notices.
-    post_all(&stack, &orders[100..200], 8).await;
-    tokio::time::sleep(Duration::from_secs(5)).await; // the outage itself: a duration, not a condition
-    server.start_again().await;
-    post_all(&stack, &orders[200..], 8).await;
+/// The order id → SQS message id of every stored row.
+async fn stored_message_ids(stack: &Stack) -> HashMap<String, String> {
+    let client = stack.db.connect().await;
+    client
+        .query("SELECT order_id::text, sqs_message_id FROM orders", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
 
-    stack.await_stored(300, Duration::from_secs(60)).await;
-    eventually("the queue to drain", Duration::from_secs(30), || async {
+async fn await_drained(stack: &Stack) {
+    eventually("the queue to drain", Duration::from_secs(60), || async {
         match stack.queues.depth().await {
             0 => Ok(()),
             n => Err(n),
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_flowing_through_an_outage_within_the_backoff_are_stored_once_from_their_first_message()
+ {
+    let server = PostgresServer::start().await;
+    let mut stack = Stack::start(WITHIN_BACKOFF, Some(&server.admin_url())).await;
+    stack.start_consumer().await;
+    let orders: Vec<Value> = (0..300).map(|n| order(n, 1)).collect();
+
+    let mut accepted = post_all(&stack, &orders[..100], 8).await;
+    stack.await_stored(100, Duration::from_secs(30)).await;
+    server.stop();
+    // Orders keep coming while the database is down: the producer never notices.
+    accepted.extend(post_all(&stack, &orders[100..200], 8).await);
+    tokio::time::sleep(Duration::from_secs(5)).await; // the outage itself: a duration, not a condition
+    server.start_again().await;
+    accepted.extend(post_all(&stack, &orders[200..], 8).await);
+
+    stack.await_stored(300, Duration::from_secs(60)).await;
+    await_drained(&stack).await;
     assert_eq!(stack.stored_count().await, 300);
     assert_eq!(
         stack.queues.dlq_depth().await,
         0,
         "no valid order reached the DLQ"
+    );
+    assert_eq!(
+        stored_message_ids(&stack).await,
+        accepted,
+        "the backoff covered the outage: every order was stored from the message the producer sent"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_many_times_longer_than_the_backoff_requeues_orders_and_stores_each_once() {
+    let server = PostgresServer::start().await;
+    // 3 receives: postponed 2 s after the first, requeued on the second. The
+    // outage lasts 15 s, over seven times the backoff, and twice as long as a
+    // record would take to reach the DLQ without requeueing.
+    let mut stack = Stack::start(FAST_RETRY, Some(&server.admin_url())).await;
+    stack.start_consumer().await;
+    let orders: Vec<Value> = (0..100).map(|n| order(n, 1)).collect();
+    let mut accepted = post_all(&stack, &orders[..20], 8).await;
+    stack.await_stored(20, Duration::from_secs(30)).await;
+
+    server.stop();
+    accepted.extend(post_all(&stack, &orders[20..], 8).await);
+    tokio::time::sleep(Duration::from_secs(15)).await; // the outage itself
+    assert_eq!(
+        stack.queues.dlq_depth().await,
+        0,
+        "nothing valid was given up on during the outage"
+    );
+    server.start_again().await;
+
+    stack.await_stored(100, Duration::from_secs(90)).await;
+    await_drained(&stack).await;
+    assert_eq!(
+        stack.queues.dlq_depth().await,
+        0,
+        "the DLQ holds only poison"
+    );
+    let stored = stored_message_ids(&stack).await;
+    assert_eq!(
+        stored.keys().collect::<HashSet<_>>(),
+        accepted.keys().collect::<HashSet<_>>(),
+        "every accepted order stored, once"
+    );
+    let from_copies = accepted
+        .iter()
+        .filter(|(order_id, message_id)| stored[*order_id] != **message_id)
+        .count();
+    assert!(
+        from_copies >= 80,
+        "the orders queued during the outage were stored from requeued copies ({from_copies} of 80)"
+    );
+    stack.shutdown().await;
+}
+
+/// The real handler, watched: did any invocation run past its deadline (and so
+/// lose its partial response, as a Lambda timeout does)?
+struct Punctual<H> {
+    inner: H,
+    late: std::sync::atomic::AtomicUsize,
+    with_failures: std::sync::atomic::AtomicUsize,
+}
+
+impl<H: BatchHandler> BatchHandler for Punctual<H> {
+    async fn handle(
+        &self,
+        event: aws_lambda_events::event::sqs::SqsEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<aws_lambda_events::event::sqs::SqsBatchResponse, local_esm::InvocationError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let response = self.inner.handle(event, deadline).await;
+        if tokio::time::Instant::now() > deadline {
+            self.late.fetch_add(1, SeqCst);
+        }
+        if response
+            .as_ref()
+            .is_ok_and(|r| !r.batch_item_failures.is_empty())
+        {
+            self.with_failures.fetch_add(1, SeqCst);
+        }
+        response
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_loses_none() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = PostgresServer::start().await;
+    let mut stack = Stack::start(WITHIN_BACKOFF, Some(&server.admin_url())).await;
+    let handler = std::sync::Arc::new(Punctual {
+        inner: InProcess(stack.consumer().await),
+        late: AtomicUsize::new(0),
+        with_failures: AtomicUsize::new(0),
+    });
+    stack.start_consumer_with(handler.clone()).await;
+    let orders: Vec<Value> = (0..200).map(|n| order(n, 1)).collect();
+    post_all(&stack, &orders[..50], 8).await;
+    stack.await_stored(50, Duration::from_secs(30)).await;
+
+    // Frozen, not down: connections stay open and nothing is ever answered.
+    server.freeze();
+    post_all(&stack, &orders[50..150], 8).await;
+    let frozen_for = e2e::TEST_EVENT_SOURCE.function_timeout + Duration::from_secs(3);
+    tokio::time::sleep(frozen_for).await; // the stall itself: a duration, not a condition
+    server.thaw();
+    post_all(&stack, &orders[150..], 8).await;
+
+    stack.await_stored(200, Duration::from_secs(90)).await;
+    await_drained(&stack).await;
+    assert_eq!(stack.stored_count().await, 200);
+    assert_eq!(stack.queues.dlq_depth().await, 0);
+    assert_eq!(
+        handler.late.load(SeqCst),
+        0,
+        "every invocation answered before its deadline"
+    );
+    assert!(
+        handler.with_failures.load(SeqCst) > 0,
+        "records were postponed while the database was frozen"
     );
     stack.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, SqsPostpone};
+use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue};
 
 use crate::driver::{Driver, InProcess};
 use crate::queues::create_queues;
@@ -52,6 +52,13 @@ enum Command {
         /// Overrides the template's ScalingConfig.MaximumConcurrency.
         #[arg(long)]
         max_concurrency: Option<usize>,
+        /// Overrides the function's Timeout (milliseconds here, for tests).
+        #[arg(long)]
+        function_timeout_ms: Option<u64>,
+        /// The queue's maxReceiveCount, when the queues were created with another
+        /// than the template's (the consumer requeues a record one receive before).
+        #[arg(long, env = "MAX_RECEIVE_COUNT")]
+        max_receive_count: Option<u32>,
         /// First backoff step, in seconds, for records the database could not take.
         #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base.as_secs())]
         retry_base_seconds: u64,
@@ -90,14 +97,19 @@ impl Cli {
                 batch_size,
                 batching_window_ms,
                 max_concurrency,
+                function_timeout_ms,
+                max_receive_count,
                 retry_base_seconds,
                 retry_multiplier,
             } => {
-                let mut settings = Template::from_file(&template)?.event_source;
+                let template = Template::from_file(&template)?;
+                let mut settings = template.event_source;
                 settings.batch_size = batch_size.unwrap_or(settings.batch_size);
                 settings.batching_window =
                     batching_window_ms.map_or(settings.batching_window, Duration::from_millis);
                 settings.max_concurrency = max_concurrency.unwrap_or(settings.max_concurrency);
+                settings.function_timeout =
+                    function_timeout_ms.map_or(settings.function_timeout, Duration::from_millis);
                 // One connection per concurrent invocation, as one per Lambda environment.
                 let store = PgStore::new(
                     DatabaseConfig::from_url(&database_url)?,
@@ -105,12 +117,17 @@ impl Cli {
                 )
                 .await?;
                 let sqs = sqs_client().await;
-                let backoff = Backoff {
-                    base: Duration::from_secs(retry_base_seconds),
-                    multiplier: retry_multiplier,
+                let policy = RetryPolicy {
+                    backoff: Backoff {
+                        base: Duration::from_secs(retry_base_seconds),
+                        multiplier: retry_multiplier,
+                    },
+                    max_receive_count: Some(
+                        max_receive_count.unwrap_or(template.queues.max_receive_count),
+                    ),
                 };
                 let consumer =
-                    Consumer::new(store, SqsPostpone::new(sqs.clone(), &queue_url), backoff);
+                    Consumer::new(store, SqsRetryQueue::new(sqs.clone(), &queue_url), policy);
                 let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
                     .await
                     .context("the queue to poll is not reachable")?;

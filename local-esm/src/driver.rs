@@ -4,8 +4,9 @@
 //! records within the batching window, run at most `max_concurrency` invocations
 //! at once, delete the records the handler did not report as failed, and leave
 //! the failed ones alone, so they reappear after the visibility timeout and reach
-//! the DLQ after `maxReceiveCount` receives. An invocation that errors or panics,
-//! or answers with an identifier that is not in the batch, fails the whole batch.
+//! the DLQ after `maxReceiveCount` receives. An invocation that errors, panics,
+//! runs past the function's timeout, or answers with an identifier that is not in
+//! the batch, fails the whole batch.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -35,22 +36,40 @@ const MAX_WAIT_SECS: u64 = 20;
 #[error("the invocation failed: {0}")]
 pub struct InvocationError(pub String);
 
-/// What the driver invokes with each batch: the handler in process, or a Lambda endpoint.
+/// What the driver invokes with each batch: the handler in process, or a Lambda
+/// endpoint. `deadline` is when the invocation times out, as Lambda's context
+/// tells the function.
 pub trait BatchHandler: Send + Sync {
     fn handle(
         &self,
         event: SqsEvent,
+        deadline: Instant,
     ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
 }
 
-/// Runs the consumer's handler in this process.
-pub struct InProcess<S, P>(pub consumer_lambda::Consumer<S, P>);
+/// Shared handlers: a test keeps one end to look at what the handler saw.
+impl<H: BatchHandler> BatchHandler for std::sync::Arc<H> {
+    fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send {
+        (**self).handle(event, deadline)
+    }
+}
 
-impl<S: consumer_lambda::OrderStore, P: consumer_lambda::Postpone> BatchHandler
-    for InProcess<S, P>
+/// Runs the consumer's handler in this process.
+pub struct InProcess<S, Q>(pub consumer_lambda::Consumer<S, Q>);
+
+impl<S: consumer_lambda::OrderStore, Q: consumer_lambda::RetryQueue> BatchHandler
+    for InProcess<S, Q>
 {
-    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
-        match self.0.handle(event).await {
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> Result<SqsBatchResponse, InvocationError> {
+        match self.0.handle(event, deadline).await {
             Ok(handled) => Ok(handled.response),
             Err(err) => Err(InvocationError(err.to_string())),
         }
@@ -218,45 +237,51 @@ impl<H: BatchHandler> Driver<H> {
         let received = messages.len();
         let event = self.event(&messages);
         let span = info_span!("invoke", records = received);
-        let response = AssertUnwindSafe(self.handler.handle(event))
-            .catch_unwind()
-            .instrument(span.clone())
-            .await;
+        let timeout = self.settings.function_timeout;
+        let deadline = Instant::now() + timeout;
+        // Lambda stops an invocation at its timeout: no response, no partial
+        // success, the whole batch comes back after the visibility timeout.
+        let response = tokio::time::timeout_at(
+            deadline,
+            AssertUnwindSafe(self.handler.handle(event, deadline)).catch_unwind(),
+        )
+        .instrument(span.clone())
+        .await;
         let _entered = span.enter();
+        let all_retried = BatchOutcome {
+            received,
+            deleted: 0,
+            retried: received,
+        };
         let failed: HashSet<String> = match response {
-            Ok(Ok(response)) => response
+            Err(_elapsed) => {
+                error!(
+                    timeout_s = timeout.as_secs_f64(),
+                    "the invocation timed out; the whole batch will be retried after the visibility timeout"
+                );
+                return all_retried;
+            }
+            Ok(Ok(Ok(response))) => response
                 .batch_item_failures
                 .into_iter()
                 .map(|failure| failure.item_identifier)
                 .collect(),
-            Ok(Err(err)) => {
+            Ok(Ok(Err(err))) => {
                 warn!(error = %err, "the whole batch will be retried after the visibility timeout");
-                return BatchOutcome {
-                    received,
-                    deleted: 0,
-                    retried: received,
-                };
+                return all_retried;
             }
-            Err(_) => {
+            Ok(Err(_panic)) => {
                 error!(
                     "the handler panicked; the whole batch will be retried after the visibility timeout"
                 );
-                return BatchOutcome {
-                    received,
-                    deleted: 0,
-                    retried: received,
-                };
+                return all_retried;
             }
         };
         let known: HashSet<&str> = messages.iter().filter_map(|m| m.message_id()).collect();
         if let Some(unknown) = failed.iter().find(|id| !known.contains(id.as_str())) {
             // Lambda's rule: an empty or unknown itemIdentifier fails the whole batch.
             error!(item_identifier = %unknown, "the response names a record that is not in the batch; retrying the whole batch");
-            return BatchOutcome {
-                received,
-                deleted: 0,
-                retried: received,
-            };
+            return all_retried;
         }
         let done: Vec<&Message> = messages
             .iter()

@@ -41,12 +41,14 @@ pub struct QueueSettings {
     pub max_receive_count: u32,
 }
 
-/// The SQS event source of the consumer function.
+/// The SQS event source of the consumer function, and the function's timeout,
+/// which the local driver enforces as Lambda does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventSourceSettings {
     pub batch_size: usize,
     pub batching_window: Duration,
     pub max_concurrency: usize,
+    pub function_timeout: Duration,
 }
 
 /// The parts of the template the local stack needs.
@@ -97,6 +99,11 @@ impl Template {
                 ),
                 max_concurrency: t
                     .number(&[&event[..], &["ScalingConfig", "MaximumConcurrency"]].concat())?,
+                // The function's own Timeout, else the template's Globals.
+                function_timeout: Duration::from_secs(
+                    t.number(&["Resources", FUNCTION, "Properties", "Timeout"])
+                        .or_else(|_| t.number(&["Globals", "Function", "Timeout"]))?,
+                ),
             },
         })
     }
@@ -233,12 +240,16 @@ mod tests {
         assert_eq!(queues.dlq_retention_secs, 14 * 24 * 3600);
         assert!(template.event_source.batch_size >= 1);
         assert!(template.event_source.max_concurrency >= 2);
+        assert_eq!(
+            template.event_source.function_timeout,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
     fn a_ref_resolves_to_the_parameter_default() {
         let template =
-            PROJECT_TEMPLATE.replace("Default: 5\n    MinValue: 3", "Default: 7\n    MinValue: 3");
+            PROJECT_TEMPLATE.replace("Default: 6\n    MinValue: 3", "Default: 7\n    MinValue: 3");
         let parsed = Template::parse(&template).expect("readable");
         assert_eq!(parsed.queues.max_receive_count, 7);
     }

@@ -12,6 +12,7 @@ use local_esm::{
     BatchHandler, BatchOutcome, Driver, EventSourceSettings, InvocationError, Template,
 };
 use testkit::{QueueSettings, TestQueues, eventually, unique_name};
+use tokio::time::Instant;
 
 /// Fails the records whose body starts with "fail", records what it saw.
 #[derive(Default)]
@@ -20,10 +21,16 @@ struct Recorder {
     running: AtomicUsize,
     peak: AtomicUsize,
     delay: Duration,
+    deadlines: Mutex<Vec<Instant>>,
 }
 
 impl BatchHandler for Recorder {
-    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> Result<SqsBatchResponse, InvocationError> {
+        self.deadlines.lock().expect("lock").push(deadline);
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
@@ -44,7 +51,11 @@ impl BatchHandler for Recorder {
 struct Broken;
 
 impl BatchHandler for Broken {
-    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, InvocationError> {
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        _deadline: Instant,
+    ) -> Result<SqsBatchResponse, InvocationError> {
         if event.records.len() > 1 {
             panic!("the handler blew up");
         }
@@ -59,6 +70,7 @@ fn settings(batch_size: usize, window_ms: u64, max_concurrency: usize) -> EventS
         batch_size,
         batching_window: Duration::from_millis(window_ms),
         max_concurrency,
+        function_timeout: Duration::from_secs(30),
     }
 }
 
@@ -252,8 +264,15 @@ async fn an_invocation_that_panics_or_names_a_stranger_acknowledges_nothing() {
     .await
     .expect("driver");
     let panicked = driver.poll_once().await.expect("polled");
-    assert_eq!(panicked.deleted, 0);
-    assert_eq!(panicked.retried, panicked.received);
+    assert_eq!(
+        panicked,
+        BatchOutcome {
+            received: 3,
+            deleted: 0,
+            retried: 3
+        },
+        "the whole batch was handed over, and none of it acknowledged"
+    );
 
     let single = TestQueues::create(QueueSettings::default()).await;
     single.send_bodies(&bodies("ok", 1)).await;
@@ -276,6 +295,50 @@ async fn an_invocation_that_panics_or_names_a_stranger_acknowledges_nothing() {
     );
     assert_eq!(queues.depth().await, 3);
     assert_eq!(single.depth().await, 1);
+}
+
+#[tokio::test]
+async fn an_invocation_past_the_function_timeout_is_abandoned_and_acknowledges_nothing() {
+    testkit::init_tracing();
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    queues.send_bodies(&bodies("ok", 2)).await;
+    let handler = Recorder {
+        delay: Duration::from_secs(60),
+        ..Recorder::default()
+    };
+    let timeout = Duration::from_millis(800);
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        EventSourceSettings {
+            function_timeout: timeout,
+            ..settings(10, 300, 1)
+        },
+        handler,
+    )
+    .await
+    .expect("driver");
+    let started = Instant::now();
+    let outcome = driver.poll_once().await.expect("polled");
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            received: 2,
+            deleted: 0,
+            retried: 2
+        }
+    );
+    // The handler was told the deadline Lambda would give it.
+    let deadline = driver.handler().deadlines.lock().expect("lock")[0];
+    assert!(
+        deadline > started && deadline <= Instant::now(),
+        "{deadline:?}"
+    );
+    assert!(
+        driver.handler().events.lock().expect("lock").is_empty(),
+        "the handler never finished"
+    );
+    assert_eq!(queues.depth().await, 2, "nothing was deleted");
 }
 
 #[tokio::test]

@@ -875,7 +875,7 @@ fn the_consumer_builds_with_cargo_lambda_for_al2023_and_arm64_by_default() {
 fn resolve(t: &Document, value: &Value) -> String {
     if let Some(name) = reference(value) {
         if let Some(default) = default_of(t, value) {
-            return text(default).to_owned();
+            return as_u64(default).map_or_else(|| text(default).to_owned(), |n| n.to_string());
         }
         return match name {
             "OrdersQueue" => {
@@ -924,6 +924,16 @@ fn the_consumer_accepts_the_environment_the_template_gives_it() {
     assert!(
         config.queue_url.is_some(),
         "QUEUE_URL lets the consumer postpone failed records"
+    );
+    assert_eq!(
+        config.retry.max_receive_count,
+        Some(
+            local_esm::Template::from_document(&t)
+                .expect("settings")
+                .queues
+                .max_receive_count
+        ),
+        "the consumer requeues by the queue's own maxReceiveCount"
     );
 
     // The CA bundle: a layer whose content scripts/deploy writes, mounted under /opt.

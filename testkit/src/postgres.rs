@@ -180,6 +180,45 @@ impl PostgresServer {
         .await;
     }
 
+    /// Freezes every process of the cluster with SIGSTOP, as a server that
+    /// stops answering without closing anything would (a stalled disk, a frozen
+    /// VM, a failover in progress): connections stay open, the kernel still
+    /// accepts new ones, and nothing is ever answered until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Resumes a frozen cluster with SIGCONT.
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    /// Sends `signal` to the postmaster and every process it forked. The
+    /// postmaster goes first when stopping (it then forks nothing new) and last
+    /// when resuming.
+    fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(Path::new(&self.data()).join("postmaster.pid"))
+            .expect("the server is running");
+        let postmaster = pid_file.lines().next().expect("a pid").trim().to_owned();
+        let children = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| {
+                let pid = entry.ok()?.file_name().into_string().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // The parent pid is the second field after the parenthesised name.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                let parent = after_name.split(' ').nth(1)?;
+                (parent == postmaster).then_some(pid)
+            })
+            .collect::<Vec<_>>();
+        let mut pids = vec![postmaster];
+        pids.extend(children);
+        if signal == "-CONT" {
+            pids.reverse();
+        }
+        run(Command::new("kill").arg(signal).args(&pids));
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }

@@ -4,10 +4,12 @@
 pub mod iam;
 pub mod tls;
 
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use tokio::task::AbortHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -97,7 +99,7 @@ impl Connector {
             .unwrap_or_else(|err| unreachable!("{err}"))
     }
 
-    pub async fn connect(&self) -> Result<Client, ConnectError> {
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
         let mut pg = self.config.pg.clone();
         let (host, port) = self.config.endpoint();
         if let Some(iam) = &self.iam {
@@ -120,20 +122,49 @@ impl Connector {
             endpoint: format!("{host}:{port}"),
             source,
         };
-        let client = match &self.tls {
+        let (client, driver) = match &self.tls {
             Some(tls) => {
                 let (client, connection) = pg.connect(tls.clone()).await.map_err(postgres_error)?;
-                tokio::spawn(drive(connection));
-                client
+                (client, tokio::spawn(drive(connection)))
             }
             None => {
                 let (client, connection) = pg.connect(NoTls).await.map_err(postgres_error)?;
-                tokio::spawn(drive(connection));
-                client
+                (client, tokio::spawn(drive(connection)))
             }
         };
         tracing::info!(endpoint = %format!("{host}:{port}"), tls = self.tls.is_some(), iam = self.iam.is_some(), "connected to PostgreSQL");
-        Ok(client)
+        Ok(Connection {
+            client,
+            driver: driver.abort_handle(),
+        })
+    }
+}
+
+/// A client and the task that drives its socket. Dropping it closes the socket
+/// at once, even when the server stopped answering mid-statement: a connection
+/// abandoned at the deadline is never handed to the next batch.
+pub struct Connection {
+    client: Client,
+    driver: AbortHandle,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Deref for Connection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 }
 
@@ -145,14 +176,14 @@ async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>
 }
 
 impl deadpool::managed::Manager for Connector {
-    type Type = Client;
+    type Type = Connection;
     type Error = ConnectError;
 
-    async fn create(&self) -> Result<Client, ConnectError> {
+    async fn create(&self) -> Result<Connection, ConnectError> {
         self.connect().await
     }
 
-    async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<ConnectError> {
+    async fn recycle(&self, client: &mut Connection, _: &Metrics) -> RecycleResult<ConnectError> {
         if client.is_closed() {
             return Err(RecycleError::message("the connection is closed"));
         }

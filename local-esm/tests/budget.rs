@@ -1,0 +1,52 @@
+//! The outage budget, derived from the real constants: the template's
+//! `MaxReceiveCount` and the consumer's default backoff, not a copy of them.
+
+use std::time::Duration;
+
+use consumer_lambda::retry::{MAX_DELAY, Retry};
+use consumer_lambda::{Backoff, RetryPolicy};
+use local_esm::Template;
+
+fn policy() -> RetryPolicy {
+    let template = Template::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/template.yaml"
+    ))
+    .expect("the template");
+    RetryPolicy {
+        backoff: Backoff::default(),
+        max_receive_count: Some(template.queues.max_receive_count),
+    }
+}
+
+#[test]
+fn with_the_template_defaults_the_backoff_alone_holds_an_order_at_least_six_hours() {
+    let budget = policy().budget().expect("a max receive count");
+    println!("outage budget before the first requeue: {budget:?}");
+    assert!(budget >= Duration::from_secs(6 * 3600), "{budget:?}");
+}
+
+#[test]
+fn with_the_template_defaults_no_receive_of_a_valid_order_ever_leads_to_the_dlq() {
+    let policy = policy();
+    let max = policy.max_receive_count.expect("set");
+    // Through many generations of requeued copies: every failed receive either
+    // postpones within SQS's ceiling or requeues, and it requeues before the
+    // last receive, so one receive is always left to spare.
+    for generation in 0..10 {
+        for receive in 1..=max {
+            match policy.after_failure(receive, generation) {
+                Retry::Postpone(delay) => {
+                    assert!(receive < max - 1, "receive {receive} of {max} postpones");
+                    assert!(delay <= MAX_DELAY);
+                }
+                Retry::Requeue {
+                    generation: next, ..
+                } => {
+                    assert!(receive >= max - 1);
+                    assert_eq!(next, generation + 1);
+                }
+            }
+        }
+    }
+}
