@@ -30,6 +30,18 @@ enum Command {
         #[arg(long, default_value = "orders-dlq")]
         dlq_name: String,
     },
+    /// Print what the consumer does with a valid order during a database outage,
+    /// from the template's MaxReceiveCount and the consumer's backoff.
+    RetrySchedule {
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: String,
+        /// First backoff step, in seconds.
+        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base.as_secs())]
+        retry_base_seconds: u64,
+        /// Growth of the backoff with each attempt.
+        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
+        retry_multiplier: u32,
+    },
     /// Apply the consumer's database migrations to DATABASE_URL.
     Migrate {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -81,6 +93,21 @@ impl Cli {
                 let urls = create_queues(&sqs, &queue_name, &dlq_name, template.queues).await?;
                 println!("QUEUE_URL={}", urls.queue_url);
                 println!("DLQ_URL={}", urls.dlq_url);
+            }
+            Command::RetrySchedule {
+                template,
+                retry_base_seconds,
+                retry_multiplier,
+            } => {
+                let template = Template::from_file(&template)?;
+                let policy = RetryPolicy {
+                    backoff: Backoff {
+                        base: Duration::from_secs(retry_base_seconds),
+                        multiplier: retry_multiplier,
+                    },
+                    max_receive_count: Some(template.queues.max_receive_count),
+                };
+                print!("{}", crate::schedule::describe(&policy, 2));
             }
             Command::Migrate { database_url } => {
                 PgStore::new(DatabaseConfig::from_url(&database_url)?, 1)

@@ -6,11 +6,13 @@
 //!   [`Document`] is the whole template as data, for the template's own tests.
 //! - [`queues`]: creates the queue pair with those settings.
 //! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced.
-//! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`).
+//! - [`schedule`]: the retry schedule of a valid order through an outage, as text.
+//! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`, `retry-schedule`).
 
 pub mod cli;
 pub mod driver;
 pub mod queues;
+pub mod schedule;
 pub mod template;
 
 pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError};

@@ -1,0 +1,112 @@
+//! The life of a valid order through a long database outage, computed from the
+//! consumer's own [`RetryPolicy`], for the README and for operators
+//! (`local-esm retry-schedule`).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use consumer_lambda::RetryPolicy;
+use consumer_lambda::retry::Retry;
+
+/// SQS requests one failed receive costs an order that is alone in its batch:
+/// the receive, and the visibility change or the copy's send plus the
+/// original's delete. Batched calls carry up to ten records, so a full batch
+/// costs a tenth of this per order.
+const REQUESTS_PER_POSTPONE: u32 = 2;
+const REQUESTS_PER_REQUEUE: u32 = 3;
+
+/// A table of every failed receive of the first `generations` copies, then the
+/// budget and the cost.
+pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
+    let max = policy.max_receive_count.unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "maxReceiveCount={max} backoff={}s×{}ⁿ",
+        policy.backoff.base.as_secs(),
+        policy.backoff.multiplier
+    );
+    let _ = writeln!(out, "copy  receive  at            then");
+    let mut at = Duration::ZERO;
+    let mut cycle = (Duration::ZERO, 0);
+    for generation in 0..generations {
+        let started = at;
+        let mut requests = 0;
+        for receive in 1..=max {
+            let (wait, action) = match policy.after_failure(receive, generation) {
+                Retry::Postpone(delay) => {
+                    requests += REQUESTS_PER_POSTPONE;
+                    (delay, format!("postponed {}", human(delay)))
+                }
+                Retry::Requeue { delay, .. } => {
+                    requests += REQUESTS_PER_REQUEUE;
+                    (
+                        delay,
+                        format!("requeued, the copy visible after {}", human(delay)),
+                    )
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{generation:>4}  {receive:>7}  {:>12}  {action}",
+                human(at)
+            );
+            at += wait;
+            if action.starts_with("requeued") {
+                break;
+            }
+        }
+        cycle = (at - started, requests);
+    }
+    if let Some(budget) = policy.budget() {
+        let _ = writeln!(
+            out,
+            "backoff before the first requeue: {} ({} s)",
+            human(budget),
+            budget.as_secs()
+        );
+    }
+    let (length, requests) = cycle;
+    if !length.is_zero() {
+        let per_day = f64::from(requests) * 86_400.0 / length.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "later copies: {requests} SQS requests every {} = {per_day:.1} per order per day alone in a batch, {:.2} in full batches of ten",
+            human(length),
+            per_day / 10.0
+        );
+    }
+    out
+}
+
+/// `4h 10m`, `12m 30s`, `45s`.
+fn human(duration: Duration) -> String {
+    let s = duration.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use consumer_lambda::Backoff;
+
+    #[test]
+    fn the_schedule_lists_each_receive_and_ends_with_the_cost() {
+        let policy = RetryPolicy {
+            backoff: Backoff::default(),
+            max_receive_count: Some(6),
+        };
+        let text = describe(&policy, 2);
+        assert!(text.contains("   0        1"), "{text}");
+        assert!(text.contains("requeued"), "{text}");
+        assert!(
+            text.contains("backoff before the first requeue: 6h 30m (23400 s)"),
+            "{text}"
+        );
+        assert!(text.contains("per order per day"), "{text}");
+    }
+}
