@@ -250,7 +250,16 @@
     customer.focus();
   }
 
-  form.addEventListener("input", updateTotal);
+  form.addEventListener("input", (event) => {
+    updateTotal();
+    // An edited field no longer carries the old answer's complaint.
+    const field = event.target;
+    if (field.getAttribute("aria-invalid") === "true") {
+      field.removeAttribute("aria-invalid");
+      const error = $(field.id + "-error");
+      if (error) error.hidden = true;
+    }
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (sending || state.sent) return;
