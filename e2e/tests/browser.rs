@@ -338,12 +338,37 @@ impl Browser {
 }
 
 /// Fills the form: a customer number and a quantity per SKU.
-async fn fill(browser: &Browser, customer: &str, quantities: &[(&str, u32)]) {
+async fn fill(browser: &Browser, customer: &str, quantities: &[(&str, i32)]) {
     browser.type_into("#customer-id", customer).await;
     for (sku, quantity) in quantities {
         browser
             .type_into(&format!("#qty-{sku}"), &quantity.to_string())
             .await;
+    }
+}
+
+async fn place(browser: &Browser) {
+    browser
+        .find("#place-order")
+        .await
+        .click()
+        .await
+        .expect("click Place order");
+}
+
+/// Awaits the problem's detail in `#{slot}-error`; the field `focused` has the focus.
+async fn assert_refused(browser: &Browser, slot: &str, focused: &str, detail: &str) {
+    let error = browser.visible(&format!("#{slot}-error")).await;
+    let shown = error.text().await.expect("the detail");
+    assert!(shown.starts_with(detail), "{shown}");
+    assert_eq!(browser.focused().await, focused);
+    if slot != "items" {
+        let field = browser.find(&format!("#{slot}")).await;
+        assert_eq!(
+            field.attr("aria-invalid").await.expect("attr").as_deref(),
+            Some("true"),
+            "{slot}"
+        );
     }
 }
 
@@ -395,29 +420,37 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
         );
         let order_id = browser.pending_order_id().await;
 
-        // A customer number the producer refuses: its detail shows under the field.
+        // Each refusal's detail shows next to the field it names, which gets the focus.
+        browser.type_into("#customer-id", "cust-42").await;
+        place(&browser).await;
+        assert_refused(&browser, "items", "qty-NOTEBOOK-A5", "`items` must hold").await;
+
         fill(
             &browser,
-            "cust 42",
-            &[("NOTEBOOK-A5", 2), ("MUG-STONEWARE", 1)],
+            "cust-42",
+            &[("NOTEBOOK-A5", 2), ("MUG-STONEWARE", -1)],
         )
         .await;
+        place(&browser).await;
+        // The second line sent is the mug's, whatever its row.
+        assert_refused(
+            &browser,
+            "qty-MUG-STONEWARE",
+            "qty-MUG-STONEWARE",
+            "`items[1].quantity` must be between 1 and 10000, not -1",
+        )
+        .await;
+
+        fill(&browser, "cust 42", &[("MUG-STONEWARE", 1)]).await;
         assert_eq!(browser.text("#total").await, "€35.48");
-        browser
-            .find("#place-order")
-            .await
-            .click()
-            .await
-            .expect("click");
-        let error = browser.visible("#customer-id-error").await;
-        let detail = error.text().await.expect("the detail");
-        assert!(detail.starts_with("`customer_id` must be"), "{detail}");
-        let field = browser.find("#customer-id").await;
-        assert_eq!(
-            field.attr("aria-invalid").await.expect("attr").as_deref(),
-            Some("true")
-        );
-        assert_eq!(browser.focused().await, "customer-id");
+        place(&browser).await;
+        assert_refused(
+            &browser,
+            "customer-id",
+            "customer-id",
+            "`customer_id` must be",
+        )
+        .await;
         assert_eq!(
             browser.pending_order_id().await,
             order_id,
@@ -440,12 +473,7 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
         browser.viewport(1280, 900).await;
         browser.screenshot(&docs("order-page-desktop.png")).await;
 
-        browser
-            .find("#place-order")
-            .await
-            .click()
-            .await
-            .expect("click");
+        place(&browser).await;
         assert_eq!(await_received(&browser).await, order_id);
         assert_eq!(browser.focused().await, "received-title");
 
@@ -652,12 +680,7 @@ async fn while_sqs_is_down_the_page_says_so_and_its_retry_places_the_same_order_
         fill(&browser, "cust-busy", &[("TOTE-CANVAS", 1)]).await;
 
         localstack.kill();
-        browser
-            .find("#place-order")
-            .await
-            .click()
-            .await
-            .expect("click");
+        place(&browser).await;
         browser.visible("#busy").await;
         assert_eq!(browser.text("#busy-message").await, BUSY);
         let retry = browser.find("#retry").await;

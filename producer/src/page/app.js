@@ -254,6 +254,7 @@
     updateTotal();
     // An edited field no longer carries the old answer's complaint.
     const field = event.target;
+    if (field.classList.contains("qty")) $("items-error").hidden = true;
     if (field.getAttribute("aria-invalid") === "true") {
       field.removeAttribute("aria-invalid");
       const error = $(field.id + "-error");
