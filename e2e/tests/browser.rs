@@ -290,6 +290,30 @@ impl Browser {
         }
     }
 
+    /// No caret, focus ring or hover colour in the pictures: they would differ
+    /// from run to run. The pointer rests on the banner, and the button's hover
+    /// transition is awaited to its end.
+    async fn settle_for_pictures(&self) {
+        self.script("document.activeElement.blur()").await;
+        let corner = MouseActions::new("mouse".to_owned()).then(PointerAction::MoveTo {
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.client
+            .perform_actions(corner)
+            .await
+            .expect("move the pointer");
+        let button = self.find("#place-order").await;
+        eventually("the button's own colour", WAIT, || async {
+            match button.css_value("background-color").await {
+                Ok(colour) if colour == "rgba(29, 78, 216, 1)" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+
     async fn screenshot(&self, path: &Path) {
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::create_dir_all(path.parent().expect("a directory")).expect("create docs/");
@@ -466,8 +490,7 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
                 .await
                 .expect("shown?")
         );
-        // No caret or focus ring in the pictures: they would differ run to run.
-        browser.script("document.activeElement.blur()").await;
+        browser.settle_for_pictures().await;
         browser.viewport(390, 844).await;
         browser.screenshot(&docs("order-page-phone.png")).await;
         browser.viewport(1280, 900).await;
