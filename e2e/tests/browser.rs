@@ -720,7 +720,7 @@ async fn while_sqs_is_down_the_page_says_so_and_its_retry_places_the_same_order_
                 .starts_with("You can try again in")
         );
 
-        // A reload keeps the order, its id, the message and the wait.
+        // A reload keeps the order, its id and the message.
         browser.client.refresh().await.expect("reload");
         browser.visible("#busy").await;
         assert_eq!(browser.text("#busy-message").await, BUSY);
