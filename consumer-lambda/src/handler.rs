@@ -139,12 +139,20 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     metrics.duplicates = stored.duplicates;
                     metrics.conflicts = stored.conflicts;
                     metrics.rejected += stored.refused.len();
-                    for refused in &stored.refused {
-                        let record = &valid[refused.index];
+                    let mut refused = vec![false; valid.len()];
+                    for r in &stored.refused {
+                        refused[r.index] = true;
+                        let record = &valid[r.index];
                         if record.message_id().is_empty() {
                             return Err(BatchError::MissingMessageId);
                         }
                         failed.push(record.message_id().to_owned());
+                    }
+                    // One line per order in its span (message id, order id,
+                    // request id): how an order is followed to its row, and
+                    // what scripts/deploy's canary check looks for.
+                    for (record, _) in valid.iter().zip(&refused).filter(|(_, r)| !**r) {
+                        record.span.in_scope(|| info!("order stored"));
                     }
                 }
                 None => {

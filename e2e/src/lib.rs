@@ -65,6 +65,23 @@ impl Stack {
             None => TestDatabase::create().await,
         };
         let queues = TestQueues::create(queue_settings).await;
+        Self::start_with(db, queues, queue_settings).await
+    }
+
+    /// Like [`Stack::start`], with the queues on the SQS emulator at `sqs_endpoint`:
+    /// one the test runs for itself, so that it may stop it.
+    pub async fn start_on_sqs(queue_settings: QueueSettings, sqs_endpoint: &str) -> Self {
+        testkit::init_tracing();
+        let db = TestDatabase::create().await;
+        let queues = TestQueues::create_at(sqs_endpoint, queue_settings).await;
+        Self::start_with(db, queues, queue_settings).await
+    }
+
+    async fn start_with(
+        db: TestDatabase,
+        queues: TestQueues,
+        queue_settings: QueueSettings,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");

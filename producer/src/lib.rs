@@ -9,11 +9,13 @@
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
+//! - [`page`]: the customer's order page at `GET /`, embedded in the binary.
 //!
 //! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
 //! with a listener and a shutdown trigger of their own.
 
 pub mod config;
+pub mod page;
 pub mod problem;
 pub mod queue;
 pub mod routes;

@@ -75,6 +75,7 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
         .route("/orders", post(place_order::<Q>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<Q>))
+        .merge(crate::page::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

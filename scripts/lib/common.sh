@@ -191,6 +191,19 @@ ensure_localstack() {
     ensure_pinned_venv "$VENV_DIR" "$LOCALSTACK_REQUIREMENTS" localstack-supervisor
 }
 
+# The browser tests (e2e/tests/browser.rs) drive Debian's chromium through
+# chromedriver; fonts-liberation gives the screenshots the same fonts everywhere.
+ensure_chromium() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    [[ -d /usr/share/fonts/truetype/liberation ]] || missing+=(fonts-liberation)
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}"
+    fi
+    info "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
+}
+
 # Everything both scripts need. Each step is idempotent and cheap when done already.
 ensure_all() {
     section "Checking and installing prerequisites"

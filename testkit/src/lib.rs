@@ -13,7 +13,7 @@ mod postgres;
 mod sqs;
 
 pub use postgres::{PostgresServer, TestDatabase, connect, free_port};
-pub use sqs::{QueueSettings, TestQueues, queue_depth, sqs_client, sqs_endpoint};
+pub use sqs::{QueueSettings, TestQueues, queue_depth, sqs_client, sqs_client_at, sqs_endpoint};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -12,8 +12,13 @@ pub fn sqs_endpoint() -> String {
 
 /// A client for the emulator with static test credentials.
 pub async fn sqs_client() -> Client {
+    sqs_client_at(&sqs_endpoint()).await
+}
+
+/// A client for an emulator at `endpoint` (one a test runs for itself).
+pub async fn sqs_client_at(endpoint: &str) -> Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(sqs_endpoint())
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "testkit",
@@ -51,7 +56,16 @@ pub struct TestQueues {
 
 impl TestQueues {
     pub async fn create(settings: QueueSettings) -> Self {
-        let sqs = sqs_client().await;
+        Self::create_with(sqs_client().await, settings).await
+    }
+
+    /// On the emulator at `endpoint` instead of the shared one: for a test that
+    /// stops its emulator, which must not take the other tests' queues with it.
+    pub async fn create_at(endpoint: &str, settings: QueueSettings) -> Self {
+        Self::create_with(sqs_client_at(endpoint).await, settings).await
+    }
+
+    async fn create_with(sqs: Client, settings: QueueSettings) -> Self {
         let name = unique_name("orders");
         let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), vec![]).await;
         let dlq_arn = queue_arn(&sqs, &dlq_url).await;

@@ -1,0 +1,284 @@
+// The order page: builds an order from the catalogue, posts it to /orders, and
+// keeps its order_id (the idempotency key) until the shop has accepted it, so a
+// double click, a retry or a reload never places a second order.
+"use strict";
+
+(function () {
+  const STORE_KEY = "order-page.pending";
+  const CURRENCY = "EUR";
+  const BUSY = "We are busy: your order may not have been placed yet. Try again: it will not be placed twice";
+  const UNREACHABLE = "We could not reach the shop: your order may not have been placed yet. Try again: it will not be placed twice";
+  const NO_ANSWER = "We did not get an answer about your order: it may not have been placed yet. Try again: it will not be placed twice";
+  const DEFAULT_RETRY_SECS = 5;
+  const MAX_RETRY_SECS = 300;
+  const REQUEST_TIMEOUT_MS = 30000;
+
+  const $ = (id) => document.getElementById(id);
+  const form = $("order-form");
+  const customer = $("customer-id");
+  const items = Array.from(document.querySelectorAll(".item"));
+  const placeButton = $("place-order");
+  const retryButton = $("retry");
+  const money = new Intl.NumberFormat("en-IE", { style: "currency", currency: CURRENCY });
+
+  // { orderId, sent, notice, retryAt }: `sent` is the body of a request whose
+  // outcome is unknown, `notice` what the page said about it and `retryAt` when
+  // it may be sent again. They live in sessionStorage so that a reload resends
+  // the same order, no sooner than the producer asked.
+  let state = load();
+  let sending = false;
+  let retryTimer = null;
+  // The quantity input behind each line of the last body sent: `items[2]` in a
+  // problem's `field` means the third line sent, not the third row shown.
+  let sentInputs = [];
+
+  function load() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(STORE_KEY));
+      if (saved && typeof saved.orderId === "string") return saved;
+    } catch (_) { /* storage off or corrupt: start afresh */ }
+    return { orderId: newOrderId(), sent: null };
+  }
+
+  function save() {
+    try {
+      sessionStorage.setItem(STORE_KEY, JSON.stringify(state));
+    } catch (_) { /* storage off: the id still lives as long as the page */ }
+  }
+
+  function forget() {
+    try {
+      sessionStorage.removeItem(STORE_KEY);
+    } catch (_) { /* nothing stored */ }
+  }
+
+  // randomUUID exists only in secure contexts; getRandomValues everywhere.
+  function newOrderId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
+  }
+
+  function quantityOf(item) {
+    const value = item.querySelector(".qty").value.trim();
+    return value === "" ? 0 : Number(value);
+  }
+
+  function updateTotal() {
+    const cents = items.reduce((sum, item) => {
+      const quantity = quantityOf(item);
+      return Number.isInteger(quantity) && quantity > 0 ? sum + quantity * Number(item.dataset.priceCents) : sum;
+    }, 0);
+    $("total").textContent = money.format(cents / 100);
+  }
+
+  // Every line with a non-zero quantity is sent as typed: the producer checks it
+  // and its answer names the line at fault.
+  function buildOrder() {
+    const chosen = items.filter((item) => quantityOf(item) !== 0);
+    sentInputs = chosen.map((item) => item.querySelector(".qty"));
+    return {
+      order_id: state.orderId,
+      customer_id: customer.value.trim(),
+      currency: CURRENCY,
+      items: chosen.map((item) => ({
+        sku: item.dataset.sku,
+        quantity: quantityOf(item),
+        unit_price_cents: Number(item.dataset.priceCents),
+      })),
+    };
+  }
+
+  function restoreForm(body) {
+    customer.value = body.customer_id || "";
+    const lines = Array.isArray(body.items) ? body.items : [];
+    for (const item of items) {
+      const line = lines.find((l) => l.sku === item.dataset.sku);
+      item.querySelector(".qty").value = line ? String(line.quantity) : "0";
+    }
+    sentInputs = lines.map((l) => $("qty-" + l.sku)).filter(Boolean);
+    updateTotal();
+  }
+
+  // While an order's fate is unknown its fields are read-only, so that a retry
+  // sends exactly what may already have been queued.
+  function lockForm(locked) {
+    customer.readOnly = locked;
+    for (const item of items) item.querySelector(".qty").readOnly = locked;
+    placeButton.hidden = locked;
+  }
+
+  function setPending(button, pending, label) {
+    button.setAttribute("aria-disabled", String(pending));
+    if (label) button.textContent = label;
+  }
+
+  function clearErrors() {
+    for (const el of document.querySelectorAll(".error")) {
+      el.hidden = true;
+      el.textContent = "";
+    }
+    for (const el of document.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  }
+
+  async function send(body) {
+    sending = true;
+    state.sent = body;
+    state.notice = null;
+    state.retryAt = 0;
+    save();
+    clearErrors();
+    setPending(placeButton, true, "Placing order…");
+    setPending(retryButton, true);
+    let response;
+    try {
+      const options = {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json, application/problem+json" },
+        body: JSON.stringify(body),
+        cache: "no-store",
+      };
+      if (AbortSignal.timeout) options.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+      response = await fetch("/orders", options);
+    } catch (_) {
+      finish();
+      showBusy(UNREACHABLE, 0);
+      return;
+    }
+    finish();
+    if (response.status === 202) {
+      const answer = await response.json().catch(() => ({}));
+      showReceived(typeof answer.order_id === "string" ? answer.order_id : body.order_id);
+    } else if (response.status >= 400 && response.status < 500) {
+      // Refused as sent, so nothing was queued: the customer may correct it
+      // and send it again under the same id.
+      state.sent = null;
+      save();
+      const problem = await response.json().catch(() => null);
+      showProblem(problem, response.status);
+    } else {
+      showBusy(BUSY, retryAfterSecs(response.headers.get("Retry-After")));
+    }
+  }
+
+  function finish() {
+    sending = false;
+    setPending(placeButton, false, "Place order");
+  }
+
+  // Retry-After is either seconds or an HTTP date.
+  function retryAfterSecs(header) {
+    if (header === null) return DEFAULT_RETRY_SECS;
+    let secs = /^\d+$/.test(header.trim()) ? Number(header) : (Date.parse(header) - Date.now()) / 1000;
+    if (!Number.isFinite(secs)) secs = DEFAULT_RETRY_SECS;
+    return Math.min(Math.max(Math.ceil(secs), 0), MAX_RETRY_SECS);
+  }
+
+  function showBusy(message, waitSecs) {
+    lockForm(true);
+    $("received").hidden = true;
+    $("busy").hidden = false;
+    $("busy-message").textContent = message;
+    clearTimeout(retryTimer);
+    state.notice = message;
+    state.retryAt = Date.now() + waitSecs * 1000;
+    save();
+    const wait = $("retry-wait");
+    if (waitSecs > 0) {
+      setPending(retryButton, true);
+      wait.textContent = "You can try again in " + waitSecs + (waitSecs === 1 ? " second." : " seconds.");
+      retryTimer = setTimeout(() => {
+        setPending(retryButton, false);
+        wait.textContent = "You can try again now.";
+      }, waitSecs * 1000);
+    } else {
+      setPending(retryButton, false);
+      wait.textContent = "";
+    }
+    retryButton.focus();
+  }
+
+  function showReceived(orderId) {
+    forget();
+    state = { orderId: null, sent: null };
+    $("busy").hidden = true;
+    form.hidden = true;
+    $("received-id").textContent = orderId;
+    $("received").hidden = false;
+    $("received-title").focus();
+  }
+
+  // The problem's detail goes next to the field it names; problems about no
+  // field (or one the page has no control for) go above the button.
+  function showProblem(problem, status) {
+    lockForm(false);
+    $("busy").hidden = true;
+    const detail = problem && typeof problem.detail === "string"
+      ? problem.detail
+      : "The order was not accepted (HTTP " + status + ").";
+    const field = problem && typeof problem.field === "string" ? problem.field : "";
+    let input = null;
+    let error = $("form-error");
+    const line = /^items\[(\d+)\]/.exec(field);
+    if (field === "customer_id") {
+      input = customer;
+      error = $("customer-id-error");
+    } else if (field === "items") {
+      error = $("items-error");
+    } else if (line && sentInputs[Number(line[1])]) {
+      input = sentInputs[Number(line[1])];
+      error = $(input.id + "-error");
+    }
+    error.textContent = detail;
+    error.hidden = false;
+    if (input) input.setAttribute("aria-invalid", "true");
+    (input || (field === "items" ? items[0].querySelector(".qty") : error)).focus();
+  }
+
+  function startNewOrder() {
+    state = { orderId: newOrderId(), sent: null };
+    save();
+    for (const item of items) item.querySelector(".qty").value = "0";
+    updateTotal();
+    clearErrors();
+    lockForm(false);
+    $("received").hidden = true;
+    form.hidden = false;
+    customer.focus();
+  }
+
+  form.addEventListener("input", (event) => {
+    updateTotal();
+    // An edited field no longer carries the old answer's complaint.
+    const field = event.target;
+    if (field.classList.contains("qty")) $("items-error").hidden = true;
+    if (field.getAttribute("aria-invalid") === "true") {
+      field.removeAttribute("aria-invalid");
+      const error = $(field.id + "-error");
+      if (error) error.hidden = true;
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (sending || state.sent) return;
+    send(buildOrder());
+  });
+  retryButton.addEventListener("click", () => {
+    if (sending || !state.sent || retryButton.getAttribute("aria-disabled") === "true") return;
+    send(state.sent);
+  });
+  $("new-order").addEventListener("click", startNewOrder);
+
+  save();
+  if (state.sent) {
+    // Reloaded before an answer arrived: the same order, ready to be sent again.
+    restoreForm(state.sent);
+    const waitSecs = Math.max(0, Math.ceil(((state.retryAt || 0) - Date.now()) / 1000));
+    showBusy(state.notice || NO_ANSWER, Math.min(waitSecs, MAX_RETRY_SECS));
+  } else {
+    updateTotal();
+  }
+})();
