@@ -112,7 +112,7 @@ impl TestQueues {
         ids
     }
 
-    /// Visible plus in-flight messages of the source queue.
+    /// Visible, in-flight and delayed messages of the source queue.
     pub async fn depth(&self) -> u64 {
         depth(&self.sqs, &self.queue_url).await
     }
@@ -201,7 +201,20 @@ pub async fn queue_depth(sqs: &Client, url: &str) -> (u64, u64) {
     )
 }
 
+/// Every message the queue holds: visible, in flight, and delayed (a requeued
+/// copy waits out its `DelaySeconds` as a delayed message).
 async fn depth(sqs: &Client, url: &str) -> u64 {
     let (visible, in_flight) = queue_depth(sqs, url).await;
-    visible + in_flight
+    let delayed = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("read the queue depth")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    visible + in_flight + delayed
 }

@@ -1,0 +1,537 @@
+//! `chaos`: the whole system on one machine, run as it runs for real (the
+//! producer and local-esm binaries, PostgreSQL, the SQS emulator), while a
+//! seeded schedule of faults hits it. Prints what was accepted, stored, lost,
+//! doubled and dead-lettered; exits 0 only if nothing was lost or doubled.
+//! Run it through `scripts/chaos`, which builds the binaries and starts the
+//! SQS emulator.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// Compressed time constants, set through the settings the code reads in
+/// production (queue attributes, the consumer's environment, the function
+/// timeout local-esm enforces from the template).
+const VISIBILITY_TIMEOUT_SECS: u32 = 3;
+const MAX_RECEIVE_COUNT: u32 = 4;
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(7);
+const RETRY_BASE_SECONDS: u64 = 1;
+const RETRY_MULTIPLIER: u32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(about = "Orders through the whole local system under a seeded schedule of faults")]
+struct Args {
+    /// Orders the clients place.
+    #[arg(long, default_value_t = 1_000)]
+    orders: usize,
+    /// Poison messages injected straight into the queue, as a percentage of the orders.
+    #[arg(long, default_value_t = 2.0)]
+    poison_percent: f64,
+    /// Seed of the fault schedule (and of which orders get a conflicting twin).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Orders per second the clients place, all together.
+    #[arg(long, default_value_t = 25.0)]
+    rate: f64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Directory with the `producer` and `local-esm` binaries.
+    #[arg(long, default_value = "target/debug")]
+    bin_dir: String,
+    /// The SAM template local-esm reads.
+    #[arg(long, default_value = "infra/template.yaml")]
+    template: String,
+    /// Where the producer's and local-esm's logs go.
+    #[arg(long, default_value = ".dev/chaos")]
+    log_dir: String,
+}
+
+/// SplitMix64: a seeded, repeatable source of numbers (no dependency needed).
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillConsumer,
+    StopDatabase(Duration),
+    FreezeDatabase(Duration),
+    RestartProducer,
+}
+
+/// A child process that can be killed and started again with the same command.
+struct Service {
+    name: &'static str,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: String,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|err| panic!("open {}: {err}", self.log));
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {} ({}): {err}", self.name, self.program));
+        self.child = Some(child);
+    }
+
+    fn signal(&mut self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits up to `grace` for the process to exit; kills it after that.
+    async fn wait_or_kill(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while let Some(child) = &mut self.child {
+            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Ledger {
+    /// order id → the bodies that got a 202 (two for a conflicting twin).
+    accepted: HashMap<String, Vec<Value>>,
+    conflicts_injected: usize,
+    attempts: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.log_dir)?;
+    let mut seeded = Seeded(args.seed);
+
+    // --- the system ---
+    let server = PostgresServer::start().await;
+    let db = TestDatabase::create_on(&server.admin_url()).await;
+    {
+        let store =
+            consumer_lambda::PgStore::new(consumer_lambda::DatabaseConfig::from_url(&db.url)?, 1)
+                .await?;
+        store.migrate().await?;
+    }
+    let queues = TestQueues::create(QueueSettings {
+        visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+        max_receive_count: MAX_RECEIVE_COUNT,
+    })
+    .await;
+    let port = free_port();
+    let producer_url = format!("http://127.0.0.1:{port}");
+    let aws_env: Vec<(String, String)> = [
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
+    .iter()
+    .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+    .collect();
+    let mut producer = Service {
+        name: "producer",
+        program: format!("{}/producer", args.bin_dir),
+        args: Vec::new(),
+        env: [
+            ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
+            ("BIND_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            (
+                "METRICS_ADDR".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            // Every client here is 127.0.0.1: no per-client limit for this run.
+            ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]
+        .into_iter()
+        .chain(aws_env.clone())
+        .collect(),
+        log: format!("{}/producer.log", args.log_dir),
+        child: None,
+    };
+    let mut consumer = Service {
+        name: "local-esm",
+        program: format!("{}/local-esm", args.bin_dir),
+        args: [
+            "run",
+            "--template",
+            &args.template,
+            "--queue-url",
+            &queues.queue_url,
+            "--database-url",
+            &db.url,
+            "--batch-size",
+            "100",
+            "--batching-window-ms",
+            "300",
+            "--function-timeout-ms",
+            &FUNCTION_TIMEOUT.as_millis().to_string(),
+            "--max-receive-count",
+            &MAX_RECEIVE_COUNT.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        env: [
+            (
+                "RETRY_BASE_SECONDS".to_owned(),
+                RETRY_BASE_SECONDS.to_string(),
+            ),
+            ("RETRY_MULTIPLIER".to_owned(), RETRY_MULTIPLIER.to_string()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]
+        .into_iter()
+        .chain(aws_env)
+        .collect(),
+        log: format!("{}/local-esm.log", args.log_dir),
+        child: None,
+    };
+    producer.start();
+    consumer.start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    testkit::eventually("the producer to listen", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = format!("{producer_url}/healthz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+
+    // --- the load, the poison, the conflicts ---
+    let orders: Vec<Value> = (0..args.orders).map(|n| e2e::order(n, n % 4 + 1)).collect();
+    let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
+    let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;
+    let expected_run = Duration::from_secs_f64(args.orders as f64 / args.rate);
+    let schedule = fault_schedule(&mut seeded, expected_run);
+    println!(
+        "chaos: {} orders at {}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
+        args.orders,
+        args.rate,
+        expected_run.as_secs_f64(),
+        poison,
+        twins.len(),
+        args.seed
+    );
+    for (at, fault) in &schedule {
+        println!("  fault at {:>5.1} s: {fault:?}", at.as_secs_f64());
+    }
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let started = Instant::now();
+    let posting_done = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let clients = args.clients;
+    let load = {
+        let ledger = ledger.clone();
+        let http = http.clone();
+        let url = format!("{producer_url}/orders");
+        let done = posting_done.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(orders.into_iter().enumerate())
+                .map(|(n, body)| {
+                    let (ledger, http, url) = (ledger.clone(), http.clone(), url.clone());
+                    let twin = twins.contains(&n).then(|| conflicting_twin(&body));
+                    async move {
+                        // A steady rate: each order waits for its slot.
+                        tokio::time::sleep_until((started + interval * n as u32).into()).await;
+                        place(&http, &url, &body, &ledger).await;
+                        if let Some(twin) = twin {
+                            place(&http, &url, &twin, &ledger).await;
+                            ledger.lock().await.conflicts_injected += 1;
+                        }
+                    }
+                })
+                .buffer_unordered(clients)
+                .collect::<Vec<()>>()
+                .await;
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let poison_ids: Vec<String> = (0..poison).map(|_| Uuid::new_v4().to_string()).collect();
+    let poisoner = {
+        let sqs = queues.sqs.clone();
+        let url = queues.queue_url.clone();
+        let ids = poison_ids.clone();
+        tokio::spawn(async move {
+            for (i, id) in ids.iter().enumerate() {
+                tokio::time::sleep_until(
+                    (started + expected_run.mul_f64(i as f64 / ids.len().max(1) as f64)).into(),
+                )
+                .await;
+                let _ = sqs
+                    .send_message()
+                    .queue_url(&url)
+                    .message_body(json!({"poison": id, "schema_version": 1}).to_string())
+                    .send()
+                    .await;
+            }
+        })
+    };
+
+    // --- the faults, one after another ---
+    let mut last_fault_end = started;
+    for (at, fault) in schedule {
+        tokio::time::sleep_until((started + at).into()).await;
+        match fault {
+            Fault::KillConsumer => {
+                consumer.signal("-KILL");
+                consumer.wait_or_kill(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_millis(500 + seeded.next() % 1500)).await;
+                consumer.start();
+            }
+            Fault::StopDatabase(down) => {
+                server.stop();
+                tokio::time::sleep(down).await;
+                server.start_again().await;
+            }
+            Fault::FreezeDatabase(frozen) => {
+                server.freeze();
+                tokio::time::sleep(frozen).await;
+                server.thaw();
+            }
+            Fault::RestartProducer => {
+                producer.signal("-TERM");
+                producer.wait_or_kill(Duration::from_secs(15)).await;
+                producer.start();
+            }
+        }
+        last_fault_end = Instant::now();
+        println!(
+            "  fault done at {:>5.1} s: {fault:?}",
+            (last_fault_end - started).as_secs_f64()
+        );
+    }
+    load.await?;
+    poisoner.await?;
+    let posted_at = Instant::now();
+    println!(
+        "  every order placed at {:.1} s",
+        (posted_at - started).as_secs_f64()
+    );
+
+    // --- drain and count ---
+    let client = db.connect().await;
+    let expected_dead = poison as u64;
+    testkit::eventually("both queues to drain", Duration::from_secs(600), || async {
+        let (depth, dead) = (queues.depth().await, queues.dlq_depth().await);
+        if depth == 0 && dead >= expected_dead {
+            Ok(())
+        } else {
+            Err((depth, dead))
+        }
+    })
+    .await;
+    let drained = Instant::now();
+    let drain_s = (drained - last_fault_end.max(posted_at)).as_secs_f64();
+    producer.signal("-TERM");
+    producer.wait_or_kill(Duration::from_secs(10)).await;
+    consumer.signal("-TERM");
+    consumer.wait_or_kill(Duration::from_secs(10)).await;
+
+    let ledger = ledger.lock().await;
+    let accepted: HashSet<&String> = ledger.accepted.keys().collect();
+    let rows = client
+        .query("SELECT order_id::text, customer_id FROM orders", &[])
+        .await?;
+    let mut stored_count: HashMap<String, usize> = HashMap::new();
+    for row in &rows {
+        *stored_count.entry(row.get(0)).or_default() += 1;
+    }
+    let stored = accepted
+        .iter()
+        .filter(|id| stored_count.contains_key(**id))
+        .count();
+    let missing = accepted.len() - stored;
+    let duplicates: usize = stored_count.values().map(|n| n - 1).sum();
+    let unexpected = stored_count
+        .keys()
+        .filter(|id| !ledger.accepted.contains_key(*id))
+        .count();
+    let conflicts: i64 = client
+        .query_one("SELECT count(*) FROM order_conflicts", &[])
+        .await?
+        .get(0);
+    let dead: Vec<String> = queues
+        .receive_dlq()
+        .await
+        .iter()
+        .filter_map(|m| m.body.clone())
+        .collect();
+    let poison_set: HashSet<&String> = poison_ids.iter().collect();
+    let poison_in_dlq = dead
+        .iter()
+        .filter(|body| {
+            serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|v| v["poison"].as_str().map(str::to_owned))
+                .is_some_and(|id| poison_set.contains(&id))
+        })
+        .count();
+    let valid_in_dlq = dead.len() - poison_in_dlq;
+
+    println!();
+    println!("| what | count |");
+    println!("| --- | --- |");
+    println!("| orders placed | {} |", args.orders);
+    println!("| POSTs sent (retries included) | {} |", ledger.attempts);
+    println!("| accepted (202) | {} |", accepted.len());
+    println!("| stored | {stored} |");
+    println!("| missing | {missing} |");
+    println!("| stored twice | {duplicates} |");
+    println!("| stored but never accepted | {unexpected} |");
+    println!("| poison in the DLQ | {poison_in_dlq} of {poison} |");
+    println!("| valid orders in the DLQ | {valid_in_dlq} |");
+    println!(
+        "| conflicts recorded | {conflicts} of {} |",
+        ledger.conflicts_injected
+    );
+    println!("| drain time after the last fault | {drain_s:.1} s |");
+    println!();
+    println!(
+        "chaos orders={} accepted={} stored={} missing={} duplicates={} poison_in_dlq={}/{} valid_in_dlq={} conflicts={}/{} drain_s={:.0}",
+        args.orders,
+        accepted.len(),
+        stored,
+        missing,
+        duplicates,
+        poison_in_dlq,
+        poison,
+        valid_in_dlq,
+        conflicts,
+        ledger.conflicts_injected,
+        drain_s
+    );
+    let ok = missing == 0
+        && duplicates == 0
+        && unexpected == 0
+        && poison_in_dlq == poison
+        && valid_in_dlq == 0
+        && conflicts == ledger.conflicts_injected as i64;
+    drop(server);
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Two consumer kills, two database stops (one longer than the visibility
+/// timeout), one freeze longer than the function timeout, one producer restart:
+/// at seeded moments, in order, inside the posting window.
+fn fault_schedule(seeded: &mut Seeded, run: Duration) -> Vec<(Duration, Fault)> {
+    let visibility = Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS));
+    let mut faults = vec![
+        Fault::KillConsumer,
+        Fault::KillConsumer,
+        Fault::StopDatabase(visibility * 3),
+        Fault::StopDatabase(Duration::from_secs(2)),
+        Fault::FreezeDatabase(FUNCTION_TIMEOUT + Duration::from_secs(3)),
+        Fault::RestartProducer,
+    ];
+    // Shuffle with the seed (Fisher–Yates), then place them at sorted moments.
+    for i in (1..faults.len()).rev() {
+        let j = (seeded.next() % (i as u64 + 1)) as usize;
+        faults.swap(i, j);
+    }
+    let mut moments: Vec<Duration> = faults
+        .iter()
+        .map(|_| run.mul_f64(0.05 + 0.85 * seeded.unit()))
+        .collect();
+    moments.sort();
+    moments.into_iter().zip(faults).collect()
+}
+
+/// The same order id with other content: another customer.
+fn conflicting_twin(body: &Value) -> Value {
+    let mut twin = body.clone();
+    twin["customer_id"] = Value::from("conflicting-twin");
+    twin
+}
+
+/// Posts until a 202, retrying any other answer with the same body, as a real
+/// client with an idempotency key would.
+async fn place(http: &reqwest::Client, url: &str, body: &Value, ledger: &Mutex<Ledger>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        ledger.lock().await.attempts += 1;
+        match http.post(url).json(body).send().await {
+            Ok(response) if response.status().as_u16() == 202 => {
+                let id = body["order_id"].as_str().unwrap_or_default().to_owned();
+                ledger
+                    .lock()
+                    .await
+                    .accepted
+                    .entry(id)
+                    .or_default()
+                    .push(body.clone());
+                return;
+            }
+            Ok(response)
+                if response.status().is_client_error() && response.status().as_u16() != 429 =>
+            {
+                panic!("a valid order was refused: {}", response.status());
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
