@@ -6,14 +6,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::limits::Limits;
+
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
 /// How long one SQS call may take, retries included, when `SQS_TIMEOUT_MS` is unset.
 pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest `SQS_TIMEOUT_MS` accepted: beyond this clients time out first.
 pub const MAX_SQS_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a request may take beyond the SQS timeout (reading the body, waiting
-/// for a free batch slot) before the request timeout answers 503 for it.
+/// Time a request may take beyond reading its body and the SQS timeout
+/// (waiting for a free batch slot) before the request timeout answers 503 for it.
 const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// The producer's settings.
@@ -26,6 +28,9 @@ pub struct Config {
     /// How long a send to SQS may take, the SDK's retries included, before the
     /// client gets 503 (`SQS_TIMEOUT_MS`, default [`DEFAULT_SQS_TIMEOUT`]).
     pub sqs_timeout: Duration,
+    /// Caps and client timeouts (`MAX_IN_FLIGHT`, `MAX_WAITING`,
+    /// `MAX_CONNECTIONS`, `HEADER_READ_TIMEOUT_MS`, `BODY_READ_TIMEOUT_MS`).
+    pub limits: Limits,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -52,6 +57,13 @@ pub enum ConfigError {
         max = MAX_SQS_TIMEOUT.as_millis()
     )]
     InvalidSqsTimeout(String),
+    #[error("{name}={value:?} is not a whole number between {min} and {max}")]
+    OutOfRange {
+        name: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
 }
 
 impl Config {
@@ -95,16 +107,46 @@ impl Config {
                 .ok_or(ConfigError::InvalidSqsTimeout(value))?,
         };
 
+        let number = |name: &'static str, default: u64, min: u64, max: u64| match read(name) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or(ConfigError::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                }),
+        };
+        let count =
+            |name, default: usize| number(name, default as u64, 1, 1_000_000).map(|n| n as usize);
+        let millis = |name, default: Duration| {
+            number(name, default.as_millis() as u64, 1, 600_000).map(Duration::from_millis)
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_in_flight: count("MAX_IN_FLIGHT", defaults.max_in_flight)?,
+            max_waiting: count("MAX_WAITING", defaults.max_waiting)?,
+            max_connections: count("MAX_CONNECTIONS", defaults.max_connections)?,
+            header_read_timeout: millis("HEADER_READ_TIMEOUT_MS", defaults.header_read_timeout)?,
+            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", defaults.body_read_timeout)?,
+        };
+
         Ok(Self {
             queue_url,
             bind_addr,
             sqs_timeout,
+            limits,
         })
     }
 
-    /// The longest a request may take in all; a backstop behind the SQS timeout.
+    /// The longest a request may take in all; a backstop behind the body-read
+    /// and SQS timeouts, which answer first.
     pub fn request_timeout(&self) -> Duration {
-        self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
+        self.limits.body_read_timeout + self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
     }
 }
 
@@ -155,7 +197,44 @@ mod tests {
         .expect("valid");
         assert_eq!(config.bind_addr, "0.0.0.0:9000".parse().expect("address"));
         assert_eq!(config.sqs_timeout, Duration::from_millis(1500));
-        assert_eq!(config.request_timeout(), Duration::from_millis(6500));
+        assert_eq!(config.request_timeout(), Duration::from_millis(11_500));
+    }
+
+    #[test]
+    fn the_caps_and_client_timeouts_default_to_the_limits_defaults() {
+        let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        assert_eq!(config.limits, Limits::default());
+        assert!(
+            config.limits.header_read_timeout > Duration::from_secs(60),
+            "longer than the load balancer's idle timeout"
+        );
+    }
+
+    #[test]
+    fn the_caps_and_client_timeouts_can_be_set_within_bounds() {
+        let set = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("MAX_IN_FLIGHT", "10"),
+            ("MAX_WAITING", "20"),
+            ("MAX_CONNECTIONS", "30"),
+            ("HEADER_READ_TIMEOUT_MS", "1000"),
+            ("BODY_READ_TIMEOUT_MS", "2000"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            set.limits,
+            Limits {
+                max_in_flight: 10,
+                max_waiting: 20,
+                max_connections: 30,
+                header_read_timeout: Duration::from_secs(1),
+                body_read_timeout: Duration::from_secs(2),
+            }
+        );
+        for (name, value) in [("MAX_IN_FLIGHT", "0"), ("BODY_READ_TIMEOUT_MS", "soon")] {
+            let err = config(&[("QUEUE_URL", QUEUE_URL), (name, value)]).expect_err("bad");
+            assert!(err.to_string().starts_with(&format!("{name}=")), "{err}");
+        }
     }
 
     #[test]

@@ -5,21 +5,28 @@
 //! # Layout
 //! - [`config`]: [`Config`], read once from the environment at start-up.
 //! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`) over an [`AppState`].
+//! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
+//! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
+//! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
 //!
 //! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
 //! with a listener and a shutdown trigger of their own.
 
 pub mod config;
+pub mod limits;
 pub mod problem;
 pub mod queue;
+pub mod readiness;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};
+pub use limits::Limits;
 pub use problem::Problem;
 pub use queue::{OrderQueue, QueueError, SqsQueue};
 pub use routes::{AppState, router};
@@ -61,10 +68,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if aws.region().is_none() {
         return Err(RunError::NoRegion);
     }
-    let queue = Arc::new(SqsQueue::new(
+    let queue = Arc::new(SqsQueue::with_max_waiting(
         aws_sdk_sqs::Config::from(&aws),
         config.queue_url.clone(),
         config.sqs_timeout,
+        config.limits.max_waiting,
     ));
     let listener = TcpListener::bind(config.bind_addr)
         .await
@@ -76,9 +84,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         addr = %config.bind_addr,
         queue_url = %config.queue_url,
         sqs_timeout_ms = config.sqs_timeout.as_millis(),
+        limits = ?config.limits,
         "accepting orders"
     );
-    let state = AppState::new(Arc::clone(&queue), config.request_timeout());
+    let state =
+        AppState::new(Arc::clone(&queue), config.request_timeout()).with_limits(config.limits);
     serve(listener, state, shutdown_signal())
         .await
         .map_err(RunError::Serve)?;
@@ -97,9 +107,8 @@ pub async fn serve<Q: OrderQueue>(
     state: AppState<Q>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let settings = state.limits().server_settings();
+    server::serve_router(listener, router(state), settings, shutdown).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends on `systemctl stop`).

@@ -25,8 +25,8 @@ const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// `SendMessageBatch` calls in flight at once.
 const MAX_BATCHES_IN_FLIGHT: usize = 16;
-/// Sends waiting for a batch slot; beyond this, callers wait for room.
-const WAITING_CAPACITY: usize = 1024;
+/// Sends waiting for a batch slot when not configured; beyond this they fail at once.
+pub const DEFAULT_MAX_WAITING: usize = 1024;
 
 /// A queue that stores order messages.
 ///
@@ -38,6 +38,12 @@ pub trait OrderQueue: Send + Sync + 'static {
 
     /// Resolves to `Ok` when the queue is reachable now.
     fn check(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Whether sending has stopped for good in this process (its sender task
+    /// died): the queue may be reachable, but no order would get there.
+    fn is_stopped(&self) -> bool {
+        false
+    }
 }
 
 /// Why a message was not (known to be) stored. Every variant is temporary from
@@ -63,6 +69,10 @@ pub enum QueueError {
     /// The sender stopped (shutting down, or a crash) before SQS answered.
     #[error("the queue sender stopped before SQS answered")]
     Stopped,
+    /// Too many messages are waiting for a batch already; this one was not
+    /// taken, so it certainly was not sent.
+    #[error("too many messages are waiting to be sent")]
+    Overloaded,
 }
 
 impl QueueError {
@@ -91,6 +101,17 @@ impl SqsQueue {
     /// also has to wait for a free batch slot fails after at most `timeout` + 1 s.
     /// Must be called inside a Tokio runtime: it starts the batcher task.
     pub fn new(sqs: aws_sdk_sqs::Config, queue_url: impl Into<String>, timeout: Duration) -> Self {
+        Self::with_max_waiting(sqs, queue_url, timeout, DEFAULT_MAX_WAITING)
+    }
+
+    /// As [`SqsQueue::new`], with at most `max_waiting` sends waiting for a
+    /// batch; further sends fail at once with [`QueueError::Overloaded`].
+    pub fn with_max_waiting(
+        sqs: aws_sdk_sqs::Config,
+        queue_url: impl Into<String>,
+        timeout: Duration,
+        max_waiting: usize,
+    ) -> Self {
         let connect_timeout = timeout.min(Duration::from_secs(3));
         let sqs = sqs
             .to_builder()
@@ -112,7 +133,7 @@ impl SqsQueue {
             },
             BatcherSettings {
                 max_in_flight: MAX_BATCHES_IN_FLIGHT,
-                capacity: WAITING_CAPACITY,
+                capacity: max_waiting,
                 deadline: timeout + MAX_QUEUE_WAIT,
             },
         );
@@ -147,6 +168,10 @@ impl OrderQueue for SqsQueue {
             Ok(Err(err)) => Err(QueueError::sqs(err)),
             Err(_) => Err(QueueError::TimedOut(self.check_timeout)),
         }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.batcher.is_stopped()
     }
 }
 

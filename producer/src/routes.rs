@@ -12,6 +12,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
@@ -24,8 +25,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
 
+use crate::limits::{self, InFlight, Limits};
 use crate::problem::Problem;
-use crate::queue::OrderQueue;
+use crate::queue::{OrderQueue, QueueError};
+use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
 
 /// The largest `POST /orders` body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -39,14 +42,44 @@ pub struct AppState<Q> {
     queue: Arc<Q>,
     /// The longest a request may take before it is answered 503.
     request_timeout: Duration,
+    /// `/readyz`'s last check, reused for a few seconds.
+    readiness: Arc<ReadinessCache>,
+    /// Caps and client timeouts.
+    limits: Limits,
+    /// `POST /orders` requests in progress.
+    in_flight: InFlight,
 }
 
 impl<Q> AppState<Q> {
+    /// With the default [`Limits`].
     pub fn new(queue: Arc<Q>, request_timeout: Duration) -> Self {
+        let limits = Limits::default();
         Self {
             queue,
             request_timeout,
+            readiness: Arc::new(ReadinessCache::new(DEFAULT_READY_CACHE)),
+            limits,
+            in_flight: InFlight::new(limits.max_in_flight),
         }
+    }
+
+    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsQueue::with_max_waiting`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self.in_flight = InFlight::new(limits.max_in_flight);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reuses `/readyz`'s queue check for `ttl` (default [`DEFAULT_READY_CACHE`]).
+    #[must_use]
+    pub fn with_ready_cache(mut self, ttl: Duration) -> Self {
+        self.readiness = Arc::new(ReadinessCache::new(ttl));
+        self
     }
 }
 
@@ -56,6 +89,9 @@ impl<Q> Clone for AppState<Q> {
         Self {
             queue: Arc::clone(&self.queue),
             request_timeout: self.request_timeout,
+            readiness: Arc::clone(&self.readiness),
+            limits: self.limits,
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -71,8 +107,15 @@ struct Accepted {
 /// a body limit, a request timeout, request ids and a tracing span per request.
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
+    let in_flight = state.in_flight.clone();
     Router::new()
-        .route("/orders", post(place_order::<Q>))
+        .route(
+            "/orders",
+            post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
+                in_flight,
+                limits::shed_when_busy,
+            )),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<Q>))
         .fallback(not_found)
@@ -88,9 +131,11 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(HandleErrorLayer::new(move |err: BoxError| {
-                    request_failed(err, request_timeout)
-                }))
+                .layer(HandleErrorLayer::new(
+                    move |method: Method, err: BoxError| {
+                        request_failed(method, err, request_timeout)
+                    },
+                ))
                 .timeout(request_timeout),
         )
 }
@@ -117,8 +162,10 @@ async fn place_order<Q: OrderQueue>(
 ) -> Result<impl IntoResponse, Problem> {
     let received_at = Utc::now();
     check_content_type(request.headers())?;
-    let body = Bytes::from_request(request, &())
+    let read_timeout = state.limits.body_read_timeout;
+    let body = tokio::time::timeout(read_timeout, Bytes::from_request(request, &()))
         .await
+        .map_err(|_| body_too_slow(read_timeout))?
         .map_err(body_problem)?;
     let body = std::str::from_utf8(&body).map_err(|_| {
         Problem::new(
@@ -142,19 +189,30 @@ async fn place_order<Q: OrderQueue>(
                 }),
             ))
         }
+        Err(QueueError::Overloaded) => {
+            tracing::warn!(%order_id, "order shed: too many waiting for SQS");
+            Err(limits::busy())
+        }
         Err(err) => {
-            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not queued");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "The order could not be queued right now. Retry the same request in \
-                     {RETRY_AFTER_SECS} seconds: an order is stored once per order_id, \
-                     so retrying never duplicates it."
-                ),
-            )
-            .with_retry_after(RETRY_AFTER_SECS))
+            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not confirmed");
+            Err(not_confirmed())
         }
     }
+}
+
+/// The answer when SQS did not confirm an order. A batch in flight is not
+/// cancelled, so the message may still have been stored: the client must retry
+/// with the same `order_id`, which the consumer stores once.
+fn not_confirmed() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "The order was not confirmed in time. It may have been queued: retry with the same \
+             order_id in {RETRY_AFTER_SECS} seconds. An order is stored once per order_id, so \
+             retrying never duplicates it."
+        ),
+    )
+    .with_retry_after(RETRY_AFTER_SECS)
 }
 
 /// `GET /healthz`: the process is up and serving.
@@ -162,11 +220,20 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
-/// `GET /readyz`: the queue is reachable, so orders can be accepted.
+/// `GET /readyz`: orders can be accepted (the sender runs and the queue was
+/// reachable at the last check, at most a few seconds ago).
 async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
-    match state.queue.check().await {
+    match state.readiness.check(&*state.queue).await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
-        Err(err) => {
+        Err(NotReady::SenderStopped) => {
+            tracing::error!("the order sender has stopped: this process cannot queue orders");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This instance can no longer queue orders and needs a restart.",
+            )
+            .with_retry_after(RETRY_AFTER_SECS))
+        }
+        Err(NotReady::Unreachable(err)) => {
             tracing::warn!(error = %DisplayErrorContext(&err), "the queue is not reachable");
             Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -198,7 +265,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
 }
 
 /// Answers for failures of the layers (the request timeout, in practice).
-async fn request_failed(err: BoxError, request_timeout: Duration) -> Problem {
+async fn request_failed(method: Method, err: BoxError, request_timeout: Duration) -> Problem {
     if err.is::<tower::timeout::error::Elapsed>() {
         tracing::warn!(
             timeout_ms = request_timeout.as_millis(),
@@ -207,11 +274,14 @@ async fn request_failed(err: BoxError, request_timeout: Duration) -> Problem {
     } else {
         tracing::error!(error = %DisplayErrorContext(&*err), "request failed in a layer");
     }
+    if method == Method::POST {
+        // The order's send is not cancelled with the request.
+        return not_confirmed();
+    }
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "The request was not completed within {} seconds; if it was an order, it may not \
-             have been queued. Retry the same request in {RETRY_AFTER_SECS} seconds.",
+            "The request was not completed within {} seconds; retry in {RETRY_AFTER_SECS} seconds.",
             request_timeout.as_secs_f64()
         ),
     )
@@ -272,6 +342,21 @@ fn body_problem(rejection: BytesRejection) -> Problem {
     }
 }
 
+fn body_too_slow(read_timeout: Duration) -> Problem {
+    tracing::info!(
+        timeout_ms = read_timeout.as_millis(),
+        "the request body did not arrive in time"
+    );
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "The request body did not arrive within {} seconds; send the request again.",
+            read_timeout.as_secs_f64()
+        ),
+    )
+    .with_connection_close()
+}
+
 fn contract_problem(err: ContractError) -> Problem {
     match &err {
         ContractError::Malformed { .. } => Problem::new(StatusCode::BAD_REQUEST, err.to_string()),
@@ -288,6 +373,7 @@ mod tests {
     use crate::queue::QueueError;
     use axum::body::Body;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::ServiceExt;
 
     const ORDER_ID: &str = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
@@ -297,6 +383,8 @@ mod tests {
     struct FakeQueue {
         sent: Mutex<Vec<String>>,
         down: bool,
+        stopped: bool,
+        checks: AtomicUsize,
     }
 
     impl FakeQueue {
@@ -316,11 +404,16 @@ mod tests {
         }
 
         async fn check(&self) -> Result<(), QueueError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
             if self.down {
                 Err(QueueError::sqs(std::io::Error::other("connection refused")))
             } else {
                 Ok(())
             }
+        }
+
+        fn is_stopped(&self) -> bool {
+            self.stopped
         }
     }
 
@@ -510,7 +603,10 @@ mod tests {
         let answer = call(&queue, post_json(&valid_order())).await;
         let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.headers[header::RETRY_AFTER], "5");
-        assert!(detail(problem).contains("Retry"), "{problem}");
+        assert!(
+            detail(problem).contains("may have been queued: retry with the same order_id"),
+            "{problem}"
+        );
         assert!(!detail(problem).contains("SQS"), "{problem}");
     }
 
@@ -544,6 +640,37 @@ mod tests {
         let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
         assert!(answer.headers.contains_key(header::RETRY_AFTER));
         assert!(!detail(problem).contains("refused"), "{problem}");
+    }
+
+    fn get(path: &str) -> Request {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn readyz_checks_the_queue_once_for_many_calls() {
+        let queue = Arc::new(FakeQueue::default());
+        let app = router(AppState::new(Arc::clone(&queue), Duration::from_secs(10)));
+        for _ in 0..20 {
+            let response = app
+                .clone()
+                .oneshot(get("/readyz"))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_a_stopped_sender_while_the_queue_is_reachable() {
+        let queue = Arc::new(FakeQueue {
+            stopped: true,
+            ..FakeQueue::default()
+        });
+        let answer = call(&queue, get("/readyz")).await;
+        let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(detail(problem).contains("restart"), "{problem}");
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 0, "no SQS call needed");
     }
 
     #[tokio::test]
@@ -582,5 +709,13 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert!(
+            detail(&problem).contains("may have been queued: retry with the same order_id"),
+            "{problem}"
+        );
     }
 }

@@ -83,11 +83,15 @@ impl Batcher {
     /// Sends one body in the next batch and waits for its own result.
     pub(crate) async fn send(&self, body: String) -> Result<String, QueueError> {
         let (reply, answer) = oneshot::channel();
+        // Never wait for room: past the cap the caller is shed at once, so the
+        // orders held in memory stay bounded.
+        self.submit
+            .try_send(Pending { body, reply })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => QueueError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Stopped,
+            })?;
         let round_trip = async {
-            self.submit
-                .send(Pending { body, reply })
-                .await
-                .map_err(|_| QueueError::Stopped)?;
             // A dropped reply means its batch task died before SQS answered.
             answer.await.map_err(|_| QueueError::Stopped)?
         };
@@ -95,6 +99,12 @@ impl Batcher {
             Ok(result) => result,
             Err(_) => Err(QueueError::TimedOut(self.deadline)),
         }
+    }
+
+    /// Whether the batching task has ended. It only ends when closed, so
+    /// before that this means it panicked: every send would fail from now on.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Stops taking sends and waits until every batch in flight was answered.
@@ -472,6 +482,50 @@ mod tests {
             batcher.send("b".into()).await,
             Err(QueueError::Stopped)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_send_past_the_waiting_cap_is_refused_at_once() {
+        let (sender, gate) = FakeSender::gated(all_stored);
+        let batcher = Arc::new(Batcher::spawn(
+            sender.clone(),
+            BatcherSettings {
+                capacity: 2,
+                ..settings(1)
+            },
+        ));
+        let send = |body: &str| {
+            let (batcher, body) = (Arc::clone(&batcher), body.to_owned());
+            tokio::spawn(async move { batcher.send(body).await })
+        };
+        let first = send("first");
+        until("the first batch is out", || sender.batches().len() == 1).await;
+        let waiting = [send("w1"), send("w2")];
+        until("two sends wait", || batcher.waiting() == 2).await;
+
+        let refused = batcher.send("one too many".into()).await;
+        assert!(
+            matches!(refused, Err(QueueError::Overloaded)),
+            "{refused:?}"
+        );
+
+        gate.add_permits(2);
+        for handle in std::iter::once(first).chain(waiting) {
+            assert!(handle.await.expect("send task").is_ok());
+        }
+        let sent: Vec<String> = sender.batches().concat();
+        assert!(!sent.contains(&"one too many".to_owned()), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batcher_whose_task_died_says_it_has_stopped() {
+        let batcher = Batcher::spawn(FakeSender::new(all_stored), settings(1));
+        assert!(!batcher.is_stopped());
+        // Stands in for a panic in the batching task: the task is gone either way.
+        batcher.task.abort();
+        until("the task has ended", || batcher.is_stopped()).await;
+        let result = batcher.send("a".into()).await;
+        assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
     }
 
     #[tokio::test]

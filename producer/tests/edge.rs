@@ -1,0 +1,218 @@
+//! The edge of the service over real TCP, with a queue stub (no SQS needed):
+//! load shedding, the header-read and body-read timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use producer::{AppState, Limits, OrderQueue, QueueError};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+/// Bounds every wait of these tests; none is expected to come near it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Answers every send once the test opens the gate.
+#[derive(Debug)]
+struct GatedQueue {
+    arrived: Semaphore,
+    release: Semaphore,
+}
+
+impl Default for GatedQueue {
+    fn default() -> Self {
+        Self {
+            arrived: Semaphore::new(0),
+            release: Semaphore::new(0),
+        }
+    }
+}
+
+impl OrderQueue for GatedQueue {
+    async fn send(&self, _body: String) -> Result<String, QueueError> {
+        self.arrived.add_permits(1);
+        if let Ok(permit) = self.release.acquire().await {
+            permit.forget();
+        }
+        Ok("msg".into())
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+struct App {
+    addr: SocketAddr,
+    queue: Arc<GatedQueue>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    async fn spawn(limits: Limits) -> Self {
+        testkit::init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("address");
+        let queue = Arc::new(GatedQueue::default());
+        let state = AppState::new(Arc::clone(&queue), PATIENCE).with_limits(limits);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(producer::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            queue,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(mut self) {
+        self.queue.release.add_permits(1000);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, self.server)
+            .await
+            .expect("the server stops")
+            .expect("server task")
+            .expect("the server stops cleanly");
+    }
+}
+
+fn order() -> Value {
+    json!({
+        "order_id": uuid::Uuid::new_v4(),
+        "customer_id": "cust-42",
+        "currency": "EUR",
+        "items": [{"sku": "BOOK-1", "quantity": 1, "unit_price_cents": 100}]
+    })
+}
+
+fn post(http: &reqwest::Client, app: &App) -> reqwest::RequestBuilder {
+    http.post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .body(order().to_string())
+}
+
+/// Reads until the server closes the connection; what it sent before.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn requests_past_the_in_flight_cap_are_shed_at_once_with_retry_after() {
+    let app = App::spawn(Limits {
+        max_in_flight: 2,
+        ..Limits::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(post(&http, &app).send()))
+        .collect();
+    // Both are inside, waiting for the queue.
+    let arrived = app.queue.arrived.acquire_many(2).await.expect("arrived");
+    arrived.forget();
+
+    let shed = post(&http, &app).send().await.expect("an answer");
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+    let problem: Value = shed.json().await.expect("a problem");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("nothing was queued"), "{problem}");
+    // Health checks are not orders: never shed.
+    let health = http.get(app.url("/healthz")).send().await.expect("answer");
+    assert_eq!(health.status(), 200);
+
+    app.queue.release.add_permits(2);
+    for request in held {
+        let response = request.await.expect("task").expect("an answer");
+        assert_eq!(response.status(), 202);
+    }
+    // Slots are given back: the next order is taken.
+    app.queue.release.add_permits(1);
+    assert_eq!(
+        post(&http, &app).send().await.expect("answer").status(),
+        202
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let app = App::spawn(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: appl")
+        .await
+        .expect("half a header");
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.contains("202"), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_header_timeout_too() {
+    let app = App::spawn(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.is_empty(), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408_and_the_connection_is_closed() {
+    let app = App::spawn(Limits {
+        body_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let body = order().to_string();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    stream
+        .write_all(&body.as_bytes()[..10])
+        .await
+        .expect("the start of the body");
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert_eq!(
+        app.queue.arrived.available_permits(),
+        0,
+        "nothing reached the queue"
+    );
+    app.stop().await;
+}
