@@ -6,7 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+
+use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
+use crate::rate_limit::RateQuota;
+
+/// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
@@ -31,6 +38,13 @@ pub struct Config {
     /// Caps and client timeouts (`MAX_IN_FLIGHT`, `MAX_WAITING`,
     /// `MAX_CONNECTIONS`, `HEADER_READ_TIMEOUT_MS`, `BODY_READ_TIMEOUT_MS`).
     pub limits: Limits,
+    /// Each client's bucket for `POST /orders` (`RATE_LIMIT_PER_SECOND`, default
+    /// [`DEFAULT_RATE_PER_SECOND`], 0 turns it off; `RATE_LIMIT_BURST`, default
+    /// twice the rate).
+    pub rate_limit: Option<RateQuota>,
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
+    /// comma-separated; behind the load balancer, its subnets). Default: none.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -57,6 +71,8 @@ pub enum ConfigError {
         max = MAX_SQS_TIMEOUT.as_millis()
     )]
     InvalidSqsTimeout(String),
+    #[error("TRUSTED_PROXIES: {0}")]
+    InvalidTrustedProxy(#[from] InvalidProxy),
     #[error("{name}={value:?} is not a whole number between {min} and {max}")]
     OutOfRange {
         name: &'static str,
@@ -135,11 +151,38 @@ impl Config {
             body_read_timeout: millis("BODY_READ_TIMEOUT_MS", defaults.body_read_timeout)?,
         };
 
+        let per_second = number(
+            "RATE_LIMIT_PER_SECOND",
+            u64::from(DEFAULT_RATE_PER_SECOND),
+            0,
+            1_000_000,
+        )?;
+        let rate_limit = match NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX)) {
+            None => None,
+            Some(per_second) => {
+                let burst = number(
+                    "RATE_LIMIT_BURST",
+                    2 * u64::from(per_second.get()),
+                    1,
+                    1_000_000,
+                )?;
+                let burst = NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN);
+                Some(RateQuota::per_second(per_second, burst))
+            }
+        };
+        let trusted_proxies = match read("TRUSTED_PROXIES") {
+            None => TrustedProxies::none(),
+            Some(list) => TrustedProxies::parse(&list)?,
+        };
+
         Ok(Self {
             queue_url,
             bind_addr,
             sqs_timeout,
             limits,
+            rate_limit,
+            trusted_proxies,
         })
     }
 
@@ -208,6 +251,41 @@ mod tests {
             config.limits.header_read_timeout > Duration::from_secs(60),
             "longer than the load balancer's idle timeout"
         );
+    }
+
+    #[test]
+    fn clients_are_rate_limited_by_default_and_no_proxy_is_trusted() {
+        let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        let quota = config.rate_limit.expect("on by default");
+        assert_eq!(quota.replenish_every, Duration::from_millis(50));
+        assert_eq!(quota.burst.get(), 40);
+        assert!(config.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn the_rate_limit_can_be_set_or_turned_off_and_proxies_trusted() {
+        let set = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("RATE_LIMIT_PER_SECOND", "5"),
+            ("RATE_LIMIT_BURST", "7"),
+            ("TRUSTED_PROXIES", "10.0.0.0/24, 10.0.1.0/24"),
+        ])
+        .expect("valid");
+        let quota = set.rate_limit.expect("on");
+        assert_eq!(quota.replenish_every, Duration::from_millis(200));
+        assert_eq!(quota.burst.get(), 7);
+        assert_eq!(
+            set.trusted_proxies,
+            TrustedProxies::parse("10.0.0.0/24,10.0.1.0/24").expect("valid")
+        );
+
+        let off =
+            config(&[("QUEUE_URL", QUEUE_URL), ("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
+        assert_eq!(off.rate_limit, None);
+
+        let err = config(&[("QUEUE_URL", QUEUE_URL), ("TRUSTED_PROXIES", "the-alb")])
+            .expect_err("not a CIDR");
+        assert!(err.to_string().starts_with("TRUSTED_PROXIES:"), "{err}");
     }
 
     #[test]

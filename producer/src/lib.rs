@@ -7,6 +7,7 @@
 //! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`) over an [`AppState`].
 //! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
+//! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
@@ -16,19 +17,23 @@
 //! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
 //! with a listener and a shutdown trigger of their own.
 
+pub mod client_ip;
 pub mod config;
 pub mod limits;
 pub mod problem;
 pub mod queue;
+pub mod rate_limit;
 pub mod readiness;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
 
+pub use client_ip::TrustedProxies;
 pub use config::{Config, ConfigError};
 pub use limits::Limits;
 pub use problem::Problem;
 pub use queue::{OrderQueue, QueueError, SqsQueue};
+pub use rate_limit::{RateLimit, RateQuota};
 pub use routes::{AppState, router};
 
 use std::future::Future;
@@ -87,8 +92,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         limits = ?config.limits,
         "accepting orders"
     );
-    let state =
-        AppState::new(Arc::clone(&queue), config.request_timeout()).with_limits(config.limits);
+    if config.trusted_proxies.is_empty() {
+        tracing::info!(
+            "TRUSTED_PROXIES is empty: X-Forwarded-For is ignored and clients are rate limited \
+             by their TCP peer address (behind a load balancer, set it to the balancer's subnets)"
+        );
+    }
+    let rate_limit = config
+        .rate_limit
+        .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
+    let state = AppState::new(Arc::clone(&queue), config.request_timeout())
+        .with_limits(config.limits)
+        .with_rate_limit(rate_limit);
     serve(listener, state, shutdown_signal())
         .await
         .map_err(RunError::Serve)?;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::limits::{self, InFlight, Limits};
 use crate::problem::Problem;
 use crate::queue::{OrderQueue, QueueError};
+use crate::rate_limit::{self, RateLimit};
 use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
 
 /// The largest `POST /orders` body accepted; larger ones get 413.
@@ -48,6 +49,8 @@ pub struct AppState<Q> {
     limits: Limits,
     /// `POST /orders` requests in progress.
     in_flight: InFlight,
+    /// Each client's bucket for `POST /orders`, when limited.
+    rate_limit: Option<RateLimit>,
 }
 
 impl<Q> AppState<Q> {
@@ -60,7 +63,15 @@ impl<Q> AppState<Q> {
             readiness: Arc::new(ReadinessCache::new(DEFAULT_READY_CACHE)),
             limits,
             in_flight: InFlight::new(limits.max_in_flight),
+            rate_limit: None,
         }
+    }
+
+    /// Limits each client's `POST /orders` (none by default).
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate_limit: impl Into<Option<RateLimit>>) -> Self {
+        self.rate_limit = rate_limit.into();
+        self
     }
 
     /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsQueue::with_max_waiting`]).
@@ -92,6 +103,7 @@ impl<Q> Clone for AppState<Q> {
             readiness: Arc::clone(&self.readiness),
             limits: self.limits,
             in_flight: self.in_flight.clone(),
+            rate_limit: self.rate_limit.clone(),
         }
     }
 }
@@ -107,15 +119,19 @@ struct Accepted {
 /// a body limit, a request timeout, request ids and a tracing span per request.
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
-    let in_flight = state.in_flight.clone();
+    // The rate limit runs first: a client over its rate takes no slot.
+    let mut orders = post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
+        state.in_flight.clone(),
+        limits::shed_when_busy,
+    ));
+    if let Some(rate_limit) = state.rate_limit.clone() {
+        orders = orders.route_layer(middleware::from_fn_with_state(
+            rate_limit,
+            rate_limit::limit_per_client,
+        ));
+    }
     Router::new()
-        .route(
-            "/orders",
-            post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
-                in_flight,
-                limits::shed_when_busy,
-            )),
-        )
+        .route("/orders", orders)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<Q>))
         .fallback(not_found)
@@ -151,6 +167,7 @@ fn request_span(request: &Request) -> tracing::Span {
         method = %request.method(),
         path = %request.uri().path(),
         request_id,
+        client_ip = tracing::field::Empty,
         order_id = tracing::field::Empty,
     )
 }

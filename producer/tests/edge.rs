@@ -1,11 +1,13 @@
 //! The edge of the service over real TCP, with a queue stub (no SQS needed):
-//! load shedding, the header-read and body-read timeouts.
+//! load shedding, the header-read and body-read timeouts, rate limits per client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use producer::{AppState, Limits, OrderQueue, QueueError};
+use std::num::NonZeroU32;
+
+use producer::{AppState, Limits, OrderQueue, QueueError, RateLimit, RateQuota, TrustedProxies};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,11 +56,21 @@ struct App {
 
 impl App {
     async fn spawn(limits: Limits) -> Self {
+        Self::spawn_with(limits, None).await
+    }
+
+    async fn spawn_limited(rate_limit: RateLimit) -> Self {
+        Self::spawn_with(Limits::default(), Some(rate_limit)).await
+    }
+
+    async fn spawn_with(limits: Limits, rate_limit: Option<RateLimit>) -> Self {
         testkit::init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("address");
         let queue = Arc::new(GatedQueue::default());
-        let state = AppState::new(Arc::clone(&queue), PATIENCE).with_limits(limits);
+        let state = AppState::new(Arc::clone(&queue), PATIENCE)
+            .with_limits(limits)
+            .with_rate_limit(rate_limit);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(producer::serve(listener, state, async {
             let _ = stopped.await;
@@ -214,5 +226,92 @@ async fn a_body_that_stops_arriving_is_a_408_and_the_connection_is_closed() {
         0,
         "nothing reached the queue"
     );
+    app.stop().await;
+}
+
+fn one_per_hour(burst: u32) -> RateQuota {
+    RateQuota {
+        replenish_every: Duration::from_secs(3600),
+        burst: NonZeroU32::new(burst).expect("non-zero"),
+    }
+}
+
+async fn post_from(http: &reqwest::Client, app: &App, forwarded_for: &str) -> reqwest::Response {
+    app.queue.release.add_permits(1);
+    post(http, app)
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .expect("an answer")
+}
+
+#[tokio::test]
+async fn a_client_past_its_rate_gets_429_with_retry_after_and_nothing_is_queued() {
+    let app = App::spawn_limited(RateLimit::new(one_per_hour(2), TrustedProxies::none())).await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        assert_eq!(post_from(&http, &app, "198.51.100.7").await.status(), 202);
+    }
+    let limited = post(&http, &app).send().await.expect("an answer");
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after > 3000, "about an hour: {retry_after}");
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = limited.json().await.expect("a problem");
+    assert_eq!(problem["status"], 429);
+    assert_eq!(
+        app.queue.arrived.available_permits(),
+        2,
+        "only two reached the queue"
+    );
+    // Health checks are not limited.
+    let health = http.get(app.url("/healthz")).send().await.expect("answer");
+    assert_eq!(health.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_forwarded_for_header_from_an_untrusted_peer_does_not_escape_the_limit() {
+    // The test's own address (127.0.0.1) is not a trusted proxy.
+    let proxies = TrustedProxies::parse("10.0.0.0/24").expect("valid");
+    let app = App::spawn_limited(RateLimit::new(one_per_hour(1), proxies)).await;
+    let http = reqwest::Client::new();
+    assert_eq!(post_from(&http, &app, "198.51.100.1").await.status(), 202);
+    for spoofed in ["198.51.100.2", "203.0.113.9, 198.51.100.3", "10.0.0.7"] {
+        assert_eq!(
+            post_from(&http, &app, spoofed).await.status(),
+            429,
+            "X-Forwarded-For: {spoofed}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    let proxies = TrustedProxies::parse("127.0.0.1/32, 10.0.0.0/24").expect("valid");
+    let app = App::spawn_limited(RateLimit::new(one_per_hour(1), proxies)).await;
+    let http = reqwest::Client::new();
+    assert_eq!(post_from(&http, &app, "198.51.100.1").await.status(), 202);
+    assert_eq!(post_from(&http, &app, "198.51.100.2").await.status(), 202);
+    // The client prepends addresses of its own: the balancer's entry (the
+    // rightmost untrusted one) still names it.
+    for spoofed in [
+        "203.0.113.9, 198.51.100.1",
+        "203.0.113.10, 198.51.100.1, 10.0.0.7",
+    ] {
+        assert_eq!(
+            post_from(&http, &app, spoofed).await.status(),
+            429,
+            "X-Forwarded-For: {spoofed}"
+        );
+    }
     app.stop().await;
 }
