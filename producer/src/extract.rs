@@ -207,7 +207,11 @@ mod tests {
                 .expect_err("unsupported");
             assert_eq!(problem.status, 415, "{content_type:?}");
             assert!(problem.detail.contains(named), "{}", problem.detail);
-            assert!(problem.detail.contains("application/json"), "{}", problem.detail);
+            assert!(
+                problem.detail.contains("application/json"),
+                "{}",
+                problem.detail
+            );
         }
     }
 

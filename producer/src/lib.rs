@@ -8,6 +8,7 @@
 //! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
 //! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
+//! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
@@ -19,6 +20,7 @@
 
 pub mod client_ip;
 pub mod config;
+pub mod extract;
 pub mod limits;
 pub mod problem;
 pub mod queue;

@@ -7,17 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use chrono::Utc;
-use order_contract::{ContractError, Order, OrderPlaced};
+use order_contract::OrderPlaced;
 use serde::Serialize;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -25,14 +23,14 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
 
+use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, InFlight, Limits};
 use crate::problem::Problem;
 use crate::queue::{OrderQueue, QueueError};
 use crate::rate_limit::{self, RateLimit};
 use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
 
-/// The largest `POST /orders` body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::extract::MAX_BODY_BYTES;
 /// What `Retry-After` tells clients when the queue is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -108,6 +106,13 @@ impl<Q> Clone for AppState<Q> {
     }
 }
 
+// What the order extractor needs from the state.
+impl<Q> FromRef<AppState<Q>> for BodyReadTimeout {
+    fn from_ref(state: &AppState<Q>) -> Self {
+        Self(state.limits.body_read_timeout)
+    }
+}
+
 /// The answer to an accepted order.
 #[derive(Debug, Serialize)]
 struct Accepted {
@@ -175,22 +180,9 @@ fn request_span(request: &Request) -> tracing::Span {
 /// `POST /orders`: validate, enqueue, then answer 202 with both ids.
 async fn place_order<Q: OrderQueue>(
     State(state): State<AppState<Q>>,
-    request: Request,
+    ValidOrder(order): ValidOrder,
 ) -> Result<impl IntoResponse, Problem> {
     let received_at = Utc::now();
-    check_content_type(request.headers())?;
-    let read_timeout = state.limits.body_read_timeout;
-    let body = tokio::time::timeout(read_timeout, Bytes::from_request(request, &()))
-        .await
-        .map_err(|_| body_too_slow(read_timeout))?
-        .map_err(body_problem)?;
-    let body = std::str::from_utf8(&body).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "The body is not valid UTF-8; send the order as UTF-8 encoded JSON.",
-        )
-    })?;
-    let order = Order::from_request_json(body).map_err(contract_problem)?;
     let order_id = order.order_id();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
 
@@ -305,88 +297,12 @@ async fn request_failed(method: Method, err: BoxError, request_timeout: Duration
     .with_retry_after(RETRY_AFTER_SECS)
 }
 
-/// Only `application/json` (with an optional UTF-8 charset) is accepted.
-fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
-    let unsupported = |detail: String| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail);
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(unsupported(
-            "The request has no Content-Type; send the order as JSON with \
-             `Content-Type: application/json`."
-                .to_owned(),
-        ));
-    };
-    let value = value.to_str().unwrap_or_default();
-    let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        let shown: String = value.chars().take(100).collect();
-        return Err(unsupported(format!(
-            "Content-Type {shown:?} is not supported; send the order as JSON with \
-             `Content-Type: application/json`."
-        )));
-    }
-    for parameter in parts {
-        let Some((name, charset)) = parameter.split_once('=') else {
-            continue;
-        };
-        let charset = charset.trim().trim_matches('"');
-        if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
-            let shown: String = charset.chars().take(40).collect();
-            return Err(unsupported(format!(
-                "charset {shown:?} is not supported; JSON must be sent as UTF-8 \
-                 (`Content-Type: application/json; charset=utf-8`, or no charset)."
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn body_problem(rejection: BytesRejection) -> Problem {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "The body is larger than {} KiB; an order is far smaller, so check what is being sent.",
-                MAX_BODY_BYTES / 1024
-            ),
-        )
-    } else {
-        tracing::info!(error = %DisplayErrorContext(&rejection), "could not read the request body");
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "The request body could not be read completely; send it again.",
-        )
-    }
-}
-
-fn body_too_slow(read_timeout: Duration) -> Problem {
-    tracing::info!(
-        timeout_ms = read_timeout.as_millis(),
-        "the request body did not arrive in time"
-    );
-    Problem::new(
-        StatusCode::REQUEST_TIMEOUT,
-        format!(
-            "The request body did not arrive within {} seconds; send the request again.",
-            read_timeout.as_secs_f64()
-        ),
-    )
-    .with_connection_close()
-}
-
-fn contract_problem(err: ContractError) -> Problem {
-    match &err {
-        ContractError::Malformed { .. } => Problem::new(StatusCode::BAD_REQUEST, err.to_string()),
-        ContractError::Invalid { field, .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()).with_field(field)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::problem::PROBLEM_JSON;
+    use axum::http::{HeaderMap, header};
+    use order_contract::Order;
     use crate::queue::QueueError;
     use axum::body::Body;
     use std::sync::Mutex;
