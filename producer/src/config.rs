@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 
 use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
+use crate::metrics::DEFAULT_METRICS_ADDR;
 use crate::rate_limit::RateQuota;
 
 /// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
@@ -32,6 +33,10 @@ pub struct Config {
     pub queue_url: String,
     /// Where the HTTP server listens (`BIND_ADDR`, default [`DEFAULT_BIND_ADDR`]).
     pub bind_addr: SocketAddr,
+    /// Where `GET /metrics` is served (`METRICS_ADDR`, default
+    /// [`DEFAULT_METRICS_ADDR`]): a listener of its own, which the load
+    /// balancer does not forward to.
+    pub metrics_addr: SocketAddr,
     /// How long a send to SQS may take, the SDK's retries included, before the
     /// client gets 503 (`SQS_TIMEOUT_MS`, default [`DEFAULT_SQS_TIMEOUT`]).
     pub sqs_timeout: Duration,
@@ -62,6 +67,12 @@ pub enum ConfigError {
     InvalidQueueUrl(String),
     #[error("BIND_ADDR={value:?} is not an IP address and port such as 0.0.0.0:8080")]
     InvalidBindAddr {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("METRICS_ADDR={value:?} is not an IP address and port such as 127.0.0.1:9464")]
+    InvalidMetricsAddr {
         value: String,
         #[source]
         source: std::net::AddrParseError,
@@ -109,6 +120,16 @@ impl Config {
                 .parse()
                 .map_err(|source| ConfigError::InvalidBindAddr {
                     value: bind_addr.clone(),
+                    source,
+                })?;
+
+        let metrics_addr = read("METRICS_ADDR").unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
+        let metrics_addr =
+            metrics_addr
+                .trim()
+                .parse()
+                .map_err(|source| ConfigError::InvalidMetricsAddr {
+                    value: metrics_addr.clone(),
                     source,
                 })?;
 
@@ -179,6 +200,7 @@ impl Config {
         Ok(Self {
             queue_url,
             bind_addr,
+            metrics_addr,
             sqs_timeout,
             limits,
             rate_limit,
@@ -213,6 +235,11 @@ mod tests {
         let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
         assert_eq!(config.queue_url, QUEUE_URL);
         assert_eq!(config.bind_addr, "127.0.0.1:8080".parse().expect("address"));
+        assert_eq!(
+            config.metrics_addr,
+            "127.0.0.1:9464".parse().expect("address"),
+            "metrics on loopback, apart from the port the load balancer reaches"
+        );
         assert_eq!(config.sqs_timeout, Duration::from_secs(5));
     }
 

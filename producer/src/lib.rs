@@ -9,6 +9,7 @@
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
 //! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
 //! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
+//! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
@@ -22,6 +23,7 @@ pub mod client_ip;
 pub mod config;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod problem;
 pub mod queue;
 pub mod rate_limit;
@@ -33,8 +35,9 @@ pub mod telemetry;
 pub use client_ip::TrustedProxies;
 pub use config::{Config, ConfigError};
 pub use limits::Limits;
+pub use metrics::Metrics;
 pub use problem::Problem;
-pub use queue::{OrderQueue, QueueError, SqsQueue};
+pub use queue::{OrderQueue, QueueError, SqsOptions, SqsQueue};
 pub use rate_limit::{RateLimit, RateQuota};
 pub use routes::{AppState, router};
 
@@ -53,7 +56,7 @@ pub enum RunError {
     )]
     NoRegion,
     #[error(
-        "could not listen on {addr}: is another process using it? (set BIND_ADDR to change it)"
+        "could not listen on {addr}: is another process using it? (set BIND_ADDR or METRICS_ADDR to change it)"
     )]
     Bind {
         addr: SocketAddr,
@@ -75,18 +78,31 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if aws.region().is_none() {
         return Err(RunError::NoRegion);
     }
-    let queue = Arc::new(SqsQueue::with_max_waiting(
+    let metrics = Metrics::new();
+    let queue = Arc::new(SqsQueue::with_options(
         aws_sdk_sqs::Config::from(&aws),
         config.queue_url.clone(),
-        config.sqs_timeout,
-        config.limits.max_waiting,
+        SqsOptions {
+            timeout: config.sqs_timeout,
+            max_waiting: config.limits.max_waiting,
+            metrics: metrics.clone(),
+        },
     ));
-    let listener = TcpListener::bind(config.bind_addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.bind_addr,
-            source,
-        })?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })
+    };
+    let listener = bind(config.bind_addr).await?;
+    let metrics_listener = bind(config.metrics_addr).await?;
+    // Scrapes need no graceful shutdown: the task ends with the process.
+    let metrics_server = tokio::spawn(server::serve_router(
+        metrics_listener,
+        metrics::metrics_router(metrics.clone()),
+        config.limits.server_settings(),
+        std::future::pending(),
+    ));
+    tracing::info!(url = %metrics::describe(config.metrics_addr), "serving metrics");
     tracing::info!(
         addr = %config.bind_addr,
         queue_url = %config.queue_url,
@@ -105,10 +121,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
     let state = AppState::new(Arc::clone(&queue), config.request_timeout())
         .with_limits(config.limits)
-        .with_rate_limit(rate_limit);
-    serve(listener, state, shutdown_signal())
-        .await
-        .map_err(RunError::Serve)?;
+        .with_rate_limit(rate_limit)
+        .with_metrics(metrics);
+    let served = serve(listener, state, shutdown_signal()).await;
+    metrics_server.abort();
+    served.map_err(RunError::Serve)?;
     // Every request has been answered, so the router and its clones are gone.
     if let Some(queue) = Arc::into_inner(queue) {
         queue.close().await;

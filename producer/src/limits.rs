@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::server::ServerSettings;
 
@@ -77,7 +78,7 @@ impl InFlight {
 /// Middleware: admits the request if a slot is free, else sheds it at once.
 /// The slot is held until the answer is ready.
 pub(crate) async fn shed_when_busy(
-    State(in_flight): State<InFlight>,
+    State((in_flight, metrics)): State<(InFlight, Metrics)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -86,6 +87,7 @@ pub(crate) async fn shed_when_busy(
             max_in_flight = in_flight.max,
             "shedding a request: too many in progress"
         );
+        metrics.shed("in_flight");
         return busy().into_response();
     };
     next.run(request).await

@@ -17,6 +17,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
+use crate::metrics::{Metrics, sqs_error_kind};
 use batcher::{BatchEntry, BatchSender, Batcher, BatcherSettings, EntryOutcome};
 
 /// How long `/readyz` waits for SQS at most.
@@ -92,6 +93,30 @@ pub struct SqsQueue {
     batcher: Batcher,
     /// How long `/readyz` waits for SQS.
     check_timeout: Duration,
+    /// Counts `/readyz`'s calls; the batcher's sender counts the sends.
+    metrics: Metrics,
+}
+
+/// How an [`SqsQueue`] sends.
+#[derive(Debug, Clone)]
+pub struct SqsOptions {
+    /// Bounds every SQS call, retries included.
+    pub timeout: Duration,
+    /// Sends that may wait for a batch; further ones fail at once.
+    pub max_waiting: usize,
+    /// Where calls, batch sizes and errors are counted.
+    pub metrics: Metrics,
+}
+
+impl SqsOptions {
+    /// The defaults, with `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            max_waiting: DEFAULT_MAX_WAITING,
+            metrics: Metrics::new(),
+        }
+    }
 }
 
 impl SqsQueue {
@@ -101,7 +126,7 @@ impl SqsQueue {
     /// also has to wait for a free batch slot fails after at most `timeout` + 1 s.
     /// Must be called inside a Tokio runtime: it starts the batcher task.
     pub fn new(sqs: aws_sdk_sqs::Config, queue_url: impl Into<String>, timeout: Duration) -> Self {
-        Self::with_max_waiting(sqs, queue_url, timeout, DEFAULT_MAX_WAITING)
+        Self::with_options(sqs, queue_url, SqsOptions::new(timeout))
     }
 
     /// As [`SqsQueue::new`], with at most `max_waiting` sends waiting for a
@@ -112,6 +137,27 @@ impl SqsQueue {
         timeout: Duration,
         max_waiting: usize,
     ) -> Self {
+        Self::with_options(
+            sqs,
+            queue_url,
+            SqsOptions {
+                max_waiting,
+                ..SqsOptions::new(timeout)
+            },
+        )
+    }
+
+    /// As [`SqsQueue::new`], with every option.
+    pub fn with_options(
+        sqs: aws_sdk_sqs::Config,
+        queue_url: impl Into<String>,
+        options: SqsOptions,
+    ) -> Self {
+        let SqsOptions {
+            timeout,
+            max_waiting,
+            metrics,
+        } = options;
         let connect_timeout = timeout.min(Duration::from_secs(3));
         let sqs = sqs
             .to_builder()
@@ -130,6 +176,7 @@ impl SqsQueue {
             SqsBatchSender {
                 client: client.clone(),
                 queue_url: queue_url.clone(),
+                metrics: metrics.clone(),
             },
             BatcherSettings {
                 max_in_flight: MAX_BATCHES_IN_FLIGHT,
@@ -142,6 +189,7 @@ impl SqsQueue {
             queue_url,
             batcher,
             check_timeout: timeout.min(MAX_CHECK_TIMEOUT),
+            metrics,
         }
     }
 
@@ -157,6 +205,8 @@ impl OrderQueue for SqsQueue {
     }
 
     async fn check(&self) -> Result<(), QueueError> {
+        const OPERATION: &str = "GetQueueAttributes";
+        self.metrics.sqs_call(OPERATION);
         let call = self
             .client
             .get_queue_attributes()
@@ -165,8 +215,14 @@ impl OrderQueue for SqsQueue {
             .send();
         match tokio::time::timeout(self.check_timeout, call).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(QueueError::sqs(err)),
-            Err(_) => Err(QueueError::TimedOut(self.check_timeout)),
+            Ok(Err(err)) => {
+                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
+                Err(QueueError::sqs(err))
+            }
+            Err(_) => {
+                self.metrics.sqs_error(OPERATION, "timeout");
+                Err(QueueError::TimedOut(self.check_timeout))
+            }
         }
     }
 
@@ -182,10 +238,15 @@ struct SqsBatchSender {
     client: Client,
     /// Where the batches go.
     queue_url: String,
+    /// Counts calls, batch sizes and errors.
+    metrics: Metrics,
 }
 
 impl BatchSender for SqsBatchSender {
     async fn send_batch(&self, entries: Vec<BatchEntry>) -> Result<Vec<EntryOutcome>, QueueError> {
+        const OPERATION: &str = "SendMessageBatch";
+        self.metrics.sqs_call(OPERATION);
+        self.metrics.batch(entries.len());
         let entries = entries
             .into_iter()
             .map(|entry| {
@@ -203,7 +264,13 @@ impl BatchSender for SqsBatchSender {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(QueueError::sqs)?;
+            .map_err(|err| {
+                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
+                QueueError::sqs(err)
+            })?;
+        for _ in &output.failed {
+            self.metrics.sqs_error(OPERATION, "entry_refused");
+        }
         let successful = output.successful.into_iter().map(|entry| EntryOutcome {
             id: entry.id,
             result: Ok(entry.message_id),

@@ -16,6 +16,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::client_ip::{TrustedProxies, rate_limit_key};
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 
 /// Requests between two sweeps of clients whose bucket is full again, which
@@ -76,7 +77,7 @@ impl RateLimit {
 
 /// Middleware: lets the request through if its client has a token left.
 pub(crate) async fn limit_per_client(
-    State(limit): State<RateLimit>,
+    State((limit, metrics)): State<(RateLimit, Metrics)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -95,6 +96,7 @@ pub(crate) async fn limit_per_client(
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let secs = secs.max(1);
             tracing::info!(%client, retry_after_secs = secs, "rate limited");
+            metrics.rate_limited();
             Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(

@@ -4,7 +4,7 @@
 //! once the queue has acknowledged the message, and carries its message id.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use axum::error_handling::HandleErrorLayer;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, InFlight, Limits};
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::queue::{OrderQueue, QueueError};
 use crate::rate_limit::{self, RateLimit};
@@ -49,6 +50,8 @@ pub struct AppState<Q> {
     in_flight: InFlight,
     /// Each client's bucket for `POST /orders`, when limited.
     rate_limit: Option<RateLimit>,
+    /// What `/metrics` reports.
+    metrics: Metrics,
 }
 
 impl<Q> AppState<Q> {
@@ -62,7 +65,19 @@ impl<Q> AppState<Q> {
             limits,
             in_flight: InFlight::new(limits.max_in_flight),
             rate_limit: None,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts into `metrics` (by default a registry of its own).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Limits each client's `POST /orders` (none by default).
@@ -102,6 +117,7 @@ impl<Q> Clone for AppState<Q> {
             limits: self.limits,
             in_flight: self.in_flight.clone(),
             rate_limit: self.rate_limit.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -125,13 +141,14 @@ struct Accepted {
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
     // The rate limit runs first: a client over its rate takes no slot.
+    let metrics = state.metrics.clone();
     let mut orders = post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
-        state.in_flight.clone(),
+        (state.in_flight.clone(), metrics.clone()),
         limits::shed_when_busy,
     ));
     if let Some(rate_limit) = state.rate_limit.clone() {
         orders = orders.route_layer(middleware::from_fn_with_state(
-            rate_limit,
+            (rate_limit, metrics.clone()),
             rate_limit::limit_per_client,
         ));
     }
@@ -159,6 +176,11 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
                 ))
                 .timeout(request_timeout),
         )
+        // Outermost, so that it counts the answers of every layer too.
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::count_requests,
+        ))
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -187,7 +209,10 @@ async fn place_order<Q: OrderQueue>(
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
 
     let message = OrderPlaced::new(order, received_at).to_json();
-    match state.queue.send(message).await {
+    let started = Instant::now();
+    let sent = state.queue.send(message).await;
+    state.metrics.enqueued(sent.is_ok(), started.elapsed());
+    match sent {
         Ok(message_id) => {
             tracing::info!(%order_id, %message_id, "order queued");
             Ok((
@@ -200,6 +225,7 @@ async fn place_order<Q: OrderQueue>(
         }
         Err(QueueError::Overloaded) => {
             tracing::warn!(%order_id, "order shed: too many waiting for SQS");
+            state.metrics.shed("waiting");
             Err(limits::busy())
         }
         Err(err) => {
@@ -301,10 +327,10 @@ async fn request_failed(method: Method, err: BoxError, request_timeout: Duration
 mod tests {
     use super::*;
     use crate::problem::PROBLEM_JSON;
-    use axum::http::{HeaderMap, header};
-    use order_contract::Order;
     use crate::queue::QueueError;
     use axum::body::Body;
+    use axum::http::{HeaderMap, header};
+    use order_contract::Order;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::ServiceExt;

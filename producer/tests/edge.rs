@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use std::num::NonZeroU32;
 
-use producer::{AppState, Limits, OrderQueue, QueueError, RateLimit, RateQuota, TrustedProxies};
+use producer::{
+    AppState, Limits, Metrics, OrderQueue, QueueError, RateLimit, RateQuota, TrustedProxies,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +52,7 @@ impl OrderQueue for GatedQueue {
 struct App {
     addr: SocketAddr,
     queue: Arc<GatedQueue>,
+    metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -71,6 +74,7 @@ impl App {
         let state = AppState::new(Arc::clone(&queue), PATIENCE)
             .with_limits(limits)
             .with_rate_limit(rate_limit);
+        let metrics = state.metrics().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(producer::serve(listener, state, async {
             let _ = stopped.await;
@@ -78,6 +82,7 @@ impl App {
         Self {
             addr,
             queue,
+            metrics,
             stop: Some(stop),
             server,
         }
@@ -147,6 +152,13 @@ async fn requests_past_the_in_flight_cap_are_shed_at_once_with_retry_after() {
     let problem: Value = shed.json().await.expect("a problem");
     let detail = problem["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("nothing was queued"), "{problem}");
+    assert!(
+        app.metrics
+            .render()
+            .contains("producer_requests_shed_total{reason=\"in_flight\"} 1"),
+        "{}",
+        app.metrics.render()
+    );
     // Health checks are not orders: never shed.
     let health = http.get(app.url("/healthz")).send().await.expect("answer");
     assert_eq!(health.status(), 200);
@@ -271,6 +283,17 @@ async fn a_client_past_its_rate_gets_429_with_retry_after_and_nothing_is_queued(
         2,
         "only two reached the queue"
     );
+    let metrics = app.metrics.render();
+    assert!(
+        metrics.contains("producer_requests_rate_limited_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "producer_http_requests_total{route=\"/orders\",method=\"POST\",status=\"429\"} 1"
+        ),
+        "{metrics}"
+    );
     // Health checks are not limited.
     let health = http.get(app.url("/healthz")).send().await.expect("answer");
     assert_eq!(health.status(), 200);
@@ -313,5 +336,53 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
             "X-Forwarded-For: {spoofed}"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_only() {
+    let app = App::spawn(Limits::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let metrics_addr = listener.local_addr().expect("address");
+    let metrics_server = tokio::spawn(producer::server::serve_router(
+        listener,
+        producer::metrics::metrics_router(app.metrics.clone()),
+        Limits::default().server_settings(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    app.queue.release.add_permits(1);
+    assert_eq!(
+        post(&http, &app).send().await.expect("answer").status(),
+        202
+    );
+    let on_the_public_port = http.get(app.url("/metrics")).send().await.expect("answer");
+    assert_eq!(
+        on_the_public_port.status(),
+        404,
+        "not where the load balancer sends"
+    );
+
+    let scraped = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("a scrape");
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("application/openmetrics-text"),
+    );
+    let text = scraped.text().await.expect("text");
+    for line in [
+        "producer_http_requests_total{route=\"/orders\",method=\"POST\",status=\"202\"} 1",
+        "producer_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "producer_enqueue_seconds_count{outcome=\"queued\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    metrics_server.abort();
     app.stop().await;
 }

@@ -475,3 +475,85 @@ async fn shutdown_stops_accepting_but_finishes_the_order_in_flight() {
         "the answered message id is the queued one"
     );
 }
+
+/// The value of one sample line of the metrics text, e.g. `producer_sqs_batch_entries_sum`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn sqs_calls_and_batch_sizes_are_counted_not_estimated() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let metrics = producer::Metrics::new();
+    let queue = SqsQueue::with_options(
+        queues.sqs.config().clone(),
+        &queues.queue_url,
+        producer::SqsOptions {
+            metrics: metrics.clone(),
+            ..producer::SqsOptions::new(SQS_TIMEOUT)
+        },
+    );
+    let app = Arc::new(App::spawn(queue).await);
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let app = Arc::clone(&app);
+        posts.spawn(async move { app.post_order(&order()).await.status() });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.expect("post task"), StatusCode::ACCEPTED);
+    }
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    let text = metrics.render();
+    let calls = sample(
+        &text,
+        "producer_sqs_calls_total{operation=\"SendMessageBatch\"}",
+    );
+    assert!(
+        (2.0..=12.0).contains(&calls),
+        "at least two batches of ten at most: {calls}"
+    );
+    assert_eq!(
+        sample(&text, "producer_sqs_batch_entries_count"),
+        calls,
+        "one batch size per call"
+    );
+    assert_eq!(sample(&text, "producer_sqs_batch_entries_sum"), 12.0);
+    assert_eq!(
+        sample(
+            &text,
+            "producer_sqs_calls_total{operation=\"GetQueueAttributes\"}"
+        ),
+        1.0
+    );
+    assert!(!text.contains("producer_sqs_errors_total{"), "{text}");
+    Arc::into_inner(app).expect("last handle").stop().await;
+}
+
+#[tokio::test]
+async fn sqs_errors_are_counted_by_kind() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let metrics = producer::Metrics::new();
+    let missing = format!("{}-missing", queues.queue_url);
+    let queue = SqsQueue::with_options(
+        queues.sqs.config().clone(),
+        &missing,
+        producer::SqsOptions {
+            metrics: metrics.clone(),
+            ..producer::SqsOptions::new(SQS_TIMEOUT)
+        },
+    );
+    let app = App::spawn(queue).await;
+    assert_unavailable(app.post_order(&order()).await).await;
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "producer_sqs_errors_total{operation=\"SendMessageBatch\",kind=\"queue_missing\"} 1"
+        ),
+        "{text}"
+    );
+    app.stop().await;
+}
