@@ -14,6 +14,7 @@
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
 //! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
+//! - [`request_id`]: the `X-Request-Id` kept or generated, echoed, logged and sent as a message attribute.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
 //!
 //! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
@@ -28,6 +29,7 @@ pub mod problem;
 pub mod queue;
 pub mod rate_limit;
 pub mod readiness;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
@@ -37,7 +39,7 @@ pub use config::{Config, ConfigError};
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use problem::Problem;
-pub use queue::{OrderQueue, QueueError, SqsOptions, SqsQueue};
+pub use queue::{OrderMessage, OrderQueue, QueueError, SqsOptions, SqsQueue};
 pub use rate_limit::{RateLimit, RateQuota};
 pub use routes::{AppState, router};
 

@@ -8,6 +8,7 @@
 
 mod batcher;
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 
 use crate::metrics::{Metrics, sqs_error_kind};
 use batcher::{BatchEntry, BatchSender, Batcher, BatcherSettings, EntryOutcome};
@@ -29,13 +30,44 @@ const MAX_BATCHES_IN_FLIGHT: usize = 16;
 /// Sends waiting for a batch slot when not configured; beyond this they fail at once.
 pub const DEFAULT_MAX_WAITING: usize = 1024;
 
+/// One order's message and the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderMessage {
+    /// The `OrderPlaced` JSON.
+    pub body: String,
+    /// The HTTP request's id, sent as the `request_id` message attribute so
+    /// that the order can be followed from the request to its row.
+    pub request_id: Option<String>,
+}
+
+impl From<String> for OrderMessage {
+    fn from(body: String) -> Self {
+        Self {
+            body,
+            request_id: None,
+        }
+    }
+}
+
+impl From<&str> for OrderMessage {
+    fn from(body: &str) -> Self {
+        Self::from(body.to_owned())
+    }
+}
+
+/// The name of the message attribute that carries the request id.
+pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
+
 /// A queue that stores order messages.
 ///
 /// The HTTP routes only see this trait, so they can be tested with a fake.
 pub trait OrderQueue: Send + Sync + 'static {
-    /// Stores one message body and resolves to the queue's message id once the
+    /// Stores one message and resolves to the queue's message id once the
     /// queue has acknowledged it, or fails within a bounded time.
-    fn send(&self, body: String) -> impl Future<Output = Result<String, QueueError>> + Send;
+    fn send(
+        &self,
+        message: OrderMessage,
+    ) -> impl Future<Output = Result<String, QueueError>> + Send;
 
     /// Resolves to `Ok` when the queue is reachable now.
     fn check(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
@@ -200,8 +232,8 @@ impl SqsQueue {
 }
 
 impl OrderQueue for SqsQueue {
-    async fn send(&self, body: String) -> Result<String, QueueError> {
-        self.batcher.send(body).await
+    async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
+        self.batcher.send(message).await
     }
 
     async fn check(&self) -> Result<(), QueueError> {
@@ -250,9 +282,22 @@ impl BatchSender for SqsBatchSender {
         let entries = entries
             .into_iter()
             .map(|entry| {
+                let attribute = entry
+                    .request_id
+                    .map(|id| {
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(id)
+                            .build()
+                    })
+                    .transpose()?;
                 SendMessageBatchRequestEntry::builder()
                     .id(entry.id)
                     .message_body(entry.body)
+                    .set_message_attributes(
+                        attribute
+                            .map(|value| HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)])),
+                    )
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()

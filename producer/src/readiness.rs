@@ -76,6 +76,7 @@ impl ReadinessCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::OrderMessage;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -88,7 +89,7 @@ mod tests {
     }
 
     impl OrderQueue for Counting {
-        async fn send(&self, _body: String) -> Result<String, QueueError> {
+        async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
             Ok("msg".into())
         }
 

@@ -13,12 +13,14 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router};
+use axum::{BoxError, Extension, Json, Router};
 use chrono::Utc;
 use order_contract::OrderPlaced;
 use serde::Serialize;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
@@ -27,9 +29,10 @@ use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, InFlight, Limits};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
-use crate::queue::{OrderQueue, QueueError};
+use crate::queue::{OrderMessage, OrderQueue, QueueError};
 use crate::rate_limit::{self, RateLimit};
 use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
+use crate::request_id;
 
 pub use crate::extract::MAX_BODY_BYTES;
 /// What `Retry-After` tells clients when the queue is unavailable.
@@ -162,6 +165,7 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
+                .map_request(request_id::drop_malformed)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -202,15 +206,25 @@ fn request_span(request: &Request) -> tracing::Span {
 /// `POST /orders`: validate, enqueue, then answer 202 with both ids.
 async fn place_order<Q: OrderQueue>(
     State(state): State<AppState<Q>>,
+    request_id: Option<Extension<RequestId>>,
     ValidOrder(order): ValidOrder,
 ) -> Result<impl IntoResponse, Problem> {
+    // Always set by the layers; well formed, so plain ASCII.
+    let request_id =
+        request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     let received_at = Utc::now();
     let order_id = order.order_id();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
 
     let message = OrderPlaced::new(order, received_at).to_json();
     let started = Instant::now();
-    let sent = state.queue.send(message).await;
+    let sent = state
+        .queue
+        .send(OrderMessage {
+            body: message,
+            request_id,
+        })
+        .await;
     state.metrics.enqueued(sent.is_ok(), started.elapsed());
     match sent {
         Ok(message_id) => {
@@ -340,7 +354,7 @@ mod tests {
     /// Records what it is sent and answers with a fixed result.
     #[derive(Debug, Default)]
     struct FakeQueue {
-        sent: Mutex<Vec<String>>,
+        sent: Mutex<Vec<OrderMessage>>,
         down: bool,
         stopped: bool,
         checks: AtomicUsize,
@@ -348,17 +362,25 @@ mod tests {
 
     impl FakeQueue {
         fn sent(&self) -> Vec<String> {
-            self.sent.lock().expect("sent lock").clone()
+            let sent = self.sent.lock().expect("sent lock");
+            sent.iter().map(|message| message.body.clone()).collect()
+        }
+
+        fn request_ids(&self) -> Vec<Option<String>> {
+            let sent = self.sent.lock().expect("sent lock");
+            sent.iter()
+                .map(|message| message.request_id.clone())
+                .collect()
         }
     }
 
     impl OrderQueue for FakeQueue {
-        async fn send(&self, body: String) -> Result<String, QueueError> {
+        async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
             if self.down {
                 return Err(QueueError::TimedOut(Duration::from_secs(5)));
             }
             let mut sent = self.sent.lock().expect("sent lock");
-            sent.push(body);
+            sent.push(message);
             Ok(format!("msg-{}", sent.len()))
         }
 
@@ -455,6 +477,41 @@ mod tests {
         let placed = OrderPlaced::from_json(&sent[0]).expect("a valid message");
         let posted = Order::from_request_json(&valid_order().to_string()).expect("valid");
         assert_eq!(placed.order, posted);
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_request_id_is_echoed_and_sent_with_the_order() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut request = post_json(&valid_order());
+        request
+            .headers_mut()
+            .insert("x-request-id", "checkout-7f3a.1".parse().expect("value"));
+        let answer = call(&queue, request).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        assert_eq!(answer.headers["x-request-id"], "checkout-7f3a.1");
+        assert_eq!(
+            queue.request_ids(),
+            vec![Some("checkout-7f3a.1".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_request_id_is_replaced_by_a_fresh_uuid() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut malformed = post_json(&valid_order());
+        malformed
+            .headers_mut()
+            .insert("x-request-id", "<script>".parse().expect("value"));
+        for request in [post_json(&valid_order()), malformed] {
+            let answer = call(&queue, request).await;
+            let echoed = answer.headers["x-request-id"].to_str().expect("ASCII");
+            assert!(Uuid::parse_str(echoed).is_ok(), "{echoed}");
+            let sent = queue.request_ids().pop().flatten();
+            assert_eq!(sent.as_deref(), Some(echoed));
+        }
+        // Problems carry it too, so a client can quote it.
+        let answer = call(&queue, post(Some("text/plain"), "x")).await;
+        assert!(answer.headers.contains_key("x-request-id"));
     }
 
     #[tokio::test]
@@ -653,7 +710,7 @@ mod tests {
         /// A queue that never answers.
         struct Stuck;
         impl OrderQueue for Stuck {
-            async fn send(&self, _body: String) -> Result<String, QueueError> {
+            async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
                 std::future::pending().await
             }
             async fn check(&self) -> Result<(), QueueError> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use std::num::NonZeroU32;
 
 use producer::{
-    AppState, Limits, Metrics, OrderQueue, QueueError, RateLimit, RateQuota, TrustedProxies,
+    AppState, Limits, Metrics, OrderMessage, OrderQueue, QueueError, RateLimit, RateQuota,
+    TrustedProxies,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +37,7 @@ impl Default for GatedQueue {
 }
 
 impl OrderQueue for GatedQueue {
-    async fn send(&self, _body: String) -> Result<String, QueueError> {
+    async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
         self.arrived.add_permits(1);
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced};
-use producer::{AppState, OrderQueue, QueueError, SqsQueue};
+use producer::{AppState, OrderMessage, OrderQueue, QueueError, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -398,12 +398,12 @@ struct Gated {
 }
 
 impl OrderQueue for Gated {
-    async fn send(&self, body: String) -> Result<String, QueueError> {
+    async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
         self.arrived.notify_one();
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();
         }
-        self.inner.send(body).await
+        self.inner.send(message).await
     }
 
     async fn check(&self) -> Result<(), QueueError> {
@@ -555,5 +555,41 @@ async fn sqs_errors_are_counted_by_kind() {
         ),
         "{text}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_id_travels_with_the_order_as_a_message_attribute() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = App::spawn(sqs_queue(&queues, &queues.queue_url)).await;
+    let response = app
+        .http
+        .post(app.url("/orders"))
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-request-id", "checkout-42.retry:1")
+        .body(order().to_string())
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["x-request-id"], "checkout-42.retry:1");
+
+    let received = queues
+        .sqs
+        .receive_message()
+        .queue_url(&queues.queue_url)
+        .message_attribute_names("All")
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("receive");
+    let messages = received.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1);
+    let attribute = messages[0]
+        .message_attributes()
+        .and_then(|attributes| attributes.get("request_id"))
+        .expect("a request_id attribute");
+    assert_eq!(attribute.data_type(), "String");
+    assert_eq!(attribute.string_value(), Some("checkout-42.retry:1"));
     app.stop().await;
 }
