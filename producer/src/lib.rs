@@ -10,6 +10,7 @@
 //! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
 //! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
 //! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
+//! - [`openapi`]: `GET /openapi.json`, OpenAPI 3.1 generated with utoipa.
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod queue;
 pub mod rate_limit;

@@ -12,11 +12,12 @@ use serde::Serialize;
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// One error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One error answer (`application/problem+json`, RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` means "see the status".
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: &'static str,
     /// The status phrase, the same for every occurrence.
     pub title: &'static str,

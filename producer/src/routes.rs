@@ -158,6 +158,7 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     Router::new()
         .route("/orders", orders)
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz::<Q>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -262,6 +263,14 @@ fn not_confirmed() -> Problem {
         ),
     )
     .with_retry_after(RETRY_AFTER_SECS)
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of this API.
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
 }
 
 /// `GET /healthz`: the process is up and serving.
