@@ -50,6 +50,9 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
     /// comma-separated; behind the load balancer, its subnets). Default: none.
     pub trusted_proxies: TrustedProxies,
+    /// Whether sends are coalesced into `SendMessageBatch` calls (`SQS_BATCHING`,
+    /// `on` by default; `off` makes one `SendMessage` per order, for comparison).
+    pub batching: bool,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -82,6 +85,8 @@ pub enum ConfigError {
         max = MAX_SQS_TIMEOUT.as_millis()
     )]
     InvalidSqsTimeout(String),
+    #[error("SQS_BATCHING={0:?} is neither `on` nor `off`")]
+    InvalidBatching(String),
     #[error("TRUSTED_PROXIES: {0}")]
     InvalidTrustedProxy(#[from] InvalidProxy),
     #[error("{name}={value:?} is not a whole number between {min} and {max}")]
@@ -197,7 +202,17 @@ impl Config {
             Some(list) => TrustedProxies::parse(&list)?,
         };
 
+        let batching = match read("SQS_BATCHING") {
+            None => true,
+            Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => return Err(ConfigError::InvalidBatching(value)),
+            },
+        };
+
         Ok(Self {
+            batching,
             queue_url,
             bind_addr,
             metrics_addr,
@@ -309,10 +324,20 @@ mod tests {
         let off =
             config(&[("QUEUE_URL", QUEUE_URL), ("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
         assert_eq!(off.rate_limit, None);
+        assert!(off.batching, "batching is on by default");
 
         let err = config(&[("QUEUE_URL", QUEUE_URL), ("TRUSTED_PROXIES", "the-alb")])
             .expect_err("not a CIDR");
         assert!(err.to_string().starts_with("TRUSTED_PROXIES:"), "{err}");
+    }
+
+    #[test]
+    fn batching_can_be_turned_off_for_the_baseline() {
+        let off = config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "off")]).expect("valid");
+        assert!(!off.batching);
+        let err =
+            config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "maybe")]).expect_err("neither");
+        assert!(err.to_string().starts_with("SQS_BATCHING="), "{err}");
     }
 
     #[test]

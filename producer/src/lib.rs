@@ -89,6 +89,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         SqsOptions {
             timeout: config.sqs_timeout,
             max_waiting: config.limits.max_waiting,
+            batching: config.batching,
             metrics: metrics.clone(),
         },
     ));
@@ -112,6 +113,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         queue_url = %config.queue_url,
         sqs_timeout_ms = config.sqs_timeout.as_millis(),
         limits = ?config.limits,
+        batching = config.batching,
         "accepting orders"
     );
     if config.trusted_proxies.is_empty() {

@@ -122,7 +122,10 @@ pub struct SqsQueue {
     /// The queue `/readyz` checks (sends use the batcher's copy).
     queue_url: String,
     /// Turns single sends into batches and answers each sender.
-    batcher: Batcher,
+    /// Coalesces sends into batches; `None` when batching is off.
+    batcher: Option<Batcher>,
+    /// How long one `SendMessage` may take, when batching is off.
+    timeout: Duration,
     /// How long `/readyz` waits for SQS.
     check_timeout: Duration,
     /// Counts `/readyz`'s calls; the batcher's sender counts the sends.
@@ -136,6 +139,9 @@ pub struct SqsOptions {
     pub timeout: Duration,
     /// Sends that may wait for a batch; further ones fail at once.
     pub max_waiting: usize,
+    /// Coalesce sends into `SendMessageBatch` calls (`SQS_BATCHING=on`, the
+    /// default), or make one `SendMessage` call per order (`off`, the baseline).
+    pub batching: bool,
     /// Where calls, batch sizes and errors are counted.
     pub metrics: Metrics,
 }
@@ -146,6 +152,7 @@ impl SqsOptions {
         Self {
             timeout,
             max_waiting: DEFAULT_MAX_WAITING,
+            batching: true,
             metrics: Metrics::new(),
         }
     }
@@ -188,6 +195,7 @@ impl SqsQueue {
         let SqsOptions {
             timeout,
             max_waiting,
+            batching,
             metrics,
         } = options;
         let connect_timeout = timeout.min(Duration::from_secs(3));
@@ -204,22 +212,25 @@ impl SqsQueue {
             .build();
         let client = Client::from_conf(sqs);
         let queue_url = queue_url.into();
-        let batcher = Batcher::spawn(
-            SqsBatchSender {
-                client: client.clone(),
-                queue_url: queue_url.clone(),
-                metrics: metrics.clone(),
-            },
-            BatcherSettings {
-                max_in_flight: MAX_BATCHES_IN_FLIGHT,
-                capacity: max_waiting,
-                deadline: timeout + MAX_QUEUE_WAIT,
-            },
-        );
+        let batcher = batching.then(|| {
+            Batcher::spawn(
+                SqsBatchSender {
+                    client: client.clone(),
+                    queue_url: queue_url.clone(),
+                    metrics: metrics.clone(),
+                },
+                BatcherSettings {
+                    max_in_flight: MAX_BATCHES_IN_FLIGHT,
+                    capacity: max_waiting,
+                    deadline: timeout + MAX_QUEUE_WAIT,
+                },
+            )
+        });
         Self {
             client,
             queue_url,
             batcher,
+            timeout,
             check_timeout: timeout.min(MAX_CHECK_TIMEOUT),
             metrics,
         }
@@ -227,13 +238,55 @@ impl SqsQueue {
 
     /// Stops taking sends and waits until every batch in flight has been answered.
     pub async fn close(self) {
-        self.batcher.close().await;
+        if let Some(batcher) = self.batcher {
+            batcher.close().await;
+        }
+    }
+
+    /// One `SendMessage` call for one order: the usual sample code, kept as the
+    /// baseline `scripts/bench producer` compares batching with.
+    async fn send_one(&self, message: OrderMessage) -> Result<String, QueueError> {
+        const OPERATION: &str = "SendMessage";
+        self.metrics.sqs_call(OPERATION);
+        let attribute = message
+            .request_id
+            .map(|id| {
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(id)
+                    .build()
+            })
+            .transpose()
+            .map_err(QueueError::sqs)?;
+        let call = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body)
+            .set_message_attributes(
+                attribute.map(|value| HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)])),
+            )
+            .send();
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(output)) => output.message_id.ok_or(QueueError::Unanswered),
+            Ok(Err(err)) => {
+                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
+                Err(QueueError::sqs(err))
+            }
+            Err(_) => {
+                self.metrics.sqs_error(OPERATION, "timeout");
+                Err(QueueError::TimedOut(self.timeout))
+            }
+        }
     }
 }
 
 impl OrderQueue for SqsQueue {
     async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
-        self.batcher.send(message).await
+        match &self.batcher {
+            Some(batcher) => batcher.send(message).await,
+            None => self.send_one(message).await,
+        }
     }
 
     async fn check(&self) -> Result<(), QueueError> {
@@ -259,7 +312,7 @@ impl OrderQueue for SqsQueue {
     }
 
     fn is_stopped(&self) -> bool {
-        self.batcher.is_stopped()
+        self.batcher.as_ref().is_some_and(Batcher::is_stopped)
     }
 }
 
