@@ -25,8 +25,11 @@ use batcher::{BatchEntry, BatchSender, Batcher, BatcherSettings, EntryOutcome};
 const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a send may wait for a free batch slot on top of the SQS timeout.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
-/// `SendMessageBatch` calls in flight at once.
-const MAX_BATCHES_IN_FLIGHT: usize = 16;
+/// `SendMessageBatch` calls in flight at once. Few, so that orders arriving
+/// while they are out coalesce: with 16, 16 concurrent clients each got a call
+/// of their own (measured: 974 calls per 1,000 orders at concurrency 16); 4
+/// calls of 10 entries still carry about 2,500 orders/s at a 15 ms round trip.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Sends waiting for a batch slot when not configured; beyond this they fail at once.
 pub const DEFAULT_MAX_WAITING: usize = 1024;
 
