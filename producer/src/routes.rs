@@ -198,7 +198,7 @@ fn request_span(request: &Request) -> tracing::Span {
         "request",
         method = %request.method(),
         path = %request.uri().path(),
-        request_id,
+        request_id = %request_id,
         client_ip = tracing::field::Empty,
         order_id = tracing::field::Empty,
     )
@@ -502,6 +502,47 @@ mod tests {
             queue.request_ids(),
             vec![Some("checkout-7f3a.1".to_owned())]
         );
+    }
+
+    /// Collects what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_request_names_its_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let queue = Arc::new(FakeQueue::default());
+        let mut request = post_json(&valid_order());
+        request
+            .headers_mut()
+            .insert("x-request-id", "follow-me-1".parse().expect("value"));
+        assert_eq!(call(&queue, request).await.status, StatusCode::ACCEPTED);
+
+        let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.iter().any(|line| line.contains("order queued")),
+            "{text}"
+        );
+        for line in &lines {
+            assert!(line.contains("request_id=follow-me-1"), "{line}");
+        }
     }
 
     #[tokio::test]
