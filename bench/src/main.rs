@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod consumer;
 mod lambda;
+mod producer;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks; run them through scripts/bench, which starts what they need")]
@@ -18,6 +19,8 @@ enum Command {
     Consumer(consumer::Args),
     /// Init time, peak RSS and zip size of the real bootstrap under a fake Runtime API.
     Lambda(lambda::Args),
+    /// The producer under oha with batching on and off; its CPU per 1,000 orders.
+    Producer(producer::Args),
 }
 
 #[tokio::main]
@@ -25,5 +28,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Consumer(args) => consumer::run(args).await,
         Command::Lambda(args) => lambda::run(args).await,
+        Command::Producer(args) => producer::run(args).await,
     }
 }

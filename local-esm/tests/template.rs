@@ -1017,8 +1017,42 @@ fn user_data(t: &Document) -> String {
     );
     match intrinsic(data) {
         Some((tag, Value::String(script))) if tag == "Sub" => script.clone(),
+        // `!Sub [script, {variables}]`.
+        Some((tag, Value::Sequence(parts))) if tag == "Sub" => match parts.first() {
+            Some(Value::String(script)) => script.clone(),
+            other => panic!("!Sub's first item should be the script, found {other:?}"),
+        },
         other => panic!("UserData should be Fn::Base64 of a !Sub script, found {other:?}"),
     }
+}
+
+/// The CIDR blocks of the subnets the load balancer sits in, as CloudFormation
+/// computes them from the VPC's default range (`!Cidr [VpcCidr, 4, 8]`).
+fn load_balancer_subnet_cidrs(t: &Document) -> Vec<String> {
+    let vpc = text(at(t, &["Parameters", "VpcCidr", "Default"])).to_owned();
+    let (address, prefix) = vpc.split_once('/').expect("a CIDR");
+    let octets: Vec<u8> = address
+        .split('.')
+        .map(|o| o.parse().expect("an octet"))
+        .collect();
+    assert_eq!(
+        prefix, "16",
+        "the computation below assumes the default /16"
+    );
+    items(properties(t, "LoadBalancer").get("Subnets"))
+        .iter()
+        .map(|subnet| {
+            let id = reference(subnet).expect("!Ref to a subnet");
+            let cidr = properties(t, id).get("CidrBlock").expect("CidrBlock");
+            let index = match intrinsic(cidr) {
+                Some((tag, Value::Sequence(args))) if tag == "Select" => {
+                    as_u64(&args[0]).expect("an index")
+                }
+                other => panic!("{id}'s CidrBlock should be !Select of !Cidr, found {other:?}"),
+            };
+            format!("{}.{}.{index}.0/24", octets[0], octets[1])
+        })
+        .collect()
 }
 
 #[test]
@@ -1026,6 +1060,7 @@ fn the_producer_service_gets_the_settings_its_configuration_reads() {
     let t = template();
     let script = user_data(&t);
     let producer_port = port(&t, at(&t, &["Parameters", "ProducerPort", "Default"]));
+    let balancer_cidrs = load_balancer_subnet_cidrs(&t);
     let substitute = |line: &str| {
         line.replace(
             "${OrdersQueue}",
@@ -1033,6 +1068,7 @@ fn the_producer_service_gets_the_settings_its_configuration_reads() {
         )
         .replace("${ProducerPort}", &producer_port.to_string())
         .replace("${AWS::Region}", "eu-west-1")
+        .replace("${PublicCidrA},${PublicCidrB}", &balancer_cidrs.join(","))
     };
     let env: HashMap<String, String> = script
         .lines()
@@ -1042,6 +1078,13 @@ fn the_producer_service_gets_the_settings_its_configuration_reads() {
         .collect();
     let config = producer::Config::from_lookup(|name| env.get(name).cloned())
         .unwrap_or_else(|err| panic!("the producer refuses the service's environment: {err}"));
+    // Only the load balancer's nodes may name the client in X-Forwarded-For;
+    // without this, all customers would share the balancer's rate-limit buckets.
+    assert_eq!(
+        config.trusted_proxies,
+        producer::client_ip::TrustedProxies::parse(&balancer_cidrs.join(",")).expect("valid"),
+        "TRUSTED_PROXIES must be the load balancer's subnets"
+    );
     assert!(
         config.bind_addr.ip().is_unspecified()
             && u64::from(config.bind_addr.port()) == producer_port,

@@ -6,14 +6,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+
+use crate::client_ip::{InvalidProxy, TrustedProxies};
+use crate::limits::Limits;
+use crate::metrics::DEFAULT_METRICS_ADDR;
+use crate::rate_limit::RateQuota;
+
+/// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
+
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
 /// How long one SQS call may take, retries included, when `SQS_TIMEOUT_MS` is unset.
 pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest `SQS_TIMEOUT_MS` accepted: beyond this clients time out first.
 pub const MAX_SQS_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a request may take beyond the SQS timeout (reading the body, waiting
-/// for a free batch slot) before the request timeout answers 503 for it.
+/// Time a request may take beyond reading its body and the SQS timeout
+/// (waiting for a free batch slot) before the request timeout answers 503 for it.
 const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// The producer's settings.
@@ -23,9 +33,26 @@ pub struct Config {
     pub queue_url: String,
     /// Where the HTTP server listens (`BIND_ADDR`, default [`DEFAULT_BIND_ADDR`]).
     pub bind_addr: SocketAddr,
+    /// Where `GET /metrics` is served (`METRICS_ADDR`, default
+    /// [`DEFAULT_METRICS_ADDR`]): a listener of its own, which the load
+    /// balancer does not forward to.
+    pub metrics_addr: SocketAddr,
     /// How long a send to SQS may take, the SDK's retries included, before the
     /// client gets 503 (`SQS_TIMEOUT_MS`, default [`DEFAULT_SQS_TIMEOUT`]).
     pub sqs_timeout: Duration,
+    /// Caps and client timeouts (`MAX_IN_FLIGHT`, `MAX_WAITING`,
+    /// `MAX_CONNECTIONS`, `HEADER_READ_TIMEOUT_MS`, `BODY_READ_TIMEOUT_MS`).
+    pub limits: Limits,
+    /// Each client's bucket for `POST /orders` (`RATE_LIMIT_PER_SECOND`, default
+    /// [`DEFAULT_RATE_PER_SECOND`], 0 turns it off; `RATE_LIMIT_BURST`, default
+    /// twice the rate).
+    pub rate_limit: Option<RateQuota>,
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
+    /// comma-separated; behind the load balancer, its subnets). Default: none.
+    pub trusted_proxies: TrustedProxies,
+    /// Whether sends are coalesced into `SendMessageBatch` calls (`SQS_BATCHING`,
+    /// `on` by default; `off` makes one `SendMessage` per order, for comparison).
+    pub batching: bool,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -47,11 +74,28 @@ pub enum ConfigError {
         #[source]
         source: std::net::AddrParseError,
     },
+    #[error("METRICS_ADDR={value:?} is not an IP address and port such as 127.0.0.1:9464")]
+    InvalidMetricsAddr {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
     #[error(
         "SQS_TIMEOUT_MS={0:?} is not a whole number of milliseconds between 1 and {max}",
         max = MAX_SQS_TIMEOUT.as_millis()
     )]
     InvalidSqsTimeout(String),
+    #[error("SQS_BATCHING={0:?} is neither `on` nor `off`")]
+    InvalidBatching(String),
+    #[error("TRUSTED_PROXIES: {0}")]
+    InvalidTrustedProxy(#[from] InvalidProxy),
+    #[error("{name}={value:?} is not a whole number between {min} and {max}")]
+    OutOfRange {
+        name: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
 }
 
 impl Config {
@@ -84,6 +128,16 @@ impl Config {
                     source,
                 })?;
 
+        let metrics_addr = read("METRICS_ADDR").unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
+        let metrics_addr =
+            metrics_addr
+                .trim()
+                .parse()
+                .map_err(|source| ConfigError::InvalidMetricsAddr {
+                    value: metrics_addr.clone(),
+                    source,
+                })?;
+
         let sqs_timeout = match read("SQS_TIMEOUT_MS") {
             None => DEFAULT_SQS_TIMEOUT,
             Some(value) => value
@@ -95,16 +149,84 @@ impl Config {
                 .ok_or(ConfigError::InvalidSqsTimeout(value))?,
         };
 
+        let number = |name: &'static str, default: u64, min: u64, max: u64| match read(name) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or(ConfigError::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                }),
+        };
+        let count =
+            |name, default: usize| number(name, default as u64, 1, 1_000_000).map(|n| n as usize);
+        let millis = |name, default: Duration| {
+            number(name, default.as_millis() as u64, 1, 600_000).map(Duration::from_millis)
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_in_flight: count("MAX_IN_FLIGHT", defaults.max_in_flight)?,
+            max_waiting: count("MAX_WAITING", defaults.max_waiting)?,
+            max_connections: count("MAX_CONNECTIONS", defaults.max_connections)?,
+            header_read_timeout: millis("HEADER_READ_TIMEOUT_MS", defaults.header_read_timeout)?,
+            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", defaults.body_read_timeout)?,
+        };
+
+        let per_second = number(
+            "RATE_LIMIT_PER_SECOND",
+            u64::from(DEFAULT_RATE_PER_SECOND),
+            0,
+            1_000_000,
+        )?;
+        let rate_limit = match NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX)) {
+            None => None,
+            Some(per_second) => {
+                let burst = number(
+                    "RATE_LIMIT_BURST",
+                    2 * u64::from(per_second.get()),
+                    1,
+                    1_000_000,
+                )?;
+                let burst = NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN);
+                Some(RateQuota::per_second(per_second, burst))
+            }
+        };
+        let trusted_proxies = match read("TRUSTED_PROXIES") {
+            None => TrustedProxies::none(),
+            Some(list) => TrustedProxies::parse(&list)?,
+        };
+
+        let batching = match read("SQS_BATCHING") {
+            None => true,
+            Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => return Err(ConfigError::InvalidBatching(value)),
+            },
+        };
+
         Ok(Self {
+            batching,
             queue_url,
             bind_addr,
+            metrics_addr,
             sqs_timeout,
+            limits,
+            rate_limit,
+            trusted_proxies,
         })
     }
 
-    /// The longest a request may take in all; a backstop behind the SQS timeout.
+    /// The longest a request may take in all; a backstop behind the body-read
+    /// and SQS timeouts, which answer first.
     pub fn request_timeout(&self) -> Duration {
-        self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
+        self.limits.body_read_timeout + self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
     }
 }
 
@@ -128,6 +250,11 @@ mod tests {
         let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
         assert_eq!(config.queue_url, QUEUE_URL);
         assert_eq!(config.bind_addr, "127.0.0.1:8080".parse().expect("address"));
+        assert_eq!(
+            config.metrics_addr,
+            "127.0.0.1:9464".parse().expect("address"),
+            "metrics on loopback, apart from the port the load balancer reaches"
+        );
         assert_eq!(config.sqs_timeout, Duration::from_secs(5));
     }
 
@@ -155,7 +282,89 @@ mod tests {
         .expect("valid");
         assert_eq!(config.bind_addr, "0.0.0.0:9000".parse().expect("address"));
         assert_eq!(config.sqs_timeout, Duration::from_millis(1500));
-        assert_eq!(config.request_timeout(), Duration::from_millis(6500));
+        assert_eq!(config.request_timeout(), Duration::from_millis(11_500));
+    }
+
+    #[test]
+    fn the_caps_and_client_timeouts_default_to_the_limits_defaults() {
+        let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        assert_eq!(config.limits, Limits::default());
+        assert!(
+            config.limits.header_read_timeout > Duration::from_secs(60),
+            "longer than the load balancer's idle timeout"
+        );
+    }
+
+    #[test]
+    fn clients_are_rate_limited_by_default_and_no_proxy_is_trusted() {
+        let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        let quota = config.rate_limit.expect("on by default");
+        assert_eq!(quota.replenish_every, Duration::from_millis(50));
+        assert_eq!(quota.burst.get(), 40);
+        assert!(config.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn the_rate_limit_can_be_set_or_turned_off_and_proxies_trusted() {
+        let set = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("RATE_LIMIT_PER_SECOND", "5"),
+            ("RATE_LIMIT_BURST", "7"),
+            ("TRUSTED_PROXIES", "10.0.0.0/24, 10.0.1.0/24"),
+        ])
+        .expect("valid");
+        let quota = set.rate_limit.expect("on");
+        assert_eq!(quota.replenish_every, Duration::from_millis(200));
+        assert_eq!(quota.burst.get(), 7);
+        assert_eq!(
+            set.trusted_proxies,
+            TrustedProxies::parse("10.0.0.0/24,10.0.1.0/24").expect("valid")
+        );
+
+        let off =
+            config(&[("QUEUE_URL", QUEUE_URL), ("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
+        assert_eq!(off.rate_limit, None);
+        assert!(off.batching, "batching is on by default");
+
+        let err = config(&[("QUEUE_URL", QUEUE_URL), ("TRUSTED_PROXIES", "the-alb")])
+            .expect_err("not a CIDR");
+        assert!(err.to_string().starts_with("TRUSTED_PROXIES:"), "{err}");
+    }
+
+    #[test]
+    fn batching_can_be_turned_off_for_the_baseline() {
+        let off = config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "off")]).expect("valid");
+        assert!(!off.batching);
+        let err =
+            config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "maybe")]).expect_err("neither");
+        assert!(err.to_string().starts_with("SQS_BATCHING="), "{err}");
+    }
+
+    #[test]
+    fn the_caps_and_client_timeouts_can_be_set_within_bounds() {
+        let set = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("MAX_IN_FLIGHT", "10"),
+            ("MAX_WAITING", "20"),
+            ("MAX_CONNECTIONS", "30"),
+            ("HEADER_READ_TIMEOUT_MS", "1000"),
+            ("BODY_READ_TIMEOUT_MS", "2000"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            set.limits,
+            Limits {
+                max_in_flight: 10,
+                max_waiting: 20,
+                max_connections: 30,
+                header_read_timeout: Duration::from_secs(1),
+                body_read_timeout: Duration::from_secs(2),
+            }
+        );
+        for (name, value) in [("MAX_IN_FLIGHT", "0"), ("BODY_READ_TIMEOUT_MS", "soon")] {
+            let err = config(&[("QUEUE_URL", QUEUE_URL), (name, value)]).expect_err("bad");
+            assert!(err.to_string().starts_with(&format!("{name}=")), "{err}");
+        }
     }
 
     #[test]

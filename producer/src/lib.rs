@@ -5,25 +5,46 @@
 //! # Layout
 //! - [`config`]: [`Config`], read once from the environment at start-up.
 //! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`) over an [`AppState`].
+//! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
+//! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
+//! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
+//! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
+//! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
+//! - [`openapi`]: `GET /openapi.json`, OpenAPI 3.1 generated with utoipa.
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
 //!   sends into `SendMessageBatch` calls with a bounded wait.
+//! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
+//! - [`request_id`]: the `X-Request-Id` kept or generated, echoed, logged and sent as a message attribute.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
 //! - [`page`]: the customer's order page at `GET /`, embedded in the binary.
 //!
 //! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
 //! with a listener and a shutdown trigger of their own.
 
+pub mod client_ip;
 pub mod config;
+pub mod extract;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod problem;
 pub mod queue;
+pub mod rate_limit;
+pub mod readiness;
+pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 
+pub use client_ip::TrustedProxies;
 pub use config::{Config, ConfigError};
+pub use limits::Limits;
+pub use metrics::Metrics;
 pub use problem::Problem;
-pub use queue::{OrderQueue, QueueError, SqsQueue};
+pub use queue::{OrderMessage, OrderQueue, QueueError, SqsOptions, SqsQueue};
+pub use rate_limit::{RateLimit, RateQuota};
 pub use routes::{AppState, router};
 
 use std::future::Future;
@@ -41,7 +62,7 @@ pub enum RunError {
     )]
     NoRegion,
     #[error(
-        "could not listen on {addr}: is another process using it? (set BIND_ADDR to change it)"
+        "could not listen on {addr}: is another process using it? (set BIND_ADDR or METRICS_ADDR to change it)"
     )]
     Bind {
         addr: SocketAddr,
@@ -63,27 +84,56 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if aws.region().is_none() {
         return Err(RunError::NoRegion);
     }
-    let queue = Arc::new(SqsQueue::new(
+    let metrics = Metrics::new();
+    let queue = Arc::new(SqsQueue::with_options(
         aws_sdk_sqs::Config::from(&aws),
         config.queue_url.clone(),
-        config.sqs_timeout,
+        SqsOptions {
+            timeout: config.sqs_timeout,
+            max_waiting: config.limits.max_waiting,
+            batching: config.batching,
+            metrics: metrics.clone(),
+        },
     ));
-    let listener = TcpListener::bind(config.bind_addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.bind_addr,
-            source,
-        })?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })
+    };
+    let listener = bind(config.bind_addr).await?;
+    let metrics_listener = bind(config.metrics_addr).await?;
+    // Scrapes need no graceful shutdown: the task ends with the process.
+    let metrics_server = tokio::spawn(server::serve_router(
+        metrics_listener,
+        metrics::metrics_router(metrics.clone()),
+        config.limits.server_settings(),
+        std::future::pending(),
+    ));
+    tracing::info!(url = %metrics::describe(config.metrics_addr), "serving metrics");
     tracing::info!(
         addr = %config.bind_addr,
         queue_url = %config.queue_url,
         sqs_timeout_ms = config.sqs_timeout.as_millis(),
+        limits = ?config.limits,
+        batching = config.batching,
         "accepting orders"
     );
-    let state = AppState::new(Arc::clone(&queue), config.request_timeout());
-    serve(listener, state, shutdown_signal())
-        .await
-        .map_err(RunError::Serve)?;
+    if config.trusted_proxies.is_empty() {
+        tracing::info!(
+            "TRUSTED_PROXIES is empty: X-Forwarded-For is ignored and clients are rate limited \
+             by their TCP peer address (behind a load balancer, set it to the balancer's subnets)"
+        );
+    }
+    let rate_limit = config
+        .rate_limit
+        .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
+    let state = AppState::new(Arc::clone(&queue), config.request_timeout())
+        .with_limits(config.limits)
+        .with_rate_limit(rate_limit)
+        .with_metrics(metrics);
+    let served = serve(listener, state, shutdown_signal()).await;
+    metrics_server.abort();
+    served.map_err(RunError::Serve)?;
     // Every request has been answered, so the router and its clones are gone.
     if let Some(queue) = Arc::into_inner(queue) {
         queue.close().await;
@@ -99,9 +149,8 @@ pub async fn serve<Q: OrderQueue>(
     state: AppState<Q>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let settings = state.limits().server_settings();
+    server::serve_router(listener, router(state), settings, shutdown).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends on `systemctl stop`).

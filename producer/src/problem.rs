@@ -12,11 +12,12 @@ use serde::Serialize;
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// One error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One error answer (`application/problem+json`, RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` means "see the status".
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: &'static str,
     /// The status phrase, the same for every occurrence.
     pub title: &'static str,
@@ -30,6 +31,10 @@ pub struct Problem {
     /// Seconds after which a retry may succeed, sent as the `Retry-After` header.
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
+    /// Whether to close the connection after answering (`Connection: close`):
+    /// the rest of the request was not read, so the connection cannot be reused.
+    #[serde(skip)]
+    pub close_connection: bool,
 }
 
 impl Problem {
@@ -41,6 +46,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after_secs: None,
+            close_connection: false,
         }
     }
 
@@ -56,6 +62,12 @@ impl Problem {
         self
     }
 
+    /// Closes the connection after the answer.
+    pub fn with_connection_close(mut self) -> Self {
+        self.close_connection = true;
+        self
+    }
+
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -65,6 +77,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let retry_after = self.retry_after_secs;
+        let close = self.close_connection;
         let body = serde_json::to_vec(&self).unwrap_or_else(|err| {
             // Strings and integers always serialize; keep a valid answer regardless.
             tracing::error!(error = %err, "cannot serialize a problem");
@@ -75,6 +88,9 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

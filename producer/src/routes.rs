@@ -4,31 +4,37 @@
 //! once the queue has acknowledged the message, and carries its message id.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router};
+use axum::{BoxError, Extension, Json, Router};
 use chrono::Utc;
-use order_contract::{ContractError, Order, OrderPlaced};
+use order_contract::OrderPlaced;
 use serde::Serialize;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
 
+use crate::extract::{BodyReadTimeout, ValidOrder};
+use crate::limits::{self, InFlight, Limits};
+use crate::metrics::Metrics;
 use crate::problem::Problem;
-use crate::queue::OrderQueue;
+use crate::queue::{OrderMessage, OrderQueue, QueueError};
+use crate::rate_limit::{self, RateLimit};
+use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
+use crate::request_id;
 
-/// The largest `POST /orders` body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::extract::MAX_BODY_BYTES;
 /// What `Retry-After` tells clients when the queue is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -39,14 +45,68 @@ pub struct AppState<Q> {
     queue: Arc<Q>,
     /// The longest a request may take before it is answered 503.
     request_timeout: Duration,
+    /// `/readyz`'s last check, reused for a few seconds.
+    readiness: Arc<ReadinessCache>,
+    /// Caps and client timeouts.
+    limits: Limits,
+    /// `POST /orders` requests in progress.
+    in_flight: InFlight,
+    /// Each client's bucket for `POST /orders`, when limited.
+    rate_limit: Option<RateLimit>,
+    /// What `/metrics` reports.
+    metrics: Metrics,
 }
 
 impl<Q> AppState<Q> {
+    /// With the default [`Limits`].
     pub fn new(queue: Arc<Q>, request_timeout: Duration) -> Self {
+        let limits = Limits::default();
         Self {
             queue,
             request_timeout,
+            readiness: Arc::new(ReadinessCache::new(DEFAULT_READY_CACHE)),
+            limits,
+            in_flight: InFlight::new(limits.max_in_flight),
+            rate_limit: None,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts into `metrics` (by default a registry of its own).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Limits each client's `POST /orders` (none by default).
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate_limit: impl Into<Option<RateLimit>>) -> Self {
+        self.rate_limit = rate_limit.into();
+        self
+    }
+
+    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsQueue::with_max_waiting`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self.in_flight = InFlight::new(limits.max_in_flight);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reuses `/readyz`'s queue check for `ttl` (default [`DEFAULT_READY_CACHE`]).
+    #[must_use]
+    pub fn with_ready_cache(mut self, ttl: Duration) -> Self {
+        self.readiness = Arc::new(ReadinessCache::new(ttl));
+        self
     }
 }
 
@@ -56,7 +116,19 @@ impl<Q> Clone for AppState<Q> {
         Self {
             queue: Arc::clone(&self.queue),
             request_timeout: self.request_timeout,
+            readiness: Arc::clone(&self.readiness),
+            limits: self.limits,
+            in_flight: self.in_flight.clone(),
+            rate_limit: self.rate_limit.clone(),
+            metrics: self.metrics.clone(),
         }
+    }
+}
+
+// What the order extractor needs from the state.
+impl<Q> FromRef<AppState<Q>> for BodyReadTimeout {
+    fn from_ref(state: &AppState<Q>) -> Self {
+        Self(state.limits.body_read_timeout)
     }
 }
 
@@ -71,9 +143,22 @@ struct Accepted {
 /// a body limit, a request timeout, request ids and a tracing span per request.
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
+    // The rate limit runs first: a client over its rate takes no slot.
+    let metrics = state.metrics.clone();
+    let mut orders = post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
+        (state.in_flight.clone(), metrics.clone()),
+        limits::shed_when_busy,
+    ));
+    if let Some(rate_limit) = state.rate_limit.clone() {
+        orders = orders.route_layer(middleware::from_fn_with_state(
+            (rate_limit, metrics.clone()),
+            rate_limit::limit_per_client,
+        ));
+    }
     Router::new()
-        .route("/orders", post(place_order::<Q>))
+        .route("/orders", orders)
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz::<Q>))
         .merge(crate::page::router())
         .fallback(not_found)
@@ -82,6 +167,7 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
+                .map_request(request_id::drop_malformed)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -89,11 +175,18 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(HandleErrorLayer::new(move |err: BoxError| {
-                    request_failed(err, request_timeout)
-                }))
+                .layer(HandleErrorLayer::new(
+                    move |method: Method, err: BoxError| {
+                        request_failed(method, err, request_timeout)
+                    },
+                ))
                 .timeout(request_timeout),
         )
+        // Outermost, so that it counts the answers of every layer too.
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::count_requests,
+        ))
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -106,7 +199,8 @@ fn request_span(request: &Request) -> tracing::Span {
         "request",
         method = %request.method(),
         path = %request.uri().path(),
-        request_id,
+        request_id = %request_id,
+        client_ip = tracing::field::Empty,
         order_id = tracing::field::Empty,
     )
 }
@@ -114,25 +208,27 @@ fn request_span(request: &Request) -> tracing::Span {
 /// `POST /orders`: validate, enqueue, then answer 202 with both ids.
 async fn place_order<Q: OrderQueue>(
     State(state): State<AppState<Q>>,
-    request: Request,
+    request_id: Option<Extension<RequestId>>,
+    ValidOrder(order): ValidOrder,
 ) -> Result<impl IntoResponse, Problem> {
+    // Always set by the layers; well formed, so plain ASCII.
+    let request_id =
+        request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     let received_at = Utc::now();
-    check_content_type(request.headers())?;
-    let body = Bytes::from_request(request, &())
-        .await
-        .map_err(body_problem)?;
-    let body = std::str::from_utf8(&body).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "The body is not valid UTF-8; send the order as UTF-8 encoded JSON.",
-        )
-    })?;
-    let order = Order::from_request_json(body).map_err(contract_problem)?;
     let order_id = order.order_id();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
 
     let message = OrderPlaced::new(order, received_at).to_json();
-    match state.queue.send(message).await {
+    let started = Instant::now();
+    let sent = state
+        .queue
+        .send(OrderMessage {
+            body: message,
+            request_id,
+        })
+        .await;
+    state.metrics.enqueued(sent.is_ok(), started.elapsed());
+    match sent {
         Ok(message_id) => {
             tracing::info!(%order_id, %message_id, "order queued");
             Ok((
@@ -143,19 +239,39 @@ async fn place_order<Q: OrderQueue>(
                 }),
             ))
         }
+        Err(QueueError::Overloaded) => {
+            tracing::warn!(%order_id, "order shed: too many waiting for SQS");
+            state.metrics.shed("waiting");
+            Err(limits::busy())
+        }
         Err(err) => {
-            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not queued");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "The order could not be queued right now. Retry the same request in \
-                     {RETRY_AFTER_SECS} seconds: an order is stored once per order_id, \
-                     so retrying never duplicates it."
-                ),
-            )
-            .with_retry_after(RETRY_AFTER_SECS))
+            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not confirmed");
+            Err(not_confirmed())
         }
     }
+}
+
+/// The answer when SQS did not confirm an order. A batch in flight is not
+/// cancelled, so the message may still have been stored: the client must retry
+/// with the same `order_id`, which the consumer stores once.
+fn not_confirmed() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "The order was not confirmed in time. It may have been queued: retry with the same \
+             order_id in {RETRY_AFTER_SECS} seconds. An order is stored once per order_id, so \
+             retrying never duplicates it."
+        ),
+    )
+    .with_retry_after(RETRY_AFTER_SECS)
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of this API.
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
 }
 
 /// `GET /healthz`: the process is up and serving.
@@ -163,11 +279,20 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
-/// `GET /readyz`: the queue is reachable, so orders can be accepted.
+/// `GET /readyz`: orders can be accepted (the sender runs and the queue was
+/// reachable at the last check, at most a few seconds ago).
 async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
-    match state.queue.check().await {
+    match state.readiness.check(&*state.queue).await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
-        Err(err) => {
+        Err(NotReady::SenderStopped) => {
+            tracing::error!("the order sender has stopped: this process cannot queue orders");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This instance can no longer queue orders and needs a restart.",
+            )
+            .with_retry_after(RETRY_AFTER_SECS))
+        }
+        Err(NotReady::Unreachable(err)) => {
             tracing::warn!(error = %DisplayErrorContext(&err), "the queue is not reachable");
             Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -199,7 +324,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
 }
 
 /// Answers for failures of the layers (the request timeout, in practice).
-async fn request_failed(err: BoxError, request_timeout: Duration) -> Problem {
+async fn request_failed(method: Method, err: BoxError, request_timeout: Duration) -> Problem {
     if err.is::<tower::timeout::error::Elapsed>() {
         tracing::warn!(
             timeout_ms = request_timeout.as_millis(),
@@ -208,78 +333,18 @@ async fn request_failed(err: BoxError, request_timeout: Duration) -> Problem {
     } else {
         tracing::error!(error = %DisplayErrorContext(&*err), "request failed in a layer");
     }
+    if method == Method::POST {
+        // The order's send is not cancelled with the request.
+        return not_confirmed();
+    }
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "The request was not completed within {} seconds; if it was an order, it may not \
-             have been queued. Retry the same request in {RETRY_AFTER_SECS} seconds.",
+            "The request was not completed within {} seconds; retry in {RETRY_AFTER_SECS} seconds.",
             request_timeout.as_secs_f64()
         ),
     )
     .with_retry_after(RETRY_AFTER_SECS)
-}
-
-/// Only `application/json` (with an optional UTF-8 charset) is accepted.
-fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
-    let unsupported = |detail: String| Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail);
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(unsupported(
-            "The request has no Content-Type; send the order as JSON with \
-             `Content-Type: application/json`."
-                .to_owned(),
-        ));
-    };
-    let value = value.to_str().unwrap_or_default();
-    let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        let shown: String = value.chars().take(100).collect();
-        return Err(unsupported(format!(
-            "Content-Type {shown:?} is not supported; send the order as JSON with \
-             `Content-Type: application/json`."
-        )));
-    }
-    for parameter in parts {
-        let Some((name, charset)) = parameter.split_once('=') else {
-            continue;
-        };
-        let charset = charset.trim().trim_matches('"');
-        if name.trim().eq_ignore_ascii_case("charset") && !charset.eq_ignore_ascii_case("utf-8") {
-            let shown: String = charset.chars().take(40).collect();
-            return Err(unsupported(format!(
-                "charset {shown:?} is not supported; JSON must be sent as UTF-8 \
-                 (`Content-Type: application/json; charset=utf-8`, or no charset)."
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn body_problem(rejection: BytesRejection) -> Problem {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "The body is larger than {} KiB; an order is far smaller, so check what is being sent.",
-                MAX_BODY_BYTES / 1024
-            ),
-        )
-    } else {
-        tracing::info!(error = %DisplayErrorContext(&rejection), "could not read the request body");
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "The request body could not be read completely; send it again.",
-        )
-    }
-}
-
-fn contract_problem(err: ContractError) -> Problem {
-    match &err {
-        ContractError::Malformed { .. } => Problem::new(StatusCode::BAD_REQUEST, err.to_string()),
-        ContractError::Invalid { field, .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()).with_field(field)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -288,7 +353,10 @@ mod tests {
     use crate::problem::PROBLEM_JSON;
     use crate::queue::QueueError;
     use axum::body::Body;
+    use axum::http::{HeaderMap, header};
+    use order_contract::Order;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::ServiceExt;
 
     const ORDER_ID: &str = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
@@ -296,32 +364,47 @@ mod tests {
     /// Records what it is sent and answers with a fixed result.
     #[derive(Debug, Default)]
     struct FakeQueue {
-        sent: Mutex<Vec<String>>,
+        sent: Mutex<Vec<OrderMessage>>,
         down: bool,
+        stopped: bool,
+        checks: AtomicUsize,
     }
 
     impl FakeQueue {
         fn sent(&self) -> Vec<String> {
-            self.sent.lock().expect("sent lock").clone()
+            let sent = self.sent.lock().expect("sent lock");
+            sent.iter().map(|message| message.body.clone()).collect()
+        }
+
+        fn request_ids(&self) -> Vec<Option<String>> {
+            let sent = self.sent.lock().expect("sent lock");
+            sent.iter()
+                .map(|message| message.request_id.clone())
+                .collect()
         }
     }
 
     impl OrderQueue for FakeQueue {
-        async fn send(&self, body: String) -> Result<String, QueueError> {
+        async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
             if self.down {
                 return Err(QueueError::TimedOut(Duration::from_secs(5)));
             }
             let mut sent = self.sent.lock().expect("sent lock");
-            sent.push(body);
+            sent.push(message);
             Ok(format!("msg-{}", sent.len()))
         }
 
         async fn check(&self) -> Result<(), QueueError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
             if self.down {
                 Err(QueueError::sqs(std::io::Error::other("connection refused")))
             } else {
                 Ok(())
             }
+        }
+
+        fn is_stopped(&self) -> bool {
+            self.stopped
         }
     }
 
@@ -404,6 +487,82 @@ mod tests {
         let placed = OrderPlaced::from_json(&sent[0]).expect("a valid message");
         let posted = Order::from_request_json(&valid_order().to_string()).expect("valid");
         assert_eq!(placed.order, posted);
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_request_id_is_echoed_and_sent_with_the_order() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut request = post_json(&valid_order());
+        request
+            .headers_mut()
+            .insert("x-request-id", "checkout-7f3a.1".parse().expect("value"));
+        let answer = call(&queue, request).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        assert_eq!(answer.headers["x-request-id"], "checkout-7f3a.1");
+        assert_eq!(
+            queue.request_ids(),
+            vec![Some("checkout-7f3a.1".to_owned())]
+        );
+    }
+
+    /// Collects what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_request_names_its_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let queue = Arc::new(FakeQueue::default());
+        let mut request = post_json(&valid_order());
+        request
+            .headers_mut()
+            .insert("x-request-id", "follow-me-1".parse().expect("value"));
+        assert_eq!(call(&queue, request).await.status, StatusCode::ACCEPTED);
+
+        let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.iter().any(|line| line.contains("order queued")),
+            "{text}"
+        );
+        for line in &lines {
+            assert!(line.contains("request_id=follow-me-1"), "{line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_request_id_is_replaced_by_a_fresh_uuid() {
+        let queue = Arc::new(FakeQueue::default());
+        let mut malformed = post_json(&valid_order());
+        malformed
+            .headers_mut()
+            .insert("x-request-id", "<script>".parse().expect("value"));
+        for request in [post_json(&valid_order()), malformed] {
+            let answer = call(&queue, request).await;
+            let echoed = answer.headers["x-request-id"].to_str().expect("ASCII");
+            assert!(Uuid::parse_str(echoed).is_ok(), "{echoed}");
+            let sent = queue.request_ids().pop().flatten();
+            assert_eq!(sent.as_deref(), Some(echoed));
+        }
+        // Problems carry it too, so a client can quote it.
+        let answer = call(&queue, post(Some("text/plain"), "x")).await;
+        assert!(answer.headers.contains_key("x-request-id"));
     }
 
     #[tokio::test]
@@ -511,7 +670,10 @@ mod tests {
         let answer = call(&queue, post_json(&valid_order())).await;
         let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.headers[header::RETRY_AFTER], "5");
-        assert!(detail(problem).contains("Retry"), "{problem}");
+        assert!(
+            detail(problem).contains("may have been queued: retry with the same order_id"),
+            "{problem}"
+        );
         assert!(!detail(problem).contains("SQS"), "{problem}");
     }
 
@@ -547,6 +709,37 @@ mod tests {
         assert!(!detail(problem).contains("refused"), "{problem}");
     }
 
+    fn get(path: &str) -> Request {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn readyz_checks_the_queue_once_for_many_calls() {
+        let queue = Arc::new(FakeQueue::default());
+        let app = router(AppState::new(Arc::clone(&queue), Duration::from_secs(10)));
+        for _ in 0..20 {
+            let response = app
+                .clone()
+                .oneshot(get("/readyz"))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_a_stopped_sender_while_the_queue_is_reachable() {
+        let queue = Arc::new(FakeQueue {
+            stopped: true,
+            ..FakeQueue::default()
+        });
+        let answer = call(&queue, get("/readyz")).await;
+        let problem = assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(detail(problem).contains("restart"), "{problem}");
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 0, "no SQS call needed");
+    }
+
     #[tokio::test]
     async fn unknown_routes_and_methods_are_problems_too() {
         let queue = Arc::new(FakeQueue::default());
@@ -568,7 +761,7 @@ mod tests {
         /// A queue that never answers.
         struct Stuck;
         impl OrderQueue for Stuck {
-            async fn send(&self, _body: String) -> Result<String, QueueError> {
+            async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
                 std::future::pending().await
             }
             async fn check(&self) -> Result<(), QueueError> {
@@ -583,5 +776,13 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert!(
+            detail(&problem).contains("may have been queued: retry with the same order_id"),
+            "{problem}"
+        );
     }
 }

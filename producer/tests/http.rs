@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced};
-use producer::{AppState, OrderQueue, QueueError, SqsQueue};
+use producer::{AppState, OrderMessage, OrderQueue, QueueError, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -398,12 +398,12 @@ struct Gated {
 }
 
 impl OrderQueue for Gated {
-    async fn send(&self, body: String) -> Result<String, QueueError> {
+    async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
         self.arrived.notify_one();
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();
         }
-        self.inner.send(body).await
+        self.inner.send(message).await
     }
 
     async fn check(&self) -> Result<(), QueueError> {
@@ -474,4 +474,154 @@ async fn shutdown_stops_accepting_but_finishes_the_order_in_flight() {
         accepted["message_id"].as_str(),
         "the answered message id is the queued one"
     );
+}
+
+/// The value of one sample line of the metrics text, e.g. `producer_sqs_batch_entries_sum`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn sqs_calls_and_batch_sizes_are_counted_not_estimated() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let metrics = producer::Metrics::new();
+    let queue = SqsQueue::with_options(
+        queues.sqs.config().clone(),
+        &queues.queue_url,
+        producer::SqsOptions {
+            metrics: metrics.clone(),
+            ..producer::SqsOptions::new(SQS_TIMEOUT)
+        },
+    );
+    let app = Arc::new(App::spawn(queue).await);
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let app = Arc::clone(&app);
+        posts.spawn(async move { app.post_order(&order()).await.status() });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.expect("post task"), StatusCode::ACCEPTED);
+    }
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    let text = metrics.render();
+    let calls = sample(
+        &text,
+        "producer_sqs_calls_total{operation=\"SendMessageBatch\"}",
+    );
+    assert!(
+        (2.0..=12.0).contains(&calls),
+        "at least two batches of ten at most: {calls}"
+    );
+    assert_eq!(
+        sample(&text, "producer_sqs_batch_entries_count"),
+        calls,
+        "one batch size per call"
+    );
+    assert_eq!(sample(&text, "producer_sqs_batch_entries_sum"), 12.0);
+    assert_eq!(
+        sample(
+            &text,
+            "producer_sqs_calls_total{operation=\"GetQueueAttributes\"}"
+        ),
+        1.0
+    );
+    assert!(!text.contains("producer_sqs_errors_total{"), "{text}");
+    Arc::into_inner(app).expect("last handle").stop().await;
+}
+
+#[tokio::test]
+async fn sqs_errors_are_counted_by_kind() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let metrics = producer::Metrics::new();
+    let missing = format!("{}-missing", queues.queue_url);
+    let queue = SqsQueue::with_options(
+        queues.sqs.config().clone(),
+        &missing,
+        producer::SqsOptions {
+            metrics: metrics.clone(),
+            ..producer::SqsOptions::new(SQS_TIMEOUT)
+        },
+    );
+    let app = App::spawn(queue).await;
+    assert_unavailable(app.post_order(&order()).await).await;
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "producer_sqs_errors_total{operation=\"SendMessageBatch\",kind=\"queue_missing\"} 1"
+        ),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_id_travels_with_the_order_as_a_message_attribute() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let app = App::spawn(sqs_queue(&queues, &queues.queue_url)).await;
+    let response = app
+        .http
+        .post(app.url("/orders"))
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-request-id", "checkout-42.retry:1")
+        .body(order().to_string())
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["x-request-id"], "checkout-42.retry:1");
+
+    let received = queues
+        .sqs
+        .receive_message()
+        .queue_url(&queues.queue_url)
+        .message_attribute_names("All")
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("receive");
+    let messages = received.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1);
+    let attribute = messages[0]
+        .message_attributes()
+        .and_then(|attributes| attributes.get("request_id"))
+        .expect("a request_id attribute");
+    assert_eq!(attribute.data_type(), "String");
+    assert_eq!(attribute.string_value(), Some("checkout-42.retry:1"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_batching_off_each_order_is_one_send_message_call() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let metrics = producer::Metrics::new();
+    let queue = SqsQueue::with_options(
+        queues.sqs.config().clone(),
+        &queues.queue_url,
+        producer::SqsOptions {
+            batching: false,
+            metrics: metrics.clone(),
+            ..producer::SqsOptions::new(SQS_TIMEOUT)
+        },
+    );
+    let app = Arc::new(App::spawn(queue).await);
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let app = Arc::clone(&app);
+        posts.spawn(async move { app.post_order(&order()).await.status() });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.expect("post task"), StatusCode::ACCEPTED);
+    }
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, "producer_sqs_calls_total{operation=\"SendMessage\"}"),
+        5.0
+    );
+    assert!(!text.contains("operation=\"SendMessageBatch\""), "{text}");
+    assert_eq!(receive(&queues, 5).await.len(), 5);
+    Arc::into_inner(app).expect("last handle").stop().await;
 }

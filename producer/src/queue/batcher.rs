@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use super::QueueError;
+use super::{OrderMessage, QueueError};
 
 /// SQS takes at most ten entries per `SendMessageBatch` call…
 pub(crate) const MAX_ENTRIES: usize = 10;
@@ -26,6 +26,8 @@ pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 pub(crate) struct BatchEntry {
     pub(crate) id: String,
     pub(crate) body: String,
+    /// Sent as the `request_id` message attribute.
+    pub(crate) request_id: Option<String>,
 }
 
 /// What the queue said about one entry: its message id, or why it was not stored.
@@ -57,7 +59,20 @@ pub(crate) struct BatcherSettings {
 /// A message waiting for a batch, and where its answer goes.
 struct Pending {
     body: String,
+    request_id: Option<String>,
     reply: oneshot::Sender<Result<String, QueueError>>,
+}
+
+impl Pending {
+    /// What the message counts towards SQS's batch size limit: its body and
+    /// its attribute's name, type and value.
+    fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .request_id
+                .as_ref()
+                .map_or(0, |id| "request_id".len() + "String".len() + id.len())
+    }
 }
 
 /// The handle callers send through; the batching task runs until it is closed.
@@ -80,14 +95,23 @@ impl Batcher {
         }
     }
 
-    /// Sends one body in the next batch and waits for its own result.
-    pub(crate) async fn send(&self, body: String) -> Result<String, QueueError> {
+    /// Sends one message in the next batch and waits for its own result.
+    pub(crate) async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
+        let OrderMessage { body, request_id } = message;
         let (reply, answer) = oneshot::channel();
+        // Never wait for room: past the cap the caller is shed at once, so the
+        // orders held in memory stay bounded.
+        self.submit
+            .try_send(Pending {
+                body,
+                request_id,
+                reply,
+            })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => QueueError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Stopped,
+            })?;
         let round_trip = async {
-            self.submit
-                .send(Pending { body, reply })
-                .await
-                .map_err(|_| QueueError::Stopped)?;
             // A dropped reply means its batch task died before SQS answered.
             answer.await.map_err(|_| QueueError::Stopped)?
         };
@@ -95,6 +119,12 @@ impl Batcher {
             Ok(result) => result,
             Err(_) => Err(QueueError::TimedOut(self.deadline)),
         }
+    }
+
+    /// Whether the batching task has ended. It only ends when closed, so
+    /// before that this means it panicked: every send would fail from now on.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Stops taking sends and waits until every batch in flight was answered.
@@ -162,17 +192,17 @@ async fn next_batch(
             Some(pending) => pending,
             None => waiting.recv().await?,
         };
-        let mut bytes = first.body.len();
+        let mut bytes = first.size();
         let mut batch = vec![first];
         while batch.len() < MAX_ENTRIES {
             let Ok(next) = waiting.try_recv() else {
                 break;
             };
-            if bytes + next.body.len() > MAX_BATCH_BYTES {
+            if bytes + next.size() > MAX_BATCH_BYTES {
                 *carried = Some(next);
                 break;
             }
-            bytes += next.body.len();
+            bytes += next.size();
             batch.push(next);
         }
         // A caller that gave up (deadline passed, client gone) was never told
@@ -196,6 +226,7 @@ async fn deliver<S: BatchSender>(sender: &S, batch: Vec<Pending>) {
         entries.push(BatchEntry {
             id,
             body: pending.body,
+            request_id: pending.request_id,
         });
     }
     tracing::debug!(entries = entries.len(), "sending a batch");
@@ -316,6 +347,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             body: body.to_owned(),
+            request_id: None,
             reply,
         };
         (pending, answer)
@@ -336,7 +368,7 @@ mod tests {
         let batcher = Arc::new(Batcher::spawn(sender.clone(), settings(1)));
         let send = |body: String| {
             let batcher = Arc::clone(&batcher);
-            tokio::spawn(async move { (body.clone(), batcher.send(body).await) })
+            tokio::spawn(async move { (body.clone(), batcher.send(body.into()).await) })
         };
         // The first send takes the only slot and is held at the gate…
         let first = send("first".into());
@@ -472,6 +504,50 @@ mod tests {
             batcher.send("b".into()).await,
             Err(QueueError::Stopped)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_send_past_the_waiting_cap_is_refused_at_once() {
+        let (sender, gate) = FakeSender::gated(all_stored);
+        let batcher = Arc::new(Batcher::spawn(
+            sender.clone(),
+            BatcherSettings {
+                capacity: 2,
+                ..settings(1)
+            },
+        ));
+        let send = |body: &str| {
+            let (batcher, body) = (Arc::clone(&batcher), body.to_owned());
+            tokio::spawn(async move { batcher.send(body.into()).await })
+        };
+        let first = send("first");
+        until("the first batch is out", || sender.batches().len() == 1).await;
+        let waiting = [send("w1"), send("w2")];
+        until("two sends wait", || batcher.waiting() == 2).await;
+
+        let refused = batcher.send("one too many".into()).await;
+        assert!(
+            matches!(refused, Err(QueueError::Overloaded)),
+            "{refused:?}"
+        );
+
+        gate.add_permits(2);
+        for handle in std::iter::once(first).chain(waiting) {
+            assert!(handle.await.expect("send task").is_ok());
+        }
+        let sent: Vec<String> = sender.batches().concat();
+        assert!(!sent.contains(&"one too many".to_owned()), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batcher_whose_task_died_says_it_has_stopped() {
+        let batcher = Batcher::spawn(FakeSender::new(all_stored), settings(1));
+        assert!(!batcher.is_stopped());
+        // Stands in for a panic in the batching task: the task is gone either way.
+        batcher.task.abort();
+        until("the task has ended", || batcher.is_stopped()).await;
+        let result = batcher.send("a".into()).await;
+        assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,338 @@
+//! The producer under load from `oha`, with batching on and off (the one
+//! `SendMessage` per order baseline) at several concurrencies, against the SQS
+//! emulator; then its own CPU time per 1,000 orders against an SQS stub that
+//! answers at once. SQS calls are read from the producer's own metrics, not
+//! estimated.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The producer binary (release build).
+    #[arg(long)]
+    producer: PathBuf,
+    /// The `oha` load generator.
+    #[arg(long)]
+    oha: PathBuf,
+    /// The SQS emulator's endpoint.
+    #[arg(long)]
+    sqs_endpoint: String,
+    /// The queue the producer sends to, on that endpoint.
+    #[arg(long)]
+    queue_url: String,
+    /// Concurrencies to run at.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Requests per run at concurrency 1 (more at higher concurrency).
+    #[arg(long, default_value_t = 500)]
+    requests: usize,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    sqs_calls_per_1000: f64,
+}
+
+const ORDER: &str = r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"bench","currency":"EUR","items":[{"sku":"BOOK-1","quantity":2,"unit_price_cents":1299}]}"#;
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let mut table = Vec::new();
+    for &concurrency in &args.concurrency {
+        let requests = args.requests * concurrency.clamp(1, 8);
+        let mut pair = [None, None];
+        for (slot, batching) in [(0, true), (1, false)] {
+            let producer = Producer::start(
+                &args.producer,
+                &args.sqs_endpoint,
+                &args.queue_url,
+                batching,
+            )
+            .await?;
+            // Warm up connections and the SDK before measuring.
+            oha(
+                &args.oha,
+                producer.addr,
+                concurrency,
+                50.max(concurrency * 2),
+            )
+            .await?;
+            let before = producer.sqs_calls().await?;
+            let (rps, p50_ms, p99_ms, accepted) =
+                oha(&args.oha, producer.addr, concurrency, requests).await?;
+            let calls = producer.sqs_calls().await? - before;
+            producer.stop().await;
+            if accepted < requests as u64 {
+                bail!(
+                    "only {accepted} of {requests} orders were accepted (batching={batching}, c={concurrency})"
+                );
+            }
+            pair[slot] = Some(Run {
+                rps,
+                p50_ms,
+                p99_ms,
+                sqs_calls_per_1000: calls / accepted as f64 * 1000.0,
+            });
+        }
+        if let [Some(batched), Some(baseline)] = pair {
+            table.push((concurrency, batched, baseline));
+        }
+    }
+
+    println!(
+        "| concurrency | batching: orders/s | p50 ms | p99 ms | SQS calls / 1,000 | baseline: orders/s | p50 ms | p99 ms | SQS calls / 1,000 |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (c, b, n) in &table {
+        println!(
+            "| {c} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} |",
+            b.rps,
+            b.p50_ms,
+            b.p99_ms,
+            b.sqs_calls_per_1000,
+            n.rps,
+            n.p50_ms,
+            n.p99_ms,
+            n.sqs_calls_per_1000
+        );
+    }
+
+    let (cpu_batched, cpu_baseline) = cpu_per_1000(&args).await?;
+    println!(
+        "producer CPU per 1,000 orders against an instant SQS stub (c=64): batching {cpu_batched:.0} ms, baseline {cpu_baseline:.0} ms"
+    );
+    if let Some((_, b, n)) = table.iter().find(|(c, ..)| *c == 64) {
+        println!(
+            "producer concurrency=64 rps={:.0} baseline_rps={:.0} p99_ms={:.1} sqs_calls_per_1000={:.0} baseline_sqs_calls_per_1000={:.0}",
+            b.rps, n.rps, b.p99_ms, b.sqs_calls_per_1000, n.sqs_calls_per_1000
+        );
+    }
+    Ok(())
+}
+
+/// The producer's CPU time (user + system) per 1,000 orders, batching on and
+/// off, against a stub that answers every SQS call at once.
+async fn cpu_per_1000(args: &Args) -> anyhow::Result<(f64, f64)> {
+    let stub = sqs_stub().await?;
+    let endpoint = format!("http://{stub}");
+    let queue_url = format!("{endpoint}/000000000000/stub");
+    let requests = 20_000;
+    let mut out = [0.0; 2];
+    for (slot, batching) in [(0, true), (1, false)] {
+        let producer = Producer::start(&args.producer, &endpoint, &queue_url, batching).await?;
+        oha(&args.oha, producer.addr, 64, 500).await?;
+        let before = producer.cpu_ms()?;
+        let (_, _, _, accepted) = oha(&args.oha, producer.addr, 64, requests).await?;
+        let spent = producer.cpu_ms()? - before;
+        producer.stop().await;
+        out[slot] = spent / accepted.max(1) as f64 * 1000.0;
+    }
+    Ok((out[0], out[1]))
+}
+
+/// Answers `SendMessageBatch` and `SendMessage` (AWS JSON 1.0) at once.
+async fn sqs_stub() -> anyhow::Result<SocketAddr> {
+    async fn answer(
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> ([(&'static str, &'static str); 1], String) {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let reply = if target.ends_with("SendMessageBatch") {
+            let successful: Vec<_> = request["Entries"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|entry| {
+                    serde_json::json!({
+                        "Id": entry["Id"],
+                        "MessageId": uuid::Uuid::new_v4().to_string(),
+                        "MD5OfMessageBody": "00000000000000000000000000000000",
+                    })
+                })
+                .collect();
+            serde_json::json!({ "Successful": successful, "Failed": [] })
+        } else {
+            serde_json::json!({
+                "MessageId": uuid::Uuid::new_v4().to_string(),
+                "MD5OfMessageBody": "00000000000000000000000000000000",
+            })
+        };
+        (
+            [("content-type", "application/x-amz-json-1.0")],
+            reply.to_string(),
+        )
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    // AWS JSON 1.0 posts every operation to the endpoint's root.
+    let app = Router::new().route("/", post(answer));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// A producer process of ours.
+struct Producer {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Producer {
+    async fn start(
+        binary: &Path,
+        endpoint: &str,
+        queue_url: &str,
+        batching: bool,
+    ) -> anyhow::Result<Self> {
+        let addr = free_addr().await?;
+        let metrics = free_addr().await?;
+        let child = Command::new(binary)
+            .env("QUEUE_URL", queue_url)
+            .env("BIND_ADDR", addr.to_string())
+            .env("METRICS_ADDR", metrics.to_string())
+            .env("SQS_BATCHING", if batching { "on" } else { "off" })
+            .env("RATE_LIMIT_PER_SECOND", "0")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let producer = Self {
+            child,
+            addr,
+            metrics,
+        };
+        for _ in 0..200 {
+            if get(producer.addr, "/healthz").await.is_ok() {
+                return Ok(producer);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the producer did not answer /healthz within 10 s")
+    }
+
+    /// SQS calls made so far (`SendMessageBatch` and `SendMessage`).
+    async fn sqs_calls(&self) -> anyhow::Result<f64> {
+        let text = get(self.metrics, "/metrics").await?;
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with("producer_sqs_calls_total{operation=\"SendMessage"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// User + system CPU time of the process so far, from /proc.
+    fn cpu_ms(&self) -> anyhow::Result<f64> {
+        let pid = self.child.id().context("the producer has exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let rest = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+        let clock_ticks_per_s = 100.0;
+        Ok((ticks(11) + ticks(12)) / clock_ticks_per_s * 1000.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM: the producer drains and exits.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    Ok(listener.local_addr()?)
+}
+
+/// A plain HTTP/1.0 GET: the body if the answer is 200.
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+/// Runs oha; requests/s, p50 and p99 in ms, and the number of 202s.
+async fn oha(
+    oha: &Path,
+    addr: SocketAddr,
+    concurrency: usize,
+    requests: usize,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let output = Command::new(oha)
+        .args(["--no-tui", "--output-format", "json", "-m", "POST"])
+        .args(["-H", "content-type: application/json", "-d", ORDER])
+        .args(["-c", &concurrency.to_string(), "-n", &requests.to_string()])
+        .arg(format!("http://{addr}/orders"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", oha.display()))?;
+    if !output.status.success() {
+        bail!("oha failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).context("oha's JSON")?;
+    let seconds = |value: &serde_json::Value| value.as_f64().unwrap_or(f64::NAN);
+    let accepted = report["statusCodeDistribution"]["202"]
+        .as_u64()
+        .unwrap_or(0);
+    Ok((
+        seconds(&report["summary"]["requestsPerSec"]),
+        seconds(&report["latencyPercentiles"]["p50"]) * 1000.0,
+        seconds(&report["latencyPercentiles"]["p99"]) * 1000.0,
+        accepted,
+    ))
+}

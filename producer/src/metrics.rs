@@ -1,0 +1,303 @@
+//! The producer's metrics, rendered for Prometheus (OpenMetrics text) by
+//! `GET /metrics` on a listener of its own (`METRICS_ADDR`), never on the port
+//! the load balancer forwards to.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The media type Prometheus asks for and the encoder writes.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SqsErrorLabels {
+    operation: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    enqueue_seconds: HistogramFamily<OutcomeLabels>,
+    batch_entries: Histogram,
+    sqs_calls: Family<OperationLabels, Counter>,
+    sqs_errors: Family<SqsErrorLabels, Counter>,
+    shed: Family<ReasonLabels, Counter>,
+    rate_limited: Counter,
+}
+
+/// Every metric the producer keeps; clones share them.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn enqueue_histogram() -> Histogram {
+    // 1 ms … about 16 s: a batch round trip up to past the longest SQS timeout.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("producer");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let enqueue_seconds: HistogramFamily<OutcomeLabels> =
+            Family::new_with_constructor(enqueue_histogram);
+        registry.register(
+            "enqueue_seconds",
+            "Time from handing an order to the queue until SQS confirmed it (outcome=queued) or it failed",
+            enqueue_seconds.clone(),
+        );
+        let batch_entries = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        registry.register(
+            "sqs_batch_entries",
+            "Orders per SendMessageBatch call",
+            batch_entries.clone(),
+        );
+        let sqs_calls = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "sqs_calls",
+            "Calls made to SQS, by operation",
+            sqs_calls.clone(),
+        );
+        let sqs_errors = Family::<SqsErrorLabels, Counter>::default();
+        registry.register(
+            "sqs_errors",
+            "Failed SQS calls and refused batch entries, by operation and kind",
+            sqs_errors.clone(),
+        );
+        let shed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "requests_shed",
+            "Orders answered 503 at once because a cap was reached (in_flight or waiting)",
+            shed.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "requests_rate_limited",
+            "Orders answered 429 because their client was over its rate",
+            rate_limited.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            requests,
+            enqueue_seconds,
+            batch_entries,
+            sqs_calls,
+            sqs_errors,
+            shed,
+            rate_limited,
+        }))
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) = encode(&mut text, &self.0.registry) {
+            // Writing into a String does not fail; say so if it ever does.
+            tracing::error!(error = %err, "cannot encode the metrics");
+        }
+        text
+    }
+
+    pub(crate) fn request(&self, route: &str, method: &str, status: StatusCode) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.as_u16().to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn enqueued(&self, queued: bool, took: Duration) {
+        let outcome = if queued { "queued" } else { "failed" };
+        self.0
+            .enqueue_seconds
+            .get_or_create(&OutcomeLabels { outcome })
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn sqs_call(&self, operation: &'static str) {
+        self.0
+            .sqs_calls
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+    }
+
+    pub(crate) fn batch(&self, entries: usize) {
+        self.0.batch_entries.observe(entries as f64);
+    }
+
+    pub(crate) fn sqs_error(&self, operation: &'static str, kind: &'static str) {
+        self.0
+            .sqs_errors
+            .get_or_create(&SqsErrorLabels { operation, kind })
+            .inc();
+    }
+
+    pub(crate) fn shed(&self, reason: &'static str) {
+        self.0.shed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub(crate) fn rate_limited(&self) {
+        self.0.rate_limited.inc();
+    }
+}
+
+/// What kind of failure an SQS call had, in a few stable words.
+pub(crate) fn sqs_error_kind<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> &'static str {
+    match err {
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
+        SdkError::DispatchFailure(_) => "unreachable",
+        SdkError::ResponseError(_) => "bad_response",
+        SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
+            code if code.contains("Throttl")
+                || code == "RequestThrottled"
+                || code == "OverLimit" =>
+            {
+                "throttled"
+            }
+            code if code.contains("NonExistentQueue") || code == "QueueDoesNotExist" => {
+                "queue_missing"
+            }
+            code if code.contains("AccessDenied")
+                || code.contains("Signature")
+                || code.contains("Token") =>
+            {
+                "denied"
+            }
+            _ => "service",
+        },
+        _ => "other",
+    }
+}
+
+/// Middleware: counts every answer by its route (the pattern, never the raw
+/// path, so the label set stays small), method and status.
+pub(crate) async fn count_requests(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics.request(&route, &method, response.status());
+    response
+}
+
+/// The metrics listener's router: `GET /metrics` and nothing else.
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(metrics)
+}
+
+async fn render(State(metrics): State<Metrics>) -> Response {
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(OPENMETRICS_TEXT),
+    );
+    response
+}
+
+/// Where `METRICS_ADDR` points when unset: loopback only, scraped on the instance.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// For the log line at start-up.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_rendered_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.request("/orders", "POST", StatusCode::ACCEPTED);
+        metrics.enqueued(true, Duration::from_millis(3));
+        metrics.sqs_call("SendMessageBatch");
+        metrics.batch(7);
+        metrics.sqs_error("SendMessageBatch", "timeout");
+        metrics.shed("in_flight");
+        metrics.rate_limited();
+        let text = metrics.render();
+        for line in [
+            "producer_http_requests_total{route=\"/orders\",method=\"POST\",status=\"202\"} 1",
+            "producer_enqueue_seconds_count{outcome=\"queued\"} 1",
+            "producer_sqs_batch_entries_count 1",
+            "producer_sqs_batch_entries_sum 7.0",
+            "producer_sqs_calls_total{operation=\"SendMessageBatch\"} 1",
+            "producer_sqs_errors_total{operation=\"SendMessageBatch\",kind=\"timeout\"} 1",
+            "producer_requests_shed_total{reason=\"in_flight\"} 1",
+            "producer_requests_rate_limited_total 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

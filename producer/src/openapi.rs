@@ -1,0 +1,209 @@
+//! `GET /openapi.json`: the API described in OpenAPI 3.1, generated from the
+//! code (utoipa): the request schema, every status of every route, and the
+//! problem body. `scripts/test` runs schemathesis against it.
+
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::problem::Problem;
+
+/// A new order: the body of `POST /orders`. Mirrors the contract's rules
+/// (`order_contract::OrderRequest` and its validation); a unit test keeps the
+/// two in step on examples.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "order_id": "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10",
+    "customer_id": "cust-42",
+    "currency": "EUR",
+    "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
+}))]
+// Read by the schema derive and the tests only.
+#[allow(dead_code)]
+pub struct NewOrder {
+    /// Chosen by the client; its idempotency key: a retry with the same id is stored once.
+    #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    order_id: String,
+    /// 1–64 characters of `A-Z a-z 0-9 _ -`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
+    customer_id: String,
+    /// Three upper-case letters (ISO 4217).
+    #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
+    currency: String,
+    /// 1–100 line items.
+    #[schema(min_items = 1, max_items = 100)]
+    items: Vec<NewLineItem>,
+}
+
+/// One line of a new order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct NewLineItem {
+    /// 1–64 printable ASCII characters (space included).
+    #[schema(pattern = "^[ -~]{1,64}$", min_length = 1, max_length = 64)]
+    sku: String,
+    /// 1–10000, written without a fraction (`2`, not `2.0`).
+    #[schema(minimum = 1, maximum = 10000)]
+    quantity: i64,
+    /// 0–1000000000, written without a fraction.
+    #[schema(minimum = 0, maximum = 1000000000)]
+    unit_price_cents: i64,
+}
+
+/// The answer to an accepted order: SQS has stored it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    #[schema(format = Uuid)]
+    order_id: String,
+    /// The SQS message id.
+    message_id: String,
+}
+
+/// `/healthz` and `/readyz` when all is well.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct Status {
+    /// `alive` or `ready`.
+    #[schema(example = "ready")]
+    status: String,
+}
+
+/// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    request_body(content = NewOrder, content_type = "application/json"),
+    responses(
+        (status = 202, description = "SQS has stored the order", body = Accepted,
+            headers(("x-request-id" = String, description = "The request id"))),
+        (status = 400, description = "The body is not JSON (or not UTF-8)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time; the connection is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The content type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This client is over its rate; nothing was queued", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+        (status = 503, description = "Shed (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+    )
+)]
+#[allow(dead_code)]
+fn place_order() {}
+
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "Alive", body = Status),
+))]
+#[allow(dead_code)]
+fn healthz() {}
+
+/// `GET /readyz`: orders can be accepted.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "The sender runs and the queue was reachable at the last check", body = Status),
+    (status = 503, description = "The queue cannot be reached, or this instance's sender has stopped", body = Problem, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+))]
+#[allow(dead_code)]
+fn readyz() {}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
+))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orders producer",
+        description = "Takes orders and queues them to SQS; a consumer stores them. Errors are application/problem+json (RFC 9457).",
+    ),
+    paths(place_order, healthz, readyz, openapi_json),
+    components(schemas(NewOrder, NewLineItem, Accepted, Status, Problem))
+)]
+struct ApiDoc;
+
+/// The document, rendered once.
+pub fn json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(|| {
+        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot render the OpenAPI document");
+            String::from("{}")
+        })
+    });
+    &JSON
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use order_contract::Order;
+
+    fn document() -> serde_json::Value {
+        serde_json::from_str(json()).expect("JSON")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_route_and_status() {
+        let doc = document();
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("3.1"),
+            "{doc}"
+        );
+        let orders = &doc["paths"]["/orders"]["post"]["responses"];
+        for status in ["202", "400", "408", "413", "415", "422", "429", "503"] {
+            assert!(orders.get(status).is_some(), "POST /orders {status}");
+        }
+        assert!(
+            doc["paths"]["/readyz"]["get"]["responses"]
+                .get("503")
+                .is_some()
+        );
+        assert!(doc["paths"]["/healthz"]["get"].is_object());
+        let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+        for member in ["type", "title", "status", "detail", "field"] {
+            assert!(problem.get(member).is_some(), "Problem.{member}");
+        }
+        assert!(
+            problem.get("retry_after_secs").is_none(),
+            "not a body member"
+        );
+    }
+
+    #[test]
+    fn the_schema_rejects_unknown_fields_like_the_contract() {
+        let doc = document();
+        let order = &doc["components"]["schemas"]["NewOrder"];
+        assert_eq!(order["additionalProperties"], false, "{order}");
+        assert_eq!(
+            doc["components"]["schemas"]["NewLineItem"]["additionalProperties"],
+            false
+        );
+    }
+
+    #[test]
+    fn the_schema_and_the_contract_agree_on_examples() {
+        let accepted = [
+            r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"c","currency":"EUR","items":[{"sku":" ~","quantity":10000,"unit_price_cents":0}]}"#,
+        ];
+        for body in accepted {
+            assert!(Order::from_request_json(body).is_ok(), "{body}");
+            assert!(serde_json::from_str::<NewOrder>(body).is_ok(), "{body}");
+        }
+        let rejected_by_both = [
+            r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"c","currency":"EUR","items":[],"x":1}"#,
+        ];
+        for body in rejected_by_both {
+            assert!(Order::from_request_json(body).is_err(), "{body}");
+            assert!(serde_json::from_str::<NewOrder>(body).is_err(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! A token bucket per client for `POST /orders`: past it, `429 Too Many
+//! Requests` with `Retry-After`. Clients are told apart by
+//! [`TrustedProxies::client_ip`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::client_ip::{TrustedProxies, rate_limit_key};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+/// Requests between two sweeps of clients whose bucket is full again, which
+/// keeps the table as small as the set of recently active clients.
+const SWEEP_EVERY: u64 = 10_000;
+
+/// A client's bucket: `burst` tokens, one more every `replenish_every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateQuota {
+    /// The time one token takes to come back (1 s / `RATE_LIMIT_PER_SECOND`).
+    pub replenish_every: Duration,
+    /// Requests allowed at once after a quiet spell (`RATE_LIMIT_BURST`).
+    pub burst: NonZeroU32,
+}
+
+impl RateQuota {
+    /// `per_second` requests per second sustained, `burst` at once.
+    pub fn per_second(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self {
+            replenish_every: Duration::from_secs(1) / per_second.get(),
+            burst,
+        }
+    }
+}
+
+/// The per-client limiter and whom to believe about who the client is.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    proxies: Arc<TrustedProxies>,
+    checks: Arc<AtomicU64>,
+}
+
+impl RateLimit {
+    pub fn new(quota: RateQuota, proxies: TrustedProxies) -> Self {
+        // A zero period is the only way to get None; a nanosecond is as good as unlimited.
+        let quota = Quota::with_period(quota.replenish_every.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(quota.burst);
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+            proxies: Arc::new(proxies),
+            checks: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes a token from `client`'s bucket, or says how long until one is there.
+    fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(&rate_limit_key(client))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Middleware: lets the request through if its client has a token left.
+pub(crate) async fn limit_per_client(
+    State((limit, metrics)): State<(RateLimit, Metrics)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The server loop always sets it; without it (a test calling the router
+    // directly) every request counts as one client.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let client = limit.proxies.client_ip(peer, request.headers());
+    tracing::Span::current().record("client_ip", tracing::field::display(client));
+    match limit.check(client) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            // Whole seconds, rounded up: never invite a retry that is too early.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let secs = secs.max(1);
+            tracing::info!(%client, retry_after_secs = secs, "rate limited");
+            metrics.rate_limited();
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many requests from this client; nothing was queued. Retry the same \
+                     request in {secs} seconds."
+                ),
+            )
+            .with_retry_after(secs)
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_per_hour(burst: u32) -> RateQuota {
+        RateQuota {
+            replenish_every: Duration::from_secs(3600),
+            burst: NonZeroU32::new(burst).expect("non-zero"),
+        }
+    }
+
+    #[test]
+    fn a_client_gets_its_burst_then_is_told_how_long_to_wait() {
+        let limit = RateLimit::new(one_per_hour(2), TrustedProxies::none());
+        let client = "198.51.100.7".parse().expect("address");
+        assert!(limit.check(client).is_ok());
+        assert!(limit.check(client).is_ok());
+        let wait = limit.check(client).expect_err("limited");
+        assert!(wait > Duration::from_secs(3500), "{wait:?}");
+    }
+
+    #[test]
+    fn clients_have_buckets_of_their_own() {
+        let limit = RateLimit::new(one_per_hour(1), TrustedProxies::none());
+        assert!(limit.check("198.51.100.7".parse().expect("ip")).is_ok());
+        assert!(limit.check("198.51.100.8".parse().expect("ip")).is_ok());
+        assert!(limit.check("198.51.100.7".parse().expect("ip")).is_err());
+    }
+
+    #[test]
+    fn a_quota_per_second_replenishes_one_token_per_fraction_of_a_second() {
+        let quota = RateQuota::per_second(
+            NonZeroU32::new(20).expect("20"),
+            NonZeroU32::new(40).expect("40"),
+        );
+        assert_eq!(quota.replenish_every, Duration::from_millis(50));
+    }
+}

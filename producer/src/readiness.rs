@@ -1,0 +1,167 @@
+//! `/readyz`'s answer, cached: the endpoint is reachable from the internet, so
+//! each call must not cost a call to SQS. One check runs at a time; callers that
+//! arrive meanwhile wait for it and share its result.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::queue::{OrderQueue, QueueError};
+
+/// How long a check's result is reused when `READY_CACHE_MS` is unset.
+pub const DEFAULT_READY_CACHE: Duration = Duration::from_secs(5);
+
+/// Why the service is not ready.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    /// The sender task has died: nothing this process sends reaches the queue,
+    /// and it will not recover by itself.
+    #[error("the order sender has stopped")]
+    SenderStopped,
+    /// The queue could not be reached at the last check.
+    #[error("the queue could not be reached")]
+    Unreachable(#[source] QueueError),
+}
+
+/// The last check and when it ran.
+#[derive(Debug)]
+struct Checked {
+    at: Instant,
+    result: Result<(), QueueError>,
+}
+
+/// Reuses a queue check for `ttl`.
+#[derive(Debug)]
+pub struct ReadinessCache {
+    ttl: Duration,
+    last: Mutex<Option<Checked>>,
+}
+
+impl ReadinessCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether `queue` can take orders. A dead sender is reported at once (it
+    /// costs nothing to see); the queue's reachability at most `ttl` late.
+    pub async fn check<Q: OrderQueue>(&self, queue: &Q) -> Result<(), NotReady> {
+        if queue.is_stopped() {
+            return Err(NotReady::SenderStopped);
+        }
+        // Held across the check, so concurrent callers wait for one check
+        // instead of each starting their own.
+        let mut last = self.last.lock().await;
+        let fresh = last
+            .as_ref()
+            .filter(|checked| checked.at.elapsed() < self.ttl);
+        let result = match fresh {
+            Some(checked) => checked.result.clone(),
+            None => {
+                let result = queue.check().await;
+                *last = Some(Checked {
+                    at: Instant::now(),
+                    result: result.clone(),
+                });
+                result
+            }
+        };
+        result.map_err(NotReady::Unreachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::OrderMessage;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Counts checks; `down` and `stopped` can be flipped by the test.
+    #[derive(Debug, Default)]
+    struct Counting {
+        checks: AtomicUsize,
+        down: AtomicBool,
+        stopped: AtomicBool,
+    }
+
+    impl OrderQueue for Counting {
+        async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
+            Ok("msg".into())
+        }
+
+        async fn check(&self) -> Result<(), QueueError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            // Lets concurrent callers pile up on the lock while a check runs.
+            tokio::task::yield_now().await;
+            if self.down.load(Ordering::SeqCst) {
+                Err(QueueError::TimedOut(Duration::from_secs(2)))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn is_stopped(&self) -> bool {
+            self.stopped.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_calls_within_the_ttl_cost_one_check() {
+        let queue = Arc::new(Counting::default());
+        let cache = Arc::new(ReadinessCache::new(Duration::from_secs(5)));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (queue, cache) = (Arc::clone(&queue), Arc::clone(&cache));
+            calls.spawn(async move { cache.check(&*queue).await });
+        }
+        while let Some(result) = calls.join_next().await {
+            assert!(result.expect("task").is_ok());
+        }
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_older_than_the_ttl_is_checked_again() {
+        let queue = Counting::default();
+        let cache = ReadinessCache::new(Duration::from_secs(5));
+        assert!(cache.check(&queue).await.is_ok());
+
+        queue.down.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(cache.check(&queue).await.is_ok(), "still the cached answer");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(
+            cache.check(&queue).await,
+            Err(NotReady::Unreachable(QueueError::TimedOut(_)))
+        ));
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_check_is_cached_too() {
+        let queue = Counting::default();
+        queue.down.store(true, Ordering::SeqCst);
+        let cache = ReadinessCache::new(Duration::from_secs(5));
+        for _ in 0..3 {
+            assert!(cache.check(&queue).await.is_err());
+        }
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_sender_is_reported_at_once_whatever_the_cache_says() {
+        let queue = Counting::default();
+        let cache = ReadinessCache::new(Duration::from_secs(5));
+        assert!(cache.check(&queue).await.is_ok());
+        queue.stopped.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            cache.check(&queue).await,
+            Err(NotReady::SenderStopped)
+        ));
+        assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
+    }
+}
