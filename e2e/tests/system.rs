@@ -379,3 +379,44 @@ async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_lo
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_followed_by_its_request_id_from_the_http_request_to_its_row() {
+    let mut stack = Stack::start(QueueSettings::default(), None).await;
+    stack.start_consumer().await;
+    let body = order(7, 2);
+    let response = stack
+        .http
+        .post(format!("{}/orders", stack.producer_url))
+        .header("x-request-id", "req-follow-me-01")
+        .json(&body)
+        .send()
+        .await
+        .expect("the producer answers");
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("req-follow-me-01"),
+        "echoed to the client"
+    );
+    stack.await_stored(1, Duration::from_secs(30)).await;
+    let row = stack
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT request_id FROM orders WHERE order_id = $1::text::uuid",
+            &[&body["order_id"].as_str().expect("an id")],
+        )
+        .await
+        .expect("the row");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("req-follow-me-01"),
+        "stored with the order"
+    );
+    stack.shutdown().await;
+}
