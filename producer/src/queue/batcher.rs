@@ -494,16 +494,23 @@ mod tests {
         assert!(matches!(result, Err(QueueError::TimedOut(_))), "{result:?}");
     }
 
+    /// Panics on the first batch it sees, stores every later one.
+    fn crash_once(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError> {
+        static CRASHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !CRASHED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("bug");
+        }
+        all_stored(entries)
+    }
+
     #[tokio::test]
-    async fn a_crashed_batch_answers_stopped_never_a_message_id() {
-        let batcher = Batcher::spawn(FakeSender::new(|_| panic!("bug")), settings(1));
+    async fn a_crashed_batch_answers_stopped_never_a_message_id_and_the_batcher_keeps_going() {
+        let batcher = Batcher::spawn(FakeSender::new(crash_once), settings(1));
         let result = batcher.send("a".into()).await;
         assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
-        // The batcher itself keeps going.
-        assert!(matches!(
-            batcher.send("b".into()).await,
-            Err(QueueError::Stopped)
-        ));
+        // The batcher itself survived the crash: the next order is stored.
+        let next = batcher.send("b".into()).await;
+        assert_eq!(next.expect("stored after the crash"), "msg-b");
     }
 
     #[tokio::test]
