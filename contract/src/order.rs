@@ -37,8 +37,45 @@ pub(crate) fn objects<'de, D: serde::Deserializer<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct LineItemRequest {
     pub sku: String,
+    #[serde(deserialize_with = "whole_number")]
     pub quantity: i64,
+    #[serde(deserialize_with = "whole_number")]
     pub unit_price_cents: i64,
+}
+
+/// An integer as JSON Schema counts one: `2` and `2.0` alike (the producer's
+/// OpenAPI document says `integer`, and a client may well write `2.0`), but
+/// never `2.5`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Whole;
+
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<i64, E> {
+            // Whole, and small enough that the float is exact (2⁵³).
+            if value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0 {
+                Ok(value as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_i64(Whole)
 }
 
 /// A valid order. It can only be built by validation, so holding one is proof.
@@ -302,6 +339,7 @@ mod tests {
             ("sku", json!(""), "items[0].sku"),
             ("sku", json!("x".repeat(65)), "items[0].sku"),
             ("sku", json!("tab\there"), "items[0].sku"),
+            ("quantity", json!(2.5), "items[0].quantity"),
             ("quantity", json!(0), "items[0].quantity"),
             ("quantity", json!(10_001), "items[0].quantity"),
             ("unit_price_cents", json!(-1), "items[0].unit_price_cents"),
@@ -333,5 +371,15 @@ mod tests {
             101
         ]);
         assert_eq!(field_of(body), "items");
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_fraction_is_the_same_number() {
+        let mut body = valid();
+        body["items"][0]["quantity"] = json!(2.0);
+        body["items"][0]["unit_price_cents"] = json!(1299.0);
+        let order = Order::from_request_json(&body.to_string()).expect("2.0 is an integer");
+        assert_eq!(order.items()[0].quantity, 2);
+        assert_eq!(order.items()[0].unit_price_cents, 1299);
     }
 }
