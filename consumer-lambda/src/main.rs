@@ -60,6 +60,13 @@ fn time_left(deadline_ms: u64, now_ms: u64) -> Duration {
     }
 }
 
+fn epoch_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,11 +83,4 @@ mod tests {
     fn an_emulators_bare_timeout_is_read_as_the_time_left() {
         assert_eq!(time_left(600_000, NOW), Duration::from_secs(600));
     }
-}
-
-fn epoch_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
