@@ -43,17 +43,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 const COLUMNS: &str = "order_id, customer_id, currency, items, total_cents, received_at, \
     sqs_message_id, content_sha256, request_id";
 
-const TYPES: [Type; 9] = [
-    Type::UUID,
-    Type::TEXT,
-    Type::BPCHAR,
-    Type::JSONB,
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::BYTEA,
-    Type::TEXT,
-];
+/// The consumer's own column types, so the ceiling loads exactly its rows.
+const TYPES: [Type; 9] = consumer_lambda::store::COPY_TYPES;
 
 /// PostgreSQL takes at most 65,535 parameters per statement: 9 per row.
 const VALUES_ROWS_PER_STATEMENT: usize = 7_000;
