@@ -194,29 +194,33 @@ impl PostgresServer {
     }
 
     /// Sends `signal` to the postmaster and every process it forked. The
-    /// postmaster goes first when stopping (it then forks nothing new) and last
-    /// when resuming.
+    /// postmaster goes first when stopping, so it forks nothing new while its
+    /// children are listed, and last when resuming. A child may exit between
+    /// the listing and its signal (a backend whose client just left): that one
+    /// needs no signal, so only the postmaster's signal must succeed.
     fn signal_all(&self, signal: &str) {
-        let pid_file = std::fs::read_to_string(Path::new(&self.data()).join("postmaster.pid"))
-            .expect("the server is running");
-        let postmaster = pid_file.lines().next().expect("a pid").trim().to_owned();
-        let children = std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|entry| {
-                let pid = entry.ok()?.file_name().into_string().ok()?;
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // The parent pid is the second field after the parenthesised name.
-                let after_name = &stat[stat.rfind(')')? + 2..];
-                let parent = after_name.split(' ').nth(1)?;
-                (parent == postmaster).then_some(pid)
-            })
-            .collect::<Vec<_>>();
-        let mut pids = vec![postmaster];
-        pids.extend(children);
-        if signal == "-CONT" {
-            pids.reverse();
+        let postmaster = self.postmaster().expect("the server is running");
+        if signal == "-STOP" {
+            assert!(
+                send(signal, &postmaster),
+                "kill {signal} {postmaster} failed"
+            );
         }
-        run(Command::new("kill").arg(signal).args(&pids));
+        for child in children_of(&postmaster) {
+            send(signal, &child);
+        }
+        if signal != "-STOP" {
+            assert!(
+                send(signal, &postmaster),
+                "kill {signal} {postmaster} failed"
+            );
+        }
+    }
+
+    fn postmaster(&self) -> Option<String> {
+        let pid_file =
+            std::fs::read_to_string(Path::new(&self.data()).join("postmaster.pid")).ok()?;
+        Some(pid_file.lines().next()?.trim().to_owned())
     }
 
     fn data(&self) -> String {
@@ -225,6 +229,12 @@ impl PostgresServer {
 
     /// Runs a PostgreSQL tool from `PG_BINDIR`, as `postgres` when we are root.
     fn pg(&self, args: &[&str]) {
+        if let Err(message) = self.try_pg(args) {
+            panic!("{message}");
+        }
+    }
+
+    fn try_pg(&self, args: &[&str]) -> Result<(), String> {
         let bindir = PathBuf::from(required_env("PG_BINDIR"));
         let program = bindir.join(args[0]);
         let mut command = if running_as_root() {
@@ -235,15 +245,20 @@ impl PostgresServer {
             Command::new(&program)
         };
         command.args(&args[1..]).current_dir(&self.dir);
-        run(&mut command);
+        try_run(&mut command)
     }
 }
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        let data = Path::new(&self.data()).to_path_buf();
-        if data.join("postmaster.pid").exists() {
-            self.pg(&[
+        if let Some(postmaster) = self.postmaster() {
+            // A test that failed while the cluster was frozen must not leave
+            // it frozen: a stopped postmaster ignores pg_ctl's SIGQUIT.
+            for child in children_of(&postmaster) {
+                send("-CONT", &child);
+            }
+            send("-CONT", &postmaster);
+            let stopped = self.try_pg(&[
                 "pg_ctl",
                 "-D",
                 &self.data(),
@@ -252,21 +267,63 @@ impl Drop for PostgresServer {
                 "-w",
                 "stop",
             ]);
+            // A second panic while unwinding would abort the whole test binary.
+            if let Err(message) = stopped {
+                if std::thread::panicking() {
+                    eprintln!("{message}");
+                } else {
+                    panic!("{message}");
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Sends `signal` to `pid` with kill(1); false when the process is gone.
+fn send(signal: &str, pid: &str) -> bool {
+    Command::new("kill")
+        .arg(signal)
+        .arg(pid)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The pids whose parent is `parent`, read from /proc.
+fn children_of(parent: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid = entry.ok()?.file_name().into_string().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The parent pid is the second field after the parenthesised name.
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            (after_name.split(' ').nth(1)? == parent).then_some(pid)
+        })
+        .collect()
+}
+
 fn run(command: &mut Command) {
+    if let Err(message) = try_run(command) {
+        panic!("{message}");
+    }
+}
+
+fn try_run(command: &mut Command) -> Result<(), String> {
     let output = command
         .output()
-        .unwrap_or_else(|err| panic!("run {command:?}: {err}"));
-    assert!(
-        output.status.success(),
+        .map_err(|err| format!("run {command:?}: {err}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{command:?} failed: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    ))
 }
 
 fn running_as_root() -> bool {
