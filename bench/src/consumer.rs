@@ -3,7 +3,8 @@
 //! sample code does) and the ceiling: the fastest known way to load the same
 //! rows (all nine columns, hashes computed beforehand, no idempotency), measured
 //! at each batch size in the same run: raw binary COPY, `unnest` arrays with
-//! ON CONFLICT, or one multi-row VALUES statement, each in a transaction.
+//! ON CONFLICT, or multi-row VALUES, each in a transaction whose BEGIN and
+//! COMMIT travel pipelined with the statements, as the consumer's do.
 
 use std::time::{Duration, Instant};
 
@@ -189,13 +190,11 @@ async fn measure_method(
     reset(client).await?;
     let started = Instant::now();
     for (orders, hashes) in rows.orders.chunks(batch).zip(rows.hashes.chunks(batch)) {
-        client.batch_execute("BEGIN").await?;
         match method {
             Method::Copy => copy(client, orders, hashes).await?,
             Method::Unnest => unnest(client, orders, hashes).await?,
             Method::Values => values(client, orders, hashes).await?,
         }
-        client.batch_execute("COMMIT").await?;
     }
     Ok(rate(rows.orders.len(), started.elapsed()))
 }
@@ -220,7 +219,7 @@ where
 }
 
 /// The consumer's path when every batch holds one order stored before (a
-/// redelivery): the COPY fails on it and the batch is inserted with ON CONFLICT.
+/// redelivery): the lookup finds it, and the COPY writes the rest.
 async fn measure_with_a_duplicate_per_batch(
     client: &Client,
     store: &PgStore,
@@ -279,12 +278,10 @@ async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f
 
 /// Raw binary COPY.
 async fn copy(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
-    let sink = client
-        .copy_in(&format!(
-            "COPY orders ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &TYPES);
+    let copy = format!("COPY orders ({COLUMNS}) FROM STDIN (FORMAT binary)");
+    let (begun, sink) = tokio::join!(client.batch_execute("BEGIN"), client.copy_in(&copy));
+    begun?;
+    let writer = BinaryCopyInWriter::new(sink?, &TYPES);
     futures::pin_mut!(writer);
     for (
         Delivery {
@@ -311,7 +308,9 @@ async fn copy(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyh
             ])
             .await?;
     }
-    writer.finish().await?;
+    let (copied, committed) = tokio::join!(writer.finish(), client.batch_execute("COMMIT"));
+    copied?;
+    committed?;
     Ok(())
 }
 
@@ -336,36 +335,47 @@ async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
     let messages: Vec<&str> = orders.iter().map(|o| o.message_id.as_str()).collect();
     let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
     let requests: Vec<Option<&str>> = orders.iter().map(|o| o.request_id.as_deref()).collect();
-    client
-        .execute_typed(
-            &format!(
-                "INSERT INTO orders ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::text[], \
+    let sql = format!(
+        "INSERT INTO orders ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::text[], \
                  $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[], $8::bytea[], \
                  $9::text[]) ON CONFLICT (order_id) DO NOTHING"
-            ),
-            &[
-                (&ids, Type::UUID_ARRAY),
-                (&customers, Type::TEXT_ARRAY),
-                (&currencies, Type::TEXT_ARRAY),
-                (&items, Type::JSONB_ARRAY),
-                (&totals, Type::INT8_ARRAY),
-                (&received, Type::TIMESTAMPTZ_ARRAY),
-                (&messages, Type::TEXT_ARRAY),
-                (&hashes, Type::BYTEA_ARRAY),
-                (&requests, Type::TEXT_ARRAY),
-            ],
-        )
-        .await?;
-    Ok(())
+    );
+    let params: [(&(dyn ToSql + Sync), Type); 9] = [
+        (&ids, Type::UUID_ARRAY),
+        (&customers, Type::TEXT_ARRAY),
+        (&currencies, Type::TEXT_ARRAY),
+        (&items, Type::JSONB_ARRAY),
+        (&totals, Type::INT8_ARRAY),
+        (&received, Type::TIMESTAMPTZ_ARRAY),
+        (&messages, Type::TEXT_ARRAY),
+        (&hashes, Type::BYTEA_ARRAY),
+        (&requests, Type::TEXT_ARRAY),
+    ];
+    in_transaction(client, client.execute_typed(&sql, &params)).await
 }
 
-/// One multi-row `VALUES` statement (split where the parameter limit requires).
+/// Multi-row `VALUES` statements (one per 7,000 rows: the parameter limit).
 async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
-    for (orders, hashes) in orders
-        .chunks(VALUES_ROWS_PER_STATEMENT)
-        .zip(hashes.chunks(VALUES_ROWS_PER_STATEMENT))
-    {
-        let placeholders: Vec<String> = (0..orders.len())
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.placed.order.order_id()).collect();
+    let items: Vec<Json<&[order_contract::LineItem]>> = orders
+        .iter()
+        .map(|o| Json(o.placed.order.items()))
+        .collect();
+    let totals: Vec<i64> = orders
+        .iter()
+        .map(|o| o.placed.order.total_cents())
+        .collect();
+    let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+    let requests: Vec<Option<&str>> = orders.iter().map(|o| o.request_id.as_deref()).collect();
+    let customers: Vec<&str> = orders
+        .iter()
+        .map(|o| o.placed.order.customer_id())
+        .collect();
+    let currencies: Vec<&str> = orders.iter().map(|o| o.placed.order.currency()).collect();
+    let mut statements = Vec::new();
+    for start in (0..orders.len()).step_by(VALUES_ROWS_PER_STATEMENT) {
+        let end = orders.len().min(start + VALUES_ROWS_PER_STATEMENT);
+        let placeholders: Vec<String> = (0..end - start)
             .map(|row| {
                 let first = row * 9 + 1;
                 let cells: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
@@ -376,38 +386,47 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
             "INSERT INTO orders ({COLUMNS}) VALUES {}",
             placeholders.join(",")
         );
-        let items: Vec<Json<&[order_contract::LineItem]>> = orders
-            .iter()
-            .map(|o| Json(o.placed.order.items()))
-            .collect();
-        let ids: Vec<Uuid> = orders.iter().map(|o| o.placed.order.order_id()).collect();
-        let totals: Vec<i64> = orders
-            .iter()
-            .map(|o| o.placed.order.total_cents())
-            .collect();
-        let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
-        let requests: Vec<Option<&str>> = orders.iter().map(|o| o.request_id.as_deref()).collect();
-        let customers: Vec<&str> = orders
-            .iter()
-            .map(|o| o.placed.order.customer_id())
-            .collect();
-        let currencies: Vec<&str> = orders.iter().map(|o| o.placed.order.currency()).collect();
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity(orders.len() * 9);
-        for (i, o) in orders.iter().enumerate() {
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity((end - start) * 9);
+        for i in start..end {
             params.extend([
                 (&ids[i] as &(dyn ToSql + Sync), Type::UUID),
                 (&customers[i], Type::TEXT),
                 (&currencies[i], Type::BPCHAR),
                 (&items[i], Type::JSONB),
                 (&totals[i], Type::INT8),
-                (&o.placed.received_at, Type::TIMESTAMPTZ),
-                (&o.message_id, Type::TEXT),
+                (&orders[i].placed.received_at, Type::TIMESTAMPTZ),
+                (&orders[i].message_id, Type::TEXT),
                 (&hashes[i], Type::BYTEA),
                 (&requests[i], Type::TEXT),
             ]);
         }
-        client.execute_typed(&sql, &params).await?;
+        statements.push((sql, params));
     }
+    in_transaction(
+        client,
+        futures::future::try_join_all(
+            statements
+                .iter()
+                .map(|(sql, params)| client.execute_typed(sql, params)),
+        ),
+    )
+    .await
+}
+
+/// Runs `statements` in a transaction, `BEGIN` and `COMMIT` sent with them
+/// (pipelined: one round trip, as the consumer's own writes are).
+async fn in_transaction<T>(
+    client: &Client,
+    statements: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> anyhow::Result<()> {
+    let (begun, done, committed) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        statements,
+        client.batch_execute("COMMIT")
+    );
+    begun?;
+    done?;
+    committed?;
     Ok(())
 }
 

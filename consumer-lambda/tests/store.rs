@@ -49,6 +49,18 @@ fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
     deliveries.iter().collect()
 }
 
+/// `n` new orders: padding that decides how a batch is written. The store uses
+/// one `INSERT` below 50 rows and a `COPY` from 50 on; the tests that matter
+/// for both run with `SMALL` and `LARGE` padding.
+fn fresh(n: usize) -> Vec<Delivery> {
+    (0..n)
+        .map(|i| delivery(&format!("pad-{i}"), Uuid::new_v4()))
+        .collect()
+}
+
+const SMALL: usize = 1;
+const LARGE: usize = 60;
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect("count").get(0)
 }
@@ -235,10 +247,19 @@ async fn a_row_the_database_refuses_fails_alone_among_a_thousand_valid_orders() 
 
 #[tokio::test]
 async fn an_error_at_commit_is_a_failure_and_stores_nothing() {
+    error_at_commit(SMALL).await;
+}
+
+#[tokio::test]
+async fn an_error_at_commit_of_a_copy_is_a_failure_and_stores_nothing() {
+    error_at_commit(LARGE).await;
+}
+
+async fn error_at_commit(size: usize) {
     let db = TestDatabase::create().await;
     let store = store_for(&db.url).await;
     let client = db.connect().await;
-    // A deferred constraint trigger runs at COMMIT, after the COPY itself succeeded.
+    // A deferred constraint trigger runs at COMMIT, after the write itself succeeded.
     client
         .batch_execute(
             "CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -249,7 +270,7 @@ async fn an_error_at_commit_is_a_failure_and_stores_nothing() {
         .await
         .expect("trigger");
     let err = store
-        .insert(&refs(&[delivery("m", Uuid::new_v4())]))
+        .insert(&refs(&fresh(size)))
         .await
         .expect_err("a failed commit is not success");
     assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
@@ -257,13 +278,81 @@ async fn an_error_at_commit_is_a_failure_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_order() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let stored = delivery("stored", Uuid::new_v4());
+    store.insert(&[&stored]).await.expect("stored");
+    let mut bad = delivery("m-ancient", Uuid::new_v4());
+    bad.placed.received_at = Utc
+        .with_ymd_and_hms(-5000, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a date chrono can hold");
+    let mut batch = fresh(5);
+    batch.insert(2, bad);
+    batch.push(stored.clone());
+
+    let outcome = store.insert(&refs(&batch)).await.expect("not transient");
+    assert_eq!((outcome.stored, outcome.duplicates), (5, 1));
+    assert_eq!(
+        outcome.refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [2]
+    );
+}
+
+#[tokio::test]
+async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_blocks_no_one() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db.url).await;
+    let stored = delivery("stored", Uuid::new_v4());
+    store.insert(&[&stored]).await.expect("stored");
+    // Valid when it was stored; a constraint added since (NOT VALID: old rows
+    // are not checked) refuses its content. Written again, it would be refused,
+    // but it is a duplicate: nothing of it needs writing.
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "ALTER TABLE orders ADD CONSTRAINT no_sek CHECK (currency <> 'SEK') NOT VALID",
+        )
+        .await
+        .expect("constraint");
+    // One new order beside it: the one the store must not blame.
+    let mut batch: Vec<Delivery> = (0..1)
+        .map(|i| {
+            let json = format!(
+                r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
+                Uuid::new_v4()
+            );
+            Delivery {
+                placed: OrderPlaced::new(Order::from_request_json(&json).expect("valid"), Utc::now()),
+                ..delivery(&format!("eur-{i}"), Uuid::new_v4())
+            }
+        })
+        .collect();
+    batch.push(stored);
+
+    let outcome = store.insert(&refs(&batch)).await.expect("not transient");
+    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+}
+
+#[tokio::test]
 async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error() {
+    stored_meanwhile(SMALL).await;
+}
+
+#[tokio::test]
+async fn an_order_stored_by_someone_else_during_a_copy_is_a_duplicate_not_an_error() {
+    stored_meanwhile(LARGE).await;
+}
+
+async fn stored_meanwhile(size: usize) {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
     drop(store_for(&db.url).await); // migrated
     let id = Uuid::new_v4();
     // Another consumer is inserting the same order and has not committed: the
-    // store's lookup cannot see it, and its COPY waits on the key.
+    // store's lookup cannot see it, and its write waits on the key.
     let mut other = db.connect().await;
     let tx = other.transaction().await.expect("begin");
     tx.execute(
@@ -278,7 +367,8 @@ async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error()
     .await
     .expect("insert");
 
-    let batch = [delivery("new", Uuid::new_v4()), delivery("mine", id)];
+    let mut batch = fresh(size);
+    batch.push(delivery("mine", id));
     let insert = tokio::spawn({
         let url = db.url.clone();
         let batch = batch.clone();
@@ -288,7 +378,7 @@ async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error()
         }
     });
     let watcher = db.connect().await;
-    testkit::eventually("the COPY to wait on the other insert", Duration::from_secs(10), || {
+    testkit::eventually("the write to wait on the other insert", Duration::from_secs(10), || {
         let watcher = &watcher;
         async move {
             let waiting = count(
@@ -305,7 +395,7 @@ async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error()
     let outcome = insert.await.expect("no panic").expect("stored");
     assert_eq!(
         (outcome.stored, outcome.duplicates, outcome.conflicts),
-        (1, 1, 0)
+        (size as u64, 1, 0)
     );
 }
 
