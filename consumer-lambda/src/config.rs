@@ -30,6 +30,11 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error("{name} is not set: {why}")]
+    Required {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error(
         "DB_AUTH=iam sends a token as the password: set DB_CA_BUNDLE to the RDS CA bundle so the connection is encrypted and verified"
     )]
@@ -58,11 +63,11 @@ pub struct DatabaseConfig {
 pub struct Config {
     pub database: DatabaseConfig,
     /// The queue whose messages the handler postpones and requeues on transient
-    /// failures. Without it, failed records come back after the queue's
-    /// visibility timeout.
-    pub queue_url: Option<String>,
+    /// failures (`QUEUE_URL`).
+    pub queue_url: String,
     /// The backoff, and the queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`, set
-    /// by the template from the same parameter as the redrive policy).
+    /// by the template from the same parameter as the redrive policy; always
+    /// `Some` here: without it a long outage would send valid orders to the DLQ).
     pub retry: RetryPolicy,
 }
 
@@ -92,28 +97,32 @@ impl Config {
         if let Some(value) = lookup("RETRY_MULTIPLIER") {
             backoff.multiplier = parse("RETRY_MULTIPLIER", &value, "a whole number, at least 1")?;
         }
-        let max_receive_count = lookup("MAX_RECEIVE_COUNT")
-            .map(|value| {
-                parse(
-                    "MAX_RECEIVE_COUNT",
-                    &value,
-                    "the queue's maxReceiveCount, a whole number, at least 2",
-                )
-            })
-            .transpose()?;
-        if let Some(count @ 0..2) = max_receive_count {
+        let queue_url = lookup("QUEUE_URL").ok_or(ConfigError::Required {
+            name: "QUEUE_URL",
+            why: "set it to the orders queue, whose failed records are postponed and requeued",
+        })?;
+        let max_receive_count = lookup("MAX_RECEIVE_COUNT").ok_or(ConfigError::Required {
+            name: "MAX_RECEIVE_COUNT",
+            why: "set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives",
+        })?;
+        let max_receive_count: u32 = parse(
+            "MAX_RECEIVE_COUNT",
+            &max_receive_count,
+            "the queue's maxReceiveCount, a whole number, at least 2",
+        )?;
+        if max_receive_count < 2 {
             return Err(ConfigError::Invalid {
                 name: "MAX_RECEIVE_COUNT",
-                value: count.to_string(),
+                value: max_receive_count.to_string(),
                 expected: "the queue's maxReceiveCount, a whole number, at least 2",
             });
         }
         Ok(Self {
             database,
-            queue_url: lookup("QUEUE_URL"),
+            queue_url,
             retry: RetryPolicy {
                 backoff,
-                max_receive_count,
+                max_receive_count: Some(max_receive_count),
             },
         })
     }
@@ -207,12 +216,35 @@ mod tests {
 
     use super::*;
 
+    /// The settings given, over a queue and its maxReceiveCount.
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_lookup(|name| vars.get(name).cloned())
+        let mut all: HashMap<String, String> = [
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/orders"),
+            ("MAX_RECEIVE_COUNT", "6"),
+        ]
+        .iter()
+        .chain(vars)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.retain(|_, v| !v.is_empty());
+        Config::from_lookup(|name| all.get(name).cloned())
+    }
+
+    #[test]
+    fn the_queue_and_its_max_receive_count_are_required_and_named_when_missing() {
+        for name in ["QUEUE_URL", "MAX_RECEIVE_COUNT"] {
+            let err = config(&[
+                ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
+                (name, ""),
+            ])
+            .expect_err("required");
+            assert!(matches!(err, ConfigError::Required { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{name} is not set: set it to")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -271,7 +303,10 @@ mod tests {
             config.database.ca_bundle,
             Some(PathBuf::from("/opt/rds-ca/global-bundle.pem"))
         );
-        assert!(config.queue_url.is_some());
+        assert_eq!(
+            config.queue_url,
+            "https://sqs.eu-west-1.amazonaws.com/1/orders"
+        );
     }
 
     #[test]

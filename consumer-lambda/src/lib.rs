@@ -3,8 +3,9 @@
 //! # Layout
 //! - [`handler`]: [`Consumer::handle`], the whole per-batch logic, runtime-agnostic:
 //!   `main.rs` hands it Lambda events, the local driver hands it polled batches.
-//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: one
-//!   lookup and one binary `COPY` per batch, duplicates and conflicts told
+//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: a
+//!   lookup and one write per batch, pipelined (`INSERT … unnest` for small
+//!   batches, binary `COPY` for larger ones), duplicates and conflicts told
 //!   apart by a content hash, rows PostgreSQL refuses isolated by bisection.
 //! - [`database`]: connections made lazily, with TLS (full verification) and RDS IAM tokens.
 //! - [`retry`]: what a transient failure does to a valid record: postponed with

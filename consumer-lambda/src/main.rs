@@ -14,15 +14,9 @@ async fn main() -> Result<(), Error> {
     // the first batch, not here, so the cold start does not wait for it.
     let store = PgStore::new(config.database, 1).await?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let queue_url = config.queue_url.ok_or(
-        "QUEUE_URL is not set: set it to the orders queue, whose failed records are postponed and requeued",
-    )?;
-    if config.retry.max_receive_count.is_none() {
-        return Err("MAX_RECEIVE_COUNT is not set: set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives".into());
-    }
     let consumer = Consumer::new(
         store,
-        SqsRetryQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url),
+        SqsRetryQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url),
         config.retry,
     );
     let function =

@@ -168,7 +168,7 @@ impl ToSql for Jsonb<'_> {
 const COPY_ORDERS: &str = "COPY orders (order_id, customer_id, currency, items, total_cents, \
     received_at, sqs_message_id, content_sha256, request_id) FROM STDIN (FORMAT binary)";
 
-/// Column types of [`COPY_ORDERS`], in order (the benchmark loads the same).
+/// Column types of the consumer's `COPY`, in order (the benchmark loads the same).
 pub const COPY_TYPES: [Type; 9] = [
     Type::UUID,
     Type::TEXT,

@@ -947,10 +947,6 @@ fn the_consumer_accepts_the_environment_the_template_gives_it() {
     let config = consumer_lambda::Config::from_lookup(|name| env.get(name).cloned())
         .unwrap_or_else(|err| panic!("the consumer refuses the template's environment: {err}"));
     assert_eq!(config.database.auth, DbAuth::Iam);
-    assert!(
-        config.queue_url.is_some(),
-        "QUEUE_URL lets the consumer postpone failed records"
-    );
     assert_eq!(
         config.retry.max_receive_count,
         Some(
