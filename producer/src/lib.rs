@@ -43,7 +43,7 @@ pub use config::{Config, ConfigError};
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use problem::Problem;
-pub use queue::{OrderMessage, OrderQueue, QueueError, SqsOptions, SqsQueue};
+pub use queue::{EnqueueError, OrderMessage, OrderQueue, SqsOptions, SqsQueue};
 pub use rate_limit::{RateLimit, RateQuota};
 pub use routes::{AppState, router};
 

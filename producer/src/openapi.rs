@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::problem::Problem;
+use crate::routes::Accepted;
 
 /// A new order: the body of `POST /orders`. Mirrors the contract's rules
 /// (`order_contract::OrderRequest` and its validation); a unit test keeps the
@@ -51,16 +52,6 @@ pub struct NewLineItem {
     /// 0–1000000000, written without a fraction.
     #[schema(minimum = 0, maximum = 1000000000)]
     unit_price_cents: i64,
-}
-
-/// The answer to an accepted order: SQS has stored it.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct Accepted {
-    #[schema(format = Uuid)]
-    order_id: String,
-    /// The SQS message id.
-    message_id: String,
 }
 
 /// `/healthz` and `/readyz` when all is well.
@@ -175,6 +166,15 @@ mod tests {
         assert!(
             problem.get("retry_after_secs").is_none(),
             "not a body member"
+        );
+        let accepted = &doc["components"]["schemas"]["Accepted"];
+        assert_eq!(
+            accepted["properties"]["order_id"]["format"], "uuid",
+            "{accepted}"
+        );
+        assert_eq!(
+            accepted["required"],
+            serde_json::json!(["order_id", "message_id"])
         );
     }
 

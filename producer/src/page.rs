@@ -59,7 +59,7 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{OrderMessage, OrderQueue, QueueError};
+    use crate::queue::{EnqueueError, OrderMessage, OrderQueue};
     use crate::routes::{AppState, router as service_router};
     use axum::body::Body;
     use axum::http::{HeaderMap, Request, StatusCode};
@@ -71,11 +71,11 @@ mod tests {
     struct NoQueue;
 
     impl OrderQueue for NoQueue {
-        async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
+        async fn send(&self, _message: OrderMessage) -> Result<String, EnqueueError> {
             panic!("serving the page must not touch the queue")
         }
 
-        async fn check(&self) -> Result<(), QueueError> {
+        async fn check(&self) -> Result<(), EnqueueError> {
             panic!("serving the page must not touch the queue")
         }
     }

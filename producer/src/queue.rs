@@ -70,10 +70,10 @@ pub trait OrderQueue: Send + Sync + 'static {
     fn send(
         &self,
         message: OrderMessage,
-    ) -> impl Future<Output = Result<String, QueueError>> + Send;
+    ) -> impl Future<Output = Result<String, EnqueueError>> + Send;
 
     /// Resolves to `Ok` when the queue is reachable now.
-    fn check(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn check(&self) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 
     /// Whether sending has stopped for good in this process (its sender task
     /// died): the queue may be reachable, but no order would get there.
@@ -85,7 +85,7 @@ pub trait OrderQueue: Send + Sync + 'static {
 /// Why a message was not (known to be) stored. Every variant is temporary from
 /// the client's point of view: retrying the same order later is safe.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum QueueError {
+pub enum EnqueueError {
     /// The call to SQS failed: unreachable, refused, throttled, unknown queue, …
     #[error("the call to SQS failed")]
     Sqs(#[source] Arc<dyn StdError + Send + Sync>),
@@ -111,7 +111,7 @@ pub enum QueueError {
     Overloaded,
 }
 
-impl QueueError {
+impl EnqueueError {
     pub fn sqs(err: impl StdError + Send + Sync + 'static) -> Self {
         Self::Sqs(Arc::new(err))
     }
@@ -172,7 +172,7 @@ impl SqsQueue {
     }
 
     /// As [`SqsQueue::new`], with at most `max_waiting` sends waiting for a
-    /// batch; further sends fail at once with [`QueueError::Overloaded`].
+    /// batch; further sends fail at once with [`EnqueueError::Overloaded`].
     pub fn with_max_waiting(
         sqs: aws_sdk_sqs::Config,
         queue_url: impl Into<String>,
@@ -248,7 +248,7 @@ impl SqsQueue {
 
     /// One `SendMessage` call for one order: the usual sample code, kept as the
     /// baseline `scripts/bench producer` compares batching with.
-    async fn send_one(&self, message: OrderMessage) -> Result<String, QueueError> {
+    async fn send_one(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         const OPERATION: &str = "SendMessage";
         self.metrics.sqs_call(OPERATION);
         let attribute = message
@@ -260,7 +260,7 @@ impl SqsQueue {
                     .build()
             })
             .transpose()
-            .map_err(QueueError::sqs)?;
+            .map_err(EnqueueError::sqs)?;
         let call = self
             .client
             .send_message()
@@ -271,28 +271,28 @@ impl SqsQueue {
             )
             .send();
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(output)) => output.message_id.ok_or(QueueError::Unanswered),
+            Ok(Ok(output)) => output.message_id.ok_or(EnqueueError::Unanswered),
             Ok(Err(err)) => {
                 self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                Err(QueueError::sqs(err))
+                Err(EnqueueError::sqs(err))
             }
             Err(_) => {
                 self.metrics.sqs_error(OPERATION, "timeout");
-                Err(QueueError::TimedOut(self.timeout))
+                Err(EnqueueError::TimedOut(self.timeout))
             }
         }
     }
 }
 
 impl OrderQueue for SqsQueue {
-    async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
+    async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         match &self.batcher {
             Some(batcher) => batcher.send(message).await,
             None => self.send_one(message).await,
         }
     }
 
-    async fn check(&self) -> Result<(), QueueError> {
+    async fn check(&self) -> Result<(), EnqueueError> {
         const OPERATION: &str = "GetQueueAttributes";
         self.metrics.sqs_call(OPERATION);
         let call = self
@@ -305,11 +305,11 @@ impl OrderQueue for SqsQueue {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => {
                 self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                Err(QueueError::sqs(err))
+                Err(EnqueueError::sqs(err))
             }
             Err(_) => {
                 self.metrics.sqs_error(OPERATION, "timeout");
-                Err(QueueError::TimedOut(self.check_timeout))
+                Err(EnqueueError::TimedOut(self.check_timeout))
             }
         }
     }
@@ -331,7 +331,10 @@ struct SqsBatchSender {
 }
 
 impl BatchSender for SqsBatchSender {
-    async fn send_batch(&self, entries: Vec<BatchEntry>) -> Result<Vec<EntryOutcome>, QueueError> {
+    async fn send_batch(
+        &self,
+        entries: Vec<BatchEntry>,
+    ) -> Result<Vec<EntryOutcome>, EnqueueError> {
         const OPERATION: &str = "SendMessageBatch";
         self.metrics.sqs_call(OPERATION);
         self.metrics.batch(entries.len());
@@ -357,7 +360,7 @@ impl BatchSender for SqsBatchSender {
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(QueueError::sqs)?;
+            .map_err(EnqueueError::sqs)?;
         let output = self
             .client
             .send_message_batch()
@@ -367,7 +370,7 @@ impl BatchSender for SqsBatchSender {
             .await
             .map_err(|err| {
                 self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                QueueError::sqs(err)
+                EnqueueError::sqs(err)
             })?;
         for _ in &output.failed {
             self.metrics.sqs_error(OPERATION, "entry_refused");
@@ -378,7 +381,7 @@ impl BatchSender for SqsBatchSender {
         });
         let failed = output.failed.into_iter().map(|entry| EntryOutcome {
             id: entry.id,
-            result: Err(QueueError::Refused {
+            result: Err(EnqueueError::Refused {
                 code: entry.code,
                 message: entry.message.unwrap_or_default(),
                 sender_fault: entry.sender_fault,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::queue::{OrderQueue, QueueError};
+use crate::queue::{EnqueueError, OrderQueue};
 
 /// How long a check's result is reused when `READY_CACHE_MS` is unset.
 pub const DEFAULT_READY_CACHE: Duration = Duration::from_secs(5);
@@ -21,14 +21,14 @@ pub enum NotReady {
     SenderStopped,
     /// The queue could not be reached at the last check.
     #[error("the queue could not be reached")]
-    Unreachable(#[source] QueueError),
+    Unreachable(#[source] EnqueueError),
 }
 
 /// The last check and when it ran.
 #[derive(Debug)]
 struct Checked {
     at: Instant,
-    result: Result<(), QueueError>,
+    result: Result<(), EnqueueError>,
 }
 
 /// Reuses a queue check for `ttl`.
@@ -89,16 +89,16 @@ mod tests {
     }
 
     impl OrderQueue for Counting {
-        async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
+        async fn send(&self, _message: OrderMessage) -> Result<String, EnqueueError> {
             Ok("msg".into())
         }
 
-        async fn check(&self) -> Result<(), QueueError> {
+        async fn check(&self) -> Result<(), EnqueueError> {
             self.checks.fetch_add(1, Ordering::SeqCst);
             // Lets concurrent callers pile up on the lock while a check runs.
             tokio::task::yield_now().await;
             if self.down.load(Ordering::SeqCst) {
-                Err(QueueError::TimedOut(Duration::from_secs(2)))
+                Err(EnqueueError::TimedOut(Duration::from_secs(2)))
             } else {
                 Ok(())
             }
@@ -136,7 +136,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(matches!(
             cache.check(&queue).await,
-            Err(NotReady::Unreachable(QueueError::TimedOut(_)))
+            Err(NotReady::Unreachable(EnqueueError::TimedOut(_)))
         ));
         assert_eq!(queue.checks.load(Ordering::SeqCst), 2);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::num::NonZeroU32;
 
 use producer::{
-    AppState, Limits, Metrics, OrderMessage, OrderQueue, QueueError, RateLimit, RateQuota,
+    AppState, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit, RateQuota,
     TrustedProxies,
 };
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ impl Default for GatedQueue {
 }
 
 impl OrderQueue for GatedQueue {
-    async fn send(&self, _message: OrderMessage) -> Result<String, QueueError> {
+    async fn send(&self, _message: OrderMessage) -> Result<String, EnqueueError> {
         self.arrived.add_permits(1);
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();
@@ -45,7 +45,7 @@ impl OrderQueue for GatedQueue {
         Ok("msg".into())
     }
 
-    async fn check(&self) -> Result<(), QueueError> {
+    async fn check(&self) -> Result<(), EnqueueError> {
         Ok(())
     }
 }

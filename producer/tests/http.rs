@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced};
-use producer::{AppState, OrderMessage, OrderQueue, QueueError, SqsQueue};
+use producer::{AppState, EnqueueError, OrderMessage, OrderQueue, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -239,63 +239,125 @@ async fn bad_requests_get_their_problem_and_never_reach_the_queue() {
     let mut bad_quantity = order();
     bad_quantity["items"][1]["quantity"] = json!(0);
 
+    // (case, request, status, the field named, words the detail must hold)
     let cases = [
-        ("malformed", post(json, "{\"order_id\":".into()), 400, None),
+        (
+            "malformed",
+            post(json, "{\"order_id\":".into()),
+            400,
+            None,
+            "not valid JSON",
+        ),
+        (
+            "empty",
+            post(json, String::new()),
+            400,
+            None,
+            "not valid JSON",
+        ),
+        (
+            "two documents",
+            post(json, "{} {}".into()),
+            400,
+            None,
+            "not valid JSON",
+        ),
+        (
+            "not UTF-8",
+            app.http
+                .post(app.url("/orders"))
+                .header(CONTENT_TYPE, "application/json")
+                .body(vec![0xff, 0xfe]),
+            400,
+            None,
+            "UTF-8",
+        ),
         (
             "invalid",
             post(json, bad_quantity.to_string()),
             422,
             Some("items[1].quantity"),
+            "between 1 and 10000",
         ),
         (
             "wrong type",
             post(json, with("currency", json!(978))),
             422,
             Some("currency"),
+            "",
         ),
         (
             "unknown field",
             post(json, with("coupon", json!("FREE"))),
             422,
             None,
+            "coupon",
         ),
         (
             "no content type",
             post(None, order().to_string()),
             415,
             None,
+            "no Content-Type",
         ),
         (
             "form",
             post(Some("text/plain"), order().to_string()),
             415,
             None,
+            "text/plain",
+        ),
+        (
+            "JSONP",
+            post(Some("application/jsonp"), order().to_string()),
+            415,
+            None,
+            "application/jsonp",
+        ),
+        (
+            "latin1",
+            post(
+                Some("application/json; charset=latin1"),
+                order().to_string(),
+            ),
+            415,
+            None,
+            "latin1",
         ),
         (
             "too large",
             post(json, with("customer_id", json!("x".repeat(70_000)))),
             413,
             None,
+            "64 KiB",
         ),
     ];
-    for (case, request, status, field) in cases {
+    for (case, request, status, field, words) in cases {
         let response = request.send().await.expect(case);
         let body = problem(response, StatusCode::from_u16(status).expect("status")).await;
-        if let Some(field) = field {
-            assert_eq!(body["field"], field, "{case}: {body}");
+        match field {
+            Some(field) => assert_eq!(body["field"], field, "{case}: {body}"),
+            None if status == 422 => assert!(body["field"].is_string(), "{case}: {body}"),
+            None => assert!(body.get("field").is_none(), "{case}: {body}"),
         }
-        if case == "unknown field" {
-            assert!(
-                body["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("coupon"),
-                "{body}"
-            );
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(words), "{case}: {body}");
+        if status == 415 {
+            assert!(detail.contains("application/json"), "{case}: {body}");
         }
     }
-    problem(app.get("/nowhere").await, StatusCode::NOT_FOUND).await;
-    problem(app.get("/orders").await, StatusCode::METHOD_NOT_ALLOWED).await;
+    let nowhere = app.get("/nowhere").await;
+    let body = problem(nowhere, StatusCode::NOT_FOUND).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("POST /orders"),
+        "{body}"
+    );
+    let wrong_method = app.get("/orders").await;
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
 
     assert_eq!(queues.depth().await, 0, "nothing was queued");
     app.stop().await;
@@ -398,7 +460,7 @@ struct Gated {
 }
 
 impl OrderQueue for Gated {
-    async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
+    async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         self.arrived.notify_one();
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();
@@ -406,7 +468,7 @@ impl OrderQueue for Gated {
         self.inner.send(message).await
     }
 
-    async fn check(&self) -> Result<(), QueueError> {
+    async fn check(&self) -> Result<(), EnqueueError> {
         self.inner.check().await
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use super::{OrderMessage, QueueError};
+use super::{EnqueueError, OrderMessage};
 
 /// SQS takes at most ten entries per `SendMessageBatch` call…
 pub(crate) const MAX_ENTRIES: usize = 10;
@@ -34,7 +34,7 @@ pub(crate) struct BatchEntry {
 #[derive(Debug)]
 pub(crate) struct EntryOutcome {
     pub(crate) id: String,
-    pub(crate) result: Result<String, QueueError>,
+    pub(crate) result: Result<String, EnqueueError>,
 }
 
 /// Sends one batch. `Err` means the call as a whole failed (no entry stored);
@@ -43,7 +43,7 @@ pub(crate) trait BatchSender: Send + Sync + 'static {
     fn send_batch(
         &self,
         entries: Vec<BatchEntry>,
-    ) -> impl Future<Output = Result<Vec<EntryOutcome>, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<EntryOutcome>, EnqueueError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub(crate) struct BatcherSettings {
 struct Pending {
     body: String,
     request_id: Option<String>,
-    reply: oneshot::Sender<Result<String, QueueError>>,
+    reply: oneshot::Sender<Result<String, EnqueueError>>,
 }
 
 impl Pending {
@@ -96,7 +96,7 @@ impl Batcher {
     }
 
     /// Sends one message in the next batch and waits for its own result.
-    pub(crate) async fn send(&self, message: OrderMessage) -> Result<String, QueueError> {
+    pub(crate) async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         let OrderMessage { body, request_id } = message;
         let (reply, answer) = oneshot::channel();
         // Never wait for room: past the cap the caller is shed at once, so the
@@ -108,16 +108,16 @@ impl Batcher {
                 reply,
             })
             .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => QueueError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => QueueError::Stopped,
+                mpsc::error::TrySendError::Full(_) => EnqueueError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
             })?;
         let round_trip = async {
             // A dropped reply means its batch task died before SQS answered.
-            answer.await.map_err(|_| QueueError::Stopped)?
+            answer.await.map_err(|_| EnqueueError::Stopped)?
         };
         match tokio::time::timeout(self.deadline, round_trip).await {
             Ok(result) => result,
-            Err(_) => Err(QueueError::TimedOut(self.deadline)),
+            Err(_) => Err(EnqueueError::TimedOut(self.deadline)),
         }
     }
 
@@ -247,7 +247,7 @@ async fn deliver<S: BatchSender>(sender: &S, batch: Vec<Pending>) {
                 }
             }
             for reply in replies.into_iter().flatten() {
-                drop(reply.send(Err(QueueError::Unanswered)));
+                drop(reply.send(Err(EnqueueError::Unanswered)));
             }
         }
         Err(err) => {
@@ -263,7 +263,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    type Answer = fn(&[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError>;
+    type Answer = fn(&[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError>;
 
     /// Records every batch, optionally holds each one at a gate, then answers with `answer`.
     #[derive(Clone)]
@@ -300,7 +300,7 @@ mod tests {
         async fn send_batch(
             &self,
             entries: Vec<BatchEntry>,
-        ) -> Result<Vec<EntryOutcome>, QueueError> {
+        ) -> Result<Vec<EntryOutcome>, EnqueueError> {
             self.batches
                 .lock()
                 .expect("batches lock")
@@ -313,7 +313,7 @@ mod tests {
     }
 
     /// Every entry stored, with a message id derived from its body.
-    fn all_stored(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError> {
+    fn all_stored(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError> {
         Ok(entries
             .iter()
             .map(|entry| EntryOutcome {
@@ -343,7 +343,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
     }
 
-    fn pending(body: &str) -> (Pending, oneshot::Receiver<Result<String, QueueError>>) {
+    fn pending(body: &str) -> (Pending, oneshot::Receiver<Result<String, EnqueueError>>) {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             body: body.to_owned(),
@@ -441,7 +441,7 @@ mod tests {
                 },
                 EntryOutcome {
                     id: entries[0].id.clone(),
-                    result: Err(QueueError::Refused {
+                    result: Err(EnqueueError::Refused {
                         code: "InternalError".into(),
                         message: "try again".into(),
                         sender_fault: false,
@@ -460,23 +460,26 @@ mod tests {
 
         let a = a_answer.await.expect("answered");
         assert!(
-            matches!(&a, Err(QueueError::Refused { code, .. }) if code == "InternalError"),
+            matches!(&a, Err(EnqueueError::Refused { code, .. }) if code == "InternalError"),
             "{a:?}"
         );
         let b = b_answer.await.expect("answered");
-        assert!(matches!(b, Err(QueueError::Unanswered)), "{b:?}");
+        assert!(matches!(b, Err(EnqueueError::Unanswered)), "{b:?}");
         assert_eq!(c_answer.await.expect("answered").expect("stored"), "msg-c");
     }
 
     #[tokio::test]
     async fn a_failed_batch_call_fails_every_entry() {
-        let sender = FakeSender::new(|_| Err(QueueError::TimedOut(Duration::from_secs(5))));
+        let sender = FakeSender::new(|_| Err(EnqueueError::TimedOut(Duration::from_secs(5))));
         let (a, a_answer) = pending("a");
         let (b, b_answer) = pending("b");
         deliver(&sender, vec![a, b]).await;
         for answer in [a_answer, b_answer] {
             let result = answer.await.expect("answered");
-            assert!(matches!(result, Err(QueueError::TimedOut(_))), "{result:?}");
+            assert!(
+                matches!(result, Err(EnqueueError::TimedOut(_))),
+                "{result:?}"
+            );
         }
     }
 
@@ -491,11 +494,14 @@ mod tests {
             },
         );
         let result = batcher.send("a".into()).await;
-        assert!(matches!(result, Err(QueueError::TimedOut(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(EnqueueError::TimedOut(_))),
+            "{result:?}"
+        );
     }
 
     /// Panics on the first batch it sees, stores every later one.
-    fn crash_once(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, QueueError> {
+    fn crash_once(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError> {
         static CRASHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if !CRASHED.swap(true, std::sync::atomic::Ordering::SeqCst) {
             panic!("bug");
@@ -507,7 +513,7 @@ mod tests {
     async fn a_crashed_batch_answers_stopped_never_a_message_id_and_the_batcher_keeps_going() {
         let batcher = Batcher::spawn(FakeSender::new(crash_once), settings(1));
         let result = batcher.send("a".into()).await;
-        assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
+        assert!(matches!(result, Err(EnqueueError::Stopped)), "{result:?}");
         // The batcher itself survived the crash: the next order is stored.
         let next = batcher.send("b".into()).await;
         assert_eq!(next.expect("stored after the crash"), "msg-b");
@@ -534,7 +540,7 @@ mod tests {
 
         let refused = batcher.send("one too many".into()).await;
         assert!(
-            matches!(refused, Err(QueueError::Overloaded)),
+            matches!(refused, Err(EnqueueError::Overloaded)),
             "{refused:?}"
         );
 
@@ -554,7 +560,7 @@ mod tests {
         batcher.task.abort();
         until("the task has ended", || batcher.is_stopped()).await;
         let result = batcher.send("a".into()).await;
-        assert!(matches!(result, Err(QueueError::Stopped)), "{result:?}");
+        assert!(matches!(result, Err(EnqueueError::Stopped)), "{result:?}");
     }
 
     #[tokio::test]
