@@ -26,5 +26,5 @@ pub mod replay;
 pub use inspect::{MessageView, Verdict};
 pub use peek::{PeekOptions, Peeked, peek};
 pub use progress::{Bar, Lines, Progress};
-pub use queues::{QueueError, QueueInfo, SqsError, source_queue};
+pub use queues::{QueueInfo, RouteError, SqsError, source_queue};
 pub use replay::{Counts, End, ReplayOptions, Report, Selection, replay};

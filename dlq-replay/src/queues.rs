@@ -146,9 +146,11 @@ pub(crate) fn is_unsupported(
     })
 }
 
-/// Why the tool cannot work with the queues it was given.
+/// Why the DLQ's messages have no usable way back: the destination is unknown,
+/// ambiguous or the DLQ itself, a queue is FIFO, or the queues could not be read.
+/// Raised before any message is touched.
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
+pub enum RouteError {
     #[error(transparent)]
     Sqs(#[from] SqsError),
     #[error(
@@ -211,7 +213,7 @@ pub async fn describe(sqs: &Client, url: &str) -> Result<QueueInfo, SqsError> {
 }
 
 /// The queue whose redrive policy names this DLQ: where its messages came from.
-pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, QueueError> {
+pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, RouteError> {
     let mut sources = Vec::new();
     let mut pages = sqs
         .list_dead_letter_source_queues()
@@ -224,11 +226,11 @@ pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, QueueEr
         sources.extend(page.queue_urls);
     }
     match sources.len() {
-        0 => Err(QueueError::NoSource {
+        0 => Err(RouteError::NoSource {
             dlq: dlq_url.to_owned(),
         }),
         1 => Ok(sources.remove(0)),
-        _ => Err(QueueError::SeveralSources {
+        _ => Err(RouteError::SeveralSources {
             dlq: dlq_url.to_owned(),
             sources,
         }),
@@ -380,11 +382,11 @@ mod tests {
 
     #[test]
     fn no_source_queue_asks_for_to() {
-        let err = QueueError::NoSource {
+        let err = RouteError::NoSource {
             dlq: "http://q/dlq".into(),
         };
         assert!(err.to_string().contains("pass --to URL"), "{err}");
-        let err = QueueError::SeveralSources {
+        let err = RouteError::SeveralSources {
             dlq: "http://q/dlq".into(),
             sources: vec!["http://q/a".into(), "http://q/b".into()],
         };

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::progress::Progress;
-use crate::queues::{Held, QueueError, describe, receive};
+use crate::queues::{Held, RouteError, describe, receive};
 use pacing::Pacer;
 pub use pacing::chunk_size;
 pub use report::{Counts, End, Report};
@@ -87,18 +87,18 @@ pub async fn replay(
     options: &ReplayOptions,
     progress: &mut dyn Progress,
     stop: watch::Receiver<bool>,
-) -> Result<Report, QueueError> {
+) -> Result<Report, RouteError> {
     let dlq = describe(sqs, dlq_url).await?;
     let destination = describe(sqs, destination_url).await?;
     for queue in [&dlq, &destination] {
         if queue.fifo {
-            return Err(QueueError::Fifo {
+            return Err(RouteError::Fifo {
                 url: queue.url.clone(),
             });
         }
     }
     if dlq.arn == destination.arn {
-        return Err(QueueError::SameQueue {
+        return Err(RouteError::SameQueue {
             url: dlq_url.to_owned(),
         });
     }
