@@ -65,7 +65,6 @@ pub struct MoveTask {
     pub moved: i64,
     pub to_move: Option<i64>,
     pub failure_reason: Option<String>,
-    pub destination_arn: Option<String>,
 }
 
 impl MoveTask {
@@ -76,7 +75,6 @@ impl MoveTask {
             moved: entry.approximate_number_of_messages_moved(),
             to_move: entry.approximate_number_of_messages_to_move(),
             failure_reason: entry.failure_reason().map(str::to_owned),
-            destination_arn: entry.destination_arn().map(str::to_owned),
         }
     }
 

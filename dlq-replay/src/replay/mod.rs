@@ -149,7 +149,6 @@ pub async fn replay(
         counts,
         end,
         dry_run: options.dry_run,
-        destination: destination_url.to_owned(),
     })
 }
 

@@ -1,12 +1,10 @@
 //! The report: what happened to the messages a run looked at, why it ended,
 //! the summary line it prints and the exit status it leads to.
 
-use serde::Serialize;
-
 use crate::queues::SqsError;
 
 /// What happened to the messages this run looked at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Sent to the source queue and deleted from the DLQ.
     pub moved: u64,
@@ -61,7 +59,6 @@ pub struct Report {
     pub counts: Counts,
     pub end: End,
     pub dry_run: bool,
-    pub destination: String,
 }
 
 impl Report {
@@ -111,7 +108,6 @@ mod tests {
             },
             end: End::Interrupted,
             dry_run: false,
-            destination: "q".into(),
         };
         assert_eq!(
             report.summary(),
@@ -125,7 +121,6 @@ mod tests {
             },
             end: End::Drained,
             dry_run: true,
-            destination: "q".into(),
         };
         assert_eq!(
             dry.summary(),
