@@ -3,12 +3,12 @@
 //! # How the parts fit
 //! [`replay`] checks the two queues, then loops until the DLQ has nothing new,
 //! `max` is reached or `stop` turns true. Each turn:
-//! 1. [`pacing`] says how many messages to ask for and waits for the next slot;
-//! 2. a receive hides them; [`selection`] drops those this run has seen and
+//! 1. `pacing` says how many messages to ask for and waits for the next slot;
+//! 2. a receive hides them; `selection` drops those this run has seen and
 //!    decides, per message, to move it or to leave it in the DLQ;
-//! 3. [`protocol`] moves the chosen ones (send, then delete) or, in a dry run,
+//! 3. `protocol` moves the chosen ones (send, then delete) or, in a dry run,
 //!    lists them;
-//! 4. [`report`] keeps the counts, and in the end says why the run stopped.
+//! 4. `report` keeps the counts, and in the end says why the run stopped.
 //!
 //! Every message the run does not move is held (kept hidden) and released in
 //! one go when the run ends.
