@@ -1,16 +1,20 @@
 //! The order message contract, owned here and shared by the producer, the
 //! consumer and the operator tools, so that the three cannot disagree.
 //!
+//! The producer validates before enqueueing; the consumer validates again with the
+//! same code, because other producers, old versions and hand-made messages exist.
+//!
 //! # Layout
 //! - [`order`]: what a customer may order ([`OrderRequest`] in, validated [`Order`] out).
 //! - [`message`]: [`OrderPlaced`], the versioned JSON message that travels on the queue.
 //! - [`error`]: [`ContractError`], which always names the offending field.
-//!
-//! The producer validates before enqueueing; the consumer validates again with the
-//! same code, because other producers, old versions and hand-made messages exist.
+//! - `json`: the JSON driver: parses a body and finds the path to the failing field.
+//! - `object`: `Object<T>`, which reads a struct from a JSON object and nothing else.
 
 pub mod error;
+mod json;
 pub mod message;
+mod object;
 pub mod order;
 
 pub use error::ContractError;

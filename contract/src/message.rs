@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ContractError, Object, from_json};
+use crate::error::ContractError;
+use crate::json::from_json;
+use crate::object::Object;
 use crate::order::{LineItemRequest, Order, OrderRequest, objects};
 
 /// The version this code writes and the only one it reads. A consumer meeting a

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ContractError, Object, from_json};
+use crate::error::ContractError;
+use crate::json::from_json;
+use crate::object::Object;
 
 pub const MAX_ITEMS: usize = 100;
 pub const MAX_CUSTOMER_ID_CHARS: usize = 64;

@@ -4,9 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `replay --native`, `cancel`).
-//! - [`peek`]: reads the DLQ without consuming it; a table or JSON.
-//! - [`replay`]: moves messages back, send before delete, with filters, a rate
-//!   limit, a dry run and a clean stop.
+//! - [`peek`](mod@peek): reads the DLQ without consuming it; a table or JSON.
+//! - [`replay`](mod@replay): moves messages back, send before delete (selection, move protocol, pacing, report).
 //! - [`native`]: SQS's own redrive (message move tasks): start, follow, cancel.
 //! - [`inspect`]: what one message is, and why the order contract rejects it.
 //! - [`progress`]: a bar on a terminal, plain lines in a log.
@@ -26,5 +25,5 @@ pub mod replay;
 pub use inspect::{MessageView, Verdict};
 pub use peek::{PeekOptions, Peeked, peek};
 pub use progress::{Bar, Lines, Progress};
-pub use queues::{QueueError, QueueInfo, SqsError, source_queue};
+pub use queues::{QueueInfo, RouteError, SqsError, source_queue};
 pub use replay::{Counts, End, ReplayOptions, Report, Selection, replay};

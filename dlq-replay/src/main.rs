@@ -21,7 +21,8 @@ async fn main() -> ExitCode {
     match dlq_replay::cli::Cli::parse().run().await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Each cause once, and not the SDK's own chain under an SqsError.
+            eprintln!("error: {}", dlq_replay::queues::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

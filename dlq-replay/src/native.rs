@@ -24,7 +24,12 @@ pub enum NativeError {
     #[error(
         "this SQS endpoint does not support {operation} (SQS's own DLQ redrive): use the plain `replay` without --native, which moves the messages itself"
     )]
-    Unsupported { operation: &'static str },
+    Unsupported {
+        operation: &'static str,
+        /// What the endpoint answered.
+        #[source]
+        source: SqsError,
+    },
     #[error(transparent)]
     Sqs(SqsError),
     #[error(
@@ -36,11 +41,14 @@ pub enum NativeError {
 impl NativeError {
     fn new<E>(operation: &'static str, action: String, err: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let err = SqsError::new(action, err);
         if err.is_unsupported_operation() {
-            Self::Unsupported { operation }
+            Self::Unsupported {
+                operation,
+                source: err,
+            }
         } else {
             Self::Sqs(err)
         }
@@ -57,7 +65,6 @@ pub struct MoveTask {
     pub moved: i64,
     pub to_move: Option<i64>,
     pub failure_reason: Option<String>,
-    pub destination_arn: Option<String>,
 }
 
 impl MoveTask {
@@ -68,7 +75,6 @@ impl MoveTask {
             moved: entry.approximate_number_of_messages_moved(),
             to_move: entry.approximate_number_of_messages_to_move(),
             failure_reason: entry.failure_reason().map(str::to_owned),
-            destination_arn: entry.destination_arn().map(str::to_owned),
         }
     }
 
@@ -228,6 +234,7 @@ pub async fn cancel(sqs: &Client, dlq_arn: &str) -> Result<Cancelled, NativeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_sqs::operation::start_message_move_task::StartMessageMoveTaskError;
 
     fn task(status: &str) -> MoveTask {
         MoveTask::new(
@@ -261,8 +268,12 @@ mod tests {
 
     #[test]
     fn the_unsupported_error_points_to_the_plain_replay() {
+        let answer = SdkError::<StartMessageMoveTaskError, HttpResponse>::construction_failure(
+            "UnsupportedOperation",
+        );
         let err = NativeError::Unsupported {
             operation: "StartMessageMoveTask",
+            source: SqsError::new("start a move task", answer),
         };
         let text = err.to_string();
         assert!(

@@ -15,7 +15,13 @@ use tracing::warn;
 /// SQS's limit on entries per batch call and messages per receive.
 pub(crate) const MAX_BATCH: usize = 10;
 
-/// An SQS call that failed, with what we were doing and what the operator can check.
+/// An SQS call that failed, with what we were doing and what the operator can
+/// check. The SDK's error is the source.
+///
+/// The Display also says, in one line, what SQS answered (code and message) or
+/// why it could not be reached: the SDK's own Display leaves the message out of
+/// the errors it does not model ("unhandled error (AccessDenied)").
+/// [`error_chain`] therefore stops here rather than repeat the SDK's chain.
 #[derive(Debug, thiserror::Error)]
 #[error("could not {action}: {detail}{}", hint_suffix(self.hint))]
 pub struct SqsError {
@@ -25,7 +31,12 @@ pub struct SqsError {
     status: Option<u16>,
     detail: String,
     hint: Option<&'static str>,
+    #[source]
+    source: BoxError,
 }
+
+/// The SDK's error, boxed: its type differs with each operation.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 fn hint_suffix(hint: Option<&'static str>) -> String {
     hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default()
@@ -34,7 +45,7 @@ fn hint_suffix(hint: Option<&'static str>) -> String {
 impl SqsError {
     pub(crate) fn new<E>(action: impl Into<String>, err: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let code = err.code().map(str::to_owned);
         let message = err.message().map(str::to_owned);
@@ -67,6 +78,7 @@ impl SqsError {
             status,
             detail,
             hint,
+            source: Box::new(err),
         }
     }
 
@@ -89,7 +101,8 @@ const NO_CREDENTIALS: &str = "no usable AWS credentials: set AWS_PROFILE, or AWS
 
 /// The error and its sources, each said once: "dispatch failure: io error: …".
 /// (The SDK's own DisplayErrorContext appends a Debug dump meant for bug reports.)
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An [`SqsError`] ends the chain: its Display has already said its source's gist.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(err) = next {
@@ -98,7 +111,11 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         if !parts.last().is_some_and(|last| last.contains(&text)) {
             parts.push(text);
         }
-        next = err.source();
+        next = if err.is::<SqsError>() {
+            None
+        } else {
+            err.source()
+        };
     }
     parts.join(": ")
 }
@@ -146,9 +163,11 @@ pub(crate) fn is_unsupported(
     })
 }
 
-/// Why the tool cannot work with the queues it was given.
+/// Why the DLQ's messages have no usable way back: the destination is unknown,
+/// ambiguous or the DLQ itself, a queue is FIFO, or the queues could not be read.
+/// Raised before any message is touched.
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
+pub enum RouteError {
     #[error(transparent)]
     Sqs(#[from] SqsError),
     #[error(
@@ -211,7 +230,7 @@ pub async fn describe(sqs: &Client, url: &str) -> Result<QueueInfo, SqsError> {
 }
 
 /// The queue whose redrive policy names this DLQ: where its messages came from.
-pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, QueueError> {
+pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, RouteError> {
     let mut sources = Vec::new();
     let mut pages = sqs
         .list_dead_letter_source_queues()
@@ -224,11 +243,11 @@ pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, QueueEr
         sources.extend(page.queue_urls);
     }
     match sources.len() {
-        0 => Err(QueueError::NoSource {
+        0 => Err(RouteError::NoSource {
             dlq: dlq_url.to_owned(),
         }),
         1 => Ok(sources.remove(0)),
-        _ => Err(QueueError::SeveralSources {
+        _ => Err(RouteError::SeveralSources {
             dlq: dlq_url.to_owned(),
             sources,
         }),
@@ -379,12 +398,31 @@ mod tests {
     }
 
     #[test]
+    fn an_sqs_error_keeps_the_sdks_error_and_says_it_once_in_a_chain() {
+        use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
+        use std::error::Error;
+
+        let failure = SdkError::<GetQueueAttributesError, HttpResponse>::construction_failure(
+            Outer(std::io::Error::other("no credentials in the environment")),
+        );
+        let err = SqsError::new("read the attributes of http://q/dlq", failure);
+        let source = err.source().expect("the SDK's error");
+        assert!(
+            error_chain(source).contains("no credentials in the environment"),
+            "{source}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("hint: no usable AWS credentials"), "{text}");
+        assert_eq!(error_chain(&err), text, "the SDK's chain is not repeated");
+    }
+
+    #[test]
     fn no_source_queue_asks_for_to() {
-        let err = QueueError::NoSource {
+        let err = RouteError::NoSource {
             dlq: "http://q/dlq".into(),
         };
         assert!(err.to_string().contains("pass --to URL"), "{err}");
-        let err = QueueError::SeveralSources {
+        let err = RouteError::SeveralSources {
             dlq: "http://q/dlq".into(),
             sources: vec!["http://q/a".into(), "http://q/b".into()],
         };

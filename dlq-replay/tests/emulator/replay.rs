@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use dlq_replay::{End, QueueError, ReplayOptions, Selection, source_queue};
+use dlq_replay::{End, ReplayOptions, RouteError, Selection, source_queue};
 
 use crate::support::{
     attributes, bodies, dead_letter, depth, drain, order_id, poison_bodies, queues, run_replay,
@@ -220,7 +220,7 @@ async fn to_sends_elsewhere_and_a_dlq_without_a_source_asks_for_it() {
     let err = source_queue(&queues.sqs, &queues.queue_url)
         .await
         .expect_err("no source");
-    assert!(matches!(err, QueueError::NoSource { .. }), "{err}");
+    assert!(matches!(err, RouteError::NoSource { .. }), "{err}");
     assert!(err.to_string().contains("pass --to URL"), "{err}");
 
     let (report, _) = run_replay(
@@ -260,7 +260,7 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
     )
     .await
     .expect_err("FIFO refused");
-    assert!(matches!(err, QueueError::Fifo { .. }), "{err}");
+    assert!(matches!(err, RouteError::Fifo { .. }), "{err}");
     assert!(err.to_string().contains("--native"), "{err}");
 
     send_to_dlq(&queues, &[valid_body(1)], false).await;
@@ -272,7 +272,7 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
     )
     .await
     .expect_err("a DLQ into itself would never end");
-    assert!(matches!(err, QueueError::SameQueue { .. }), "{err}");
+    assert!(matches!(err, RouteError::SameQueue { .. }), "{err}");
     assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (1, 0));
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
-use dlq_replay::{Lines, QueueError, ReplayOptions, Report, replay};
+use dlq_replay::{Lines, ReplayOptions, Report, RouteError, replay};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
 
@@ -176,7 +176,7 @@ pub(crate) async fn run_replay(
     dlq_url: &str,
     destination_url: &str,
     options: &ReplayOptions,
-) -> Result<(Report, String), QueueError> {
+) -> Result<(Report, String), RouteError> {
     let mut progress = captured();
     let report = replay(
         sqs,

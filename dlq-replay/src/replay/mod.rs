@@ -1,0 +1,252 @@
+//! `replay`: moves DLQ messages back to their source queue, one batch at a time.
+//!
+//! # How the parts fit
+//! [`replay`] checks the two queues, then loops until the DLQ has nothing new,
+//! `max` is reached or `stop` turns true. Each turn:
+//! 1. `pacing` says how many messages to ask for and waits for the next slot;
+//! 2. a receive hides them; `selection` drops those this run has seen and
+//!    decides, per message, to move it or to leave it in the DLQ;
+//! 3. `protocol` moves the chosen ones (send, then delete) or, in a dry run,
+//!    lists them;
+//! 4. `report` keeps the counts, and in the end says why the run stopped.
+//!
+//! Every message the run does not move is held (kept hidden) and released in
+//! one go when the run ends.
+//!
+//! # Why nothing is lost
+//! A message is sent to the source queue first and deleted from the DLQ only
+//! after SQS acknowledged that send. Whatever stops the run, at any point, a
+//! message is therefore in the DLQ, in the source queue, or (killed between the
+//! two calls) in both: at worst a duplicate, which the consumer absorbs because
+//! it stores each `order_id` once.
+//!
+//! # Why messages are kept hidden until the end
+//! Skipped messages (and, in a dry run, all of them) stay hidden for the run and
+//! are made visible again together when it ends. Released at once, a standard
+//! queue would tend to hand the same ones back first, and the run could not tell
+//! "only skipped ones left" from "the next receive happened to sample them".
+
+mod pacing;
+mod protocol;
+mod report;
+mod selection;
+
+use std::collections::HashSet;
+
+use aws_sdk_sqs::Client;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::progress::Progress;
+use crate::queues::{Held, RouteError, describe, receive};
+use pacing::Pacer;
+pub use pacing::chunk_size;
+pub use report::{Counts, End, Report};
+use selection::Candidate;
+pub use selection::{Selection, Skip};
+
+/// Receives that bring back only messages this run has already seen, in a row,
+/// before the run concludes nothing new is left (plus one per batch of messages
+/// seen, which may all come back after a long run).
+const MAX_IDLE_RECEIVES: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayOptions {
+    /// Send at most this many messages (with `dry_run`: list at most this many).
+    pub max: Option<u64>,
+    /// Messages sent per second, at most.
+    pub rate: Option<f64>,
+    /// Report what would move; send and delete nothing.
+    pub dry_run: bool,
+    pub selection: Selection,
+    /// How long received messages stay hidden should the run die before it
+    /// moves or releases them: long enough for one batch's send and delete.
+    pub visibility_timeout_secs: u32,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            max: None,
+            rate: None,
+            dry_run: false,
+            selection: Selection::default(),
+            visibility_timeout_secs: 60,
+        }
+    }
+}
+
+/// Moves (or with `dry_run`, lists) DLQ messages to `destination_url` until the
+/// DLQ has nothing new, `max` is reached, or `stop` turns true. Errors only
+/// before anything was touched (unreadable or unsuitable queues); failures
+/// during the run are in the [`Report`].
+pub async fn replay(
+    sqs: &Client,
+    dlq_url: &str,
+    destination_url: &str,
+    options: &ReplayOptions,
+    progress: &mut dyn Progress,
+    stop: watch::Receiver<bool>,
+) -> Result<Report, RouteError> {
+    let dlq = describe(sqs, dlq_url).await?;
+    let destination = describe(sqs, destination_url).await?;
+    for queue in [&dlq, &destination] {
+        if queue.fifo {
+            return Err(RouteError::Fifo {
+                url: queue.url.clone(),
+            });
+        }
+    }
+    if dlq.arn == destination.arn {
+        return Err(RouteError::SameQueue {
+            url: dlq_url.to_owned(),
+        });
+    }
+    let estimate = options.max.map_or(dlq.visible, |max| max.min(dlq.visible));
+    info!(
+        dlq = dlq_url,
+        destination = destination_url,
+        dry_run = options.dry_run,
+        only_valid = options.selection.only_valid,
+        order_ids = options.selection.order_ids.len(),
+        max = options.max,
+        rate = options.rate,
+        dlq_messages = dlq.visible,
+        "replay started"
+    );
+    let started = std::time::Instant::now();
+    progress.start(Some(estimate));
+    let mut run = Run {
+        sqs,
+        dlq_url,
+        destination_url,
+        options,
+        progress,
+        estimate,
+        held: Held::default(),
+        seen: HashSet::new(),
+        counts: Counts::default(),
+    };
+    let end = run.run(stop).await;
+    // Skipped, listed and unsent messages go back to the DLQ's visible set now,
+    // rather than when their visibility timeout ends.
+    run.held.release(sqs, dlq_url).await;
+    run.progress.finish();
+    let counts = run.counts;
+    info!(
+        dlq = dlq_url,
+        destination = destination_url,
+        dry_run = options.dry_run,
+        moved = counts.moved,
+        would_move = counts.would_move,
+        skipped = counts.skipped,
+        failed = counts.failed,
+        end = ?end,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replay finished"
+    );
+    Ok(Report {
+        counts,
+        end,
+        dry_run: options.dry_run,
+    })
+}
+
+/// One run's state; its methods live beside the part they belong to
+/// ([`selection`], [`protocol`]).
+struct Run<'a> {
+    sqs: &'a Client,
+    dlq_url: &'a str,
+    destination_url: &'a str,
+    options: &'a ReplayOptions,
+    progress: &'a mut dyn Progress,
+    /// The DLQ's depth at the start (capped by `max`): the bar's length.
+    estimate: u64,
+    /// Messages not moved, kept hidden until the run ends.
+    held: Held,
+    /// Message ids looked at, so that one back after its hold is not counted twice.
+    seen: HashSet<String>,
+    counts: Counts,
+}
+
+impl Run<'_> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> End {
+        let chunk = chunk_size(self.options.rate);
+        let mut pacer = Pacer::new(self.options.rate);
+        let mut idle = 0;
+        loop {
+            if *stop.borrow() {
+                return End::Interrupted;
+            }
+            let attempted = self.counts.attempted();
+            let want = match self.options.max {
+                Some(max) if attempted >= max => return End::Limit,
+                Some(max) => chunk.min(usize::try_from(max - attempted).unwrap_or(chunk)),
+                None => chunk,
+            };
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return End::Interrupted,
+                () = pacer.ready() => {}
+            }
+            let received = match receive(
+                self.sqs,
+                self.dlq_url,
+                want,
+                self.options.visibility_timeout_secs,
+            )
+            .await
+            {
+                Ok(received) => received,
+                Err(err) => return End::Aborted(err),
+            };
+            if received.is_empty() {
+                return End::Drained;
+            }
+            let (fresh, selected) = self.take_fresh(received);
+            if fresh == 0 {
+                // Only messages seen before, back after their hold ran out on a
+                // long run; the receive has hidden them again. Enough such
+                // receives in a row to have cycled through all of them means
+                // nothing new is left.
+                idle += 1;
+                if idle >= MAX_IDLE_RECEIVES + self.seen.len() / want.max(1) {
+                    return End::Drained;
+                }
+                continue;
+            }
+            idle = 0;
+            let sent = selected.len();
+            let outcome = if self.options.dry_run {
+                self.list(selected);
+                Ok(())
+            } else {
+                self.move_batch(selected).await
+            };
+            pacer.used(sent);
+            self.progress.advance(
+                self.counts.looked_at(),
+                Some(self.estimate),
+                &self.counts.status(self.options.dry_run),
+            );
+            if let Err(err) = outcome {
+                return End::Aborted(err);
+            }
+        }
+    }
+
+    /// Keeps a message hidden until the run ends (see the module's doc).
+    fn hold(&mut self, candidate: &Candidate) {
+        self.held.hold(
+            &candidate.id,
+            candidate.message.receipt_handle().unwrap_or_default(),
+        );
+    }
+}
+
+/// Completes once `stop` turns true; never, if its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
