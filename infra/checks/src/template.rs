@@ -1,11 +1,7 @@
-//! The queue and event-source settings of `infra/template.yaml`, read so that the
-//! local stack behaves like the deployed one and the two cannot drift apart.
-//!
-//! [`Document`] is the template as data, for anything else that reads it (the
-//! template's own tests): CloudFormation's short-form tags such as `!Ref X` stay
-//! in the tree as [`Value::Tagged`], and [`intrinsic`] names them.
-
-use std::time::Duration;
+//! A CloudFormation (or SAM) template as data: [`Document`] is the YAML tree, with
+//! CloudFormation's short-form tags such as `!Ref X` kept as [`Value::Tagged`]
+//! ([`intrinsic`] names them), and numbers resolved through parameter defaults or
+//! bounds the way a deploy would see them.
 
 pub use serde_yaml_ng::Value;
 
@@ -20,7 +16,7 @@ pub enum TemplateError {
     },
     #[error("the SAM template is not valid YAML")]
     Parse(#[from] serde_yaml_ng::Error),
-    #[error("the SAM template has no {0}; the local stack reads its settings from there")]
+    #[error("the SAM template has no {0}")]
     Missing(String),
     #[error(
         "{0} in the SAM template is not a number (or a !Ref to a parameter with a numeric default)"
@@ -30,83 +26,6 @@ pub enum TemplateError {
         "{0} in the SAM template is a !Ref to a parameter without a MaxValue: give the parameter one, so its largest value is known"
     )]
     Unbounded(String),
-}
-
-/// The queue pair as the template declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueSettings {
-    pub visibility_timeout_secs: u32,
-    pub retention_secs: u32,
-    pub dlq_retention_secs: u32,
-    pub max_receive_count: u32,
-}
-
-/// The SQS event source of the consumer function, and the function's timeout,
-/// which the local driver enforces as Lambda does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventSourceSettings {
-    pub batch_size: usize,
-    pub batching_window: Duration,
-    pub max_concurrency: usize,
-    pub function_timeout: Duration,
-}
-
-/// The parts of the template the local stack needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Template {
-    pub queues: QueueSettings,
-    pub event_source: EventSourceSettings,
-}
-
-const QUEUE: &str = "OrdersQueue";
-const DLQ: &str = "OrdersDeadLetterQueue";
-const FUNCTION: &str = "ConsumerFunction";
-const EVENT: &str = "Orders";
-
-impl Template {
-    pub fn from_file(path: &str) -> Result<Self, TemplateError> {
-        Self::from_document(&Document::from_file(path)?)
-    }
-
-    pub fn parse(yaml: &str) -> Result<Self, TemplateError> {
-        Self::from_document(&Document::parse(yaml)?)
-    }
-
-    pub fn from_document(t: &Document) -> Result<Self, TemplateError> {
-        let queue = ["Resources", QUEUE, "Properties"];
-        let dlq = ["Resources", DLQ, "Properties"];
-        let event = [
-            "Resources",
-            FUNCTION,
-            "Properties",
-            "Events",
-            EVENT,
-            "Properties",
-        ];
-        Ok(Self {
-            queues: QueueSettings {
-                visibility_timeout_secs: t
-                    .number(&[&queue[..], &["VisibilityTimeout"]].concat())?,
-                retention_secs: t.number(&[&queue[..], &["MessageRetentionPeriod"]].concat())?,
-                dlq_retention_secs: t.number(&[&dlq[..], &["MessageRetentionPeriod"]].concat())?,
-                max_receive_count: t
-                    .number(&[&queue[..], &["RedrivePolicy", "maxReceiveCount"]].concat())?,
-            },
-            event_source: EventSourceSettings {
-                batch_size: t.number(&[&event[..], &["BatchSize"]].concat())?,
-                batching_window: Duration::from_secs(
-                    t.number(&[&event[..], &["MaximumBatchingWindowInSeconds"]].concat())?,
-                ),
-                max_concurrency: t
-                    .number(&[&event[..], &["ScalingConfig", "MaximumConcurrency"]].concat())?,
-                // The function's own Timeout, else the template's Globals.
-                function_timeout: Duration::from_secs(
-                    t.number(&["Resources", FUNCTION, "Properties", "Timeout"])
-                        .or_else(|_| t.number(&["Globals", "Function", "Timeout"]))?,
-                ),
-            },
-        })
-    }
 }
 
 /// A CloudFormation (or SAM) template as a YAML tree.
@@ -230,38 +149,28 @@ pub fn reference(value: &Value) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const PROJECT_TEMPLATE: &str = include_str!("../../infra/template.yaml");
+    const SMALL: &str = "Parameters:\n  W:\n    Type: Number\n    Default: 1\n    MaxValue: 20\n  U:\n    Type: Number\n    Default: 3\nResources:\n  R:\n    Type: AWS::SQS::Queue\n    Properties:\n      A: !Ref W\n      B: !Ref U\n      C: 7\n      D: \"8\"\n      E: !GetAtt X.Arn\n";
 
-    #[test]
-    fn the_project_template_yields_every_local_setting() {
-        let template = Template::parse(PROJECT_TEMPLATE).expect("the template is readable");
-        let queues = template.queues;
-        assert!(queues.max_receive_count >= 3);
-        assert_eq!(queues.dlq_retention_secs, 14 * 24 * 3600);
-        assert!(template.event_source.batch_size >= 1);
-        assert!(template.event_source.max_concurrency >= 2);
-        assert_eq!(
-            template.event_source.function_timeout,
-            Duration::from_secs(30)
-        );
+    fn path(key: &str) -> [&str; 4] {
+        ["Resources", "R", "Properties", key]
     }
 
     #[test]
     fn a_ref_resolves_to_the_parameter_default() {
-        let template =
-            PROJECT_TEMPLATE.replace("Default: 6\n    MinValue: 3", "Default: 7\n    MinValue: 3");
-        let parsed = Template::parse(&template).expect("readable");
-        assert_eq!(parsed.queues.max_receive_count, 7);
+        let doc = Document::parse(SMALL).expect("yaml");
+        assert_eq!(doc.number::<u64>(&path("A")).expect("default"), 1);
+        assert_eq!(doc.number::<u64>(&path("B")).expect("default"), 3);
+    }
+
+    #[test]
+    fn a_number_may_be_written_as_a_string() {
+        let doc = Document::parse(SMALL).expect("yaml");
+        assert_eq!(doc.number::<u32>(&path("D")).expect("string number"), 8);
     }
 
     #[test]
     fn the_largest_value_of_a_ref_is_its_parameters_max_value() {
-        let doc = Document::parse(
-            "Parameters:\n  W:\n    Type: Number\n    Default: 1\n    MaxValue: 20\n  U:\n    Type: Number\n    Default: 3\nResources:\n  R:\n    Properties:\n      A: !Ref W\n      B: !Ref U\n      C: 7\n",
-        )
-        .expect("yaml");
-        let path = |key| ["Resources", "R", "Properties", key];
-        assert_eq!(doc.number::<u64>(&path("A")).expect("default"), 1);
+        let doc = Document::parse(SMALL).expect("yaml");
         assert_eq!(doc.largest::<u64>(&path("A")).expect("max"), 20);
         assert_eq!(doc.largest::<u64>(&path("C")).expect("literal"), 7);
         let err = doc.largest::<u64>(&path("B")).expect_err("no MaxValue");
@@ -269,13 +178,33 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_setting_is_named() {
-        let template = PROJECT_TEMPLATE.replace("VisibilityTimeout:", "VisibilityTimeoutX:");
-        let err = Template::parse(&template).expect_err("missing");
+    fn an_intrinsic_other_than_ref_is_not_a_number() {
+        let doc = Document::parse(SMALL).expect("yaml");
+        let err = doc.number::<u64>(&path("E")).expect_err("a !GetAtt");
+        assert!(matches!(err, TemplateError::NotANumber(_)), "{err}");
+    }
+
+    #[test]
+    fn a_missing_node_is_named_by_its_path() {
+        let doc = Document::parse(SMALL).expect("yaml");
+        let err = doc.get(&path("Nope")).expect_err("missing");
         assert!(
-            err.to_string()
-                .contains("OrdersQueue.Properties.VisibilityTimeout"),
+            err.to_string().contains("Resources.R.Properties.Nope"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn resources_are_found_by_type_and_short_form_tags_are_named() {
+        let doc = Document::parse(SMALL).expect("yaml");
+        let found: Vec<&str> = doc
+            .resources_of_type("AWS::SQS::Queue")
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(found, ["R"]);
+        let a = doc.get(&path("A")).expect("A");
+        assert_eq!(reference(a), Some("W"));
+        let (tag, _) = intrinsic(doc.get(&path("E")).expect("E")).expect("a tag");
+        assert_eq!(tag, "GetAtt");
     }
 }
