@@ -16,6 +16,7 @@ use std::time::Duration;
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use futures::FutureExt;
 use tokio::sync::watch;
@@ -31,10 +32,11 @@ const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 const MAX_RECEIVE: usize = 10;
 const MAX_WAIT_SECS: u64 = 20;
 
-/// Why an invocation failed as a whole (Lambda's "function error").
+/// Why an invocation failed as a whole (Lambda's "function error"): the
+/// handler's own error, or a message (`"…".into()`) where there is none.
 #[derive(Debug, thiserror::Error)]
-#[error("the invocation failed: {0}")]
-pub struct InvocationError(pub String);
+#[error("the invocation failed")]
+pub struct InvocationError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// What the driver invokes with each batch: the handler in process, or a Lambda
 /// endpoint. `deadline` is when the invocation times out, as Lambda's context
@@ -71,7 +73,7 @@ impl<S: consumer_lambda::OrderStore, Q: consumer_lambda::RetryQueue> BatchHandle
     ) -> Result<SqsBatchResponse, InvocationError> {
         match self.0.handle(event, deadline).await {
             Ok(handled) => Ok(handled.response),
-            Err(err) => Err(InvocationError(err.to_string())),
+            Err(err) => Err(InvocationError(Box::new(err))),
         }
     }
 }
@@ -156,7 +158,8 @@ impl<H: BatchHandler> Driver<H> {
                         self.invoke(messages).await;
                     }
                     Err(err) => {
-                        warn!(error = %err, "polling the queue failed; trying again in a second");
+                        // The whole chain: the SDK's cause says why the endpoint failed.
+                        warn!(error = %DisplayErrorContext(&err), "polling the queue failed; trying again in a second");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
@@ -267,7 +270,7 @@ impl<H: BatchHandler> Driver<H> {
                 .map(|failure| failure.item_identifier)
                 .collect(),
             Ok(Ok(Err(err))) => {
-                warn!(error = %err, "the whole batch will be retried after the visibility timeout");
+                warn!(error = %DisplayErrorContext(&err), "the whole batch will be retried after the visibility timeout");
                 return all_retried;
             }
             Ok(Err(_panic)) => {
@@ -325,7 +328,7 @@ impl<H: BatchHandler> Driver<H> {
                     }
                 }
                 Err(err) => warn!(
-                    error = %aws_sdk_sqs::error::DisplayErrorContext(err),
+                    error = %DisplayErrorContext(err),
                     "deleting processed records failed; they will be redelivered"
                 ),
             }

@@ -1,11 +1,14 @@
-//! The local stand-ins for AWS that `scripts/dev` and the tests run: queue set-up
-//! from the SAM template and the SQS event source mapping that feeds the consumer.
+//! The local stand-ins for AWS that `scripts/dev` and the tests run: Lambda's SQS
+//! event source mapping, which feeds batches to the consumer's handler, and the
+//! queue pair set up with the settings of `infra/template.yaml`.
+//!
+//! The template is read with `infra_checks`' reader, which also serves the
+//! template's own checks, so there is one reader.
 //!
 //! # Layout
-//! - [`template`]: reads the queue and event-source settings of `infra/template.yaml`;
-//!   [`Document`] is the whole template as data, for the template's own tests.
-//! - [`queues`]: creates the queue pair with those settings.
 //! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced.
+//! - [`template`]: the queue and event-source settings the local stack takes from the template.
+//! - [`queues`]: creates the queue pair with those settings.
 //! - [`schedule`]: the retry schedule of a valid order through an outage, as text.
 //! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`, `retry-schedule`).
 
@@ -16,4 +19,4 @@ pub mod schedule;
 pub mod template;
 
 pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError};
-pub use template::{Document, EventSourceSettings, QueueSettings, Template};
+pub use template::{EventSourceSettings, QueueSettings, Template};

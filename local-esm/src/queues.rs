@@ -1,25 +1,26 @@
 //! Creates the queue pair the way the template declares it.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::template::QueueSettings;
 
+/// An SQS call that failed; the SDK's error, with its own causes, is the source.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "could not {action} on the SQS endpoint (is the emulator running and AWS_ENDPOINT_URL set?): {detail}"
+    "could not {action} on the SQS endpoint (is the emulator running and AWS_ENDPOINT_URL set?)"
 )]
 pub struct QueueError {
     action: String,
-    detail: String,
+    #[source]
+    source: aws_sdk_sqs::Error,
 }
 
 impl QueueError {
-    pub(crate) fn new(action: impl Into<String>, err: impl std::error::Error) -> Self {
+    pub(crate) fn new(action: impl Into<String>, err: impl Into<aws_sdk_sqs::Error>) -> Self {
         Self {
             action: action.into(),
-            detail: DisplayErrorContext(err).to_string(),
+            source: err.into(),
         }
     }
 }

@@ -1,21 +1,29 @@
 //! The outage budget, derived from the real constants: the template's
-//! `MaxReceiveCount` and the consumer's default backoff, not a copy of them.
+//! `maxReceiveCount` and the consumer's default backoff, not a copy of them. It
+//! checks the claim the `MaxReceiveCount` parameter's description makes, so it
+//! sits with the template's checks; it needs the consumer's retry policy, not
+//! `local-esm`'s schedule printer.
 
 use std::time::Duration;
 
 use consumer_lambda::retry::{MAX_DELAY, Retry};
 use consumer_lambda::{Backoff, RetryPolicy};
-use local_esm::Template;
+
+use crate::helpers::template;
 
 fn policy() -> RetryPolicy {
-    let template = Template::from_file(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../infra/template.yaml"
-    ))
-    .expect("the template");
+    let max_receive_count = template()
+        .number(&[
+            "Resources",
+            "OrdersQueue",
+            "Properties",
+            "RedrivePolicy",
+            "maxReceiveCount",
+        ])
+        .expect("the orders queue's maxReceiveCount");
     RetryPolicy {
         backoff: Backoff::default(),
-        max_receive_count: Some(template.queues.max_receive_count),
+        max_receive_count: Some(max_receive_count),
     }
 }
 

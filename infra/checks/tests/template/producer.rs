@@ -1,0 +1,408 @@
+//! The producer's instances: their service and boot, metadata and credits, AMI,
+//! and the Auto Scaling group's rules.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use infra_checks::{Document, Value, as_u64, intrinsic, reference};
+
+use crate::helpers::{at, default_of, items, port, properties, template, text, truthy};
+
+/// The user data script of the producer's launch template.
+fn user_data(t: &Document) -> String {
+    let data = at(
+        t,
+        &[
+            "Resources",
+            "ProducerLaunchTemplate",
+            "Properties",
+            "LaunchTemplateData",
+            "UserData",
+            "Fn::Base64",
+        ],
+    );
+    match intrinsic(data) {
+        Some((tag, Value::String(script))) if tag == "Sub" => script.clone(),
+        // `!Sub [script, {variables}]`.
+        Some((tag, Value::Sequence(parts))) if tag == "Sub" => match parts.first() {
+            Some(Value::String(script)) => script.clone(),
+            other => panic!("!Sub's first item should be the script, found {other:?}"),
+        },
+        other => panic!("UserData should be Fn::Base64 of a !Sub script, found {other:?}"),
+    }
+}
+
+/// The CIDR blocks of the subnets the load balancer sits in, as CloudFormation
+/// computes `!Select [i, !Cidr [!Ref VpcCidr, count, bits]]` from the VPC's default
+/// range: the i-th block of `bits` host bits, counted from the range's start.
+fn load_balancer_subnet_cidrs(t: &Document) -> Vec<String> {
+    items(properties(t, "LoadBalancer").get("Subnets"))
+        .iter()
+        .map(|subnet| {
+            let id = reference(subnet).expect("!Ref to a subnet");
+            let cidr = properties(t, id).get("CidrBlock").expect("CidrBlock");
+            let Some((tag, Value::Sequence(select))) = intrinsic(cidr) else {
+                panic!("{id}'s CidrBlock should be !Select of !Cidr, found {cidr:?}");
+            };
+            assert_eq!(tag, "Select");
+            let index = as_u64(&select[0]).expect("an index");
+            let Some((tag, Value::Sequence(args))) = intrinsic(&select[1]) else {
+                panic!("{id}'s CidrBlock should select from a !Cidr");
+            };
+            assert_eq!(tag, "Cidr");
+            let range = default_of(t, &args[0])
+                .map(text)
+                .expect("!Cidr's range is a !Ref to a parameter with a default");
+            let count = as_u64(&args[1]).expect("!Cidr's count");
+            let bits = as_u64(&args[2]).expect("!Cidr's host bits");
+            assert!(index < count, "{id} selects block {index} of {count}");
+            nth_block(range, index, bits)
+        })
+        .collect()
+}
+
+/// The `index`-th block with `bits` host bits inside an IPv4 range, as `!Cidr` counts them.
+fn nth_block(range: &str, index: u64, bits: u64) -> String {
+    let (address, prefix) = range.split_once('/').expect("a CIDR");
+    let address: Ipv4Addr = address.parse().expect("an IPv4 address");
+    let prefix: u32 = prefix.parse().expect("a prefix length");
+    let bits = u32::try_from(bits).expect("host bits");
+    assert!(
+        32 - prefix >= bits,
+        "a /{prefix} range has no blocks of {bits} host bits"
+    );
+    let start = u32::from(address) & (u32::MAX << (32 - prefix));
+    let offset = u32::try_from(index).expect("an index") << bits;
+    format!("{}/{}", Ipv4Addr::from(start + offset), 32 - bits)
+}
+
+#[test]
+fn cidr_blocks_are_counted_from_the_start_of_the_range() {
+    assert_eq!(nth_block("10.40.0.0/16", 1, 8), "10.40.1.0/24");
+    assert_eq!(nth_block("10.40.0.0/20", 3, 10), "10.40.12.0/22");
+    assert_eq!(nth_block("192.168.4.0/22", 2, 8), "192.168.6.0/24");
+}
+
+#[test]
+fn the_producer_service_gets_the_settings_its_configuration_reads() {
+    let t = template();
+    let script = user_data(&t);
+    let producer_port = port(&t, at(&t, &["Parameters", "ProducerPort", "Default"]));
+    let balancer_cidrs = load_balancer_subnet_cidrs(&t);
+    let substitute = |line: &str| {
+        line.replace(
+            "${OrdersQueue}",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-orders",
+        )
+        .replace("${ProducerPort}", &producer_port.to_string())
+        .replace("${AWS::Region}", "eu-west-1")
+        .replace("${PublicCidrA},${PublicCidrB}", &balancer_cidrs.join(","))
+    };
+    let env: HashMap<String, String> = script
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), substitute(v)))
+        .collect();
+    let config = producer::Config::from_lookup(|name| env.get(name).cloned())
+        .unwrap_or_else(|err| panic!("the producer refuses the service's environment: {err}"));
+    // Only the load balancer's nodes may name the client in X-Forwarded-For;
+    // without this, all customers would share the balancer's rate-limit buckets.
+    assert_eq!(
+        config.trusted_proxies,
+        producer::client_ip::TrustedProxies::parse(&balancer_cidrs.join(",")).expect("valid"),
+        "TRUSTED_PROXIES must be the load balancer's subnets"
+    );
+    assert!(
+        config.bind_addr.ip().is_unspecified()
+            && u64::from(config.bind_addr.port()) == producer_port,
+        "the producer must listen on 0.0.0.0:{producer_port}, where the load balancer sends, not {}",
+        config.bind_addr
+    );
+    assert_eq!(
+        port(
+            &t,
+            properties(&t, "ProducerTargetGroup")
+                .get("Port")
+                .expect("Port")
+        ),
+        producer_port
+    );
+    for (line, why) in [
+        ("Restart=always", "comes back after a crash"),
+        ("User=orders-producer", "never runs as root"),
+        ("KillSignal=SIGTERM", "drains in-flight requests on stop"),
+        (
+            "ExecStart=/usr/local/bin/orders-producer",
+            "runs the installed binary",
+        ),
+        (
+            "sha256sum --check",
+            "refuses a binary whose hash differs from its key",
+        ),
+        (
+            "--resource ProducerGroup",
+            "signals the Auto Scaling group's creation policy",
+        ),
+    ] {
+        assert!(
+            script.lines().any(|l| l.contains(line)),
+            "the producer's user data needs `{line}`: the service {why}"
+        );
+    }
+}
+
+#[test]
+fn the_producer_instances_require_imdsv2_and_have_no_ssh_key() {
+    let t = template();
+    let data = at(
+        &t,
+        &[
+            "Resources",
+            "ProducerLaunchTemplate",
+            "Properties",
+            "LaunchTemplateData",
+        ],
+    );
+    let metadata = data.get("MetadataOptions").expect("MetadataOptions");
+    assert_eq!(
+        metadata.get("HttpTokens").map(text),
+        Some("required"),
+        "IMDSv2 only: MetadataOptions.HttpTokens: required"
+    );
+    assert_eq!(
+        metadata.get("HttpPutResponseHopLimit").and_then(as_u64),
+        Some(1)
+    );
+    assert!(
+        data.get("KeyName").is_none(),
+        "no SSH key: operators use SSM Session Manager"
+    );
+    for device in items(data.get("BlockDeviceMappings")) {
+        assert!(
+            truthy(device.get("Ebs").and_then(|e| e.get("Encrypted"))),
+            "the instances' volumes are encrypted"
+        );
+    }
+}
+
+#[test]
+fn the_producer_ami_is_read_from_ssm_at_every_deploy_one_parameter_per_architecture() {
+    let t = template();
+    let image = at(
+        &t,
+        &[
+            "Resources",
+            "ProducerLaunchTemplate",
+            "Properties",
+            "LaunchTemplateData",
+            "ImageId",
+        ],
+    );
+    let Some((tag, Value::Sequence(args))) = intrinsic(image) else {
+        panic!(
+            "ImageId should be !If [IsArm64, !Ref <arm64 parameter>, !Ref <x86_64 parameter>], found {image:?}"
+        );
+    };
+    assert_eq!(tag, "If");
+    assert_eq!(text(&args[0]), "IsArm64");
+    for (arg, architecture) in [(&args[1], "arm64"), (&args[2], "x86_64")] {
+        let parameter =
+            reference(arg).unwrap_or_else(|| panic!("the {architecture} AMI should be a !Ref"));
+        let declared = at(&t, &["Parameters", parameter]);
+        assert_eq!(
+            declared.get("Type").map(text),
+            Some("AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"),
+            "{parameter}: an SSM-typed parameter is re-read at every update; {{{{resolve:ssm:…}}}} is not"
+        );
+        assert_eq!(
+            declared.get("Default").map(text),
+            Some(
+                format!(
+                    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{architecture}"
+                )
+                .as_str()
+            ),
+            "{parameter}: AWS's public parameter for Amazon Linux 2023 on {architecture}"
+        );
+    }
+}
+
+#[test]
+fn the_producer_credit_mode_is_explicit_and_lets_cpu_scaling_work() {
+    let t = template();
+    let mode = t
+        .get(&[
+            "Resources",
+            "ProducerLaunchTemplate",
+            "Properties",
+            "LaunchTemplateData",
+            "CreditSpecification",
+            "CpuCredits",
+        ])
+        .map(text)
+        .expect("CreditSpecification.CpuCredits: say which mode, T3 and T4g launch unlimited by default");
+    let target = t
+        .get(&[
+            "Resources",
+            "ProducerCpuScaling",
+            "Properties",
+            "TargetTrackingConfiguration",
+            "TargetValue",
+        ])
+        .ok()
+        .and_then(as_u64)
+        .expect("the CPU target");
+    let types = default_instance_types(&t);
+    assert!(
+        !types.is_empty(),
+        "the launch template names no instance type"
+    );
+    let baseline = types
+        .iter()
+        .map(|kind| {
+            BURSTABLE_BASELINE_PERCENT
+                .iter()
+                .find(|(name, _)| name == kind)
+                .map(|(_, percent)| *percent)
+                .unwrap_or_else(|| {
+                    panic!("{kind} is not in BURSTABLE_BASELINE_PERCENT: add its baseline from AWS's table")
+                })
+        })
+        .max()
+        .expect("at least one type");
+    assert!(
+        mode == "unlimited" || target <= baseline,
+        "in {mode} mode an instance of {types:?} out of credits is held at its {baseline} % baseline, so a \
+         CPU target of {target} % would never scale out"
+    );
+    assert!(
+        target > baseline && target <= 80,
+        "a CPU target of {target} %: above the {baseline} % baseline of {types:?}, with headroom below 100 %"
+    );
+}
+
+/// Baseline utilisation per vCPU of the burstable types, in per cent, from AWS's
+/// burstable performance instance tables
+/// (https://docs.aws.amazon.com/ec2/latest/instancetypes/gp.html#gp_cpu-credits).
+const BURSTABLE_BASELINE_PERCENT: &[(&str, u64)] = &[
+    ("t3.nano", 5),
+    ("t3.micro", 10),
+    ("t3.small", 20),
+    ("t3.medium", 20),
+    ("t3.large", 30),
+    ("t4g.nano", 5),
+    ("t4g.micro", 10),
+    ("t4g.small", 20),
+    ("t4g.medium", 20),
+    ("t4g.large", 30),
+];
+
+/// The instance types a deploy that keeps ProducerInstanceType's default can get:
+/// every branch of the launch template's `!If`s, parameters by their default,
+/// an empty default standing for no choice.
+fn default_instance_types(t: &Document) -> BTreeSet<String> {
+    fn walk(t: &Document, value: &Value, out: &mut BTreeSet<String>) {
+        match intrinsic(value) {
+            Some((tag, Value::Sequence(args))) if tag == "If" => {
+                for branch in &args[1..] {
+                    walk(t, branch, out);
+                }
+            }
+            _ if reference(value).is_some() => {
+                let default = default_of(t, value).map(text).unwrap_or("");
+                if !default.is_empty() {
+                    out.insert(default.to_owned());
+                }
+            }
+            _ => {
+                if let Some(kind) = value.as_str() {
+                    out.insert(kind.to_owned());
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(
+        t,
+        at(
+            t,
+            &[
+                "Resources",
+                "ProducerLaunchTemplate",
+                "Properties",
+                "LaunchTemplateData",
+                "InstanceType",
+            ],
+        ),
+        &mut out,
+    );
+    out
+}
+
+/// CloudFormation's rule functions over parameter values (all strings), as far
+/// as the template's Rules use them.
+fn rule_holds(condition: &Value, parameters: &HashMap<&str, String>) -> bool {
+    let value = |v: &Value| -> String {
+        reference(v)
+            .map(|name| parameters.get(name).cloned().unwrap_or_default())
+            .unwrap_or_else(|| as_u64(v).map_or_else(|| text(v).to_owned(), |n| n.to_string()))
+    };
+    let (function, args): (String, &Value) = match (intrinsic(condition), condition.as_mapping()) {
+        (Some((tag, args)), _) => (format!("Fn::{tag}"), args),
+        (None, Some(map)) if map.len() == 1 => {
+            let (k, v) = map.iter().next().expect("one key");
+            (text(k).to_owned(), v)
+        }
+        _ => panic!("not a rule function: {condition:?}"),
+    };
+    let args = items(Some(args));
+    match function.as_str() {
+        "Fn::Or" => args.iter().any(|c| rule_holds(c, parameters)),
+        "Fn::And" => args.iter().all(|c| rule_holds(c, parameters)),
+        "Fn::Not" => !rule_holds(args[0], parameters),
+        "Fn::Equals" => value(args[0]) == value(args[1]),
+        "Fn::Contains" => items(Some(args[0]))
+            .iter()
+            .any(|v| value(v) == value(args[1])),
+        other => panic!("a rule function this model does not know: {other}"),
+    }
+}
+
+#[test]
+fn the_rules_reject_every_producer_maximum_that_does_not_exceed_the_minimum() {
+    let t = template();
+    let range = |name: &str| -> (u64, u64) {
+        let p = at(&t, &["Parameters", name]);
+        (
+            p.get("MinValue").and_then(as_u64).expect("MinValue"),
+            p.get("MaxValue").and_then(as_u64).expect("MaxValue"),
+        )
+    };
+    let assertions: Vec<&Value> =
+        items(t.get(&["Rules", "ProducerScalingRoom", "Assertions"]).ok())
+            .into_iter()
+            .filter_map(|a| a.get("Assert"))
+            .collect();
+    assert!(
+        !assertions.is_empty(),
+        "Rules.ProducerScalingRoom needs an assertion"
+    );
+    let (min_lo, min_hi) = range("ProducerMinInstances");
+    let (max_lo, max_hi) = range("ProducerMaxInstances");
+    for min in min_lo..=min_hi {
+        for max in max_lo..=max_hi {
+            let parameters = HashMap::from([
+                ("ProducerMinInstances", min.to_string()),
+                ("ProducerMaxInstances", max.to_string()),
+            ]);
+            let accepted = assertions.iter().all(|a| rule_holds(a, &parameters));
+            assert_eq!(
+                accepted,
+                max > min,
+                "ProducerMinInstances={min}, ProducerMaxInstances={max}: the rules {} it",
+                if accepted { "accept" } else { "reject" }
+            );
+        }
+    }
+}
