@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -60,11 +61,14 @@ struct Figures {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = DatabaseConfig::from_url(&args.database_url)?;
-    let store = PgStore::new(config.clone(), 1).await?;
-    store
-        .migrate()
+    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
+    connect_and_prepare(config.clone(), &writer)
         .await
         .context("preparing the orders table")?;
+    // As the consumer runs: as the writer role (the servers here trust local users).
+    let mut writer_config = config.clone();
+    writer_config.pg.user(DEFAULT_WRITER);
+    let store = PgStore::new(writer_config, 1).await?;
     let (client, connection) = config
         .pg
         .connect(NoTls)

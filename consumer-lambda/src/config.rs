@@ -78,14 +78,7 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut database = match lookup("DATABASE_URL") {
-            Some(url) => DatabaseConfig::from_url(&url)?,
-            None => DatabaseConfig::from_parts(&lookup)?,
-        };
-        database.ca_bundle = lookup("DB_CA_BUNDLE").map(PathBuf::from);
-        if database.auth == DbAuth::Iam && database.ca_bundle.is_none() {
-            return Err(ConfigError::IamWithoutTls);
-        }
+        let database = DatabaseConfig::from_lookup(&lookup)?;
         let mut backoff = Backoff::default();
         if let Some(value) = lookup("RETRY_BASE_SECONDS") {
             backoff.base = Duration::from_secs(parse(
@@ -128,7 +121,46 @@ impl Config {
     }
 }
 
+/// The settings of the `migrate` task: the database as the tables' owner, and
+/// the role the consumer writes with.
+#[derive(Debug, Clone)]
+pub struct MigrateConfig {
+    pub database: DatabaseConfig,
+    /// `DB_WRITER_USER`: the consumer's `DB_USER`.
+    pub writer: String,
+}
+
+impl MigrateConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::from_lookup(&lookup)?,
+            writer: lookup("DB_WRITER_USER").ok_or(ConfigError::Required {
+                name: "DB_WRITER_USER",
+                why: "set it to the consumer's database user (its DB_USER), which the migration creates and grants",
+            })?,
+        })
+    }
+}
+
 impl DatabaseConfig {
+    /// `DATABASE_URL`, or `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` and
+    /// `DB_AUTH`; TLS with `DB_CA_BUNDLE`.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut database = match lookup("DATABASE_URL") {
+            Some(url) => DatabaseConfig::from_url(&url)?,
+            None => DatabaseConfig::from_parts(lookup)?,
+        };
+        database.ca_bundle = lookup("DB_CA_BUNDLE").map(PathBuf::from);
+        if database.auth == DbAuth::Iam && database.ca_bundle.is_none() {
+            return Err(ConfigError::IamWithoutTls);
+        }
+        Ok(database)
+    }
+
     /// From a connection string, as used locally; no TLS unless `DB_CA_BUNDLE` is set.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let pg: tokio_postgres::Config = url.parse().map_err(ConfigError::InvalidDatabaseUrl)?;

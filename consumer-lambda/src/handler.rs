@@ -458,7 +458,10 @@ mod tests {
         .await
         .err()
         .expect("nobody listens there");
-        StoreError::Migrate(crate::migrations::MigrationError::from(err))
+        StoreError::Write {
+            count: 1,
+            source: err,
+        }
     }
 
     /// Records what the handler asked of the queue; can refuse requeues.

@@ -1,14 +1,52 @@
-//! The `bootstrap` binary Lambda runs: configuration, telemetry, then the runtime loop.
+//! The `bootstrap` binary Lambda runs: configuration, telemetry, then the
+//! runtime loop. One binary serves two functions (one build): the consumer,
+//! and the migration the deploy invokes once (`TASK=migrate`), each with its
+//! own IAM role and its own database user.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use consumer_lambda::config::MigrateConfig;
+use consumer_lambda::migrations::{self, WriterRole};
 use consumer_lambda::{Config, Consumer, PgStore, SqsRetryQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    match std::env::var("TASK").as_deref() {
+        Err(_) | Ok("consume") => consume().await,
+        Ok("migrate") => migrate().await,
+        Ok(other) => Err(format!("TASK={other:?}: set consume (the default) or migrate").into()),
+    }
+}
+
+/// Applies the migrations as the tables' owner and grants the writer role.
+/// The event may carry `writer_password_verifier`: the writer's password as a
+/// SCRAM verifier (`scripts/deploy` derives it from the writer's secret), so
+/// the password itself never travels. Answers the versions applied now.
+async fn migrate() -> Result<(), Error> {
+    let config = MigrateConfig::from_env()?;
+    let config = &config;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let verifier = event
+            .payload
+            .get("writer_password_verifier")
+            .and_then(Value::as_str);
+        let writer = WriterRole::new(&config.writer, verifier)?;
+        let applied = migrations::connect_and_prepare(config.database.clone(), &writer).await?;
+        tracing::info!(
+            ?applied,
+            writer = writer.name(),
+            "the schema is up to date and the writer granted"
+        );
+        Ok::<_, Error>(json!({ "applied": applied, "writer": writer.name() }))
+    }))
+    .await
+}
+
+async fn consume() -> Result<(), Error> {
     let config = Config::from_env()?;
     // Built once per execution environment. The database connection is made on
     // the first batch, not here, so the cold start does not wait for it.

@@ -1,11 +1,25 @@
-//! Versioned SQL migrations, embedded in the binary and applied on first connection.
+//! The schema, and the role the consumer writes with: versioned SQL migrations
+//! embedded in the binary, applied as the tables' owner once per deploy (the
+//! `migrate` task of the same binary, or `local-esm migrate`), never on the
+//! insert path.
 //!
-//! Safe when several execution environments start at once: everything runs in one
-//! transaction holding a transaction-scoped advisory lock, so the second waits for
-//! the first and then finds nothing left to do.
+//! The consumer logs in as a *writer* role that may read and insert orders
+//! and conflicts and nothing else: it cannot create, alter, drop, update,
+//! delete or truncate anything, nor make temporary tables. [`prepare`] creates
+//! that role if it is missing, sets its password (as a SCRAM verifier, so no
+//! password is ever sent to or logged by the server) and grants exactly that.
+//!
+//! Safe when several runs start at once: the migrations run in one transaction
+//! holding a transaction-scoped advisory lock, so the second waits for the
+//! first and then finds nothing left to do; a role created meanwhile by
+//! another run counts as created.
 
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
+
+use crate::config::DatabaseConfig;
+use crate::database::{ConnectError, Connector};
 
 /// Arbitrary but fixed: the advisory lock key that serialises migrations.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
@@ -31,10 +45,159 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "could not apply the database migrations (is DATABASE_URL a role allowed to create tables?)"
-)]
-pub struct MigrationError(#[from] tokio_postgres::Error);
+pub enum MigrationError {
+    #[error("could not connect to the database as the tables' owner")]
+    Connect(#[source] ConnectError),
+    #[error(
+        "could not apply the database migrations (connect as the tables' owner: the master user in AWS, DATABASE_URL's user locally)"
+    )]
+    Apply(#[from] tokio_postgres::Error),
+    #[error(
+        "could not create or grant the writer role {role:?} (the owner needs CREATEROLE, which RDS's master user has)"
+    )]
+    Writer {
+        role: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{0}")]
+    InvalidWriter(&'static str),
+}
+
+/// The writer role's name unless configured otherwise (the template's
+/// `DatabaseWriterUsername` default, and the local stack's).
+pub const DEFAULT_WRITER: &str = "orders_writer";
+
+/// The role the consumer logs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterRole {
+    name: String,
+    password_verifier: Option<String>,
+}
+
+impl WriterRole {
+    /// `name`: a plain lower-case identifier. `password_verifier`: the
+    /// password as PostgreSQL stores it (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`),
+    /// or `None` to leave the password as it is (local trust authentication).
+    pub fn new(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
+        let plain_identifier = !name.is_empty()
+            && name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain_identifier {
+            return Err(MigrationError::InvalidWriter(
+                "the writer role's name must be a lower-case identifier: letters, digits and _, at most 63",
+            ));
+        }
+        if let Some(verifier) = password_verifier
+            && !is_scram_verifier(verifier)
+        {
+            return Err(MigrationError::InvalidWriter(
+                "the writer's password must be given as a SCRAM-SHA-256 verifier (SCRAM-SHA-256$4096:salt$storedkey:serverkey), never in clear",
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            password_verifier: password_verifier.map(str::to_owned),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`, base64 parts:
+/// nothing that could end the SQL string literal it is written into.
+fn is_scram_verifier(text: &str) -> bool {
+    let base64 = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    };
+    let Some(rest) = text.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let Some((iterations_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let (Some((iterations, salt)), Some((stored, server))) =
+        (iterations_salt.split_once(':'), keys.split_once(':'))
+    else {
+        return false;
+    };
+    !iterations.is_empty()
+        && iterations.chars().all(|c| c.is_ascii_digit())
+        && [salt, stored, server].into_iter().all(base64)
+}
+
+/// Applies the migrations, then creates and grants the writer role; returns
+/// the migration versions applied now. Run as the tables' owner.
+pub async fn prepare(client: &mut Client, writer: &WriterRole) -> Result<Vec<i32>, MigrationError> {
+    let applied = migrate(client).await?;
+    grant_writer(client, writer)
+        .await
+        .map_err(|source| MigrationError::Writer {
+            role: writer.name.clone(),
+            source,
+        })?;
+    Ok(applied)
+}
+
+/// Connects with `config` (TLS and IAM tokens as configured) and runs [`prepare`].
+pub async fn connect_and_prepare(
+    config: DatabaseConfig,
+    writer: &WriterRole,
+) -> Result<Vec<i32>, MigrationError> {
+    let connector = Connector::new(config)
+        .await
+        .map_err(MigrationError::Connect)?;
+    let mut client = connector.connect().await.map_err(MigrationError::Connect)?;
+    prepare(&mut client, writer).await
+}
+
+/// The writer may read and insert orders and conflicts, and nothing else.
+async fn grant_writer(
+    client: &mut Client,
+    writer: &WriterRole,
+) -> Result<(), tokio_postgres::Error> {
+    // The name was checked to be a plain identifier and the verifier to be
+    // base64 parts: both are safe to write into the statements.
+    let role = format!("\"{}\"", writer.name);
+    let create = format!("CREATE ROLE {role} LOGIN");
+    match client.batch_execute(&create).await {
+        Ok(()) => {}
+        // Another run created it meanwhile (roles are cluster-wide): either
+        // code, depending on who got to the catalog first.
+        Err(err)
+            if err.code() == Some(&SqlState::DUPLICATE_OBJECT)
+                || err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+        Err(err) => return Err(err),
+    }
+    let tx = client.transaction().await?;
+    // Only with a password to set: two runs altering one role at once fail
+    // with "tuple concurrently updated", and tests prepare many databases at once.
+    if let Some(verifier) = &writer.password_verifier {
+        tx.batch_execute(&format!(
+            "ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}'"
+        ))
+        .await?;
+    }
+    tx.batch_execute(&format!(
+        "DO $$ BEGIN
+             EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+             EXECUTE format('GRANT CONNECT ON DATABASE %I TO {role}', current_database());
+         END $$;
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, INSERT ON orders, order_conflicts TO {role};"
+    ))
+    .await?;
+    tx.commit().await
+}
 
 /// Applies the migrations this database lacks; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
@@ -85,6 +248,35 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_name_that_is_not_a_plain_identifier_is_refused() {
+        for name in [
+            "",
+            "Orders",
+            "orders-writer",
+            "x\"; DROP TABLE orders; --",
+            &"a".repeat(64),
+        ] {
+            assert!(WriterRole::new(name, None).is_err(), "{name}");
+        }
+        assert!(WriterRole::new("orders_writer", None).is_ok());
+    }
+
+    #[test]
+    fn only_a_scram_verifier_is_accepted_as_the_password() {
+        let verifier = "SCRAM-SHA-256$4096:c2FsdHNhbHQ=$aGFzaGhhc2g+/=:c2VydmVyc2VydmVy";
+        assert!(WriterRole::new("w", Some(verifier)).is_ok());
+        for bad in [
+            "hunter2",
+            "SCRAM-SHA-256$4096:salt$stored",
+            "SCRAM-SHA-256$4096:sa'lt$st:se",
+            "md5abcdef",
+            "SCRAM-SHA-256$x:salt$stored:server",
+        ] {
+            assert!(WriterRole::new("w", Some(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn migrations_are_numbered_one_by_one_from_one() {

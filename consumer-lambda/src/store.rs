@@ -1,15 +1,18 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
 //!
-//! One batch, in the common case, is one lookup and one binary `COPY` in one
-//! transaction, pipelined into three round trips: the lookup, `BEGIN` and the
-//! `COPY`'s start travel together; then the rows, the end of the `COPY` and
-//! `COMMIT`. Around that:
+//! One batch is a lookup of the ids already stored and one write in one
+//! transaction, pipelined: below 50 rows an `INSERT … unnest … ON CONFLICT DO
+//! NOTHING`, sent with the lookup, `BEGIN` and `COMMIT` as one round trip; from
+//! 50 rows a binary `COPY` of the rows not stored yet, in three round trips
+//! (the lookup, `BEGIN` and the `COPY`'s start; then the rows, the end of the
+//! `COPY` and `COMMIT`). Around that:
 //! - orders already stored (a redelivery, a retried POST, a replay) are found
-//!   by the lookup and skipped: a *duplicate* when the content is the same, a
-//!   *conflict* when it differs, which is kept in `order_conflicts`;
-//! - an order stored by someone else between the lookup and the `COPY` (a
-//!   race) makes the `COPY` fail on the key; the batch is then written with
-//!   `INSERT … ON CONFLICT DO NOTHING RETURNING` and the losers are compared;
+//!   by the lookup and not written: a *duplicate* when the content is the
+//!   same, a *conflict* when it differs, which is kept in `order_conflicts`;
+//! - an order stored by someone else meanwhile (a race) is one the insert did
+//!   not write although the lookup had not seen it, or makes the `COPY` fail
+//!   on the key (the rows are then written with `INSERT … ON CONFLICT DO
+//!   NOTHING RETURNING`); either way it is compared like the others;
 //! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
 //!   found by bisecting the batch and refused alone, so it cannot hold the
 //!   valid orders of its batch hostage; every other error is transient and
@@ -30,7 +33,6 @@ use uuid::Uuid;
 
 use crate::config::DatabaseConfig;
 use crate::database::{ConnectError, Connector, Pool};
-use crate::migrations::{MigrationError, migrate};
 
 /// A valid order as one SQS message delivered it.
 #[derive(Debug, Clone)]
@@ -70,8 +72,6 @@ pub struct Refused {
 pub enum StoreError {
     #[error("could not get a database connection (is PostgreSQL up and reachable?)")]
     Connect(#[source] PoolError<ConnectError>),
-    #[error(transparent)]
-    Migrate(#[from] MigrationError),
     #[error("storing {count} orders failed")]
     Write {
         count: usize,
@@ -203,9 +203,10 @@ const RECORD_CONFLICTS: &str = "
 
 /// PostgreSQL behind a small pool that connects lazily, on the first batch, and
 /// replaces a connection that broke, so the store outlives a database restart.
+/// It expects the schema in place ([`crate::migrations`] runs once per deploy)
+/// and needs only the writer role's privileges.
 pub struct PgStore {
     pool: Pool,
-    migrated: tokio::sync::OnceCell<()>,
 }
 
 impl PgStore {
@@ -215,26 +216,12 @@ impl PgStore {
     pub async fn new(config: DatabaseConfig, max_connections: usize) -> Result<Self, ConnectError> {
         Ok(Self {
             pool: Connector::new(config).await?.into_pool(max_connections),
-            migrated: tokio::sync::OnceCell::new(),
         })
-    }
-
-    /// Applies pending migrations (once per process; later calls return at once).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.migrated
-            .get_or_try_init(|| async {
-                let mut client = self.pool.get().await.map_err(StoreError::Connect)?;
-                migrate(&mut client).await?;
-                Ok::<_, StoreError>(())
-            })
-            .await?;
-        Ok(())
     }
 }
 
 impl OrderStore for PgStore {
     async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
-        self.migrate().await?;
         let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
         let write_error = |source| StoreError::Write {
             count: deliveries.len(),

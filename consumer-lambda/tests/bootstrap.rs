@@ -6,6 +6,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use consumer_lambda::DatabaseConfig;
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use serde_json::{Value, json};
 use testkit::{TestDatabase, free_port};
 
@@ -125,7 +127,13 @@ async fn count(db: &TestDatabase) -> i64 {
 async fn the_bootstrap_stores_valid_events_reports_poison_and_absorbs_duplicates() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let mut watch = Watch::start(&db.url);
+    // Migrated once as the owner, as the deploy's migrate task does; the
+    // bootstrap then writes as the writer role, as in AWS.
+    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+        .await
+        .expect("migrated");
+    let mut watch = Watch::start(&db.url_as(DEFAULT_WRITER));
 
     let response = watch.invoke("all-valid.json").await;
     assert_eq!(response, json!({"batchItemFailures": []}));

@@ -4,20 +4,33 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use consumer_lambda::{
-    DatabaseConfig, Delivery, OrderStore, PgStore, StoreError, migrations::migrate,
-};
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare, migrate};
+use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore, StoreError};
 use order_contract::{Order, OrderPlaced};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
-async fn store_for(url: &str) -> PgStore {
-    let config = DatabaseConfig::from_url(url).expect("valid URL");
-    let store = PgStore::new(config, 1)
+/// Migrated as the owner, then the store as the consumer runs it: as the writer role.
+async fn store_on(db: &TestDatabase) -> PgStore {
+    prepare(db).await;
+    writer_store(db).await
+}
+
+async fn prepare(db: &TestDatabase) {
+    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
+    connect_and_prepare(
+        DatabaseConfig::from_url(&db.url).expect("valid URL"),
+        &writer,
+    )
+    .await
+    .expect("migrated");
+}
+
+async fn writer_store(db: &TestDatabase) -> PgStore {
+    let config = DatabaseConfig::from_url(&db.url_as(DEFAULT_WRITER)).expect("valid URL");
+    PgStore::new(config, 1)
         .await
-        .expect("no TLS or IAM to set up");
-    store.migrate().await.expect("migrated");
-    store
+        .expect("no TLS or IAM to set up")
 }
 
 fn order(order_id: Uuid, customer: &str) -> Order {
@@ -69,7 +82,7 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplicates() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     let batch: Vec<Delivery> = ids
         .iter()
@@ -112,7 +125,7 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
 #[tokio::test]
 async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let id = Uuid::new_v4();
     let batch = [delivery("first", id), delivery("redelivered", id)];
     let outcome = store.insert(&refs(&batch)).await.expect("stored");
@@ -132,7 +145,7 @@ async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
 #[tokio::test]
 async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let old = Uuid::new_v4();
     store
         .insert(&refs(&[delivery("old", old)]))
@@ -162,7 +175,7 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones()
 async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored_over_the_first() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let id = Uuid::new_v4();
     store
         .insert(&refs(&[delivery("first", id)]))
@@ -205,7 +218,7 @@ async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored
 #[tokio::test]
 async fn two_different_orders_under_one_id_in_one_batch_store_the_first_and_keep_the_second() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let id = Uuid::new_v4();
     let batch = [delivery("first", id), conflicting("second", id)];
     let outcome = store.insert(&refs(&batch)).await.expect("stored");
@@ -216,7 +229,7 @@ async fn two_different_orders_under_one_id_in_one_batch_store_the_first_and_keep
 async fn a_row_the_database_refuses_fails_alone_among_a_thousand_valid_orders() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let mut batch: Vec<Delivery> = (0..1_000)
         .map(|i| delivery(&format!("m-{i}"), Uuid::new_v4()))
         .collect();
@@ -257,7 +270,7 @@ async fn an_error_at_commit_of_a_copy_is_a_failure_and_stores_nothing() {
 
 async fn error_at_commit(size: usize) {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let client = db.connect().await;
     // A deferred constraint trigger runs at COMMIT, after the write itself succeeded.
     client
@@ -280,7 +293,7 @@ async fn error_at_commit(size: usize) {
 #[tokio::test]
 async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_order() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let stored = delivery("stored", Uuid::new_v4());
     store.insert(&[&stored]).await.expect("stored");
     let mut bad = delivery("m-ancient", Uuid::new_v4());
@@ -303,7 +316,7 @@ async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_o
 #[tokio::test]
 async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_blocks_no_one() {
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let stored = delivery("stored", Uuid::new_v4());
     store.insert(&[&stored]).await.expect("stored");
     // Valid when it was stored; a constraint added since (NOT VALID: old rows
@@ -349,7 +362,7 @@ async fn an_order_stored_by_someone_else_during_a_copy_is_a_duplicate_not_an_err
 async fn stored_meanwhile(size: usize) {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    drop(store_for(&db.url).await); // migrated
+    drop(store_on(&db).await); // migrated
     let id = Uuid::new_v4();
     // Another consumer is inserting the same order and has not committed: the
     // store's lookup cannot see it, and its write waits on the key.
@@ -369,13 +382,10 @@ async fn stored_meanwhile(size: usize) {
 
     let mut batch = fresh(size);
     batch.push(delivery("mine", id));
+    let store = writer_store(&db).await;
     let insert = tokio::spawn({
-        let url = db.url.clone();
         let batch = batch.clone();
-        async move {
-            let store = store_for(&url).await;
-            store.insert(&refs(&batch)).await
-        }
+        async move { store.insert(&refs(&batch)).await }
     });
     let watcher = db.connect().await;
     testkit::eventually("the write to wait on the other insert", Duration::from_secs(10), || {
@@ -383,7 +393,7 @@ async fn stored_meanwhile(size: usize) {
         async move {
             let waiting = count(
                 watcher,
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orders-consumer' AND wait_event_type = 'Lock'",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'orders-consumer' AND wait_event_type = 'Lock'",
             )
             .await;
             if waiting == 1 { Ok(()) } else { Err(format!("{waiting} waiting")) }
@@ -403,7 +413,7 @@ async fn stored_meanwhile(size: usize) {
 async fn a_call_abandoned_mid_statement_closes_its_connection_and_the_next_one_works() {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     let client = db.connect().await;
     let mut locker = db.connect().await;
     let lock = locker.transaction().await.expect("begin");
@@ -460,7 +470,7 @@ async fn the_store_fails_while_the_database_is_down_and_reconnects_when_it_retur
     testkit::init_tracing();
     let server = PostgresServer::start().await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    let store = store_for(&db.url).await;
+    let store = store_on(&db).await;
     store
         .insert(&refs(&[delivery("before", Uuid::new_v4())]))
         .await

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue};
+use consumer_lambda::{
+    Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
+};
 use local_esm::{BatchHandler, Driver, EventSourceSettings, InProcess, InvocationError};
 use producer::{AppState, SqsQueue};
 use serde_json::{Value, json};
@@ -82,6 +84,11 @@ impl Stack {
         queues: TestQueues,
         queue_settings: QueueSettings,
     ) -> Self {
+        // Migrated as the owner, once, as a deploy does; the consumer writes as the writer role.
+        let writer = migrations::WriterRole::new(migrations::DEFAULT_WRITER, None).expect("a name");
+        migrations::connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+            .await
+            .expect("migrated");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
@@ -149,7 +156,8 @@ impl Stack {
     /// The consumer as Lambda runs it, on this stack's database and queue, with
     /// the test backoff and the queue's own `maxReceiveCount`.
     pub async fn consumer(&self) -> Consumer<PgStore, SqsRetryQueue> {
-        let config = DatabaseConfig::from_url(&self.db.url).expect("a valid URL");
+        let config = DatabaseConfig::from_url(&self.db.url_as(migrations::DEFAULT_WRITER))
+            .expect("a valid URL");
         let store = PgStore::new(config, TEST_EVENT_SOURCE.max_concurrency)
             .await
             .expect("no TLS or IAM to set up");

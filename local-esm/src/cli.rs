@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use consumer_lambda::{Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue};
+use consumer_lambda::{
+    Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
+};
 
 use crate::driver::{Driver, InProcess};
 use crate::queues::create_queues;
@@ -42,10 +44,15 @@ enum Command {
         #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
         retry_multiplier: u32,
     },
-    /// Apply the consumer's database migrations to DATABASE_URL.
+    /// Apply the consumer's database migrations to DATABASE_URL (the tables'
+    /// owner), and create and grant the role the consumer writes with.
     Migrate {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
+        /// The consumer's database user: it may read and insert orders and
+        /// conflicts, nothing else.
+        #[arg(long, env = "DB_WRITER_USER", default_value = migrations::DEFAULT_WRITER)]
+        writer: String,
     },
     /// Poll the queue and hand batches to the consumer's handler, as Lambda would.
     Run {
@@ -109,13 +116,22 @@ impl Cli {
                 };
                 print!("{}", crate::schedule::describe(&policy, 2));
             }
-            Command::Migrate { database_url } => {
-                PgStore::new(DatabaseConfig::from_url(&database_url)?, 1)
-                    .await?
-                    .migrate()
-                    .await
-                    .context("applying the migrations failed")?;
-                tracing::info!("the database schema is up to date");
+            Command::Migrate {
+                database_url,
+                writer,
+            } => {
+                let writer = migrations::WriterRole::new(&writer, None)?;
+                let applied = migrations::connect_and_prepare(
+                    DatabaseConfig::from_url(&database_url)?,
+                    &writer,
+                )
+                .await
+                .context("applying the migrations failed")?;
+                tracing::info!(
+                    ?applied,
+                    writer = writer.name(),
+                    "the database schema is up to date and the writer role granted"
+                );
             }
             Command::Run {
                 template,

@@ -38,6 +38,14 @@ impl TestDatabase {
     pub async fn connect(&self) -> Client {
         connect(&self.url).await
     }
+
+    /// This database's URL with another user (the servers trust local
+    /// connections, so no password is needed): e.g. the consumer's writer role.
+    pub fn url_as(&self, user: &str) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("a URL with a scheme");
+        let (_, host_and_path) = rest.split_once('@').expect("a URL with a user");
+        format!("{scheme}://{user}@{host_and_path}")
+    }
 }
 
 /// Connects and drives the connection in the background.
@@ -66,16 +74,22 @@ pub struct PostgresServer {
 impl PostgresServer {
     /// Initialises a cluster in a temporary folder and starts it on a free port.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
+    }
+
+    /// Like [`start`](Self::start), but `role` must log in with its password
+    /// (SCRAM-SHA-256), as on RDS; everyone else is trusted as usual.
+    pub async fn start_with_password_for(role: &str) -> Self {
+        Self::start_with(None, Some(role)).await
     }
 
     /// Like [`start`](Self::start), serving TLS (as well as plain text) with this
     /// PEM certificate chain and key.
     pub async fn start_with_tls(certificate_pem: &str, key_pem: &str) -> Self {
-        Self::start_with(Some((certificate_pem, key_pem))).await
+        Self::start_with(Some((certificate_pem, key_pem)), None).await
     }
 
-    async fn start_with(tls: Option<(&str, &str)>) -> Self {
+    async fn start_with(tls: Option<(&str, &str)>, password_role: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(unique_name("pg"));
         std::fs::create_dir_all(&dir).expect("create the cluster folder");
         if running_as_root() {
@@ -97,6 +111,16 @@ impl PostgresServer {
             "trust",
             "--no-sync",
         ]);
+        if let Some(role) = password_role {
+            // The first matching line wins: this one, before initdb's trust lines.
+            let hba = PathBuf::from(server.data()).join("pg_hba.conf");
+            let trusting = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            std::fs::write(
+                &hba,
+                format!("host all {role} 127.0.0.1/32 scram-sha-256\n{trusting}"),
+            )
+            .expect("write pg_hba.conf");
+        }
         if let Some((certificate, key)) = tls {
             let data = PathBuf::from(server.data());
             std::fs::write(data.join("server.crt"), certificate)

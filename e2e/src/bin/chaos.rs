@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
@@ -161,12 +162,10 @@ async fn main() -> anyhow::Result<()> {
     // --- the system ---
     let server = PostgresServer::start().await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    {
-        let store =
-            consumer_lambda::PgStore::new(consumer_lambda::DatabaseConfig::from_url(&db.url)?, 1)
-                .await?;
-        store.migrate().await?;
-    }
+    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
+    connect_and_prepare(consumer_lambda::DatabaseConfig::from_url(&db.url)?, &writer).await?;
+    // The consumer runs as the writer role, as in AWS.
+    let writer_url = db.url_as(DEFAULT_WRITER);
     let queues = TestQueues::create(QueueSettings {
         visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
         max_receive_count: MAX_RECEIVE_COUNT,
@@ -214,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
             "--queue-url",
             &queues.queue_url,
             "--database-url",
-            &db.url,
+            &writer_url,
             "--batch-size",
             "100",
             "--batching-window-ms",

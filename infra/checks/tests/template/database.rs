@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use infra_checks::{as_u64, reference};
+use infra_checks::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
     actions, at, default_of, function_timeout, get_att, is_private_subnet_list, items, properties,
@@ -170,20 +170,38 @@ fn the_database_is_private_encrypted_backed_up_and_takes_iam_authentication() {
 }
 
 #[test]
-fn the_proxy_requires_tls_and_iam_and_reads_the_rds_managed_secret() {
+fn the_proxy_requires_tls_and_iam_and_logs_in_with_one_secret_per_user() {
     let t = template();
     let proxy = properties(&t, "DatabaseProxy");
     assert!(
         truthy(proxy.get("RequireTLS")),
         "DatabaseProxy needs RequireTLS: true"
     );
+    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-secrets-arns.html:
+    // the proxy logs in as a user with that user's secret, one secret each.
     let auth = items(proxy.get("Auth"));
-    assert_eq!(auth.len(), 1, "one Auth entry: the master secret");
-    assert_eq!(auth[0].get("IAMAuth").map(text), Some("REQUIRED"));
-    let secret = auth[0].get("SecretArn").and_then(get_att);
+    let secrets: Vec<String> = auth
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry.get("AuthScheme").map(text), Some("SECRETS"));
+            assert_eq!(
+                entry.get("IAMAuth").map(text),
+                Some("REQUIRED"),
+                "{entry:?}"
+            );
+            let arn = entry.get("SecretArn").expect("SecretArn");
+            get_att(arn)
+                .or_else(|| reference(arn).map(str::to_owned))
+                .expect("a secret of the stack")
+        })
+        .collect();
     assert_eq!(
-        secret.as_deref(),
-        Some("Database.MasterUserSecret.SecretArn")
+        secrets,
+        [
+            "Database.MasterUserSecret.SecretArn",
+            "DatabaseWriterSecret"
+        ],
+        "the master user (for the migrate function) and the writer (for the consumer)"
     );
     assert!(is_private_subnet_list(proxy.get("VpcSubnetIds")));
 
@@ -191,20 +209,81 @@ fn the_proxy_requires_tls_and_iam_and_reads_the_rds_managed_secret() {
     assert_eq!(
         read.len(),
         1,
-        "the proxy's role reads one secret, nothing else"
+        "the proxy's role reads the secrets, nothing else"
     );
     let statement = read.values().next().expect("statement");
     assert_eq!(
         actions(statement),
         BTreeSet::from(["secretsmanager:GetSecretValue".to_owned()])
     );
+    let readable: Vec<String> = items(statement.get("Resource"))
+        .into_iter()
+        .map(|arn| {
+            get_att(arn)
+                .or_else(|| reference(arn).map(str::to_owned))
+                .expect("a secret of the stack")
+        })
+        .collect();
     assert_eq!(
-        items(statement.get("Resource"))
-            .into_iter()
-            .filter_map(get_att)
-            .collect::<Vec<_>>(),
-        vec!["Database.MasterUserSecret.SecretArn".to_owned()]
+        readable, secrets,
+        "exactly the secrets the proxy logs in with"
     );
+}
+
+#[test]
+fn the_writers_secret_names_the_consumers_user_and_needs_no_normalising() {
+    let t = template();
+    let secret = properties(&t, "DatabaseWriterSecret");
+    let generate = secret
+        .get("GenerateSecretString")
+        .expect("a generated password");
+    let template_text = match intrinsic(generate.get("SecretStringTemplate").expect("template")) {
+        Some((tag, Value::String(text))) if tag == "Sub" => text.clone(),
+        other => panic!("SecretStringTemplate should be a !Sub, found {other:?}"),
+    };
+    assert_eq!(
+        template_text,
+        r#"{"username": "${DatabaseWriterUsername}"}"#
+    );
+    assert_eq!(
+        generate.get("GenerateStringKey").map(text),
+        Some("password")
+    );
+    // scripts/lib/scram-verifier.py derives the verifier from an ASCII password
+    // without SASLprep: letters and digits only keep the two in agreement.
+    assert!(truthy(generate.get("ExcludePunctuation")));
+    assert!(
+        generate
+            .get("PasswordLength")
+            .and_then(as_u64)
+            .is_some_and(|length| length >= 32),
+        "a long password"
+    );
+
+    let migrate = at(
+        &t,
+        &[
+            "Resources",
+            "MigrateFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    assert_eq!(migrate.get("TASK").map(text), Some("migrate"));
+    assert_eq!(
+        migrate.get("DB_WRITER_USER").and_then(reference),
+        Some("DatabaseWriterUsername"),
+        "the migrate function grants the user the consumer logs in as"
+    );
+    let config = consumer_lambda::config::MigrateConfig::from_lookup(|name| {
+        migrate.get(name).map(|value| match reference(value) {
+            Some(parameter) => text(at(&t, &["Parameters", parameter, "Default"])).to_owned(),
+            None => text(value).to_owned(),
+        })
+    })
+    .unwrap_or_else(|err| panic!("the migrate task refuses the template's environment: {err}"));
+    assert_eq!(config.writer, consumer_lambda::migrations::DEFAULT_WRITER);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use infra_checks::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
-    actions, consumer_environment, get_att, items, role_statements, sid, statements, template, text,
+    actions, at, get_att, items, role_statements, sid, statements, template, text,
 };
 
 #[test]
@@ -45,6 +45,11 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[
         "VpcNetworkInterfaces",
         "Lambda's VPC network interfaces: the Describe actions have no resource-level permissions, \
          and AWS's AWSLambdaVPCAccessExecutionRole gives the other ENI actions on \"*\" too",
+    ),
+    (
+        "MigrateRole",
+        "VpcNetworkInterfaces",
+        "the same network interfaces for the migrate function, in the same VPC",
     ),
     (
         "ProducerRole",
@@ -158,12 +163,47 @@ fn the_producer_may_only_send_to_the_orders_queue_and_read_its_own_binary() {
 }
 
 #[test]
-fn the_consumer_may_connect_only_through_the_proxy_as_its_database_user() {
+fn the_consumer_may_connect_only_through_the_proxy_as_the_writer() {
+    connects_only_through_the_proxy_as(
+        "ConsumerRole",
+        "ConnectThroughProxy",
+        "DatabaseWriterUsername",
+        "ConsumerFunction",
+    );
+}
+
+#[test]
+fn only_the_migrate_function_may_connect_as_the_owner() {
+    connects_only_through_the_proxy_as(
+        "MigrateRole",
+        "ConnectThroughProxyAsOwner",
+        "DatabaseMasterUsername",
+        "MigrateFunction",
+    );
     let t = template();
-    let statements = role_statements(&t, "ConsumerRole");
+    let as_owner: Vec<String> = statements(&t)
+        .into_iter()
+        .filter(|(_, statement)| actions(statement).contains("rds-db:connect"))
+        .filter(|(_, statement)| {
+            format!("{:?}", statement.get("Resource")).contains("${DatabaseMasterUsername}")
+        })
+        .map(|(owner, _)| owner)
+        .collect();
+    assert_eq!(
+        as_owner,
+        ["MigrateRole"],
+        "who may connect as the master user"
+    );
+}
+
+/// `role`'s `sid` allows rds-db:connect through the proxy as the user of the
+/// parameter `user`, and `function` connects to the proxy as that user.
+fn connects_only_through_the_proxy_as(role: &str, sid: &str, user: &str, function: &str) {
+    let t = template();
+    let statements = role_statements(&t, role);
     let connect = statements
-        .get("ConnectThroughProxy")
-        .expect("ConsumerRole needs the ConnectThroughProxy statement");
+        .get(sid)
+        .unwrap_or_else(|| panic!("{role} needs the {sid} statement"));
     assert_eq!(
         actions(connect),
         BTreeSet::from(["rds-db:connect".to_owned()])
@@ -177,7 +217,7 @@ fn the_consumer_may_connect_only_through_the_proxy_as_its_database_user() {
         ),
     };
     assert!(
-        arn.ends_with(":dbuser:${ProxyId}/${DatabaseMasterUsername}"),
+        arn.ends_with(&format!(":dbuser:${{ProxyId}}/${{{user}}}")),
         "the rds-db:connect ARN should end with :dbuser:<proxy resource id>/<user>, found {arn}"
     );
     // ProxyId: !Select [6, !Split [":", !GetAtt DatabaseProxy.DBProxyArn]]
@@ -203,16 +243,25 @@ fn the_consumer_may_connect_only_through_the_proxy_as_its_database_user() {
         "element {index} of a proxy ARN split on ':' must be its resource id"
     );
 
-    let env = consumer_environment(&t);
+    let env = at(
+        &t,
+        &[
+            "Resources",
+            function,
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
     assert_eq!(
         env.get("DB_USER").and_then(reference),
-        Some("DatabaseMasterUsername"),
-        "DB_USER must be the user the role may connect as"
+        Some(user),
+        "{function}'s DB_USER must be the user its role may connect as"
     );
     assert_eq!(
         env.get("DB_HOST").and_then(get_att).as_deref(),
         Some("DatabaseProxy.Endpoint"),
-        "the consumer connects to RDS Proxy, where its IAM token is valid"
+        "{function} connects to RDS Proxy, where its IAM token is valid"
     );
 }
 

@@ -1,0 +1,150 @@
+//! The two database roles: the owner migrates, the consumer's writer role may
+//! read and insert orders and conflicts and nothing else, and its password is
+//! set from a SCRAM verifier as the deploy derives it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
+use testkit::{PostgresServer, TestDatabase};
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+fn delivery() -> Delivery {
+    let order = order_contract::Order::from_request_json(&format!(
+        r#"{{"order_id":"{}","customer_id":"c-1","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
+        Uuid::new_v4()
+    ))
+    .expect("valid");
+    Delivery {
+        message_id: "m-1".into(),
+        placed: order_contract::OrderPlaced::new(order, chrono::Utc::now()),
+        request_id: None,
+    }
+}
+
+#[tokio::test]
+async fn the_writer_role_may_read_and_insert_orders_and_nothing_else() {
+    let db = TestDatabase::create().await;
+    // The owner is no superuser, as RDS's master user is not: a login that
+    // may create roles and owns the database.
+    let owner = format!("owner_{}", db.name);
+    let superuser = db.connect().await;
+    superuser
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN CREATEROLE; ALTER DATABASE {} OWNER TO {owner}",
+            db.name
+        ))
+        .await
+        .expect("an owner");
+    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
+    connect_and_prepare(
+        DatabaseConfig::from_url(&db.url_as(&owner)).expect("url"),
+        &writer,
+    )
+    .await
+    .expect("the owner migrates and grants");
+
+    // What the consumer does works as the writer: insert, look up, keep a conflict.
+    let store = PgStore::new(
+        DatabaseConfig::from_url(&db.url_as(DEFAULT_WRITER)).expect("url"),
+        1,
+    )
+    .await
+    .expect("a pool");
+    let first = delivery();
+    assert_eq!(store.insert(&[&first]).await.expect("stored").stored, 1);
+    let mut conflicting = first.clone();
+    conflicting.placed.order = order_contract::Order::from_request_json(&format!(
+        r#"{{"order_id":"{}","customer_id":"c-2","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
+        first.placed.order.order_id()
+    ))
+    .expect("valid");
+    assert_eq!(
+        store.insert(&[&conflicting]).await.expect("kept").conflicts,
+        1
+    );
+
+    // Everything else is refused.
+    let writer = testkit::connect(&db.url_as(DEFAULT_WRITER)).await;
+    for statement in [
+        "CREATE TABLE sneaky (x int)",
+        "CREATE TEMP TABLE sneaky (x int)",
+        "CREATE SCHEMA sneaky",
+        "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE VIEW sneaky AS SELECT 1",
+        "CREATE INDEX sneaky ON orders (stored_at)",
+        "ALTER TABLE orders ADD COLUMN sneaky int",
+        "ALTER TABLE order_conflicts DROP CONSTRAINT order_conflicts_pkey",
+        "DROP TABLE orders",
+        "DROP TABLE order_conflicts",
+        "TRUNCATE orders",
+        "UPDATE orders SET customer_id = 'x'",
+        "DELETE FROM orders",
+        "DELETE FROM order_conflicts",
+        "SELECT * FROM schema_migrations",
+        "DROP TABLE schema_migrations",
+        "CREATE ROLE sneaky",
+        "ALTER ROLE orders_writer CREATEDB",
+    ] {
+        let err = writer.batch_execute(statement).await.expect_err(statement);
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {err:?}"
+        );
+    }
+}
+
+/// The verifier as `scripts/deploy` derives it from the writer's secret.
+fn verifier_of(password: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/lib/scram-verifier.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the deploy's verifier script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(password.as_bytes())
+        .expect("write the password");
+    let output = child.wait_with_output().expect("the script ends");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_writer_logs_in_with_the_password_whose_verifier_the_deploy_derived() {
+    let role = "writer_with_password";
+    let server = PostgresServer::start_with_password_for(role).await;
+    let db = TestDatabase::create_on(&server.admin_url()).await;
+    let password = "Zr8qWm2TfX0pLk5vHy7Bn3Jc";
+    let verifier = verifier_of(password);
+    let writer = WriterRole::new(role, Some(&verifier)).expect("a verifier");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("url"), &writer)
+        .await
+        .expect("prepared with the verifier");
+
+    let with = |password: &str| {
+        let url = db.url_as(&format!("{role}:{password}"));
+        async move { tokio_postgres::connect(&url, tokio_postgres::NoTls).await }
+    };
+    let (client, connection) = with(password).await.expect("the password logs in");
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.expect("a session");
+    let err = with("not-the-password")
+        .await
+        .err()
+        .expect("another password does not");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err:?}");
+}
