@@ -131,7 +131,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .with_limits(config.limits)
         .with_rate_limit(rate_limit)
         .with_metrics(metrics);
-    let served = serve(listener, state, shutdown_signal()).await;
+    // Ctrl-C, or SIGTERM from `systemctl stop`.
+    let stop = support::shutdown_signal();
+    let shutdown = async move {
+        let signal = stop.await;
+        tracing::info!("{signal} received: finishing in-flight requests");
+    };
+    let served = serve(listener, state, shutdown).await;
     metrics_server.abort();
     served.map_err(RunError::Serve)?;
     // Every request has been answered, so the router and its clones are gone.
@@ -151,34 +157,4 @@ pub async fn serve<Q: OrderQueue>(
 ) -> std::io::Result<()> {
     let settings = state.limits().server_settings();
     server::serve_router(listener, router(state), settings, shutdown).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what systemd sends on `systemctl stop`).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C; only SIGTERM stops the service");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received: finishing in-flight requests"),
-        () = terminate => tracing::info!("SIGTERM received: finishing in-flight requests"),
-    }
 }
