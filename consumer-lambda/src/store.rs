@@ -491,12 +491,12 @@ async fn bisect<'r, 'a>(
         tracing::warn!(
             message_id = %row.delivery.message_id,
             order_id = %row.order_id(),
-            error = %crate::handler::error_chain(err),
+            error = %support::error_chain(err),
             "PostgreSQL refused this order; it is reported failed on its own"
         );
         written.refused.push(Refused {
             index: row.index,
-            reason: crate::handler::error_chain(err),
+            reason: support::error_chain(err),
         });
     };
     // Half-open ranges of `rows`, a stack so the first half is written first.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use support::StopSignals;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -320,29 +321,16 @@ fn progress_for_terminal(label: &'static str) -> Box<dyn Progress> {
 /// Turns true on the first Ctrl-C or SIGTERM; a second one ends the process at once.
 fn stop_on_signals(first: &'static str) -> watch::Receiver<bool> {
     let (stop, stopped) = watch::channel(false);
+    let mut signals = StopSignals::listen();
     tokio::spawn(async move {
-        signal().await;
+        signals.recv().await;
         eprintln!("replay-dlq: {first}");
         let _ = stop.send(true);
-        signal().await;
+        signals.recv().await;
         eprintln!("replay-dlq: stopped at once");
         std::process::exit(130);
     });
     stopped
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

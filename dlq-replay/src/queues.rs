@@ -103,21 +103,7 @@ const NO_CREDENTIALS: &str = "no usable AWS credentials: set AWS_PROFILE, or AWS
 /// (The SDK's own DisplayErrorContext appends a Debug dump meant for bug reports.)
 /// An [`SqsError`] ends the chain: its Display has already said its source's gist.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(err) = next {
-        let text = err.to_string();
-        // Wrappers often repeat their source's text; keep the fuller one.
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = if err.is::<SqsError>() {
-            None
-        } else {
-            err.source()
-        };
-    }
-    parts.join(": ")
+    support::error_chain_once(err, |err| err.is::<SqsError>())
 }
 
 fn hint_for_code(code: &str) -> Option<&'static str> {

@@ -1,6 +1,17 @@
 //! The whole system in one test process, on real parts: the producer's router on
 //! a free port, the SQS emulator, the local event source mapping running the
 //! consumer's handler, and PostgreSQL. Each [`Stack`] has its own database and queues.
+//!
+//! # Layout
+//! - this file: [`Stack`], the system for one test, with [`TEST_BACKOFF`] and
+//!   [`TEST_EVENT_SOURCE`] scaled for tests; [`order`] makes a valid request;
+//!   [`LoseAcks`] drops acknowledgements to force redeliveries.
+//! - `src/bin/chaos.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
+//!   a seeded schedule of faults; exits 0 only if nothing was lost or doubled.
+//! - `tests/system.rs`: every accepted order stored exactly once, whatever fails in between.
+//! - `tests/dlq_replay.rs`: orders refused under a bad schema change wait in the
+//!   DLQ; `replay-dlq` moves them back and each is stored once.
+//! - `tests/browser.rs`: the order page in Chromium over WebDriver; takes `docs/`'s screenshots.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -174,7 +174,12 @@ impl Cli {
                 let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
                     .await
                     .context("the queue to poll is not reachable")?;
-                driver.run(shutdown_signal()).await;
+                let stop = support::shutdown_signal();
+                driver
+                    .run(async move {
+                        stop.await;
+                    })
+                    .await;
             }
         }
         Ok(())
@@ -185,23 +190,4 @@ impl Cli {
 async fn sqs_client() -> aws_sdk_sqs::Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     aws_sdk_sqs::Client::new(&config)
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or(());
 }

@@ -4,23 +4,26 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`], read once from the environment at start-up.
-//! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`) over an [`AppState`].
+//! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`,
+//!   and [`page`]'s routes) over an [`AppState`]; `POST /orders`'s handler, `place_order`.
 //! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
-//! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429); [`client_ip`] says who the client is.
+//! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429).
+//! - [`client_ip`]: [`TrustedProxies`], who the client is (the TCP peer, or `X-Forwarded-For` behind trusted proxies).
 //! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
 //! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
 //! - [`openapi`]: `GET /openapi.json`, OpenAPI 3.1 generated with utoipa.
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
-//!   sends into `SendMessageBatch` calls with a bounded wait.
+//!   sends into `SendMessageBatch` calls with a bounded wait (the private `queue::batcher`).
 //! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
 //! - [`request_id`]: the `X-Request-Id` kept or generated, echoed, logged and sent as a message attribute.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
 //! - [`page`]: the customer's order page at `GET /`, embedded in the binary.
 //!
-//! [`run`] wires these together for the binary; [`serve`] is the part tests drive,
-//! with a listener and a shutdown trigger of their own.
+//! [`run`] wires these together for the binary and stops on `support`'s
+//! shutdown signal; [`serve`] is the part tests drive, with a listener and a
+//! shutdown trigger of their own.
 
 pub mod client_ip;
 pub mod config;
@@ -131,7 +134,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .with_limits(config.limits)
         .with_rate_limit(rate_limit)
         .with_metrics(metrics);
-    let served = serve(listener, state, shutdown_signal()).await;
+    // Ctrl-C, or SIGTERM from `systemctl stop`.
+    let stop = support::shutdown_signal();
+    let shutdown = async move {
+        let signal = stop.await;
+        tracing::info!("{signal} received: finishing in-flight requests");
+    };
+    let served = serve(listener, state, shutdown).await;
     metrics_server.abort();
     served.map_err(RunError::Serve)?;
     // Every request has been answered, so the router and its clones are gone.
@@ -151,34 +160,4 @@ pub async fn serve<Q: OrderQueue>(
 ) -> std::io::Result<()> {
     let settings = state.limits().server_settings();
     server::serve_router(listener, router(state), settings, shutdown).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what systemd sends on `systemctl stop`).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C; only SIGTERM stops the service");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received: finishing in-flight requests"),
-        () = terminate => tracing::info!("SIGTERM received: finishing in-flight requests"),
-    }
 }

@@ -2,10 +2,13 @@
 //! queues on the servers `scripts/test` starts, so tests never share state.
 //!
 //! # Layout
-//! - [`TestDatabase`]: a fresh database on the shared server (`TEST_DATABASE_URL`).
-//! - [`PostgresServer`]: a private PostgreSQL cluster a test may stop and restart.
-//! - [`TestQueues`]: a fresh queue and dead-letter queue on the emulator (`TEST_SQS_ENDPOINT`).
-//! - [`eventually`]: await a condition instead of sleeping for a guess.
+//! - `postgres`: [`TestDatabase`], a fresh database on the shared server
+//!   (`TEST_DATABASE_URL`), and [`PostgresServer`], a private PostgreSQL cluster
+//!   a test may stop and restart.
+//! - `sqs`: [`TestQueues`], a fresh queue and dead-letter queue on the emulator
+//!   (`TEST_SQS_ENDPOINT`), with the [`QueueSettings`] a test chooses.
+//! - this file: [`eventually`] (await a condition instead of sleeping for a
+//!   guess), [`init_tracing`] (`TEST_LOG`) and [`unique_name`].
 //!
 //! Helpers panic with a message saying what to do: they only ever run in tests.
 

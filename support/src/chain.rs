@@ -1,0 +1,119 @@
+//! An error and its sources on one line, so one log line or one message to an
+//! operator tells the whole story.
+
+use std::error::Error;
+
+/// `outer: cause: cause`: the error's text and each of its sources', in order,
+/// as they are.
+pub fn error_chain(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Like [`error_chain`], for chains whose links repeat each other: a text the
+/// previous part already contains is left out (wrappers often write their
+/// source into their own message), and the walk ends after the first error for
+/// which `is_last` is true (one whose text already says what its sources would).
+/// `|_| false` walks the whole chain.
+pub fn error_chain_once(
+    err: &(dyn Error + 'static),
+    is_last: impl Fn(&(dyn Error + 'static)) -> bool,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = if is_last(err) { None } else { err.source() };
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link of a test chain: its own text and, optionally, a source.
+    #[derive(Debug)]
+    struct Link {
+        text: String,
+        source: Option<Box<Link>>,
+    }
+
+    impl std::fmt::Display for Link {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl Error for Link {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.source.as_deref().map(|link| link as _)
+        }
+    }
+
+    /// The chain `texts[0]: texts[1]: …`, outermost first.
+    fn chain(texts: &[&str]) -> Link {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| {
+                Some(Link {
+                    text: (*text).to_owned(),
+                    source: source.map(Box::new),
+                })
+            })
+            .expect("at least one text")
+    }
+
+    #[test]
+    fn an_error_without_a_source_is_its_own_text() {
+        assert_eq!(error_chain(&chain(&["refused"])), "refused");
+        assert_eq!(error_chain_once(&chain(&["refused"]), |_| false), "refused");
+    }
+
+    #[test]
+    fn a_chain_is_written_outermost_first_joined_by_colons() {
+        let err = chain(&["storing 3 orders failed", "db error", "ERROR: disk full"]);
+        assert_eq!(
+            error_chain(&err),
+            "storing 3 orders failed: db error: ERROR: disk full"
+        );
+    }
+
+    #[test]
+    fn the_plain_chain_keeps_a_cause_its_wrapper_repeats() {
+        let err = chain(&["pool: could not connect", "could not connect"]);
+        assert_eq!(
+            error_chain(&err),
+            "pool: could not connect: could not connect"
+        );
+    }
+
+    #[test]
+    fn said_once_a_cause_its_wrapper_already_wrote_is_left_out() {
+        let err = chain(&["pool: could not connect", "could not connect", "refused"]);
+        assert_eq!(
+            error_chain_once(&err, |_| false),
+            "pool: could not connect: refused"
+        );
+    }
+
+    #[test]
+    fn said_once_the_walk_ends_after_the_error_that_summarises_its_sources() {
+        let err = chain(&["could not send: AccessDenied", "service error", "unhandled"]);
+        let is_summary = |e: &(dyn Error + 'static)| e.to_string().starts_with("could not");
+        assert_eq!(
+            error_chain_once(&err, is_summary),
+            "could not send: AccessDenied"
+        );
+    }
+}
