@@ -483,10 +483,7 @@ async fn the_store_fails_while_the_database_is_down_and_reconnects_when_it_retur
         .await
         .expect_err("the database is down");
     // Either no connection could be made, or the pooled one broke under the call.
-    let chain: String = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
-        .map(|e| e.to_string().to_lowercase())
-        .collect::<Vec<_>>()
-        .join(": ");
+    let chain = support::error_chain(&err).to_lowercase();
     assert!(
         matches!(err, StoreError::Connect(_) | StoreError::Write { .. })
             && chain.contains("connect"),

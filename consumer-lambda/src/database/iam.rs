@@ -23,8 +23,8 @@ const SIGV4: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not sign an RDS IAM authentication token: {0}")]
-pub struct TokenError(String);
+#[error("could not sign an RDS IAM authentication token")]
+pub struct TokenError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 /// The token for `user` at `host:port`, signed at `now` with `credentials` for `region`.
 pub fn auth_token(
@@ -46,16 +46,16 @@ pub fn auth_token(
         .time(now)
         .settings(settings)
         .build()
-        .map_err(|err| TokenError(err.to_string()))?;
+        .map_err(|err| TokenError(err.into()))?;
     let unsigned = format!(
         "{host}:{port}/?Action=connect&DBUser={}",
         utf8_percent_encode(user, SIGV4)
     );
     let url = format!("https://{unsigned}");
     let request = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|err| TokenError(err.to_string()))?;
+        .map_err(|err| TokenError(err.into()))?;
     let (instructions, _signature) = sign(request, &params.into())
-        .map_err(|err| TokenError(err.to_string()))?
+        .map_err(|err| TokenError(err.into()))?
         .into_parts();
     let mut token = unsigned;
     for (name, value) in instructions.params() {

@@ -30,9 +30,15 @@ pub enum ConnectError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(
-        "no AWS credentials or region for the RDS IAM token (in Lambda they come from the execution role): {0}"
+        "no AWS credentials provider for the RDS IAM token (in Lambda the execution role is one)"
     )]
-    Credentials(String),
+    NoCredentialsProvider,
+    #[error("no AWS region for the RDS IAM token: set AWS_REGION (Lambda sets it)")]
+    NoRegion,
+    #[error(
+        "could not get AWS credentials for the RDS IAM token (in Lambda they come from the execution role)"
+    )]
+    Credentials(#[source] aws_credential_types::provider::error::CredentialsError),
     #[error("could not connect to PostgreSQL at {endpoint}")]
     Postgres {
         endpoint: String,
@@ -72,11 +78,8 @@ impl Connector {
                 let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 let credentials = aws
                     .credentials_provider()
-                    .ok_or_else(|| ConnectError::Credentials("no credentials provider".into()))?;
-                let region = aws
-                    .region()
-                    .ok_or_else(|| ConnectError::Credentials("AWS_REGION is not set".into()))?
-                    .to_string();
+                    .ok_or(ConnectError::NoCredentialsProvider)?;
+                let region = aws.region().ok_or(ConnectError::NoRegion)?.to_string();
                 Some(IamSigner {
                     credentials,
                     region,
@@ -107,7 +110,7 @@ impl Connector {
                 .credentials
                 .provide_credentials()
                 .await
-                .map_err(|err| ConnectError::Credentials(err.to_string()))?;
+                .map_err(ConnectError::Credentials)?;
             let user = pg.get_user().unwrap_or_default().to_owned();
             pg.password(iam::auth_token(
                 &host,
