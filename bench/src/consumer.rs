@@ -320,25 +320,17 @@ async fn copy(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyh
 
 /// One array per column, `unnest`ed into rows, with ON CONFLICT.
 async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.placed.order.order_id()).collect();
-    let customers: Vec<&str> = orders
-        .iter()
-        .map(|o| o.placed.order.customer_id())
-        .collect();
-    let currencies: Vec<&str> = orders.iter().map(|o| o.placed.order.currency()).collect();
-    let items: Vec<Json<&[order_contract::LineItem]>> = orders
-        .iter()
-        .map(|o| Json(o.placed.order.items()))
-        .collect();
-    let totals: Vec<i64> = orders
-        .iter()
-        .map(|o| o.placed.order.total_cents())
-        .collect();
-    let received: Vec<chrono::DateTime<Utc>> =
-        orders.iter().map(|o| o.placed.received_at).collect();
-    let messages: Vec<&str> = orders.iter().map(|o| o.message_id.as_str()).collect();
-    let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
-    let requests: Vec<Option<&str>> = orders.iter().map(|o| o.request_id.as_deref()).collect();
+    let Columns {
+        ids,
+        customers,
+        currencies,
+        items,
+        totals,
+        received,
+        messages,
+        hashes,
+        requests,
+    } = Columns::of(orders, hashes);
     let sql = format!(
         "INSERT INTO orders ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::text[], \
                  $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[], $8::bytea[], \
@@ -358,24 +350,39 @@ async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
     in_transaction(client, client.execute_typed(&sql, &params)).await
 }
 
+/// The rows turned inside out: one vector per column.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    customers: Vec<&'a str>,
+    currencies: Vec<&'a str>,
+    items: Vec<Json<&'a [order_contract::LineItem]>>,
+    totals: Vec<i64>,
+    received: Vec<chrono::DateTime<Utc>>,
+    messages: Vec<&'a str>,
+    hashes: Vec<&'a [u8]>,
+    requests: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(orders: &'a [Delivery], hashes: &'a [[u8; 32]]) -> Self {
+        let order = |o: &'a Delivery| &o.placed.order;
+        Self {
+            ids: orders.iter().map(|o| order(o).order_id()).collect(),
+            customers: orders.iter().map(|o| order(o).customer_id()).collect(),
+            currencies: orders.iter().map(|o| order(o).currency()).collect(),
+            items: orders.iter().map(|o| Json(order(o).items())).collect(),
+            totals: orders.iter().map(|o| order(o).total_cents()).collect(),
+            received: orders.iter().map(|o| o.placed.received_at).collect(),
+            messages: orders.iter().map(|o| o.message_id.as_str()).collect(),
+            hashes: hashes.iter().map(|h| h.as_slice()).collect(),
+            requests: orders.iter().map(|o| o.request_id.as_deref()).collect(),
+        }
+    }
+}
+
 /// Multi-row `VALUES` statements (one per 7,000 rows: the parameter limit).
 async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.placed.order.order_id()).collect();
-    let items: Vec<Json<&[order_contract::LineItem]>> = orders
-        .iter()
-        .map(|o| Json(o.placed.order.items()))
-        .collect();
-    let totals: Vec<i64> = orders
-        .iter()
-        .map(|o| o.placed.order.total_cents())
-        .collect();
-    let hashes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
-    let requests: Vec<Option<&str>> = orders.iter().map(|o| o.request_id.as_deref()).collect();
-    let customers: Vec<&str> = orders
-        .iter()
-        .map(|o| o.placed.order.customer_id())
-        .collect();
-    let currencies: Vec<&str> = orders.iter().map(|o| o.placed.order.currency()).collect();
+    let columns = Columns::of(orders, hashes);
     let mut statements = Vec::new();
     for start in (0..orders.len()).step_by(VALUES_ROWS_PER_STATEMENT) {
         let end = orders.len().min(start + VALUES_ROWS_PER_STATEMENT);
@@ -393,15 +400,15 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity((end - start) * 9);
         for i in start..end {
             params.extend([
-                (&ids[i] as &(dyn ToSql + Sync), Type::UUID),
-                (&customers[i], Type::TEXT),
-                (&currencies[i], Type::BPCHAR),
-                (&items[i], Type::JSONB),
-                (&totals[i], Type::INT8),
-                (&orders[i].placed.received_at, Type::TIMESTAMPTZ),
-                (&orders[i].message_id, Type::TEXT),
-                (&hashes[i], Type::BYTEA),
-                (&requests[i], Type::TEXT),
+                (&columns.ids[i] as &(dyn ToSql + Sync), Type::UUID),
+                (&columns.customers[i], Type::TEXT),
+                (&columns.currencies[i], Type::BPCHAR),
+                (&columns.items[i], Type::JSONB),
+                (&columns.totals[i], Type::INT8),
+                (&columns.received[i], Type::TIMESTAMPTZ),
+                (&columns.messages[i], Type::TEXT),
+                (&columns.hashes[i], Type::BYTEA),
+                (&columns.requests[i], Type::TEXT),
             ]);
         }
         statements.push((sql, params));
