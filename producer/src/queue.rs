@@ -251,36 +251,17 @@ impl SqsQueue {
     async fn send_one(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         const OPERATION: &str = "SendMessage";
         self.metrics.sqs_call(OPERATION);
-        let attribute = message
-            .request_id
-            .map(|id| {
-                MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(id)
-                    .build()
-            })
-            .transpose()
-            .map_err(EnqueueError::sqs)?;
         let call = self
             .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(message.body)
             .set_message_attributes(
-                attribute.map(|value| HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)])),
+                request_id_attribute(message.request_id).map_err(EnqueueError::sqs)?,
             )
             .send();
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(output)) => output.message_id.ok_or(EnqueueError::Unanswered),
-            Ok(Err(err)) => {
-                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                Err(EnqueueError::sqs(err))
-            }
-            Err(_) => {
-                self.metrics.sqs_error(OPERATION, "timeout");
-                Err(EnqueueError::TimedOut(self.timeout))
-            }
-        }
+        let output = bounded(&self.metrics, OPERATION, self.timeout, call).await?;
+        output.message_id.ok_or(EnqueueError::Unanswered)
     }
 }
 
@@ -301,21 +282,51 @@ impl OrderQueue for SqsQueue {
             .queue_url(&self.queue_url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send();
-        match tokio::time::timeout(self.check_timeout, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => {
-                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                Err(EnqueueError::sqs(err))
-            }
-            Err(_) => {
-                self.metrics.sqs_error(OPERATION, "timeout");
-                Err(EnqueueError::TimedOut(self.check_timeout))
-            }
-        }
+        bounded(&self.metrics, OPERATION, self.check_timeout, call).await?;
+        Ok(())
     }
 
     fn is_stopped(&self) -> bool {
         self.batcher.as_ref().is_some_and(Batcher::is_stopped)
+    }
+}
+
+/// The message attributes that carry the request id, if there is one.
+fn request_id_attribute(
+    request_id: Option<String>,
+) -> Result<Option<HashMap<String, MessageAttributeValue>>, aws_sdk_sqs::error::BuildError> {
+    request_id
+        .map(|id| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(id)
+                .build()?;
+            Ok(HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)]))
+        })
+        .transpose()
+}
+
+/// One SQS call bounded by `timeout`, its failure counted by kind.
+async fn bounded<T, E, R>(
+    metrics: &Metrics,
+    operation: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, aws_sdk_sqs::error::SdkError<E, R>>>,
+) -> Result<T, EnqueueError>
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(err)) => {
+            metrics.sqs_error(operation, sqs_error_kind(&err));
+            Err(EnqueueError::sqs(err))
+        }
+        Err(_) => {
+            metrics.sqs_error(operation, "timeout");
+            Err(EnqueueError::TimedOut(timeout))
+        }
     }
 }
 
@@ -341,22 +352,10 @@ impl BatchSender for SqsBatchSender {
         let entries = entries
             .into_iter()
             .map(|entry| {
-                let attribute = entry
-                    .request_id
-                    .map(|id| {
-                        MessageAttributeValue::builder()
-                            .data_type("String")
-                            .string_value(id)
-                            .build()
-                    })
-                    .transpose()?;
                 SendMessageBatchRequestEntry::builder()
                     .id(entry.id)
                     .message_body(entry.body)
-                    .set_message_attributes(
-                        attribute
-                            .map(|value| HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)])),
-                    )
+                    .set_message_attributes(request_id_attribute(entry.request_id)?)
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()
