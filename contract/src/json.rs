@@ -1,7 +1,8 @@
 //! The JSON driver: parses a body into a contract type and, when that fails,
 //! names the field at fault.
 //!
-//! It works in two steps. serde_json first reads the body into a small tree
+//! A body that parses straight into the type is done in one pass. Otherwise it
+//! works in two steps to say why. serde_json first reads the body into a small tree
 //! ([`Json`]), so that every syntax error is found before any field is judged
 //! (a body broken further on is malformed, whatever its first fields say).
 //! The type is then read from the tree with [`FieldError`], an error type of
@@ -20,6 +21,12 @@ use crate::error::ContractError;
 
 /// Parses JSON into `T`; the error names the field at fault.
 pub(crate) fn from_json<T: DeserializeOwned>(json: &str) -> Result<T, ContractError> {
+    // Nearly every body is valid: one direct pass. Only a failure pays for the
+    // tree below, which decides the error (a body the direct pass accepts, the
+    // tree reads the same).
+    if let Ok(value) = serde_json::from_str(json) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(json);
     // The tree takes any JSON, so whatever fails here is the syntax.
     let tree = Json::deserialize(&mut deserializer).map_err(ContractError::malformed)?;
