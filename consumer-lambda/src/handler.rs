@@ -114,6 +114,7 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     if let Some(id) = &request_id {
                         span.record("request_id", id.as_str());
                     }
+                    let redelivered = receive_count(&message) > 1 || generation(&message) > 0;
                     valid.push(Valid {
                         span,
                         message,
@@ -121,6 +122,7 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                             message_id,
                             placed,
                             request_id,
+                            redelivered,
                         },
                     });
                 }
@@ -375,6 +377,8 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         batches: Mutex<Vec<Vec<String>>>,
+        /// The message ids of the deliveries marked as redelivered.
+        redelivered: Mutex<Vec<String>>,
         behaviour: Behaviour,
     }
 
@@ -412,6 +416,12 @@ mod tests {
                 Behaviour::Refuse(index) => Some(index),
                 Behaviour::Store => None,
             };
+            self.redelivered.lock().expect("lock").extend(
+                deliveries
+                    .iter()
+                    .filter(|d| d.redelivered)
+                    .map(|d| d.message_id.clone()),
+            );
             let ids = deliveries
                 .iter()
                 .enumerate()
@@ -747,6 +757,29 @@ mod tests {
         assert_eq!(requeued[0].body, body);
         assert_eq!(requeued[0].generation, 1);
         assert!(requeued[0].attributes.contains_key(REQUEST_ID_ATTRIBUTE));
+    }
+
+    #[tokio::test]
+    async fn a_record_received_before_or_requeued_tells_the_store_it_may_be_stored_already() {
+        let store = FakeStore::default();
+        let mut requeued = received("requeued", &valid_body(3), 1);
+        let mut generation = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        generation.data_type = Some("Number".into());
+        generation.string_value = Some("2".into());
+        requeued
+            .message_attributes
+            .insert(REQUEUED_ATTRIBUTE.into(), generation);
+        let batch = event(vec![
+            received("first", &valid_body(1), 1),
+            received("again", &valid_body(2), 2),
+            requeued,
+            record(Some("no-count"), Some(valid_body(4))),
+        ]);
+        handle(batch, &store).await.expect("handled");
+        assert_eq!(
+            *store.redelivered.lock().expect("lock"),
+            ["again", "requeued"]
+        );
     }
 
     #[tokio::test]

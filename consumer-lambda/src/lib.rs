@@ -3,16 +3,18 @@
 //! # Layout
 //! - [`handler`]: [`Consumer::handle`], the whole per-batch logic, runtime-agnostic:
 //!   `main.rs` hands it Lambda events, the local driver hands it polled batches.
-//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: a
-//!   lookup and one write per batch, pipelined (`INSERT … unnest` for small
-//!   batches, binary `COPY` for larger ones), duplicates and conflicts told
-//!   apart by a content hash, rows PostgreSQL refuses isolated by bisection.
+//! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: one
+//!   write per batch, pipelined (`INSERT … VALUES` for small batches, binary
+//!   `COPY` for larger ones, after a lookup when the batch carries a
+//!   redelivery), duplicates and conflicts told apart by a content hash, rows
+//!   PostgreSQL refuses isolated by bisection.
 //! - [`database`]: connections made lazily, with TLS (full verification) and RDS IAM tokens.
 //! - [`retry`]: what a transient failure does to a valid record: postponed with
 //!   exponential backoff (`ChangeMessageVisibilityBatch`), then requeued as a
 //!   fresh copy before its receives run out (`SendMessageBatch`).
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
-//! - [`migrations`]: the schema as versioned SQL, applied on first connection.
+//! - [`migrations`]: the schema as versioned SQL and the writer role, applied once per
+//!   deploy by the same binary run as the migrate function (`TASK=migrate`).
 //! - [`config`]: settings from the environment.
 
 pub mod config;

@@ -1,25 +1,30 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
 //!
-//! One batch is a lookup of the ids already stored and one write in one
-//! transaction, pipelined: below 50 rows an `INSERT … unnest … ON CONFLICT DO
-//! NOTHING`, sent with the lookup, `BEGIN` and `COMMIT` as one round trip; from
-//! 50 rows a binary `COPY` of the rows not stored yet, in three round trips
-//! (the lookup, `BEGIN` and the `COPY`'s start; then the rows, the end of the
-//! `COPY` and `COMMIT`). Around that:
-//! - orders already stored (a redelivery, a retried POST, a replay) are found
-//!   by the lookup and not written: a *duplicate* when the content is the
-//!   same, a *conflict* when it differs, which is kept in `order_conflicts`;
-//! - an order stored by someone else meanwhile (a race) is one the insert did
-//!   not write although the lookup had not seen it, or makes the `COPY` fail
-//!   on the key (the rows are then written with `INSERT … ON CONFLICT DO
-//!   NOTHING RETURNING`); either way it is compared like the others;
+//! One batch is one write in one transaction, pipelined: below 50 rows an
+//! `INSERT … unnest … ON CONFLICT DO NOTHING RETURNING`, sent with `BEGIN` and
+//! `COMMIT` as one round trip; from 50 rows a binary `COPY`, in two round trips
+//! (`BEGIN` and the `COPY`'s start; then the rows, the end of the `COPY` and
+//! `COMMIT`). Around that:
+//! - orders already stored (a redelivery, a retried POST, a replay) are not
+//!   written again: a *duplicate* when the content is the same, a *conflict*
+//!   when it differs, which is kept in `order_conflicts`;
+//! - a batch of first deliveries is written straight away, and a stored order
+//!   in it is one the insert skipped, or one that makes the `COPY` fail on the
+//!   key (the rows are then written with `INSERT … ON CONFLICT DO NOTHING
+//!   RETURNING`). A batch carrying a redelivery, likely stored already, is
+//!   looked up first, sent with the write, and the `COPY` writes only the rows
+//!   not found; what the lookup missed (a race) is caught the same way;
 //! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
 //!   found by bisecting the batch and refused alone, so it cannot hold the
 //!   valid orders of its batch hostage; every other error is transient and
 //!   fails the call as a whole ([`StoreError`]).
+//!
+//! Whether a batch is looked up first decides only how fast it is written,
+//! never what is stored: every path ends in the key's uniqueness.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::OnceLock;
 
 use aws_lc_rs::digest;
 use chrono::{DateTime, Utc};
@@ -41,6 +46,11 @@ pub struct Delivery {
     pub placed: OrderPlaced,
     /// The producer's request id, when the message carried a well-formed one.
     pub request_id: Option<String>,
+    /// SQS delivered this message before, or the consumer sent it again after
+    /// a failure: it may be stored already, so its batch is looked up before
+    /// it is written. A first delivery is written straight away (a stored
+    /// copy of it, from a retried POST, costs one failed `COPY`).
+    pub redelivered: bool,
 }
 
 /// What storing a batch did. Every delivery is exactly one of: stored, a
@@ -181,8 +191,9 @@ pub const COPY_TYPES: [Type; 9] = [
     Type::TEXT,
 ];
 
-/// The path after a race: the arrays travel in the binary protocol, `unnest`
-/// turns them into rows, and `RETURNING` names the rows this statement wrote.
+/// Large batches after a `COPY` met a stored key: the arrays travel in the
+/// binary protocol, `unnest` turns them into rows (one statement for any
+/// number of rows), and `RETURNING` names the rows this statement wrote.
 /// Unnamed statements with typed parameters throughout: one round trip, and no
 /// named prepared statement to pin the connection behind RDS Proxy.
 const INSERT_ORDERS: &str = "
@@ -192,6 +203,26 @@ const INSERT_ORDERS: &str = "
                          $6::timestamptz[], $7::text[], $8::bytea[], $9::text[])
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id";
+
+/// Small batches: the same insert with one `VALUES` row of parameters per
+/// order, which PostgreSQL runs faster than `unnest` below some tens of rows
+/// (`scripts/bench consumer` measures both).
+fn insert_values(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, \
+         sqs_message_id, content_sha256, request_id) VALUES ",
+    );
+    for row in 0..rows {
+        let first = row * COPY_TYPES.len() + 1;
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for n in first..first + COPY_TYPES.len() {
+            sql.push_str(&format!("{}${n}", if n == first { "" } else { ", " }));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (order_id) DO NOTHING RETURNING order_id");
+    sql
+}
 
 const STORED_HASHES: &str =
     "SELECT order_id, content_sha256 FROM orders WHERE order_id = ANY($1::uuid[])";
@@ -268,24 +299,46 @@ struct Row<'a> {
     /// Position in the batch.
     index: usize,
     delivery: &'a Delivery,
+    /// Worked out when first needed: most rows are first needed by the `COPY`
+    /// loop, so the client encodes a row while the server loads the ones
+    /// before it.
+    encoded: OnceLock<Encoded>,
+}
+
+/// The items as JSON, and the content hash over them.
+struct Encoded {
     items: Vec<u8>,
     hash: [u8; 32],
 }
 
 impl<'a> Row<'a> {
     fn new(index: usize, delivery: &'a Delivery) -> Self {
-        let items = items_json(&delivery.placed.order);
-        let hash = hash_of(&delivery.placed.order, &items);
         Self {
             index,
             delivery,
-            items,
-            hash,
+            encoded: OnceLock::new(),
         }
     }
 
     fn order_id(&self) -> Uuid {
         self.delivery.placed.order.order_id()
+    }
+
+    fn encoded(&self) -> &Encoded {
+        self.encoded.get_or_init(|| {
+            let order = &self.delivery.placed.order;
+            let items = items_json(order);
+            let hash = hash_of(order, &items);
+            Encoded { items, hash }
+        })
+    }
+
+    fn items(&self) -> &[u8] {
+        &self.encoded().items
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        self.encoded().hash
     }
 }
 
@@ -318,11 +371,16 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
         })
         .collect();
 
-    let ids: Vec<Uuid> = candidates.iter().map(|row| row.order_id()).collect();
-    let (mut stored_hashes, written) = if candidates.len() < COPY_FROM_ROWS {
-        insert_after_lookup(client, &ids, &candidates).await?
+    let small = candidates.len() < COPY_FROM_ROWS;
+    let (mut stored_hashes, written) = if candidates.iter().any(|row| row.delivery.redelivered) {
+        let ids: Vec<Uuid> = candidates.iter().map(|row| row.order_id()).collect();
+        if small {
+            insert_after_lookup(client, &ids, &candidates).await?
+        } else {
+            copy_after_lookup(client, &ids, &candidates).await?
+        }
     } else {
-        copy_after_lookup(client, &ids, &candidates).await?
+        (HashMap::new(), write_new(client, &candidates, small).await?)
     };
     let known: Vec<&Row> = candidates
         .iter()
@@ -337,13 +395,17 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
         .iter()
         .map(|r| rows[r.index].order_id())
         .collect();
-    if !written.raced.is_empty() {
-        let raced: Vec<Uuid> = written.raced.iter().map(|row| row.order_id()).collect();
-        stored_hashes.extend(self::stored_hashes(client, &raced).await?);
+    if !written.found_stored.is_empty() {
+        let found: Vec<Uuid> = written
+            .found_stored
+            .iter()
+            .map(|row| row.order_id())
+            .collect();
+        stored_hashes.extend(self::stored_hashes(client, &found).await?);
     }
 
     let mut conflicts: Vec<&Row> = Vec::new();
-    for row in known.into_iter().chain(written.raced).chain(repeats) {
+    for row in known.into_iter().chain(written.found_stored).chain(repeats) {
         if refused_ids.contains(&row.order_id()) {
             // Its first copy was refused; this one is not known to be better.
             outcome.refused.push(Refused {
@@ -357,9 +419,9 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
             .get(&row.order_id())
             .copied()
             .flatten()
-            .or_else(|| first.get(&row.order_id()).map(|f| f.hash));
+            .or_else(|| first.get(&row.order_id()).map(|f| f.hash()));
         match stored_hash {
-            Some(hash) if hash != row.hash => conflicts.push(row),
+            Some(hash) if hash != row.hash() => conflicts.push(row),
             _ => outcome.duplicates += 1,
         }
     }
@@ -378,16 +440,35 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
 }
 
 /// Below this many rows a batch is written with one `INSERT … unnest`, sent
-/// with the lookup, `BEGIN` and `COMMIT` as one round trip; from it on, with a
-/// binary `COPY`, which costs two more round trips but loads rows faster
-/// (`scripts/bench consumer` measures both sides).
+/// with `BEGIN` and `COMMIT` (and the lookup, if any) as one round trip; from
+/// it on, with a binary `COPY`, which costs another round trip but loads rows
+/// faster (`scripts/bench consumer` measures both sides).
 const COPY_FROM_ROWS: usize = 50;
+
+/// A batch of first deliveries, written without a lookup: the insert skips
+/// what is stored, and a `COPY` that meets a stored key is redone as an
+/// insert ([`copy_rows`]). Rows refused for their data are bisected out.
+async fn write_new<'r, 'a>(
+    client: &Client,
+    rows: &[&'r Row<'a>],
+    small: bool,
+) -> Result<Written<'r, 'a>, tokio_postgres::Error> {
+    let attempt = if small {
+        insert_skipping_stored(client, rows).await
+    } else {
+        write(client, rows).await
+    };
+    match attempt {
+        Err(err) if is_permanent(&err) => bisect(client, rows, Some(err)).await,
+        attempt => attempt,
+    }
+}
 
 /// The stored hashes looked up before writing, and what the write did.
 type LookedUpAndWritten<'r, 'a> = (HashMap<Uuid, Option<[u8; 32]>>, Written<'r, 'a>);
 
-/// Small batches: the lookup, `BEGIN`, an `INSERT … ON CONFLICT DO NOTHING`
-/// of every row and `COMMIT`, all in one round trip. The lookup sees the table
+/// Small batches with a redelivery: the lookup, `BEGIN`, an `INSERT … ON
+/// CONFLICT DO NOTHING` of every row and `COMMIT`, all in one round trip. The lookup sees the table
 /// as it was before the insert, so a row neither inserted nor found by it was
 /// stored by someone else meanwhile: a race.
 async fn insert_after_lookup<'r, 'a>(
@@ -395,10 +476,9 @@ async fn insert_after_lookup<'r, 'a>(
     ids: &[Uuid],
     rows: &[&'r Row<'a>],
 ) -> Result<LookedUpAndWritten<'r, 'a>, tokio_postgres::Error> {
-    let columns = Columns::from(rows);
     let (looked_up, inserted) = tokio::join!(
         stored_hashes(client, ids),
-        insert_in_transaction(client, &columns)
+        insert_in_transaction(client, rows)
     );
     let stored_hashes = looked_up?;
     let new = || -> Vec<&'r Row<'a>> {
@@ -410,7 +490,7 @@ async fn insert_after_lookup<'r, 'a>(
     let written = match inserted {
         Ok(inserted) => Written {
             stored: inserted.len() as u64,
-            raced: new()
+            found_stored: new()
                 .into_iter()
                 .filter(|row| !inserted.contains(&row.order_id()))
                 .collect(),
@@ -424,14 +504,20 @@ async fn insert_after_lookup<'r, 'a>(
     Ok((stored_hashes, written))
 }
 
-/// Larger batches: the lookup, `BEGIN` and the `COPY`'s start in one round
-/// trip; then the rows not stored yet, the end of the `COPY` and `COMMIT`.
+/// Larger batches with a redelivery: the lookup, `BEGIN` and the `COPY`'s
+/// start in one round trip; then the rows not stored yet, the end of the `COPY` and `COMMIT`.
 async fn copy_after_lookup<'r, 'a>(
     client: &Client,
     ids: &[Uuid],
     rows: &[&'r Row<'a>],
 ) -> Result<LookedUpAndWritten<'r, 'a>, tokio_postgres::Error> {
-    let (looked_up, opened) = tokio::join!(stored_hashes(client, ids), open_copy(client));
+    // The rows are encoded while the lookup travels.
+    let (looked_up, opened, ()) =
+        tokio::join!(stored_hashes(client, ids), open_copy(client), async {
+            rows.iter().for_each(|row| {
+                row.encoded();
+            })
+        });
     let stored_hashes = looked_up?;
     let writer = opened?;
     let new: Vec<&Row> = rows
@@ -472,38 +558,30 @@ async fn stored_hashes(
 #[derive(Default)]
 struct Written<'r, 'a> {
     stored: u64,
-    /// Rows someone else stored between the lookup and the write.
-    raced: Vec<&'r Row<'a>>,
+    /// Rows the write found stored: by an earlier batch when nothing was
+    /// looked up, by someone else meanwhile (a race) when it was.
+    found_stored: Vec<&'r Row<'a>>,
     refused: Vec<Refused>,
 }
 
 /// Writes `rows` when PostgreSQL refuses some for their data: halves them
 /// until each refused row stands alone (about 2·log₂ n extra statements per
 /// bad row) and writes the rest. `failed` is the permanent error with which
-/// exactly these rows were already refused as a whole, if they were.
+/// exactly these rows were already refused as a whole, if they were. A row
+/// refused alone is refused only if it is not stored: a stored order that a
+/// newer constraint would refuse is found stored, like any other.
 async fn bisect<'r, 'a>(
     client: &Client,
     rows: &[&'r Row<'a>],
     failed: Option<tokio_postgres::Error>,
 ) -> Result<Written<'r, 'a>, tokio_postgres::Error> {
     let mut written = Written::default();
-    let mut refuse = |row: &Row, err: &tokio_postgres::Error| {
-        tracing::warn!(
-            message_id = %row.delivery.message_id,
-            order_id = %row.order_id(),
-            error = %support::error_chain(err),
-            "PostgreSQL refused this order; it is reported failed on its own"
-        );
-        written.refused.push(Refused {
-            index: row.index,
-            reason: support::error_chain(err),
-        });
-    };
+    let mut alone: Vec<(&'r Row<'a>, tokio_postgres::Error)> = Vec::new();
     // Half-open ranges of `rows`, a stack so the first half is written first.
     let mut parts: Vec<(usize, usize)> = match (failed, rows) {
         (Some(err), [row]) => {
-            refuse(row, &err);
-            return Ok(written);
+            alone.push((row, err));
+            Vec::new()
         }
         (Some(_), _) => vec![(rows.len() / 2, rows.len()), (0, rows.len() / 2)],
         (None, _) => vec![(0, rows.len())],
@@ -516,9 +594,9 @@ async fn bisect<'r, 'a>(
         match write(client, part).await {
             Ok(part_written) => {
                 written.stored += part_written.stored;
-                written.raced.extend(part_written.raced);
+                written.found_stored.extend(part_written.found_stored);
             }
-            Err(err) if is_permanent(&err) && part.len() == 1 => refuse(part[0], &err),
+            Err(err) if is_permanent(&err) && part.len() == 1 => alone.push((part[0], err)),
             Err(err) if is_permanent(&err) => {
                 let middle = start + part.len() / 2;
                 parts.push((middle, end));
@@ -526,6 +604,27 @@ async fn bisect<'r, 'a>(
             }
             Err(err) => return Err(err),
         }
+    }
+    if alone.is_empty() {
+        return Ok(written);
+    }
+    let ids: Vec<Uuid> = alone.iter().map(|(row, _)| row.order_id()).collect();
+    let stored = stored_hashes(client, &ids).await?;
+    for (row, err) in alone {
+        if stored.contains_key(&row.order_id()) {
+            written.found_stored.push(row);
+            continue;
+        }
+        tracing::warn!(
+            message_id = %row.delivery.message_id,
+            order_id = %row.order_id(),
+            error = %support::error_chain(&err),
+            "PostgreSQL refused this order; it is reported failed on its own"
+        );
+        written.refused.push(Refused {
+            index: row.index,
+            reason: support::error_chain(&err),
+        });
     }
     Ok(written)
 }
@@ -550,8 +649,8 @@ async fn open_copy(client: &Client) -> Result<BinaryCopyInWriter, tokio_postgres
 /// end of the `COPY` and `COMMIT` sent together. The transaction is over
 /// either way: after an error, PostgreSQL answers that `COMMIT` by rolling
 /// back, and an error at commit (a deferred constraint) is never read as
-/// success. When someone stored one of the rows meanwhile (a race), the rows
-/// are written again with `INSERT … ON CONFLICT DO NOTHING`.
+/// success. When one of the rows is stored already, the rows are written
+/// again with `INSERT … ON CONFLICT DO NOTHING`.
 async fn copy_rows<'r, 'a>(
     client: &Client,
     writer: BinaryCopyInWriter,
@@ -564,6 +663,7 @@ async fn copy_rows<'r, 'a>(
                 message_id,
                 placed,
                 request_id,
+                ..
             } = row.delivery;
             let order = &placed.order;
             writer
@@ -572,11 +672,11 @@ async fn copy_rows<'r, 'a>(
                     &order.order_id(),
                     &order.customer_id(),
                     &order.currency(),
-                    &Jsonb(&row.items),
+                    &Jsonb(row.items()),
                     &order.total_cents(),
                     &placed.received_at,
                     &message_id.as_str(),
-                    &row.hash.as_slice(),
+                    &row.hash().as_slice(),
                     &request_id.as_deref(),
                 ])
                 .await?;
@@ -590,9 +690,7 @@ async fn copy_rows<'r, 'a>(
             ..Written::default()
         }),
         Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tracing::debug!(
-                "an order of the batch was stored meanwhile; inserting with ON CONFLICT"
-            );
+            tracing::debug!("an order of the batch is stored already; inserting with ON CONFLICT");
             insert_skipping_stored(client, rows).await
         }
         Err(err) => Err(err),
@@ -600,15 +698,15 @@ async fn copy_rows<'r, 'a>(
 }
 
 /// Inserts what is not stored yet, in one transaction sent as one round trip;
-/// the rows it did not write lost a race.
+/// the rows it did not write were found stored.
 async fn insert_skipping_stored<'r, 'a>(
     client: &Client,
     rows: &[&'r Row<'a>],
 ) -> Result<Written<'r, 'a>, tokio_postgres::Error> {
-    let inserted = insert_in_transaction(client, &Columns::from(rows)).await?;
+    let inserted = insert_in_transaction(client, rows).await?;
     Ok(Written {
         stored: inserted.len() as u64,
-        raced: rows
+        found_stored: rows
             .iter()
             .filter(|row| !inserted.contains(&row.order_id()))
             .copied()
@@ -621,22 +719,20 @@ async fn insert_skipping_stored<'r, 'a>(
 /// together; the ids written.
 async fn insert_in_transaction(
     client: &Client,
-    columns: &Columns<'_>,
+    rows: &[&Row<'_>],
 ) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
-    let params: [(&(dyn ToSql + Sync), Type); 9] = [
-        (&columns.order_ids, Type::UUID_ARRAY),
-        (&columns.customer_ids, Type::TEXT_ARRAY),
-        (&columns.currencies, Type::TEXT_ARRAY),
-        (&columns.items, Type::JSONB_ARRAY),
-        (&columns.totals, Type::INT8_ARRAY),
-        (&columns.received_at, Type::TIMESTAMPTZ_ARRAY),
-        (&columns.message_ids, Type::TEXT_ARRAY),
-        (&columns.hashes, Type::BYTEA_ARRAY),
-        (&columns.request_ids, Type::TEXT_ARRAY),
-    ];
+    let columns = Columns::from(rows);
+    let (sql, params) = if rows.len() < COPY_FROM_ROWS {
+        (insert_values(rows.len()).into(), columns.by_row())
+    } else {
+        (
+            std::borrow::Cow::Borrowed(INSERT_ORDERS),
+            columns.as_arrays(),
+        )
+    };
     let (begun, inserted, committed) = tokio::join!(
         client.batch_execute("BEGIN"),
-        client.query_typed(INSERT_ORDERS, &params),
+        client.query_typed(&sql, &params),
         client.batch_execute("COMMIT"),
     );
     begun?;
@@ -651,7 +747,10 @@ async fn record_conflicts(
     rows: &[&Row<'_>],
 ) -> Result<u64, tokio_postgres::Error> {
     let order_ids: Vec<Uuid> = rows.iter().map(|row| row.order_id()).collect();
-    let hashes: Vec<&[u8]> = rows.iter().map(|row| row.hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = rows
+        .iter()
+        .map(|row| row.encoded().hash.as_slice())
+        .collect();
     let message_ids: Vec<&str> = rows
         .iter()
         .map(|row| row.delivery.message_id.as_str())
@@ -691,6 +790,46 @@ struct Columns<'a> {
     request_ids: Vec<Option<&'a str>>,
 }
 
+/// Parameters with their types, as the statements take them.
+type Params<'p> = Vec<(&'p (dyn ToSql + Sync), Type)>;
+
+impl Columns<'_> {
+    /// One array parameter per column, for `unnest`.
+    fn as_arrays(&self) -> Params<'_> {
+        vec![
+            (&self.order_ids, Type::UUID_ARRAY),
+            (&self.customer_ids, Type::TEXT_ARRAY),
+            (&self.currencies, Type::TEXT_ARRAY),
+            (&self.items, Type::JSONB_ARRAY),
+            (&self.totals, Type::INT8_ARRAY),
+            (&self.received_at, Type::TIMESTAMPTZ_ARRAY),
+            (&self.message_ids, Type::TEXT_ARRAY),
+            (&self.hashes, Type::BYTEA_ARRAY),
+            (&self.request_ids, Type::TEXT_ARRAY),
+        ]
+    }
+
+    /// One parameter per cell, row after row, for `VALUES`.
+    fn by_row(&self) -> Params<'_> {
+        let mut params: Params = Vec::with_capacity(self.order_ids.len() * COPY_TYPES.len());
+        for i in 0..self.order_ids.len() {
+            let cells: [&(dyn ToSql + Sync); 9] = [
+                &self.order_ids[i],
+                &self.customer_ids[i],
+                &self.currencies[i],
+                &self.items[i],
+                &self.totals[i],
+                &self.received_at[i],
+                &self.message_ids[i],
+                &self.hashes[i],
+                &self.request_ids[i],
+            ];
+            params.extend(cells.into_iter().zip(COPY_TYPES.iter().cloned()));
+        }
+        params
+    }
+}
+
 impl<'a> From<&[&'a Row<'a>]> for Columns<'a> {
     fn from(rows: &[&'a Row<'a>]) -> Self {
         let n = rows.len();
@@ -710,11 +849,11 @@ impl<'a> From<&[&'a Row<'a>]> for Columns<'a> {
             columns.order_ids.push(order.order_id());
             columns.customer_ids.push(order.customer_id());
             columns.currencies.push(order.currency());
-            columns.items.push(Jsonb(&row.items));
+            columns.items.push(Jsonb(row.items()));
             columns.totals.push(order.total_cents());
             columns.received_at.push(row.delivery.placed.received_at);
             columns.message_ids.push(&row.delivery.message_id);
-            columns.hashes.push(&row.hash);
+            columns.hashes.push(&row.encoded().hash);
             columns.request_ids.push(row.delivery.request_id.as_deref());
         }
         columns

@@ -21,6 +21,7 @@ fn delivery() -> Delivery {
         message_id: "m-1".into(),
         placed: order_contract::OrderPlaced::new(order, chrono::Utc::now()),
         request_id: None,
+        redelivered: false,
     }
 }
 

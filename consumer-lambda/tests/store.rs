@@ -47,6 +47,19 @@ fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
         message_id: message_id.to_owned(),
         placed: OrderPlaced::new(order(order_id, "cust-7"), received_at),
         request_id: Some(format!("req-{message_id}")),
+        redelivered: false,
+    }
+}
+
+/// How a stored order can come back: as a first delivery (a retried POST,
+/// written without a lookup) or as a redelivery (its batch looked up first).
+/// What is stored must not depend on which.
+const BOTH_WAYS: [bool; 2] = [false, true];
+
+fn came_back(message_id: &str, order_id: Uuid, redelivered: bool) -> Delivery {
+    Delivery {
+        redelivered,
+        ..delivery(message_id, order_id)
     }
 }
 
@@ -143,7 +156,89 @@ async fn the_same_order_twice_in_one_batch_is_one_row_and_one_duplicate() {
 }
 
 #[tokio::test]
-async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones() {
+async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones_on_every_path() {
+    for size in [SMALL + 1, LARGE] {
+        for redelivered in BOTH_WAYS {
+            let path = format!("{size} new rows, redelivered: {redelivered}");
+            let db = TestDatabase::create().await;
+            let store = store_on(&db).await;
+            let old = Uuid::new_v4();
+            store
+                .insert(&refs(&[delivery("old", old)]))
+                .await
+                .expect("stored");
+            let mut batch = fresh(size);
+            batch.insert(size / 2, came_back("replayed", old, redelivered));
+            let outcome = store.insert(&refs(&batch)).await.expect("stored");
+            assert_eq!(
+                (outcome.stored, outcome.duplicates, outcome.conflicts),
+                (size as u64, 1, 0),
+                "{path}"
+            );
+            let client = db.connect().await;
+            assert_eq!(
+                count(&client, "SELECT count(*) FROM orders").await,
+                size as i64 + 1,
+                "{path}"
+            );
+            let message: String = client
+                .query_one(
+                    "SELECT sqs_message_id FROM orders WHERE order_id = $1",
+                    &[&old],
+                )
+                .await
+                .expect("one row")
+                .get(0);
+            assert_eq!(message, "old", "the first stored copy stays ({path})");
+        }
+    }
+}
+
+/// Counts every row PostgreSQL is asked to write, in a sequence (which no
+/// rollback resets), through a trigger the test adds.
+async fn count_write_attempts(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE SEQUENCE write_attempts;
+             CREATE FUNCTION count_write_attempt() RETURNS trigger LANGUAGE plpgsql
+                 SECURITY DEFINER AS $$ BEGIN PERFORM nextval('write_attempts'); RETURN NEW; END $$;
+             CREATE TRIGGER count_write_attempt BEFORE INSERT ON orders
+                 FOR EACH ROW EXECUTE FUNCTION count_write_attempt();",
+        )
+        .await
+        .expect("trigger");
+}
+
+async fn write_attempts(client: &tokio_postgres::Client) -> i64 {
+    count(
+        client,
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM write_attempts",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_large_redelivered_batch_is_looked_up_first_so_no_write_is_thrown_away() {
+    let (attempts, outcome) = stored_order_last_in_a_copy(true).await;
+    assert_eq!((outcome.stored, outcome.duplicates), (LARGE as u64, 1));
+    assert_eq!(attempts, LARGE as i64, "only the new rows were written");
+}
+
+#[tokio::test]
+async fn a_large_batch_of_first_deliveries_is_written_without_a_lookup() {
+    let (attempts, outcome) = stored_order_last_in_a_copy(false).await;
+    assert_eq!((outcome.stored, outcome.duplicates), (LARGE as u64, 1));
+    // The COPY reached the stored key, failed, and the batch was inserted again.
+    assert!(
+        attempts > LARGE as i64 + 1,
+        "{attempts} writes: the COPY did not meet the stored key"
+    );
+}
+
+/// `LARGE` new orders and, last, one stored before, coming back as a
+/// redelivery or as a first delivery: how many rows PostgreSQL was asked to
+/// write, and what the store reported.
+async fn stored_order_last_in_a_copy(redelivered: bool) -> (i64, consumer_lambda::Stored) {
     let db = TestDatabase::create().await;
     let store = store_on(&db).await;
     let old = Uuid::new_v4();
@@ -151,68 +246,64 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones()
         .insert(&refs(&[delivery("old", old)]))
         .await
         .expect("stored");
-    let batch = [
-        delivery("new-1", Uuid::new_v4()),
-        delivery("replayed", old),
-        delivery("new-2", Uuid::new_v4()),
-    ];
-    let outcome = store.insert(&refs(&batch)).await.expect("stored");
-    assert_eq!((outcome.stored, outcome.duplicates), (2, 1));
     let client = db.connect().await;
-    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 3);
-    let message: String = client
-        .query_one(
-            "SELECT sqs_message_id FROM orders WHERE order_id = $1",
-            &[&old],
-        )
-        .await
-        .expect("one row")
-        .get(0);
-    assert_eq!(message, "old", "the first stored copy stays");
+    count_write_attempts(&client).await;
+    let mut batch = fresh(LARGE);
+    batch.push(came_back("again", old, redelivered));
+    let outcome = store.insert(&refs(&batch)).await.expect("stored");
+    (write_attempts(&client).await, outcome)
 }
 
 #[tokio::test]
 async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored_over_the_first() {
     testkit::init_tracing();
-    let db = TestDatabase::create().await;
-    let store = store_on(&db).await;
-    let id = Uuid::new_v4();
-    store
-        .insert(&refs(&[delivery("first", id)]))
-        .await
-        .expect("stored");
+    for redelivered in BOTH_WAYS {
+        let db = TestDatabase::create().await;
+        let store = store_on(&db).await;
+        let id = Uuid::new_v4();
+        store
+            .insert(&refs(&[delivery("first", id)]))
+            .await
+            .expect("stored");
 
-    let newcomer = conflicting("newcomer", id);
-    let outcome = store
-        .insert(&refs(&[newcomer.clone(), delivery("redelivery", id)]))
-        .await
-        .expect("stored");
-    assert_eq!(
-        (outcome.stored, outcome.duplicates, outcome.conflicts),
-        (0, 1, 1),
-        "the newcomer is a conflict, the true redelivery a duplicate"
-    );
-    // The conflicting message delivered again is not a second conflict.
-    let again = store.insert(&refs(&[newcomer])).await.expect("stored");
-    assert_eq!((again.duplicates, again.conflicts), (1, 0));
+        let newcomer = Delivery {
+            redelivered,
+            ..conflicting("newcomer", id)
+        };
+        let outcome = store
+            .insert(&refs(&[
+                newcomer.clone(),
+                came_back("redelivery", id, redelivered),
+            ]))
+            .await
+            .expect("stored");
+        assert_eq!(
+            (outcome.stored, outcome.duplicates, outcome.conflicts),
+            (0, 1, 1),
+            "the newcomer is a conflict, the true redelivery a duplicate (redelivered: {redelivered})"
+        );
+        // The conflicting message delivered again is not a second conflict.
+        let again = store.insert(&refs(&[newcomer])).await.expect("stored");
+        assert_eq!((again.duplicates, again.conflicts), (1, 0));
 
-    let client = db.connect().await;
-    let row = client
-        .query_one(
-            "SELECT sqs_message_id, request_id, body->>'customer_id' FROM order_conflicts WHERE order_id = $1",
-            &[&id],
-        )
-        .await
-        .expect("exactly one conflict kept");
-    assert_eq!(row.get::<_, String>(0), "newcomer");
-    assert_eq!(row.get::<_, String>(1), "req-newcomer");
-    assert_eq!(row.get::<_, String>(2), "someone-else");
-    let stored: String = client
-        .query_one("SELECT customer_id FROM orders WHERE order_id = $1", &[&id])
-        .await
-        .expect("the first stays")
-        .get(0);
-    assert_eq!(stored, "cust-7");
+        let client = db.connect().await;
+        let row = client
+            .query_one(
+                "SELECT sqs_message_id, request_id, body->>'customer_id' FROM order_conflicts WHERE order_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("exactly one conflict kept");
+        assert_eq!(row.get::<_, String>(0), "newcomer");
+        assert_eq!(row.get::<_, String>(1), "req-newcomer");
+        assert_eq!(row.get::<_, String>(2), "someone-else");
+        let stored: String = client
+            .query_one("SELECT customer_id FROM orders WHERE order_id = $1", &[&id])
+            .await
+            .expect("the first stays")
+            .get(0);
+        assert_eq!(stored, "cust-7");
+    }
 }
 
 #[tokio::test]
@@ -292,61 +383,80 @@ async fn error_at_commit(size: usize) {
 
 #[tokio::test]
 async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_order() {
-    let db = TestDatabase::create().await;
-    let store = store_on(&db).await;
-    let stored = delivery("stored", Uuid::new_v4());
-    store.insert(&[&stored]).await.expect("stored");
-    let mut bad = delivery("m-ancient", Uuid::new_v4());
-    bad.placed.received_at = Utc
-        .with_ymd_and_hms(-5000, 1, 1, 0, 0, 0)
-        .single()
-        .expect("a date chrono can hold");
-    let mut batch = fresh(5);
-    batch.insert(2, bad);
-    batch.push(stored.clone());
+    for redelivered in BOTH_WAYS {
+        let db = TestDatabase::create().await;
+        let store = store_on(&db).await;
+        let id = Uuid::new_v4();
+        store
+            .insert(&[&delivery("stored", id)])
+            .await
+            .expect("stored");
+        let mut bad = delivery("m-ancient", Uuid::new_v4());
+        bad.placed.received_at = Utc
+            .with_ymd_and_hms(-5000, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a date chrono can hold");
+        let mut batch = fresh(5);
+        batch.insert(2, bad);
+        batch.push(came_back("stored", id, redelivered));
 
-    let outcome = store.insert(&refs(&batch)).await.expect("not transient");
-    assert_eq!((outcome.stored, outcome.duplicates), (5, 1));
-    assert_eq!(
-        outcome.refused.iter().map(|r| r.index).collect::<Vec<_>>(),
-        [2]
-    );
+        let outcome = store.insert(&refs(&batch)).await.expect("not transient");
+        assert_eq!(
+            (outcome.stored, outcome.duplicates),
+            (5, 1),
+            "redelivered: {redelivered}"
+        );
+        assert_eq!(
+            outcome.refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [2]
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_blocks_no_one() {
-    let db = TestDatabase::create().await;
-    let store = store_on(&db).await;
-    let stored = delivery("stored", Uuid::new_v4());
-    store.insert(&[&stored]).await.expect("stored");
-    // Valid when it was stored; a constraint added since (NOT VALID: old rows
-    // are not checked) refuses its content. Written again, it would be refused,
-    // but it is a duplicate: nothing of it needs writing.
-    let client = db.connect().await;
-    client
-        .batch_execute(
-            "ALTER TABLE orders ADD CONSTRAINT no_sek CHECK (currency <> 'SEK') NOT VALID",
-        )
-        .await
-        .expect("constraint");
-    // One new order beside it: the one the store must not blame.
-    let mut batch: Vec<Delivery> = (0..1)
-        .map(|i| {
-            let json = format!(
-                r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
-                Uuid::new_v4()
-            );
-            Delivery {
-                placed: OrderPlaced::new(Order::from_request_json(&json).expect("valid"), Utc::now()),
-                ..delivery(&format!("eur-{i}"), Uuid::new_v4())
-            }
-        })
-        .collect();
-    batch.push(stored);
+    for (new_orders, redelivered) in [(1, false), (1, true), (LARGE, false), (LARGE, true)] {
+        let path = format!("{new_orders} new rows, redelivered: {redelivered}");
+        let db = TestDatabase::create().await;
+        let store = store_on(&db).await;
+        let id = Uuid::new_v4();
+        store
+            .insert(&[&delivery("stored", id)])
+            .await
+            .expect("stored");
+        // Valid when it was stored; a constraint added since (NOT VALID: old rows
+        // are not checked) refuses its content. Written again, it would be refused,
+        // but it is a duplicate: nothing of it needs writing.
+        let client = db.connect().await;
+        client
+            .batch_execute(
+                "ALTER TABLE orders ADD CONSTRAINT no_sek CHECK (currency <> 'SEK') NOT VALID",
+            )
+            .await
+            .expect("constraint");
+        // New orders beside it: the ones the store must not blame.
+        let mut batch: Vec<Delivery> = (0..new_orders)
+            .map(|i| {
+                let json = format!(
+                    r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
+                    Uuid::new_v4()
+                );
+                Delivery {
+                    placed: OrderPlaced::new(Order::from_request_json(&json).expect("valid"), Utc::now()),
+                    ..delivery(&format!("eur-{i}"), Uuid::new_v4())
+                }
+            })
+            .collect();
+        batch.push(came_back("stored", id, redelivered));
 
-    let outcome = store.insert(&refs(&batch)).await.expect("not transient");
-    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
-    assert!(outcome.refused.is_empty(), "{:?}", outcome.refused);
+        let outcome = store.insert(&refs(&batch)).await.expect("not transient");
+        assert_eq!(
+            (outcome.stored, outcome.duplicates),
+            (new_orders as u64, 1),
+            "{path}"
+        );
+        assert!(outcome.refused.is_empty(), "{path}: {:?}", outcome.refused);
+    }
 }
 
 #[tokio::test]
@@ -428,7 +538,9 @@ async fn a_call_abandoned_mid_statement_closes_its_connection_and_the_next_one_w
     assert!(abandoned.is_err(), "the insert waits on the lock");
     lock.rollback().await.expect("unlock");
 
-    // The abandoned backend goes away instead of finishing its work later...
+    // The abandoned backend goes away. Its BEGIN, write and COMMIT were sent
+    // together, so it may have committed the batch before noticing that no one
+    // listens: all of it or none of it...
     testkit::eventually("the abandoned backend to end", Duration::from_secs(10), || {
         let client = &client;
         async move {
@@ -439,10 +551,11 @@ async fn a_call_abandoned_mid_statement_closes_its_connection_and_the_next_one_w
         }
     })
     .await;
-    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 0);
-    // ...and the store goes on with a fresh connection.
+    // ...and the store goes on with a fresh connection. The retry stores the
+    // order or finds it stored: once either way.
     let outcome = store.insert(&refs(&batch)).await.expect("stored");
-    assert_eq!(outcome.stored, 1);
+    assert_eq!(outcome.stored + outcome.duplicates, 1, "{outcome:?}");
+    assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 1);
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ fn an_order() -> Delivery {
         message_id: "m-1".into(),
         placed: OrderPlaced::new(order, chrono::Utc::now()),
         request_id: None,
+        redelivered: false,
     }
 }
 

@@ -15,7 +15,8 @@
 //! - [`openapi`]: `GET /openapi.json`, OpenAPI 3.1 generated with utoipa.
 //! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
 //! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
-//!   sends into `SendMessageBatch` calls with a bounded wait (the private `queue::batcher`).
+//!   sends into `SendMessageBatch` calls with a bounded wait (the private `queue::batcher`)
+//!   and makes its SQS calls in one place (the private `queue::sqs`).
 //! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
 //! - [`request_id`]: the `X-Request-Id` kept or generated, echoed, logged and sent as a message attribute.
 //! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).

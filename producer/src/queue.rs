@@ -5,10 +5,13 @@
 //! coalesced by a background batcher into `SendMessageBatch` calls of up to ten
 //! entries, each caller getting its own message id (or error) back. Every call to
 //! SQS is bounded by the configured timeout, the SDK's retries included.
+//!
+//! An order goes one way through three files: here, the seam and the wiring;
+//! `batcher`, which coalesces; `sqs`, which makes the calls.
 
 mod batcher;
+mod sqs;
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::sync::Arc;
@@ -16,10 +19,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 
-use crate::metrics::{Metrics, sqs_error_kind};
-use batcher::{BatchEntry, BatchSender, Batcher, BatcherSettings, EntryOutcome};
+use crate::metrics::Metrics;
+use batcher::{Batcher, BatcherSettings};
+use sqs::Sqs;
 
 /// How long `/readyz` waits for SQS at most.
 const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,19 +123,14 @@ impl EnqueueError {
 /// The SQS queue, with sends coalesced into `SendMessageBatch` calls.
 #[derive(Debug)]
 pub struct SqsQueue {
-    /// For `/readyz`; sends go through the batcher, which holds its own clone.
-    client: Client,
-    /// The queue `/readyz` checks (sends use the batcher's copy).
-    queue_url: String,
-    /// Turns single sends into batches and answers each sender.
+    /// The calls; the batcher holds a clone for its batches.
+    sqs: Sqs,
     /// Coalesces sends into batches; `None` when batching is off.
     batcher: Option<Batcher>,
     /// How long one `SendMessage` may take, when batching is off.
     timeout: Duration,
     /// How long `/readyz` waits for SQS.
     check_timeout: Duration,
-    /// Counts `/readyz`'s calls; the batcher's sender counts the sends.
-    metrics: Metrics,
 }
 
 /// How an [`SqsQueue`] sends.
@@ -213,15 +211,10 @@ impl SqsQueue {
                     .build(),
             )
             .build();
-        let client = Client::from_conf(sqs);
-        let queue_url = queue_url.into();
+        let sqs = Sqs::new(Client::from_conf(sqs), queue_url.into(), metrics);
         let batcher = batching.then(|| {
             Batcher::spawn(
-                SqsBatchSender {
-                    client: client.clone(),
-                    queue_url: queue_url.clone(),
-                    metrics: metrics.clone(),
-                },
+                sqs.clone(),
                 BatcherSettings {
                     max_in_flight: MAX_BATCHES_IN_FLIGHT,
                     capacity: max_waiting,
@@ -230,12 +223,10 @@ impl SqsQueue {
             )
         });
         Self {
-            client,
-            queue_url,
+            sqs,
             batcher,
             timeout,
             check_timeout: timeout.min(MAX_CHECK_TIMEOUT),
-            metrics,
         }
     }
 
@@ -245,147 +236,21 @@ impl SqsQueue {
             batcher.close().await;
         }
     }
-
-    /// One `SendMessage` call for one order: the usual sample code, kept as the
-    /// baseline `scripts/bench producer` compares batching with.
-    async fn send_one(&self, message: OrderMessage) -> Result<String, EnqueueError> {
-        const OPERATION: &str = "SendMessage";
-        self.metrics.sqs_call(OPERATION);
-        let call = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(message.body)
-            .set_message_attributes(
-                request_id_attribute(message.request_id).map_err(EnqueueError::sqs)?,
-            )
-            .send();
-        let output = bounded(&self.metrics, OPERATION, self.timeout, call).await?;
-        output.message_id.ok_or(EnqueueError::Unanswered)
-    }
 }
 
 impl OrderQueue for SqsQueue {
     async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
         match &self.batcher {
             Some(batcher) => batcher.send(message).await,
-            None => self.send_one(message).await,
+            None => self.sqs.send_one(message, self.timeout).await,
         }
     }
 
     async fn check(&self) -> Result<(), EnqueueError> {
-        const OPERATION: &str = "GetQueueAttributes";
-        self.metrics.sqs_call(OPERATION);
-        let call = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send();
-        bounded(&self.metrics, OPERATION, self.check_timeout, call).await?;
-        Ok(())
+        self.sqs.check(self.check_timeout).await
     }
 
     fn is_stopped(&self) -> bool {
         self.batcher.as_ref().is_some_and(Batcher::is_stopped)
-    }
-}
-
-/// The message attributes that carry the request id, if there is one.
-fn request_id_attribute(
-    request_id: Option<String>,
-) -> Result<Option<HashMap<String, MessageAttributeValue>>, aws_sdk_sqs::error::BuildError> {
-    request_id
-        .map(|id| {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(id)
-                .build()?;
-            Ok(HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)]))
-        })
-        .transpose()
-}
-
-/// One SQS call bounded by `timeout`, its failure counted by kind.
-async fn bounded<T, E, R>(
-    metrics: &Metrics,
-    operation: &'static str,
-    timeout: Duration,
-    call: impl Future<Output = Result<T, aws_sdk_sqs::error::SdkError<E, R>>>,
-) -> Result<T, EnqueueError>
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(err)) => {
-            metrics.sqs_error(operation, sqs_error_kind(&err));
-            Err(EnqueueError::sqs(err))
-        }
-        Err(_) => {
-            metrics.sqs_error(operation, "timeout");
-            Err(EnqueueError::TimedOut(timeout))
-        }
-    }
-}
-
-/// Sends one batch with `SendMessageBatch`.
-#[derive(Debug)]
-struct SqsBatchSender {
-    /// Built once with the timeouts; cloning it shares its connection pool.
-    client: Client,
-    /// Where the batches go.
-    queue_url: String,
-    /// Counts calls, batch sizes and errors.
-    metrics: Metrics,
-}
-
-impl BatchSender for SqsBatchSender {
-    async fn send_batch(
-        &self,
-        entries: Vec<BatchEntry>,
-    ) -> Result<Vec<EntryOutcome>, EnqueueError> {
-        const OPERATION: &str = "SendMessageBatch";
-        self.metrics.sqs_call(OPERATION);
-        self.metrics.batch(entries.len());
-        let entries = entries
-            .into_iter()
-            .map(|entry| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(entry.id)
-                    .message_body(entry.body)
-                    .set_message_attributes(request_id_attribute(entry.request_id)?)
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(EnqueueError::sqs)?;
-        let output = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|err| {
-                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                EnqueueError::sqs(err)
-            })?;
-        for _ in &output.failed {
-            self.metrics.sqs_error(OPERATION, "entry_refused");
-        }
-        let successful = output.successful.into_iter().map(|entry| EntryOutcome {
-            id: entry.id,
-            result: Ok(entry.message_id),
-        });
-        let failed = output.failed.into_iter().map(|entry| EntryOutcome {
-            id: entry.id,
-            result: Err(EnqueueError::Refused {
-                code: entry.code,
-                message: entry.message.unwrap_or_default(),
-                sender_fault: entry.sender_fault,
-            }),
-        });
-        Ok(successful.chain(failed).collect())
     }
 }
