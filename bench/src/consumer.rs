@@ -286,32 +286,14 @@ async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f
         ))
         .await?;
     let started = Instant::now();
-    for Delivery {
-        message_id,
-        placed,
-        request_id,
-        ..
-    } in orders
-    {
-        // The naive sample code hashes too: the same rows, one at a time.
-        let hash = consumer_lambda::store::content_hash(placed);
-        let order = &placed.order;
-        client
-            .execute(
-                &statement,
-                &[
-                    &order.order_id(),
-                    &order.customer_id(),
-                    &order.currency(),
-                    &Json(order.items()),
-                    &order.total_cents(),
-                    &placed.received_at,
-                    &message_id.as_str(),
-                    &hash.as_slice(),
-                    &request_id.as_deref(),
-                ],
-            )
-            .await?;
+    // The naive sample code hashes too: the same rows.
+    let hashes: Vec<[u8; 32]> = orders
+        .iter()
+        .map(|o| consumer_lambda::store::content_hash(&o.placed))
+        .collect();
+    let columns = Columns::of(orders, &hashes);
+    for i in 0..orders.len() {
+        client.execute(&statement, &columns.row(i)).await?;
     }
     Ok(rate(orders.len(), started.elapsed()))
 }
@@ -323,31 +305,9 @@ async fn copy(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyh
     begun?;
     let writer = BinaryCopyInWriter::new(sink?, &TYPES);
     futures::pin_mut!(writer);
-    for (
-        Delivery {
-            message_id,
-            placed,
-            request_id,
-            ..
-        },
-        hash,
-    ) in orders.iter().zip(hashes)
-    {
-        let order = &placed.order;
-        writer
-            .as_mut()
-            .write(&[
-                &order.order_id(),
-                &order.customer_id(),
-                &order.currency(),
-                &Json(order.items()),
-                &order.total_cents(),
-                &placed.received_at,
-                &message_id.as_str(),
-                &hash.as_slice(),
-                &request_id.as_deref(),
-            ])
-            .await?;
+    let columns = Columns::of(orders, hashes);
+    for i in 0..orders.len() {
+        writer.as_mut().write(&columns.row(i)).await?;
     }
     let (copied, committed) = tokio::join!(writer.finish(), client.batch_execute("COMMIT"));
     copied?;
@@ -415,6 +375,21 @@ impl<'a> Columns<'a> {
             requests: orders.iter().map(|o| o.request_id.as_deref()).collect(),
         }
     }
+
+    /// Row `i`'s nine cells, in `COLUMNS` order.
+    fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.ids[i],
+            &self.customers[i],
+            &self.currencies[i],
+            &self.items[i],
+            &self.totals[i],
+            &self.received[i],
+            &self.messages[i],
+            &self.hashes[i],
+            &self.requests[i],
+        ]
+    }
 }
 
 /// Multi-row `VALUES` statements (one per 7,000 rows: the parameter limit).
@@ -436,17 +411,7 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
         );
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity((end - start) * 9);
         for i in start..end {
-            params.extend([
-                (&columns.ids[i] as &(dyn ToSql + Sync), Type::UUID),
-                (&columns.customers[i], Type::TEXT),
-                (&columns.currencies[i], Type::BPCHAR),
-                (&columns.items[i], Type::JSONB),
-                (&columns.totals[i], Type::INT8),
-                (&columns.received[i], Type::TIMESTAMPTZ),
-                (&columns.messages[i], Type::TEXT),
-                (&columns.hashes[i], Type::BYTEA),
-                (&columns.requests[i], Type::TEXT),
-            ]);
+            params.extend(columns.row(i).into_iter().zip(TYPES.iter().cloned()));
         }
         statements.push((sql, params));
     }

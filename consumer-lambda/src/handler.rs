@@ -533,6 +533,16 @@ mod tests {
         record
     }
 
+    fn attribute(
+        data_type: &str,
+        value: &str,
+    ) -> aws_lambda_events::event::sqs::SqsMessageAttribute {
+        let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        attribute.data_type = Some(data_type.into());
+        attribute.string_value = Some(value.into());
+        attribute
+    }
+
     fn event(records: Vec<SqsMessage>) -> SqsEvent {
         let mut event = SqsEvent::default();
         event.records = records;
@@ -738,12 +748,9 @@ mod tests {
         let queue = FakeQueue::default();
         let body = valid_body(1);
         let mut near_the_end = received("old", &body, 4);
-        let mut request_id = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
-        request_id.data_type = Some("String".into());
-        request_id.string_value = Some("req-7".into());
         near_the_end
             .message_attributes
-            .insert(REQUEST_ID_ATTRIBUTE.into(), request_id);
+            .insert(REQUEST_ID_ATTRIBUTE.into(), attribute("String", "req-7"));
         let batch = event(vec![near_the_end, received("young", &valid_body(2), 1)]);
         let handled = Consumer::new(&store, &queue, POLICY)
             .handle(batch, in_a_minute())
@@ -763,12 +770,9 @@ mod tests {
     async fn a_record_received_before_or_requeued_tells_the_store_it_may_be_stored_already() {
         let store = FakeStore::default();
         let mut requeued = received("requeued", &valid_body(3), 1);
-        let mut generation = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
-        generation.data_type = Some("Number".into());
-        generation.string_value = Some("2".into());
         requeued
             .message_attributes
-            .insert(REQUEUED_ATTRIBUTE.into(), generation);
+            .insert(REQUEUED_ATTRIBUTE.into(), attribute("Number", "2"));
         let batch = event(vec![
             received("first", &valid_body(1), 1),
             received("again", &valid_body(2), 2),
@@ -846,12 +850,9 @@ mod tests {
     fn only_a_well_formed_request_id_is_taken_from_the_message() {
         let with = |value: &str| {
             let mut record = SqsMessage::default();
-            let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
-            attribute.data_type = Some("String".into());
-            attribute.string_value = Some(value.into());
             record
                 .message_attributes
-                .insert(REQUEST_ID_ATTRIBUTE.into(), attribute);
+                .insert(REQUEST_ID_ATTRIBUTE.into(), attribute("String", value));
             request_id(&record)
         };
         assert_eq!(with("req-01HZX"), Some("req-01HZX".into()));

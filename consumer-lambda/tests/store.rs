@@ -63,6 +63,17 @@ fn came_back(message_id: &str, order_id: Uuid, redelivered: bool) -> Delivery {
     }
 }
 
+/// A fresh database and its store, holding one order, stored from message `message_id`.
+async fn store_holding(message_id: &str, order_id: Uuid) -> (TestDatabase, PgStore) {
+    let db = TestDatabase::create().await;
+    let store = store_on(&db).await;
+    store
+        .insert(&refs(&[delivery(message_id, order_id)]))
+        .await
+        .expect("stored");
+    (db, store)
+}
+
 /// The same order id with other content: another customer.
 fn conflicting(message_id: &str, order_id: Uuid) -> Delivery {
     Delivery {
@@ -160,13 +171,8 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones_o
     for size in [SMALL + 1, LARGE] {
         for redelivered in BOTH_WAYS {
             let path = format!("{size} new rows, redelivered: {redelivered}");
-            let db = TestDatabase::create().await;
-            let store = store_on(&db).await;
             let old = Uuid::new_v4();
-            store
-                .insert(&refs(&[delivery("old", old)]))
-                .await
-                .expect("stored");
+            let (db, store) = store_holding("old", old).await;
             let mut batch = fresh(size);
             batch.insert(size / 2, came_back("replayed", old, redelivered));
             let outcome = store.insert(&refs(&batch)).await.expect("stored");
@@ -239,13 +245,8 @@ async fn a_large_batch_of_first_deliveries_is_written_without_a_lookup() {
 /// redelivery or as a first delivery: how many rows PostgreSQL was asked to
 /// write, and what the store reported.
 async fn stored_order_last_in_a_copy(redelivered: bool) -> (i64, consumer_lambda::Stored) {
-    let db = TestDatabase::create().await;
-    let store = store_on(&db).await;
     let old = Uuid::new_v4();
-    store
-        .insert(&refs(&[delivery("old", old)]))
-        .await
-        .expect("stored");
+    let (db, store) = store_holding("old", old).await;
     let client = db.connect().await;
     count_write_attempts(&client).await;
     let mut batch = fresh(LARGE);
@@ -258,13 +259,8 @@ async fn stored_order_last_in_a_copy(redelivered: bool) -> (i64, consumer_lambda
 async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored_over_the_first() {
     testkit::init_tracing();
     for redelivered in BOTH_WAYS {
-        let db = TestDatabase::create().await;
-        let store = store_on(&db).await;
         let id = Uuid::new_v4();
-        store
-            .insert(&refs(&[delivery("first", id)]))
-            .await
-            .expect("stored");
+        let (db, store) = store_holding("first", id).await;
 
         let newcomer = Delivery {
             redelivered,
@@ -384,13 +380,8 @@ async fn error_at_commit(size: usize) {
 #[tokio::test]
 async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_order() {
     for redelivered in BOTH_WAYS {
-        let db = TestDatabase::create().await;
-        let store = store_on(&db).await;
         let id = Uuid::new_v4();
-        store
-            .insert(&[&delivery("stored", id)])
-            .await
-            .expect("stored");
+        let (_db, store) = store_holding("stored", id).await;
         let mut bad = delivery("m-ancient", Uuid::new_v4());
         bad.placed.received_at = Utc
             .with_ymd_and_hms(-5000, 1, 1, 0, 0, 0)
@@ -417,13 +408,8 @@ async fn a_row_the_database_refuses_fails_alone_in_a_small_batch_with_a_stored_o
 async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_blocks_no_one() {
     for (new_orders, redelivered) in [(1, false), (1, true), (LARGE, false), (LARGE, true)] {
         let path = format!("{new_orders} new rows, redelivered: {redelivered}");
-        let db = TestDatabase::create().await;
-        let store = store_on(&db).await;
         let id = Uuid::new_v4();
-        store
-            .insert(&[&delivery("stored", id)])
-            .await
-            .expect("stored");
+        let (db, store) = store_holding("stored", id).await;
         // Valid when it was stored; a constraint added since (NOT VALID: old rows
         // are not checked) refuses its content. Written again, it would be refused,
         // but it is a duplicate: nothing of it needs writing.

@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,17 +6,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     // Logs go to stderr (stdout carries the table, the JSON and the summary).
     // By default only this tool's own events: the start and the counts of a replay.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,dlq_replay=info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    support::init_tool_logs("warn,dlq_replay=info");
     match dlq_replay::cli::Cli::parse().run().await {
         Ok(code) => code,
         Err(err) => {

@@ -1,4 +1,4 @@
-//! Two things several crates of the workspace need and none of them owns: an
+//! What several crates of the workspace need and none of them owns: an
 //! error's cause chain written as one line, and the wait for the signal that
 //! asks a process to stop. Small on purpose: nothing here knows about orders,
 //! queues or databases (the order contract lives in `order-contract`).
@@ -10,9 +10,16 @@
 //! - [`signal`]: [`StopSignals`], Ctrl-C and SIGTERM listened to from the moment
 //!   it is built, and [`shutdown_signal`], the future a server's graceful
 //!   shutdown awaits.
+//! - `logs` (feature `logs`): [`init_tool_logs`], the command-line tools' log
+//!   set-up. A feature, so that the Lambda, which uses this crate for
+//!   [`error_chain`], builds without a log formatter it does not use.
 
 pub mod chain;
+#[cfg(feature = "logs")]
+pub mod logs;
 pub mod signal;
 
 pub use chain::{error_chain, error_chain_once};
+#[cfg(feature = "logs")]
+pub use logs::init_tool_logs;
 pub use signal::{Signal, StopSignals, shutdown_signal};

@@ -154,7 +154,13 @@ impl PostgresServer {
 
     /// Stops the server as an outage would: immediately, without a checkpoint.
     pub fn stop(&self) {
-        self.pg(&[
+        if let Err(message) = self.try_stop() {
+            panic!("{message}");
+        }
+    }
+
+    fn try_stop(&self) -> Result<(), String> {
+        self.try_pg(&[
             "pg_ctl",
             "-D",
             &self.data(),
@@ -162,7 +168,7 @@ impl PostgresServer {
             "immediate",
             "-w",
             "stop",
-        ]);
+        ])
     }
 
     /// Starts the (stopped) server again on the same port and waits until it accepts connections.
@@ -282,15 +288,7 @@ impl Drop for PostgresServer {
                 send("-CONT", &child);
             }
             send("-CONT", &postmaster);
-            let stopped = self.try_pg(&[
-                "pg_ctl",
-                "-D",
-                &self.data(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ]);
+            let stopped = self.try_stop();
             // A second panic while unwinding would abort the whole test binary.
             if let Err(message) = stopped {
                 if std::thread::panicking() {

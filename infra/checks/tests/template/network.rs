@@ -116,11 +116,13 @@ fn the_private_side_has_no_way_out_but_the_sqs_endpoint() {
             "{id}: only the public route table has routes out"
         );
     }
-    let function = properties(&t, "ConsumerFunction");
-    assert!(
-        is_private_subnet_list(function.get("VpcConfig").and_then(|v| v.get("SubnetIds"))),
-        "the consumer runs in the private subnets"
-    );
+    for function in ["ConsumerFunction", "MigrateFunction"] {
+        let vpc = properties(&t, function).get("VpcConfig");
+        assert!(
+            is_private_subnet_list(vpc.and_then(|v| v.get("SubnetIds"))),
+            "{function} runs in the private subnets"
+        );
+    }
     // Whether its private DNS is on, and what that captures, is the reachability
     // model's business (below), not a setting to pin here.
     let endpoint = properties(&t, "SqsEndpoint");

@@ -575,7 +575,7 @@ fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_
 }
 
 #[test]
-fn the_consumer_reaches_the_proxy_and_the_proxy_the_database_and_nothing_else_reaches_either() {
+fn both_functions_reach_the_proxy_and_the_proxy_the_database_and_nothing_else_reaches_either() {
     let t = template();
     let all = openings(&t);
     let db_port = database_port(&t);
@@ -590,10 +590,20 @@ fn the_consumer_reaches_the_proxy_and_the_proxy_the_database_and_nothing_else_re
         .find(|c| c.name == "consumer function")
         .expect("the consumer")
         .groups;
+    // The migrate function connects through the proxy too, once per deploy.
+    let migrate: Vec<String> = items(
+        properties(&t, "MigrateFunction")
+            .get("VpcConfig")
+            .and_then(|v| v.get("SecurityGroupIds")),
+    )
+    .into_iter()
+    .filter_map(|g| reference(g).map(str::to_owned))
+    .collect();
     let proxy = groups("DatabaseProxy", "VpcSecurityGroupIds");
     let database = groups("Database", "VPCSecurityGroups");
     for (from, from_groups, to, to_groups) in [
         ("consumer", &consumer, "proxy", &proxy),
+        ("migrate function", &migrate, "proxy", &proxy),
         ("proxy", &proxy, "database", &database),
     ] {
         assert!(
