@@ -371,6 +371,9 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
         })
         .collect();
 
+    // A redelivered batch is likely stored in part: look first, so that its
+    // `COPY` cannot fail on a stored key. A batch of first deliveries almost
+    // never is: write it at once, and let the key catch a retried POST.
     let small = candidates.len() < COPY_FROM_ROWS;
     let (mut stored_hashes, written) = if candidates.iter().any(|row| row.delivery.redelivered) {
         let ids: Vec<Uuid> = candidates.iter().map(|row| row.order_id()).collect();
