@@ -114,6 +114,9 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     if let Some(id) = &request_id {
                         span.record("request_id", id.as_str());
                     }
+                    // Received before: `ApproximateReceiveCount` counts the receives
+                    // not followed by a delete (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
+                    // Approximate, so it decides only how the store writes, never what.
                     let redelivered = receive_count(&message) > 1 || generation(&message) > 0;
                     valid.push(Valid {
                         span,

@@ -1,7 +1,7 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
 //!
 //! One batch is one write in one transaction, pipelined: below 50 rows an
-//! `INSERT … unnest … ON CONFLICT DO NOTHING RETURNING`, sent with `BEGIN` and
+//! `INSERT … VALUES … ON CONFLICT DO NOTHING RETURNING`, sent with `BEGIN` and
 //! `COMMIT` as one round trip; from 50 rows a binary `COPY`, in two round trips
 //! (`BEGIN` and the `COPY`'s start; then the rows, the end of the `COPY` and
 //! `COMMIT`). Around that:
@@ -10,8 +10,8 @@
 //!   when it differs, which is kept in `order_conflicts`;
 //! - a batch of first deliveries is written straight away, and a stored order
 //!   in it is one the insert skipped, or one that makes the `COPY` fail on the
-//!   key (the rows are then written with `INSERT … ON CONFLICT DO NOTHING
-//!   RETURNING`). A batch carrying a redelivery, likely stored already, is
+//!   key (the rows are then written with `INSERT … unnest … ON CONFLICT DO
+//!   NOTHING RETURNING`). A batch carrying a redelivery, likely stored already, is
 //!   looked up first, sent with the write, and the `COPY` writes only the rows
 //!   not found; what the lookup missed (a race) is caught the same way;
 //! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
@@ -23,6 +23,7 @@
 //! never what is stored: every path ends in the key's uniqueness.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::OnceLock;
 
@@ -216,7 +217,9 @@ fn insert_values(rows: usize) -> String {
         let first = row * COPY_TYPES.len() + 1;
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for n in first..first + COPY_TYPES.len() {
-            sql.push_str(&format!("{}${n}", if n == first { "" } else { ", " }));
+            let separator = if n == first { "" } else { ", " };
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "{separator}${n}");
         }
         sql.push(')');
     }
@@ -337,8 +340,8 @@ impl<'a> Row<'a> {
         &self.encoded().items
     }
 
-    fn hash(&self) -> [u8; 32] {
-        self.encoded().hash
+    fn hash(&self) -> &[u8; 32] {
+        &self.encoded().hash
     }
 }
 
@@ -422,9 +425,9 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
             .get(&row.order_id())
             .copied()
             .flatten()
-            .or_else(|| first.get(&row.order_id()).map(|f| f.hash()));
+            .or_else(|| first.get(&row.order_id()).map(|f| *f.hash()));
         match stored_hash {
-            Some(hash) if hash != row.hash() => conflicts.push(row),
+            Some(hash) if hash != *row.hash() => conflicts.push(row),
             _ => outcome.duplicates += 1,
         }
     }
@@ -442,7 +445,7 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
     Ok(outcome)
 }
 
-/// Below this many rows a batch is written with one `INSERT … unnest`, sent
+/// Below this many rows a batch is written with one `INSERT … VALUES`, sent
 /// with `BEGIN` and `COMMIT` (and the lookup, if any) as one round trip; from
 /// it on, with a binary `COPY`, which costs another round trip but loads rows
 /// faster (`scripts/bench consumer` measures both sides).
@@ -471,9 +474,9 @@ async fn write_new<'r, 'a>(
 type LookedUpAndWritten<'r, 'a> = (HashMap<Uuid, Option<[u8; 32]>>, Written<'r, 'a>);
 
 /// Small batches with a redelivery: the lookup, `BEGIN`, an `INSERT … ON
-/// CONFLICT DO NOTHING` of every row and `COMMIT`, all in one round trip. The lookup sees the table
-/// as it was before the insert, so a row neither inserted nor found by it was
-/// stored by someone else meanwhile: a race.
+/// CONFLICT DO NOTHING` of every row and `COMMIT`, all in one round trip. The
+/// lookup sees the table as it was before the insert, so a row neither
+/// inserted nor found by it was stored by someone else meanwhile: a race.
 async fn insert_after_lookup<'r, 'a>(
     client: &Client,
     ids: &[Uuid],
@@ -508,7 +511,8 @@ async fn insert_after_lookup<'r, 'a>(
 }
 
 /// Larger batches with a redelivery: the lookup, `BEGIN` and the `COPY`'s
-/// start in one round trip; then the rows not stored yet, the end of the `COPY` and `COMMIT`.
+/// start in one round trip; then the rows not stored yet, the end of the
+/// `COPY` and `COMMIT`.
 async fn copy_after_lookup<'r, 'a>(
     client: &Client,
     ids: &[Uuid],
@@ -750,10 +754,7 @@ async fn record_conflicts(
     rows: &[&Row<'_>],
 ) -> Result<u64, tokio_postgres::Error> {
     let order_ids: Vec<Uuid> = rows.iter().map(|row| row.order_id()).collect();
-    let hashes: Vec<&[u8]> = rows
-        .iter()
-        .map(|row| row.encoded().hash.as_slice())
-        .collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|row| row.hash().as_slice()).collect();
     let message_ids: Vec<&str> = rows
         .iter()
         .map(|row| row.delivery.message_id.as_str())
@@ -856,7 +857,7 @@ impl<'a> From<&[&'a Row<'a>]> for Columns<'a> {
             columns.totals.push(order.total_cents());
             columns.received_at.push(row.delivery.placed.received_at);
             columns.message_ids.push(&row.delivery.message_id);
-            columns.hashes.push(&row.encoded().hash);
+            columns.hashes.push(row.hash());
             columns.request_ids.push(row.delivery.request_id.as_deref());
         }
         columns
