@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::retry::{Backoff, RetryPolicy};
+use crate::retry::{Backoff, MAX_SEND_DELAY, RetryPolicy};
 
 /// Why the consumer cannot start; each says what to set.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,14 @@ impl Config {
         if let Some(value) = lookup("RETRY_MULTIPLIER") {
             backoff.multiplier = parse("RETRY_MULTIPLIER", &value, "a whole number, at least 1")?;
         }
+        if let Some(value) = lookup("RETRY_CAP_SECONDS") {
+            backoff.cap = Duration::from_secs(parse(
+                "RETRY_CAP_SECONDS",
+                &value,
+                "whole seconds, 1 to 900 (SQS's longest send delay)",
+            )?);
+        }
+        check_backoff(&backoff)?;
         let queue_url = lookup("QUEUE_URL").ok_or(ConfigError::Required {
             name: "QUEUE_URL",
             why: "set it to the orders queue, whose failed records are postponed and requeued",
@@ -141,6 +149,35 @@ impl MigrateConfig {
             writer: lookup("DB_WRITER_USER").ok_or(ConfigError::Required {
                 name: "DB_WRITER_USER",
                 why: "set it to the consumer's database user (its DB_USER), which the migration creates and grants",
+            })?,
+        })
+    }
+}
+
+/// The settings of the `breaker` task: the function it probes and the event
+/// source mapping it pauses and resumes.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// `CONSUMER_FUNCTION`: the consumer function's name or ARN.
+    pub consumer_function: String,
+    /// `EVENT_SOURCE_MAPPING`: the UUID of the consumer's mapping on the orders queue.
+    pub event_source_mapping: String,
+}
+
+impl BreakerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            consumer_function: lookup("CONSUMER_FUNCTION").ok_or(ConfigError::Required {
+                name: "CONSUMER_FUNCTION",
+                why: "set it to the consumer function the breaker probes",
+            })?,
+            event_source_mapping: lookup("EVENT_SOURCE_MAPPING").ok_or(ConfigError::Required {
+                name: "EVENT_SOURCE_MAPPING",
+                why: "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes",
             })?,
         })
     }
@@ -228,6 +265,35 @@ impl DatabaseConfig {
         };
         (host, self.pg.get_ports().first().copied().unwrap_or(5432))
     }
+}
+
+/// The bounds the messages promise: a zero base or multiplier would retry at
+/// once forever, and a cap past SQS's longest send delay could not be kept
+/// by a requeued copy.
+fn check_backoff(backoff: &Backoff) -> Result<(), ConfigError> {
+    let invalid = |name, value: u64, expected| ConfigError::Invalid {
+        name,
+        value: value.to_string(),
+        expected,
+    };
+    if backoff.base.is_zero() {
+        return Err(invalid(
+            "RETRY_BASE_SECONDS",
+            0,
+            "whole seconds, at least 1",
+        ));
+    }
+    if backoff.multiplier == 0 {
+        return Err(invalid("RETRY_MULTIPLIER", 0, "a whole number, at least 1"));
+    }
+    if backoff.cap.is_zero() || backoff.cap > MAX_SEND_DELAY {
+        return Err(invalid(
+            "RETRY_CAP_SECONDS",
+            backoff.cap.as_secs(),
+            "whole seconds, 1 to 900 (SQS's longest send delay)",
+        ));
+    }
+    Ok(())
 }
 
 fn parse<T: std::str::FromStr>(
@@ -380,6 +446,32 @@ mod tests {
     }
 
     #[test]
+    fn the_backoff_is_capped_at_a_minute_unless_told_otherwise() {
+        let default =
+            config(&[("DATABASE_URL", "postgres://app@127.0.0.1/orders")]).expect("valid");
+        assert_eq!(default.retry.backoff.cap, Duration::from_secs(60));
+        let scaled = config(&[
+            ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
+            ("RETRY_CAP_SECONDS", "5"),
+        ])
+        .expect("valid");
+        assert_eq!(scaled.retry.backoff.cap, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_backoff_outside_the_promised_bounds_is_refused_by_name() {
+        for (name, value) in [
+            ("RETRY_BASE_SECONDS", "0"),
+            ("RETRY_MULTIPLIER", "0"),
+            ("RETRY_CAP_SECONDS", "0"),
+            ("RETRY_CAP_SECONDS", "901"),
+        ] {
+            let err = config_err(name, value);
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn the_max_receive_count_turns_requeueing_on_and_must_leave_room_for_a_retry() {
         let config = config(&[
             ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
@@ -389,6 +481,27 @@ mod tests {
         assert_eq!(config.retry.max_receive_count, Some(5));
         let err = config_err("MAX_RECEIVE_COUNT", "1");
         assert!(err.contains("at least 2"), "{err}");
+    }
+
+    #[test]
+    fn the_breaker_needs_the_function_it_probes_and_the_mapping_it_pauses() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = BreakerConfig::from_lookup(lookup(&[
+            ("CONSUMER_FUNCTION", "orders-consumer"),
+            ("EVENT_SOURCE_MAPPING", "a1b2"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.consumer_function, "orders-consumer");
+        assert_eq!(config.event_source_mapping, "a1b2");
+        let err = BreakerConfig::from_lookup(lookup(&[("CONSUMER_FUNCTION", "orders-consumer")]))
+            .expect_err("no mapping");
+        assert!(err.to_string().contains("EVENT_SOURCE_MAPPING"), "{err}");
     }
 
     fn config_err(name: &str, value: &str) -> String {

@@ -506,6 +506,7 @@ mod tests {
         backoff: Backoff {
             base: Duration::from_secs(10),
             multiplier: 2,
+            cap: Duration::from_secs(60),
         },
         max_receive_count: Some(5),
     };
@@ -688,7 +689,7 @@ mod tests {
             .iter()
             .map(|p| p.delay.as_secs())
             .collect();
-        assert_eq!(delays, [20, 40]);
+        assert_eq!(delays, [10, 20]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -739,8 +740,8 @@ mod tests {
         assert_eq!(
             postponed,
             [
-                ("first".into(), "handle-first".into(), 20),
-                ("third".into(), "handle-third".into(), 80)
+                ("first".into(), "handle-first".into(), 10),
+                ("third".into(), "handle-third".into(), 40)
             ]
         );
     }

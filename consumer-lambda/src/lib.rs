@@ -10,16 +10,22 @@
 //!   PostgreSQL refuses isolated by bisection.
 //! - [`database`]: connections made lazily, with TLS (full verification) and RDS IAM tokens.
 //! - [`retry`]: what a transient failure does to a valid record: postponed with
-//!   exponential backoff (`ChangeMessageVisibilityBatch`), then requeued as a
-//!   fresh copy before its receives run out (`SendMessageBatch`).
+//!   exponential backoff capped at a minute (`ChangeMessageVisibilityBatch`),
+//!   then requeued as a fresh copy before its receives run out (`SendMessageBatch`).
+//! - [`breaker`]: the circuit breaker: the event source mapping paused while
+//!   the consumer cannot store (a probe of the consumer itself), resumed as
+//!   soon as it can.
+//! - [`invocation`]: what the function is invoked with: a batch, or the breaker's probe.
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
 //! - [`migrations`]: the schema as versioned SQL and the writer role, applied once per
 //!   deploy by the same binary run as the migrate function (`TASK=migrate`).
 //! - [`config`]: settings from the environment.
 
+pub mod breaker;
 pub mod config;
 pub mod database;
 pub mod handler;
+pub mod invocation;
 pub mod metrics;
 pub mod migrations;
 pub mod retry;

@@ -1,12 +1,14 @@
 //! The `bootstrap` binary Lambda runs: configuration, telemetry, then the
-//! runtime loop. One binary serves two functions (one build): the consumer,
-//! and the migration the deploy invokes once (`TASK=migrate`), each with its
-//! own IAM role and its own database user.
+//! runtime loop. One binary serves three functions (one build): the consumer,
+//! the migration the deploy invokes once (`TASK=migrate`), and the circuit
+//! breaker a schedule runs every minute (`TASK=breaker`), each with its own IAM
+//! role.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use consumer_lambda::config::MigrateConfig;
+use consumer_lambda::breaker::{self, LambdaMapping, LambdaProbe, Probe};
+use consumer_lambda::config::{BreakerConfig, MigrateConfig};
+use consumer_lambda::invocation::{Invocation, ProbeAnswer};
 use consumer_lambda::migrations::{self, WriterRole};
 use consumer_lambda::{Config, Consumer, PgStore, SqsRetryQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -18,7 +20,10 @@ async fn main() -> Result<(), Error> {
     match std::env::var("TASK").as_deref() {
         Err(_) | Ok("consume") => consume().await,
         Ok("migrate") => migrate().await,
-        Ok(other) => Err(format!("TASK={other:?}: set consume (the default) or migrate").into()),
+        Ok("breaker") => run_breaker().await,
+        Ok(other) => {
+            Err(format!("TASK={other:?}: set consume (the default), migrate or breaker").into())
+        }
     }
 }
 
@@ -53,21 +58,61 @@ async fn consume() -> Result<(), Error> {
     let store = PgStore::new(config.database, 1).await?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let consumer = Consumer::new(
-        store,
+        &store,
         SqsRetryQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url),
         config.retry,
     );
     let function =
         std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "orders-consumer".into());
 
-    let (consumer, function) = (&consumer, function.as_str());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = deadline(event.context.deadline);
-        // Boxed: the handler's future is deep, and so would be the runtime's around it.
-        let handled = Box::pin(consumer.handle(event.payload, deadline)).await?;
-        // Metrics travel as an EMF line on stdout, which CloudWatch Logs extracts.
-        println!("{}", handled.metrics.to_emf(function, epoch_millis()));
-        Ok::<_, Error>(handled.response)
+    let (store, consumer, function) = (&store, &consumer, function.as_str());
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Invocation>| async move {
+            match event.payload {
+                Invocation::Batch(batch) => {
+                    let deadline = deadline(event.context.deadline);
+                    // Boxed: the handler's future is deep, and so would be the runtime's around it.
+                    let handled = Box::pin(consumer.handle(batch, deadline)).await?;
+                    // Metrics travel as an EMF line on stdout, which CloudWatch Logs extracts.
+                    println!("{}", handled.metrics.to_emf(function, epoch_millis()));
+                    Ok::<_, Error>(serde_json::to_value(handled.response)?)
+                }
+                // The breaker asks whether this function can store now.
+                Invocation::Probe => Ok(serde_json::to_value(ProbeAnswer::from(
+                    store.probe().await,
+                ))?),
+            }
+        },
+    ))
+    .await
+}
+
+/// One scheduled run of the circuit breaker: probe the consumer function,
+/// pause or resume its event source mapping, and while it stays paused probe
+/// again every few seconds until shortly before this invocation's deadline.
+async fn run_breaker() -> Result<(), Error> {
+    let config = BreakerConfig::from_env()?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
+    let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
+    let consumer_function = config.consumer_function.as_str();
+    let (probe, mapping) = (&probe, &mapping);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
+        let until = deadline(event.context.deadline)
+            .checked_sub(breaker::PROBE_TIMEOUT * 2)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let last = breaker::run_until(probe, mapping, until).await?;
+        println!(
+            "{}",
+            consumer_lambda::metrics::breaker_emf(last.open(), consumer_function, epoch_millis())
+        );
+        Ok::<_, Error>(json!({
+            "open": last.open(),
+            "action": format!("{:?}", last.action),
+            "health": ProbeAnswer::from(last.health),
+        }))
     }))
     .await
 }

@@ -64,9 +64,43 @@ impl BatchMetrics {
     }
 }
 
+/// The circuit breaker's EMF line after a run: `BreakerOpen` is 1 while the
+/// event source mapping is paused because the consumer cannot store (the
+/// template alarms on it), dimensioned by the consumer function it guards.
+pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [{"Name": BREAKER_OPEN, "Unit": "Count"}],
+            }],
+        },
+        "FunctionName": consumer_function,
+        BREAKER_OPEN: u8::from(open),
+    })
+    .to_string()
+}
+
+/// The breaker's metric: 1 while the mapping is paused.
+pub const BREAKER_OPEN: &str = "BreakerOpen";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_breakers_line_says_open_as_one_for_the_consumer_function() {
+        let line: serde_json::Value =
+            serde_json::from_str(&breaker_emf(true, "orders-consumer", 1)).expect("json");
+        assert_eq!(line["BreakerOpen"], 1);
+        assert_eq!(line["FunctionName"], "orders-consumer");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            BREAKER_OPEN
+        );
+    }
 
     #[test]
     fn the_emf_line_declares_every_metric_it_carries() {

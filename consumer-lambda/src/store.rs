@@ -89,6 +89,10 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(
+        "the database refused the writer's check (is the schema migrated and the writer granted?)"
+    )]
+    Check(#[source] tokio_postgres::Error),
 }
 
 /// Stores a batch of orders idempotently.
@@ -106,6 +110,24 @@ impl<T: OrderStore> OrderStore for &T {
     ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
         (**self).insert(deliveries)
     }
+}
+
+/// The SQLSTATE PostgreSQL answered with, anywhere in an error's chain (a
+/// refused login is inside a connect error): `28P01`, `42P01`, … so that
+/// logs name the class of a failure (28 authentication, 42 schema or
+/// privileges, 57 the server shutting down).
+pub fn sqlstate<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e str> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(code) = err
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+        {
+            return Some(code.code());
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// Is this error the row's fault, so that retrying the same row cannot help?
@@ -251,6 +273,25 @@ impl PgStore {
         Ok(Self {
             pool: Connector::new(config).await?.into_pool(max_connections),
         })
+    }
+
+    /// Can the consumer store now? A connection, and the writer's `INSERT` on
+    /// both tables (a missing table, as after a bad migration, fails with
+    /// 42P01). What the circuit breaker asks ([`crate::breaker`]).
+    pub async fn can_store(&self) -> Result<bool, StoreError> {
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let row = checkout
+            .client()
+            .query_typed(
+                "SELECT has_table_privilege('orders', 'INSERT') \
+                 AND has_table_privilege('order_conflicts', 'INSERT')",
+                &[],
+            )
+            .await
+            .map_err(StoreError::Check)?;
+        let may_insert = row.first().is_some_and(|row| row.get::<_, bool>(0));
+        checkout.release();
+        Ok(may_insert)
     }
 }
 

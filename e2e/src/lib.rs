@@ -29,10 +29,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Backoff scaled for tests: records the database could not take come back after
-/// 2 s, 4 s, 8 s, … instead of minutes.
+/// 1 s, 2 s, 4 s, then every 5 s, instead of up to a minute.
 pub const TEST_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),
     multiplier: 2,
+    cap: Duration::from_secs(5),
 };
 
 /// Event-source settings scaled for tests: small batches, a short window, and a

@@ -204,8 +204,8 @@ async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_store
 }
 
 /// A database outage within the backoff: 1 s visibility timeout, 5 receives,
-/// and the test backoff (2 s, 4 s, 8 s before the requeue on the fourth
-/// receive) hold an order 14 s; the outage below lasts 5 s.
+/// and the test backoff (1 s, 2 s, 4 s before the requeue on the fourth
+/// receive) hold an order 7 s; the outage below lasts 5 s.
 const WITHIN_BACKOFF: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 5,

@@ -43,6 +43,9 @@ enum Command {
         /// Growth of the backoff with each attempt.
         #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
         retry_multiplier: u32,
+        /// The longest the backoff hides a record, in seconds.
+        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
+        retry_cap_seconds: u64,
     },
     /// Apply the consumer's database migrations to DATABASE_URL (the tables'
     /// owner), and create and grant the role the consumer writes with.
@@ -84,6 +87,13 @@ enum Command {
         /// Growth of the backoff with each receive.
         #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
         retry_multiplier: u32,
+        /// The longest the backoff hides a record, in seconds: the bound on catch-up.
+        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
+        retry_cap_seconds: u64,
+        /// Run without the circuit breaker (the template deploys one): the
+        /// mapping then keeps polling through a database outage.
+        #[arg(long)]
+        no_breaker: bool,
     },
 }
 
@@ -105,12 +115,14 @@ impl Cli {
                 template,
                 retry_base_seconds,
                 retry_multiplier,
+                retry_cap_seconds,
             } => {
                 let template = Template::from_file(&template)?;
                 let policy = RetryPolicy {
                     backoff: Backoff {
                         base: Duration::from_secs(retry_base_seconds),
                         multiplier: retry_multiplier,
+                        cap: Duration::from_secs(retry_cap_seconds),
                     },
                     max_receive_count: Some(template.queues.max_receive_count),
                 };
@@ -144,6 +156,8 @@ impl Cli {
                 max_receive_count,
                 retry_base_seconds,
                 retry_multiplier,
+                retry_cap_seconds,
+                no_breaker,
             } => {
                 let template = Template::from_file(&template)?;
                 let mut settings = template.event_source;
@@ -164,25 +178,50 @@ impl Cli {
                     backoff: Backoff {
                         base: Duration::from_secs(retry_base_seconds),
                         multiplier: retry_multiplier,
+                        cap: Duration::from_secs(retry_cap_seconds),
                     },
                     max_receive_count: Some(
                         max_receive_count.unwrap_or(template.queues.max_receive_count),
                     ),
                 };
                 let consumer =
-                    Consumer::new(store, SqsRetryQueue::new(sqs.clone(), &queue_url), policy);
+                    Consumer::new(&store, SqsRetryQueue::new(sqs.clone(), &queue_url), policy);
                 let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
                     .await
                     .context("the queue to poll is not reachable")?;
                 let stop = support::shutdown_signal();
-                driver
-                    .run(async move {
-                        stop.await;
-                    })
-                    .await;
+                let polling = driver.run(async move {
+                    stop.await;
+                });
+                if no_breaker {
+                    polling.await;
+                } else {
+                    let switch = driver.switch();
+                    // The breaker never ends by itself: polling decides when to stop.
+                    tokio::select! {
+                        () = polling => {}
+                        () = run_breaker(&store, &switch) => {}
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The circuit breaker on the schedule AWS runs it on: a step every minute,
+/// every few seconds while the mapping is paused.
+async fn run_breaker(store: &PgStore, switch: &crate::driver::Switch) {
+    use consumer_lambda::breaker;
+    loop {
+        let wait = match breaker::step(store, switch).await {
+            Ok(step) => step.next_probe_in(),
+            Err(err) => {
+                tracing::warn!(error = %support::error_chain(&err), "the breaker's step failed");
+                breaker::SCHEDULE_INTERVAL
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

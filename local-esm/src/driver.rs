@@ -95,6 +95,57 @@ pub struct Driver<H> {
     region: String,
     settings: EventSourceSettings,
     handler: H,
+    switch: Switch,
+}
+
+/// The mapping's `Enabled` switch, as `UpdateEventSourceMapping` flips it: a
+/// disabled mapping starts no new poll (batches in flight finish), and the
+/// messages wait in the queue, visible, their receive counts untouched.
+#[derive(Debug, Clone)]
+pub struct Switch(std::sync::Arc<watch::Sender<bool>>);
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(watch::Sender::new(true)))
+    }
+}
+
+impl Switch {
+    pub fn enabled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub fn set(&self, enabled: bool) {
+        self.0.send_replace(enabled);
+    }
+
+    async fn until_enabled(&self) {
+        let mut enabled = self.0.subscribe();
+        // The sender lives as long as the switch, so this cannot fail.
+        let _ = enabled.wait_for(|enabled| *enabled).await;
+    }
+}
+
+impl consumer_lambda::breaker::Mapping for Switch {
+    async fn state(
+        &self,
+    ) -> Result<consumer_lambda::breaker::MappingState, consumer_lambda::breaker::MappingError>
+    {
+        use consumer_lambda::breaker::MappingState;
+        Ok(if self.enabled() {
+            MappingState::Enabled
+        } else {
+            MappingState::Disabled
+        })
+    }
+
+    async fn set_enabled(
+        &self,
+        enabled: bool,
+    ) -> Result<(), consumer_lambda::breaker::MappingError> {
+        self.set(enabled);
+        Ok(())
+    }
 }
 
 impl<H: BatchHandler> Driver<H> {
@@ -115,11 +166,17 @@ impl<H: BatchHandler> Driver<H> {
             region,
             settings,
             handler,
+            switch: Switch::default(),
         })
     }
 
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The switch a circuit breaker flips to pause and resume this mapping.
+    pub fn switch(&self) -> Switch {
+        self.switch.clone()
     }
 
     /// Polls until `shutdown` completes, then lets in-flight batches finish.
@@ -149,6 +206,12 @@ impl<H: BatchHandler> Driver<H> {
 
     async fn worker(&self, mut stopped: watch::Receiver<bool>) {
         while !*stopped.borrow() {
+            if !self.switch.enabled() {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = self.switch.until_enabled() => continue,
+                }
+            }
             tokio::select! {
                 biased;
                 _ = stopped.changed() => return,

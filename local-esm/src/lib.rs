@@ -18,5 +18,5 @@ pub mod queues;
 pub mod schedule;
 pub mod template;
 
-pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError};
+pub use driver::{BatchHandler, BatchOutcome, Driver, InProcess, InvocationError, Switch};
 pub use template::{EventSourceSettings, QueueSettings, Template};

@@ -22,9 +22,10 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "maxReceiveCount={max} backoff={}s×{}ⁿ",
+        "maxReceiveCount={max} backoff={}s×{}ⁿ⁻¹ capped at {}s",
         policy.backoff.base.as_secs(),
-        policy.backoff.multiplier
+        policy.backoff.multiplier,
+        policy.backoff.cap.as_secs()
     );
     let _ = writeln!(out, "copy  receive  at            then");
     let mut at = Duration::ZERO;
@@ -66,14 +67,21 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
             budget.as_secs()
         );
     }
+    let longest = policy.longest_wait();
+    let _ = writeln!(
+        out,
+        "longest an order waits after a failure: {} ({} s), the bound on catch-up",
+        human(longest),
+        longest.as_secs()
+    );
     let (length, requests) = cycle;
     if !length.is_zero() {
-        let per_day = f64::from(requests) * 86_400.0 / length.as_secs_f64();
+        let per_hour = f64::from(requests) * 3_600.0 / length.as_secs_f64();
         let _ = writeln!(
             out,
-            "later copies: {requests} SQS requests every {} = {per_day:.1} per order per day alone in a batch, {:.2} in full batches of ten",
+            "while the event source mapping polls: {requests} SQS requests every {} = {per_hour:.1} per order per hour alone in a batch, {:.2} in full batches of ten (none while the breaker has it paused)",
             human(length),
-            per_day / 10.0
+            per_hour / 10.0
         );
     }
     out
@@ -104,9 +112,18 @@ mod tests {
         assert!(text.contains("   0        1"), "{text}");
         assert!(text.contains("requeued"), "{text}");
         assert!(
-            text.contains("backoff before the first requeue: 6h 30m (23400 s)"),
+            text.contains("backoff before the first requeue: 2m 10s (130 s)"),
             "{text}"
         );
-        assert!(text.contains("per order per day"), "{text}");
+        assert!(
+            text.contains("longest an order waits after a failure: 1m 0s (60 s)"),
+            "{text}"
+        );
+        // Receives at 0, 10, 30, 70 and 130 s, the copy visible at 190 s:
+        // 4 postponements and a requeue, 11 requests per 190 s.
+        assert!(
+            text.contains("11 SQS requests every 3m 10s = 208.4 per order per hour"),
+            "{text}"
+        );
     }
 }

@@ -414,3 +414,66 @@ async fn the_local_queues_get_exactly_the_settings_of_the_sam_template() {
         serde_json::json!({"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]})
     );
 }
+
+#[tokio::test]
+async fn a_paused_mapping_receives_nothing_so_waiting_records_keep_their_receives() {
+    testkit::init_tracing();
+    // Records that always fail would reach the DLQ after 3 receives of 1 s each.
+    let queues = TestQueues::create(QueueSettings {
+        visibility_timeout_secs: 1,
+        max_receive_count: 3,
+    })
+    .await;
+    queues.send_bodies(&bodies("fail", 3)).await;
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(10, 200, 2),
+        Recorder::default(),
+    )
+    .await
+    .expect("driver");
+    let switch = driver.switch();
+    switch.set(false);
+
+    let run = driver.run(async {
+        // Paused for longer than the records would take to reach the DLQ: a
+        // duration is what this checks, no condition can stand for it.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            queues.dlq_depth().await,
+            0,
+            "nothing was received while paused"
+        );
+        assert_eq!(
+            queues.depth().await,
+            3,
+            "the records wait in the queue, visible"
+        );
+        switch.set(true);
+        eventually(
+            "the resumed mapping to receive them",
+            Duration::from_secs(30),
+            || async {
+                match driver.handler().events.lock().expect("lock").len() {
+                    0 => Err(0),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+    });
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the driver stops");
+    let events = driver.handler().events.lock().expect("lock");
+    let first = events.first().expect("a batch");
+    assert!(
+        first.records.iter().all(|r| r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .map(String::as_str)
+            == Some("1")),
+        "the first receive after the pause is each record's first"
+    );
+}

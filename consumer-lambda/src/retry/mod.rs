@@ -8,8 +8,8 @@
 //! So:
 //!
 //! - after each of the receives 1 … R−2 the record is **postponed**: its
-//!   visibility is stretched with `ChangeMessageVisibility`, growing with every
-//!   attempt ([`Backoff`]);
+//!   visibility is stretched with `ChangeMessageVisibility`, doubling with
+//!   every receive up to a cap of a minute ([`Backoff`]);
 //! - on receive R−1 it is **requeued**: sent to the queue again as a new message
 //!   (same body and attributes, so a fresh receive count, with a `requeued`
 //!   attribute counting the generations), and only once SQS has acknowledged
@@ -18,12 +18,13 @@
 //!   idempotent store absorbs, and the original still has its R-th receive to
 //!   spare, so that crash cannot push it into the DLQ either.
 //!
-//! The attempt number keeps growing across generations (generation × R plus the
-//! receive count), so a long outage settles at the longest delay SQS allows and
-//! costs a few requests per order per day. [`RetryPolicy::budget`] is how long
-//! the backoff alone holds an order before its first requeue: 6.5 h with the
-//! defaults (30 s × 5ⁿ) and the template's R = 6 (a test derives it from the
-//! template). Only poison (invalid orders, rows PostgreSQL refuses) reaches the DLQ.
+//! The delay depends on the receive count alone, so no order is ever hidden for
+//! longer than the cap ([`RetryPolicy::longest_wait`]): once the database
+//! answers again, the backlog is received within a minute. Cycling every
+//! minute through a long outage would cost requests per order per hour; the
+//! circuit breaker ([`crate::breaker`]) pauses the event source mapping while
+//! the database is down, so a waiting order costs nothing until it returns.
+//! Only poison (invalid orders, rows PostgreSQL refuses) reaches the DLQ.
 //!
 //! # Layout
 //! - `policy`: the arithmetic: [`Backoff`], and [`RetryPolicy`] deciding per
@@ -34,7 +35,7 @@
 mod policy;
 mod queue;
 
-pub use policy::{Backoff, MAX_DELAY, MAX_SEND_DELAY, Retry, RetryPolicy};
+pub use policy::{Backoff, MAX_SEND_DELAY, Retry, RetryPolicy};
 pub use queue::{
     NoRetryQueue, PostponeError, Postponed, REQUEUED_ATTRIBUTE, RequeueOutcome, Requeued,
     RetryQueue, SqsRetryQueue,

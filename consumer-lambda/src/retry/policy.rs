@@ -2,28 +2,31 @@
 
 use std::time::Duration;
 
-/// The longest delay asked for. SQS counts its 12-hour ceiling from when the
-/// message was received, and the event source mapping received it before the
-/// invocation began (batching window plus the invocation so far, 15 minutes at
-/// the very most), so a full 12 h would be refused.
-/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html>
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60 - 20 * 60);
-
 /// The longest `DelaySeconds` SQS accepts on a sent message.
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 
-/// Exponential backoff: after attempt n, wait `base × multiplierⁿ`, at most [`MAX_DELAY`].
+/// Exponential backoff with a cap: after attempt n, wait `base × multiplierⁿ⁻¹`,
+/// at most `cap`.
+///
+/// The cap is what bounds catch-up: whatever a record went through, it is
+/// never hidden for longer than `cap`, so once the database answers again every
+/// waiting order is received within `cap` (plus the time to drain the backlog).
+/// What a long outage would cost at that pace is the circuit breaker's to save
+/// ([`crate::breaker`]): while the database is down, the event source mapping
+/// is paused and nothing is received at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
     pub multiplier: u32,
+    pub cap: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            base: Duration::from_secs(30),
-            multiplier: 5,
+            base: Duration::from_secs(10),
+            multiplier: 2,
+            cap: Duration::from_secs(60),
         }
     }
 }
@@ -31,8 +34,11 @@ impl Default for Backoff {
 impl Backoff {
     /// How long a record stays hidden after its `attempt`-th failure (from 1).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = self.multiplier.max(1).saturating_pow(attempt.max(1));
-        self.base.saturating_mul(factor).min(MAX_DELAY)
+        let factor = self
+            .multiplier
+            .max(1)
+            .saturating_pow(attempt.max(1).saturating_sub(1));
+        self.base.saturating_mul(factor).min(self.cap)
     }
 }
 
@@ -56,26 +62,23 @@ pub enum Retry {
 }
 
 impl RetryPolicy {
-    /// The decision for a record on its `receive_count`-th receive of copy `generation`.
+    /// The decision for a record on its `receive_count`-th receive of copy
+    /// `generation`. The delay depends on the receive count alone: a requeued
+    /// copy starts again from the short delays, so no history of failures
+    /// ever hides an order for longer than the backoff's cap.
     pub fn after_failure(&self, receive_count: u32, generation: u32) -> Retry {
         let receive_count = receive_count.max(1);
+        let delay = self.backoff.delay(receive_count);
         match self.max_receive_count {
             Some(max) if receive_count.saturating_add(1) >= max => Retry::Requeue {
                 generation: generation.saturating_add(1),
-                delay: self
-                    .backoff
-                    .delay(attempt(generation, receive_count, max))
-                    .min(MAX_SEND_DELAY),
+                delay: delay.min(MAX_SEND_DELAY),
             },
-            max => Retry::Postpone(self.backoff.delay(attempt(
-                generation,
-                receive_count,
-                max.unwrap_or(0),
-            ))),
+            _ => Retry::Postpone(delay),
         }
     }
 
-    /// How long an outage the backoff alone covers before the first requeue:
+    /// How long the backoff alone holds an order before its first requeue:
     /// the delays after receives 1 … R−2 (receive R−1 requeues).
     pub fn budget(&self) -> Option<Duration> {
         let max = self.max_receive_count?;
@@ -85,13 +88,12 @@ impl RetryPolicy {
                 .sum(),
         )
     }
-}
 
-/// Attempts run on across generations, so a requeued copy keeps the long delays.
-fn attempt(generation: u32, receive_count: u32, max_receive_count: u32) -> u32 {
-    generation
-        .saturating_mul(max_receive_count)
-        .saturating_add(receive_count)
+    /// The longest any valid record stays hidden after a failure, whatever
+    /// its history: the bound on catch-up once the database answers again.
+    pub fn longest_wait(&self) -> Duration {
+        self.backoff.delay(u32::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -108,19 +110,28 @@ mod tests {
     }
 
     #[test]
-    fn the_delay_grows_by_the_multiplier_with_each_attempt() {
+    fn the_delay_doubles_with_each_attempt_up_to_the_cap() {
         let backoff = Backoff::default();
-        assert_eq!(backoff.delay(1), Duration::from_secs(150));
-        assert_eq!(backoff.delay(2), Duration::from_secs(750));
-        assert_eq!(backoff.delay(4), Duration::from_secs(18_750));
+        let delays: Vec<u64> = (1..=6).map(|n| backoff.delay(n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60, 60]);
+        assert_eq!(backoff.delay(u32::MAX), backoff.cap);
     }
 
     #[test]
-    fn the_delay_never_exceeds_what_sqs_accepts_after_a_receive() {
-        let backoff = Backoff::default();
-        assert_eq!(backoff.delay(50), MAX_DELAY);
-        assert_eq!(backoff.delay(u32::MAX), MAX_DELAY);
-        assert!(MAX_DELAY < Duration::from_secs(12 * 60 * 60));
+    fn no_record_is_ever_hidden_longer_than_the_cap_whatever_its_history() {
+        let policy = policy();
+        for generation in [0, 1, 7, u32::MAX - 1] {
+            for receive in [0, 1, 2, R - 1, R, R + 5, u32::MAX] {
+                let wait = match policy.after_failure(receive, generation) {
+                    Retry::Postpone(delay) | Retry::Requeue { delay, .. } => delay,
+                };
+                assert!(
+                    wait <= policy.backoff.cap,
+                    "receive {receive} of copy {generation} waits {wait:?}"
+                );
+            }
+        }
+        assert_eq!(policy.longest_wait(), Duration::from_secs(60));
     }
 
     #[test]
@@ -143,7 +154,7 @@ mod tests {
         match policy().after_failure(R - 1, 0) {
             Retry::Requeue { generation, delay } => {
                 assert_eq!(generation, 1);
-                assert_eq!(delay, MAX_SEND_DELAY);
+                assert_eq!(delay, Backoff::default().delay(R - 1));
             }
             other => panic!("expected a requeue, got {other:?}"),
         }
@@ -159,13 +170,27 @@ mod tests {
     }
 
     #[test]
-    fn a_requeued_copy_keeps_the_long_delays_of_its_generation() {
-        let first_of_copy = policy().after_failure(1, 1);
-        let last_of_original = policy().backoff.delay(R - 2);
-        match first_of_copy {
-            Retry::Postpone(delay) => assert!(delay > last_of_original, "{delay:?}"),
-            other => panic!("expected a postponement, got {other:?}"),
-        }
+    fn a_requeued_copy_starts_again_from_the_short_delays() {
+        assert_eq!(
+            policy().after_failure(1, 3),
+            Retry::Postpone(Backoff::default().base)
+        );
+    }
+
+    #[test]
+    fn a_requeue_never_asks_for_more_delay_than_sqs_accepts_on_a_send() {
+        let policy = RetryPolicy {
+            backoff: Backoff {
+                base: Duration::from_secs(600),
+                multiplier: 2,
+                cap: Duration::from_secs(3600),
+            },
+            ..policy()
+        };
+        assert!(matches!(
+            policy.after_failure(R, 9),
+            Retry::Requeue { delay, .. } if delay == MAX_SEND_DELAY
+        ));
     }
 
     #[test]
@@ -180,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_budget_counts_the_delays_before_the_requeue() {
-        // Receives at 0, 150, 900, 4,650 and 23,400 s: the fifth requeues.
-        assert_eq!(policy().budget(), Some(Duration::from_secs(23_400)));
+        // Receives at 0, 10, 30, 70 and 130 s: the fifth requeues.
+        assert_eq!(policy().budget(), Some(Duration::from_secs(130)));
     }
 }

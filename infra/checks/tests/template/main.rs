@@ -4,6 +4,7 @@
 //! for this system. Limits come from the template's own parameters (and from
 //! AWS's published figures, cited where they are used), not from copies of them.
 
+mod breaker;
 mod consumer;
 mod database;
 mod helpers;

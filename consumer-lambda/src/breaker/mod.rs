@@ -1,0 +1,334 @@
+//! The circuit breaker: the event source mapping is paused while the consumer
+//! cannot store, and resumed as soon as it can.
+//!
+//! While the database is down, every receive of a waiting order costs SQS
+//! requests and spends one of its receives, and the backoff's cap
+//! ([`crate::retry::Backoff`]) makes that happen every minute. Paused, the
+//! mapping receives nothing: the orders wait in the queue, visible, costing
+//! nothing and keeping their receive counts. The probe is the consumer function
+//! itself, asked to check its own way to the database, so it also fails when
+//! Lambda throttles the function or its runtime cannot start: each of those
+//! would otherwise spend receives without the handler ever seeing the records.
+//! AWS names pausing the mapping as the way to stop processing
+//! (<https://docs.aws.amazon.com/lambda/latest/api/API_UpdateEventSourceMapping.html>:
+//! "pause invocation and resume later from the same location").
+//!
+//! One [`step`] probes and acts. In AWS a schedule runs the breaker function
+//! every minute ([`SCHEDULE_INTERVAL`]); while the mapping is paused, the run
+//! keeps probing every [`OPEN_PROBE_INTERVAL`] until shortly before its own
+//! deadline, so the mapping resumes within seconds of the database answering.
+//! Locally `local-esm run` calls [`step`] on the same intervals.
+//!
+//! # Layout
+//! - this file: the decision ([`decide`]), one [`step`], the probe of the
+//!   database ([`Probe`] for [`crate::PgStore`]) and the run of one scheduled
+//!   invocation ([`run_until`]).
+//! - `lambda`: the AWS side: the probe as an invocation of the consumer
+//!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
+
+mod lambda;
+
+pub use lambda::{LambdaMapping, LambdaProbe};
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How often the schedule runs the breaker (EventBridge Scheduler's `rate(1 minute)`,
+/// its finest rate), and so how soon a failing consumer is paused.
+pub const SCHEDULE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often a paused mapping is probed: the part of catch-up the breaker adds.
+pub const OPEN_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The payload that asks the consumer function for a probe instead of a batch.
+pub const PROBE_PAYLOAD: &str = r#"{"probe":{}}"#;
+
+/// What a probe of the consumer found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// It can reach the database and may write the orders.
+    Healthy,
+    /// It cannot store now, and why (for the log an operator reads).
+    Unhealthy(String),
+    /// The breaker could not ask (its own permissions, the network): it
+    /// leaves the mapping as it is, so a broken breaker never stops consumption.
+    Unknown(String),
+}
+
+/// The event source mapping as the breaker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingState {
+    Enabled,
+    Disabled,
+    /// Lambda is still applying an earlier change (`Enabling`, `Disabling`,
+    /// `Updating`, …): nothing to do until it settles.
+    Changing(String),
+}
+
+/// What the breaker does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Keep,
+}
+
+/// The decision, on its own: pause a mapping whose consumer cannot store,
+/// resume one that can, and leave anything in transition alone.
+pub fn decide(health: &Health, state: &MappingState) -> Action {
+    match (health, state) {
+        (Health::Unhealthy(_), MappingState::Enabled) => Action::Pause,
+        (Health::Healthy, MappingState::Disabled) => Action::Resume,
+        _ => Action::Keep,
+    }
+}
+
+/// How long a probe may take: a frozen database must not hold the breaker.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the consumer whether it can store.
+pub trait Probe: Send + Sync {
+    fn probe(&self) -> impl Future<Output = Health> + Send;
+}
+
+/// The consumer's own check, run where the consumer runs (in AWS, inside the
+/// consumer function, asked with [`PROBE_PAYLOAD`]).
+impl Probe for crate::PgStore {
+    async fn probe(&self) -> Health {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.can_store()).await {
+            Ok(Ok(true)) => Health::Healthy,
+            Ok(Ok(false)) => Health::Unhealthy(
+                "the writer may not insert into orders and order_conflicts: run the migrations (scripts/deploy)"
+                    .into(),
+            ),
+            Ok(Err(err)) => Health::Unhealthy(match crate::store::sqlstate(&err) {
+                Some(code) => format!("SQLSTATE {code}: {}", support::error_chain(&err)),
+                None => support::error_chain(&err),
+            }),
+            Err(_elapsed) => Health::Unhealthy(format!(
+                "the database did not answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+/// The event source mapping's switch.
+pub trait Mapping: Send + Sync {
+    fn state(&self) -> impl Future<Output = Result<MappingState, MappingError>> + Send;
+    fn set_enabled(&self, enabled: bool) -> impl Future<Output = Result<(), MappingError>> + Send;
+}
+
+/// The mapping could not be read or changed; the next step tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} the event source mapping failed; the breaker tries again on its next run")]
+pub struct MappingError {
+    pub action: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What one step saw and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub health: Health,
+    pub before: MappingState,
+    pub action: Action,
+}
+
+impl Step {
+    /// Is the mapping paused (or being paused) after this step? Then the
+    /// breaker probes again soon.
+    pub fn open(&self) -> bool {
+        match self.action {
+            Action::Pause => true,
+            Action::Resume => false,
+            Action::Keep => self.before != MappingState::Enabled,
+        }
+    }
+
+    /// When to probe next.
+    pub fn next_probe_in(&self) -> Duration {
+        if self.open() {
+            OPEN_PROBE_INTERVAL
+        } else {
+            SCHEDULE_INTERVAL
+        }
+    }
+}
+
+/// Probes, then pauses or resumes the mapping as [`decide`] says, logging
+/// every change and every reason.
+pub async fn step(probe: &impl Probe, mapping: &impl Mapping) -> Result<Step, MappingError> {
+    let health = probe.probe().await;
+    let before = mapping.state().await?;
+    let action = decide(&health, &before);
+    match (&action, &health) {
+        (Action::Pause, Health::Unhealthy(reason)) => {
+            tracing::warn!(%reason, "the consumer cannot store: pausing the event source mapping; orders wait in the queue")
+        }
+        (Action::Resume, _) => {
+            tracing::info!("the consumer can store again: resuming the event source mapping")
+        }
+        (Action::Keep, Health::Unhealthy(reason)) => {
+            tracing::warn!(%reason, state = ?before, "the consumer still cannot store")
+        }
+        (Action::Keep, Health::Unknown(reason)) => {
+            tracing::error!(%reason, state = ?before, "the breaker could not probe the consumer; the mapping is left as it is")
+        }
+        _ => tracing::debug!(state = ?before, "the consumer can store"),
+    }
+    match action {
+        Action::Pause => mapping.set_enabled(false).await?,
+        Action::Resume => mapping.set_enabled(true).await?,
+        Action::Keep => {}
+    }
+    Ok(Step {
+        health,
+        before,
+        action,
+    })
+}
+
+/// One scheduled run of the breaker: a step, then, while the mapping stays
+/// paused, a step every [`OPEN_PROBE_INTERVAL`] until `until`. The last step.
+pub async fn run_until(
+    probe: &impl Probe,
+    mapping: &impl Mapping,
+    until: tokio::time::Instant,
+) -> Result<Step, MappingError> {
+    loop {
+        let step = step(probe, mapping).await?;
+        let next = tokio::time::Instant::now() + OPEN_PROBE_INTERVAL;
+        if !step.open() || next > until {
+            return Ok(step);
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn a_consumer_that_cannot_store_pauses_an_enabled_mapping_and_one_that_can_resumes_it() {
+        let down = Health::Unhealthy("connection refused".into());
+        assert_eq!(decide(&down, &MappingState::Enabled), Action::Pause);
+        assert_eq!(decide(&down, &MappingState::Disabled), Action::Keep);
+        assert_eq!(
+            decide(&Health::Healthy, &MappingState::Disabled),
+            Action::Resume
+        );
+        assert_eq!(
+            decide(&Health::Healthy, &MappingState::Enabled),
+            Action::Keep
+        );
+    }
+
+    #[test]
+    fn a_probe_that_could_not_be_made_leaves_the_mapping_as_it_is() {
+        let unknown = Health::Unknown("AccessDeniedException".into());
+        assert_eq!(decide(&unknown, &MappingState::Enabled), Action::Keep);
+        assert_eq!(decide(&unknown, &MappingState::Disabled), Action::Keep);
+    }
+
+    #[test]
+    fn a_mapping_in_transition_is_left_alone() {
+        let changing = MappingState::Changing("Enabling".into());
+        assert_eq!(decide(&Health::Healthy, &changing), Action::Keep);
+        assert_eq!(
+            decide(&Health::Unhealthy("x".into()), &changing),
+            Action::Keep
+        );
+    }
+
+    struct Fixed(Health);
+
+    impl Probe for Fixed {
+        async fn probe(&self) -> Health {
+            self.0.clone()
+        }
+    }
+
+    struct Switch(Mutex<MappingState>);
+
+    impl Mapping for Switch {
+        async fn state(&self) -> Result<MappingState, MappingError> {
+            Ok(self.0.lock().expect("lock").clone())
+        }
+
+        async fn set_enabled(&self, enabled: bool) -> Result<(), MappingError> {
+            *self.0.lock().expect("lock") = if enabled {
+                MappingState::Enabled
+            } else {
+                MappingState::Disabled
+            };
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paused_mapping_is_probed_every_few_seconds_and_a_running_one_every_minute() {
+        let mapping = Switch(Mutex::new(MappingState::Enabled));
+        let down = step(&Fixed(Health::Unhealthy("28P01".into())), &mapping)
+            .await
+            .expect("step");
+        assert_eq!(down.action, Action::Pause);
+        assert_eq!(*mapping.0.lock().expect("lock"), MappingState::Disabled);
+        assert_eq!(down.next_probe_in(), OPEN_PROBE_INTERVAL);
+
+        let still_down = step(&Fixed(Health::Unhealthy("28P01".into())), &mapping)
+            .await
+            .expect("step");
+        assert_eq!(still_down.action, Action::Keep);
+        assert_eq!(still_down.next_probe_in(), OPEN_PROBE_INTERVAL);
+
+        let back = step(&Fixed(Health::Healthy), &mapping).await.expect("step");
+        assert_eq!(back.action, Action::Resume);
+        assert_eq!(*mapping.0.lock().expect("lock"), MappingState::Enabled);
+        assert_eq!(back.next_probe_in(), SCHEDULE_INTERVAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scheduled_run_keeps_probing_a_paused_mapping_until_its_deadline() {
+        let mapping = Switch(Mutex::new(MappingState::Enabled));
+        let started = tokio::time::Instant::now();
+        let last = run_until(
+            &Fixed(Health::Unhealthy("connection refused".into())),
+            &mapping,
+            started + Duration::from_secs(45),
+        )
+        .await
+        .expect("run");
+        assert!(last.open());
+        // Probes at 0, 10, 20, 30 and 40 s; the one at 50 s is the next run's.
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+
+        let closed = run_until(
+            &Fixed(Health::Healthy),
+            &mapping,
+            started + Duration::from_secs(100),
+        )
+        .await
+        .expect("run");
+        assert_eq!(closed.action, Action::Resume);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(40),
+            "a closed breaker returns at once"
+        );
+    }
+
+    #[test]
+    fn the_breaker_adds_less_to_catch_up_than_the_backoffs_cap() {
+        // Catch-up after an outage is bounded by the larger of the two: the
+        // paused mapping's probe interval and the longest postponement.
+        assert!(OPEN_PROBE_INTERVAL <= crate::retry::Backoff::default().cap);
+        assert!(
+            OPEN_PROBE_INTERVAL + crate::retry::Backoff::default().cap <= Duration::from_secs(120)
+        );
+    }
+}

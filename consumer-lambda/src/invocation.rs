@@ -1,0 +1,135 @@
+//! What the consumer function is invoked with: a batch from the event source
+//! mapping, or the circuit breaker's probe ([`crate::breaker::PROBE_PAYLOAD`]).
+//!
+//! Read in one pass, without buffering the payload first (as an untagged enum
+//! would), so a batch of a thousand records costs what the `SqsEvent` alone costs.
+
+use std::fmt;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::breaker::Health;
+
+/// One invocation's payload.
+#[derive(Debug)]
+pub enum Invocation {
+    Batch(SqsEvent),
+    Probe,
+}
+
+impl<'de> Deserialize<'de> for Invocation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Invocation;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#"an SQS event ({"Records": […]}) or the breaker's probe ({"probe": {}})"#,
+                )
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Invocation, A::Error> {
+                let mut records: Option<Vec<SqsMessage>> = None;
+                let mut probe = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "Records" => records = Some(map.next_value()?),
+                        "probe" => {
+                            map.next_value::<IgnoredAny>()?;
+                            probe = true;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                match (records, probe) {
+                    (Some(records), _) => {
+                        let mut event = SqsEvent::default();
+                        event.records = records;
+                        Ok(Invocation::Batch(event))
+                    }
+                    (None, true) => Ok(Invocation::Probe),
+                    (None, false) => Err(serde::de::Error::missing_field("Records")),
+                }
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// The probe's answer, read by the breaker function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ProbeAnswer {
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<Health> for ProbeAnswer {
+    fn from(health: Health) -> Self {
+        match health {
+            Health::Healthy => Self {
+                healthy: true,
+                reason: None,
+            },
+            Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
+                healthy: false,
+                reason: Some(reason),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sqs_event_is_read_as_a_batch() {
+        let event = r#"{"Records":[{"messageId":"m-1","body":"{}","attributes":{},"messageAttributes":{}}]}"#;
+        match serde_json::from_str::<Invocation>(event).expect("an event") {
+            Invocation::Batch(event) => {
+                assert_eq!(event.records.len(), 1);
+                assert_eq!(event.records[0].message_id.as_deref(), Some("m-1"));
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_breakers_payload_is_read_as_a_probe() {
+        let probe = serde_json::from_str::<Invocation>(crate::breaker::PROBE_PAYLOAD);
+        assert!(matches!(probe, Ok(Invocation::Probe)), "{probe:?}");
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_what_was_expected() {
+        for payload in [r#"{}"#, r#"{"records":[]}"#, r#"[]"#, r#""probe""#] {
+            let err = serde_json::from_str::<Invocation>(payload).expect_err(payload);
+            let text = err.to_string();
+            assert!(
+                text.contains("Records") || text.contains("probe"),
+                "{payload}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unhealthy_answer_carries_its_reason() {
+        let answer = ProbeAnswer::from(Health::Unhealthy("SQLSTATE 28P01".into()));
+        assert_eq!(
+            serde_json::to_string(&answer).expect("json"),
+            r#"{"healthy":false,"reason":"SQLSTATE 28P01"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ProbeAnswer::from(Health::Healthy)).expect("json"),
+            r#"{"healthy":true}"#
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The circuit breaker: what it may do, what it is told, how often it runs, and
+//! the alarm on what it reports; each figure read from the code's own constants.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use consumer_lambda::breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
+use consumer_lambda::metrics::{BREAKER_OPEN, NAMESPACE};
+use infra_checks::{as_u64, reference};
+
+use crate::helpers::{actions, at, items, name_of, properties, role_statements, template, text};
+
+#[test]
+fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
+    let t = template();
+    let statements = role_statements(&t, "BreakerRole");
+    let granted: BTreeSet<(String, String)> = statements
+        .values()
+        .flat_map(|s| {
+            let resources: Vec<String> =
+                items(s.get("Resource")).into_iter().map(name_of).collect();
+            actions(s)
+                .into_iter()
+                .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
+        })
+        .collect();
+    let mapping = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:${ConsumerFunctionOrders}";
+    let expected: BTreeSet<(String, String)> = [
+        ("logs:CreateLogStream", "${BreakerLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${BreakerLogGroup.Arn}"),
+        ("lambda:InvokeFunction", "ConsumerFunction.Arn"),
+        ("lambda:GetEventSourceMapping", mapping),
+        ("lambda:UpdateEventSourceMapping", mapping),
+    ]
+    .into_iter()
+    .map(|(a, r)| (a.to_owned(), r.to_owned()))
+    .collect();
+    assert_eq!(granted, expected);
+    assert!(
+        statements
+            .values()
+            .all(|s| s.get("Effect").map(text) == Some("Allow") && s.get("Condition").is_none())
+    );
+}
+
+#[test]
+fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
+    let t = template();
+    // SAM names the mapping of an SQS event <function><event>.
+    let events = at(
+        &t,
+        &["Resources", "ConsumerFunction", "Properties", "Events"],
+    )
+    .as_mapping()
+    .expect("events");
+    let sqs: Vec<String> = events
+        .iter()
+        .filter(|(_, e)| e.get("Type").map(text) == Some("SQS"))
+        .map(|(name, _)| format!("ConsumerFunction{}", text(name)))
+        .collect();
+    assert_eq!(sqs, ["ConsumerFunctionOrders"], "one SQS event source");
+
+    let env = at(
+        &t,
+        &[
+            "Resources",
+            "BreakerFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    assert_eq!(env.get("TASK").map(text), Some("breaker"));
+    assert_eq!(
+        env.get("CONSUMER_FUNCTION").and_then(reference),
+        Some("ConsumerFunction")
+    );
+    assert_eq!(
+        env.get("EVENT_SOURCE_MAPPING").and_then(reference),
+        Some(sqs[0].as_str())
+    );
+    let resolved: HashMap<&str, &str> = [
+        ("TASK", "breaker"),
+        ("CONSUMER_FUNCTION", "orders-consumer"),
+        (
+            "EVENT_SOURCE_MAPPING",
+            "14e0db71-5d35-4eb5-b481-8945cf9d10c2",
+        ),
+    ]
+    .into();
+    consumer_lambda::config::BreakerConfig::from_lookup(|name| {
+        resolved.get(name).map(|v| (*v).to_owned())
+    })
+    .unwrap_or_else(|err| panic!("the breaker refuses the template's environment: {err}"));
+    assert!(
+        env.as_mapping().expect("variables").len() == resolved.len(),
+        "the breaker is told nothing else"
+    );
+}
+
+#[test]
+fn the_breaker_runs_outside_the_vpc_on_the_schedule_its_code_expects() {
+    let t = template();
+    let function = properties(&t, "BreakerFunction");
+    assert!(
+        function.get("VpcConfig").is_none(),
+        "it calls only Lambda's API, reachable without a VPC endpoint from outside a VPC"
+    );
+    let events = function
+        .get("Events")
+        .and_then(|e| e.as_mapping())
+        .expect("a schedule");
+    let schedules: Vec<&str> = events
+        .iter()
+        .filter(|(_, e)| e.get("Type").map(text) == Some("ScheduleV2"))
+        .filter_map(|(_, e)| e.get("Properties")?.get("ScheduleExpression").map(text))
+        .collect();
+    let minutes = SCHEDULE_INTERVAL.as_secs() / 60;
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    assert_eq!(schedules, [format!("rate({minutes} {unit})").as_str()]);
+
+    // A run stops probing two probe timeouts before its deadline and must end
+    // before the next run begins; in between it has room for probes.
+    let timeout = Duration::from_secs(
+        function
+            .get("Timeout")
+            .and_then(as_u64)
+            .expect("the breaker's own Timeout"),
+    );
+    assert!(
+        timeout < SCHEDULE_INTERVAL,
+        "runs do not pile up: {timeout:?}"
+    );
+    assert!(
+        timeout >= OPEN_PROBE_INTERVAL * 3 + PROBE_TIMEOUT * 2,
+        "a run has room for several probes: {timeout:?}"
+    );
+    assert_eq!(
+        function
+            .get("EventInvokeConfig")
+            .and_then(|c| c.get("MaximumRetryAttempts"))
+            .and_then(as_u64),
+        Some(0),
+        "a failed run is not retried: the next minute's run replaces it"
+    );
+}
+
+#[test]
+fn a_paused_consumer_raises_an_alarm_on_the_breakers_own_metric() {
+    let t = template();
+    let alarm = properties(&t, "ConsumerPausedAlarm");
+    assert_eq!(alarm.get("Namespace").map(text), Some(NAMESPACE));
+    assert_eq!(alarm.get("MetricName").map(text), Some(BREAKER_OPEN));
+    let dimensions = items(alarm.get("Dimensions"));
+    assert_eq!(dimensions.len(), 1);
+    assert_eq!(dimensions[0].get("Name").map(text), Some("FunctionName"));
+    assert_eq!(
+        dimensions[0].get("Value").and_then(reference),
+        Some("ConsumerFunction"),
+        "the breaker reports under the consumer function's name"
+    );
+    let period = alarm.get("Period").and_then(as_u64).expect("a period");
+    let periods = alarm
+        .get("EvaluationPeriods")
+        .and_then(as_u64)
+        .expect("evaluation periods");
+    assert!(
+        period * periods <= 5 * 60,
+        "an operator hears of a paused consumer within minutes"
+    );
+    assert!(
+        items(alarm.get("AlarmActions"))
+            .iter()
+            .any(|a| reference(a) == Some("AlarmTopic"))
+    );
+}
