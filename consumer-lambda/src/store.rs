@@ -235,6 +235,11 @@ const RECORD_CONFLICTS: &str = "
     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[], $5::jsonb[])
     ON CONFLICT DO NOTHING";
 
+/// Which of these newcomers `order_conflicts` holds already.
+const KEPT_CONFLICTS: &str = "
+    SELECT order_id, content_sha256 FROM order_conflicts
+    WHERE (order_id, content_sha256) IN (SELECT * FROM unnest($1::uuid[], $2::bytea[]))";
+
 /// PostgreSQL behind a small pool that connects lazily, on the first batch, and
 /// replaces a connection that broke, so the store outlives a database restart.
 /// It expects the schema in place ([`crate::migrations`] runs once per deploy)
@@ -432,15 +437,18 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
         }
     }
     if !conflicts.is_empty() {
-        outcome.conflicts = record_conflicts(client, &conflicts).await?;
-        outcome.duplicates += conflicts.len() as u64 - outcome.conflicts;
-        for row in &conflicts {
+        let kept = keep_conflicts(client, &conflicts).await?;
+        outcome.conflicts = kept.kept;
+        outcome.duplicates += (conflicts.len() - kept.refused.len()) as u64 - kept.kept;
+        let refused: HashSet<usize> = kept.refused.iter().map(|r| r.index).collect();
+        for row in conflicts.iter().filter(|row| !refused.contains(&row.index)) {
             tracing::warn!(
                 order_id = %row.order_id(),
                 message_id = %row.delivery.message_id,
                 "another order is already stored under this order_id; kept in order_conflicts"
             );
         }
+        outcome.refused.extend(kept.refused);
     }
     Ok(outcome)
 }
@@ -746,6 +754,73 @@ async fn insert_in_transaction(
     let inserted = inserted?.iter().map(|row| row.get(0)).collect();
     committed?;
     Ok(inserted)
+}
+
+/// What keeping the conflicting newcomers did.
+struct Kept {
+    /// Newly kept in `order_conflicts` (the others were kept before).
+    kept: u64,
+    /// Newcomers `order_conflicts` refused for their data.
+    refused: Vec<Refused>,
+}
+
+/// Keeps the conflicting newcomers as [`bisect`] writes orders: a newcomer
+/// `order_conflicts` refuses for its data (a rule added to the table since, a
+/// value it cannot hold) is halved out and refused alone, so it fails only its
+/// own record, never the conflicts beside it nor the batch, whose orders are
+/// committed by now. Refused alone, it is refused only if it was not kept before.
+async fn keep_conflicts(client: &Client, rows: &[&Row<'_>]) -> Result<Kept, tokio_postgres::Error> {
+    let mut kept = 0;
+    let mut alone: Vec<(&Row, tokio_postgres::Error)> = Vec::new();
+    // Half-open ranges of `rows`, a stack so the first half is kept first.
+    let mut parts = vec![(0, rows.len())];
+    while let Some((start, end)) = parts.pop() {
+        let part = &rows[start..end];
+        if part.is_empty() {
+            continue;
+        }
+        match record_conflicts(client, part).await {
+            Ok(recorded) => kept += recorded,
+            Err(err) if is_permanent(&err) && part.len() == 1 => alone.push((part[0], err)),
+            Err(err) if is_permanent(&err) => {
+                let middle = start + part.len() / 2;
+                parts.push((middle, end));
+                parts.push((start, middle));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut refused = Vec::new();
+    if alone.is_empty() {
+        return Ok(Kept { kept, refused });
+    }
+    let ids: Vec<Uuid> = alone.iter().map(|(row, _)| row.order_id()).collect();
+    let hashes: Vec<&[u8]> = alone.iter().map(|(row, _)| row.hash().as_slice()).collect();
+    let kept_before: HashSet<(Uuid, Vec<u8>)> = client
+        .query_typed(
+            KEPT_CONFLICTS,
+            &[(&ids, Type::UUID_ARRAY), (&hashes, Type::BYTEA_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for (row, err) in alone {
+        if kept_before.contains(&(row.order_id(), row.hash().to_vec())) {
+            continue;
+        }
+        tracing::warn!(
+            message_id = %row.delivery.message_id,
+            order_id = %row.order_id(),
+            error = %support::error_chain(&err),
+            "order_conflicts refused this conflicting order; it is reported failed on its own"
+        );
+        refused.push(Refused {
+            index: row.index,
+            reason: support::error_chain(&err),
+        });
+    }
+    Ok(Kept { kept, refused })
 }
 
 /// Keeps each conflicting newcomer once per distinct content.

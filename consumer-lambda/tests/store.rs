@@ -446,6 +446,78 @@ async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_block
 }
 
 #[tokio::test]
+async fn a_conflict_that_order_conflicts_refuses_fails_alone_and_its_batch_is_stored() {
+    testkit::init_tracing();
+    for (new_orders, redelivered) in [(2, false), (2, true), (LARGE, false), (LARGE, true)] {
+        let path = format!("{new_orders} new rows, redelivered: {redelivered}");
+        let (kept, refused) = (Uuid::new_v4(), Uuid::new_v4());
+        let (db, store) = store_holding("stored-1", kept).await;
+        store
+            .insert(&refs(&[delivery("stored-2", refused)]))
+            .await
+            .expect("stored");
+        // A rule added to order_conflicts since (NOT VALID: rows kept before are
+        // not checked) that one newcomer breaks; the other is kept as usual.
+        db.connect()
+            .await
+            .batch_execute(
+                "ALTER TABLE order_conflicts ADD CONSTRAINT no_unkeepable
+                     CHECK (body->>'customer_id' <> 'unkeepable') NOT VALID",
+            )
+            .await
+            .expect("constraint");
+        let mut batch = fresh(new_orders);
+        batch.insert(
+            1,
+            Delivery {
+                redelivered,
+                ..conflicting("conflict-kept", kept)
+            },
+        );
+        let mut unkeepable = Delivery {
+            redelivered,
+            ..delivery("conflict-refused", refused)
+        };
+        unkeepable.placed = OrderPlaced::new(order(refused, "unkeepable"), Utc::now());
+        batch.push(unkeepable);
+
+        let outcome = store
+            .insert(&refs(&batch))
+            .await
+            .unwrap_or_else(|err| panic!("{path}: one refused conflict failed the batch: {err:?}"));
+        assert_eq!(
+            (outcome.stored, outcome.duplicates, outcome.conflicts),
+            (new_orders as u64, 0, 1),
+            "{path}"
+        );
+        assert_eq!(
+            outcome.refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [new_orders + 1],
+            "{path}"
+        );
+        assert!(
+            outcome.refused[0].reason.contains("no_unkeepable"),
+            "{path}: {}",
+            outcome.refused[0].reason
+        );
+        let client = db.connect().await;
+        assert_eq!(
+            count(&client, "SELECT count(*) FROM orders").await,
+            new_orders as i64 + 2,
+            "{path}"
+        );
+        let conflicts: Vec<String> = client
+            .query("SELECT sqs_message_id FROM order_conflicts", &[])
+            .await
+            .expect("conflicts")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(conflicts, ["conflict-kept"], "{path}");
+    }
+}
+
+#[tokio::test]
 async fn an_order_stored_by_someone_else_meanwhile_is_a_duplicate_not_an_error() {
     stored_meanwhile(SMALL).await;
 }
