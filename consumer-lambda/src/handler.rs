@@ -12,7 +12,7 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::metrics::BatchMetrics;
 use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, RetryQueue};
-use crate::store::{Delivery, OrderStore, Stored};
+use crate::store::{Delivery, OrderStore, Outcome, Stored};
 
 /// How long before the invocation's deadline the handler stops waiting on the
 /// database, to postpone what it could not store and answer in time. An
@@ -145,20 +145,15 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     metrics.duplicates = stored.duplicates;
                     metrics.conflicts = stored.conflicts;
                     metrics.rejected += stored.refused.len();
-                    let mut refused = vec![false; valid.len()];
                     for r in &stored.refused {
-                        refused[r.index] = true;
                         let record = &valid[r.index];
                         if record.message_id().is_empty() {
                             return Err(BatchError::MissingMessageId);
                         }
                         failed.push(record.message_id().to_owned());
                     }
-                    // One line per order in its span (message id, order id,
-                    // request id): how an order is followed to its row, and
-                    // what scripts/deploy's canary check looks for.
-                    for (record, _) in valid.iter().zip(&refused).filter(|(_, r)| !**r) {
-                        record.span.in_scope(|| info!("order stored"));
+                    for (record, outcome) in valid.iter().zip(&stored.outcomes) {
+                        record.span.in_scope(|| log_outcome(*outcome));
                     }
                 }
                 None => {
@@ -305,6 +300,25 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
     }
 }
 
+/// One line per order in its span (message id, order id, request id), saying
+/// what became of it: how an order is followed to its row. scripts/deploy's
+/// canary check greps for `order (already )?stored`: a canary stored now or
+/// before passes, one in conflict does not.
+fn log_outcome(outcome: Outcome) {
+    match outcome {
+        Outcome::Stored => info!("order stored"),
+        Outcome::Duplicate => info!("order already stored (duplicate)"),
+        Outcome::Conflict { kept_now: true } => {
+            warn!("order conflicts with a stored one; kept aside in order_conflicts")
+        }
+        Outcome::Conflict { kept_now: false } => {
+            info!("order conflicts with a stored one; already kept aside in order_conflicts")
+        }
+        // The store logged why, and the record is reported failed.
+        Outcome::Refused => {}
+    }
+}
+
 /// Lambda's `ApproximateReceiveCount` (1 on the first delivery).
 fn receive_count(record: &SqsMessage) -> u32 {
     record
@@ -395,6 +409,11 @@ mod tests {
         Stall,
         /// Refuses the record at this position for its data, stores the rest.
         Refuse(usize),
+        /// Finds the record at this position stored already, stores the rest.
+        Duplicate(usize),
+        /// Finds another order stored under the id of the record at this
+        /// position and keeps it aside, stores the rest.
+        Conflict(usize),
     }
 
     impl FakeStore {
@@ -412,12 +431,13 @@ mod tests {
 
     impl OrderStore for FakeStore {
         async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
-            let refused = match self.behaviour {
+            let (refused, not_written) = match self.behaviour {
                 Behaviour::Fail => return Err(closed_connection_error().await),
                 Behaviour::Panic => panic!("the database driver panicked"),
                 Behaviour::Stall => std::future::pending().await,
-                Behaviour::Refuse(index) => Some(index),
-                Behaviour::Store => None,
+                Behaviour::Refuse(index) => (Some(index), Some(index)),
+                Behaviour::Duplicate(index) | Behaviour::Conflict(index) => (None, Some(index)),
+                Behaviour::Store => (None, None),
             };
             self.redelivered.lock().expect("lock").extend(
                 deliveries
@@ -428,13 +448,29 @@ mod tests {
             let ids = deliveries
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| Some(*i) != refused)
+                .filter(|(i, _)| Some(*i) != not_written)
                 .map(|(_, d)| d.message_id.clone())
                 .collect::<Vec<_>>();
             let stored = ids.len() as u64;
             self.batches.lock().expect("lock").push(ids);
+            let not_written_as = match self.behaviour {
+                Behaviour::Duplicate(_) => Outcome::Duplicate,
+                Behaviour::Conflict(_) => Outcome::Conflict { kept_now: true },
+                _ => Outcome::Refused,
+            };
             Ok(Stored {
+                outcomes: (0..deliveries.len())
+                    .map(|i| {
+                        if Some(i) == not_written {
+                            not_written_as
+                        } else {
+                            Outcome::Stored
+                        }
+                    })
+                    .collect(),
                 stored,
+                duplicates: u64::from(matches!(self.behaviour, Behaviour::Duplicate(_))),
+                conflicts: u64::from(matches!(self.behaviour, Behaviour::Conflict(_))),
                 refused: refused
                     .map(|index| Refused {
                         index,
@@ -442,7 +478,6 @@ mod tests {
                     })
                     .into_iter()
                     .collect(),
-                ..Stored::default()
             })
         }
     }
@@ -627,6 +662,77 @@ mod tests {
         assert_eq!(store.stored_message_ids(), ["m-0", "m-2"]);
         assert_eq!((handled.metrics.rejected, handled.metrics.retried), (1, 0));
         assert!(queue.postponed.lock().expect("lock").is_empty());
+    }
+
+    /// Collects what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The batch `m-new`, `m-old`, handled with `behaviour` for `m-old`: the
+    /// message of each record's log line about its order.
+    async fn said_about_each_order(behaviour: Behaviour) -> Vec<(String, String)> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = FakeStore::with(behaviour);
+        let batch = event(vec![
+            record(Some("m-new"), Some(valid_body(1))),
+            record(Some("m-old"), Some(valid_body(2))),
+        ]);
+        let response = handle(batch, &store).await.expect("handled");
+        assert!(response.batch_item_failures.is_empty());
+
+        let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("UTF-8");
+        text.lines()
+            .filter_map(|line| {
+                let (span, message) = line.split_once("consumer_lambda::handler: ")?;
+                let id = span.split("message_id=").nth(1)?.split([' ', '}']).next()?;
+                message
+                    .starts_with("order ")
+                    .then(|| (id.to_owned(), message.to_owned()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_log_says_whether_an_order_was_stored_or_a_duplicate() {
+        assert_eq!(
+            said_about_each_order(Behaviour::Duplicate(1)).await,
+            [
+                ("m-new".to_owned(), "order stored".to_owned()),
+                (
+                    "m-old".to_owned(),
+                    "order already stored (duplicate)".to_owned()
+                )
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_log_says_when_an_order_conflicts_with_a_stored_one_and_was_kept_aside() {
+        let said = said_about_each_order(Behaviour::Conflict(1)).await;
+        assert_eq!(said[0], ("m-new".to_owned(), "order stored".to_owned()));
+        assert_eq!(said[1].0, "m-old");
+        assert!(
+            said[1].1.starts_with("order conflicts with a stored one")
+                && !said[1].1.contains("order stored"),
+            "{said:?}"
+        );
+        assert_eq!(said.len(), 2, "{said:?}");
     }
 
     #[tokio::test]

@@ -35,4 +35,4 @@ pub use config::{Config, DatabaseConfig};
 pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, REQUEST_ID_ATTRIBUTE};
 pub use metrics::BatchMetrics;
 pub use retry::{Backoff, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};
-pub use store::{Delivery, OrderStore, PgStore, Refused, StoreError, Stored};
+pub use store::{Delivery, OrderStore, Outcome, PgStore, Refused, StoreError, Stored};

@@ -58,6 +58,9 @@ pub struct Delivery {
 /// duplicate, a conflict, or refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
+    /// What became of each delivery, by position in the batch: what the
+    /// counts below add up.
+    pub outcomes: Vec<Outcome>,
     /// Orders written now.
     pub stored: u64,
     /// Orders already stored with the same content: skipped.
@@ -67,6 +70,22 @@ pub struct Stored {
     pub conflicts: u64,
     /// Deliveries PostgreSQL refused for their data, by position in the batch.
     pub refused: Vec<Refused>,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written now.
+    Stored,
+    /// Already stored with the same content: skipped.
+    Duplicate,
+    /// Another order is stored under its `order_id`; this one is kept in
+    /// `order_conflicts`: by this call (`kept_now`, counted among the
+    /// conflicts), or by an earlier delivery of the same content (counted
+    /// among the duplicates).
+    Conflict { kept_now: bool },
+    /// Refused by PostgreSQL for its data (why: [`Stored::refused`]).
+    Refused,
 }
 
 /// A delivery that can never be stored as it is: a permanent failure.
@@ -255,7 +274,13 @@ const STORED_HASHES: &str =
 const RECORD_CONFLICTS: &str = "
     INSERT INTO order_conflicts (order_id, content_sha256, sqs_message_id, request_id, body)
     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[], $5::jsonb[])
-    ON CONFLICT DO NOTHING";
+    ON CONFLICT DO NOTHING
+    RETURNING order_id, content_sha256";
+
+/// Which of these newcomers `order_conflicts` holds already.
+const KEPT_CONFLICTS: &str = "
+    SELECT order_id, content_sha256 FROM order_conflicts
+    WHERE (order_id, content_sha256) IN (SELECT * FROM unnest($1::uuid[], $2::bytea[]))";
 
 /// PostgreSQL behind a small pool that connects lazily, on the first batch, and
 /// replaces a connection that broke, so the store outlives a database restart.
@@ -392,7 +417,12 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
         .enumerate()
         .map(|(index, &delivery)| Row::new(index, delivery))
         .collect();
-    let mut outcome = Stored::default();
+    // Every row is stored unless found otherwise below: one allocation per
+    // batch, and nothing more on the write path.
+    let mut outcome = Stored {
+        outcomes: vec![Outcome::Stored; rows.len()],
+        ..Stored::default()
+    };
 
     // The first copy of an order in the batch is the one written; later copies
     // are compared with it, as they would be across batches.
@@ -437,6 +467,9 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
 
     outcome.stored = written.stored;
     outcome.refused = written.refused;
+    for refused in &outcome.refused {
+        outcome.outcomes[refused.index] = Outcome::Refused;
+    }
     let refused_ids: HashSet<Uuid> = outcome
         .refused
         .iter()
@@ -455,6 +488,7 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
     for row in known.into_iter().chain(written.found_stored).chain(repeats) {
         if refused_ids.contains(&row.order_id()) {
             // Its first copy was refused; this one is not known to be better.
+            outcome.outcomes[row.index] = Outcome::Refused;
             outcome.refused.push(Refused {
                 index: row.index,
                 reason: "an earlier message of this batch with the same order_id was refused"
@@ -468,21 +502,38 @@ async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, toki
             .flatten()
             .or_else(|| first.get(&row.order_id()).map(|f| *f.hash()));
         match stored_hash {
-            Some(hash) if hash != *row.hash() => conflicts.push(row),
-            _ => outcome.duplicates += 1,
+            Some(hash) if hash != *row.hash() => {
+                // Kept before unless `keep_conflicts` says otherwise.
+                outcome.outcomes[row.index] = Outcome::Conflict { kept_now: false };
+                conflicts.push(row);
+            }
+            _ => {
+                outcome.outcomes[row.index] = Outcome::Duplicate;
+                outcome.duplicates += 1;
+            }
         }
     }
     if !conflicts.is_empty() {
-        outcome.conflicts = record_conflicts(client, &conflicts).await?;
-        outcome.duplicates += conflicts.len() as u64 - outcome.conflicts;
-        for row in &conflicts {
-            tracing::warn!(
-                order_id = %row.order_id(),
-                message_id = %row.delivery.message_id,
-                "another order is already stored under this order_id; kept in order_conflicts"
-            );
+        let kept = keep_conflicts(client, &conflicts).await?;
+        for &index in &kept.kept_now {
+            outcome.outcomes[index] = Outcome::Conflict { kept_now: true };
         }
+        for refused in &kept.refused {
+            outcome.outcomes[refused.index] = Outcome::Refused;
+        }
+        outcome.conflicts = kept.kept_now.len() as u64;
+        outcome.duplicates += (conflicts.len() - kept.kept_now.len() - kept.refused.len()) as u64;
+        outcome.refused.extend(kept.refused);
     }
+    // Rows left `Stored` are exactly those written: checked by every test.
+    debug_assert_eq!(
+        outcome
+            .outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Stored)
+            .count() as u64,
+        outcome.stored
+    );
     Ok(outcome)
 }
 
@@ -789,11 +840,89 @@ async fn insert_in_transaction(
     Ok(inserted)
 }
 
-/// Keeps each conflicting newcomer once per distinct content.
+/// What keeping the conflicting newcomers did.
+struct Kept {
+    /// Positions in the batch of those newly kept in `order_conflicts` (the
+    /// others were kept before).
+    kept_now: Vec<usize>,
+    /// Newcomers `order_conflicts` refused for their data.
+    refused: Vec<Refused>,
+}
+
+/// Keeps the conflicting newcomers as [`bisect`] writes orders: a newcomer
+/// `order_conflicts` refuses for its data (a rule added to the table since, a
+/// value it cannot hold) is halved out and refused alone, so it fails only its
+/// own record, never the conflicts beside it nor the batch, whose orders are
+/// committed by now. Refused alone, it is refused only if it was not kept before.
+async fn keep_conflicts(client: &Client, rows: &[&Row<'_>]) -> Result<Kept, tokio_postgres::Error> {
+    let mut kept_now = Vec::new();
+    let mut alone: Vec<(&Row, tokio_postgres::Error)> = Vec::new();
+    // Half-open ranges of `rows`, a stack so the first half is kept first.
+    let mut parts = vec![(0, rows.len())];
+    while let Some((start, end)) = parts.pop() {
+        let part = &rows[start..end];
+        if part.is_empty() {
+            continue;
+        }
+        match record_conflicts(client, part).await {
+            Ok(recorded) => kept_now.extend(recorded),
+            Err(err) if is_permanent(&err) && part.len() == 1 => alone.push((part[0], err)),
+            Err(err) if is_permanent(&err) => {
+                let middle = start + part.len() / 2;
+                parts.push((middle, end));
+                parts.push((start, middle));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut refused = Vec::new();
+    if alone.is_empty() {
+        return Ok(Kept { kept_now, refused });
+    }
+    let ids: Vec<Uuid> = alone.iter().map(|(row, _)| row.order_id()).collect();
+    let hashes: Vec<&[u8]> = alone.iter().map(|(row, _)| row.hash().as_slice()).collect();
+    let kept_before = conflict_keys(
+        &client
+            .query_typed(
+                KEPT_CONFLICTS,
+                &[(&ids, Type::UUID_ARRAY), (&hashes, Type::BYTEA_ARRAY)],
+            )
+            .await?,
+    );
+    for (row, err) in alone {
+        if kept_before.contains(&(row.order_id(), *row.hash())) {
+            continue;
+        }
+        tracing::warn!(
+            message_id = %row.delivery.message_id,
+            order_id = %row.order_id(),
+            error = %support::error_chain(&err),
+            "order_conflicts refused this conflicting order; it is reported failed on its own"
+        );
+        refused.push(Refused {
+            index: row.index,
+            reason: support::error_chain(&err),
+        });
+    }
+    Ok(Kept { kept_now, refused })
+}
+
+/// `(order_id, content_sha256)` of each row.
+fn conflict_keys(rows: &[tokio_postgres::Row]) -> HashSet<(Uuid, [u8; 32])> {
+    rows.iter()
+        .filter_map(|row| {
+            let hash: &[u8] = row.get(1);
+            Some((row.get(0), hash.try_into().ok()?))
+        })
+        .collect()
+}
+
+/// Keeps each conflicting newcomer once per distinct content; the positions in
+/// the batch of the rows kept now.
 async fn record_conflicts(
     client: &Client,
     rows: &[&Row<'_>],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<usize>, tokio_postgres::Error> {
     let order_ids: Vec<Uuid> = rows.iter().map(|row| row.order_id()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|row| row.hash().as_slice()).collect();
     let message_ids: Vec<&str> = rows
@@ -808,8 +937,8 @@ async fn record_conflicts(
         .iter()
         .map(|row| Json(serde_json::from_str(&row.delivery.placed.to_json()).unwrap_or_default()))
         .collect();
-    client
-        .execute_typed(
+    let returned = client
+        .query_typed(
             RECORD_CONFLICTS,
             &[
                 (&order_ids, Type::UUID_ARRAY),
@@ -819,7 +948,14 @@ async fn record_conflicts(
                 (&bodies, Type::JSONB_ARRAY),
             ],
         )
-        .await
+        .await?;
+    // Two copies of one newcomer in a statement are kept once: the first claims it.
+    let mut kept = conflict_keys(&returned);
+    Ok(rows
+        .iter()
+        .filter(|row| kept.remove(&(row.order_id(), *row.hash())))
+        .map(|row| row.index)
+        .collect())
 }
 
 /// The batch turned inside out: one array per column, borrowed from the rows.

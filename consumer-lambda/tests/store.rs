@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare, migrate};
-use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore, StoreError};
+use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, Outcome, PgStore, StoreError};
 use order_contract::{Order, OrderPlaced};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
@@ -116,8 +116,10 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
 
     let first = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((first.stored, first.duplicates, first.conflicts), (3, 0, 0));
+    assert_eq!(first.outcomes, [Outcome::Stored; 3]);
     let again = store.insert(&refs(&batch)).await.expect("idempotent");
     assert_eq!((again.stored, again.duplicates, again.conflicts), (0, 3, 0));
+    assert_eq!(again.outcomes, [Outcome::Duplicate; 3]);
 
     let client = db.connect().await;
     let row = client
@@ -181,6 +183,9 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones_o
                 (size as u64, 1, 0),
                 "{path}"
             );
+            let mut expected = vec![Outcome::Stored; size + 1];
+            expected[size / 2] = Outcome::Duplicate;
+            assert_eq!(outcome.outcomes, expected, "{path}");
             let client = db.connect().await;
             assert_eq!(
                 count(&client, "SELECT count(*) FROM orders").await,
@@ -278,9 +283,14 @@ async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored
             (0, 1, 1),
             "the newcomer is a conflict, the true redelivery a duplicate (redelivered: {redelivered})"
         );
+        assert_eq!(
+            outcome.outcomes,
+            [Outcome::Conflict { kept_now: true }, Outcome::Duplicate]
+        );
         // The conflicting message delivered again is not a second conflict.
         let again = store.insert(&refs(&[newcomer])).await.expect("stored");
         assert_eq!((again.duplicates, again.conflicts), (1, 0));
+        assert_eq!(again.outcomes, [Outcome::Conflict { kept_now: false }]);
 
         let client = db.connect().await;
         let row = client
@@ -310,6 +320,10 @@ async fn two_different_orders_under_one_id_in_one_batch_store_the_first_and_keep
     let batch = [delivery("first", id), conflicting("second", id)];
     let outcome = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((outcome.stored, outcome.conflicts), (1, 1));
+    assert_eq!(
+        outcome.outcomes,
+        [Outcome::Stored, Outcome::Conflict { kept_now: true }]
+    );
 }
 
 #[tokio::test]
@@ -336,6 +350,15 @@ async fn a_row_the_database_refuses_fails_alone_among_a_thousand_valid_orders() 
     assert_eq!(outcome.stored, 1_000);
     assert_eq!(outcome.refused.len(), 1, "{:?}", outcome.refused);
     assert_eq!(outcome.refused[0].index, 617);
+    assert_eq!(outcome.outcomes[617], Outcome::Refused);
+    assert_eq!(
+        outcome
+            .outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Stored)
+            .count(),
+        1_000
+    );
     assert!(
         outcome.refused[0].reason.contains("out of range"),
         "{}",
@@ -442,6 +465,82 @@ async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_block
             "{path}"
         );
         assert!(outcome.refused.is_empty(), "{path}: {:?}", outcome.refused);
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_that_order_conflicts_refuses_fails_alone_and_its_batch_is_stored() {
+    testkit::init_tracing();
+    for (new_orders, redelivered) in [(2, false), (2, true), (LARGE, false), (LARGE, true)] {
+        let path = format!("{new_orders} new rows, redelivered: {redelivered}");
+        let (kept, refused) = (Uuid::new_v4(), Uuid::new_v4());
+        let (db, store) = store_holding("stored-1", kept).await;
+        store
+            .insert(&refs(&[delivery("stored-2", refused)]))
+            .await
+            .expect("stored");
+        // A rule added to order_conflicts since (NOT VALID: rows kept before are
+        // not checked) that one newcomer breaks; the other is kept as usual.
+        db.connect()
+            .await
+            .batch_execute(
+                "ALTER TABLE order_conflicts ADD CONSTRAINT no_unkeepable
+                     CHECK (body->>'customer_id' <> 'unkeepable') NOT VALID",
+            )
+            .await
+            .expect("constraint");
+        let mut batch = fresh(new_orders);
+        batch.insert(
+            1,
+            Delivery {
+                redelivered,
+                ..conflicting("conflict-kept", kept)
+            },
+        );
+        let mut unkeepable = Delivery {
+            redelivered,
+            ..delivery("conflict-refused", refused)
+        };
+        unkeepable.placed = OrderPlaced::new(order(refused, "unkeepable"), Utc::now());
+        batch.push(unkeepable);
+
+        let outcome = store
+            .insert(&refs(&batch))
+            .await
+            .unwrap_or_else(|err| panic!("{path}: one refused conflict failed the batch: {err:?}"));
+        assert_eq!(
+            (outcome.stored, outcome.duplicates, outcome.conflicts),
+            (new_orders as u64, 0, 1),
+            "{path}"
+        );
+        assert_eq!(
+            outcome.refused.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [new_orders + 1],
+            "{path}"
+        );
+        assert!(
+            outcome.refused[0].reason.contains("no_unkeepable"),
+            "{path}: {}",
+            outcome.refused[0].reason
+        );
+        let mut expected = vec![Outcome::Stored; new_orders + 2];
+        expected[1] = Outcome::Conflict { kept_now: true };
+        expected[new_orders + 1] = Outcome::Refused;
+        assert_eq!(outcome.outcomes, expected, "{path}");
+        let client = db.connect().await;
+        assert_eq!(
+            count(&client, "SELECT count(*) FROM orders").await,
+            new_orders as i64 + 2,
+            "{path}"
+        );
+        let conflicts: Vec<String> = client
+            .query("SELECT sqs_message_id FROM order_conflicts", &[])
+            .await
+            .expect("conflicts")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(conflicts, ["conflict-kept"], "{path}");
     }
 }
 

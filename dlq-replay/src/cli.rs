@@ -257,7 +257,7 @@ async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     };
     // Validated by check_native_rate: a whole number within SQS's bounds.
     let rate = args.rate.map(|rate| rate as u32);
-    native::start(sqs, &dlq.arn, destination_arn.as_deref(), rate).await?;
+    let started = native::start(sqs, &dlq.arn, destination_arn.as_deref(), rate).await?;
     let stop = stop_on_signals(
         "no longer following; the move task keeps running in SQS (`replay-dlq cancel` stops it)",
     );
@@ -265,6 +265,7 @@ async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     let followed = native::follow(
         sqs,
         &dlq.arn,
+        &started,
         Duration::from_secs(1),
         progress.as_mut(),
         stop,

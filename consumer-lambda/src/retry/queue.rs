@@ -19,6 +19,8 @@ pub const REQUEUED_ATTRIBUTE: &str = "requeued";
 
 /// SQS's limit on entries per batch call.
 const SQS_BATCH: usize = 10;
+/// SQS's limit on message attributes per message; it refuses an entry with more.
+const SQS_MAX_ATTRIBUTES: usize = 10;
 /// Batch calls in flight at once: 1,000 records take 100 calls, which must fit
 /// in the deadline margin.
 const CALLS_IN_FLIGHT: usize = 16;
@@ -36,7 +38,8 @@ pub struct Postponed {
 pub struct Requeued {
     pub message_id: String,
     pub body: String,
-    /// The original's message attributes; [`REQUEUED_ATTRIBUTE`] is set on top.
+    /// The original's message attributes; [`REQUEUED_ATTRIBUTE`] is set on top
+    /// when SQS's limit leaves room for it.
     pub attributes: std::collections::HashMap<String, SqsMessageAttribute>,
     pub generation: u32,
     pub delay: Duration,
@@ -167,7 +170,8 @@ impl SqsRetryQueue {
     }
 }
 
-/// The original's attributes as SQS wants them back, with the generation set.
+/// The original's attributes as SQS wants them back, with the generation set
+/// when there is room for it.
 fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> {
     let mut attributes: Vec<(String, MessageAttributeValue)> = record
         .attributes
@@ -185,6 +189,21 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
             Some((name.clone(), copy.build().ok()?))
         })
         .collect();
+    // A message with ten attributes of its own has no room for `requeued`: SQS
+    // would refuse the copy and the order would stay until the DLQ. Sent
+    // without it, the copy is still stored correctly: to the handler it is a
+    // first delivery (`redelivered` is false while its receive count is 1), so
+    // the store writes it without looking it up first, and the key still finds
+    // it if it was stored meanwhile (a duplicate). Lost are only that lookup
+    // hint and the generation count, which the retry policy then reads as 0.
+    if attributes.len() >= SQS_MAX_ATTRIBUTES {
+        tracing::warn!(
+            message_id = %record.message_id,
+            attributes = attributes.len(),
+            "the message has as many attributes as SQS allows; its copy goes without `requeued`"
+        );
+        return attributes;
+    }
     if let Ok(generation) = MessageAttributeValue::builder()
         .data_type("Number")
         .string_value(record.generation.to_string())
@@ -263,6 +282,53 @@ impl RetryQueue for NoRetryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn string_attribute(value: &str) -> SqsMessageAttribute {
+        let mut attribute = SqsMessageAttribute::default();
+        attribute.data_type = Some("String".into());
+        attribute.string_value = Some(value.into());
+        attribute
+    }
+
+    fn requeued_with(names: &[&str]) -> Requeued {
+        Requeued {
+            message_id: "m".into(),
+            body: "{}".into(),
+            attributes: names
+                .iter()
+                .map(|name| ((*name).to_owned(), string_attribute("1")))
+                .collect(),
+            generation: 2,
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn names(copied: &[(String, MessageAttributeValue)]) -> Vec<&str> {
+        let mut names: Vec<&str> = copied.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    const TEN: [&str; 10] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"];
+
+    #[test]
+    fn a_copy_of_a_message_with_ten_attributes_keeps_them_and_goes_without_requeued() {
+        let record = requeued_with(&TEN);
+        assert_eq!(names(&copied_attributes(&record)), TEN);
+    }
+
+    #[test]
+    fn a_requeued_attribute_among_ten_is_replaced_by_the_new_generation() {
+        let mut ten = TEN.to_vec();
+        ten[9] = REQUEUED_ATTRIBUTE;
+        let copied = copied_attributes(&requeued_with(&ten));
+        assert_eq!(copied.len(), SQS_MAX_ATTRIBUTES);
+        let generation = copied
+            .iter()
+            .find(|(name, _)| name == REQUEUED_ATTRIBUTE)
+            .and_then(|(_, value)| value.string_value());
+        assert_eq!(generation, Some("2"));
+    }
 
     #[test]
     fn a_copy_carries_the_original_attributes_and_its_generation() {

@@ -255,8 +255,9 @@ async fn native_on_an_endpoint_without_move_tasks_says_so_in_one_line() {
     assert_eq!(code, 1, "{stdout}{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
+    // The first move-task call: the listing the new task is told apart from.
     assert!(
-        errors[0].contains("does not support StartMessageMoveTask")
+        errors[0].contains("does not support ListMessageMoveTasks")
             && errors[0].contains("plain `replay` without --native"),
         "{stderr}"
     );

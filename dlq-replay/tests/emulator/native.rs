@@ -16,13 +16,14 @@ async fn a_native_replay_moves_everything_back_to_its_source_and_reports_complet
     dead_letter(&queues, &all).await;
     let dlq = describe(&queues.sqs, &queues.dlq_url).await.expect("DLQ");
 
-    native::start(&queues.sqs, &dlq.arn, None, Some(100))
+    let started = native::start(&queues.sqs, &dlq.arn, None, Some(100))
         .await
         .expect("a move task starts");
     let mut progress = captured();
     let followed = native::follow(
         &queues.sqs,
         &dlq.arn,
+        &started,
         Duration::from_millis(100),
         &mut progress,
         never_stop(),
@@ -48,12 +49,13 @@ async fn a_native_replay_with_a_destination_moves_there() {
     dead_letter(&queues, &all).await;
     let dlq = describe(&queues.sqs, &queues.dlq_url).await.expect("DLQ");
 
-    native::start(&queues.sqs, &dlq.arn, Some(&elsewhere.queue_arn), None)
+    let started = native::start(&queues.sqs, &dlq.arn, Some(&elsewhere.queue_arn), None)
         .await
         .expect("a move task starts");
     let followed = native::follow(
         &queues.sqs,
         &dlq.arn,
+        &started,
         Duration::from_millis(100),
         &mut captured(),
         never_stop(),
