@@ -51,10 +51,12 @@ pub(crate) struct Answers {
     /// RDS Proxy's target health (State, Reason, Description), one per call;
     /// the last one repeats. An empty Reason or Description is left out.
     pub(crate) proxy_target: VecDeque<(String, String, String)>,
-    pub(crate) readyz_status: u16,
+    /// `/readyz`'s status, one per request; the last one repeats.
+    pub(crate) readyz_status: VecDeque<u16>,
     pub(crate) orders_status: u16,
-    /// The consumer's log message for an order id it is asked about (empty: no line).
-    pub(crate) consumer_says: String,
+    /// The consumer's log message for an order id it is asked about (empty: no
+    /// line), one per FilterLogEvents; the last one repeats.
+    pub(crate) consumer_says: VecDeque<String>,
     /// Lambda's X-Amz-Function-Error for the migrate function (empty: none).
     pub(crate) migrate_function_error: String,
     /// The stack's outputs; `ProducerUrl` is added as the stub's own address.
@@ -65,9 +67,9 @@ impl Default for Answers {
     fn default() -> Self {
         Self {
             proxy_target: VecDeque::from([("AVAILABLE".into(), String::new(), String::new())]),
-            readyz_status: 200,
+            readyz_status: VecDeque::from([200]),
             orders_status: 202,
-            consumer_says: "order stored".into(),
+            consumer_says: VecDeque::from(["order stored".to_owned()]),
             migrate_function_error: String::new(),
             outputs: vec![
                 ("MigrateFunctionName".into(), MIGRATE_FUNCTION.into()),
@@ -323,8 +325,17 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
     (call, response)
 }
 
+/// The next answer of a sequence: its first until only the last is left, which repeats.
+fn next<T: Clone + Default>(queue: &mut VecDeque<T>) -> T {
+    if queue.len() > 1 {
+        queue.pop_front().unwrap_or_default()
+    } else {
+        queue.front().cloned().unwrap_or_default()
+    }
+}
+
 fn producer(shared: &Shared, request: &Request) -> (Call, Response) {
-    let answers = shared.answers.lock().expect("answers");
+    let mut answers = shared.answers.lock().expect("answers");
     let action = format!("{} {}", request.method, request.path);
     let mut params = BTreeMap::new();
     params.insert(
@@ -340,7 +351,11 @@ fn producer(shared: &Shared, request: &Request) -> (Call, Response) {
             .unwrap_or_default(),
     );
     let response = match action.as_str() {
-        "GET /readyz" => Response::new(answers.readyz_status, "text/plain", "ready\n".into()),
+        "GET /readyz" => Response::new(
+            next(&mut answers.readyz_status),
+            "text/plain",
+            "ready\n".into(),
+        ),
         "POST /orders" => {
             let order_id = serde_json::from_slice::<serde_json::Value>(&request.body)
                 .ok()
@@ -491,11 +506,7 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
             )
         }
         ("rds", "DescribeDBProxyTargets") if call.param("DBProxyName") == PROXY => {
-            let (state, reason, description) = if answers.proxy_target.len() > 1 {
-                answers.proxy_target.pop_front().unwrap_or_default()
-            } else {
-                answers.proxy_target.front().cloned().unwrap_or_default()
-            };
+            let (state, reason, description) = next(&mut answers.proxy_target);
             let optional = |name: &str, value: &str| {
                 if value.is_empty() {
                     String::new()
@@ -522,17 +533,18 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
 }
 
 fn json_answer(shared: &Shared, call: &Call) -> Option<Response> {
-    let answers = shared.answers.lock().expect("answers");
+    let mut answers = shared.answers.lock().expect("answers");
     Some(match (call.service.as_str(), call.action.as_str()) {
         ("logs", "FilterLogEvents") if call.param("logGroupName") == CONSUMER_LOG_GROUP => {
             // The script filters on the order id in double quotes.
             let order_id = call.param("filterPattern").trim_matches('"').to_owned();
-            let events: Vec<serde_json::Value> = if answers.consumer_says.is_empty() {
+            let says = next(&mut answers.consumer_says);
+            let events: Vec<serde_json::Value> = if says.is_empty() {
                 Vec::new()
             } else {
                 let message = serde_json::json!({
                     "level": "INFO",
-                    "fields": { "message": answers.consumer_says },
+                    "fields": { "message": says },
                     "span": { "order_id": order_id, "name": "record" },
                 })
                 .to_string();
