@@ -13,4 +13,5 @@ mod operations;
 mod outage_budget;
 mod producer;
 mod queues;
+mod quotas;
 mod reachability;
