@@ -37,7 +37,7 @@ fn pinned_cli_bin() -> &'static str {
     })
 }
 
-/// What a run of `scripts/deploy` printed (both streams) and whether it succeeded.
+/// What a run printed (both streams) and whether it succeeded.
 struct Run {
     ok: bool,
     output: String,
@@ -46,38 +46,45 @@ struct Run {
 /// A run of a script may not take longer than this: every wait in it is set to 0.
 const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(240);
 
-/// Runs `scripts/deploy ARGS --stack-name demo --region eu-west-1` with the pinned
-/// AWS CLI and the system's curl, every AWS call going to `stub`.
-fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
+/// A directory of the test's own, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `program` with the pinned CLIs first on PATH, none of this machine's AWS
+/// profiles or credentials, static ones instead, and every AWS call to `stub`.
+fn against_stub(program: &str, stub: &Stub, home: &TempDir) -> std::process::Command {
     use std::os::unix::process::CommandExt;
-    let home = std::env::temp_dir().join(format!(
-        "deploy-real-cli-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&home).expect("temp dir");
     let path = format!(
         "{}:{}",
         pinned_cli_bin(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut command = std::process::Command::new(format!("{REPO}/scripts/deploy"));
+    let mut command = std::process::Command::new(program);
     command
-        .args(args)
-        .args([
-            "--stack-name",
-            aws_stub::STACK,
-            "--region",
-            aws_stub::REGION,
-        ])
         .env("PATH", path)
-        // No profile, configuration or credentials of this machine's user.
-        .env("HOME", &home)
-        .env("AWS_CONFIG_FILE", home.join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+        .env("HOME", &home.0)
+        .env("AWS_CONFIG_FILE", home.0.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.0.join("credentials"))
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_DEFAULT_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
@@ -89,45 +96,48 @@ fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
             "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         )
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        // awscli 1.46.3's botocore reads it for every service ("environment_global").
+        .env("SAM_CLI_TELEMETRY", "0")
+        // awscli 1.46.3's botocore (and SAM's boto3) read it for every service
+        // ("environment_global" in the CLI's --debug).
         .env("AWS_ENDPOINT_URL", stub.url())
         // An unexpected error fails at once rather than after the CLI's retries.
         .env("AWS_RETRY_MODE", "standard")
         .env("AWS_MAX_ATTEMPTS", "1")
-        .env("PROXY_TARGET_WAIT_S", "0")
-        .env("READYZ_WAIT_S", "0")
-        .env("CANARY_WAIT_S", "0")
-        .env("MIGRATE_RETRY_S", "0")
-        .env("POLL_S", "0")
-        .stdin(std::process::Stdio::null())
         // Its own process group, so that a run past RUN_LIMIT ends with its children.
         .process_group(0);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command
+    command
+}
+
+/// Runs `command` to its end, or kills its process group after RUN_LIMIT; `input`
+/// is its standard input.
+fn run_bounded(mut command: std::process::Command, stub: &Stub, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("scripts/deploy starts");
+        .expect("the command starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
     let pid = child.id();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
     let output = match finished.recv_timeout(RUN_LIMIT) {
-        Ok(output) => output.expect("scripts/deploy's output"),
+        Ok(output) => output.expect("the command's output"),
         Err(_) => {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
             panic!(
-                "scripts/deploy {args:?} ran past {RUN_LIMIT:?}; its calls:\n{}",
+                "{command:?} ran past {RUN_LIMIT:?}; its calls:\n{}",
                 stub.log()
             );
         }
     };
-    let _ = std::fs::remove_dir_all(&home);
     Run {
         ok: output.status.success(),
         output: format!(
@@ -136,6 +146,30 @@ fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
             String::from_utf8_lossy(&output.stderr)
         ),
     }
+}
+
+/// Runs `scripts/deploy ARGS --stack-name demo --region eu-west-1` with the pinned
+/// AWS CLI and the system's curl, every AWS call going to `stub`.
+fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = TempDir::new("deploy-real-cli");
+    let mut command = against_stub(&format!("{REPO}/scripts/deploy"), stub, &home);
+    command
+        .args(args)
+        .args([
+            "--stack-name",
+            aws_stub::STACK,
+            "--region",
+            aws_stub::REGION,
+        ])
+        .env("PROXY_TARGET_WAIT_S", "0")
+        .env("READYZ_WAIT_S", "0")
+        .env("CANARY_WAIT_S", "0")
+        .env("MIGRATE_RETRY_S", "0")
+        .env("POLL_S", "0");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    run_bounded(command, stub, b"")
 }
 
 /// No call the stub did not know: each is one the script should not make, or one
@@ -460,4 +494,61 @@ fn deploy_dry_run_lists_the_checks_without_aws() {
     ] {
         assert!(text.contains(check), "no `{check}` in:\n{text}");
     }
+}
+
+/// `sam deploy` as `scripts/deploy` runs it (`sam_deploy_stack`, scripts/lib/infra.sh),
+/// on a packaged template in a directory of its own like `.dev/deploy/`: SAM must
+/// read the repository's samconfig.toml, so it shows the change set and asks
+/// (`confirm_changeset = true`) before it changes anything. The real sam 1.170.0
+/// runs against the stub: its --debug says which file and which values it read.
+#[test]
+fn deploy_sam_deploy_reads_the_repositorys_samconfig_and_asks_before_it_changes_the_stack() {
+    let stub = Stub::start(Answers::default());
+    let dir = TempDir::new("sam-deploy");
+    let packaged = dir.0.join("packaged-demo.yaml");
+    std::fs::write(
+        &packaged,
+        "AWSTemplateFormatVersion: '2010-09-09'\nParameters:\n  Greeting:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n",
+    )
+    .expect("a packaged template");
+    let mut command = against_stub("bash", &stub, &dir);
+    command
+        .args([
+            "-c",
+            r#"source "$1/scripts/lib/common.sh" && source "$1/scripts/lib/infra.sh" && sam_deploy_stack "$2" demo --region eu-west-1 --parameter-overrides Greeting=hello --debug"#,
+            "bash",
+            REPO,
+        ])
+        .arg(&packaged)
+        .current_dir(&dir.0);
+    // The answer to "Deploy this changeset?".
+    let run = run_bounded(command, &stub, b"n\n");
+    let repo = std::fs::canonicalize(REPO).expect("the repository");
+    let config = format!("Config file location: {}/samconfig.toml", repo.display());
+    assert!(
+        run.output.contains(&config),
+        "sam did not read the repository's samconfig.toml (no `{config}`):\n{}\ncalls:\n{}",
+        run.output,
+        stub.log()
+    );
+    for line in ["'confirm_changeset': True", "Deploy this changeset? [y/N]"] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    let created = stub.calls_of("cloudformation", "CreateChangeSet");
+    assert_eq!(created.len(), 1, "{}", stub.log());
+    for (key, value) in [
+        ("StackName", "demo"),
+        ("Capabilities.member.1", "CAPABILITY_IAM"),
+        ("Parameters.member.1.ParameterKey", "Greeting"),
+        ("Parameters.member.1.ParameterValue", "hello"),
+    ] {
+        assert_eq!(created[0].param(key), value, "{key} in {:?}", created[0]);
+    }
+    assert!(
+        stub.calls_of("cloudformation", "ExecuteChangeSet")
+            .is_empty(),
+        "sam changed the stack without asking:\n{}",
+        stub.log()
+    );
+    assert_only_known_calls(&stub);
 }

@@ -24,6 +24,9 @@ pub(crate) const CONSUMER_LOG_GROUP: &str = "/aws/lambda/demo-consumer";
 pub(crate) const MIGRATE_FUNCTION: &str = "demo-migrate";
 pub(crate) const WRITER_SECRET: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo-writer-AbCdEf";
+pub(crate) const SAM_MANAGED_STACK: &str = "aws-sam-cli-managed-default";
+pub(crate) const SAM_BUCKET: &str = "aws-sam-cli-managed-default-samclisourcebucket-0example";
+pub(crate) const CHANGE_SET: &str = "arn:aws:cloudformation:eu-west-1:123456789012:changeSet/samcli-deploy/00000000-0000-4000-8000-000000000003";
 pub(crate) const WRITER_PASSWORD: &str = "Writer2Password9Of32Letters0k4Yz";
 
 /// One request as the stub understood it.
@@ -308,6 +311,7 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
             json_answer(shared, &call)
         }
         "lambda" => lambda(shared, request, &mut call),
+        "s3" => s3(request, &mut call),
         _ => None,
     };
     let response = response.unwrap_or_else(|| {
@@ -315,12 +319,17 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
             "unknown: {} {} {}",
             call.action, request.method, request.path
         );
-        Response::new(
-            400,
-            "application/json",
-            r#"{"__type":"UnknownOperationException","message":"the stub does not know this call"}"#
-                .into(),
-        )
+        // In the service's own error shape, so that the CLI reports it as an error.
+        if matches!(service.as_str(), "sts" | "cloudformation" | "rds") {
+            query_error("UnknownOperation", "the stub does not know this call")
+        } else {
+            Response::new(
+                400,
+                "application/json",
+                r#"{"__type":"UnknownOperationException","message":"the stub does not know this call"}"#
+                    .into(),
+            )
+        }
     });
     (call, response)
 }
@@ -480,6 +489,37 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
                 ),
             )
         }
+        // SAM's managed stack, whose bucket `--resolve-s3` uses.
+        ("cloudformation", "DescribeStacks") if call.param("StackName") == SAM_MANAGED_STACK => {
+            query_result(
+                "cloudformation",
+                "DescribeStacks",
+                &format!(
+                    "<Stacks><member><StackName>{SAM_MANAGED_STACK}</StackName><StackId>arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{SAM_MANAGED_STACK}/00000000-0000-4000-8000-000000000002</StackId><CreationTime>2026-01-01T00:00:00.000Z</CreationTime><StackStatus>CREATE_COMPLETE</StackStatus><Tags><member><Key>ManagedStackSource</Key><Value>AwsSamCli</Value></member></Tags><Outputs><member><OutputKey>SourceBucket</OutputKey><OutputValue>{SAM_BUCKET}</OutputValue></member></Outputs></member></Stacks>"
+                ),
+            )
+        }
+        // The deployed stack's parameters, which sam reads before an update.
+        ("cloudformation", "GetTemplateSummary") if call.param("StackName") == STACK => {
+            query_result(
+                "cloudformation",
+                "GetTemplateSummary",
+                "<Parameters><member><ParameterKey>Greeting</ParameterKey><ParameterType>String</ParameterType><NoEcho>false</NoEcho></member></Parameters><Version>2010-09-09</Version>",
+            )
+        }
+        ("cloudformation", "CreateChangeSet") => query_result(
+            "cloudformation",
+            "CreateChangeSet",
+            &format!("<Id>{CHANGE_SET}</Id><StackId>{stack_id}</StackId>"),
+        ),
+        // Created at once, one resource to add: what sam shows before it asks.
+        ("cloudformation", "DescribeChangeSet") => query_result(
+            "cloudformation",
+            "DescribeChangeSet",
+            &format!(
+                "<ChangeSetName>samcli-deploy</ChangeSetName><ChangeSetId>{CHANGE_SET}</ChangeSetId><StackId>{stack_id}</StackId><StackName>{STACK}</StackName><CreationTime>2026-01-01T00:00:00.000Z</CreationTime><ExecutionStatus>AVAILABLE</ExecutionStatus><Status>CREATE_COMPLETE</Status><Changes><member><Type>Resource</Type><ResourceChange><Action>Add</Action><LogicalResourceId>Topic</LogicalResourceId><ResourceType>AWS::SNS::Topic</ResourceType></ResourceChange></member></Changes>"
+            ),
+        ),
         ("cloudformation", "DescribeStacks") => query_error(
             "ValidationError",
             &format!("Stack with id {} does not exist", call.param("StackName")),
@@ -574,6 +614,50 @@ fn json_answer(shared: &Shared, call: &Call) -> Option<Response> {
         }
         _ => return None,
     })
+}
+
+/// S3's REST-XML API, path-style (`/bucket/key`, as botocore addresses an IP
+/// endpoint): SAM's managed bucket exists, holds nothing, and takes every upload.
+fn s3(request: &Request, call: &mut Call) -> Option<Response> {
+    let path = request.path.split('?').next().unwrap_or_default();
+    let (bucket, key) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path.trim_start_matches('/'), ""));
+    if bucket != SAM_BUCKET {
+        return None;
+    }
+    call.params.insert("Bucket".into(), bucket.to_owned());
+    if !key.is_empty() {
+        call.params.insert("Key".into(), percent_decode(key));
+    }
+    let mut response = match (request.method.as_str(), key.is_empty()) {
+        ("HEAD", true) => {
+            call.action = "HeadBucket".into();
+            Response::new(200, "application/xml", String::new())
+        }
+        ("HEAD", false) => {
+            call.action = "HeadObject".into();
+            Response::new(404, "application/xml", String::new())
+        }
+        ("PUT", false) => {
+            call.action = "PutObject".into();
+            call.params.insert(
+                "Body".into(),
+                String::from_utf8_lossy(&request.body).into_owned(),
+            );
+            let mut stored = Response::new(200, "application/xml", String::new());
+            stored
+                .headers
+                .push(("ETag", "\"0123456789abcdef0123456789abcdef\"".into()));
+            stored
+        }
+        _ => return None,
+    };
+    response
+        .headers
+        .push(("x-amz-bucket-region", REGION.into()));
+    Some(response)
 }
 
 /// Lambda's REST-JSON API: the action is in the method and path.
