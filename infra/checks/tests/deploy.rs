@@ -151,16 +151,22 @@ fn run_bounded(mut command: std::process::Command, stub: &Stub, input: &[u8]) ->
 /// Runs `scripts/deploy ARGS --stack-name demo --region eu-west-1` with the pinned
 /// AWS CLI and the system's curl, every AWS call going to `stub`.
 fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut all = args.to_vec();
+    all.extend([
+        "--stack-name",
+        aws_stub::STACK,
+        "--region",
+        aws_stub::REGION,
+    ]);
+    deploy_with(stub, &all, env)
+}
+
+/// Runs `scripts/deploy ARGS` (no stack or region added) as deploy_against does.
+fn deploy_with(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
     let home = TempDir::new("deploy-real-cli");
     let mut command = against_stub(&format!("{REPO}/scripts/deploy"), stub, &home);
     command
         .args(args)
-        .args([
-            "--stack-name",
-            aws_stub::STACK,
-            "--region",
-            aws_stub::REGION,
-        ])
         .env("PROXY_TARGET_WAIT_S", "0")
         .env("READYZ_WAIT_S", "0")
         .env("CANARY_WAIT_S", "0")
@@ -551,4 +557,39 @@ fn deploy_sam_deploy_reads_the_repositorys_samconfig_and_asks_before_it_changes_
         stub.log()
     );
     assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_without_a_region_says_so_rather_than_blaming_the_credentials() {
+    let stub = Stub::start(Answers::default());
+    let run = deploy_with(&stub, &["--verify", "--stack-name", aws_stub::STACK], &[]);
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output
+            .contains("no AWS region: pass --region or set AWS_REGION"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("no usable AWS credentials"),
+        "the credentials are blamed for a missing region:\n{}",
+        run.output
+    );
+}
+
+#[test]
+fn deploy_with_credentials_sts_refuses_says_what_to_do() {
+    let stub = Stub::start(Answers {
+        credentials_valid: false,
+        ..Answers::default()
+    });
+    let run = deploy_against(&stub, &["--verify"], &[]);
+    assert!(!run.ok, "{}", run.output);
+    for line in [
+        "InvalidClientTokenId",
+        "no usable AWS credentials: configure them (aws configure, AWS_PROFILE, aws sso login)",
+    ] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    assert!(stub.calls_of("rds", "DescribeDBProxyTargets").is_empty());
 }

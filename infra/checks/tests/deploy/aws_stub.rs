@@ -64,6 +64,10 @@ pub(crate) struct Answers {
     pub(crate) migrate_function_error: String,
     /// The stack's outputs; `ProducerUrl` is added as the stub's own address.
     pub(crate) outputs: Vec<(String, String)>,
+    /// Whether STS accepts the caller's credentials.
+    pub(crate) credentials_valid: bool,
+    /// Lambda's AccountLimit: (ConcurrentExecutions, UnreservedConcurrentExecutions).
+    pub(crate) account_concurrency: (u32, u32),
 }
 
 impl Default for Answers {
@@ -78,6 +82,8 @@ impl Default for Answers {
                 ("MigrateFunctionName".into(), MIGRATE_FUNCTION.into()),
                 ("DatabaseWriterSecretArn".into(), WRITER_SECRET.into()),
             ],
+            credentials_valid: true,
+            account_concurrency: (1000, 1000),
         }
     }
 }
@@ -461,6 +467,14 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
         "arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6c4a5f10-0000-4000-8000-000000000000"
     );
     Some(match (call.service.as_str(), call.action.as_str()) {
+        ("sts", "GetCallerIdentity") if !answers.credentials_valid => {
+            let mut refused = query_error(
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            );
+            refused.status = 403;
+            refused
+        }
         ("sts", "GetCallerIdentity") => query_result(
             "sts",
             "GetCallerIdentity",
@@ -664,6 +678,25 @@ fn s3(request: &Request, call: &mut Call) -> Option<Response> {
 fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Response> {
     let answers = shared.answers.lock().expect("answers");
     let path = request.path.split('?').next().unwrap_or_default();
+    if request.method == "GET" && path.trim_end_matches('/') == "/2016-08-19/account-settings" {
+        call.action = "GetAccountSettings".into();
+        let (total, unreserved) = answers.account_concurrency;
+        return Some(Response::new(
+            200,
+            "application/json",
+            serde_json::json!({
+                "AccountLimit": {
+                    "TotalCodeSize": 80_530_636_800_u64,
+                    "CodeSizeUnzipped": 262_144_000,
+                    "CodeSizeZipped": 52_428_800,
+                    "ConcurrentExecutions": total,
+                    "UnreservedConcurrentExecutions": unreserved,
+                },
+                "AccountUsage": { "TotalCodeSize": 0, "FunctionCount": 0 },
+            })
+            .to_string(),
+        ));
+    }
     let function = path
         .strip_prefix("/2015-03-31/functions/")
         .and_then(|rest| rest.strip_suffix("/invocations"))?;
