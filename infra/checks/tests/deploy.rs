@@ -593,3 +593,76 @@ fn deploy_with_credentials_sts_refuses_says_what_to_do() {
     }
     assert!(stub.calls_of("rds", "DescribeDBProxyTargets").is_empty());
 }
+
+#[test]
+fn deploy_preflight_prints_the_tools_and_the_accounts_concurrency_and_creates_nothing() {
+    let stub = Stub::start(Answers::default());
+    let run = deploy_against(&stub, &["--preflight"], &[]);
+    assert!(run.ok, "{}\ncalls:\n{}", run.output, stub.log());
+    for line in [
+        "123456789012 arn:aws:iam::123456789012:user/deployer",
+        "aws: aws-cli/1.46.3",
+        "sam: SAM CLI, version 1.170.0",
+        // MaximumConcurrency: the stack has none, so the template's default.
+        "Lambda concurrency in eu-west-1: 1000 unreserved of 1000; the consumer takes up to MaximumConcurrency=5 at once",
+        "preflight passed",
+    ] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    let asked: std::collections::BTreeSet<String> = stub
+        .calls()
+        .into_iter()
+        .map(|c| format!("{} {}", c.service, c.action))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "cloudformation DescribeStacks",
+            "lambda GetAccountSettings",
+            "sts GetCallerIdentity",
+        ]
+        .map(String::from)
+        .into(),
+        "the preflight only reads"
+    );
+}
+
+#[test]
+fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_says_what_to_do() {
+    for (parameter, concurrency, advice) in [
+        (
+            "MaximumConcurrency=20",
+            (10, 10),
+            "is 10, below MaximumConcurrency=20 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency=9",
+        ),
+        (
+            "AlarmEmail=ops@example.com",
+            (10, 2),
+            "is 2, below MaximumConcurrency=5 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more (Service Quotas",
+        ),
+    ] {
+        let stub = Stub::start(Answers {
+            account_concurrency: concurrency,
+            ..Answers::default()
+        });
+        // A whole deploy, not --preflight: it must stop before building anything.
+        let run = deploy_against(&stub, &["--parameter", parameter], &[]);
+        assert!(!run.ok, "{}", run.output);
+        assert!(
+            run.output.contains(advice),
+            "no `{advice}` in:\n{}",
+            run.output
+        );
+        for later in [
+            "Checking and installing the build tools",
+            "Building the producer",
+        ] {
+            assert!(
+                !run.output.contains(later),
+                "`{later}` before the preflight stopped it:\n{}",
+                run.output
+            );
+        }
+        assert_eq!(stub.calls_of("lambda", "GetAccountSettings").len(), 1);
+    }
+}
