@@ -35,8 +35,7 @@ sam_offline_env() {
 # The repository's SAM configuration (README, "Deploy to AWS"). sam looks for
 # samconfig.toml beside --template-file, and resolves a relative --config-file
 # from there too, so it is passed by its absolute path to every sam command run
-# on a template elsewhere (.dev/deploy/, .dev/sam/).
-# shellcheck disable=SC2034 # used by scripts/deploy
+# on a template elsewhere (infra/, .dev/sam/, .dev/deploy/).
 SAM_CONFIG_FILE="$REPO_ROOT/samconfig.toml"
 
 # sam deploy of a packaged template, as scripts/deploy runs it:
