@@ -32,6 +32,24 @@ sam_offline_env() {
     export AWS_EC2_METADATA_DISABLED=true
 }
 
+# The repository's SAM configuration (README, "Deploy to AWS"). sam looks for
+# samconfig.toml beside --template-file, and resolves a relative --config-file
+# from there too, so it is passed by its absolute path to every sam command run
+# on a template elsewhere (infra/, .dev/sam/, .dev/deploy/).
+SAM_CONFIG_FILE="$REPO_ROOT/samconfig.toml"
+
+# sam deploy of a packaged template, as scripts/deploy runs it:
+#   sam_deploy_stack PACKAGED STACK [sam deploy options: region, overrides, ...]
+# samconfig.toml's deploy section applies (confirm_changeset among them), and
+# --guided saves its answers there.
+sam_deploy_stack() {
+    local packaged=$1 stack=$2
+    shift 2
+    sam deploy --config-file "$SAM_CONFIG_FILE" --template-file "$packaged" --stack-name "$stack" \
+        --resolve-s3 --s3-prefix "$stack" --capabilities CAPABILITY_IAM \
+        --no-fail-on-empty-changeset "$@"
+}
+
 # sam, cfn-lint (+ serverless rules) and the AWS CLI v1, on PATH.
 ensure_sam_cli() {
     _ensure_pinned_venv "$SAM_VENV" "$SAM_REQUIREMENTS" sam

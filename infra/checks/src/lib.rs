@@ -13,7 +13,8 @@
 //! - `tests/template/`: the template's checks, one file per subject (queues,
 //!   outage budget, IAM, database, network, reachability model, consumer,
 //!   producer, operations) over a shared `helpers` module.
-//! - `tests/deploy.rs`: `scripts/deploy --verify` against stand-ins for `aws` and `curl`.
+//! - `tests/deploy.rs`: `scripts/deploy --verify` and `--migrate` with the real
+//!   pinned AWS CLI and curl against an AWS-shaped endpoint (`tests/deploy/aws_stub.rs`).
 
 pub mod template;
 

@@ -1,189 +1,488 @@
-//! `scripts/deploy`'s checks of a deployed stack, against stand-ins. No AWS
-//! account is reachable here, so `aws` and `curl` are stand-ins on PATH that
-//! answer what AWS and the load balancer would; the checks' own logic (what they
-//! ask, what they accept, what they name when it fails) runs for real.
+//! `scripts/deploy`'s checks of a deployed stack and its migrate step, run with the
+//! real pinned AWS CLI (`.dev/venv-sam`, awscli 1.46.3) and the system's curl
+//! against an AWS-shaped endpoint in the test (`deploy/aws_stub.rs`). No AWS
+//! account is reachable here; the CLI still parses every argument the script
+//! passes and every answer the endpoint gives, so an option it refuses, a
+//! `--query` that selects nothing or a missing wait fails a test. The checks' own
+//! logic (what they ask, what they accept, what they name when it fails) runs for
+//! real.
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-const STUB_AWS: &str = r#"#!/usr/bin/env bash
-# Answers scripts/deploy's AWS CLI calls from STUB_* variables.
-echo "aws $*" >>"$STUB_LOG"
-case "$1 $2" in
-"sts get-caller-identity") echo "123456789012 arn:aws:iam::123456789012:user/test" ;;
-"configure get") echo eu-west-1 ;;
-"cloudformation describe-stacks") echo "http://orders-alb.example" ;;
-"cloudformation describe-stack-resource")
-    case "$*" in
-    *DatabaseProxy*) echo demo-proxy ;;
-    *ConsumerLogGroup*) echo /aws/lambda/demo-consumer ;;
-    esac
-    ;;
-"rds describe-db-proxy-targets") printf '%s\t%s\t%s\n' "$STUB_PROXY_STATE" "$STUB_PROXY_REASON" "$STUB_PROXY_DESCRIPTION" ;;
-"logs filter-log-events")
-    pattern=""
-    while (($#)); do
-        [[ $1 == --filter-pattern ]] && pattern=$2
-        shift
-    done
-    id=${pattern//\"/}
-    [[ -n $STUB_CONSUMER_SAYS ]] && echo "{\"level\":\"INFO\",\"fields\":{\"message\":\"$STUB_CONSUMER_SAYS\"},\"span\":{\"order_id\":\"$id\",\"name\":\"record\"}}"
-    ;;
-*) echo "stub aws: unexpected call: $*" >&2; exit 2 ;;
-esac
-"#;
+#[path = "deploy/aws_stub.rs"]
+mod aws_stub;
 
-const STUB_CURL: &str = r#"#!/usr/bin/env bash
-# Answers scripts/deploy's curl calls: prints the status for -w, writes a body to -o.
-echo "curl $*" >>"$STUB_LOG"
-out=/dev/null url=""
-while (($#)); do
-    case $1 in
-    -o) out=$2; shift ;;
-    -w | --max-time | -X | -H | -d) shift ;;
-    http*) url=$1 ;;
-    esac
-    shift
-done
-case $url in
-*/readyz) printf '%s' "$STUB_READYZ" ;;
-*/orders)
-    echo '{"order_id":"x","message_id":"m-1"}' >"$out"
-    printf '%s' "$STUB_ORDERS"
-    ;;
-esac
-"#;
+use aws_stub::{Answers, Stub};
 
-/// Runs `scripts/deploy --verify` with the stand-ins and these answers; its exit
-/// status, its output (both streams) and the calls it made.
-fn verify_with(answers: &[(&str, &str)]) -> (bool, String, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!(
-        "deploy-verify-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    for (name, script) in [("aws", STUB_AWS), ("curl", STUB_CURL)] {
-        let path = dir.join(name);
-        std::fs::write(&path, script).expect("stub");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let log = dir.join("calls.log");
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut command = std::process::Command::new(format!("{REPO}/scripts/deploy"));
-    command
-        .args(["--verify", "--stack-name", "demo", "--region", "eu-west-1"])
-        .env("PATH", path)
-        .env("STUB_LOG", &log)
-        // Nothing to wait for: a stand-in answers the same every time.
-        .env("PROXY_TARGET_WAIT_S", "0")
-        .env("READYZ_WAIT_S", "0")
-        .env("CANARY_WAIT_S", "0");
-    for (key, value) in answers {
-        command.env(key, value);
-    }
-    let output = command.output().expect("scripts/deploy runs");
-    let calls = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text, calls)
+/// `.dev/venv-sam/bin`, where `ensure_sam_cli` installs the pinned `aws` (v1) and
+/// `sam` that `scripts/deploy` runs; installed on first use (PyPI), once per run.
+fn pinned_cli_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let output = std::process::Command::new("bash")
+            .args([
+                "-c",
+                r#"source "$1/scripts/lib/common.sh" && source "$1/scripts/lib/infra.sh" && ensure_sam_cli >&2 && printf '%s' "$SAM_VENV/bin""#,
+                "bash",
+                REPO,
+            ])
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "ensure_sam_cli failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
 }
 
-const A_WORKING_STACK: &[(&str, &str)] = &[
-    ("STUB_PROXY_STATE", "AVAILABLE"),
-    ("STUB_PROXY_REASON", "None"),
-    ("STUB_PROXY_DESCRIPTION", "None"),
-    ("STUB_READYZ", "200"),
-    ("STUB_ORDERS", "202"),
-    ("STUB_CONSUMER_SAYS", "order stored"),
-];
+/// What a run printed (both streams) and whether it succeeded.
+struct Run {
+    ok: bool,
+    output: String,
+}
 
-fn with(changes: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    A_WORKING_STACK
-        .iter()
-        .map(|(k, v)| {
-            changes
-                .iter()
-                .find(|(ck, _)| ck == k)
-                .map_or((*k, *v), |(ck, cv)| (*ck, *cv))
-        })
-        .collect()
+/// A run of a script may not take longer than this: every wait in it is set to 0.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// A directory of the test's own, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `program` with the pinned CLIs first on PATH, none of this machine's AWS
+/// profiles or credentials, static ones instead, and every AWS call to `stub`.
+fn against_stub(program: &str, stub: &Stub, home: &TempDir) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let path = format!(
+        "{}:{}",
+        pinned_cli_bin(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = std::process::Command::new(program);
+    command
+        .env("PATH", path)
+        .env("HOME", &home.0)
+        .env("AWS_CONFIG_FILE", home.0.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.0.join("credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_DEFAULT_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SAM_CLI_TELEMETRY", "0")
+        // awscli 1.46.3's botocore (and SAM's boto3) read it for every service
+        // ("environment_global" in the CLI's --debug).
+        .env("AWS_ENDPOINT_URL", stub.url())
+        // An unexpected error fails at once rather than after the CLI's retries.
+        .env("AWS_RETRY_MODE", "standard")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        // Its own process group, so that a run past RUN_LIMIT ends with its children.
+        .process_group(0);
+    command
+}
+
+/// Runs `command` to its end, or kills its process group after RUN_LIMIT; `input`
+/// is its standard input.
+fn run_bounded(mut command: std::process::Command, stub: &Stub, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(RUN_LIMIT) {
+        Ok(output) => output.expect("the command's output"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            panic!(
+                "{command:?} ran past {RUN_LIMIT:?}; its calls:\n{}",
+                stub.log()
+            );
+        }
+    };
+    Run {
+        ok: output.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// Runs `scripts/deploy ARGS --stack-name demo --region eu-west-1` with the pinned
+/// AWS CLI and the system's curl, every AWS call going to `stub`.
+fn deploy_against(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut all = args.to_vec();
+    all.extend([
+        "--stack-name",
+        aws_stub::STACK,
+        "--region",
+        aws_stub::REGION,
+    ]);
+    deploy_with(stub, &all, env)
+}
+
+/// Runs `scripts/deploy ARGS` (no stack or region added) as deploy_against does.
+fn deploy_with(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = TempDir::new("deploy-real-cli");
+    let mut command = against_stub(&format!("{REPO}/scripts/deploy"), stub, &home);
+    command
+        .args(args)
+        .env("PROXY_TARGET_WAIT_S", "0")
+        .env("READYZ_WAIT_S", "0")
+        .env("CANARY_WAIT_S", "0")
+        .env("MIGRATE_RETRY_S", "0")
+        .env("POLL_S", "0");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    run_bounded(command, stub, b"")
+}
+
+/// No call the stub did not know: each is one the script should not make, or one
+/// the stub should learn.
+fn assert_only_known_calls(stub: &Stub) {
+    let unknown: Vec<_> = stub
+        .calls()
+        .into_iter()
+        .filter(|c| c.action.starts_with("unknown"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "calls the stub does not know: {unknown:?}"
+    );
+}
+
+#[test]
+fn deploy_migrate_sends_the_writers_verifier_to_the_migrate_function_through_the_real_cli() {
+    let stub = Stub::start(Answers::default());
+    let run = deploy_against(&stub, &["--migrate"], &[]);
+    assert!(
+        run.ok,
+        "scripts/deploy --migrate failed:\n{}\ncalls:\n{}",
+        run.output,
+        stub.log()
+    );
+    assert!(
+        run.output
+            .contains(r#"migrated: {"applied":[1,2],"writer":"orders_writer"}"#),
+        "the function's answer is not printed:\n{}",
+        run.output
+    );
+    let secrets = stub.calls_of("secretsmanager", "GetSecretValue");
+    assert_eq!(secrets.len(), 1, "{}", stub.log());
+    assert_eq!(secrets[0].param("SecretId"), aws_stub::WRITER_SECRET);
+    let invokes = stub.calls_of("lambda", "Invoke");
+    assert_eq!(
+        invokes.len(),
+        1,
+        "one invoke when it succeeds:\n{}",
+        stub.log()
+    );
+    assert_eq!(invokes[0].param("FunctionName"), aws_stub::MIGRATE_FUNCTION);
+    // fileb:// sends the file's bytes as they are: the JSON, not base64 of it.
+    let payload: serde_json::Value =
+        serde_json::from_str(invokes[0].param("Payload")).expect("the payload is JSON");
+    let verifier = payload["writer_password_verifier"]
+        .as_str()
+        .expect("a writer_password_verifier string");
+    assert!(
+        verifier.starts_with("SCRAM-SHA-256$4096:"),
+        "not a SCRAM verifier: {verifier}"
+    );
+    assert!(
+        !invokes[0]
+            .param("Payload")
+            .contains(aws_stub::WRITER_PASSWORD),
+        "the password itself travelled"
+    );
+    // The proxy's target is checked first: the migrations need it.
+    let order: Vec<String> = stub.calls().into_iter().map(|c| c.action).collect();
+    let proxy = order.iter().position(|a| a == "DescribeDBProxyTargets");
+    let invoke = order.iter().position(|a| a == "Invoke");
+    assert!(proxy < invoke && proxy.is_some(), "{order:?}");
+    assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_migrate_tries_three_times_then_names_the_migrate_log_group() {
+    let stub = Stub::start(Answers {
+        migrate_function_error: "Unhandled".into(),
+        ..Answers::default()
+    });
+    let run = deploy_against(&stub, &["--migrate"], &[]);
+    assert!(
+        !run.ok,
+        "a failing migrate function passed:\n{}",
+        run.output
+    );
+    for line in [
+        "the migrate function failed (Unhandled, attempt 3 of 3): {\"errorType\"",
+        "the migrations did not run: see the log group /aws/lambda/demo-migrate",
+    ] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    assert_eq!(stub.calls_of("lambda", "Invoke").len(), 3, "{}", stub.log());
+    assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_migrate_does_not_invoke_while_the_proxy_cannot_reach_the_database() {
+    let stub = Stub::start(Answers {
+        proxy_target: [(
+            "UNAVAILABLE".to_owned(),
+            "AUTH_FAILURE".to_owned(),
+            "could not read the secret".to_owned(),
+        )]
+        .into(),
+        ..Answers::default()
+    });
+    let run = deploy_against(&stub, &["--migrate"], &[]);
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output
+            .contains("RDS Proxy cannot reach the database, so the migrations cannot run"),
+        "{}",
+        run.output
+    );
+    assert!(
+        stub.calls_of("lambda", "Invoke").is_empty(),
+        "{}",
+        stub.log()
+    );
+}
+
+fn verify(answers: Answers, env: &[(&str, &str)]) -> (Run, Stub) {
+    let stub = Stub::start(answers);
+    let run = deploy_against(&stub, &["--verify"], env);
+    (run, stub)
 }
 
 #[test]
 fn deploy_verify_passes_a_stack_whose_proxy_producer_and_consumer_work_and_says_what_it_checked() {
-    let (ok, output, calls) = verify_with(A_WORKING_STACK);
+    let (run, stub) = verify(Answers::default(), &[]);
     assert!(
-        ok,
-        "scripts/deploy --verify failed on a working stack:\n{output}"
+        run.ok,
+        "scripts/deploy --verify failed on a working stack:\n{}\ncalls:\n{}",
+        run.output,
+        stub.log()
     );
     for line in [
+        "123456789012 arn:aws:iam::123456789012:user/deployer",
         "ok: RDS Proxy's target is AVAILABLE",
         "ok: /readyz answered 200 through the load balancer",
         "ok: the consumer stored canary order",
         "all 3 checks passed",
     ] {
-        assert!(output.contains(line), "no `{line}` in:\n{output}");
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
     }
-    for call in [
-        "aws rds describe-db-proxy-targets --db-proxy-name demo-proxy",
-        "curl -sS -o /dev/null -w %{http_code} --max-time 10 http://orders-alb.example/readyz",
-        "http://orders-alb.example/orders",
-        "aws logs filter-log-events --log-group-name /aws/lambda/demo-consumer",
-    ] {
-        assert!(calls.contains(call), "no call `{call}` in:\n{calls}");
+    let log = stub.log();
+    assert_eq!(stub.calls_of("sts", "GetCallerIdentity").len(), 1, "{log}");
+    let resources: Vec<String> = stub
+        .calls_of("cloudformation", "DescribeStackResource")
+        .iter()
+        .map(|c| format!("{} {}", c.param("StackName"), c.param("LogicalResourceId")))
+        .collect();
+    assert_eq!(
+        resources,
+        ["demo DatabaseProxy", "demo ConsumerLogGroup"],
+        "{log}"
+    );
+    let targets = stub.calls_of("rds", "DescribeDBProxyTargets");
+    assert_eq!(targets.len(), 1, "{log}");
+    assert_eq!(targets[0].param("DBProxyName"), aws_stub::PROXY);
+    assert_eq!(stub.calls_of("producer", "GET /readyz").len(), 1, "{log}");
+    // The canary: a valid order of the deploy's own customer, then its id in the log.
+    let orders = stub.calls_of("producer", "POST /orders");
+    assert_eq!(orders.len(), 1, "{log}");
+    assert_eq!(orders[0].param("content-type"), "application/json");
+    let canary: serde_json::Value =
+        serde_json::from_str(orders[0].param("body")).expect("the canary is JSON");
+    assert_eq!(canary["customer_id"], "deploy-canary");
+    assert_eq!(canary["items"][0]["unit_price_cents"], 1);
+    let order_id = canary["order_id"].as_str().expect("an order_id");
+    let searches = stub.calls_of("logs", "FilterLogEvents");
+    assert_eq!(searches.len(), 1, "{log}");
+    assert_eq!(
+        searches[0].param("logGroupName"),
+        aws_stub::CONSUMER_LOG_GROUP
+    );
+    assert_eq!(
+        searches[0].param("filterPattern"),
+        format!("\"{order_id}\"")
+    );
+    let since: u64 = searches[0]
+        .param("startTime")
+        .parse()
+        .expect("a startTime in ms");
+    assert!(
+        since > 1_700_000_000_000,
+        "startTime {since} is not in milliseconds"
+    );
+    assert_only_known_calls(&stub);
+}
+
+/// `scripts/deploy --verify` on a stack with one thing broken: it fails, names
+/// that check, and only that one.
+fn assert_only_this_check_fails(answers: Answers, named: &str) {
+    let (run, stub) = verify(answers, &[]);
+    assert!(!run.ok, "scripts/deploy --verify passed:\n{}", run.output);
+    assert!(
+        run.output.contains(named),
+        "no `{named}` in:\n{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("Checks failed (1 of 3)"),
+        "only that check fails:\n{}",
+        run.output
+    );
+    assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_verify_names_a_proxy_target_that_cannot_reach_the_database() {
+    assert_only_this_check_fails(
+        Answers {
+            proxy_target: [(
+                "UNAVAILABLE".to_owned(),
+                "AUTH_FAILURE".to_owned(),
+                "could not read the secret".to_owned(),
+            )]
+            .into(),
+            ..Answers::default()
+        },
+        "FAILED: check 1: RDS Proxy's target is UNAVAILABLE (AUTH_FAILURE: could not read the secret) after 0 s",
+    );
+}
+
+#[test]
+fn deploy_verify_names_a_proxy_target_still_registering_when_its_wait_is_over() {
+    // RDS leaves Reason and Description out; the CLI's text output says None.
+    assert_only_this_check_fails(
+        Answers {
+            proxy_target: [("REGISTERING".to_owned(), String::new(), String::new())].into(),
+            ..Answers::default()
+        },
+        "FAILED: check 1: RDS Proxy's target is REGISTERING (no reason: no description) after 0 s",
+    );
+}
+
+#[test]
+fn deploy_verify_names_a_readyz_that_does_not_answer_200() {
+    assert_only_this_check_fails(
+        Answers {
+            readyz_status: [503].into(),
+            ..Answers::default()
+        },
+        "/readyz answered 503 for 0 s (503: the producer cannot reach SQS",
+    );
+}
+
+#[test]
+fn deploy_verify_names_a_canary_the_producer_refuses() {
+    assert_only_this_check_fails(
+        Answers {
+            orders_status: 503,
+            ..Answers::default()
+        },
+        "FAILED: check 3: POST /orders answered 503, not 202",
+    );
+}
+
+#[test]
+fn deploy_verify_names_a_canary_the_consumer_did_not_store() {
+    for says in ["not stored; will be retried", ""] {
+        assert_only_this_check_fails(
+            Answers {
+                consumer_says: [says.to_owned()].into(),
+                ..Answers::default()
+            },
+            "FAILED: check 3: no line of /aws/lambda/demo-consumer says canary order",
+        );
     }
 }
 
 #[test]
-fn deploy_verify_names_each_check_that_fails() {
-    for (changes, named) in [
-        (
-            &[
-                ("STUB_PROXY_STATE", "UNAVAILABLE"),
-                ("STUB_PROXY_REASON", "AUTH_FAILURE"),
-                ("STUB_PROXY_DESCRIPTION", "could not read the secret"),
-            ][..],
-            "FAILED: check 1: RDS Proxy's target is UNAVAILABLE (AUTH_FAILURE: could not read the secret)",
-        ),
-        (
-            &[("STUB_READYZ", "503")][..],
-            "FAILED: check 2: GET http://orders-alb.example/readyz answered 503",
-        ),
-        (
-            &[("STUB_ORDERS", "503")][..],
-            "FAILED: check 3: POST /orders answered 503, not 202",
-        ),
-        (
-            &[("STUB_CONSUMER_SAYS", "not stored; will be retried")][..],
-            "FAILED: check 3: no line of /aws/lambda/demo-consumer says canary order",
-        ),
+fn deploy_verify_waits_for_what_a_fresh_stack_is_still_bringing_up() {
+    let (run, stub) = verify(
+        Answers {
+            proxy_target: [
+                ("REGISTERING".to_owned(), String::new(), String::new()),
+                (
+                    "UNAVAILABLE".to_owned(),
+                    "PENDING_PROXY_CAPACITY".to_owned(),
+                    String::new(),
+                ),
+                ("AVAILABLE".to_owned(), String::new(), String::new()),
+            ]
+            .into(),
+            readyz_status: [502, 503, 200].into(),
+            consumer_says: [String::new(), "order stored".to_owned()].into(),
+            ..Answers::default()
+        },
+        &[
+            ("PROXY_TARGET_WAIT_S", "120"),
+            ("READYZ_WAIT_S", "120"),
+            ("CANARY_WAIT_S", "120"),
+        ],
+    );
+    assert!(
+        run.ok,
+        "a stack that comes up within the waits failed:\n{}",
+        run.output
+    );
+    for line in [
+        "  target REGISTERING; waiting",
+        "  target UNAVAILABLE (PENDING_PROXY_CAPACITY); waiting",
+        "  /readyz: 502; waiting",
+        "  /readyz: 503; waiting",
+        "all 3 checks passed",
     ] {
-        let (ok, output, _) = verify_with(&with(changes));
-        assert!(
-            !ok,
-            "scripts/deploy --verify passed with {changes:?}:\n{output}"
-        );
-        assert!(
-            output.contains(named),
-            "with {changes:?}, no `{named}` in:\n{output}"
-        );
-        assert!(
-            output.contains("Checks failed (1 of 3)"),
-            "with {changes:?}, only that check fails:\n{output}"
-        );
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
     }
+    assert_eq!(stub.calls_of("rds", "DescribeDBProxyTargets").len(), 3);
+    assert_eq!(stub.calls_of("producer", "GET /readyz").len(), 3);
+    assert_eq!(stub.calls_of("logs", "FilterLogEvents").len(), 2);
 }
 
 #[test]
@@ -200,5 +499,170 @@ fn deploy_dry_run_lists_the_checks_without_aws() {
         "check 3: a canary order",
     ] {
         assert!(text.contains(check), "no `{check}` in:\n{text}");
+    }
+}
+
+/// `sam deploy` as `scripts/deploy` runs it (`sam_deploy_stack`, scripts/lib/infra.sh),
+/// on a packaged template in a directory of its own like `.dev/deploy/`: SAM must
+/// read the repository's samconfig.toml, so it shows the change set and asks
+/// (`confirm_changeset = true`) before it changes anything. The real sam 1.170.0
+/// runs against the stub: its --debug says which file and which values it read.
+#[test]
+fn deploy_sam_deploy_reads_the_repositorys_samconfig_and_asks_before_it_changes_the_stack() {
+    let stub = Stub::start(Answers::default());
+    let dir = TempDir::new("sam-deploy");
+    let packaged = dir.0.join("packaged-demo.yaml");
+    std::fs::write(
+        &packaged,
+        "AWSTemplateFormatVersion: '2010-09-09'\nParameters:\n  Greeting:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n",
+    )
+    .expect("a packaged template");
+    let mut command = against_stub("bash", &stub, &dir);
+    command
+        .args([
+            "-c",
+            r#"source "$1/scripts/lib/common.sh" && source "$1/scripts/lib/infra.sh" && sam_deploy_stack "$2" demo --region eu-west-1 --parameter-overrides Greeting=hello --debug"#,
+            "bash",
+            REPO,
+        ])
+        .arg(&packaged)
+        .current_dir(&dir.0);
+    // The answer to "Deploy this changeset?".
+    let run = run_bounded(command, &stub, b"n\n");
+    let repo = std::fs::canonicalize(REPO).expect("the repository");
+    let config = format!("Config file location: {}/samconfig.toml", repo.display());
+    assert!(
+        run.output.contains(&config),
+        "sam did not read the repository's samconfig.toml (no `{config}`):\n{}\ncalls:\n{}",
+        run.output,
+        stub.log()
+    );
+    for line in ["'confirm_changeset': True", "Deploy this changeset? [y/N]"] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    let created = stub.calls_of("cloudformation", "CreateChangeSet");
+    assert_eq!(created.len(), 1, "{}", stub.log());
+    for (key, value) in [
+        ("StackName", "demo"),
+        ("Capabilities.member.1", "CAPABILITY_IAM"),
+        ("Parameters.member.1.ParameterKey", "Greeting"),
+        ("Parameters.member.1.ParameterValue", "hello"),
+    ] {
+        assert_eq!(created[0].param(key), value, "{key} in {:?}", created[0]);
+    }
+    assert!(
+        stub.calls_of("cloudformation", "ExecuteChangeSet")
+            .is_empty(),
+        "sam changed the stack without asking:\n{}",
+        stub.log()
+    );
+    assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_without_a_region_says_so_rather_than_blaming_the_credentials() {
+    let stub = Stub::start(Answers::default());
+    let run = deploy_with(&stub, &["--verify", "--stack-name", aws_stub::STACK], &[]);
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output
+            .contains("no AWS region: pass --region or set AWS_REGION"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("no usable AWS credentials"),
+        "the credentials are blamed for a missing region:\n{}",
+        run.output
+    );
+}
+
+#[test]
+fn deploy_with_credentials_sts_refuses_says_what_to_do() {
+    let stub = Stub::start(Answers {
+        credentials_valid: false,
+        ..Answers::default()
+    });
+    let run = deploy_against(&stub, &["--verify"], &[]);
+    assert!(!run.ok, "{}", run.output);
+    for line in [
+        "InvalidClientTokenId",
+        "no usable AWS credentials: configure them (aws configure, AWS_PROFILE, aws sso login)",
+    ] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    assert!(stub.calls_of("rds", "DescribeDBProxyTargets").is_empty());
+}
+
+#[test]
+fn deploy_preflight_prints_the_tools_and_the_accounts_concurrency_and_creates_nothing() {
+    let stub = Stub::start(Answers::default());
+    let run = deploy_against(&stub, &["--preflight"], &[]);
+    assert!(run.ok, "{}\ncalls:\n{}", run.output, stub.log());
+    for line in [
+        "123456789012 arn:aws:iam::123456789012:user/deployer",
+        "aws: aws-cli/1.46.3",
+        "sam: SAM CLI, version 1.170.0",
+        // MaximumConcurrency: the stack has none, so the template's default.
+        "Lambda concurrency in eu-west-1: 1000 unreserved of 1000; the consumer takes up to MaximumConcurrency=5 at once",
+        "preflight passed",
+    ] {
+        assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    }
+    let asked: std::collections::BTreeSet<String> = stub
+        .calls()
+        .into_iter()
+        .map(|c| format!("{} {}", c.service, c.action))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "cloudformation DescribeStacks",
+            "lambda GetAccountSettings",
+            "sts GetCallerIdentity",
+        ]
+        .map(String::from)
+        .into(),
+        "the preflight only reads"
+    );
+}
+
+#[test]
+fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_says_what_to_do() {
+    for (parameter, concurrency, advice) in [
+        (
+            "MaximumConcurrency=20",
+            (10, 10),
+            "is 10, below MaximumConcurrency=20 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency=9",
+        ),
+        (
+            "AlarmEmail=ops@example.com",
+            (10, 2),
+            "is 2, below MaximumConcurrency=5 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more (Service Quotas",
+        ),
+    ] {
+        let stub = Stub::start(Answers {
+            account_concurrency: concurrency,
+            ..Answers::default()
+        });
+        // A whole deploy, not --preflight: it must stop before building anything.
+        let run = deploy_against(&stub, &["--parameter", parameter], &[]);
+        assert!(!run.ok, "{}", run.output);
+        assert!(
+            run.output.contains(advice),
+            "no `{advice}` in:\n{}",
+            run.output
+        );
+        for later in [
+            "Checking and installing the build tools",
+            "Building the producer",
+        ] {
+            assert!(
+                !run.output.contains(later),
+                "`{later}` before the preflight stopped it:\n{}",
+                run.output
+            );
+        }
+        assert_eq!(stub.calls_of("lambda", "GetAccountSettings").len(), 1);
     }
 }

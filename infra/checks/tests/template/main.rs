@@ -14,4 +14,5 @@ mod operations;
 mod outage_budget;
 mod producer;
 mod queues;
+mod quotas;
 mod reachability;

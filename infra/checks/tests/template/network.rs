@@ -273,3 +273,69 @@ fn every_security_group_declares_its_egress() {
     }
     assert!(groups >= 6, "found only {groups} security groups");
 }
+
+/// CloudFormation's `DependsOn` page, "When a DependsOn attribute is required"
+/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-attribute-dependson.html#gatewayattachment>):
+/// resources in a public subnet that need the internet gateway (Auto Scaling
+/// groups and load balancers among them, and routes through the gateway) must
+/// `DependsOn` the VPC-gateway attachment, or their creation can fail while the
+/// gateway is not yet attached, and a delete can detach it under them.
+#[test]
+fn what_needs_the_internet_gateway_waits_for_its_attachment() {
+    let t = template();
+    let attachments: Vec<&str> = t
+        .resources_of_type("AWS::EC2::VPCGatewayAttachment")
+        .filter(|(_, r)| {
+            r.get("Properties")
+                .and_then(|p| p.get("InternetGatewayId"))
+                .is_some()
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let [attachment] = attachments.as_slice() else {
+        panic!("one attachment of the internet gateway, found {attachments:?}");
+    };
+    let public = |subnets: Option<&Value>| {
+        items(subnets)
+            .iter()
+            .any(|s| reference(s).is_some_and(|name| name.starts_with("PublicSubnet")))
+    };
+    let mut needing = Vec::new();
+    for (id, lb) in t.resources_of_type("AWS::ElasticLoadBalancingV2::LoadBalancer") {
+        let properties = lb.get("Properties");
+        if properties.and_then(|p| p.get("Scheme")).map(text) == Some("internet-facing") {
+            needing.push(id);
+        }
+    }
+    for (id, group) in t.resources_of_type("AWS::AutoScaling::AutoScalingGroup") {
+        if public(
+            group
+                .get("Properties")
+                .and_then(|p| p.get("VPCZoneIdentifier")),
+        ) {
+            needing.push(id);
+        }
+    }
+    for (id, route) in t.resources_of_type("AWS::EC2::Route") {
+        if route
+            .get("Properties")
+            .and_then(|p| p.get("GatewayId"))
+            .is_some()
+        {
+            needing.push(id);
+        }
+    }
+    for expected in ["LoadBalancer", "ProducerGroup", "PublicDefaultRoute"] {
+        assert!(
+            needing.contains(&expected),
+            "{expected} is not among the resources that need the gateway: {needing:?}"
+        );
+    }
+    for id in needing {
+        let depends_on = items(t.get(&["Resources", id, "DependsOn"]).ok());
+        assert!(
+            depends_on.iter().any(|d| text(d) == *attachment),
+            "{id} needs the internet gateway: DependsOn {attachment} (it has {depends_on:?})"
+        );
+    }
+}
