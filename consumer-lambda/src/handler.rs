@@ -137,6 +137,7 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
             }
         }
 
+        metrics.oldest_received_at = valid.iter().map(|v| v.delivery.placed.received_at).min();
         if !valid.is_empty() {
             let store_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started);
             match self.store_all(&valid, store_by).await {
@@ -191,7 +192,14 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
         match tokio::time::timeout_at(by, insert).await {
             Ok(Ok(Ok(stored))) => Some(stored),
             Ok(Ok(Err(err))) => {
-                error!(error = %error_chain(&err), count, "storing the batch failed; its valid records will be retried");
+                // The SQLSTATE names the class at once: 28 a refused login, 42 a
+                // missing table or privilege, 08 and 57 the server going away.
+                error!(
+                    error = %error_chain(&err),
+                    sqlstate = crate::store::sqlstate(&err).unwrap_or("none"),
+                    count,
+                    "storing the batch failed; its valid records will be retried"
+                );
                 None
             }
             Ok(Err(panic)) => {
@@ -643,6 +651,29 @@ mod tests {
             ["m-not-json", "m-not-an-order", "m-invalid", "m-no-body"]
         );
         assert_eq!(store.stored_message_ids(), ["m-valid-1", "m-valid-2"]);
+    }
+
+    #[tokio::test]
+    async fn the_batch_reports_when_its_oldest_valid_order_was_received_whatever_its_copy() {
+        let store = FakeStore::with(Behaviour::Fail);
+        let queue = FakeQueue::default();
+        let at = |time: &str| valid_body(1).replace("2026-11-24T18:27:15Z", time);
+        // A requeued copy is a new message; its order keeps its received_at.
+        let requeued = received("m-copy", &at("2026-11-24T17:00:00Z"), 1);
+        let batch = event(vec![
+            received("m-new", &at("2026-11-24T18:00:00Z"), 1),
+            requeued,
+            record(Some("m-poison"), Some("{}".into())),
+        ]);
+        let handled = Consumer::new(&store, &queue, POLICY)
+            .handle(batch, in_a_minute())
+            .await
+            .expect("handled");
+        assert_eq!(
+            handled.metrics.oldest_received_at,
+            "2026-11-24T17:00:00Z".parse().ok(),
+            "the order's own received_at, even on a failing batch"
+        );
     }
 
     #[tokio::test]

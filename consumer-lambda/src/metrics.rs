@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 /// CloudWatch namespace of the consumer's metrics.
@@ -26,30 +27,30 @@ pub struct BatchMetrics {
     /// Valid records not stored, sent again as fresh copies (a long outage).
     pub requeued: usize,
     pub latency: Duration,
+    /// When the producer received the oldest valid order of the batch. Unlike
+    /// the queue's oldest-message age, no requeue resets it: a fresh copy
+    /// carries the same `received_at`.
+    pub oldest_received_at: Option<DateTime<Utc>>,
 }
+
+/// The metric of the oldest order's age in a batch, in seconds; the template alarms on it.
+pub const OLDEST_ORDER_AGE: &str = "OldestOrderAge";
 
 impl BatchMetrics {
     /// The EMF document for this batch, as one line, dimensioned by function name.
     pub fn to_emf(&self, function_name: &str, timestamp_ms: u64) -> String {
         let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
-        json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": [
-                        metric("Records", "Count"),
-                        metric("Stored", "Count"),
-                        metric("Duplicates", "Count"),
-                        metric("Conflicts", "Count"),
-                        metric("Rejected", "Count"),
-                        metric("Retried", "Count"),
-                        metric("Requeued", "Count"),
-                        metric("BatchLatency", "Milliseconds"),
-                    ],
-                }],
-            },
+        let mut metrics = vec![
+            metric("Records", "Count"),
+            metric("Stored", "Count"),
+            metric("Duplicates", "Count"),
+            metric("Conflicts", "Count"),
+            metric("Rejected", "Count"),
+            metric("Retried", "Count"),
+            metric("Requeued", "Count"),
+            metric("BatchLatency", "Milliseconds"),
+        ];
+        let mut line = json!({
             "FunctionName": function_name,
             "Records": self.records,
             "Stored": self.stored,
@@ -59,8 +60,25 @@ impl BatchMetrics {
             "Retried": self.retried,
             "Requeued": self.requeued,
             "BatchLatency": self.latency.as_secs_f64() * 1000.0,
-        })
-        .to_string()
+        });
+        // Only a batch with a valid order has an oldest order to report.
+        if let Some(received_at) = self.oldest_received_at {
+            let age_ms = i64::try_from(timestamp_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(received_at.timestamp_millis())
+                .max(0);
+            metrics.push(metric(OLDEST_ORDER_AGE, "Seconds"));
+            line[OLDEST_ORDER_AGE] = json!(age_ms as f64 / 1000.0);
+        }
+        line["_aws"] = json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": metrics,
+            }],
+        });
+        line.to_string()
     }
 }
 
@@ -91,6 +109,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_oldest_orders_age_is_reported_in_seconds_and_only_when_there_is_one() {
+        let received_at: DateTime<Utc> = "2026-12-02T10:00:00Z".parse().expect("time");
+        let metrics = BatchMetrics {
+            oldest_received_at: Some(received_at),
+            ..BatchMetrics::default()
+        };
+        let now = received_at.timestamp_millis() as u64 + 90_500;
+        let line: serde_json::Value =
+            serde_json::from_str(&metrics.to_emf("f", now)).expect("json");
+        assert_eq!(line[OLDEST_ORDER_AGE], 90.5);
+        let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert!(names.contains(&OLDEST_ORDER_AGE), "{names:?}");
+
+        let none: serde_json::Value =
+            serde_json::from_str(&BatchMetrics::default().to_emf("f", now)).expect("json");
+        assert!(none.get(OLDEST_ORDER_AGE).is_none());
+        assert!(
+            !none.to_string().contains(OLDEST_ORDER_AGE),
+            "not listed as a metric either"
+        );
+    }
+
+    #[test]
     fn the_breakers_line_says_open_as_one_for_the_consumer_function() {
         let line: serde_json::Value =
             serde_json::from_str(&breaker_emf(true, "orders-consumer", 1)).expect("json");
@@ -113,6 +159,7 @@ mod tests {
             retried: 1,
             requeued: 0,
             latency: Duration::from_micros(12_500),
+            oldest_received_at: "2026-11-24T18:27:15Z".parse().ok(),
         };
         let line = metrics.to_emf("orders-consumer", 1_795_544_835_000);
         assert!(!line.contains('\n'), "one log line");

@@ -192,3 +192,58 @@ fn a_conflicting_order_raises_an_alarm_on_the_consumers_conflicts_metric() {
         "the alarm notifies AlarmTopic"
     );
 }
+
+/// An alarm on one of the consumer's own EMF metrics, by metric name.
+fn consumer_metric_alarm<'a>(t: &'a infra_checks::Document, metric: &str) -> &'a Value {
+    let alarm = t
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .filter_map(|(_, a)| a.get("Properties"))
+        .find(|p| {
+            p.get("MetricName").map(text) == Some(metric)
+                && p.get("Namespace").map(text) == Some(consumer_lambda::metrics::NAMESPACE)
+        })
+        .unwrap_or_else(|| panic!("an alarm on the consumer's {metric} metric"));
+    let dimensions = items(alarm.get("Dimensions"));
+    assert_eq!(dimensions.len(), 1);
+    assert_eq!(
+        dimensions[0].get("Value").and_then(reference),
+        Some("ConsumerFunction")
+    );
+    alarm
+}
+
+#[test]
+fn the_oldest_orders_age_which_no_requeue_resets_raises_an_alarm() {
+    let t = template();
+    let alarm = consumer_metric_alarm(&t, consumer_lambda::metrics::OLDEST_ORDER_AGE);
+    assert_eq!(alarm.get("Statistic").map(text), Some("Maximum"));
+    assert_eq!(
+        alarm.get("Threshold").and_then(reference),
+        Some("OldestMessageAgeAlarmSeconds"),
+        "the same threshold as the queue's own oldest-message age"
+    );
+}
+
+#[test]
+fn postponements_sustained_for_minutes_raise_an_alarm() {
+    let t = template();
+    let alarm = consumer_metric_alarm(&t, "Retried");
+    // The EMF line names the metric so (metrics.rs).
+    assert!(
+        consumer_lambda::BatchMetrics::default()
+            .to_emf("f", 0)
+            .contains("\"Retried\""),
+        "the consumer emits Retried"
+    );
+    let period = alarm.get("Period").and_then(as_u64).expect("period");
+    let periods = alarm
+        .get("EvaluationPeriods")
+        .and_then(as_u64)
+        .expect("periods");
+    assert_eq!(
+        alarm.get("DatapointsToAlarm").and_then(as_u64),
+        Some(periods),
+        "every period in a row: a sustained failure, not a blip"
+    );
+    assert!(period * periods <= 5 * 60, "within minutes");
+}
