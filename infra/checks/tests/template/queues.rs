@@ -145,6 +145,24 @@ fn both_queues_are_encrypted_and_refuse_requests_without_tls() {
 }
 
 #[test]
+fn a_dead_lettered_message_keeps_at_least_a_week_in_the_dlq() {
+    // A standard queue's DLQ counts expiry from the original enqueue time, so
+    // what is left there is the DLQ's retention minus the time spent in orders,
+    // at worst the orders queue's whole retention.
+    let t = template();
+    let retention = |queue| {
+        properties(&t, queue)
+            .get("MessageRetentionPeriod")
+            .and_then(as_u64)
+            .unwrap_or_else(|| panic!("{queue} sets its retention"))
+    };
+    let (orders, dlq) = (retention("OrdersQueue"), retention("OrdersDeadLetterQueue"));
+    let week = 7 * 24 * 3600;
+    assert!(dlq.saturating_sub(orders) >= week, "orders {orders} s, DLQ {dlq} s");
+    assert!(orders >= week, "the orders queue rides out a week's outage: {orders} s");
+}
+
+#[test]
 fn the_dlq_keeps_orders_fourteen_days_and_takes_redrives_only_from_the_orders_queue() {
     let t = template();
     let dlq = properties(&t, "OrdersDeadLetterQueue");
