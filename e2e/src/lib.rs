@@ -8,6 +8,7 @@
 //!   [`LoseAcks`] drops acknowledgements to force redeliveries.
 //! - `src/bin/chaos.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
 //!   a seeded schedule of faults; exits 0 only if nothing was lost or doubled.
+//!   `--outage-s` measures the catch-up after one outage, with the template's constants.
 //! - `tests/system.rs`: every accepted order stored exactly once, whatever fails in between.
 //! - `tests/dlq_replay.rs`: orders refused under a bad schema change wait in the
 //!   DLQ; `replay-dlq` moves them back and each is stored once.

@@ -2,6 +2,9 @@
 //! producer and local-esm binaries, PostgreSQL, the SQS emulator), while a
 //! seeded schedule of faults hits it. Prints what was accepted, stored, lost,
 //! doubled and dead-lettered; exits 0 only if nothing was lost or doubled.
+//! With `--outage-s S` the only fault is one PostgreSQL outage of S seconds,
+//! under the template's own time constants, and it measures `catchup_s`: from
+//! the database being back to the last order accepted until then being stored.
 //! Run it through `scripts/chaos`, which builds the binaries and starts the
 //! SQS emulator.
 
@@ -11,9 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use futures::StreamExt;
+use local_esm::Template;
 use serde_json::{Value, json};
 use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
 use tokio::sync::Mutex;
@@ -28,6 +33,23 @@ const FUNCTION_TIMEOUT: Duration = Duration::from_secs(7);
 const RETRY_BASE_SECONDS: u64 = 1;
 const RETRY_MULTIPLIER: u32 = 2;
 
+/// The orders rate's default: 25 per second, or, with `--outage-s`, the orders
+/// spread over the outage and this long before and after it.
+const DEFAULT_RATE: f64 = 25.0;
+const OUTAGE_MARGIN: Duration = Duration::from_secs(10);
+/// How long an outage run waits for the catch-up and the drain: beyond the
+/// last return of an order today's backoff gives a 20-minute outage (1 h 17 min),
+/// so a slow catch-up is measured, not cut short; the waits end as soon as
+/// their condition holds.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(3 * 60 * 60);
+/// Settings local-esm also takes from its environment: a run sets them itself
+/// or not at all, whatever the caller's shell exports.
+const CONSUMER_ENV_OVERRIDES: [&str; 3] = [
+    "RETRY_BASE_SECONDS",
+    "RETRY_MULTIPLIER",
+    "MAX_RECEIVE_COUNT",
+];
+
 #[derive(Debug, Parser)]
 #[command(about = "Orders through the whole local system under a seeded schedule of faults")]
 struct Args {
@@ -40,9 +62,10 @@ struct Args {
     /// Seed of the fault schedule (and of which orders get a conflicting twin).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Orders per second the clients place, all together.
-    #[arg(long, default_value_t = 25.0)]
-    rate: f64,
+    /// Orders per second the clients place, all together [default: 25; with
+    /// --outage-s, the orders spread over the outage and 10 s either side].
+    #[arg(long)]
+    rate: Option<f64>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -55,6 +78,14 @@ struct Args {
     /// Where the producer's and local-esm's logs go.
     #[arg(long, default_value = ".dev/chaos")]
     log_dir: String,
+    /// Instead of the fault schedule: one PostgreSQL outage of this many
+    /// seconds, in the middle of the orders, with the template's time constants
+    /// and the consumer's own backoff; prints catchup_s.
+    #[arg(long)]
+    outage_s: Option<u64>,
+    /// Fails the run when catchup_s exceeds this.
+    #[arg(long, requires = "outage_s")]
+    max_catchup_s: Option<u64>,
 }
 
 /// SplitMix64: a seeded, repeatable source of numbers (no dependency needed).
@@ -100,7 +131,11 @@ impl Service {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|err| panic!("open {}: {err}", self.log));
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        for name in CONSUMER_ENV_OVERRIDES {
+            command.env_remove(name);
+        }
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -149,6 +184,8 @@ impl Drop for Service {
 struct Ledger {
     /// order id → the bodies that got a 202 (two for a conflicting twin).
     accepted: HashMap<String, Vec<Value>>,
+    /// order id → when its first 202 came.
+    accepted_at: HashMap<String, Instant>,
     conflicts_injected: usize,
     attempts: usize,
 }
@@ -166,11 +203,25 @@ async fn main() -> anyhow::Result<()> {
     connect_and_prepare(consumer_lambda::DatabaseConfig::from_url(&db.url)?, &writer).await?;
     // The consumer runs as the writer role, as in AWS.
     let writer_url = db.url_as(DEFAULT_WRITER);
-    let queues = TestQueues::create(QueueSettings {
-        visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
-        max_receive_count: MAX_RECEIVE_COUNT,
-    })
-    .await;
+    // An outage run takes every time constant from the template, as deployed;
+    // the other runs compress them.
+    let real = match args.outage_s {
+        Some(_) => Some(
+            Template::from_file(&args.template)
+                .with_context(|| format!("read the time constants of {}", args.template))?,
+        ),
+        None => None,
+    };
+    let queues = match &real {
+        Some(template) => template_queues(template).await?,
+        None => {
+            TestQueues::create(QueueSettings {
+                visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+                max_receive_count: MAX_RECEIVE_COUNT,
+            })
+            .await
+        }
+    };
     let port = free_port();
     let producer_url = format!("http://127.0.0.1:{port}");
     let aws_env: Vec<(String, String)> = [
@@ -203,39 +254,45 @@ async fn main() -> anyhow::Result<()> {
         log: format!("{}/producer.log", args.log_dir),
         child: None,
     };
-    let mut consumer = Service {
-        name: "local-esm",
-        program: format!("{}/local-esm", args.bin_dir),
-        args: [
-            "run",
-            "--template",
-            &args.template,
-            "--queue-url",
-            &queues.queue_url,
-            "--database-url",
-            &writer_url,
-            "--batch-size",
-            "100",
-            "--batching-window-ms",
-            "300",
-            "--function-timeout-ms",
-            &FUNCTION_TIMEOUT.as_millis().to_string(),
-            "--max-receive-count",
-            &MAX_RECEIVE_COUNT.to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        env: [
+    let mut consumer_args: Vec<String> = [
+        "run",
+        "--template",
+        &args.template,
+        "--queue-url",
+        &queues.queue_url,
+        "--database-url",
+        &writer_url,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut consumer_env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+    if real.is_none() {
+        consumer_args.extend(
+            [
+                "--batch-size",
+                "100",
+                "--batching-window-ms",
+                "300",
+                "--function-timeout-ms",
+                &FUNCTION_TIMEOUT.as_millis().to_string(),
+                "--max-receive-count",
+                &MAX_RECEIVE_COUNT.to_string(),
+            ]
+            .map(str::to_owned),
+        );
+        consumer_env.extend([
             (
                 "RETRY_BASE_SECONDS".to_owned(),
                 RETRY_BASE_SECONDS.to_string(),
             ),
             ("RETRY_MULTIPLIER".to_owned(), RETRY_MULTIPLIER.to_string()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
-        ]
-        .into_iter()
-        .chain(aws_env)
-        .collect(),
+        ]);
+    }
+    let mut consumer = Service {
+        name: "local-esm",
+        program: format!("{}/local-esm", args.bin_dir),
+        args: consumer_args,
+        env: consumer_env.into_iter().chain(aws_env).collect(),
         log: format!("{}/local-esm.log", args.log_dir),
         child: None,
     };
@@ -261,17 +318,44 @@ async fn main() -> anyhow::Result<()> {
     let orders: Vec<Value> = (0..args.orders).map(|n| e2e::order(n, n % 4 + 1)).collect();
     let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
     let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;
-    let expected_run = Duration::from_secs_f64(args.orders as f64 / args.rate);
-    let schedule = fault_schedule(&mut seeded, expected_run);
+    let outage = args.outage_s.map(Duration::from_secs);
+    let rate = match (args.rate, outage) {
+        (Some(rate), _) => rate,
+        (None, Some(down)) => args.orders as f64 / (down + 2 * OUTAGE_MARGIN).as_secs_f64(),
+        (None, None) => DEFAULT_RATE,
+    };
+    let expected_run = Duration::from_secs_f64(args.orders as f64 / rate);
+    let schedule = match outage {
+        // Alone, in the middle of the orders: some before, most during, some after.
+        Some(down) => vec![(
+            expected_run.saturating_sub(down) / 2,
+            Fault::StopDatabase(down),
+        )],
+        None => fault_schedule(&mut seeded, expected_run),
+    };
     println!(
-        "chaos: {} orders at {}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
+        "chaos: {} orders at {:.2}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
         args.orders,
-        args.rate,
+        rate,
         expected_run.as_secs_f64(),
         poison,
         twins.len(),
         args.seed
     );
+    if let Some(template) = &real {
+        let (q, e) = (template.queues, template.event_source);
+        println!(
+            "  {}'s constants: visibility timeout {} s, maxReceiveCount {}, function timeout {} s, \
+             batches of {} within {} s, {} at once; the consumer's own backoff",
+            args.template,
+            q.visibility_timeout_secs,
+            q.max_receive_count,
+            e.function_timeout.as_secs(),
+            e.batch_size,
+            e.batching_window.as_secs_f64(),
+            e.max_concurrency
+        );
+    }
     for (at, fault) in &schedule {
         println!("  fault at {:>5.1} s: {fault:?}", at.as_secs_f64());
     }
@@ -279,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let started = Instant::now();
     let posting_done = Arc::new(AtomicBool::new(false));
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let interval = Duration::from_secs_f64(1.0 / rate);
     let clients = args.clients;
     let load = {
         let ledger = ledger.clone();
@@ -305,6 +389,8 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Vec<()>>()
                 .await;
             done.store(true, Ordering::SeqCst);
+            // The outage run awaits its catch-up first: it must not count as posting time.
+            Instant::now()
         })
     };
     let poison_ids: Vec<String> = (0..poison).map(|_| Uuid::new_v4().to_string()).collect();
@@ -325,11 +411,15 @@ async fn main() -> anyhow::Result<()> {
                     .send()
                     .await;
             }
+            Instant::now()
         })
     };
 
     // --- the faults, one after another ---
     let mut last_fault_end = started;
+    // When the last stop began and when the database was back from it: an
+    // outage run's only fault.
+    let mut last_stop: Option<(Instant, Instant)> = None;
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
         match fault {
@@ -340,9 +430,11 @@ async fn main() -> anyhow::Result<()> {
                 consumer.start();
             }
             Fault::StopDatabase(down) => {
+                let down_at = Instant::now();
                 server.stop();
                 tokio::time::sleep(down).await;
                 server.start_again().await;
+                last_stop = Some((down_at, Instant::now()));
             }
             Fault::FreezeDatabase(frozen) => {
                 server.freeze();
@@ -361,9 +453,15 @@ async fn main() -> anyhow::Result<()> {
             (last_fault_end - started).as_secs_f64()
         );
     }
-    load.await?;
-    poisoner.await?;
-    let posted_at = Instant::now();
+    // While the last orders are still placed: the catch-up clock runs from the
+    // database being back.
+    let catchup = match (outage, last_stop) {
+        (Some(_), Some((down_at, back_at))) => {
+            Some(await_catchup(&db, &ledger, down_at, back_at).await?)
+        }
+        _ => None,
+    };
+    let posted_at = load.await?.max(poisoner.await?);
     println!(
         "  every order placed at {:.1} s",
         (posted_at - started).as_secs_f64()
@@ -372,7 +470,20 @@ async fn main() -> anyhow::Result<()> {
     // --- drain and count ---
     let client = db.connect().await;
     let expected_dead = poison as u64;
-    testkit::eventually("both queues to drain", Duration::from_secs(600), || async {
+    let drain_timeout = match &real {
+        Some(template) => {
+            // Poison is left to the redrive policy: maxReceiveCount receives,
+            // a visibility timeout apart, before SQS moves it.
+            println!(
+                "  waiting for the poison to reach the DLQ: about {} s after its first receive \
+                 (maxReceiveCount × visibility timeout)",
+                template.queues.max_receive_count * template.queues.visibility_timeout_secs
+            );
+            OUTAGE_PATIENCE
+        }
+        None => Duration::from_secs(600),
+    };
+    testkit::eventually("both queues to drain", drain_timeout, || async {
         let (depth, dead) = (queues.depth().await, queues.dlq_depth().await);
         if depth == 0 && dead >= expected_dead {
             Ok(())
@@ -446,8 +557,14 @@ async fn main() -> anyhow::Result<()> {
         ledger.conflicts_injected
     );
     println!("| drain time after the last fault | {drain_s:.1} s |");
+    if let Some(catchup) = catchup {
+        println!(
+            "| catch-up after the database was back | {:.1} s |",
+            catchup.as_secs_f64()
+        );
+    }
     println!();
-    println!(
+    let mut summary = format!(
         "chaos orders={} accepted={} stored={} missing={} duplicates={} poison_in_dlq={}/{} valid_in_dlq={} conflicts={}/{} drain_s={:.0}",
         args.orders,
         accepted.len(),
@@ -461,12 +578,26 @@ async fn main() -> anyhow::Result<()> {
         ledger.conflicts_injected,
         drain_s
     );
+    // Whole seconds, as printed, so that the line and the verdict agree.
+    let catchup_s = catchup.map(|c| c.as_secs_f64().round() as u64);
+    if let Some(catchup_s) = catchup_s {
+        summary.push_str(&format!(" catchup_s={catchup_s}"));
+    }
+    println!("{summary}");
+    let caught_up_in_time = match (catchup_s, args.max_catchup_s) {
+        (Some(catchup_s), Some(max)) if catchup_s > max => {
+            eprintln!("chaos: catchup_s={catchup_s} exceeds --max-catchup-s {max}");
+            false
+        }
+        _ => true,
+    };
     let ok = missing == 0
         && duplicates == 0
         && unexpected == 0
         && poison_in_dlq == poison
         && valid_in_dlq == 0
-        && conflicts == ledger.conflicts_injected as i64;
+        && conflicts == ledger.conflicts_injected as i64
+        && caught_up_in_time;
     drop(server);
     std::process::exit(if ok { 0 } else { 1 });
 }
@@ -497,6 +628,82 @@ fn fault_schedule(seeded: &mut Seeded, run: Duration) -> Vec<(Duration, Fault)> 
     moments.into_iter().zip(faults).collect()
 }
 
+/// The queue pair as the template declares it (visibility timeout, retentions,
+/// redrive policy), created the way local-esm creates it for `scripts/dev`.
+async fn template_queues(template: &Template) -> anyhow::Result<TestQueues> {
+    let sqs = testkit::sqs_client().await;
+    let name = testkit::unique_name("orders");
+    let dlq_name = format!("{name}-dlq");
+    let urls = local_esm::queues::create_queues(&sqs, &name, &dlq_name, template.queues)
+        .await
+        .context("create the queues with the template's settings")?;
+    let queue_arn = local_esm::queues::queue_arn(&sqs, &urls.queue_url).await?;
+    let dlq_arn = local_esm::queues::queue_arn(&sqs, &urls.dlq_url).await?;
+    Ok(TestQueues {
+        sqs,
+        queue_url: urls.queue_url,
+        queue_arn,
+        dlq_url: urls.dlq_url,
+        dlq_arn,
+    })
+}
+
+/// Waits until every order accepted before the database was back (`back_at`)
+/// is stored; returns how long after `back_at` the last of them was.
+async fn await_catchup(
+    db: &TestDatabase,
+    ledger: &Mutex<Ledger>,
+    down_at: Instant,
+    back_at: Instant,
+) -> anyhow::Result<Duration> {
+    let (waiting, while_down) = {
+        let ledger = ledger.lock().await;
+        let before: Vec<(Uuid, Instant)> = ledger
+            .accepted_at
+            .iter()
+            .filter(|(_, at)| **at <= back_at)
+            .map(|(id, at)| Ok((id.parse::<Uuid>()?, *at)))
+            .collect::<Result<_, uuid::Error>>()
+            .context("an accepted order id is not a UUID")?;
+        let while_down = before.iter().filter(|(_, at)| *at >= down_at).count();
+        let ids: Vec<Uuid> = before.into_iter().map(|(id, _)| id).collect();
+        (ids, while_down)
+    };
+    println!(
+        "  {} orders accepted before the database was back, {while_down} of them while it was down",
+        waiting.len()
+    );
+    let client = db.connect().await;
+    let expected = waiting.len() as i64;
+    let counted = testkit::eventually(
+        "every order accepted before the database was back to be stored",
+        OUTAGE_PATIENCE,
+        || async {
+            let stored = client
+                .query_one(
+                    "SELECT count(*) FROM orders WHERE order_id = ANY($1)",
+                    &[&waiting],
+                )
+                .await
+                .map(|row| row.get::<_, i64>(0));
+            match stored {
+                // A failed query ends the wait: the harness, not the system, is broken.
+                Err(err) => Ok(Err(err)),
+                Ok(n) if n == expected => Ok(Ok(())),
+                Ok(n) => Err(format!("{n} of {expected} stored")),
+            }
+        },
+    )
+    .await;
+    counted.context("count the stored orders")?;
+    let catchup = back_at.elapsed();
+    println!(
+        "  the last of them stored {:.1} s after the database was back",
+        catchup.as_secs_f64()
+    );
+    Ok(catchup)
+}
+
 /// The same order id with other content: another customer.
 fn conflicting_twin(body: &Value) -> Value {
     let mut twin = body.clone();
@@ -513,13 +720,12 @@ async fn place(http: &reqwest::Client, url: &str, body: &Value, ledger: &Mutex<L
         match http.post(url).json(body).send().await {
             Ok(response) if response.status().as_u16() == 202 => {
                 let id = body["order_id"].as_str().unwrap_or_default().to_owned();
+                let mut ledger = ledger.lock().await;
                 ledger
-                    .lock()
-                    .await
-                    .accepted
-                    .entry(id)
-                    .or_default()
-                    .push(body.clone());
+                    .accepted_at
+                    .entry(id.clone())
+                    .or_insert_with(Instant::now);
+                ledger.accepted.entry(id).or_default().push(body.clone());
                 return;
             }
             Ok(response)
