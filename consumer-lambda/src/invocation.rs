@@ -1,5 +1,7 @@
 //! What the consumer function is invoked with: a batch from the event source
-//! mapping, or the circuit breaker's probe ([`crate::breaker::PROBE_PAYLOAD`]).
+//! mapping, the circuit breaker's probe ([`crate::breaker::PROBE_PAYLOAD`]),
+//! or a lookup of one order (`{"lookup": {"order_id": "…"}}`), which
+//! `scripts/deploy`'s canary asks instead of waiting for the consumer's logs.
 //!
 //! Read in one pass, without buffering the payload first (as an untagged enum
 //! would), so a batch of a thousand records costs what the `SqsEvent` alone costs.
@@ -17,6 +19,20 @@ use crate::breaker::Health;
 pub enum Invocation {
     Batch(SqsEvent),
     Probe,
+    Lookup(Lookup),
+}
+
+/// Is this order stored?
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Lookup {
+    pub order_id: uuid::Uuid,
+}
+
+/// The lookup's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LookupAnswer {
+    pub order_id: uuid::Uuid,
+    pub stored: bool,
 }
 
 impl<'de> Deserialize<'de> for Invocation {
@@ -35,6 +51,7 @@ impl<'de> Deserialize<'de> for Invocation {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Invocation, A::Error> {
                 let mut records: Option<Vec<SqsMessage>> = None;
                 let mut probe = false;
+                let mut lookup: Option<Lookup> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "Records" => records = Some(map.next_value()?),
@@ -42,19 +59,21 @@ impl<'de> Deserialize<'de> for Invocation {
                             map.next_value::<IgnoredAny>()?;
                             probe = true;
                         }
+                        "lookup" => lookup = Some(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                match (records, probe) {
-                    (Some(records), _) => {
+                match (records, probe, lookup) {
+                    (Some(records), _, _) => {
                         let mut event = SqsEvent::default();
                         event.records = records;
                         Ok(Invocation::Batch(event))
                     }
-                    (None, true) => Ok(Invocation::Probe),
-                    (None, false) => Err(serde::de::Error::missing_field("Records")),
+                    (None, true, _) => Ok(Invocation::Probe),
+                    (None, false, Some(lookup)) => Ok(Invocation::Lookup(lookup)),
+                    (None, false, None) => Err(serde::de::Error::missing_field("Records")),
                 }
             }
         }
@@ -106,6 +125,20 @@ mod tests {
     fn the_breakers_payload_is_read_as_a_probe() {
         let probe = serde_json::from_str::<Invocation>(crate::breaker::PROBE_PAYLOAD);
         assert!(matches!(probe, Ok(Invocation::Probe)), "{probe:?}");
+    }
+
+    #[test]
+    fn a_lookup_names_the_order_it_asks_about() {
+        let lookup = serde_json::from_str::<Invocation>(
+            r#"{"lookup":{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"}}"#,
+        );
+        match lookup {
+            Ok(Invocation::Lookup(Lookup { order_id })) => {
+                assert_eq!(order_id.to_string(), "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10")
+            }
+            other => panic!("expected a lookup, got {other:?}"),
+        }
+        assert!(serde_json::from_str::<Invocation>(r#"{"lookup":{"order_id":"nope"}}"#).is_err());
     }
 
     #[test]

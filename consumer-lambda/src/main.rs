@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consumer_lambda::breaker::{self, LambdaMapping, LambdaProbe, Probe};
 use consumer_lambda::config::{BreakerConfig, MigrateConfig};
-use consumer_lambda::invocation::{Invocation, ProbeAnswer};
+use consumer_lambda::invocation::{Invocation, LookupAnswer, ProbeAnswer};
 use consumer_lambda::migrations::{self, WriterRole};
 use consumer_lambda::{Config, Consumer, PgStore, SqsRetryQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -81,6 +81,14 @@ async fn consume() -> Result<(), Error> {
                 Invocation::Probe => Ok(serde_json::to_value(ProbeAnswer::from(
                     store.probe().await,
                 ))?),
+                // scripts/deploy's canary asks whether its order is stored.
+                Invocation::Lookup(lookup) => {
+                    let stored = store.is_stored(lookup.order_id).await?;
+                    Ok(serde_json::to_value(LookupAnswer {
+                        order_id: lookup.order_id,
+                        stored,
+                    })?)
+                }
             }
         },
     ))

@@ -300,6 +300,22 @@ impl PgStore {
         })
     }
 
+    /// Is an order with this id stored? What `scripts/deploy`'s canary asks.
+    pub async fn is_stored(&self, order_id: Uuid) -> Result<bool, StoreError> {
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let rows = checkout
+            .client()
+            .query_typed(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE order_id = $1)",
+                &[(&order_id, Type::UUID)],
+            )
+            .await
+            .map_err(StoreError::Check)?;
+        let stored = rows.first().is_some_and(|row| row.get::<_, bool>(0));
+        checkout.release();
+        Ok(stored)
+    }
+
     /// Can the consumer store now? A connection, and the writer's `INSERT` on
     /// both tables (a missing table, as after a bad migration, fails with
     /// 42P01). What the circuit breaker asks ([`crate::breaker`]).

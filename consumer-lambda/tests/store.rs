@@ -695,3 +695,16 @@ async fn the_store_fails_while_the_database_is_down_and_reconnects_when_it_retur
         .expect("reconnected after the restart");
     assert_eq!(outcome.stored, 1);
 }
+
+#[tokio::test]
+async fn a_lookup_finds_a_stored_order_by_its_id_and_no_other() {
+    let db = TestDatabase::create().await;
+    let store = store_on(&db).await;
+    let stored = Uuid::new_v4();
+    store
+        .insert(&[&delivery("m-1", stored)])
+        .await
+        .expect("stored");
+    assert!(store.is_stored(stored).await.expect("a lookup"));
+    assert!(!store.is_stored(Uuid::new_v4()).await.expect("a lookup"));
+}

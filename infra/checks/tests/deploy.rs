@@ -322,11 +322,7 @@ fn deploy_verify_passes_a_stack_whose_proxy_producer_and_consumer_work_and_says_
         .iter()
         .map(|c| format!("{} {}", c.param("StackName"), c.param("LogicalResourceId")))
         .collect();
-    assert_eq!(
-        resources,
-        ["demo DatabaseProxy", "demo ConsumerLogGroup"],
-        "{log}"
-    );
+    assert_eq!(resources, ["demo DatabaseProxy"], "{log}");
     let targets = stub.calls_of("rds", "DescribeDBProxyTargets");
     assert_eq!(targets.len(), 1, "{log}");
     assert_eq!(targets[0].param("DBProxyName"), aws_stub::PROXY);
@@ -340,23 +336,17 @@ fn deploy_verify_passes_a_stack_whose_proxy_producer_and_consumer_work_and_says_
     assert_eq!(canary["customer_id"], "deploy-canary");
     assert_eq!(canary["items"][0]["unit_price_cents"], 1);
     let order_id = canary["order_id"].as_str().expect("an order_id");
-    let searches = stub.calls_of("logs", "FilterLogEvents");
-    assert_eq!(searches.len(), 1, "{log}");
+    // Then the consumer function itself is asked about that order id.
+    let lookups: Vec<serde_json::Value> = stub
+        .calls_of("lambda", "Invoke")
+        .iter()
+        .filter(|c| c.param("FunctionName") == aws_stub::CONSUMER_FUNCTION)
+        .map(|c| serde_json::from_str(c.param("Payload")).expect("a JSON payload"))
+        .collect();
     assert_eq!(
-        searches[0].param("logGroupName"),
-        aws_stub::CONSUMER_LOG_GROUP
-    );
-    assert_eq!(
-        searches[0].param("filterPattern"),
-        format!("\"{order_id}\"")
-    );
-    let since: u64 = searches[0]
-        .param("startTime")
-        .parse()
-        .expect("a startTime in ms");
-    assert!(
-        since > 1_700_000_000_000,
-        "startTime {since} is not in milliseconds"
+        lookups,
+        [serde_json::json!({ "lookup": { "order_id": order_id } })],
+        "{log}"
     );
     assert_only_known_calls(&stub);
 }
@@ -431,15 +421,13 @@ fn deploy_verify_names_a_canary_the_producer_refuses() {
 
 #[test]
 fn deploy_verify_names_a_canary_the_consumer_did_not_store() {
-    for says in ["not stored; will be retried", ""] {
-        assert_only_this_check_fails(
-            Answers {
-                consumer_says: [says.to_owned()].into(),
-                ..Answers::default()
-            },
-            "FAILED: check 3: no line of /aws/lambda/demo-consumer says canary order",
-        );
-    }
+    assert_only_this_check_fails(
+        Answers {
+            consumer_stored: [false].into(),
+            ..Answers::default()
+        },
+        "FAILED: check 3: the consumer has not stored canary order",
+    );
 }
 
 #[test]
@@ -457,7 +445,7 @@ fn deploy_verify_waits_for_what_a_fresh_stack_is_still_bringing_up() {
             ]
             .into(),
             readyz_status: [502, 503, 200].into(),
-            consumer_says: [String::new(), "order stored".to_owned()].into(),
+            consumer_stored: [false, true].into(),
             ..Answers::default()
         },
         &[
@@ -482,7 +470,12 @@ fn deploy_verify_waits_for_what_a_fresh_stack_is_still_bringing_up() {
     }
     assert_eq!(stub.calls_of("rds", "DescribeDBProxyTargets").len(), 3);
     assert_eq!(stub.calls_of("producer", "GET /readyz").len(), 3);
-    assert_eq!(stub.calls_of("logs", "FilterLogEvents").len(), 2);
+    let lookups = stub
+        .calls_of("lambda", "Invoke")
+        .iter()
+        .filter(|c| c.param("FunctionName") == aws_stub::CONSUMER_FUNCTION)
+        .count();
+    assert_eq!(lookups, 2, "asked again until the order is stored");
 }
 
 #[test]

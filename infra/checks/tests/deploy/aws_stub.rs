@@ -21,6 +21,7 @@ pub(crate) const REGION: &str = "eu-west-1";
 pub(crate) const STACK: &str = "demo";
 pub(crate) const PROXY: &str = "demo-proxy";
 pub(crate) const CONSUMER_LOG_GROUP: &str = "/aws/lambda/demo-consumer";
+pub(crate) const CONSUMER_FUNCTION: &str = "demo-consumer";
 pub(crate) const MIGRATE_FUNCTION: &str = "demo-migrate";
 pub(crate) const WRITER_SECRET: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo-writer-AbCdEf";
@@ -57,9 +58,9 @@ pub(crate) struct Answers {
     /// `/readyz`'s status, one per request; the last one repeats.
     pub(crate) readyz_status: VecDeque<u16>,
     pub(crate) orders_status: u16,
-    /// The consumer's log message for an order id it is asked about (empty: no
-    /// line), one per FilterLogEvents; the last one repeats.
-    pub(crate) consumer_says: VecDeque<String>,
+    /// Whether the consumer function, asked `{"lookup": …}`, finds the order
+    /// stored, one per lookup; the last one repeats.
+    pub(crate) consumer_stored: VecDeque<bool>,
     /// Lambda's X-Amz-Function-Error for the migrate function (empty: none).
     pub(crate) migrate_function_error: String,
     /// The stack's outputs; `ProducerUrl` is added as the stub's own address.
@@ -76,10 +77,11 @@ impl Default for Answers {
             proxy_target: VecDeque::from([("AVAILABLE".into(), String::new(), String::new())]),
             readyz_status: VecDeque::from([200]),
             orders_status: 202,
-            consumer_says: VecDeque::from(["order stored".to_owned()]),
+            consumer_stored: VecDeque::from([true]),
             migrate_function_error: String::new(),
             outputs: vec![
                 ("MigrateFunctionName".into(), MIGRATE_FUNCTION.into()),
+                ("ConsumerFunctionName".into(), CONSUMER_FUNCTION.into()),
                 ("DatabaseWriterSecretArn".into(), WRITER_SECRET.into()),
             ],
             credentials_valid: true,
@@ -314,7 +316,7 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
                     call.params.insert(key, text);
                 }
             }
-            json_answer(shared, &call)
+            json_answer(&call)
         }
         "lambda" => lambda(shared, request, &mut call),
         "s3" => s3(request, &mut call),
@@ -586,32 +588,8 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
     })
 }
 
-fn json_answer(shared: &Shared, call: &Call) -> Option<Response> {
-    let mut answers = shared.answers.lock().expect("answers");
+fn json_answer(call: &Call) -> Option<Response> {
     Some(match (call.service.as_str(), call.action.as_str()) {
-        ("logs", "FilterLogEvents") if call.param("logGroupName") == CONSUMER_LOG_GROUP => {
-            // The script filters on the order id in double quotes.
-            let order_id = call.param("filterPattern").trim_matches('"').to_owned();
-            let says = next(&mut answers.consumer_says);
-            let events: Vec<serde_json::Value> = if says.is_empty() {
-                Vec::new()
-            } else {
-                let message = serde_json::json!({
-                    "level": "INFO",
-                    "fields": { "message": says },
-                    "span": { "order_id": order_id, "name": "record" },
-                })
-                .to_string();
-                vec![serde_json::json!({
-                    "logStreamName": "2026/01/01/[$LATEST]0123456789abcdef",
-                    "timestamp": 1_767_225_600_000_u64,
-                    "message": message,
-                    "ingestionTime": 1_767_225_600_500_u64,
-                    "eventId": "0001",
-                })]
-            };
-            Response::json(serde_json::json!({ "events": events, "searchedLogStreams": [] }))
-        }
         ("secretsmanager", "GetSecretValue") if call.param("SecretId") == WRITER_SECRET => {
             Response::json(serde_json::json!({
                 "ARN": WRITER_SECRET,
@@ -676,7 +654,7 @@ fn s3(request: &Request, call: &mut Call) -> Option<Response> {
 
 /// Lambda's REST-JSON API: the action is in the method and path.
 fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Response> {
-    let answers = shared.answers.lock().expect("answers");
+    let mut answers = shared.answers.lock().expect("answers");
     let path = request.path.split('?').next().unwrap_or_default();
     if request.method == "GET" && path.trim_end_matches('/') == "/2016-08-19/account-settings" {
         call.action = "GetAccountSettings".into();
@@ -712,6 +690,17 @@ fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Respons
     );
     if let Some(kind) = request.headers.get("x-amz-invocation-type") {
         call.params.insert("InvocationType".into(), kind.clone());
+    }
+    if function == CONSUMER_FUNCTION {
+        // The canary's lookup: the consumer answers for the order it is asked about.
+        let asked: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let stored = next(&mut answers.consumer_stored);
+        return Some(Response::new(
+            200,
+            "application/json",
+            serde_json::json!({ "order_id": asked["lookup"]["order_id"], "stored": stored })
+                .to_string(),
+        ));
     }
     if function != MIGRATE_FUNCTION {
         let mut response = Response::new(

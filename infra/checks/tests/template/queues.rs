@@ -158,8 +158,14 @@ fn a_dead_lettered_message_keeps_at_least_a_week_in_the_dlq() {
     };
     let (orders, dlq) = (retention("OrdersQueue"), retention("OrdersDeadLetterQueue"));
     let week = 7 * 24 * 3600;
-    assert!(dlq.saturating_sub(orders) >= week, "orders {orders} s, DLQ {dlq} s");
-    assert!(orders >= week, "the orders queue rides out a week's outage: {orders} s");
+    assert!(
+        dlq.saturating_sub(orders) >= week,
+        "orders {orders} s, DLQ {dlq} s"
+    );
+    assert!(
+        orders >= week,
+        "the orders queue rides out a week's outage: {orders} s"
+    );
 }
 
 #[test]
