@@ -14,6 +14,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use consumer_lambda::DatabaseConfig;
+use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
@@ -47,6 +49,12 @@ struct Runtime {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // The schema is the migrate task's, not the consumer's: apply it first, as
+    // a deploy does, and run the bootstrap as the writer.
+    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
+    connect_and_prepare(DatabaseConfig::from_url(&args.database_url)?, &writer)
+        .await
+        .context("migrating the benchmark's database")?;
     let zip_mb = std::fs::metadata(&args.zip)
         .with_context(|| format!("reading {}", args.zip.display()))?
         .len() as f64
@@ -127,8 +135,11 @@ fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process:
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", writer_url(&args.database_url)?)
         .env("QUEUE_URL", "http://127.0.0.1:9/000000000000/orders")
+        // The consumer requires it; the template's, as deployed (nothing is
+        // requeued here: every batch is stored).
+        .env("MAX_RECEIVE_COUNT", max_receive_count()?.to_string())
         .env(
             "RUST_LOG",
             std::env::var("BOOTSTRAP_LOG").unwrap_or_else(|_| "warn".into()),
@@ -138,6 +149,30 @@ fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process:
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", args.bootstrap.display()))
+}
+
+/// The same database as the writer role, as the consumer runs in AWS.
+fn writer_url(url: &str) -> anyhow::Result<String> {
+    let mut config: tokio_postgres::Config = url.parse().context("DATABASE_URL")?;
+    config.user(DEFAULT_WRITER);
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => bail!("DATABASE_URL must name a TCP host"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("postgres");
+    Ok(format!(
+        "postgres://{DEFAULT_WRITER}@{host}:{port}/{dbname}"
+    ))
+}
+
+/// The orders queue's maxReceiveCount, from the template the stack deploys.
+fn max_receive_count() -> anyhow::Result<u32> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+    Ok(local_esm::Template::from_file(path)
+        .with_context(|| format!("reading {path}"))?
+        .queues
+        .max_receive_count)
 }
 
 async fn wait_for_first_poll(runtime: &Runtime) -> anyhow::Result<Instant> {
