@@ -92,7 +92,8 @@ enum Command {
         #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
         retry_cap_seconds: u64,
         /// Run without the circuit breaker (the template deploys one): the
-        /// mapping then keeps polling through a database outage.
+        /// mapping then keeps polling through a database outage, and through
+        /// a throttled or failing function, spending receives.
         #[arg(long)]
         no_breaker: bool,
     },
