@@ -4,12 +4,15 @@
 //!
 //! # Layout
 //! - this file: [`Stack`], the system for one test, with [`TEST_BACKOFF`] and
-//!   [`TEST_EVENT_SOURCE`] scaled for tests; [`order`] makes a valid request;
+//!   [`TEST_EVENT_SOURCE`] scaled for tests; its circuit breaker, and the
+//!   function's faults ([`Stack::function`]); [`order`] makes a valid request;
 //!   [`LoseAcks`] drops acknowledgements to force redeliveries.
 //! - `src/bin/chaos.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
 //!   a seeded schedule of faults; exits 0 only if nothing was lost or doubled.
 //!   `--outage-s` measures the catch-up after one outage, with the template's constants.
 //! - `tests/system.rs`: every accepted order stored exactly once, whatever fails in between.
+//! - `tests/lambda_faults.rs`: a throttled function and a runtime failing its
+//!   init send valid orders to the DLQ without the breaker; with it, none.
 //! - `tests/dlq_replay.rs`: orders refused under a bad schema change wait in the
 //!   DLQ; `replay-dlq` moves them back and each is stored once.
 //! - `tests/browser.rs`: the order page in Chromium over WebDriver; takes `docs/`'s screenshots.
@@ -21,7 +24,10 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
 };
-use local_esm::{BatchHandler, Driver, EventSourceSettings, InProcess, InvocationError};
+use local_esm::breaker::{Intervals, LocalProbe};
+use local_esm::{
+    BatchHandler, Driver, EventSourceSettings, FunctionState, InProcess, InvocationError, Switch,
+};
 use producer::{AppState, SqsQueue};
 use serde_json::{Value, json};
 use testkit::{QueueSettings, TestDatabase, TestQueues};
@@ -53,8 +59,15 @@ pub struct Stack {
     pub producer_url: String,
     pub http: reqwest::Client,
     producer: Option<Running>,
+    /// The consumer function's state: throttle it or fail its init with
+    /// [`FunctionState::set`]. It outlives restarts of the consumer.
+    pub function: FunctionState,
     /// The event source mapping feeding the consumer, while it runs.
     driver: Option<Running>,
+    /// Its `Enabled` switch, while it runs.
+    switch: Option<Switch>,
+    /// The circuit breaker flipping that switch, while it runs.
+    breaker: Option<Running>,
 }
 
 /// A background task and the trigger that stops it gracefully.
@@ -127,7 +140,10 @@ impl Stack {
             producer_url,
             http: reqwest::Client::new(),
             producer: Some(Running { stop, task }),
+            function: FunctionState::default(),
             driver: None,
+            switch: None,
+            breaker: None,
         }
     }
 
@@ -147,7 +163,9 @@ impl Stack {
             handler,
         )
         .await
-        .expect("the driver finds its queue");
+        .expect("the driver finds its queue")
+        .with_function(self.function.clone());
+        self.switch = Some(driver.switch());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             driver
@@ -159,11 +177,46 @@ impl Stack {
         self.driver = Some(Running { stop, task });
     }
 
-    /// Stops the event source mapping after its in-flight batches.
+    /// Starts the circuit breaker on the running mapping, as `local-esm run`
+    /// does: the same loop and probe, on `intervals`.
+    pub async fn start_breaker(&mut self, intervals: Intervals) {
+        assert!(self.breaker.is_none(), "the breaker is already running");
+        let switch = self
+            .switch
+            .clone()
+            .expect("the consumer runs before its breaker");
+        let config = DatabaseConfig::from_url(&self.db.url_as(migrations::DEFAULT_WRITER))
+            .expect("a valid URL");
+        // The probe's own connection, as the probe is its own invocation.
+        let store = PgStore::new(config, 1)
+            .await
+            .expect("no TLS or IAM to set up");
+        let function = self.function.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let probe = LocalProbe::new(function, &store);
+            tokio::select! {
+                () = local_esm::breaker::run(&probe, &switch, intervals) => {}
+                _ = stopped => {}
+            }
+        });
+        self.breaker = Some(Running { stop, task });
+    }
+
+    /// Is the running mapping enabled (not paused by the breaker)?
+    pub fn mapping_enabled(&self) -> Option<bool> {
+        self.switch.as_ref().map(Switch::enabled)
+    }
+
+    /// Stops the breaker, then the event source mapping after its in-flight batches.
     pub async fn stop_consumer(&mut self) {
+        if let Some(breaker) = self.breaker.take() {
+            breaker.stop().await;
+        }
         if let Some(consumer) = self.driver.take() {
             consumer.stop().await;
         }
+        self.switch = None;
     }
 
     /// The consumer as Lambda runs it, on this stack's database and queue, with

@@ -8,6 +8,7 @@ use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
 };
 
+use crate::breaker::{self, Intervals, LocalProbe};
 use crate::driver::{Driver, InProcess};
 use crate::queues::create_queues;
 use crate::template::Template;
@@ -91,7 +92,8 @@ enum Command {
         #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
         retry_cap_seconds: u64,
         /// Run without the circuit breaker (the template deploys one): the
-        /// mapping then keeps polling through a database outage.
+        /// mapping then keeps polling through a database outage, and through
+        /// a throttled or failing function, spending receives.
         #[arg(long)]
         no_breaker: bool,
     },
@@ -197,31 +199,16 @@ impl Cli {
                     polling.await;
                 } else {
                     let switch = driver.switch();
+                    let probe = LocalProbe::new(driver.function(), &store);
                     // The breaker never ends by itself: polling decides when to stop.
                     tokio::select! {
                         () = polling => {}
-                        () = run_breaker(&store, &switch) => {}
+                        () = breaker::run(&probe, &switch, Intervals::default()) => {}
                     }
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// The circuit breaker on the schedule AWS runs it on: a step every minute,
-/// every few seconds while the mapping is paused.
-async fn run_breaker(store: &PgStore, switch: &crate::driver::Switch) {
-    use consumer_lambda::breaker;
-    loop {
-        let wait = match breaker::step(store, switch).await {
-            Ok(step) => step.next_probe_in(),
-            Err(err) => {
-                tracing::warn!(error = %support::error_chain(&err), "the breaker's step failed");
-                breaker::SCHEDULE_INTERVAL
-            }
-        };
-        tokio::time::sleep(wait).await;
     }
 }
 

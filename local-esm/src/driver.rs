@@ -7,6 +7,13 @@
 //! the DLQ after `maxReceiveCount` receives. An invocation that errors, panics,
 //! runs past the function's timeout, or answers with an identifier that is not in
 //! the batch, fails the whole batch.
+//!
+//! Faults outside the handler are set at run time with [`FunctionState`]: a
+//! throttled function, whose invocations are not run, and a runtime that fails
+//! its init, whose invocations all fail without the handler. Either way the
+//! records come back after the visibility timeout with their receive counted,
+//! as Lambda documents in "Handling errors for an SQS event source"
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -96,6 +103,49 @@ pub struct Driver<H> {
     settings: EventSourceSettings,
     handler: H,
     switch: Switch,
+    function: FunctionState,
+}
+
+/// What Lambda does with an invocation of the function, apart from the handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Function {
+    /// Invocations run the handler.
+    #[default]
+    Running,
+    /// Lambda refuses the invocations (`TooManyRequestsException`: the
+    /// account's or the function's concurrency is used up). Lambda retries
+    /// them within the records' visibility timeout and then drops them, so the
+    /// records come back with their receive spent; here the invocation is
+    /// given up at once, which spends the same receive.
+    Throttled,
+    /// The runtime fails its init (a bad deploy: a missing layer, a bad
+    /// setting): every invocation is a function error without the handler.
+    FailingInit,
+}
+
+/// The function's state, shared: tests flip it while the mapping runs, and the
+/// local breaker's probe reads it, as the probe in AWS is an invocation of the
+/// same function.
+#[derive(Debug, Clone)]
+pub struct FunctionState(std::sync::Arc<watch::Sender<Function>>);
+
+impl Default for FunctionState {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(watch::Sender::new(Function::Running)))
+    }
+}
+
+impl FunctionState {
+    pub fn get(&self) -> Function {
+        *self.0.borrow()
+    }
+
+    pub fn set(&self, function: Function) {
+        let before = self.0.send_replace(function);
+        if before != function {
+            info!(?before, now = ?function, "the function's state changed");
+        }
+    }
 }
 
 /// The mapping's `Enabled` switch, as `UpdateEventSourceMapping` flips it: a
@@ -167,7 +217,15 @@ impl<H: BatchHandler> Driver<H> {
             settings,
             handler,
             switch: Switch::default(),
+            function: FunctionState::default(),
         })
+    }
+
+    /// Uses `function` for the function's state: one that outlives this
+    /// mapping, as a function outlives its event source mapping.
+    pub fn with_function(mut self, function: FunctionState) -> Self {
+        self.function = function;
+        self
     }
 
     pub fn handler(&self) -> &H {
@@ -177,6 +235,11 @@ impl<H: BatchHandler> Driver<H> {
     /// The switch a circuit breaker flips to pause and resume this mapping.
     pub fn switch(&self) -> Switch {
         self.switch.clone()
+    }
+
+    /// The function's state, to throttle it or fail its init.
+    pub fn function(&self) -> FunctionState {
+        self.function.clone()
     }
 
     /// Polls until `shutdown` completes, then lets in-flight batches finish.
@@ -303,6 +366,27 @@ impl<H: BatchHandler> Driver<H> {
         let received = messages.len();
         let event = self.event(&messages);
         let span = info_span!("invoke", records = received);
+        let all_retried = BatchOutcome {
+            received,
+            deleted: 0,
+            retried: received,
+        };
+        match self.function.get() {
+            Function::Running => {}
+            Function::Throttled => {
+                span.in_scope(|| warn!(
+                    "Lambda throttles the function (TooManyRequestsException): the batch is not run and comes back after the visibility timeout, its receive spent"
+                ));
+                return all_retried;
+            }
+            Function::FailingInit => {
+                span.in_scope(|| error!(
+                    error_type = "Runtime.ExitError",
+                    "the runtime failed its init: the whole batch fails without the handler and comes back after the visibility timeout"
+                ));
+                return all_retried;
+            }
+        }
         let timeout = self.settings.function_timeout;
         let deadline = Instant::now() + timeout;
         // Lambda stops an invocation at its timeout: no response, no partial
@@ -314,11 +398,6 @@ impl<H: BatchHandler> Driver<H> {
         .instrument(span.clone())
         .await;
         let _entered = span.enter();
-        let all_retried = BatchOutcome {
-            received,
-            deleted: 0,
-            retried: received,
-        };
         let failed: HashSet<String> = match response {
             Err(_elapsed) => {
                 error!(

@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use local_esm::queues::create_queues;
 use local_esm::{
-    BatchHandler, BatchOutcome, Driver, EventSourceSettings, InvocationError, Template,
+    BatchHandler, BatchOutcome, Driver, EventSourceSettings, Function, InvocationError, Template,
 };
 use testkit::{QueueSettings, TestQueues, eventually, unique_name};
 use tokio::time::Instant;
@@ -476,4 +476,74 @@ async fn a_paused_mapping_receives_nothing_so_waiting_records_keep_their_receive
             == Some("1")),
         "the first receive after the pause is each record's first"
     );
+}
+
+/// Steps the driver until `records` records were received in all; the sum.
+async fn poll_until_received(driver: &Driver<Recorder>, records: usize) -> BatchOutcome {
+    let total = Mutex::new(BatchOutcome::default());
+    eventually(
+        &format!("{records} records received"),
+        Duration::from_secs(30),
+        || async {
+            let outcome = driver.poll_once().await.expect("poll");
+            let mut total = total.lock().expect("lock");
+            total.received += outcome.received;
+            total.deleted += outcome.deleted;
+            total.retried += outcome.retried;
+            if total.received >= records {
+                Ok(())
+            } else {
+                Err(total.received)
+            }
+        },
+    )
+    .await;
+    total.into_inner().expect("lock")
+}
+
+#[tokio::test]
+async fn a_throttled_or_failing_function_never_runs_the_handler_and_each_spends_a_receive() {
+    testkit::init_tracing();
+    let queues = TestQueues::create(QueueSettings {
+        visibility_timeout_secs: 1,
+        max_receive_count: 5,
+    })
+    .await;
+    queues.send_bodies(&bodies("ok", 3)).await;
+    let driver = Driver::new(
+        queues.sqs.clone(),
+        &queues.queue_url,
+        settings(10, 200, 1),
+        Recorder::default(),
+    )
+    .await
+    .expect("driver");
+    let function = driver.function();
+
+    for fault in [Function::Throttled, Function::FailingInit] {
+        function.set(fault);
+        let outcome = poll_until_received(&driver, 3).await;
+        assert_eq!((outcome.deleted, outcome.retried), (0, 3), "{fault:?}");
+        assert!(
+            driver_events(&driver).is_empty(),
+            "{fault:?} ran the handler"
+        );
+    }
+    function.set(Function::Running);
+    let outcome = poll_until_received(&driver, 3).await;
+    assert_eq!(outcome.deleted, 3);
+    let events = driver_events(&driver);
+    let counts: Vec<&str> = events
+        .iter()
+        .flat_map(|e| &e.records)
+        .filter_map(|r| r.attributes.get("ApproximateReceiveCount"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        counts,
+        ["3", "3", "3"],
+        "the throttled and the failed invocation each spent a receive"
+    );
+    assert_eq!(queues.depth().await, 0);
+    assert_eq!(queues.dlq_depth().await, 0);
 }

@@ -174,3 +174,45 @@ fn a_paused_consumer_raises_an_alarm_on_the_breakers_own_metric() {
             .any(|a| reference(a) == Some("AlarmTopic"))
     );
 }
+
+#[test]
+fn a_throttled_or_failing_consumer_spends_at_most_one_receive_before_the_breaker_pauses_it() {
+    // Neither fault runs the handler, so neither postpones or requeues: each
+    // receive in the window before the breaker's next step is spent. The
+    // window: a schedule interval, the probe, and a long poll already under
+    // way when the mapping is paused (SQS's longest wait, 20 s).
+    let t = template();
+    let visibility: u64 = t
+        .number(&[
+            "Resources",
+            "OrdersQueue",
+            "Properties",
+            "VisibilityTimeout",
+        ])
+        .expect("VisibilityTimeout");
+    let max_receive_count: u64 = t
+        .number(&[
+            "Resources",
+            "OrdersQueue",
+            "Properties",
+            "RedrivePolicy",
+            "maxReceiveCount",
+        ])
+        .expect("maxReceiveCount");
+    let smallest_allowed = as_u64(at(&t, &["Parameters", "MaxReceiveCount", "MinValue"]))
+        .expect("MaxReceiveCount's MinValue");
+    let window = SCHEDULE_INTERVAL + PROBE_TIMEOUT + Duration::from_secs(20);
+    // A message hides for the visibility timeout after each receive, so
+    // receives of one message are at least that far apart.
+    let spent = window.as_secs() / visibility + 1;
+    println!(
+        "detection window {window:?}: at most {spent} receive(s) of {max_receive_count} spent; \
+         without the breaker a valid order reaches the DLQ after {} s",
+        max_receive_count * visibility
+    );
+    assert_eq!(spent, 1, "window {window:?}, visibility {visibility} s");
+    assert!(
+        spent < smallest_allowed,
+        "even at MaxReceiveCount's MinValue ({smallest_allowed}) receives are left once paused"
+    );
+}
