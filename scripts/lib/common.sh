@@ -18,6 +18,12 @@ LOCALSTACK_REQUIREMENTS="$REPO_ROOT/scripts/lib/localstack-requirements.txt"
 section() { printf '\n==== %s ====\n' "$*"; }
 info() { printf '  %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
+# The running script's header comment, every line of it (line 2 up to the
+# first line that is not a comment), for -h/--help: the header is the manual.
+usage() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+
 die() {
     printf 'error: %s\n' "$*" >&2
     exit 1

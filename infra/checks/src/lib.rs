@@ -11,10 +11,11 @@
 //!   through parameter defaults ([`Document::number`]) or bounds
 //!   ([`Document::largest`]); [`intrinsic`] and [`reference`] for short-form tags.
 //! - `tests/template/`: the template's checks, one file per subject (queues,
-//!   outage budget, IAM, database, network, reachability model, consumer,
-//!   producer, operations) over a shared `helpers` module.
+//!   retry bounds, IAM, quotas, database, network, reachability model,
+//!   consumer, breaker, producer, operations) over a shared `helpers` module.
 //! - `tests/deploy.rs`: `scripts/deploy --verify` and `--migrate` with the real
 //!   pinned AWS CLI and curl against an AWS-shaped endpoint (`tests/deploy/aws_stub.rs`).
+//! - `tests/help.rs`: every script's `--help` prints its whole header comment.
 
 pub mod template;
 
