@@ -8,7 +8,10 @@ use consumer_lambda::breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTE
 use consumer_lambda::metrics::{BREAKER_OPEN, NAMESPACE};
 use infra_checks::{as_u64, reference};
 
-use crate::helpers::{actions, at, items, name_of, properties, role_statements, template, text};
+use crate::helpers::{
+    actions, at, items, max_receive_count, name_of, properties, role_statements, template, text,
+    visibility_timeout,
+};
 
 #[test]
 fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
@@ -182,23 +185,8 @@ fn a_throttled_or_failing_consumer_spends_at_most_one_receive_before_the_breaker
     // window: a schedule interval, the probe, and a long poll already under
     // way when the mapping is paused (SQS's longest wait, 20 s).
     let t = template();
-    let visibility: u64 = t
-        .number(&[
-            "Resources",
-            "OrdersQueue",
-            "Properties",
-            "VisibilityTimeout",
-        ])
-        .expect("VisibilityTimeout");
-    let max_receive_count: u64 = t
-        .number(&[
-            "Resources",
-            "OrdersQueue",
-            "Properties",
-            "RedrivePolicy",
-            "maxReceiveCount",
-        ])
-        .expect("maxReceiveCount");
+    let visibility: u64 = visibility_timeout(&t);
+    let max_receive_count: u64 = u64::from(max_receive_count(&t));
     let smallest_allowed = as_u64(at(&t, &["Parameters", "MaxReceiveCount", "MinValue"]))
         .expect("MaxReceiveCount's MinValue");
     let window = SCHEDULE_INTERVAL + PROBE_TIMEOUT + Duration::from_secs(20);

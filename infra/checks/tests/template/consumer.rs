@@ -8,7 +8,8 @@ use consumer_lambda::config::DbAuth;
 use infra_checks::{Document, Value, as_u64, reference};
 
 use crate::helpers::{
-    REPO, at, consumer_environment, default_of, get_att, items, properties, template, text,
+    REPO, at, consumer_environment, default_of, get_att, items, max_receive_count, properties,
+    template, text,
 };
 
 #[test]
@@ -90,16 +91,7 @@ fn the_consumer_accepts_the_environment_the_template_gives_it() {
     assert_eq!(config.database.auth, DbAuth::Iam);
     assert_eq!(
         config.retry.max_receive_count,
-        Some(
-            t.number(&[
-                "Resources",
-                "OrdersQueue",
-                "Properties",
-                "RedrivePolicy",
-                "maxReceiveCount"
-            ])
-            .expect("the orders queue's maxReceiveCount")
-        ),
+        Some(max_receive_count(&t)),
         "the consumer requeues by the queue's own maxReceiveCount"
     );
 

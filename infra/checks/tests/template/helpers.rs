@@ -144,6 +144,29 @@ pub(crate) fn name_of(value: &Value) -> String {
     }
 }
 
+/// The orders queue's VisibilityTimeout, in seconds.
+pub(crate) fn visibility_timeout(t: &Document) -> u64 {
+    t.number(&[
+        "Resources",
+        "OrdersQueue",
+        "Properties",
+        "VisibilityTimeout",
+    ])
+    .expect("the orders queue's VisibilityTimeout")
+}
+
+/// The orders queue's redrive maxReceiveCount (the parameter's default).
+pub(crate) fn max_receive_count(t: &Document) -> u32 {
+    t.number(&[
+        "Resources",
+        "OrdersQueue",
+        "Properties",
+        "RedrivePolicy",
+        "maxReceiveCount",
+    ])
+    .expect("the orders queue's maxReceiveCount")
+}
+
 /// The consumer function's Timeout: its own, else the template's Globals.
 pub(crate) fn function_timeout(t: &Document) -> u64 {
     t.number(&["Resources", "ConsumerFunction", "Properties", "Timeout"])

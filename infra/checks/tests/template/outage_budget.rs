@@ -9,18 +9,10 @@ use std::time::Duration;
 use consumer_lambda::retry::{MAX_SEND_DELAY, Retry};
 use consumer_lambda::{Backoff, RetryPolicy};
 
-use crate::helpers::template;
+use crate::helpers::{max_receive_count, template};
 
 fn policy() -> RetryPolicy {
-    let max_receive_count = template()
-        .number(&[
-            "Resources",
-            "OrdersQueue",
-            "Properties",
-            "RedrivePolicy",
-            "maxReceiveCount",
-        ])
-        .expect("the orders queue's maxReceiveCount");
+    let max_receive_count = max_receive_count(&template());
     RetryPolicy {
         backoff: Backoff::default(),
         max_receive_count: Some(max_receive_count),

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use infra_checks::{Value, as_u64, intrinsic, reference};
 
-use crate::helpers::{at, function_timeout, get_att, items, properties, template, text, truthy};
+use crate::helpers::{
+    at, function_timeout, get_att, items, properties, template, text, truthy, visibility_timeout,
+};
 
 /// The longest SQS keeps a message: 14 days
 /// (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html,
@@ -19,14 +21,7 @@ const VISIBILITY_TIMEOUTS_PER_FUNCTION_TIMEOUT: u64 = 6;
 #[test]
 fn the_visibility_timeout_covers_six_function_timeouts_plus_the_largest_batching_window() {
     let t = template();
-    let visibility: u64 = t
-        .number(&[
-            "Resources",
-            "OrdersQueue",
-            "Properties",
-            "VisibilityTimeout",
-        ])
-        .expect("VisibilityTimeout");
+    let visibility: u64 = visibility_timeout(&t);
     let timeout = function_timeout(&t);
     let window: u64 = t
         .largest(&[
