@@ -183,6 +183,35 @@ impl BreakerConfig {
     }
 }
 
+/// The settings of the `provision` task: the migrate function it invokes and
+/// the secret that holds the writer's password.
+#[derive(Debug, Clone)]
+pub struct ProvisionConfig {
+    /// `MIGRATE_FUNCTION`: the migrate function's name or ARN.
+    pub migrate_function: String,
+    /// `WRITER_SECRET_ARN`: the writer's secret, `{"username", "password"}`.
+    pub writer_secret_arn: String,
+}
+
+impl ProvisionConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            migrate_function: lookup("MIGRATE_FUNCTION").ok_or(ConfigError::Required {
+                name: "MIGRATE_FUNCTION",
+                why: "set it to the migrate function, which applies the schema in the VPC",
+            })?,
+            writer_secret_arn: lookup("WRITER_SECRET_ARN").ok_or(ConfigError::Required {
+                name: "WRITER_SECRET_ARN",
+                why: "set it to the ARN of the writer's secret, whose password the writer role is given",
+            })?,
+        })
+    }
+}
+
 impl DatabaseConfig {
     /// `DATABASE_URL`, or `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` and
     /// `DB_AUTH`; TLS with `DB_CA_BUNDLE`.

@@ -19,6 +19,8 @@
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
 //! - [`migrations`]: the schema as versioned SQL and the writer role, applied once per
 //!   deploy by the same binary run as the migrate function (`TASK=migrate`).
+//! - [`provision`]: the custom resource `sam deploy` creates the schema with
+//!   (`TASK=provision`): the writer's secret, the migrate function, the answer to CloudFormation.
 //! - [`config`]: settings from the environment.
 
 pub mod breaker;
@@ -28,6 +30,7 @@ pub mod handler;
 pub mod invocation;
 pub mod metrics;
 pub mod migrations;
+pub mod provision;
 pub mod retry;
 pub mod store;
 

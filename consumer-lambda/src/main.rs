@@ -1,15 +1,19 @@
 //! The `bootstrap` binary Lambda runs: configuration, telemetry, then the
-//! runtime loop. One binary serves three functions (one build): the consumer,
-//! the migration the deploy invokes once (`TASK=migrate`), and the circuit
+//! runtime loop. One binary serves four functions (one build): the consumer,
+//! the migration (`TASK=migrate`, in the VPC), the custom resource that runs
+//! it during `sam deploy` (`TASK=provision`, outside the VPC), and the circuit
 //! breaker a schedule runs every minute (`TASK=breaker`), each with its own IAM
 //! role.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consumer_lambda::breaker::{self, LambdaMapping, LambdaProbe, Probe};
-use consumer_lambda::config::{BreakerConfig, MigrateConfig};
+use consumer_lambda::config::{BreakerConfig, MigrateConfig, ProvisionConfig};
 use consumer_lambda::invocation::{Invocation, LookupAnswer, ProbeAnswer};
 use consumer_lambda::migrations::{self, WriterRole};
+use consumer_lambda::provision::{
+    self, HttpsResponder, LambdaMigrate, ProvisionEvent, SecretsManagerSecret,
+};
 use consumer_lambda::{Config, Consumer, PgStore, SqsRetryQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -21,9 +25,11 @@ async fn main() -> Result<(), Error> {
         Err(_) | Ok("consume") => consume().await,
         Ok("migrate") => migrate().await,
         Ok("breaker") => run_breaker().await,
-        Ok(other) => {
-            Err(format!("TASK={other:?}: set consume (the default), migrate or breaker").into())
-        }
+        Ok("provision") => run_provision().await,
+        Ok(other) => Err(format!(
+            "TASK={other:?}: set consume (the default), migrate, provision or breaker"
+        )
+        .into()),
     }
 }
 
@@ -48,6 +54,45 @@ async fn migrate() -> Result<(), Error> {
         );
         Ok::<_, Error>(json!({ "applied": applied, "writer": writer.name() }))
     }))
+    .await
+}
+
+/// The custom resource `DatabaseSchema`: CloudFormation's request is served
+/// and answered at its response URL; any other payload (scripts/deploy
+/// --migrate) provisions and answers the caller.
+async fn run_provision() -> Result<(), Error> {
+    let config = ProvisionConfig::from_env()?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let secret = SecretsManagerSecret::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        config.writer_secret_arn,
+    );
+    let migrate = LambdaMigrate::new(aws_sdk_lambda::Client::new(&aws), config.migrate_function);
+    let responder = HttpsResponder::new()?;
+    let (secret, migrate, responder) = (&secret, &migrate, &responder);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ProvisionEvent>| async move {
+            let deadline = deadline(event.context.deadline);
+            match event.payload {
+                ProvisionEvent::CustomResource(request) => {
+                    let logs = format!(
+                        "log group {}, stream {}",
+                        event.context.env_config.log_group, event.context.env_config.log_stream
+                    );
+                    let status =
+                        provision::serve(&request, secret, migrate, responder, deadline, &logs)
+                            .await?;
+                    Ok::<_, Error>(json!({ "answered": status }))
+                }
+                ProvisionEvent::Direct(_) => {
+                    let until = deadline
+                        .checked_sub(provision::RESPONSE_MARGIN)
+                        .unwrap_or(deadline);
+                    Ok(provision::provision(secret, migrate, until).await?)
+                }
+            }
+        },
+    ))
     .await
 }
 

@@ -44,9 +44,17 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The newest migration's version: the template's `DatabaseSchema` carries it,
+/// so that a deploy that ships a migration runs it.
+pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// How a failed connection begins its message: the provision task tries again
+/// on it (RDS Proxy admits connections some time after it is created).
+pub const CONNECT_FAILED: &str = "could not connect to the database as the tables' owner";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
-    #[error("could not connect to the database as the tables' owner")]
+    #[error("{CONNECT_FAILED}")]
     Connect(#[source] ConnectError),
     #[error(
         "could not apply the database migrations (connect as the tables' owner: the master user in AWS, DATABASE_URL's user locally)"

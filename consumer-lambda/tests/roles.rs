@@ -1,9 +1,6 @@
 //! The two database roles: the owner migrates, the consumer's writer role may
 //! read and insert orders and conflicts and nothing else, and its password is
-//! set from a SCRAM verifier as the deploy derives it.
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+//! set from a SCRAM verifier as the provision task derives it.
 
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
@@ -99,38 +96,13 @@ async fn the_writer_role_may_read_and_insert_orders_and_nothing_else() {
 }
 
 /// The verifier as `scripts/deploy` derives it from the writer's secret.
-fn verifier_of(password: &str) -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/lib/scram-verifier.py"
-    );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the deploy's verifier script");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(password.as_bytes())
-        .expect("write the password");
-    let output = child.wait_with_output().expect("the script ends");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test]
-async fn the_writer_logs_in_with_the_password_whose_verifier_the_deploy_derived() {
+async fn the_writer_logs_in_with_the_password_whose_verifier_the_provision_task_derived() {
     let role = "writer_with_password";
     let server = PostgresServer::start_with_password_for(role).await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
     let password = "Zr8qWm2TfX0pLk5vHy7Bn3Jc";
-    let verifier = verifier_of(password);
+    let verifier = consumer_lambda::provision::writer_verifier(password);
     let writer = WriterRole::new(role, Some(&verifier)).expect("a verifier");
     connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("url"), &writer)
         .await
