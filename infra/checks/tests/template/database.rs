@@ -249,8 +249,8 @@ fn the_writers_secret_names_the_consumers_user_and_needs_no_normalising() {
         generate.get("GenerateStringKey").map(text),
         Some("password")
     );
-    // scripts/lib/scram-verifier.py derives the verifier from an ASCII password
-    // without SASLprep: letters and digits only keep the two in agreement.
+    // Letters and digits only: SASLprep leaves such a password as it is, so the
+    // provision task's verifier and any client's login agree on it.
     assert!(truthy(generate.get("ExcludePunctuation")));
     assert!(
         generate

@@ -13,6 +13,7 @@ mod network;
 mod operations;
 mod outage_budget;
 mod producer;
+mod provision;
 mod queues;
 mod quotas;
 mod reachability;

@@ -24,6 +24,8 @@ use crate::network::{Opening, Peer, egress_admits, ingress_admits, openings};
 // - otherwise it goes nowhere.
 // Calls that the AWS service makes itself with a role (the event source mapping's
 // polling, Lambda's logs and network interfaces, RDS Proxy's secret) need only IAM.
+// A function with no VpcConfig calls out through Lambda's own network, which
+// reaches the internet (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc-internet.html).
 
 /// Where a call is made from.
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +56,12 @@ impl Call {
     }
 }
 
-/// A caller in the VPC: where its network interfaces sit and who it is.
+/// A caller: where its network interfaces sit and who it is.
 #[derive(Debug)]
 struct Component {
     name: &'static str,
+    /// A Lambda function with no VpcConfig: it has no interfaces in our subnets.
+    outside_vpc: bool,
     groups: Vec<String>,
     subnets: Vec<String>,
     public_address: bool,
@@ -70,6 +74,8 @@ struct Component {
 enum Route {
     Endpoint(String),
     InternetGateway,
+    /// Lambda's own network, for a function outside the VPC.
+    LambdaNetwork,
     ServiceSide,
     Nowhere(String),
 }
@@ -120,10 +126,13 @@ fn components(t: &Document) -> Vec<Component> {
         .expect("the consumer runs in the VPC");
     let proxy = properties(t, "DatabaseProxy");
     let service = Origin::Service;
+    let provision = properties(t, "ProvisionFunction");
+    let provision_vpc = provision.get("VpcConfig");
 
     vec![
         Component {
             name: "producer instances",
+            outside_vpc: false,
             groups: refs(nic.get("Groups")),
             subnets: refs(properties(t, "ProducerGroup").get("VPCZoneIdentifier")),
             public_address: truthy(nic.get("AssociatePublicIpAddress")),
@@ -180,6 +189,7 @@ fn components(t: &Document) -> Vec<Component> {
         },
         Component {
             name: "consumer function",
+            outside_vpc: false,
             groups: refs(vpc.get("SecurityGroupIds")),
             subnets: refs(vpc.get("SubnetIds")),
             // Lambda gives a function's network interfaces no public address, in
@@ -245,6 +255,7 @@ fn components(t: &Document) -> Vec<Component> {
         },
         Component {
             name: "RDS Proxy",
+            outside_vpc: false,
             groups: refs(proxy.get("VpcSecurityGroupIds")),
             subnets: refs(proxy.get("VpcSubnetIds")),
             public_address: false,
@@ -260,6 +271,37 @@ fn components(t: &Document) -> Vec<Component> {
                     "RDS Proxy reads its secret with its role; AWS's network prerequisites name no route for it",
                 ),
             }],
+        },
+        Component {
+            name: "provision function",
+            outside_vpc: provision_vpc.is_none(),
+            groups: refs(provision_vpc.and_then(|v| v.get("SecurityGroupIds"))),
+            subnets: refs(provision_vpc.and_then(|v| v.get("SubnetIds"))),
+            public_address: false,
+            role: role_of(provision.get("Role")),
+            calls: vec![
+                // consumer-lambda/src/provision: the writer's password, the migrations,
+                // and the answer at CloudFormation's presigned S3 URL, which carries
+                // CloudFormation's own authorisation.
+                Call {
+                    api: "secretsmanager:GetSecretValue",
+                    action: "secretsmanager:GetSecretValue",
+                    resource: "Ref:DatabaseWriterSecret",
+                    origin: Origin::Vpc,
+                },
+                Call {
+                    api: "lambda:Invoke",
+                    action: "lambda:InvokeFunction",
+                    resource: "MigrateFunction.Arn",
+                    origin: Origin::Vpc,
+                },
+                Call {
+                    api: "s3:PutObject",
+                    action: "",
+                    resource: "*",
+                    origin: Origin::Vpc,
+                },
+            ],
         },
     ]
 }
@@ -368,6 +410,9 @@ fn route(t: &Document, component: &Component, call: &Call) -> Route {
     if let Origin::Service(_) = call.origin {
         return Route::ServiceSide;
     }
+    if component.outside_vpc {
+        return Route::LambdaNetwork;
+    }
     if let Some((id, _)) = private_dns_endpoint(t, call.service()) {
         return Route::Endpoint(id.to_owned());
     }
@@ -402,7 +447,7 @@ fn obstacles(t: &Document, all: &[Opening], c: &Component, call: &Call) -> (Rout
     }
     let route = route(t, c, call);
     match &route {
-        Route::ServiceSide | Route::Nowhere(_) => {}
+        Route::ServiceSide | Route::LambdaNetwork | Route::Nowhere(_) => {}
         Route::InternetGateway => {
             if !egress_admits(all, &c.groups, HTTPS, Peer::Internet) {
                 out.push(format!("{:?} let no HTTPS out to the internet", c.groups));
@@ -625,5 +670,41 @@ fn both_functions_reach_the_proxy_and_the_proxy_the_database_and_nothing_else_re
             !ingress_admits(&all, to_groups, db_port, Peer::InVpc(&producer)),
             "the producer never reaches the {to}"
         );
+    }
+}
+
+#[test]
+fn the_provision_function_moved_into_the_private_subnets_could_not_answer_cloudformation() {
+    // The template with the provision function given the migrate function's VpcConfig.
+    let yaml = std::fs::read_to_string(crate::helpers::TEMPLATE).expect("the template");
+    let anchor = "      Role: !GetAtt ProvisionRole.Arn\n";
+    assert!(
+        yaml.contains(anchor),
+        "the provision function's Role line moved"
+    );
+    let moved = yaml.replace(
+        anchor,
+        &format!(
+            "{anchor}      VpcConfig:\n        SubnetIds: [!Ref PrivateSubnetA, !Ref PrivateSubnetB]\n        SecurityGroupIds: [!Ref ConsumerSecurityGroup]\n"
+        ),
+    );
+    let t = Document::parse(&moved).expect("still YAML");
+    let all = openings(&t);
+    let provision = components(&t)
+        .into_iter()
+        .find(|c| c.name == "provision function")
+        .expect("the provision function is modelled");
+    for api in [
+        "s3:PutObject",
+        "secretsmanager:GetSecretValue",
+        "lambda:Invoke",
+    ] {
+        let call = provision
+            .calls
+            .iter()
+            .find(|c| c.api == api)
+            .expect("a modelled call");
+        let (route, _) = obstacles(&t, &all, &provision, call);
+        assert!(matches!(route, Route::Nowhere(_)), "{api} went {route:?}");
     }
 }
