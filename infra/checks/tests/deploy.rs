@@ -170,7 +170,6 @@ fn deploy_with(stub: &Stub, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("PROXY_TARGET_WAIT_S", "0")
         .env("READYZ_WAIT_S", "0")
         .env("CANARY_WAIT_S", "0")
-        .env("MIGRATE_RETRY_S", "0")
         .env("POLL_S", "0");
     for (key, value) in env {
         command.env(key, value);
@@ -193,7 +192,7 @@ fn assert_only_known_calls(stub: &Stub) {
 }
 
 #[test]
-fn deploy_migrate_sends_the_writers_verifier_to_the_migrate_function_through_the_real_cli() {
+fn deploy_migrate_asks_the_provision_function_to_run_the_migrations_through_the_real_cli() {
     let stub = Stub::start(Answers::default());
     let run = deploy_against(&stub, &["--migrate"], &[]);
     assert!(
@@ -208,33 +207,19 @@ fn deploy_migrate_sends_the_writers_verifier_to_the_migrate_function_through_the
         "the function's answer is not printed:\n{}",
         run.output
     );
-    let secrets = stub.calls_of("secretsmanager", "GetSecretValue");
-    assert_eq!(secrets.len(), 1, "{}", stub.log());
-    assert_eq!(secrets[0].param("SecretId"), aws_stub::WRITER_SECRET);
     let invokes = stub.calls_of("lambda", "Invoke");
+    assert_eq!(invokes.len(), 1, "{}", stub.log());
     assert_eq!(
-        invokes.len(),
-        1,
-        "one invoke when it succeeds:\n{}",
-        stub.log()
+        invokes[0].param("FunctionName"),
+        aws_stub::PROVISION_FUNCTION
     );
-    assert_eq!(invokes[0].param("FunctionName"), aws_stub::MIGRATE_FUNCTION);
     // fileb:// sends the file's bytes as they are: the JSON, not base64 of it.
+    // An empty object is the provision task's direct call (not CloudFormation's).
     let payload: serde_json::Value =
         serde_json::from_str(invokes[0].param("Payload")).expect("the payload is JSON");
-    let verifier = payload["writer_password_verifier"]
-        .as_str()
-        .expect("a writer_password_verifier string");
-    assert!(
-        verifier.starts_with("SCRAM-SHA-256$4096:"),
-        "not a SCRAM verifier: {verifier}"
-    );
-    assert!(
-        !invokes[0]
-            .param("Payload")
-            .contains(aws_stub::WRITER_PASSWORD),
-        "the password itself travelled"
-    );
+    assert_eq!(payload, serde_json::json!({}));
+    // The script reads no secret: the provision function does, in AWS.
+    assert!(stub.calls_of("secretsmanager", "GetSecretValue").is_empty());
     // The proxy's target is checked first: the migrations need it.
     let order: Vec<String> = stub.calls().into_iter().map(|c| c.action).collect();
     let proxy = order.iter().position(|a| a == "DescribeDBProxyTargets");
@@ -244,24 +229,26 @@ fn deploy_migrate_sends_the_writers_verifier_to_the_migrate_function_through_the
 }
 
 #[test]
-fn deploy_migrate_tries_three_times_then_names_the_migrate_log_group() {
+fn deploy_migrate_invokes_once_then_names_both_log_groups_when_it_fails() {
     let stub = Stub::start(Answers {
-        migrate_function_error: "Unhandled".into(),
+        provision_function_error: "Unhandled".into(),
         ..Answers::default()
     });
     let run = deploy_against(&stub, &["--migrate"], &[]);
     assert!(
         !run.ok,
-        "a failing migrate function passed:\n{}",
+        "a failing provision function passed:\n{}",
         run.output
     );
     for line in [
-        "the migrate function failed (Unhandled, attempt 3 of 3): {\"errorType\"",
-        "the migrations did not run: see the log group /aws/lambda/demo-migrate",
+        "the provision function failed (Unhandled): {\"errorType\"",
+        "could not reach the database",
+        "see the log groups /aws/lambda/demo-provision and /aws/lambda/demo-migrate",
     ] {
         assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
     }
-    assert_eq!(stub.calls_of("lambda", "Invoke").len(), 3, "{}", stub.log());
+    // The function retries itself; the script does not multiply its tries.
+    assert_eq!(stub.calls_of("lambda", "Invoke").len(), 1, "{}", stub.log());
     assert_only_known_calls(&stub);
 }
 

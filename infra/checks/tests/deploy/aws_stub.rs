@@ -1,6 +1,6 @@
 //! An AWS-shaped HTTP endpoint on 127.0.0.1 for the real AWS CLI: it answers each
 //! call `scripts/deploy` makes in that service's own protocol (query/XML for STS,
-//! CloudFormation and RDS; JSON 1.1 for CloudWatch Logs and Secrets Manager;
+//! CloudFormation and RDS;
 //! REST-JSON for Lambda), and the producer's `/readyz` and `/orders` for curl. The
 //! CLI parses every argument and every answer as it would against AWS, so an
 //! option it refuses or a `--query` that selects nothing fails the test.
@@ -22,13 +22,10 @@ pub(crate) const STACK: &str = "demo";
 pub(crate) const PROXY: &str = "demo-proxy";
 pub(crate) const CONSUMER_LOG_GROUP: &str = "/aws/lambda/demo-consumer";
 pub(crate) const CONSUMER_FUNCTION: &str = "demo-consumer";
-pub(crate) const MIGRATE_FUNCTION: &str = "demo-migrate";
-pub(crate) const WRITER_SECRET: &str =
-    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo-writer-AbCdEf";
+pub(crate) const PROVISION_FUNCTION: &str = "demo-provision";
 pub(crate) const SAM_MANAGED_STACK: &str = "aws-sam-cli-managed-default";
 pub(crate) const SAM_BUCKET: &str = "aws-sam-cli-managed-default-samclisourcebucket-0example";
 pub(crate) const CHANGE_SET: &str = "arn:aws:cloudformation:eu-west-1:123456789012:changeSet/samcli-deploy/00000000-0000-4000-8000-000000000003";
-pub(crate) const WRITER_PASSWORD: &str = "Writer2Password9Of32Letters0k4Yz";
 
 /// One request as the stub understood it.
 #[derive(Debug, Clone)]
@@ -61,8 +58,8 @@ pub(crate) struct Answers {
     /// Whether the consumer function, asked `{"lookup": …}`, finds the order
     /// stored, one per lookup; the last one repeats.
     pub(crate) consumer_stored: VecDeque<bool>,
-    /// Lambda's X-Amz-Function-Error for the migrate function (empty: none).
-    pub(crate) migrate_function_error: String,
+    /// Lambda's X-Amz-Function-Error for the provision function (empty: none).
+    pub(crate) provision_function_error: String,
     /// The stack's outputs; `ProducerUrl` is added as the stub's own address.
     pub(crate) outputs: Vec<(String, String)>,
     /// Whether STS accepts the caller's credentials.
@@ -78,11 +75,10 @@ impl Default for Answers {
             readyz_status: VecDeque::from([200]),
             orders_status: 202,
             consumer_stored: VecDeque::from([true]),
-            migrate_function_error: String::new(),
+            provision_function_error: String::new(),
             outputs: vec![
-                ("MigrateFunctionName".into(), MIGRATE_FUNCTION.into()),
+                ("ProvisionFunctionName".into(), PROVISION_FUNCTION.into()),
                 ("ConsumerFunctionName".into(), CONSUMER_FUNCTION.into()),
-                ("DatabaseWriterSecretArn".into(), WRITER_SECRET.into()),
             ],
             credentials_valid: true,
             account_concurrency: (1000, 1000),
@@ -195,9 +191,6 @@ impl Response {
     fn xml(body: String) -> Self {
         Self::new(200, "text/xml", body)
     }
-    fn json(body: serde_json::Value) -> Self {
-        Self::new(200, "application/x-amz-json-1.1", body.to_string())
-    }
 }
 
 fn serve(shared: &Shared, stream: TcpStream) {
@@ -297,26 +290,6 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
             params.remove("Version");
             call.params = params;
             query_answer(shared, &call)
-        }
-        "logs" | "secretsmanager" => {
-            let target = request
-                .headers
-                .get("x-amz-target")
-                .cloned()
-                .unwrap_or_default();
-            call.action = target.rsplit('.').next().unwrap_or_default().to_owned();
-            if let Ok(serde_json::Value::Object(members)) =
-                serde_json::from_slice::<serde_json::Value>(&request.body)
-            {
-                for (key, value) in members {
-                    let text = match value {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    call.params.insert(key, text);
-                }
-            }
-            json_answer(&call)
         }
         "lambda" => lambda(shared, request, &mut call),
         "s3" => s3(request, &mut call),
@@ -588,26 +561,6 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
     })
 }
 
-fn json_answer(call: &Call) -> Option<Response> {
-    Some(match (call.service.as_str(), call.action.as_str()) {
-        ("secretsmanager", "GetSecretValue") if call.param("SecretId") == WRITER_SECRET => {
-            Response::json(serde_json::json!({
-                "ARN": WRITER_SECRET,
-                "Name": "demo-writer",
-                "VersionId": "00000000-0000-4000-8000-000000000001",
-                "SecretString": serde_json::json!({
-                    "username": "orders_writer",
-                    "password": WRITER_PASSWORD,
-                })
-                .to_string(),
-                "VersionStages": ["AWSCURRENT"],
-                "CreatedDate": 1_767_225_600.0,
-            }))
-        }
-        _ => return None,
-    })
-}
-
 /// S3's REST-XML API, path-style (`/bucket/key`, as botocore addresses an IP
 /// endpoint): SAM's managed bucket exists, holds nothing, and takes every upload.
 fn s3(request: &Request, call: &mut Call) -> Option<Response> {
@@ -702,7 +655,7 @@ fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Respons
                 .to_string(),
         ));
     }
-    if function != MIGRATE_FUNCTION {
+    if function != PROVISION_FUNCTION {
         let mut response = Response::new(
             404,
             "application/json",
@@ -717,7 +670,7 @@ fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Respons
             .push(("x-amzn-ErrorType", "ResourceNotFoundException".into()));
         return Some(response);
     }
-    let mut response = if answers.migrate_function_error.is_empty() {
+    let mut response = if answers.provision_function_error.is_empty() {
         Response::new(
             200,
             "application/json",
@@ -727,12 +680,12 @@ fn lambda(shared: &Shared, request: &Request, call: &mut Call) -> Option<Respons
         let mut failed = Response::new(
             200,
             "application/json",
-            r#"{"errorType":"&alloc::boxed::Box<dyn core::error::Error>","errorMessage":"could not connect to the database"}"#
+            r#"{"errorType":"&alloc::boxed::Box<dyn core::error::Error>","errorMessage":"the migrate function could not reach the database for 480s"}"#
                 .into(),
         );
         failed.headers.push((
             "X-Amz-Function-Error",
-            answers.migrate_function_error.clone(),
+            answers.provision_function_error.clone(),
         ));
         failed
     };
