@@ -646,3 +646,40 @@ fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_say
         assert_eq!(stub.calls_of("lambda", "GetAccountSettings").len(), 1);
     }
 }
+
+#[test]
+fn deploy_verify_of_a_stack_in_trial_mode_says_it_serves_plain_http() {
+    let mut answers = Answers::default();
+    answers.outputs.push((
+        "ProducerMode".into(),
+        "TRIAL: plain HTTP, so the order page, its script and its CSP travel unauthenticated; deploy with CertificateArn and ProducerDomain for HTTPS".into(),
+    ));
+    let (run, stub) = verify(answers, &[]);
+    assert!(run.ok, "{}\n{}", run.output, stub.log());
+    assert!(
+        run.output.contains("TRIAL: plain HTTP") && run.output.contains("CertificateArn"),
+        "{}",
+        run.output
+    );
+    let (https, _) = verify(
+        Answers {
+            outputs: vec![
+                (
+                    "ProducerMode".into(),
+                    "HTTPS with the ACM certificate for orders.example.com".into(),
+                ),
+                (
+                    "ConsumerFunctionName".into(),
+                    aws_stub::CONSUMER_FUNCTION.into(),
+                ),
+            ],
+            ..Answers::default()
+        },
+        &[],
+    );
+    assert!(
+        https.ok && !https.output.contains("TRIAL"),
+        "{}",
+        https.output
+    );
+}

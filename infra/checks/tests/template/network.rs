@@ -75,6 +75,8 @@ fn only_the_load_balancer_is_open_to_customers_and_the_database_only_to_the_cons
         rule("DatabaseSecurityGroup", database, "ProxySecurityGroup"),
         rule("EndpointSecurityGroup", HTTPS, "ConsumerSecurityGroup"),
         rule("EndpointSecurityGroup", HTTPS, "ProducerSecurityGroup"),
+        // Only with ProxySecretsManagerEndpoint=true (reachability.rs).
+        rule("SecretsEndpointSecurityGroup", HTTPS, "ProxySecurityGroup"),
     ]);
     expected.sort();
     assert_eq!(

@@ -406,3 +406,59 @@ fn the_rules_reject_every_producer_maximum_that_does_not_exceed_the_minimum() {
         }
     }
 }
+
+/// The two branches of an output's `!If [HasCertificate, with, without]`.
+fn by_certificate<'a>(t: &'a Document, output: &str) -> (&'a Value, &'a Value) {
+    let value = at(t, &["Outputs", output, "Value"]);
+    match intrinsic(value) {
+        Some((tag, Value::Sequence(args))) if tag == "If" && args.len() == 3 => {
+            assert_eq!(text(&args[0]), "HasCertificate", "{output}");
+            (&args[1], &args[2])
+        }
+        _ => panic!("{output} is not !If [HasCertificate, …, …]"),
+    }
+}
+
+/// A `!Sub`'s template, or the literal.
+fn sub_text(value: &Value) -> String {
+    crate::helpers::name_of(value)
+}
+
+#[test]
+fn without_a_certificate_the_outputs_call_plain_http_a_trial() {
+    let t = template();
+    let (_, url) = by_certificate(&t, "ProducerUrl");
+    assert!(sub_text(url).starts_with("http://"));
+    let (https, trial) = by_certificate(&t, "ProducerMode");
+    assert!(
+        sub_text(trial).starts_with("TRIAL: plain HTTP"),
+        "{trial:?}"
+    );
+    assert!(sub_text(https).starts_with("HTTPS"), "{https:?}");
+}
+
+#[test]
+fn with_a_certificate_customers_reach_https_on_the_domain_it_names() {
+    let t = template();
+    let (url, _) = by_certificate(&t, "ProducerUrl");
+    assert_eq!(sub_text(url), "https://${ProducerDomain}");
+    // The certificate cannot name the load balancer: a domain is required with it.
+    let rule = at(&t, &["Rules", "HttpsNamesItsDomain"]);
+    let condition =
+        serde_yaml_ng::to_string(rule.get("RuleCondition").expect("a condition")).expect("yaml");
+    assert!(condition.contains("CertificateArn"), "{condition}");
+    let assertion =
+        serde_yaml_ng::to_string(rule.get("Assertions").expect("assertions")).expect("yaml");
+    assert!(
+        assertion.contains("Not") && assertion.contains("ProducerDomain"),
+        "{assertion}"
+    );
+    // Port 80 only redirects there.
+    let actions = serde_yaml_ng::to_string(
+        properties(&t, "HttpListener")
+            .get("DefaultActions")
+            .expect("actions"),
+    )
+    .expect("yaml");
+    assert!(actions.contains("HasCertificate") && actions.contains("redirect"));
+}

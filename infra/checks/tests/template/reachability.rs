@@ -704,7 +704,79 @@ fn the_provision_function_moved_into_the_private_subnets_could_not_answer_cloudf
             .iter()
             .find(|c| c.api == api)
             .expect("a modelled call");
-        let (route, _) = obstacles(&t, &all, &provision, call);
-        assert!(matches!(route, Route::Nowhere(_)), "{api} went {route:?}");
+        // No route; or, for Secrets Manager with the proxy's endpoint, one that
+        // admits only RDS Proxy.
+        let (route, problems) = obstacles(&t, &all, &provision, call);
+        assert!(!problems.is_empty(), "{api} went {route:?}, unopposed");
     }
+}
+
+/// The resources `ProxySecretsManagerEndpoint=true` adds.
+const PROXY_SECRETS_REMEDY: [&str; 4] = [
+    "SecretsEndpointSecurityGroup",
+    "SecretsEndpointFromProxy",
+    "ProxyToSecretsEndpoint",
+    "SecretsManagerEndpoint",
+];
+
+#[test]
+fn the_proxys_secrets_endpoint_is_off_unless_asked_for() {
+    let t = template();
+    assert_eq!(
+        text(at(
+            &t,
+            &["Parameters", "ProxySecretsManagerEndpoint", "Default"]
+        )),
+        "false"
+    );
+    for id in PROXY_SECRETS_REMEDY {
+        assert_eq!(
+            at(&t, &["Resources", id, "Condition"]).as_str(),
+            Some("HasProxySecretsEndpoint"),
+            "{id} is created only with ProxySecretsManagerEndpoint=true"
+        );
+    }
+}
+
+#[test]
+fn with_the_secrets_endpoint_rds_proxy_reads_both_secrets_from_its_own_subnets() {
+    // If the proxy calls Secrets Manager from its interfaces in our subnets (what
+    // AWS does not say), the remedy must give that call a route its groups (both
+    // ends) and the endpoint's policy admit, for both users' secrets.
+    let t = template();
+    let all = openings(&t);
+    let proxy = components(&t)
+        .into_iter()
+        .find(|c| c.name == "RDS Proxy")
+        .expect("RDS Proxy is modelled");
+    for resource in [
+        "Database.MasterUserSecret.SecretArn",
+        "Ref:DatabaseWriterSecret",
+    ] {
+        let call = Call {
+            api: "secretsmanager:GetSecretValue",
+            action: "secretsmanager:GetSecretValue",
+            resource,
+            origin: Origin::Vpc,
+        };
+        let (route, problems) = obstacles(&t, &all, &proxy, &call);
+        assert_eq!(route, Route::Endpoint("SecretsManagerEndpoint".into()));
+        assert!(problems.is_empty(), "{resource}: {problems:?}");
+    }
+    // And the endpoint admits nobody else: the producer's role, for one.
+    let endpoint = properties(&t, "SecretsManagerEndpoint");
+    let statements: Vec<Value> = items(
+        endpoint
+            .get("PolicyDocument")
+            .and_then(|d| d.get("Statement")),
+    )
+    .into_iter()
+    .cloned()
+    .collect();
+    assert!(!policy_allows(
+        &statements,
+        Some("ProducerRole"),
+        "secretsmanager:GetSecretValue",
+        "Ref:DatabaseWriterSecret"
+    ));
 }
