@@ -1,0 +1,123 @@
+//! Keeping conflicting newcomers aside in `order_conflicts`, once per
+//! distinct content. Rows are named by their position in the batch.
+
+use std::collections::HashSet;
+
+use tokio_postgres::types::{Json, Type};
+use tokio_postgres::{Client, Error};
+use uuid::Uuid;
+
+use super::bisect::bisect;
+use super::plan::Kept;
+use super::row::Row;
+use super::sql::{KEPT_CONFLICTS, RECORD_CONFLICTS};
+use super::{Refused, is_permanent};
+
+/// Keeps the conflicting newcomers at `which`, [`bisect`]ing as orders are
+/// written: a newcomer `order_conflicts` refuses for its data (a rule added
+/// to the table since, a value it cannot hold) is halved out and refused
+/// alone, so it fails only its own record, never the conflicts beside it nor
+/// the batch, whose orders are committed by now. Refused alone, it is refused
+/// only if it was not kept before.
+pub(super) async fn keep_conflicts(
+    client: &Client,
+    rows: &[Row<'_>],
+    which: &[usize],
+) -> Result<Kept, Error> {
+    let bisected = bisect(which.len(), None, is_permanent, move |part| {
+        record_conflicts(client, rows, &which[part])
+    })
+    .await?;
+    let mut kept = Kept {
+        kept_now: bisected.done.concat(),
+        refused: Vec::new(),
+    };
+    if bisected.alone.is_empty() {
+        return Ok(kept);
+    }
+    let alone: Vec<(usize, Error)> = bisected
+        .alone
+        .into_iter()
+        .map(|(i, err)| (which[i], err))
+        .collect();
+    let ids: Vec<Uuid> = alone.iter().map(|(row, _)| rows[*row].order_id()).collect();
+    let hashes: Vec<&[u8]> = alone
+        .iter()
+        .map(|(row, _)| rows[*row].hash().as_slice())
+        .collect();
+    let kept_before = conflict_keys(
+        &client
+            .query_typed(
+                KEPT_CONFLICTS,
+                &[(&ids, Type::UUID_ARRAY), (&hashes, Type::BYTEA_ARRAY)],
+            )
+            .await?,
+    );
+    for (index, err) in alone {
+        let row = &rows[index];
+        if kept_before.contains(&(row.order_id(), *row.hash())) {
+            continue;
+        }
+        tracing::warn!(
+            message_id = %row.delivery.message_id,
+            order_id = %row.order_id(),
+            error = %support::error_chain(&err),
+            "order_conflicts refused this conflicting order; it is reported failed on its own"
+        );
+        kept.refused.push(Refused {
+            index,
+            reason: support::error_chain(&err),
+        });
+    }
+    Ok(kept)
+}
+
+/// `(order_id, content_sha256)` of each row.
+fn conflict_keys(rows: &[tokio_postgres::Row]) -> HashSet<(Uuid, [u8; 32])> {
+    rows.iter()
+        .filter_map(|row| {
+            let hash: &[u8] = row.get(1);
+            Some((row.get(0), hash.try_into().ok()?))
+        })
+        .collect()
+}
+
+/// Keeps each conflicting newcomer at `which` once per distinct content; the
+/// rows kept now.
+async fn record_conflicts(
+    client: &Client,
+    rows: &[Row<'_>],
+    which: &[usize],
+) -> Result<Vec<usize>, Error> {
+    let newcomers = || which.iter().map(|&row| &rows[row]);
+    let order_ids: Vec<Uuid> = newcomers().map(Row::order_id).collect();
+    let hashes: Vec<&[u8]> = newcomers().map(|row| row.hash().as_slice()).collect();
+    let message_ids: Vec<&str> = newcomers()
+        .map(|row| row.delivery.message_id.as_str())
+        .collect();
+    let request_ids: Vec<Option<&str>> = newcomers()
+        .map(|row| row.delivery.request_id.as_deref())
+        .collect();
+    let bodies: Vec<Json<serde_json::Value>> = newcomers()
+        .map(|row| Json(serde_json::from_str(&row.delivery.placed.to_json()).unwrap_or_default()))
+        .collect();
+    let returned = client
+        .query_typed(
+            RECORD_CONFLICTS,
+            &[
+                (&order_ids, Type::UUID_ARRAY),
+                (&hashes, Type::BYTEA_ARRAY),
+                (&message_ids, Type::TEXT_ARRAY),
+                (&request_ids, Type::TEXT_ARRAY),
+                (&bodies, Type::JSONB_ARRAY),
+            ],
+        )
+        .await?;
+    // Two copies of one newcomer in a statement are kept once: the first claims it.
+    let mut kept = conflict_keys(&returned);
+    Ok(which
+        .iter()
+        .copied()
+        .filter(|&row| kept.remove(&(rows[row].order_id(), *rows[row].hash())))
+        .collect())
+}

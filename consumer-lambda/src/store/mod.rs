@@ -1,0 +1,301 @@
+//! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
+//!
+//! One batch is one write in one transaction, pipelined: below
+//! `COPY_FROM_ROWS` rows an `INSERT … VALUES … ON
+//! CONFLICT DO NOTHING RETURNING`, sent with `BEGIN` and `COMMIT` as one round
+//! trip; from it on a binary `COPY`, in two round trips (`BEGIN` and the
+//! `COPY`'s start; then the rows, the end of the `COPY` and `COMMIT`). Around that:
+//! - orders already stored (a redelivery, a retried POST, a replay) are not
+//!   written again: a *duplicate* when the content is the same, a *conflict*
+//!   when it differs, which is kept in `order_conflicts`;
+//! - a batch of first deliveries is written straight away, and a stored order
+//!   in it is one the insert skipped, or one that makes the `COPY` fail on the
+//!   key (the rows are then written with `INSERT … unnest … ON CONFLICT DO
+//!   NOTHING RETURNING`). A batch carrying a redelivery, likely stored already, is
+//!   looked up first, sent with the write, and the `COPY` writes only the rows
+//!   not found; what the lookup missed (a race) is caught the same way;
+//! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
+//!   found by bisecting the batch and refused alone, so it cannot hold the
+//!   valid orders of its batch hostage; every other error is transient and
+//!   fails the call as a whole ([`StoreError`]).
+//!
+//! Whether a batch is looked up first decides only how fast it is written,
+//! never what is stored: every path ends in the key's uniqueness.
+//!
+//! By job: `plan` dedupes the batch and classifies its rows, with no
+//! database; `write` holds the ways of writing, one `write::Method` each;
+//! `conflicts` keeps conflicting newcomers aside; `bisect` isolates the
+//! rows PostgreSQL refuses, for both; `row` encodes a delivery as the
+//! statements take it; `sql` is the SQL text.
+
+mod bisect;
+mod conflicts;
+mod plan;
+mod row;
+mod sql;
+mod write;
+
+use std::future::Future;
+
+use deadpool::managed::{Object, PoolError};
+use order_contract::OrderPlaced;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use self::conflicts::keep_conflicts;
+use self::plan::{Deduped, Kept};
+use self::row::Row;
+pub use self::row::content_hash;
+pub use self::sql::COPY_TYPES;
+use self::write::Method;
+use crate::config::DatabaseConfig;
+use crate::database::{ConnectError, Connector, Pool};
+
+/// A valid order as one SQS message delivered it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub placed: OrderPlaced,
+    /// The producer's request id, when the message carried a well-formed one.
+    pub request_id: Option<String>,
+    /// SQS delivered this message before, or the consumer sent it again after
+    /// a failure: it may be stored already, so its batch is looked up before
+    /// it is written. A first delivery is written straight away (a stored
+    /// copy of it, from a retried POST, costs one failed `COPY`).
+    pub redelivered: bool,
+}
+
+/// What storing a batch did. Every delivery is exactly one of: stored, a
+/// duplicate, a conflict, or refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// What became of each delivery, by position in the batch: what the
+    /// counts below add up.
+    pub outcomes: Vec<Outcome>,
+    /// Orders written now.
+    pub stored: u64,
+    /// Orders already stored with the same content: skipped.
+    pub duplicates: u64,
+    /// Orders already stored with other content, newly kept in `order_conflicts`
+    /// (once per distinct content: a conflict seen again counts as a duplicate).
+    pub conflicts: u64,
+    /// Deliveries PostgreSQL refused for their data, by position in the batch.
+    pub refused: Vec<Refused>,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written now.
+    Stored,
+    /// Already stored with the same content: skipped.
+    Duplicate,
+    /// Another order is stored under its `order_id`; this one is kept in
+    /// `order_conflicts`: by this call (`kept_now`, counted among the
+    /// conflicts), or by an earlier delivery of the same content (counted
+    /// among the duplicates).
+    Conflict { kept_now: bool },
+    /// Refused by PostgreSQL for its data (why: [`Stored::refused`]).
+    Refused,
+}
+
+/// A delivery that can never be stored as it is: a permanent failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in the slice given to [`OrderStore::insert`].
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Storing failed as a whole, for a reason that is not the data's: nothing of
+/// the batch can be assumed written, and all of it is worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not get a database connection (is PostgreSQL up and reachable?)")]
+    Connect(#[source] PoolError<ConnectError>),
+    #[error("storing {count} orders failed")]
+    Write {
+        count: usize,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the database refused the writer's check (is the schema migrated and the writer granted?)"
+    )]
+    Check(#[source] tokio_postgres::Error),
+}
+
+/// Stores a batch of orders idempotently.
+pub trait OrderStore: Send + Sync {
+    fn insert(
+        &self,
+        deliveries: &[&Delivery],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+}
+
+impl<T: OrderStore> OrderStore for &T {
+    fn insert(
+        &self,
+        deliveries: &[&Delivery],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        (**self).insert(deliveries)
+    }
+}
+
+/// The SQLSTATE PostgreSQL answered with, anywhere in an error's chain (a
+/// refused login is inside a connect error): `28P01`, `42P01`, … so that
+/// logs name the class of a failure (28 authentication, 42 schema or
+/// privileges, 57 the server shutting down).
+pub fn sqlstate<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e str> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(code) = err
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+        {
+            return Some(code.code());
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// Is this error the row's fault, so that retrying the same row cannot help?
+/// Data exceptions (22: a timestamp out of range, bad encoding), integrity
+/// violations (23: a check constraint; the duplicate key is handled before it
+/// gets here) and program limits (54: a value too large). Everything else
+/// (connections, failover, lock conflicts, a missing table after a bad deploy)
+/// is not about the row and is retried.
+pub fn is_permanent(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        let class = &code.code()[..2];
+        matches!(class, "22" | "23" | "54") && code != &SqlState::UNIQUE_VIOLATION
+    })
+}
+
+/// PostgreSQL behind a small pool that connects lazily, on the first batch, and
+/// replaces a connection that broke, so the store outlives a database restart.
+/// It expects the schema in place ([`crate::migrations`] runs once per deploy)
+/// and needs only the writer role's privileges.
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Prepares the pool (reading the CA bundle and AWS credentials chain when
+    /// configured) without connecting. In Lambda `max_connections` is 1: an
+    /// execution environment handles one batch at a time.
+    pub async fn new(config: DatabaseConfig, max_connections: usize) -> Result<Self, ConnectError> {
+        Ok(Self {
+            pool: Connector::new(config).await?.into_pool(max_connections),
+        })
+    }
+
+    /// Is an order with this id stored? What `scripts/deploy`'s canary asks.
+    pub async fn is_stored(&self, order_id: Uuid) -> Result<bool, StoreError> {
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let rows = checkout
+            .client()
+            .query_typed(sql::IS_STORED, &[(&order_id, Type::UUID)])
+            .await
+            .map_err(StoreError::Check)?;
+        let stored = rows.first().is_some_and(|row| row.get::<_, bool>(0));
+        checkout.release();
+        Ok(stored)
+    }
+
+    /// Can the consumer store now? A connection, and the writer's `INSERT` on
+    /// both tables (a missing table, as after a bad migration, fails with
+    /// 42P01). What the circuit breaker asks ([`crate::breaker`]).
+    pub async fn can_store(&self) -> Result<bool, StoreError> {
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let row = checkout
+            .client()
+            .query_typed(sql::MAY_INSERT, &[])
+            .await
+            .map_err(StoreError::Check)?;
+        let may_insert = row.first().is_some_and(|row| row.get::<_, bool>(0));
+        checkout.release();
+        Ok(may_insert)
+    }
+}
+
+impl OrderStore for PgStore {
+    async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
+        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
+        let write_error = |source| StoreError::Write {
+            count: deliveries.len(),
+            source,
+        };
+        let stored = store(checkout.client(), deliveries)
+            .await
+            .map_err(write_error)?;
+        checkout.release();
+        Ok(stored)
+    }
+}
+
+/// A pooled connection that goes back to the pool only when the work on it
+/// finished cleanly. Dropped any other way (an error, or the handler's deadline
+/// dropping the future mid-statement), it is closed instead, so no batch ever
+/// inherits a connection in an unknown state.
+struct Checkout(Option<Object<Connector>>);
+
+impl Checkout {
+    fn client(&mut self) -> &mut tokio_postgres::Client {
+        self.0
+            .as_deref_mut()
+            .map(|connection| &mut **connection)
+            .unwrap_or_else(|| unreachable!("a checkout holds its connection until released"))
+    }
+
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            tracing::debug!("closing a database connection left in an unknown state");
+            drop(Object::take(connection));
+        }
+    }
+}
+
+/// Stores one batch: dedupes it, writes its first copies by the `Method`
+/// its size and redeliveries call for, looks up the stored content of what
+/// the write found stored, keeps the conflicting newcomers aside, and says
+/// what became of each delivery (`plan`).
+async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, tokio_postgres::Error> {
+    let rows: Vec<Row> = deliveries
+        .iter()
+        .map(|&delivery| Row::new(delivery))
+        .collect();
+    let order_ids: Vec<Uuid> = rows.iter().map(Row::order_id).collect();
+    let batch = Deduped::new(&order_ids);
+    let carries_a_redelivery = batch
+        .first_copies
+        .iter()
+        .any(|&row| rows[row].delivery.redelivered);
+    let mut written = Method::for_batch(batch.first_copies.len(), carries_a_redelivery)
+        .write(client, &rows, &batch.first_copies)
+        .await?;
+    let not_looked_up: Vec<Uuid> = written
+        .found_stored
+        .iter()
+        .map(|&row| order_ids[row])
+        .filter(|id| !written.stored_hashes.contains_key(id))
+        .collect();
+    let found = write::stored_hashes(client, &not_looked_up).await?;
+    written.stored_hashes.extend(found);
+    let classified = plan::classify(&order_ids, &batch, written, |row| *rows[row].hash());
+    let kept = if classified.conflicts.is_empty() {
+        Kept::default()
+    } else {
+        keep_conflicts(client, &rows, &classified.conflicts).await?
+    };
+    Ok(classified.with_kept(kept))
+}
