@@ -265,6 +265,12 @@ async fn login(
     Ok(client)
 }
 
+/// How often the migrate function was invoked.
+fn invokes(setup: &Setup) -> usize {
+    let calls = setup.aws.calls.lock().expect("lock");
+    calls.iter().filter(|c| c.starts_with("Invoke")).count()
+}
+
 #[tokio::test]
 async fn a_create_applies_the_schema_and_the_writer_logs_in_with_its_secrets_password() {
     let setup = setup(0).await;
@@ -320,15 +326,7 @@ async fn an_update_after_a_rotation_gives_the_writer_the_secrets_new_password() 
 async fn a_proxy_that_admits_no_connection_yet_is_tried_again() {
     let setup = setup(1).await;
     assert_eq!(serve(&setup, "Create").await, Status::Success);
-    let invokes = setup
-        .aws
-        .calls
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|c| c.starts_with("Invoke"))
-        .count();
-    assert_eq!(invokes, 2);
+    assert_eq!(invokes(&setup), 2);
     login(&setup, PASSWORD).await.expect("the writer logs in");
 }
 
@@ -366,13 +364,5 @@ async fn a_migration_that_cannot_run_fails_the_resource_with_the_reason_and_wher
     assert!(reason.contains("the migrate function failed"), "{reason}");
     assert!(reason.contains("/aws/lambda/orders-provision"), "{reason}");
     // Refused for good: not tried again.
-    let invokes = setup
-        .aws
-        .calls
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|c| c.starts_with("Invoke"))
-        .count();
-    assert_eq!(invokes, 1);
+    assert_eq!(invokes(&setup), 1);
 }

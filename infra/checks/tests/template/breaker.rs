@@ -9,7 +9,7 @@ use consumer_lambda::metrics::{BREAKER_OPEN, NAMESPACE};
 use infra_checks::{as_u64, reference};
 
 use crate::helpers::{
-    actions, at, items, max_receive_count, name_of, properties, role_statements, template, text,
+    at, granted, items, max_receive_count, properties, role_statements, template, text,
     visibility_timeout,
 };
 
@@ -17,16 +17,7 @@ use crate::helpers::{
 fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
     let t = template();
     let statements = role_statements(&t, "BreakerRole");
-    let granted: BTreeSet<(String, String)> = statements
-        .values()
-        .flat_map(|s| {
-            let resources: Vec<String> =
-                items(s.get("Resource")).into_iter().map(name_of).collect();
-            actions(s)
-                .into_iter()
-                .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
-        })
-        .collect();
+    let granted = granted(&t, "BreakerRole");
     let mapping = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:event-source-mapping:${ConsumerFunctionOrders}";
     let expected: BTreeSet<(String, String)> = [
         ("logs:CreateLogStream", "${BreakerLogGroup.Arn}"),

@@ -111,6 +111,21 @@ pub(crate) fn role_statements(t: &Document, role: &str) -> HashMap<String, Value
         .collect()
 }
 
+/// Every (action, resource) a role's inline statements allow, resources as
+/// [`name_of`] writes them.
+pub(crate) fn granted(t: &Document, role: &str) -> BTreeSet<(String, String)> {
+    role_statements(t, role)
+        .values()
+        .flat_map(|s| {
+            let resources: Vec<String> =
+                items(s.get("Resource")).into_iter().map(name_of).collect();
+            actions(s)
+                .into_iter()
+                .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
+        })
+        .collect()
+}
+
 pub(crate) fn actions(statement: &Value) -> BTreeSet<String> {
     items(statement.get("Action"))
         .into_iter()

@@ -9,9 +9,7 @@ use consumer_lambda::migrations::LATEST_VERSION;
 use consumer_lambda::provision::{MIGRATE_RETRY_BUDGET, RESPONSE_MARGIN};
 use infra_checks::{as_u64, reference};
 
-use crate::helpers::{
-    actions, at, get_att, items, name_of, properties, role_statements, template, text,
-};
+use crate::helpers::{at, get_att, granted, items, properties, template, text};
 
 const SCHEMA: &str = "DatabaseSchema";
 
@@ -141,16 +139,7 @@ fn the_provision_function_runs_outside_the_vpc_where_s3_secrets_manager_and_lamb
 #[test]
 fn the_provision_function_may_only_read_the_writers_secret_and_invoke_the_migrate_function() {
     let t = template();
-    let granted: BTreeSet<(String, String)> = role_statements(&t, "ProvisionRole")
-        .values()
-        .flat_map(|s| {
-            let resources: Vec<String> =
-                items(s.get("Resource")).into_iter().map(name_of).collect();
-            actions(s)
-                .into_iter()
-                .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
-        })
-        .collect();
+    let granted = granted(&t, "ProvisionRole");
     let expected: BTreeSet<(String, String)> = [
         ("logs:CreateLogStream", "${ProvisionLogGroup.Arn}"),
         ("logs:PutLogEvents", "${ProvisionLogGroup.Arn}"),
