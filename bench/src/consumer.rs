@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
-use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
+use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
@@ -267,7 +267,7 @@ async fn measure_with_a_duplicate_per_batch(
             store.insert(&[last]).await?;
             match again {
                 Again::Redelivered => last.redelivered = true,
-                Again::RetriedPost => last.message_id = Uuid::new_v4().to_string(),
+                Again::RetriedPost => last.message_id = new_message_id(),
             }
         }
     }
@@ -478,11 +478,17 @@ fn orders(count: usize) -> Vec<Delivery> {
             let order = Order::from_request_json(&json)
                 .unwrap_or_else(|err| unreachable!("generated order is valid: {err}"));
             Delivery {
-                message_id: Uuid::new_v4().to_string(),
+                message_id: new_message_id(),
                 placed: OrderPlaced::new(order, Utc::now()),
                 request_id: None,
                 redelivered: false,
             }
         })
         .collect()
+}
+
+/// A message id as SQS would give one: a fresh UUID, never empty.
+fn new_message_id() -> MessageId {
+    MessageId::new(Uuid::new_v4().to_string())
+        .unwrap_or_else(|_| unreachable!("a UUID is never empty"))
 }

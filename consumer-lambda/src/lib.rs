@@ -16,6 +16,7 @@
 //!   the consumer cannot store (a probe of the consumer itself), resumed as
 //!   soon as it can.
 //! - [`invocation`]: what the function is invoked with: a batch, or the breaker's probe.
+//! - [`message_id`]: [`MessageId`], an SQS message id that cannot be empty.
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
 //! - [`migrations`]: the schema as versioned SQL and the writer role, applied once per
 //!   deploy by the same binary run as the migrate function (`TASK=migrate`).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod database;
 pub mod handler;
 pub mod invocation;
+pub mod message_id;
 pub mod metrics;
 pub mod migrations;
 pub mod provision;
@@ -36,6 +38,7 @@ pub mod store;
 
 pub use config::{Config, DatabaseConfig};
 pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, REQUEST_ID_ATTRIBUTE};
+pub use message_id::MessageId;
 pub use metrics::BatchMetrics;
 pub use retry::{Backoff, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};
-pub use store::{Delivery, OrderStore, Outcome, PgStore, Refused, StoreError, Stored};
+pub use store::{Delivery, OrderStore, Outcome, PgStore, Refused, StoreError, StoreOutcome};

@@ -9,7 +9,10 @@ use serde_json::json;
 /// CloudWatch namespace of the consumer's metrics.
 pub const NAMESPACE: &str = "OrdersConsumer";
 
-/// What one batch did.
+/// What one batch did. Every record is exactly one of: stored, a duplicate, a
+/// conflict (these three acknowledged), invalid, refused (these two permanent
+/// failures, left unacknowledged for the DLQ), postponed, requeued (acknowledged:
+/// its copy is on the queue) or requeue-failed (left unacknowledged).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchMetrics {
     pub records: usize,
@@ -19,13 +22,18 @@ pub struct BatchMetrics {
     pub duplicates: u64,
     /// Orders already stored with other content, newly kept in `order_conflicts`.
     pub conflicts: u64,
-    /// Permanent failures, bound for the DLQ: records that are not valid orders,
-    /// and orders PostgreSQL refused for their data.
-    pub rejected: usize,
-    /// Valid records not stored (database trouble), postponed to be retried.
-    pub retried: usize,
-    /// Valid records not stored, sent again as fresh copies (a long outage).
+    /// Records that are not valid orders: permanent failures, bound for the DLQ.
+    pub invalid: usize,
+    /// Orders PostgreSQL refused for their data: permanent failures, bound for the DLQ.
+    pub refused: usize,
+    /// Valid orders not stored (database trouble), left on the queue to be
+    /// received again after a backoff.
+    pub postponed: usize,
+    /// Valid orders not stored, sent again as fresh copies (a long outage).
     pub requeued: usize,
+    /// Valid orders whose fresh copy SQS did not acknowledge (or not in time):
+    /// left on the queue, received again after its visibility timeout.
+    pub requeue_failed: usize,
     pub latency: Duration,
     /// When the producer received the oldest valid order of the batch. Unlike
     /// the queue's oldest-message age, no requeue resets it: a fresh copy
@@ -33,42 +41,53 @@ pub struct BatchMetrics {
     pub oldest_received_at: Option<DateTime<Utc>>,
 }
 
+/// The EMF metric names, one per [`BatchMetrics`] field; the template's alarms
+/// name some of them, and its tests read them from here.
+pub const RECORDS: &str = "Records";
+pub const STORED: &str = "Stored";
+pub const DUPLICATES: &str = "Duplicates";
+pub const CONFLICTS: &str = "Conflicts";
+pub const INVALID: &str = "Invalid";
+pub const REFUSED: &str = "Refused";
+pub const POSTPONED: &str = "Postponed";
+pub const REQUEUED: &str = "Requeued";
+pub const REQUEUE_FAILED: &str = "RequeueFailed";
+pub const BATCH_LATENCY: &str = "BatchLatency";
 /// The metric of the oldest order's age in a batch, in seconds; the template alarms on it.
 pub const OLDEST_ORDER_AGE: &str = "OldestOrderAge";
 
 impl BatchMetrics {
     /// The EMF document for this batch, as one line, dimensioned by function name.
     pub fn to_emf(&self, function_name: &str, timestamp_ms: u64) -> String {
-        let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
-        let mut metrics = vec![
-            metric("Records", "Count"),
-            metric("Stored", "Count"),
-            metric("Duplicates", "Count"),
-            metric("Conflicts", "Count"),
-            metric("Rejected", "Count"),
-            metric("Retried", "Count"),
-            metric("Requeued", "Count"),
-            metric("BatchLatency", "Milliseconds"),
+        let mut values = vec![
+            (RECORDS, "Count", json!(self.records)),
+            (STORED, "Count", json!(self.stored)),
+            (DUPLICATES, "Count", json!(self.duplicates)),
+            (CONFLICTS, "Count", json!(self.conflicts)),
+            (INVALID, "Count", json!(self.invalid)),
+            (REFUSED, "Count", json!(self.refused)),
+            (POSTPONED, "Count", json!(self.postponed)),
+            (REQUEUED, "Count", json!(self.requeued)),
+            (REQUEUE_FAILED, "Count", json!(self.requeue_failed)),
+            (
+                BATCH_LATENCY,
+                "Milliseconds",
+                json!(self.latency.as_secs_f64() * 1000.0),
+            ),
         ];
-        let mut line = json!({
-            "FunctionName": function_name,
-            "Records": self.records,
-            "Stored": self.stored,
-            "Duplicates": self.duplicates,
-            "Conflicts": self.conflicts,
-            "Rejected": self.rejected,
-            "Retried": self.retried,
-            "Requeued": self.requeued,
-            "BatchLatency": self.latency.as_secs_f64() * 1000.0,
-        });
         // Only a batch with a valid order has an oldest order to report.
         if let Some(received_at) = self.oldest_received_at {
             let age_ms = i64::try_from(timestamp_ms)
                 .unwrap_or(i64::MAX)
                 .saturating_sub(received_at.timestamp_millis())
                 .max(0);
-            metrics.push(metric(OLDEST_ORDER_AGE, "Seconds"));
-            line[OLDEST_ORDER_AGE] = json!(age_ms as f64 / 1000.0);
+            values.push((OLDEST_ORDER_AGE, "Seconds", json!(age_ms as f64 / 1000.0)));
+        }
+        let mut line = json!({ "FunctionName": function_name });
+        let mut metrics = Vec::with_capacity(values.len());
+        for (name, unit, value) in values {
+            metrics.push(json!({"Name": name, "Unit": unit}));
+            line[name] = value;
         }
         line["_aws"] = json!({
             "Timestamp": timestamp_ms,
@@ -155,9 +174,11 @@ mod tests {
             stored: 6,
             duplicates: 1,
             conflicts: 1,
-            rejected: 2,
-            retried: 1,
+            invalid: 1,
+            refused: 1,
+            postponed: 0,
             requeued: 0,
+            requeue_failed: 0,
             latency: Duration::from_micros(12_500),
             oldest_received_at: "2026-11-24T18:27:15Z".parse().ok(),
         };
@@ -174,8 +195,9 @@ mod tests {
         for dimension in directive["Dimensions"][0].as_array().expect("dimensions") {
             assert!(doc[dimension.as_str().expect("name")].is_string());
         }
-        assert_eq!(doc["Stored"], 6);
-        assert_eq!(doc["Conflicts"], 1);
-        assert_eq!(doc["BatchLatency"], 12.5);
+        assert_eq!(doc[STORED], 6);
+        assert_eq!(doc[CONFLICTS], 1);
+        assert_eq!((&doc[INVALID], &doc[REFUSED]), (&1.into(), &1.into()));
+        assert_eq!(doc[BATCH_LATENCY], 12.5);
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use consumer_lambda::{
-    Backoff, Consumer, Delivery, NoRetryQueue, OrderStore, RetryPolicy, StoreError, Stored,
+    Backoff, Consumer, Delivery, NoRetryQueue, OrderStore, RetryPolicy, StoreError, StoreOutcome,
 };
 use order_contract::OrderPlaced;
 use proptest::prelude::*;
@@ -26,12 +26,12 @@ use serde_json::{Value, json};
 struct Memory(Mutex<Vec<String>>);
 
 impl OrderStore for &Memory {
-    async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
+    async fn insert(&self, deliveries: &[&Delivery]) -> Result<StoreOutcome, StoreError> {
         let mut stored = self.0.lock().expect("lock");
-        stored.extend(deliveries.iter().map(|d| d.message_id.clone()));
-        Ok(Stored {
+        stored.extend(deliveries.iter().map(|d| d.message_id.to_string()));
+        Ok(StoreOutcome {
             stored: deliveries.len() as u64,
-            ..Stored::default()
+            ..StoreOutcome::default()
         })
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use aws_sdk_sqs::types::Message;
+use consumer_lambda::MessageId;
 use consumer_lambda::retry::{REQUEUED_ATTRIBUTE, RequeueOutcome, Requeued};
 use consumer_lambda::{RetryQueue, SqsRetryQueue};
 use testkit::{QueueSettings, TestQueues, eventually};
@@ -34,7 +35,7 @@ fn attributes(count: usize) -> HashMap<String, SqsMessageAttribute> {
 
 fn requeued(message_id: &str, attributes: HashMap<String, SqsMessageAttribute>) -> Requeued {
     Requeued {
-        message_id: message_id.into(),
+        message_id: MessageId::new(message_id).expect("an id"),
         body: format!(r#"{{"order":"{message_id}"}}"#),
         attributes,
         generation: 1,
@@ -85,7 +86,7 @@ async fn a_message_that_already_has_ten_attributes_is_requeued_with_them_all() {
     assert_eq!(
         outcome,
         RequeueOutcome {
-            sent: vec!["full".into()],
+            sent: vec![MessageId::new("full").expect("an id")],
             failed: Vec::new()
         }
     );

@@ -3,7 +3,7 @@
 //! set from a SCRAM verifier as the provision task derives it.
 
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
-use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
+use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use testkit::{PostgresServer, TestDatabase};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ fn delivery() -> Delivery {
     ))
     .expect("valid");
     Delivery {
-        message_id: "m-1".into(),
+        message_id: MessageId::new("m-1").expect("an id"),
         placed: order_contract::OrderPlaced::new(order, chrono::Utc::now()),
         request_id: None,
         redelivered: false,

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare, migrate};
-use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, Outcome, PgStore, StoreError};
+use consumer_lambda::{
+    DatabaseConfig, Delivery, MessageId, OrderStore, Outcome, PgStore, StoreError,
+};
 use order_contract::{Order, OrderPlaced};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
@@ -44,7 +46,7 @@ fn order(order_id: Uuid, customer: &str) -> Order {
 fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
     let received_at: DateTime<Utc> = "2026-11-24T18:27:15.250Z".parse().expect("timestamp");
     Delivery {
-        message_id: message_id.to_owned(),
+        message_id: MessageId::new(message_id).expect("an id"),
         placed: OrderPlaced::new(order(order_id, "cust-7"), received_at),
         request_id: Some(format!("req-{message_id}")),
         redelivered: false,
@@ -116,10 +118,10 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
 
     let first = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((first.stored, first.duplicates, first.conflicts), (3, 0, 0));
-    assert_eq!(first.outcomes, [Outcome::Stored; 3]);
+    assert_eq!(first.by_delivery, [Outcome::Stored; 3]);
     let again = store.insert(&refs(&batch)).await.expect("idempotent");
     assert_eq!((again.stored, again.duplicates, again.conflicts), (0, 3, 0));
-    assert_eq!(again.outcomes, [Outcome::Duplicate; 3]);
+    assert_eq!(again.by_delivery, [Outcome::Duplicate; 3]);
 
     let client = db.connect().await;
     let row = client
@@ -185,7 +187,7 @@ async fn a_batch_mixing_new_orders_with_one_already_stored_stores_the_new_ones_o
             );
             let mut expected = vec![Outcome::Stored; size + 1];
             expected[size / 2] = Outcome::Duplicate;
-            assert_eq!(outcome.outcomes, expected, "{path}");
+            assert_eq!(outcome.by_delivery, expected, "{path}");
             let client = db.connect().await;
             assert_eq!(
                 count(&client, "SELECT count(*) FROM orders").await,
@@ -249,7 +251,7 @@ async fn a_large_batch_of_first_deliveries_is_written_without_a_lookup() {
 /// `LARGE` new orders and, last, one stored before, coming back as a
 /// redelivery or as a first delivery: how many rows PostgreSQL was asked to
 /// write, and what the store reported.
-async fn stored_order_last_in_a_copy(redelivered: bool) -> (i64, consumer_lambda::Stored) {
+async fn stored_order_last_in_a_copy(redelivered: bool) -> (i64, consumer_lambda::StoreOutcome) {
     let old = Uuid::new_v4();
     let (db, store) = store_holding("old", old).await;
     let client = db.connect().await;
@@ -284,13 +286,13 @@ async fn a_different_order_under_a_stored_id_is_kept_aside_once_and_never_stored
             "the newcomer is a conflict, the true redelivery a duplicate (redelivered: {redelivered})"
         );
         assert_eq!(
-            outcome.outcomes,
+            outcome.by_delivery,
             [Outcome::Conflict { kept_now: true }, Outcome::Duplicate]
         );
         // The conflicting message delivered again is not a second conflict.
         let again = store.insert(&refs(&[newcomer])).await.expect("stored");
         assert_eq!((again.duplicates, again.conflicts), (1, 0));
-        assert_eq!(again.outcomes, [Outcome::Conflict { kept_now: false }]);
+        assert_eq!(again.by_delivery, [Outcome::Conflict { kept_now: false }]);
 
         let client = db.connect().await;
         let row = client
@@ -321,7 +323,7 @@ async fn two_different_orders_under_one_id_in_one_batch_store_the_first_and_keep
     let outcome = store.insert(&refs(&batch)).await.expect("stored");
     assert_eq!((outcome.stored, outcome.conflicts), (1, 1));
     assert_eq!(
-        outcome.outcomes,
+        outcome.by_delivery,
         [Outcome::Stored, Outcome::Conflict { kept_now: true }]
     );
 }
@@ -350,10 +352,10 @@ async fn a_row_the_database_refuses_fails_alone_among_a_thousand_valid_orders() 
     assert_eq!(outcome.stored, 1_000);
     assert_eq!(outcome.refused.len(), 1, "{:?}", outcome.refused);
     assert_eq!(outcome.refused[0].index, 617);
-    assert_eq!(outcome.outcomes[617], Outcome::Refused);
+    assert_eq!(outcome.by_delivery[617], Outcome::Refused);
     assert_eq!(
         outcome
-            .outcomes
+            .by_delivery
             .iter()
             .filter(|o| **o == Outcome::Stored)
             .count(),
@@ -526,7 +528,7 @@ async fn a_conflict_that_order_conflicts_refuses_fails_alone_and_its_batch_is_st
         let mut expected = vec![Outcome::Stored; new_orders + 2];
         expected[1] = Outcome::Conflict { kept_now: true };
         expected[new_orders + 1] = Outcome::Refused;
-        assert_eq!(outcome.outcomes, expected, "{path}");
+        assert_eq!(outcome.by_delivery, expected, "{path}");
         let client = db.connect().await;
         assert_eq!(
             count(&client, "SELECT count(*) FROM orders").await,

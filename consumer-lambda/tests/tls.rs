@@ -2,7 +2,7 @@
 //! comes from a test CA made here.
 
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
-use consumer_lambda::{DatabaseConfig, Delivery, OrderStore, PgStore};
+use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use testkit::{PostgresServer, TestDatabase};
@@ -69,7 +69,7 @@ fn an_order() -> Delivery {
     ))
     .expect("valid");
     Delivery {
-        message_id: "m-1".into(),
+        message_id: MessageId::new("m-1").expect("an id"),
         placed: OrderPlaced::new(order, chrono::Utc::now()),
         request_id: None,
         redelivered: false,

@@ -13,6 +13,7 @@ use aws_sdk_sqs::types::{
 use futures::stream::{self, StreamExt};
 
 use super::MAX_SEND_DELAY;
+use crate::message_id::MessageId;
 
 /// The message attribute that counts how often a record was requeued.
 pub const REQUEUED_ATTRIBUTE: &str = "requeued";
@@ -28,7 +29,7 @@ const CALLS_IN_FLIGHT: usize = 16;
 /// A record to hide for longer before it is received again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Postponed {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub receipt_handle: String,
     pub delay: Duration,
 }
@@ -36,7 +37,7 @@ pub struct Postponed {
 /// A record to send again as a new message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requeued {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub body: String,
     /// The original's message attributes; [`REQUEUED_ATTRIBUTE`] is set on top
     /// when SQS's limit leaves room for it.
@@ -59,10 +60,10 @@ pub struct PostponeError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequeueOutcome {
     /// A copy is on the queue: the original may be deleted.
-    pub sent: Vec<String>,
+    pub sent: Vec<MessageId>,
     /// No copy was acknowledged: the original must stay (it will reach the DLQ
     /// if this keeps happening, so it is logged as an error).
-    pub failed: Vec<String>,
+    pub failed: Vec<MessageId>,
 }
 
 /// The queue operations of a retry: stretching visibility and sending copies.
@@ -123,7 +124,7 @@ impl SqsRetryQueue {
     }
 
     /// Sends one chunk; returns the message ids whose copy SQS acknowledged.
-    async fn send_copies(&self, chunk: &[Requeued]) -> Vec<String> {
+    async fn send_copies(&self, chunk: &[Requeued]) -> Vec<MessageId> {
         let entries = chunk
             .iter()
             .enumerate()
@@ -246,7 +247,7 @@ impl RetryQueue for SqsRetryQueue {
             .chunks(SQS_BATCH)
             .map(|chunk| self.send_copies(chunk))
             .collect();
-        let sent: Vec<String> = stream::iter(calls)
+        let sent: Vec<MessageId> = stream::iter(calls)
             .buffer_unordered(CALLS_IN_FLIGHT)
             .collect::<Vec<_>>()
             .await
@@ -292,7 +293,7 @@ mod tests {
 
     fn requeued_with(names: &[&str]) -> Requeued {
         Requeued {
-            message_id: "m".into(),
+            message_id: MessageId::new("m").expect("an id"),
             body: "{}".into(),
             attributes: names
                 .iter()
@@ -342,7 +343,7 @@ mod tests {
         old.string_value = Some("1".into());
         attributes.insert(REQUEUED_ATTRIBUTE.to_owned(), old);
         let record = Requeued {
-            message_id: "m".into(),
+            message_id: MessageId::new("m").expect("an id"),
             body: "{}".into(),
             attributes,
             generation: 2,

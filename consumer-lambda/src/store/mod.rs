@@ -52,11 +52,12 @@ pub use self::sql::COPY_TYPES;
 use self::write::Method;
 use crate::config::DatabaseConfig;
 use crate::database::{ConnectError, Connector, Pool};
+use crate::message_id::MessageId;
 
 /// A valid order as one SQS message delivered it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub placed: OrderPlaced,
     /// The producer's request id, when the message carried a well-formed one.
     pub request_id: Option<String>,
@@ -70,10 +71,10 @@ pub struct Delivery {
 /// What storing a batch did. Every delivery is exactly one of: stored, a
 /// duplicate, a conflict, or refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
+pub struct StoreOutcome {
     /// What became of each delivery, by position in the batch: what the
     /// counts below add up.
-    pub outcomes: Vec<Outcome>,
+    pub by_delivery: Vec<Outcome>,
     /// Orders written now.
     pub stored: u64,
     /// Orders already stored with the same content: skipped.
@@ -97,7 +98,7 @@ pub enum Outcome {
     /// conflicts), or by an earlier delivery of the same content (counted
     /// among the duplicates).
     Conflict { kept_now: bool },
-    /// Refused by PostgreSQL for its data (why: [`Stored::refused`]).
+    /// Refused by PostgreSQL for its data (why: [`StoreOutcome::refused`]).
     Refused,
 }
 
@@ -132,14 +133,14 @@ pub trait OrderStore: Send + Sync {
     fn insert(
         &self,
         deliveries: &[&Delivery],
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send;
 }
 
 impl<T: OrderStore> OrderStore for &T {
     fn insert(
         &self,
         deliveries: &[&Delivery],
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+    ) -> impl Future<Output = Result<StoreOutcome, StoreError>> + Send {
         (**self).insert(deliveries)
     }
 }
@@ -223,17 +224,17 @@ impl PgStore {
 }
 
 impl OrderStore for PgStore {
-    async fn insert(&self, deliveries: &[&Delivery]) -> Result<Stored, StoreError> {
+    async fn insert(&self, deliveries: &[&Delivery]) -> Result<StoreOutcome, StoreError> {
         let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
         let write_error = |source| StoreError::Write {
             count: deliveries.len(),
             source,
         };
-        let stored = store(checkout.client(), deliveries)
+        let outcome = store(checkout.client(), deliveries)
             .await
             .map_err(write_error)?;
         checkout.release();
-        Ok(stored)
+        Ok(outcome)
     }
 }
 
@@ -269,7 +270,10 @@ impl Drop for Checkout {
 /// its size and redeliveries call for, looks up the stored content of what
 /// the write found stored, keeps the conflicting newcomers aside, and says
 /// what became of each delivery (`plan`).
-async fn store(client: &Client, deliveries: &[&Delivery]) -> Result<Stored, tokio_postgres::Error> {
+async fn store(
+    client: &Client,
+    deliveries: &[&Delivery],
+) -> Result<StoreOutcome, tokio_postgres::Error> {
     let rows: Vec<Row> = deliveries
         .iter()
         .map(|&delivery| Row::new(delivery))

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{Outcome, Refused, Stored};
+use super::{Outcome, Refused, StoreOutcome};
 
 /// The content hash stored under each order id looked up (`None` for rows
 /// from before hashes were kept).
@@ -85,7 +85,7 @@ pub(super) struct Kept {
 /// The batch classified before the conflicts are kept aside.
 #[derive(Debug)]
 pub(super) struct Classified {
-    stored: Stored,
+    outcome: StoreOutcome,
     /// The conflicting newcomers to keep aside, each counted as kept before
     /// until [`Classified::with_kept`] says otherwise.
     pub(super) conflicts: Vec<usize>,
@@ -110,16 +110,16 @@ pub(super) fn classify(
 ) -> Classified {
     // Every row is stored unless found otherwise below: one allocation per
     // batch, and nothing more on the write path.
-    let mut stored = Stored {
-        outcomes: vec![Outcome::Stored; order_ids.len()],
+    let mut outcome = StoreOutcome {
+        by_delivery: vec![Outcome::Stored; order_ids.len()],
         stored: written.stored,
         refused: written.refused,
-        ..Stored::default()
+        ..StoreOutcome::default()
     };
-    for refused in &stored.refused {
-        stored.outcomes[refused.index] = Outcome::Refused;
+    for refused in &outcome.refused {
+        outcome.by_delivery[refused.index] = Outcome::Refused;
     }
-    let refused_ids: HashSet<Uuid> = stored.refused.iter().map(|r| order_ids[r.index]).collect();
+    let refused_ids: HashSet<Uuid> = outcome.refused.iter().map(|r| order_ids[r.index]).collect();
     let mut conflicts = Vec::new();
     for row in written
         .found_stored
@@ -129,8 +129,8 @@ pub(super) fn classify(
         let id = order_ids[row];
         if refused_ids.contains(&id) {
             // Its first copy was refused; this one is not known to be better.
-            stored.outcomes[row] = Outcome::Refused;
-            stored.refused.push(Refused {
+            outcome.by_delivery[row] = Outcome::Refused;
+            outcome.refused.push(Refused {
                 index: row,
                 reason: FIRST_COPY_REFUSED.into(),
             });
@@ -143,43 +143,43 @@ pub(super) fn classify(
             .flatten()
             .unwrap_or_else(|| hash(batch.first_copy_of[&id]));
         if stored_hash == hash(row) {
-            stored.outcomes[row] = Outcome::Duplicate;
-            stored.duplicates += 1;
+            outcome.by_delivery[row] = Outcome::Duplicate;
+            outcome.duplicates += 1;
         } else {
-            stored.outcomes[row] = Outcome::Conflict { kept_now: false };
+            outcome.by_delivery[row] = Outcome::Conflict { kept_now: false };
             conflicts.push(row);
         }
     }
-    Classified { stored, conflicts }
+    Classified { outcome, conflicts }
 }
 
 impl Classified {
     /// The outcome, once the conflicts were kept aside: those kept now are
     /// the conflicts, those kept before count as duplicates.
-    pub(super) fn with_kept(self, kept: Kept) -> Stored {
+    pub(super) fn with_kept(self, kept: Kept) -> StoreOutcome {
         let Classified {
-            mut stored,
+            mut outcome,
             conflicts,
         } = self;
         for &row in &kept.kept_now {
-            stored.outcomes[row] = Outcome::Conflict { kept_now: true };
+            outcome.by_delivery[row] = Outcome::Conflict { kept_now: true };
         }
         for refused in &kept.refused {
-            stored.outcomes[refused.index] = Outcome::Refused;
+            outcome.by_delivery[refused.index] = Outcome::Refused;
         }
-        stored.conflicts = kept.kept_now.len() as u64;
-        stored.duplicates += (conflicts.len() - kept.kept_now.len() - kept.refused.len()) as u64;
-        stored.refused.extend(kept.refused);
+        outcome.conflicts = kept.kept_now.len() as u64;
+        outcome.duplicates += (conflicts.len() - kept.kept_now.len() - kept.refused.len()) as u64;
+        outcome.refused.extend(kept.refused);
         // Rows left `Stored` are exactly those written: checked by every test.
         debug_assert_eq!(
-            stored
-                .outcomes
+            outcome
+                .by_delivery
                 .iter()
                 .filter(|o| **o == Outcome::Stored)
                 .count() as u64,
-            stored.stored
+            outcome.stored
         );
-        stored
+        outcome
     }
 }
 
@@ -236,8 +236,8 @@ mod tests {
             hash(batch[row]).expect("every delivery has a hash")
         });
         let conflicts = classified.conflicts.clone();
-        let duplicates = classified.stored.duplicates;
-        (classified.stored.outcomes, conflicts, duplicates)
+        let duplicates = classified.outcome.duplicates;
+        (classified.outcome.by_delivery, conflicts, duplicates)
     }
 
     const CONFLICT: Outcome = Outcome::Conflict { kept_now: false };
@@ -348,9 +348,9 @@ mod tests {
             }],
             ..Written::default()
         };
-        let stored = classify(&ids, &batch, written, |_| [1; 32]).with_kept(Kept::default());
-        assert_eq!(stored.refused[1].index, 1);
-        assert_eq!(stored.refused[1].reason, FIRST_COPY_REFUSED);
+        let outcome = classify(&ids, &batch, written, |_| [1; 32]).with_kept(Kept::default());
+        assert_eq!(outcome.refused[1].index, 1);
+        assert_eq!(outcome.refused[1].reason, FIRST_COPY_REFUSED);
     }
 
     /// Two conflicting newcomers (rows 1 and 2), kept aside thus.
@@ -405,10 +405,10 @@ mod tests {
                     })
                     .collect(),
             };
-            let stored = classified.with_kept(kept);
-            assert_eq!(stored.outcomes, case.outcomes, "{}", case.says);
+            let outcome = classified.with_kept(kept);
+            assert_eq!(outcome.by_delivery, case.outcomes, "{}", case.says);
             assert_eq!(
-                (stored.conflicts, stored.duplicates, stored.refused.len()),
+                (outcome.conflicts, outcome.duplicates, outcome.refused.len()),
                 (case.conflicts, case.duplicates, case.refused.len()),
                 "{}",
                 case.says

@@ -156,7 +156,7 @@ impl<'a> Columns<'a> {
             columns.items.push(Jsonb(row.items()));
             columns.totals.push(order.total_cents());
             columns.received_at.push(row.delivery.placed.received_at);
-            columns.message_ids.push(&row.delivery.message_id);
+            columns.message_ids.push(row.delivery.message_id.as_str());
             columns.hashes.push(row.hash());
             columns.request_ids.push(row.delivery.request_id.as_deref());
         }

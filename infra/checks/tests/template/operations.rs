@@ -154,7 +154,7 @@ fn a_conflicting_order_raises_an_alarm_on_the_consumers_conflicts_metric() {
     let alarm = t
         .resources_of_type("AWS::CloudWatch::Alarm")
         .filter_map(|(_, a)| a.get("Properties"))
-        .find(|p| p.get("MetricName").map(text) == Some("Conflicts"))
+        .find(|p| p.get("MetricName").map(text) == Some(consumer_lambda::metrics::CONFLICTS))
         .expect("an alarm on the consumer's Conflicts metric");
     assert_eq!(
         alarm.get("Namespace").map(text),
@@ -227,14 +227,7 @@ fn the_oldest_orders_age_which_no_requeue_resets_raises_an_alarm() {
 #[test]
 fn postponements_sustained_for_minutes_raise_an_alarm() {
     let t = template();
-    let alarm = consumer_metric_alarm(&t, "Retried");
-    // The EMF line names the metric so (metrics.rs).
-    assert!(
-        consumer_lambda::BatchMetrics::default()
-            .to_emf("f", 0)
-            .contains("\"Retried\""),
-        "the consumer emits Retried"
-    );
+    let alarm = consumer_metric_alarm(&t, consumer_lambda::metrics::POSTPONED);
     let period = alarm.get("Period").and_then(as_u64).expect("period");
     let periods = alarm
         .get("EvaluationPeriods")
@@ -246,4 +239,37 @@ fn postponements_sustained_for_minutes_raise_an_alarm() {
         "every period in a row: a sustained failure, not a blip"
     );
     assert!(period * periods <= 5 * 60, "within minutes");
+}
+
+#[test]
+fn every_alarm_on_the_consumers_namespace_names_a_metric_the_consumer_emits() {
+    use consumer_lambda::metrics::{BatchMetrics, NAMESPACE, breaker_emf};
+    let batch = BatchMetrics {
+        oldest_received_at: "2026-12-02T10:00:00Z".parse().ok(),
+        ..BatchMetrics::default()
+    };
+    let mut emitted: Vec<String> = Vec::new();
+    for line in [batch.to_emf("f", 0), breaker_emf(true, "f", 0)] {
+        let doc: Value = serde_json::from_str(&line).expect("an EMF line is JSON");
+        emitted.extend(
+            items(doc["_aws"]["CloudWatchMetrics"][0].get("Metrics"))
+                .iter()
+                .filter_map(|m| m.get("Name").and_then(Value::as_str))
+                .map(str::to_owned),
+        );
+    }
+    let t = template();
+    let named: Vec<&str> = t
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .filter_map(|(_, a)| a.get("Properties"))
+        .filter(|p| p.get("Namespace").map(text) == Some(NAMESPACE))
+        .filter_map(|p| p.get("MetricName").map(text))
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    for metric in named {
+        assert!(
+            emitted.iter().any(|e| e == metric),
+            "an alarm names {metric}, which the consumer never emits ({emitted:?})"
+        );
+    }
 }

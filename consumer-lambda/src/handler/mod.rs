@@ -1,0 +1,390 @@
+//! The Lambda handler: one SQS batch in, the records not acknowledged out.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::FutureExt;
+use order_contract::OrderPlaced;
+use support::error_chain;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, error, info, info_span, warn};
+
+use crate::message_id::MessageId;
+use crate::metrics::BatchMetrics;
+use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, RetryQueue};
+use crate::store::{Delivery, OrderStore, Outcome, StoreOutcome};
+
+/// How long before the invocation's deadline the handler stops waiting on the
+/// database, to postpone what it could not store and answer in time. An
+/// invocation that runs into the function timeout returns no partial response,
+/// and Lambda retries its whole batch without any backoff.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What is kept back from the deadline even for the queue calls, so the
+/// answer itself still gets out.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The message attribute carrying the producer's request id.
+pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
+
+/// The batch cannot be answered record by record; Lambda then retries all of it.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// An empty `itemIdentifier` would make Lambda fail the whole batch anyway; say why.
+    #[error("a record of the batch has no messageId, so its failure could not be reported")]
+    MissingMessageId,
+}
+
+/// The answer for Lambda and what the batch did.
+#[derive(Debug, Clone, Default)]
+pub struct Handled {
+    pub response: SqsBatchResponse,
+    pub metrics: BatchMetrics,
+}
+
+/// The consumer: a store for orders and a queue to retry through.
+/// Built once per execution environment; [`Consumer::handle`] runs once per batch.
+pub struct Consumer<S, Q> {
+    store: S,
+    queue: Q,
+    policy: RetryPolicy,
+}
+
+/// A record that holds a valid order, followed from parsing to its answer.
+struct Valid {
+    span: Span,
+    message: SqsMessage,
+    delivery: Delivery,
+}
+
+impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
+    pub fn new(store: S, queue: Q, policy: RetryPolicy) -> Self {
+        Self {
+            store,
+            queue,
+            policy,
+        }
+    }
+
+    /// Handles one batch that must be answered by `deadline`: every record is
+    /// parsed on its own, the valid orders go to the store together, and the
+    /// response names exactly the records not acknowledged, so SQS
+    /// redelivers those and deletes the rest.
+    ///
+    /// Invalid records, and orders PostgreSQL refuses for their data, are
+    /// permanent failures (they reach the DLQ after `maxReceiveCount`). Any
+    /// other store failure is transient: every valid record is retried later
+    /// (postponed or requeued, see [`crate::retry`]). The store gets the time up
+    /// to [`DEADLINE_MARGIN`] before the deadline; past it, the handler abandons
+    /// the call (and its connection) and retries the records, so an invocation
+    /// never runs into its timeout however the database misbehaves. A panic, in
+    /// parsing or in storing, leaves what it touched unacknowledged: an order is
+    /// never acknowledged unless it is in the database, or a copy of it is on
+    /// the queue.
+    ///
+    /// A record without a message id fails the batch before anything is
+    /// stored: its outcome could not be reported (SQS always sets one).
+    pub async fn handle(&self, event: SqsEvent, deadline: Instant) -> Result<Handled, BatchError> {
+        let started = Instant::now();
+        let mut metrics = BatchMetrics {
+            records: event.records.len(),
+            ..BatchMetrics::default()
+        };
+        let mut unacknowledged: Vec<MessageId> = Vec::new();
+        let mut valid: Vec<Valid> = Vec::with_capacity(event.records.len());
+
+        for mut message in event.records {
+            let message_id = message
+                .message_id
+                .take()
+                .and_then(|id| MessageId::new(id).ok())
+                .ok_or(BatchError::MissingMessageId)?;
+            let span = info_span!(
+                "record",
+                message_id = %message_id,
+                order_id = tracing::field::Empty,
+                request_id = tracing::field::Empty
+            );
+            match span.in_scope(|| parse(&message)) {
+                Some(placed) => {
+                    let request_id = request_id(&message);
+                    span.record("order_id", tracing::field::display(placed.order.order_id()));
+                    if let Some(id) = &request_id {
+                        span.record("request_id", id.as_str());
+                    }
+                    // Received before: `ApproximateReceiveCount` counts the receives
+                    // not followed by a delete (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
+                    // Approximate, so it decides only how the store writes, never what.
+                    let redelivered = receive_count(&message) > 1 || generation(&message) > 0;
+                    valid.push(Valid {
+                        span,
+                        message,
+                        delivery: Delivery {
+                            message_id,
+                            placed,
+                            request_id,
+                            redelivered,
+                        },
+                    });
+                }
+                None => {
+                    metrics.invalid += 1;
+                    unacknowledged.push(message_id);
+                }
+            }
+        }
+
+        metrics.oldest_received_at = valid.iter().map(|v| v.delivery.placed.received_at).min();
+        if !valid.is_empty() {
+            let store_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started);
+            match self.store_all(&valid, store_by).await {
+                Some(outcome) => {
+                    metrics.stored = outcome.stored;
+                    metrics.duplicates = outcome.duplicates;
+                    metrics.conflicts = outcome.conflicts;
+                    metrics.refused = outcome.refused.len();
+                    unacknowledged.extend(
+                        outcome
+                            .refused
+                            .iter()
+                            .map(|r| valid[r.index].delivery.message_id.clone()),
+                    );
+                    for (record, outcome) in valid.iter().zip(&outcome.by_delivery) {
+                        record.span.in_scope(|| log_outcome(*outcome));
+                    }
+                }
+                None => {
+                    self.retry_later(valid, deadline, &mut unacknowledged, &mut metrics)
+                        .await
+                }
+            }
+        }
+
+        metrics.latency = started.elapsed();
+        info!(
+            records = metrics.records,
+            stored = metrics.stored,
+            duplicates = metrics.duplicates,
+            conflicts = metrics.conflicts,
+            invalid = metrics.invalid,
+            refused = metrics.refused,
+            postponed = metrics.postponed,
+            requeued = metrics.requeued,
+            requeue_failed = metrics.requeue_failed,
+            latency_ms = metrics.latency.as_millis() as u64,
+            "batch handled"
+        );
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(unacknowledged.into_iter().map(String::from));
+        Ok(Handled { response, metrics })
+    }
+
+    /// The store call, bounded by `by`; `None` when it failed, panicked or ran
+    /// out of time (already logged).
+    async fn store_all(&self, valid: &[Valid], by: Instant) -> Option<StoreOutcome> {
+        let deliveries: Vec<&Delivery> = valid.iter().map(|v| &v.delivery).collect();
+        let count = deliveries.len();
+        let insert = AssertUnwindSafe(self.store.insert(&deliveries))
+            .catch_unwind()
+            .instrument(info_span!("store", count));
+        match tokio::time::timeout_at(by, insert).await {
+            Ok(Ok(Ok(outcome))) => Some(outcome),
+            Ok(Ok(Err(err))) => {
+                // The SQLSTATE names the class at once: 28 a refused login, 42 a
+                // missing table or privilege, 08 and 57 the server going away.
+                error!(
+                    error = %error_chain(&err),
+                    sqlstate = crate::store::sqlstate(&err).unwrap_or("none"),
+                    count,
+                    "storing the batch failed; its valid records will be retried"
+                );
+                None
+            }
+            Ok(Err(panic)) => {
+                error!(
+                    panic = panic_message(&*panic),
+                    count, "storing the batch panicked; its valid records will be retried"
+                );
+                None
+            }
+            Err(_elapsed) => {
+                error!(
+                    count,
+                    margin_s = DEADLINE_MARGIN.as_secs(),
+                    "the database did not answer before the invocation's deadline; the connection is abandoned and the valid records will be retried"
+                );
+                None
+            }
+        }
+    }
+
+    /// Postpones or requeues every valid record, each as its receive count
+    /// says; what is not requeued stays unacknowledged.
+    async fn retry_later(
+        &self,
+        valid: Vec<Valid>,
+        deadline: Instant,
+        unacknowledged: &mut Vec<MessageId>,
+        metrics: &mut BatchMetrics,
+    ) {
+        let mut postponed = Vec::new();
+        let mut requeued = Vec::new();
+        for record in valid {
+            let receive_count = receive_count(&record.message);
+            let generation = generation(&record.message);
+            match self.policy.after_failure(receive_count, generation) {
+                Retry::Postpone(delay) => {
+                    record.span.in_scope(|| {
+                        warn!(
+                            receive_count,
+                            generation,
+                            retry_in_s = delay.as_secs(),
+                            "not stored; will be retried"
+                        )
+                    });
+                    unacknowledged.push(record.delivery.message_id.clone());
+                    metrics.postponed += 1;
+                    if let Some(receipt_handle) = record.message.receipt_handle {
+                        postponed.push(Postponed {
+                            message_id: record.delivery.message_id,
+                            receipt_handle,
+                            delay,
+                        });
+                    }
+                }
+                Retry::Requeue { generation, delay } => {
+                    record.span.in_scope(|| {
+                        warn!(
+                            receive_count,
+                            generation,
+                            "not stored, and few receives are left; sending a fresh copy"
+                        )
+                    });
+                    requeued.push(Requeued {
+                        message_id: record.delivery.message_id,
+                        body: record.message.body.unwrap_or_default(),
+                        attributes: record.message.message_attributes,
+                        generation,
+                        delay,
+                    });
+                }
+            }
+        }
+        let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+        let calls = futures::future::join(
+            self.queue.postpone(&postponed),
+            self.queue.requeue(&requeued),
+        );
+        match tokio::time::timeout_at(by, calls).await {
+            Ok((postponing, requeueing)) => {
+                if let Err(err) = postponing {
+                    warn!(error = %err, "backoff not applied");
+                }
+                metrics.requeued = requeueing.sent.len();
+                if !requeueing.failed.is_empty() {
+                    error!(
+                        records = requeueing.failed.len(),
+                        "could not requeue; these records stay and are retried once more"
+                    );
+                }
+                metrics.requeue_failed = requeueing.failed.len();
+                unacknowledged.extend(requeueing.failed);
+            }
+            Err(_elapsed) => {
+                // Whether the copies got out is unknown: keep the originals (a
+                // copy that did get out is a duplicate the store absorbs).
+                error!(
+                    "SQS did not answer before the deadline; records not postponed return after the visibility timeout"
+                );
+                metrics.requeue_failed = requeued.len();
+                unacknowledged.extend(requeued.into_iter().map(|r| r.message_id));
+            }
+        }
+    }
+}
+
+/// One line per order in its span (message id, order id, request id), saying
+/// what became of it: how an order is followed to its row. scripts/deploy's
+/// canary check greps for `order (already )?stored`: a canary stored now or
+/// before passes, one in conflict does not.
+fn log_outcome(outcome: Outcome) {
+    match outcome {
+        Outcome::Stored => info!("order stored"),
+        Outcome::Duplicate => info!("order already stored (duplicate)"),
+        Outcome::Conflict { kept_now: true } => {
+            warn!("order conflicts with a stored one; kept aside in order_conflicts")
+        }
+        Outcome::Conflict { kept_now: false } => {
+            info!("order conflicts with a stored one; already kept aside in order_conflicts")
+        }
+        // The store logged why, and the record is left unacknowledged.
+        Outcome::Refused => {}
+    }
+}
+
+/// Lambda's `ApproximateReceiveCount` (1 on the first delivery).
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
+}
+
+/// How many times the record was requeued (0 for an original).
+fn generation(record: &SqsMessage) -> u32 {
+    record
+        .message_attributes
+        .get(REQUEUED_ATTRIBUTE)
+        .and_then(|value| value.string_value.as_deref())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The producer's request id, if the message carries a well-formed one: at most
+/// 200 visible ASCII characters, so a hand-made message cannot make its row
+/// unstorable with a value PostgreSQL would refuse.
+fn request_id(record: &SqsMessage) -> Option<String> {
+    let value = record
+        .message_attributes
+        .get(REQUEST_ID_ATTRIBUTE)?
+        .string_value
+        .as_deref()?;
+    let well_formed =
+        !value.is_empty() && value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic());
+    well_formed.then(|| value.to_owned())
+}
+
+/// Parses one record, logging why it is rejected; `None` means a permanent failure.
+fn parse(record: &SqsMessage) -> Option<OrderPlaced> {
+    let Some(body) = record.body.as_deref() else {
+        warn!("rejected: the message has no body");
+        return None;
+    };
+    match std::panic::catch_unwind(|| OrderPlaced::from_json(body)) {
+        Ok(Ok(placed)) => Some(placed),
+        Ok(Err(err)) => {
+            warn!(error = %err, bytes = body.len(), "rejected: not a valid OrderPlaced message");
+            None
+        }
+        Err(panic) => {
+            error!(
+                panic = panic_message(&*panic),
+                "rejected: parsing the message panicked"
+            );
+            None
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+#[cfg(test)]
+mod tests;
