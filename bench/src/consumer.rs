@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::Utc;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
-use order_contract::{Order, OrderPlaced};
+use order_contract::{Order, OrderPlaced, RequestId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
@@ -372,7 +372,10 @@ impl<'a> Columns<'a> {
             received: orders.iter().map(|o| o.placed.received_at).collect(),
             messages: orders.iter().map(|o| o.message_id.as_str()).collect(),
             hashes: hashes.iter().map(|h| h.as_slice()).collect(),
-            requests: orders.iter().map(|o| o.request_id.as_deref()).collect(),
+            requests: orders
+                .iter()
+                .map(|o| o.request_id.as_ref().map(RequestId::as_str))
+                .collect(),
         }
     }
 

@@ -37,7 +37,7 @@ pub mod retry;
 pub mod store;
 
 pub use config::{Config, DatabaseConfig};
-pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled, REQUEST_ID_ATTRIBUTE};
+pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled};
 pub use message_id::MessageId;
 pub use metrics::BatchMetrics;
 pub use retry::{Backoff, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};

@@ -23,7 +23,10 @@ fn string_attribute(value: &str) -> SqsMessageAttribute {
 
 /// `request_id` and then `extra-1`, `extra-2`, … up to `count` attributes.
 fn attributes(count: usize) -> HashMap<String, SqsMessageAttribute> {
-    let mut attributes = HashMap::from([("request_id".to_owned(), string_attribute("req-1"))]);
+    let mut attributes = HashMap::from([(
+        order_contract::REQUEST_ID_ATTRIBUTE.to_owned(),
+        string_attribute("req-1"),
+    )]);
     for n in 1..count {
         attributes.insert(
             format!("extra-{n}"),

@@ -8,7 +8,7 @@ use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepar
 use consumer_lambda::{
     DatabaseConfig, Delivery, MessageId, OrderStore, Outcome, PgStore, StoreError,
 };
-use order_contract::{Order, OrderPlaced};
+use order_contract::{Order, OrderPlaced, RequestId};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
     Delivery {
         message_id: MessageId::new(message_id).expect("an id"),
         placed: OrderPlaced::new(order(order_id, "cust-7"), received_at),
-        request_id: Some(format!("req-{message_id}")),
+        request_id: RequestId::parse(&format!("req-{message_id}")),
         redelivered: false,
     }
 }

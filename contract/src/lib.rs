@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`order`]: what a customer may order ([`OrderRequest`] in, validated [`Order`] out).
 //! - [`message`]: [`OrderPlaced`], the versioned JSON message that travels on the queue.
+//! - [`request_id`]: [`RequestId`], the id that follows an order from the HTTP
+//!   request to its row, and the message attribute that carries it.
 //! - [`error`]: [`ContractError`], which always names the offending field.
 //! - `json`: the JSON driver: parses a body and finds the path to the failing field.
 //! - `object`: `Object<T>`, which reads a struct from a JSON object and nothing else.
@@ -16,7 +18,9 @@ mod json;
 pub mod message;
 mod object;
 pub mod order;
+pub mod request_id;
 
 pub use error::ContractError;
 pub use message::{OrderPlaced, SCHEMA_VERSION};
 pub use order::{LineItem, Order, OrderRequest};
+pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_ATTRIBUTE, RequestId};

@@ -61,9 +61,6 @@ impl From<&str> for OrderMessage {
     }
 }
 
-/// The name of the message attribute that carries the request id.
-pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
-
 /// A queue that stores order messages.
 ///
 /// The HTTP routes only see this trait, so they can be tested with a fake.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
-use order_contract::{Order, OrderPlaced};
+use order_contract::{Order, OrderPlaced, REQUEST_ID_ATTRIBUTE};
 use producer::{AppState, EnqueueError, OrderMessage, OrderQueue, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -649,7 +649,7 @@ async fn the_request_id_travels_with_the_order_as_a_message_attribute() {
     assert_eq!(messages.len(), 1);
     let attribute = messages[0]
         .message_attributes()
-        .and_then(|attributes| attributes.get("request_id"))
+        .and_then(|attributes| attributes.get(REQUEST_ID_ATTRIBUTE))
         .expect("a request_id attribute");
     assert_eq!(attribute.data_type(), "String");
     assert_eq!(attribute.string_value(), Some("checkout-42.retry:1"));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
-use order_contract::OrderPlaced;
+use order_contract::{OrderPlaced, REQUEST_ID_ATTRIBUTE, RequestId};
 use support::error_chain;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
@@ -24,9 +24,6 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// What is kept back from the deadline even for the queue calls, so the
 /// answer itself still gets out.
 const ANSWER_MARGIN: Duration = Duration::from_millis(500);
-
-/// The message attribute carrying the producer's request id.
-pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
 
 /// The batch cannot be answered record by record; Lambda then retries all of it.
 #[derive(Debug, thiserror::Error)]
@@ -342,18 +339,16 @@ fn generation(record: &SqsMessage) -> u32 {
         .unwrap_or(0)
 }
 
-/// The producer's request id, if the message carries a well-formed one: at most
-/// 200 visible ASCII characters, so a hand-made message cannot make its row
-/// unstorable with a value PostgreSQL would refuse.
-fn request_id(record: &SqsMessage) -> Option<String> {
+/// The producer's request id, if the message carries one well formed by the
+/// rule the producer applies, so a hand-made message cannot put in the row a
+/// value the producer would have refused.
+fn request_id(record: &SqsMessage) -> Option<RequestId> {
     let value = record
         .message_attributes
         .get(REQUEST_ID_ATTRIBUTE)?
         .string_value
         .as_deref()?;
-    let well_formed =
-        !value.is_empty() && value.len() <= 200 && value.bytes().all(|b| b.is_ascii_graphic());
-    well_formed.then(|| value.to_owned())
+    RequestId::parse(value)
 }
 
 /// Parses one record, logging why it is rejected; `None` means a permanent failure.

@@ -337,7 +337,7 @@ mod tests {
         let mut request_id = SqsMessageAttribute::default();
         request_id.data_type = Some("String".into());
         request_id.string_value = Some("req-1".into());
-        attributes.insert("request_id".to_owned(), request_id);
+        attributes.insert(order_contract::REQUEST_ID_ATTRIBUTE.to_owned(), request_id);
         let mut old = SqsMessageAttribute::default();
         old.data_type = Some("Number".into());
         old.string_value = Some("1".into());
@@ -357,7 +357,10 @@ mod tests {
             .collect();
         assert_eq!(
             shown,
-            [("request_id", Some("req-1")), ("requeued", Some("2"))]
+            [
+                (order_contract::REQUEST_ID_ATTRIBUTE, Some("req-1")),
+                (REQUEUED_ATTRIBUTE, Some("2"))
+            ]
         );
     }
 }

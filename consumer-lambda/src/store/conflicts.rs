@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use order_contract::RequestId;
 use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
@@ -96,7 +97,7 @@ async fn record_conflicts(
         .map(|row| row.delivery.message_id.as_str())
         .collect();
     let request_ids: Vec<Option<&str>> = newcomers()
-        .map(|row| row.delivery.request_id.as_deref())
+        .map(|row| row.delivery.request_id.as_ref().map(RequestId::as_str))
         .collect();
     let bodies: Vec<Json<serde_json::Value>> = newcomers()
         .map(|row| Json(serde_json::from_str(&row.delivery.placed.to_json()).unwrap_or_default()))

@@ -38,7 +38,7 @@ mod write;
 use std::future::Future;
 
 use deadpool::managed::{Object, PoolError};
-use order_contract::OrderPlaced;
+use order_contract::{OrderPlaced, RequestId};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -60,7 +60,7 @@ pub struct Delivery {
     pub message_id: MessageId,
     pub placed: OrderPlaced,
     /// The producer's request id, when the message carried a well-formed one.
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     /// SQS delivered this message before, or the consumer sent it again after
     /// a failure: it may be stored already, so its batch is looked up before
     /// it is written. A first delivery is written straight away (a stored

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use aws_lc_rs::digest;
 use chrono::{DateTime, Utc};
-use order_contract::{Order, OrderPlaced};
+use order_contract::{Order, OrderPlaced, RequestId};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
@@ -158,7 +158,9 @@ impl<'a> Columns<'a> {
             columns.received_at.push(row.delivery.placed.received_at);
             columns.message_ids.push(row.delivery.message_id.as_str());
             columns.hashes.push(row.hash());
-            columns.request_ids.push(row.delivery.request_id.as_deref());
+            columns
+                .request_ids
+                .push(row.delivery.request_id.as_ref().map(RequestId::as_str));
         }
         columns
     }

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use order_contract::RequestId;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -276,7 +277,7 @@ async fn copy_rows(
                     &placed.received_at,
                     &message_id.as_str(),
                     &row.hash().as_slice(),
-                    &request_id.as_deref(),
+                    &request_id.as_ref().map(RequestId::as_str),
                 ])
                 .await?;
         }

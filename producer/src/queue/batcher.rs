@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use order_contract::REQUEST_ID_ATTRIBUTE;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
@@ -68,10 +69,9 @@ impl Pending {
     /// its attribute's name, type and value.
     fn size(&self) -> usize {
         self.body.len()
-            + self
-                .request_id
-                .as_ref()
-                .map_or(0, |id| "request_id".len() + "String".len() + id.len())
+            + self.request_id.as_ref().map_or(0, |id| {
+                REQUEST_ID_ATTRIBUTE.len() + "String".len() + id.len()
+            })
     }
 }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 
+use order_contract::REQUEST_ID_ATTRIBUTE;
+
 use super::batcher::{BatchEntry, BatchSender, EntryOutcome};
-use super::{EnqueueError, OrderMessage, REQUEST_ID_ATTRIBUTE};
+use super::{EnqueueError, OrderMessage};
 use crate::metrics::{Metrics, sqs_error_kind};
 
 /// One queue's client. Cloning it shares the client's connection pool.
