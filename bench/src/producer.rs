@@ -212,6 +212,7 @@ impl Producer {
             .env("METRICS_ADDR", metrics.to_string())
             .env("SQS_BATCHING", if batching { "on" } else { "off" })
             .env("RATE_LIMIT_PER_SECOND", "0")
+            .env("MAX_IN_FLIGHT_PER_CLIENT", "0")
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")

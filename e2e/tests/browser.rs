@@ -252,7 +252,13 @@ impl Browser {
             .expect("double-click");
     }
 
-    /// The order id the page holds for the order in progress.
+    /// What the page keeps in sessionStorage (`null` when nothing).
+    async fn pending(&self) -> Value {
+        let js = format!("return JSON.parse(sessionStorage.getItem({PENDING_KEY:?}))");
+        self.script(&js).await
+    }
+
+    /// The order id the page holds for the order whose outcome is unknown.
     async fn pending_order_id(&self) -> String {
         let js = format!("return JSON.parse(sessionStorage.getItem({PENDING_KEY:?})).orderId");
         self.script(&js)
@@ -442,7 +448,11 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
             browser.script("return document.documentElement.lang").await,
             "en"
         );
-        let order_id = browser.pending_order_id().await;
+        assert_eq!(
+            browser.pending().await,
+            Value::Null,
+            "nothing is kept before an order is sent"
+        );
 
         // Each refusal's detail shows next to the field it names, which gets the focus.
         browser.type_into("#customer-id", "cust-42").await;
@@ -476,9 +486,9 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
         )
         .await;
         assert_eq!(
-            browser.pending_order_id().await,
-            order_id,
-            "a refused order keeps its id"
+            browser.pending().await,
+            Value::Null,
+            "a refused order's fate is known: nothing is kept"
         );
 
         browser.type_into("#customer-id", "cust-42").await;
@@ -497,10 +507,14 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
         browser.screenshot(&docs("order-page-desktop.png")).await;
 
         place(&browser).await;
-        assert_eq!(await_received(&browser).await, order_id);
+        let order_id = await_received(&browser).await;
         assert_eq!(browser.focused().await, "received-title");
 
         stack.await_stored(1, WAIT).await;
+        assert_eq!(
+            stack.stored_order_ids().await,
+            [order_id.clone()].into_iter().collect()
+        );
         let (customer, items, total) = stored_order(&stack, &order_id).await;
         assert_eq!(customer, "cust-42");
         assert_eq!(
@@ -512,7 +526,7 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
         );
         assert_eq!(total, 3548);
 
-        // The next order gets a new id.
+        // The next cart starts with nothing kept: it gets an id of its own when sent.
         browser
             .find("#new-order")
             .await
@@ -520,7 +534,7 @@ async fn an_order_placed_on_the_page_is_stored_in_postgresql_after_a_refusal_is_
             .await
             .expect("click");
         browser.visible("#place-order").await;
-        assert_ne!(browser.pending_order_id().await, order_id);
+        assert_eq!(browser.pending().await, Value::Null);
 
         browser.finish(answer_to_orders_with(422)).await;
         stack.shutdown().await;
@@ -535,11 +549,10 @@ async fn a_double_click_on_place_order_sends_one_request_and_stores_one_order() 
         stack.start_consumer().await;
         let browser = Browser::start().await;
         browser.open(&stack.producer_url).await;
-        let order_id = browser.pending_order_id().await;
         fill(&browser, "cust-double", &[("PEN-GEL-BLACK", 3)]).await;
 
         browser.double_click("#place-order").await;
-        assert_eq!(await_received(&browser).await, order_id);
+        let order_id = await_received(&browser).await;
         assert_eq!(browser.order_requests().await, 1);
         stack.await_stored(1, WAIT).await;
         assert_eq!(
@@ -560,7 +573,6 @@ async fn the_keyboard_alone_can_place_an_order_in_a_sensible_focus_order() {
         stack.start_consumer().await;
         let browser = Browser::start().await;
         browser.open(&stack.producer_url).await;
-        let order_id = browser.pending_order_id().await;
         let tab = char::from(Key::Tab);
 
         browser.press(&[tab]).await;
@@ -582,13 +594,91 @@ async fn the_keyboard_alone_can_place_an_order_in_a_sensible_focus_order() {
         assert_eq!(browser.focused().await, "place-order");
         browser.press(&[char::from(Key::Enter)]).await;
 
-        assert_eq!(await_received(&browser).await, order_id);
+        let order_id = await_received(&browser).await;
         assert_eq!(browser.focused().await, "received-title");
         stack.await_stored(1, WAIT).await;
         let (customer, items, total) = stored_order(&stack, &order_id).await;
         assert_eq!(customer, "cust-keys");
         assert_eq!(items.as_array().map(Vec::len), Some(2), "{items}");
         assert_eq!(total, 4098);
+
+        browser.finish(no_error_expected).await;
+        stack.shutdown().await;
+    })
+    .await;
+}
+
+/// Rows in `orders` and in `order_conflicts`.
+async fn orders_and_conflicts(stack: &Stack) -> (i64, i64) {
+    let row = stack
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_conflicts)",
+            &[],
+        )
+        .await
+        .expect("count the orders and the conflicts");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_opened_from_the_page_places_an_order_of_its_own() {
+    bounded(async {
+        let mut stack = Stack::start(QueueSettings::default(), None).await;
+        stack.start_consumer().await;
+        let browser = Browser::start().await;
+        browser.open(&stack.producer_url).await;
+        let first = browser.client.window().await.expect("the first tab");
+        // Opened by the page, as "Duplicate tab" does: the browser copies the
+        // page's sessionStorage into the new tab.
+        browser.script("window.open(location.href)").await;
+        let second = eventually("the second tab", WAIT, || async {
+            let windows = browser.client.windows().await.map_err(|e| e.to_string())?;
+            windows
+                .into_iter()
+                .find(|window| *window != first)
+                .ok_or_else(|| "one tab".to_owned())
+        })
+        .await;
+
+        browser
+            .client
+            .switch_to_window(second)
+            .await
+            .expect("switch to the second tab");
+        browser.visible("#place-order").await;
+        fill(&browser, "cust-tab-two", &[("MUG-STONEWARE", 2)]).await;
+        place(&browser).await;
+        let second_id = await_received(&browser).await;
+
+        browser
+            .client
+            .switch_to_window(first)
+            .await
+            .expect("switch back to the first tab");
+        fill(&browser, "cust-tab-one", &[("NOTEBOOK-A5", 1)]).await;
+        place(&browser).await;
+        let first_id = await_received(&browser).await;
+
+        // Each cart ends up a row: in orders, or kept aside as a conflict.
+        let (stored, conflicts) = eventually("both carts to reach the database", WAIT, || async {
+            match orders_and_conflicts(&stack).await {
+                (stored, conflicts) if stored + conflicts == 2 => Ok((stored, conflicts)),
+                seen => Err(seen),
+            }
+        })
+        .await;
+        assert_eq!(
+            (stored, conflicts),
+            (2, 0),
+            "two orders stored and no conflict (tab ids: {first_id}, {second_id})"
+        );
+        let (customer, _, total) = stored_order(&stack, &first_id).await;
+        assert_eq!((customer.as_str(), total), ("cust-tab-one", 1299));
+        let (customer, _, total) = stored_order(&stack, &second_id).await;
+        assert_eq!((customer.as_str(), total), ("cust-tab-two", 1900));
 
         browser.finish(no_error_expected).await;
         stack.shutdown().await;
@@ -699,13 +789,14 @@ async fn while_sqs_is_down_the_page_says_so_and_its_retry_places_the_same_order_
         stack.start_consumer().await;
         let browser = Browser::start().await;
         browser.open(&stack.producer_url).await;
-        let order_id = browser.pending_order_id().await;
         fill(&browser, "cust-busy", &[("TOTE-CANVAS", 1)]).await;
 
         localstack.kill();
         place(&browser).await;
         browser.visible("#busy").await;
         assert_eq!(browser.text("#busy-message").await, BUSY);
+        // Its outcome unknown, the order is kept with its id.
+        let order_id = browser.pending_order_id().await;
         let retry = browser.find("#retry").await;
         assert_eq!(
             retry.attr("aria-disabled").await.expect("attr").as_deref(),

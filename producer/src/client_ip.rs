@@ -1,4 +1,4 @@
-//! Who the client is, for rate limiting.
+//! Who the client is, for the rate limit and the per-client cap.
 //!
 //! Behind the load balancer the TCP peer is the balancer; it appends the
 //! address it saw to `X-Forwarded-For`. Anyone can send that header, so it is
@@ -6,9 +6,10 @@
 //! the right: the first address that is not a trusted proxy is the client.
 //! Entries to its left were written by the client itself and are ignored.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
@@ -74,6 +75,18 @@ impl TrustedProxies {
             }
         }
         client
+    }
+
+    /// The client of `request`: [`Self::client_ip`] of the peer the server
+    /// loop recorded.
+    pub(crate) fn client_of(&self, request: &Request) -> IpAddr {
+        // The server loop always sets it; without it (a test calling the router
+        // directly) every request counts as one client.
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        self.client_ip(peer, request.headers())
     }
 }
 

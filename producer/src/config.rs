@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
@@ -15,6 +15,11 @@ use crate::rate_limit::RateQuota;
 
 /// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
+
+/// Requests one client may have in progress when `MAX_IN_FLIGHT_PER_CLIENT` is
+/// unset: far more than a person or a checkout page sends at once, far fewer
+/// than the in-flight cap.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT: usize = 32;
 
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
@@ -47,6 +52,11 @@ pub struct Config {
     /// [`DEFAULT_RATE_PER_SECOND`], 0 turns it off; `RATE_LIMIT_BURST`, default
     /// twice the rate).
     pub rate_limit: Option<RateQuota>,
+    /// `POST /orders` requests one client may have in progress, bodies still
+    /// arriving included (`MAX_IN_FLIGHT_PER_CLIENT`, default
+    /// [`DEFAULT_MAX_IN_FLIGHT_PER_CLIENT`], 0 turns it off). Clients are told
+    /// apart as for the rate limit.
+    pub max_in_flight_per_client: Option<NonZeroUsize>,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
     /// comma-separated; behind the load balancer, its subnets). Default: none.
     pub trusted_proxies: TrustedProxies,
@@ -197,6 +207,13 @@ impl Config {
                 Some(RateQuota::per_second(per_second, burst))
             }
         };
+        let max_in_flight_per_client = number(
+            "MAX_IN_FLIGHT_PER_CLIENT",
+            DEFAULT_MAX_IN_FLIGHT_PER_CLIENT as u64,
+            0,
+            1_000_000,
+        )?;
+        let max_in_flight_per_client = NonZeroUsize::new(max_in_flight_per_client as usize);
         let trusted_proxies = match read("TRUSTED_PROXIES") {
             None => TrustedProxies::none(),
             Some(list) => TrustedProxies::parse(&list)?,
@@ -219,6 +236,7 @@ impl Config {
             sqs_timeout,
             limits,
             rate_limit,
+            max_in_flight_per_client,
             trusted_proxies,
         })
     }
@@ -302,17 +320,24 @@ mod tests {
         assert_eq!(quota.replenish_every, Duration::from_millis(50));
         assert_eq!(quota.burst.get(), 40);
         assert!(config.trusted_proxies.is_empty());
+        assert_eq!(
+            config.max_in_flight_per_client,
+            NonZeroUsize::new(DEFAULT_MAX_IN_FLIGHT_PER_CLIENT),
+            "capped by default"
+        );
     }
 
     #[test]
-    fn the_rate_limit_can_be_set_or_turned_off_and_proxies_trusted() {
+    fn the_rate_limit_and_the_client_cap_can_be_set_or_turned_off_and_proxies_trusted() {
         let set = config(&[
             ("QUEUE_URL", QUEUE_URL),
             ("RATE_LIMIT_PER_SECOND", "5"),
             ("RATE_LIMIT_BURST", "7"),
+            ("MAX_IN_FLIGHT_PER_CLIENT", "5"),
             ("TRUSTED_PROXIES", "10.0.0.0/24, 10.0.1.0/24"),
         ])
         .expect("valid");
+        assert_eq!(set.max_in_flight_per_client, NonZeroUsize::new(5));
         let quota = set.rate_limit.expect("on");
         assert_eq!(quota.replenish_every, Duration::from_millis(200));
         assert_eq!(quota.burst.get(), 7);
@@ -321,9 +346,14 @@ mod tests {
             TrustedProxies::parse("10.0.0.0/24,10.0.1.0/24").expect("valid")
         );
 
-        let off =
-            config(&[("QUEUE_URL", QUEUE_URL), ("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
+        let off = config(&[
+            ("QUEUE_URL", QUEUE_URL),
+            ("RATE_LIMIT_PER_SECOND", "0"),
+            ("MAX_IN_FLIGHT_PER_CLIENT", "0"),
+        ])
+        .expect("valid");
         assert_eq!(off.rate_limit, None);
+        assert_eq!(off.max_in_flight_per_client, None);
         assert!(off.batching, "batching is on by default");
 
         let err = config(&[("QUEUE_URL", QUEUE_URL), ("TRUSTED_PROXIES", "the-alb")])

@@ -6,7 +6,8 @@
 //! - [`config`]: [`Config`], read once from the environment at start-up.
 //! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`,
 //!   and [`page`]'s routes) over an [`AppState`]; `POST /orders`'s handler, `place_order`.
-//! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding.
+//! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding;
+//!   [`ClientCap`], each client's requests in progress (429).
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
 //! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429).
 //! - [`client_ip`]: [`TrustedProxies`], who the client is (the TCP peer, or `X-Forwarded-For` behind trusted proxies).
@@ -44,7 +45,7 @@ pub mod telemetry;
 
 pub use client_ip::TrustedProxies;
 pub use config::{Config, ConfigError};
-pub use limits::Limits;
+pub use limits::{ClientCap, Limits};
 pub use metrics::Metrics;
 pub use problem::Problem;
 pub use queue::{EnqueueError, OrderMessage, OrderQueue, SqsOptions, SqsQueue};
@@ -119,6 +120,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         queue_url = %config.queue_url,
         sqs_timeout_ms = config.sqs_timeout.as_millis(),
         limits = ?config.limits,
+        max_in_flight_per_client = config.max_in_flight_per_client.map_or(0, |max| max.get()),
         batching = config.batching,
         "accepting orders"
     );
@@ -128,13 +130,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
              by their TCP peer address (behind a load balancer, set it to the balancer's subnets)"
         );
     }
-    let rate_limit = config
-        .rate_limit
-        .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
-    let state = AppState::new(Arc::clone(&queue), config.request_timeout())
-        .with_limits(config.limits)
-        .with_rate_limit(rate_limit)
-        .with_metrics(metrics);
+    let state = configured_state(&config, Arc::clone(&queue)).with_metrics(metrics);
     // Ctrl-C, or SIGTERM from `systemctl stop`.
     let stop = support::shutdown_signal();
     let shutdown = async move {
@@ -150,6 +146,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The state [`run`] serves over `queue`: `config`'s limits, rate limit and
+/// per-client cap (tests serve it to drive the service as deployed).
+pub fn configured_state<Q>(config: &Config, queue: Arc<Q>) -> AppState<Q> {
+    let rate_limit = config
+        .rate_limit
+        .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
+    let client_cap = config
+        .max_in_flight_per_client
+        .map(|max| ClientCap::new(max, config.trusted_proxies.clone()));
+    AppState::new(queue, config.request_timeout())
+        .with_limits(config.limits)
+        .with_rate_limit(rate_limit)
+        .with_client_cap(client_cap)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops

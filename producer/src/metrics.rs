@@ -63,6 +63,7 @@ struct Inner {
     sqs_errors: Family<SqsErrorLabels, Counter>,
     shed: Family<ReasonLabels, Counter>,
     rate_limited: Counter,
+    over_client_cap: Counter,
 }
 
 /// Every metric the producer keeps; clones share them.
@@ -132,6 +133,12 @@ impl Metrics {
             "Orders answered 429 because their client was over its rate",
             rate_limited.clone(),
         );
+        let over_client_cap = Counter::default();
+        registry.register(
+            "requests_over_client_cap",
+            "Orders answered 429 at once because their client had MAX_IN_FLIGHT_PER_CLIENT requests in progress",
+            over_client_cap.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -141,6 +148,7 @@ impl Metrics {
             sqs_errors,
             shed,
             rate_limited,
+            over_client_cap,
         }))
     }
 
@@ -197,6 +205,10 @@ impl Metrics {
 
     pub(crate) fn rate_limited(&self) {
         self.0.rate_limited.inc();
+    }
+
+    pub(crate) fn over_client_cap(&self) {
+        self.0.over_client_cap.inc();
     }
 }
 
@@ -285,6 +297,7 @@ mod tests {
         metrics.sqs_error("SendMessageBatch", "timeout");
         metrics.shed("in_flight");
         metrics.rate_limited();
+        metrics.over_client_cap();
         let text = metrics.render();
         for line in [
             "producer_http_requests_total{route=\"/orders\",method=\"POST\",status=\"202\"} 1",
@@ -295,6 +308,7 @@ mod tests {
             "producer_sqs_errors_total{operation=\"SendMessageBatch\",kind=\"timeout\"} 1",
             "producer_requests_shed_total{reason=\"in_flight\"} 1",
             "producer_requests_rate_limited_total 1",
+            "producer_requests_over_client_cap_total 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -24,7 +24,11 @@ use crate::routes::Accepted;
 // Read by the schema derive and the tests only.
 #[allow(dead_code)]
 pub struct NewOrder {
-    /// Chosen by the client; its idempotency key: a retry with the same id is stored once.
+    /// Chosen by the client, fresh for every order: its idempotency key. A retry
+    /// of the same order with the same id is stored once. A different order
+    /// under an id already used is not stored: it is kept aside (in the
+    /// consumer's `order_conflicts`), counted and alarmed on for someone to
+    /// look at, though it was answered 202. Generate a new UUID per order.
     #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     order_id: String,
     /// 1–64 characters of `A-Z a-z 0-9 _ -`.
@@ -69,14 +73,14 @@ pub struct Status {
     path = "/orders",
     request_body(content = NewOrder, content_type = "application/json"),
     responses(
-        (status = 202, description = "SQS has stored the order", body = Accepted,
+        (status = 202, description = "Accepted for processing: SQS has stored the order, and the consumer stores it in the database shortly after. An order whose order_id was already used for different content is kept aside (order_conflicts), counted and alarmed on, and not stored", body = Accepted,
             headers(("x-request-id" = String, description = "The request id"))),
         (status = 400, description = "The body is not JSON (or not UTF-8)", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive in time; the connection is closed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown, of the wrong type or out of range; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "This client is over its rate; nothing was queued", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "This client is over its rate, or already has too many requests in progress; nothing was queued: send the same request again after Retry-After", body = Problem, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
         (status = 503, description = "Shed (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = Problem, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
@@ -112,7 +116,7 @@ fn openapi_json() {}
 #[openapi(
     info(
         title = "Orders producer",
-        description = "Takes orders and queues them to SQS; a consumer stores them. Errors are application/problem+json (RFC 9457).",
+        description = "Takes orders and queues them to SQS; a consumer stores them. A 202 means accepted for processing, not yet stored. The order_id is the client's idempotency key: retry an order under its own id (it is stored once), and give every new order a fresh id, since a different order under a used id is kept aside (order_conflicts), counted and alarmed on, and not stored. Errors are application/problem+json (RFC 9457).",
     ),
     paths(place_order, healthz, readyz, openapi_json),
     components(schemas(NewOrder, NewLineItem, Accepted, Status, Problem))
@@ -176,6 +180,25 @@ mod tests {
             accepted["required"],
             serde_json::json!(["order_id", "message_id"])
         );
+    }
+
+    #[test]
+    fn integrators_are_told_what_a_202_means_and_what_a_reused_order_id_does() {
+        let doc = document();
+        let accepted = doc["paths"]["/orders"]["post"]["responses"]["202"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            accepted.starts_with("Accepted for processing"),
+            "{accepted}"
+        );
+        let order_id =
+            doc["components"]["schemas"]["NewOrder"]["properties"]["order_id"]["description"]
+                .as_str()
+                .unwrap_or_default();
+        for words in ["fresh for every order", "not stored", "order_conflicts"] {
+            assert!(order_id.contains(words), "{words}: {order_id}");
+        }
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! Requests` with `Retry-After`. Clients are told apart by
 //! [`TrustedProxies::client_ip`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -81,13 +81,7 @@ pub(crate) async fn limit_per_client(
     request: Request,
     next: Next,
 ) -> Response {
-    // The server loop always sets it; without it (a test calling the router
-    // directly) every request counts as one client.
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-    let client = limit.proxies.client_ip(peer, request.headers());
+    let client = limit.proxies.client_of(&request);
     tracing::Span::current().record("client_ip", tracing::field::display(client));
     match limit.check(client) {
         Ok(()) => next.run(request).await,

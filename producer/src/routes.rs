@@ -26,7 +26,7 @@ use tracing::Level;
 use uuid::Uuid;
 
 use crate::extract::{BodyReadTimeout, ValidOrder};
-use crate::limits::{self, InFlight, Limits};
+use crate::limits::{self, ClientCap, InFlight, Limits};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::queue::{EnqueueError, OrderMessage, OrderQueue};
@@ -49,10 +49,12 @@ pub struct AppState<Q> {
     readiness: Arc<ReadinessCache>,
     /// Caps and client timeouts.
     limits: Limits,
-    /// `POST /orders` requests in progress.
+    /// `POST /orders` requests in progress with their body in.
     in_flight: InFlight,
     /// Each client's bucket for `POST /orders`, when limited.
     rate_limit: Option<RateLimit>,
+    /// Each client's `POST /orders` requests in progress, when capped.
+    client_cap: Option<ClientCap>,
     /// What `/metrics` reports.
     metrics: Metrics,
 }
@@ -68,6 +70,7 @@ impl<Q> AppState<Q> {
             limits,
             in_flight: InFlight::new(limits.max_in_flight),
             rate_limit: None,
+            client_cap: None,
             metrics: Metrics::new(),
         }
     }
@@ -87,6 +90,13 @@ impl<Q> AppState<Q> {
     #[must_use]
     pub fn with_rate_limit(mut self, rate_limit: impl Into<Option<RateLimit>>) -> Self {
         self.rate_limit = rate_limit.into();
+        self
+    }
+
+    /// Caps each client's `POST /orders` in progress (no cap by default).
+    #[must_use]
+    pub fn with_client_cap(mut self, client_cap: impl Into<Option<ClientCap>>) -> Self {
+        self.client_cap = client_cap.into();
         self
     }
 
@@ -120,6 +130,7 @@ impl<Q> Clone for AppState<Q> {
             limits: self.limits,
             in_flight: self.in_flight.clone(),
             rate_limit: self.rate_limit.clone(),
+            client_cap: self.client_cap.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -145,12 +156,17 @@ pub(crate) struct Accepted {
 /// a body limit, a request timeout, request ids and a tracing span per request.
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
-    // The rate limit runs first: a client over its rate takes no slot.
     let metrics = state.metrics.clone();
-    let mut orders = post(place_order::<Q>).route_layer(middleware::from_fn_with_state(
-        (state.in_flight.clone(), metrics.clone()),
-        limits::shed_when_busy,
-    ));
+    // The last layer added runs first: the rate limit (a client over its rate
+    // takes no slot), then the client's cap, held while the body arrives. The
+    // shared in-flight slot is taken in the handler, once the body is in.
+    let mut orders = post(place_order::<Q>);
+    if let Some(client_cap) = state.client_cap.clone() {
+        orders = orders.route_layer(middleware::from_fn_with_state(
+            (client_cap, metrics.clone()),
+            limits::cap_per_client,
+        ));
+    }
     if let Some(rate_limit) = state.rate_limit.clone() {
         orders = orders.route_layer(middleware::from_fn_with_state(
             (rate_limit, metrics.clone()),
@@ -207,12 +223,15 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-/// `POST /orders`: validate, enqueue, then answer 202 with both ids.
+/// `POST /orders`: validate, take an in-flight slot, enqueue, then answer 202
+/// with both ids.
 async fn place_order<Q: OrderQueue>(
     State(state): State<AppState<Q>>,
     request_id: Option<Extension<RequestId>>,
     ValidOrder(order): ValidOrder,
 ) -> Result<impl IntoResponse, Problem> {
+    // Only now that the body is in: a client still sending holds no shared slot.
+    let _slot = state.in_flight.admit(&state.metrics)?;
     // Always set by the layers; well formed, so plain ASCII.
     let request_id =
         request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));

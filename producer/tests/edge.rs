@@ -1,15 +1,16 @@
 //! The edge of the service over real TCP, with a queue stub (no SQS needed):
-//! load shedding, the header-read and body-read timeouts, rate limits per client.
+//! load shedding, the header-read and body-read timeouts, rate limits and caps
+//! per client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use producer::{
-    AppState, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit, RateQuota,
-    TrustedProxies,
+    AppState, ClientCap, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit,
+    RateQuota, TrustedProxies,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,21 +61,25 @@ struct App {
 
 impl App {
     async fn spawn(limits: Limits) -> Self {
-        Self::spawn_with(limits, None).await
+        Self::spawn_with(|state| state.with_limits(limits)).await
     }
 
     async fn spawn_limited(rate_limit: RateLimit) -> Self {
-        Self::spawn_with(Limits::default(), Some(rate_limit)).await
+        Self::spawn_with(|state| state.with_rate_limit(rate_limit)).await
     }
 
-    async fn spawn_with(limits: Limits, rate_limit: Option<RateLimit>) -> Self {
+    async fn spawn_capped(client_cap: ClientCap) -> Self {
+        Self::spawn_with(|state| state.with_client_cap(client_cap)).await
+    }
+
+    async fn spawn_with(
+        configure: impl FnOnce(AppState<GatedQueue>) -> AppState<GatedQueue>,
+    ) -> Self {
         testkit::init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("address");
         let queue = Arc::new(GatedQueue::default());
-        let state = AppState::new(Arc::clone(&queue), PATIENCE)
-            .with_limits(limits)
-            .with_rate_limit(rate_limit);
+        let state = configure(AppState::new(Arc::clone(&queue), PATIENCE));
         let metrics = state.metrics().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(producer::serve(listener, state, async {
@@ -337,6 +342,81 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
             "X-Forwarded-For: {spoofed}"
         );
     }
+    app.stop().await;
+}
+
+/// Sends an order's headers (`Expect: 100-continue`) and the start of its body
+/// from 127.0.0.1, and returns once the server reads the body: the request is
+/// then in progress until the connection is dropped.
+async fn start_slow_order(app: &App) -> TcpStream {
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let body = order().to_string();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    let mut continued = [0u8; 25];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut continued))
+        .await
+        .expect("an answer to the headers")
+        .expect("read it");
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream
+        .write_all(&body.as_bytes()[..10])
+        .await
+        .expect("the start of the body");
+    stream
+}
+
+#[tokio::test]
+async fn a_client_with_its_cap_of_requests_in_progress_gets_429_and_others_are_served() {
+    let cap = ClientCap::new(NonZeroUsize::new(2).expect("2"), TrustedProxies::none());
+    let app = App::spawn_capped(cap).await;
+    let slow = [start_slow_order(&app).await, start_slow_order(&app).await];
+
+    let http = reqwest::Client::new();
+    let refused = post(&http, &app).send().await.expect("an answer");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = refused.json().await.expect("a problem");
+    assert_eq!(problem["status"], 429);
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("2 requests in progress"), "{problem}");
+    assert!(detail.contains("nothing was queued"), "{problem}");
+    let metrics = app.metrics.render();
+    assert!(
+        metrics.contains("producer_requests_over_client_cap_total 1"),
+        "{metrics}"
+    );
+
+    // Another client is served meanwhile.
+    let other = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .expect("a client on 127.0.0.2");
+    app.queue.release.add_permits(1);
+    assert_eq!(
+        post(&other, &app).send().await.expect("an answer").status(),
+        202
+    );
+
+    // Hanging up gives the slots back.
+    drop(slow);
+    app.queue.release.add_permits(1);
+    let status = testkit::eventually("the client's slots to come back", PATIENCE, || async {
+        match post(&http, &app).send().await.map(|answer| answer.status()) {
+            Ok(status) if status == 202 => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status, 202);
     app.stop().await;
 }
 

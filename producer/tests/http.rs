@@ -1,19 +1,20 @@
 //! The real router and the real SQS queue against the SQS emulator
 //! (`TEST_SQS_ENDPOINT`), driven over HTTP on a free port.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced, REQUEST_ID_ATTRIBUTE};
-use producer::{AppState, EnqueueError, OrderMessage, OrderQueue, SqsQueue};
+use producer::{AppState, Config, EnqueueError, OrderMessage, OrderQueue, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Value, json};
 use testkit::{QueueSettings, TestQueues};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Short enough that failure cases finish quickly, long enough for a slow CI machine.
@@ -29,13 +30,21 @@ struct App {
 
 impl App {
     async fn spawn<Q: OrderQueue>(queue: Q) -> Self {
+        Self::serve(AppState::new(Arc::new(queue), SQS_TIMEOUT * 2)).await
+    }
+
+    /// The service as `producer::run` sets it up from `config`, over `queue`.
+    async fn spawn_configured<Q: OrderQueue>(queue: Q, config: &Config) -> Self {
+        Self::serve(producer::configured_state(config, Arc::new(queue))).await
+    }
+
+    async fn serve<Q: OrderQueue>(state: AppState<Q>) -> Self {
         testkit::init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free port");
         let addr = listener.local_addr().expect("local address");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let state = AppState::new(Arc::new(queue), SQS_TIMEOUT * 2);
         let server = tokio::spawn(producer::serve(listener, state, async {
             let _ = stop.await;
         }));
@@ -686,4 +695,120 @@ async fn with_batching_off_each_order_is_one_send_message_call() {
     assert!(!text.contains("operation=\"SendMessageBatch\""), "{text}");
     assert_eq!(receive(&queues, 5).await.len(), 5);
     Arc::into_inner(app).expect("last handle").stop().await;
+}
+
+/// How a slow sender's request was first answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstAnswer {
+    /// `100 Continue`: the server has begun to read the body.
+    Reading,
+    /// A final status, before any of the body was sent.
+    Refused(u16),
+}
+
+/// A client on `source` that sends an order's headers with `Expect:
+/// 100-continue`, says how the server first answered, then dribbles the body a
+/// byte at a time and never sends its last byte.
+async fn slow_sender(server: SocketAddr, source: Ipv4Addr, answered: mpsc::Sender<FirstAnswer>) {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    let mut stream = socket.connect(server).await.expect("connect");
+    let body = order().to_string();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    // The server sends 100 Continue when it starts reading the body; awaiting
+    // it (or a refusal) means the request has been taken in, no guessing.
+    let mut status_line = [0u8; 12];
+    stream
+        .read_exact(&mut status_line)
+        .await
+        .expect("a status line");
+    let status = String::from_utf8_lossy(&status_line[9..])
+        .parse::<u16>()
+        .expect("a status code");
+    let first = if status == 100 {
+        FirstAnswer::Reading
+    } else {
+        FirstAnswer::Refused(status)
+    };
+    answered.send(first).await.expect("the test listens");
+    let mut pace = tokio::time::interval(Duration::from_millis(200));
+    for byte in &body.as_bytes()[..body.len() - 1] {
+        pace.tick().await;
+        if stream.write_all(&[*byte]).await.is_err() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test]
+async fn slow_senders_on_many_addresses_do_not_lock_honest_customers_out() {
+    const IN_FLIGHT: usize = 16;
+    const ADDRESSES: u8 = 12;
+    const PER_ADDRESS: usize = 4;
+    const HONEST_ORDERS: usize = 20;
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    // The defaults, rate limit included, with a small in-flight cap to keep it small.
+    let config = Config::from_lookup(|name| match name {
+        "QUEUE_URL" => Some(queues.queue_url.clone()),
+        "MAX_IN_FLIGHT" => Some(IN_FLIGHT.to_string()),
+        _ => None,
+    })
+    .expect("a valid configuration");
+    let app = App::spawn_configured(sqs_queue(&queues, &queues.queue_url), &config).await;
+
+    // 127.0.0.2, 127.0.0.3, …: each within its rate, together three times the cap.
+    let (answered, mut answers) = mpsc::channel(64);
+    let mut slow = tokio::task::JoinSet::new();
+    for host in 2..2 + ADDRESSES {
+        for _ in 0..PER_ADDRESS {
+            slow.spawn(slow_sender(
+                app.addr,
+                Ipv4Addr::new(127, 0, 0, host),
+                answered.clone(),
+            ));
+        }
+    }
+    let mut first_answers = Vec::new();
+    while first_answers.len() < usize::from(ADDRESSES) * PER_ADDRESS {
+        let first = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("every slow request is taken in or refused within 10 s")
+            .expect("a slow sender's first answer");
+        first_answers.push(first);
+    }
+    let reading = first_answers
+        .iter()
+        .filter(|first| **first == FirstAnswer::Reading)
+        .count();
+    assert!(
+        reading >= IN_FLIGHT,
+        "the slow senders hold at least as many requests as there are slots: {first_answers:?}"
+    );
+
+    // While they dribble (each for up to BODY_READ_TIMEOUT_MS), a customer orders.
+    let mut statuses = Vec::new();
+    for _ in 0..HONEST_ORDERS {
+        statuses.push(app.post_order(&order()).await.status());
+    }
+    let refused = statuses
+        .iter()
+        .filter(|status| **status != StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(
+        refused, 0,
+        "{refused} of {HONEST_ORDERS} honest orders refused: {statuses:?}"
+    );
+    assert_eq!(receive(&queues, HONEST_ORDERS).await.len(), HONEST_ORDERS);
+    // The slow senders hang up.
+    slow.abort_all();
+    while slow.join_next().await.is_some() {}
+    app.stop().await;
 }

@@ -244,8 +244,9 @@ async fn main() -> anyhow::Result<()> {
                 "METRICS_ADDR".to_owned(),
                 format!("127.0.0.1:{}", free_port()),
             ),
-            // Every client here is 127.0.0.1: no per-client limit for this run.
+            // Every client here is 127.0.0.1: no per-client limit or cap for this run.
             ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
+            ("MAX_IN_FLIGHT_PER_CLIENT".to_owned(), "0".to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ]
         .into_iter()

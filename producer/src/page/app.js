@@ -1,6 +1,7 @@
-// The order page: builds an order from the catalogue, posts it to /orders, and
-// keeps its order_id (the idempotency key) until the shop has accepted it, so a
-// double click, a retry or a reload never places a second order.
+// The order page: builds an order from the catalogue, posts it to /orders under
+// an order_id (the idempotency key) of its own, and keeps that id while the
+// order's outcome is unknown, so a double click, a retry or a reload never
+// places a second order; every new cart gets a fresh id.
 "use strict";
 
 (function () {
@@ -23,8 +24,10 @@
 
   // { orderId, sent, notice, retryAt }: `sent` is the body of a request whose
   // outcome is unknown, `notice` what the page said about it and `retryAt` when
-  // it may be sent again. They live in sessionStorage so that a reload resends
-  // the same order, no sooner than the producer asked.
+  // it may be sent again. They live in sessionStorage only while that outcome is
+  // unknown, so that a reload resends the same order, no sooner than the
+  // producer asked. Nothing is kept otherwise: a tab opened from this one gets a
+  // copy of sessionStorage, and must not take this cart's id for its own.
   let state = load();
   let sending = false;
   let retryTimer = null;
@@ -35,9 +38,9 @@
   function load() {
     try {
       const saved = JSON.parse(sessionStorage.getItem(STORE_KEY));
-      if (saved && typeof saved.orderId === "string") return saved;
+      if (saved && typeof saved.orderId === "string" && saved.sent) return saved;
     } catch (_) { /* storage off or corrupt: start afresh */ }
-    return { orderId: newOrderId(), sent: null };
+    return { orderId: null, sent: null };
   }
 
   function save() {
@@ -152,16 +155,24 @@
     if (response.status === 202) {
       const answer = await response.json().catch(() => ({}));
       showReceived(typeof answer.order_id === "string" ? answer.order_id : body.order_id);
-    } else if (response.status >= 400 && response.status < 500) {
-      // Refused as sent, so nothing was queued: the customer may correct it
-      // and send it again under the same id.
-      state.sent = null;
-      save();
+    } else if (refusedAsSent(response.status)) {
+      // Nothing was queued and this cart's fate is known: the corrected cart
+      // is a new one, sent under an id of its own.
+      forget();
+      state = { orderId: null, sent: null };
       const problem = await response.json().catch(() => null);
       showProblem(problem, response.status);
     } else {
+      // 5xx, 408 or 429: this request queued nothing, but an earlier one of
+      // this order may have, so it is sent again exactly as it was.
       showBusy(BUSY, retryAfterSecs(response.headers.get("Retry-After")));
     }
+  }
+
+  // A 4xx says what to change, except 408 (too slow) and 429 (too many),
+  // which only say to send the same request again.
+  function refusedAsSent(status) {
+    return status >= 400 && status < 500 && status !== 408 && status !== 429;
   }
 
   function finish() {
@@ -239,8 +250,7 @@
   }
 
   function startNewOrder() {
-    state = { orderId: newOrderId(), sent: null };
-    save();
+    state = { orderId: null, sent: null };
     for (const item of items) item.querySelector(".qty").value = "0";
     updateTotal();
     clearErrors();
@@ -264,6 +274,8 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (sending || state.sent) return;
+    // A cart not sent before: made into an order now, under a fresh id.
+    state.orderId = newOrderId();
     send(buildOrder());
   });
   retryButton.addEventListener("click", () => {
@@ -272,7 +284,6 @@
   });
   $("new-order").addEventListener("click", startNewOrder);
 
-  save();
   if (state.sent) {
     // Reloaded before an answer arrived: the same order, ready to be sent again.
     restoreForm(state.sent);
