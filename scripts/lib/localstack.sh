@@ -71,8 +71,9 @@ LOCALSTACK_CFN_SERVICES=cloudformation,s3,iam,sts,lambda,logs,secretsmanager,ssm
 # localstack_cfn_start STATEDIR PORT LOGFILE: LocalStack (.dev/venv-localstack-cfn)
 # with CloudFormation's legacy engine and LOCALSTACK_CFN_SERVICES, as
 # localstack_start does. The default engine (v2) refuses the template's change set
-# ("Fn::Select requires a list argument", on an attribute of a resource type it
-# skips); the legacy one creates what it can and skips the types it lacks.
+# (now "Unresolved resource dependencies [ConsumerFunctionOrders]", the event
+# source mapping SAM's transform adds; before, "Fn::Select requires a list
+# argument"); the legacy one creates what it can and skips the types it lacks.
 localstack_cfn_start() {
     _localstack_launch CloudFormation "$LOCALSTACK_CFN_VENV/bin/python" "$1" "$2" "$3" \
         SERVICES="$LOCALSTACK_CFN_SERVICES" \
