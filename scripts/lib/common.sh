@@ -11,6 +11,9 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE_DIR="$REPO_ROOT/.dev"          # git-ignored; everything we create lives here
 VENV_DIR="$STATE_DIR/venv"
 LOCALSTACK_REQUIREMENTS="$REPO_ROOT/scripts/lib/localstack-requirements.txt"
+# LocalStack with its CloudFormation, for the rehearsal of `sam deploy` only.
+LOCALSTACK_CFN_VENV="$STATE_DIR/venv-localstack-cfn"
+LOCALSTACK_CFN_REQUIREMENTS="$REPO_ROOT/scripts/lib/localstack-cfn-requirements.txt"
 
 # --- output ------------------------------------------------------------------
 

@@ -162,6 +162,12 @@ ensure_localstack() {
     ensure_pinned_venv "$VENV_DIR" "$LOCALSTACK_REQUIREMENTS" localstack-supervisor
 }
 
+# The same LocalStack with the packages its CloudFormation needs (moto-ext, the SAM
+# translator), in a venv of its own: only infra-checks' tests/rehearsal.rs runs it.
+ensure_localstack_cfn() {
+    ensure_pinned_venv "$LOCALSTACK_CFN_VENV" "$LOCALSTACK_CFN_REQUIREMENTS" localstack-supervisor
+}
+
 # The browser tests (e2e/tests/browser.rs) drive Debian's chromium through
 # chromedriver; fonts-liberation gives the screenshots the same fonts everywhere.
 ensure_chromium() {

@@ -1,13 +1,18 @@
 # shellcheck shell=bash
-# Our own LocalStack (its SQS provider only), started as a plain process bound
-# to 127.0.0.1. Sourced by common.sh.
+# Our own LocalStack, started as a plain process bound to 127.0.0.1: its SQS
+# provider only (localstack_start), or its CloudFormation and the services the
+# template needs, for the rehearsal of `sam deploy` (localstack_cfn_start).
+# Sourced by common.sh.
 
 LOCALSTACK_PID=""
 
-# localstack_start STATEDIR PORT LOGFILE: starts LocalStack's SQS provider bound to
-# 127.0.0.1:PORT, sets LOCALSTACK_PID and waits for "Ready." in the log.
-localstack_start() {
-    local dir=$1 port=$2 logfile=$3 timeout=${LOCALSTACK_START_TIMEOUT:-60}
+# _localstack_launch WHAT PYTHON STATEDIR PORT LOGFILE [NAME=VALUE...]: starts
+# LocalStack with PYTHON bound to 127.0.0.1:PORT, with the settings both kinds
+# share and then the given ones; sets LOCALSTACK_PID and waits for "Ready." in
+# the log. WHAT names it in messages.
+_localstack_launch() {
+    local what=$1 python=$2 dir=$3 port=$4 logfile=$5 timeout=${LOCALSTACK_START_TIMEOUT:-60}
+    shift 5
     mkdir -p "$dir"
     : >"$logfile"
     local t0=$EPOCHREALTIME
@@ -24,18 +29,18 @@ localstack_start() {
         LOCALSTACK_HOST="127.0.0.1:$port" \
         DNS_ADDRESS=0 \
         SQS_ENDPOINT_STRATEGY=path \
-        SERVICES=sqs \
         EAGER_SERVICE_LOADING=1 \
         DISABLE_EVENTS=1 \
         OVERRIDE_IN_DOCKER=0 \
         FILESYSTEM_ROOT="$dir" \
         SKIP_SSL_CERT_DOWNLOAD=1 \
-        setsid "$VENV_DIR/bin/python" -m localstack.runtime.main >"$logfile" 2>&1 </dev/null &
+        "$@" \
+        setsid "$python" -m localstack.runtime.main >"$logfile" 2>&1 </dev/null &
     LOCALSTACK_PID=$!
     local i
     for ((i = 0; i < timeout * 10; i++)); do
         if grep -q '^Ready\.' "$logfile"; then
-            info "LocalStack (SQS) ready on 127.0.0.1:$port in $(elapsed_since "$t0") s (pid $LOCALSTACK_PID, log: $logfile)"
+            info "LocalStack ($what) ready on 127.0.0.1:$port in $(elapsed_since "$t0") s (pid $LOCALSTACK_PID, log: $logfile)"
             return 0
         fi
         if ! pid_alive "$LOCALSTACK_PID"; then
@@ -51,6 +56,28 @@ localstack_start() {
     tail -n 30 "$logfile" >&2 || true
     localstack_stop
     return 1
+}
+
+# localstack_start STATEDIR PORT LOGFILE: starts LocalStack's SQS provider bound to
+# 127.0.0.1:PORT, sets LOCALSTACK_PID and waits for "Ready." in the log.
+localstack_start() {
+    _localstack_launch SQS "$VENV_DIR/bin/python" "$1" "$2" "$3" SERVICES=sqs
+}
+
+# The services infra/template.yaml creates or reads during a deploy, and those sam
+# deploy calls itself (S3 for the artefacts, STS, CloudFormation).
+LOCALSTACK_CFN_SERVICES=cloudformation,s3,iam,sts,lambda,logs,secretsmanager,ssm,ec2,sqs,sns,events,cloudwatch
+
+# localstack_cfn_start STATEDIR PORT LOGFILE: LocalStack (.dev/venv-localstack-cfn)
+# with CloudFormation's legacy engine and LOCALSTACK_CFN_SERVICES, as
+# localstack_start does. The default engine (v2) refuses the template's change set
+# (now "Unresolved resource dependencies [ConsumerFunctionOrders]", the event
+# source mapping SAM's transform adds; before, "Fn::Select requires a list
+# argument"); the legacy one creates what it can and skips the types it lacks.
+localstack_cfn_start() {
+    _localstack_launch CloudFormation "$LOCALSTACK_CFN_VENV/bin/python" "$1" "$2" "$3" \
+        SERVICES="$LOCALSTACK_CFN_SERVICES" \
+        PROVIDER_OVERRIDE_CLOUDFORMATION=engine-legacy
 }
 
 # After serving a long poll LocalStack ignores SIGTERM and SIGINT, so the grace
