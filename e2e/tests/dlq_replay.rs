@@ -17,6 +17,7 @@ use testkit::{QueueSettings, eventually};
 const GIVES_UP_QUICKLY: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 2,
+    ..QueueSettings::SQS_DEFAULTS
 };
 
 async fn post_all(stack: &Stack, orders: &[Value]) {

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 const FAST_RECEIVES: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 4,
+    ..QueueSettings::SQS_DEFAULTS
 };
 
 /// The breaker compressed as the queue is: a step every second, and every

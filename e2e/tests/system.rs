@@ -21,6 +21,7 @@ fn parse_order_id(body: &str) -> Option<String> {
 const FAST_RETRY: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 3,
+    ..QueueSettings::SQS_DEFAULTS
 };
 
 /// Posts every order, `concurrency` at a time; returns order id → message id.
@@ -209,6 +210,7 @@ async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_store
 const WITHIN_BACKOFF: QueueSettings = QueueSettings {
     visibility_timeout_secs: 1,
     max_receive_count: 5,
+    ..QueueSettings::SQS_DEFAULTS
 };
 
 /// The order id → SQS message id of every stored row.

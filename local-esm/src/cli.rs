@@ -10,8 +10,8 @@ use consumer_lambda::{
 
 use crate::breaker::{self, Intervals, LocalProbe};
 use crate::driver::{Driver, InProcess};
-use crate::queues::create_queues;
 use crate::template::Template;
+use support::queues::create_queues;
 
 /// Local stand-ins for AWS: queues as the SAM template declares them, and Lambda's
 /// SQS event source mapping feeding the consumer's handler.

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::queues::{QueueError, queue_arn};
 use crate::template::EventSourceSettings;
+use support::queues::{QueueError, queue_arn};
 
 /// Lambda's limit on an invocation payload; gathering stops before it.
 const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

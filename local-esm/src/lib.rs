@@ -12,18 +12,19 @@
 //! - [`breaker`]: the consumer's circuit breaker run locally on its intervals
 //!   ([`breaker::run`]), its probe meeting the function's faults ([`breaker::LocalProbe`]).
 //! - [`template`]: the queue and event-source settings the local stack takes from the template.
-//! - [`queues`]: creates the queue pair with those settings.
+//! - the queue pair is created with those settings by `support::queues`, which
+//!   the tests' `testkit` uses too.
 //! - [`schedule`]: the retry schedule of a valid order through an outage, as text.
 //! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`, `retry-schedule`).
 
 pub mod breaker;
 pub mod cli;
 pub mod driver;
-pub mod queues;
 pub mod schedule;
 pub mod template;
 
 pub use driver::{
     BatchHandler, BatchOutcome, Driver, Function, FunctionState, InProcess, InvocationError, Switch,
 };
-pub use template::{EventSourceSettings, QueueSettings, Template};
+pub use support::queues::QueueSettings;
+pub use template::{EventSourceSettings, Template};

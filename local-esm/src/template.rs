@@ -6,15 +6,7 @@ use std::time::Duration;
 
 use infra_checks::Document;
 pub use infra_checks::TemplateError;
-
-/// The queue pair as the template declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueSettings {
-    pub visibility_timeout_secs: u32,
-    pub retention_secs: u32,
-    pub dlq_retention_secs: u32,
-    pub max_receive_count: u32,
-}
+use support::queues::QueueSettings;
 
 /// The SQS event source of the consumer function, and the function's timeout,
 /// which the local driver enforces as Lambda does.

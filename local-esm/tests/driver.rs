@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use local_esm::queues::create_queues;
 use local_esm::{
     BatchHandler, BatchOutcome, Driver, EventSourceSettings, Function, InvocationError, Template,
 };
+use support::queues::create_queues;
 use testkit::{QueueSettings, TestQueues, eventually, unique_name};
 use tokio::time::Instant;
 
@@ -84,6 +84,7 @@ async fn stored_records_are_deleted_and_failed_ones_reach_the_dlq_after_max_rece
     let queues = TestQueues::create(QueueSettings {
         visibility_timeout_secs: 1,
         max_receive_count: 3,
+        ..QueueSettings::default()
     })
     .await;
     let mut sent = bodies("ok", 6);
@@ -387,7 +388,7 @@ async fn the_local_queues_get_exactly_the_settings_of_the_sam_template() {
         redrive["maxReceiveCount"].to_string().trim_matches('"'),
         template.queues.max_receive_count.to_string()
     );
-    let dlq_arn = local_esm::queues::queue_arn(&sqs, &urls.dlq_url)
+    let dlq_arn = support::queues::queue_arn(&sqs, &urls.dlq_url)
         .await
         .expect("arn");
     assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());
@@ -406,7 +407,7 @@ async fn the_local_queues_get_exactly_the_settings_of_the_sam_template() {
             .expect("the DLQ has a redrive-allow policy, as in the template"),
     )
     .expect("json");
-    let queue_arn = local_esm::queues::queue_arn(&sqs, &urls.queue_url)
+    let queue_arn = support::queues::queue_arn(&sqs, &urls.queue_url)
         .await
         .expect("arn");
     assert_eq!(
@@ -422,6 +423,7 @@ async fn a_paused_mapping_receives_nothing_so_waiting_records_keep_their_receive
     let queues = TestQueues::create(QueueSettings {
         visibility_timeout_secs: 1,
         max_receive_count: 3,
+        ..QueueSettings::default()
     })
     .await;
     queues.send_bodies(&bodies("fail", 3)).await;
@@ -507,6 +509,7 @@ async fn a_throttled_or_failing_function_never_runs_the_handler_and_each_spends_
     let queues = TestQueues::create(QueueSettings {
         visibility_timeout_secs: 1,
         max_receive_count: 5,
+        ..QueueSettings::default()
     })
     .await;
     queues.send_bodies(&bodies("ok", 3)).await;

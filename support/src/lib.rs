@@ -1,7 +1,7 @@
 //! What several crates of the workspace need and none of them owns: an
 //! error's cause chain written as one line, and the wait for the signal that
-//! asks a process to stop. Small on purpose: nothing here knows about orders,
-//! queues or databases (the order contract lives in `order-contract`).
+//! asks a process to stop. Small on purpose: nothing here knows about orders
+//! or databases (the order contract lives in `order-contract`).
 //!
 //! # Layout
 //! - [`chain`]: [`error_chain`] (`outer: cause: cause`) and [`error_chain_once`],
@@ -13,10 +13,14 @@
 //! - `logs` (feature `logs`): [`init_tool_logs`], the command-line tools' log
 //!   set-up. A feature, so that the Lambda, which uses this crate for
 //!   [`error_chain`], builds without a log formatter it does not use.
+//! - `queues` (feature `queues`): the queue pair created as the template
+//!   declares it, for the local stack and for the tests alike.
 
 pub mod chain;
 #[cfg(feature = "logs")]
 pub mod logs;
+#[cfg(feature = "queues")]
+pub mod queues;
 pub mod signal;
 
 pub use chain::{error_chain, error_chain_once};

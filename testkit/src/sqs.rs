@@ -3,6 +3,10 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 
+use support::error_chain;
+pub use support::queues::QueueSettings;
+use support::queues::{create_queues, queue_arn};
+
 use crate::{required_env, unique_name};
 
 /// The emulator's endpoint, from `TEST_SQS_ENDPOINT`.
@@ -28,22 +32,6 @@ pub async fn sqs_client_at(endpoint: &str) -> Client {
     Client::new(&config)
 }
 
-/// Queue settings a test scales down (a 1 s visibility timeout instead of minutes).
-#[derive(Debug, Clone, Copy)]
-pub struct QueueSettings {
-    pub visibility_timeout_secs: u32,
-    pub max_receive_count: u32,
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        Self {
-            visibility_timeout_secs: 30,
-            max_receive_count: 5,
-        }
-    }
-}
-
 /// A queue with its own dead-letter queue, named for this test alone.
 #[derive(Debug, Clone)]
 pub struct TestQueues {
@@ -67,30 +55,16 @@ impl TestQueues {
 
     async fn create_with(sqs: Client, settings: QueueSettings) -> Self {
         let name = unique_name("orders");
-        let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), vec![]).await;
-        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let redrive = format!(
-            r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{}"}}"#,
-            settings.max_receive_count
-        );
-        let queue_url = create_queue(
-            &sqs,
-            &name,
-            vec![
-                (QueueAttributeName::RedrivePolicy, redrive),
-                (
-                    QueueAttributeName::VisibilityTimeout,
-                    settings.visibility_timeout_secs.to_string(),
-                ),
-            ],
-        )
-        .await;
-        let queue_arn = queue_arn(&sqs, &queue_url).await;
+        let urls = create_queues(&sqs, &name, &format!("{name}-dlq"), settings)
+            .await
+            .unwrap_or_else(|err| panic!("create the test queues: {}", error_chain(&err)));
+        let queue_arn = arn(&sqs, &urls.queue_url).await;
+        let dlq_arn = arn(&sqs, &urls.dlq_url).await;
         Self {
             sqs,
-            queue_url,
+            queue_url: urls.queue_url,
             queue_arn,
-            dlq_url,
+            dlq_url: urls.dlq_url,
             dlq_arn,
         }
     }
@@ -145,37 +119,10 @@ impl TestQueues {
     }
 }
 
-async fn create_queue(
-    sqs: &Client,
-    name: &str,
-    attributes: Vec<(QueueAttributeName, String)>,
-) -> String {
-    let mut request = sqs.create_queue().queue_name(name);
-    for (key, value) in attributes {
-        request = request.attributes(key, value);
-    }
-    let created = request.send().await.unwrap_or_else(|err| {
-        panic!(
-            "create queue {name} on the SQS emulator: {}",
-            aws_sdk_sqs::error::DisplayErrorContext(err)
-        )
-    });
-    created.queue_url.expect("CreateQueue returns a URL")
-}
-
-async fn queue_arn(sqs: &Client, url: &str) -> String {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+async fn arn(sqs: &Client, url: &str) -> String {
+    queue_arn(sqs, url)
         .await
-        .expect("read the queue ARN");
-    attributes
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .expect("GetQueueAttributes returns the ARN")
-        .clone()
+        .unwrap_or_else(|err| panic!("read the ARN of {url}: {}", error_chain(&err)))
 }
 
 /// (visible, in flight) messages of a queue.

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 const DEAD_LETTER_FAST: QueueSettings = QueueSettings {
     visibility_timeout_secs: 30,
     max_receive_count: 1,
+    ..QueueSettings::SQS_DEFAULTS
 };
 
 pub(crate) async fn queues() -> TestQueues {

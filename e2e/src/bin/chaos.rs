@@ -213,11 +213,14 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let queues = match &real {
-        Some(template) => template_queues(template).await?,
+        // The queue pair as the template declares it (visibility timeout,
+        // retentions, redrive policy), as local-esm creates it for `scripts/dev`.
+        Some(template) => TestQueues::create(template.queues).await,
         None => {
             TestQueues::create(QueueSettings {
                 visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
                 max_receive_count: MAX_RECEIVE_COUNT,
+                ..QueueSettings::default()
             })
             .await
         }
@@ -627,26 +630,6 @@ fn fault_schedule(seeded: &mut Seeded, run: Duration) -> Vec<(Duration, Fault)> 
         .collect();
     moments.sort();
     moments.into_iter().zip(faults).collect()
-}
-
-/// The queue pair as the template declares it (visibility timeout, retentions,
-/// redrive policy), created the way local-esm creates it for `scripts/dev`.
-async fn template_queues(template: &Template) -> anyhow::Result<TestQueues> {
-    let sqs = testkit::sqs_client().await;
-    let name = testkit::unique_name("orders");
-    let dlq_name = format!("{name}-dlq");
-    let urls = local_esm::queues::create_queues(&sqs, &name, &dlq_name, template.queues)
-        .await
-        .context("create the queues with the template's settings")?;
-    let queue_arn = local_esm::queues::queue_arn(&sqs, &urls.queue_url).await?;
-    let dlq_arn = local_esm::queues::queue_arn(&sqs, &urls.dlq_url).await?;
-    Ok(TestQueues {
-        sqs,
-        queue_url: urls.queue_url,
-        queue_arn,
-        dlq_url: urls.dlq_url,
-        dlq_arn,
-    })
 }
 
 /// Waits until every order accepted before the database was back (`back_at`)

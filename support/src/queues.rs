@@ -1,9 +1,37 @@
-//! Creates the queue pair the way the template declares it.
+//! The queue pair (the orders queue and its dead-letter queue) created the
+//! way the template declares it: what `local-esm` stands up for `scripts/dev`
+//! and `testkit` for every test, so the two cannot set them up differently.
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::template::QueueSettings;
+/// The queue pair's settings: `local-esm` reads them from the template, a
+/// test scales them down (a 1 s visibility timeout instead of minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub visibility_timeout_secs: u32,
+    pub retention_secs: u32,
+    pub dlq_retention_secs: u32,
+    pub max_receive_count: u32,
+}
+
+impl QueueSettings {
+    /// SQS's own defaults (a 30 s visibility timeout, 4 days' retention), the
+    /// DLQ kept for SQS's longest (14 days), and 5 receives before it; a
+    /// constant, so that a test's `const` settings can start from it.
+    pub const SQS_DEFAULTS: Self = Self {
+        visibility_timeout_secs: 30,
+        retention_secs: 4 * 24 * 3600,
+        dlq_retention_secs: 14 * 24 * 3600,
+        max_receive_count: 5,
+    };
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self::SQS_DEFAULTS
+    }
+}
 
 /// An SQS call that failed; the SDK's error, with its own causes, is the source.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +45,7 @@ pub struct QueueError {
 }
 
 impl QueueError {
-    pub(crate) fn new(action: impl Into<String>, err: impl Into<aws_sdk_sqs::Error>) -> Self {
+    pub fn new(action: impl Into<String>, err: impl Into<aws_sdk_sqs::Error>) -> Self {
         Self {
             action: action.into(),
             source: err.into(),
