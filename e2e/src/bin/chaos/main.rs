@@ -9,7 +9,6 @@
 //! SQS emulator.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,12 +23,20 @@ use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+mod clients;
+mod faults;
+mod service;
+
+use clients::{Ledger, await_catchup, conflicting_twin, place};
+use faults::{Fault, Seeded, fault_schedule};
+use service::Service;
+
 /// Compressed time constants, set through the settings the code reads in
 /// production (queue attributes, the consumer's environment, the function
 /// timeout local-esm enforces from the template).
-const VISIBILITY_TIMEOUT_SECS: u32 = 3;
+pub(crate) const VISIBILITY_TIMEOUT_SECS: u32 = 3;
 const MAX_RECEIVE_COUNT: u32 = 4;
-const FUNCTION_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const FUNCTION_TIMEOUT: Duration = Duration::from_secs(7);
 const RETRY_BASE_SECONDS: u64 = 1;
 const RETRY_MULTIPLIER: u32 = 2;
 
@@ -41,15 +48,7 @@ const OUTAGE_MARGIN: Duration = Duration::from_secs(10);
 /// last return of an order today's backoff gives a 20-minute outage (1 h 17 min),
 /// so a slow catch-up is measured, not cut short; the waits end as soon as
 /// their condition holds.
-const OUTAGE_PATIENCE: Duration = Duration::from_secs(3 * 60 * 60);
-/// Settings local-esm also takes from its environment: a run sets them itself
-/// or not at all, whatever the caller's shell exports.
-const CONSUMER_ENV_OVERRIDES: [&str; 3] = [
-    "RETRY_BASE_SECONDS",
-    "RETRY_MULTIPLIER",
-    "MAX_RECEIVE_COUNT",
-];
-
+pub(crate) const OUTAGE_PATIENCE: Duration = Duration::from_secs(3 * 60 * 60);
 #[derive(Debug, Parser)]
 #[command(about = "Orders through the whole local system under a seeded schedule of faults")]
 struct Args {
@@ -86,108 +85,6 @@ struct Args {
     /// Fails the run when catchup_s exceeds this.
     #[arg(long, requires = "outage_s")]
     max_catchup_s: Option<u64>,
-}
-
-/// SplitMix64: a seeded, repeatable source of numbers (no dependency needed).
-struct Seeded(u64);
-
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    KillConsumer,
-    StopDatabase(Duration),
-    FreezeDatabase(Duration),
-    RestartProducer,
-}
-
-/// A child process that can be killed and started again with the same command.
-struct Service {
-    name: &'static str,
-    program: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: String,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|err| panic!("open {}: {err}", self.log));
-        let mut command = Command::new(&self.program);
-        for name in CONSUMER_ENV_OVERRIDES {
-            command.env_remove(name);
-        }
-        let child = command
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {} ({}): {err}", self.name, self.program));
-        self.child = Some(child);
-    }
-
-    fn signal(&mut self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
-        }
-    }
-
-    /// Waits up to `grace` for the process to exit; kills it after that.
-    async fn wait_or_kill(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while let Some(child) = &mut self.child {
-            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// What the clients saw.
-#[derive(Default)]
-struct Ledger {
-    /// order id → the bodies that got a 202 (two for a conflicting twin).
-    accepted: HashMap<String, Vec<Value>>,
-    /// order id → when its first 202 came.
-    accepted_at: HashMap<String, Instant>,
-    conflicts_injected: usize,
-    attempts: usize,
 }
 
 #[tokio::main]
@@ -604,123 +501,4 @@ async fn main() -> anyhow::Result<()> {
         && caught_up_in_time;
     drop(server);
     std::process::exit(if ok { 0 } else { 1 });
-}
-
-/// Two consumer kills, two database stops (one longer than the visibility
-/// timeout), one freeze longer than the function timeout, one producer restart:
-/// at seeded moments, in order, inside the posting window.
-fn fault_schedule(seeded: &mut Seeded, run: Duration) -> Vec<(Duration, Fault)> {
-    let visibility = Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS));
-    let mut faults = vec![
-        Fault::KillConsumer,
-        Fault::KillConsumer,
-        Fault::StopDatabase(visibility * 3),
-        Fault::StopDatabase(Duration::from_secs(2)),
-        Fault::FreezeDatabase(FUNCTION_TIMEOUT + Duration::from_secs(3)),
-        Fault::RestartProducer,
-    ];
-    // Shuffle with the seed (Fisher–Yates), then place them at sorted moments.
-    for i in (1..faults.len()).rev() {
-        let j = (seeded.next() % (i as u64 + 1)) as usize;
-        faults.swap(i, j);
-    }
-    let mut moments: Vec<Duration> = faults
-        .iter()
-        .map(|_| run.mul_f64(0.05 + 0.85 * seeded.unit()))
-        .collect();
-    moments.sort();
-    moments.into_iter().zip(faults).collect()
-}
-
-/// Waits until every order accepted before the database was back (`back_at`)
-/// is stored; returns how long after `back_at` the last of them was.
-async fn await_catchup(
-    db: &TestDatabase,
-    ledger: &Mutex<Ledger>,
-    down_at: Instant,
-    back_at: Instant,
-) -> anyhow::Result<Duration> {
-    let (waiting, while_down) = {
-        let ledger = ledger.lock().await;
-        let before: Vec<(Uuid, Instant)> = ledger
-            .accepted_at
-            .iter()
-            .filter(|(_, at)| **at <= back_at)
-            .map(|(id, at)| Ok((id.parse::<Uuid>()?, *at)))
-            .collect::<Result<_, uuid::Error>>()
-            .context("an accepted order id is not a UUID")?;
-        let while_down = before.iter().filter(|(_, at)| *at >= down_at).count();
-        let ids: Vec<Uuid> = before.into_iter().map(|(id, _)| id).collect();
-        (ids, while_down)
-    };
-    println!(
-        "  {} orders accepted before the database was back, {while_down} of them while it was down",
-        waiting.len()
-    );
-    let client = db.connect().await;
-    let expected = waiting.len() as i64;
-    let counted = testkit::eventually(
-        "every order accepted before the database was back to be stored",
-        OUTAGE_PATIENCE,
-        || async {
-            let stored = client
-                .query_one(
-                    "SELECT count(*) FROM orders WHERE order_id = ANY($1)",
-                    &[&waiting],
-                )
-                .await
-                .map(|row| row.get::<_, i64>(0));
-            match stored {
-                // A failed query ends the wait: the harness, not the system, is broken.
-                Err(err) => Ok(Err(err)),
-                Ok(n) if n == expected => Ok(Ok(())),
-                Ok(n) => Err(format!("{n} of {expected} stored")),
-            }
-        },
-    )
-    .await;
-    counted.context("count the stored orders")?;
-    let catchup = back_at.elapsed();
-    println!(
-        "  the last of them stored {:.1} s after the database was back",
-        catchup.as_secs_f64()
-    );
-    Ok(catchup)
-}
-
-/// The same order id with other content: another customer.
-fn conflicting_twin(body: &Value) -> Value {
-    let mut twin = body.clone();
-    twin["customer_id"] = Value::from("conflicting-twin");
-    twin
-}
-
-/// Posts until a 202, retrying any other answer with the same body, as a real
-/// client with an idempotency key would.
-async fn place(http: &reqwest::Client, url: &str, body: &Value, ledger: &Mutex<Ledger>) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        ledger.lock().await.attempts += 1;
-        match http.post(url).json(body).send().await {
-            Ok(response) if response.status().as_u16() == 202 => {
-                let id = body["order_id"].as_str().unwrap_or_default().to_owned();
-                let mut ledger = ledger.lock().await;
-                ledger
-                    .accepted_at
-                    .entry(id.clone())
-                    .or_insert_with(Instant::now);
-                ledger.accepted.entry(id).or_default().push(body.clone());
-                return;
-            }
-            Ok(response)
-                if response.status().is_client_error() && response.status().as_u16() != 429 =>
-            {
-                panic!("a valid order was refused: {}", response.status());
-            }
-            _ => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
 }

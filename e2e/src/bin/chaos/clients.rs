@@ -1,0 +1,117 @@
+//! The customers: what they placed and what they were told, and how long the
+//! orders accepted before an outage's end took to be stored.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+use testkit::TestDatabase;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::OUTAGE_PATIENCE;
+
+/// What the clients saw.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    /// order id → the bodies that got a 202 (two for a conflicting twin).
+    pub(crate) accepted: HashMap<String, Vec<Value>>,
+    /// order id → when its first 202 came.
+    pub(crate) accepted_at: HashMap<String, Instant>,
+    pub(crate) conflicts_injected: usize,
+    pub(crate) attempts: usize,
+}
+
+/// The same order id with other content: another customer.
+pub(crate) fn conflicting_twin(body: &Value) -> Value {
+    let mut twin = body.clone();
+    twin["customer_id"] = Value::from("conflicting-twin");
+    twin
+}
+
+/// Posts until a 202, retrying any other answer with the same body, as a real
+/// client with an idempotency key would.
+pub(crate) async fn place(http: &reqwest::Client, url: &str, body: &Value, ledger: &Mutex<Ledger>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        ledger.lock().await.attempts += 1;
+        match http.post(url).json(body).send().await {
+            Ok(response) if response.status().as_u16() == 202 => {
+                let id = body["order_id"].as_str().unwrap_or_default().to_owned();
+                let mut ledger = ledger.lock().await;
+                ledger
+                    .accepted_at
+                    .entry(id.clone())
+                    .or_insert_with(Instant::now);
+                ledger.accepted.entry(id).or_default().push(body.clone());
+                return;
+            }
+            Ok(response)
+                if response.status().is_client_error() && response.status().as_u16() != 429 =>
+            {
+                panic!("a valid order was refused: {}", response.status());
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Waits until every order accepted before the database was back (`back_at`)
+/// is stored; returns how long after `back_at` the last of them was.
+pub(crate) async fn await_catchup(
+    db: &TestDatabase,
+    ledger: &Mutex<Ledger>,
+    down_at: Instant,
+    back_at: Instant,
+) -> anyhow::Result<Duration> {
+    let (waiting, while_down) = {
+        let ledger = ledger.lock().await;
+        let before: Vec<(Uuid, Instant)> = ledger
+            .accepted_at
+            .iter()
+            .filter(|(_, at)| **at <= back_at)
+            .map(|(id, at)| Ok((id.parse::<Uuid>()?, *at)))
+            .collect::<Result<_, uuid::Error>>()
+            .context("an accepted order id is not a UUID")?;
+        let while_down = before.iter().filter(|(_, at)| *at >= down_at).count();
+        let ids: Vec<Uuid> = before.into_iter().map(|(id, _)| id).collect();
+        (ids, while_down)
+    };
+    println!(
+        "  {} orders accepted before the database was back, {while_down} of them while it was down",
+        waiting.len()
+    );
+    let client = db.connect().await;
+    let expected = waiting.len() as i64;
+    let counted = testkit::eventually(
+        "every order accepted before the database was back to be stored",
+        OUTAGE_PATIENCE,
+        || async {
+            let stored = client
+                .query_one(
+                    "SELECT count(*) FROM orders WHERE order_id = ANY($1)",
+                    &[&waiting],
+                )
+                .await
+                .map(|row| row.get::<_, i64>(0));
+            match stored {
+                // A failed query ends the wait: the harness, not the system, is broken.
+                Err(err) => Ok(Err(err)),
+                Ok(n) if n == expected => Ok(Ok(())),
+                Ok(n) => Err(format!("{n} of {expected} stored")),
+            }
+        },
+    )
+    .await;
+    counted.context("count the stored orders")?;
+    let catchup = back_at.elapsed();
+    println!(
+        "  the last of them stored {:.1} s after the database was back",
+        catchup.as_secs_f64()
+    );
+    Ok(catchup)
+}
