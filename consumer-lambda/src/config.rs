@@ -11,7 +11,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::retry::{Backoff, MAX_SEND_DELAY, RetryPolicy};
+use support::{Env, EnvError};
+
+use crate::retry::{Backoff, MAX_SEND_DELAY, MaxReceiveCount, RetryPolicy};
 
 /// Why the consumer cannot start; each says what to set.
 #[derive(Debug, thiserror::Error)]
@@ -22,19 +24,9 @@ pub enum ConfigError {
     NoDatabase,
     #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
     InvalidDatabaseUrl(#[source] tokio_postgres::Error),
-    #[error("{0} is not set; it is required with DB_HOST")]
-    Missing(&'static str),
-    #[error("{name}={value:?} is not valid: {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("{name} is not set: {why}")]
-    Required {
-        name: &'static str,
-        why: &'static str,
-    },
+    /// A setting missing or out of its bounds.
+    #[error(transparent)]
+    Env(#[from] EnvError),
     #[error(
         "DB_AUTH=iam sends a token as the password: set DB_CA_BUNDLE to the RDS CA bundle so the connection is encrypted and verified"
     )]
@@ -65,65 +57,66 @@ pub struct Config {
     /// The queue whose messages the handler postpones and requeues on transient
     /// failures (`QUEUE_URL`).
     pub queue_url: String,
-    /// The backoff, and the queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`, set
-    /// by the template from the same parameter as the redrive policy; always
-    /// `Some` here: without it a long outage would send valid orders to the DLQ).
+    /// The backoff (`RETRY_BASE_SECONDS`, `RETRY_MULTIPLIER`,
+    /// `RETRY_CAP_SECONDS`), and the queue's `maxReceiveCount`
+    /// (`MAX_RECEIVE_COUNT`, required: the template sets it from the same
+    /// parameter as the redrive policy, and without it a long outage would
+    /// send valid orders to the DLQ).
     pub retry: RetryPolicy,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Self::read(&support::process_env())
     }
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let database = DatabaseConfig::from_lookup(&lookup)?;
-        let mut backoff = Backoff::default();
-        if let Some(value) = lookup("RETRY_BASE_SECONDS") {
-            backoff.base = Duration::from_secs(parse(
-                "RETRY_BASE_SECONDS",
-                &value,
-                "whole seconds, at least 1",
-            )?);
-        }
-        if let Some(value) = lookup("RETRY_MULTIPLIER") {
-            backoff.multiplier = parse("RETRY_MULTIPLIER", &value, "a whole number, at least 1")?;
-        }
-        if let Some(value) = lookup("RETRY_CAP_SECONDS") {
-            backoff.cap = Duration::from_secs(parse(
-                "RETRY_CAP_SECONDS",
-                &value,
-                "whole seconds, 1 to 900 (SQS's longest send delay)",
-            )?);
-        }
-        check_backoff(&backoff)?;
-        let queue_url = lookup("QUEUE_URL").ok_or(ConfigError::Required {
-            name: "QUEUE_URL",
-            why: "set it to the orders queue, whose failed records are postponed and requeued",
-        })?;
-        let max_receive_count = lookup("MAX_RECEIVE_COUNT").ok_or(ConfigError::Required {
-            name: "MAX_RECEIVE_COUNT",
-            why: "set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives",
-        })?;
-        let max_receive_count: u32 = parse(
-            "MAX_RECEIVE_COUNT",
-            &max_receive_count,
-            "the queue's maxReceiveCount, a whole number, at least 2",
+        Self::read(&Env::new(lookup))
+    }
+
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
+        let database = DatabaseConfig::read(env)?;
+        let defaults = Backoff::default();
+        let seconds = |name, default: Duration, max: u64| {
+            env.bounded(name, default.as_secs(), 1..=max, "whole seconds")
+                .map(Duration::from_secs)
+        };
+        let backoff = Backoff {
+            base: seconds("RETRY_BASE_SECONDS", defaults.base, u64::from(u32::MAX))?,
+            multiplier: env.bounded(
+                "RETRY_MULTIPLIER",
+                defaults.multiplier,
+                1..=u32::MAX,
+                "a whole number",
+            )?,
+            // A requeued copy cannot be delayed past SQS's longest send delay.
+            cap: seconds("RETRY_CAP_SECONDS", defaults.cap, MAX_SEND_DELAY.as_secs())?,
+        };
+        let queue_url = env.required(
+            "QUEUE_URL",
+            "set it to the orders queue, whose failed records are postponed and requeued",
         )?;
-        if max_receive_count < 2 {
-            return Err(ConfigError::Invalid {
-                name: "MAX_RECEIVE_COUNT",
-                value: max_receive_count.to_string(),
-                expected: "the queue's maxReceiveCount, a whole number, at least 2",
-            });
-        }
+        let max_receive_count = env
+            .required(
+                "MAX_RECEIVE_COUNT",
+                "set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives",
+            )
+            .and_then(|_| {
+                env.bounded(
+                    "MAX_RECEIVE_COUNT",
+                    MaxReceiveCount::MIN,
+                    MaxReceiveCount::MIN..=MaxReceiveCount::MAX,
+                    "the queue's maxReceiveCount, a whole number",
+                )
+            })?;
         Ok(Self {
             database,
             queue_url,
             retry: RetryPolicy {
                 backoff,
-                max_receive_count: Some(max_receive_count),
+                max_receive_count: MaxReceiveCount::new(max_receive_count)
+                    .unwrap_or_else(|| unreachable!("bounded above")),
             },
         })
     }
@@ -140,16 +133,14 @@ pub struct MigrateConfig {
 
 impl MigrateConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(lookup);
         Ok(Self {
-            database: DatabaseConfig::from_lookup(&lookup)?,
-            writer: lookup("DB_WRITER_USER").ok_or(ConfigError::Required {
-                name: "DB_WRITER_USER",
-                why: "set it to the consumer's database user (its DB_USER), which the migration creates and grants",
-            })?,
+            database: DatabaseConfig::read(&env)?,
+            writer: env.required("DB_WRITER_USER", "set it to the consumer's database user (its DB_USER), which the migration creates and grants")?,
         })
     }
 }
@@ -166,19 +157,14 @@ pub struct BreakerConfig {
 
 impl BreakerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(lookup);
         Ok(Self {
-            consumer_function: lookup("CONSUMER_FUNCTION").ok_or(ConfigError::Required {
-                name: "CONSUMER_FUNCTION",
-                why: "set it to the consumer function the breaker probes",
-            })?,
-            event_source_mapping: lookup("EVENT_SOURCE_MAPPING").ok_or(ConfigError::Required {
-                name: "EVENT_SOURCE_MAPPING",
-                why: "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes",
-            })?,
+            consumer_function: env.required("CONSUMER_FUNCTION", "set it to the consumer function the breaker probes")?,
+            event_source_mapping: env.required("EVENT_SOURCE_MAPPING", "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes")?,
         })
     }
 }
@@ -195,19 +181,20 @@ pub struct ProvisionConfig {
 
 impl ProvisionConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(lookup);
         Ok(Self {
-            migrate_function: lookup("MIGRATE_FUNCTION").ok_or(ConfigError::Required {
-                name: "MIGRATE_FUNCTION",
-                why: "set it to the migrate function, which applies the schema in the VPC",
-            })?,
-            writer_secret_arn: lookup("WRITER_SECRET_ARN").ok_or(ConfigError::Required {
-                name: "WRITER_SECRET_ARN",
-                why: "set it to the ARN of the writer's secret, whose password the writer role is given",
-            })?,
+            migrate_function: env.required(
+                "MIGRATE_FUNCTION",
+                "set it to the migrate function, which applies the schema in the VPC",
+            )?,
+            writer_secret_arn: env.required(
+                "WRITER_SECRET_ARN",
+                "set it to the ARN of the writer's secret, whose password the writer role is given",
+            )?,
         })
     }
 }
@@ -215,12 +202,16 @@ impl ProvisionConfig {
 impl DatabaseConfig {
     /// `DATABASE_URL`, or `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` and
     /// `DB_AUTH`; TLS with `DB_CA_BUNDLE`.
-    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut database = match lookup("DATABASE_URL") {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(&Env::new(lookup))
+    }
+
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
+        let mut database = match env.optional("DATABASE_URL") {
             Some(url) => DatabaseConfig::from_url(&url)?,
-            None => DatabaseConfig::from_parts(lookup)?,
+            None => DatabaseConfig::from_parts(env)?,
         };
-        database.ca_bundle = lookup("DB_CA_BUNDLE").map(PathBuf::from);
+        database.ca_bundle = env.optional("DB_CA_BUNDLE").map(PathBuf::from);
         if database.auth == DbAuth::Iam && database.ca_bundle.is_none() {
             return Err(ConfigError::IamWithoutTls);
         }
@@ -233,22 +224,18 @@ impl DatabaseConfig {
         Ok(Self::with_defaults(pg, DbAuth::ConnectionString))
     }
 
-    fn from_parts(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let host = lookup("DB_HOST").ok_or(ConfigError::NoDatabase)?;
-        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
-        let port = match lookup("DB_PORT") {
-            Some(port) => parse("DB_PORT", &port, "a port number")?,
-            None => 5432,
-        };
-        match required("DB_AUTH")?.as_str() {
-            "iam" => {}
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "DB_AUTH",
-                    value: other.to_owned(),
-                    expected: "\"iam\" (passwords are never read from the environment; use DATABASE_URL locally)",
-                });
+    fn from_parts(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
+        let host = env.optional("DB_HOST").ok_or(ConfigError::NoDatabase)?;
+        let required = |name| env.required(name, "it is required with DB_HOST");
+        let port = env.bounded("DB_PORT", 5432, 1..=u16::MAX, "a port number")?;
+        let auth = required("DB_AUTH")?;
+        if auth != "iam" {
+            return Err(EnvError::Invalid {
+                name: "DB_AUTH",
+                value: auth,
+                expected: "\"iam\" (passwords are never read from the environment; use DATABASE_URL locally)".into(),
             }
+            .into());
         }
         let mut pg = tokio_postgres::Config::new();
         pg.host(&host)
@@ -296,47 +283,6 @@ impl DatabaseConfig {
     }
 }
 
-/// The bounds the messages promise: a zero base or multiplier would retry at
-/// once forever, and a cap past SQS's longest send delay could not be kept
-/// by a requeued copy.
-fn check_backoff(backoff: &Backoff) -> Result<(), ConfigError> {
-    let invalid = |name, value: u64, expected| ConfigError::Invalid {
-        name,
-        value: value.to_string(),
-        expected,
-    };
-    if backoff.base.is_zero() {
-        return Err(invalid(
-            "RETRY_BASE_SECONDS",
-            0,
-            "whole seconds, at least 1",
-        ));
-    }
-    if backoff.multiplier == 0 {
-        return Err(invalid("RETRY_MULTIPLIER", 0, "a whole number, at least 1"));
-    }
-    if backoff.cap.is_zero() || backoff.cap > MAX_SEND_DELAY {
-        return Err(invalid(
-            "RETRY_CAP_SECONDS",
-            backoff.cap.as_secs(),
-            "whole seconds, 1 to 900 (SQS's longest send delay)",
-        ));
-    }
-    Ok(())
-}
-
-fn parse<T: std::str::FromStr>(
-    name: &'static str,
-    value: &str,
-    expected: &'static str,
-) -> Result<T, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Invalid {
-        name,
-        value: value.to_owned(),
-        expected,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -365,7 +311,10 @@ mod tests {
                 (name, ""),
             ])
             .expect_err("required");
-            assert!(matches!(err, ConfigError::Required { .. }), "{err}");
+            assert!(
+                matches!(err, ConfigError::Env(EnvError::Required { .. })),
+                "{err}"
+            );
             assert!(
                 err.to_string()
                     .starts_with(&format!("{name} is not set: set it to")),
@@ -507,9 +456,9 @@ mod tests {
             ("MAX_RECEIVE_COUNT", "5"),
         ])
         .expect("valid");
-        assert_eq!(config.retry.max_receive_count, Some(5));
+        assert_eq!(config.retry.max_receive_count.get(), 5);
         let err = config_err("MAX_RECEIVE_COUNT", "1");
-        assert!(err.contains("at least 2"), "{err}");
+        assert!(err.contains("2 to 1000"), "{err}");
     }
 
     #[test]

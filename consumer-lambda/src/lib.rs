@@ -40,5 +40,5 @@ pub use config::{Config, DatabaseConfig};
 pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled};
 pub use message_id::MessageId;
 pub use metrics::BatchMetrics;
-pub use retry::{Backoff, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};
+pub use retry::{Backoff, MaxReceiveCount, NoRetryQueue, RetryPolicy, RetryQueue, SqsRetryQueue};
 pub use store::{Delivery, OrderStore, Outcome, PgStore, Refused, StoreError, StoreOutcome};

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use consumer_lambda::{
-    Backoff, Consumer, Delivery, NoRetryQueue, OrderStore, RetryPolicy, StoreError, StoreOutcome,
+    Backoff, Consumer, Delivery, MaxReceiveCount, NoRetryQueue, OrderStore, RetryPolicy,
+    StoreError, StoreOutcome,
 };
 use order_contract::OrderPlaced;
 use proptest::prelude::*;
@@ -45,7 +46,7 @@ fn handle(records: Vec<SqsMessage>) -> (HashSet<String>, HashSet<String>) {
     let memory = Memory::default();
     let policy = RetryPolicy {
         backoff: Backoff::default(),
-        max_receive_count: Some(6),
+        max_receive_count: MaxReceiveCount::new(6).expect("2 to 1,000"),
     };
     let consumer = Consumer::new(&memory, NoRetryQueue, policy);
     let mut event = SqsEvent::default();

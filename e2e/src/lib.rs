@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use consumer_lambda::{
-    Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
+    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsRetryQueue,
+    migrations,
 };
 use local_esm::breaker::{Intervals, LocalProbe};
 use local_esm::{
@@ -230,7 +231,8 @@ impl Stack {
         let queue = SqsRetryQueue::new(self.queues.sqs.clone(), &self.queues.queue_url);
         let policy = RetryPolicy {
             backoff: TEST_BACKOFF,
-            max_receive_count: Some(self.queue_settings.max_receive_count),
+            max_receive_count: MaxReceiveCount::new(self.queue_settings.max_receive_count)
+                .expect("the test queues' maxReceiveCount leaves a retry"),
         };
         Consumer::new(store, queue, policy)
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use consumer_lambda::{
-    Backoff, Consumer, DatabaseConfig, PgStore, RetryPolicy, SqsRetryQueue, migrations,
+    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsRetryQueue,
+    migrations,
 };
 
 use crate::breaker::{self, Intervals, LocalProbe};
@@ -126,7 +127,7 @@ impl Cli {
                         multiplier: retry_multiplier,
                         cap: Duration::from_secs(retry_cap_seconds),
                     },
-                    max_receive_count: Some(template.queues.max_receive_count),
+                    max_receive_count: max_receive_count(template.queues.max_receive_count)?,
                 };
                 print!("{}", crate::schedule::describe(&policy, 2));
             }
@@ -182,9 +183,9 @@ impl Cli {
                         multiplier: retry_multiplier,
                         cap: Duration::from_secs(retry_cap_seconds),
                     },
-                    max_receive_count: Some(
+                    max_receive_count: self::max_receive_count(
                         max_receive_count.unwrap_or(template.queues.max_receive_count),
-                    ),
+                    )?,
                 };
                 let consumer =
                     Consumer::new(&store, SqsRetryQueue::new(sqs.clone(), &queue_url), policy);
@@ -216,4 +217,15 @@ impl Cli {
 async fn sqs_client() -> aws_sdk_sqs::Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     aws_sdk_sqs::Client::new(&config)
+}
+
+/// The queue's `maxReceiveCount` as the retry policy takes it.
+fn max_receive_count(count: u32) -> anyhow::Result<MaxReceiveCount> {
+    MaxReceiveCount::new(count).with_context(|| {
+        format!(
+            "maxReceiveCount {count} leaves the consumer no retry: use {} to {}",
+            MaxReceiveCount::MIN,
+            MaxReceiveCount::MAX
+        )
+    })
 }

@@ -18,7 +18,7 @@ const REQUESTS_PER_REQUEUE: u32 = 3;
 /// A table of every failed receive of the first `generations` copies, then the
 /// budget and the cost.
 pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
-    let max = policy.max_receive_count.unwrap_or(0);
+    let max = policy.max_receive_count.get();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -59,14 +59,13 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
         }
         cycle = (at - started, requests);
     }
-    if let Some(budget) = policy.budget() {
-        let _ = writeln!(
-            out,
-            "backoff before the first requeue: {} ({} s)",
-            human(budget),
-            budget.as_secs()
-        );
-    }
+    let budget = policy.budget();
+    let _ = writeln!(
+        out,
+        "backoff before the first requeue: {} ({} s)",
+        human(budget),
+        budget.as_secs()
+    );
     let longest = policy.longest_wait();
     let _ = writeln!(
         out,
@@ -100,13 +99,13 @@ fn human(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use consumer_lambda::Backoff;
+    use consumer_lambda::{Backoff, MaxReceiveCount};
 
     #[test]
     fn the_schedule_lists_each_receive_and_ends_with_the_cost() {
         let policy = RetryPolicy {
             backoff: Backoff::default(),
-            max_receive_count: Some(6),
+            max_receive_count: MaxReceiveCount::new(6).expect("2 to 1,000"),
         };
         let text = describe(&policy, 2);
         assert!(text.contains("   0        1"), "{text}");

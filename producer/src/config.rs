@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
+use support::{Env, EnvError};
+
 use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
 use crate::metrics::DEFAULT_METRICS_ADDR;
@@ -20,6 +22,12 @@ pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 /// unset: far more than a person or a checkout page sends at once, far fewer
 /// than the in-flight cap.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT: usize = 32;
+
+/// The largest `RATE_LIMIT_BURST` accepted.
+const MAX_RATE_LIMIT_BURST: NonZeroU32 = match NonZeroU32::new(1_000_000) {
+    Some(max) => max,
+    None => NonZeroU32::MAX,
+};
 
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
@@ -68,163 +76,123 @@ pub struct Config {
 /// A setting that is missing or unusable, worded as what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "QUEUE_URL is not set: set it to the URL of the orders queue, \
-         e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
-    )]
-    MissingQueueUrl,
+    /// A setting missing or out of its bounds.
+    #[error(transparent)]
+    Env(#[from] EnvError),
     #[error(
         "QUEUE_URL={0:?} is not a queue URL: set it to the http(s) URL of the orders queue, \
          e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
     )]
     InvalidQueueUrl(String),
-    #[error("BIND_ADDR={value:?} is not an IP address and port such as 0.0.0.0:8080")]
-    InvalidBindAddr {
-        value: String,
-        #[source]
-        source: std::net::AddrParseError,
-    },
-    #[error("METRICS_ADDR={value:?} is not an IP address and port such as 127.0.0.1:9464")]
-    InvalidMetricsAddr {
-        value: String,
-        #[source]
-        source: std::net::AddrParseError,
-    },
-    #[error(
-        "SQS_TIMEOUT_MS={0:?} is not a whole number of milliseconds between 1 and {max}",
-        max = MAX_SQS_TIMEOUT.as_millis()
-    )]
-    InvalidSqsTimeout(String),
-    #[error("SQS_BATCHING={0:?} is neither `on` nor `off`")]
-    InvalidBatching(String),
     #[error("TRUSTED_PROXIES: {0}")]
     InvalidTrustedProxy(#[from] InvalidProxy),
-    #[error("{name}={value:?} is not a whole number between {min} and {max}")]
-    OutOfRange {
-        name: &'static str,
-        value: String,
-        min: u64,
-        max: u64,
-    },
 }
 
 impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::read(&support::process_env())
     }
 
     /// Reads the settings through `lookup` (the environment, or a map in tests).
     /// An empty value counts as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        Self::read(&Env::new(lookup))
+    }
 
-        let queue_url = read("QUEUE_URL").ok_or(ConfigError::MissingQueueUrl)?;
-        let queue_url = queue_url.trim().to_owned();
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
+        let queue_url = env.required(
+            "QUEUE_URL",
+            "set it to the URL of the orders queue, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+        )?;
         let looks_like_url = ["https://", "http://"]
             .iter()
             .any(|scheme| queue_url.len() > scheme.len() && queue_url.starts_with(scheme));
         if !looks_like_url || queue_url.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidQueueUrl(queue_url));
         }
-
-        let bind_addr = read("BIND_ADDR").unwrap_or_else(|| DEFAULT_BIND_ADDR.to_owned());
-        let bind_addr =
-            bind_addr
-                .trim()
-                .parse()
-                .map_err(|source| ConfigError::InvalidBindAddr {
-                    value: bind_addr.clone(),
-                    source,
-                })?;
-
-        let metrics_addr = read("METRICS_ADDR").unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
-        let metrics_addr =
-            metrics_addr
-                .trim()
-                .parse()
-                .map_err(|source| ConfigError::InvalidMetricsAddr {
-                    value: metrics_addr.clone(),
-                    source,
-                })?;
-
-        let sqs_timeout = match read("SQS_TIMEOUT_MS") {
-            None => DEFAULT_SQS_TIMEOUT,
-            Some(value) => value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_millis)
-                .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_SQS_TIMEOUT)
-                .ok_or(ConfigError::InvalidSqsTimeout(value))?,
-        };
-
-        let number = |name: &'static str, default: u64, min: u64, max: u64| match read(name) {
-            None => Ok(default),
-            Some(value) => value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or(ConfigError::OutOfRange {
+        let address = |name, default: &str, example: &str| -> Result<SocketAddr, EnvError> {
+            let expected = format!("an IP address and port such as {example}");
+            match env.parsed(name, &expected)? {
+                Some(address) => Ok(address),
+                None => default.parse().map_err(|_| EnvError::Invalid {
                     name,
-                    value,
-                    min,
-                    max,
+                    value: default.to_owned(),
+                    expected,
                 }),
+            }
         };
-        let count =
-            |name, default: usize| number(name, default as u64, 1, 1_000_000).map(|n| n as usize);
-        let millis = |name, default: Duration| {
-            number(name, default.as_millis() as u64, 1, 600_000).map(Duration::from_millis)
+        let bind_addr = address("BIND_ADDR", DEFAULT_BIND_ADDR, "0.0.0.0:8080")?;
+        let metrics_addr = address("METRICS_ADDR", DEFAULT_METRICS_ADDR, "127.0.0.1:9464")?;
+
+        let millis = |name, default: Duration, max: Duration| {
+            env.bounded(
+                name,
+                default.as_millis() as u64,
+                1..=max.as_millis() as u64,
+                "whole milliseconds",
+            )
+            .map(Duration::from_millis)
+        };
+        let sqs_timeout = millis("SQS_TIMEOUT_MS", DEFAULT_SQS_TIMEOUT, MAX_SQS_TIMEOUT)?;
+        let count = |name, default: usize, min: usize| {
+            env.bounded(name, default, min..=1_000_000, "a whole number")
         };
         let defaults = Limits::default();
+        let longest = Duration::from_secs(600);
         let limits = Limits {
-            max_in_flight: count("MAX_IN_FLIGHT", defaults.max_in_flight)?,
-            max_waiting: count("MAX_WAITING", defaults.max_waiting)?,
-            max_connections: count("MAX_CONNECTIONS", defaults.max_connections)?,
-            header_read_timeout: millis("HEADER_READ_TIMEOUT_MS", defaults.header_read_timeout)?,
-            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", defaults.body_read_timeout)?,
+            max_in_flight: count("MAX_IN_FLIGHT", defaults.max_in_flight, 1)?,
+            max_waiting: count("MAX_WAITING", defaults.max_waiting, 1)?,
+            max_connections: count("MAX_CONNECTIONS", defaults.max_connections, 1)?,
+            header_read_timeout: millis(
+                "HEADER_READ_TIMEOUT_MS",
+                defaults.header_read_timeout,
+                longest,
+            )?,
+            body_read_timeout: millis("BODY_READ_TIMEOUT_MS", defaults.body_read_timeout, longest)?,
         };
 
-        let per_second = number(
+        let per_second = env.bounded(
             "RATE_LIMIT_PER_SECOND",
-            u64::from(DEFAULT_RATE_PER_SECOND),
-            0,
-            1_000_000,
+            DEFAULT_RATE_PER_SECOND,
+            0..=1_000_000,
+            "a whole number",
         )?;
-        let rate_limit = match NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX)) {
+        let rate_limit = match NonZeroU32::new(per_second) {
             None => None,
             Some(per_second) => {
-                let burst = number(
+                // Twice the rate unless told otherwise.
+                let burst = env.bounded(
                     "RATE_LIMIT_BURST",
-                    2 * u64::from(per_second.get()),
-                    1,
-                    1_000_000,
+                    per_second.saturating_add(per_second.get()),
+                    NonZeroU32::MIN..=MAX_RATE_LIMIT_BURST,
+                    "a whole number",
                 )?;
-                let burst = NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX))
-                    .unwrap_or(NonZeroU32::MIN);
                 Some(RateQuota::per_second(per_second, burst))
             }
         };
-        let max_in_flight_per_client = number(
+        let max_in_flight_per_client = NonZeroUsize::new(count(
             "MAX_IN_FLIGHT_PER_CLIENT",
-            DEFAULT_MAX_IN_FLIGHT_PER_CLIENT as u64,
+            DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
             0,
-            1_000_000,
-        )?;
-        let max_in_flight_per_client = NonZeroUsize::new(max_in_flight_per_client as usize);
-        let trusted_proxies = match read("TRUSTED_PROXIES") {
+        )?);
+        let trusted_proxies = match env.optional("TRUSTED_PROXIES") {
             None => TrustedProxies::none(),
             Some(list) => TrustedProxies::parse(&list)?,
         };
-
-        let batching = match read("SQS_BATCHING") {
+        let batching = match env.optional("SQS_BATCHING") {
             None => true,
-            Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            Some(value) => match value.to_ascii_lowercase().as_str() {
                 "on" | "true" | "1" => true,
                 "off" | "false" | "0" => false,
-                _ => return Err(ConfigError::InvalidBatching(value)),
+                _ => {
+                    return Err(EnvError::Invalid {
+                        name: "SQS_BATCHING",
+                        value,
+                        expected: "`on` or `off`".into(),
+                    }
+                    .into());
+                }
             },
         };
 
@@ -281,7 +249,10 @@ mod tests {
         let err = config(&[]).expect_err("missing");
         assert!(err.to_string().starts_with("QUEUE_URL is not set"), "{err}");
         let err = config(&[("QUEUE_URL", " ")]).expect_err("empty");
-        assert!(matches!(err, ConfigError::MissingQueueUrl), "{err}");
+        assert!(
+            matches!(err, ConfigError::Env(EnvError::Required { .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`chain`]: [`error_chain`] (`outer: cause: cause`) and [`error_chain_once`],
 //!   which says each cause once and can end at an error that already summarises
 //!   its sources.
+//! - [`env`]: [`Env`], settings read from the environment one way: trimmed,
+//!   blank as unset, bounds enforced, and [`EnvError`] saying what to set.
 //! - [`signal`]: [`StopSignals`], Ctrl-C and SIGTERM listened to from the moment
 //!   it is built, and [`shutdown_signal`], the future a server's graceful
 //!   shutdown awaits.
@@ -17,6 +19,7 @@
 //!   declares it, for the local stack and for the tests alike.
 
 pub mod chain;
+pub mod env;
 #[cfg(feature = "logs")]
 pub mod logs;
 #[cfg(feature = "queues")]
@@ -24,6 +27,7 @@ pub mod queues;
 pub mod signal;
 
 pub use chain::{error_chain, error_chain_once};
+pub use env::{Env, EnvError, process_env};
 #[cfg(feature = "logs")]
 pub use logs::init_tool_logs;
 pub use signal::{Signal, StopSignals, shutdown_signal};

@@ -1,7 +1,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::retry::{Backoff, PostponeError, RequeueOutcome};
+use crate::retry::{Backoff, MaxReceiveCount, PostponeError, RequeueOutcome};
 use crate::store::{Refused, StoreError};
 
 /// Remembers what it was asked to store; fails, stalls, refuses or panics on demand.
@@ -157,7 +157,7 @@ const POLICY: RetryPolicy = RetryPolicy {
         multiplier: 2,
         cap: Duration::from_secs(60),
     },
-    max_receive_count: Some(5),
+    max_receive_count: MaxReceiveCount::new(5).expect("2 to 1,000"),
 };
 
 fn valid_body(n: u32) -> String {

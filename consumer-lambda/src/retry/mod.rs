@@ -35,7 +35,7 @@
 mod policy;
 mod queue;
 
-pub use policy::{Backoff, MAX_SEND_DELAY, Retry, RetryPolicy};
+pub use policy::{Backoff, MAX_SEND_DELAY, MaxReceiveCount, Retry, RetryPolicy};
 pub use queue::{
     NoRetryQueue, PostponeError, Postponed, REQUEUED_ATTRIBUTE, RequeueOutcome, Requeued,
     RetryQueue, SqsRetryQueue,

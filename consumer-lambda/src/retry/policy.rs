@@ -42,12 +42,35 @@ impl Backoff {
     }
 }
 
+/// The queue's `maxReceiveCount`, 2 to 1,000: SQS allows 1 to 1,000, and the
+/// receive before the last requeues, so a single receive would leave no
+/// retry at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxReceiveCount(u32);
+
+impl MaxReceiveCount {
+    pub const MIN: u32 = 2;
+    pub const MAX: u32 = 1_000;
+
+    /// `None` outside [`Self::MIN`] to [`Self::MAX`].
+    pub const fn new(count: u32) -> Option<Self> {
+        if count >= Self::MIN && count <= Self::MAX {
+            Some(Self(count))
+        } else {
+            None
+        }
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
 /// The backoff together with the queue's `maxReceiveCount`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub backoff: Backoff,
-    /// The queue's `maxReceiveCount`; `None` never requeues (no queue to send to).
-    pub max_receive_count: Option<u32>,
+    pub max_receive_count: MaxReceiveCount,
 }
 
 /// What to do with a valid record that could not be stored.
@@ -69,24 +92,22 @@ impl RetryPolicy {
     pub fn after_failure(&self, receive_count: u32, generation: u32) -> Retry {
         let receive_count = receive_count.max(1);
         let delay = self.backoff.delay(receive_count);
-        match self.max_receive_count {
-            Some(max) if receive_count.saturating_add(1) >= max => Retry::Requeue {
+        if receive_count.saturating_add(1) >= self.max_receive_count.get() {
+            Retry::Requeue {
                 generation: generation.saturating_add(1),
                 delay: delay.min(MAX_SEND_DELAY),
-            },
-            _ => Retry::Postpone(delay),
+            }
+        } else {
+            Retry::Postpone(delay)
         }
     }
 
     /// How long the backoff alone holds an order before its first requeue:
     /// the delays after receives 1 … R−2 (receive R−1 requeues).
-    pub fn budget(&self) -> Option<Duration> {
-        let max = self.max_receive_count?;
-        Some(
-            (1..max.saturating_sub(1))
-                .map(|n| self.backoff.delay(n))
-                .sum(),
-        )
+    pub fn budget(&self) -> Duration {
+        (1..self.max_receive_count.get().saturating_sub(1))
+            .map(|n| self.backoff.delay(n))
+            .sum()
     }
 
     /// The longest any valid record stays hidden after a failure, whatever
@@ -105,7 +126,7 @@ mod tests {
     fn policy() -> RetryPolicy {
         RetryPolicy {
             backoff: Backoff::default(),
-            max_receive_count: Some(R),
+            max_receive_count: MaxReceiveCount::new(R).expect("2 to 1,000"),
         }
     }
 
@@ -194,18 +215,19 @@ mod tests {
     }
 
     #[test]
-    fn without_a_max_receive_count_nothing_is_requeued() {
-        let policy = RetryPolicy {
-            max_receive_count: None,
-            ..policy()
-        };
-        assert!(matches!(policy.after_failure(99, 0), Retry::Postpone(_)));
-        assert_eq!(policy.budget(), None);
+    fn a_max_receive_count_leaves_a_retry_and_stays_within_what_sqs_allows() {
+        assert_eq!(MaxReceiveCount::new(1), None);
+        assert_eq!(MaxReceiveCount::new(1_001), None);
+        assert_eq!(MaxReceiveCount::new(2).map(MaxReceiveCount::get), Some(2));
+        assert_eq!(
+            MaxReceiveCount::new(1_000).map(MaxReceiveCount::get),
+            Some(1_000)
+        );
     }
 
     #[test]
     fn the_budget_counts_the_delays_before_the_requeue() {
         // Receives at 0, 10, 30, 70 and 130 s: the fifth requeues.
-        assert_eq!(policy().budget(), Some(Duration::from_secs(130)));
+        assert_eq!(policy().budget(), Duration::from_secs(130));
     }
 }

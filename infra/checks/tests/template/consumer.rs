@@ -90,8 +90,8 @@ fn the_consumer_accepts_the_environment_the_template_gives_it() {
         .unwrap_or_else(|err| panic!("the consumer refuses the template's environment: {err}"));
     assert_eq!(config.database.auth, DbAuth::Iam);
     assert_eq!(
-        config.retry.max_receive_count,
-        Some(max_receive_count(&t)),
+        config.retry.max_receive_count.get(),
+        max_receive_count(&t),
         "the consumer requeues by the queue's own maxReceiveCount"
     );
 

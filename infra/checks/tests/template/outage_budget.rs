@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use consumer_lambda::retry::{MAX_SEND_DELAY, Retry};
-use consumer_lambda::{Backoff, RetryPolicy};
+use consumer_lambda::{Backoff, MaxReceiveCount, RetryPolicy};
 
 use crate::helpers::{max_receive_count, template};
 
@@ -15,7 +15,7 @@ fn policy() -> RetryPolicy {
     let max_receive_count = max_receive_count(&template());
     RetryPolicy {
         backoff: Backoff::default(),
-        max_receive_count: Some(max_receive_count),
+        max_receive_count: MaxReceiveCount::new(max_receive_count).expect("2 to 1,000"),
     }
 }
 
@@ -31,7 +31,7 @@ fn with_the_template_defaults_no_order_waits_longer_than_a_minute_after_a_failur
 #[test]
 fn with_the_template_defaults_no_receive_of_a_valid_order_ever_leads_to_the_dlq() {
     let policy = policy();
-    let max = policy.max_receive_count.expect("set");
+    let max = policy.max_receive_count.get();
     // Through many generations of requeued copies: every failed receive either
     // postpones within the cap or requeues, and it requeues before the last
     // receive, so one receive is always left to spare.
