@@ -1,5 +1,5 @@
 //! The life of a valid order through a long database outage, computed from the
-//! consumer's own [`RetryPolicy`], for the README and for operators
+//! consumer's own [`RetryPolicy`], for docs/consumer.md and for operators
 //! (`local-esm retry-schedule`).
 
 use std::fmt::Write;

@@ -32,7 +32,7 @@ sam_offline_env() {
     export AWS_EC2_METADATA_DISABLED=true
 }
 
-# The repository's SAM configuration (README, "Deploy to AWS"). sam looks for
+# The repository's SAM configuration (docs/deploy.md, "Deploy to AWS"). sam looks for
 # samconfig.toml beside --template-file, and resolves a relative --config-file
 # from there too, so it is passed by its absolute path to every sam command run
 # on a template elsewhere (infra/, .dev/sam/, .dev/deploy/).

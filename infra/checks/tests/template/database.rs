@@ -34,7 +34,7 @@ const INSTANCE_CLASS_MEMORY_MIB: &[(&str, u64)] = &[
 /// `DBInstanceClassMemory` is the rest, "always somewhat lower" than the class's
 /// memory (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ParamValuesRef.html).
 /// AWS publishes no figure. 288 MiB is our assumption; it leaves a db.t4g.micro
-/// the 80 connections the template's comments and the README plan with. Raise it
+/// the 80 connections the template's comments and docs/deploy.md plan with. Raise it
 /// if a deployed instance shows fewer (`SHOW max_connections`).
 const RDS_RESERVED_MIB: u64 = 288;
 
@@ -53,7 +53,7 @@ fn max_connections(class: &str) -> u64 {
 }
 
 #[test]
-fn a_db_t4g_micro_allows_the_80_connections_the_readme_plans_with() {
+fn a_db_t4g_micro_allows_the_80_connections_the_deploy_doc_plans_with() {
     assert_eq!(max_connections("db.t4g.micro"), 80);
 }
 

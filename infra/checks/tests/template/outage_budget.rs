@@ -22,7 +22,7 @@ fn policy() -> RetryPolicy {
 #[test]
 fn with_the_template_defaults_no_order_waits_longer_than_a_minute_after_a_failure() {
     // The bound on catch-up: once the database answers, every waiting order is
-    // received again within this (README, "The consumer").
+    // received again within this (docs/consumer.md, "The consumer").
     let longest = policy().longest_wait();
     println!("longest wait after a failure: {longest:?}");
     assert!(longest <= Duration::from_secs(60), "{longest:?}");
