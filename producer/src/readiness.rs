@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::queue::{EnqueueError, OrderQueue};
 
-/// How long a check's result is reused when `READY_CACHE_MS` is unset.
+/// How long a check's result is reused unless `AppState::with_ready_cache` says otherwise.
 pub const DEFAULT_READY_CACHE: Duration = Duration::from_secs(5);
 
 /// Why the service is not ready.
