@@ -503,29 +503,9 @@ mod tests {
         );
     }
 
-    /// Collects what the fmt subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log lock").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn every_log_line_of_a_request_names_its_request_id() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = testkit::CapturedLogs::start();
         let queue = Arc::new(FakeQueue::default());
         let mut request = post_json(&valid_order());
         request
@@ -533,7 +513,7 @@ mod tests {
             .insert("x-request-id", "follow-me-1".parse().expect("value"));
         assert_eq!(call(&queue, request).await.status, StatusCode::ACCEPTED);
 
-        let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("UTF-8");
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines.iter().any(|line| line.contains("order queued")),

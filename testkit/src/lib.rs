@@ -7,13 +7,17 @@
 //!   a test may stop and restart.
 //! - `sqs`: [`TestQueues`], a fresh queue and dead-letter queue on the emulator
 //!   (`TEST_SQS_ENDPOINT`), with the [`QueueSettings`] a test chooses.
+//! - `logs`: [`CapturedLogs`], what a test's own log lines said, as text.
 //! - this file: [`eventually`] (await a condition instead of sleeping for a
 //!   guess), [`init_tracing`] (`TEST_LOG`) and [`unique_name`].
 //!
 //! Helpers panic with a message saying what to do: they only ever run in tests.
 
+mod logs;
 mod postgres;
 mod sqs;
+
+pub use logs::CapturedLogs;
 
 pub use postgres::{PostgresServer, TestDatabase, connect, free_port};
 pub use sqs::{QueueSettings, TestQueues, queue_depth, sqs_client, sqs_client_at, sqs_endpoint};

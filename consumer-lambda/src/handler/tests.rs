@@ -298,30 +298,10 @@ async fn a_row_the_database_refuses_fails_alone_and_its_batch_is_stored() {
     assert!(queue.postponed.lock().expect("lock").is_empty());
 }
 
-/// Collects what the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The batch `m-new`, `m-old`, handled with `behaviour` for `m-old`: the
 /// message of each record's log line about its order.
 async fn said_about_each_order(behaviour: Behaviour) -> Vec<(String, String)> {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = testkit::CapturedLogs::start();
     let store = FakeStore::with(behaviour);
     let batch = event(vec![
         record(Some("m-new"), Some(valid_body(1))),
@@ -330,7 +310,7 @@ async fn said_about_each_order(behaviour: Behaviour) -> Vec<(String, String)> {
     let response = handle(batch, &store).await.expect("handled");
     assert!(response.batch_item_failures.is_empty());
 
-    let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("UTF-8");
+    let text = captured.text();
     text.lines()
         .filter_map(|line| {
             let (span, message) = line.split_once("consumer_lambda::handler: ")?;

@@ -7,12 +7,13 @@
 //! logic (what they ask, what they accept, what they name when it fails) runs for
 //! real.
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
 #[path = "deploy/aws_stub.rs"]
 mod aws_stub;
+#[allow(dead_code)] // each test binary uses its own part
+mod common;
 
 use aws_stub::{Answers, Stub};
+use common::{REPO, Run, TempDir};
 
 /// `.dev/venv-sam/bin`, where `ensure_sam_cli` installs the pinned `aws` (v1) and
 /// `sam` that `scripts/deploy` runs; installed on first use (PyPI), once per run.
@@ -37,38 +38,8 @@ fn pinned_cli_bin() -> &'static str {
     })
 }
 
-/// What a run printed (both streams) and whether it succeeded.
-struct Run {
-    ok: bool,
-    output: String,
-}
-
 /// A run of a script may not take longer than this: every wait in it is set to 0.
 const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(240);
-
-/// A directory of the test's own, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `program` with the pinned CLIs first on PATH, none of this machine's AWS
 /// profiles or credentials, static ones instead, and every AWS call to `stub`.
@@ -110,42 +81,10 @@ fn against_stub(program: &str, stub: &Stub, home: &TempDir) -> std::process::Com
 
 /// Runs `command` to its end, or kills its process group after RUN_LIMIT; `input`
 /// is its standard input.
-fn run_bounded(mut command: std::process::Command, stub: &Stub, input: &[u8]) -> Run {
-    use std::io::Write;
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input);
-    }
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = match finished.recv_timeout(RUN_LIMIT) {
-        Ok(output) => output.expect("the command's output"),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-            panic!(
-                "{command:?} ran past {RUN_LIMIT:?}; its calls:\n{}",
-                stub.log()
-            );
-        }
-    };
-    Run {
-        ok: output.status.success(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    }
+fn run_bounded(command: std::process::Command, stub: &Stub, input: &[u8]) -> Run {
+    common::run_bounded(command, input, RUN_LIMIT, || {
+        format!("its calls:\n{}", stub.log())
+    })
 }
 
 /// Runs `scripts/deploy ARGS --stack-name demo --region eu-west-1` with the pinned

@@ -20,7 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+#[allow(dead_code)] // each test binary uses its own part
+mod common;
+
+use common::{REPO, Run, TempDir};
+
 const STACK: &str = "rehearsal";
 const REGION: &str = "eu-west-1";
 
@@ -28,30 +32,6 @@ const REGION: &str = "eu-west-1";
 const DEPLOY_LIMIT: Duration = Duration::from_secs(300);
 const DELETE_LIMIT: Duration = Duration::from_secs(120);
 const CLI_LIMIT: Duration = Duration::from_secs(60);
-
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Our LocalStack, stopped by its PID (its own process group: `setsid` in
 /// `_localstack_launch`) when dropped, so a failing assertion stops it too. Its
@@ -189,47 +169,11 @@ impl Drop for LocalStack {
     }
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    /// Both streams.
-    output: String,
-    took: Duration,
-}
-
 /// Runs `command` to its end, or kills its process group after `limit`.
-fn run_bounded(mut command: std::process::Command, limit: Duration, ls: &LocalStack) -> Run {
-    let started = Instant::now();
-    let child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = match finished.recv_timeout(limit) {
-        Ok(output) => output.expect("the command's output"),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-            panic!(
-                "{command:?} ran past {limit:?}; LocalStack's log ends:\n{}",
-                ls.log_tail()
-            );
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    Run {
-        ok: output.status.success(),
-        output: format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
-        stdout,
-        took: started.elapsed(),
-    }
+fn run_bounded(command: std::process::Command, limit: Duration, ls: &LocalStack) -> Run {
+    common::run_bounded(command, &[], limit, || {
+        format!("LocalStack's log ends:\n{}", ls.log_tail())
+    })
 }
 
 /// The real template with only what the legacy engine cannot evaluate swapped:
