@@ -548,16 +548,29 @@ fn deploy_preflight_prints_the_tools_and_the_accounts_concurrency_and_creates_no
 
 #[test]
 fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_says_what_to_do() {
+    // Beside the consumer's batches: the template's other functions, and the
+    // breaker's probe of the consumer.
+    let template = infra_checks::Document::from_file(&format!("{REPO}/infra/template.yaml"))
+        .expect("the template");
+    let others = template
+        .resources_of_type("AWS::Serverless::Function")
+        .count();
+    assert_eq!(others, 4, "three functions beside the consumer, plus the probe");
     for (parameter, concurrency, advice) in [
         (
             "MaximumConcurrency=20",
             (10, 10),
-            "is 10, below MaximumConcurrency=20 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency=9",
+            format!(
+                "is 10, below MaximumConcurrency=20 plus {others} for the other functions and the breaker's probe, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency={}",
+                10 - others
+            ),
         ),
         (
             "AlarmEmail=ops@example.com",
             (10, 2),
-            "is 2, below MaximumConcurrency=5 plus 1 for the migrate function, so batches would be throttled back to the queue: ask for more (Service Quotas",
+            format!(
+                "is 2, below MaximumConcurrency=5 plus {others} for the other functions and the breaker's probe, so batches would be throttled back to the queue: ask for more (Service Quotas"
+            ),
         ),
     ] {
         let stub = Stub::start(Answers {
@@ -568,7 +581,7 @@ fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_say
         let run = deploy_against(&stub, &["--parameter", parameter], &[]);
         assert!(!run.ok, "{}", run.output);
         assert!(
-            run.output.contains(advice),
+            run.output.contains(&advice),
             "no `{advice}` in:\n{}",
             run.output
         );
