@@ -555,7 +555,10 @@ fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_say
     let others = template
         .resources_of_type("AWS::Serverless::Function")
         .count();
-    assert_eq!(others, 4, "three functions beside the consumer, plus the probe");
+    assert_eq!(
+        others, 4,
+        "three functions beside the consumer, plus the probe"
+    );
     for (parameter, concurrency, advice) in [
         (
             "MaximumConcurrency=20",
