@@ -9,11 +9,14 @@
 //! - [`message`]: [`OrderPlaced`], the versioned JSON message that travels on the queue.
 //! - [`request_id`]: [`RequestId`], the id that follows an order from the HTTP
 //!   request to its row, and the message attribute that carries it.
+//! - `fixtures` (feature `fixtures`): valid orders for tests, written once.
 //! - [`error`]: [`ContractError`], which always names the offending field.
 //! - `json`: the JSON driver: parses a body and finds the path to the failing field.
 //! - `object`: `Object<T>`, which reads a struct from a JSON object and nothing else.
 
 pub mod error;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 mod json;
 pub mod message;
 mod object;

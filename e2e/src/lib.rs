@@ -30,11 +30,10 @@ use local_esm::{
     BatchHandler, Driver, EventSourceSettings, FunctionState, InProcess, InvocationError, Switch,
 };
 use producer::{AppState, SqsQueue};
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::{QueueSettings, TestDatabase, TestQueues};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 /// Backoff scaled for tests: records the database could not take come back after
 /// 1 s, 2 s, 4 s, then every 5 s, instead of up to a minute.
@@ -298,20 +297,6 @@ impl Stack {
             producer.stop().await;
         }
     }
-}
-
-/// A valid order request with a fresh id and `lines` line items.
-pub fn order(customer: usize, lines: usize) -> Value {
-    let items: Vec<Value> = (0..lines)
-        .map(|line| json!({"sku": format!("SKU-{customer}-{line}"), "quantity": line % 7 + 1, "unit_price_cents": 100 * line + customer % 1000}))
-        .collect();
-    let currency = ["EUR", "USD", "SEK"][customer % 3];
-    json!({
-        "order_id": Uuid::new_v4(),
-        "customer_id": format!("cust-{customer}"),
-        "currency": currency,
-        "items": items,
-    })
 }
 
 /// Wraps the real handler and reports a failed invocation the first `n` times,

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
-use e2e::{Stack, order};
+use e2e::Stack;
 use futures::StreamExt;
+use order_contract::fixtures::order_request;
 use serde_json::Value;
 use testkit::{QueueSettings, eventually};
 
@@ -35,8 +36,8 @@ async fn post_all(stack: &Stack, orders: &[Value]) {
 async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix_and_a_replay() {
     let mut stack = Stack::start(GIVES_UP_QUICKLY, None).await;
     stack.start_consumer().await;
-    let before: Vec<Value> = (0..10).map(|n| order(n, 1)).collect();
-    let during: Vec<Value> = (10..40).map(|n| order(n, 2)).collect();
+    let before: Vec<Value> = (0..10).map(|n| order_request(n, 1)).collect();
+    let during: Vec<Value> = (10..40).map(|n| order_request(n, 2)).collect();
     post_all(&stack, &before).await;
     stack.await_stored(10, Duration::from_secs(30)).await;
 

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use e2e::{Stack, order};
+use e2e::Stack;
 use futures::StreamExt;
 use local_esm::breaker::Intervals;
 use local_esm::{BatchHandler, Function, InProcess, InvocationError};
+use order_contract::fixtures::order_request;
 use testkit::{QueueSettings, eventually};
 use tokio::time::Instant;
 
@@ -64,7 +65,7 @@ impl<H: BatchHandler> BatchHandler for NoteReceives<H> {
 
 /// Posts `ORDERS` valid orders; their ids.
 async fn post_orders(stack: &Stack) -> HashSet<String> {
-    let orders: Vec<_> = (0..ORDERS).map(|n| order(n, 2)).collect();
+    let orders: Vec<_> = (0..ORDERS).map(|n| order_request(n, 2)).collect();
     let answers: Vec<(u16, serde_json::Value)> = futures::stream::iter(&orders)
         .map(|body| stack.post_order(body))
         .buffer_unordered(8)

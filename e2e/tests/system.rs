@@ -6,9 +6,10 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use e2e::{LoseAcks, Stack, order};
+use e2e::{LoseAcks, Stack};
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess};
+use order_contract::fixtures::order_request;
 use serde_json::Value;
 use testkit::{PostgresServer, QueueSettings, eventually};
 
@@ -45,7 +46,7 @@ async fn post_all(stack: &Stack, orders: &[Value], concurrency: usize) -> HashMa
 async fn a_thousand_concurrent_orders_become_exactly_a_thousand_matching_rows() {
     let mut stack = Stack::start(QueueSettings::default(), None).await;
     stack.start_consumer().await;
-    let orders: Vec<Value> = (0..1000).map(|n| order(n, n % 5 + 1)).collect();
+    let orders: Vec<Value> = (0..1000).map(|n| order_request(n, n % 5 + 1)).collect();
     let accepted = post_all(&stack, &orders, 64).await;
     assert_eq!(accepted.len(), 1000);
 
@@ -104,7 +105,7 @@ async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() 
     };
     stack.start_consumer_with(handler).await;
 
-    let retried = order(1, 2);
+    let retried = order_request(1, 2);
     let (first, a) = stack.post_order(&retried).await;
     let (second, b) = stack.post_order(&retried).await;
     assert_eq!(
@@ -116,7 +117,7 @@ async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() 
         a["message_id"], b["message_id"],
         "two messages for the same order"
     );
-    stack.post_order(&order(2, 1)).await;
+    stack.post_order(&order_request(2, 1)).await;
 
     stack.await_stored(2, Duration::from_secs(30)).await;
     eventually("the queue to drain", Duration::from_secs(30), || async {
@@ -136,7 +137,7 @@ async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_a
     let mut stack = Stack::start(FAST_RETRY, None).await;
     let valid: Vec<String> = (0..5)
         .map(|n| {
-            let request = order(n, 2).to_string();
+            let request = order_request(n, 2).to_string();
             let order = order_contract::Order::from_request_json(&request).expect("valid");
             order_contract::OrderPlaced::new(order, "2026-11-24T18:00:00Z".parse().expect("time"))
                 .to_json()
@@ -188,7 +189,7 @@ async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_consumer_stopped_orders_are_accepted_and_queued_then_all_stored_on_restart() {
     let mut stack = Stack::start(QueueSettings::default(), None).await;
-    let orders: Vec<Value> = (0..200).map(|n| order(n, 1)).collect();
+    let orders: Vec<Value> = (0..200).map(|n| order_request(n, 1)).collect();
     let accepted = post_all(&stack, &orders, 16).await;
     assert_eq!(accepted.len(), 200);
     assert_eq!(
@@ -241,7 +242,7 @@ async fn orders_flowing_through_an_outage_within_the_backoff_are_stored_once_fro
     let server = PostgresServer::start().await;
     let mut stack = Stack::start(WITHIN_BACKOFF, Some(&server.admin_url())).await;
     stack.start_consumer().await;
-    let orders: Vec<Value> = (0..300).map(|n| order(n, 1)).collect();
+    let orders: Vec<Value> = (0..300).map(|n| order_request(n, 1)).collect();
 
     let mut accepted = post_all(&stack, &orders[..100], 8).await;
     stack.await_stored(100, Duration::from_secs(30)).await;
@@ -276,7 +277,7 @@ async fn an_outage_many_times_longer_than_the_backoff_requeues_orders_and_stores
     // record would take to reach the DLQ without requeueing.
     let mut stack = Stack::start(FAST_RETRY, Some(&server.admin_url())).await;
     stack.start_consumer().await;
-    let orders: Vec<Value> = (0..100).map(|n| order(n, 1)).collect();
+    let orders: Vec<Value> = (0..100).map(|n| order_request(n, 1)).collect();
     let mut accepted = post_all(&stack, &orders[..20], 8).await;
     stack.await_stored(20, Duration::from_secs(30)).await;
 
@@ -354,7 +355,7 @@ async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_lo
         with_failures: AtomicUsize::new(0),
     });
     stack.start_consumer_with(handler.clone()).await;
-    let orders: Vec<Value> = (0..200).map(|n| order(n, 1)).collect();
+    let orders: Vec<Value> = (0..200).map(|n| order_request(n, 1)).collect();
     post_all(&stack, &orders[..50], 8).await;
     stack.await_stored(50, Duration::from_secs(30)).await;
 
@@ -386,7 +387,7 @@ async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_lo
 async fn one_order_is_followed_by_its_request_id_from_the_http_request_to_its_row() {
     let mut stack = Stack::start(QueueSettings::default(), None).await;
     stack.start_consumer().await;
-    let body = order(7, 2);
+    let body = order_request(7, 2);
     let response = stack
         .http
         .post(format!("{}/orders", stack.producer_url))

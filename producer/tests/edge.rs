@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
+use order_contract::fixtures::order_request;
 use producer::{
     AppState, ClientCap, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit,
     RateQuota, TrustedProxies,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
@@ -111,19 +112,10 @@ impl App {
     }
 }
 
-fn order() -> Value {
-    json!({
-        "order_id": uuid::Uuid::new_v4(),
-        "customer_id": "cust-42",
-        "currency": "EUR",
-        "items": [{"sku": "BOOK-1", "quantity": 1, "unit_price_cents": 100}]
-    })
-}
-
 fn post(http: &reqwest::Client, app: &App) -> reqwest::RequestBuilder {
     http.post(app.url("/orders"))
         .header("content-type", "application/json")
-        .body(order().to_string())
+        .body(order_request(42, 1).to_string())
 }
 
 /// Reads until the server closes the connection; what it sent before.
@@ -221,7 +213,7 @@ async fn a_body_that_stops_arriving_is_a_408_and_the_connection_is_closed() {
     })
     .await;
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let body = order().to_string();
+    let body = order_request(42, 1).to_string();
     let head = format!(
         "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
@@ -350,7 +342,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
 /// then in progress until the connection is dropped.
 async fn start_slow_order(app: &App) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let body = order().to_string();
+    let body = order_request(42, 1).to_string();
     let head = format!(
         "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",

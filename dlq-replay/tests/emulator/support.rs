@@ -25,14 +25,7 @@ pub(crate) async fn queues() -> TestQueues {
 
 /// A valid `OrderPlaced` body, as the producer writes it.
 pub(crate) fn valid_body(n: usize) -> String {
-    let request = serde_json::json!({
-        "order_id": uuid::Uuid::new_v4(),
-        "customer_id": format!("cust-{n}"),
-        "currency": "EUR",
-        "items": [{"sku": format!("SKU-{n}"), "quantity": n % 5 + 1, "unit_price_cents": 100 + n}],
-    });
-    let order = order_contract::Order::from_request_json(&request.to_string()).expect("valid");
-    order_contract::OrderPlaced::new(order, "2026-11-24T18:00:00Z".parse().expect("time")).to_json()
+    order_contract::fixtures::order_placed_body(n, 1, "2026-11-24T18:00:00Z".parse().expect("time"))
 }
 
 /// Bodies the consumer rejects, each for a different reason.
@@ -40,9 +33,18 @@ pub(crate) fn poison_bodies() -> Vec<String> {
     vec![
         "this is not JSON".to_owned(),
         r#"{"greeting": "hello, not an order"}"#.to_owned(),
-        valid_body(900).replace(r#""currency":"EUR""#, r#""currency":"euro""#),
-        valid_body(901).replace(r#""quantity":2"#, r#""quantity":0"#),
+        with(valid_body(900), |body| body["currency"] = "euro".into()),
+        with(valid_body(901), |body| {
+            body["items"][0]["quantity"] = 0.into()
+        }),
     ]
+}
+
+/// `body` with one field changed.
+fn with(body: String, change: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    change(&mut body);
+    body.to_string()
 }
 
 pub(crate) fn order_id(body: &str) -> Option<String> {

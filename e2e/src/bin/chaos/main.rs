@@ -216,7 +216,9 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     // --- the load, the poison, the conflicts ---
-    let orders: Vec<Value> = (0..args.orders).map(|n| e2e::order(n, n % 4 + 1)).collect();
+    let orders: Vec<Value> = (0..args.orders)
+        .map(|n| order_contract::fixtures::order_request(n, n % 4 + 1))
+        .collect();
     let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
     let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;
     let outage = args.outage_s.map(Duration::from_secs);
