@@ -16,6 +16,13 @@ pub enum ContractError {
     /// Well-formed JSON, but a field is missing, unknown, of the wrong type or out of range.
     #[error("`{field}` {problem}")]
     Invalid { field: String, problem: String },
+    /// A message written by a newer producer: nothing is wrong with it, but
+    /// this code cannot read it. Kept apart so the DLQ can say so.
+    #[error(
+        "`schema_version` is {found}, but this consumer reads version {}; upgrade the consumer, then replay the DLQ",
+        crate::SCHEMA_VERSION
+    )]
+    UnsupportedVersion { found: u32 },
 }
 
 impl ContractError {
@@ -37,6 +44,7 @@ impl ContractError {
         match self {
             Self::Malformed { .. } => None,
             Self::Invalid { field, .. } => Some(field),
+            Self::UnsupportedVersion { .. } => Some("schema_version"),
         }
     }
 }
@@ -56,6 +64,9 @@ impl PartialEq for ContractError {
                     problem: other_problem,
                 },
             ) => field == other_field && problem == other_problem,
+            (Self::UnsupportedVersion { found }, Self::UnsupportedVersion { found: other }) => {
+                found == other
+            }
             _ => false,
         }
     }

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`order`]: what a customer may order ([`OrderRequest`] in, validated [`Order`] out).
 //! - [`message`]: [`OrderPlaced`], the versioned JSON message that travels on the queue.
+//! - [`dead_letter`]: [`Failure`], why a message is in the DLQ, as attributes on it.
 //! - [`request_id`]: [`RequestId`], the id that follows an order from the HTTP
 //!   request to its row, and the message attribute that carries it.
 //! - `fixtures` (feature `fixtures`): valid orders for tests, written once.
@@ -14,6 +15,7 @@
 //! - `json`: the JSON driver: parses a body and finds the path to the failing field.
 //! - `object`: `Object<T>`, which reads a struct from a JSON object and nothing else.
 
+pub mod dead_letter;
 pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
@@ -23,6 +25,7 @@ mod object;
 pub mod order;
 pub mod request_id;
 
+pub use dead_letter::{Failure, FailureClass};
 pub use error::ContractError;
 pub use message::{OrderPlaced, SCHEMA_VERSION};
 pub use order::{LineItem, Order, OrderRequest};

@@ -69,12 +69,8 @@ impl OrderPlaced {
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
         let Object(incoming) = from_json::<Object<Incoming>>(json)?;
         if incoming.schema_version != SCHEMA_VERSION {
-            return Err(ContractError::Invalid {
-                field: "schema_version".into(),
-                problem: format!(
-                    "is {}, but this consumer reads version {SCHEMA_VERSION}; upgrade the consumer, then replay the DLQ",
-                    incoming.schema_version
-                ),
+            return Err(ContractError::UnsupportedVersion {
+                found: incoming.schema_version,
             });
         }
         let order = Order::try_from(OrderRequest {
@@ -113,6 +109,7 @@ mod tests {
             .to_json()
             .replace("\"schema_version\":1", "\"schema_version\":2");
         let err = OrderPlaced::from_json(&json).expect_err("newer version");
+        assert_eq!(err, ContractError::UnsupportedVersion { found: 2 });
         assert_eq!(err.field(), Some("schema_version"));
         assert!(err.to_string().contains("replay the DLQ"), "{err}");
     }

@@ -129,8 +129,9 @@ fn body_problem(rejection: BytesRejection) -> Problem {
 fn contract_problem(err: ContractError) -> Problem {
     match &err {
         ContractError::Malformed { .. } => Problem::new(StatusCode::BAD_REQUEST, err.to_string()),
-        ContractError::Invalid { field, .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()).with_field(field)
+        ContractError::Invalid { .. } | ContractError::UnsupportedVersion { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+                .with_field(err.field().unwrap_or_default())
         }
     }
 }
