@@ -137,6 +137,7 @@ fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process:
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("DATABASE_URL", writer_url(&args.database_url)?)
         .env("QUEUE_URL", "http://127.0.0.1:9/000000000000/orders")
+        .env("DLQ_URL", "http://127.0.0.1:9/000000000000/orders-dlq")
         // The consumer requires it; the template's, as deployed (nothing is
         // requeued here: every batch is stored).
         .env("MAX_RECEIVE_COUNT", max_receive_count()?.to_string())

@@ -57,6 +57,8 @@ pub struct Config {
     /// The queue whose messages the handler postpones and requeues on transient
     /// failures (`QUEUE_URL`).
     pub queue_url: String,
+    /// The dead-letter queue the handler sends poison to, saying why (`DLQ_URL`).
+    pub dlq_url: String,
     /// The backoff (`RETRY_BASE_SECONDS`, `RETRY_MULTIPLIER`,
     /// `RETRY_CAP_SECONDS`), and the queue's `maxReceiveCount`
     /// (`MAX_RECEIVE_COUNT`, required: the template sets it from the same
@@ -97,6 +99,10 @@ impl Config {
             "QUEUE_URL",
             "set it to the orders queue, whose failed records are postponed and requeued",
         )?;
+        let dlq_url = env.required(
+            "DLQ_URL",
+            "set it to the orders queue's dead-letter queue, where records that can never be stored are sent",
+        )?;
         let max_receive_count = env
             .required(
                 "MAX_RECEIVE_COUNT",
@@ -113,6 +119,7 @@ impl Config {
         Ok(Self {
             database,
             queue_url,
+            dlq_url,
             retry: RetryPolicy {
                 backoff,
                 max_receive_count: MaxReceiveCount::new(max_receive_count)
@@ -293,6 +300,10 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut all: HashMap<String, String> = [
             ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/orders"),
+            (
+                "DLQ_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/orders-dlq",
+            ),
             ("MAX_RECEIVE_COUNT", "6"),
         ]
         .iter()
@@ -304,8 +315,8 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_and_its_max_receive_count_are_required_and_named_when_missing() {
-        for name in ["QUEUE_URL", "MAX_RECEIVE_COUNT"] {
+    fn the_queues_and_the_max_receive_count_are_required_and_named_when_missing() {
+        for name in ["QUEUE_URL", "DLQ_URL", "MAX_RECEIVE_COUNT"] {
             let err = config(&[
                 ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
                 (name, ""),

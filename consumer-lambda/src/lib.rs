@@ -12,6 +12,8 @@
 //! - [`retry`]: what a transient failure does to a valid record: postponed with
 //!   exponential backoff capped at a minute (`ChangeMessageVisibilityBatch`),
 //!   then requeued as a fresh copy before its receives run out (`SendMessageBatch`).
+//! - [`dead_letter`]: poison sent to the DLQ at once, with why it failed
+//!   ([`SqsDeadLetterQueue`]); only then is it acknowledged.
 //! - [`breaker`]: the circuit breaker: the event source mapping paused while
 //!   the consumer cannot store (a probe of the consumer itself), resumed as
 //!   soon as it can.
@@ -27,6 +29,7 @@
 pub mod breaker;
 pub mod config;
 pub mod database;
+pub mod dead_letter;
 pub mod handler;
 pub mod invocation;
 pub mod message_id;
@@ -34,9 +37,11 @@ pub mod metrics;
 pub mod migrations;
 pub mod provision;
 pub mod retry;
+mod sqs;
 pub mod store;
 
 pub use config::{Config, DatabaseConfig};
+pub use dead_letter::{DeadLetter, DeadLetterQueue, NoDeadLetterQueue, SqsDeadLetterQueue};
 pub use handler::{BatchError, Consumer, DEADLINE_MARGIN, Handled};
 pub use message_id::MessageId;
 pub use metrics::BatchMetrics;

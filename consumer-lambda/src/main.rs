@@ -14,7 +14,7 @@ use consumer_lambda::migrations::{self, WriterRole};
 use consumer_lambda::provision::{
     self, HttpsResponder, LambdaMigrate, ProvisionEvent, SecretsManagerSecret,
 };
-use consumer_lambda::{Config, Consumer, PgStore, SqsRetryQueue};
+use consumer_lambda::{Config, Consumer, PgStore, SqsDeadLetterQueue, SqsRetryQueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
@@ -102,9 +102,11 @@ async fn consume() -> Result<(), Error> {
     // the first batch, not here, so the cold start does not wait for it.
     let store = PgStore::new(config.database, 1).await?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
     let consumer = Consumer::new(
         &store,
-        SqsRetryQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url),
+        SqsRetryQueue::new(sqs.clone(), config.queue_url),
+        SqsDeadLetterQueue::new(sqs, config.dlq_url),
         config.retry,
     );
     let function =

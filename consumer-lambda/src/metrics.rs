@@ -11,8 +11,10 @@ pub const NAMESPACE: &str = "OrdersConsumer";
 
 /// What one batch did. Every record is exactly one of: stored, a duplicate, a
 /// conflict (these three acknowledged), invalid, refused (these two permanent
-/// failures, left unacknowledged for the DLQ), postponed, requeued (acknowledged:
-/// its copy is on the queue) or requeue-failed (left unacknowledged).
+/// failures, sent to the DLQ), postponed, requeued (acknowledged: its copy is
+/// on the queue) or requeue-failed (left unacknowledged). Every invalid or
+/// refused record is also exactly one of dead-lettered (acknowledged: its copy
+/// is in the DLQ) or dead-letter-failed (left unacknowledged).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchMetrics {
     pub records: usize,
@@ -22,10 +24,15 @@ pub struct BatchMetrics {
     pub duplicates: u64,
     /// Orders already stored with other content, newly kept in `order_conflicts`.
     pub conflicts: u64,
-    /// Records that are not valid orders: permanent failures, bound for the DLQ.
+    /// Records that are not valid orders: permanent failures, for the DLQ.
     pub invalid: usize,
-    /// Orders PostgreSQL refused for their data: permanent failures, bound for the DLQ.
+    /// Orders PostgreSQL refused for their data: permanent failures, for the DLQ.
     pub refused: usize,
+    /// Invalid or refused records whose DLQ copy SQS acknowledged.
+    pub dead_lettered: usize,
+    /// Invalid or refused records left unacknowledged: no body, a panic in
+    /// parsing, or a DLQ copy SQS did not take. The redrive policy moves them.
+    pub dead_letter_failed: usize,
     /// Valid orders not stored (database trouble), left on the queue to be
     /// received again after a backoff.
     pub postponed: usize,
@@ -52,6 +59,8 @@ pub const REFUSED: &str = "Refused";
 pub const POSTPONED: &str = "Postponed";
 pub const REQUEUED: &str = "Requeued";
 pub const REQUEUE_FAILED: &str = "RequeueFailed";
+pub const DEAD_LETTERED: &str = "DeadLettered";
+pub const DEAD_LETTER_FAILED: &str = "DeadLetterFailed";
 pub const BATCH_LATENCY: &str = "BatchLatency";
 /// The metric of the oldest order's age in a batch, in seconds; the template alarms on it.
 pub const OLDEST_ORDER_AGE: &str = "OldestOrderAge";
@@ -69,6 +78,8 @@ impl BatchMetrics {
             (POSTPONED, "Count", json!(self.postponed)),
             (REQUEUED, "Count", json!(self.requeued)),
             (REQUEUE_FAILED, "Count", json!(self.requeue_failed)),
+            (DEAD_LETTERED, "Count", json!(self.dead_lettered)),
+            (DEAD_LETTER_FAILED, "Count", json!(self.dead_letter_failed)),
             (
                 BATCH_LATENCY,
                 "Milliseconds",
@@ -179,6 +190,8 @@ mod tests {
             postponed: 0,
             requeued: 0,
             requeue_failed: 0,
+            dead_lettered: 2,
+            dead_letter_failed: 0,
             latency: Duration::from_micros(12_500),
             oldest_received_at: "2026-11-24T18:27:15Z".parse().ok(),
         };
@@ -198,6 +211,10 @@ mod tests {
         assert_eq!(doc[STORED], 6);
         assert_eq!(doc[CONFLICTS], 1);
         assert_eq!((&doc[INVALID], &doc[REFUSED]), (&1.into(), &1.into()));
+        assert_eq!(
+            (&doc[DEAD_LETTERED], &doc[DEAD_LETTER_FAILED]),
+            (&2.into(), &0.into())
+        );
         assert_eq!(doc[BATCH_LATENCY], 12.5);
     }
 }

@@ -36,6 +36,9 @@ impl Watch {
             .env("CARGO_TARGET_DIR", &target_dir)
             .args(["--env-var", &format!("DATABASE_URL={database_url}")])
             .args(["--env-var", "QUEUE_URL=http://127.0.0.1:9/000000000000/orders"])
+            // Nobody listens there: the poison's DLQ copies fail, so the real
+            // binary is seen leaving poison unacknowledged for the redrive policy.
+            .args(["--env-var", "DLQ_URL=http://127.0.0.1:9/000000000000/orders-dlq"])
             .args(["--env-var", "MAX_RECEIVE_COUNT=6"])
             .args(["--env-var", "AWS_REGION=eu-west-1"])
             .args(["--env-var", "AWS_ACCESS_KEY_ID=test", "--env-var", "AWS_SECRET_ACCESS_KEY=test"])

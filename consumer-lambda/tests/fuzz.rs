@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use consumer_lambda::{
-    Backoff, Consumer, Delivery, MaxReceiveCount, NoRetryQueue, OrderStore, RetryPolicy,
-    StoreError, StoreOutcome,
+    Backoff, Consumer, Delivery, MaxReceiveCount, NoDeadLetterQueue, NoRetryQueue, OrderStore,
+    RetryPolicy, StoreError, StoreOutcome,
 };
 use order_contract::OrderPlaced;
 use proptest::prelude::*;
@@ -48,7 +48,7 @@ fn handle(records: Vec<SqsMessage>) -> (HashSet<String>, HashSet<String>) {
         backoff: Backoff::default(),
         max_receive_count: MaxReceiveCount::new(6).expect("2 to 1,000"),
     };
-    let consumer = Consumer::new(&memory, NoRetryQueue, policy);
+    let consumer = Consumer::new(&memory, NoRetryQueue, NoDeadLetterQueue, policy);
     let mut event = SqsEvent::default();
     event.records = records;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use consumer_lambda::{
-    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsRetryQueue,
-    migrations,
+    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
+    SqsRetryQueue, migrations,
 };
 use local_esm::breaker::{Intervals, LocalProbe};
 use local_esm::{
@@ -221,7 +221,7 @@ impl Stack {
 
     /// The consumer as Lambda runs it, on this stack's database and queue, with
     /// the test backoff and the queue's own `maxReceiveCount`.
-    pub async fn consumer(&self) -> Consumer<PgStore, SqsRetryQueue> {
+    pub async fn consumer(&self) -> Consumer<PgStore, SqsRetryQueue, SqsDeadLetterQueue> {
         let config = DatabaseConfig::from_url(&self.db.url_as(migrations::DEFAULT_WRITER))
             .expect("a valid URL");
         let store = PgStore::new(config, TEST_EVENT_SOURCE.max_concurrency)
@@ -233,7 +233,8 @@ impl Stack {
             max_receive_count: MaxReceiveCount::new(self.queue_settings.max_receive_count)
                 .expect("the test queues' maxReceiveCount leaves a retry"),
         };
-        Consumer::new(store, queue, policy)
+        let dead_letters = SqsDeadLetterQueue::new(self.queues.sqs.clone(), &self.queues.dlq_url);
+        Consumer::new(store, queue, dead_letters, policy)
     }
 
     /// Posts a JSON body to `/orders`; returns the status and the JSON answer.

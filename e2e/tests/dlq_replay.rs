@@ -10,16 +10,13 @@ use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
 use e2e::Stack;
 use futures::StreamExt;
 use order_contract::fixtures::order_request;
+use order_contract::{Failure, FailureClass};
 use serde_json::Value;
 use testkit::{QueueSettings, eventually};
 
-/// Scaled down: a 1 s visibility timeout and 2 receives send a refused order
-/// to the DLQ within seconds.
-const GIVES_UP_QUICKLY: QueueSettings = QueueSettings {
-    visibility_timeout_secs: 1,
-    max_receive_count: 2,
-    ..QueueSettings::SQS_DEFAULTS
-};
+/// SQS's own defaults: the redrive policy would take minutes to move a
+/// refused order, so the DLQ filling within seconds shows the consumer sent it.
+const QUEUES: QueueSettings = QueueSettings::SQS_DEFAULTS;
 
 async fn post_all(stack: &Stack, orders: &[Value]) {
     let answers: Vec<(u16, Value)> = futures::stream::iter(orders)
@@ -34,7 +31,7 @@ async fn post_all(stack: &Stack, orders: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix_and_a_replay() {
-    let mut stack = Stack::start(GIVES_UP_QUICKLY, None).await;
+    let mut stack = Stack::start(QUEUES, None).await;
     stack.start_consumer().await;
     let before: Vec<Value> = (0..10).map(|n| order_request(n, 1)).collect();
     let during: Vec<Value> = (10..40).map(|n| order_request(n, 2)).collect();
@@ -57,9 +54,23 @@ async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix
         .await
         .expect("the fix");
 
+    // Each says why: the row was refused, with PostgreSQL's SQLSTATE.
+    let dead = stack.queues.receive_dlq().await;
+    for message in &dead {
+        let failure = Failure::read(|name| {
+            message
+                .message_attributes()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.string_value())
+        })
+        .expect("a dead letter says why");
+        assert_eq!(failure.class, FailureClass::RowRefused);
+        let detail = failure.detail.unwrap_or_default();
+        assert!(detail.starts_with("23514: "), "{detail}");
+    }
+
     // As if an earlier replay had been killed between send and delete: three
     // orders are in the DLQ twice. The replay moves both copies.
-    let dead = stack.queues.receive_dlq().await;
     for message in &dead {
         stack
             .queues

@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use e2e::{LoseAcks, Stack};
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess};
 use order_contract::fixtures::order_request;
+use order_contract::{Failure, FailureClass};
 use serde_json::Value;
 use testkit::{PostgresServer, QueueSettings, eventually};
 
@@ -133,7 +133,7 @@ async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_are_stored() {
+async fn poison_reaches_the_dlq_in_one_receive_saying_why_and_valid_orders_are_stored() {
     let mut stack = Stack::start(FAST_RETRY, None).await;
     let valid: Vec<String> = (0..5)
         .map(|n| {
@@ -156,23 +156,42 @@ async fn poison_messages_end_in_the_dlq_after_max_receive_count_and_valid_ones_a
         mixed.extend(poison.get(index).cloned());
     }
     stack.queues.send_bodies(&mixed).await;
+    let sent_at = std::time::Instant::now();
     stack.start_consumer().await;
 
     stack.await_dead_lettered(4, Duration::from_secs(60)).await;
+    eprintln!(
+        "the poison was in the DLQ {:.1} s after it was sent",
+        sent_at.elapsed().as_secs_f64()
+    );
     let dead = stack.queues.receive_dlq().await;
-    let dead_bodies: HashSet<String> = dead.iter().filter_map(|m| m.body.clone()).collect();
-    assert_eq!(dead_bodies, poison.iter().cloned().collect::<HashSet<_>>());
-    for message in &dead {
-        let receives = message
-            .attributes()
-            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(0);
-        assert!(
-            receives >= FAST_RETRY.max_receive_count,
-            "moved after {receives} receives"
-        );
-    }
+    let classes: HashMap<String, (FailureClass, u32)> = dead
+        .iter()
+        .map(|message| {
+            let failure = Failure::read(|name| {
+                message
+                    .message_attributes()
+                    .and_then(|a| a.get(name))
+                    .and_then(|v| v.string_value())
+            })
+            .expect("every dead letter says why it failed");
+            assert!(failure.detail.is_some_and(|d| !d.is_empty()));
+            let body = message.body.clone().unwrap_or_default();
+            (body, (failure.class, failure.receive_count.unwrap_or(0)))
+        })
+        .collect();
+    // Sent by the consumer on the first receive, not moved by the redrive policy.
+    let expected: HashMap<String, (FailureClass, u32)> = [
+        FailureClass::InvalidJson,
+        FailureClass::InvalidOrder,
+        FailureClass::InvalidOrder,
+        FailureClass::InvalidOrder,
+    ]
+    .into_iter()
+    .zip(&poison)
+    .map(|(class, body)| (body.clone(), (class, 1)))
+    .collect();
+    assert_eq!(classes, expected);
     // The two valid orders that were copied into poison messages are stored from their valid copy.
     assert_eq!(stack.stored_count().await, 5);
     let stored_ids = stack.stored_order_ids().await;

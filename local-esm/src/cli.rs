@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use consumer_lambda::{
-    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsRetryQueue,
-    migrations,
+    Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
+    SqsRetryQueue, migrations,
 };
 
 use crate::breaker::{self, Intervals, LocalProbe};
@@ -65,6 +65,9 @@ enum Command {
         template: String,
         #[arg(long, env = "QUEUE_URL")]
         queue_url: String,
+        /// Where the consumer sends poison, saying why.
+        #[arg(long, env = "DLQ_URL")]
+        dlq_url: String,
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// Overrides the template's BatchSize.
@@ -151,6 +154,7 @@ impl Cli {
             Command::Run {
                 template,
                 queue_url,
+                dlq_url,
                 database_url,
                 batch_size,
                 batching_window_ms,
@@ -187,8 +191,12 @@ impl Cli {
                         max_receive_count.unwrap_or(template.queues.max_receive_count),
                     )?,
                 };
-                let consumer =
-                    Consumer::new(&store, SqsRetryQueue::new(sqs.clone(), &queue_url), policy);
+                let consumer = Consumer::new(
+                    &store,
+                    SqsRetryQueue::new(sqs.clone(), &queue_url),
+                    SqsDeadLetterQueue::new(sqs.clone(), &dlq_url),
+                    policy,
+                );
                 let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
                     .await
                     .context("the queue to poll is not reachable")?;

@@ -68,10 +68,13 @@ impl<H: BatchHandler> BatchHandler for std::sync::Arc<H> {
 }
 
 /// Runs the consumer's handler in this process.
-pub struct InProcess<S, Q>(pub consumer_lambda::Consumer<S, Q>);
+pub struct InProcess<S, Q, D>(pub consumer_lambda::Consumer<S, Q, D>);
 
-impl<S: consumer_lambda::OrderStore, Q: consumer_lambda::RetryQueue> BatchHandler
-    for InProcess<S, Q>
+impl<S, Q, D> BatchHandler for InProcess<S, Q, D>
+where
+    S: consumer_lambda::OrderStore,
+    Q: consumer_lambda::RetryQueue,
+    D: consumer_lambda::DeadLetterQueue,
 {
     async fn handle(
         &self,

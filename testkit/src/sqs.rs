@@ -107,6 +107,7 @@ impl TestQueues {
                 .max_number_of_messages(10)
                 .visibility_timeout(60)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .expect("receive from the test DLQ");

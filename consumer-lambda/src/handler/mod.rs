@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
-use order_contract::{OrderPlaced, REQUEST_ID_ATTRIBUTE, RequestId};
+use order_contract::{Failure, FailureClass, OrderPlaced, REQUEST_ID_ATTRIBUTE, RequestId};
 use support::error_chain;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
+use crate::dead_letter::{CONSUMER_VERSION, DeadLetter, DeadLetterQueue};
 use crate::message_id::MessageId;
 use crate::metrics::BatchMetrics;
 use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, RetryQueue};
@@ -40,11 +41,13 @@ pub struct Handled {
     pub metrics: BatchMetrics,
 }
 
-/// The consumer: a store for orders and a queue to retry through.
-/// Built once per execution environment; [`Consumer::handle`] runs once per batch.
-pub struct Consumer<S, Q> {
+/// The consumer: a store for orders, a queue to retry through and a
+/// dead-letter queue for poison. Built once per execution environment;
+/// [`Consumer::handle`] runs once per batch.
+pub struct Consumer<S, Q, D> {
     store: S,
     queue: Q,
+    dead_letters: D,
     policy: RetryPolicy,
 }
 
@@ -55,11 +58,12 @@ struct Valid {
     delivery: Delivery,
 }
 
-impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
-    pub fn new(store: S, queue: Q, policy: RetryPolicy) -> Self {
+impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
+    pub fn new(store: S, queue: Q, dead_letters: D, policy: RetryPolicy) -> Self {
         Self {
             store,
             queue,
+            dead_letters,
             policy,
         }
     }
@@ -70,7 +74,8 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
     /// redelivers those and deletes the rest.
     ///
     /// Invalid records, and orders PostgreSQL refuses for their data, are
-    /// permanent failures (they reach the DLQ after `maxReceiveCount`). Any
+    /// permanent failures: each is sent to the DLQ at once, saying why, and
+    /// acknowledged once SQS has the copy (see [`crate::dead_letter`]). Any
     /// other store failure is transient: every valid record is retried later
     /// (postponed or requeued, see [`crate::retry`]). The store gets the time up
     /// to [`DEADLINE_MARGIN`] before the deadline; past it, the handler abandons
@@ -90,6 +95,7 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
         };
         let mut unacknowledged: Vec<MessageId> = Vec::new();
         let mut valid: Vec<Valid> = Vec::with_capacity(event.records.len());
+        let mut poison: Vec<(Span, DeadLetter)> = Vec::new();
 
         for mut message in event.records {
             let message_id = message
@@ -104,7 +110,7 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                 request_id = tracing::field::Empty
             );
             match span.in_scope(|| parse(&message)) {
-                Some(placed) => {
+                Parsed::Order(placed) => {
                     let request_id = request_id(&message);
                     span.record("order_id", tracing::field::display(placed.order.order_id()));
                     if let Some(id) = &request_id {
@@ -125,8 +131,13 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                         },
                     });
                 }
-                None => {
+                Parsed::Poison(class, detail) => {
                     metrics.invalid += 1;
+                    poison.push((span, dead_letter(message_id, message, class, detail)));
+                }
+                Parsed::Unreadable => {
+                    metrics.invalid += 1;
+                    metrics.dead_letter_failed += 1;
                     unacknowledged.push(message_id);
                 }
             }
@@ -141,14 +152,20 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     metrics.duplicates = outcome.duplicates;
                     metrics.conflicts = outcome.conflicts;
                     metrics.refused = outcome.refused.len();
-                    unacknowledged.extend(
-                        outcome
-                            .refused
-                            .iter()
-                            .map(|r| valid[r.index].delivery.message_id.clone()),
-                    );
                     for (record, outcome) in valid.iter().zip(&outcome.by_delivery) {
                         record.span.in_scope(|| log_outcome(*outcome));
+                    }
+                    let mut valid: Vec<Option<Valid>> = valid.into_iter().map(Some).collect();
+                    for refused in outcome.refused {
+                        if let Some(record) = valid.get_mut(refused.index).and_then(Option::take) {
+                            let letter = dead_letter(
+                                record.delivery.message_id,
+                                record.message,
+                                FailureClass::RowRefused,
+                                refused.reason,
+                            );
+                            poison.push((record.span, letter));
+                        }
                     }
                 }
                 None => {
@@ -156,6 +173,11 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                         .await
                 }
             }
+        }
+
+        if !poison.is_empty() {
+            self.dead_letter(poison, deadline, &mut unacknowledged, &mut metrics)
+                .await;
         }
 
         metrics.latency = started.elapsed();
@@ -169,6 +191,8 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
             postponed = metrics.postponed,
             requeued = metrics.requeued,
             requeue_failed = metrics.requeue_failed,
+            dead_lettered = metrics.dead_lettered,
+            dead_letter_failed = metrics.dead_letter_failed,
             latency_ms = metrics.latency.as_millis() as u64,
             "batch handled"
         );
@@ -212,6 +236,39 @@ impl<S: OrderStore, Q: RetryQueue> Consumer<S, Q> {
                     "the database did not answer before the invocation's deadline; the connection is abandoned and the valid records will be retried"
                 );
                 None
+            }
+        }
+    }
+
+    /// Sends poison to the DLQ; what SQS did not take stays unacknowledged,
+    /// for the redrive policy to move.
+    async fn dead_letter(
+        &self,
+        poison: Vec<(Span, DeadLetter)>,
+        deadline: Instant,
+        unacknowledged: &mut Vec<MessageId>,
+        metrics: &mut BatchMetrics,
+    ) {
+        let (spans, letters): (Vec<Span>, Vec<DeadLetter>) = poison.into_iter().unzip();
+        let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+        // Past the deadline, whether a copy got out is unknown: the original
+        // stays (a copy that did get out is a duplicate in the DLQ).
+        let sent = tokio::time::timeout_at(by, self.dead_letters.send(&letters))
+            .await
+            .unwrap_or_default();
+        metrics.dead_lettered = sent.len();
+        for (span, record) in spans.into_iter().zip(letters) {
+            if sent.contains(&record.message_id) {
+                span.in_scope(|| info!(class = %record.failure.class, "sent to the DLQ"));
+            } else {
+                span.in_scope(|| {
+                    error!(
+                        class = %record.failure.class,
+                        "could not send to the DLQ; the record stays, and the redrive policy moves it after its last receive"
+                    )
+                });
+                metrics.dead_letter_failed += 1;
+                unacknowledged.push(record.message_id);
             }
         }
     }
@@ -351,25 +408,58 @@ fn request_id(record: &SqsMessage) -> Option<RequestId> {
     RequestId::parse(value)
 }
 
-/// Parses one record, logging why it is rejected; `None` means a permanent failure.
-fn parse(record: &SqsMessage) -> Option<OrderPlaced> {
+/// What a record's body is.
+enum Parsed {
+    Order(OrderPlaced),
+    /// The contract refuses it: a permanent failure, with its class and why.
+    Poison(FailureClass, String),
+    /// No body, or parsing panicked: left to the redrive policy, since SQS
+    /// takes no message without a body, and a panic is this code's fault.
+    Unreadable,
+}
+
+/// Parses one record, logging why it is rejected.
+fn parse(record: &SqsMessage) -> Parsed {
     let Some(body) = record.body.as_deref() else {
         warn!("rejected: the message has no body");
-        return None;
+        return Parsed::Unreadable;
     };
     match std::panic::catch_unwind(|| OrderPlaced::from_json(body)) {
-        Ok(Ok(placed)) => Some(placed),
+        Ok(Ok(placed)) => Parsed::Order(placed),
         Ok(Err(err)) => {
             warn!(error = %err, bytes = body.len(), "rejected: not a valid OrderPlaced message");
-            None
+            Parsed::Poison(FailureClass::of(&err), err.to_string())
         }
         Err(panic) => {
             error!(
                 panic = panic_message(&*panic),
                 "rejected: parsing the message panicked"
             );
-            None
+            Parsed::Unreadable
         }
+    }
+}
+
+/// The DLQ copy of a record, with why it failed.
+fn dead_letter(
+    message_id: MessageId,
+    message: SqsMessage,
+    class: FailureClass,
+    detail: String,
+) -> DeadLetter {
+    let receive_count = receive_count(&message);
+    DeadLetter {
+        failure: Failure {
+            class,
+            detail: Some(detail),
+            message_id: Some(message_id.to_string()),
+            receive_count: Some(receive_count),
+            failed_at: Some(chrono::Utc::now()),
+            consumer_version: Some(CONSUMER_VERSION.to_owned()),
+        },
+        message_id,
+        body: message.body.unwrap_or_default(),
+        attributes: message.message_attributes,
     }
 }
 

@@ -115,12 +115,27 @@ async fn closed_connection_error() -> StoreError {
     }
 }
 
-/// Records what the handler asked of the queue; can refuse requeues.
+/// Records what the handler asked of the queues; can refuse requeues and dead letters.
 #[derive(Default)]
 struct FakeQueue {
     postponed: Mutex<Vec<Postponed>>,
     requeued: Mutex<Vec<Requeued>>,
+    dead_lettered: Mutex<Vec<DeadLetter>>,
     refuse_requeues: bool,
+    refuse_dead_letters: bool,
+}
+
+impl DeadLetterQueue for &FakeQueue {
+    async fn send(&self, records: &[DeadLetter]) -> Vec<MessageId> {
+        if self.refuse_dead_letters {
+            return Vec::new();
+        }
+        self.dead_lettered
+            .lock()
+            .expect("lock")
+            .extend_from_slice(records);
+        records.iter().map(|r| r.message_id.clone()).collect()
+    }
 }
 
 impl RetryQueue for &FakeQueue {
@@ -205,7 +220,7 @@ fn in_a_minute() -> Instant {
 
 async fn handle(event: SqsEvent, store: &FakeStore) -> Result<SqsBatchResponse, BatchError> {
     let queue = FakeQueue::default();
-    Consumer::new(store, &queue, POLICY)
+    Consumer::new(store, &queue, &queue, POLICY)
         .handle(event, in_a_minute())
         .await
         .map(|handled| handled.response)
@@ -245,15 +260,103 @@ async fn a_batch_of_valid_orders_is_stored_in_one_call_and_nothing_fails() {
     assert_eq!(store.stored_message_ids().len(), 5);
 }
 
+/// `(message id, class, detail)` of each record sent to the DLQ.
+fn dead_lettered(queue: &FakeQueue) -> Vec<(String, FailureClass, String)> {
+    queue
+        .dead_lettered
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|d| {
+            let detail = d.failure.detail.clone().unwrap_or_default();
+            (d.message_id.to_string(), d.failure.class, detail)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn only_the_bad_records_of_a_mixed_batch_are_reported_failed() {
+async fn the_poison_of_a_mixed_batch_goes_to_the_dlq_at_once_with_its_class() {
     let store = FakeStore::default();
-    let response = handle(mixed_batch(), &store).await.expect("handled");
+    let queue = FakeQueue::default();
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
+        .handle(mixed_batch(), in_a_minute())
+        .await
+        .expect("handled");
+    // SQS takes no message without a body: that one is left to the redrive policy.
+    assert_eq!(failed_ids(&handled.response), ["m-no-body"]);
+    assert_eq!(store.stored_message_ids(), ["m-valid-1", "m-valid-2"]);
+    let sent = dead_lettered(&queue);
+    let classes: Vec<(&str, FailureClass)> = sent
+        .iter()
+        .map(|(id, class, _)| (id.as_str(), *class))
+        .collect();
     assert_eq!(
-        failed_ids(&response),
-        ["m-not-json", "m-not-an-order", "m-invalid", "m-no-body"]
+        classes,
+        [
+            ("m-not-json", FailureClass::InvalidJson),
+            ("m-not-an-order", FailureClass::InvalidOrder),
+            ("m-invalid", FailureClass::InvalidOrder),
+        ]
+    );
+    assert!(sent[2].2.starts_with("`currency`"), "{sent:?}");
+    let m = handled.metrics;
+    assert_eq!(
+        (m.invalid, m.dead_lettered, m.dead_letter_failed),
+        (4, 3, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_keeps_the_body_and_attributes_and_says_where_and_when_it_failed() {
+    let store = FakeStore::default();
+    let queue = FakeQueue::default();
+    let newer = valid_body(1).replace("\"schema_version\":1", "\"schema_version\":2");
+    let mut poison = received("m-newer", &newer, 3);
+    poison
+        .message_attributes
+        .insert(REQUEST_ID_ATTRIBUTE.into(), attribute("String", "req-7"));
+    let before = chrono::Utc::now();
+    Consumer::new(&store, &queue, &queue, POLICY)
+        .handle(event(vec![poison]), in_a_minute())
+        .await
+        .expect("handled");
+    let sent = queue.dead_lettered.lock().expect("lock").clone();
+    let [letter] = sent.as_slice() else {
+        panic!("one dead letter: {sent:?}")
+    };
+    assert_eq!(letter.body, newer);
+    assert_eq!(
+        letter.attributes[REQUEST_ID_ATTRIBUTE]
+            .string_value
+            .as_deref(),
+        Some("req-7")
+    );
+    let failure = &letter.failure;
+    assert_eq!(failure.class, FailureClass::UnsupportedSchemaVersion);
+    assert_eq!(failure.message_id.as_deref(), Some("m-newer"));
+    assert_eq!(failure.receive_count, Some(3));
+    assert_eq!(failure.consumer_version.as_deref(), Some(CONSUMER_VERSION));
+    assert!(failure.failed_at.is_some_and(|at| at >= before));
+}
+
+#[tokio::test]
+async fn poison_whose_dlq_copy_sqs_does_not_take_stays_unacknowledged() {
+    let store = FakeStore::default();
+    let queue = FakeQueue {
+        refuse_dead_letters: true,
+        ..FakeQueue::default()
+    };
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
+        .handle(mixed_batch(), in_a_minute())
+        .await
+        .expect("handled");
+    assert_eq!(
+        failed_ids(&handled.response),
+        ["m-no-body", "m-not-json", "m-not-an-order", "m-invalid"]
     );
     assert_eq!(store.stored_message_ids(), ["m-valid-1", "m-valid-2"]);
+    let m = handled.metrics;
+    assert_eq!((m.dead_lettered, m.dead_letter_failed), (0, 4));
 }
 
 #[tokio::test]
@@ -268,7 +371,7 @@ async fn the_batch_reports_when_its_oldest_valid_order_was_received_whatever_its
         requeued,
         record(Some("m-poison"), Some("{}".into())),
     ]);
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(batch, in_a_minute())
         .await
         .expect("handled");
@@ -288,13 +391,22 @@ async fn a_row_the_database_refuses_fails_alone_and_its_batch_is_stored() {
         record(Some("m-refused"), Some(valid_body(1))),
         record(Some("m-2"), Some(valid_body(2))),
     ]);
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(batch, in_a_minute())
         .await
         .expect("handled");
-    assert_eq!(failed_ids(&handled.response), ["m-refused"]);
+    assert!(failed_ids(&handled.response).is_empty());
     assert_eq!(store.stored_message_ids(), ["m-0", "m-2"]);
-    assert_eq!((handled.metrics.refused, handled.metrics.postponed), (1, 0));
+    assert_eq!(
+        dead_lettered(&queue),
+        [(
+            "m-refused".to_owned(),
+            FailureClass::RowRefused,
+            "date/time field value out of range".to_owned()
+        )]
+    );
+    let m = handled.metrics;
+    assert_eq!((m.refused, m.dead_lettered, m.postponed), (1, 1, 0));
     assert!(queue.postponed.lock().expect("lock").is_empty());
 }
 
@@ -350,22 +462,17 @@ async fn the_log_says_when_an_order_conflicts_with_a_stored_one_and_was_kept_asi
 }
 
 #[tokio::test]
-async fn when_the_store_fails_every_record_is_reported_failed() {
+async fn when_the_store_fails_every_valid_record_stays_and_the_poison_still_goes_to_the_dlq() {
     let store = FakeStore::with(Behaviour::Fail);
-    let response = handle(mixed_batch(), &store).await.expect("handled");
-    let mut failed = failed_ids(&response);
+    let queue = FakeQueue::default();
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
+        .handle(mixed_batch(), in_a_minute())
+        .await
+        .expect("handled");
+    let mut failed = failed_ids(&handled.response);
     failed.sort_unstable();
-    assert_eq!(
-        failed,
-        [
-            "m-invalid",
-            "m-no-body",
-            "m-not-an-order",
-            "m-not-json",
-            "m-valid-1",
-            "m-valid-2"
-        ]
-    );
+    assert_eq!(failed, ["m-no-body", "m-valid-1", "m-valid-2"]);
+    assert_eq!(dead_lettered(&queue).len(), 3);
 }
 
 #[tokio::test]
@@ -374,12 +481,9 @@ async fn a_record_whose_storing_panics_is_reported_failed_never_acknowledged() {
     let response = handle(mixed_batch(), &store)
         .await
         .expect("a panic is contained");
-    let failed = failed_ids(&response);
-    assert!(
-        failed.contains(&"m-valid-1") && failed.contains(&"m-valid-2"),
-        "{failed:?}"
-    );
-    assert_eq!(failed.len(), 6);
+    let mut failed = failed_ids(&response);
+    failed.sort_unstable();
+    assert_eq!(failed, ["m-no-body", "m-valid-1", "m-valid-2"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -392,7 +496,7 @@ async fn a_stalled_database_is_abandoned_in_time_to_postpone_and_answer() {
         received("a", &valid_body(1), 1),
         received("b", &valid_body(2), 2),
     ]);
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(batch, deadline)
         .await
         .expect("handled");
@@ -417,7 +521,7 @@ async fn a_deadline_already_inside_the_margin_postpones_without_waiting() {
     let store = FakeStore::with(Behaviour::Stall);
     let queue = FakeQueue::default();
     let started = Instant::now();
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(
             event(vec![received("a", &valid_body(1), 1)]),
             started + Duration::from_secs(2),
@@ -429,7 +533,7 @@ async fn a_deadline_already_inside_the_margin_postpones_without_waiting() {
 }
 
 #[tokio::test]
-async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_leaves_poison_alone() {
+async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_dead_letters_poison() {
     let store = FakeStore::with(Behaviour::Fail);
     let queue = FakeQueue::default();
     let batch = event(vec![
@@ -437,12 +541,13 @@ async fn a_store_failure_postpones_valid_records_by_their_receive_count_and_leav
         received("poison", "{}", 3),
         received("third", &valid_body(3), 3),
     ]);
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(batch, in_a_minute())
         .await
         .expect("handled");
-    assert_eq!(handled.response.batch_item_failures.len(), 3);
+    assert_eq!(failed_ids(&handled.response), ["first", "third"]);
     assert_eq!((handled.metrics.invalid, handled.metrics.postponed), (1, 2));
+    assert_eq!(dead_lettered(&queue)[0].0, "poison");
     let postponed: Vec<(String, String, u64)> = queue
         .postponed
         .lock()
@@ -475,7 +580,7 @@ async fn a_record_near_its_last_receive_is_requeued_and_acknowledged_once_the_co
         .message_attributes
         .insert(REQUEST_ID_ATTRIBUTE.into(), attribute("String", "req-7"));
     let batch = event(vec![near_the_end, received("young", &valid_body(2), 1)]);
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(batch, in_a_minute())
         .await
         .expect("handled");
@@ -519,7 +624,7 @@ async fn a_record_whose_copy_was_not_sent_stays_on_the_queue() {
         refuse_requeues: true,
         ..FakeQueue::default()
     };
-    let handled = Consumer::new(&store, &queue, POLICY)
+    let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(
             event(vec![received("old", &valid_body(1), 4)]),
             in_a_minute(),
@@ -586,7 +691,16 @@ async fn a_lambda_event_in_json_is_handled_as_aws_sends_it() {
     ]});
     let event: SqsEvent = serde_json::from_value(json).expect("an SQS event");
     let store = FakeStore::default();
-    let response = handle(event, &store).await.expect("handled");
+    // The poison stays unacknowledged when the DLQ refuses its copy.
+    let queue = FakeQueue {
+        refuse_dead_letters: true,
+        ..FakeQueue::default()
+    };
+    let response = Consumer::new(&store, &queue, &queue, POLICY)
+        .handle(event, in_a_minute())
+        .await
+        .expect("handled")
+        .response;
     assert_eq!(
         failed_ids(&response),
         ["2e1424d4-f796-459a-8184-9c92662be6da"]

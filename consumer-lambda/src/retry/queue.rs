@@ -6,25 +6,16 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::primitives::Blob;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue};
 use futures::stream::{self, StreamExt};
+use order_contract::dead_letter::MAX_MESSAGE_ATTRIBUTES;
 
 use super::MAX_SEND_DELAY;
 use crate::message_id::MessageId;
+use crate::sqs::{CALLS_IN_FLIGHT, Outgoing, SQS_BATCH, seconds, send_all, sent_attribute};
 
 /// The message attribute that counts how often a record was requeued.
 pub const REQUEUED_ATTRIBUTE: &str = "requeued";
-
-/// SQS's limit on entries per batch call.
-const SQS_BATCH: usize = 10;
-/// SQS's limit on message attributes per message; it refuses an entry with more.
-const SQS_MAX_ATTRIBUTES: usize = 10;
-/// Batch calls in flight at once: 1,000 records take 100 calls, which must fit
-/// in the deadline margin.
-const CALLS_IN_FLIGHT: usize = 16;
 
 /// A record to hide for longer before it is received again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,53 +113,6 @@ impl SqsRetryQueue {
             Err(err) => (chunk.len(), Some(DisplayErrorContext(err).to_string())),
         }
     }
-
-    /// Sends one chunk; returns the message ids whose copy SQS acknowledged.
-    async fn send_copies(&self, chunk: &[Requeued]) -> Vec<MessageId> {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(index, record)| {
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .message_body(&record.body)
-                    .delay_seconds(seconds(record.delay.min(MAX_SEND_DELAY)));
-                for (name, value) in copied_attributes(record) {
-                    entry = entry.message_attributes(name, value);
-                }
-                entry.build().ok()
-            })
-            .collect();
-        let call = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        match call {
-            Ok(output) => {
-                for failure in output.failed() {
-                    tracing::error!(
-                        code = failure.code(),
-                        message = failure.message().unwrap_or_default(),
-                        "SQS refused a requeued copy; the original stays"
-                    );
-                }
-                output
-                    .successful()
-                    .iter()
-                    .filter_map(|ok| ok.id().parse::<usize>().ok())
-                    .filter_map(|index| chunk.get(index))
-                    .map(|record| record.message_id.clone())
-                    .collect()
-            }
-            Err(err) => {
-                tracing::error!(error = %DisplayErrorContext(err), records = chunk.len(), "requeueing failed; the originals stay");
-                Vec::new()
-            }
-        }
-    }
 }
 
 /// The original's attributes as SQS wants them back, with the generation set
@@ -178,17 +122,7 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
         .attributes
         .iter()
         .filter(|(name, _)| name.as_str() != REQUEUED_ATTRIBUTE)
-        .filter_map(|(name, value)| {
-            let data_type = value.data_type.as_deref()?;
-            let mut copy = MessageAttributeValue::builder().data_type(data_type);
-            if let Some(text) = &value.string_value {
-                copy = copy.string_value(text);
-            }
-            if let Some(bytes) = &value.binary_value {
-                copy = copy.binary_value(Blob::new(bytes.to_vec()));
-            }
-            Some((name.clone(), copy.build().ok()?))
-        })
+        .filter_map(|(name, value)| Some((name.clone(), sent_attribute(value)?)))
         .collect();
     // A message with ten attributes of its own has no room for `requeued`: SQS
     // would refuse the copy and the order would stay until the DLQ. Sent
@@ -197,7 +131,7 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
     // the store writes it without looking it up first, and the key still finds
     // it if it was stored meanwhile (a duplicate). Lost are only that lookup
     // hint and the generation count, which the retry policy then reads as 0.
-    if attributes.len() >= SQS_MAX_ATTRIBUTES {
+    if attributes.len() >= MAX_MESSAGE_ATTRIBUTES {
         tracing::warn!(
             message_id = %record.message_id,
             attributes = attributes.len(),
@@ -213,10 +147,6 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
         attributes.push((REQUEUED_ATTRIBUTE.to_owned(), generation));
     }
     attributes
-}
-
-fn seconds(duration: Duration) -> i32 {
-    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
 }
 
 impl RetryQueue for SqsRetryQueue {
@@ -243,15 +173,16 @@ impl RetryQueue for SqsRetryQueue {
     }
 
     async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
-        let calls: Vec<_> = records
-            .chunks(SQS_BATCH)
-            .map(|chunk| self.send_copies(chunk))
+        let copies = records
+            .iter()
+            .map(|record| Outgoing {
+                message_id: &record.message_id,
+                body: &record.body,
+                attributes: copied_attributes(record),
+                delay: record.delay.min(MAX_SEND_DELAY),
+            })
             .collect();
-        let sent: Vec<MessageId> = stream::iter(calls)
-            .buffer_unordered(CALLS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
-            .concat();
+        let sent = send_all(&self.client, &self.queue_url, copies, "requeued copy").await;
         let failed = records
             .iter()
             .map(|r| &r.message_id)
@@ -323,7 +254,7 @@ mod tests {
         let mut ten = TEN.to_vec();
         ten[9] = REQUEUED_ATTRIBUTE;
         let copied = copied_attributes(&requeued_with(&ten));
-        assert_eq!(copied.len(), SQS_MAX_ATTRIBUTES);
+        assert_eq!(copied.len(), MAX_MESSAGE_ATTRIBUTES);
         let generation = copied
             .iter()
             .find(|(name, _)| name == REQUEUED_ATTRIBUTE)

@@ -65,10 +65,7 @@ pub(super) async fn keep_conflicts(
             error = %support::error_chain(&err),
             "order_conflicts refused this conflicting order; it is reported failed on its own"
         );
-        kept.refused.push(Refused {
-            index,
-            reason: support::error_chain(&err),
-        });
+        kept.refused.push(Refused::by(index, &err));
     }
     Ok(kept)
 }

@@ -107,7 +107,19 @@ pub enum Outcome {
 pub struct Refused {
     /// Its position in the slice given to [`OrderStore::insert`].
     pub index: usize,
+    /// The SQLSTATE and PostgreSQL's message (`22001: value too long …`).
     pub reason: String,
+}
+
+impl Refused {
+    /// Refused by PostgreSQL with `err`.
+    pub(crate) fn by(index: usize, err: &tokio_postgres::Error) -> Self {
+        let reason = match err.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => support::error_chain(err),
+        };
+        Self { index, reason }
+    }
 }
 
 /// Storing failed as a whole, for a reason that is not the data's: nothing of

@@ -222,10 +222,7 @@ async fn write_bisecting(
             error = %support::error_chain(&err),
             "PostgreSQL refused this order; it is reported failed on its own"
         );
-        written.refused.push(Refused {
-            index,
-            reason: support::error_chain(&err),
-        });
+        written.refused.push(Refused::by(index, &err));
     }
     written.stored_hashes.extend(stored);
     Ok(written)

@@ -60,6 +60,9 @@ fn resolve(t: &Document, value: &Value) -> String {
             "OrdersQueue" => {
                 "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-orders".to_owned()
             }
+            "OrdersDeadLetterQueue" => {
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-orders-dlq".to_owned()
+            }
             other => panic!("no stand-in value for !Ref {other}"),
         };
     }

@@ -81,6 +81,7 @@ enum Route {
 }
 
 const ORDERS_QUEUE: &str = "OrdersQueue.Arn";
+const DEAD_LETTER_QUEUE: &str = "OrdersDeadLetterQueue.Arn";
 
 /// Every component in the VPC with the AWS calls its code and its boot make.
 fn components(t: &Document) -> Vec<Component> {
@@ -209,6 +210,13 @@ fn components(t: &Document) -> Vec<Component> {
                     api: "sqs:SendMessageBatch",
                     action: "sqs:SendMessage",
                     resource: ORDERS_QUEUE,
+                    origin: Origin::Vpc,
+                },
+                // consumer-lambda/src/dead_letter.rs: poison to the DLQ, saying why.
+                Call {
+                    api: "sqs:SendMessageBatch",
+                    action: "sqs:SendMessage",
+                    resource: DEAD_LETTER_QUEUE,
                     origin: Origin::Vpc,
                 },
                 // The event source mapping polls and deletes from the Lambda service
@@ -559,7 +567,7 @@ const SQS_ACTIONS: &[&str] = &[
 ];
 
 #[test]
-fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_on_their_queue() {
+fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_on_their_queues() {
     let t = template();
     let statements: Vec<Value> = items(
         properties(&t, "SqsEndpoint")
@@ -595,12 +603,16 @@ fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_
         set(&["sqs:GetQueueAttributes", "sqs:SendMessage"]),
         "the producer's path to SQS admits its orders (SendMessageBatch) and /readyz, nothing else"
     );
-    for role in ["ConsumerRole", "ProducerRole"] {
-        assert!(
-            allowed_through(&statements, role, "OrdersDeadLetterQueue.Arn", SQS_ACTIONS).is_empty(),
-            "nothing through the endpoint reaches the DLQ for {role}"
-        );
-    }
+    assert_eq!(
+        allowed_through(&statements, "ConsumerRole", DEAD_LETTER_QUEUE, SQS_ACTIONS),
+        set(&["sqs:SendMessage"]),
+        "the consumer's path to the DLQ admits its dead letters (SendMessageBatch), nothing else: \
+         no receive or delete, so a bug in it cannot empty the DLQ"
+    );
+    assert!(
+        allowed_through(&statements, "ProducerRole", DEAD_LETTER_QUEUE, SQS_ACTIONS).is_empty(),
+        "nothing through the endpoint reaches the DLQ for the producer"
+    );
     assert!(
         allowed_through(&statements, "DatabaseProxyRole", ORDERS_QUEUE, SQS_ACTIONS).is_empty(),
         "no other principal passes the endpoint"
@@ -615,7 +627,17 @@ fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_
             .filter_map(get_att)
             .collect::<Vec<_>>(),
         vec![ORDERS_QUEUE.to_owned()],
-        "the consumer's SQS actions apply to the orders queue only"
+        "the consumer's SQS actions on its queue apply to the orders queue only"
+    );
+    let poison = &role_statements(&t, "ConsumerRole")["DeadLetterPoison"];
+    assert_eq!(actions(poison), set(&["sqs:SendMessage"]));
+    assert_eq!(
+        items(poison.get("Resource"))
+            .into_iter()
+            .filter_map(get_att)
+            .collect::<Vec<_>>(),
+        vec![DEAD_LETTER_QUEUE.to_owned()],
+        "the consumer may only send to the DLQ"
     );
 }
 

@@ -1,18 +1,19 @@
-//! The retry queue against the SQS emulator: requeued copies reach the queue
-//! with the original's body and attributes.
+//! The copies the consumer sends, against the SQS emulator: requeued copies
+//! reach the orders queue, and dead letters the DLQ, with the original's body
+//! and attributes.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use aws_sdk_sqs::types::Message;
-use consumer_lambda::MessageId;
 use consumer_lambda::retry::{REQUEUED_ATTRIBUTE, RequeueOutcome, Requeued};
-use consumer_lambda::{RetryQueue, SqsRetryQueue};
+use consumer_lambda::{
+    DeadLetter, DeadLetterQueue, MessageId, RetryQueue, SqsDeadLetterQueue, SqsRetryQueue,
+};
+use order_contract::dead_letter::{CLASS_ATTRIBUTE, MAX_MESSAGE_ATTRIBUTES as SQS_MAX_ATTRIBUTES};
+use order_contract::{Failure, FailureClass};
 use testkit::{QueueSettings, TestQueues, eventually};
-
-/// SQS's limit on message attributes per message.
-const SQS_MAX_ATTRIBUTES: usize = 10;
 
 fn string_attribute(value: &str) -> SqsMessageAttribute {
     let mut attribute = SqsMessageAttribute::default();
@@ -46,13 +47,17 @@ fn requeued(message_id: &str, attributes: HashMap<String, SqsMessageAttribute>) 
     }
 }
 
-/// The one message on the queue, with its message attributes, once it is there.
+/// The one message on the orders queue, with its message attributes, once it is there.
 async fn the_copy(queues: &TestQueues) -> Message {
+    the_only_message(queues, &queues.queue_url).await
+}
+
+async fn the_only_message(queues: &TestQueues, queue_url: &str) -> Message {
     eventually("the copy on the queue", Duration::from_secs(10), || async {
         let received = queues
             .sqs
             .receive_message()
-            .queue_url(&queues.queue_url)
+            .queue_url(queue_url)
             .message_attribute_names("All")
             .max_number_of_messages(10)
             .send()
@@ -116,4 +121,75 @@ async fn a_message_with_room_for_one_more_attribute_is_requeued_with_its_generat
         .and_then(|attributes| attributes.get(REQUEUED_ATTRIBUTE))
         .and_then(|value| value.string_value());
     assert_eq!(generation, Some("1"));
+}
+
+fn dead_letter(message_id: &str, attributes: HashMap<String, SqsMessageAttribute>) -> DeadLetter {
+    DeadLetter {
+        message_id: MessageId::new(message_id).expect("an id"),
+        body: "this is not JSON".to_owned(),
+        attributes,
+        failure: Failure {
+            class: FailureClass::InvalidJson,
+            detail: Some("the body is not valid JSON".into()),
+            message_id: Some(message_id.to_owned()),
+            receive_count: Some(1),
+            failed_at: "2026-12-02T16:30:00.125Z".parse().ok(),
+            consumer_version: Some("0.1.0".into()),
+        },
+    }
+}
+
+fn attribute_text<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+    message
+        .message_attributes()
+        .and_then(|attributes| attributes.get(name))
+        .and_then(|value| value.string_value())
+}
+
+#[tokio::test]
+async fn a_dead_letter_reaches_the_dlq_with_its_body_its_attributes_and_why_it_failed() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let dlq = SqsDeadLetterQueue::new(queues.sqs.clone(), &queues.dlq_url);
+    let record = dead_letter("poison", attributes(2));
+
+    let sent = dlq.send(std::slice::from_ref(&record)).await;
+    assert_eq!(sent, ["poison"]);
+    let copy = the_only_message(&queues, &queues.dlq_url).await;
+    assert_eq!(copy.body(), Some(record.body.as_str()));
+    assert_eq!(
+        attribute_text(&copy, order_contract::REQUEST_ID_ATTRIBUTE),
+        Some("req-1")
+    );
+    assert_eq!(attribute_text(&copy, "extra-1"), Some("value-1"));
+    let failure = Failure::read(|name| attribute_text(&copy, name));
+    assert_eq!(failure, Some(record.failure));
+    assert_eq!(queues.depth().await, 0, "nothing on the orders queue");
+}
+
+/// The emulator accepts more than ten attributes, so the test checks that
+/// the copy is one SQS would accept: ten, the class among them.
+#[tokio::test]
+async fn a_dead_letter_with_little_room_keeps_its_own_attributes_and_its_class() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let dlq = SqsDeadLetterQueue::new(queues.sqs.clone(), &queues.dlq_url);
+    let record = dead_letter("crowded", attributes(SQS_MAX_ATTRIBUTES - 1));
+
+    assert_eq!(dlq.send(std::slice::from_ref(&record)).await, ["crowded"]);
+    let copy = the_only_message(&queues, &queues.dlq_url).await;
+    assert_eq!(names(&copy).len(), SQS_MAX_ATTRIBUTES);
+    assert_eq!(attribute_text(&copy, CLASS_ATTRIBUTE), Some("invalid_json"));
+}
+
+#[tokio::test]
+async fn a_dead_letter_the_dlq_does_not_take_is_not_reported_sent() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let missing = format!("{}-gone", queues.dlq_url);
+    let dlq = SqsDeadLetterQueue::new(queues.sqs.clone(), missing);
+    let sent = dlq
+        .send(&[
+            dead_letter("a", attributes(1)),
+            dead_letter("b", attributes(1)),
+        ])
+        .await;
+    assert!(sent.is_empty(), "{sent:?}");
 }
