@@ -18,6 +18,7 @@ use clap::Parser;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use futures::StreamExt;
 use local_esm::Template;
+use order_contract::Failure;
 use serde_json::{Value, json};
 use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
 use tokio::sync::Mutex;
@@ -161,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
         &args.template,
         "--queue-url",
         &queues.queue_url,
+        "--dlq-url",
+        &queues.dlq_url,
         "--database-url",
         &writer_url,
     ]
@@ -302,6 +305,9 @@ async fn main() -> anyhow::Result<()> {
         let url = queues.queue_url.clone();
         let ids = poison_ids.clone();
         tokio::spawn(async move {
+            // When each was sent, in Unix milliseconds, to set beside the
+            // consumer's `failure.failed_at`.
+            let mut sent_ms: HashMap<String, i64> = HashMap::new();
             for (i, id) in ids.iter().enumerate() {
                 tokio::time::sleep_until(
                     (started + expected_run.mul_f64(i as f64 / ids.len().max(1) as f64)).into(),
@@ -313,8 +319,9 @@ async fn main() -> anyhow::Result<()> {
                     .message_body(json!({"poison": id, "schema_version": 1}).to_string())
                     .send()
                     .await;
+                sent_ms.insert(id.clone(), unix_ms());
             }
-            Instant::now()
+            (Instant::now(), sent_ms)
         })
     };
 
@@ -364,7 +371,8 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let posted_at = load.await?.max(poisoner.await?);
+    let (poisoned_at, poison_sent_ms) = poisoner.await?;
+    let posted_at = load.await?.max(poisoned_at);
     println!(
         "  every order placed at {:.1} s",
         (posted_at - started).as_secs_f64()
@@ -375,11 +383,12 @@ async fn main() -> anyhow::Result<()> {
     let expected_dead = poison as u64;
     let drain_timeout = match &real {
         Some(template) => {
-            // Poison is left to the redrive policy: maxReceiveCount receives,
-            // a visibility timeout apart, before SQS moves it.
+            // The consumer sends poison to the DLQ on its first receive; only
+            // one whose every receive ended in a crash waits for the redrive
+            // policy: maxReceiveCount receives, a visibility timeout apart.
             println!(
-                "  waiting for the poison to reach the DLQ: about {} s after its first receive \
-                 (maxReceiveCount × visibility timeout)",
+                "  waiting for the poison to reach the DLQ: at most about {} s after its first \
+                 receive (maxReceiveCount × visibility timeout)",
                 template.queues.max_receive_count * template.queues.visibility_timeout_secs
             );
             OUTAGE_PATIENCE
@@ -425,23 +434,9 @@ async fn main() -> anyhow::Result<()> {
         .query_one("SELECT count(*) FROM order_conflicts", &[])
         .await?
         .get(0);
-    let dead: Vec<String> = queues
-        .receive_dlq()
-        .await
-        .iter()
-        .filter_map(|m| m.body.clone())
-        .collect();
-    let poison_set: HashSet<&String> = poison_ids.iter().collect();
-    let poison_in_dlq = dead
-        .iter()
-        .filter(|body| {
-            serde_json::from_str::<Value>(body)
-                .ok()
-                .and_then(|v| v["poison"].as_str().map(str::to_owned))
-                .is_some_and(|id| poison_set.contains(&id))
-        })
-        .count();
-    let valid_in_dlq = dead.len() - poison_in_dlq;
+    let dead = DeadLetters::read(&queues.receive_dlq().await, &poison_sent_ms);
+    let (poison_in_dlq, valid_in_dlq) = (dead.poison.len(), dead.others);
+    let poison_by_consumer = dead.by_consumer.len();
 
     println!();
     println!("| what | count |");
@@ -454,6 +449,15 @@ async fn main() -> anyhow::Result<()> {
     println!("| stored twice | {duplicates} |");
     println!("| stored but never accepted | {unexpected} |");
     println!("| poison in the DLQ | {poison_in_dlq} of {poison} |");
+    println!("| … sent there by the consumer, saying why | {poison_by_consumer} of {poison} |");
+    println!(
+        "| … slowest, from its send to the consumer's verdict | {:.1} s |",
+        dead.slowest_ms as f64 / 1000.0
+    );
+    println!(
+        "| … most receives before its verdict | {} |",
+        dead.most_receives
+    );
     println!("| valid orders in the DLQ | {valid_in_dlq} |");
     println!(
         "| conflicts recorded | {conflicts} of {} |",
@@ -481,6 +485,10 @@ async fn main() -> anyhow::Result<()> {
         ledger.conflicts_injected,
         drain_s
     );
+    summary.push_str(&format!(
+        " poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={:.0}",
+        dead.slowest_ms as f64 / 1000.0
+    ));
     // Whole seconds, as printed, so that the line and the verdict agree.
     let catchup_s = catchup.map(|c| c.as_secs_f64().round() as u64);
     if let Some(catchup_s) = catchup_s {
@@ -498,9 +506,63 @@ async fn main() -> anyhow::Result<()> {
         && duplicates == 0
         && unexpected == 0
         && poison_in_dlq == poison
+        && poison_by_consumer == poison
         && valid_in_dlq == 0
         && conflicts == ledger.conflicts_injected as i64
         && caught_up_in_time;
     drop(server);
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// What the DLQ holds at the end of a run.
+#[derive(Debug, Default)]
+struct DeadLetters {
+    /// The run's poison messages found there (a copy twice, after a crash
+    /// between the consumer's send and its answer, counts once).
+    poison: HashSet<String>,
+    /// Those among them that carry the consumer's failure attributes.
+    by_consumer: HashSet<String>,
+    /// The longest time from a poison message's send to the consumer's verdict.
+    slowest_ms: i64,
+    /// The most receives a poison message took before the verdict.
+    most_receives: u32,
+    /// Anything else in the DLQ: valid orders, which must never be there.
+    others: usize,
+}
+
+impl DeadLetters {
+    fn read(messages: &[aws_sdk_sqs::types::Message], sent_ms: &HashMap<String, i64>) -> Self {
+        let mut dead = Self::default();
+        for message in messages {
+            let poison_id = serde_json::from_str::<Value>(message.body().unwrap_or_default())
+                .ok()
+                .and_then(|v| v["poison"].as_str().map(str::to_owned))
+                .filter(|id| sent_ms.contains_key(id));
+            let Some(id) = poison_id else {
+                dead.others += 1;
+                continue;
+            };
+            let failure = Failure::read(|name| {
+                message
+                    .message_attributes()
+                    .and_then(|a| a.get(name))
+                    .and_then(|v| v.string_value())
+            });
+            if let Some(failure) = failure {
+                if let (Some(at), Some(sent)) = (failure.failed_at, sent_ms.get(&id)) {
+                    dead.slowest_ms = dead.slowest_ms.max(at.timestamp_millis() - sent);
+                }
+                dead.most_receives = dead.most_receives.max(failure.receive_count.unwrap_or(0));
+                dead.by_consumer.insert(id.clone());
+            }
+            dead.poison.insert(id);
+        }
+        dead
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
