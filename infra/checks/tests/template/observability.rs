@@ -319,12 +319,26 @@ fn the_agent_ships_the_producers_log_file_and_scrapes_its_metrics_listener() {
             Some("job"),
             "each declaration matches the scrape job"
         );
-        // The labels' values joined by ";", the agent's default separator.
+        // The labels' values joined by the separator the declaration names.
+        let labels = string_list(declaration.get("source_labels"));
         let matcher = declaration.get("label_matcher").map(text).unwrap_or("");
         assert!(
             matcher.starts_with(&format!("^{job_name}")) && matcher.ends_with('$'),
             "{matcher} matches the scrape job {job_name}"
         );
+        if labels.len() > 1 {
+            let separator = declaration
+                .get("label_separator")
+                .map(text)
+                .unwrap_or_else(|| {
+                    panic!("{labels:?}: name the label_separator {matcher} assumes")
+                });
+            assert_eq!(
+                matcher.matches(separator).count(),
+                labels.len() - 1,
+                "{matcher}: one value per source label, joined by {separator}"
+            );
+        }
     }
 
     // Every metric the agent declares is one the producer renders, and none a
