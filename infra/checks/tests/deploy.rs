@@ -638,3 +638,33 @@ fn deploy_verify_of_a_stack_in_trial_mode_says_it_serves_plain_http() {
         https.output
     );
 }
+
+#[test]
+fn deploy_verify_ends_with_the_dashboards_address_once_the_checks_pass() {
+    let url = "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/demo-orders";
+    let mut answers = Answers::default();
+    answers.outputs.push(("DashboardUrl".into(), url.into()));
+    let (run, stub) = verify(answers, &[]);
+    assert!(run.ok, "{}\n{}", run.output, stub.log());
+    let passed = run
+        .output
+        .find("all 3 checks passed")
+        .expect("the checks passed");
+    assert!(
+        run.output[passed..].contains(&format!("dashboard: {url}")),
+        "the summary names the dashboard after the checks:\n{}",
+        run.output
+    );
+    assert_only_known_calls(&stub);
+
+    // A stack deployed before the dashboard existed has no such output.
+    let (older, _) = verify(Answers::default(), &[]);
+    assert!(older.ok, "{}", older.output);
+    assert!(
+        older.output.contains(
+            "dashboard: none (the stack has no DashboardUrl output; deploy this template)"
+        ),
+        "{}",
+        older.output
+    );
+}

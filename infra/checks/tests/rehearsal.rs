@@ -453,6 +453,8 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "PrivateSubnetB (AWS::EC2::Subnet)",
             "PrivateSubnetBRouteTable (AWS::EC2::SubnetRouteTableAssociation)",
             "ProducerInstanceProfile (AWS::IAM::InstanceProfile)",
+            "ProducerLogGroup (AWS::Logs::LogGroup)",
+            "ProducerMetricsLogGroup (AWS::Logs::LogGroup)",
             "ProducerRole (AWS::IAM::Role)",
             "ProducerSecurityGroup (AWS::EC2::SecurityGroup)",
             "ProducerUnhealthyAlarm (AWS::CloudWatch::Alarm)",
@@ -470,10 +472,12 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
         "what LocalStack created; {context}"
     );
     // Free LocalStack has no provider for these types ("No resource provider
-    // found" in its log): the security group rules, RDS and the load balancer.
+    // found" in its log): the security group rules, RDS, the load balancer and
+    // the saved Logs Insights queries.
     assert_eq!(
         skipped,
         sorted(&[
+            "ConflictsQuery (AWS::Logs::QueryDefinition)",
             "ConsumerToEndpoints (AWS::EC2::SecurityGroupEgress)",
             "ConsumerToProxy (AWS::EC2::SecurityGroupEgress)",
             "Database (AWS::RDS::DBInstance)",
@@ -484,10 +488,12 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "HttpListener (AWS::ElasticLoadBalancingV2::Listener)",
             "LoadBalancer (AWS::ElasticLoadBalancingV2::LoadBalancer)",
             "LoadBalancerToProducer (AWS::EC2::SecurityGroupEgress)",
+            "OneOrderQuery (AWS::Logs::QueryDefinition)",
             "ProducerFromLoadBalancer (AWS::EC2::SecurityGroupIngress)",
             "ProducerTargetGroup (AWS::ElasticLoadBalancingV2::TargetGroup)",
             "ProxyFromConsumer (AWS::EC2::SecurityGroupIngress)",
             "ProxyToDatabase (AWS::EC2::SecurityGroupEgress)",
+            "RefusedRecordsQuery (AWS::Logs::QueryDefinition)",
         ]),
         "what LocalStack skipped; {context}"
     );
@@ -548,6 +554,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "MigrateFunction (AWS::Lambda::Function)",
             "MigrateRole (AWS::IAM::Role)",
             "OldestOrderAgeAlarm (AWS::CloudWatch::Alarm)",
+            "OrdersDashboard (AWS::CloudWatch::Dashboard)",
             "ProducerCpuScaling (AWS::AutoScaling::ScalingPolicy)",
             "ProducerGroup (AWS::AutoScaling::AutoScalingGroup)",
             "ProducerLaunchTemplate (AWS::EC2::LaunchTemplate)",

@@ -57,6 +57,12 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[
         "the Session Manager agent's own calls (ssm:UpdateInstanceInformation, ssmmessages:*Channel), \
          which AWS's custom instance profile for Session Manager gives on \"*\"",
     ),
+    (
+        "ProducerRole",
+        "PublishMetrics",
+        "cloudwatch:PutMetricData, which has no resource; its cloudwatch:namespace condition holds \
+         it to the producer's namespace (observability.rs checks it)",
+    ),
 ];
 
 #[test]
@@ -106,17 +112,20 @@ fn no_role_attaches_a_managed_policy() {
 }
 
 #[test]
-fn the_producer_may_only_send_to_the_orders_queue_and_read_its_own_binary() {
+fn the_producer_may_only_send_to_the_orders_queue_read_its_own_binary_and_ship_its_telemetry() {
     let t = template();
     let statements = role_statements(&t, "ProducerRole");
+    // ShipLogs and PublishMetrics: observability.rs checks their resources and condition.
     assert_eq!(
         statements.keys().cloned().collect::<BTreeSet<_>>(),
         BTreeSet::from([
+            "PublishMetrics".to_owned(),
             "ReadOwnBinary".to_owned(),
             "SendOrders".to_owned(),
-            "SessionManager".to_owned()
+            "SessionManager".to_owned(),
+            "ShipLogs".to_owned()
         ]),
-        "the producer's role has exactly three statements"
+        "the producer's role has exactly five statements"
     );
     // Exactly the agent's calls for a shell: no ssm:GetParameter(s), no ec2messages
     // (Run Command), no S3 or KMS (session logging, which this stack does not set).

@@ -10,6 +10,7 @@ mod database;
 mod helpers;
 mod iam;
 mod network;
+mod observability;
 mod operations;
 mod outage_budget;
 mod producer;

@@ -9,7 +9,7 @@ use infra_checks::{Document, Value, as_u64, intrinsic, reference};
 use crate::helpers::{at, default_of, items, port, properties, template, text, truthy};
 
 /// The user data script of the producer's launch template.
-fn user_data(t: &Document) -> String {
+pub(crate) fn user_data(t: &Document) -> String {
     let data = at(
         t,
         &[

@@ -186,6 +186,34 @@ fn components(t: &Document) -> Vec<Component> {
                     resource: "*",
                     origin: Origin::Vpc,
                 },
+                // The CloudWatch agent: the producer's log file, and the EMF lines
+                // of its Prometheus scrape, each into its log group of the stack.
+                Call {
+                    api: "logs:CreateLogStream",
+                    action: "logs:CreateLogStream",
+                    resource: "${ProducerLogGroup.Arn}",
+                    origin: Origin::Vpc,
+                },
+                Call {
+                    api: "logs:PutLogEvents",
+                    action: "logs:PutLogEvents",
+                    resource: "${ProducerLogGroup.Arn}",
+                    origin: Origin::Vpc,
+                },
+                Call {
+                    api: "logs:PutLogEvents",
+                    action: "logs:PutLogEvents",
+                    resource: "${ProducerMetricsLogGroup.Arn}",
+                    origin: Origin::Vpc,
+                },
+                // Its memory measurement. CloudWatch's API answers at
+                // monitoring.<region>.amazonaws.com, IAM calls it cloudwatch:.
+                Call {
+                    api: "monitoring:PutMetricData",
+                    action: "cloudwatch:PutMetricData",
+                    resource: "*",
+                    origin: Origin::Vpc,
+                },
             ],
         },
         Component {
