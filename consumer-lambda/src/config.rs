@@ -84,17 +84,22 @@ impl Config {
             env.bounded(name, default.as_secs(), 1..=max, "whole seconds")
                 .map(Duration::from_secs)
         };
-        let backoff = Backoff {
-            base: seconds("RETRY_BASE_SECONDS", defaults.base, u64::from(u32::MAX))?,
-            multiplier: env.bounded(
+        let backoff = Backoff::new(
+            seconds("RETRY_BASE_SECONDS", defaults.base(), u64::from(u32::MAX))?,
+            env.bounded(
                 "RETRY_MULTIPLIER",
-                defaults.multiplier,
+                defaults.multiplier(),
                 1..=u32::MAX,
                 "a whole number",
             )?,
             // A requeued copy cannot be delayed past SQS's longest send delay.
-            cap: seconds("RETRY_CAP_SECONDS", defaults.cap, MAX_SEND_DELAY.as_secs())?,
-        };
+            seconds(
+                "RETRY_CAP_SECONDS",
+                defaults.cap(),
+                MAX_SEND_DELAY.as_secs(),
+            )?,
+        )
+        .unwrap_or_else(|| unreachable!("each bounded above"));
         let queue_url = env.required(
             "QUEUE_URL",
             "set it to the orders queue, whose failed records are postponed and requeued",
@@ -103,19 +108,12 @@ impl Config {
             "DLQ_URL",
             "set it to the orders queue's dead-letter queue, where records that can never be stored are sent",
         )?;
-        let max_receive_count = env
-            .required(
-                "MAX_RECEIVE_COUNT",
-                "set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives",
-            )
-            .and_then(|_| {
-                env.bounded(
-                    "MAX_RECEIVE_COUNT",
-                    MaxReceiveCount::MIN,
-                    MaxReceiveCount::MIN..=MaxReceiveCount::MAX,
-                    "the queue's maxReceiveCount, a whole number",
-                )
-            })?;
+        let max_receive_count = env.required_bounded(
+            "MAX_RECEIVE_COUNT",
+            MaxReceiveCount::MIN..=MaxReceiveCount::MAX,
+            "the queue's maxReceiveCount, a whole number",
+            "set it to the queue's maxReceiveCount, so that valid records are requeued before they run out of receives",
+        )?;
         Ok(Self {
             database,
             queue_url,
@@ -428,8 +426,8 @@ mod tests {
             ("RETRY_MULTIPLIER", "2"),
         ])
         .expect("valid");
-        assert_eq!(config.retry.backoff.base, Duration::from_secs(1));
-        assert_eq!(config.retry.backoff.multiplier, 2);
+        assert_eq!(config.retry.backoff.base(), Duration::from_secs(1));
+        assert_eq!(config.retry.backoff.multiplier(), 2);
         let err = config_err("RETRY_MULTIPLIER", "x");
         assert!(err.contains("RETRY_MULTIPLIER"), "{err}");
     }
@@ -438,13 +436,13 @@ mod tests {
     fn the_backoff_is_capped_at_a_minute_unless_told_otherwise() {
         let default =
             config(&[("DATABASE_URL", "postgres://app@127.0.0.1/orders")]).expect("valid");
-        assert_eq!(default.retry.backoff.cap, Duration::from_secs(60));
+        assert_eq!(default.retry.backoff.cap(), Duration::from_secs(60));
         let scaled = config(&[
             ("DATABASE_URL", "postgres://app@127.0.0.1/orders"),
             ("RETRY_CAP_SECONDS", "5"),
         ])
         .expect("valid");
-        assert_eq!(scaled.retry.backoff.cap, Duration::from_secs(5));
+        assert_eq!(scaled.retry.backoff.cap(), Duration::from_secs(5));
     }
 
     #[test]

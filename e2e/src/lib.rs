@@ -37,11 +37,8 @@ use tokio::task::JoinHandle;
 
 /// Backoff scaled for tests: records the database could not take come back after
 /// 1 s, 2 s, 4 s, then every 5 s, instead of up to a minute.
-pub const TEST_BACKOFF: Backoff = Backoff {
-    base: Duration::from_secs(1),
-    multiplier: 2,
-    cap: Duration::from_secs(5),
-};
+pub const TEST_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(1), 2, Duration::from_secs(5)).expect("valid");
 
 /// Event-source settings scaled for tests: small batches, a short window, and a
 /// function timeout that leaves the store 5 s before the deadline margin.

@@ -40,13 +40,13 @@ enum Command {
         #[arg(long, default_value = "infra/template.yaml")]
         template: String,
         /// First backoff step, in seconds.
-        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base.as_secs())]
+        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base().as_secs())]
         retry_base_seconds: u64,
         /// Growth of the backoff with each attempt.
-        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
+        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier())]
         retry_multiplier: u32,
         /// The longest the backoff hides a record, in seconds.
-        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
+        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap().as_secs())]
         retry_cap_seconds: u64,
     },
     /// Apply the consumer's database migrations to DATABASE_URL (the tables'
@@ -87,13 +87,13 @@ enum Command {
         #[arg(long, env = "MAX_RECEIVE_COUNT")]
         max_receive_count: Option<u32>,
         /// First backoff step, in seconds, for records the database could not take.
-        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base.as_secs())]
+        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base().as_secs())]
         retry_base_seconds: u64,
         /// Growth of the backoff with each receive.
-        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier)]
+        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier())]
         retry_multiplier: u32,
         /// The longest the backoff hides a record, in seconds: the bound on catch-up.
-        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap.as_secs())]
+        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap().as_secs())]
         retry_cap_seconds: u64,
         /// Run without the circuit breaker (the template deploys one): the
         /// mapping then keeps polling through a database outage, and through
@@ -125,11 +125,7 @@ impl Cli {
             } => {
                 let template = Template::from_file(&template)?;
                 let policy = RetryPolicy {
-                    backoff: Backoff {
-                        base: Duration::from_secs(retry_base_seconds),
-                        multiplier: retry_multiplier,
-                        cap: Duration::from_secs(retry_cap_seconds),
-                    },
+                    backoff: backoff(retry_base_seconds, retry_multiplier, retry_cap_seconds)?,
                     max_receive_count: max_receive_count(template.queues.max_receive_count)?,
                 };
                 print!("{}", crate::schedule::describe(&policy, 2));
@@ -182,11 +178,7 @@ impl Cli {
                 .await?;
                 let sqs = sqs_client().await;
                 let policy = RetryPolicy {
-                    backoff: Backoff {
-                        base: Duration::from_secs(retry_base_seconds),
-                        multiplier: retry_multiplier,
-                        cap: Duration::from_secs(retry_cap_seconds),
-                    },
+                    backoff: backoff(retry_base_seconds, retry_multiplier, retry_cap_seconds)?,
                     max_receive_count: self::max_receive_count(
                         max_receive_count.unwrap_or(template.queues.max_receive_count),
                     )?,
@@ -228,6 +220,15 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 }
 
 /// The queue's `maxReceiveCount` as the retry policy takes it.
+fn backoff(base_seconds: u64, multiplier: u32, cap_seconds: u64) -> anyhow::Result<Backoff> {
+    Backoff::new(
+        Duration::from_secs(base_seconds),
+        multiplier,
+        Duration::from_secs(cap_seconds),
+    )
+    .context("--retry-base-seconds and --retry-cap-seconds must be at least 1, --retry-multiplier at least 1")
+}
+
 fn max_receive_count(count: u32) -> anyhow::Result<MaxReceiveCount> {
     MaxReceiveCount::new(count).with_context(|| {
         format!(

@@ -23,9 +23,9 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
     let _ = writeln!(
         out,
         "maxReceiveCount={max} backoff={}s×{}ⁿ⁻¹ capped at {}s",
-        policy.backoff.base.as_secs(),
-        policy.backoff.multiplier,
-        policy.backoff.cap.as_secs()
+        policy.backoff.base().as_secs(),
+        policy.backoff.multiplier(),
+        policy.backoff.cap().as_secs()
     );
     let _ = writeln!(out, "copy  receive  at            then");
     let mut at = Duration::ZERO;

@@ -78,18 +78,44 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     where
         T: FromStr + PartialOrd + Display,
     {
-        let expected = format!("{what}, {} to {}", bounds.start(), bounds.end());
         match self.optional(name) {
             None => Ok(default),
-            Some(value) => match value.parse::<T>() {
-                Ok(number) if bounds.contains(&number) => Ok(number),
-                _ => Err(EnvError::Invalid {
-                    name,
-                    value,
-                    expected,
-                }),
-            },
+            Some(value) => within(name, value, &bounds, what),
         }
+    }
+
+    /// A number that must be set, within `bounds`; `why` says what to set it to.
+    pub fn required_bounded<T>(
+        &self,
+        name: &'static str,
+        bounds: RangeInclusive<T>,
+        what: &str,
+        why: &'static str,
+    ) -> Result<T, EnvError>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        within(name, self.required(name, why)?, &bounds, what)
+    }
+}
+
+/// `value` of `name` parsed, if it lies within `bounds`.
+fn within<T>(
+    name: &'static str,
+    value: String,
+    bounds: &RangeInclusive<T>,
+    what: &str,
+) -> Result<T, EnvError>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    match value.parse::<T>() {
+        Ok(number) if bounds.contains(&number) => Ok(number),
+        _ => Err(EnvError::Invalid {
+            name,
+            value,
+            expected: format!("{what}, {} to {}", bounds.start(), bounds.end()),
+        }),
     }
 }
 
@@ -144,6 +170,20 @@ mod tests {
         assert_eq!(
             env.bounded("UNSET", 60_u64, 1..=900, "whole seconds"),
             Ok(60)
+        );
+    }
+
+    #[test]
+    fn a_required_number_must_be_set_and_within_its_bounds() {
+        let env = env(&[("COUNT", "6"), ("ONE", "1")]);
+        let read = |name| env.required_bounded(name, 2_u32..=1000, "a count", "set it");
+        assert_eq!(read("COUNT"), Ok(6));
+        assert!(matches!(read("UNSET"), Err(EnvError::Required { .. })));
+        assert!(
+            read("ONE")
+                .expect_err("below")
+                .to_string()
+                .ends_with("a count, 2 to 1000")
         );
     }
 

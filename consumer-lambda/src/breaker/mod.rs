@@ -326,9 +326,10 @@ mod tests {
     fn the_breaker_adds_less_to_catch_up_than_the_backoffs_cap() {
         // Catch-up after an outage is bounded by the larger of the two: the
         // paused mapping's probe interval and the longest postponement.
-        assert!(OPEN_PROBE_INTERVAL <= crate::retry::Backoff::default().cap);
+        assert!(OPEN_PROBE_INTERVAL <= crate::retry::Backoff::default().cap());
         assert!(
-            OPEN_PROBE_INTERVAL + crate::retry::Backoff::default().cap <= Duration::from_secs(120)
+            OPEN_PROBE_INTERVAL + crate::retry::Backoff::default().cap()
+                <= Duration::from_secs(120)
         );
     }
 }

@@ -167,11 +167,7 @@ impl RetryQueue for &FakeQueue {
 }
 
 const POLICY: RetryPolicy = RetryPolicy {
-    backoff: Backoff {
-        base: Duration::from_secs(10),
-        multiplier: 2,
-        cap: Duration::from_secs(60),
-    },
+    backoff: Backoff::new(Duration::from_secs(10), 2, Duration::from_secs(60)).expect("valid"),
     max_receive_count: MaxReceiveCount::new(5).expect("2 to 1,000"),
 };
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 
 /// Exponential backoff with a cap: after attempt n, wait `base × multiplierⁿ⁻¹`,
-/// at most `cap`.
+/// at most `cap`. A base and a cap of at least a second and a multiplier of
+/// at least one, so that no delay is zero and none shrinks.
 ///
 /// The cap is what bounds catch-up: whatever a record went through, it is
 /// never hidden for longer than `cap`, so once the database answers again every
@@ -16,9 +17,9 @@ pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 /// is paused and nothing is received at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    pub base: Duration,
-    pub multiplier: u32,
-    pub cap: Duration,
+    base: Duration,
+    multiplier: u32,
+    cap: Duration,
 }
 
 impl Default for Backoff {
@@ -32,11 +33,35 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// `None` for a base or a cap under a second, or a multiplier of zero.
+    pub const fn new(base: Duration, multiplier: u32, cap: Duration) -> Option<Self> {
+        if base.as_secs() >= 1 && multiplier >= 1 && cap.as_secs() >= 1 {
+            Some(Self {
+                base,
+                multiplier,
+                cap,
+            })
+        } else {
+            None
+        }
+    }
+
+    pub const fn base(&self) -> Duration {
+        self.base
+    }
+
+    pub const fn multiplier(&self) -> u32 {
+        self.multiplier
+    }
+
+    pub const fn cap(&self) -> Duration {
+        self.cap
+    }
+
     /// How long a record stays hidden after its `attempt`-th failure (from 1).
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = self
             .multiplier
-            .max(1)
             .saturating_pow(attempt.max(1).saturating_sub(1));
         self.base.saturating_mul(factor).min(self.cap)
     }
@@ -131,11 +156,20 @@ mod tests {
     }
 
     #[test]
+    fn a_backoff_with_a_zero_base_cap_or_multiplier_cannot_be_made() {
+        let second = Duration::from_secs(1);
+        assert!(Backoff::new(second, 1, second).is_some());
+        assert!(Backoff::new(Duration::from_millis(999), 2, second).is_none());
+        assert!(Backoff::new(second, 0, second).is_none());
+        assert!(Backoff::new(second, 2, Duration::ZERO).is_none());
+    }
+
+    #[test]
     fn the_delay_doubles_with_each_attempt_up_to_the_cap() {
         let backoff = Backoff::default();
         let delays: Vec<u64> = (1..=6).map(|n| backoff.delay(n).as_secs()).collect();
         assert_eq!(delays, [10, 20, 40, 60, 60, 60]);
-        assert_eq!(backoff.delay(u32::MAX), backoff.cap);
+        assert_eq!(backoff.delay(u32::MAX), backoff.cap());
     }
 
     #[test]
@@ -147,7 +181,7 @@ mod tests {
                     Retry::Postpone(delay) | Retry::Requeue { delay, .. } => delay,
                 };
                 assert!(
-                    wait <= policy.backoff.cap,
+                    wait <= policy.backoff.cap(),
                     "receive {receive} of copy {generation} waits {wait:?}"
                 );
             }
@@ -194,18 +228,15 @@ mod tests {
     fn a_requeued_copy_starts_again_from_the_short_delays() {
         assert_eq!(
             policy().after_failure(1, 3),
-            Retry::Postpone(Backoff::default().base)
+            Retry::Postpone(Backoff::default().base())
         );
     }
 
     #[test]
     fn a_requeue_never_asks_for_more_delay_than_sqs_accepts_on_a_send() {
         let policy = RetryPolicy {
-            backoff: Backoff {
-                base: Duration::from_secs(600),
-                multiplier: 2,
-                cap: Duration::from_secs(3600),
-            },
+            backoff: Backoff::new(Duration::from_secs(600), 2, Duration::from_secs(3600))
+                .expect("valid"),
             ..policy()
         };
         assert!(matches!(
