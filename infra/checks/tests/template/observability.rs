@@ -610,7 +610,12 @@ fn the_dashboard_shows_the_edge_the_queues_the_consumer_and_the_database() {
         ("OrdersConsumer", "Conflicts", function, "conflicts"),
         ("OrdersConsumer", "Postponed", function, "postponed"),
         ("OrdersConsumer", "Requeued", function, "requeued"),
-        ("OrdersConsumer", "DeadLettered", function, "poison sent to the DLQ"),
+        (
+            "OrdersConsumer",
+            "DeadLettered",
+            function,
+            "poison sent to the DLQ",
+        ),
         (
             "OrdersConsumer",
             "OldestOrderAge",
