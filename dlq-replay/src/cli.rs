@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::native::{self, Cancelled, MAX_RATE};
-use crate::peek::{PeekOptions, peek, write_json, write_table};
+use crate::peek::{PeekOptions, peek, write_json, write_reasons, write_reasons_json, write_table};
 use crate::progress::{Bar, Lines, Progress};
 use crate::queues::{describe, source_queue};
 use crate::replay::{End, ReplayOptions, Selection, replay};
@@ -58,7 +58,14 @@ impl Dlq {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the DLQ's messages without consuming them: ids, receive counts,
-    /// times, size, an excerpt and why the contract rejects each.
+    /// times, size, an excerpt, and why each is there (failure class and detail).
+    ///
+    /// The reason is the one the consumer wrote in the message's failure.*
+    /// attributes; a message without them is re-parsed: the contract's class
+    /// (invalid_json, invalid_order, unsupported_schema_version) for a body it
+    /// refuses, `redriven` for a valid order the redrive policy moved.
+    /// `--group-by reason` prints one row per class instead: count, oldest and
+    /// newest sent time, one example detail.
     ///
     /// The messages are received with a short visibility timeout, kept hidden
     /// while more are gathered, then made visible again at once. Each look
@@ -86,9 +93,18 @@ struct PeekArgs {
     /// Print a JSON array, one object per message (with its body and attributes), for scripts.
     #[arg(long)]
     json: bool,
+    /// One row per failure class (class, count, oldest, newest, an example detail) of the messages seen.
+    #[arg(long, value_name = "WHAT", value_enum)]
+    group_by: Option<GroupBy>,
     /// Seconds the messages stay hidden at most, should peek be killed before it releases them.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=43_200))]
     visibility_timeout: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GroupBy {
+    /// The failure class.
+    Reason,
 }
 
 #[derive(Debug, Args)]
@@ -203,10 +219,11 @@ async fn peek_command(sqs: &aws_sdk_sqs::Client, args: PeekArgs) -> anyhow::Resu
     };
     let peeked = peek(sqs, args.dlq.url(), options).await?;
     let mut out = std::io::stdout().lock();
-    if args.json {
-        write_json(&mut out, &peeked)
-    } else {
-        write_table(&mut out, &peeked)
+    match (args.group_by, args.json) {
+        (Some(GroupBy::Reason), true) => write_reasons_json(&mut out, &peeked),
+        (Some(GroupBy::Reason), false) => write_reasons(&mut out, &peeked),
+        (None, true) => write_json(&mut out, &peeked),
+        (None, false) => write_table(&mut out, &peeked),
     }
     .context("could not write to stdout")?;
     out.flush().context("could not write to stdout")?;

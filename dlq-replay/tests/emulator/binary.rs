@@ -180,7 +180,8 @@ async fn peek_prints_a_table_or_json_and_leaves_the_messages() {
         "SENT",
         "BYTES",
         "EXCERPT",
-        "WHY INVALID",
+        "CLASS",
+        "DETAIL",
     ] {
         assert!(header.contains(column), "{header}");
     }

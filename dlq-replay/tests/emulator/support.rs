@@ -7,6 +7,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use dlq_replay::{Lines, ReplayOptions, Report, RouteError, replay};
+use order_contract::{Failure, FailureClass};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
 
@@ -200,4 +201,53 @@ pub(crate) fn captured() -> Lines<Vec<u8>, Vec<u8>> {
 
 pub(crate) fn notes(progress: Lines<Vec<u8>, Vec<u8>>) -> String {
     String::from_utf8(progress.into_inner().0).expect("UTF-8 notes")
+}
+
+/// A failure as the consumer records it on a DLQ message.
+pub(crate) fn failure(class: FailureClass, detail: &str) -> Failure {
+    Failure {
+        class,
+        detail: Some(detail.to_owned()),
+        message_id: Some("the-original-message-id".to_owned()),
+        receive_count: Some(1),
+        failed_at: Some("2026-12-02T16:30:00Z".parse().expect("time")),
+        consumer_version: Some("0.1.0".to_owned()),
+    }
+}
+
+/// The message attributes the consumer adds to a DLQ copy, from the contract.
+pub(crate) fn failure_attributes(failure: &Failure) -> HashMap<String, MessageAttributeValue> {
+    failure
+        .attributes()
+        .into_iter()
+        .map(|a| {
+            let value = MessageAttributeValue::builder()
+                .data_type(a.data_type)
+                .string_value(a.value)
+                .build()
+                .expect("an attribute");
+            (a.name.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Sends `body` to the DLQ the way the consumer dead-letters poison: its own
+/// attributes plus the failure's.
+pub(crate) async fn send_failed(
+    queues: &TestQueues,
+    body: &str,
+    own: HashMap<String, MessageAttributeValue>,
+    failure: &Failure,
+) {
+    let mut attributes = own;
+    attributes.extend(failure_attributes(failure));
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.dlq_url)
+        .message_body(body)
+        .set_message_attributes(Some(attributes))
+        .send()
+        .await
+        .expect("send to the test DLQ");
 }
