@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use order_contract::FailureClass;
 use support::StopSignals;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -75,7 +76,10 @@ enum Command {
     ///
     /// The source queue is the one whose redrive policy names the DLQ
     /// (ListDeadLetterSourceQueues), or --to URL. Message bodies and attributes
-    /// are sent byte for byte. Prints one line per message skipped as invalid,
+    /// are sent byte for byte, but for the failure.* attributes, which are
+    /// left out, and `replayed_from`, set to the DLQ message's id (left out, with
+    /// a line saying so, when the message already has SQS's 10 attributes).
+    /// Prints one line per message skipped as invalid,
     /// not moved, or (with --dry-run) that would move, then a summary:
     /// `replay: moved=N skipped=N failed=N`. Ctrl-C stops after the batch in flight.
     Replay(ReplayArgs),
@@ -129,6 +133,10 @@ struct ReplayArgs {
     /// Move only these orders (repeat the option or list several ids).
     #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
     order_ids: Vec<Uuid>,
+    /// Move only messages of this failure class (repeatable): invalid_json, invalid_order,
+    /// unsupported_schema_version, row_refused, redriven, as `peek` shows them.
+    #[arg(long = "reason", value_name = "CLASS", action = ArgAction::Append)]
+    reasons: Vec<FailureClass>,
     /// Seconds a received message stays hidden should this process die before
     /// moving or releasing it; must cover one batch's send and delete.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
@@ -136,7 +144,7 @@ struct ReplayArgs {
     /// Let SQS move everything itself (StartMessageMoveTask) and follow its
     /// progress; the task goes on if this command stops. Without --to, each
     /// message returns to the queue it came from.
-    #[arg(long, conflicts_with_all = ["max", "dry_run", "only_valid", "order_ids", "visibility_timeout"])]
+    #[arg(long, conflicts_with_all = ["max", "dry_run", "only_valid", "order_ids", "reasons", "visibility_timeout"])]
     native: bool,
 }
 
@@ -242,6 +250,7 @@ async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
         selection: Selection {
             only_valid: args.only_valid,
             order_ids: args.order_ids.into_iter().collect(),
+            reasons: args.reasons.into_iter().collect(),
         },
         visibility_timeout_secs: args.visibility_timeout,
     };
@@ -376,6 +385,7 @@ mod tests {
             &["--dry-run"],
             &["--max", "5"],
             &["--order-id", "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"],
+            &["--reason", "row_refused"],
             &["--visibility-timeout", "5"],
         ] {
             let mut args = vec!["replay", "--native"];
@@ -403,6 +413,25 @@ mod tests {
         assert_eq!(args.order_ids.len(), 3);
         let err = parse(&["replay", "--order-id", "not-a-uuid"]).expect_err("invalid");
         assert!(err.to_string().contains("not-a-uuid"), "{err}");
+    }
+
+    #[test]
+    fn reasons_are_failure_classes_and_an_unknown_one_lists_the_known() {
+        let cli =
+            parse(&["replay", "--reason", "row_refused", "--reason", "redriven"]).expect("valid");
+        let Command::Replay(args) = cli.command else {
+            panic!("replay expected")
+        };
+        assert_eq!(
+            args.reasons,
+            [FailureClass::RowRefused, FailureClass::Redriven]
+        );
+        let err = parse(&["replay", "--reason", "gremlins"]).expect_err("unknown");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        for class in FailureClass::ALL {
+            assert!(err.to_string().contains(class.as_str()), "{err}");
+        }
     }
 
     #[test]
