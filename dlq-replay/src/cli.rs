@@ -1,6 +1,8 @@
-//! The `replay-dlq` command: `peek`, `replay` (plain or `--native`) and `cancel`.
+//! The `replay-dlq` command: `peek`, `replay` (plain or `--native`), `cancel`,
+//! `export` and `import`.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use support::StopSignals;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::archive::{self, DEFAULT_IMPORT_RATE, ExportOptions, ImportOptions, export, import};
 use crate::native::{self, Cancelled, MAX_RATE};
 use crate::peek::{PeekOptions, peek, write_json, write_reasons, write_reasons_json, write_table};
 use crate::progress::{Bar, Lines, Progress};
@@ -26,14 +29,16 @@ Where it connects:
   never reads it, REPLAY_DLQ_LOCAL=1 always does.
 
 Exit status:
-  0    done; every message looked at was moved, or skipped on purpose
-  1    a message could not be moved, the native task failed or was cancelled, or an error
+  0    done; every message looked at was moved (exported, imported), or skipped on purpose
+  1    a message could not be moved (exported, imported; or an import line was unreadable),
+       the native task failed or was cancelled, or an error
   2    wrong usage
   130  interrupted (Ctrl-C or SIGTERM) after the batch in flight; the summary is printed";
 
 /// Look into the orders dead-letter queue and move its messages back to their
 /// source queue, safely: each message is sent before it is deleted, so a crash
 /// can at worst duplicate one, and the consumer stores each order_id once.
+/// Export them to a file and import them elsewhere the same way.
 #[derive(Debug, Parser)]
 #[command(name = "replay-dlq", version, after_long_help = ENVIRONMENT)]
 pub struct Cli {
@@ -85,6 +90,27 @@ enum Command {
     Replay(ReplayArgs),
     /// Cancel the DLQ's running native move task (see `replay --native`).
     Cancel(CancelArgs),
+    /// Write DLQ messages to a file, one JSON object a line: body, message
+    /// attributes (binary ones in base64), message id, receive count, sent time.
+    ///
+    /// Appends to FILE (creating it). The messages stay in the DLQ unless
+    /// --delete is given; with --delete, a batch is deleted only once it is
+    /// written and flushed to disk (fsync), so a crash at any point leaves every
+    /// message in the file, in the DLQ, or in both. Takes the same filters as
+    /// `replay`. Prints one line per message skipped as invalid or not deleted,
+    /// then a summary: `export: written=N skipped=N failed=N; left in the DLQ`,
+    /// or with --delete `export: written=N deleted=N skipped=N failed=N`.
+    Export(ExportArgs),
+    /// Send the messages of an export file to a queue, body and attributes as exported.
+    ///
+    /// Resumable: FILE.imported, beside the file, journals each batch SQS
+    /// acknowledged (flushed to disk before the next batch), and a re-run with
+    /// the same file and --to skips those lines. Only a crash between SQS's
+    /// answer and that flush sends one batch (at most 10 messages) again;
+    /// the consumer stores each order_id once. Prints a summary:
+    /// `import: sent=N already_sent=N failed=N unreadable=N`. To replay an
+    /// archive by reason, import it into a DLQ, then `replay --reason`.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +175,56 @@ struct ReplayArgs {
 }
 
 #[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    dlq: Dlq,
+    /// The file to append the messages to (JSON lines).
+    #[arg(long = "to", value_name = "FILE")]
+    file: PathBuf,
+    /// Delete from the DLQ what was written and flushed to the file.
+    #[arg(long)]
+    delete: bool,
+    /// Write at most N messages (with --dry-run: list at most N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max: Option<u64>,
+    /// Read at most this many messages per second (fractions allowed).
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// List what would be written; write and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Export only messages the order contract accepts.
+    #[arg(long)]
+    only_valid: bool,
+    /// Export only these orders (repeat the option or list several ids).
+    #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
+    order_ids: Vec<Uuid>,
+    /// Export only messages of this failure class (repeatable), as `peek` shows them.
+    #[arg(long = "reason", value_name = "CLASS", action = ArgAction::Append)]
+    reasons: Vec<FailureClass>,
+    /// Seconds a received message stays hidden should this process die before
+    /// writing and deleting it; must cover one batch's write, fsync and delete.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    visibility_timeout: u32,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The export file to read.
+    #[arg(long = "from", value_name = "FILE")]
+    file: PathBuf,
+    /// The queue to send the messages to (any standard queue: a DLQ elsewhere, or a source queue).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Send at most this many messages per second (fractions allowed).
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate, default_value_t = DEFAULT_IMPORT_RATE)]
+    rate: f64,
+    /// List what would be sent; send nothing and write no journal.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 struct CancelArgs {
     #[command(flatten)]
     dlq: Dlq,
@@ -167,11 +243,14 @@ impl Cli {
             args.check_native_rate();
         }
         let dlq = match &self.command {
-            Command::Peek(args) => &args.dlq,
-            Command::Replay(args) => &args.dlq,
-            Command::Cancel(args) => &args.dlq,
+            Command::Peek(args) => Some(&args.dlq),
+            Command::Replay(args) => Some(&args.dlq),
+            Command::Cancel(args) => Some(&args.dlq),
+            Command::Export(args) => Some(&args.dlq),
+            // Reads a file, sends to --to: no DLQ involved.
+            Command::Import(_) => None,
         };
-        if dlq.url.as_deref().is_none_or(str::is_empty) {
+        if dlq.is_some_and(|dlq| dlq.url.as_deref().is_none_or(str::is_empty)) {
             Cli::command()
                 .error(
                     clap::error::ErrorKind::MissingRequiredArgument,
@@ -186,6 +265,8 @@ impl Cli {
             Command::Replay(args) if args.native => native_command(&sqs, args).await,
             Command::Replay(args) => replay_command(&sqs, args).await,
             Command::Cancel(args) => cancel_command(&sqs, args).await,
+            Command::Export(args) => export_command(&sqs, args).await,
+            Command::Import(args) => import_command(&sqs, args).await,
         }
     }
 }
@@ -257,7 +338,7 @@ async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     let stop = stop_on_signals(
         "stopping after the batch in flight (Ctrl-C again stops at once; messages in flight then reappear in the DLQ after --visibility-timeout)",
     );
-    let mut progress = progress_for_terminal("replay");
+    let mut progress = progress_for_terminal("replay", "messages in the DLQ");
     let report = replay(
         sqs,
         args.dlq.url(),
@@ -275,6 +356,58 @@ async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     Ok(ExitCode::from(report.exit_code()))
 }
 
+async fn export_command(sqs: &aws_sdk_sqs::Client, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let options = ExportOptions {
+        max: args.max,
+        rate: args.rate,
+        dry_run: args.dry_run,
+        delete: args.delete,
+        selection: Selection {
+            only_valid: args.only_valid,
+            order_ids: args.order_ids.into_iter().collect(),
+            reasons: args.reasons.into_iter().collect(),
+        },
+        visibility_timeout_secs: args.visibility_timeout,
+    };
+    let stop = stop_on_signals(
+        "stopping after the batch in flight (Ctrl-C again stops at once; what was not deleted stays in the DLQ)",
+    );
+    let mut progress = progress_for_terminal("export", "messages in the DLQ");
+    let report = export(
+        sqs,
+        args.dlq.url(),
+        &args.file,
+        &options,
+        progress.as_mut(),
+        stop,
+    )
+    .await?;
+    drop(progress);
+    println!("{}", report.summary());
+    if let archive::End::Aborted(err) = &report.end {
+        eprintln!("error: {}", crate::queues::error_chain(err));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+async fn import_command(sqs: &aws_sdk_sqs::Client, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let options = ImportOptions {
+        rate: args.rate,
+        dry_run: args.dry_run,
+    };
+    let stop = stop_on_signals(
+        "stopping after the batch in flight (Ctrl-C again stops at once; a re-run resumes from the journal)",
+    );
+    let mut progress = progress_for_terminal("import", "lines in the file");
+    let report = import(sqs, &args.file, &args.to, &options, progress.as_mut(), stop).await?;
+    drop(progress);
+    println!("{}", report.summary());
+    if let archive::End::Aborted(err) = &report.end {
+        eprintln!("error: {}", crate::queues::error_chain(err));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
 async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let dlq = describe(sqs, args.dlq.url()).await?;
     let destination_arn = match &args.to {
@@ -287,7 +420,7 @@ async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::
     let stop = stop_on_signals(
         "no longer following; the move task keeps running in SQS (`replay-dlq cancel` stops it)",
     );
-    let mut progress = progress_for_terminal("replay --native");
+    let mut progress = progress_for_terminal("replay --native", "messages in the DLQ");
     let followed = native::follow(
         sqs,
         &dlq.arn,
@@ -336,12 +469,13 @@ async fn cancel_command(sqs: &aws_sdk_sqs::Client, args: CancelArgs) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-/// A bar when a person watches stderr, plain lines when it goes to a log.
-fn progress_for_terminal(label: &'static str) -> Box<dyn Progress> {
+/// A bar when a person watches stderr, plain lines when it goes to a log;
+/// `what` says what the total counts.
+fn progress_for_terminal(label: &'static str, what: &'static str) -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(Bar::new(std::io::stdout()))
     } else {
-        Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()))
+        Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()).counting(what))
     }
 }
 

@@ -1,13 +1,10 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use dlq_replay::peek::{write_json, write_reasons, write_table};
 use dlq_replay::{PeekOptions, peek};
 use order_contract::FailureClass;
 
-use crate::support::{
-    dead_letter, depth, failure, order_id, poison_bodies, queues, send_failed, send_to_dlq,
-    valid_body,
-};
+use crate::support::{dead_letter, depth, mixed_dlq, order_id, poison_bodies, queues, valid_body};
 
 #[tokio::test]
 async fn peek_shows_valid_and_poison_messages_with_why_and_leaves_them_in_the_dlq() {
@@ -97,38 +94,6 @@ async fn peek_shows_at_most_max_and_its_json_is_one_object_per_message() {
         (15, 0),
         "all visible again at once"
     );
-}
-
-/// A DLQ as it fills once the consumer dead-letters poison itself: messages
-/// with the failure attributes, and some without (moved by the redrive policy).
-async fn mixed_dlq(queues: &testkit::TestQueues) -> Vec<String> {
-    let refused: Vec<String> = (0..2).map(|n| valid_body(100 + n)).collect();
-    for body in &refused {
-        send_failed(
-            queues,
-            body,
-            HashMap::new(),
-            &failure(
-                FailureClass::RowRefused,
-                "23514: new row violates check constraint",
-            ),
-        )
-        .await;
-    }
-    send_failed(
-        queues,
-        "this is not JSON",
-        HashMap::new(),
-        &failure(
-            FailureClass::InvalidJson,
-            "not valid JSON at line 1 column 1",
-        ),
-    )
-    .await;
-    // No attributes: one the contract refuses, two valid ones (redriven).
-    let unrecorded = vec![poison_bodies()[3].clone(), valid_body(1), valid_body(2)];
-    send_to_dlq(queues, &unrecorded, false).await;
-    [refused, vec!["this is not JSON".to_owned()], unrecorded].concat()
 }
 
 #[tokio::test]

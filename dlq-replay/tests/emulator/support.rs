@@ -251,3 +251,73 @@ pub(crate) async fn send_failed(
         .await
         .expect("send to the test DLQ");
 }
+
+/// A directory of this test's own for export files, removed when dropped.
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("dlq-replay-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Self(dir)
+    }
+
+    pub(crate) fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The records of an export file; a last line cut short by a kill is left out.
+pub(crate) fn records(path: &std::path::Path) -> Vec<dlq_replay::archive::Record> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        match dlq_replay::archive::Record::from_line(line) {
+            Ok(record) => records.push(record),
+            Err(err) if n + 1 == lines.len() && !text.ends_with('\n') => {
+                eprintln!("last line cut short: {err}");
+            }
+            Err(err) => panic!("line {} of {}: {err}", n + 1, path.display()),
+        }
+    }
+    records
+}
+
+/// A DLQ as it fills once the consumer dead-letters poison itself: messages
+/// with the failure attributes, and some without (moved by the redrive policy).
+pub(crate) async fn mixed_dlq(queues: &TestQueues) -> Vec<String> {
+    let refused: Vec<String> = (0..2).map(|n| valid_body(100 + n)).collect();
+    for body in &refused {
+        send_failed(
+            queues,
+            body,
+            HashMap::new(),
+            &failure(
+                FailureClass::RowRefused,
+                "23514: new row violates check constraint",
+            ),
+        )
+        .await;
+    }
+    send_failed(
+        queues,
+        "this is not JSON",
+        HashMap::new(),
+        &failure(
+            FailureClass::InvalidJson,
+            "not valid JSON at line 1 column 1",
+        ),
+    )
+    .await;
+    // No attributes: one the contract refuses, two valid ones (redriven).
+    let unrecorded = vec![poison_bodies()[3].clone(), valid_body(1), valid_body(2)];
+    send_to_dlq(queues, &unrecorded, false).await;
+    [refused, vec!["this is not JSON".to_owned()], unrecorded].concat()
+}
