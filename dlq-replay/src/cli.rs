@@ -38,7 +38,7 @@ Exit status:
 /// Look into the orders dead-letter queue and move its messages back to their
 /// source queue, safely: each message is sent before it is deleted, so a crash
 /// can at worst duplicate one, and the consumer stores each order_id once.
-/// Export them to a file and import them elsewhere the same way.
+/// Export them to a file of JSON lines, and import such a file into any queue, as safely.
 #[derive(Debug, Parser)]
 #[command(name = "replay-dlq", version, after_long_help = ENVIRONMENT)]
 pub struct Cli {

@@ -109,6 +109,7 @@ pub async fn replay(
         dry_run = options.dry_run,
         only_valid = options.selection.only_valid,
         order_ids = options.selection.order_ids.len(),
+        reasons = ?options.selection.reasons,
         max = options.max,
         rate = options.rate,
         dlq_messages = dlq.visible,
