@@ -513,3 +513,98 @@ async fn the_help_names_every_command() {
         assert!(help.contains(&format!("  {command} ")), "{command}: {help}");
     }
 }
+
+/// Sends SIGINT to a running replay-dlq once `ready` holds; returns its exit
+/// code and what it printed.
+async fn interrupt_when<F, Fut>(
+    child: tokio::process::Child,
+    what: &str,
+    ready: F,
+) -> (Option<i32>, String, String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    eventually(what, Duration::from_secs(60), ready).await;
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill -INT");
+    assert!(sent.success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("it stops promptly")
+        .expect("output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_export_and_import_after_the_batch_in_flight_with_the_summary_and_130() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..30).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+    let scratch = Scratch::new();
+    let file = scratch.file("dlq.jsonl");
+    let path = file.to_str().expect("a UTF-8 path");
+
+    let child = on(
+        &queues,
+        &["export", "--to", path, "--delete", "--rate", "2"],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    let (code, stdout, stderr) = interrupt_when(child, "a first batch exported", || async {
+        match records(&file).len() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} in the file")),
+        }
+    })
+    .await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("export: written="), "{stdout}");
+    assert!(summary.ends_with("failed=0 (interrupted)"), "{summary}");
+    let written = records(&file).len() as u64;
+    assert!(written < 30, "{summary}");
+    assert!(
+        summary.contains(&format!("written={written} deleted={written} ")),
+        "{summary}"
+    );
+    // A clean stop: what was written is gone from the DLQ, the rest visible.
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (30 - written, 0));
+
+    let child = on(
+        &queues,
+        &[
+            "import",
+            "--from",
+            path,
+            "--to",
+            &queues.queue_url,
+            "--rate",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    let (code, stdout, stderr) = interrupt_when(child, "a first batch imported", || async {
+        match depth(&queues.sqs, &queues.queue_url).await {
+            (n, _) if n >= 1 => Ok(()),
+            state => Err(format!("{state:?}")),
+        }
+    })
+    .await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("import: sent="), "{stdout}");
+    assert!(summary.ends_with("(interrupted)"), "{summary}");
+    let (sent, _) = depth(&queues.sqs, &queues.queue_url).await;
+    assert!(summary.contains(&format!("sent={sent} ")), "{summary}");
+    assert!(sent < written, "stopped before the end: {summary}");
+}
