@@ -339,12 +339,15 @@ impl Run<'_> {
         if *stop.borrow() {
             return Some(End::Interrupted);
         }
-        tokio::select! {
-            biased;
-            () = stopped(stop) => return Some(End::Interrupted),
-            () = pacer.ready() => {}
+        // A dry run sends nothing, so it has no rate to keep.
+        if !options.dry_run {
+            tokio::select! {
+                biased;
+                () = stopped(stop) => return Some(End::Interrupted),
+                () = pacer.ready() => {}
+            }
+            pacer.used(batch.len());
         }
-        pacer.used(batch.len());
         let result = if options.dry_run {
             for pending in &batch {
                 self.counts.would_send += 1;
