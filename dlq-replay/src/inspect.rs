@@ -1,12 +1,13 @@
-//! What a DLQ message is: its order (when one can be read), its SQS history, and
-//! why the contract rejects it. Pure functions of the received message.
+//! What a DLQ message is: its order (when one can be read), its SQS history,
+//! why it is in the DLQ ([`Reason`]) and why the contract rejects it. Pure
+//! functions of the received message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
-use order_contract::OrderPlaced;
-use serde::Serialize;
+use order_contract::{Failure, FailureClass, OrderPlaced};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Characters of the body shown in the table's excerpt.
@@ -27,12 +28,20 @@ pub struct MessageView {
     pub excerpt: String,
     /// Why the contract rejects the body; `None` for a valid `OrderPlaced`.
     pub invalid_reason: Option<String>,
+    /// Why the message is in the DLQ: its failure class.
+    #[serde(serialize_with = "class_name")]
+    pub failure_class: FailureClass,
+    /// The failure's detail (the field, or the SQLSTATE and its text).
+    pub failure_detail: Option<String>,
+    /// Whether the consumer recorded the reason in the failure attributes
+    /// (`false`: read from the body, as for a message the redrive policy moved).
+    pub failure_recorded: bool,
     pub body: String,
     pub message_attributes: BTreeMap<String, AttributeView>,
 }
 
 /// A message attribute, binary values in base64 so that JSON can carry them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeView {
     pub data_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +61,7 @@ impl MessageView {
                 .map(String::as_str)
         };
         let attributes = message.message_attributes().cloned().unwrap_or_default();
+        let reason = Reason::of(&attributes, body);
         Self {
             message_id: message.message_id().unwrap_or_default().to_owned(),
             order_id: verdict.order_id,
@@ -63,6 +73,9 @@ impl MessageView {
             size_bytes: size_bytes(body, &attributes),
             excerpt: excerpt(body, EXCERPT_CHARS),
             invalid_reason: verdict.invalid_reason,
+            failure_class: reason.class,
+            failure_detail: reason.detail,
+            failure_recorded: reason.recorded,
             body: body.to_owned(),
             message_attributes: attributes
                 .iter()
@@ -77,13 +90,61 @@ impl MessageView {
 }
 
 impl AttributeView {
-    fn new(value: &MessageAttributeValue) -> Self {
+    pub fn new(value: &MessageAttributeValue) -> Self {
         Self {
             data_type: value.data_type().to_owned(),
             string_value: value.string_value().map(str::to_owned),
             binary_value_base64: value
                 .binary_value()
                 .map(|b| aws_smithy_types::base64::encode(b.as_ref())),
+        }
+    }
+}
+
+pub(crate) fn class_name<S: serde::Serializer>(
+    class: &FailureClass,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.serialize_str(class.as_str())
+}
+
+/// Why a message is in the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub class: FailureClass,
+    pub detail: Option<String>,
+    /// Read from the failure attributes the consumer wrote, rather than from the body.
+    pub recorded: bool,
+}
+
+impl Reason {
+    /// The failure attributes when the message has them; otherwise the body
+    /// re-parsed: the contract's class for a body it refuses, `redriven` for a
+    /// valid order (the redrive policy moved it, the handler never said why).
+    pub fn of(attributes: &HashMap<String, MessageAttributeValue>, body: &str) -> Self {
+        let recorded = Failure::read(|name| {
+            attributes
+                .get(name)
+                .and_then(MessageAttributeValue::string_value)
+        });
+        if let Some(failure) = recorded {
+            return Self {
+                class: failure.class,
+                detail: failure.detail,
+                recorded: true,
+            };
+        }
+        match OrderPlaced::from_json(body) {
+            Ok(_) => Self {
+                class: FailureClass::Redriven,
+                detail: None,
+                recorded: false,
+            },
+            Err(err) => Self {
+                class: FailureClass::of(&err),
+                detail: Some(err.to_string()),
+                recorded: false,
+            },
         }
     }
 }
@@ -219,6 +280,71 @@ mod tests {
         assert_eq!(excerpt("abcdef", 3), "abc…");
         assert_eq!(excerpt("abc", 3), "abc");
         assert_eq!(excerpt("ééééé", 2), "éé…", "characters, not bytes");
+    }
+
+    fn failure_attributes(failure: &Failure) -> HashMap<String, MessageAttributeValue> {
+        failure
+            .attributes()
+            .into_iter()
+            .map(|a| {
+                let value = MessageAttributeValue::builder()
+                    .data_type(a.data_type)
+                    .string_value(a.value)
+                    .build()
+                    .expect("attribute");
+                (a.name.to_owned(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reason_the_consumer_recorded_wins_over_the_body() {
+        let failure = Failure {
+            class: FailureClass::RowRefused,
+            detail: Some("23514: violates check constraint".into()),
+            message_id: Some("original".into()),
+            receive_count: Some(1),
+            failed_at: None,
+            consumer_version: Some("0.1.0".into()),
+        };
+        let reason = Reason::of(&failure_attributes(&failure), VALID);
+        assert_eq!(
+            reason,
+            Reason {
+                class: FailureClass::RowRefused,
+                detail: Some("23514: violates check constraint".into()),
+                recorded: true,
+            }
+        );
+    }
+
+    #[test]
+    fn without_failure_attributes_the_body_says_the_class() {
+        let none = HashMap::new();
+        let not_json = Reason::of(&none, "this is not JSON");
+        assert_eq!(not_json.class, FailureClass::InvalidJson);
+        assert!(!not_json.recorded);
+        assert!(
+            not_json.detail.expect("detail").contains("not valid JSON"),
+            "the contract's message is the detail"
+        );
+        let invalid = Reason::of(&none, &VALID.replace(r#""quantity":2"#, r#""quantity":0"#));
+        assert_eq!(invalid.class, FailureClass::InvalidOrder);
+        assert!(
+            invalid
+                .detail
+                .expect("detail")
+                .contains("items[0].quantity")
+        );
+        assert_eq!(
+            Reason::of(&none, VALID),
+            Reason {
+                class: FailureClass::Redriven,
+                detail: None,
+                recorded: false,
+            },
+            "a valid order without attributes is one the redrive policy moved"
+        );
     }
 
     #[test]

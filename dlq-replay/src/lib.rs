@@ -3,9 +3,10 @@
 //! anything.
 //!
 //! # Layout
-//! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `replay --native`, `cancel`).
+//! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `replay --native`, `cancel`, `export`, `import`).
 //! - [`peek`](mod@peek): reads the DLQ without consuming it; a table or JSON.
 //! - [`replay`](mod@replay): moves messages back, send before delete (selection, move protocol, pacing, report).
+//! - [`archive`]: `export` to a file of JSON lines, `import` from one (resumable).
 //! - [`native`]: SQS's own redrive (message move tasks): start, follow, cancel.
 //! - [`inspect`]: what one message is, and why the order contract rejects it.
 //! - [`progress`]: a bar on a terminal, plain lines in a log.
@@ -14,6 +15,7 @@
 //! Every function takes the SQS [`Client`](aws_sdk_sqs::Client) and its output
 //! as arguments, so tests run them against the emulator and read what they print.
 
+pub mod archive;
 pub mod cli;
 pub mod inspect;
 pub mod native;

@@ -26,6 +26,8 @@ pub struct Lines<O, L> {
     every: Duration,
     last: Option<Instant>,
     label: &'static str,
+    /// What the total counts, in the starting line.
+    what: &'static str,
 }
 
 impl<O: Write, L: Write> Lines<O, L> {
@@ -36,7 +38,13 @@ impl<O: Write, L: Write> Lines<O, L> {
             every: Duration::from_secs(2),
             last: None,
             label,
+            what: "messages in the DLQ",
         }
+    }
+
+    /// Says what the total counts (by default "messages in the DLQ").
+    pub fn counting(self, what: &'static str) -> Self {
+        Self { what, ..self }
     }
 
     /// Gives back the writers, e.g. to read what a test captured.
@@ -52,11 +60,7 @@ impl<O: Write, L: Write> Progress for Lines<O, L> {
             |n| format!("about {n}"),
         );
         // A failed write to a log is no reason to stop moving messages.
-        let _ = writeln!(
-            self.log,
-            "{}: starting, {total} messages in the DLQ",
-            self.label
-        );
+        let _ = writeln!(self.log, "{}: starting, {total} {}", self.label, self.what);
     }
 
     fn advance(&mut self, done: u64, total: Option<u64>, status: &str) {

@@ -26,7 +26,7 @@
 //! queue would tend to hand the same ones back first, and the run could not tell
 //! "only skipped ones left" from "the next receive happened to sample them".
 
-mod pacing;
+pub(crate) mod pacing;
 mod protocol;
 mod report;
 mod selection;
@@ -48,7 +48,7 @@ pub use selection::{Selection, Skip};
 /// Receives that bring back only messages this run has already seen, in a row,
 /// before the run concludes nothing new is left (plus one per batch of messages
 /// seen, which may all come back after a long run).
-const MAX_IDLE_RECEIVES: usize = 3;
+pub(crate) const MAX_IDLE_RECEIVES: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
@@ -109,6 +109,7 @@ pub async fn replay(
         dry_run = options.dry_run,
         only_valid = options.selection.only_valid,
         order_ids = options.selection.order_ids.len(),
+        reasons = ?options.selection.reasons,
         max = options.max,
         rate = options.rate,
         dlq_messages = dlq.visible,
@@ -245,7 +246,7 @@ impl Run<'_> {
 }
 
 /// Completes once `stop` turns true; never, if its sender is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -16,14 +16,14 @@ pub fn chunk_size(rate: Option<f64>) -> usize {
 }
 
 /// Spaces batches so that `rate` messages per second are not exceeded.
-pub(super) struct Pacer {
+pub(crate) struct Pacer {
     per_message: Option<Duration>,
     next: Instant,
     slot: Instant,
 }
 
 impl Pacer {
-    pub(super) fn new(rate: Option<f64>) -> Self {
+    pub(crate) fn new(rate: Option<f64>) -> Self {
         let now = Instant::now();
         Self {
             per_message: rate
@@ -34,7 +34,7 @@ impl Pacer {
         }
     }
 
-    pub(super) async fn ready(&mut self) {
+    pub(crate) async fn ready(&mut self) {
         if self.per_message.is_some() {
             tokio::time::sleep_until(self.next).await;
         }
@@ -42,7 +42,7 @@ impl Pacer {
     }
 
     /// `sent` messages went out in the slot that just began.
-    pub(super) fn used(&mut self, sent: usize) {
+    pub(crate) fn used(&mut self, sent: usize) {
         if let Some(per_message) = self.per_message {
             self.next = self.slot + per_message * u32::try_from(sent).unwrap_or(u32::MAX);
         }

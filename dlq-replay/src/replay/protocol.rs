@@ -4,9 +4,14 @@
 //! whole, a delete that fails) leaves each message in the DLQ, or at worst in
 //! both queues; never in neither. A dry run lists instead of moving.
 
+use std::collections::HashMap;
+
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
+};
+use order_contract::dead_letter::{
+    MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE, is_failure_attribute,
 };
 use tracing::{debug, warn};
 
@@ -69,11 +74,15 @@ impl Run<'_> {
         &mut self,
         group: Vec<Candidate>,
     ) -> Result<(), (SqsError, Vec<Candidate>)> {
-        let entries = group
-            .iter()
-            .enumerate()
-            .map(|(index, candidate)| send_entry(index, &candidate.message))
-            .collect::<Vec<_>>();
+        let mut entries = Vec::with_capacity(group.len());
+        let mut without_lineage = Vec::new();
+        for (index, candidate) in group.iter().enumerate() {
+            let (entry, lineage) = send_entry(index, &candidate.message, &candidate.id);
+            entries.push(entry);
+            if lineage == Lineage::NoRoom {
+                without_lineage.push(index);
+            }
+        }
         let response = match self
             .sqs
             .send_message_batch()
@@ -105,6 +114,14 @@ impl Run<'_> {
                     failed.code(),
                     failed.message().unwrap_or("no message")
                 )));
+            }
+        }
+        for (index, candidate) in group.iter().enumerate() {
+            if without_lineage.contains(&index) && matches!(outcome[index], Some(Ok(()))) {
+                self.progress.note(&format!(
+                    "sent {} (order {}) without {REPLAYED_FROM_ATTRIBUTE}: it already has SQS's {MAX_MESSAGE_ATTRIBUTES} message attributes",
+                    candidate.id, candidate.order_id
+                ));
             }
         }
         for (candidate, outcome) in group.into_iter().zip(outcome) {
@@ -195,10 +212,57 @@ impl Run<'_> {
     }
 }
 
-/// The request entry for one message: the same body and message attributes,
-/// byte for byte, and its X-Ray trace header, the one system attribute SQS lets
-/// a sender set.
-fn send_entry(index: usize, message: &Message) -> SendMessageBatchRequestEntry {
+/// Whether a replayed message says which DLQ message it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lineage {
+    Recorded,
+    /// Its own attributes already fill SQS's limit: it goes without.
+    NoRoom,
+}
+
+/// The message attributes a replay sends: the message's own, byte for byte,
+/// without the failure attributes (the next failure records its own), and
+/// [`REPLAYED_FROM_ATTRIBUTE`] set to `dlq_message_id` (replacing an earlier
+/// replay's), so that a later failure shows its lineage. SQS refuses a
+/// message with more than [`MAX_MESSAGE_ATTRIBUTES`]; one whose own
+/// attributes already reach it goes without the lineage rather than not at all.
+fn replayed_attributes(
+    message: &Message,
+    dlq_message_id: &str,
+) -> (HashMap<String, MessageAttributeValue>, Lineage) {
+    let mut attributes: HashMap<String, MessageAttributeValue> = message
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| !is_failure_attribute(name) && *name != REPLAYED_FROM_ATTRIBUTE)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if attributes.len() >= MAX_MESSAGE_ATTRIBUTES {
+        return (attributes, Lineage::NoRoom);
+    }
+    let lineage = MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(dlq_message_id)
+        .build();
+    match lineage {
+        Ok(value) if !dlq_message_id.is_empty() => {
+            attributes.insert(REPLAYED_FROM_ATTRIBUTE.to_owned(), value);
+            (attributes, Lineage::Recorded)
+        }
+        // SQS gives every message an id; without one there is nothing to record.
+        _ => (attributes, Lineage::NoRoom),
+    }
+}
+
+/// The request entry for one message: the same body, the message attributes
+/// of [`replayed_attributes`], and its X-Ray trace header, the one system
+/// attribute SQS lets a sender set.
+fn send_entry(
+    index: usize,
+    message: &Message,
+    dlq_message_id: &str,
+) -> (SendMessageBatchRequestEntry, Lineage) {
+    let (attributes, lineage) = replayed_attributes(message, dlq_message_id);
     let trace = message
         .attributes()
         .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
@@ -212,15 +276,16 @@ fn send_entry(index: usize, message: &Message) -> SendMessageBatchRequestEntry {
     let mut entry = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(message.body().unwrap_or_default())
-        .set_message_attributes(message.message_attributes().cloned());
+        .set_message_attributes((!attributes.is_empty()).then_some(attributes));
     if let Some(trace) = trace {
         entry = entry
             .message_system_attributes(MessageSystemAttributeNameForSends::AwsTraceHeader, trace);
     }
     // Only a missing id or body fails to build, and both are set above.
-    entry
+    let entry = entry
         .build()
-        .unwrap_or_else(|err| unreachable!("a batch entry with an id and a body: {err}"))
+        .unwrap_or_else(|err| unreachable!("a batch entry with an id and a body: {err}"));
+    (entry, lineage)
 }
 
 fn entry_index(id: &str) -> Option<usize> {
@@ -252,4 +317,70 @@ fn by_size(candidates: Vec<Candidate>) -> Vec<Vec<Candidate>> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use order_contract::dead_letter::{CLASS_ATTRIBUTE, DETAIL_ATTRIBUTE};
+
+    fn text(value: &str) -> MessageAttributeValue {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .expect("attribute")
+    }
+
+    fn message(names: &[&str]) -> Message {
+        let mut message = Message::builder().message_id("dlq-1").body("{}");
+        for name in names {
+            message = message.message_attributes(*name, text(name));
+        }
+        message.build()
+    }
+
+    #[test]
+    fn a_replay_drops_the_failure_attributes_and_records_the_dlq_message_id() {
+        let (attributes, lineage) = replayed_attributes(
+            &message(&["request_id", CLASS_ATTRIBUTE, DETAIL_ATTRIBUTE]),
+            "dlq-1",
+        );
+        assert_eq!(lineage, Lineage::Recorded);
+        let mut names: Vec<&str> = attributes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["replayed_from", "request_id"]);
+        assert_eq!(attributes["request_id"], text("request_id"));
+        assert_eq!(attributes[REPLAYED_FROM_ATTRIBUTE], text("dlq-1"));
+    }
+
+    #[test]
+    fn a_second_replay_names_the_latest_dlq_message() {
+        let mut earlier = message(&["request_id"]);
+        earlier.message_attributes.get_or_insert_default().insert(
+            REPLAYED_FROM_ATTRIBUTE.to_owned(),
+            text("an-older-dlq-message"),
+        );
+        let (attributes, _) = replayed_attributes(&earlier, "dlq-2");
+        assert_eq!(attributes.len(), 2);
+        assert_eq!(attributes[REPLAYED_FROM_ATTRIBUTE], text("dlq-2"));
+    }
+
+    #[test]
+    fn a_message_whose_own_attributes_fill_the_limit_goes_without_its_lineage() {
+        let names: Vec<String> = (0..MAX_MESSAGE_ATTRIBUTES)
+            .map(|n| format!("a{n}"))
+            .collect();
+        let mut full: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Failure attributes never count: they are dropped first.
+        full.push(CLASS_ATTRIBUTE);
+        let (attributes, lineage) = replayed_attributes(&message(&full), "dlq-1");
+        assert_eq!(lineage, Lineage::NoRoom);
+        assert_eq!(attributes.len(), MAX_MESSAGE_ATTRIBUTES);
+        assert!(!attributes.contains_key(REPLAYED_FROM_ATTRIBUTE));
+        let nine = &full[..MAX_MESSAGE_ATTRIBUTES - 1];
+        let (attributes, lineage) = replayed_attributes(&message(nine), "dlq-1");
+        assert_eq!(lineage, Lineage::Recorded);
+        assert_eq!(attributes.len(), MAX_MESSAGE_ATTRIBUTES);
+    }
 }

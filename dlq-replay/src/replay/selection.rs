@@ -1,22 +1,25 @@
 //! Selection: which of the received messages this run moves, and which it
 //! leaves in the DLQ (and why).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use aws_sdk_sqs::types::Message;
+use order_contract::FailureClass;
 use tracing::{Span, debug, info_span};
 use uuid::Uuid;
 
 use super::Run;
-use crate::inspect::Verdict;
+use crate::inspect::{Reason, Verdict};
 
-/// Which messages to move.
+/// Which messages to move (or export).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// Move only messages the contract accepts; leave the rest in the DLQ.
     pub only_valid: bool,
     /// When not empty, move only the orders with these ids.
     pub order_ids: HashSet<Uuid>,
+    /// When not empty, move only messages of these failure classes (`--reason`).
+    pub reasons: BTreeSet<FailureClass>,
 }
 
 /// Why a message stays in the DLQ.
@@ -27,7 +30,11 @@ pub enum Skip {
 }
 
 impl Selection {
-    pub fn decide(&self, verdict: &Verdict) -> Result<(), Skip> {
+    /// Whether a message with this verdict and this failure class is chosen.
+    pub fn decide(&self, verdict: &Verdict, class: FailureClass) -> Result<(), Skip> {
+        if !self.reasons.is_empty() && !self.reasons.contains(&class) {
+            return Err(Skip::NotSelected);
+        }
         if !self.order_ids.is_empty()
             && !verdict
                 .order_uuid()
@@ -66,7 +73,12 @@ impl Run<'_> {
                 continue;
             }
             fresh += 1;
-            let verdict = Verdict::of(message.body().unwrap_or_default());
+            let body = message.body().unwrap_or_default();
+            let verdict = Verdict::of(body);
+            let reason = Reason::of(
+                message.message_attributes().unwrap_or(&Default::default()),
+                body,
+            );
             let order_id = verdict.order_id.clone().unwrap_or_else(|| "-".to_owned());
             let span = info_span!("message", message_id = %id, order_id = %order_id);
             let candidate = Candidate {
@@ -75,15 +87,20 @@ impl Run<'_> {
                 order_id,
                 span,
             };
-            if let Some(candidate) = self.keep_or_skip(candidate, &verdict) {
+            if let Some(candidate) = self.keep_or_skip(candidate, &verdict, reason.class) {
                 selected.push(candidate);
             }
         }
         (fresh, selected)
     }
 
-    fn keep_or_skip(&mut self, candidate: Candidate, verdict: &Verdict) -> Option<Candidate> {
-        match self.options.selection.decide(verdict) {
+    fn keep_or_skip(
+        &mut self,
+        candidate: Candidate,
+        verdict: &Verdict,
+        class: FailureClass,
+    ) -> Option<Candidate> {
+        match self.options.selection.decide(verdict, class) {
             Ok(()) => Some(candidate),
             Err(skip) => {
                 self.counts.skipped += 1;
@@ -97,8 +114,9 @@ impl Run<'_> {
                             candidate.id, candidate.order_id
                         ));
                     }
-                    // Not worth a line each: with --order-id, most of the DLQ is "not selected".
-                    Skip::NotSelected => debug!("skipped: order not selected"),
+                    // Not worth a line each: with --order-id or --reason, most
+                    // of the DLQ may be "not selected".
+                    Skip::NotSelected => debug!(%class, "skipped: not selected"),
                 }
                 None
             }
@@ -118,12 +136,16 @@ mod tests {
     }
 
     const ID: &str = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+    const ANY: FailureClass = FailureClass::Redriven;
 
     #[test]
     fn by_default_every_message_is_moved_valid_or_not() {
         let all = Selection::default();
-        assert_eq!(all.decide(&verdict(None, Some("`currency` bad"))), Ok(()));
-        assert_eq!(all.decide(&verdict(Some(ID), None)), Ok(()));
+        assert_eq!(
+            all.decide(&verdict(None, Some("`currency` bad")), ANY),
+            Ok(())
+        );
+        assert_eq!(all.decide(&verdict(Some(ID), None), ANY), Ok(()));
     }
 
     #[test]
@@ -133,29 +155,60 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(
-            only_valid.decide(&verdict(Some(ID), Some("`currency` bad"))),
+            only_valid.decide(&verdict(Some(ID), Some("`currency` bad")), ANY),
             Err(Skip::Invalid("`currency` bad".into()))
         );
-        assert_eq!(only_valid.decide(&verdict(Some(ID), None)), Ok(()));
+        assert_eq!(only_valid.decide(&verdict(Some(ID), None), ANY), Ok(()));
     }
 
     #[test]
     fn order_ids_select_by_uuid_and_leave_messages_without_an_id() {
         let selection = Selection {
-            only_valid: false,
             order_ids: [ID.parse().expect("uuid")].into_iter().collect(),
+            ..Selection::default()
         };
         assert_eq!(
-            selection.decide(&verdict(Some(&ID.to_uppercase()), None)),
+            selection.decide(&verdict(Some(&ID.to_uppercase()), None), ANY),
             Ok(())
         );
         assert_eq!(
-            selection.decide(&verdict(Some("1f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"), None)),
+            selection.decide(
+                &verdict(Some("1f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"), None),
+                ANY
+            ),
             Err(Skip::NotSelected)
         );
         assert_eq!(
-            selection.decide(&verdict(None, Some("not JSON"))),
+            selection.decide(&verdict(None, Some("not JSON")), ANY),
             Err(Skip::NotSelected)
+        );
+    }
+
+    #[test]
+    fn reasons_select_by_failure_class_along_with_the_other_filters() {
+        let row_refused = Selection {
+            reasons: [FailureClass::RowRefused].into_iter().collect(),
+            ..Selection::default()
+        };
+        assert_eq!(
+            row_refused.decide(&verdict(Some(ID), None), FailureClass::RowRefused),
+            Ok(())
+        );
+        assert_eq!(
+            row_refused.decide(&verdict(Some(ID), None), FailureClass::Redriven),
+            Err(Skip::NotSelected)
+        );
+        let with_order = Selection {
+            order_ids: [ID.parse().expect("uuid")].into_iter().collect(),
+            ..row_refused
+        };
+        assert_eq!(
+            with_order.decide(
+                &verdict(Some("1f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"), None),
+                FailureClass::RowRefused
+            ),
+            Err(Skip::NotSelected),
+            "both filters apply"
         );
     }
 }

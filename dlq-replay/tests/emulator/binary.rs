@@ -8,7 +8,9 @@ use testkit::{TestQueues, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::support::{bodies, depth, drain, poison_bodies, queues, send_to_dlq, valid_body};
+use crate::support::{
+    Scratch, bodies, depth, drain, poison_bodies, queues, records, send_to_dlq, valid_body,
+};
 
 /// The binary with the environment an operator has after `source .dev/env`.
 fn replay_dlq(endpoint: &str, dlq_url: &str, args: &[&str]) -> Command {
@@ -180,7 +182,8 @@ async fn peek_prints_a_table_or_json_and_leaves_the_messages() {
         "SENT",
         "BYTES",
         "EXCERPT",
-        "WHY INVALID",
+        "CLASS",
+        "DETAIL",
     ] {
         assert!(header.contains(column), "{header}");
     }
@@ -215,6 +218,15 @@ async fn wrong_usage_and_a_dlq_without_a_source_say_what_to_do() {
     let (code, _, stderr) = run(on(&queues, &["replay", "--native", "--rate", "0.5"])).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("a whole number from 1 to 500"), "{stderr}");
+
+    let (code, _, stderr) = run(on(&queues, &["replay", "--reason", "gremlins"])).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "use one of: invalid_json, invalid_order, unsupported_schema_version, row_refused, redriven"
+        ),
+        "{stderr}"
+    );
 
     // No DLQ named at all: where to find its URL.
     let mut without_dlq = replay_dlq(&testkit::sqs_endpoint(), "", &["peek"]);
@@ -326,4 +338,273 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
             return Some(head);
         }
     }
+}
+
+/// Kills a running replay-dlq once `ready` holds, and checks it died of the signal.
+async fn kill_when<F, Fut>(mut child: tokio::process::Child, what: &str, ready: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    eventually(what, Duration::from_secs(60), ready).await;
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("reaped");
+    assert_eq!(status.code(), None, "killed by a signal, not finished");
+}
+
+#[tokio::test]
+async fn an_export_delete_killed_midway_loses_nothing_and_a_rerun_finishes_it() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..40).map(valid_body).collect();
+    send_to_dlq(&queues, &all, true).await;
+    let scratch = Scratch::new();
+    let file = scratch.file("dlq.jsonl");
+    let path = file.to_str().expect("a UTF-8 path");
+
+    // 4 messages a second, so the kill lands midway; a 2 s visibility timeout,
+    // so what the killed run held comes back soon.
+    let child = on(
+        &queues,
+        &[
+            "export",
+            "--to",
+            path,
+            "--delete",
+            "--rate",
+            "4",
+            "--visibility-timeout",
+            "2",
+        ],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    kill_when(child, "some but not all messages exported", || async {
+        match records(&file).len() {
+            n if (8..40).contains(&n) => Ok(()),
+            n => Err(format!("{n} in the file")),
+        }
+    })
+    .await;
+    eventually(
+        "the killed run's messages visible again",
+        Duration::from_secs(30),
+        || async {
+            match depth(&queues.sqs, &queues.dlq_url).await {
+                (_, 0) => Ok(()),
+                state => Err(state),
+            }
+        },
+    )
+    .await;
+
+    let in_file: Vec<String> = records(&file).into_iter().map(|r| r.body).collect();
+    let held = drain(&queues.sqs, &queues.dlq_url).await;
+    let in_dlq = bodies(&held);
+    for body in &all {
+        assert!(
+            in_file.contains(body) || in_dlq.contains(body),
+            "lost: neither in the file nor in the DLQ: {body}"
+        );
+    }
+    assert!(
+        in_file.len() >= 8 && in_dlq.len() < 40,
+        "the kill came midway"
+    );
+    // The drain hid them for a minute: visible again for the re-run.
+    for message in &held {
+        queues
+            .sqs
+            .change_message_visibility()
+            .queue_url(&queues.dlq_url)
+            .receipt_handle(message.receipt_handle().expect("a receipt handle"))
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("make it visible");
+    }
+
+    let (code, stdout, stderr) = run(on(&queues, &["export", "--to", path, "--delete"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("export: written="), "{stdout}");
+    assert!(summary.ends_with("failed=0"), "{summary}");
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (0, 0));
+    let in_file: Vec<String> = records(&file).into_iter().map(|r| r.body).collect();
+    for body in &all {
+        assert!(in_file.contains(body), "every message in the file: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_import_killed_midway_and_run_again_sends_each_message_once() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..40).map(valid_body).collect();
+    send_to_dlq(&queues, &all, true).await;
+    let scratch = Scratch::new();
+    let file = scratch.file("dlq.jsonl");
+    let path = file.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = run(on(&queues, &["export", "--to", path, "--delete"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("export: written=40 deleted=40 skipped=0 failed=0"),
+        "{stdout}"
+    );
+
+    let child = on(
+        &queues,
+        &[
+            "import",
+            "--from",
+            path,
+            "--to",
+            &queues.queue_url,
+            "--rate",
+            "4",
+        ],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    kill_when(child, "some but not all messages imported", || async {
+        match depth(&queues.sqs, &queues.queue_url).await {
+            (sent, _) if (8..40).contains(&sent) => Ok(()),
+            state => Err(format!("{state:?}")),
+        }
+    })
+    .await;
+    let journal = std::fs::read_to_string(dlq_replay::archive::journal_path(&file))
+        .expect("the journal beside the file");
+    assert!(
+        journal.lines().count() >= 2,
+        "a header and a batch: {journal}"
+    );
+
+    let (code, stdout, stderr) = run(on(
+        &queues,
+        &["import", "--from", path, "--to", &queues.queue_url],
+    ))
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("import: sent="), "{stdout}");
+    assert!(
+        !summary.contains("already_sent=0 "),
+        "it resumed: {summary}"
+    );
+    assert!(summary.ends_with("failed=0 unreadable=0"), "{summary}");
+
+    let arrived = drain(&queues.sqs, &queues.queue_url).await;
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for body in bodies(&arrived) {
+        *copies.entry(body).or_default() += 1;
+    }
+    for body in &all {
+        assert_eq!(copies.get(body), Some(&1), "exactly once: {body}");
+    }
+    assert_eq!(copies.len(), all.len());
+}
+
+#[tokio::test]
+async fn the_help_names_every_command() {
+    let queues = queues().await;
+    let (code, help, stderr) = run(on(&queues, &["--help"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    for command in ["peek", "replay", "cancel", "export", "import"] {
+        assert!(help.contains(&format!("  {command} ")), "{command}: {help}");
+    }
+}
+
+/// Sends SIGINT to a running replay-dlq once `ready` holds; returns its exit
+/// code and what it printed.
+async fn interrupt_when<F, Fut>(
+    child: tokio::process::Child,
+    what: &str,
+    ready: F,
+) -> (Option<i32>, String, String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    eventually(what, Duration::from_secs(60), ready).await;
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill -INT");
+    assert!(sent.success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("it stops promptly")
+        .expect("output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_export_and_import_after_the_batch_in_flight_with_the_summary_and_130() {
+    let queues = queues().await;
+    let all: Vec<String> = (0..30).map(valid_body).collect();
+    send_to_dlq(&queues, &all, false).await;
+    let scratch = Scratch::new();
+    let file = scratch.file("dlq.jsonl");
+    let path = file.to_str().expect("a UTF-8 path");
+
+    let child = on(
+        &queues,
+        &["export", "--to", path, "--delete", "--rate", "2"],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    let (code, stdout, stderr) = interrupt_when(child, "a first batch exported", || async {
+        match records(&file).len() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} in the file")),
+        }
+    })
+    .await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("export: written="), "{stdout}");
+    assert!(summary.ends_with("failed=0 (interrupted)"), "{summary}");
+    let written = records(&file).len() as u64;
+    assert!(written < 30, "{summary}");
+    assert!(
+        summary.contains(&format!("written={written} deleted={written} ")),
+        "{summary}"
+    );
+    // A clean stop: what was written is gone from the DLQ, the rest visible.
+    assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (30 - written, 0));
+
+    let child = on(
+        &queues,
+        &[
+            "import",
+            "--from",
+            path,
+            "--to",
+            &queues.queue_url,
+            "--rate",
+            "1",
+        ],
+    )
+    .spawn()
+    .expect("replay-dlq starts");
+    let (code, stdout, stderr) = interrupt_when(child, "a first batch imported", || async {
+        match depth(&queues.sqs, &queues.queue_url).await {
+            (n, _) if n >= 1 => Ok(()),
+            state => Err(format!("{state:?}")),
+        }
+    })
+    .await;
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let summary = stdout.lines().last().expect("a summary");
+    assert!(summary.starts_with("import: sent="), "{stdout}");
+    assert!(summary.ends_with("(interrupted)"), "{summary}");
+    let (sent, _) = depth(&queues.sqs, &queues.queue_url).await;
+    assert!(summary.contains(&format!("sent={sent} ")), "{summary}");
+    assert!(sent < written, "stopped before the end: {summary}");
 }

@@ -2,6 +2,7 @@
 //! creates its own queues, so they run in parallel and never share state.
 //! One test binary (rather than one per file) keeps linking cheap.
 
+mod archive;
 mod binary;
 mod native;
 mod peek;

@@ -1,9 +1,10 @@
 use std::collections::HashSet;
 
-use dlq_replay::peek::{write_json, write_table};
+use dlq_replay::peek::{write_json, write_reasons, write_table};
 use dlq_replay::{PeekOptions, peek};
+use order_contract::FailureClass;
 
-use crate::support::{dead_letter, depth, order_id, poison_bodies, queues, valid_body};
+use crate::support::{dead_letter, depth, mixed_dlq, order_id, poison_bodies, queues, valid_body};
 
 #[tokio::test]
 async fn peek_shows_valid_and_poison_messages_with_why_and_leaves_them_in_the_dlq() {
@@ -91,6 +92,82 @@ async fn peek_shows_at_most_max_and_its_json_is_one_object_per_message() {
     assert_eq!(
         depth(&queues.sqs, &queues.dlq_url).await,
         (15, 0),
+        "all visible again at once"
+    );
+}
+
+#[tokio::test]
+async fn peek_reads_the_reason_from_the_failure_attributes_or_else_from_the_body() {
+    let queues = queues().await;
+    let bodies = mixed_dlq(&queues).await;
+
+    let peeked = peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
+        .await
+        .expect("peek");
+    assert_eq!(peeked.messages.len(), 6);
+    let of = |body: &str| {
+        peeked
+            .messages
+            .iter()
+            .find(|m| m.body == body)
+            .expect("peeked")
+    };
+    let refused = of(&bodies[0]);
+    assert_eq!(refused.failure_class, FailureClass::RowRefused);
+    assert!(refused.failure_recorded);
+    assert!(
+        refused.is_valid(),
+        "the contract accepts it; PostgreSQL refused it"
+    );
+    assert_eq!(
+        refused.failure_detail.as_deref(),
+        Some("23514: new row violates check constraint")
+    );
+    let not_json = of(&bodies[2]);
+    assert_eq!(not_json.failure_class, FailureClass::InvalidJson);
+    assert!(not_json.failure_recorded);
+    let unrecorded_invalid = of(&bodies[3]);
+    assert_eq!(unrecorded_invalid.failure_class, FailureClass::InvalidOrder);
+    assert!(!unrecorded_invalid.failure_recorded);
+    assert!(
+        unrecorded_invalid
+            .failure_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("`items[0].quantity`")),
+        "{unrecorded_invalid:?}"
+    );
+    let redriven = of(&bodies[4]);
+    assert_eq!(redriven.failure_class, FailureClass::Redriven);
+    assert_eq!(redriven.failure_detail, None);
+
+    let mut json = Vec::new();
+    write_json(&mut json, &peeked).expect("JSON");
+    let array: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("a JSON array");
+    let classes: Vec<&str> = array
+        .iter()
+        .filter_map(|m| m["failure_class"].as_str())
+        .collect();
+    assert_eq!(classes.len(), 6, "every message has its class in the JSON");
+
+    let mut table = Vec::new();
+    write_reasons(&mut table, &peeked).expect("table");
+    let table = String::from_utf8(table).expect("UTF-8");
+    let row = |class: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{class} ")))
+            .unwrap_or_else(|| panic!("a row for {class}: {table}"))
+    };
+    assert!(row("row_refused").contains(" 2 "), "{table}");
+    assert!(row("row_refused").ends_with("23514: new row violates check constraint"));
+    assert!(row("redriven").contains(" 2 "), "{table}");
+    assert!(row("redriven").ends_with('-'), "no detail: {table}");
+    assert!(row("invalid_json").contains(" 1 "), "{table}");
+    assert!(row("invalid_order").contains(" 1 "), "{table}");
+    assert!(table.contains("6 shown in 4 classes"), "{table}");
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (6, 0),
         "all visible again at once"
     );
 }

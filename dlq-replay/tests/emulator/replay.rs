@@ -1,12 +1,16 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
-use dlq_replay::{End, ReplayOptions, RouteError, Selection, source_queue};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use dlq_replay::{End, PeekOptions, ReplayOptions, RouteError, Selection, peek, source_queue};
+use order_contract::FailureClass;
+use order_contract::dead_letter::{
+    FAILURE_ATTRIBUTE_PREFIX, MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE,
+};
 
 use crate::support::{
-    attributes, bodies, dead_letter, depth, drain, order_id, poison_bodies, queues, run_replay,
-    send_to_dlq, sorted, valid_body,
+    attributes, bodies, dead_letter, depth, drain, failure, order_id, poison_bodies, queues,
+    run_replay, send_failed, send_to_dlq, sorted, valid_body,
 };
 
 #[tokio::test]
@@ -56,14 +60,155 @@ async fn a_replay_moves_every_message_back_with_body_and_attributes_byte_for_byt
         .enumerate()
         .map(|(n, body)| (body.as_str(), attributes(n)))
         .collect();
+    let mut lineage = HashSet::new();
     for message in &moved {
         let body = message.body().expect("a body");
+        let mut attributes = message.message_attributes().expect("attributes").clone();
+        let replayed_from = attributes
+            .remove(REPLAYED_FROM_ATTRIBUTE)
+            .and_then(|v| v.string_value)
+            .expect("the DLQ message id it came from");
+        lineage.insert(replayed_from);
         assert_eq!(
-            message.message_attributes().expect("attributes"),
-            &original_attributes[body],
+            &attributes, &original_attributes[body],
             "attributes of {body}"
         );
     }
+    assert_eq!(lineage.len(), sent.len(), "each names its own DLQ message");
+}
+
+#[tokio::test]
+async fn reason_replays_only_that_class_without_its_failure_attributes_and_with_its_lineage() {
+    let queues = queues().await;
+    let refused: Vec<String> = (0..3).map(|n| valid_body(200 + n)).collect();
+    for (n, body) in refused.iter().enumerate() {
+        send_failed(
+            &queues,
+            body,
+            attributes(n),
+            &failure(FailureClass::RowRefused, "23514: check constraint"),
+        )
+        .await;
+    }
+    send_failed(
+        &queues,
+        "not JSON at all",
+        HashMap::new(),
+        &failure(FailureClass::InvalidJson, "not valid JSON"),
+    )
+    .await;
+    // Without failure attributes: redriven, one with as many attributes as SQS allows.
+    let crowded_body = valid_body(300);
+    let full: HashMap<String, MessageAttributeValue> = (0..MAX_MESSAGE_ATTRIBUTES)
+        .map(|n| {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(format!("v{n}"))
+                .build()
+                .expect("attribute");
+            (format!("a{n}"), value)
+        })
+        .collect();
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.dlq_url)
+        .message_body(&crowded_body)
+        .set_message_attributes(Some(full.clone()))
+        .send()
+        .await
+        .expect("send");
+    let redriven_body = valid_body(301);
+    send_to_dlq(&queues, std::slice::from_ref(&redriven_body), false).await;
+    let dlq_ids: HashMap<String, String> =
+        peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
+            .await
+            .expect("peek")
+            .messages
+            .into_iter()
+            .map(|m| (m.body, m.message_id))
+            .collect();
+
+    let only = |classes: &[FailureClass]| ReplayOptions {
+        selection: Selection {
+            reasons: classes.iter().copied().collect(),
+            ..Selection::default()
+        },
+        ..ReplayOptions::default()
+    };
+    let (report, _) = run_replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &only(&[FailureClass::RowRefused]),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(report.summary(), "replay: moved=3 skipped=3 failed=0");
+    assert_eq!(report.exit_code(), 0);
+    let moved = drain(&queues.sqs, &queues.queue_url).await;
+    assert_eq!(bodies(&moved), sorted(&refused));
+    for message in &moved {
+        let body = message.body().expect("a body");
+        let mut attributes = message.message_attributes().expect("attributes").clone();
+        assert!(
+            attributes
+                .keys()
+                .all(|name| !name.starts_with(FAILURE_ATTRIBUTE_PREFIX)),
+            "no failure attribute goes back: {attributes:?}"
+        );
+        let from = attributes
+            .remove(REPLAYED_FROM_ATTRIBUTE)
+            .and_then(|v| v.string_value);
+        assert_eq!(from.as_ref(), Some(&dlq_ids[body]), "its DLQ message id");
+        let n = refused.iter().position(|b| b == body).expect("one of them");
+        assert_eq!(
+            attributes,
+            crate::support::attributes(n),
+            "its own attributes, unchanged"
+        );
+    }
+    assert_eq!(
+        depth(&queues.sqs, &queues.dlq_url).await,
+        (3, 0),
+        "the others stay"
+    );
+
+    let (report, notes) = run_replay(
+        &queues.sqs,
+        &queues.dlq_url,
+        &queues.queue_url,
+        &only(&[FailureClass::Redriven]),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(report.summary(), "replay: moved=2 skipped=1 failed=0");
+    let moved = drain(&queues.sqs, &queues.queue_url).await;
+    let crowded = moved
+        .iter()
+        .find(|m| m.body() == Some(crowded_body.as_str()))
+        .expect("moved");
+    assert_eq!(
+        crowded.message_attributes(),
+        Some(&full),
+        "no room for the lineage: its own attributes, unchanged"
+    );
+    assert!(
+        notes.contains(&format!("sent {} ", dlq_ids[&crowded_body]))
+            && notes.contains("without replayed_from"),
+        "{notes}"
+    );
+    let other = moved
+        .iter()
+        .find(|m| m.body() == Some(redriven_body.as_str()))
+        .expect("moved");
+    assert!(
+        other
+            .message_attributes()
+            .is_some_and(|a| a.contains_key(REPLAYED_FROM_ATTRIBUTE))
+    );
+    let left = drain(&queues.sqs, &queues.dlq_url).await;
+    assert_eq!(bodies(&left), ["not JSON at all"], "invalid_json stays");
 }
 
 #[tokio::test]
@@ -161,6 +306,7 @@ async fn order_ids_move_only_the_named_orders() {
                 .iter()
                 .map(|b| order_id(b).expect("id").parse().expect("uuid"))
                 .collect(),
+            ..Selection::default()
         },
         ..ReplayOptions::default()
     };

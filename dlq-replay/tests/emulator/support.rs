@@ -7,6 +7,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use dlq_replay::{Lines, ReplayOptions, Report, RouteError, replay};
+use order_contract::{Failure, FailureClass};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
 
@@ -200,4 +201,123 @@ pub(crate) fn captured() -> Lines<Vec<u8>, Vec<u8>> {
 
 pub(crate) fn notes(progress: Lines<Vec<u8>, Vec<u8>>) -> String {
     String::from_utf8(progress.into_inner().0).expect("UTF-8 notes")
+}
+
+/// A failure as the consumer records it on a DLQ message.
+pub(crate) fn failure(class: FailureClass, detail: &str) -> Failure {
+    Failure {
+        class,
+        detail: Some(detail.to_owned()),
+        message_id: Some("the-original-message-id".to_owned()),
+        receive_count: Some(1),
+        failed_at: Some("2026-12-02T16:30:00Z".parse().expect("time")),
+        consumer_version: Some("0.1.0".to_owned()),
+    }
+}
+
+/// The message attributes the consumer adds to a DLQ copy, from the contract.
+pub(crate) fn failure_attributes(failure: &Failure) -> HashMap<String, MessageAttributeValue> {
+    failure
+        .attributes()
+        .into_iter()
+        .map(|a| {
+            let value = MessageAttributeValue::builder()
+                .data_type(a.data_type)
+                .string_value(a.value)
+                .build()
+                .expect("an attribute");
+            (a.name.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Sends `body` to the DLQ the way the consumer dead-letters poison: its own
+/// attributes plus the failure's.
+pub(crate) async fn send_failed(
+    queues: &TestQueues,
+    body: &str,
+    own: HashMap<String, MessageAttributeValue>,
+    failure: &Failure,
+) {
+    let mut attributes = own;
+    attributes.extend(failure_attributes(failure));
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.dlq_url)
+        .message_body(body)
+        .set_message_attributes(Some(attributes))
+        .send()
+        .await
+        .expect("send to the test DLQ");
+}
+
+/// A directory of this test's own for export files, removed when dropped.
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("dlq-replay-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Self(dir)
+    }
+
+    pub(crate) fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The records of an export file; a last line cut short by a kill is left out.
+pub(crate) fn records(path: &std::path::Path) -> Vec<dlq_replay::archive::Record> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        match dlq_replay::archive::Record::from_line(line) {
+            Ok(record) => records.push(record),
+            Err(err) if n + 1 == lines.len() && !text.ends_with('\n') => {
+                eprintln!("last line cut short: {err}");
+            }
+            Err(err) => panic!("line {} of {}: {err}", n + 1, path.display()),
+        }
+    }
+    records
+}
+
+/// A DLQ as it fills once the consumer dead-letters poison itself: messages
+/// with the failure attributes, and some without (moved by the redrive policy).
+pub(crate) async fn mixed_dlq(queues: &TestQueues) -> Vec<String> {
+    let refused: Vec<String> = (0..2).map(|n| valid_body(100 + n)).collect();
+    for body in &refused {
+        send_failed(
+            queues,
+            body,
+            HashMap::new(),
+            &failure(
+                FailureClass::RowRefused,
+                "23514: new row violates check constraint",
+            ),
+        )
+        .await;
+    }
+    send_failed(
+        queues,
+        "this is not JSON",
+        HashMap::new(),
+        &failure(
+            FailureClass::InvalidJson,
+            "not valid JSON at line 1 column 1",
+        ),
+    )
+    .await;
+    // No attributes: one the contract refuses, two valid ones (redriven).
+    let unrecorded = vec![poison_bodies()[3].clone(), valid_body(1), valid_body(2)];
+    send_to_dlq(queues, &unrecorded, false).await;
+    [refused, vec!["this is not JSON".to_owned()], unrecorded].concat()
 }

@@ -1,0 +1,413 @@
+//! `export`: the DLQ's messages to a file of JSON lines.
+//!
+//! # Why nothing is lost
+//! Each batch is written and flushed to disk (fsync) before anything is
+//! deleted, and with `delete` only the messages of a batch on disk are
+//! deleted. Killed at any point, a message is in the file, still in the DLQ
+//! (visible again after the visibility timeout), or both; never in neither.
+//! Without `delete` every message stays in the DLQ; those written are kept
+//! hidden until the run ends, so that a run writes each once.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{ArchiveError, End, Record, Report, append_durably, open_for_append};
+use crate::inspect::{Reason, Verdict};
+use crate::progress::Progress;
+use crate::queues::{Held, SqsError, describe, receive};
+use crate::replay::pacing::{Pacer, chunk_size};
+use crate::replay::{MAX_IDLE_RECEIVES, Selection, Skip, stopped};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportOptions {
+    /// Write at most this many messages (with `dry_run`: list at most this many).
+    pub max: Option<u64>,
+    /// Messages received per second, at most.
+    pub rate: Option<f64>,
+    /// Say what would be written; write and delete nothing.
+    pub dry_run: bool,
+    /// Delete from the DLQ what was written and flushed.
+    pub delete: bool,
+    pub selection: Selection,
+    /// How long received messages stay hidden should the run die: long enough
+    /// for one batch's write, fsync and delete.
+    pub visibility_timeout_secs: u32,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            max: None,
+            rate: None,
+            dry_run: false,
+            delete: false,
+            selection: Selection::default(),
+            visibility_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportCounts {
+    /// Written to the file and flushed.
+    pub written: u64,
+    /// Of those, deleted from the DLQ (with `delete`).
+    pub deleted: u64,
+    /// Dry run: would have been written.
+    pub would_export: u64,
+    /// Left out on purpose (`--reason`, `--only-valid`, `--order-id`).
+    pub skipped: u64,
+    /// Not written (still in the DLQ), or written but not deleted (in both).
+    pub failed: u64,
+}
+
+impl ExportCounts {
+    fn status(&self, dry_run: bool, delete: bool) -> String {
+        if dry_run {
+            format!(
+                "would_export={} skipped={} failed={}",
+                self.would_export, self.skipped, self.failed
+            )
+        } else if delete {
+            format!(
+                "written={} deleted={} skipped={} failed={}",
+                self.written, self.deleted, self.skipped, self.failed
+            )
+        } else {
+            format!(
+                "written={} skipped={} failed={}",
+                self.written, self.skipped, self.failed
+            )
+        }
+    }
+
+    fn attempted(&self) -> u64 {
+        self.written + self.would_export + self.failed
+    }
+}
+
+/// Writes (or with `dry_run`, lists) the selected DLQ messages to `path`,
+/// appending to it, until the DLQ has nothing new, `max` is reached or `stop`
+/// turns true. Errors only before anything was touched; failures during the
+/// run are in the [`Report`].
+pub async fn export(
+    sqs: &Client,
+    dlq_url: &str,
+    path: &Path,
+    options: &ExportOptions,
+    progress: &mut dyn Progress,
+    stop: watch::Receiver<bool>,
+) -> Result<Report<ExportCounts>, ArchiveError> {
+    let dlq = describe(sqs, dlq_url).await?;
+    let mut file = if options.dry_run {
+        None
+    } else {
+        Some(open_for_append(path)?)
+    };
+    let estimate = options.max.map_or(dlq.visible, |max| max.min(dlq.visible));
+    info!(
+        dlq = dlq_url,
+        file = %path.display(),
+        dry_run = options.dry_run,
+        delete = options.delete,
+        reasons = ?options.selection.reasons,
+        dlq_messages = dlq.visible,
+        "export started"
+    );
+    progress.start(Some(estimate));
+    let mut run = Run {
+        sqs,
+        dlq_url,
+        path,
+        options,
+        progress,
+        estimate,
+        held: Held::default(),
+        seen: HashSet::new(),
+        counts: ExportCounts::default(),
+    };
+    let end = run.run(file.as_mut(), stop).await;
+    run.held.release(sqs, dlq_url).await;
+    run.progress.finish();
+    let counts = run.counts;
+    info!(
+        dlq = dlq_url,
+        file = %path.display(),
+        written = counts.written,
+        deleted = counts.deleted,
+        would_export = counts.would_export,
+        skipped = counts.skipped,
+        failed = counts.failed,
+        end = ?end,
+        "export finished"
+    );
+    let status = counts.status(options.dry_run, options.delete);
+    let summary = if options.dry_run {
+        format!(
+            "export (dry run): {status}{}; nothing was written or deleted",
+            end.suffix()
+        )
+    } else if options.delete {
+        format!("export: {status}{}", end.suffix())
+    } else {
+        format!("export: {status}{}; left in the DLQ", end.suffix())
+    };
+    Ok(Report {
+        failed: counts.failed > 0,
+        counts,
+        end,
+        dry_run: options.dry_run,
+        summary,
+    })
+}
+
+struct Run<'a> {
+    sqs: &'a Client,
+    dlq_url: &'a str,
+    path: &'a Path,
+    options: &'a ExportOptions,
+    progress: &'a mut dyn Progress,
+    estimate: u64,
+    held: Held,
+    seen: HashSet<String>,
+    counts: ExportCounts,
+}
+
+impl Run<'_> {
+    async fn run(
+        &mut self,
+        mut file: Option<&mut std::fs::File>,
+        mut stop: watch::Receiver<bool>,
+    ) -> End {
+        let chunk = chunk_size(self.options.rate);
+        let mut pacer = Pacer::new(self.options.rate);
+        let mut idle = 0;
+        loop {
+            if *stop.borrow() {
+                return End::Interrupted;
+            }
+            let attempted = self.counts.attempted();
+            let want = match self.options.max {
+                Some(max) if attempted >= max => return End::Limit,
+                Some(max) => chunk.min(usize::try_from(max - attempted).unwrap_or(chunk)),
+                None => chunk,
+            };
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return End::Interrupted,
+                () = pacer.ready() => {}
+            }
+            let received = match receive(
+                self.sqs,
+                self.dlq_url,
+                want,
+                self.options.visibility_timeout_secs,
+            )
+            .await
+            {
+                Ok(received) => received,
+                Err(err) => return End::Aborted(err.into()),
+            };
+            if received.is_empty() {
+                return End::Drained;
+            }
+            let (fresh, selected) = self.take_fresh(received);
+            if fresh == 0 {
+                // As in `replay`: only messages seen before, back after their hold.
+                idle += 1;
+                if idle >= MAX_IDLE_RECEIVES + self.seen.len() / want.max(1) {
+                    return End::Drained;
+                }
+                continue;
+            }
+            idle = 0;
+            let taken = selected.len();
+            let outcome = match file.as_deref_mut() {
+                None => {
+                    self.list(selected);
+                    Ok(())
+                }
+                Some(file) => self.write_batch(file, selected).await,
+            };
+            pacer.used(taken);
+            self.progress.advance(
+                self.counts.written
+                    + self.counts.would_export
+                    + self.counts.skipped
+                    + self.counts.failed,
+                Some(self.estimate),
+                &self
+                    .counts
+                    .status(self.options.dry_run, self.options.delete),
+            );
+            if let Err(err) = outcome {
+                return End::Aborted(err);
+            }
+        }
+    }
+
+    /// The messages not seen before that the selection takes; the others are held.
+    fn take_fresh(&mut self, received: Vec<Message>) -> (usize, Vec<Message>) {
+        let mut fresh = 0;
+        let mut selected = Vec::new();
+        for message in received {
+            let id = message.message_id().unwrap_or_default().to_owned();
+            let handle = message.receipt_handle().unwrap_or_default().to_owned();
+            if !self.seen.insert(id.clone()) {
+                self.held.hold(&id, &handle);
+                continue;
+            }
+            fresh += 1;
+            let body = message.body().unwrap_or_default();
+            let verdict = Verdict::of(body);
+            let reason = Reason::of(
+                message.message_attributes().unwrap_or(&Default::default()),
+                body,
+            );
+            match self.options.selection.decide(&verdict, reason.class) {
+                Ok(()) => selected.push(message),
+                Err(skip) => {
+                    self.counts.skipped += 1;
+                    self.held.hold(&id, &handle);
+                    if let Skip::Invalid(why) = skip {
+                        self.progress.note(&format!("skipped {id}: invalid: {why}"));
+                    }
+                }
+            }
+        }
+        (fresh, selected)
+    }
+
+    fn list(&mut self, selected: Vec<Message>) {
+        for message in selected {
+            let id = message.message_id().unwrap_or_default();
+            self.held
+                .hold(id, message.receipt_handle().unwrap_or_default());
+            self.counts.would_export += 1;
+            self.progress
+                .note(&format!("would export {id} to {}", self.path.display()));
+        }
+    }
+
+    /// Writes the batch, flushes it to disk, then (with `delete`) deletes
+    /// exactly those messages from the DLQ.
+    async fn write_batch(
+        &mut self,
+        file: &mut std::fs::File,
+        selected: Vec<Message>,
+    ) -> Result<(), ArchiveError> {
+        let lines: String = selected.iter().map(|m| Record::of(m).to_line()).collect();
+        if let Err(err) = append_durably(file, self.path, lines.as_bytes()) {
+            // A part may be on disk; the messages all stay in the DLQ.
+            for message in &selected {
+                self.hold(message);
+                self.counts.failed += 1;
+            }
+            return Err(err);
+        }
+        self.counts.written += selected.len() as u64;
+        debug!(written = selected.len(), "batch on disk");
+        if !self.options.delete {
+            for message in &selected {
+                self.hold(message);
+            }
+            return Ok(());
+        }
+        self.delete(selected).await.map_err(ArchiveError::from)
+    }
+
+    async fn delete(&mut self, written: Vec<Message>) -> Result<(), SqsError> {
+        let entries = written
+            .iter()
+            .enumerate()
+            .filter_map(|(index, message)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        const KEPT: &str = "written to the file but not deleted from the DLQ";
+        let response = match self
+            .sqs
+            .delete_message_batch()
+            .queue_url(self.dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                let err = SqsError::new(format!("delete from the DLQ {}", self.dlq_url), err);
+                for message in &written {
+                    self.hold(message);
+                    self.fail(message, &format!("{KEPT} ({err}); it is in both"));
+                }
+                return Err(err);
+            }
+        };
+        let failed: Vec<(usize, String)> = response
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                let problem = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
+                f.id().parse().ok().map(|i| (i, problem))
+            })
+            .collect();
+        for (index, message) in written.iter().enumerate() {
+            match failed.iter().find(|(i, _)| *i == index) {
+                None => self.counts.deleted += 1,
+                Some((_, problem)) => {
+                    self.hold(message);
+                    self.fail(message, &format!("{KEPT} ({problem}); it is in both"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, message: &Message) {
+        self.held.hold(
+            message.message_id().unwrap_or_default(),
+            message.receipt_handle().unwrap_or_default(),
+        );
+    }
+
+    fn fail(&mut self, message: &Message, what: &str) {
+        self.counts.failed += 1;
+        let id = message.message_id().unwrap_or_default();
+        warn!(message_id = id, problem = what, "not exported cleanly");
+        self.progress.note(&format!("failed {id}: {what}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_says_what_the_mode_does() {
+        let counts = ExportCounts {
+            written: 4,
+            deleted: 3,
+            would_export: 0,
+            skipped: 2,
+            failed: 1,
+        };
+        assert_eq!(
+            counts.status(false, true),
+            "written=4 deleted=3 skipped=2 failed=1"
+        );
+        assert_eq!(counts.status(false, false), "written=4 skipped=2 failed=1");
+        assert_eq!(
+            counts.status(true, false),
+            "would_export=0 skipped=2 failed=1"
+        );
+    }
+}
