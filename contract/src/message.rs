@@ -65,8 +65,18 @@ impl OrderPlaced {
         serde_json::to_string(&outgoing).unwrap_or_else(|err| unreachable!("{err}"))
     }
 
-    /// Reads and re-validates a message body taken off the queue.
+    /// Reads and re-validates a message body taken off the queue. A body
+    /// that declares another `schema_version` is [`ContractError::UnsupportedVersion`]
+    /// whatever else is wrong with it by this version's rules: a newer
+    /// producer's message likely has fields this one does not know.
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
+        Self::read(json).map_err(|err| match other_version(json) {
+            Some(found) => ContractError::UnsupportedVersion { found },
+            None => err,
+        })
+    }
+
+    fn read(json: &str) -> Result<Self, ContractError> {
         let Object(incoming) = from_json::<Object<Incoming>>(json)?;
         if incoming.schema_version != SCHEMA_VERSION {
             return Err(ContractError::UnsupportedVersion {
@@ -81,6 +91,20 @@ impl OrderPlaced {
         })?;
         Ok(Self::new(order, incoming.received_at))
     }
+}
+
+/// The `schema_version` a body declares, read leniently, when it is not
+/// [`SCHEMA_VERSION`]. Only called once the strict read failed, so a valid
+/// message is parsed once.
+fn other_version(json: &str) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Declared {
+        schema_version: u32,
+    }
+    serde_json::from_str::<Declared>(json)
+        .ok()
+        .map(|declared| declared.schema_version)
+        .filter(|&version| version != SCHEMA_VERSION)
 }
 
 #[cfg(test)]
@@ -112,6 +136,26 @@ mod tests {
         assert_eq!(err, ContractError::UnsupportedVersion { found: 2 });
         assert_eq!(err.field(), Some("schema_version"));
         assert!(err.to_string().contains("replay the DLQ"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_message_with_fields_this_version_does_not_know_is_still_a_newer_version() {
+        let json = OrderPlaced::new(order(), Utc::now()).to_json().replace(
+            "\"schema_version\":1",
+            "\"schema_version\":2,\"gift_wrap\":true",
+        );
+        assert_eq!(
+            OrderPlaced::from_json(&json),
+            Err(ContractError::UnsupportedVersion { found: 2 })
+        );
+        let unknown_field_at_this_version =
+            OrderPlaced::new(order(), Utc::now()).to_json().replace(
+                "\"schema_version\":1",
+                "\"schema_version\":1,\"gift_wrap\":true",
+            );
+        let err =
+            OrderPlaced::from_json(&unknown_field_at_this_version).expect_err("unknown field");
+        assert_eq!(err.field(), Some("gift_wrap"));
     }
 
     #[test]
