@@ -30,7 +30,8 @@ const MAX_RATE_LIMIT_BURST: NonZeroU32 = match NonZeroU32::new(1_000_000) {
 };
 
 /// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
-pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_BIND_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 /// How long one SQS call may take, retries included, when `SQS_TIMEOUT_MS` is unset.
 pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest `SQS_TIMEOUT_MS` accepted: beyond this clients time out first.
@@ -111,16 +112,9 @@ impl Config {
         if !looks_like_url || queue_url.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidQueueUrl(queue_url));
         }
-        let address = |name, default: &str, example: &str| -> Result<SocketAddr, EnvError> {
+        let address = |name, default: SocketAddr, example: &str| -> Result<SocketAddr, EnvError> {
             let expected = format!("an IP address and port such as {example}");
-            match env.parsed(name, &expected)? {
-                Some(address) => Ok(address),
-                None => default.parse().map_err(|_| EnvError::Invalid {
-                    name,
-                    value: default.to_owned(),
-                    expected,
-                }),
-            }
+            Ok(env.parsed(name, &expected)?.unwrap_or(default))
         };
         let bind_addr = address("BIND_ADDR", DEFAULT_BIND_ADDR, "0.0.0.0:8080")?;
         let metrics_addr = address("METRICS_ADDR", DEFAULT_METRICS_ADDR, "127.0.0.1:9464")?;

@@ -276,7 +276,8 @@ async fn render(State(metrics): State<Metrics>) -> Response {
 }
 
 /// Where `METRICS_ADDR` points when unset: loopback only, scraped on the instance.
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+pub const DEFAULT_METRICS_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 /// For the log line at start-up.
 pub fn describe(addr: SocketAddr) -> String {

@@ -304,7 +304,10 @@ fn the_agent_ships_the_producers_log_file_and_scrapes_its_metrics_listener() {
         .into_iter()
         .flat_map(|c| string_list(c.get("targets")))
         .collect();
-    assert_eq!(targets, [producer::metrics::DEFAULT_METRICS_ADDR]);
+    assert_eq!(
+        targets,
+        [producer::metrics::DEFAULT_METRICS_ADDR.to_string()]
+    );
     assert!(
         !script.contains("METRICS_ADDR="),
         "the unit keeps the producer's default metrics listener, which the agent scrapes"
