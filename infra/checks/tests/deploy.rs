@@ -13,7 +13,7 @@ mod aws_stub;
 mod common;
 
 use aws_stub::{Answers, Stub};
-use common::{REPO, Run, TempDir};
+use common::{REPO, Run, TempDir, sandboxed};
 
 /// `.dev/venv-sam/bin`, where `ensure_sam_cli` installs the pinned `aws` (v1) and
 /// `sam` that `scripts/deploy` runs; installed on first use (PyPI), once per run.
@@ -44,38 +44,17 @@ const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(240);
 /// `program` with the pinned CLIs first on PATH, none of this machine's AWS
 /// profiles or credentials, static ones instead, and every AWS call to `stub`.
 fn against_stub(program: &str, stub: &Stub, home: &TempDir) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    let path = format!(
-        "{}:{}",
-        pinned_cli_bin(),
-        std::env::var("PATH").unwrap_or_default()
+    let credentials = (
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     );
-    let mut command = std::process::Command::new(program);
+    let mut command = sandboxed(program, pinned_cli_bin(), home, credentials, &stub.url());
     command
-        .env("PATH", path)
-        .env("HOME", &home.0)
-        .env("AWS_CONFIG_FILE", home.0.join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.0.join("credentials"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_DEFAULT_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("SAM_CLI_TELEMETRY", "0")
-        // awscli 1.46.3's botocore (and SAM's boto3) read it for every service
-        // ("environment_global" in the CLI's --debug).
-        .env("AWS_ENDPOINT_URL", stub.url())
         // An unexpected error fails at once rather than after the CLI's retries.
         .env("AWS_RETRY_MODE", "standard")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        // Its own process group, so that a run past RUN_LIMIT ends with its children.
-        .process_group(0);
+        .env("AWS_MAX_ATTEMPTS", "1");
     command
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)] // each test binary uses its own part
 mod common;
 
-use common::{REPO, Run, TempDir};
+use common::{REPO, Run, TempDir, sandboxed};
 
 const STACK: &str = "rehearsal";
 const REGION: &str = "eu-west-1";
@@ -107,32 +107,11 @@ impl LocalStack {
     /// `program` with the pinned CLIs first on PATH, none of this machine's AWS
     /// profiles, static credentials, and every AWS call to this LocalStack.
     fn command(&self, program: &str, home: &TempDir) -> std::process::Command {
-        use std::os::unix::process::CommandExt;
-        let path = format!(
-            "{}:{}",
-            self.cli_bin,
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = std::process::Command::new(program);
+        // LocalStack's own test credentials: its default account, 000000000000.
+        let mut command = sandboxed(program, &self.cli_bin, home, ("test", "test"), &self.url);
         command
-            .env("PATH", path)
-            .env("HOME", &home.0)
-            .env("AWS_CONFIG_FILE", home.0.join("config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.0.join("credentials"))
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_DEFAULT_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
             .env("AWS_REGION", REGION)
-            .env("AWS_DEFAULT_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("SAM_CLI_TELEMETRY", "0")
-            // sam's boto3 and awscli 1.46.3's botocore read it for every service,
-            // except the v1 CLI's `sqs` commands, which get --endpoint-url.
-            .env("AWS_ENDPOINT_URL", &self.url)
-            // Its own process group, so that a run past its limit ends with its children.
-            .process_group(0);
+            .env("AWS_DEFAULT_REGION", REGION);
         command
     }
 

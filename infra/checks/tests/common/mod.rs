@@ -1,5 +1,6 @@
 //! What the test binaries that run the real CLIs share: a directory of their
-//! own, and a run that is killed when it outlives its limit.
+//! own, the real CLIs kept away from this machine's AWS settings, and a run
+//! that is killed when it outlives its limit.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +30,40 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `program` with `cli_bin` (the pinned `aws` and `sam`) first on PATH, none
+/// of this machine's AWS profiles or credentials (a home of its own), the
+/// static `credentials` instead, and every AWS call to `endpoint`: awscli
+/// 1.46.3's botocore and SAM's boto3 read `AWS_ENDPOINT_URL` for every service
+/// ("environment_global" in the CLI's --debug), except the v1 CLI's `sqs`
+/// commands. In its own process group, so that a run killed past its limit
+/// ends with its children.
+pub(crate) fn sandboxed(
+    program: &str,
+    cli_bin: &str,
+    home: &TempDir,
+    credentials: (&str, &str),
+    endpoint: &str,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let path = format!("{cli_bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let mut command = std::process::Command::new(program);
+    command
+        .env("PATH", path)
+        .env("HOME", &home.0)
+        .env("AWS_CONFIG_FILE", home.0.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.0.join("credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_DEFAULT_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_ACCESS_KEY_ID", credentials.0)
+        .env("AWS_SECRET_ACCESS_KEY", credentials.1)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .process_group(0);
+    command
 }
 
 /// What a run printed and whether it succeeded.
