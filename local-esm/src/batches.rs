@@ -4,7 +4,7 @@
 //! ([`BatchMetrics::to_emf`]) and CloudWatch turns it into the dashboard's
 //! metrics. Locally the handler runs in this process, so [`BatchLog`] appends
 //! that same line to a file under `.dev/` instead of stdout, and
-//! [`read_last`] reads it back: one format, named by the consumer's own
+//! [`read`] reads it back: one format, named by the consumer's own
 //! constants, and nothing to scrape out of a log whose format `LOG_FORMAT`
 //! changes.
 //!
@@ -182,7 +182,7 @@ impl BatchFigures {
     }
 }
 
-/// What [`read_last`] found: the newest batches last, and how many lines were
+/// What [`read`] found: the newest batches last, and how many lines were
 /// not batch lines (a line being written is not counted).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batches {
@@ -190,8 +190,8 @@ pub struct Batches {
     pub unreadable: usize,
 }
 
-/// The last `n` batches of the log at `path` (and of its rotated file).
-pub fn read_last(path: &Path, n: usize) -> Result<Batches, BatchLogError> {
+/// Every batch the log at `path` keeps (with its rotated file), oldest first.
+pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
     let mut found = Batches::default();
     let mut any = false;
     for file in [rotated(path), path.to_owned()] {
@@ -226,8 +226,6 @@ pub fn read_last(path: &Path, n: usize) -> Result<Batches, BatchLogError> {
             path: path.to_owned(),
         });
     }
-    let skip = found.batches.len().saturating_sub(n);
-    found.batches.drain(..skip);
     Ok(found)
 }
 
@@ -267,7 +265,7 @@ mod tests {
         let path = temp_path("read-back");
         let log = BatchLog::create(&path, 10).expect("log");
         log.append(&metrics(2), at(90)).expect("append");
-        let read = read_last(&path, 5).expect("read");
+        let read = read(&path).expect("read");
         assert_eq!(read.unreadable, 0);
         let [batch] = read.batches.as_slice() else {
             panic!("one batch: {read:?}")
@@ -290,9 +288,9 @@ mod tests {
         }
         let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
         assert_eq!((lines(&rotated(&path)), lines(&path)), (3, 2));
-        let read = read_last(&path, 4).expect("read");
+        let read = read(&path).expect("read");
         let stored: Vec<u64> = read.batches.iter().map(|b| b.stored).collect();
-        assert_eq!(stored, [4, 5, 6, 7]);
+        assert_eq!(stored, [3, 4, 5, 6, 7]);
     }
 
     #[test]
@@ -303,7 +301,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
         file.write_all(b"{\"not\":\"a batch\"}\n{\"_aws\":{\"Timest")
             .expect("write");
-        let read = read_last(&path, 10).expect("read");
+        let read = read(&path).expect("read");
         assert_eq!((read.batches.len(), read.unreadable), (1, 1));
     }
 
@@ -315,13 +313,13 @@ mod tests {
         log.append(&metrics(2), at(2)).expect("append");
         drop(log);
         let _log = BatchLog::create(&path, 1).expect("log again");
-        assert_eq!(read_last(&path, 10).expect("read"), Batches::default());
+        assert_eq!(read(&path).expect("read"), Batches::default());
     }
 
     #[test]
     fn a_missing_log_says_that_no_batch_was_handled_yet() {
         let path = temp_path("missing").with_file_name("none.jsonl");
-        let err = read_last(&path, 1).expect_err("missing");
+        let err = read(&path).expect_err("missing");
         assert!(err.to_string().contains("no batch log"), "{err}");
     }
 }

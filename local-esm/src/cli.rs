@@ -245,6 +245,11 @@ impl Cli {
                 batches,
                 watch,
             } => {
+                // Shown as given, or relative to here when under it: shorter in the table.
+                let batch_log = std::env::current_dir()
+                    .ok()
+                    .and_then(|here| batch_log.strip_prefix(here).ok().map(PathBuf::from))
+                    .unwrap_or(batch_log);
                 let sources = Sources {
                     sqs: sqs_client().await,
                     http: reqwest::Client::builder()

@@ -113,8 +113,7 @@ impl Sources {
             queue(self.dlq_url.clone()),
             within(self.producer(), |err| error_chain(&err)),
         );
-        let batches = batches::read_last(&self.batch_log, self.batches_shown.max(1))
-            .map_err(|err| error_chain(&err));
+        let batches = batches::read(&self.batch_log).map_err(|err| error_chain(&err));
         Snapshot {
             at: Utc::now(),
             queues: vec![orders, dlq],
@@ -229,11 +228,11 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
     let ago = (snapshot.at - newest.at).num_milliseconds().max(0) as f64 / 1000.0;
     let _ = writeln!(
         out,
-        "consumer    the last {} batches, newest first (the newest {} ago; {} batches kept in {})",
+        "consumer    the last {} of {} batches kept in {}, newest first (the newest {} ago)",
         newest_first.len(),
-        age_text(ago),
         batches.batches.len(),
-        snapshot.batch_log.display()
+        snapshot.batch_log.display(),
+        age_text(ago),
     );
     let all = &batches.batches;
     let mut header = vec!["batch at".to_owned()];
