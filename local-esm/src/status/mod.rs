@@ -100,7 +100,7 @@ impl Sources {
         let queue = |url: String| async move {
             let figures = within(
                 queues::read(&self.sqs, &self.http, self.sqs_endpoint.as_deref(), &url),
-                |err| error_chain(&err),
+                |err| brief(&err),
             )
             .await;
             QueueRow {
@@ -111,7 +111,7 @@ impl Sources {
         let (orders, dlq, producer) = tokio::join!(
             queue(self.queue_url.clone()),
             queue(self.dlq_url.clone()),
-            within(self.producer(), |err| error_chain(&err)),
+            within(self.producer(), |err| brief(&err)),
         );
         let batches = batches::read(&self.batch_log).map_err(|err| error_chain(&err));
         Snapshot {
@@ -141,6 +141,21 @@ impl Sources {
             .await
             .map_err(unreachable)?;
         Ok(ProducerFigures::from_samples(&prometheus::parse(&text)))
+    }
+}
+
+/// What a row says of an error: its own words (what failed, what to do) and
+/// the root cause (`Connection refused`), without the SDK's layers between.
+fn brief(err: &dyn std::error::Error) -> String {
+    let mut root = None;
+    let mut source = err.source();
+    while let Some(cause) = source {
+        root = Some(cause);
+        source = cause.source();
+    }
+    match root {
+        Some(root) => format!("{err}: {root}"),
+        None => err.to_string(),
     }
 }
 
@@ -427,6 +442,22 @@ fn seconds_bound(seconds: f64) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn a_rows_error_keeps_its_own_words_and_the_root_cause_only() {
+        let root = Layer("Connection refused", None);
+        let middle = Layer("dispatch failure", Some(Box::new(root)));
+        let top = Layer("the emulator did not answer", Some(Box::new(middle)));
+        assert_eq!(
+            brief(&top),
+            "the emulator did not answer: Connection refused"
+        );
+        assert_eq!(brief(&Layer("alone", None)), "alone");
+    }
 
     fn batch(at: &str, stored: u64, oldest: Option<f64>) -> BatchFigures {
         BatchFigures {

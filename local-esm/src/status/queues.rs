@@ -59,7 +59,7 @@ pub async fn read(
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|err| QueueError::new(format!("read the depth of {url}"), err))?;
+        .map_err(|err| QueueError::new(format!("read the depth of {}", name_of(url)), err))?;
     let count = |name: QueueAttributeName| -> u64 {
         attributes
             .attributes()
