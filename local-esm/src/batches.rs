@@ -44,7 +44,7 @@ pub enum BatchLogError {
         source: std::io::Error,
     },
     #[error(
-        "no batch log at {path}: local-esm has handled no batch since scripts/dev started, or it runs without BATCH_LOG"
+        "no batch log at {path}: is scripts/dev running? (its local-esm run writes one from its start, at BATCH_LOG)"
     )]
     Missing { path: PathBuf },
     #[error("cannot read the batch log {path}")]
