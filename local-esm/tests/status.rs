@@ -330,3 +330,52 @@ async fn a_part_that_is_down_says_so_and_only_nothing_read_fails_the_command() {
         "the error says what to start"
     );
 }
+
+#[tokio::test]
+async fn watch_prints_the_table_again_until_sigterm_and_then_exits_cleanly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let nothing_there = format!("http://127.0.0.1:{}/metrics", free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-esm"))
+        .args(["status", "--watch", "0.2"])
+        .env("QUEUE_URL", &queues.queue_url)
+        .env("DLQ_URL", &queues.dlq_url)
+        .env("METRICS_URL", &nothing_there)
+        .env("BATCH_LOG", batch_log_path("status-watch"))
+        .env("AWS_ENDPOINT_URL", sqs_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("local-esm status --watch starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut tables = 0;
+    while tables < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+            .await
+            .expect("the table comes again within 15 s")
+            .expect("stdout is readable")
+            .expect("status keeps running");
+        if line.contains("Local system at") {
+            tables += 1;
+        }
+    }
+    let pid = child.id().expect("still running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("it stops on SIGTERM")
+        .expect("its status");
+    assert!(
+        status.success(),
+        "a watch stopped on purpose exits 0: {status}"
+    );
+}
