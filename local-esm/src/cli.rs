@@ -1,5 +1,7 @@
 //! The `local-esm` command.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,9 +11,11 @@ use consumer_lambda::{
     SqsRetryQueue, migrations,
 };
 
+use crate::batches::{self, BatchLog};
 use crate::breaker::{self, Intervals, LocalProbe};
-use crate::driver::{Driver, InProcess};
-use crate::template::Template;
+use crate::driver::{BatchHandler, Driver, InProcess, Recording};
+use crate::status::{self, Sources};
+use crate::template::{EventSourceSettings, Template};
 use support::queues::create_queues;
 
 /// Local stand-ins for AWS: queues as the SAM template declares them, and Lambda's
@@ -100,6 +104,36 @@ enum Command {
         /// a throttled or failing function, spending receives.
         #[arg(long)]
         no_breaker: bool,
+        /// Keep each batch's figures (the consumer's EMF line) in this file, for
+        /// `local-esm status`; it starts empty and holds the last few hundred.
+        #[arg(long, env = "BATCH_LOG")]
+        batch_log: Option<PathBuf>,
+    },
+    /// Print what the CloudWatch dashboard shows, for the local stack: the
+    /// queues' depth and oldest age, the consumer's last batches, the producer's
+    /// counters. A part that is down says so in its row; the exit status is 1
+    /// only when no part could be read.
+    Status {
+        #[arg(long, env = "QUEUE_URL")]
+        queue_url: String,
+        #[arg(long, env = "DLQ_URL")]
+        dlq_url: String,
+        /// The producer's Prometheus metrics.
+        #[arg(
+            long,
+            env = "METRICS_URL",
+            default_value = "http://127.0.0.1:9464/metrics"
+        )]
+        metrics_url: String,
+        /// The file `local-esm run --batch-log` writes.
+        #[arg(long, env = "BATCH_LOG", default_value = ".dev/batches.jsonl")]
+        batch_log: PathBuf,
+        /// How many of the last batches to show.
+        #[arg(long, default_value_t = 5)]
+        batches: usize,
+        /// Print again every SECONDS (2 when given alone) until Ctrl-C.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
 }
 
@@ -161,6 +195,7 @@ impl Cli {
                 retry_multiplier,
                 retry_cap_seconds,
                 no_breaker,
+                batch_log,
             } => {
                 let template = Template::from_file(&template)?;
                 let mut settings = template.event_source;
@@ -189,28 +224,126 @@ impl Cli {
                     SqsDeadLetterQueue::new(sqs.clone(), &dlq_url),
                     policy,
                 );
-                let driver = Driver::new(sqs, queue_url, settings, InProcess(consumer))
-                    .await
-                    .context("the queue to poll is not reachable")?;
-                let stop = support::shutdown_signal();
-                let polling = driver.run(async move {
-                    stop.await;
-                });
-                if no_breaker {
-                    polling.await;
-                } else {
-                    let switch = driver.switch();
-                    let probe = LocalProbe::new(driver.function(), &store);
-                    // The breaker never ends by itself: polling decides when to stop.
-                    tokio::select! {
-                        () = polling => {}
-                        () = breaker::run(&probe, &switch, Intervals::default()) => {}
+                match batch_log {
+                    Some(path) => {
+                        let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
+                        tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
+                        let handler = Recording { consumer, log };
+                        poll(sqs, queue_url, settings, handler, &store, no_breaker).await?;
                     }
+                    None => {
+                        let handler = InProcess(consumer);
+                        poll(sqs, queue_url, settings, handler, &store, no_breaker).await?;
+                    }
+                }
+            }
+            Command::Status {
+                queue_url,
+                dlq_url,
+                metrics_url,
+                batch_log,
+                batches,
+                watch,
+            } => {
+                // Shown as given, or relative to here when under it: shorter in the table.
+                let batch_log = std::env::current_dir()
+                    .ok()
+                    .and_then(|here| batch_log.strip_prefix(here).ok().map(PathBuf::from))
+                    .unwrap_or(batch_log);
+                let sources = Sources {
+                    sqs: sqs_client().await,
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(2))
+                        .build()
+                        .context("cannot build the HTTP client for the producer's metrics")?,
+                    sqs_endpoint: std::env::var("AWS_ENDPOINT_URL")
+                        .ok()
+                        .filter(|e| !e.trim().is_empty()),
+                    queue_url,
+                    dlq_url,
+                    batch_log,
+                    batches_shown: batches,
+                    metrics_url,
+                };
+                match watch {
+                    None => {
+                        let snapshot = sources.read().await;
+                        print!("{}", status::render(&snapshot));
+                        if !snapshot.anything_read() {
+                            anyhow::bail!(
+                                "no part of the local system answered: is scripts/dev running in this checkout?"
+                            );
+                        }
+                    }
+                    Some(seconds) => watch_status(&sources, seconds).await?,
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Prints the status every `seconds` until Ctrl-C or SIGTERM, redrawn in
+/// place on a terminal.
+async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
+    let every = Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|every| *every >= Duration::from_millis(100))
+        .with_context(|| format!("--watch {seconds}: give an interval of at least 0.1 seconds"))?;
+    let terminal = std::io::stdout().is_terminal();
+    let stop = support::shutdown_signal();
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let text = status::render(&sources.read().await);
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home and clear: the table redrawn in place, not scrolled.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        write!(
+            out,
+            "{text}\n(every {} s; Ctrl-C stops)\n",
+            every.as_secs_f64()
+        )?;
+        out.flush()?;
+    }
+}
+
+/// Polls the queue with `handler`, under the local breaker unless `no_breaker`,
+/// until Ctrl-C or SIGTERM.
+async fn poll<H: BatchHandler>(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    settings: EventSourceSettings,
+    handler: H,
+    store: &PgStore,
+    no_breaker: bool,
+) -> anyhow::Result<()> {
+    let driver = Driver::new(sqs, queue_url, settings, handler)
+        .await
+        .context("the queue to poll is not reachable")?;
+    let stop = support::shutdown_signal();
+    let polling = driver.run(async move {
+        stop.await;
+    });
+    if no_breaker {
+        polling.await;
+    } else {
+        let switch = driver.switch();
+        let probe = LocalProbe::new(driver.function(), store);
+        // The breaker never ends by itself: polling decides when to stop.
+        tokio::select! {
+            () = polling => {}
+            () = breaker::run(&probe, &switch, Intervals::default()) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The SQS client from the standard AWS environment (AWS_ENDPOINT_URL, region, credentials).

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::batches::BatchLog;
 use crate::template::EventSourceSettings;
 use support::queues::{QueueError, queue_arn};
 
@@ -83,6 +84,41 @@ where
     ) -> Result<SqsBatchResponse, InvocationError> {
         match self.0.handle(event, deadline).await {
             Ok(handled) => Ok(handled.response),
+            Err(err) => Err(InvocationError(Box::new(err))),
+        }
+    }
+}
+
+/// Runs the consumer's handler in this process and appends each batch's
+/// figures to a [`BatchLog`], as the function prints them for CloudWatch in
+/// AWS: what `local-esm status` shows of the consumer.
+pub struct Recording<S, Q, D> {
+    pub consumer: consumer_lambda::Consumer<S, Q, D>,
+    pub log: BatchLog,
+}
+
+impl<S, Q, D> BatchHandler for Recording<S, Q, D>
+where
+    S: consumer_lambda::OrderStore,
+    Q: consumer_lambda::RetryQueue,
+    D: consumer_lambda::DeadLetterQueue,
+{
+    async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> Result<SqsBatchResponse, InvocationError> {
+        match self.consumer.handle(event, deadline).await {
+            Ok(handled) => {
+                // The figures are for the operator: failing to keep them never fails the batch.
+                if let Err(err) = self
+                    .log
+                    .append(&handled.metrics, std::time::SystemTime::now())
+                {
+                    warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
+                }
+                Ok(handled.response)
+            }
             Err(err) => Err(InvocationError(Box::new(err))),
         }
     }

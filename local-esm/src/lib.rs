@@ -9,22 +9,28 @@
 //! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced, with
 //!   its `Enabled` [`Switch`] and the function's faults ([`FunctionState`]:
 //!   throttled, failing its init).
+//! - [`batches`]: [`batches::BatchLog`], the consumer's EMF line per batch kept in a
+//!   bounded file, which [`Recording`] writes and `status` reads.
+//! - [`status`]: `local-esm status`, the dashboard's figures for the local stack, as a table.
 //! - [`breaker`]: the consumer's circuit breaker run locally on its intervals
 //!   ([`breaker::run`]), its probe meeting the function's faults ([`breaker::LocalProbe`]).
 //! - [`template`]: the queue and event-source settings the local stack takes from the template.
 //! - the queue pair is created with those settings by `support::queues`, which
 //!   the tests' `testkit` uses too.
 //! - [`schedule`]: the retry schedule of a valid order through an outage, as text.
-//! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`, `retry-schedule`).
+//! - [`cli`]: the `local-esm` command (`create-queues`, `migrate`, `run`, `status`, `retry-schedule`).
 
+pub mod batches;
 pub mod breaker;
 pub mod cli;
 pub mod driver;
 pub mod schedule;
+pub mod status;
 pub mod template;
 
 pub use driver::{
-    BatchHandler, BatchOutcome, Driver, Function, FunctionState, InProcess, InvocationError, Switch,
+    BatchHandler, BatchOutcome, Driver, Function, FunctionState, InProcess, InvocationError,
+    Recording, Switch,
 };
 pub use support::queues::QueueSettings;
 pub use template::{EventSourceSettings, Template};

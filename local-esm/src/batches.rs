@@ -1,0 +1,331 @@
+//! The last batches' figures, kept for `local-esm status`.
+//!
+//! In AWS the function prints each batch's figures as an EMF line
+//! ([`BatchMetrics::to_emf`]) and CloudWatch turns it into the dashboard's
+//! metrics. Locally the handler runs in this process, so [`BatchLog`] appends
+//! that same line to a file under `.dev/` instead of stdout, and
+//! [`read`] reads it back: one format, named by the consumer's own
+//! constants, and nothing to scrape out of a log whose format `LOG_FORMAT`
+//! changes.
+//!
+//! The file is bounded without rewriting it: after `keep` lines it is renamed
+//! to `<file>.1` (replacing the one before) and a new one begins, so at most
+//! `2 × keep` lines exist and an append stays one `write` of one line. A
+//! reader takes `<file>.1` then `<file>`, and skips a last line still being
+//! written.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use consumer_lambda::BatchMetrics;
+use consumer_lambda::metrics::{
+    BATCH_LATENCY, CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID,
+    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, STORED,
+};
+use serde_json::Value;
+
+/// The function name the EMF lines carry, as the consumer's `bootstrap`
+/// names itself outside Lambda.
+pub const FUNCTION_NAME: &str = "orders-consumer";
+
+/// Lines kept before the file is rotated: `status` shows a few, and sums these.
+pub const DEFAULT_KEEP: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchLogError {
+    #[error("cannot write the batch log {path}: check that its directory exists and is writable")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no batch log at {path}: is scripts/dev running? (its local-esm run writes one from its start, at BATCH_LOG)"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read the batch log {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Appends one EMF line per handled batch, rotating after `keep` lines.
+#[derive(Debug)]
+pub struct BatchLog {
+    path: PathBuf,
+    keep: usize,
+    /// The open file and how many lines it holds; one lock, as the mapping's
+    /// concurrent invocations append from several tasks.
+    current: Mutex<Option<(File, usize)>>,
+}
+
+impl BatchLog {
+    /// A log at `path` that starts afresh: the lines of an earlier run (and
+    /// its rotated file) are removed, since the queues they describe are gone.
+    pub fn create(path: impl Into<PathBuf>, keep: usize) -> Result<Self, BatchLogError> {
+        let path = path.into();
+        let write_error = |source| BatchLogError::Write {
+            path: path.clone(),
+            source,
+        };
+        remove_if_present(&rotated(&path)).map_err(write_error)?;
+        let file = File::create(&path).map_err(write_error)?;
+        Ok(Self {
+            path,
+            keep: keep.max(1),
+            current: Mutex::new(Some((file, 0))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the batch's EMF line, stamped `at`.
+    pub fn append(&self, metrics: &BatchMetrics, at: SystemTime) -> Result<(), BatchLogError> {
+        let timestamp_ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        let mut line = metrics.to_emf(FUNCTION_NAME, timestamp_ms);
+        line.push('\n');
+        let write_error = |source| BatchLogError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        // A poisoned lock only means another append panicked; the file is still usable.
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_none_or(|(_, lines)| *lines >= self.keep)
+        {
+            if current.take().is_some() {
+                std::fs::rename(&self.path, rotated(&self.path)).map_err(write_error)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(write_error)?;
+            *current = Some((file, 0));
+        }
+        if let Some((file, lines)) = current.as_mut() {
+            // One write of the whole line: a reader sees it whole or not at all
+            // but for its tail, which it skips.
+            file.write_all(line.as_bytes()).map_err(write_error)?;
+            *lines += 1;
+        }
+        Ok(())
+    }
+}
+
+fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// One batch's figures as its EMF line carries them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchFigures {
+    pub at: DateTime<Utc>,
+    pub records: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub invalid: u64,
+    pub refused: u64,
+    pub postponed: u64,
+    pub requeued: u64,
+    pub requeue_failed: u64,
+    pub dead_lettered: u64,
+    pub dead_letter_failed: u64,
+    pub latency_ms: f64,
+    /// Only a batch with a valid order has one.
+    pub oldest_order_age_s: Option<f64>,
+}
+
+impl BatchFigures {
+    /// The figures of one EMF line, `None` when it is not a batch's line.
+    pub fn from_emf(line: &str) -> Option<Self> {
+        let doc: Value = serde_json::from_str(line).ok()?;
+        let count = |name: &str| doc.get(name).and_then(Value::as_u64);
+        let timestamp_ms = doc.pointer("/_aws/Timestamp").and_then(Value::as_i64)?;
+        Some(Self {
+            at: DateTime::from_timestamp_millis(timestamp_ms)?,
+            records: count(RECORDS)?,
+            stored: count(STORED)?,
+            duplicates: count(DUPLICATES)?,
+            conflicts: count(CONFLICTS)?,
+            invalid: count(INVALID)?,
+            refused: count(REFUSED)?,
+            postponed: count(POSTPONED)?,
+            requeued: count(REQUEUED)?,
+            requeue_failed: count(REQUEUE_FAILED)?,
+            dead_lettered: count(DEAD_LETTERED)?,
+            dead_letter_failed: count(DEAD_LETTER_FAILED)?,
+            latency_ms: doc.get(BATCH_LATENCY).and_then(Value::as_f64)?,
+            oldest_order_age_s: doc.get(OLDEST_ORDER_AGE).and_then(Value::as_f64),
+        })
+    }
+}
+
+/// What [`read`] found: the newest batches last, and how many lines were
+/// not batch lines (a line being written is not counted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batches {
+    pub batches: Vec<BatchFigures>,
+    pub unreadable: usize,
+}
+
+/// Every batch the log at `path` keeps (with its rotated file), oldest first.
+pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
+    let mut found = Batches::default();
+    let mut any = false;
+    for file in [rotated(path), path.to_owned()] {
+        let opened = match File::open(&file) {
+            Ok(opened) => opened,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(BatchLogError::Read { path: file, source }),
+        };
+        any = true;
+        let mut reader = BufReader::new(opened);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = reader
+                .read_line(&mut line)
+                .map_err(|source| BatchLogError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+            // End of file, or a last line whose append has not finished.
+            if read == 0 || !line.ends_with('\n') {
+                break;
+            }
+            match BatchFigures::from_emf(line.trim_end()) {
+                Some(figures) => found.batches.push(figures),
+                None => found.unreadable += 1,
+            }
+        }
+    }
+    if !any {
+        return Err(BatchLogError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(stored: u64) -> BatchMetrics {
+        BatchMetrics {
+            records: 4,
+            stored,
+            duplicates: 1,
+            conflicts: 0,
+            invalid: 1,
+            refused: 0,
+            postponed: 0,
+            requeued: 0,
+            requeue_failed: 0,
+            dead_lettered: 1,
+            dead_letter_failed: 0,
+            latency: Duration::from_micros(12_500),
+            oldest_received_at: "2026-12-02T10:00:00Z".parse().ok(),
+        }
+    }
+
+    fn temp_path(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("local-esm-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join("batches.jsonl")
+    }
+
+    fn at(seconds_after_ten: u64) -> SystemTime {
+        let ten: DateTime<Utc> = "2026-12-02T10:00:00Z".parse().expect("time");
+        UNIX_EPOCH + Duration::from_millis(ten.timestamp_millis() as u64 + seconds_after_ten * 1000)
+    }
+
+    #[test]
+    fn a_batch_is_read_back_with_every_figure_the_consumer_counted() {
+        let path = temp_path("read-back");
+        let log = BatchLog::create(&path, 10).expect("log");
+        log.append(&metrics(2), at(90)).expect("append");
+        let read = read(&path).expect("read");
+        assert_eq!(read.unreadable, 0);
+        let [batch] = read.batches.as_slice() else {
+            panic!("one batch: {read:?}")
+        };
+        assert_eq!(batch.at.to_rfc3339(), "2026-12-02T10:01:30+00:00");
+        assert_eq!(
+            (batch.records, batch.stored, batch.duplicates, batch.invalid),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(batch.latency_ms, 12.5);
+        assert_eq!(batch.oldest_order_age_s, Some(90.0));
+    }
+
+    #[test]
+    fn the_log_keeps_at_most_twice_its_bound_and_reads_the_newest_last() {
+        let path = temp_path("bounded");
+        let log = BatchLog::create(&path, 3).expect("log");
+        for stored in 0..8 {
+            log.append(&metrics(stored), at(stored)).expect("append");
+        }
+        let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+        assert_eq!((lines(&rotated(&path)), lines(&path)), (3, 2));
+        let read = read(&path).expect("read");
+        let stored: Vec<u64> = read.batches.iter().map(|b| b.stored).collect();
+        assert_eq!(stored, [3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_line_still_being_written_is_skipped_and_a_foreign_one_counted() {
+        let path = temp_path("torn");
+        let log = BatchLog::create(&path, 10).expect("log");
+        log.append(&metrics(1), at(1)).expect("append");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(b"{\"not\":\"a batch\"}\n{\"_aws\":{\"Timest")
+            .expect("write");
+        let read = read(&path).expect("read");
+        assert_eq!((read.batches.len(), read.unreadable), (1, 1));
+    }
+
+    #[test]
+    fn a_new_log_forgets_the_batches_of_an_earlier_run() {
+        let path = temp_path("fresh");
+        let log = BatchLog::create(&path, 1).expect("log");
+        log.append(&metrics(1), at(1)).expect("append");
+        log.append(&metrics(2), at(2)).expect("append");
+        drop(log);
+        let _log = BatchLog::create(&path, 1).expect("log again");
+        assert_eq!(read(&path).expect("read"), Batches::default());
+    }
+
+    #[test]
+    fn a_missing_log_says_that_no_batch_was_handled_yet() {
+        let path = temp_path("missing").with_file_name("none.jsonl");
+        let err = read(&path).expect_err("missing");
+        assert!(err.to_string().contains("no batch log"), "{err}");
+    }
+}

@@ -1,0 +1,649 @@
+//! `local-esm status`: what the CloudWatch dashboard shows, for the local
+//! stack, as a table in a terminal. Three parts, each read on its own so that
+//! one being down leaves the others on screen:
+//!
+//! - the queue and the DLQ: depth from `GetQueueAttributes`, and the oldest
+//!   message's age, which SQS gives only to CloudWatch
+//!   (`ApproximateAgeOfOldestMessage`), read from LocalStack's side-effect-free
+//!   message listing instead ([`queues`]);
+//! - the consumer's last batches, from the EMF lines `local-esm run` keeps in
+//!   its batch log ([`crate::batches`]);
+//! - the producer's counters, from its `/metrics` ([`prometheus`]).
+//!
+//! # Layout
+//! - this file: [`Sources`] (where each part is read), [`Snapshot`] (what was
+//!   read, or why not), [`render`] (the table).
+//! - [`queues`]: the queue figures.
+//! - [`prometheus`]: the Prometheus text and the producer's figures in it.
+
+pub mod prometheus;
+pub mod queues;
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use consumer_lambda::metrics::{
+    BATCH_LATENCY, CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID,
+    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, STORED,
+};
+use support::error_chain;
+
+use crate::batches::{self, BatchFigures, Batches};
+use prometheus::ProducerFigures;
+use queues::{Oldest, QueueFigures};
+
+/// How long one part may take before its row says it did not answer: a
+/// stalled part must not hold up the others, nor `--watch`.
+const PART_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where each part of the status is read.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub sqs: aws_sdk_sqs::Client,
+    pub http: reqwest::Client,
+    /// The emulator's endpoint (`AWS_ENDPOINT_URL`), for the messages' ages;
+    /// `None` against AWS, which has no such listing.
+    pub sqs_endpoint: Option<String>,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub batch_log: PathBuf,
+    /// How many batches the table shows, newest first.
+    pub batches_shown: usize,
+    pub metrics_url: String,
+}
+
+/// One queue's row: its name, and its figures or why they could not be read.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub name: String,
+    pub figures: Result<QueueFigures, String>,
+}
+
+/// Everything read at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: DateTime<Utc>,
+    pub queues: Vec<QueueRow>,
+    pub batch_log: PathBuf,
+    pub batches_shown: usize,
+    pub batches: Result<Batches, String>,
+    pub metrics_url: String,
+    pub producer: Result<ProducerFigures, String>,
+}
+
+impl Snapshot {
+    /// False only when no part could be read: `status` then exits non-zero.
+    pub fn anything_read(&self) -> bool {
+        self.queues.iter().any(|q| q.figures.is_ok())
+            || self.batches.is_ok()
+            || self.producer.is_ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error(
+        "the producer's metrics at {url} did not answer: is scripts/dev running (METRICS_URL in .dev/env)?"
+    )]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl Sources {
+    /// Reads every part at once, each within [`PART_TIMEOUT`].
+    pub async fn read(&self) -> Snapshot {
+        let queue = |url: String| async move {
+            let figures = within(
+                queues::read(&self.sqs, &self.http, self.sqs_endpoint.as_deref(), &url),
+                |err| brief(&err),
+            )
+            .await;
+            QueueRow {
+                name: queues::name_of(&url).to_owned(),
+                figures,
+            }
+        };
+        let (orders, dlq, producer) = tokio::join!(
+            queue(self.queue_url.clone()),
+            queue(self.dlq_url.clone()),
+            within(self.producer(), |err| brief(&err)),
+        );
+        let batches = batches::read(&self.batch_log).map_err(|err| error_chain(&err));
+        Snapshot {
+            at: Utc::now(),
+            queues: vec![orders, dlq],
+            batch_log: self.batch_log.clone(),
+            batches_shown: self.batches_shown,
+            batches,
+            metrics_url: self.metrics_url.clone(),
+            producer,
+        }
+    }
+
+    async fn producer(&self) -> Result<ProducerFigures, ProducerError> {
+        let unreachable = |source| ProducerError::Unreachable {
+            url: self.metrics_url.clone(),
+            source,
+        };
+        let text = self
+            .http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unreachable)?
+            .text()
+            .await
+            .map_err(unreachable)?;
+        Ok(ProducerFigures::from_samples(&prometheus::parse(&text)))
+    }
+}
+
+/// What a row says of an error: its own words (what failed, what to do) and
+/// the root cause (`Connection refused`), without the SDK's layers between.
+fn brief(err: &dyn std::error::Error) -> String {
+    let mut root = None;
+    let mut source = err.source();
+    while let Some(cause) = source {
+        root = Some(cause);
+        source = cause.source();
+    }
+    match root {
+        Some(root) => format!("{err}: {root}"),
+        None => err.to_string(),
+    }
+}
+
+async fn within<T, E>(
+    part: impl Future<Output = Result<T, E>>,
+    describe: impl FnOnce(E) -> String,
+) -> Result<T, String> {
+    match tokio::time::timeout(PART_TIMEOUT, part).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(describe(err)),
+        Err(_) => Err(format!("no answer within {} s", PART_TIMEOUT.as_secs_f64())),
+    }
+}
+
+/// The snapshot as text: three tables, a row saying why where a part is down.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Local system at {}",
+        snapshot.at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    out.push('\n');
+    render_queues(&mut out, &snapshot.queues);
+    out.push('\n');
+    render_batches(&mut out, snapshot);
+    out.push('\n');
+    render_producer(&mut out, snapshot);
+    out
+}
+
+fn render_queues(out: &mut String, rows: &[QueueRow]) {
+    let mut table = vec![cells([
+        "queue",
+        "visible",
+        "in flight",
+        "delayed",
+        "oldest",
+    ])];
+    let mut down = Vec::new();
+    for row in rows {
+        match &row.figures {
+            Ok(figures) => table.push(vec![
+                row.name.clone(),
+                figures.visible.to_string(),
+                figures.in_flight.to_string(),
+                figures.delayed.to_string(),
+                match &figures.oldest {
+                    Oldest::Empty => "-".to_owned(),
+                    Oldest::Age(age) => age_text(age.as_secs_f64()),
+                    Oldest::Unknown => "n/a".to_owned(),
+                },
+            ]),
+            Err(why) => down.push((row.name.clone(), why.clone())),
+        }
+    }
+    write_table(out, &table);
+    for (name, why) in down {
+        let _ = writeln!(out, "{name:<10}  DOWN: {why}");
+    }
+}
+
+fn render_batches(out: &mut String, snapshot: &Snapshot) {
+    let batches = match &snapshot.batches {
+        Ok(batches) => batches,
+        Err(why) => {
+            let _ = writeln!(out, "consumer    DOWN: {why}");
+            return;
+        }
+    };
+    let newest_first: Vec<&BatchFigures> = batches
+        .batches
+        .iter()
+        .rev()
+        .take(snapshot.batches_shown.max(1))
+        .collect();
+    let Some(newest) = newest_first.first() else {
+        let _ = writeln!(
+            out,
+            "consumer    no batch yet ({})",
+            snapshot.batch_log.display()
+        );
+        return;
+    };
+    let ago = (snapshot.at - newest.at).num_milliseconds().max(0) as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "consumer    the last {} of {} batches kept in {}, newest first (the newest {} ago)",
+        newest_first.len(),
+        batches.batches.len(),
+        snapshot.batch_log.display(),
+        age_text(ago),
+    );
+    let all = &batches.batches;
+    let mut header = vec!["batch at".to_owned()];
+    header.extend(
+        newest_first
+            .iter()
+            .map(|b| b.at.format("%H:%M:%S").to_string()),
+    );
+    header.push(format!("all {}", all.len()));
+    let mut table = vec![header];
+    let counts: [(&str, Count); 11] = [
+        (RECORDS, |b| b.records),
+        (STORED, |b| b.stored),
+        (DUPLICATES, |b| b.duplicates),
+        (CONFLICTS, |b| b.conflicts),
+        (INVALID, |b| b.invalid),
+        (REFUSED, |b| b.refused),
+        (POSTPONED, |b| b.postponed),
+        (REQUEUED, |b| b.requeued),
+        (REQUEUE_FAILED, |b| b.requeue_failed),
+        (DEAD_LETTERED, |b| b.dead_lettered),
+        (DEAD_LETTER_FAILED, |b| b.dead_letter_failed),
+    ];
+    for (name, count) in counts {
+        let mut row = vec![name.to_owned()];
+        row.extend(newest_first.iter().map(|b| count(b).to_string()));
+        row.push(format!("Σ {}", all.iter().map(count).sum::<u64>()));
+        table.push(row);
+    }
+    let mut latency = vec![BATCH_LATENCY.to_owned()];
+    latency.extend(newest_first.iter().map(|b| ms_text(b.latency_ms)));
+    latency.push(format!(
+        "max {}",
+        ms_text(all.iter().map(|b| b.latency_ms).fold(0.0, f64::max))
+    ));
+    table.push(latency);
+    let mut oldest = vec![OLDEST_ORDER_AGE.to_owned()];
+    oldest.extend(
+        newest_first
+            .iter()
+            .map(|b| b.oldest_order_age_s.map_or("-".to_owned(), age_text)),
+    );
+    oldest.push(
+        all.iter()
+            .filter_map(|b| b.oldest_order_age_s)
+            .reduce(f64::max)
+            .map_or("-".to_owned(), |max| format!("max {}", age_text(max))),
+    );
+    table.push(oldest);
+    write_table(out, &table);
+    if batches.unreadable > 0 {
+        let _ = writeln!(
+            out,
+            "({} lines of the batch log were not batch lines)",
+            batches.unreadable
+        );
+    }
+}
+
+/// One count of a batch, read from its figures.
+type Count = fn(&BatchFigures) -> u64;
+
+fn render_producer(out: &mut String, snapshot: &Snapshot) {
+    let figures = match &snapshot.producer {
+        Ok(figures) => figures,
+        Err(why) => {
+            let _ = writeln!(out, "producer    DOWN: {why}");
+            return;
+        }
+    };
+    let _ = writeln!(out, "producer    {}", snapshot.metrics_url);
+    let refused_total: u64 = figures.refused.values().sum();
+    let by_status = figures
+        .refused
+        .iter()
+        .map(|(status, count)| format!("{count} × {status}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let latency = |l: &prometheus::Latency| match l.mean_seconds() {
+        None => format!("{}", l.count),
+        Some(mean) => format!(
+            "{}, mean {}{}",
+            l.count,
+            ms_text(mean * 1000.0),
+            l.p99_at_most_seconds.map_or(String::new(), |p99| format!(
+                ", p99 ≤ {}",
+                seconds_bound(p99)
+            ))
+        ),
+    };
+    let table = vec![
+        cells(["orders accepted (202)", &figures.accepted.to_string()]),
+        vec![
+            "orders refused".to_owned(),
+            if by_status.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("{refused_total}: {by_status}")
+            },
+        ],
+        vec![
+            "enqueued (SQS confirmed)".to_owned(),
+            latency(&figures.queued),
+        ],
+        vec!["enqueue failed".to_owned(), latency(&figures.failed)],
+        cells([
+            "orders in flight",
+            "n/a: the producer's /metrics has no gauge for it",
+        ]),
+    ];
+    write_table_left(out, &table);
+}
+
+fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
+    texts.iter().map(|t| (*t).to_owned()).collect()
+}
+
+/// The first column left-aligned, the figures right-aligned under their headers.
+fn write_table(out: &mut String, rows: &[Vec<String>]) {
+    let widths = widths(rows);
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == 0 {
+                let _ = write!(line, "{cell:<width$}");
+            } else {
+                let _ = write!(line, "  {cell:>width$}");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// Label and text, both left-aligned, indented under the part's name.
+fn write_table_left(out: &mut String, rows: &[Vec<String>]) {
+    let widths = widths(rows);
+    for row in rows {
+        let mut line = String::from("  ");
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+fn widths(rows: &[Vec<String>]) -> Vec<usize> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|row| row.get(i))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// An age a person reads at a glance: `850 ms`, `14 s`, `3 min 5 s`, `2 h 10 min`.
+fn age_text(seconds: f64) -> String {
+    if seconds < 1.0 {
+        return format!("{:.0} ms", seconds * 1000.0);
+    }
+    let whole = seconds as u64;
+    match whole {
+        0..60 => format!("{seconds:.1} s"),
+        60..3600 => format!("{} min {} s", whole / 60, whole % 60),
+        _ => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
+    }
+}
+
+fn ms_text(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// A histogram bucket's bound: `8 ms`, `1.024 s`, `+Inf`.
+fn seconds_bound(seconds: f64) -> String {
+    if seconds.is_infinite() {
+        "+Inf".to_owned()
+    } else if seconds < 1.0 {
+        format!("{} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn a_rows_error_keeps_its_own_words_and_the_root_cause_only() {
+        let root = Layer("Connection refused", None);
+        let middle = Layer("dispatch failure", Some(Box::new(root)));
+        let top = Layer("the emulator did not answer", Some(Box::new(middle)));
+        assert_eq!(
+            brief(&top),
+            "the emulator did not answer: Connection refused"
+        );
+        assert_eq!(brief(&Layer("alone", None)), "alone");
+    }
+
+    fn batch(at: &str, stored: u64, oldest: Option<f64>) -> BatchFigures {
+        BatchFigures {
+            at: at.parse().expect("time"),
+            records: stored + 1,
+            stored,
+            duplicates: 0,
+            conflicts: 0,
+            invalid: 1,
+            refused: 0,
+            postponed: 0,
+            requeued: 0,
+            requeue_failed: 0,
+            dead_lettered: 1,
+            dead_letter_failed: 0,
+            latency_ms: 12.5,
+            oldest_order_age_s: oldest,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            at: "2026-12-02T16:40:12Z".parse().expect("time"),
+            queues: vec![
+                QueueRow {
+                    name: "orders".into(),
+                    figures: Ok(QueueFigures {
+                        visible: 3,
+                        in_flight: 1,
+                        delayed: 2,
+                        oldest: Oldest::Age(Duration::from_secs(125)),
+                    }),
+                },
+                QueueRow {
+                    name: "orders-dlq".into(),
+                    figures: Ok(QueueFigures {
+                        visible: 0,
+                        in_flight: 0,
+                        delayed: 0,
+                        oldest: Oldest::Empty,
+                    }),
+                },
+            ],
+            batch_log: ".dev/batches.jsonl".into(),
+            batches_shown: 2,
+            batches: Ok(Batches {
+                batches: vec![
+                    batch("2026-12-02T16:40:00Z", 1, None),
+                    batch("2026-12-02T16:40:05Z", 4, Some(1.5)),
+                    batch("2026-12-02T16:40:10Z", 9, Some(0.25)),
+                ],
+                unreadable: 0,
+            }),
+            metrics_url: "http://127.0.0.1:9464/metrics".into(),
+            producer: Ok(ProducerFigures {
+                accepted: 14,
+                refused: BTreeMap::from([("422".into(), 1)]),
+                queued: prometheus::Latency {
+                    count: 14,
+                    sum_seconds: 0.07,
+                    p99_at_most_seconds: Some(0.008),
+                },
+                failed: prometheus::Latency::default(),
+            }),
+        }
+    }
+
+    fn line_starting<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{text}"))
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    #[test]
+    fn each_queue_is_one_row_of_its_depths_and_oldest_age() {
+        let text = render(&snapshot());
+        assert_eq!(
+            words(line_starting(&text, "orders ")),
+            ["orders", "3", "1", "2", "2", "min", "5", "s"]
+        );
+        assert_eq!(
+            words(line_starting(&text, "orders-dlq")),
+            ["orders-dlq", "0", "0", "0", "-"]
+        );
+    }
+
+    #[test]
+    fn the_batches_are_shown_newest_first_under_the_consumers_metric_names() {
+        let text = render(&snapshot());
+        assert_eq!(
+            words(line_starting(&text, "batch at")),
+            ["batch", "at", "16:40:10", "16:40:05", "all", "3"]
+        );
+        assert_eq!(
+            words(line_starting(&text, STORED)),
+            [STORED, "9", "4", "Σ", "14"]
+        );
+        assert_eq!(
+            words(line_starting(&text, OLDEST_ORDER_AGE)),
+            [OLDEST_ORDER_AGE, "250", "ms", "1.5", "s", "max", "1.5", "s"]
+        );
+        for name in [
+            RECORDS,
+            DUPLICATES,
+            CONFLICTS,
+            INVALID,
+            REFUSED,
+            POSTPONED,
+            REQUEUED,
+            REQUEUE_FAILED,
+            DEAD_LETTERED,
+            DEAD_LETTER_FAILED,
+            BATCH_LATENCY,
+        ] {
+            line_starting(&text, name);
+        }
+        assert!(text.contains("the newest 2.0 s ago"), "{text}");
+    }
+
+    #[test]
+    fn the_producer_shows_orders_accepted_refused_by_status_and_enqueue_latency() {
+        let text = render(&snapshot());
+        assert_eq!(
+            words(line_starting(&text, "  orders accepted")),
+            ["orders", "accepted", "(202)", "14"]
+        );
+        assert!(
+            line_starting(&text, "  orders refused").ends_with("1: 1 × 422"),
+            "{text}"
+        );
+        assert!(
+            line_starting(&text, "  enqueued").ends_with("14, mean 5.0 ms, p99 ≤ 8 ms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_part_that_is_down_says_so_in_its_row_and_the_rest_is_still_shown() {
+        let mut snapshot = snapshot();
+        snapshot.queues[1].figures = Err("could not reach the emulator".into());
+        snapshot.producer = Err("the producer's metrics did not answer".into());
+        let text = render(&snapshot);
+        assert!(
+            line_starting(&text, "orders-dlq").ends_with("DOWN: could not reach the emulator"),
+            "{text}"
+        );
+        assert!(line_starting(&text, "producer").contains("DOWN: the producer's metrics"));
+        line_starting(&text, "orders ");
+        line_starting(&text, STORED);
+        assert!(snapshot.anything_read());
+    }
+
+    #[test]
+    fn nothing_read_is_the_only_failure_of_the_command() {
+        let mut snapshot = snapshot();
+        for queue in &mut snapshot.queues {
+            queue.figures = Err("down".into());
+        }
+        snapshot.producer = Err("down".into());
+        assert!(snapshot.anything_read(), "the batch log alone is something");
+        snapshot.batches = Err("no batch log".into());
+        assert!(!snapshot.anything_read());
+    }
+
+    #[test]
+    fn no_batch_yet_is_said_as_such() {
+        let mut snapshot = snapshot();
+        snapshot.batches = Ok(Batches::default());
+        let text = render(&snapshot);
+        assert!(
+            line_starting(&text, "consumer").contains("no batch yet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age_text(0.25), "250 ms");
+        assert_eq!(age_text(14.04), "14.0 s");
+        assert_eq!(age_text(185.0), "3 min 5 s");
+        assert_eq!(age_text(7800.0), "2 h 10 min");
+    }
+}

@@ -1,0 +1,152 @@
+//! A queue's depth and its oldest message's age.
+//!
+//! Depth is `GetQueueAttributes`: visible, in flight (received, not yet
+//! deleted) and delayed messages
+//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html>).
+//! The oldest message's age is not among its attributes: in AWS it is the
+//! CloudWatch metric `ApproximateAgeOfOldestMessage`
+//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html>).
+//! Receiving a message to read its `SentTimestamp` would spend one of its
+//! receives, and push it toward the DLQ, so it is read from LocalStack's
+//! developer listing (`/_aws/sqs/messages`), which returns every message
+//! without touching its visibility or receive count
+//! (<https://docs.localstack.cloud/aws/capabilities/config/internal-endpoints/>).
+//! Elsewhere the age is `n/a`.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::queues::QueueError;
+
+/// LocalStack's listing of a queue's messages, answered like `ReceiveMessage`.
+const LISTING_PATH: &str = "/_aws/sqs/messages?ShowInvisible=true&ShowDelayed=true";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueFigures {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub oldest: Oldest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Oldest {
+    /// No message in the queue.
+    Empty,
+    Age(Duration),
+    /// The endpoint lists no messages (it is not LocalStack).
+    Unknown,
+}
+
+/// The queue's name: the last part of its URL.
+pub fn name_of(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+/// The queue's figures; the age is [`Oldest::Unknown`] when the listing fails.
+pub async fn read(
+    sqs: &Client,
+    http: &reqwest::Client,
+    endpoint: Option<&str>,
+    url: &str,
+) -> Result<QueueFigures, QueueError> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|err| QueueError::new(format!("read the depth of {}", name_of(url)), err))?;
+    let count = |name: QueueAttributeName| -> u64 {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (visible, in_flight, delayed) = (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    );
+    let oldest = match endpoint {
+        _ if visible + in_flight + delayed == 0 => Oldest::Empty,
+        None => Oldest::Unknown,
+        Some(endpoint) => match oldest_sent(http, endpoint, url).await {
+            Some(sent) => Oldest::Age(SystemTime::now().duration_since(sent).unwrap_or_default()),
+            None => Oldest::Unknown,
+        },
+    };
+    Ok(QueueFigures {
+        visible,
+        in_flight,
+        delayed,
+        oldest,
+    })
+}
+
+/// When the oldest message in the queue was sent, from LocalStack's listing;
+/// `None` when the listing is not there or holds no message.
+async fn oldest_sent(http: &reqwest::Client, endpoint: &str, url: &str) -> Option<SystemTime> {
+    let answer = http
+        .post(format!("{}{LISTING_PATH}", endpoint.trim_end_matches('/')))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "AmazonSQS.ReceiveMessage")
+        .body(json!({ "QueueUrl": url }).to_string())
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    oldest_in_listing(&answer)
+}
+
+/// The smallest `SentTimestamp` (milliseconds since the epoch) of a
+/// `ReceiveMessage`-shaped JSON answer.
+fn oldest_in_listing(answer: &str) -> Option<SystemTime> {
+    let doc: Value = serde_json::from_str(answer).ok()?;
+    doc.get("Messages")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            m.pointer("/Attributes/SentTimestamp")?
+                .as_str()?
+                .parse::<u64>()
+                .ok()
+        })
+        .min()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_of_a_queue_is_the_end_of_its_url() {
+        assert_eq!(
+            name_of("http://127.0.0.1:4566/queue/us-east-1/000000000000/orders-dlq"),
+            "orders-dlq"
+        );
+    }
+
+    #[test]
+    fn the_oldest_message_is_the_one_sent_first_whatever_its_place_in_the_listing() {
+        let answer = r#"{"Messages":[
+            {"MessageId":"b","Attributes":{"SentTimestamp":"1795544835500"}},
+            {"MessageId":"a","Attributes":{"SentTimestamp":"1795544835000"}},
+            {"MessageId":"c","Attributes":{}}]}"#;
+        assert_eq!(
+            oldest_in_listing(answer),
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_544_835_000))
+        );
+        assert_eq!(oldest_in_listing(r#"{"Messages":[]}"#), None);
+        assert_eq!(oldest_in_listing("<xml/>"), None);
+    }
+}
