@@ -134,7 +134,8 @@ pub struct FailureAttribute {
 impl Failure {
     /// The attributes, most telling first, so that a message with room for
     /// only some keeps the class and the detail. The detail is cut to
-    /// [`MAX_DETAIL_LEN`] bytes, at a character boundary.
+    /// [`MAX_DETAIL_LEN`] bytes, at a character boundary, and what SQS refuses
+    /// in a string value is replaced: a parser's error can quote the body.
     pub fn attributes(&self) -> Vec<FailureAttribute> {
         let string = |name, value: String| FailureAttribute {
             name,
@@ -144,7 +145,7 @@ impl Failure {
         let mut attributes = vec![string(CLASS_ATTRIBUTE, self.class.as_str().to_owned())];
         // SQS refuses an empty string value.
         if let Some(detail) = self.detail.as_deref().filter(|d| !d.is_empty()) {
-            attributes.push(string(DETAIL_ATTRIBUTE, bounded(detail).to_owned()));
+            attributes.push(string(DETAIL_ATTRIBUTE, sendable(bounded(detail))));
         }
         if let Some(id) = self.message_id.as_deref().filter(|id| !id.is_empty()) {
             attributes.push(string(MESSAGE_ID_ATTRIBUTE, id.to_owned()));
@@ -184,6 +185,19 @@ impl Failure {
             consumer_version: text(CONSUMER_VERSION_ATTRIBUTE),
         })
     }
+}
+
+/// `text` with each character SQS refuses in a message replaced by U+FFFD:
+/// SQS takes tab, line feed, carriage return and U+0020 up, except U+FFFE
+/// and U+FFFF (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
+fn sendable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => char::REPLACEMENT_CHARACTER,
+            _ => c,
+        })
+        .collect()
 }
 
 /// `text` cut to at most [`MAX_DETAIL_LEN`] bytes, at a character boundary.
@@ -256,6 +270,19 @@ mod tests {
         let kept = &attributes[1].value;
         assert!(kept.len() <= MAX_DETAIL_LEN && kept.len() > MAX_DETAIL_LEN - 2);
         assert!(kept.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_replaced_in_the_detail() {
+        let attributes = Failure {
+            detail: Some("unknown field `a\u{1}b`\tat line 1\u{ffff}".into()),
+            ..failure()
+        }
+        .attributes();
+        assert_eq!(
+            attributes[1].value,
+            "unknown field `a\u{fffd}b`\tat line 1\u{fffd}"
+        );
     }
 
     #[test]
