@@ -7,8 +7,8 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-    QueueAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName,
 };
 use tracing::warn;
 
@@ -262,6 +262,42 @@ pub(crate) async fn receive(
         .await
         .map_err(|err| SqsError::new(format!("receive from {url}"), err))?;
     Ok(response.messages.unwrap_or_default())
+}
+
+/// Deletes the messages of `receipt_handles` (at most 10) from `url` in one
+/// call; returns those SQS did not delete, by position, with its reason. An
+/// error means the call itself failed: nothing is known to be deleted.
+pub(crate) async fn delete_batch(
+    sqs: &Client,
+    url: &str,
+    receipt_handles: &[&str],
+) -> Result<Vec<(usize, String)>, SqsError> {
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .filter_map(|(index, handle)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(*handle)
+                .build()
+                .ok()
+        })
+        .collect::<Vec<_>>();
+    let response = sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|err| SqsError::new(format!("delete from the DLQ {url}"), err))?;
+    Ok(response
+        .failed()
+        .iter()
+        .filter_map(|f| {
+            let problem = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
+            f.id().parse().ok().map(|i| (i, problem))
+        })
+        .collect())
 }
 
 /// Messages this run has received and keeps hidden, by message id → latest

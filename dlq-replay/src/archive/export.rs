@@ -12,14 +12,14 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use aws_sdk_sqs::types::Message;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{ArchiveError, End, Record, Report, append_durably, open_for_append};
 use crate::inspect::{Reason, Verdict};
 use crate::progress::Progress;
-use crate::queues::{Held, SqsError, describe, receive};
+use crate::queues::{Held, SqsError, delete_batch, describe, receive};
 use crate::replay::pacing::{Pacer, chunk_size};
 use crate::replay::{MAX_IDLE_RECEIVES, Selection, Skip, stopped};
 
@@ -322,29 +322,14 @@ impl Run<'_> {
     }
 
     async fn delete(&mut self, written: Vec<Message>) -> Result<(), SqsError> {
-        let entries = written
-            .iter()
-            .enumerate()
-            .filter_map(|(index, message)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
-            .collect::<Vec<_>>();
         const KEPT: &str = "written to the file but not deleted from the DLQ";
-        let response = match self
-            .sqs
-            .delete_message_batch()
-            .queue_url(self.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(response) => response,
+        let handles: Vec<&str> = written
+            .iter()
+            .map(|m| m.receipt_handle().unwrap_or_default())
+            .collect();
+        let failed = match delete_batch(self.sqs, self.dlq_url, &handles).await {
+            Ok(failed) => failed,
             Err(err) => {
-                let err = SqsError::new(format!("delete from the DLQ {}", self.dlq_url), err);
                 for message in &written {
                     self.hold(message);
                     self.fail(message, &format!("{KEPT} ({err}); it is in both"));
@@ -352,14 +337,6 @@ impl Run<'_> {
                 return Err(err);
             }
         };
-        let failed: Vec<(usize, String)> = response
-            .failed()
-            .iter()
-            .filter_map(|f| {
-                let problem = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
-                f.id().parse().ok().map(|i| (i, problem))
-            })
-            .collect();
         for (index, message) in written.iter().enumerate() {
             match failed.iter().find(|(i, _)| *i == index) {
                 None => self.counts.deleted += 1,

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
+    Message, MessageAttributeValue, MessageSystemAttributeName, MessageSystemAttributeNameForSends,
+    MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
 use order_contract::dead_letter::{
     MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE, is_failure_attribute,
@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::Run;
 use super::selection::Candidate;
 use crate::inspect::size_bytes;
-use crate::queues::{MAX_BATCH, SqsError};
+use crate::queues::{MAX_BATCH, SqsError, delete_batch};
 
 /// What one SendMessageBatch may carry in total. SQS's historical limit; newer
 /// queues accept more, but smaller batches cost nothing here.
@@ -157,30 +157,15 @@ impl Run<'_> {
         if sent.is_empty() {
             return Ok(());
         }
-        let entries = sent
-            .iter()
-            .enumerate()
-            .filter_map(|(index, candidate)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .receipt_handle(candidate.message.receipt_handle().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
-            .collect::<Vec<_>>();
         const NOT_DELETED: &str = "sent to the source queue but not deleted from the DLQ";
         const WAY_OUT: &str = "it reappears in the DLQ; replaying it again only makes a duplicate, which the consumer absorbs";
-        let response = match self
-            .sqs
-            .delete_message_batch()
-            .queue_url(self.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(response) => response,
+        let handles: Vec<&str> = sent
+            .iter()
+            .map(|c| c.message.receipt_handle().unwrap_or_default())
+            .collect();
+        let failed = match delete_batch(self.sqs, self.dlq_url, &handles).await {
+            Ok(failed) => failed,
             Err(err) => {
-                let err = SqsError::new(format!("delete from the DLQ {}", self.dlq_url), err);
                 for candidate in &sent {
                     self.hold(candidate);
                     self.fail(candidate, &format!("{NOT_DELETED} ({err}); {WAY_OUT}"));
@@ -188,14 +173,6 @@ impl Run<'_> {
                 return Err(err);
             }
         };
-        let failed: Vec<(usize, String)> = response
-            .failed()
-            .iter()
-            .filter_map(|f| {
-                let problem = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
-                entry_index(f.id()).map(|i| (i, problem))
-            })
-            .collect();
         for (index, candidate) in sent.into_iter().enumerate() {
             match failed.iter().find(|(i, _)| *i == index) {
                 None => {
