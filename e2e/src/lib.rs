@@ -325,3 +325,14 @@ impl<H: BatchHandler> BatchHandler for LoseAcks<H> {
         Ok(response)
     }
 }
+
+/// Why a DLQ message failed, as the consumer's failure attributes on it say;
+/// `None` for one without them (the redrive policy moved it).
+pub fn failure_of(message: &aws_sdk_sqs::types::Message) -> Option<order_contract::Failure> {
+    order_contract::Failure::read(|name| {
+        message
+            .message_attributes()
+            .and_then(|attributes| attributes.get(name))
+            .and_then(|value| value.string_value())
+    })
+}

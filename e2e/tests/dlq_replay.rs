@@ -9,8 +9,8 @@ use std::time::Duration;
 use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
 use e2e::Stack;
 use futures::StreamExt;
+use order_contract::FailureClass;
 use order_contract::fixtures::order_request;
-use order_contract::{Failure, FailureClass};
 use serde_json::Value;
 use testkit::{QueueSettings, eventually};
 
@@ -57,13 +57,7 @@ async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix
     // Each says why: the row was refused, with PostgreSQL's SQLSTATE.
     let dead = stack.queues.receive_dlq().await;
     for message in &dead {
-        let failure = Failure::read(|name| {
-            message
-                .message_attributes()
-                .and_then(|a| a.get(name))
-                .and_then(|v| v.string_value())
-        })
-        .expect("a dead letter says why");
+        let failure = e2e::failure_of(message).expect("a dead letter says why");
         assert_eq!(failure.class, FailureClass::RowRefused);
         let detail = failure.detail.unwrap_or_default();
         assert!(detail.starts_with("23514: "), "{detail}");

@@ -8,8 +8,8 @@ use std::time::Duration;
 use e2e::{LoseAcks, Stack};
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess};
+use order_contract::FailureClass;
 use order_contract::fixtures::order_request;
-use order_contract::{Failure, FailureClass};
 use serde_json::Value;
 use testkit::{PostgresServer, QueueSettings, eventually};
 
@@ -168,13 +168,7 @@ async fn poison_reaches_the_dlq_in_one_receive_saying_why_and_valid_orders_are_s
     let classes: HashMap<String, (FailureClass, u32)> = dead
         .iter()
         .map(|message| {
-            let failure = Failure::read(|name| {
-                message
-                    .message_attributes()
-                    .and_then(|a| a.get(name))
-                    .and_then(|v| v.string_value())
-            })
-            .expect("every dead letter says why it failed");
+            let failure = e2e::failure_of(message).expect("every dead letter says why it failed");
             assert!(failure.detail.is_some_and(|d| !d.is_empty()));
             let body = message.body.clone().unwrap_or_default();
             (body, (failure.class, failure.receive_count.unwrap_or(0)))

@@ -18,7 +18,6 @@ use clap::Parser;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use futures::StreamExt;
 use local_esm::Template;
-use order_contract::Failure;
 use serde_json::{Value, json};
 use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
 use tokio::sync::Mutex;
@@ -542,12 +541,7 @@ impl DeadLetters {
                 dead.others += 1;
                 continue;
             };
-            let failure = Failure::read(|name| {
-                message
-                    .message_attributes()
-                    .and_then(|a| a.get(name))
-                    .and_then(|v| v.string_value())
-            });
+            let failure = e2e::failure_of(message);
             if let Some(failure) = failure {
                 if let (Some(at), Some(sent)) = (failure.failed_at, sent_ms.get(&id)) {
                     dead.slowest_ms = dead.slowest_ms.max(at.timestamp_millis() - sent);
