@@ -155,16 +155,16 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                     for (record, outcome) in valid.iter().zip(&outcome.by_delivery) {
                         record.span.in_scope(|| log_outcome(*outcome));
                     }
-                    let mut valid: Vec<Option<Valid>> = valid.into_iter().map(Some).collect();
+                    // Refusals are rare: their records are copied, the batch is not moved.
                     for refused in outcome.refused {
-                        if let Some(record) = valid.get_mut(refused.index).and_then(Option::take) {
+                        if let Some(record) = valid.get(refused.index) {
                             let letter = dead_letter(
-                                record.delivery.message_id,
-                                record.message,
+                                record.delivery.message_id.clone(),
+                                record.message.clone(),
                                 FailureClass::RowRefused,
                                 refused.reason,
                             );
-                            poison.push((record.span, letter));
+                            poison.push((record.span.clone(), letter));
                         }
                     }
                 }
