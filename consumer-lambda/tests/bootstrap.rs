@@ -1,5 +1,5 @@
 //! The real `bootstrap` binary under cargo-lambda's Runtime API emulator
-//! (`cargo lambda watch`), invoked through the Lambda Invoke API with the SQS
+//! (`cargo lambda watch --only-lambda-apis`), invoked through the Lambda Invoke API with the SQS
 //! event files in `events/`, against a database of its own.
 
 use std::os::unix::process::CommandExt;
@@ -11,9 +11,12 @@ use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepar
 use serde_json::{Value, json};
 use testkit::{TestDatabase, free_port};
 
-/// `cargo lambda watch` on a free port; the process group dies with the test.
+/// cargo-lambda's Runtime API emulator (`cargo lambda watch --only-lambda-apis`)
+/// on a free port, and the `bootstrap` that `cargo test` built (not a second
+/// build of cargo-lambda's own) polling it; both die with the test.
 struct Watch {
-    child: Child,
+    emulator: Child,
+    function: Child,
     invoke_url: String,
     log_path: std::path::PathBuf,
 }
@@ -22,89 +25,122 @@ impl Watch {
     fn start(database_url: &str) -> Self {
         let port = free_port();
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        // Its own target dir: the outer `cargo test` may hold the workspace's lock,
-        // and cargo-lambda builds with settings of its own anyway.
-        let target_dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lambda-watch");
         let log_path = std::env::temp_dir().join(format!("cargo-lambda-watch-{port}.log"));
-        let log = std::fs::File::create(&log_path)
-            .expect("a log file outside the crate, so the watcher does not rebuild on it");
-        let child = Command::new("cargo")
-            .args(["lambda", "watch", "--ignore-changes"])
+        let log = std::fs::File::create(&log_path).expect("a log file");
+        let emulator = Command::new("cargo")
+            .args(["lambda", "watch", "--only-lambda-apis"])
             .args(["--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
-            .args(["--manifest-path", manifest, "--bin", "bootstrap"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["--env-var", &format!("DATABASE_URL={database_url}")])
-            .args(["--env-var", "QUEUE_URL=http://127.0.0.1:9/000000000000/orders"])
-            // Nobody listens there: the poison's DLQ copies fail, so the real
-            // binary is seen leaving poison unacknowledged for the redrive policy.
-            .args(["--env-var", "DLQ_URL=http://127.0.0.1:9/000000000000/orders-dlq"])
-            .args(["--env-var", "MAX_RECEIVE_COUNT=6"])
-            .args(["--env-var", "AWS_REGION=eu-west-1"])
-            .args(["--env-var", "AWS_ACCESS_KEY_ID=test", "--env-var", "AWS_SECRET_ACCESS_KEY=test"])
-            .args(["--env-var", "RUST_LOG=info"])
+            .args(["--manifest-path", manifest])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
+            .stderr(log.try_clone().expect("log"))
             .process_group(0)
             .spawn()
             .unwrap_or_else(|err| {
                 panic!("cannot run `cargo lambda` ({err}): run the tests through scripts/test, which installs cargo-lambda")
             });
+        let mut emulator = KillOnDrop(Some(emulator));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = emulator.child().try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("cargo lambda watch exited ({status}):\n{log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cargo lambda watch did not listen on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The variables the emulator says a function it does not start must have.
+        let function = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+            .env_clear()
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+            .env("DATABASE_URL", database_url)
+            .env("QUEUE_URL", "http://127.0.0.1:9/000000000000/orders")
+            // Nobody listens there: the poison's DLQ copies fail, so the real
+            // binary is seen leaving poison unacknowledged for the redrive policy.
+            .env("DLQ_URL", "http://127.0.0.1:9/000000000000/orders-dlq")
+            .env("MAX_RECEIVE_COUNT", "6")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("the bootstrap that cargo test built");
         Self {
-            child,
-            invoke_url: format!(
-                "http://127.0.0.1:{port}/2015-03-31/functions/bootstrap/invocations"
-            ),
+            emulator: emulator.0.take().expect("the emulator"),
+            function,
+            invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"),
             log_path,
         }
     }
 
-    /// Invokes the function with an event file; the first call waits for the build.
+    /// Invokes the function with an event file.
     async fn invoke(&mut self, event_file: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("events")
             .join(event_file);
         let event = std::fs::read_to_string(&path).expect("the event file");
-        let http = reqwest::Client::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(600);
-        loop {
-            // Connection refused until the emulator listens; the build happens on the first invoke.
-            match http
-                .post(&self.invoke_url)
-                .body(event.clone())
-                .timeout(Duration::from_secs(600))
-                .send()
-                .await
-            {
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.text().await.expect("a body");
-                    assert!(status.is_success(), "invoke answered {status}: {body}");
-                    return serde_json::from_str(&body)
-                        .unwrap_or_else(|_| panic!("not JSON: {body}"));
-                }
-                Err(err) if err.is_connect() && std::time::Instant::now() < deadline => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-                        panic!("cargo lambda watch exited ({status}):\n{log}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(err) => panic!("invoking the function failed: {err}"),
-            }
+        let response = reqwest::Client::new()
+            .post(&self.invoke_url)
+            .body(event)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await;
+        let log = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        if let Ok(Some(status)) = self.function.try_wait() {
+            panic!("the bootstrap exited ({status}):\n{}", log());
+        }
+        let response = response.unwrap_or_else(|err| panic!("invoking failed: {err}\n{}", log()));
+        let status = response.status();
+        let body = response.text().await.expect("a body");
+        assert!(status.is_success(), "invoke answered {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+    }
+}
+
+/// The emulator's process group, ended when a panic leaves it behind.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            end_group(child);
         }
     }
 }
 
+/// cargo-lambda runs as a child of `cargo`: end the whole group.
+fn end_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("--")
+        .arg(format!("-{}", child.id()))
+        .status();
+    let _ = child.wait();
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
-        // The watcher runs the function as a child of its own: end the whole group.
-        let _ = Command::new("kill")
-            .arg("--")
-            .arg(format!("-{}", self.child.id()))
-            .status();
-        let _ = self.child.wait();
+        let _ = self.function.kill();
+        let _ = self.function.wait();
+        end_group(&mut self.emulator);
     }
 }
 

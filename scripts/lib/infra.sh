@@ -103,7 +103,7 @@ elf_machine() {
 }
 
 # Where sam build and the producer's cross-build put their output: under .dev/,
-# never in the crates (cargo lambda watch would rebuild on every change there),
+# never in the crates (a build there would dirty the source tree),
 # and apart from target/ so host and Lambda builds never invalidate each other.
 # (These are used by scripts/deploy and scripts/check-infra, hence SC2034.)
 # shellcheck disable=SC2034
