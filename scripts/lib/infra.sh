@@ -81,7 +81,7 @@ ensure_rust_target() {
     command -v rustup >/dev/null 2>&1 ||
         die "the Rust target $target is missing and rustup was not found: install the standard library for $target"
     info "rustup target add $target"
-    with_install_lock rustup target add "$target"
+    with_install_lock rustup rustup target add "$target"
 }
 
 # The machine an ELF file is built for, as `file` would name it (aarch64, x86-64),

@@ -25,15 +25,24 @@ apt_install() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
-# Serialises installs between concurrent runs (scripts/dev and scripts/test at once
-# would otherwise build the same venv on top of each other).
+# with_install_lock NAME COMMAND...: runs COMMAND holding the lock NAME, so that
+# two runs (scripts/dev and scripts/test at once, or a background build and the
+# step waiting for it) never build the same thing on top of each other, while
+# different things build side by side. Says so when it has to wait.
 with_install_lock() {
+    local name=$1
+    shift
     mkdir -p "$STATE_DIR"
     if command -v flock >/dev/null 2>&1; then
         (
-            flock 9
+            if ! flock -n 9; then
+                local t0=$EPOCHREALTIME
+                info "$name: another build of it is under way; waiting (a background one logs to ${INSTALL_LOG_DIR#"$REPO_ROOT"/}/$name.log)"
+                flock 9
+                info "$name: waited $(elapsed_since "$t0") s"
+            fi
             "$@"
-        ) 9>"$STATE_DIR/.install.lock"
+        ) 9>"$STATE_DIR/.install-$name.lock"
     else
         "$@"
     fi
@@ -82,7 +91,9 @@ ensure_tools() {
 
 # Prints the path of a working Python 3.13, or nothing. A pyenv shim named
 # python3.13 can exist and still fail (version not selected), so every candidate
-# is run, not just looked up.
+# is run, not just looked up. An interpreter inside a virtualenv (one of ours
+# comes first on PATH once a script has put it there) does not count: a venv
+# made from it would break when that venv is rebuilt.
 find_python313() {
     local candidates=() c
     [[ -n ${LOCALSTACK_PYTHON:-} ]] && candidates+=("$LOCALSTACK_PYTHON")
@@ -96,7 +107,7 @@ find_python313() {
     candidates+=(/usr/bin/python3.13 /usr/local/bin/python3.13)
     for c in "${candidates[@]}"; do
         [[ -x $c ]] || continue
-        if "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; then
+        if "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13) or sys.prefix != sys.base_prefix)' >/dev/null 2>&1; then
             printf '%s\n' "$c"
             return 0
         fi
@@ -112,6 +123,25 @@ _pinned_venv_current() {
         "$dir/bin/python" -c '' >/dev/null 2>&1
 }
 
+# The Python 3.13 every virtualenv is made from, found (and given ensurepip) once:
+# exported, so that builds in the background use it and never run apt-get.
+venv_python() {
+    if [[ -z ${VENV_PYTHON:-} ]]; then
+        VENV_PYTHON="$(find_python313)" || die "the Python tools are installed with Python 3.13, and none was found.
+  Looked for: \$LOCALSTACK_PYTHON, python3.13 on PATH, ${PYENV_ROOT:-\$HOME/.pyenv}/versions/3.13*/bin, /usr/bin/python3.13.
+  Install one, e.g.:  pyenv install 3.13      (any distribution)
+                 or:  apt-get install python3.13 python3.13-venv   (Debian 13 / Ubuntu 24.10+)
+  or point LOCALSTACK_PYTHON at a python3.13 binary."
+        # Debian's python3.13 ships venv's ensurepip in a separate package.
+        if ! "$VENV_PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+            [[ $VENV_PYTHON == /usr/bin/python3.13 ]] || die "$VENV_PYTHON cannot create virtualenvs (no ensurepip module)"
+            apt_install python3.13-venv
+        fi
+        export VENV_PYTHON
+    fi
+    printf '%s\n' "$VENV_PYTHON"
+}
+
 # _build_pinned_venv DIR REQUIREMENTS WANT PROGRAM: a Python 3.13 virtualenv holding
 # exactly the pinned set, stamped with the hash of the pin file. Runs under the
 # install lock; re-checks first, since another run may have just built it.
@@ -119,19 +149,7 @@ _build_pinned_venv() {
     local dir=$1 requirements=$2 want=$3 program=$4
     _pinned_venv_current "$dir" "$want" "$program" && return
     local py
-    py="$(find_python313)" || die "${requirements#"$REPO_ROOT"/} is installed with Python 3.13, and none was found.
-  Looked for: \$LOCALSTACK_PYTHON, python3.13 on PATH, ${PYENV_ROOT:-\$HOME/.pyenv}/versions/3.13*/bin, /usr/bin/python3.13.
-  Install one, e.g.:  pyenv install 3.13      (any distribution)
-                 or:  apt-get install python3.13 python3.13-venv   (Debian 13 / Ubuntu 24.10+)
-  or point LOCALSTACK_PYTHON at a python3.13 binary."
-    # Debian's python3.13 ships venv's ensurepip in a separate package.
-    if ! "$py" -c 'import ensurepip' >/dev/null 2>&1; then
-        if [[ $py == /usr/bin/python3.13 ]]; then
-            apt_install python3.13-venv
-        else
-            die "$py cannot create virtualenvs (no ensurepip module)"
-        fi
-    fi
+    py="$(venv_python)" || exit 1
     local t0=$EPOCHREALTIME
     info "building ${dir#"$REPO_ROOT"/} with $py (pins: ${requirements#"$REPO_ROOT"/}); takes a minute or two"
     # From scratch, so the venv holds exactly the pinned set and nothing left over.
@@ -153,7 +171,44 @@ ensure_pinned_venv() {
         info "${dir#"$REPO_ROOT"/}: up to date"
         return
     fi
-    with_install_lock _build_pinned_venv "$dir" "$requirements" "$want" "$program"
+    with_install_lock "${dir##*/}" _build_pinned_venv "$dir" "$requirements" "$want" "$program"
+}
+
+# Where the builds started by start_venv_installs write.
+INSTALL_LOG_DIR="$STATE_DIR/install-logs"
+_BACKGROUND_INSTALLS=()
+
+# start_venv_installs DIR REQUIREMENTS PROGRAM [DIR REQUIREMENTS PROGRAM ...]: starts
+# a build of each virtualenv that is not current, in the background, each in a
+# session of its own with its output in $INSTALL_LOG_DIR, and returns at once:
+# their downloads then overlap each other and whatever runs next. The step that
+# needs one calls ensure_pinned_venv as always, which waits on that venv's lock and
+# finds it built (or, when the background build failed, builds it again where its
+# error shows).
+start_venv_installs() {
+    venv_python >/dev/null
+    mkdir -p "$INSTALL_LOG_DIR"
+    while (($# >= 3)); do
+        local dir=$1 requirements=$2 program=$3 want
+        shift 3
+        want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+        _pinned_venv_current "$dir" "$want" "$program" && continue
+        setsid bash -c 'set -euo pipefail; source "$1/common.sh"; shift; ensure_pinned_venv "$@"' _ \
+            "$LIB_DIR" "$dir" "$requirements" "$program" >"$INSTALL_LOG_DIR/${dir##*/}.log" 2>&1 </dev/null &
+        _BACKGROUND_INSTALLS+=("$!")
+        info "building ${dir#"$REPO_ROOT"/} in the background (log: ${INSTALL_LOG_DIR#"$REPO_ROOT"/}/${dir##*/}.log)"
+    done
+}
+
+# Ends the background builds still running (their sessions, pip with them); an
+# unfinished venv has no stamp, so the next run builds it again.
+stop_venv_installs() {
+    local pid
+    for pid in "${_BACKGROUND_INSTALLS[@]}"; do
+        pid_alive "$pid" && kill -TERM -- "-$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null || true
+    done
+    _BACKGROUND_INSTALLS=()
 }
 
 # LocalStack runs as `$VENV_DIR/bin/python -m localstack.runtime.main`; its venv
@@ -181,11 +236,16 @@ ensure_chromium() {
     info "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
 }
 
-# Everything both scripts need. Each step is idempotent and cheap when done already.
-ensure_all() {
+# The system's side of what every script needs: Debian packages and Rust.
+ensure_system() {
     section "Checking and installing prerequisites"
     ensure_tools
     ensure_rust
     ensure_postgres
+}
+
+# Everything both scripts need. Each step is idempotent and cheap when done already.
+ensure_all() {
+    ensure_system
     ensure_localstack
 }
