@@ -153,10 +153,12 @@ _build_pinned_venv() {
     local t0=$EPOCHREALTIME
     info "building ${dir#"$REPO_ROOT"/} with $py (pins: ${requirements#"$REPO_ROOT"/}); takes a minute or two"
     # From scratch, so the venv holds exactly the pinned set and nothing left over.
+    # --no-compile: byte-compiling every module of botocore and moto took CPU
+    # from the build it runs beside; Python compiles what it imports, once.
     rm -rf "$dir"
     "$py" -m venv "$dir"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install \
-        --quiet --progress-bar off -r "$requirements"
+        --quiet --progress-bar off --no-compile -r "$requirements"
     printf '%s\n' "$want" >"$dir/.requirements.sha256"
     info "${dir#"$REPO_ROOT"/} ready in $(elapsed_since "$t0") s"
 }
