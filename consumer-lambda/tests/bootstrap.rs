@@ -15,8 +15,9 @@ use testkit::{TestDatabase, free_port};
 /// on a free port, and the `bootstrap` that `cargo test` built (not a second
 /// build of cargo-lambda's own) polling it; both die with the test.
 struct Watch {
-    emulator: Child,
     function: Child,
+    // Dropped after `Watch::drop` has ended the function.
+    _emulator: Group,
     invoke_url: String,
     log_path: std::path::PathBuf,
 }
@@ -39,10 +40,10 @@ impl Watch {
             .unwrap_or_else(|err| {
                 panic!("cannot run `cargo lambda` ({err}): run the tests through scripts/test, which installs cargo-lambda")
             });
-        let mut emulator = KillOnDrop(Some(emulator));
+        let mut emulator = Group(emulator);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = emulator.child().try_wait() {
+            if let Ok(Some(status)) = emulator.0.try_wait() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("cargo lambda watch exited ({status}):\n{log}");
             }
@@ -79,8 +80,8 @@ impl Watch {
             .spawn()
             .expect("the bootstrap that cargo test built");
         Self {
-            emulator: emulator.0.take().expect("the emulator"),
             function,
+            _emulator: emulator,
             invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"),
             log_path,
         }
@@ -110,37 +111,24 @@ impl Watch {
     }
 }
 
-/// The emulator's process group, ended when a panic leaves it behind.
-struct KillOnDrop(Option<Child>);
+/// A process group of ours, ended when dropped (also when a panic unwinds):
+/// cargo-lambda runs as a child of `cargo`.
+struct Group(Child);
 
-impl KillOnDrop {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("a child")
-    }
-}
-
-impl Drop for KillOnDrop {
+impl Drop for Group {
     fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            end_group(child);
-        }
+        let _ = Command::new("kill")
+            .arg("--")
+            .arg(format!("-{}", self.0.id()))
+            .status();
+        let _ = self.0.wait();
     }
-}
-
-/// cargo-lambda runs as a child of `cargo`: end the whole group.
-fn end_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("--")
-        .arg(format!("-{}", child.id()))
-        .status();
-    let _ = child.wait();
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.function.kill();
         let _ = self.function.wait();
-        end_group(&mut self.emulator);
     }
 }
 
