@@ -207,7 +207,7 @@ start_venv_installs() {
 stop_venv_installs() {
     local pid
     for pid in "${_BACKGROUND_INSTALLS[@]}"; do
-        pid_alive "$pid" && kill -TERM -- "-$pid" 2>/dev/null
+        if pid_alive "$pid"; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
         wait "$pid" 2>/dev/null || true
     done
     _BACKGROUND_INSTALLS=()
