@@ -18,6 +18,8 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
+use crate::markdown::thousands;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A database the benchmark may fill and truncate (it creates `orders` if missing).
@@ -77,8 +79,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .context("connecting to DATABASE_URL")?;
     tokio::spawn(connection);
 
+    println!("Rows/s, median of {} interleaved rounds:\n", args.rounds);
     println!(
-        "batch  consumer_rows/s  naive_rows/s  copy_rows/s  unnest_rows/s  values_rows/s  ceiling  fraction_of_ceiling  one_duplicate_rows/s  dup_fraction_of_ceiling  one_retried_post_rows/s  retry_fraction_of_ceiling"
+        "| batch | consumer | naive | `COPY` | `unnest` | `VALUES` | ceiling | fraction of ceiling | one redelivery | fraction | one retried POST | fraction |"
+    );
+    println!(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut all = Vec::new();
     for &batch in &args.batch_sizes {
@@ -134,23 +140,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .map_or(0, |(i, _)| i)]
         .name();
         println!(
-            "{:>5}  {:>15.0}  {:>12.0}  {:>11.0}  {:>13.0}  {:>13.0}  {:>7}  {:>19.2}  {:>20.0}  {:>23.2}  {:>23.0}  {:>25.2}",
-            batch,
-            figures.consumer,
-            figures.naive,
-            ceilings[0],
-            ceilings[1],
-            ceilings[2],
-            best,
+            "| {} | {} | {} | {} | {} | {} | `{best}` | {:.2} | {} | {:.2} | {} | {:.2} |",
+            thousands(batch as f64),
+            thousands(figures.consumer),
+            thousands(figures.naive),
+            thousands(ceilings[0]),
+            thousands(ceilings[1]),
+            thousands(ceilings[2]),
             figures.consumer / figures.ceiling,
-            figures.duplicate,
+            thousands(figures.duplicate),
             figures.duplicate / figures.ceiling,
-            figures.retried_post,
+            thousands(figures.retried_post),
             figures.retried_post / figures.ceiling,
         );
         all.push(figures);
     }
     if let Some(f) = all.iter().find(|f| f.batch == 1000).or(all.last()) {
+        println!();
         println!(
             "consumer batch={} rows_per_s={:.0} naive_rows_per_s={:.0} ceiling_rows_per_s={:.0} speedup_vs_naive={:.1} fraction_of_ceiling={:.2} dup_fraction_of_ceiling={:.2} retry_fraction_of_ceiling={:.2}",
             f.batch,
@@ -179,9 +185,9 @@ impl Method {
 
     fn name(self) -> &'static str {
         match self {
-            Method::Copy => "copy",
+            Method::Copy => "COPY",
             Method::Unnest => "unnest",
-            Method::Values => "values",
+            Method::Values => "VALUES",
         }
     }
 }

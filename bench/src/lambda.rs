@@ -19,6 +19,8 @@ use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepar
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+use crate::markdown::thousands;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The bootstrap built by `cargo lambda build --release`.
@@ -95,20 +97,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     drop(child);
 
     println!(
-        "init (median of {}): {:.1} ms; all: {:?}",
+        "| init (process start → first Runtime API poll, median of {}) | peak RSS after a batch of {} | deployment zip |",
         inits.len(),
-        ms(init),
+        thousands(args.records as f64),
+    );
+    println!("| ---: | ---: | ---: |");
+    println!(
+        "| {:.1} ms | {peak_rss_mb:.1} MB | {zip_mb:.2} MB |",
+        ms(init)
+    );
+    println!();
+    println!(
+        "every init: {:?} ms; targets: init <= 25 ms, peak RSS <= 32 MB, zip <= 8 MB ({})",
         inits
             .iter()
             .map(|d| (ms(*d) * 10.0).round() / 10.0)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>(),
+        args.zip.display()
     );
-    println!(
-        "peak RSS after a batch of {}: {peak_rss_mb:.1} MB",
-        args.records
-    );
-    println!("deployment zip: {zip_mb:.2} MB ({})", args.zip.display());
-    println!("targets: init <= 25 ms, peak RSS <= 32 MB, zip <= 8 MB");
     println!(
         "lambda init_ms={:.1} peak_rss_mb={peak_rss_mb:.1} zip_mb={zip_mb:.2}",
         ms(init)

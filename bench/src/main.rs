@@ -4,11 +4,13 @@
 //! - `consumer`: rows/s of the consumer's bulk insert against one `INSERT` per row and raw binary `COPY`.
 //! - `lambda`: init time, peak RSS and zip size of the real `bootstrap` under a fake Runtime API.
 //! - `producer`: the producer under oha with batching on and off; its CPU per 1,000 orders.
+//! - `markdown`: how their tables write figures.
 
 use clap::{Parser, Subcommand};
 
 mod consumer;
 mod lambda;
+mod markdown;
 mod producer;
 
 #[derive(Debug, Parser)]
