@@ -4,19 +4,14 @@
 
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
+use order_contract::fixtures;
 use testkit::{PostgresServer, TestDatabase};
 use tokio_postgres::error::SqlState;
-use uuid::Uuid;
 
 fn delivery() -> Delivery {
-    let order = order_contract::Order::from_request_json(&format!(
-        r#"{{"order_id":"{}","customer_id":"c-1","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
-        Uuid::new_v4()
-    ))
-    .expect("valid");
     Delivery {
         message_id: MessageId::new("m-1").expect("an id"),
-        placed: order_contract::OrderPlaced::new(order, chrono::Utc::now()),
+        placed: order_contract::OrderPlaced::new(fixtures::order(1, 1), chrono::Utc::now()),
         request_id: None,
         redelivered: false,
     }
@@ -54,11 +49,10 @@ async fn the_writer_role_may_read_and_insert_orders_and_nothing_else() {
     let first = delivery();
     assert_eq!(store.insert(&[&first]).await.expect("stored").stored, 1);
     let mut conflicting = first.clone();
-    conflicting.placed.order = order_contract::Order::from_request_json(&format!(
-        r#"{{"order_id":"{}","customer_id":"c-2","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
-        first.placed.order.order_id()
-    ))
-    .expect("valid");
+    // Another customer's order under the same id.
+    let mut other = fixtures::order_request_with_id(first.placed.order.order_id(), 1, 1);
+    other["customer_id"] = "someone-else".into();
+    conflicting.placed.order = fixtures::order_from_request(&other);
     assert_eq!(
         store.insert(&[&conflicting]).await.expect("kept").conflicts,
         1

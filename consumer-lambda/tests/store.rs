@@ -8,7 +8,9 @@ use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepar
 use consumer_lambda::{
     DatabaseConfig, Delivery, MessageId, OrderStore, Outcome, PgStore, StoreError,
 };
+use order_contract::fixtures::{order_from_request, order_request, order_request_with_id};
 use order_contract::{Order, OrderPlaced, RequestId};
+use serde_json::{Value, json};
 use testkit::{PostgresServer, TestDatabase};
 use uuid::Uuid;
 
@@ -35,12 +37,18 @@ async fn writer_store(db: &TestDatabase) -> PgStore {
         .expect("no TLS or IAM to set up")
 }
 
+/// The order of [`request`].
 fn order(order_id: Uuid, customer: &str) -> Order {
-    Order::from_request_json(&format!(
-        r#"{{"order_id":"{order_id}","customer_id":"{customer}","currency":"SEK",
-            "items":[{{"sku":"MUG-2","quantity":3,"unit_price_cents":450}},{{"sku":"TEA 9","quantity":1,"unit_price_cents":0}}]}}"#
-    ))
-    .expect("valid order")
+    order_from_request(&request(order_id, customer))
+}
+
+/// The fixture's two-line order request under `order_id`, for `customer`, in
+/// SEK: a test below adds a constraint that refuses SEK.
+fn request(order_id: Uuid, customer: &str) -> Value {
+    let mut request = order_request_with_id(order_id, 7, 2);
+    request["customer_id"] = json!(customer);
+    request["currency"] = json!("SEK");
+    request
 }
 
 fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
@@ -133,13 +141,21 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
         )
         .await
         .expect("one row");
+    // What was sent: the request, as the fixture wrote it.
+    let sent = request(ids[1], "cust-7");
+    let total: i64 = sent["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            item["quantity"].as_i64().unwrap_or(0) * item["unit_price_cents"].as_i64().unwrap_or(0)
+        })
+        .sum();
+    assert!(total > 0, "a total worth checking: {sent}");
     assert_eq!(row.get::<_, String>(0), "cust-7");
     assert_eq!(row.get::<_, String>(1), "SEK");
-    assert_eq!(
-        row.get::<_, serde_json::Value>(2),
-        serde_json::json!([{"sku":"MUG-2","quantity":3,"unit_price_cents":450},{"sku":"TEA 9","quantity":1,"unit_price_cents":0}])
-    );
-    assert_eq!(row.get::<_, i64>(3), 1350);
+    assert_eq!(row.get::<_, Value>(2), sent["items"]);
+    assert_eq!(row.get::<_, i64>(3), total);
     assert_eq!(row.get::<_, DateTime<Utc>>(4), batch[1].placed.received_at);
     assert_eq!(row.get::<_, String>(5), "m-1");
     assert_eq!(row.get::<_, String>(6), "req-m-1");
@@ -448,12 +464,10 @@ async fn a_stored_order_that_a_newer_constraint_refuses_is_a_duplicate_and_block
         // New orders beside it: the ones the store must not blame.
         let mut batch: Vec<Delivery> = (0..new_orders)
             .map(|i| {
-                let json = format!(
-                    r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#,
-                    Uuid::new_v4()
-                );
+                let mut request = order_request(i, 1);
+                request["currency"] = json!("EUR");
                 Delivery {
-                    placed: OrderPlaced::new(Order::from_request_json(&json).expect("valid"), Utc::now()),
+                    placed: OrderPlaced::new(order_from_request(&request), Utc::now()),
                     ..delivery(&format!("eur-{i}"), Uuid::new_v4())
                 }
             })

@@ -3,7 +3,7 @@
 
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
-use order_contract::{Order, OrderPlaced};
+use order_contract::OrderPlaced;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use testkit::{PostgresServer, TestDatabase};
 
@@ -63,14 +63,9 @@ async fn store_with_ca(url: &str, ca: &std::path::Path) -> PgStore {
 }
 
 fn an_order() -> Delivery {
-    let order = Order::from_request_json(&format!(
-        r#"{{"order_id":"{}","customer_id":"c","currency":"EUR","items":[{{"sku":"S","quantity":1,"unit_price_cents":1}}]}}"#,
-        uuid::Uuid::new_v4()
-    ))
-    .expect("valid");
     Delivery {
         message_id: MessageId::new("m-1").expect("an id"),
-        placed: OrderPlaced::new(order, chrono::Utc::now()),
+        placed: OrderPlaced::new(order_contract::fixtures::order(1, 1), chrono::Utc::now()),
         request_id: None,
         redelivered: false,
     }

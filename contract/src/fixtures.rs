@@ -37,7 +37,14 @@ pub fn order_request_with_id(order_id: Uuid, customer: usize, lines: usize) -> V
 
 /// The validated order of [`order_request`].
 pub fn order(customer: usize, lines: usize) -> Order {
-    let request = order_request(customer, lines).to_string();
+    order_from_request(&order_request(customer, lines))
+}
+
+/// The validated order of a fixture's request, for a test that set a field
+/// on it first (`request["customer_id"] = json!("someone-else")`). Panics,
+/// naming the field, if the edit made it invalid.
+pub fn order_from_request(request: &Value) -> Order {
+    let request = request.to_string();
     Order::from_request_json(&request)
         .unwrap_or_else(|err| panic!("the fixture is a valid order: {err}: {request}"))
 }
@@ -62,5 +69,24 @@ mod tests {
                 assert!(OrderPlaced::from_json(&body).is_ok(), "{body}");
             }
         }
+    }
+
+    #[test]
+    fn a_request_with_a_field_set_keeps_that_field() {
+        let id = Uuid::new_v4();
+        let mut request = order_request_with_id(id, 7, 2);
+        request["customer_id"] = json!("someone-else");
+        let order = order_from_request(&request);
+        assert_eq!(order.order_id(), id);
+        assert_eq!(order.customer_id(), "someone-else");
+        assert_eq!(order.items().len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "currency")]
+    fn a_request_made_invalid_panics_naming_the_field() {
+        let mut request = order_request(7, 1);
+        request["currency"] = json!("euro");
+        order_from_request(&request);
     }
 }

@@ -225,11 +225,26 @@ mod tests {
     use super::*;
     use aws_sdk_sqs::primitives::Blob;
 
-    const VALID: &str = r#"{"schema_version":1,"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"cust-42","currency":"EUR","items":[{"sku":"BOOK-1","quantity":2,"unit_price_cents":1299}],"received_at":"2026-11-24T18:27:15.123Z"}"#;
+    const ORDER_ID: Uuid = Uuid::from_u128(0x3f0c1b6e_6a3b_4f7e_9d43_1b8d6f2a9c10);
+
+    /// The fixture's one-line order under [`ORDER_ID`], as the producer enqueues it.
+    fn valid() -> String {
+        let request = order_contract::fixtures::order_request_with_id(ORDER_ID, 42, 1);
+        let order = order_contract::fixtures::order_from_request(&request);
+        let received_at = "2026-11-24T18:27:15.123Z".parse().expect("a timestamp");
+        OrderPlaced::new(order, received_at).to_json()
+    }
+
+    /// [`valid`] with its first line's quantity 0.
+    fn invalid() -> String {
+        let mut body: serde_json::Value = serde_json::from_str(&valid()).expect("JSON");
+        body["items"][0]["quantity"] = 0.into();
+        body.to_string()
+    }
 
     #[test]
     fn a_valid_order_has_its_id_and_no_reason() {
-        let verdict = Verdict::of(VALID);
+        let verdict = Verdict::of(&valid());
         assert_eq!(
             verdict.order_id.as_deref(),
             Some("3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10")
@@ -239,7 +254,7 @@ mod tests {
 
     #[test]
     fn an_order_that_fails_validation_is_reported_with_its_field() {
-        let verdict = Verdict::of(&VALID.replace(r#""quantity":2"#, r#""quantity":0"#));
+        let verdict = Verdict::of(&invalid());
         let reason = verdict.invalid_reason.expect("invalid");
         assert!(reason.contains("items[0].quantity"), "{reason}");
         assert_eq!(
@@ -263,7 +278,7 @@ mod tests {
 
     #[test]
     fn an_order_id_is_compared_as_a_uuid_whatever_its_case() {
-        let verdict = Verdict::of(&VALID.replace("3f0c1b6e", "3F0C1B6E"));
+        let verdict = Verdict::of(&valid().replace("3f0c1b6e", "3F0C1B6E"));
         assert_eq!(
             verdict.order_uuid(),
             Some(
@@ -307,7 +322,7 @@ mod tests {
             failed_at: None,
             consumer_version: Some("0.1.0".into()),
         };
-        let reason = Reason::of(&failure_attributes(&failure), VALID);
+        let reason = Reason::of(&failure_attributes(&failure), &valid());
         assert_eq!(
             reason,
             Reason {
@@ -328,7 +343,7 @@ mod tests {
             not_json.detail.expect("detail").contains("not valid JSON"),
             "the contract's message is the detail"
         );
-        let invalid = Reason::of(&none, &VALID.replace(r#""quantity":2"#, r#""quantity":0"#));
+        let invalid = Reason::of(&none, &invalid());
         assert_eq!(invalid.class, FailureClass::InvalidOrder);
         assert!(
             invalid
@@ -337,7 +352,7 @@ mod tests {
                 .contains("items[0].quantity")
         );
         assert_eq!(
-            Reason::of(&none, VALID),
+            Reason::of(&none, &valid()),
             Reason {
                 class: FailureClass::Redriven,
                 detail: None,
@@ -349,9 +364,10 @@ mod tests {
 
     #[test]
     fn a_message_is_described_from_its_attributes() {
+        let body = valid();
         let message = Message::builder()
             .message_id("m-1")
-            .body(VALID)
+            .body(&body)
             .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "6")
             .attributes(MessageSystemAttributeName::SentTimestamp, "1796054400000")
             .attributes(
@@ -380,7 +396,7 @@ mod tests {
         );
         assert_eq!(
             view.size_bytes,
-            VALID.len() + "trace".len() + "Binary".len() + 2
+            body.len() + "trace".len() + "Binary".len() + 2
         );
         assert_eq!(
             view.message_attributes["trace"]

@@ -143,17 +143,19 @@ mod tests {
     use axum::extract::DefaultBodyLimit;
     use axum::routing::post;
     use tower::ServiceExt;
+    use uuid::Uuid;
 
     const TIMEOUT: BodyReadTimeout = BodyReadTimeout(Duration::from_secs(5));
 
+    const ORDER_ID: Uuid = Uuid::from_u128(0x3f0c1b6e_6a3b_4f7e_9d43_1b8d6f2a9c10);
+
+    /// The fixture's one-line order request under [`ORDER_ID`].
+    fn order_request() -> serde_json::Value {
+        order_contract::fixtures::order_request_with_id(ORDER_ID, 42, 1)
+    }
+
     fn order() -> String {
-        serde_json::json!({
-            "order_id": "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10",
-            "customer_id": "cust-42",
-            "currency": "EUR",
-            "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
-        })
-        .to_string()
+        order_request().to_string()
     }
 
     fn request(content_type: Option<&str>, body: impl Into<Body>) -> Request {
@@ -222,7 +224,9 @@ mod tests {
             .await
             .expect_err("not UTF-8");
         assert_eq!(problem.status, 400);
-        let invalid = order().replace("\"quantity\":2", "\"quantity\":0");
+        let mut invalid = order_request();
+        invalid["items"][0]["quantity"] = 0.into();
+        let invalid = invalid.to_string();
         let problem = extract(request(Some("application/json"), invalid))
             .await
             .expect_err("invalid");
@@ -237,7 +241,9 @@ mod tests {
             .route("/orders", post(|ValidOrder(_): ValidOrder| async { "ok" }))
             .with_state(TIMEOUT)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-        let body = order().replace("cust-42", &"x".repeat(MAX_BODY_BYTES));
+        let mut body = order_request();
+        body["customer_id"] = "x".repeat(MAX_BODY_BYTES).into();
+        let body = body.to_string();
         let response = app
             .oneshot(request(Some("application/json"), body))
             .await

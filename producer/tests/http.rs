@@ -95,16 +95,12 @@ fn sqs_queue(queues: &TestQueues, queue_url: &str) -> SqsQueue {
     SqsQueue::new(queues.sqs.config().clone(), queue_url, SQS_TIMEOUT)
 }
 
+/// The fixture's two-line order request, with a fresh id: its first line is
+/// free (customer 0's price), its second a SKU that needs escaping in JSON.
 fn order() -> Value {
-    json!({
-        "order_id": uuid::Uuid::new_v4(),
-        "customer_id": "cust-42",
-        "currency": "EUR",
-        "items": [
-            {"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299},
-            {"sku": "PEN \"blue\"", "quantity": 1, "unit_price_cents": 0}
-        ]
-    })
+    let mut order = order_contract::fixtures::order_request(0, 2);
+    order["items"][1]["sku"] = json!("PEN \"blue\"");
+    order
 }
 
 /// Receives `count` messages from the queue (hiding them for a minute).

@@ -204,14 +204,16 @@ impl<'a> Columns<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use order_contract::fixtures;
 
+    /// The fixture's one-line order of customer 0 (EUR, one `SKU-0-0` at 0
+    /// cents), always under one order id, for `customer`: only the customer
+    /// differs between two of them.
     fn placed(customer: &str) -> OrderPlaced {
-        let order = order_contract::Order::from_request_json(&format!(
-            r#"{{"order_id":"5f0c6f43-3c4e-4a2b-9d4e-0a4f3f7b8c21","customer_id":"{customer}","currency":"EUR",
-                "items":[{{"sku":"S","quantity":1,"unit_price_cents":5}}]}}"#
-        ))
-        .expect("valid");
-        OrderPlaced::new(order, Utc::now())
+        let id = Uuid::from_u128(0x5f0c6f43_3c4e_4a2b_9d4e_0a4f3f7b8c21);
+        let mut request = fixtures::order_request_with_id(id, 0, 1);
+        request["customer_id"] = customer.into();
+        OrderPlaced::new(fixtures::order_from_request(&request), Utc::now())
     }
 
     #[test]
@@ -226,15 +228,28 @@ mod tests {
     /// redelivery of an order stored before it look like a conflict.
     #[test]
     fn the_content_hash_is_the_same_in_every_release() {
-        let hex: String = content_hash(&placed("c-1"))
+        let placed = placed("c-1");
+        let order = &placed.order;
+        let items = String::from_utf8(items_json(order)).expect("JSON is UTF-8");
+        assert_eq!(
+            (order.customer_id(), order.currency(), items.as_str()),
+            (
+                "c-1",
+                "EUR",
+                r#"[{"sku":"SKU-0-0","quantity":1,"unit_price_cents":0}]"#
+            ),
+            "the content the hash below was computed for: the fixture changed"
+        );
+        let hex: String = content_hash(&placed)
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
         // sha256(id bytes, then customer, currency and the items JSON, each after
-        // its length as a big-endian u64), computed outside Rust.
+        // its length as a big-endian u64), computed outside Rust for the content
+        // above.
         assert_eq!(
             hex,
-            "bfbb02c40f9b7dea58a0f90cf4d19fe639d239a88e7d5ec6e83029dd832680ee"
+            "23c63c4254fe4d3132432d051f35e92ea77971cf1073552395e1963d91fa23f6"
         );
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::ServiceExt;
 
-const ORDER_ID: &str = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
+const ORDER_ID: Uuid = Uuid::from_u128(0x3f0c1b6e_6a3b_4f7e_9d43_1b8d6f2a9c10);
 
 /// Records what it is sent and answers with a fixed result.
 #[derive(Debug, Default)]
@@ -54,12 +54,7 @@ impl OrderQueue for FakeQueue {
 }
 
 fn valid_order() -> serde_json::Value {
-    serde_json::json!({
-        "order_id": ORDER_ID,
-        "customer_id": "cust-42",
-        "currency": "EUR",
-        "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
-    })
+    order_contract::fixtures::order_request_with_id(ORDER_ID, 42, 1)
 }
 
 struct Answer {

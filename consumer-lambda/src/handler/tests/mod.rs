@@ -174,14 +174,11 @@ const POLICY: RetryPolicy = RetryPolicy {
     max_receive_count: MaxReceiveCount::new(5).expect("2 to 1,000"),
 };
 
+/// The fixture's `OrderPlaced` body for customer `n`: a fresh order id, one
+/// line, received at 2026-11-24T18:27:15Z (which some tests replace).
 fn valid_body(n: u32) -> String {
-    format!(
-        r#"{{"schema_version":1,"order_id":"{}","customer_id":"cust-{n}","currency":"EUR",
-            "items":[{{"sku":"BOOK-1","quantity":{q},"unit_price_cents":1299}}],
-            "received_at":"2026-11-24T18:27:15Z"}}"#,
-        uuid::Uuid::new_v4(),
-        q = n % 10 + 1
-    )
+    let received_at = "2026-11-24T18:27:15Z".parse().expect("a timestamp");
+    order_contract::fixtures::order_placed_body(n as usize, 1, received_at)
 }
 
 fn record(message_id: Option<&str>, body: Option<String>) -> SqsMessage {
@@ -241,10 +238,17 @@ fn mixed_batch() -> SqsEvent {
         record(Some("m-not-an-order"), Some(r#"{"hello":"world"}"#.into())),
         record(
             Some("m-invalid"),
-            Some(valid_body(3).replace("\"EUR\"", "\"euro\"")),
+            Some(with_currency(valid_body(3), "euro")),
         ),
         record(Some("m-no-body"), None),
     ])
+}
+
+/// `body` with its `currency` set to `currency`.
+fn with_currency(body: String, currency: &str) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    body["currency"] = currency.into();
+    body.to_string()
 }
 
 /// `(message id, class, detail)` of each record sent to the DLQ.
