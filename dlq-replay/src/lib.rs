@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `replay --native`, `cancel`, `export`, `import`).
 //! - [`peek`](mod@peek): reads the DLQ without consuming it; a table or JSON.
-//! - [`replay`](mod@replay): moves messages back, send before delete (selection, move protocol, pacing, report).
+//! - [`replay`](mod@replay): moves messages back, send before delete (selection, move protocol, pacing, report, and the walk of the DLQ that `export` shares).
 //! - [`archive`]: `export` to a file of JSON lines, `import` from one (resumable).
 //! - [`native`]: SQS's own redrive (message move tasks): start, follow, cancel.
 //! - [`inspect`]: what one message is, and why the order contract rejects it.

@@ -9,6 +9,7 @@
 //! hidden until the run ends, so that a run writes each once.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::Path;
 
 use aws_sdk_sqs::Client;
@@ -19,9 +20,9 @@ use tracing::{debug, info, warn};
 use super::{ArchiveError, End, Record, Report, append_durably, open_for_append};
 use crate::inspect::{Reason, Verdict};
 use crate::progress::Progress;
-use crate::queues::{Held, SqsError, delete_batch, describe, receive};
-use crate::replay::pacing::{Pacer, chunk_size};
-use crate::replay::{MAX_IDLE_RECEIVES, Selection, Skip, stopped};
+use crate::queues::{Held, SqsError, delete_batch, describe};
+use crate::replay::walk::{Walk, Walker};
+use crate::replay::{Selection, Skip};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportOptions {
@@ -104,7 +105,7 @@ pub async fn export(
     stop: watch::Receiver<bool>,
 ) -> Result<Report<ExportCounts>, ArchiveError> {
     let dlq = describe(sqs, dlq_url).await?;
-    let mut file = if options.dry_run {
+    let file = if options.dry_run {
         None
     } else {
         Some(open_for_append(path)?)
@@ -124,6 +125,7 @@ pub async fn export(
         sqs,
         dlq_url,
         path,
+        file,
         options,
         progress,
         estimate,
@@ -131,7 +133,7 @@ pub async fn export(
         seen: HashSet::new(),
         counts: ExportCounts::default(),
     };
-    let end = run.run(file.as_mut(), stop).await;
+    let end = run.run(stop).await;
     run.held.release(sqs, dlq_url).await;
     run.progress.finish();
     let counts = run.counts;
@@ -170,6 +172,8 @@ struct Run<'a> {
     sqs: &'a Client,
     dlq_url: &'a str,
     path: &'a Path,
+    /// Open for appending; none on a dry run.
+    file: Option<File>,
     options: &'a ExportOptions,
     progress: &'a mut dyn Progress,
     estimate: u64,
@@ -179,108 +183,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn run(
-        &mut self,
-        mut file: Option<&mut std::fs::File>,
-        mut stop: watch::Receiver<bool>,
-    ) -> End {
-        let chunk = chunk_size(self.options.rate);
-        let mut pacer = Pacer::new(self.options.rate);
-        let mut idle = 0;
-        loop {
-            if *stop.borrow() {
-                return End::Interrupted;
-            }
-            let attempted = self.counts.attempted();
-            let want = match self.options.max {
-                Some(max) if attempted >= max => return End::Limit,
-                Some(max) => chunk.min(usize::try_from(max - attempted).unwrap_or(chunk)),
-                None => chunk,
-            };
-            tokio::select! {
-                biased;
-                () = stopped(&mut stop) => return End::Interrupted,
-                () = pacer.ready() => {}
-            }
-            let received = match receive(
-                self.sqs,
-                self.dlq_url,
-                want,
-                self.options.visibility_timeout_secs,
-            )
-            .await
-            {
-                Ok(received) => received,
-                Err(err) => return End::Aborted(err.into()),
-            };
-            if received.is_empty() {
-                return End::Drained;
-            }
-            let (fresh, selected) = self.take_fresh(received);
-            if fresh == 0 {
-                // As in `replay`: only messages seen before, back after their hold.
-                idle += 1;
-                if idle >= MAX_IDLE_RECEIVES + self.seen.len() / want.max(1) {
-                    return End::Drained;
-                }
-                continue;
-            }
-            idle = 0;
-            let taken = selected.len();
-            let outcome = match file.as_deref_mut() {
-                None => {
-                    self.list(selected);
-                    Ok(())
-                }
-                Some(file) => self.write_batch(file, selected).await,
-            };
-            pacer.used(taken);
-            self.progress.advance(
-                self.counts.written
-                    + self.counts.would_export
-                    + self.counts.skipped
-                    + self.counts.failed,
-                Some(self.estimate),
-                &self
-                    .counts
-                    .status(self.options.dry_run, self.options.delete),
-            );
-            if let Err(err) = outcome {
-                return End::Aborted(err);
-            }
-        }
-    }
-
-    /// The messages not seen before that the selection takes; the others are held.
-    fn take_fresh(&mut self, received: Vec<Message>) -> (usize, Vec<Message>) {
-        let mut fresh = 0;
-        let mut selected = Vec::new();
-        for message in received {
-            let id = message.message_id().unwrap_or_default().to_owned();
-            let handle = message.receipt_handle().unwrap_or_default().to_owned();
-            if !self.seen.insert(id.clone()) {
-                self.held.hold(&id, &handle);
-                continue;
-            }
-            fresh += 1;
-            let body = message.body().unwrap_or_default();
-            let verdict = Verdict::of(body);
-            let reason = Reason::of(
-                message.message_attributes().unwrap_or(&Default::default()),
-                body,
-            );
-            match self.options.selection.decide(&verdict, reason.class) {
-                Ok(()) => selected.push(message),
-                Err(skip) => {
-                    self.counts.skipped += 1;
-                    self.held.hold(&id, &handle);
-                    if let Skip::Invalid(why) = skip {
-                        self.progress.note(&format!("skipped {id}: invalid: {why}"));
-                    }
-                }
-            }
-        }
-        (fresh, selected)
+    async fn run(&mut self, stop: watch::Receiver<bool>) -> End {
+        let walk = Walk {
+            sqs: self.sqs,
+            dlq_url: self.dlq_url,
+            max: self.options.max,
+            rate: self.options.rate,
+            visibility_timeout_secs: self.options.visibility_timeout_secs,
+        };
+        walk.run(self, stop).await.into()
     }
 
     fn list(&mut self, selected: Vec<Message>) {
@@ -298,7 +209,7 @@ impl Run<'_> {
     /// exactly those messages from the DLQ.
     async fn write_batch(
         &mut self,
-        file: &mut std::fs::File,
+        file: &mut File,
         selected: Vec<Message>,
     ) -> Result<(), ArchiveError> {
         let lines: String = selected.iter().map(|m| Record::of(m).to_line()).collect();
@@ -361,6 +272,75 @@ impl Run<'_> {
         let id = message.message_id().unwrap_or_default();
         warn!(message_id = id, problem = what, "not exported cleanly");
         self.progress.note(&format!("failed {id}: {what}"));
+    }
+}
+
+impl Walker for Run<'_> {
+    type Item = Message;
+    type Error = ArchiveError;
+
+    fn attempted(&self) -> u64 {
+        self.counts.attempted()
+    }
+
+    /// The messages not seen before that the selection takes; the others are held.
+    fn take(&mut self, received: Vec<Message>) -> (usize, Vec<Message>) {
+        let mut fresh = 0;
+        let mut selected = Vec::new();
+        for message in received {
+            let id = message.message_id().unwrap_or_default().to_owned();
+            let handle = message.receipt_handle().unwrap_or_default().to_owned();
+            if !self.seen.insert(id.clone()) {
+                self.held.hold(&id, &handle);
+                continue;
+            }
+            fresh += 1;
+            let body = message.body().unwrap_or_default();
+            let verdict = Verdict::of(body);
+            let reason = Reason::of(
+                message.message_attributes().unwrap_or(&Default::default()),
+                body,
+            );
+            match self.options.selection.decide(&verdict, reason.class) {
+                Ok(()) => selected.push(message),
+                Err(skip) => {
+                    self.counts.skipped += 1;
+                    self.held.hold(&id, &handle);
+                    if let Skip::Invalid(why) = skip {
+                        self.progress.note(&format!("skipped {id}: invalid: {why}"));
+                    }
+                }
+            }
+        }
+        (fresh, selected)
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.len()
+    }
+
+    async fn handle(&mut self, selected: Vec<Message>) -> Result<(), ArchiveError> {
+        // Out of the run while it writes, since writing needs the run too.
+        let Some(mut file) = self.file.take() else {
+            self.list(selected);
+            return Ok(());
+        };
+        let outcome = self.write_batch(&mut file, selected).await;
+        self.file = Some(file);
+        outcome
+    }
+
+    fn report_progress(&mut self) {
+        self.progress.advance(
+            self.counts.written
+                + self.counts.would_export
+                + self.counts.skipped
+                + self.counts.failed,
+            Some(self.estimate),
+            &self
+                .counts
+                .status(self.options.dry_run, self.options.delete),
+        );
     }
 }
 

@@ -23,6 +23,7 @@ pub use import::{DEFAULT_IMPORT_RATE, ImportCounts, ImportOptions, import, journ
 pub use record::{Record, RecordError};
 
 use crate::queues::SqsError;
+use crate::replay::walk::Ended;
 
 /// What stopped an export or an import that had started.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,17 @@ pub enum End {
     Interrupted,
     /// A call or a write failed; the run stopped after it.
     Aborted(ArchiveError),
+}
+
+impl From<Ended<ArchiveError>> for End {
+    fn from(ended: Ended<ArchiveError>) -> Self {
+        match ended {
+            Ended::Drained => End::Drained,
+            Ended::Limit => End::Limit,
+            Ended::Interrupted => End::Interrupted,
+            Ended::Aborted(err) => End::Aborted(err),
+        }
+    }
 }
 
 impl End {

@@ -1,8 +1,9 @@
 //! `replay`: moves DLQ messages back to their source queue, one batch at a time.
 //!
 //! # How the parts fit
-//! [`replay`] checks the two queues, then loops until the DLQ has nothing new,
-//! `max` is reached or `stop` turns true. Each turn:
+//! [`replay`] checks the two queues, then `walk` (the loop `export` shares)
+//! goes on until the DLQ has nothing new, `max` is reached or `stop` turns
+//! true. Each turn:
 //! 1. `pacing` says how many messages to ask for and waits for the next slot;
 //! 2. a receive hides them; `selection` drops those this run has seen and
 //!    decides, per message, to move it or to leave it in the DLQ;
@@ -30,25 +31,22 @@ pub(crate) mod pacing;
 mod protocol;
 mod report;
 mod selection;
+pub(crate) mod walk;
 
 use std::collections::HashSet;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::Message;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::progress::Progress;
-use crate::queues::{Held, RouteError, describe, receive};
-use pacing::Pacer;
+use crate::queues::{Held, RouteError, SqsError, describe};
 pub use pacing::chunk_size;
 pub use report::{Counts, End, Report};
 use selection::Candidate;
 pub use selection::{Selection, Skip};
-
-/// Receives that bring back only messages this run has already seen, in a row,
-/// before the run concludes nothing new is left (plus one per batch of messages
-/// seen, which may all come back after a long run).
-pub(crate) const MAX_IDLE_RECEIVES: usize = 3;
+use walk::{Walk, Walker};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
@@ -171,69 +169,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> End {
-        let chunk = chunk_size(self.options.rate);
-        let mut pacer = Pacer::new(self.options.rate);
-        let mut idle = 0;
-        loop {
-            if *stop.borrow() {
-                return End::Interrupted;
-            }
-            let attempted = self.counts.attempted();
-            let want = match self.options.max {
-                Some(max) if attempted >= max => return End::Limit,
-                Some(max) => chunk.min(usize::try_from(max - attempted).unwrap_or(chunk)),
-                None => chunk,
-            };
-            tokio::select! {
-                biased;
-                () = stopped(&mut stop) => return End::Interrupted,
-                () = pacer.ready() => {}
-            }
-            let received = match receive(
-                self.sqs,
-                self.dlq_url,
-                want,
-                self.options.visibility_timeout_secs,
-            )
-            .await
-            {
-                Ok(received) => received,
-                Err(err) => return End::Aborted(err),
-            };
-            if received.is_empty() {
-                return End::Drained;
-            }
-            let (fresh, selected) = self.take_fresh(received);
-            if fresh == 0 {
-                // Only messages seen before, back after their hold ran out on a
-                // long run; the receive has hidden them again. Enough such
-                // receives in a row to have cycled through all of them means
-                // nothing new is left.
-                idle += 1;
-                if idle >= MAX_IDLE_RECEIVES + self.seen.len() / want.max(1) {
-                    return End::Drained;
-                }
-                continue;
-            }
-            idle = 0;
-            let sent = selected.len();
-            let outcome = if self.options.dry_run {
-                self.list(selected);
-                Ok(())
-            } else {
-                self.move_batch(selected).await
-            };
-            pacer.used(sent);
-            self.progress.advance(
-                self.counts.looked_at(),
-                Some(self.estimate),
-                &self.counts.status(self.options.dry_run),
-            );
-            if let Err(err) = outcome {
-                return End::Aborted(err);
-            }
-        }
+    async fn run(&mut self, stop: watch::Receiver<bool>) -> End {
+        let walk = Walk {
+            sqs: self.sqs,
+            dlq_url: self.dlq_url,
+            max: self.options.max,
+            rate: self.options.rate,
+            visibility_timeout_secs: self.options.visibility_timeout_secs,
+        };
+        walk.run(self, stop).await.into()
     }
 
     /// Keeps a message hidden until the run ends (see the module's doc).
@@ -241,6 +185,40 @@ impl Run<'_> {
         self.held.hold(
             &candidate.id,
             candidate.message.receipt_handle().unwrap_or_default(),
+        );
+    }
+}
+
+impl Walker for Run<'_> {
+    type Item = Candidate;
+    type Error = SqsError;
+
+    fn attempted(&self) -> u64 {
+        self.counts.attempted()
+    }
+
+    fn take(&mut self, received: Vec<Message>) -> (usize, Vec<Candidate>) {
+        self.take_fresh(received)
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.len()
+    }
+
+    async fn handle(&mut self, selected: Vec<Candidate>) -> Result<(), SqsError> {
+        if self.options.dry_run {
+            self.list(selected);
+            Ok(())
+        } else {
+            self.move_batch(selected).await
+        }
+    }
+
+    fn report_progress(&mut self) {
+        self.progress.advance(
+            self.counts.looked_at(),
+            Some(self.estimate),
+            &self.counts.status(self.options.dry_run),
         );
     }
 }

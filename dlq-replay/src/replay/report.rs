@@ -1,6 +1,7 @@
 //! The report: what happened to the messages a run looked at, why it ended,
 //! the summary line it prints and the exit status it leads to.
 
+use super::walk::Ended;
 use crate::queues::SqsError;
 
 /// What happened to the messages this run looked at.
@@ -52,6 +53,17 @@ pub enum End {
     Interrupted,
     /// An SQS call failed as a whole; the run stopped after it.
     Aborted(SqsError),
+}
+
+impl From<Ended<SqsError>> for End {
+    fn from(ended: Ended<SqsError>) -> Self {
+        match ended {
+            Ended::Drained => End::Drained,
+            Ended::Limit => End::Limit,
+            Ended::Interrupted => End::Interrupted,
+            Ended::Aborted(err) => End::Aborted(err),
+        }
+    }
 }
 
 #[derive(Debug)]
