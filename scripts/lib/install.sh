@@ -36,8 +36,9 @@ with_install_lock() {
     if command -v flock >/dev/null 2>&1; then
         (
             if ! flock -n 9; then
-                local t0=$EPOCHREALTIME
-                info "$name: another build of it is under way; waiting (a background one logs to ${INSTALL_LOG_DIR#"$REPO_ROOT"/}/$name.log)"
+                local t0=$EPOCHREALTIME log="$INSTALL_LOG_DIR/$name.log" where=""
+                [[ -f $log ]] && where=" (its log: ${log#"$REPO_ROOT"/})"
+                info "$name: another install of it is under way; waiting$where"
                 flock 9
                 info "$name: waited $(elapsed_since "$t0") s"
             fi
@@ -195,6 +196,7 @@ start_venv_installs() {
         shift 3
         want="$(sha256sum "$requirements" | cut -d' ' -f1)"
         _pinned_venv_current "$dir" "$want" "$program" && continue
+        # shellcheck disable=SC2016 # the inner bash expands its own arguments
         setsid bash -c 'set -euo pipefail; source "$1/common.sh"; shift; ensure_pinned_venv "$@"' _ \
             "$LIB_DIR" "$dir" "$requirements" "$program" >"$INSTALL_LOG_DIR/${dir##*/}.log" 2>&1 </dev/null &
         _BACKGROUND_INSTALLS+=("$!")
