@@ -32,10 +32,11 @@ die() {
     exit 1
 }
 
-# Seconds since $1 (an $EPOCHREALTIME value), for "ready in 2.1 s" messages.
+# Seconds since $1 (an $EPOCHREALTIME value), for "ready in 2.1 s" messages; until
+# $2 instead of now when given.
 elapsed_since() {
-    local start=$1 now=$EPOCHREALTIME
-    awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }'
+    local start=$1 end=${2:-$EPOCHREALTIME}
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'
 }
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
