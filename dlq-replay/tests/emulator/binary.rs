@@ -1,6 +1,6 @@
 //! The real `replay-dlq` binary, as an operator runs it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -435,8 +435,13 @@ async fn an_export_delete_killed_midway_loses_nothing_and_a_rerun_finishes_it() 
     }
 }
 
+/// The journal's promise (`archive/import.rs`, docs/operating.md): a re-run sends
+/// nothing the journal lists; what it may send again is the one batch SQS had
+/// acknowledged when the kill came and whose journal line was not yet on disk.
+/// The kill follows SQS's answer by design, so that window is hit now and then
+/// (more often while the disk is busy, as fsync then takes longer).
 #[tokio::test]
-async fn an_import_killed_midway_and_run_again_sends_each_message_once() {
+async fn an_import_killed_midway_and_run_again_sends_every_message_and_nothing_journaled_twice() {
     let queues = queues().await;
     let all: Vec<String> = (0..40).map(valid_body).collect();
     send_to_dlq(&queues, &all, true).await;
@@ -499,9 +504,45 @@ async fn an_import_killed_midway_and_run_again_sends_each_message_once() {
         *copies.entry(body).or_default() += 1;
     }
     for body in &all {
-        assert_eq!(copies.get(body), Some(&1), "exactly once: {body}");
+        assert!(copies.contains_key(body), "every message arrives: {body}");
     }
     assert_eq!(copies.len(), all.len());
+
+    // The journal as the kill left it (a line cut short counts as not written).
+    let journaled: HashSet<u64> = journal
+        .lines()
+        .skip(1)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| entry["lines"].as_array().cloned())
+        .flatten()
+        .filter_map(|number| number.as_u64())
+        .collect();
+    let line_of: HashMap<String, u64> = records(&file)
+        .into_iter()
+        .zip(1..)
+        .map(|(record, number)| (record.body, number))
+        .collect();
+    let mut again: Vec<u64> = copies
+        .iter()
+        .filter(|&(_, &count)| count > 1)
+        .map(|(body, &count)| {
+            assert_eq!(count, 2, "sent more than twice: {body}");
+            line_of[body]
+        })
+        .collect();
+    again.sort_unstable();
+    assert!(
+        again.iter().all(|number| !journaled.contains(number)),
+        "a line the journal lists was sent again: {again:?}"
+    );
+    // SendMessageBatch takes at most 10 entries: one batch, consecutive lines.
+    assert!(
+        again.len() <= 10,
+        "more than one batch sent again: {again:?}"
+    );
+    if let (Some(first), Some(last)) = (again.first(), again.last()) {
+        assert_eq!(last - first + 1, again.len() as u64, "one batch: {again:?}");
+    }
 }
 
 #[tokio::test]
