@@ -7,7 +7,7 @@
 //!   [`TEST_EVENT_SOURCE`] scaled for tests; its circuit breaker, and the
 //!   function's faults ([`Stack::function`]); [`order`] makes a valid request;
 //!   [`LoseAcks`] drops acknowledgements to force redeliveries.
-//! - `src/bin/chaos.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
+//! - `src/bin/chaos/main.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
 //!   a seeded schedule of faults; exits 0 only if nothing was lost or doubled.
 //!   `--outage-s` measures the catch-up after one outage, with the template's constants.
 //! - `tests/system.rs`: every accepted order stored exactly once, whatever fails in between.

@@ -1,12 +1,14 @@
-//! The documentation's links resolve, and the README stays short.
+//! The documentation stays true to the repository.
 //!
-//! Reads README.md, ARCHITECTURE.md and docs/*.md. Every relative link,
-//! inline (`[text](path)`, `[text](path#anchor)`, `[text](#anchor)`, images
-//! too) or by reference (`[text][ref]` with a `[ref]: target` definition),
-//! must name a file that exists, relative to the linking file, and an anchor
-//! that one of the target's headings makes by GitHub's rule. Links with a
-//! scheme (`https://`, `mailto:`) are not followed. Fenced code blocks and
-//! inline code are not read for links.
+//! Reads README.md, ARCHITECTURE.md and docs/*.md with a CommonMark parser:
+//! every relative link (inline, by reference, images) names a file that
+//! exists and an anchor one of its headings makes by GitHub's rule; every
+//! reference link has its definition; every repository path in inline code
+//! exists (a path with a slash counts when its first folder is one of ours; a
+//! bare file name always does), and a file.rs:function form names a function of
+//! that file. The crates' comments are
+//! held to the same rule for the paths they name. Paths that exist only at run
+//! time (`.dev/…`, `target/…`) and absolute ones are not checked.
 //!
 //! Code, comments and scripts name sections in prose, as `docs/deploy.md,
 //! "What it costs"` or `README, "The two commands"`: each names a file that
@@ -14,10 +16,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 /// The README is what a newcomer reads first: one to three screens.
 const README_MAX_LINES: usize = 300;
+
+/// Paths that exist only while the system runs or builds, never in a clone.
+const RUN_TIME_PATHS: &[&str] = &[".dev/", "target/"];
 
 fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,77 +35,69 @@ fn repository_root() -> PathBuf {
 
 /// README.md, ARCHITECTURE.md and every docs/*.md, sorted.
 fn documentation_files(root: &Path) -> Vec<PathBuf> {
-    let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
     let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs"))
         .expect("docs/ exists")
         .map(|entry| entry.expect("docs/ is readable").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
         .collect();
     docs.sort();
-    files.extend(docs);
-    files
-}
-
-/// The lines of a markdown file that are prose: fenced code blocks become
-/// empty lines, so line numbers stay right.
-fn prose_lines(text: &str) -> Vec<String> {
-    let mut fence: Option<String> = None;
-    text.lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            let marker: String = trimmed
-                .chars()
-                .take_while(|&c| c == '`' || c == '~')
-                .collect();
-            match &fence {
-                Some(open) => {
-                    if marker.len() >= open.len() && marker.starts_with(&open[..1]) {
-                        fence = None;
-                    }
-                    String::new()
-                }
-                None if marker.len() >= 3
-                    && marker.chars().all(|c| c == marker.as_bytes()[0] as char) =>
-                {
-                    fence = Some(marker);
-                    String::new()
-                }
-                None => line.to_owned(),
-            }
-        })
+    [root.join("README.md"), root.join("ARCHITECTURE.md")]
+        .into_iter()
+        .chain(docs)
         .collect()
 }
 
-/// A line with its inline code spans blanked out (a span may hold `](`).
-fn without_code_spans(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(start) = rest.find('`') {
-        out.push_str(&rest[..start]);
-        let ticks = rest[start..].chars().take_while(|&c| c == '`').count();
-        let after = &rest[start + ticks..];
-        let closing = "`".repeat(ticks);
-        match after.find(&closing) {
-            Some(end) => {
-                out.push_str(&" ".repeat(ticks + end + ticks));
-                rest = &after[end + ticks..];
+/// What a markdown file holds that can go stale, each with its line.
+#[derive(Debug, Default)]
+struct Markdown {
+    headings: Vec<String>,
+    links: Vec<(usize, String)>,
+    /// `[text][label]` without a `[label]: target` definition.
+    undefined_references: Vec<(usize, String)>,
+    code_spans: Vec<(usize, String)>,
+}
+
+fn parse(text: &str) -> Markdown {
+    let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
+    let mut undefined = Vec::new();
+    let mut note_undefined = |link: pulldown_cmark::BrokenLink<'_>| {
+        undefined.push((line_of(link.span.start), link.reference.to_string()));
+        None
+    };
+    let parser =
+        Parser::new_with_broken_link_callback(text, Options::empty(), Some(&mut note_undefined));
+    let mut markdown = Markdown::default();
+    // The text of the heading being read: its text and its code, as GitHub slugs it.
+    let mut heading: Option<String> = None;
+    for (event, range) in parser.into_offset_iter() {
+        match event {
+            Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
+            Event::End(TagEnd::Heading(_)) => markdown.headings.extend(heading.take()),
+            Event::Text(text) => heading.iter_mut().for_each(|h| h.push_str(&text)),
+            Event::Code(code) => {
+                heading.iter_mut().for_each(|h| h.push_str(&code));
+                markdown
+                    .code_spans
+                    .push((line_of(range.start), code.to_string()));
             }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
+            Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
+                markdown
+                    .links
+                    .push((line_of(range.start), dest_url.to_string()));
             }
+            _ => {}
         }
     }
-    out.push_str(rest);
-    out
+    markdown.undefined_references = undefined;
+    markdown
 }
 
 /// GitHub's anchor for a heading's text: lower case; letters, digits,
 /// spaces, hyphens and underscores kept, everything else dropped; spaces
-/// become hyphens. A link inside the heading counts by its text.
+/// become hyphens.
 fn slug(heading: &str) -> String {
-    let text = link_texts_only(heading);
-    text.trim()
+    heading
+        .trim()
         .to_lowercase()
         .chars()
         .filter(|&c| c.is_alphanumeric() || c == ' ' || c == '-' || c == '_')
@@ -106,168 +105,24 @@ fn slug(heading: &str) -> String {
         .collect()
 }
 
-/// `[text](target)` becomes `text`.
-fn link_texts_only(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find("](").map(|i| open + i) else {
-            break;
-        };
-        let Some(end) = rest[close..].find(')').map(|i| close + i) else {
-            break;
-        };
-        out.push_str(&rest[..open]);
-        out.push_str(&rest[open + 1..close]);
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Every anchor a file's headings make, duplicates numbered -1, -2, … as
 /// GitHub numbers them.
 fn anchors(text: &str) -> HashSet<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut anchors = HashSet::new();
-    for line in prose_lines(text) {
-        let trimmed = line.trim_start();
-        if line.len() - trimmed.len() > 3 {
-            continue;
-        }
-        let hashes = trimmed.chars().take_while(|&c| c == '#').count();
-        if !(1..=6).contains(&hashes) {
-            continue;
-        }
-        let rest = &trimmed[hashes..];
-        if !(rest.is_empty() || rest.starts_with(' ') || rest.starts_with('\t')) {
-            continue;
-        }
-        let heading = rest.trim().trim_end_matches('#').trim_end();
-        let base = slug(heading);
-        let count = seen.entry(base.clone()).or_insert(0);
-        let anchor = if *count == 0 {
-            base
-        } else {
-            format!("{base}-{count}")
-        };
-        *count += 1;
-        anchors.insert(anchor);
-    }
-    anchors
-}
-
-/// A link found in a file: where, and what it points at.
-#[derive(Debug, PartialEq, Eq)]
-struct Link {
-    line: usize,
-    target: String,
-}
-
-/// `[ref]: target` definitions, by lower-cased label.
-fn reference_definitions(text: &str) -> HashMap<String, Link> {
-    let mut definitions = HashMap::new();
-    for (index, line) in prose_lines(text).iter().enumerate() {
-        let trimmed = line.trim_start();
-        if line.len() - trimmed.len() > 3 || !trimmed.starts_with('[') {
-            continue;
-        }
-        let Some(close) = trimmed.find("]:") else {
-            continue;
-        };
-        let label = &trimmed[1..close];
-        let Some(target) = trimmed[close + 2..].split_whitespace().next() else {
-            continue;
-        };
-        definitions.insert(
-            label.to_lowercase(),
-            Link {
-                line: index + 1,
-                target: target
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned(),
-            },
-        );
-    }
-    definitions
-}
-
-/// The inline links of a file (`](target)`), and the labels of its full and
-/// collapsed reference links (`][label]`, `][]`), each with its line.
-fn inline_and_reference_links(text: &str) -> (Vec<Link>, Vec<Link>) {
-    let mut inline = Vec::new();
-    let mut references = Vec::new();
-    for (index, line) in prose_lines(text).iter().enumerate() {
-        let line = without_code_spans(line);
-        let mut rest = line.as_str();
-        while let Some(close) = [rest.find("]("), rest.find("][")]
-            .into_iter()
-            .flatten()
-            .min()
-        {
-            let inline_link = rest[close..].starts_with("](");
-            let after = &rest[close + 2..];
-            if inline_link {
-                let mut depth = 0usize;
-                let end = after
-                    .char_indices()
-                    .find(|&(_, c)| match c {
-                        '(' => {
-                            depth += 1;
-                            false
-                        }
-                        ')' if depth == 0 => true,
-                        ')' => {
-                            depth -= 1;
-                            false
-                        }
-                        _ => false,
-                    })
-                    .map_or(after.len(), |(i, _)| i);
-                let target = after[..end].split_whitespace().next().unwrap_or("");
-                inline.push(Link {
-                    line: index + 1,
-                    target: target
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_owned(),
-                });
-                rest = &after[end..];
-            } else {
-                let end = after.find(']').unwrap_or(after.len());
-                let label = if end == 0 {
-                    // `[text][]`: the text is the label.
-                    let opening = rest[..close].rfind('[').map_or(0, |i| i + 1);
-                    &rest[opening..close]
-                } else {
-                    &after[..end]
-                };
-                references.push(Link {
-                    line: index + 1,
-                    target: label.to_lowercase(),
-                });
-                rest = &after[end.min(after.len())..];
-            }
-        }
-    }
-    (inline, references)
-}
-
-/// A path made of `.` and `..` steps resolved, without asking the file
-/// system (the target may not exist).
-fn normalise(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    parse(text)
+        .headings
+        .iter()
+        .map(|heading| {
+            let base = slug(heading);
+            let count = seen.entry(base.clone()).or_insert(0);
+            let anchor = match *count {
+                0 => base,
+                n => format!("{base}-{n}"),
+            };
+            *count += 1;
+            anchor
+        })
+        .collect()
 }
 
 /// Why a link does not resolve, or `None` when it does.
@@ -285,77 +140,219 @@ fn broken(from: &Path, target: &str) -> Option<String> {
     let file = if path.is_empty() {
         from.to_path_buf()
     } else {
-        normalise(&from.parent().expect("a file has a folder").join(path))
+        from.parent().expect("a file has a folder").join(path)
     };
-    if !file.exists() {
-        return Some(format!("{} does not exist", file.display()));
-    }
+    let Ok(file) = file.canonicalize() else {
+        return Some(format!("{path} does not exist"));
+    };
     let anchor = anchor?;
     if file.is_dir() {
         return Some(format!("#{anchor} points into a folder"));
     }
     let text = fs::read_to_string(&file).expect("the target is readable");
-    if anchors(&text).contains(anchor) {
-        None
-    } else {
-        Some(format!("no heading of {} makes #{anchor}", file.display()))
-    }
+    (!anchors(&text).contains(anchor)).then(|| format!("no heading of {path} makes #{anchor}"))
 }
 
-/// Every broken link of the given files, one line each, by file and line.
-fn broken_links(root: &Path, files: &[PathBuf]) -> Vec<String> {
-    let mut broken_links: Vec<(String, usize, String)> = Vec::new();
-    let shown = |path: &Path| {
-        path.strip_prefix(root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+/// The folders a path in inline code may be relative to: the repository, the
+/// naming file's folder, and every crate's folder and its `src/` (the docs
+/// describe a crate's files from inside it).
+fn path_bases(root: &Path, from: &Path) -> Vec<PathBuf> {
+    let mut bases = vec![root.to_path_buf()];
+    bases.extend(from.parent().map(Path::to_path_buf));
+    for manifest in crate_manifests(root) {
+        let dir = manifest.parent().expect("a manifest has a folder");
+        bases.push(dir.to_path_buf());
+        bases.push(dir.join("src"));
+    }
+    bases
+}
+
+/// Every crate's `Cargo.toml` but the workspace's, one or two folders down.
+fn crate_manifests(root: &Path) -> Vec<PathBuf> {
+    let mut manifests = Vec::new();
+    for entry in fs::read_dir(root)
+        .expect("the repository is readable")
+        .flatten()
+    {
+        let dir = entry.path();
+        for candidate in [dir.join("Cargo.toml"), dir.join("checks/Cargo.toml")] {
+            if candidate.is_file() {
+                manifests.push(candidate);
+            }
+        }
+    }
+    manifests
+}
+
+/// The path an inline code span names, with the function of a
+/// file.rs:function, or `None` when the span is not a repository path
+/// (`application/json`, `GET /orders`, `.dev/env`, a glob, a placeholder).
+fn named_path<'a>(span: &'a str, bases: &[PathBuf]) -> Option<(&'a str, Option<&'a str>)> {
+    if span.is_empty()
+        || span.contains(char::is_whitespace)
+        || span.contains("://")
+        || span.contains(['*', '<', '{', '…', '$', '='])
+        || span.starts_with(['/', '-', '~'])
+        || RUN_TIME_PATHS.iter().any(|p| span.starts_with(p))
+    {
+        return None;
+    }
+    let (path, function) = match span.split_once(".rs:") {
+        Some((file, function)) => (&span[..file.len() + 3], Some(function)),
+        None => (span, None),
     };
-    for file in files {
-        let text = fs::read_to_string(file).expect("the documentation is readable");
-        let definitions = reference_definitions(&text);
-        let (inline, references) = inline_and_reference_links(&text);
-        for link in inline.iter().chain(definitions.values()) {
-            if let Some(why) = broken(file, &link.target) {
-                let why = why.replace(&format!("{}/", root.display()), "");
-                broken_links.push((shown(file), link.line, format!("({}): {why}", link.target)));
-            }
-        }
-        for reference in references {
-            if !definitions.contains_key(&reference.target) {
-                broken_links.push((
-                    shown(file),
-                    reference.line,
-                    format!("[{}]: no definition of this reference", reference.target),
-                ));
-            }
-        }
-    }
-    broken_links.sort();
-    broken_links
-        .into_iter()
-        .map(|(file, line, why)| format!("{file}:{line}: {why}"))
+    let path = path.trim_end_matches(['.', ',']);
+    let file_like = Path::new(path).extension().is_some_and(|ext| {
+        matches!(
+            ext.to_str(),
+            Some("rs" | "md" | "sql" | "yaml" | "toml" | "json" | "html" | "js" | "png")
+        )
+    });
+    let ours = match path.split_once('/') {
+        // Another repository's path (`translator/config/schema.json`) is not checked.
+        Some((first, _)) => bases.iter().any(|base| base.join(first).exists()),
+        None => file_like,
+    };
+    ours.then_some((path, function))
+}
+
+/// Why a path named in inline code is stale, or `None` when it exists.
+fn stale(span: &str, bases: &[PathBuf]) -> Option<String> {
+    let (path, function) = named_path(span, bases)?;
+    let Some(file) = bases.iter().map(|b| b.join(path)).find(|f| f.exists()) else {
+        return Some(format!("`{span}`: {path} does not exist"));
+    };
+    let function = function?;
+    let text = fs::read_to_string(&file).unwrap_or_default();
+    (!text.contains(&format!("fn {function}")))
+        .then(|| format!("`{span}`: {path} has no function {function}"))
+}
+
+/// The comment lines of a Rust file, with their line numbers.
+fn rust_comments(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| line.trim_start().strip_prefix("//").map(|c| (i + 1, c)))
         .collect()
 }
 
-/// The headings of a markdown file, as text without backticks.
-fn headings(text: &str) -> Vec<String> {
-    prose_lines(text)
-        .iter()
-        .filter_map(|line| {
-            let rest = line.strip_prefix('#')?.trim_start_matches('#');
-            rest.starts_with(' ').then(|| {
-                link_texts_only(rest.trim().trim_end_matches('#').trim_end()).replace('`', "")
-            })
-        })
-        .collect()
+/// The inline code spans of one comment line.
+fn code_spans_of_line(line: &str) -> Vec<&str> {
+    line.split('`').skip(1).step_by(2).collect()
+}
+
+/// Every `.rs` file of the workspace outside build output.
+fn rust_files(folder: &Path, found: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(folder)
+        .expect("the repository is readable")
+        .flatten()
+    {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "target" | ".dev" | ".git") {
+                rust_files(&path, found);
+            }
+        } else if name.ends_with(".rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The crate folder a file belongs to: its nearest folder with a `Cargo.toml`.
+fn crate_of(file: &Path) -> Option<&Path> {
+    file.ancestors()
+        .skip(1)
+        .find(|dir| dir.join("Cargo.toml").is_file())
+}
+
+/// Every broken link, undefined reference and stale path of the docs, one
+/// line each, by file and line.
+fn stale_docs(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        let text = fs::read_to_string(file).expect("the documentation is readable");
+        let markdown = parse(&text);
+        let bases = path_bases(root, file);
+        for (line, target) in &markdown.links {
+            if let Some(why) = broken(file, target) {
+                found.push(format!("{shown}:{line}: ({target}): {why}"));
+            }
+        }
+        for (line, label) in &markdown.undefined_references {
+            found.push(format!(
+                "{shown}:{line}: [{label}]: no definition of this reference"
+            ));
+        }
+        for (line, span) in &markdown.code_spans {
+            if let Some(why) = stale(span, &bases) {
+                found.push(format!("{shown}:{line}: {why}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_link_and_path_of_the_docs_resolves() {
+    let root = repository_root();
+    let stale = stale_docs(&root, &documentation_files(&root));
+    assert!(
+        stale.is_empty(),
+        "{} stale:\n{}",
+        stale.len(),
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn every_path_a_crates_comments_name_exists() {
+    let root = repository_root();
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut stale_paths = Vec::new();
+    for file in &files {
+        let Some(krate) = crate_of(file) else {
+            continue;
+        };
+        let folder = file.parent().expect("a file has a folder").to_path_buf();
+        let bases = [folder, krate.to_path_buf(), krate.join("src"), root.clone()];
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        for (line, comment) in rust_comments(&text) {
+            for span in code_spans_of_line(comment) {
+                if let Some(why) = stale(span, &bases) {
+                    let shown = file.strip_prefix(&root).unwrap_or(file).display();
+                    stale_paths.push(format!("{shown}:{line}: {why}"));
+                }
+            }
+        }
+    }
+    assert!(
+        files.len() > 50,
+        "found only {} Rust files: is the walk broken?",
+        files.len()
+    );
+    assert!(
+        stale_paths.is_empty(),
+        "{} stale paths:\n{}",
+        stale_paths.len(),
+        stale_paths.join("\n")
+    );
 }
 
 /// Files outside the documentation that may name a section of it: code,
 /// comments, scripts, configuration. Build output and local tools are not read.
 fn source_files(folder: &Path, found: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(folder).expect("the repository is readable") {
-        let path = entry.expect("the repository is readable").path();
+    for entry in fs::read_dir(folder)
+        .expect("the repository is readable")
+        .flatten()
+    {
+        let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if path.is_dir() {
             if !matches!(name, "target" | ".dev" | ".git" | "docs") {
@@ -373,10 +370,9 @@ fn section_references(text: &str) -> Vec<(usize, String, String)> {
     let mut references = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let mut rest = line;
-        while let Some(start) = rest
-            .find("docs/")
+        while let Some(start) = [rest.find("docs/"), rest.find("README")]
             .into_iter()
-            .chain(rest.find("README"))
+            .flatten()
             .min()
         {
             let after = &rest[start..];
@@ -395,7 +391,6 @@ fn section_references(text: &str) -> Vec<(usize, String, String)> {
                     0
                 }
             };
-            let file = &after[..file_end];
             let separated = after[file_end..].starts_with([',', ':', ' ']);
             let tail = after[file_end..].trim_start_matches([',', ':', ' ']);
             let quoted = tail.strip_prefix("\\\"").or_else(|| tail.strip_prefix('"'));
@@ -404,7 +399,10 @@ fn section_references(text: &str) -> Vec<(usize, String, String)> {
                 && let Some(quoted) = quoted
                 && let Some(end) = quoted.find(['"', '\\'])
             {
-                let file = if file == "README" { "README.md" } else { file };
+                let file = match &after[..file_end] {
+                    "README" => "README.md",
+                    file => file,
+                };
                 references.push((index + 1, file.to_owned(), quoted[..end].to_owned()));
             }
             rest = &after[file_end.max(1)..];
@@ -433,7 +431,8 @@ fn every_docs_section_named_in_the_code_exists() {
             };
             checked += 1;
             let wanted = section.to_lowercase();
-            if !headings(&doc)
+            if !parse(&doc)
+                .headings
                 .iter()
                 .any(|h| h.to_lowercase().starts_with(&wanted))
             {
@@ -452,18 +451,6 @@ fn every_docs_section_named_in_the_code_exists() {
         "{} sections not found:\n{}",
         missing.len(),
         missing.join("\n")
-    );
-}
-
-#[test]
-fn every_relative_link_in_the_docs_resolves() {
-    let root = repository_root();
-    let broken = broken_links(&root, &documentation_files(&root));
-    assert!(
-        broken.is_empty(),
-        "{} broken links:\n{}",
-        broken.len(),
-        broken.join("\n")
     );
 }
 
@@ -508,22 +495,20 @@ fn links_are_found_inline_by_reference_and_never_in_code() {
     let text = "See [deploying](docs/deploy.md#step-by-step) and [here](#layout).\n\
                 ![a picture](docs/shot.png \"a title\") and [a tool][oha], not `[x](y)`.\n\
                 ```sh\n[not](a-link)\n```\n\
+                [a gap][nowhere]\n\n\
                 [oha]: https://github.com/hatoo/oha\n";
-    let (inline, references) = inline_and_reference_links(text);
-    let targets: Vec<&str> = inline.iter().map(|link| link.target.as_str()).collect();
+    let markdown = parse(text);
+    let targets: Vec<&str> = markdown.links.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
         targets,
-        ["docs/deploy.md#step-by-step", "#layout", "docs/shot.png"]
+        [
+            "docs/deploy.md#step-by-step",
+            "#layout",
+            "docs/shot.png",
+            "https://github.com/hatoo/oha"
+        ]
     );
-    assert_eq!(
-        references,
-        [Link {
-            line: 2,
-            target: "oha".to_owned()
-        }]
-    );
-    let definitions = reference_definitions(text);
-    assert_eq!(definitions["oha"].target, "https://github.com/hatoo/oha");
+    assert_eq!(markdown.undefined_references, [(6, "nowhere".to_owned())]);
 }
 
 #[test]
@@ -535,4 +520,32 @@ fn a_link_to_a_missing_file_or_heading_is_reported() {
     assert!(broken(&readme, "docs/no-such-file.md").is_some());
     assert!(broken(&readme, "#no-such-heading").is_some());
     assert!(broken(&readme, "ARCHITECTURE.md#no-such-heading").is_some());
+}
+
+#[test]
+fn a_path_or_function_in_inline_code_that_does_not_exist_is_reported() {
+    let root = repository_root();
+    let bases = path_bases(&root, &root.join("ARCHITECTURE.md"));
+    for fine in [
+        "consumer-lambda/src/main.rs",
+        "infra/template.yaml",
+        "lib.rs",
+        "consumer-lambda/src/main.rs:time_left",
+        "application/json",
+        "GET /orders",
+        ".dev/env",
+        "target/debug/producer",
+        "migrations/*.sql",
+        "translator/config/schema.json",
+    ] {
+        assert_eq!(stale(fine, &bases), None, "{fine}");
+    }
+    for stale_path in [
+        "consumer-lambda/src/handler.rs",
+        "store.rs",
+        "consumer-lambda/src/main.rs:no_such_function",
+        "scripts/no-such-script/",
+    ] {
+        assert!(stale(stale_path, &bases).is_some(), "{stale_path}");
+    }
 }
