@@ -140,7 +140,7 @@ impl Sources {
             .text()
             .await
             .map_err(unreachable)?;
-        Ok(ProducerFigures::from_samples(&prometheus::parse(&text)))
+        Ok(ProducerFigures::parse(&text))
     }
 }
 

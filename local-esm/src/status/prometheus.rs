@@ -1,7 +1,9 @@
-//! The producer's `/metrics` (Prometheus / OpenMetrics text), read into the
-//! few figures the dashboard shows for it.
+//! The producer's `/metrics` (Prometheus / OpenMetrics text), read with
+//! `prometheus-parse` into the few figures the dashboard shows for it.
 
 use std::collections::BTreeMap;
+
+use prometheus_parse::{Sample, Scrape, Value};
 
 /// The producer's metric names (its `Registry` prefix `producer`, and the
 /// suffixes the text format adds), as `producer/src/metrics.rs` registers
@@ -12,88 +14,6 @@ pub const ENQUEUE_SECONDS: &str = "producer_enqueue_seconds";
 pub const ORDERS_ROUTE: &str = "/orders";
 /// The answer of an accepted order.
 pub const ACCEPTED: &str = "202";
-
-/// One sample line: `name{label="value",…} value`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-impl Sample {
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(label, _)| label == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// Every sample of the text; comment lines (`# HELP`, `# TYPE`, `# EOF`) and
-/// lines that are not samples are skipped.
-pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(parse_line)
-        .collect()
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_owned();
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(inner) = rest.strip_prefix('{') {
-        let (parsed, after) = parse_labels(inner)?;
-        labels = parsed;
-        rest = after;
-    }
-    // The value, then an optional timestamp.
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// `a="x",b="y\"z"}` → the labels and what follows the `}`.
-fn parse_labels(mut text: &str) -> Option<(Vec<(String, String)>, &str)> {
-    let mut labels = Vec::new();
-    loop {
-        text = text.trim_start_matches([',', ' ']);
-        if let Some(after) = text.strip_prefix('}') {
-            return Some((labels, after));
-        }
-        let eq = text.find('=')?;
-        let name = text[..eq].trim().to_owned();
-        let mut chars = text[eq + 1..].char_indices();
-        if chars.next()?.1 != '"' {
-            return None;
-        }
-        let mut value = String::new();
-        let end = loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '"' => break i,
-                '\\' => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    other => value.push(other),
-                },
-                other => value.push(other),
-            }
-        };
-        labels.push((name, value));
-        text = &text[eq + 1 + end + 1..];
-    }
-}
 
 /// The producer's figures on the dashboard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -124,45 +44,55 @@ impl Latency {
 }
 
 impl ProducerFigures {
-    pub fn from_samples(samples: &[Sample]) -> Self {
+    /// The figures in the text of a scrape; what it cannot read counts as absent.
+    pub fn parse(text: &str) -> Self {
+        let lines = text.lines().map(|line| Ok(line.to_owned()));
+        let samples = Scrape::parse(lines).map_or_else(|_| Vec::new(), |scrape| scrape.samples);
         let mut figures = Self::default();
-        for sample in samples {
-            if sample.name == HTTP_REQUESTS
-                && sample.label("route") == Some(ORDERS_ROUTE)
-                && sample.label("method") == Some("POST")
+        for sample in &samples {
+            if sample.metric == HTTP_REQUESTS
+                && sample.labels.get("route") == Some(ORDERS_ROUTE)
+                && sample.labels.get("method") == Some("POST")
             {
-                let count = sample.value as u64;
-                match sample.label("status") {
+                let count = scalar(&sample.value) as u64;
+                match sample.labels.get("status") {
                     Some(ACCEPTED) => figures.accepted += count,
                     Some(status) => *figures.refused.entry(status.to_owned()).or_default() += count,
                     None => {}
                 }
             }
         }
-        figures.queued = latency(samples, "queued");
-        figures.failed = latency(samples, "failed");
+        figures.queued = latency(&samples, "queued");
+        figures.failed = latency(&samples, "failed");
         figures
     }
 }
 
+/// A counter's or a gauge's value; the text's `_total` counters, whose
+/// `# TYPE` line names them without the suffix, parse as untyped.
+fn scalar(value: &Value) -> f64 {
+    match value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(_) | Value::Summary(_) => 0.0,
+    }
+}
+
 fn latency(samples: &[Sample], outcome: &str) -> Latency {
-    let of = |suffix: &str| {
-        let name = format!("{ENQUEUE_SECONDS}{suffix}");
+    let of = |name: String| {
         samples
             .iter()
-            .filter(move |s| s.name == name && s.label("outcome") == Some(outcome))
+            .filter(move |s| s.metric == name && s.labels.get("outcome") == Some(outcome))
     };
-    let count = of("_count").map(|s| s.value as u64).sum();
-    let sum_seconds = of("_sum").map(|s| s.value).sum();
-    let mut buckets: Vec<(f64, f64)> = of("_bucket")
-        .filter_map(|s| {
-            let le = s.label("le")?;
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((bound, s.value))
+    let count = of(format!("{ENQUEUE_SECONDS}_count"))
+        .map(|s| scalar(&s.value) as u64)
+        .sum();
+    let sum_seconds = of(format!("{ENQUEUE_SECONDS}_sum"))
+        .map(|s| scalar(&s.value))
+        .sum();
+    let mut buckets: Vec<(f64, f64)> = of(ENQUEUE_SECONDS.to_owned())
+        .flat_map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets.iter().map(|b| (b.less_than, b.count)).collect(),
+            _ => Vec::new(),
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -206,36 +136,8 @@ producer_enqueue_seconds_bucket{le="+Inf",outcome="queued"} 7
 "#;
 
     #[test]
-    fn samples_are_read_with_their_labels_and_comments_are_skipped() {
-        let samples = parse(CAPTURED);
-        assert_eq!(samples.len(), 11);
-        assert_eq!(samples[0].name, HTTP_REQUESTS);
-        assert_eq!(samples[0].label("status"), Some("202"));
-        assert_eq!(samples[0].value, 7.0);
-        assert_eq!(samples[10].label("le"), Some("+Inf"));
-    }
-
-    #[test]
-    fn a_label_value_may_hold_escaped_quotes_commas_and_braces() {
-        let samples = parse(r#"m{a="x\"y,}",b="\\n"} 1.5 1700000000"#);
-        assert_eq!(
-            samples,
-            [Sample {
-                name: "m".into(),
-                labels: vec![("a".into(), "x\"y,}".into()), ("b".into(), "\\n".into())],
-                value: 1.5,
-            }]
-        );
-    }
-
-    #[test]
-    fn a_line_that_is_not_a_sample_is_skipped() {
-        assert!(parse("garbage\nm{a=unquoted} 1\nm{a=\"open").is_empty());
-    }
-
-    #[test]
     fn orders_are_counted_accepted_or_refused_by_status_on_the_orders_route_only() {
-        let figures = ProducerFigures::from_samples(&parse(CAPTURED));
+        let figures = ProducerFigures::parse(CAPTURED);
         assert_eq!(figures.accepted, 7);
         assert_eq!(
             figures.refused,
@@ -245,7 +147,7 @@ producer_enqueue_seconds_bucket{le="+Inf",outcome="queued"} 7
 
     #[test]
     fn the_enqueue_latency_gives_its_mean_and_the_bucket_of_its_99th_percentile() {
-        let figures = ProducerFigures::from_samples(&parse(CAPTURED));
+        let figures = ProducerFigures::parse(CAPTURED);
         assert_eq!(figures.queued.count, 7);
         assert_eq!(figures.queued.mean_seconds(), Some(0.005));
         assert_eq!(figures.queued.p99_at_most_seconds, Some(0.008));
