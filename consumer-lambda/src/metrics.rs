@@ -11,8 +11,9 @@ pub const NAMESPACE: &str = "OrdersConsumer";
 
 /// What one batch did. Every record is exactly one of: stored, a duplicate, a
 /// conflict (these three acknowledged), invalid, refused (these two permanent
-/// failures, sent to the DLQ), postponed, requeued (acknowledged: its copy is
-/// on the queue) or requeue-failed (left unacknowledged). Every invalid or
+/// failures, sent to the DLQ), skewed (a valid order this build cannot take
+/// yet, retried later), postponed, requeued (acknowledged: its copy is on the
+/// queue) or requeue-failed (left unacknowledged). Every invalid or
 /// refused record is also exactly one of dead-lettered (acknowledged: its copy
 /// is in the DLQ) or dead-letter-failed (left unacknowledged).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +29,12 @@ pub struct BatchMetrics {
     pub invalid: usize,
     /// Orders PostgreSQL refused for their data: permanent failures, for the DLQ.
     pub refused: usize,
+    /// Valid orders this build cannot take yet: a newer `schema_version`, or
+    /// rows refused for a release fault (`store::Fault::Release`). Retried as
+    /// a database failure is (postponed, or requeued near their last receive),
+    /// but counted here only, never as postponed, requeued or requeue-failed,
+    /// which stay the database's.
+    pub skewed: usize,
     /// Invalid or refused records whose DLQ copy SQS acknowledged.
     pub dead_lettered: usize,
     /// Invalid or refused records left unacknowledged: no body, a panic in
@@ -56,6 +63,7 @@ pub const DUPLICATES: &str = "Duplicates";
 pub const CONFLICTS: &str = "Conflicts";
 pub const INVALID: &str = "Invalid";
 pub const REFUSED: &str = "Refused";
+pub const SKEWED: &str = "Skewed";
 pub const POSTPONED: &str = "Postponed";
 pub const REQUEUED: &str = "Requeued";
 pub const REQUEUE_FAILED: &str = "RequeueFailed";
@@ -75,6 +83,7 @@ impl BatchMetrics {
             (CONFLICTS, "Count", json!(self.conflicts)),
             (INVALID, "Count", json!(self.invalid)),
             (REFUSED, "Count", json!(self.refused)),
+            (SKEWED, "Count", json!(self.skewed)),
             (POSTPONED, "Count", json!(self.postponed)),
             (REQUEUED, "Count", json!(self.requeued)),
             (REQUEUE_FAILED, "Count", json!(self.requeue_failed)),
@@ -187,6 +196,7 @@ mod tests {
             conflicts: 1,
             invalid: 1,
             refused: 1,
+            skewed: 3,
             postponed: 0,
             requeued: 0,
             requeue_failed: 0,
@@ -215,6 +225,7 @@ mod tests {
             (&doc[DEAD_LETTERED], &doc[DEAD_LETTER_FAILED]),
             (&2.into(), &0.into())
         );
+        assert_eq!(doc[SKEWED], 3);
         assert_eq!(doc[BATCH_LATENCY], 12.5);
     }
 }

@@ -16,13 +16,14 @@ pub enum ContractError {
     /// Well-formed JSON, but a field is missing, unknown, of the wrong type or out of range.
     #[error("`{field}` {problem}")]
     Invalid { field: String, problem: String },
-    /// A message written by a newer producer: nothing is wrong with it, but
-    /// this code cannot read it. Kept apart so the DLQ can say so.
+    /// A `schema_version` this code does not read: newer than `reads` (a
+    /// producer released before the consumer: nothing is wrong with the
+    /// message, see [`ContractError::is_newer_version`]), or older than any
+    /// version there was.
     #[error(
-        "`schema_version` is {found}, but this consumer reads version {}; upgrade the consumer, then replay the DLQ",
-        crate::SCHEMA_VERSION
+        "`schema_version` is {found}, but this code reads versions 1 to {reads}; a newer version waits on the queue until a consumer that reads it is deployed"
     )]
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion { found: u32, reads: u32 },
 }
 
 impl ContractError {
@@ -37,6 +38,13 @@ impl ContractError {
             field: field.into(),
             problem: problem.into(),
         }
+    }
+
+    /// A message of a version newer than this code reads: a valid order that a
+    /// later release can take, so the consumer postpones it instead of
+    /// dead-lettering it.
+    pub fn is_newer_version(&self) -> bool {
+        matches!(self, Self::UnsupportedVersion { found, reads } if found > reads)
     }
 
     /// The field the error is about, when there is one.
@@ -64,9 +72,13 @@ impl PartialEq for ContractError {
                     problem: other_problem,
                 },
             ) => field == other_field && problem == other_problem,
-            (Self::UnsupportedVersion { found }, Self::UnsupportedVersion { found: other }) => {
-                found == other
-            }
+            (
+                Self::UnsupportedVersion { found, reads },
+                Self::UnsupportedVersion {
+                    found: other_found,
+                    reads: other_reads,
+                },
+            ) => (found, reads) == (other_found, other_reads),
             _ => false,
         }
     }

@@ -15,9 +15,9 @@ use crate::json::from_json;
 use crate::object::Object;
 use crate::order::{LineItemRequest, Order, OrderRequest, objects};
 
-/// The version this code writes and the only one it reads. A consumer meeting a
-/// newer version rejects the message, which then waits in the DLQ until the
-/// consumer is upgraded and the DLQ replayed.
+/// The version this code writes and the newest it reads. A consumer meeting a
+/// newer version (a producer released before it) postpones the message until
+/// a consumer that reads it is deployed: a valid order, never poison.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// An accepted order, as the producer enqueues it.
@@ -65,24 +65,33 @@ impl OrderPlaced {
         serde_json::to_string(&outgoing).unwrap_or_else(|err| unreachable!("{err}"))
     }
 
-    /// Reads and re-validates a message body taken off the queue. A body
-    /// that declares another `schema_version` is [`ContractError::UnsupportedVersion`]
-    /// whatever else is wrong with it by this version's rules: a newer
-    /// producer's message likely has fields this one does not know.
+    /// Reads and re-validates a message body taken off the queue, of a
+    /// version up to [`SCHEMA_VERSION`].
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
-        Self::read(json).map_err(|err| match other_version(json) {
-            Some(found) => ContractError::UnsupportedVersion { found },
-            None => err,
-        })
+        Self::from_json_up_to(json, SCHEMA_VERSION)
     }
 
-    fn read(json: &str) -> Result<Self, ContractError> {
-        let Object(incoming) = from_json::<Object<Incoming>>(json)?;
-        if incoming.schema_version != SCHEMA_VERSION {
-            return Err(ContractError::UnsupportedVersion {
-                found: incoming.schema_version,
-            });
-        }
+    /// As [`OrderPlaced::from_json`], for code that reads versions 1 to
+    /// `newest` (a test stands in for the next release with it). A body that
+    /// declares another `schema_version` is [`ContractError::UnsupportedVersion`]
+    /// whatever else is wrong with it by these rules: a newer producer's
+    /// message likely has fields this code does not know.
+    pub fn from_json_up_to(json: &str, newest: u32) -> Result<Self, ContractError> {
+        let unsupported = |found| ContractError::UnsupportedVersion {
+            found,
+            reads: newest,
+        };
+        let read = || {
+            let Object(incoming) = from_json::<Object<Incoming>>(json)?;
+            if !(1..=newest).contains(&incoming.schema_version) {
+                return Err(unsupported(incoming.schema_version));
+            }
+            Ok(incoming)
+        };
+        let incoming = read().map_err(|err| match declared_version(json) {
+            Some(found) if !(1..=newest).contains(&found) => unsupported(found),
+            _ => err,
+        })?;
         let order = Order::try_from(OrderRequest {
             order_id: incoming.order_id,
             customer_id: incoming.customer_id,
@@ -93,10 +102,9 @@ impl OrderPlaced {
     }
 }
 
-/// The `schema_version` a body declares, read leniently, when it is not
-/// [`SCHEMA_VERSION`]. Only called once the strict read failed, so a valid
-/// message is parsed once.
-fn other_version(json: &str) -> Option<u32> {
+/// The `schema_version` a body declares, read leniently. Only called once the
+/// strict read failed, so a valid message is parsed once.
+fn declared_version(json: &str) -> Option<u32> {
     #[derive(Deserialize)]
     struct Declared {
         schema_version: u32,
@@ -104,7 +112,6 @@ fn other_version(json: &str) -> Option<u32> {
     serde_json::from_str::<Declared>(json)
         .ok()
         .map(|declared| declared.schema_version)
-        .filter(|&version| version != SCHEMA_VERSION)
 }
 
 #[cfg(test)]
@@ -127,32 +134,54 @@ mod tests {
         assert_eq!(OrderPlaced::from_json(&json), Ok(placed));
     }
 
+    fn with_version(version: &str) -> String {
+        OrderPlaced::new(order(), Utc::now()).to_json().replace(
+            "\"schema_version\":1",
+            &format!("\"schema_version\":{version}"),
+        )
+    }
+
     #[test]
-    fn a_message_from_a_newer_schema_is_rejected_with_a_way_out() {
-        let json = OrderPlaced::new(order(), Utc::now())
-            .to_json()
-            .replace("\"schema_version\":1", "\"schema_version\":2");
-        let err = OrderPlaced::from_json(&json).expect_err("newer version");
-        assert_eq!(err, ContractError::UnsupportedVersion { found: 2 });
+    fn a_message_from_a_newer_schema_is_refused_as_newer_and_names_what_this_code_reads() {
+        let err = OrderPlaced::from_json(&with_version("2")).expect_err("newer version");
+        assert_eq!(
+            err,
+            ContractError::UnsupportedVersion { found: 2, reads: 1 }
+        );
+        assert!(err.is_newer_version());
         assert_eq!(err.field(), Some("schema_version"));
-        assert!(err.to_string().contains("replay the DLQ"), "{err}");
+        assert!(err.to_string().contains("reads versions 1 to 1"), "{err}");
+    }
+
+    #[test]
+    fn an_older_version_is_unsupported_but_not_newer() {
+        let err = OrderPlaced::from_json(&with_version("0")).expect_err("older version");
+        assert_eq!(
+            err,
+            ContractError::UnsupportedVersion { found: 0, reads: 1 }
+        );
+        assert!(!err.is_newer_version());
+    }
+
+    #[test]
+    fn code_that_reads_the_next_version_reads_it_and_this_one() {
+        let placed = OrderPlaced::from_json_up_to(&with_version("2"), 2).expect("read");
+        assert_eq!(placed.order, order());
+        assert!(OrderPlaced::from_json_up_to(&with_version("1"), 2).is_ok());
+        assert_eq!(
+            OrderPlaced::from_json_up_to(&with_version("3"), 2),
+            Err(ContractError::UnsupportedVersion { found: 3, reads: 2 })
+        );
     }
 
     #[test]
     fn a_newer_message_with_fields_this_version_does_not_know_is_still_a_newer_version() {
-        let json = OrderPlaced::new(order(), Utc::now()).to_json().replace(
-            "\"schema_version\":1",
-            "\"schema_version\":2,\"gift_wrap\":true",
-        );
+        let json = with_version("2,\"gift_wrap\":true");
         assert_eq!(
             OrderPlaced::from_json(&json),
-            Err(ContractError::UnsupportedVersion { found: 2 })
+            Err(ContractError::UnsupportedVersion { found: 2, reads: 1 })
         );
-        let unknown_field_at_this_version =
-            OrderPlaced::new(order(), Utc::now()).to_json().replace(
-                "\"schema_version\":1",
-                "\"schema_version\":1,\"gift_wrap\":true",
-            );
+        let unknown_field_at_this_version = with_version("1,\"gift_wrap\":true");
         let err =
             OrderPlaced::from_json(&unknown_field_at_this_version).expect_err("unknown field");
         assert_eq!(err.field(), Some("gift_wrap"));

@@ -245,6 +245,7 @@ mod tests {
             conflicts: 0,
             invalid: 1,
             refused: 0,
+            skewed: 0,
             postponed: 0,
             requeued: 0,
             requeue_failed: 0,

@@ -1,11 +1,14 @@
 //! The Lambda handler: one SQS batch in, the records not acknowledged out.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
-use order_contract::{Failure, FailureClass, OrderPlaced, REQUEST_ID_ATTRIBUTE, RequestId};
+use order_contract::{
+    Failure, FailureClass, OrderPlaced, REQUEST_ID_ATTRIBUTE, RequestId, SCHEMA_VERSION,
+};
 use support::error_chain;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
@@ -14,7 +17,7 @@ use crate::dead_letter::{CONSUMER_VERSION, DeadLetter, DeadLetterQueue};
 use crate::message_id::MessageId;
 use crate::metrics::BatchMetrics;
 use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, RetryQueue};
-use crate::store::{Delivery, OrderStore, Outcome, StoreOutcome};
+use crate::store::{Delivery, Fault, OrderStore, Outcome, StoreOutcome};
 
 /// How long before the invocation's deadline the handler stops waiting on the
 /// database, to postpone what it could not store and answer in time. An
@@ -49,6 +52,8 @@ pub struct Consumer<S, Q, D> {
     queue: Q,
     dead_letters: D,
     policy: RetryPolicy,
+    /// The newest `schema_version` this consumer reads.
+    reads_up_to: u32,
 }
 
 /// A record that holds a valid order, followed from parsing to its answer.
@@ -58,6 +63,50 @@ struct Valid {
     delivery: Delivery,
 }
 
+/// A record that holds a valid order not stored now, to be retried later.
+struct Waiting {
+    span: Span,
+    message_id: MessageId,
+    message: SqsMessage,
+    why: Why,
+}
+
+/// Why a valid order waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Storing failed as a whole: the database's trouble (metrics `Postponed`, `Requeued`).
+    StoreFailed,
+    /// A `schema_version` newer than this build reads (metric `Skewed`).
+    NewerVersion,
+    /// PostgreSQL refused it for a schema this build did not make (metric `Skewed`).
+    ReleaseFault,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::StoreFailed => "store_failed",
+            Self::NewerVersion => "newer_schema_version",
+            Self::ReleaseFault => "release_fault",
+        }
+    }
+
+    fn is_skew(self) -> bool {
+        self != Self::StoreFailed
+    }
+}
+
+impl Waiting {
+    fn of(record: &Valid, why: Why) -> Self {
+        Self {
+            span: record.span.clone(),
+            message_id: record.delivery.message_id.clone(),
+            message: record.message.clone(),
+            why,
+        }
+    }
+}
+
 impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
     pub fn new(store: S, queue: Q, dead_letters: D, policy: RetryPolicy) -> Self {
         Self {
@@ -65,6 +114,16 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
             queue,
             dead_letters,
             policy,
+            reads_up_to: SCHEMA_VERSION,
+        }
+    }
+
+    /// A consumer that reads `schema_version`s up to `newest` instead of
+    /// [`SCHEMA_VERSION`]: how a test stands in for the next release.
+    pub fn reading_up_to(self, newest: u32) -> Self {
+        Self {
+            reads_up_to: newest,
+            ..self
         }
     }
 
@@ -77,7 +136,10 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
     /// permanent failures: each is sent to the DLQ at once, saying why, and
     /// acknowledged once SQS has the copy (see [`crate::dead_letter`]). Any
     /// other store failure is transient: every valid record is retried later
-    /// (postponed or requeued, see [`crate::retry`]). The store gets the time up
+    /// (postponed or requeued, see [`crate::retry`]). Skew is ours, not the
+    /// order's: a body of a newer `schema_version` than this build reads, and
+    /// a row refused for a release fault ([`Fault::Release`]), are retried the
+    /// same way and counted as skewed, never dead-lettered. The store gets the time up
     /// to [`DEADLINE_MARGIN`] before the deadline; past it, the handler abandons
     /// the call (and its connection) and retries the records, so an invocation
     /// never runs into its timeout however the database misbehaves. A panic, in
@@ -95,6 +157,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         };
         let mut unacknowledged: Vec<MessageId> = Vec::new();
         let mut valid: Vec<Valid> = Vec::with_capacity(event.records.len());
+        let mut waiting: Vec<Waiting> = Vec::new();
         let mut poison: Vec<(Span, DeadLetter)> = Vec::new();
 
         for mut message in event.records {
@@ -109,7 +172,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 order_id = tracing::field::Empty,
                 request_id = tracing::field::Empty
             );
-            match span.in_scope(|| parse(&message)) {
+            match span.in_scope(|| parse(&message, self.reads_up_to)) {
                 Parsed::Order(placed) => {
                     let request_id = request_id(&message);
                     span.record("order_id", tracing::field::display(placed.order.order_id()));
@@ -131,6 +194,12 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         },
                     });
                 }
+                Parsed::Newer => waiting.push(Waiting {
+                    span,
+                    message_id,
+                    message,
+                    why: Why::NewerVersion,
+                }),
                 Parsed::Poison(class, detail) => {
                     metrics.invalid += 1;
                     poison.push((span, dead_letter(message_id, message, class, detail)));
@@ -146,18 +215,24 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         metrics.oldest_received_at = valid.iter().map(|v| v.delivery.placed.received_at).min();
         if !valid.is_empty() {
             let store_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started);
-            match self.store_all(&valid, store_by).await {
+            let stored = self.store_all(&valid, store_by).await;
+            match stored {
                 Some(outcome) => {
                     metrics.stored = outcome.stored;
                     metrics.duplicates = outcome.duplicates;
                     metrics.conflicts = outcome.conflicts;
-                    metrics.refused = outcome.refused.len();
                     for (record, outcome) in valid.iter().zip(&outcome.by_delivery) {
                         record.span.in_scope(|| log_outcome(*outcome));
                     }
                     // Refusals are rare: their records are copied, the batch is not moved.
                     for refused in outcome.refused {
-                        if let Some(record) = valid.get(refused.index) {
+                        let Some(record) = valid.get(refused.index) else {
+                            continue;
+                        };
+                        if refused.fault == Fault::Release {
+                            waiting.push(Waiting::of(record, Why::ReleaseFault));
+                        } else {
+                            metrics.refused += 1;
                             let letter = dead_letter(
                                 record.delivery.message_id.clone(),
                                 record.message.clone(),
@@ -168,11 +243,18 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         }
                     }
                 }
-                None => {
-                    self.retry_later(valid, deadline, &mut unacknowledged, &mut metrics)
-                        .await
-                }
+                None => waiting.extend(valid.into_iter().map(|record| Waiting {
+                    span: record.span,
+                    message_id: record.delivery.message_id,
+                    message: record.message,
+                    why: Why::StoreFailed,
+                })),
             }
+        }
+
+        if !waiting.is_empty() {
+            self.retry_later(waiting, deadline, &mut unacknowledged, &mut metrics)
+                .await;
         }
 
         if !poison.is_empty() {
@@ -188,6 +270,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
             conflicts = metrics.conflicts,
             invalid = metrics.invalid,
             refused = metrics.refused,
+            skewed = metrics.skewed,
             postponed = metrics.postponed,
             requeued = metrics.requeued,
             requeue_failed = metrics.requeue_failed,
@@ -273,35 +356,45 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         }
     }
 
-    /// Postpones or requeues every valid record, each as its receive count
-    /// says; what is not requeued stays unacknowledged.
+    /// Postpones or requeues every waiting record, each as its receive count
+    /// says; what is not requeued stays unacknowledged. Skew is counted apart
+    /// from the database's failures, which the breaker reads.
     async fn retry_later(
         &self,
-        valid: Vec<Valid>,
+        waiting: Vec<Waiting>,
         deadline: Instant,
         unacknowledged: &mut Vec<MessageId>,
         metrics: &mut BatchMetrics,
     ) {
         let mut postponed = Vec::new();
         let mut requeued = Vec::new();
-        for record in valid {
+        let mut skewed: HashSet<MessageId> = HashSet::new();
+        for record in waiting {
             let receive_count = receive_count(&record.message);
             let generation = generation(&record.message);
+            let reason = record.why.as_str();
+            if record.why.is_skew() {
+                metrics.skewed += 1;
+                skewed.insert(record.message_id.clone());
+            }
             match self.policy.after_failure(receive_count, generation) {
                 Retry::Postpone(delay) => {
                     record.span.in_scope(|| {
                         warn!(
+                            reason,
                             receive_count,
                             generation,
                             retry_in_s = delay.as_secs(),
                             "not stored; will be retried"
                         )
                     });
-                    unacknowledged.push(record.delivery.message_id.clone());
-                    metrics.postponed += 1;
+                    unacknowledged.push(record.message_id.clone());
+                    if !record.why.is_skew() {
+                        metrics.postponed += 1;
+                    }
                     if let Some(receipt_handle) = record.message.receipt_handle {
                         postponed.push(Postponed {
-                            message_id: record.delivery.message_id,
+                            message_id: record.message_id,
                             receipt_handle,
                             delay,
                         });
@@ -310,13 +403,14 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 Retry::Requeue { generation, delay } => {
                     record.span.in_scope(|| {
                         warn!(
+                            reason,
                             receive_count,
                             generation,
                             "not stored, and few receives are left; sending a fresh copy"
                         )
                     });
                     requeued.push(Requeued {
-                        message_id: record.delivery.message_id,
+                        message_id: record.message_id,
                         body: record.message.body.unwrap_or_default(),
                         attributes: record.message.message_attributes,
                         generation,
@@ -325,6 +419,8 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 }
             }
         }
+        let of_the_database =
+            |ids: &[MessageId]| ids.iter().filter(|id| !skewed.contains(id)).count();
         let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
         let calls = futures::future::join(
             self.queue.postpone(&postponed),
@@ -335,14 +431,14 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 if let Err(err) = postponing {
                     warn!(error = %err, "backoff not applied");
                 }
-                metrics.requeued = requeueing.sent.len();
+                metrics.requeued = of_the_database(&requeueing.sent);
                 if !requeueing.failed.is_empty() {
                     error!(
                         records = requeueing.failed.len(),
                         "could not requeue; these records stay and are retried once more"
                     );
                 }
-                metrics.requeue_failed = requeueing.failed.len();
+                metrics.requeue_failed = of_the_database(&requeueing.failed);
                 unacknowledged.extend(requeueing.failed);
             }
             Err(_elapsed) => {
@@ -351,8 +447,9 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 error!(
                     "SQS did not answer before the deadline; records not postponed return after the visibility timeout"
                 );
-                metrics.requeue_failed = requeued.len();
-                unacknowledged.extend(requeued.into_iter().map(|r| r.message_id));
+                let ids: Vec<MessageId> = requeued.into_iter().map(|r| r.message_id).collect();
+                metrics.requeue_failed = of_the_database(&ids);
+                unacknowledged.extend(ids);
             }
         }
     }
@@ -411,6 +508,10 @@ fn request_id(record: &SqsMessage) -> Option<RequestId> {
 /// What a record's body is.
 enum Parsed {
     Order(OrderPlaced),
+    /// A valid message of a newer `schema_version` than this build reads: a
+    /// producer released before the consumer. Retried until a consumer that
+    /// reads it arrives, never poison.
+    Newer,
     /// The contract refuses it: a permanent failure, with its class and why.
     Poison(FailureClass, String),
     /// No body, or parsing panicked: left to the redrive policy, since SQS
@@ -418,14 +519,19 @@ enum Parsed {
     Unreadable,
 }
 
-/// Parses one record, logging why it is rejected.
-fn parse(record: &SqsMessage) -> Parsed {
+/// Parses one record as code that reads `schema_version`s up to `newest`,
+/// logging why it is rejected.
+fn parse(record: &SqsMessage, newest: u32) -> Parsed {
     let Some(body) = record.body.as_deref() else {
         warn!("rejected: the message has no body");
         return Parsed::Unreadable;
     };
-    match std::panic::catch_unwind(|| OrderPlaced::from_json(body)) {
+    match std::panic::catch_unwind(|| OrderPlaced::from_json_up_to(body, newest)) {
         Ok(Ok(placed)) => Parsed::Order(placed),
+        Ok(Err(err)) if err.is_newer_version() => {
+            warn!(error = %err, "not read yet: a newer schema_version than this build reads");
+            Parsed::Newer
+        }
         Ok(Err(err)) => {
             warn!(error = %err, bytes = body.len(), "rejected: not a valid OrderPlaced message");
             Parsed::Poison(FailureClass::of(&err), err.to_string())

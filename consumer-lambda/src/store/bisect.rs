@@ -1,58 +1,117 @@
 //! Halving a batch until each row PostgreSQL refuses for its data stands
-//! alone, so that one bad row cannot hold the valid ones beside it hostage.
+//! alone, so that one bad row cannot hold the valid ones beside it hostage,
+//! and stopping early when most of the batch is refused alike, so that a
+//! release fault that refuses every row costs a few statements, not 2·n.
 //! One bisection for both tables: the orders, and the conflicts kept aside.
 
 use std::future::Future;
 use std::ops::Range;
 
-/// What bisecting did: what each part that went through returned, and each
-/// position refused on its own, with its error.
+/// What bisecting did: what each part that went through returned, each
+/// position refused on its own, with its error, and the part refused alike
+/// as a whole, if any.
 #[derive(Debug)]
 pub(super) struct Bisected<T, E> {
     pub(super) done: Vec<T>,
     pub(super) alone: Vec<(usize, E)>,
+    /// A part holding more than half of all positions whose two halves were
+    /// both refused alike: not bisected further, refused as a whole with
+    /// the first half's error. Most of the batch refused alike is a release
+    /// fault ([`super::fault`]), which postpones the whole part; telling its
+    /// rows apart would cost about two statements per row.
+    pub(super) together: Option<(Range<usize>, E)>,
+}
+
+impl<T, E> Bisected<T, E> {
+    /// What went through, and the rows refused with each error, as the
+    /// positions in `which` that `0..which.len()` stood for.
+    pub(super) fn refused_in(self, which: &[usize]) -> (Vec<T>, Vec<(Vec<usize>, E)>) {
+        let mut refused: Vec<(Vec<usize>, E)> = self
+            .alone
+            .into_iter()
+            .map(|(i, err)| (vec![which[i]], err))
+            .collect();
+        refused.extend(self.together.map(|(part, err)| (which[part].to_vec(), err)));
+        (self.done, refused)
+    }
+}
+
+/// A part still to bisect: not attempted yet, or refused already.
+enum Part<E> {
+    Untried(Range<usize>),
+    Refused(Range<usize>, E),
 }
 
 /// Runs `attempt` on the positions `0..len`; on a part refused for a
-/// permanent reason (`is_permanent`), on each half, until each refused
-/// position stands alone (about 2·log₂ n extra attempts per bad row). Any
-/// other error ends it at once. `failed` is the permanent error with which
-/// all of `0..len` was refused already, if it was: then the whole is not
-/// attempted again. The first half is always attempted before the second.
-pub(super) async fn bisect<T, E, Fut>(
+/// permanent reason (`refusal` gives its SQLSTATE and constraint, `None`
+/// for any other error), on each half, until each refused position stands
+/// alone (about 2·log₂ n extra attempts per bad row). A part holding more
+/// than half of the positions has both halves attempted at once, and when
+/// they are refused alike it is [`Bisected::together`]. Any other error ends
+/// it at once. `failed` is the permanent error with which all of `0..len`
+/// was refused already, if it was: then the whole is not attempted again.
+/// The first half is always attempted before the second.
+pub(super) async fn bisect<T, E, K, Fut>(
     len: usize,
     failed: Option<E>,
-    is_permanent: impl Fn(&E) -> bool,
+    refusal: impl Fn(&E) -> Option<K>,
     mut attempt: impl FnMut(Range<usize>) -> Fut,
 ) -> Result<Bisected<T, E>, E>
 where
+    K: PartialEq,
     Fut: Future<Output = Result<T, E>>,
 {
     let mut bisected = Bisected {
         done: Vec::new(),
         alone: Vec::new(),
+        together: None,
     };
-    // A stack of half-open ranges.
-    let mut parts: Vec<Range<usize>> = match failed {
-        Some(err) if len == 1 => {
-            bisected.alone.push((0, err));
-            Vec::new()
-        }
-        Some(_) => halves(0..len).into(),
-        None => std::iter::once(0..len).collect(),
-    };
+    // A stack: the last part pushed is the next one bisected.
+    let mut parts: Vec<Part<E>> = vec![match failed {
+        Some(err) => Part::Refused(0..len, err),
+        None => Part::Untried(0..len),
+    }];
     while let Some(part) = parts.pop() {
-        if part.is_empty() {
+        let (part, err) = match part {
+            Part::Untried(part) if part.is_empty() => continue,
+            Part::Untried(part) => match attempt(part.clone()).await {
+                Ok(done) => {
+                    bisected.done.push(done);
+                    continue;
+                }
+                Err(err) if refusal(&err).is_some() => (part, err),
+                Err(err) => return Err(err),
+            },
+            Part::Refused(part, err) => (part, err),
+        };
+        if part.len() == 1 {
+            bisected.alone.push((part.start, err));
             continue;
         }
-        match attempt(part.clone()).await {
-            Ok(done) => bisected.done.push(done),
-            Err(err) if is_permanent(&err) && part.len() == 1 => {
-                bisected.alone.push((part.start, err));
-            }
-            Err(err) if is_permanent(&err) => parts.extend(halves(part)),
-            Err(err) => return Err(err),
+        let [second, first] = halves(part.clone());
+        if part.len() * 2 <= len {
+            parts.extend([Part::Untried(second), Part::Untried(first)]);
+            continue;
         }
+        let mut refused = Vec::with_capacity(2);
+        for half in [first, second] {
+            match attempt(half.clone()).await {
+                Ok(done) => bisected.done.push(done),
+                Err(err) if refusal(&err).is_some() => refused.push(Part::Refused(half, err)),
+                Err(err) => return Err(err),
+            }
+        }
+        if let [Part::Refused(_, a), Part::Refused(_, b)] = refused.as_slice()
+            && refusal(a) == refusal(b)
+        {
+            let Some(Part::Refused(_, first_error)) = refused.into_iter().next() else {
+                unreachable!("matched as two refused halves")
+            };
+            bisected.together = Some((part, first_error));
+            continue;
+        }
+        // The first half is bisected before the second.
+        parts.extend(refused.into_iter().rev());
     }
     Ok(bisected)
 }
@@ -71,16 +130,29 @@ mod tests {
 
     #[derive(Debug, PartialEq, Eq)]
     enum Error {
-        /// The part holds a bad row.
-        Refused,
+        /// The part holds a bad row, refused with this kind (the SQLSTATE
+        /// and constraint of the part's first bad row).
+        Refused(usize),
         Transient,
     }
 
-    /// Bisects `0..len` where `bad` are refused and the part `transient`
-    /// fails for another reason: what was done, and every part attempted, in order.
-    async fn run(
+    /// Each bad row refused its own way.
+    fn apart(row: usize) -> usize {
+        row
+    }
+
+    /// Every bad row refused the same way.
+    fn alike(_: usize) -> usize {
+        0
+    }
+
+    /// Bisects `0..len` where `bad` are refused (row `i` as `kind(i)`) and
+    /// the part `transient` fails for another reason: what was done, and
+    /// every part attempted, in order.
+    async fn run_with(
         len: usize,
         bad: &[usize],
+        kind: fn(usize) -> usize,
         transient: Option<Range<usize>>,
         failed: Option<Error>,
     ) -> (
@@ -92,13 +164,16 @@ mod tests {
         let bisected = bisect(
             len,
             failed,
-            |err| *err == Error::Refused,
+            |err| match err {
+                Error::Refused(kind) => Some(*kind),
+                Error::Transient => None,
+            },
             |part: Range<usize>| {
                 attempted.push(part.clone());
                 let result = if transient.as_ref() == Some(&part) {
                     Err(Error::Transient)
-                } else if part.clone().any(|i| bad.contains(&i)) {
-                    Err(Error::Refused)
+                } else if let Some(row) = part.clone().find(|i| bad.contains(i)) {
+                    Err(Error::Refused(kind(row)))
                 } else {
                     Ok(part)
                 };
@@ -107,6 +182,18 @@ mod tests {
         )
         .await;
         (bisected, attempted)
+    }
+
+    async fn run(
+        len: usize,
+        bad: &[usize],
+        transient: Option<Range<usize>>,
+        failed: Option<Error>,
+    ) -> (
+        Result<Bisected<Range<usize>, Error>, Error>,
+        Vec<Range<usize>>,
+    ) {
+        run_with(len, bad, apart, transient, failed).await
     }
 
     #[tokio::test]
@@ -164,18 +251,47 @@ mod tests {
 
     #[tokio::test]
     async fn rows_already_refused_as_a_whole_are_not_attempted_as_a_whole_again() {
-        let (bisected, attempted) = run(4, &[0], None, Some(Error::Refused)).await;
-        assert_eq!(attempted, [0..2, 0..1, 1..2, 2..4]);
+        let (bisected, attempted) = run(4, &[0], None, Some(Error::Refused(0))).await;
+        assert_eq!(attempted, [0..2, 2..4, 0..1, 1..2]);
         assert_eq!(bisected.expect("permanent only").alone.len(), 1);
     }
 
     #[tokio::test]
     async fn one_row_already_refused_is_alone_without_another_attempt() {
-        let (bisected, attempted) = run(1, &[0], None, Some(Error::Refused)).await;
+        let (bisected, attempted) = run(1, &[0], None, Some(Error::Refused(0))).await;
         assert!(attempted.is_empty());
         assert_eq!(
             bisected.expect("permanent only").alone[0],
-            (0, Error::Refused)
+            (0, Error::Refused(0))
         );
+    }
+
+    #[tokio::test]
+    async fn when_every_row_is_refused_alike_the_bisection_stops_at_the_halves() {
+        let every: Vec<usize> = (0..10_000).collect();
+        let (bisected, attempted) = run_with(10_000, &every, alike, None, None).await;
+        assert_eq!(attempted, [0..10_000, 0..5_000, 5_000..10_000]);
+        let bisected = bisected.expect("permanent only");
+        assert_eq!(bisected.together, Some((0..10_000, Error::Refused(0))));
+        assert!(bisected.alone.is_empty() && bisected.done.is_empty());
+    }
+
+    #[tokio::test]
+    async fn halves_refused_in_different_ways_are_bisected_on() {
+        let (bisected, _) = run(4, &[0, 1, 2, 3], None, None).await;
+        let bisected = bisected.expect("permanent only");
+        assert_eq!(bisected.together, None);
+        let alone: Vec<usize> = bisected.alone.iter().map(|(i, _)| *i).collect();
+        assert_eq!(alone, [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_minority_refused_alike_is_still_told_apart_row_by_row() {
+        // Rows 0 and 1, alike: a quarter of the batch, in its first half.
+        let (bisected, _) = run_with(8, &[0, 1], alike, None, None).await;
+        let bisected = bisected.expect("permanent only");
+        assert_eq!(bisected.together, None);
+        let alone: Vec<usize> = bisected.alone.iter().map(|(i, _)| *i).collect();
+        assert_eq!(alone, [0, 1]);
     }
 }

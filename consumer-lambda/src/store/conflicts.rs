@@ -8,11 +8,12 @@ use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
+use super::Refused;
 use super::bisect::bisect;
+use super::fault::{judge, refusal};
 use super::plan::Kept;
 use super::row::Row;
 use super::sql::{KEPT_CONFLICTS, RECORD_CONFLICTS};
-use super::{Refused, is_permanent};
 
 /// Keeps the conflicting newcomers at `which`, [`bisect`]ing as orders are
 /// written: a newcomer `order_conflicts` refuses for its data (a rule added
@@ -25,21 +26,24 @@ pub(super) async fn keep_conflicts(
     rows: &[Row<'_>],
     which: &[usize],
 ) -> Result<Kept, Error> {
-    let bisected = bisect(which.len(), None, is_permanent, move |part| {
+    let (done, refused) = bisect(which.len(), None, refusal, move |part| {
         record_conflicts(client, rows, &which[part])
     })
-    .await?;
+    .await?
+    .refused_in(which);
     let mut kept = Kept {
-        kept_now: bisected.done.concat(),
+        kept_now: done.concat(),
         refused: Vec::new(),
     };
-    if bisected.alone.is_empty() {
+    if refused.is_empty() {
         return Ok(kept);
     }
-    let alone: Vec<(usize, Error)> = bisected
-        .alone
-        .into_iter()
-        .map(|(i, err)| (which[i], err))
+    let faults = judge(&refused, which.len());
+    // Each refused row, with the position of its error in `refused`.
+    let alone: Vec<(usize, usize)> = refused
+        .iter()
+        .enumerate()
+        .flat_map(|(error, (refused, _))| refused.iter().map(move |&row| (row, error)))
         .collect();
     let ids: Vec<Uuid> = alone.iter().map(|(row, _)| rows[*row].order_id()).collect();
     let hashes: Vec<&[u8]> = alone
@@ -54,18 +58,20 @@ pub(super) async fn keep_conflicts(
             )
             .await?,
     );
-    for (index, err) in alone {
+    for (index, error) in alone {
         let row = &rows[index];
         if kept_before.contains(&(row.order_id(), *row.hash())) {
             continue;
         }
+        let (err, fault) = (&refused[error].1, faults[error]);
         tracing::warn!(
             message_id = %row.delivery.message_id,
             order_id = %row.order_id(),
-            error = %support::error_chain(&err),
-            "order_conflicts refused this conflicting order; it is reported failed on its own"
+            error = %support::error_chain(err),
+            ?fault,
+            "order_conflicts refused this conflicting order; it is reported failed on its own, as the fault says"
         );
-        kept.refused.push(Refused::by(index, &err));
+        kept.refused.push(Refused::by(index, err, fault));
     }
     Ok(kept)
 }

@@ -16,8 +16,10 @@
 //!   not found; what the lookup missed (a race) is caught the same way;
 //! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
 //!   found by bisecting the batch and refused alone, so it cannot hold the
-//!   valid orders of its batch hostage; every other error is transient and
-//!   fails the call as a whole ([`StoreError`]).
+//!   valid orders of its batch hostage, and judged the order's fault
+//!   (poison) or the release's (a schema this build did not make, or most
+//!   of the batch refused alike: postponed), by the rule in `fault`; every
+//!   other error is transient and fails the call as a whole ([`StoreError`]).
 //!
 //! Whether a batch is looked up first decides only how fast it is written,
 //! never what is stored: every path ends in the key's uniqueness.
@@ -25,11 +27,12 @@
 //! By job: `plan` dedupes the batch and classifies its rows, with no
 //! database; `write` holds the ways of writing, one `write::Method` each;
 //! `conflicts` keeps conflicting newcomers aside; `bisect` isolates the
-//! rows PostgreSQL refuses, for both; `row` encodes a delivery as the
+//! rows PostgreSQL refuses, for both, and `fault` judges whose fault each is; `row` encodes a delivery as the
 //! statements take it; `sql` is the SQL text.
 
 mod bisect;
 mod conflicts;
+mod fault;
 mod plan;
 mod row;
 mod sql;
@@ -45,6 +48,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use self::conflicts::keep_conflicts;
+pub use self::fault::{COLUMNS, CONSTRAINTS, Fault};
 use self::plan::{Deduped, Kept};
 use self::row::Row;
 pub use self::row::content_hash;
@@ -82,7 +86,8 @@ pub struct StoreOutcome {
     /// Orders already stored with other content, newly kept in `order_conflicts`
     /// (once per distinct content: a conflict seen again counts as a duplicate).
     pub conflicts: u64,
-    /// Deliveries PostgreSQL refused for their data, by position in the batch.
+    /// Deliveries PostgreSQL refused, by position in the batch, each with
+    /// whose fault it is.
     pub refused: Vec<Refused>,
 }
 
@@ -98,27 +103,33 @@ pub enum Outcome {
     /// conflicts), or by an earlier delivery of the same content (counted
     /// among the duplicates).
     Conflict { kept_now: bool },
-    /// Refused by PostgreSQL for its data (why: [`StoreOutcome::refused`]).
+    /// Refused by PostgreSQL (why, and whose fault: [`StoreOutcome::refused`]).
     Refused,
 }
 
-/// A delivery that can never be stored as it is: a permanent failure.
+/// A delivery the database refuses as it is: poison when it is the order's
+/// fault, postponed when it is the release's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Its position in the slice given to [`OrderStore::insert`].
     pub index: usize,
     /// The SQLSTATE and PostgreSQL's message (`22001: value too long …`).
     pub reason: String,
+    pub fault: Fault,
 }
 
 impl Refused {
     /// Refused by PostgreSQL with `err`.
-    pub(crate) fn by(index: usize, err: &tokio_postgres::Error) -> Self {
+    pub(crate) fn by(index: usize, err: &tokio_postgres::Error, fault: Fault) -> Self {
         let reason = match err.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
             None => support::error_chain(err),
         };
-        Self { index, reason }
+        Self {
+            index,
+            reason,
+            fault,
+        }
     }
 }
 

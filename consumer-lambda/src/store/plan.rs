@@ -2,12 +2,12 @@
 //! written, and, once the write and the lookups said what is stored, what
 //! became of each delivery. Rows are named by their position in the batch.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{Outcome, Refused, StoreOutcome};
+use super::{Fault, Outcome, Refused, StoreOutcome};
 
 /// The content hash stored under each order id looked up (`None` for rows
 /// from before hashes were kept).
@@ -119,7 +119,11 @@ pub(super) fn classify(
     for refused in &outcome.refused {
         outcome.by_delivery[refused.index] = Outcome::Refused;
     }
-    let refused_ids: HashSet<Uuid> = outcome.refused.iter().map(|r| order_ids[r.index]).collect();
+    let refused_ids: HashMap<Uuid, Fault> = outcome
+        .refused
+        .iter()
+        .map(|r| (order_ids[r.index], r.fault))
+        .collect();
     let mut conflicts = Vec::new();
     for row in written
         .found_stored
@@ -127,12 +131,13 @@ pub(super) fn classify(
         .chain(batch.repeats.iter().copied())
     {
         let id = order_ids[row];
-        if refused_ids.contains(&id) {
+        if let Some(&fault) = refused_ids.get(&id) {
             // Its first copy was refused; this one is not known to be better.
             outcome.by_delivery[row] = Outcome::Refused;
             outcome.refused.push(Refused {
                 index: row,
                 reason: FIRST_COPY_REFUSED.into(),
+                fault,
             });
             continue;
         }
@@ -229,6 +234,7 @@ mod tests {
                 .map(|&index| Refused {
                     index,
                     reason: "value out of range".into(),
+                    fault: Fault::Order,
                 })
                 .collect(),
         };
@@ -345,12 +351,14 @@ mod tests {
             refused: vec![Refused {
                 index: 0,
                 reason: "value out of range".into(),
+                fault: Fault::Release,
             }],
             ..Written::default()
         };
         let outcome = classify(&ids, &batch, written, |_| [1; 32]).with_kept(Kept::default());
         assert_eq!(outcome.refused[1].index, 1);
         assert_eq!(outcome.refused[1].reason, FIRST_COPY_REFUSED);
+        assert_eq!(outcome.refused[1].fault, Fault::Release, "the first copy's");
     }
 
     /// Two conflicting newcomers (rows 1 and 2), kept aside thus.
@@ -402,6 +410,7 @@ mod tests {
                     .map(|&index| Refused {
                         index,
                         reason: "check constraint".into(),
+                        fault: Fault::Order,
                     })
                     .collect(),
             };

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
 use super::bisect::bisect;
+use super::fault::{Fault, judge, refusal};
 use super::plan::{StoredHashes, Written};
 use super::row::{Columns, Jsonb, Row};
 use super::sql::{COPY_ORDERS, COPY_TYPES, INSERT_ORDERS, STORED_HASHES, insert_values};
@@ -181,51 +182,75 @@ pub(super) async fn stored_hashes(client: &Client, ids: &[Uuid]) -> Result<Store
 }
 
 /// Writes `which` when PostgreSQL refuses some for their data: [`bisect`]s
-/// them, one all-or-nothing [`copy`] a part, and writes the rest. `failed` is
-/// the permanent error with which exactly these rows were refused as a whole,
-/// if they were. A row refused alone is refused only if it is not stored: a
-/// stored order that a newer constraint would refuse is found stored, like
-/// any other.
+/// them, one all-or-nothing [`copy`] a part, writes the rest, and judges
+/// whose fault each refusal is ([`judge`]). `failed` is the permanent error
+/// with which exactly these rows were refused as a whole, if they were. A
+/// row refused is refused only if it is not stored: a stored order that a
+/// newer constraint would refuse is found stored, like any other.
 async fn write_bisecting(
     client: &Client,
     rows: &[Row<'_>],
     which: &[usize],
     failed: Option<Error>,
 ) -> Result<Written, Error> {
-    let bisected = bisect(which.len(), failed, is_permanent, move |part| {
+    let (done, refused) = bisect(which.len(), failed, refusal, move |part| {
         copy(client, rows, &which[part])
     })
-    .await?;
+    .await?
+    .refused_in(which);
     let mut written = Written::default();
-    for part in bisected.done {
+    for part in done {
         written.absorb(part);
     }
-    if bisected.alone.is_empty() {
+    if refused.is_empty() {
         return Ok(written);
     }
-    let alone: Vec<(usize, Error)> = bisected
-        .alone
-        .into_iter()
-        .map(|(i, err)| (which[i], err))
+    let faults = judge(&refused, which.len());
+    let ids: Vec<Uuid> = refused
+        .iter()
+        .flat_map(|(refused, _)| refused.iter().map(|&row| rows[row].order_id()))
         .collect();
-    let ids: Vec<Uuid> = alone.iter().map(|(row, _)| rows[*row].order_id()).collect();
     let stored = stored_hashes(client, &ids).await?;
-    for (index, err) in alone {
-        let row = &rows[index];
-        if stored.contains_key(&row.order_id()) {
-            written.found_stored.push(index);
-            continue;
-        }
-        tracing::warn!(
-            message_id = %row.delivery.message_id,
-            order_id = %row.order_id(),
-            error = %support::error_chain(&err),
-            "PostgreSQL refused this order; it is reported failed on its own"
+    for ((refused, err), fault) in refused.into_iter().zip(faults) {
+        let (found, not_stored): (Vec<usize>, Vec<usize>) = refused
+            .into_iter()
+            .partition(|&row| stored.contains_key(&rows[row].order_id()));
+        written.found_stored.extend(found);
+        log_refused(rows, &not_stored, &err, fault);
+        written.refused.extend(
+            not_stored
+                .into_iter()
+                .map(|index| Refused::by(index, &err, fault)),
         );
-        written.refused.push(Refused::by(index, &err));
     }
     written.stored_hashes.extend(stored);
     Ok(written)
+}
+
+/// Why `refused` were refused, and what becomes of them: one line for a
+/// row alone, one for the many refused alike.
+fn log_refused(rows: &[Row<'_>], refused: &[usize], err: &Error, fault: Fault) {
+    let error = support::error_chain(err);
+    match (refused, fault) {
+        ([], _) => {}
+        ([row], Fault::Order) => tracing::warn!(
+            message_id = %rows[*row].delivery.message_id,
+            order_id = %rows[*row].order_id(),
+            error,
+            "PostgreSQL refused this order; it is reported failed on its own"
+        ),
+        ([row], Fault::Release) => tracing::warn!(
+            message_id = %rows[*row].delivery.message_id,
+            order_id = %rows[*row].order_id(),
+            error,
+            "PostgreSQL refused this order for a schema this build did not make (a release fault); it is postponed"
+        ),
+        (many, _) => tracing::warn!(
+            rows = many.len(),
+            error,
+            "PostgreSQL refused most of the batch alike (a release fault); these orders are postponed"
+        ),
+    }
 }
 
 /// One all-or-nothing write of `which` in its own transaction.

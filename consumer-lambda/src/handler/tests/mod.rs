@@ -1,11 +1,11 @@
 //! The handler's tests against a fake store and fake queues, by subject:
-//! storing a batch (`storing`), poison sent to the DLQ (`poison`), and what a
-//! store failure does to valid records (`retrying`).
+//! storing a batch (`storing`), poison sent to the DLQ (`poison`), what a
+//! store failure does to valid records (`retrying`), and skew (`skew`).
 use std::sync::Mutex;
 
 use super::*;
 use crate::retry::{Backoff, MaxReceiveCount, PostponeError, RequeueOutcome};
-use crate::store::{Refused, StoreError};
+use crate::store::{Fault, Refused, StoreError};
 
 /// Remembers what it was asked to store; fails, stalls, refuses or panics on demand.
 #[derive(Default)]
@@ -26,6 +26,8 @@ enum Behaviour {
     Stall,
     /// Refuses the record at this position for its data, stores the rest.
     Refuse(usize),
+    /// Refuses the record at this position for a release fault, stores the rest.
+    RefuseForRelease(usize),
     /// Finds the record at this position stored already, stores the rest.
     Duplicate(usize),
     /// Finds another order stored under the id of the record at this
@@ -52,7 +54,9 @@ impl OrderStore for FakeStore {
             Behaviour::Fail => return Err(closed_connection_error().await),
             Behaviour::Panic => panic!("the database driver panicked"),
             Behaviour::Stall => std::future::pending().await,
-            Behaviour::Refuse(index) => (Some(index), Some(index)),
+            Behaviour::Refuse(index) | Behaviour::RefuseForRelease(index) => {
+                (Some(index), Some(index))
+            }
             Behaviour::Duplicate(index) | Behaviour::Conflict(index) => (None, Some(index)),
             Behaviour::Store => (None, None),
         };
@@ -92,6 +96,11 @@ impl OrderStore for FakeStore {
                 .map(|index| Refused {
                     index,
                     reason: "date/time field value out of range".into(),
+                    fault: if matches!(self.behaviour, Behaviour::RefuseForRelease(_)) {
+                        Fault::Release
+                    } else {
+                        Fault::Order
+                    },
                 })
                 .into_iter()
                 .collect(),
@@ -267,4 +276,5 @@ fn dead_lettered(queue: &FakeQueue) -> Vec<(String, FailureClass, String)> {
 
 mod poison;
 mod retrying;
+mod skew;
 mod storing;

@@ -38,8 +38,8 @@ async fn the_poison_of_a_mixed_batch_goes_to_the_dlq_at_once_with_its_class() {
 async fn a_dead_letter_keeps_the_body_and_attributes_and_says_where_and_when_it_failed() {
     let store = FakeStore::default();
     let queue = FakeQueue::default();
-    let newer = valid_body(1).replace("\"schema_version\":1", "\"schema_version\":2");
-    let mut poison = received("m-newer", &newer, 3);
+    let invalid = with_currency(valid_body(1), "euro");
+    let mut poison = received("m-invalid", &invalid, 3);
     poison
         .message_attributes
         .insert(REQUEST_ID_ATTRIBUTE.into(), attribute("String", "req-7"));
@@ -52,7 +52,7 @@ async fn a_dead_letter_keeps_the_body_and_attributes_and_says_where_and_when_it_
     let [letter] = sent.as_slice() else {
         panic!("one dead letter: {sent:?}")
     };
-    assert_eq!(letter.body, newer);
+    assert_eq!(letter.body, invalid);
     assert_eq!(
         letter.attributes[REQUEST_ID_ATTRIBUTE]
             .string_value
@@ -60,8 +60,8 @@ async fn a_dead_letter_keeps_the_body_and_attributes_and_says_where_and_when_it_
         Some("req-7")
     );
     let failure = &letter.failure;
-    assert_eq!(failure.class, FailureClass::UnsupportedSchemaVersion);
-    assert_eq!(failure.message_id.as_deref(), Some("m-newer"));
+    assert_eq!(failure.class, FailureClass::InvalidOrder);
+    assert_eq!(failure.message_id.as_deref(), Some("m-invalid"));
     assert_eq!(failure.receive_count, Some(3));
     assert_eq!(failure.consumer_version.as_deref(), Some(CONSUMER_VERSION));
     assert!(failure.failed_at.is_some_and(|at| at >= before));

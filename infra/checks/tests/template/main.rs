@@ -18,3 +18,4 @@ mod provision;
 mod queues;
 mod quotas;
 mod reachability;
+mod skew;

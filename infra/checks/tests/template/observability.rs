@@ -615,6 +615,12 @@ fn the_dashboard_shows_the_edge_the_queues_the_consumer_and_the_database() {
         ("OrdersConsumer", "Requeued", function, "requeued"),
         (
             "OrdersConsumer",
+            "Skewed",
+            function,
+            "orders this build cannot take yet",
+        ),
+        (
+            "OrdersConsumer",
             "DeadLettered",
             function,
             "poison sent to the DLQ",
