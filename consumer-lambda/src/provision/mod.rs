@@ -35,6 +35,9 @@ pub const MIGRATE_RETRY_PAUSE: Duration = Duration::from_secs(15);
 /// The answer goes out this long before the invocation's deadline, whatever
 /// the migration is doing, so that CloudFormation never waits for its timeout.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(20);
+/// How long the writer's secret may take to read: a hung call then answers
+/// FAILED in seconds, not when CloudFormation's ServiceTimeout (660 s) ends.
+pub const SECRET_DEADLINE: Duration = Duration::from_secs(30);
 /// CloudFormation refuses a response body over 4,096 bytes.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
 
@@ -123,6 +126,10 @@ pub enum ProvisionError {
         "the writer's secret {arn} holds no \"password\" (a JSON object with username and password)"
     )]
     NoPassword { arn: String },
+    #[error(
+        "Secrets Manager did not answer within {0:?} (from outside the VPC: is it reachable, and is the region's service healthy?); deploy again"
+    )]
+    SecretTimedOut(Duration),
     #[error("the migrate function failed: {0}")]
     Migrate(String),
     #[error(
@@ -174,7 +181,10 @@ pub async fn provision(
     migrate: &impl Migrate,
     until: Instant,
 ) -> Result<Value, ProvisionError> {
-    let verifier = writer_verifier(&secret.password().await?);
+    let password = tokio::time::timeout(SECRET_DEADLINE, secret.password())
+        .await
+        .map_err(|_| ProvisionError::SecretTimedOut(SECRET_DEADLINE))??;
+    let verifier = writer_verifier(&password);
     let started = Instant::now();
     let until = until.min(started + MIGRATE_RETRY_BUDGET);
     let mut tries = 0u32;
@@ -458,6 +468,40 @@ mod tests {
         .expect("answered");
         assert_eq!(status, Status::Failed);
         assert!(Instant::now() + RESPONSE_MARGIN <= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_read_that_hangs_answers_failed_long_before_the_service_timeout() {
+        struct Hangs;
+        impl WriterSecret for Hangs {
+            async fn password(&self) -> Result<String, ProvisionError> {
+                std::future::pending().await
+            }
+        }
+        let answers = Answers::default();
+        let (create, tries) = (request("Create", None), Tries::new(vec![applied()]));
+        let started = Instant::now();
+        let served = serve(
+            &create,
+            &Hangs,
+            &tries,
+            &answers,
+            started + Duration::from_secs(600),
+            "logs",
+        );
+        let status = tokio::time::timeout(Duration::from_secs(660), served)
+            .await
+            .expect("answered before the ServiceTimeout")
+            .expect("answered");
+        assert_eq!(status, Status::Failed);
+        assert!(
+            started.elapsed() <= SECRET_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
+        let body = &answers.0.lock().expect("lock")[0].1;
+        let reason = body["Reason"].as_str().expect("a reason");
+        assert!(reason.contains("Secrets Manager"), "{reason}");
     }
 
     #[tokio::test(start_paused = true)]
