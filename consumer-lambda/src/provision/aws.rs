@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -46,7 +46,7 @@ impl WriterSecret for SecretsManagerSecret {
             .await
             .map_err(|err| ProvisionError::Secret {
                 arn: self.arn.clone(),
-                detail: DisplayErrorContext(&err).to_string(),
+                detail: support::error_chain(&err),
             })?;
         secret
             .secret_string()
@@ -126,7 +126,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let reason = DisplayErrorContext(err).to_string();
+    let reason = support::error_chain(err);
     match err {
         // A function still being created or updated, throttled, or Lambda busy.
         SdkError::ServiceError(service) => match service.err().code() {
@@ -186,7 +186,7 @@ impl HttpsResponder {
         let response = tokio::time::timeout(RESPOND_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {RESPOND_TIMEOUT:?}"))?
-            .map_err(|err| DisplayErrorContext(&err).to_string())?;
+            .map_err(|err| support::error_chain(&err))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
