@@ -12,15 +12,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use order_contract::Failure;
 use order_contract::dead_letter::{MAX_MESSAGE_ATTRIBUTES, is_failure_attribute};
+use support::sqs::{MAX_MESSAGE_BYTES, attribute_size, send_all};
 
 use crate::message_id::MessageId;
-use crate::sqs::{Outgoing, send_all, sent_attribute};
 
 /// The consumer's version, written on every dead letter.
 pub const CONSUMER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -61,14 +63,12 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
     async fn send(&self, records: &[DeadLetter]) -> Vec<MessageId> {
         let copies = records
             .iter()
-            .map(|record| Outgoing {
-                message_id: &record.message_id,
-                body: &record.body,
-                attributes: dead_letter_attributes(record),
-                delay: std::time::Duration::ZERO,
+            .map(|record| {
+                let attributes = dead_letter_attributes(record);
+                (&record.message_id, &record.body, attributes, Duration::ZERO)
             })
             .collect();
-        send_all(&self.client, &self.queue_url, copies, "dead-lettered copy").await
+        send_copies(&self.client, &self.queue_url, copies, "dead-lettered copy").await
     }
 }
 
@@ -106,15 +106,90 @@ pub fn dead_letter_attributes(record: &DeadLetter) -> Vec<(String, MessageAttrib
             "the message has too many attributes of its own for all of its failure attributes"
         );
     }
-    attributes.extend(failure.into_iter().take(room).filter_map(|attribute| {
-        let value = MessageAttributeValue::builder()
-            .data_type(attribute.data_type)
-            .string_value(attribute.value)
-            .build()
-            .ok()?;
-        Some((attribute.name.to_owned(), value))
-    }));
+    let failure: Vec<(String, MessageAttributeValue)> = failure
+        .into_iter()
+        .take(room)
+        .filter_map(|attribute| {
+            let value = MessageAttributeValue::builder()
+                .data_type(attribute.data_type)
+                .string_value(attribute.value)
+                .build()
+                .ok()?;
+            Some((attribute.name.to_owned(), value))
+        })
+        .collect();
+    // A body as large as the queue admits may leave no room for the reason:
+    // the copy then goes without it rather than not at all (replay-dlq reads
+    // the reason by parsing the body again).
+    let size = |all: &[(String, MessageAttributeValue)]| -> usize {
+        all.iter()
+            .map(|(name, value)| attribute_size(name, value))
+            .sum()
+    };
+    if record.body.len() + size(&attributes) + size(&failure) > MAX_MESSAGE_BYTES {
+        tracing::warn!(
+            message_id = %record.message_id,
+            "the body leaves no room under SQS's message size limit for its failure attributes; the dead letter goes without them"
+        );
+        return attributes;
+    }
+    attributes.extend(failure);
     attributes
+}
+
+/// A copy to send on behalf of a record: its body, attributes and delay.
+pub(crate) type CopyOf<'a> = (
+    &'a MessageId,
+    &'a String,
+    Vec<(String, MessageAttributeValue)>,
+    Duration,
+);
+
+/// Sends each copy to `queue_url`; returns the records whose copy SQS acknowledged, and logs the
+/// others, whose originals stay. `what` names the copies in the logs.
+pub(crate) async fn send_copies(
+    client: &Client,
+    queue_url: &str,
+    copies: Vec<CopyOf<'_>>,
+    what: &str,
+) -> Vec<MessageId> {
+    let (ids, entries): (Vec<&MessageId>, Vec<SendMessageBatchRequestEntry>) = copies
+        .into_iter()
+        .filter_map(|(id, body, attributes, delay)| {
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id("0")
+                .message_body(body)
+                .delay_seconds(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
+                .set_message_attributes(Some(attributes.into_iter().collect()))
+                .build()
+                .ok()?;
+            Some((id, entry))
+        })
+        .unzip();
+    let outcomes = send_all(client, queue_url, entries).await;
+    ids.into_iter()
+        .zip(outcomes)
+        .filter_map(|(id, outcome)| match outcome.problem() {
+            None => Some(id.clone()),
+            Some(problem) => {
+                tracing::error!(message_id = %id, %problem, "sending a {what} failed; the original stays");
+                None
+            }
+        })
+        .collect()
+}
+
+/// A received message attribute as SQS takes it back; `None` without a data type.
+pub(crate) fn sent_attribute(value: &SqsMessageAttribute) -> Option<MessageAttributeValue> {
+    let data_type = value.data_type.as_deref()?;
+    let mut copy = MessageAttributeValue::builder().data_type(data_type);
+    if let Some(text) = &value.string_value {
+        copy = copy.string_value(text);
+    }
+    if let Some(bytes) = &value.binary_value {
+        copy = copy.binary_value(Blob::new(bytes.to_vec()));
+    }
+    copy.build().ok()
 }
 
 #[cfg(test)]
@@ -180,6 +255,13 @@ mod tests {
             assert!(names.contains(&kept), "{names:?}");
         }
         assert!(!names.contains(&RECEIVE_COUNT_ATTRIBUTE), "{names:?}");
+    }
+
+    #[test]
+    fn a_body_with_no_room_for_its_failure_attributes_goes_without_them() {
+        let mut record = dead_letter(1);
+        record.body = "x".repeat(MAX_MESSAGE_BYTES - 20);
+        assert_eq!(names(&dead_letter_attributes(&record)), ["own-0"]);
     }
 
     #[test]

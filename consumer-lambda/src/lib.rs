@@ -37,7 +37,6 @@ pub mod metrics;
 pub mod migrations;
 pub mod provision;
 pub mod retry;
-mod sqs;
 pub mod store;
 
 pub use config::{Config, DatabaseConfig};

@@ -24,6 +24,14 @@ use crate::database::{ConnectError, Connector};
 /// Arbitrary but fixed: the advisory lock key that serialises migrations.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
 
+/// How long a migration waits for a table lock another session holds. While
+/// an ALTER TABLE waits, every insert queues behind it, so it gives up soon.
+pub const LOCK_TIMEOUT_SECS: u32 = 5;
+/// How long one statement of a migration may run: the migrate function's
+/// Timeout (the template's, held above this by a template test) must outlast
+/// it, so that a long migration fails with PostgreSQL's answer, not Lambda's.
+pub const STATEMENT_TIMEOUT_SECS: u32 = 240;
+
 struct Migration {
     version: i32,
     name: &'static str,
@@ -60,6 +68,10 @@ pub enum MigrationError {
         "could not apply the database migrations (connect as the tables' owner: the master user in AWS, DATABASE_URL's user locally)"
     )]
     Apply(#[from] tokio_postgres::Error),
+    #[error(
+        "a migration gave up after waiting {LOCK_TIMEOUT_SECS} s for a lock another session holds, or after running {STATEMENT_TIMEOUT_SECS} s; nothing was applied: find the blocking session (pg_stat_activity, pg_blocking_pids), let it finish or end it, then run scripts/deploy --migrate"
+    )]
+    TimedOut(#[source] tokio_postgres::Error),
     #[error(
         "could not create or grant the writer role {role:?} (the owner needs CREATEROLE, which RDS's master user has)"
     )]
@@ -209,7 +221,23 @@ async fn grant_writer(
 
 /// Applies the migrations this database lacks; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
+    apply(client).await.map_err(|err| match err.code() {
+        Some(&SqlState::LOCK_NOT_AVAILABLE | &SqlState::QUERY_CANCELED) => {
+            MigrationError::TimedOut(err)
+        }
+        _ => MigrationError::Apply(err),
+    })
+}
+
+async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // For this transaction only. The statement timeout also bounds the wait
+    // for another run's advisory lock; the lock timeout is set after it, so
+    // that a second run waits for the first rather than failing.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT_SECS}s'"
+    ))
+    .await?;
     // Typed, unnamed statements throughout: no named prepared statement is left
     // behind to pin the connection behind RDS Proxy.
     tx.execute_typed(
@@ -217,6 +245,8 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrationError> {
         &[(&LOCK_KEY, Type::INT8)],
     )
     .await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECS}s'"))
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer     PRIMARY KEY,

@@ -62,7 +62,7 @@ async fn the_only_message(queues: &TestQueues, queue_url: &str) -> Message {
             .max_number_of_messages(10)
             .send()
             .await
-            .map_err(|err| format!("{}", aws_sdk_sqs::error::DisplayErrorContext(err)))?;
+            .map_err(|err| support::error_chain(&err))?;
         match received.messages() {
             [copy] => Ok(copy.clone()),
             other => Err(format!("{} messages", other.len())),
@@ -192,4 +192,106 @@ async fn a_dead_letter_the_dlq_does_not_take_is_not_reported_sent() {
         ])
         .await;
     assert!(sent.is_empty(), "{sent:?}");
+}
+
+/// Every message on `queue_url`, by body length, once `count` are there.
+async fn all_messages(queues: &TestQueues, queue_url: &str, count: usize) -> Vec<Message> {
+    let seen = std::cell::RefCell::new(Vec::new());
+    eventually(
+        "every copy on the queue",
+        Duration::from_secs(20),
+        || async {
+            let received = queues
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .message_attribute_names("All")
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .send()
+                .await
+                .map_err(|err| support::error_chain(&err))?;
+            let mut seen = seen.borrow_mut();
+            seen.extend(received.messages.unwrap_or_default());
+            match seen.len() {
+                n if n >= count => Ok(seen.clone()),
+                n => Err(format!("{n} of {count} messages")),
+            }
+        },
+    )
+    .await
+}
+
+/// 200 KiB each: ten of them are twice what one SendMessageBatch may carry
+/// (1 MiB), which the emulator enforces as SQS does.
+const LARGE_BODY: usize = 200 * 1024;
+
+#[tokio::test]
+async fn ten_large_poison_bodies_all_reach_the_dlq() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let dlq = SqsDeadLetterQueue::new(queues.sqs.clone(), &queues.dlq_url);
+    let records: Vec<DeadLetter> = (0..10)
+        .map(|n| DeadLetter {
+            body: n.to_string().repeat(LARGE_BODY),
+            ..dead_letter(&format!("large-{n}"), attributes(1))
+        })
+        .collect();
+
+    let mut sent: Vec<String> = dlq
+        .send(&records)
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    sent.sort_unstable();
+    let expected: Vec<String> = (0..10).map(|n| format!("large-{n}")).collect();
+    assert_eq!(sent, expected);
+    let copies = all_messages(&queues, &queues.dlq_url, 10).await;
+    assert!(
+        copies
+            .iter()
+            .all(|c| c.body().map(str::len) == Some(LARGE_BODY))
+    );
+    assert!(
+        copies
+            .iter()
+            .all(|c| attribute_text(c, CLASS_ATTRIBUTE) == Some("invalid_json"))
+    );
+}
+
+#[tokio::test]
+async fn a_poison_body_with_no_room_for_its_reason_reaches_the_dlq_without_it() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let dlq = SqsDeadLetterQueue::new(queues.sqs.clone(), &queues.dlq_url);
+    let record = DeadLetter {
+        // With its own attribute (21 bytes), 11 bytes short of SQS's 1 MiB:
+        // no failure attribute fits.
+        body: "x".repeat(1024 * 1024 - 32),
+        ..dead_letter("huge", attributes(1))
+    };
+
+    assert_eq!(dlq.send(std::slice::from_ref(&record)).await, ["huge"]);
+    let copy = the_only_message(&queues, &queues.dlq_url).await;
+    assert_eq!(copy.body(), Some(record.body.as_str()));
+    assert_eq!(
+        attribute_text(&copy, order_contract::REQUEST_ID_ATTRIBUTE),
+        Some("req-1")
+    );
+    assert_eq!(attribute_text(&copy, CLASS_ATTRIBUTE), None);
+}
+
+#[tokio::test]
+async fn ten_large_requeued_copies_all_reach_the_queue() {
+    let queues = TestQueues::create(QueueSettings::default()).await;
+    let queue = SqsRetryQueue::new(queues.sqs.clone(), &queues.queue_url);
+    let records: Vec<Requeued> = (0..10)
+        .map(|n| Requeued {
+            body: n.to_string().repeat(LARGE_BODY),
+            ..requeued(&format!("large-{n}"), attributes(1))
+        })
+        .collect();
+
+    let outcome = queue.requeue(&records).await;
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(all_messages(&queues, &queues.queue_url, 10).await.len(), 10);
 }

@@ -385,7 +385,7 @@ async fn export_command(sqs: &aws_sdk_sqs::Client, args: ExportArgs) -> anyhow::
     drop(progress);
     println!("{}", report.summary());
     if let archive::End::Aborted(err) = &report.end {
-        eprintln!("error: {}", crate::queues::error_chain(err));
+        eprintln!("error: {}", support::sqs::sqs_error_chain(err));
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -403,7 +403,7 @@ async fn import_command(sqs: &aws_sdk_sqs::Client, args: ImportArgs) -> anyhow::
     drop(progress);
     println!("{}", report.summary());
     if let archive::End::Aborted(err) = &report.end {
-        eprintln!("error: {}", crate::queues::error_chain(err));
+        eprintln!("error: {}", support::sqs::sqs_error_chain(err));
     }
     Ok(ExitCode::from(report.exit_code()))
 }

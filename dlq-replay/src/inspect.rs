@@ -70,7 +70,7 @@ impl MessageView {
             first_received_at: system(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
                 .and_then(from_epoch_millis),
             sent_at: system(MessageSystemAttributeName::SentTimestamp).and_then(from_epoch_millis),
-            size_bytes: size_bytes(body, &attributes),
+            size_bytes: support::sqs::message_size(body, Some(&attributes)),
             excerpt: excerpt(body, EXCERPT_CHARS),
             invalid_reason: verdict.invalid_reason,
             failure_class: reason.class,
@@ -186,24 +186,6 @@ fn lenient_order_id(body: &str) -> Option<String> {
 
 fn from_epoch_millis(text: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(text.parse().ok()?)
-}
-
-/// A message's size as SQS counts it against its limit: the body plus each
-/// attribute's name, data type and value.
-pub fn size_bytes(
-    body: &str,
-    attributes: &std::collections::HashMap<String, MessageAttributeValue>,
-) -> usize {
-    body.len()
-        + attributes
-            .iter()
-            .map(|(name, value)| {
-                name.len()
-                    + value.data_type().len()
-                    + value.string_value().map_or(0, str::len)
-                    + value.binary_value().map_or(0, |b| b.as_ref().len())
-            })
-            .sum::<usize>()
 }
 
 /// The first `max` characters on one line: control characters (newlines, tabs)

@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // Each cause once, and not the SDK's own chain under an SqsError.
-            eprintln!("error: {}", dlq_replay::queues::error_chain(err.as_ref()));
+            eprintln!("error: {}", support::sqs::sqs_error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -17,6 +17,8 @@
 //!   [`error_chain`], builds without a log formatter it does not use.
 //! - `queues` (feature `queues`): the queue pair created as the template
 //!   declares it, for the local stack and for the tests alike.
+//! - `sqs` (feature `sqs`): `SendMessageBatch` split by entry count and total
+//!   size with an outcome per entry, and one classification of SDK errors.
 
 pub mod chain;
 pub mod env;
@@ -25,6 +27,8 @@ pub mod logs;
 #[cfg(feature = "queues")]
 pub mod queues;
 pub mod signal;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 pub use chain::{error_chain, error_chain_once};
 pub use env::{Env, EnvError, process_env};

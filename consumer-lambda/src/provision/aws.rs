@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -46,7 +46,7 @@ impl WriterSecret for SecretsManagerSecret {
             .await
             .map_err(|err| ProvisionError::Secret {
                 arn: self.arn.clone(),
-                detail: DisplayErrorContext(&err).to_string(),
+                detail: support::error_chain(&err),
             })?;
         secret
             .secret_string()
@@ -110,9 +110,10 @@ fn read_answer(function_error: Option<&str>, payload: &[u8]) -> MigrateOutcome {
     let message = error["errorMessage"].as_str().unwrap_or_default();
     let error_type = error["errorType"].as_str().unwrap_or(kind);
     let reason = format!("{error_type}: {}", clip(message));
-    // The proxy not yet admitting connections, or a try cut off by the
-    // function's timeout: both pass once the target is AVAILABLE.
-    if message.starts_with(CONNECT_FAILED) || error_type.contains("Timedout") {
+    // The proxy not yet admitting connections passes once the target is
+    // AVAILABLE. A try cut off by the function's timeout does not: connecting
+    // gives up long before it, so a migration outlasted it, and would again.
+    if message.starts_with(CONNECT_FAILED) {
         MigrateOutcome::NotYet(reason)
     } else {
         MigrateOutcome::Failed(reason)
@@ -125,7 +126,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let reason = DisplayErrorContext(err).to_string();
+    let reason = support::error_chain(err);
     match err {
         // A function still being created or updated, throttled, or Lambda busy.
         SdkError::ServiceError(service) => match service.err().code() {
@@ -185,7 +186,7 @@ impl HttpsResponder {
         let response = tokio::time::timeout(RESPOND_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {RESPOND_TIMEOUT:?}"))?
-            .map_err(|err| DisplayErrorContext(&err).to_string())?;
+            .map_err(|err| support::error_chain(&err))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -241,6 +242,15 @@ mod tests {
             MigrateOutcome::Failed(reason) => {
                 assert!(reason.contains("could not apply"), "{reason}")
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_migration_cut_off_by_the_functions_timeout_is_final_not_tried_again() {
+        let payload = br#"{"errorType":"Sandbox.Timedout","errorMessage":"Task timed out after 300.00 seconds"}"#;
+        match read_answer(Some("Unhandled"), payload) {
+            MigrateOutcome::Failed(reason) => assert!(reason.contains("timed out"), "{reason}"),
             other => panic!("{other:?}"),
         }
     }

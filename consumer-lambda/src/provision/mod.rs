@@ -35,6 +35,9 @@ pub const MIGRATE_RETRY_PAUSE: Duration = Duration::from_secs(15);
 /// The answer goes out this long before the invocation's deadline, whatever
 /// the migration is doing, so that CloudFormation never waits for its timeout.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(20);
+/// How long the writer's secret may take to read: a hung call then answers
+/// FAILED in seconds, not when CloudFormation's ServiceTimeout (660 s) ends.
+pub const SECRET_DEADLINE: Duration = Duration::from_secs(30);
 /// CloudFormation refuses a response body over 4,096 bytes.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
 
@@ -69,6 +72,11 @@ pub struct Request {
     /// Absent on Create.
     #[serde(default)]
     pub physical_resource_id: Option<String>,
+    #[serde(default)]
+    pub resource_properties: Option<Value>,
+    /// Update only: the properties before this change.
+    #[serde(default)]
+    pub old_resource_properties: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,6 +131,10 @@ pub enum ProvisionError {
         "the writer's secret {arn} holds no \"password\" (a JSON object with username and password)"
     )]
     NoPassword { arn: String },
+    #[error(
+        "Secrets Manager did not answer within {0:?} (from outside the VPC: is it reachable, and is the region's service healthy?); deploy again"
+    )]
+    SecretTimedOut(Duration),
     #[error("the migrate function failed: {0}")]
     Migrate(String),
     #[error(
@@ -174,7 +186,10 @@ pub async fn provision(
     migrate: &impl Migrate,
     until: Instant,
 ) -> Result<Value, ProvisionError> {
-    let verifier = writer_verifier(&secret.password().await?);
+    let password = tokio::time::timeout(SECRET_DEADLINE, secret.password())
+        .await
+        .map_err(|_| ProvisionError::SecretTimedOut(SECRET_DEADLINE))??;
+    let verifier = writer_verifier(&password);
     let started = Instant::now();
     let until = until.min(started + MIGRATE_RETRY_BUDGET);
     let mut tries = 0u32;
@@ -217,6 +232,10 @@ pub async fn serve(
         // The schema holds the orders: deleting the stack keeps it, and the
         // database's DeletionPolicy keeps a snapshot.
         RequestType::Delete => Ok(json!({ "kept": true })),
+        RequestType::Update if is_rollback(request) => {
+            tracing::info!("an older SchemaVersion: a rollback; the newer schema stays");
+            Ok(json!({ "kept": "a newer schema" }))
+        }
         RequestType::Create | RequestType::Update => provision(secret, migrate, until).await,
     };
     let response = response_to(request, outcome, logs);
@@ -262,6 +281,27 @@ pub fn response_to(
         logical_resource_id: request.logical_resource_id.clone(),
         data,
     }
+}
+
+/// An Update whose `SchemaVersion` is older than the one it replaces: a
+/// rollback, which sends the previous properties again
+/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html>).
+/// The migrations expand before they contract, so the older code works with
+/// the newer schema; failing instead would end the stack in
+/// UPDATE_ROLLBACK_FAILED
+/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/troubleshooting.html#troubleshooting-errors-update-rollback-failed>).
+fn is_rollback(request: &Request) -> bool {
+    let version = |properties: &Option<Value>| {
+        let value = properties.as_ref()?.get("SchemaVersion")?;
+        // CloudFormation sends every property as a string.
+        value
+            .as_str()
+            .map_or(value.as_i64(), |text| text.parse().ok())
+    };
+    matches!(
+        (version(&request.resource_properties), version(&request.old_resource_properties)),
+        (Some(new), Some(old)) if new < old
+    )
 }
 
 /// `arn:aws:cloudformation:<region>:<account>:stack/<name>/<uuid>` → `<name>`.
@@ -458,6 +498,76 @@ mod tests {
         .expect("answered");
         assert_eq!(status, Status::Failed);
         assert!(Instant::now() + RESPONSE_MARGIN <= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_read_that_hangs_answers_failed_long_before_the_service_timeout() {
+        struct Hangs;
+        impl WriterSecret for Hangs {
+            async fn password(&self) -> Result<String, ProvisionError> {
+                std::future::pending().await
+            }
+        }
+        let answers = Answers::default();
+        let (create, tries) = (request("Create", None), Tries::new(vec![applied()]));
+        let started = Instant::now();
+        let served = serve(
+            &create,
+            &Hangs,
+            &tries,
+            &answers,
+            started + Duration::from_secs(600),
+            "logs",
+        );
+        let status = tokio::time::timeout(Duration::from_secs(660), served)
+            .await
+            .expect("answered before the ServiceTimeout")
+            .expect("answered");
+        assert_eq!(status, Status::Failed);
+        assert!(
+            started.elapsed() <= SECRET_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
+        let body = &answers.0.lock().expect("lock")[0].1;
+        let reason = body["Reason"].as_str().expect("a reason");
+        assert!(reason.contains("Secrets Manager"), "{reason}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_to_an_older_schema_version_answers_success_without_migrating() {
+        let mut rollback = request("Update", Some("orders-schema"));
+        rollback.old_resource_properties = Some(json!({ "SchemaVersion": "3" }));
+        let tries = Tries::new(vec![MigrateOutcome::Failed("must not run".into())]);
+        let answers = Answers::default();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = serve(
+            &rollback,
+            &Password("pw"),
+            &tries,
+            &answers,
+            deadline,
+            "logs",
+        )
+        .await
+        .expect("answered");
+        assert_eq!(status, Status::Success);
+        assert_eq!(tries.count(), 0);
+        let body = &answers.0.lock().expect("lock")[0].1;
+        assert_eq!(body["PhysicalResourceId"], "orders-schema");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_update_to_a_newer_schema_version_migrates() {
+        let mut update = request("Update", Some("orders-schema"));
+        update.old_resource_properties = Some(json!({ "SchemaVersion": "1" }));
+        let tries = Tries::new(vec![applied()]);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let answers = Answers::default();
+        let status = serve(&update, &Password("pw"), &tries, &answers, deadline, "logs")
+            .await
+            .expect("answered");
+        assert_eq!((status, tries.count()), (Status::Success, 1));
     }
 
     #[tokio::test(start_paused = true)]

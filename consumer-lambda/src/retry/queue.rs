@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue};
-use futures::stream::{self, StreamExt};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use order_contract::dead_letter::MAX_MESSAGE_ATTRIBUTES;
+use support::sqs::change_visibility;
 
 use super::MAX_SEND_DELAY;
+use crate::dead_letter::{send_copies, sent_attribute};
 use crate::message_id::MessageId;
-use crate::sqs::{CALLS_IN_FLIGHT, Outgoing, SQS_BATCH, seconds, send_all, sent_attribute};
 
 /// The message attribute that counts how often a record was requeued.
 pub const REQUEUED_ATTRIBUTE: &str = "requeued";
@@ -81,38 +80,6 @@ impl SqsRetryQueue {
             queue_url: queue_url.into(),
         }
     }
-
-    async fn change_visibility(&self, chunk: &[Postponed]) -> (usize, Option<String>) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(index, record)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .receipt_handle(&record.receipt_handle)
-                    .visibility_timeout(seconds(record.delay))
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let call = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        match call {
-            Ok(output) => (
-                output.failed().len(),
-                output
-                    .failed()
-                    .first()
-                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default())),
-            ),
-            Err(err) => (chunk.len(), Some(DisplayErrorContext(err).to_string())),
-        }
-    }
 }
 
 /// The original's attributes as SQS wants them back, with the generation set
@@ -151,23 +118,22 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
 
 impl RetryQueue for SqsRetryQueue {
     async fn postpone(&self, records: &[Postponed]) -> Result<(), PostponeError> {
-        let calls: Vec<_> = records
-            .chunks(SQS_BATCH)
-            .map(|chunk| self.change_visibility(chunk))
+        let messages: Vec<(&str, i32)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.receipt_handle.as_str(),
+                    i32::try_from(r.delay.as_secs()).unwrap_or(i32::MAX),
+                )
+            })
             .collect();
-        let results: Vec<(usize, Option<String>)> = stream::iter(calls)
-            .buffer_unordered(CALLS_IN_FLIGHT)
-            .collect()
-            .await;
-        let failed = results.iter().map(|(failed, _)| failed).sum();
-        match failed {
-            0 => Ok(()),
-            failed => Err(PostponeError {
-                failed,
-                detail: results
-                    .into_iter()
-                    .find_map(|(_, detail)| detail)
-                    .unwrap_or_default(),
+        let problems = change_visibility(&self.client, &self.queue_url, &messages).await;
+        let problems: Vec<String> = problems.into_iter().flatten().collect();
+        match problems.first() {
+            None => Ok(()),
+            Some(detail) => Err(PostponeError {
+                failed: problems.len(),
+                detail: detail.clone(),
             }),
         }
     }
@@ -175,14 +141,13 @@ impl RetryQueue for SqsRetryQueue {
     async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
         let copies = records
             .iter()
-            .map(|record| Outgoing {
-                message_id: &record.message_id,
-                body: &record.body,
-                attributes: copied_attributes(record),
-                delay: record.delay.min(MAX_SEND_DELAY),
+            .map(|record| {
+                let attributes = copied_attributes(record);
+                let delay = record.delay.min(MAX_SEND_DELAY);
+                (&record.message_id, &record.body, attributes, delay)
             })
             .collect();
-        let sent = send_all(&self.client, &self.queue_url, copies, "requeued copy").await;
+        let sent = send_copies(&self.client, &self.queue_url, copies, "requeued copy").await;
         let failed = records
             .iter()
             .map(|r| &r.message_id)

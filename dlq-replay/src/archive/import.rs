@@ -21,21 +21,19 @@ use std::path::{Path, PathBuf};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
+use support::sqs::{MAX_BATCH_BYTES, Outcome, message_size, send_batch};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{ArchiveError, End, Record, Report, append_durably, open_for_append};
 use crate::progress::Progress;
-use crate::queues::{MAX_BATCH, SqsError, describe};
+use crate::queues::describe;
 use crate::replay::pacing::{Pacer, chunk_size};
 use crate::replay::stopped;
 
 /// Messages per second when `--rate` is not given: enough to move a large
 /// archive in minutes, gentle on a consumer that stores them as they come.
 pub const DEFAULT_IMPORT_RATE: f64 = 100.0;
-
-/// What one SendMessageBatch may carry in total (as `replay` counts it).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportOptions {
@@ -300,7 +298,7 @@ impl Run<'_> {
             }
             match Record::from_line(&line).and_then(|record| record.attributes().map(|_| record)) {
                 Ok(record) => {
-                    let size = record.size_bytes();
+                    let size = message_size(&record.body, record.attributes().ok().as_ref());
                     if !batch.is_empty() && bytes + size > MAX_BATCH_BYTES {
                         if let Some(end) = self
                             .send(std::mem::take(&mut batch), options, &mut pacer, &mut stop)
@@ -369,13 +367,12 @@ impl Run<'_> {
     }
 
     async fn send_batch(&mut self, batch: Vec<Pending>) -> Result<(), ArchiveError> {
-        debug_assert!(batch.len() <= MAX_BATCH);
         let entries = batch
             .iter()
-            .enumerate()
-            .map(|(index, pending)| {
+            .map(|pending| {
                 SendMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
+                    // `send_batch` numbers the entries.
+                    .id("0")
                     .message_body(&pending.record.body)
                     // Checked when the line was read.
                     .set_message_attributes(
@@ -389,31 +386,20 @@ impl Run<'_> {
                     .unwrap_or_else(|err| unreachable!("an entry with an id and a body: {err}"))
             })
             .collect::<Vec<_>>();
-        let response = match self
-            .sqs
-            .send_message_batch()
-            .queue_url(self.destination_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(response) => response,
+        let outcomes = match send_batch(self.sqs, self.destination_url, entries).await {
+            Ok(outcomes) => outcomes,
             Err(err) => {
-                let err = SqsError::new(format!("send to {}", self.destination_url), err);
                 for pending in &batch {
                     self.fail(pending, &format!("not sent ({err})"));
                 }
                 return Err(err.into());
             }
         };
-        let acknowledged: Vec<usize> = response
-            .successful()
+        let lines: Vec<u64> = batch
             .iter()
-            .filter_map(|ok| ok.id().parse().ok())
-            .collect();
-        let lines: Vec<u64> = acknowledged
-            .iter()
-            .filter_map(|&i| batch.get(i).map(|p| p.line))
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.problem().is_none())
+            .map(|(pending, _)| pending.line)
             .collect();
         // The journal first: from here on a crash must not send these again.
         if let (Some(journal), false) = (self.journal.as_mut(), lines.is_empty()) {
@@ -424,29 +410,17 @@ impl Run<'_> {
             append_durably(journal, self.journal_file, format!("{entry}\n").as_bytes())?;
         }
         self.counts.sent += lines.len() as u64;
-        for failed in response.failed() {
-            if let Some(pending) = failed.id().parse::<usize>().ok().and_then(|i| batch.get(i)) {
-                self.fail(
-                    pending,
-                    &format!(
-                        "refused ({}: {})",
-                        failed.code(),
-                        failed.message().unwrap_or("no message")
-                    ),
-                );
-            }
-        }
-        for (index, pending) in batch.iter().enumerate() {
-            let named = acknowledged.contains(&index)
-                || response
-                    .failed()
-                    .iter()
-                    .any(|f| f.id().parse::<usize>().ok() == Some(index));
-            if !named {
-                self.fail(
+        for (pending, outcome) in batch.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::Sent { .. } => {}
+                Outcome::Unreported => self.fail(
                     pending,
                     "SQS did not report this send; a re-run sends it again",
-                );
+                ),
+                refused => self.fail(
+                    pending,
+                    &format!("refused ({})", refused.problem().unwrap_or_default()),
+                ),
             }
         }
         Ok(())

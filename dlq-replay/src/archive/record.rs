@@ -81,22 +81,6 @@ impl Record {
             })
             .collect()
     }
-
-    /// The size SQS counts against its limits.
-    pub fn size_bytes(&self) -> usize {
-        self.body.len()
-            + self
-                .message_attributes
-                .iter()
-                .map(|(name, v)| {
-                    name.len()
-                        + v.data_type.len()
-                        + v.string_value.as_deref().map_or(0, str::len)
-                        // Base64 is 4 characters for 3 bytes.
-                        + v.binary_value_base64.as_deref().map_or(0, |b| b.len() * 3 / 4)
-                })
-                .sum::<usize>()
-    }
 }
 
 #[cfg(test)]

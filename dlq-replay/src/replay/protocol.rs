@@ -13,16 +13,15 @@ use aws_sdk_sqs::types::{
 use order_contract::dead_letter::{
     MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE, is_failure_attribute,
 };
+use support::sqs::{Outcome, batches, entry_size, send_batch};
 use tracing::{debug, warn};
 
 use super::Run;
 use super::selection::Candidate;
-use crate::inspect::size_bytes;
-use crate::queues::{MAX_BATCH, SqsError, delete_batch};
+use crate::queues::{SqsError, delete_batch};
 
-/// What one SendMessageBatch may carry in total. SQS's historical limit; newer
-/// queues accept more, but smaller batches cost nothing here.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// A candidate with the entry that sends it back.
+type Outgoing = (Candidate, SendMessageBatchRequestEntry, Lineage);
 
 impl Run<'_> {
     /// The dry run's stand-in for [`move_batch`](Self::move_batch): says what
@@ -42,14 +41,23 @@ impl Run<'_> {
     /// Sends the batch to the destination, then deletes from the DLQ exactly
     /// the messages whose send succeeded.
     pub(super) async fn move_batch(&mut self, selected: Vec<Candidate>) -> Result<(), SqsError> {
-        let mut groups = by_size(selected).into_iter();
+        let outgoing = selected.into_iter().map(|candidate| {
+            let (entry, lineage) = send_entry(&candidate.message, &candidate.id);
+            (candidate, entry, lineage)
+        });
+        let mut groups = batches(outgoing, |(_, entry, _)| entry_size(entry)).into_iter();
         while let Some(group) = groups.next() {
             if let Err((err, unsent)) = self.move_group(group).await {
                 // The run stops: what was not sent stays in the DLQ, counted as failed.
-                let untried: Vec<Candidate> = unsent.into_iter().chain(groups.flatten()).collect();
-                for candidate in &untried {
-                    self.hold(candidate);
-                    self.fail(candidate, &format!("not sent ({err}); it stays in the DLQ"));
+                let untried = unsent
+                    .into_iter()
+                    .chain(groups.flatten().map(|(candidate, ..)| candidate));
+                for candidate in untried.collect::<Vec<_>>() {
+                    self.hold(&candidate);
+                    self.fail(
+                        &candidate,
+                        &format!("not sent ({err}); it stays in the DLQ"),
+                    );
                 }
                 return Err(err);
             }
@@ -70,82 +78,47 @@ impl Run<'_> {
 
     /// One SendMessageBatch and its DeleteMessageBatch. On a call that fails as a
     /// whole, gives back the error and the messages that were not sent.
-    async fn move_group(
-        &mut self,
-        group: Vec<Candidate>,
-    ) -> Result<(), (SqsError, Vec<Candidate>)> {
-        let mut entries = Vec::with_capacity(group.len());
-        let mut without_lineage = Vec::new();
-        for (index, candidate) in group.iter().enumerate() {
-            let (entry, lineage) = send_entry(index, &candidate.message, &candidate.id);
+    async fn move_group(&mut self, group: Vec<Outgoing>) -> Result<(), (SqsError, Vec<Candidate>)> {
+        let (mut candidates, mut entries, mut lineages) = (Vec::new(), Vec::new(), Vec::new());
+        for (candidate, entry, lineage) in group {
+            candidates.push(candidate);
             entries.push(entry);
-            if lineage == Lineage::NoRoom {
-                without_lineage.push(index);
-            }
+            lineages.push(lineage);
         }
-        let response = match self
-            .sqs
-            .send_message_batch()
-            .queue_url(self.destination_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                let err = SqsError::new(
-                    format!("send to the source queue {}", self.destination_url),
-                    err,
-                );
-                return Err((err, group));
-            }
+        let outcomes = match send_batch(self.sqs, self.destination_url, entries).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => return Err((err, candidates)),
         };
         let mut sent = Vec::new();
-        let mut outcome: Vec<Option<Result<(), String>>> = vec![None; group.len()];
-        for ok in response.successful() {
-            if let Some(slot) = entry_index(ok.id()).and_then(|i| outcome.get_mut(i)) {
-                *slot = Some(Ok(()));
-            }
-        }
-        for failed in response.failed() {
-            if let Some(slot) = entry_index(failed.id()).and_then(|i| outcome.get_mut(i)) {
-                *slot = Some(Err(format!(
-                    "{}: {}",
-                    failed.code(),
-                    failed.message().unwrap_or("no message")
-                )));
-            }
-        }
-        for (index, candidate) in group.iter().enumerate() {
-            if without_lineage.contains(&index) && matches!(outcome[index], Some(Ok(()))) {
-                self.progress.note(&format!(
-                    "sent {} (order {}) without {REPLAYED_FROM_ATTRIBUTE}: it already has SQS's {MAX_MESSAGE_ATTRIBUTES} message attributes",
-                    candidate.id, candidate.order_id
-                ));
-            }
-        }
-        for (candidate, outcome) in group.into_iter().zip(outcome) {
+        for ((candidate, lineage), outcome) in candidates.into_iter().zip(lineages).zip(outcomes) {
             match outcome {
-                Some(Ok(())) => {
+                Outcome::Sent { .. } => {
+                    if lineage == Lineage::NoRoom {
+                        self.progress.note(&format!(
+                            "sent {} (order {}) without {REPLAYED_FROM_ATTRIBUTE}: it already has SQS's {MAX_MESSAGE_ATTRIBUTES} message attributes",
+                            candidate.id, candidate.order_id
+                        ));
+                    }
                     candidate
                         .span
                         .in_scope(|| debug!("sent to the source queue"));
                     sent.push(candidate);
                 }
-                Some(Err(problem)) => {
-                    self.hold(&candidate);
-                    self.fail(
-                        &candidate,
-                        &format!("the source queue refused it ({problem}); it stays in the DLQ"),
-                    );
-                }
-                None => {
-                    // SQS named it neither sent nor failed. Treated as not sent, so it
-                    // stays in the DLQ; if it was in fact sent, the worst case is a duplicate.
+                // Treated as not sent, so it stays in the DLQ; if it was in
+                // fact sent, the worst case is a duplicate.
+                Outcome::Unreported => {
                     self.hold(&candidate);
                     self.fail(
                         &candidate,
                         "SQS did not report this message's send; it stays in the DLQ (replaying it again is safe)",
+                    );
+                }
+                refused => {
+                    self.hold(&candidate);
+                    let problem = refused.problem().unwrap_or_default();
+                    self.fail(
+                        &candidate,
+                        &format!("the source queue refused it ({problem}); it stays in the DLQ"),
                     );
                 }
             }
@@ -234,11 +207,7 @@ fn replayed_attributes(
 /// The request entry for one message: the same body, the message attributes
 /// of [`replayed_attributes`], and its X-Ray trace header, the one system
 /// attribute SQS lets a sender set.
-fn send_entry(
-    index: usize,
-    message: &Message,
-    dlq_message_id: &str,
-) -> (SendMessageBatchRequestEntry, Lineage) {
+fn send_entry(message: &Message, dlq_message_id: &str) -> (SendMessageBatchRequestEntry, Lineage) {
     let (attributes, lineage) = replayed_attributes(message, dlq_message_id);
     let trace = message
         .attributes()
@@ -251,7 +220,8 @@ fn send_entry(
                 .ok()
         });
     let mut entry = SendMessageBatchRequestEntry::builder()
-        .id(index.to_string())
+        // `send_batch` numbers the entries.
+        .id("0")
         .message_body(message.body().unwrap_or_default())
         .set_message_attributes((!attributes.is_empty()).then_some(attributes));
     if let Some(trace) = trace {
@@ -263,37 +233,6 @@ fn send_entry(
         .build()
         .unwrap_or_else(|err| unreachable!("a batch entry with an id and a body: {err}"));
     (entry, lineage)
-}
-
-fn entry_index(id: &str) -> Option<usize> {
-    id.parse().ok()
-}
-
-/// Splits a batch so that no SendMessageBatch exceeds SQS's size limit.
-fn by_size(candidates: Vec<Candidate>) -> Vec<Vec<Candidate>> {
-    let mut groups: Vec<Vec<Candidate>> = Vec::new();
-    let mut bytes = 0;
-    for candidate in candidates {
-        let size = size_bytes(
-            candidate.message.body().unwrap_or_default(),
-            &candidate
-                .message
-                .message_attributes()
-                .cloned()
-                .unwrap_or_default(),
-        );
-        match groups.last_mut() {
-            Some(group) if bytes + size <= MAX_BATCH_BYTES && group.len() < MAX_BATCH => {
-                bytes += size;
-                group.push(candidate);
-            }
-            _ => {
-                bytes = size;
-                groups.push(vec![candidate]);
-            }
-        }
-    }
-    groups
 }
 
 #[cfg(test)]

@@ -516,6 +516,7 @@ fn deploy_preflight_prints_the_tools_and_the_accounts_concurrency_and_creates_no
         asked,
         [
             "cloudformation DescribeStacks",
+            "ec2 DescribeAvailabilityZones",
             "lambda GetAccountSettings",
             "sts GetCallerIdentity",
         ]
@@ -523,6 +524,50 @@ fn deploy_preflight_prints_the_tools_and_the_accounts_concurrency_and_creates_no
         .into(),
         "the preflight only reads"
     );
+}
+
+/// In this account, us-east-1a is the zone id RDS Proxy does not support.
+fn us_east_1_zones() -> Answers {
+    Answers {
+        availability_zones: [("a", "3"), ("b", "6"), ("c", "1")]
+            .map(|(zone, id)| (format!("us-east-1{zone}"), format!("use1-az{id}")))
+            .into(),
+        ..Answers::default()
+    }
+}
+
+fn preflight_in_us_east_1(stub: &Stub, parameters: &[&str]) -> Run {
+    let mut args = vec!["--preflight", "--stack-name", aws_stub::STACK];
+    args.extend(["--region", "us-east-1"]);
+    for parameter in parameters {
+        args.extend(["--parameter", parameter]);
+    }
+    deploy_with(stub, &args, &[])
+}
+
+#[test]
+fn deploy_preflight_refuses_a_zone_rds_proxy_does_not_support_and_names_the_parameter() {
+    let stub = Stub::start(us_east_1_zones());
+    let run = preflight_in_us_east_1(&stub, &[]);
+    assert!(!run.ok, "{}", run.output);
+    let advice = "us-east-1a is zone use1-az3 in this account, where RDS Proxy is not offered: deploy with --parameter AvailabilityZones=";
+    assert!(
+        run.output.contains(advice),
+        "no `{advice}` in:\n{}",
+        run.output
+    );
+    assert_only_known_calls(&stub);
+}
+
+#[test]
+fn deploy_preflight_accepts_two_chosen_zones_and_says_their_ids() {
+    let stub = Stub::start(us_east_1_zones());
+    let run = preflight_in_us_east_1(&stub, &["AvailabilityZones=us-east-1b,us-east-1c"]);
+    assert!(run.ok, "{}\ncalls:\n{}", run.output, stub.log());
+    let line = "availability zones: us-east-1b (use1-az6), us-east-1c (use1-az1)";
+    assert!(run.output.contains(line), "no `{line}` in:\n{}", run.output);
+    let asked = stub.calls_of("ec2", "DescribeAvailabilityZones");
+    assert_eq!(asked[0].param("ZoneName.1"), "us-east-1b", "{}", stub.log());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! An AWS-shaped HTTP endpoint on 127.0.0.1 for the real AWS CLI: it answers each
 //! call `scripts/deploy` makes in that service's own protocol (query/XML for STS,
-//! CloudFormation and RDS;
+//! CloudFormation, RDS and EC2;
 //! REST-JSON for Lambda), and the producer's `/readyz` and `/orders` for curl. The
 //! CLI parses every argument and every answer as it would against AWS, so an
 //! option it refuses or a `--query` that selects nothing fails the test.
@@ -66,6 +66,8 @@ pub(crate) struct Answers {
     pub(crate) credentials_valid: bool,
     /// Lambda's AccountLimit: (ConcurrentExecutions, UnreservedConcurrentExecutions).
     pub(crate) account_concurrency: (u32, u32),
+    /// The region's zones as this account sees them: (name, zone id).
+    pub(crate) availability_zones: Vec<(String, String)>,
 }
 
 impl Default for Answers {
@@ -82,6 +84,11 @@ impl Default for Answers {
             ],
             credentials_valid: true,
             account_concurrency: (1000, 1000),
+            availability_zones: ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(n, zone)| (format!("{REGION}{zone}"), format!("euw1-az{}", n + 1)))
+                .collect(),
         }
     }
 }
@@ -284,7 +291,7 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
         params: BTreeMap::new(),
     };
     let response = match service.as_str() {
-        "sts" | "cloudformation" | "rds" => {
+        "sts" | "cloudformation" | "rds" | "ec2" => {
             let mut params = form(&String::from_utf8_lossy(&request.body));
             call.action = params.remove("Action").unwrap_or_default();
             params.remove("Version");
@@ -301,7 +308,7 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
             call.action, request.method, request.path
         );
         // In the service's own error shape, so that the CLI reports it as an error.
-        if matches!(service.as_str(), "sts" | "cloudformation" | "rds") {
+        if matches!(service.as_str(), "sts" | "cloudformation" | "rds" | "ec2") {
             query_error("UnknownOperation", "the stub does not know this call")
         } else {
             Response::new(
@@ -436,6 +443,47 @@ fn query_error(code: &str, message: &str) -> Response {
     )
 }
 
+/// EC2's answer, in its own query protocol (no `…Result` element, a lower-case
+/// `requestId`), as its API reference shows it
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeAvailabilityZones.html>):
+/// the zones named by `ZoneName.N`, or every zone.
+fn describe_availability_zones(answers: &Answers, call: &Call) -> Response {
+    let named: Vec<&str> = call
+        .params
+        .iter()
+        .filter(|(key, _)| key.starts_with("ZoneName."))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if let Some(unknown) = named
+        .iter()
+        .find(|name| !answers.availability_zones.iter().any(|(n, _)| n == *name))
+    {
+        return Response::new(
+            400,
+            "text/xml",
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>InvalidParameterValue</Code><Message>Invalid availability zone: [{}]</Message></Error></Errors><RequestID>00000000-0000-4000-8000-000000000000</RequestID></Response>"#,
+                xml_escape(unknown)
+            ),
+        );
+    }
+    let items: String = answers
+        .availability_zones
+        .iter()
+        .filter(|(name, _)| named.is_empty() || named.contains(&name.as_str()))
+        .map(|(name, id)| {
+            format!(
+                "<item><zoneName>{}</zoneName><zoneState>available</zoneState><regionName>{REGION}</regionName><zoneId>{}</zoneId><zoneType>availability-zone</zoneType><optInStatus>opt-in-not-required</optInStatus><messageSet/></item>",
+                xml_escape(name),
+                xml_escape(id)
+            )
+        })
+        .collect();
+    Response::xml(format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><DescribeAvailabilityZonesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>00000000-0000-4000-8000-000000000000</requestId><availabilityZoneInfo>{items}</availabilityZoneInfo></DescribeAvailabilityZonesResponse>"#
+    ))
+}
+
 fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
     let mut answers = shared.answers.lock().expect("answers");
     let stack_id = format!(
@@ -553,6 +601,7 @@ fn query_answer(shared: &Shared, call: &Call) -> Option<Response> {
                 ),
             )
         }
+        ("ec2", "DescribeAvailabilityZones") => describe_availability_zones(&answers, call),
         ("rds", "DescribeDBProxyTargets") => query_error(
             "DBProxyNotFoundFault",
             &format!("DBProxy {} not found", call.param("DBProxyName")),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use consumer_lambda::migrations::LATEST_VERSION;
+use consumer_lambda::migrations::{LATEST_VERSION, STATEMENT_TIMEOUT_SECS};
 use consumer_lambda::provision::{MIGRATE_RETRY_BUDGET, RESPONSE_MARGIN};
 use infra_checks::{as_u64, reference};
 
@@ -94,6 +94,23 @@ fn the_migrations_wait_for_the_proxys_target_and_every_rule_on_the_path_to_the_d
             "DatabaseSchema must depend on {needed}"
         );
     }
+}
+
+#[test]
+fn the_migrate_function_outlasts_a_migrations_statement_timeout_and_fits_one_try() {
+    let t = template();
+    let timeout = t
+        .number(&["Resources", "MigrateFunction", "Properties", "Timeout"])
+        .or_else(|_| t.number(&["Globals", "Function", "Timeout"]))
+        .expect("MigrateFunction's Timeout");
+    // A statement PostgreSQL cancels fails with its reason, which the
+    // provision function reports; Lambda's timeout would only say "timed out".
+    // The margin: connecting (5 s at most), the lock wait, the grants.
+    assert!(
+        u64::from(STATEMENT_TIMEOUT_SECS) + 30 <= timeout,
+        "MigrateFunction's Timeout ({timeout} s) must outlast a migration's statement_timeout ({STATEMENT_TIMEOUT_SECS} s) by 30 s"
+    );
+    assert!(std::time::Duration::from_secs(timeout) <= MIGRATE_RETRY_BUDGET);
 }
 
 #[test]

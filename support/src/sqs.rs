@@ -1,0 +1,451 @@
+//! SQS as every crate of the workspace calls it: one classification of an
+//! AWS SDK call's failure ([`SqsError`]) and `SendMessageBatch`
+//! said once ([`send_all`], [`send_batch`]): split by entry count and total
+//! size, calls in flight at once, and an [`Outcome`] per entry; and
+//! [`change_visibility`] for many messages at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
+use futures::stream::{self, StreamExt};
+
+/// SendMessageBatch's limits: ten entries, and 1 MiB for one message and for
+/// the sum of a batch's messages (it rose from 256 KiB in 2025)
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>).
+pub const MAX_BATCH_ENTRIES: usize = 10;
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES;
+/// Batch calls in flight at once: 1,000 messages take 100 calls.
+pub const CALLS_IN_FLIGHT: usize = 16;
+
+/// A message's size as SQS counts it: the body, and each attribute's name,
+/// data type and value
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
+pub fn message_size(
+    body: &str,
+    attributes: Option<&HashMap<String, MessageAttributeValue>>,
+) -> usize {
+    let attributes = attributes.into_iter().flatten();
+    body.len()
+        + attributes
+            .map(|(name, value)| attribute_size(name, value))
+            .sum::<usize>()
+}
+
+/// One attribute's share of [`message_size`].
+pub fn attribute_size(name: &str, value: &MessageAttributeValue) -> usize {
+    name.len()
+        + value.data_type().len()
+        + value.string_value().map_or(0, str::len)
+        + value.binary_value().map_or(0, |b| b.as_ref().len())
+}
+
+/// [`message_size`] of an entry. Its system attributes (a trace header) do not
+/// count (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
+pub fn entry_size(entry: &SendMessageBatchRequestEntry) -> usize {
+    message_size(entry.message_body(), entry.message_attributes())
+}
+
+/// Consecutive groups of at most [`MAX_BATCH_ENTRIES`] items whose sizes add
+/// up to at most [`MAX_BATCH_BYTES`]; an item larger than that goes alone
+/// (SQS then refuses it alone, not its neighbours).
+pub fn batches<T>(items: impl IntoIterator<Item = T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        match groups.last_mut() {
+            Some(group)
+                if group.len() < MAX_BATCH_ENTRIES && bytes + item_bytes <= MAX_BATCH_BYTES =>
+            {
+                bytes += item_bytes;
+                group.push(item);
+            }
+            _ => {
+                bytes = item_bytes;
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
+/// What became of one entry of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// SQS acknowledged it: the message is on the queue.
+    Sent { message_id: String },
+    /// SQS refused this entry; `sender_fault` says whether resending it as it
+    /// is can ever pass.
+    Refused {
+        code: String,
+        message: String,
+        sender_fault: bool,
+    },
+    /// SQS named it neither sent nor refused: treat it as not sent (if it was,
+    /// a resend makes a duplicate).
+    Unreported,
+    /// The call carrying it failed as a whole.
+    NotSent(Arc<SqsError>),
+}
+
+impl Outcome {
+    /// Why it is not on the queue, in one line; `None` once sent.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Self::Sent { .. } => None,
+            Self::Refused { code, message, .. } => Some(format!("{code}: {message}")),
+            Self::Unreported => Some("SQS did not report this entry".to_owned()),
+            Self::NotSent(err) => Some(err.to_string()),
+        }
+    }
+}
+
+/// One SendMessageBatch call with the entries as given (at most ten; their
+/// ids are replaced by their positions); one [`Outcome`] per entry, in order.
+/// An error means the call failed as a whole: nothing is known to be sent.
+pub async fn send_batch(
+    client: &Client,
+    queue_url: &str,
+    mut entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<Vec<Outcome>, SqsError> {
+    for (index, entry) in entries.iter_mut().enumerate() {
+        entry.id = index.to_string();
+    }
+    let count = entries.len();
+    let output = client
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|err| SqsError::new(format!("send a batch to {queue_url}"), err))?;
+    let mut outcomes = vec![Outcome::Unreported; count];
+    let slot = |id: &str| id.parse::<usize>().ok().filter(|&index| index < count);
+    for sent in output.successful {
+        if let Some(index) = slot(&sent.id) {
+            outcomes[index] = Outcome::Sent {
+                message_id: sent.message_id,
+            };
+        }
+    }
+    for refused in output.failed {
+        if let Some(index) = slot(&refused.id) {
+            outcomes[index] = Outcome::Refused {
+                code: refused.code,
+                message: refused.message.unwrap_or_default(),
+                sender_fault: refused.sender_fault,
+            };
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Sends every entry in [`batches`], [`CALLS_IN_FLIGHT`] calls at once; one
+/// [`Outcome`] per entry, in order.
+pub async fn send_all(
+    client: &Client,
+    queue_url: &str,
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Vec<Outcome> {
+    // Built in a loop, not by a closure: a closure's future would not be
+    // `Send` for every lifetime of its arguments.
+    let mut calls = Vec::new();
+    for batch in batches(entries, entry_size) {
+        let count = batch.len();
+        calls.push(async move {
+            match send_batch(client, queue_url, batch).await {
+                Ok(outcomes) => outcomes,
+                Err(err) => vec![Outcome::NotSent(Arc::new(err)); count],
+            }
+        });
+    }
+    stream::iter(calls)
+        .buffered(CALLS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .concat()
+}
+
+/// Sets each message's visibility timeout (receipt handle, seconds) with
+/// ChangeMessageVisibilityBatch, [`CALLS_IN_FLIGHT`] calls at once; for each,
+/// in order, why SQS did not change it (`None`: changed).
+pub async fn change_visibility(
+    client: &Client,
+    queue_url: &str,
+    messages: &[(&str, i32)],
+) -> Vec<Option<String>> {
+    let mut calls = Vec::new();
+    for chunk in messages.chunks(MAX_BATCH_ENTRIES) {
+        calls.push(async move {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(index, (handle, secs))| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .receipt_handle(*handle)
+                        .visibility_timeout(*secs)
+                        .build()
+                        .ok()
+                });
+            let call = client
+                .change_message_visibility_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries.collect()))
+                .send()
+                .await;
+            let mut problems = vec![None; chunk.len()];
+            match call {
+                Ok(output) => {
+                    for failed in output.failed {
+                        if let Some(slot) = failed
+                            .id
+                            .parse()
+                            .ok()
+                            .and_then(|i: usize| problems.get_mut(i))
+                        {
+                            *slot = Some(format!(
+                                "{}: {}",
+                                failed.code,
+                                failed.message.unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                Err(err) => {
+                    let action = format!("change the visibility of messages of {queue_url}");
+                    problems.fill(Some(SqsError::new(action, err).to_string()));
+                }
+            }
+            problems
+        });
+    }
+    stream::iter(calls)
+        .buffered(CALLS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .concat()
+}
+
+/// An AWS call that failed, with what we were doing and what to check. The
+/// SDK's error is the source.
+///
+/// The Display also says, in one line, what the service answered (code and
+/// message) or why it could not be reached: the SDK's own Display leaves the
+/// message out ("unhandled error (AccessDenied)"), and its
+/// `DisplayErrorContext` appends a Debug dump meant for bug reports.
+#[derive(Debug, thiserror::Error)]
+#[error("could not {action}: {detail}{}", hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct SqsError {
+    action: String,
+    code: Option<String>,
+    message: Option<String>,
+    status: Option<u16>,
+    detail: String,
+    hint: Option<&'static str>,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl SqsError {
+    pub fn new<E>(action: impl Into<String>, err: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let message = err.message().map(str::to_owned);
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let chain = crate::error_chain(&err);
+        let hint = match &err {
+            SdkError::TimeoutError(_) => Some(UNREACHABLE),
+            SdkError::DispatchFailure(f) if f.is_io() || f.is_timeout() => Some(UNREACHABLE),
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+                if chain.contains("credential") =>
+            {
+                Some(NO_CREDENTIALS)
+            }
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => Some(
+                "check AWS_REGION, AWS_ENDPOINT_URL and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+            ),
+            _ => code.as_deref().and_then(hint_for_code),
+        };
+        let detail = match (&code, &message) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.clone(),
+            _ => chain,
+        };
+        Self {
+            action: action.into(),
+            code,
+            message,
+            status,
+            detail,
+            hint,
+            source: Box::new(err),
+        }
+    }
+
+    /// The service's error code, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// Whether the endpoint answered that it does not implement this call at all
+    /// (an older emulator, or an SQS-compatible service without move tasks).
+    pub fn is_unsupported_operation(&self) -> bool {
+        is_unsupported(self.code.as_deref(), self.message.as_deref(), self.status)
+    }
+}
+
+const UNREACHABLE: &str = "AWS did not answer. Locally: is scripts/dev running (AWS_ENDPOINT_URL in .dev/env)? \
+     Against AWS: check the network and AWS_REGION, and unset AWS_ENDPOINT_URL";
+const NO_CREDENTIALS: &str = "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+     (locally, the scripts read test credentials from .dev/env)";
+
+/// The chain of `err`, each cause once, ending at an [`SqsError`], whose
+/// Display has already said its source's gist.
+pub fn sqs_error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    crate::error_chain_once(err, |err| err.is::<SqsError>())
+}
+
+fn hint_for_code(code: &str) -> Option<&'static str> {
+    match code {
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => Some(
+            "no such queue: check the URL, and that AWS_REGION and AWS_ENDPOINT_URL point where it lives",
+        ),
+        "AccessDenied" | "AccessDeniedException" => {
+            Some("access denied: the credentials in use lack this permission")
+        }
+        "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "ExpiredToken"
+        | "SignatureDoesNotMatch"
+        | "InvalidSecurity" => Some(
+            "the credentials were refused: check AWS_PROFILE or the AWS_* variables (locally, the scripts read .dev/env)",
+        ),
+        _ => None,
+    }
+}
+
+/// Codes and answers by which endpoints say "I do not implement this call".
+fn is_unsupported(code: Option<&str>, message: Option<&str>, status: Option<u16>) -> bool {
+    const CODES: [&str; 7] = [
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "InvalidAction",
+        "NotImplemented",
+        "UnknownOperation",
+        "UnknownOperationException",
+        "InvalidOperation",
+    ];
+    if code.is_some_and(|c| CODES.contains(&c)) || status == Some(501) {
+        return true;
+    }
+    message.is_some_and(|m| {
+        m.to_ascii_lowercase().contains("not implemented")
+            || m.to_ascii_lowercase().contains("not yet implemented")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body_bytes: usize) -> SendMessageBatchRequestEntry {
+        SendMessageBatchRequestEntry::builder()
+            .id("x")
+            .message_body("b".repeat(body_bytes))
+            .message_attributes(
+                "failure_class",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("invalid_json")
+                    .build()
+                    .expect("an attribute"),
+            )
+            .build()
+            .expect("an entry")
+    }
+
+    #[test]
+    fn an_entry_counts_its_body_and_each_attributes_name_type_and_value() {
+        let size = "failure_class".len() + "String".len() + "invalid_json".len();
+        assert_eq!(entry_size(&entry(100)), 100 + size);
+    }
+
+    #[test]
+    fn ten_large_messages_go_in_batches_that_each_fit_the_total_limit() {
+        let large: Vec<_> = (0..10).map(|_| entry(300 * 1024)).collect();
+        let groups = batches(large, entry_size);
+        assert_eq!(
+            groups.iter().map(Vec::len).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        for group in &groups {
+            assert!(group.iter().map(entry_size).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
+    }
+
+    #[test]
+    fn small_messages_go_ten_to_a_batch() {
+        let groups = batches((0..25).map(|_| entry(10)), entry_size);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_limit_goes_alone() {
+        let groups = batches([10, MAX_BATCH_BYTES + 1, 10], |size| *size);
+        assert_eq!(groups, [vec![10], vec![MAX_BATCH_BYTES + 1], vec![10]]);
+    }
+
+    #[test]
+    fn endpoints_that_lack_a_call_are_recognised_by_code_status_or_message() {
+        assert!(is_unsupported(
+            Some("UnsupportedOperation"),
+            None,
+            Some(400)
+        ));
+        assert!(is_unsupported(None, None, Some(501)));
+        assert!(is_unsupported(
+            Some("InternalFailure"),
+            Some("API action 'StartMessageMoveTask' for service 'sqs' not yet implemented"),
+            Some(500)
+        ));
+        assert!(!is_unsupported(
+            Some("AccessDenied"),
+            Some("denied"),
+            Some(403)
+        ));
+        assert!(!is_unsupported(None, None, None));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_sqs_error_says_what_to_do_and_its_chain_does_not_repeat_the_sdks() {
+        use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
+        use std::error::Error;
+
+        let failure = SdkError::<GetQueueAttributesError, HttpResponse>::construction_failure(
+            Outer(std::io::Error::other("no credentials in the environment")),
+        );
+        let err = SqsError::new("read the attributes of http://q/dlq", failure);
+        let source = err.source().expect("the SDK's error");
+        assert!(
+            crate::error_chain(source).contains("no credentials"),
+            "{source}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("hint: no usable AWS credentials"), "{text}");
+        assert_eq!(sqs_error_chain(&err), text);
+    }
+}
