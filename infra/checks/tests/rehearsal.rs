@@ -527,6 +527,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ConsumerPausedAlarm (AWS::CloudWatch::Alarm)",
             "ConsumerPostponingAlarm (AWS::CloudWatch::Alarm)",
             "ConsumerRole (AWS::IAM::Role)",
+            "ConsumerSkewAlarm (AWS::CloudWatch::Alarm)",
             "DatabaseProxy (AWS::RDS::DBProxy)",
             "DatabaseProxyTargetGroup (AWS::RDS::DBProxyTargetGroup)",
             "DatabaseSchema (Custom::DatabaseSchema)",
