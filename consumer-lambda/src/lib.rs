@@ -17,6 +17,8 @@
 //! - [`breaker`]: the circuit breaker: the event source mapping paused while
 //!   the consumer cannot store (a probe of the consumer itself), resumed as
 //!   soon as it can.
+//! - [`probe`]: the breaker's probe answered through [`Consumer::handle`],
+//!   rolled back, with sinks of its own.
 //! - [`invocation`]: what the function is invoked with: a batch, or the breaker's probe.
 //! - [`message_id`]: [`MessageId`], an SQS message id that cannot be empty.
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
@@ -35,6 +37,7 @@ pub mod invocation;
 pub mod message_id;
 pub mod metrics;
 pub mod migrations;
+pub mod probe;
 pub mod provision;
 pub mod retry;
 mod sqs;

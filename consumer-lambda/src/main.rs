@@ -11,6 +11,7 @@ use consumer_lambda::breaker::{self, LambdaMapping, LambdaProbe, Probe};
 use consumer_lambda::config::{BreakerConfig, MigrateConfig, ProvisionConfig};
 use consumer_lambda::invocation::{Invocation, LookupAnswer, ProbeAnswer};
 use consumer_lambda::migrations::{self, WriterRole};
+use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::provision::{
     self, HttpsResponder, LambdaMigrate, ProvisionEvent, SecretsManagerSecret,
 };
@@ -112,7 +113,8 @@ async fn consume() -> Result<(), Error> {
     let function =
         std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "orders-consumer".into());
 
-    let (store, consumer, function) = (&store, &consumer, function.as_str());
+    let probe = BatchProbe::of(&store, config.retry);
+    let (store, consumer, probe, function) = (&store, &consumer, &probe, function.as_str());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Invocation>| async move {
             match event.payload {
@@ -124,9 +126,9 @@ async fn consume() -> Result<(), Error> {
                     println!("{}", handled.metrics.to_emf(function, epoch_millis()));
                     Ok::<_, Error>(serde_json::to_value(handled.response)?)
                 }
-                // The breaker asks whether this function can store now.
+                // The breaker asks whether a batch would be stored now.
                 Invocation::Probe => Ok(serde_json::to_value(ProbeAnswer::from(
-                    store.probe().await,
+                    probe.probe().await,
                 ))?),
                 // scripts/deploy's canary asks whether its order is stored.
                 Invocation::Lookup(lookup) => {

@@ -1,5 +1,5 @@
-//! The circuit breaker's two ends against real peers: the probe of the
-//! database against a real PostgreSQL, and the AWS side with the real Lambda
+//! The circuit breaker's two ends against real peers: the probe through the
+//! batch path against a real PostgreSQL, and the AWS side with the real Lambda
 //! SDK client against a local endpoint that answers as Lambda's API does
 //! (REST-JSON: `Invoke`, `GetEventSourceMapping`, `UpdateEventSourceMapping`),
 //! so the client parses every request it makes and every answer it gets.
@@ -16,10 +16,31 @@ use consumer_lambda::breaker::{
     self, Action, Health, LambdaMapping, LambdaProbe, MappingState, PROBE_PAYLOAD, Probe,
 };
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
-use consumer_lambda::{DatabaseConfig, PgStore};
+use consumer_lambda::probe::BatchProbe;
+use consumer_lambda::{Backoff, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy};
 use testkit::{PostgresServer, TestDatabase};
 
-// --- the probe of the database, as the consumer function runs it ---
+// --- the probe through the batch path, as the consumer function runs it ---
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        backoff: Backoff::default(),
+        max_receive_count: MaxReceiveCount::new(6).expect("a count"),
+    }
+}
+
+async fn probe(store: &PgStore) -> Health {
+    BatchProbe::of(store, policy()).probe().await
+}
+
+async fn rows(db: &TestDatabase) -> i64 {
+    db.connect()
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
 
 async fn writer_store(db: &TestDatabase) -> PgStore {
     PgStore::new(
@@ -45,10 +66,11 @@ fn unhealthy(health: Health) -> String {
 }
 
 #[tokio::test]
-async fn the_writer_on_a_migrated_database_is_healthy() {
+async fn the_writer_on_a_migrated_database_is_healthy_and_the_probe_leaves_no_row() {
     let db = TestDatabase::create().await;
     migrate(&db).await;
-    assert_eq!(writer_store(&db).await.probe().await, Health::Healthy);
+    assert_eq!(probe(&writer_store(&db).await).await, Health::Healthy);
+    assert_eq!(rows(&db).await, 0, "the probe's write is rolled back");
 }
 
 #[tokio::test]
@@ -57,10 +79,10 @@ async fn a_missing_table_is_unhealthy_and_named_by_its_sqlstate() {
     migrate(&db).await;
     db.connect()
         .await
-        .batch_execute("DROP TABLE order_conflicts")
+        .batch_execute("ALTER TABLE orders RENAME TO orders_elsewhere")
         .await
         .expect("dropped");
-    let reason = unhealthy(writer_store(&db).await.probe().await);
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
     assert!(reason.contains("SQLSTATE 42P01"), "{reason}");
 }
 
@@ -73,8 +95,24 @@ async fn a_writer_without_insert_is_unhealthy_and_told_to_migrate() {
         .batch_execute(&format!("REVOKE INSERT ON orders FROM {DEFAULT_WRITER}"))
         .await
         .expect("revoked");
-    let reason = unhealthy(writer_store(&db).await.probe().await);
-    assert!(reason.contains("may not insert"), "{reason}");
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
+    assert!(reason.contains("42501"), "{reason}");
+    assert!(reason.contains("run the migrations"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_every_new_row_is_unhealthy_though_the_writer_may_insert() {
+    let db = TestDatabase::create().await;
+    migrate(&db).await;
+    // A constraint newer than this build, as a too-early migration adds: the
+    // writer keeps its privileges, and every batch's write is refused.
+    db.connect()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT too_early CHECK (false) NOT VALID")
+        .await
+        .expect("constraint added");
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
+    assert!(reason.contains("too_early"), "{reason}");
 }
 
 #[tokio::test]
@@ -83,9 +121,9 @@ async fn a_stopped_database_is_unhealthy_and_healthy_again_once_started() {
     let db = TestDatabase::create_on(&server.admin_url()).await;
     migrate(&db).await;
     let store = writer_store(&db).await;
-    assert_eq!(store.probe().await, Health::Healthy);
+    assert_eq!(probe(&store).await, Health::Healthy);
     server.stop();
-    let reason = unhealthy(store.probe().await);
+    let reason = unhealthy(probe(&store).await);
     assert!(!reason.is_empty());
     server.start_again().await;
     // The broken connection is replaced on the next checkout.
@@ -93,7 +131,7 @@ async fn a_stopped_database_is_unhealthy_and_healthy_again_once_started() {
         "the probe to pass",
         std::time::Duration::from_secs(30),
         || async {
-            match store.probe().await {
+            match probe(&store).await {
                 Health::Healthy => Ok(()),
                 other => Err(other),
             }

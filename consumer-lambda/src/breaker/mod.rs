@@ -91,28 +91,6 @@ pub trait Probe: Send + Sync {
     fn probe(&self) -> impl Future<Output = Health> + Send;
 }
 
-/// The consumer's own check, run where the consumer runs (in AWS, inside the
-/// consumer function, asked with [`PROBE_PAYLOAD`]).
-impl Probe for crate::PgStore {
-    async fn probe(&self) -> Health {
-        match tokio::time::timeout(PROBE_TIMEOUT, self.can_store()).await {
-            Ok(Ok(true)) => Health::Healthy,
-            Ok(Ok(false)) => Health::Unhealthy(
-                "the writer may not insert into orders and order_conflicts: run the migrations (scripts/deploy)"
-                    .into(),
-            ),
-            Ok(Err(err)) => Health::Unhealthy(match crate::store::sqlstate(&err) {
-                Some(code) => format!("SQLSTATE {code}: {}", support::error_chain(&err)),
-                None => support::error_chain(&err),
-            }),
-            Err(_elapsed) => Health::Unhealthy(format!(
-                "the database did not answer within {} s",
-                PROBE_TIMEOUT.as_secs()
-            )),
-        }
-    }
-}
-
 /// The event source mapping's switch.
 pub trait Mapping: Send + Sync {
     fn state(&self) -> impl Future<Output = Result<MappingState, MappingError>> + Send;
