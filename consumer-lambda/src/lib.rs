@@ -14,11 +14,8 @@
 //!   then requeued as a fresh copy before its receives run out (`SendMessageBatch`).
 //! - [`dead_letter`]: poison sent to the DLQ at once, with why it failed
 //!   ([`SqsDeadLetterQueue`]); only then is it acknowledged.
-//! - [`breaker`]: the circuit breaker: the event source mapping paused while
-//!   the consumer cannot store (a probe of the consumer itself), resumed as
-//!   soon as it can.
-//! - [`probe`]: the breaker's probe answered through [`Consumer::handle`],
-//!   rolled back, with sinks of its own.
+//! - [`probe`]: the circuit breaker's probe (the `breaker` crate) answered
+//!   through [`Consumer::handle`], rolled back, with sinks of its own.
 //! - [`invocation`]: what the function is invoked with: a batch, or the breaker's probe.
 //! - [`message_id`]: [`MessageId`], an SQS message id that cannot be empty.
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
@@ -28,7 +25,6 @@
 //!   (`TASK=provision`): the writer's secret, the migrate function, the answer to CloudFormation.
 //! - [`config`]: settings from the environment.
 
-pub mod breaker;
 pub mod config;
 pub mod database;
 pub mod dead_letter;

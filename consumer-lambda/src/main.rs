@@ -1,15 +1,14 @@
 //! The `bootstrap` binary Lambda runs: configuration, telemetry, then the
-//! runtime loop. One binary serves four functions (one build): the consumer,
-//! the migration (`TASK=migrate`, in the VPC), the custom resource that runs
-//! it during `sam deploy` (`TASK=provision`, outside the VPC), and the circuit
-//! breaker a schedule runs every minute (`TASK=breaker`), each with its own IAM
-//! role.
+//! runtime loop. One binary serves three functions (one build): the consumer,
+//! the migration (`TASK=migrate`, in the VPC) and the custom resource that runs
+//! it during `sam deploy` (`TASK=provision`, outside the VPC), each with its
+//! own IAM role. The circuit breaker is a binary of its own (`breaker`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use consumer_lambda::breaker::{self, LambdaMapping, LambdaProbe, Probe};
-use consumer_lambda::config::{BreakerConfig, MigrateConfig, ProvisionConfig};
-use consumer_lambda::invocation::{Invocation, LookupAnswer, ProbeAnswer};
+use breaker::{Probe, ProbeAnswer};
+use consumer_lambda::config::{MigrateConfig, ProvisionConfig};
+use consumer_lambda::invocation::{Invocation, LookupAnswer};
 use consumer_lambda::migrations::{self, WriterRole};
 use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::provision::{
@@ -25,10 +24,9 @@ async fn main() -> Result<(), Error> {
     match std::env::var("TASK").as_deref() {
         Err(_) | Ok("consume") => consume().await,
         Ok("migrate") => migrate().await,
-        Ok("breaker") => run_breaker().await,
         Ok("provision") => run_provision().await,
         Ok(other) => Err(format!(
-            "TASK={other:?}: set consume (the default), migrate, provision or breaker"
+            "TASK={other:?}: set consume (the default), migrate or provision (the breaker is its own binary)"
         )
         .into()),
     }
@@ -128,7 +126,7 @@ async fn consume() -> Result<(), Error> {
                 }
                 // The breaker asks whether a batch would be stored now.
                 Invocation::Probe => Ok(serde_json::to_value(ProbeAnswer::from(
-                    probe.probe().await,
+                    Box::pin(probe.probe()).await,
                 ))?),
                 // scripts/deploy's canary asks whether its order is stored.
                 Invocation::Lookup(lookup) => {
@@ -141,36 +139,6 @@ async fn consume() -> Result<(), Error> {
             }
         },
     ))
-    .await
-}
-
-/// One scheduled run of the circuit breaker: probe the consumer function,
-/// pause or resume its event source mapping, and while it stays paused probe
-/// again every few seconds until shortly before this invocation's deadline.
-async fn run_breaker() -> Result<(), Error> {
-    let config = BreakerConfig::from_env()?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let lambda = aws_sdk_lambda::Client::new(&aws);
-    let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
-    let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
-    let consumer_function = config.consumer_function.as_str();
-    let (probe, mapping) = (&probe, &mapping);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
-        let until = deadline(event.context.deadline)
-            .checked_sub(breaker::PROBE_TIMEOUT * 2)
-            .unwrap_or_else(tokio::time::Instant::now);
-        let last = breaker::run_until(probe, mapping, until).await?;
-        println!(
-            "{}",
-            consumer_lambda::metrics::breaker_emf(last.open(), consumer_function, epoch_millis())
-        );
-        Ok::<_, Error>(json!({
-            "open": last.open(),
-            "action": format!("{:?}", last.action),
-            "health": ProbeAnswer::from(last.health),
-        }))
-    }))
     .await
 }
 

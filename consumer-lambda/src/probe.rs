@@ -16,12 +16,12 @@ use futures::FutureExt;
 use order_contract::{Order, OrderPlaced};
 use serde_json::json;
 
-use crate::breaker::{Health, PROBE_TIMEOUT, Probe};
 use crate::dead_letter::{DeadLetter, DeadLetterQueue};
 use crate::invocation::Invocation;
 use crate::retry::{NoRetryQueue, RetryPolicy};
 use crate::store::{self, Delivery, OrderStore, PgStore, StoreError, StoreOutcome};
 use crate::{Consumer, DEADLINE_MARGIN, MessageId};
+use breaker::{Health, PROBE_TIMEOUT, Probe};
 
 /// The store of the probe: the batches' own write, rolled back.
 pub struct RolledBack<'a>(pub &'a PgStore);
@@ -71,7 +71,8 @@ async fn probe(store: &impl OrderStore, policy: RetryPolicy) -> Health {
         Err(err) => return Health::Unhealthy(format!("a synthetic batch is not read: {err}")),
     };
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT + DEADLINE_MARGIN;
-    let handled = AssertUnwindSafe(consumer.handle(event, deadline))
+    // Boxed, as the batch's handling is in main: the handler's future is deep.
+    let handled = AssertUnwindSafe(Box::pin(consumer.handle(event, deadline)))
         .catch_unwind()
         .await;
     let handled = match handled {
@@ -162,6 +163,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use breaker::OPEN_PROBE_INTERVAL;
+
     use super::*;
     use crate::retry::{Backoff, MaxReceiveCount};
     use crate::store::Outcome;
@@ -191,6 +194,16 @@ mod tests {
         async fn insert(&self, _: &[&Delivery]) -> Result<StoreOutcome, StoreError> {
             panic!("a bug in the write")
         }
+    }
+
+    #[test]
+    fn the_breaker_adds_less_to_catch_up_than_the_backoffs_cap() {
+        // Catch-up after an outage is bounded by the larger of the two: the
+        // paused mapping's probe interval and the longest postponement.
+        assert!(OPEN_PROBE_INTERVAL <= Backoff::default().cap());
+        assert!(
+            OPEN_PROBE_INTERVAL + Backoff::default().cap() <= std::time::Duration::from_secs(120)
+        );
     }
 
     #[tokio::test]

@@ -4,9 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ::breaker::Probe;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use consumer_lambda::breaker::Probe;
 use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,

@@ -4,8 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use consumer_lambda::breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
-use consumer_lambda::metrics::{BREAKER_OPEN, NAMESPACE};
+use breaker::function::{BREAKER_OPEN, NAMESPACE};
+use breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
 use infra_checks::{as_u64, reference};
 
 use crate::helpers::{
@@ -64,7 +64,6 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
             "Variables",
         ],
     );
-    assert_eq!(env.get("TASK").map(text), Some("breaker"));
     assert_eq!(
         env.get("CONSUMER_FUNCTION").and_then(reference),
         Some("ConsumerFunction")
@@ -74,7 +73,6 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
         Some(sqs[0].as_str())
     );
     let resolved: HashMap<&str, &str> = [
-        ("TASK", "breaker"),
         ("CONSUMER_FUNCTION", "orders-consumer"),
         (
             "EVENT_SOURCE_MAPPING",
@@ -82,13 +80,33 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
         ),
     ]
     .into();
-    consumer_lambda::config::BreakerConfig::from_lookup(|name| {
-        resolved.get(name).map(|v| (*v).to_owned())
-    })
-    .unwrap_or_else(|err| panic!("the breaker refuses the template's environment: {err}"));
+    breaker::function::Config::from_lookup(|name| resolved.get(name).map(|v| (*v).to_owned()))
+        .unwrap_or_else(|err| panic!("the breaker refuses the template's environment: {err}"));
     assert!(
         env.as_mapping().expect("variables").len() == resolved.len(),
         "the breaker is told nothing else"
+    );
+}
+
+#[test]
+fn the_breaker_is_its_own_build_of_its_own_crate() {
+    let t = template();
+    let function = at(&t, &["Resources", "BreakerFunction"]);
+    assert_eq!(
+        function
+            .get("Metadata")
+            .and_then(|m| m.get("BuildProperties"))
+            .and_then(|b| b.get("Binary"))
+            .map(text),
+        Some("breaker"),
+        "a consumer build that cannot start must not stop the breaker"
+    );
+    assert_eq!(
+        function
+            .get("Properties")
+            .and_then(|p| p.get("CodeUri"))
+            .map(text),
+        Some("../breaker")
     );
 }
 
