@@ -7,7 +7,9 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use support::{Env, EnvError};
 
-use crate::{LambdaMapping, LambdaProbe, PROBE_TIMEOUT, ProbeAnswer, run_until};
+use crate::{
+    LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT, Probe, ProbeAnswer, run_until,
+};
 
 /// CloudWatch namespace the breaker reports in: the consumer's, so that its
 /// metric sits beside the batches' (the consumer's `metrics` re-exports it).
@@ -68,24 +70,56 @@ pub async fn run() -> Result<(), Error> {
     let lambda = aws_sdk_lambda::Client::new(&aws);
     let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
     let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
-    let consumer_function = config.consumer_function.as_str();
+    let consumer_function = function_name(&config.consumer_function);
     let (probe, mapping) = (&probe, &mapping);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let left = Duration::from_millis(event.context.deadline.saturating_sub(epoch_millis()));
         // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
         let until = tokio::time::Instant::now() + left.saturating_sub(PROBE_TIMEOUT * 2);
-        let last = run_until(probe, mapping, until).await?;
-        println!(
-            "{}",
-            breaker_emf(last.open(), consumer_function, epoch_millis())
-        );
-        Ok::<_, Error>(json!({
-            "open": last.open(),
-            "action": format!("{:?}", last.action),
-            "health": ProbeAnswer::from(last.health),
-        }))
+        let (line, answer) = one_run(probe, mapping, until, consumer_function).await;
+        println!("{line}");
+        Ok::<_, Error>(answer?)
     }))
     .await
+}
+
+/// One scheduled run: its metric line, always, and its answer. A run whose
+/// mapping call failed reports the breaker open (the mapping's state is not
+/// known, and may be paused: the paused alarm then fires if it lasts) and
+/// fails, so Lambda counts it among the breaker's `Errors`.
+pub async fn one_run(
+    probe: &impl Probe,
+    mapping: &impl Mapping,
+    until: tokio::time::Instant,
+    consumer_function: &str,
+) -> (String, Result<Value, MappingError>) {
+    match run_until(probe, mapping, until).await {
+        Ok(last) => (
+            breaker_emf(last.open(), consumer_function, epoch_millis()),
+            Ok(json!({
+                "open": last.open(),
+                "action": format!("{:?}", last.action),
+                "health": ProbeAnswer::from(last.health),
+            })),
+        ),
+        Err(err) => {
+            tracing::error!(error = %support::error_chain(&err), "the breaker could not read or switch the mapping");
+            (
+                breaker_emf(true, consumer_function, epoch_millis()),
+                Err(err),
+            )
+        }
+    }
+}
+
+/// The function's name, as the consumer's metrics carry it, from the name or
+/// ARN (qualified by the alias, `arn:aws:lambda:…:function:NAME:live`) the
+/// breaker is given.
+fn function_name(function: &str) -> &str {
+    match function.strip_prefix("arn:") {
+        Some(_) => function.split(':').nth(6).unwrap_or(function),
+        None => function,
+    }
 }
 
 fn epoch_millis() -> u64 {
@@ -118,6 +152,52 @@ mod tests {
         let err = Config::from_lookup(lookup(&[("CONSUMER_FUNCTION", "orders-consumer")]))
             .expect_err("no mapping");
         assert!(err.to_string().contains("EVENT_SOURCE_MAPPING"), "{err}");
+    }
+
+    #[test]
+    fn the_metric_names_the_function_the_alias_arn_qualifies() {
+        assert_eq!(
+            function_name("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
+            "orders-consumer"
+        );
+        assert_eq!(function_name("orders-consumer"), "orders-consumer");
+    }
+
+    struct Down;
+
+    impl Probe for Down {
+        async fn probe(&self) -> crate::Health {
+            crate::Health::Unhealthy("connection refused".into())
+        }
+    }
+
+    struct Unreadable;
+
+    impl Mapping for Unreadable {
+        async fn state(&self) -> Result<crate::MappingState, MappingError> {
+            Err(MappingError {
+                action: "reading",
+                source: "AccessDeniedException".into(),
+            })
+        }
+
+        async fn set_enabled(&self, _: bool) -> Result<(), MappingError> {
+            unreachable!("never read, never switched")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_mapping_call_fails_still_reports_and_fails() {
+        let (line, answer) = one_run(
+            &Down,
+            &Unreadable,
+            tokio::time::Instant::now(),
+            "orders-consumer",
+        )
+        .await;
+        let line: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(line[BREAKER_OPEN], 1, "unknown counts as paused");
+        assert!(answer.is_err(), "Lambda counts the run among its Errors");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
 use infra_checks::{as_u64, reference};
 
 use crate::helpers::{
-    at, granted, items, max_receive_count, properties, role_statements, template, text,
+    actions, at, granted, items, max_receive_count, properties, role_statements, template, text,
     visibility_timeout,
 };
 
@@ -22,7 +22,8 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
     let expected: BTreeSet<(String, String)> = [
         ("logs:CreateLogStream", "${BreakerLogGroup.Arn}"),
         ("logs:PutLogEvents", "${BreakerLogGroup.Arn}"),
-        ("lambda:InvokeFunction", "ConsumerFunction.Arn"),
+        // The alias the mapping invokes, never $LATEST.
+        ("lambda:InvokeFunction", "Ref:ConsumerFunction.Alias"),
         ("lambda:GetEventSourceMapping", mapping),
         ("lambda:UpdateEventSourceMapping", mapping),
     ]
@@ -33,7 +34,38 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
     assert!(
         statements
             .values()
-            .all(|s| s.get("Effect").map(text) == Some("Allow") && s.get("Condition").is_none())
+            .all(|s| s.get("Effect").map(text) == Some("Allow"))
+    );
+    // The pause switch, no more: the mapping may only be updated while it
+    // invokes the consumer's alias.
+    let switch = statements
+        .values()
+        .find(|s| actions(s).contains("lambda:UpdateEventSourceMapping"))
+        .expect("the switch");
+    assert_eq!(
+        switch
+            .get("Condition")
+            .and_then(|c| c.get("StringEquals"))
+            .and_then(|c| c.get("lambda:FunctionArn"))
+            .and_then(reference),
+        Some("ConsumerFunction.Alias"),
+        "{switch:?}"
+    );
+    assert_eq!(
+        actions(switch).len(),
+        1,
+        "Get needs no condition, Update alone has one"
+    );
+}
+
+#[test]
+fn the_consumer_is_invoked_through_its_alias() {
+    let t = template();
+    assert_eq!(
+        properties(&t, "ConsumerFunction")
+            .get("AutoPublishAlias")
+            .map(text),
+        Some("live")
     );
 }
 
@@ -66,7 +98,8 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
     );
     assert_eq!(
         env.get("CONSUMER_FUNCTION").and_then(reference),
-        Some("ConsumerFunction")
+        Some("ConsumerFunction.Alias"),
+        "the breaker probes the alias the mapping invokes"
     );
     assert_eq!(
         env.get("EVENT_SOURCE_MAPPING").and_then(reference),
