@@ -213,6 +213,43 @@ fn a_paused_consumer_raises_an_alarm_on_the_breakers_own_metric() {
         period * periods <= 5 * 60,
         "an operator hears of a paused consumer within minutes"
     );
+    // The breaker reports every run, also when its mapping call fails: a
+    // silent breaker may have left the mapping paused, so silence alarms too.
+    assert!(period >= SCHEDULE_INTERVAL.as_secs());
+    assert_eq!(
+        alarm.get("TreatMissingData").map(text),
+        Some("breaching"),
+        "a breaker that stopped reporting never lets the alarm return to OK"
+    );
+    assert!(
+        items(alarm.get("AlarmActions"))
+            .iter()
+            .any(|a| reference(a) == Some("AlarmTopic"))
+    );
+}
+
+#[test]
+fn the_breakers_own_errors_raise_an_alarm_within_minutes() {
+    let t = template();
+    let resources = at(&t, &["Resources"]).as_mapping().expect("resources");
+    let alarm = resources
+        .values()
+        .filter(|r| r.get("Type").map(text) == Some("AWS::CloudWatch::Alarm"))
+        .filter_map(|r| r.get("Properties"))
+        .find(|p| {
+            p.get("Namespace").map(text) == Some("AWS/Lambda")
+                && p.get("MetricName").map(text) == Some("Errors")
+                && items(p.get("Dimensions"))
+                    .iter()
+                    .any(|d| d.get("Value").and_then(reference) == Some("BreakerFunction"))
+        })
+        .expect("an alarm on the breaker function's Errors");
+    let period = alarm.get("Period").and_then(as_u64).expect("a period");
+    let periods = alarm
+        .get("EvaluationPeriods")
+        .and_then(as_u64)
+        .expect("periods");
+    assert!(period * periods <= 5 * 60);
     assert!(
         items(alarm.get("AlarmActions"))
             .iter()
