@@ -24,6 +24,8 @@
 //! - [`provision`]: the custom resource `sam deploy` creates the schema with
 //!   (`TASK=provision`): the writer's secret, the migrate function, the answer to CloudFormation.
 //! - [`config`]: settings from the environment.
+//! - [`task`]: each task's wiring (`consume`, `migrate`, `provision`), which
+//!   `main.rs` picks by `TASK`.
 
 pub mod config;
 pub mod database;
@@ -38,6 +40,7 @@ pub mod provision;
 pub mod retry;
 mod sqs;
 pub mod store;
+pub mod task;
 
 pub use config::{Config, DatabaseConfig};
 pub use dead_letter::{DeadLetter, DeadLetterQueue, NoDeadLetterQueue, SqsDeadLetterQueue};
