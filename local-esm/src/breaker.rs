@@ -44,7 +44,8 @@ impl Default for Intervals {
 }
 
 /// The probe of the function as it runs locally: the function's faults first,
-/// as Lambda meets them before the code runs, then the store's own check.
+/// as Lambda meets them before the code runs, then the consumer's own probe
+/// through its batch path (`consumer_lambda::probe::BatchProbe`).
 pub struct LocalProbe<'a, P> {
     function: FunctionState,
     store: &'a P,
