@@ -150,30 +150,6 @@ impl MigrateConfig {
     }
 }
 
-/// The settings of the `breaker` task: the function it probes and the event
-/// source mapping it pauses and resumes.
-#[derive(Debug, Clone)]
-pub struct BreakerConfig {
-    /// `CONSUMER_FUNCTION`: the consumer function's name or ARN.
-    pub consumer_function: String,
-    /// `EVENT_SOURCE_MAPPING`: the UUID of the consumer's mapping on the orders queue.
-    pub event_source_mapping: String,
-}
-
-impl BreakerConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(lookup);
-        Ok(Self {
-            consumer_function: env.required("CONSUMER_FUNCTION", "set it to the consumer function the breaker probes")?,
-            event_source_mapping: env.required("EVENT_SOURCE_MAPPING", "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes")?,
-        })
-    }
-}
-
 /// The settings of the `provision` task: the migrate function it invokes and
 /// the secret that holds the writer's password.
 #[derive(Debug, Clone)]
@@ -468,27 +444,6 @@ mod tests {
         assert_eq!(config.retry.max_receive_count.get(), 5);
         let err = config_err("MAX_RECEIVE_COUNT", "1");
         assert!(err.contains("2 to 1000"), "{err}");
-    }
-
-    #[test]
-    fn the_breaker_needs_the_function_it_probes_and_the_mapping_it_pauses() {
-        let lookup = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let config = BreakerConfig::from_lookup(lookup(&[
-            ("CONSUMER_FUNCTION", "orders-consumer"),
-            ("EVENT_SOURCE_MAPPING", "a1b2"),
-        ]))
-        .expect("valid");
-        assert_eq!(config.consumer_function, "orders-consumer");
-        assert_eq!(config.event_source_mapping, "a1b2");
-        let err = BreakerConfig::from_lookup(lookup(&[("CONSUMER_FUNCTION", "orders-consumer")]))
-            .expect_err("no mapping");
-        assert!(err.to_string().contains("EVENT_SOURCE_MAPPING"), "{err}");
     }
 
     fn config_err(name: &str, value: &str) -> String {

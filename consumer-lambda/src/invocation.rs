@@ -1,5 +1,5 @@
 //! What the consumer function is invoked with: a batch from the event source
-//! mapping, the circuit breaker's probe ([`crate::breaker::PROBE_PAYLOAD`]),
+//! mapping, the circuit breaker's probe ([`breaker::PROBE_PAYLOAD`]),
 //! or a lookup of one order (`{"lookup": {"order_id": "…"}}`), which
 //! `scripts/deploy`'s canary asks instead of waiting for the consumer's logs.
 //!
@@ -11,8 +11,6 @@ use std::fmt;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-
-use crate::breaker::Health;
 
 /// One invocation's payload.
 #[derive(Debug)]
@@ -82,29 +80,6 @@ impl<'de> Deserialize<'de> for Invocation {
     }
 }
 
-/// The probe's answer, read by the breaker function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ProbeAnswer {
-    pub healthy: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl From<Health> for ProbeAnswer {
-    fn from(health: Health) -> Self {
-        match health {
-            Health::Healthy => Self {
-                healthy: true,
-                reason: None,
-            },
-            Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
-                healthy: false,
-                reason: Some(reason),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +98,7 @@ mod tests {
 
     #[test]
     fn the_breakers_payload_is_read_as_a_probe() {
-        let probe = serde_json::from_str::<Invocation>(crate::breaker::PROBE_PAYLOAD);
+        let probe = serde_json::from_str::<Invocation>(breaker::PROBE_PAYLOAD);
         assert!(matches!(probe, Ok(Invocation::Probe)), "{probe:?}");
     }
 
@@ -151,18 +126,5 @@ mod tests {
                 "{payload}: {text}"
             );
         }
-    }
-
-    #[test]
-    fn an_unhealthy_answer_carries_its_reason() {
-        let answer = ProbeAnswer::from(Health::Unhealthy("SQLSTATE 28P01".into()));
-        assert_eq!(
-            serde_json::to_string(&answer).expect("json"),
-            r#"{"healthy":false,"reason":"SQLSTATE 28P01"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&ProbeAnswer::from(Health::Healthy)).expect("json"),
-            r#"{"healthy":true}"#
-        );
     }
 }

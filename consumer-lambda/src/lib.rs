@@ -14,9 +14,8 @@
 //!   then requeued as a fresh copy before its receives run out (`SendMessageBatch`).
 //! - [`dead_letter`]: poison sent to the DLQ at once, with why it failed
 //!   ([`SqsDeadLetterQueue`]); only then is it acknowledged.
-//! - [`breaker`]: the circuit breaker: the event source mapping paused while
-//!   the consumer cannot store (a probe of the consumer itself), resumed as
-//!   soon as it can.
+//! - [`probe`]: the circuit breaker's probe (the `breaker` crate) answered
+//!   through [`Consumer::handle`], rolled back, with sinks of its own.
 //! - [`invocation`]: what the function is invoked with: a batch, or the breaker's probe.
 //! - [`message_id`]: [`MessageId`], an SQS message id that cannot be empty.
 //! - [`metrics`]: per-batch metrics in CloudWatch Embedded Metric Format.
@@ -25,8 +24,9 @@
 //! - [`provision`]: the custom resource `sam deploy` creates the schema with
 //!   (`TASK=provision`): the writer's secret, the migrate function, the answer to CloudFormation.
 //! - [`config`]: settings from the environment.
+//! - [`task`]: each task's wiring (`consume`, `migrate`, `provision`), which
+//!   `main.rs` picks by `TASK`.
 
-pub mod breaker;
 pub mod config;
 pub mod database;
 pub mod dead_letter;
@@ -35,9 +35,11 @@ pub mod invocation;
 pub mod message_id;
 pub mod metrics;
 pub mod migrations;
+pub mod probe;
 pub mod provision;
 pub mod retry;
 pub mod store;
+pub mod task;
 
 pub use config::{Config, DatabaseConfig};
 pub use dead_letter::{DeadLetter, DeadLetterQueue, NoDeadLetterQueue, SqsDeadLetterQueue};

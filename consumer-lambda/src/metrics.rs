@@ -6,8 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-/// CloudWatch namespace of the consumer's metrics.
-pub const NAMESPACE: &str = "OrdersConsumer";
+/// CloudWatch namespace of the consumer's metrics, and the breaker's line in
+/// it, defined by the `breaker` crate, which reports beside the batches.
+pub use breaker::function::{BREAKER_OPEN, NAMESPACE, breaker_emf};
 
 /// What one batch did. Every record is exactly one of: stored, a duplicate, a
 /// conflict (these three acknowledged), invalid, refused (these two permanent
@@ -121,28 +122,6 @@ impl BatchMetrics {
     }
 }
 
-/// The circuit breaker's EMF line after a run: `BreakerOpen` is 1 while the
-/// event source mapping is paused because the consumer cannot store (the
-/// template alarms on it), dimensioned by the consumer function it guards.
-pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> String {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [{"Name": BREAKER_OPEN, "Unit": "Count"}],
-            }],
-        },
-        "FunctionName": consumer_function,
-        BREAKER_OPEN: u8::from(open),
-    })
-    .to_string()
-}
-
-/// The breaker's metric: 1 while the mapping is paused.
-pub const BREAKER_OPEN: &str = "BreakerOpen";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,18 +151,6 @@ mod tests {
         assert!(
             !none.to_string().contains(OLDEST_ORDER_AGE),
             "not listed as a metric either"
-        );
-    }
-
-    #[test]
-    fn the_breakers_line_says_open_as_one_for_the_consumer_function() {
-        let line: serde_json::Value =
-            serde_json::from_str(&breaker_emf(true, "orders-consumer", 1)).expect("json");
-        assert_eq!(line["BreakerOpen"], 1);
-        assert_eq!(line["FunctionName"], "orders-consumer");
-        assert_eq!(
-            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
-            BREAKER_OPEN
         );
     }
 

@@ -203,4 +203,9 @@ async fn the_bootstrap_stores_valid_events_reports_poison_and_absorbs_duplicates
         8,
         "a redelivered batch stores nothing new"
     );
+
+    // The breaker's probe: a synthetic batch through the same path, rolled back.
+    let response = watch.invoke("probe.json").await;
+    assert_eq!(response, json!({"healthy": true}));
+    assert_eq!(count(&db).await, 8, "the probe leaves no row");
 }

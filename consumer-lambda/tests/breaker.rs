@@ -1,25 +1,31 @@
-//! The circuit breaker's two ends against real peers: the probe of the
-//! database against a real PostgreSQL, and the AWS side with the real Lambda
-//! SDK client against a local endpoint that answers as Lambda's API does
-//! (REST-JSON: `Invoke`, `GetEventSourceMapping`, `UpdateEventSourceMapping`),
-//! so the client parses every request it makes and every answer it gets.
+//! The circuit breaker's probe as the consumer function answers it: a
+//! synthetic batch through the batch path, against a real PostgreSQL.
 
-use std::sync::{Arc, Mutex};
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use consumer_lambda::breaker::{
-    self, Action, Health, LambdaMapping, LambdaProbe, MappingState, PROBE_PAYLOAD, Probe,
-};
+use breaker::{Health, Probe};
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
-use consumer_lambda::{DatabaseConfig, PgStore};
+use consumer_lambda::probe::BatchProbe;
+use consumer_lambda::{Backoff, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy};
 use testkit::{PostgresServer, TestDatabase};
 
-// --- the probe of the database, as the consumer function runs it ---
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        backoff: Backoff::default(),
+        max_receive_count: MaxReceiveCount::new(6).expect("a count"),
+    }
+}
+
+async fn probe(store: &PgStore) -> Health {
+    BatchProbe::of(store, policy()).probe().await
+}
+
+async fn rows(db: &TestDatabase) -> i64 {
+    db.connect()
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
 
 async fn writer_store(db: &TestDatabase) -> PgStore {
     PgStore::new(
@@ -45,10 +51,11 @@ fn unhealthy(health: Health) -> String {
 }
 
 #[tokio::test]
-async fn the_writer_on_a_migrated_database_is_healthy() {
+async fn the_writer_on_a_migrated_database_is_healthy_and_the_probe_leaves_no_row() {
     let db = TestDatabase::create().await;
     migrate(&db).await;
-    assert_eq!(writer_store(&db).await.probe().await, Health::Healthy);
+    assert_eq!(probe(&writer_store(&db).await).await, Health::Healthy);
+    assert_eq!(rows(&db).await, 0, "the probe's write is rolled back");
 }
 
 #[tokio::test]
@@ -57,10 +64,10 @@ async fn a_missing_table_is_unhealthy_and_named_by_its_sqlstate() {
     migrate(&db).await;
     db.connect()
         .await
-        .batch_execute("DROP TABLE order_conflicts")
+        .batch_execute("ALTER TABLE orders RENAME TO orders_elsewhere")
         .await
         .expect("dropped");
-    let reason = unhealthy(writer_store(&db).await.probe().await);
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
     assert!(reason.contains("SQLSTATE 42P01"), "{reason}");
 }
 
@@ -73,8 +80,24 @@ async fn a_writer_without_insert_is_unhealthy_and_told_to_migrate() {
         .batch_execute(&format!("REVOKE INSERT ON orders FROM {DEFAULT_WRITER}"))
         .await
         .expect("revoked");
-    let reason = unhealthy(writer_store(&db).await.probe().await);
-    assert!(reason.contains("may not insert"), "{reason}");
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
+    assert!(reason.contains("42501"), "{reason}");
+    assert!(reason.contains("run the migrations"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_every_new_row_is_unhealthy_though_the_writer_may_insert() {
+    let db = TestDatabase::create().await;
+    migrate(&db).await;
+    // A constraint newer than this build, as a too-early migration adds: the
+    // writer keeps its privileges, and every batch's write is refused.
+    db.connect()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT too_early CHECK (false) NOT VALID")
+        .await
+        .expect("constraint added");
+    let reason = unhealthy(probe(&writer_store(&db).await).await);
+    assert!(reason.contains("too_early"), "{reason}");
 }
 
 #[tokio::test]
@@ -83,9 +106,9 @@ async fn a_stopped_database_is_unhealthy_and_healthy_again_once_started() {
     let db = TestDatabase::create_on(&server.admin_url()).await;
     migrate(&db).await;
     let store = writer_store(&db).await;
-    assert_eq!(store.probe().await, Health::Healthy);
+    assert_eq!(probe(&store).await, Health::Healthy);
     server.stop();
-    let reason = unhealthy(store.probe().await);
+    let reason = unhealthy(probe(&store).await);
     assert!(!reason.is_empty());
     server.start_again().await;
     // The broken connection is replaced on the next checkout.
@@ -93,248 +116,11 @@ async fn a_stopped_database_is_unhealthy_and_healthy_again_once_started() {
         "the probe to pass",
         std::time::Duration::from_secs(30),
         || async {
-            match store.probe().await {
+            match probe(&store).await {
                 Health::Healthy => Ok(()),
                 other => Err(other),
             }
         },
     )
     .await;
-}
-
-// --- the AWS side, against an endpoint that answers as Lambda does ---
-
-/// How the stand-in Lambda answers `Invoke`.
-#[derive(Clone, Copy)]
-enum Consumer {
-    Healthy,
-    CannotStore,
-    /// The runtime exited during init: Lambda reports a function error.
-    FailsToStart,
-    /// The account's concurrency is exhausted.
-    Throttled,
-    /// The breaker's role may not invoke.
-    Denied,
-}
-
-struct Lambda {
-    consumer: Consumer,
-    state: Mutex<String>,
-    /// Each request, as "METHOD path body".
-    requests: Mutex<Vec<String>>,
-}
-
-type Shared = Arc<Lambda>;
-
-fn json(status: StatusCode, headers: &[(&'static str, &str)], body: String) -> Response {
-    let mut response = (status, body).into_response();
-    let map = response.headers_mut();
-    map.insert("content-type", "application/json".parse().expect("header"));
-    map.insert("x-amzn-requestid", "5e2f7d0c-1".parse().expect("header"));
-    for (name, value) in headers {
-        map.insert(*name, value.parse().expect("header"));
-    }
-    response
-}
-
-async fn invoke(
-    State(lambda): State<Shared>,
-    Path(function): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    lambda.requests.lock().expect("lock").push(format!(
-        "POST invoke {function} {} {}",
-        headers
-            .get("x-amz-invocation-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("RequestResponse"),
-        String::from_utf8_lossy(&body)
-    ));
-    match lambda.consumer {
-        Consumer::Healthy => json(StatusCode::OK, &[], r#"{"healthy":true}"#.into()),
-        Consumer::CannotStore => json(
-            StatusCode::OK,
-            &[],
-            r#"{"healthy":false,"reason":"SQLSTATE 28P01: password authentication failed"}"#.into(),
-        ),
-        Consumer::FailsToStart => json(
-            StatusCode::OK,
-            &[("x-amz-function-error", "Unhandled")],
-            r#"{"errorType":"Runtime.ExitError","errorMessage":"RequestId: 1 Error: Runtime exited with error: exit status 1"}"#.into(),
-        ),
-        Consumer::Throttled => json(
-            StatusCode::TOO_MANY_REQUESTS,
-            &[("x-amzn-errortype", "TooManyRequestsException")],
-            r#"{"Reason":"ConcurrentInvocationLimitExceeded","Type":"User","message":"Rate Exceeded."}"#.into(),
-        ),
-        Consumer::Denied => json(
-            StatusCode::FORBIDDEN,
-            &[("x-amzn-errortype", "AccessDeniedException")],
-            r#"{"Message":"User: arn:aws:sts::123456789012:assumed-role/breaker is not authorized to perform: lambda:InvokeFunction"}"#.into(),
-        ),
-    }
-}
-
-fn mapping_document(uuid: &str, state: &str) -> String {
-    serde_json::json!({
-        "UUID": uuid,
-        "State": state,
-        "BatchSize": 1000,
-        "EventSourceArn": "arn:aws:sqs:eu-west-1:123456789012:orders-orders",
-        "FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer",
-        "LastModified": 1_764_000_000.0,
-        "StateTransitionReason": "USER_INITIATED"
-    })
-    .to_string()
-}
-
-async fn get_mapping(State(lambda): State<Shared>, Path(uuid): Path<String>) -> Response {
-    lambda
-        .requests
-        .lock()
-        .expect("lock")
-        .push(format!("GET mapping {uuid}"));
-    let state = lambda.state.lock().expect("lock").clone();
-    json(StatusCode::OK, &[], mapping_document(&uuid, &state))
-}
-
-async fn update_mapping(
-    State(lambda): State<Shared>,
-    Path(uuid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let body = String::from_utf8_lossy(&body).into_owned();
-    lambda
-        .requests
-        .lock()
-        .expect("lock")
-        .push(format!("PUT mapping {uuid} {body}"));
-    let enabled: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
-    // Lambda answers 202 with the transition under way.
-    let (now, then) = match enabled["Enabled"].as_bool() {
-        Some(true) => ("Enabling", "Enabled"),
-        Some(false) => ("Disabling", "Disabled"),
-        None => return json(StatusCode::BAD_REQUEST, &[], "{}".into()),
-    };
-    *lambda.state.lock().expect("lock") = then.to_owned();
-    json(StatusCode::ACCEPTED, &[], mapping_document(&uuid, now))
-}
-
-const UUID: &str = "14e0db71-5d35-4eb5-b481-8945cf9d10c2";
-
-/// The stand-in on a free port, and the real SDK client pointed at it.
-async fn lambda(consumer: Consumer, state: &str) -> (Shared, aws_sdk_lambda::Client) {
-    let shared = Arc::new(Lambda {
-        consumer,
-        state: Mutex::new(state.to_owned()),
-        requests: Mutex::new(Vec::new()),
-    });
-    let app = Router::new()
-        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
-        .route(
-            "/2015-03-31/event-source-mappings/{uuid}",
-            get(get_mapping).put(update_mapping),
-        )
-        .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = aws_sdk_lambda::Config::builder()
-        .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_sdk_lambda::config::Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    (shared, aws_sdk_lambda::Client::from_conf(config))
-}
-
-async fn step_with(consumer: Consumer, state: &str) -> (breaker::Step, Vec<String>) {
-    let (stand_in, client) = lambda(consumer, state).await;
-    let step = breaker::step(
-        &LambdaProbe::new(client.clone(), "orders-consumer"),
-        &LambdaMapping::new(client, UUID),
-    )
-    .await
-    .expect("a step");
-    let requests = stand_in.requests.lock().expect("lock").clone();
-    (step, requests)
-}
-
-#[tokio::test]
-async fn the_probe_is_a_synchronous_invocation_of_the_consumer_with_the_probe_payload() {
-    let (step, requests) = step_with(Consumer::Healthy, "Enabled").await;
-    assert_eq!(step.health, Health::Healthy);
-    assert_eq!(step.action, Action::Keep);
-    assert_eq!(
-        requests,
-        [
-            format!("POST invoke orders-consumer RequestResponse {PROBE_PAYLOAD}"),
-            format!("GET mapping {UUID}"),
-        ]
-    );
-}
-
-#[tokio::test]
-async fn a_consumer_that_cannot_store_has_its_mapping_paused_with_the_reason() {
-    let (step, requests) = step_with(Consumer::CannotStore, "Enabled").await;
-    assert_eq!(step.action, Action::Pause);
-    assert!(unhealthy(step.health).contains("28P01"));
-    assert_eq!(
-        requests.last().map(String::as_str),
-        Some(format!("PUT mapping {UUID} {{\"Enabled\":false}}").as_str())
-    );
-}
-
-#[tokio::test]
-async fn a_throttled_consumer_has_its_mapping_paused_so_throttles_spend_no_receives() {
-    let (step, requests) = step_with(Consumer::Throttled, "Enabled").await;
-    assert_eq!(step.action, Action::Pause);
-    assert!(unhealthy(step.health).contains("throttles"));
-    assert!(requests.last().is_some_and(|r| r.starts_with("PUT")));
-}
-
-#[tokio::test]
-async fn a_consumer_whose_runtime_cannot_start_has_its_mapping_paused() {
-    let (step, _) = step_with(Consumer::FailsToStart, "Enabled").await;
-    assert_eq!(step.action, Action::Pause);
-    assert!(unhealthy(step.health).contains("Runtime.ExitError"));
-}
-
-#[tokio::test]
-async fn a_healthy_consumer_has_its_paused_mapping_resumed() {
-    let (step, requests) = step_with(Consumer::Healthy, "Disabled").await;
-    assert_eq!(step.action, Action::Resume);
-    assert!(!step.open());
-    assert_eq!(
-        requests.last().map(String::as_str),
-        Some(format!("PUT mapping {UUID} {{\"Enabled\":true}}").as_str())
-    );
-}
-
-#[tokio::test]
-async fn a_breaker_denied_the_invoke_leaves_the_mapping_as_it_is() {
-    let (step, requests) = step_with(Consumer::Denied, "Enabled").await;
-    assert!(
-        matches!(step.health, Health::Unknown(ref r) if r.contains("AccessDenied")),
-        "{:?}",
-        step.health
-    );
-    assert_eq!(step.action, Action::Keep);
-    assert!(
-        requests.iter().all(|r| !r.starts_with("PUT")),
-        "{requests:?}"
-    );
-}
-
-#[tokio::test]
-async fn a_mapping_still_changing_is_read_as_such_and_left_alone() {
-    let (step, requests) = step_with(Consumer::Healthy, "Disabling").await;
-    assert_eq!(step.before, MappingState::Changing("Disabling".into()));
-    assert_eq!(step.action, Action::Keep);
-    assert!(requests.iter().all(|r| !r.starts_with("PUT")));
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
     SqsRetryQueue, migrations,
@@ -189,9 +190,11 @@ impl Stack {
             .await
             .expect("no TLS or IAM to set up");
         let function = self.function.clone();
+        let policy = self.policy();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let probe = LocalProbe::new(function, &store);
+            let batch_probe = BatchProbe::of(&store, policy);
+            let probe = LocalProbe::new(function, &batch_probe);
             tokio::select! {
                 () = local_esm::breaker::run(&probe, &switch, intervals) => {}
                 _ = stopped => {}
@@ -225,13 +228,17 @@ impl Stack {
             .await
             .expect("no TLS or IAM to set up");
         let queue = SqsRetryQueue::new(self.queues.sqs.clone(), &self.queues.queue_url);
-        let policy = RetryPolicy {
+        let dead_letters = SqsDeadLetterQueue::new(self.queues.sqs.clone(), &self.queues.dlq_url);
+        Consumer::new(store, queue, dead_letters, self.policy())
+    }
+
+    /// The test backoff and the queue's own `maxReceiveCount`.
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
             backoff: TEST_BACKOFF,
             max_receive_count: MaxReceiveCount::new(self.queue_settings.max_receive_count)
                 .expect("the test queues' maxReceiveCount leaves a retry"),
-        };
-        let dead_letters = SqsDeadLetterQueue::new(self.queues.sqs.clone(), &self.queues.dlq_url);
-        Consumer::new(store, queue, dead_letters, policy)
+        }
     }
 
     /// Posts a JSON body to `/orders`; returns the status and the JSON answer.

@@ -1,5 +1,5 @@
-//! The circuit breaker as `local-esm run` and the tests run it: the consumer's
-//! own [`step`](consumer_lambda::breaker::step) on the mapping's [`Switch`],
+//! The circuit breaker as `local-esm run` and the tests run it: the breaker's
+//! own [`step`](::breaker::step) on the mapping's [`Switch`],
 //! with a probe that meets the function's faults as the AWS probe does.
 //!
 //! In AWS the probe is an invocation of the consumer function, so a throttled
@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use consumer_lambda::breaker::{self, Health, Mapping, Probe};
+use ::breaker::{self as core, Health, Mapping, Probe};
 use tracing::warn;
 
 use crate::driver::{Function, FunctionState};
@@ -37,14 +37,15 @@ pub struct Intervals {
 impl Default for Intervals {
     fn default() -> Self {
         Self {
-            schedule: breaker::SCHEDULE_INTERVAL,
-            open_probe: breaker::OPEN_PROBE_INTERVAL,
+            schedule: core::SCHEDULE_INTERVAL,
+            open_probe: core::OPEN_PROBE_INTERVAL,
         }
     }
 }
 
 /// The probe of the function as it runs locally: the function's faults first,
-/// as Lambda meets them before the code runs, then the store's own check.
+/// as Lambda meets them before the code runs, then the consumer's own probe
+/// through its batch path (`consumer_lambda::probe::BatchProbe`).
 pub struct LocalProbe<'a, P> {
     function: FunctionState,
     store: &'a P,
@@ -70,7 +71,7 @@ impl<P: Probe> Probe for LocalProbe<'_, P> {
 /// mapping is paused. It never ends by itself; the caller decides when to stop.
 pub async fn run(probe: &impl Probe, mapping: &impl Mapping, intervals: Intervals) {
     loop {
-        let wait = match breaker::step(probe, mapping).await {
+        let wait = match core::step(probe, mapping).await {
             Ok(step) if step.open() => intervals.open_probe,
             Ok(_) => intervals.schedule,
             Err(err) => {

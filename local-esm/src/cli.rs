@@ -4,8 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ::breaker::Probe;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
     SqsRetryQueue, migrations,
@@ -218,6 +220,7 @@ impl Cli {
                         max_receive_count.unwrap_or(template.queues.max_receive_count),
                     )?,
                 };
+                let probe = BatchProbe::of(&store, policy);
                 let consumer = Consumer::new(
                     &store,
                     SqsRetryQueue::new(sqs.clone(), &queue_url),
@@ -229,11 +232,11 @@ impl Cli {
                         let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
                         tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
                         let handler = Recording { consumer, log };
-                        poll(sqs, queue_url, settings, handler, &store, no_breaker).await?;
+                        poll(sqs, queue_url, settings, handler, &probe, no_breaker).await?;
                     }
                     None => {
                         let handler = InProcess(consumer);
-                        poll(sqs, queue_url, settings, handler, &store, no_breaker).await?;
+                        poll(sqs, queue_url, settings, handler, &probe, no_breaker).await?;
                     }
                 }
             }
@@ -322,7 +325,7 @@ async fn poll<H: BatchHandler>(
     queue_url: String,
     settings: EventSourceSettings,
     handler: H,
-    store: &PgStore,
+    probe: &impl Probe,
     no_breaker: bool,
 ) -> anyhow::Result<()> {
     let driver = Driver::new(sqs, queue_url, settings, handler)
@@ -336,7 +339,7 @@ async fn poll<H: BatchHandler>(
         polling.await;
     } else {
         let switch = driver.switch();
-        let probe = LocalProbe::new(driver.function(), store);
+        let probe = LocalProbe::new(driver.function(), probe);
         // The breaker never ends by itself: polling decides when to stop.
         tokio::select! {
             () = polling => {}

@@ -215,12 +215,9 @@ impl Switch {
     }
 }
 
-impl consumer_lambda::breaker::Mapping for Switch {
-    async fn state(
-        &self,
-    ) -> Result<consumer_lambda::breaker::MappingState, consumer_lambda::breaker::MappingError>
-    {
-        use consumer_lambda::breaker::MappingState;
+impl ::breaker::Mapping for Switch {
+    async fn state(&self) -> Result<::breaker::MappingState, ::breaker::MappingError> {
+        use ::breaker::MappingState;
         Ok(if self.enabled() {
             MappingState::Enabled
         } else {
@@ -228,10 +225,7 @@ impl consumer_lambda::breaker::Mapping for Switch {
         })
     }
 
-    async fn set_enabled(
-        &self,
-        enabled: bool,
-    ) -> Result<(), consumer_lambda::breaker::MappingError> {
+    async fn set_enabled(&self, enabled: bool) -> Result<(), ::breaker::MappingError> {
         self.set(enabled);
         Ok(())
     }

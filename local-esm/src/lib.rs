@@ -12,7 +12,7 @@
 //! - [`batches`]: [`batches::BatchLog`], the consumer's EMF line per batch kept in a
 //!   bounded file, which [`Recording`] writes and `status` reads.
 //! - [`status`]: `local-esm status`, the dashboard's figures for the local stack, as a table.
-//! - [`breaker`]: the consumer's circuit breaker run locally on its intervals
+//! - [`breaker`]: the circuit breaker (the `breaker` crate) run locally on its intervals
 //!   ([`breaker::run`]), its probe meeting the function's faults ([`breaker::LocalProbe`]).
 //! - [`template`]: the queue and event-source settings the local stack takes from the template.
 //! - the queue pair is created with those settings by `support::queues`, which

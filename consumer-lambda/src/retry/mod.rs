@@ -22,7 +22,7 @@
 //! longer than the cap ([`RetryPolicy::longest_wait`]): once the database
 //! answers again, the backlog is received within a minute. Cycling every
 //! minute through a long outage would cost requests per order per hour; the
-//! circuit breaker ([`crate::breaker`]) pauses the event source mapping while
+//! circuit breaker (the [`breaker`] crate) pauses the event source mapping while
 //! the database is down, so a waiting order costs nothing until it returns.
 //! Only poison (invalid orders, rows PostgreSQL refuses) reaches the DLQ.
 //!

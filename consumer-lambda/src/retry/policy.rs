@@ -13,7 +13,7 @@ pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 /// never hidden for longer than `cap`, so once the database answers again every
 /// waiting order is received within `cap` (plus the time to drain the backlog).
 /// What a long outage would cost at that pace is the circuit breaker's to save
-/// ([`crate::breaker`]): while the database is down, the event source mapping
+/// (the [`breaker`] crate): while the database is down, the event source mapping
 /// is paused and nothing is received at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

@@ -168,6 +168,26 @@ impl<T: OrderStore> OrderStore for &T {
     }
 }
 
+tokio::task_local! {
+    /// Set while the breaker's probe writes ([`rolled_back`]).
+    static ROLL_BACK: ();
+}
+
+/// Runs `write` with every transaction it opens ended by `ROLLBACK`: the
+/// probe's order takes the batches' own path and leaves no row.
+pub async fn rolled_back<F: Future>(write: F) -> F::Output {
+    ROLL_BACK.scope((), write).await
+}
+
+/// How the store ends a transaction: `COMMIT`, or `ROLLBACK` for the probe.
+fn end_of_transaction() -> &'static str {
+    if ROLL_BACK.try_with(|()| ()).is_ok() {
+        "ROLLBACK"
+    } else {
+        "COMMIT"
+    }
+}
+
 /// The SQLSTATE PostgreSQL answered with, anywhere in an error's chain (a
 /// refused login is inside a connect error): `28P01`, `42P01`, … so that
 /// logs name the class of a failure (28 authentication, 42 schema or
@@ -228,21 +248,6 @@ impl PgStore {
         let stored = rows.first().is_some_and(|row| row.get::<_, bool>(0));
         checkout.release();
         Ok(stored)
-    }
-
-    /// Can the consumer store now? A connection, and the writer's `INSERT` on
-    /// both tables (a missing table, as after a bad migration, fails with
-    /// 42P01). What the circuit breaker asks ([`crate::breaker`]).
-    pub async fn can_store(&self) -> Result<bool, StoreError> {
-        let mut checkout = Checkout(Some(self.pool.get().await.map_err(StoreError::Connect)?));
-        let row = checkout
-            .client()
-            .query_typed(sql::MAY_INSERT, &[])
-            .await
-            .map_err(StoreError::Check)?;
-        let may_insert = row.first().is_some_and(|row| row.get::<_, bool>(0));
-        checkout.release();
-        Ok(may_insert)
     }
 }
 

@@ -74,11 +74,6 @@ pub(super) const KEPT_CONFLICTS: &str = "
 /// What `scripts/deploy`'s canary asks.
 pub(super) const IS_STORED: &str = "SELECT EXISTS (SELECT 1 FROM orders WHERE order_id = $1)";
 
-/// What the circuit breaker asks: a missing table, as after a bad migration,
-/// fails with 42P01.
-pub(super) const MAY_INSERT: &str = "SELECT has_table_privilege('orders', 'INSERT') \
-    AND has_table_privilege('order_conflicts', 'INSERT')";
-
 #[cfg(test)]
 mod tests {
     use super::*;

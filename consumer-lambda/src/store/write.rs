@@ -18,7 +18,7 @@ use super::fault::{Fault, judge, refusal};
 use super::plan::{StoredHashes, Written};
 use super::row::{Columns, Jsonb, Row};
 use super::sql::{COPY_ORDERS, COPY_TYPES, INSERT_ORDERS, STORED_HASHES, insert_values};
-use super::{Delivery, Refused, is_permanent};
+use super::{Delivery, Refused, end_of_transaction, is_permanent};
 
 /// Below this many rows a batch is written with one `INSERT … VALUES`, sent
 /// with `BEGIN` and `COMMIT` (and the lookup, if any) as one round trip; from
@@ -305,7 +305,7 @@ async fn copy_rows(
         }
         writer.finish().await
     };
-    let (copied, committed) = tokio::join!(copied, client.batch_execute("COMMIT"));
+    let (copied, committed) = tokio::join!(copied, client.batch_execute(end_of_transaction()));
     match copied.and_then(|stored| committed.map(|()| stored)) {
         Ok(stored) => Ok(Written {
             stored,
@@ -354,7 +354,7 @@ async fn insert_in_transaction(
     let (begun, inserted, committed) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.query_typed(&sql, &params),
-        client.batch_execute("COMMIT"),
+        client.batch_execute(end_of_transaction()),
     );
     begun?;
     let inserted = inserted?.iter().map(|row| row.get(0)).collect();

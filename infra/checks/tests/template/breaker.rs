@@ -4,12 +4,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use consumer_lambda::breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
-use consumer_lambda::metrics::{BREAKER_OPEN, NAMESPACE};
+use breaker::function::{BREAKER_OPEN, NAMESPACE};
+use breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
 use infra_checks::{as_u64, reference};
 
 use crate::helpers::{
-    at, granted, items, max_receive_count, properties, role_statements, template, text,
+    actions, at, granted, items, max_receive_count, properties, role_statements, template, text,
     visibility_timeout,
 };
 
@@ -22,7 +22,8 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
     let expected: BTreeSet<(String, String)> = [
         ("logs:CreateLogStream", "${BreakerLogGroup.Arn}"),
         ("logs:PutLogEvents", "${BreakerLogGroup.Arn}"),
-        ("lambda:InvokeFunction", "ConsumerFunction.Arn"),
+        // The alias the mapping invokes, never $LATEST.
+        ("lambda:InvokeFunction", "Ref:ConsumerFunction.Alias"),
         ("lambda:GetEventSourceMapping", mapping),
         ("lambda:UpdateEventSourceMapping", mapping),
     ]
@@ -33,7 +34,38 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
     assert!(
         statements
             .values()
-            .all(|s| s.get("Effect").map(text) == Some("Allow") && s.get("Condition").is_none())
+            .all(|s| s.get("Effect").map(text) == Some("Allow"))
+    );
+    // The pause switch, no more: the mapping may only be updated while it
+    // invokes the consumer's alias.
+    let switch = statements
+        .values()
+        .find(|s| actions(s).contains("lambda:UpdateEventSourceMapping"))
+        .expect("the switch");
+    assert_eq!(
+        switch
+            .get("Condition")
+            .and_then(|c| c.get("StringEquals"))
+            .and_then(|c| c.get("lambda:FunctionArn"))
+            .and_then(reference),
+        Some("ConsumerFunction.Alias"),
+        "{switch:?}"
+    );
+    assert_eq!(
+        actions(switch).len(),
+        1,
+        "Get needs no condition, Update alone has one"
+    );
+}
+
+#[test]
+fn the_consumer_is_invoked_through_its_alias() {
+    let t = template();
+    assert_eq!(
+        properties(&t, "ConsumerFunction")
+            .get("AutoPublishAlias")
+            .map(text),
+        Some("live")
     );
 }
 
@@ -64,17 +96,16 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
             "Variables",
         ],
     );
-    assert_eq!(env.get("TASK").map(text), Some("breaker"));
     assert_eq!(
         env.get("CONSUMER_FUNCTION").and_then(reference),
-        Some("ConsumerFunction")
+        Some("ConsumerFunction.Alias"),
+        "the breaker probes the alias the mapping invokes"
     );
     assert_eq!(
         env.get("EVENT_SOURCE_MAPPING").and_then(reference),
         Some(sqs[0].as_str())
     );
     let resolved: HashMap<&str, &str> = [
-        ("TASK", "breaker"),
         ("CONSUMER_FUNCTION", "orders-consumer"),
         (
             "EVENT_SOURCE_MAPPING",
@@ -82,13 +113,33 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
         ),
     ]
     .into();
-    consumer_lambda::config::BreakerConfig::from_lookup(|name| {
-        resolved.get(name).map(|v| (*v).to_owned())
-    })
-    .unwrap_or_else(|err| panic!("the breaker refuses the template's environment: {err}"));
+    breaker::function::Config::from_lookup(|name| resolved.get(name).map(|v| (*v).to_owned()))
+        .unwrap_or_else(|err| panic!("the breaker refuses the template's environment: {err}"));
     assert!(
         env.as_mapping().expect("variables").len() == resolved.len(),
         "the breaker is told nothing else"
+    );
+}
+
+#[test]
+fn the_breaker_is_its_own_build_of_its_own_crate() {
+    let t = template();
+    let function = at(&t, &["Resources", "BreakerFunction"]);
+    assert_eq!(
+        function
+            .get("Metadata")
+            .and_then(|m| m.get("BuildProperties"))
+            .and_then(|b| b.get("Binary"))
+            .map(text),
+        Some("breaker"),
+        "a consumer build that cannot start must not stop the breaker"
+    );
+    assert_eq!(
+        function
+            .get("Properties")
+            .and_then(|p| p.get("CodeUri"))
+            .map(text),
+        Some("../breaker")
     );
 }
 
@@ -162,6 +213,43 @@ fn a_paused_consumer_raises_an_alarm_on_the_breakers_own_metric() {
         period * periods <= 5 * 60,
         "an operator hears of a paused consumer within minutes"
     );
+    // The breaker reports every run, also when its mapping call fails: a
+    // silent breaker may have left the mapping paused, so silence alarms too.
+    assert!(period >= SCHEDULE_INTERVAL.as_secs());
+    assert_eq!(
+        alarm.get("TreatMissingData").map(text),
+        Some("breaching"),
+        "a breaker that stopped reporting never lets the alarm return to OK"
+    );
+    assert!(
+        items(alarm.get("AlarmActions"))
+            .iter()
+            .any(|a| reference(a) == Some("AlarmTopic"))
+    );
+}
+
+#[test]
+fn the_breakers_own_errors_raise_an_alarm_within_minutes() {
+    let t = template();
+    let resources = at(&t, &["Resources"]).as_mapping().expect("resources");
+    let alarm = resources
+        .values()
+        .filter(|r| r.get("Type").map(text) == Some("AWS::CloudWatch::Alarm"))
+        .filter_map(|r| r.get("Properties"))
+        .find(|p| {
+            p.get("Namespace").map(text) == Some("AWS/Lambda")
+                && p.get("MetricName").map(text) == Some("Errors")
+                && items(p.get("Dimensions"))
+                    .iter()
+                    .any(|d| d.get("Value").and_then(reference) == Some("BreakerFunction"))
+        })
+        .expect("an alarm on the breaker function's Errors");
+    let period = alarm.get("Period").and_then(as_u64).expect("a period");
+    let periods = alarm
+        .get("EvaluationPeriods")
+        .and_then(as_u64)
+        .expect("periods");
+    assert!(period * periods <= 5 * 60);
     assert!(
         items(alarm.get("AlarmActions"))
             .iter()

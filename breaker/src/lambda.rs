@@ -12,8 +12,7 @@ use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError}
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 
-use super::{Health, Mapping, MappingError, MappingState, PROBE_PAYLOAD, Probe};
-use crate::invocation::ProbeAnswer;
+use super::{Health, Mapping, MappingError, MappingState, PROBE_PAYLOAD, Probe, ProbeAnswer};
 
 /// At most this much of a failed function's answer goes into the reason.
 const REASON_BYTES: usize = 400;

@@ -1,9 +1,11 @@
-//! The circuit breaker: the event source mapping is paused while the consumer
-//! cannot store, and resumed as soon as it can.
+//! The circuit breaker: the consumer's event source mapping is paused while
+//! the consumer cannot store, and resumed as soon as it can. Its own crate and
+//! binary (`breaker`), depending on nothing of the consumer's: a consumer build
+//! that cannot start must not stop the breaker too.
 //!
 //! While the database is down, every receive of a waiting order costs SQS
 //! requests and spends one of its receives, and the backoff's cap
-//! ([`crate::retry::Backoff`]) makes that happen every minute. Paused, the
+//! (the consumer's `Backoff`) makes that happen every minute. Paused, the
 //! mapping receives nothing: the orders wait in the queue, visible, costing
 //! nothing and keeping their receive counts. The probe is the consumer function
 //! itself, asked to check its own way to the database, so it also fails when
@@ -20,12 +22,15 @@
 //! Locally `local-esm run` calls [`step`] on the same intervals.
 //!
 //! # Layout
-//! - this file: the decision ([`decide`]), one [`step`], the probe of the
-//!   database ([`Probe`] for [`crate::PgStore`]) and the run of one scheduled
-//!   invocation ([`run_until`]).
+//! - this file: the decision ([`decide`]), one [`step`], the run of one
+//!   scheduled invocation ([`run_until`]), and the probe's answer on the wire
+//!   ([`ProbeAnswer`]).
 //! - `lambda`: the AWS side: the probe as an invocation of the consumer
 //!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
+//! - [`function`]: the `breaker` binary's task: its settings, one scheduled
+//!   run, its metric line.
 
+pub mod function;
 mod lambda;
 
 pub use lambda::{LambdaMapping, LambdaProbe};
@@ -89,28 +94,6 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Asks the consumer whether it can store.
 pub trait Probe: Send + Sync {
     fn probe(&self) -> impl Future<Output = Health> + Send;
-}
-
-/// The consumer's own check, run where the consumer runs (in AWS, inside the
-/// consumer function, asked with [`PROBE_PAYLOAD`]).
-impl Probe for crate::PgStore {
-    async fn probe(&self) -> Health {
-        match tokio::time::timeout(PROBE_TIMEOUT, self.can_store()).await {
-            Ok(Ok(true)) => Health::Healthy,
-            Ok(Ok(false)) => Health::Unhealthy(
-                "the writer may not insert into orders and order_conflicts: run the migrations (scripts/deploy)"
-                    .into(),
-            ),
-            Ok(Err(err)) => Health::Unhealthy(match crate::store::sqlstate(&err) {
-                Some(code) => format!("SQLSTATE {code}: {}", support::error_chain(&err)),
-                None => support::error_chain(&err),
-            }),
-            Err(_elapsed) => Health::Unhealthy(format!(
-                "the database did not answer within {} s",
-                PROBE_TIMEOUT.as_secs()
-            )),
-        }
-    }
 }
 
 /// The event source mapping's switch.
@@ -204,6 +187,30 @@ pub async fn run_until(
             return Ok(step);
         }
         tokio::time::sleep_until(next).await;
+    }
+}
+
+/// The probe's answer on the wire: what the consumer function returns for
+/// [`PROBE_PAYLOAD`], and the breaker reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeAnswer {
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<Health> for ProbeAnswer {
+    fn from(health: Health) -> Self {
+        match health {
+            Health::Healthy => Self {
+                healthy: true,
+                reason: None,
+            },
+            Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
+                healthy: false,
+                reason: Some(reason),
+            },
+        }
     }
 }
 
@@ -323,13 +330,15 @@ mod tests {
     }
 
     #[test]
-    fn the_breaker_adds_less_to_catch_up_than_the_backoffs_cap() {
-        // Catch-up after an outage is bounded by the larger of the two: the
-        // paused mapping's probe interval and the longest postponement.
-        assert!(OPEN_PROBE_INTERVAL <= crate::retry::Backoff::default().cap());
-        assert!(
-            OPEN_PROBE_INTERVAL + crate::retry::Backoff::default().cap()
-                <= Duration::from_secs(120)
+    fn an_unhealthy_answer_carries_its_reason() {
+        let answer = ProbeAnswer::from(Health::Unhealthy("SQLSTATE 28P01".into()));
+        assert_eq!(
+            serde_json::to_string(&answer).expect("json"),
+            r#"{"healthy":false,"reason":"SQLSTATE 28P01"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ProbeAnswer::from(Health::Healthy)).expect("json"),
+            r#"{"healthy":true}"#
         );
     }
 }

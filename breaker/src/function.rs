@@ -1,0 +1,214 @@
+//! The `breaker` function: its settings, one scheduled run, and the metric
+//! line it prints after each run.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use support::{Env, EnvError};
+
+use crate::{
+    LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT, Probe, ProbeAnswer, run_until,
+};
+
+/// CloudWatch namespace the breaker reports in: the consumer's, so that its
+/// metric sits beside the batches' (the consumer's `metrics` re-exports it).
+pub const NAMESPACE: &str = "OrdersConsumer";
+
+/// The breaker's metric: 1 while the mapping is paused.
+pub const BREAKER_OPEN: &str = "BreakerOpen";
+
+/// The settings of the breaker function: the function it probes and the event
+/// source mapping it pauses and resumes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CONSUMER_FUNCTION`: the consumer function's name or ARN.
+    pub consumer_function: String,
+    /// `EVENT_SOURCE_MAPPING`: the UUID of the consumer's mapping on the orders queue.
+    pub event_source_mapping: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let env = Env::new(lookup);
+        Ok(Self {
+            consumer_function: env.required("CONSUMER_FUNCTION", "set it to the consumer function the breaker probes")?,
+            event_source_mapping: env.required("EVENT_SOURCE_MAPPING", "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes")?,
+        })
+    }
+}
+
+/// The breaker's EMF line after a run: `BreakerOpen` is 1 while the event
+/// source mapping is paused because the consumer cannot store (the template
+/// alarms on it), dimensioned by the consumer function it guards.
+pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [{"Name": BREAKER_OPEN, "Unit": "Count"}],
+            }],
+        },
+        "FunctionName": consumer_function,
+        BREAKER_OPEN: u8::from(open),
+    })
+    .to_string()
+}
+
+/// Serves the breaker function: each scheduled invocation probes the consumer
+/// function, pauses or resumes its event source mapping, and while it stays
+/// paused probes again every few seconds until shortly before its deadline.
+pub async fn run() -> Result<(), Error> {
+    let config = Config::from_env()?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
+    let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
+    let consumer_function = function_name(&config.consumer_function);
+    let (probe, mapping) = (&probe, &mapping);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let left = Duration::from_millis(event.context.deadline.saturating_sub(epoch_millis()));
+        // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
+        let until = tokio::time::Instant::now() + left.saturating_sub(PROBE_TIMEOUT * 2);
+        let (line, answer) = one_run(probe, mapping, until, consumer_function).await;
+        println!("{line}");
+        Ok::<_, Error>(answer?)
+    }))
+    .await
+}
+
+/// One scheduled run: its metric line, always, and its answer. A run whose
+/// mapping call failed reports the breaker open (the mapping's state is not
+/// known, and may be paused: the paused alarm then fires if it lasts) and
+/// fails, so Lambda counts it among the breaker's `Errors`.
+pub async fn one_run(
+    probe: &impl Probe,
+    mapping: &impl Mapping,
+    until: tokio::time::Instant,
+    consumer_function: &str,
+) -> (String, Result<Value, MappingError>) {
+    match run_until(probe, mapping, until).await {
+        Ok(last) => (
+            breaker_emf(last.open(), consumer_function, epoch_millis()),
+            Ok(json!({
+                "open": last.open(),
+                "action": format!("{:?}", last.action),
+                "health": ProbeAnswer::from(last.health),
+            })),
+        ),
+        Err(err) => {
+            tracing::error!(error = %support::error_chain(&err), "the breaker could not read or switch the mapping");
+            (
+                breaker_emf(true, consumer_function, epoch_millis()),
+                Err(err),
+            )
+        }
+    }
+}
+
+/// The function's name, as the consumer's metrics carry it, from the name or
+/// ARN (qualified by the alias, `arn:aws:lambda:…:function:NAME:live`) the
+/// breaker is given.
+fn function_name(function: &str) -> &str {
+    match function.strip_prefix("arn:") {
+        Some(_) => function.split(':').nth(6).unwrap_or(function),
+        None => function,
+    }
+}
+
+fn epoch_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_needs_the_function_it_probes_and_the_mapping_it_pauses() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = Config::from_lookup(lookup(&[
+            ("CONSUMER_FUNCTION", "orders-consumer"),
+            ("EVENT_SOURCE_MAPPING", "a1b2"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.consumer_function, "orders-consumer");
+        assert_eq!(config.event_source_mapping, "a1b2");
+        let err = Config::from_lookup(lookup(&[("CONSUMER_FUNCTION", "orders-consumer")]))
+            .expect_err("no mapping");
+        assert!(err.to_string().contains("EVENT_SOURCE_MAPPING"), "{err}");
+    }
+
+    #[test]
+    fn the_metric_names_the_function_the_alias_arn_qualifies() {
+        assert_eq!(
+            function_name("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
+            "orders-consumer"
+        );
+        assert_eq!(function_name("orders-consumer"), "orders-consumer");
+    }
+
+    struct Down;
+
+    impl Probe for Down {
+        async fn probe(&self) -> crate::Health {
+            crate::Health::Unhealthy("connection refused".into())
+        }
+    }
+
+    struct Unreadable;
+
+    impl Mapping for Unreadable {
+        async fn state(&self) -> Result<crate::MappingState, MappingError> {
+            Err(MappingError {
+                action: "reading",
+                source: "AccessDeniedException".into(),
+            })
+        }
+
+        async fn set_enabled(&self, _: bool) -> Result<(), MappingError> {
+            unreachable!("never read, never switched")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_mapping_call_fails_still_reports_and_fails() {
+        let (line, answer) = one_run(
+            &Down,
+            &Unreadable,
+            tokio::time::Instant::now(),
+            "orders-consumer",
+        )
+        .await;
+        let line: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(line[BREAKER_OPEN], 1, "unknown counts as paused");
+        assert!(answer.is_err(), "Lambda counts the run among its Errors");
+    }
+
+    #[test]
+    fn the_breakers_line_says_open_as_one_for_the_consumer_function() {
+        let line: serde_json::Value =
+            serde_json::from_str(&breaker_emf(true, "orders-consumer", 1)).expect("json");
+        assert_eq!(line["BreakerOpen"], 1);
+        assert_eq!(line["FunctionName"], "orders-consumer");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            BREAKER_OPEN
+        );
+    }
+}
