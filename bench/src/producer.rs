@@ -49,7 +49,9 @@ struct Run {
     sqs_calls_per_1000: f64,
 }
 
-const ORDER: &str = r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"bench","currency":"EUR","items":[{"sku":"BOOK-1","quantity":2,"unit_price_cents":1299}]}"#;
+const ORDER: &str = r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"bench","currency":"EUR","items":[{"sku":"NOTEBOOK-A5","quantity":2,"unit_price_cents":1299}]}"#;
+/// The catalogue that prices [`ORDER`]: the repository's.
+const CATALOGUE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../producer/catalogue.json");
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut table = Vec::new();
@@ -218,6 +220,7 @@ impl Producer {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("RUST_LOG", "warn")
+            .env("CATALOGUE_PATH", CATALOGUE_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -5,7 +5,8 @@
 //! # Layout
 //! - this file: [`Stack`], the system for one test, with [`TEST_BACKOFF`] and
 //!   [`TEST_EVENT_SOURCE`] scaled for tests; its circuit breaker, and the
-//!   function's faults ([`Stack::function`]); [`order`] makes a valid request;
+//!   function's faults ([`Stack::function`]), its catalogue file
+//!   ([`Stack::catalogue_path`]); [`order_request`] makes a valid, priced request;
 //!   [`LoseAcks`] drops acknowledgements to force redeliveries.
 //! - `src/bin/chaos/main.rs`: `chaos` (behind `scripts/chaos`): the real binaries under
 //!   a seeded schedule of faults; exits 0 only if nothing was lost or doubled.
@@ -17,6 +18,7 @@
 //!   DLQ; `replay-dlq` moves them back and each is stored once.
 //! - `tests/browser.rs`: the order page in Chromium over WebDriver; takes `docs/`'s screenshots.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +32,8 @@ use local_esm::breaker::{Intervals, LocalProbe};
 use local_esm::{
     BatchHandler, Driver, EventSourceSettings, FunctionState, InProcess, InvocationError, Switch,
 };
-use producer::{AppState, SqsQueue};
+use producer::catalogue::{self, fixtures};
+use producer::{AppState, Metrics, SqsQueue};
 use serde_json::Value;
 use testkit::{QueueSettings, TestDatabase, TestQueues};
 use tokio::sync::oneshot;
@@ -50,6 +53,18 @@ pub const TEST_EVENT_SOURCE: EventSourceSettings = EventSourceSettings {
     function_timeout: Duration::from_secs(10),
 };
 
+/// The repository's catalogue, which the producer of `chaos` is given.
+pub const CATALOGUE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../producer/catalogue.json");
+
+/// How often a [`Stack`]'s producer looks at its catalogue file.
+pub const CATALOGUE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The fixture order of `order_contract::fixtures::order_request`, priced by
+/// the repository's catalogue: what every test posts.
+pub fn order_request(customer: usize, lines: usize) -> Value {
+    fixtures::priced(order_contract::fixtures::order_request(customer, lines))
+}
+
 pub struct Stack {
     pub db: TestDatabase,
     pub queues: TestQueues,
@@ -57,6 +72,12 @@ pub struct Stack {
     pub producer_url: String,
     pub http: reqwest::Client,
     producer: Option<Running>,
+    /// The producer's catalogue file, a copy of the repository's that the
+    /// test may change; the producer re-reads it every [`CATALOGUE_CHECK_EVERY`].
+    catalogue_dir: PathBuf,
+    catalogue_watch: JoinHandle<()>,
+    /// The prices the producer serves, to shorten how long replaced ones stay acceptable.
+    pub prices: catalogue::Prices,
     /// The consumer function's state: throttle it or fail its init with
     /// [`FunctionState::set`]. It outlives restarts of the consumer.
     pub function: FunctionState,
@@ -122,7 +143,17 @@ impl Stack {
             &queues.queue_url,
             Duration::from_secs(5),
         );
-        let state = AppState::new(Arc::new(queue), Duration::from_secs(10));
+        let catalogue_dir = std::env::temp_dir().join(testkit::unique_name("catalogue"));
+        std::fs::create_dir_all(&catalogue_dir).expect("a directory for the catalogue");
+        let catalogue_path = catalogue_dir.join("catalogue.json");
+        std::fs::copy(CATALOGUE_PATH, &catalogue_path).expect("copy the catalogue");
+        let metrics = Metrics::new();
+        let watcher = catalogue::Watcher::start(catalogue_path, metrics.clone());
+        let prices = watcher.prices();
+        let catalogue_watch = tokio::spawn(watcher.run(CATALOGUE_CHECK_EVERY));
+        let state = AppState::new(Arc::new(queue), Duration::from_secs(10))
+            .with_metrics(metrics)
+            .with_prices(prices.clone());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             producer::serve(listener, state, async {
@@ -138,11 +169,19 @@ impl Stack {
             producer_url,
             http: reqwest::Client::new(),
             producer: Some(Running { stop, task }),
+            catalogue_dir,
+            catalogue_watch,
+            prices,
             function: FunctionState::default(),
             driver: None,
             switch: None,
             breaker: None,
         }
+    }
+
+    /// The producer's catalogue file: write it to change the prices.
+    pub fn catalogue_path(&self) -> PathBuf {
+        self.catalogue_dir.join("catalogue.json")
     }
 
     /// Starts the event source mapping with the consumer's real handler, store and backoff.
@@ -301,6 +340,8 @@ impl Stack {
         if let Some(producer) = self.producer.take() {
             producer.stop().await;
         }
+        self.catalogue_watch.abort();
+        let _ = std::fs::remove_dir_all(&self.catalogue_dir);
     }
 }
 

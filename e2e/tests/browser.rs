@@ -163,9 +163,10 @@ impl Browser {
         }
     }
 
+    /// Opens the page and awaits its items, rendered from `GET /catalogue`.
     async fn open(&self, url: &str) {
         self.client.goto(url).await.expect("open the page");
-        self.visible("#place-order").await;
+        self.visible("#item-list .item").await;
     }
 
     async fn find(&self, css: &str) -> Element {
@@ -863,6 +864,84 @@ async fn while_sqs_is_down_the_page_says_so_and_its_retry_places_the_same_order_
         );
 
         browser.finish(answer_to_orders_with(503)).await;
+        stack.shutdown().await;
+    })
+    .await;
+}
+
+/// Writes `catalogue` to the stack's file and awaits `GET /catalogue` serving it.
+async fn change_catalogue(stack: &Stack, catalogue: Value) {
+    std::fs::write(stack.catalogue_path(), catalogue.to_string()).expect("write the catalogue");
+    let url = format!("{}/catalogue", stack.producer_url);
+    eventually("the producer to serve the new catalogue", WAIT, || async {
+        let served: Value = stack
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if served == catalogue {
+            Ok(())
+        } else {
+            Err(served.to_string())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_catalogue_and_a_price_changed_meanwhile_is_confirmed_before_anything_is_queued()
+ {
+    bounded(async {
+        let mut stack = Stack::start(QueueSettings::default(), None).await;
+        // A replaced price is refused at once, as it is 15 minutes after a change.
+        stack.prices.retain_for(Duration::ZERO);
+        let item = |sku: &str, name: &str, cents: u32| json!({"sku": sku, "name": name, "unit_price_cents": cents});
+        let catalogue = |version: &str, notebook: u32| json!({
+            "currency": "EUR",
+            "items": [item("NOTEBOOK-A5", "Notebook, A5, dotted", notebook), item("STICKERS", "Sticker sheet", 300)],
+            "version": version,
+        });
+        // Items and prices the page cannot know but from GET /catalogue.
+        change_catalogue(&stack, catalogue("test-1", 1349)).await;
+        let browser = Browser::start().await;
+        browser.open(&stack.producer_url).await;
+        assert_eq!(browser.text("label[for=qty-STICKERS]").await, "Sticker sheet");
+        assert_eq!(browser.text("#price-NOTEBOOK-A5").await, "€13.49");
+        assert_eq!(browser.text("#price-STICKERS").await, "€3.00");
+        fill(&browser, "cust-price", &[("NOTEBOOK-A5", 2), ("STICKERS", 1)]).await;
+        assert_eq!(browser.text("#total").await, "€29.98");
+
+        // The price changes while the page is open: the order is refused, nothing queued.
+        change_catalogue(&stack, catalogue("test-2", 1399)).await;
+        place(&browser).await;
+        browser.visible("#repriced").await;
+        assert_eq!(browser.focused().await, "repriced");
+        assert_eq!(browser.text("#price-NOTEBOOK-A5").await, "€13.99");
+        assert_eq!(browser.text("#total").await, "€30.98");
+        assert_eq!(browser.text("#place-order").await, "Confirm order at the new prices");
+        assert_eq!(stack.queues.depth().await, 0, "nothing is queued before the customer confirms");
+
+        place(&browser).await;
+        let order_id = await_received(&browser).await;
+        assert_eq!(browser.order_requests().await, 2);
+        stack.start_consumer().await;
+        stack.await_stored(1, WAIT).await;
+        let (customer, items, total) = stored_order(&stack, &order_id).await;
+        assert_eq!(customer, "cust-price");
+        assert_eq!(
+            items,
+            json!([
+                {"sku": "NOTEBOOK-A5", "quantity": 2, "unit_price_cents": 1399},
+                {"sku": "STICKERS", "quantity": 1, "unit_price_cents": 300},
+            ])
+        );
+        assert_eq!(total, 3098);
+
+        browser.finish(answer_to_orders_with(409)).await;
         stack.shutdown().await;
     })
     .await;

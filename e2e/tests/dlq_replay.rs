@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use dlq_replay::{Lines, ReplayOptions, replay, source_queue};
 use e2e::Stack;
+use e2e::order_request;
 use futures::StreamExt;
 use order_contract::FailureClass;
-use order_contract::fixtures::order_request;
 use serde_json::Value;
 use testkit::{QueueSettings, eventually};
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use e2e::Stack;
+use e2e::order_request;
 use futures::StreamExt;
 use local_esm::breaker::Intervals;
 use local_esm::{BatchHandler, Function, InProcess, InvocationError};
-use order_contract::fixtures::order_request;
 use testkit::{QueueSettings, eventually};
 use tokio::time::Instant;
 

@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use e2e::order_request;
 use e2e::{LoseAcks, Stack};
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess};
 use order_contract::FailureClass;
-use order_contract::fixtures::order_request;
 use serde_json::Value;
 use testkit::{PostgresServer, QueueSettings, eventually};
 

@@ -46,7 +46,8 @@ impl Producer {
             },
         );
         let state = producer::AppState::new(Arc::new(queue), Duration::from_secs(10))
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_prices(producer::catalogue::fixtures::prices());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -159,7 +160,8 @@ async fn status_shows_the_queues_the_consumers_batches_and_the_producers_counter
     // Three orders accepted and one refused at the edge; one poison message
     // sent around the producer, as a hand-made message would be.
     for customer in 0..3 {
-        let body = order_contract::fixtures::order_request(customer, 2).to_string();
+        let order = order_contract::fixtures::order_request(customer, 2);
+        let body = producer::catalogue::fixtures::priced(order).to_string();
         assert_eq!(producer.post(body).await, 202);
     }
     let refused = producer

@@ -72,6 +72,9 @@ pub struct Config {
     /// Whether sends are coalesced into `SendMessageBatch` calls (`SQS_BATCHING`,
     /// `on` by default; `off` makes one `SendMessage` per order, for comparison).
     pub batching: bool,
+    /// The shop's catalogue, a JSON file (`CATALOGUE_PATH`, required), re-read
+    /// every [`crate::catalogue::CHECK_EVERY`].
+    pub catalogue_path: std::path::PathBuf,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -106,6 +109,12 @@ impl Config {
             "QUEUE_URL",
             "set it to the URL of the orders queue, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
         )?;
+        let catalogue_path = env
+            .required(
+                "CATALOGUE_PATH",
+                "set it to the shop's catalogue file, e.g. producer/catalogue.json",
+            )?
+            .into();
         let looks_like_url = ["https://", "http://"]
             .iter()
             .any(|scheme| queue_url.len() > scheme.len() && queue_url.starts_with(scheme));
@@ -191,6 +200,7 @@ impl Config {
         };
 
         Ok(Self {
+            catalogue_path,
             batching,
             queue_url,
             bind_addr,
@@ -217,9 +227,11 @@ mod tests {
 
     const QUEUE_URL: &str = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders";
 
+    /// `vars`, with a catalogue path unless they set one (empty: unset).
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
+        let vars: HashMap<String, String> = [("CATALOGUE_PATH", "/etc/catalogue.json")]
             .iter()
+            .chain(vars)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
@@ -236,6 +248,20 @@ mod tests {
             "metrics on loopback, apart from the port the load balancer reaches"
         );
         assert_eq!(config.sqs_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_catalogue_path_is_required() {
+        let set = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
+        assert_eq!(
+            set.catalogue_path,
+            std::path::Path::new("/etc/catalogue.json")
+        );
+        let err = config(&[("QUEUE_URL", QUEUE_URL), ("CATALOGUE_PATH", "")]).expect_err("unset");
+        assert!(
+            err.to_string().starts_with("CATALOGUE_PATH is not set"),
+            "{err}"
+        );
     }
 
     #[test]

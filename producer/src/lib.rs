@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`], read once from the environment at start-up.
+//! - [`catalogue`]: [`catalogue::Prices`], the shop's catalogue (a file, re-read when it
+//!   changes) and the pricing of every order by it (422, 409).
 //! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`,
 //!   and [`page`]'s routes) over an [`AppState`]; `POST /orders`'s handler, `place_order`.
 //! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding;
@@ -27,6 +29,7 @@
 //! shutdown signal; [`serve`] is the part tests drive, with a listener and a
 //! shutdown trigger of their own.
 
+pub mod catalogue;
 pub mod client_ip;
 pub mod config;
 pub mod extract;
@@ -90,6 +93,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         return Err(RunError::NoRegion);
     }
     let metrics = Metrics::new();
+    let catalogue = catalogue::Watcher::start(config.catalogue_path.clone(), metrics.clone());
+    let prices = catalogue.prices();
+    // Ends with the process.
+    tokio::spawn(catalogue.run(catalogue::CHECK_EVERY));
     let queue = Arc::new(SqsQueue::with_options(
         aws_sdk_sqs::Config::from(&aws),
         config.queue_url.clone(),
@@ -130,7 +137,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
              by their TCP peer address (behind a load balancer, set it to the balancer's subnets)"
         );
     }
-    let state = configured_state(&config, Arc::clone(&queue)).with_metrics(metrics);
+    let state = configured_state(&config, Arc::clone(&queue))
+        .with_metrics(metrics)
+        .with_prices(prices);
     // Ctrl-C, or SIGTERM from `systemctl stop`.
     let stop = support::shutdown_signal();
     let shutdown = async move {

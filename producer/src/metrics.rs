@@ -18,6 +18,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -64,6 +65,7 @@ struct Inner {
     shed: Family<ReasonLabels, Counter>,
     rate_limited: Counter,
     over_client_cap: Counter,
+    catalogue_invalid: Gauge,
 }
 
 /// Every metric the producer keeps; clones share them.
@@ -139,6 +141,12 @@ impl Metrics {
             "Orders answered 429 at once because their client had MAX_IN_FLIGHT_PER_CLIENT requests in progress",
             over_client_cap.clone(),
         );
+        let catalogue_invalid = Gauge::default();
+        registry.register(
+            "catalogue_invalid",
+            "1 while the catalogue file on disk is refused (the last valid one stays in use), else 0",
+            catalogue_invalid.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -149,6 +157,7 @@ impl Metrics {
             shed,
             rate_limited,
             over_client_cap,
+            catalogue_invalid,
         }))
     }
 
@@ -209,6 +218,10 @@ impl Metrics {
 
     pub(crate) fn over_client_cap(&self) {
         self.0.over_client_cap.inc();
+    }
+
+    pub(crate) fn catalogue_valid(&self, valid: bool) {
+        self.0.catalogue_invalid.set(i64::from(!valid));
     }
 }
 
@@ -299,6 +312,7 @@ mod tests {
         metrics.shed("in_flight");
         metrics.rate_limited();
         metrics.over_client_cap();
+        metrics.catalogue_valid(false);
         let text = metrics.render();
         for line in [
             "producer_http_requests_total{route=\"/orders\",method=\"POST\",status=\"202\"} 1",
@@ -310,6 +324,7 @@ mod tests {
             "producer_requests_shed_total{reason=\"in_flight\"} 1",
             "producer_requests_rate_limited_total 1",
             "producer_requests_over_client_cap_total 1",
+            "producer_catalogue_invalid 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::catalogue::{Catalogue, CatalogueItem};
 use crate::problem::Problem;
 use crate::routes::Accepted;
 
@@ -19,7 +20,7 @@ use crate::routes::Accepted;
     "order_id": "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10",
     "customer_id": "cust-42",
     "currency": "EUR",
-    "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price_cents": 1299}]
+    "items": [{"sku": "NOTEBOOK-A5", "quantity": 2, "unit_price_cents": 1299}]
 }))]
 // Read by the schema derive and the tests only.
 #[allow(dead_code)]
@@ -34,7 +35,7 @@ pub struct NewOrder {
     /// 1–64 characters of `A-Z a-z 0-9 _ -`.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     customer_id: String,
-    /// Three upper-case letters (ISO 4217).
+    /// The catalogue's currency (three upper-case letters, ISO 4217).
     #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
     currency: String,
     /// 1–100 line items.
@@ -47,13 +48,13 @@ pub struct NewOrder {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NewLineItem {
-    /// 1–64 printable ASCII characters (space included).
+    /// A SKU of the catalogue (`GET /catalogue`); 1–64 printable ASCII characters.
     #[schema(pattern = "^[ -~]{1,64}$", min_length = 1, max_length = 64)]
     sku: String,
     /// 1–10000, written without a fraction (`2`, not `2.0`).
     #[schema(minimum = 1, maximum = 10000)]
     quantity: i64,
-    /// 0–1000000000, written without a fraction.
+    /// The catalogue's price for the SKU (0–1000000000, written without a fraction).
     #[schema(minimum = 0, maximum = 1000000000)]
     unit_price_cents: i64,
 }
@@ -79,15 +80,25 @@ pub struct Status {
         (status = 408, description = "The body did not arrive in time; the connection is closed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A line's unit_price_cents is not the catalogue's (the customer saw an old price); nothing was queued. `catalogue` holds the current catalogue: show its prices and send the order again at them (the same order_id may be reused, since nothing was queued)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range, a SKU is not in the catalogue, or the currency is not the catalogue's; `field` names it (e.g. `items[2].sku`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client is over its rate, or already has too many requests in progress; nothing was queued: send the same request again after Retry-After", body = Problem, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
-        (status = 503, description = "Shed (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "Shed or no valid catalogue (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = Problem, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
 #[allow(dead_code)]
 fn place_order() {}
+
+/// `GET /catalogue`: what the shop sells, at what price.
+#[utoipa::path(get, path = "/catalogue", responses(
+    (status = 200, description = "The catalogue orders are priced by; cacheable for a minute (a price replaced since is still accepted for 15 minutes)", body = Catalogue),
+    (status = 503, description = "No valid catalogue has been loaded", body = Problem, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+))]
+#[allow(dead_code)]
+fn catalogue() {}
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", responses(
@@ -99,7 +110,7 @@ fn healthz() {}
 /// `GET /readyz`: orders can be accepted.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "The sender runs and the queue was reachable at the last check", body = Status),
-    (status = 503, description = "The queue cannot be reached, or this instance's sender has stopped", body = Problem, content_type = "application/problem+json",
+    (status = 503, description = "No valid catalogue has been loaded, the queue cannot be reached, or this instance's sender has stopped", body = Problem, content_type = "application/problem+json",
         headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
 ))]
 #[allow(dead_code)]
@@ -118,8 +129,16 @@ fn openapi_json() {}
         title = "Orders producer",
         description = "Takes orders and queues them to SQS; a consumer stores them. A 202 means accepted for processing, not yet stored. The order_id is the client's idempotency key: retry an order under its own id (it is stored once), and give every new order a fresh id, since a different order under a used id is kept aside (order_conflicts), counted and alarmed on, and not stored. Errors are application/problem+json (RFC 9457).",
     ),
-    paths(place_order, healthz, readyz, openapi_json),
-    components(schemas(NewOrder, NewLineItem, Accepted, Status, Problem))
+    paths(place_order, catalogue, healthz, readyz, openapi_json),
+    components(schemas(
+        NewOrder,
+        NewLineItem,
+        Accepted,
+        Status,
+        Problem,
+        Catalogue,
+        CatalogueItem
+    ))
 )]
 struct ApiDoc;
 
@@ -154,7 +173,9 @@ mod tests {
             "{doc}"
         );
         let orders = &doc["paths"]["/orders"]["post"]["responses"];
-        for status in ["202", "400", "408", "413", "415", "422", "429", "503"] {
+        for status in [
+            "202", "400", "408", "409", "413", "415", "422", "429", "503",
+        ] {
             assert!(orders.get(status).is_some(), "POST /orders {status}");
         }
         assert!(
@@ -163,8 +184,22 @@ mod tests {
                 .is_some()
         );
         assert!(doc["paths"]["/healthz"]["get"].is_object());
+        let catalogue = &doc["components"]["schemas"]["Catalogue"];
+        assert_eq!(
+            catalogue["required"],
+            serde_json::json!(["currency", "items", "version"])
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["CatalogueItem"]["required"],
+            serde_json::json!(["sku", "name", "unit_price_cents"])
+        );
+        assert!(
+            doc["paths"]["/catalogue"]["get"]["responses"]
+                .get("200")
+                .is_some()
+        );
         let problem = &doc["components"]["schemas"]["Problem"]["properties"];
-        for member in ["type", "title", "status", "detail", "field"] {
+        for member in ["type", "title", "status", "detail", "field", "catalogue"] {
             assert!(problem.get(member).is_some(), "Problem.{member}");
         }
         assert!(

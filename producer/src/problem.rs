@@ -28,6 +28,11 @@ pub struct Problem {
     /// The order field at fault (e.g. `items[0].quantity`), for validation problems.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The current catalogue, on a `409` for a price that changed: the prices to
+    /// show the customer before the order is sent again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::catalogue::Catalogue>)]
+    pub catalogue: Option<std::sync::Arc<crate::catalogue::Catalogue>>,
     /// Seconds after which a retry may succeed, sent as the `Retry-After` header.
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
@@ -45,6 +50,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            catalogue: None,
             retry_after_secs: None,
             close_connection: false,
         }
@@ -53,6 +59,15 @@ impl Problem {
     /// Names the order field the problem is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// Carries the current `catalogue`.
+    pub fn with_catalogue(
+        mut self,
+        catalogue: std::sync::Arc<crate::catalogue::Catalogue>,
+    ) -> Self {
+        self.catalogue = Some(catalogue);
         self
     }
 

@@ -1,4 +1,4 @@
-//! The HTTP surface: `POST /orders`, `GET /healthz`, `GET /readyz`.
+//! The HTTP surface: `POST /orders`, `GET /catalogue`, `GET /healthz`, `GET /readyz`.
 //!
 //! Bad input is answered before anything reaches the queue; a 202 is only sent
 //! once the queue has acknowledged the message, and carries its message id.
@@ -25,6 +25,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
 
+use crate::catalogue::Prices;
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
 use crate::metrics::Metrics;
@@ -57,10 +58,13 @@ pub struct AppState<Q> {
     client_cap: Option<ClientCap>,
     /// What `/metrics` reports.
     metrics: Metrics,
+    /// The catalogue every order is priced by.
+    prices: Prices,
 }
 
 impl<Q> AppState<Q> {
-    /// With the default [`Limits`].
+    /// With the default [`Limits`] and no catalogue (not ready, and no order
+    /// can be priced, until [`Self::with_prices`]).
     pub fn new(queue: Arc<Q>, request_timeout: Duration) -> Self {
         let limits = Limits::default();
         Self {
@@ -72,7 +76,15 @@ impl<Q> AppState<Q> {
             rate_limit: None,
             client_cap: None,
             metrics: Metrics::new(),
+            prices: Prices::default(),
         }
+    }
+
+    /// Prices orders by `prices`.
+    #[must_use]
+    pub fn with_prices(mut self, prices: Prices) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// Counts into `metrics` (by default a registry of its own).
@@ -132,6 +144,7 @@ impl<Q> Clone for AppState<Q> {
             rate_limit: self.rate_limit.clone(),
             client_cap: self.client_cap.clone(),
             metrics: self.metrics.clone(),
+            prices: self.prices.clone(),
         }
     }
 }
@@ -175,6 +188,7 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     }
     Router::new()
         .route("/orders", orders)
+        .route("/catalogue", get(catalogue::<Q>))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz::<Q>))
@@ -238,6 +252,11 @@ async fn place_order<Q: OrderQueue>(
     let received_at = Utc::now();
     let order_id = order.order_id();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    state.prices.check(&order).map_err(|unpriced| {
+        let problem = Problem::from(unpriced);
+        tracing::info!(status = problem.status, field = ?problem.field, "order not priced by the catalogue");
+        problem
+    })?;
 
     let message = OrderPlaced::new(order, received_at).to_json();
     let started = Instant::now();
@@ -295,6 +314,25 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
+/// How long clients may reuse `GET /catalogue`. Safe because a price replaced
+/// since is still accepted for [`crate::catalogue::RETAINED_FOR`], far longer,
+/// and anything older gets a `409` with the current prices, never a wrong charge.
+const CATALOGUE_MAX_AGE_SECS: u64 = 60;
+
+/// `GET /catalogue`: the catalogue in use, as its file has it.
+async fn catalogue<Q>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
+    let catalogue = state
+        .prices
+        .current()
+        .ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
+    let cache = format!("public, max-age={CATALOGUE_MAX_AGE_SECS}");
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, cache)],
+        Json(catalogue),
+    )
+        .into_response())
+}
+
 /// `GET /healthz`: the process is up and serving.
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
@@ -303,6 +341,15 @@ async fn healthz() -> impl IntoResponse {
 /// `GET /readyz`: orders can be accepted (the sender runs and the queue was
 /// reachable at the last check, at most a few seconds ago).
 async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
+    if state.prices.current().is_none() {
+        tracing::warn!("no valid catalogue: orders cannot be priced");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No valid catalogue has been loaded, so orders cannot be priced; the log says what \
+             is wrong with the file at CATALOGUE_PATH.",
+        )
+        .with_retry_after(RETRY_AFTER_SECS));
+    }
     match state.readiness.check(&*state.queue).await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
         Err(NotReady::SenderStopped) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
-use order_contract::fixtures::order_request;
+use producer::catalogue::fixtures;
 use producer::{
     AppState, ClientCap, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit,
     RateQuota, TrustedProxies,
@@ -80,7 +80,8 @@ impl App {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("address");
         let queue = Arc::new(GatedQueue::default());
-        let state = configure(AppState::new(Arc::clone(&queue), PATIENCE));
+        let state =
+            configure(AppState::new(Arc::clone(&queue), PATIENCE).with_prices(fixtures::prices()));
         let metrics = state.metrics().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(producer::serve(listener, state, async {
@@ -112,10 +113,15 @@ impl App {
     }
 }
 
+/// An order the repository's catalogue prices.
+fn order() -> serde_json::Value {
+    fixtures::priced(order_contract::fixtures::order_request(42, 1))
+}
+
 fn post(http: &reqwest::Client, app: &App) -> reqwest::RequestBuilder {
     http.post(app.url("/orders"))
         .header("content-type", "application/json")
-        .body(order_request(42, 1).to_string())
+        .body(order().to_string())
 }
 
 /// Reads until the server closes the connection; what it sent before.
@@ -213,7 +219,7 @@ async fn a_body_that_stops_arriving_is_a_408_and_the_connection_is_closed() {
     })
     .await;
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let body = order_request(42, 1).to_string();
+    let body = order().to_string();
     let head = format!(
         "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
@@ -342,7 +348,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
 /// then in progress until the connection is dropped.
 async fn start_slow_order(app: &App) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let body = order_request(42, 1).to_string();
+    let body = order().to_string();
     let head = format!(
         "POST /orders HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced, REQUEST_ID_ATTRIBUTE};
+use producer::catalogue::{Catalogue, Prices};
 use producer::{AppState, Config, EnqueueError, OrderMessage, OrderQueue, SqsQueue};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -30,12 +31,12 @@ struct App {
 
 impl App {
     async fn spawn<Q: OrderQueue>(queue: Q) -> Self {
-        Self::serve(AppState::new(Arc::new(queue), SQS_TIMEOUT * 2)).await
+        Self::serve(AppState::new(Arc::new(queue), SQS_TIMEOUT * 2).with_prices(prices())).await
     }
 
     /// The service as `producer::run` sets it up from `config`, over `queue`.
     async fn spawn_configured<Q: OrderQueue>(queue: Q, config: &Config) -> Self {
-        Self::serve(producer::configured_state(config, Arc::new(queue))).await
+        Self::serve(producer::configured_state(config, Arc::new(queue)).with_prices(prices())).await
     }
 
     async fn serve<Q: OrderQueue>(state: AppState<Q>) -> Self {
@@ -101,6 +102,15 @@ fn order() -> Value {
     let mut order = order_contract::fixtures::order_request(0, 2);
     order["items"][1]["sku"] = json!("PEN \"blue\"");
     order
+}
+
+/// A catalogue that prices [`order`]: customer 0's fixture lines.
+fn prices() -> Prices {
+    let catalogue = json!({"currency": "EUR", "version": "test", "items": [
+        {"sku": "SKU-0-0", "name": "Sample", "unit_price_cents": 0},
+        {"sku": "PEN \"blue\"", "name": "Pen, blue", "unit_price_cents": 100},
+    ]});
+    Prices::new(Catalogue::parse(&catalogue.to_string()).expect("a valid catalogue"))
 }
 
 /// Receives `count` messages from the queue (hiding them for a minute).
@@ -755,6 +765,8 @@ async fn slow_senders_on_many_addresses_do_not_lock_honest_customers_out() {
     let config = Config::from_lookup(|name| match name {
         "QUEUE_URL" => Some(queues.queue_url.clone()),
         "MAX_IN_FLIGHT" => Some(IN_FLIGHT.to_string()),
+        // Required; the test serves its own prices rather than loading a file.
+        "CATALOGUE_PATH" => Some("catalogue.json".into()),
         _ => None,
     })
     .expect("a valid configuration");

@@ -239,7 +239,14 @@ fn deploy_verify_passes_a_stack_whose_proxy_producer_and_consumer_work_and_says_
     let canary: serde_json::Value =
         serde_json::from_str(orders[0].param("body")).expect("the canary is JSON");
     assert_eq!(canary["customer_id"], "deploy-canary");
-    assert_eq!(canary["items"][0]["unit_price_cents"], 1);
+    // Priced by the catalogue the producer serves (here, the repository's).
+    assert_eq!(
+        stub.calls_of("producer", "GET /catalogue").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(canary["items"][0]["sku"], "NOTEBOOK-A5");
+    assert_eq!(canary["items"][0]["unit_price_cents"], 1299);
     let order_id = canary["order_id"].as_str().expect("an order_id");
     // Then the consumer function itself is asked about that order id.
     let lookups: Vec<serde_json::Value> = stub

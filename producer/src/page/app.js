@@ -1,4 +1,5 @@
-// The order page: builds an order from the catalogue, posts it to /orders under
+// The order page: renders the shop's catalogue (GET /catalogue), builds an
+// order from it, posts it to /orders under
 // an order_id (the idempotency key) of its own, and keeps that id while the
 // order's outcome is unknown, so a double click, a retry or a reload never
 // places a second order; every new cart gets a fresh id.
@@ -6,7 +7,6 @@
 
 (function () {
   const STORE_KEY = "order-page.pending";
-  const CURRENCY = "EUR";
   const BUSY = "We are busy: your order may not have been placed yet. Try again: it will not be placed twice";
   const UNREACHABLE = "We could not reach the shop: your order may not have been placed yet. Try again: it will not be placed twice";
   const NO_ANSWER = "We did not get an answer about your order: it may not have been placed yet. Try again: it will not be placed twice";
@@ -17,10 +17,13 @@
   const $ = (id) => document.getElementById(id);
   const form = $("order-form");
   const customer = $("customer-id");
-  const items = Array.from(document.querySelectorAll(".item"));
+  const list = $("item-list");
+  // One <li class="item"> per catalogue item, rendered by showCatalogue.
+  let items = [];
   const placeButton = $("place-order");
   const retryButton = $("retry");
-  const money = new Intl.NumberFormat("en-IE", { style: "currency", currency: CURRENCY });
+  let currency = null;
+  let money = null;
 
   // { orderId, sent, notice, retryAt }: `sent` is the body of a request whose
   // outcome is unknown, `notice` what the page said about it and `retryAt` when
@@ -34,6 +37,12 @@
   // The quantity input behind each line of the last body sent: `items[2]` in a
   // problem's `field` means the third line sent, not the third row shown.
   let sentInputs = [];
+  // After a 409 the order is shown at the new prices; confirming sends it under
+  // the same order_id. A 409 queued nothing, but an earlier attempt of this
+  // order that got no answer may have been queued: under the same id the
+  // consumer keeps a repriced copy aside as a conflict, where a new id would
+  // store the order twice.
+  let confirming = false;
 
   function load() {
     try {
@@ -65,6 +74,59 @@
     return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
   }
 
+  // Renders the catalogue's items (built with DOM calls: its text is data, never
+  // markup), keeping the quantities already typed and marking changed prices.
+  function showCatalogue(catalogue) {
+    currency = catalogue.currency;
+    money = new Intl.NumberFormat("en-IE", { style: "currency", currency });
+    const typed = new Map(items.map((item) => [item.dataset.sku, item.querySelector(".qty").value]));
+    const shown = new Map(items.map((item) => [item.dataset.sku, item.dataset.priceCents]));
+    items = catalogue.items.map((entry) => {
+      const id = "qty-" + entry.sku;
+      const li = document.createElement("li");
+      li.className = "item";
+      li.dataset.sku = entry.sku;
+      li.dataset.priceCents = String(entry.unit_price_cents);
+      const label = document.createElement("label");
+      label.htmlFor = id;
+      label.textContent = entry.name;
+      const price = document.createElement("span");
+      price.className = "price";
+      price.id = "price-" + entry.sku;
+      price.textContent = money.format(entry.unit_price_cents / 100);
+      const before = shown.get(entry.sku);
+      if (before !== undefined && before !== li.dataset.priceCents) price.classList.add("changed");
+      const qty = document.createElement("input");
+      Object.assign(qty, { id, className: "qty", type: "number", min: "0", max: "99", step: "1" });
+      qty.inputMode = "numeric";
+      qty.value = typed.get(entry.sku) || "0";
+      qty.setAttribute("aria-describedby", price.id + " " + id + "-error");
+      const error = document.createElement("p");
+      error.className = "error";
+      error.id = id + "-error";
+      error.hidden = true;
+      li.append(label, price, qty, error);
+      return li;
+    });
+    list.replaceChildren(...items);
+    list.removeAttribute("aria-busy");
+    $("catalogue-status").hidden = true;
+    updateTotal();
+  }
+
+  async function loadCatalogue() {
+    try {
+      const response = await fetch("/catalogue", { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      showCatalogue(await response.json());
+      return true;
+    } catch (_) {
+      $("catalogue-status").textContent = "The catalogue could not be loaded. Reload the page to try again.";
+      placeButton.hidden = true;
+      return false;
+    }
+  }
+
   function quantityOf(item) {
     const value = item.querySelector(".qty").value.trim();
     return value === "" ? 0 : Number(value);
@@ -75,7 +137,7 @@
       const quantity = quantityOf(item);
       return Number.isInteger(quantity) && quantity > 0 ? sum + quantity * Number(item.dataset.priceCents) : sum;
     }, 0);
-    $("total").textContent = money.format(cents / 100);
+    if (money) $("total").textContent = money.format(cents / 100);
   }
 
   // Every line with a non-zero quantity is sent as typed: the producer checks it
@@ -86,7 +148,7 @@
     return {
       order_id: state.orderId,
       customer_id: customer.value.trim(),
-      currency: CURRENCY,
+      currency,
       items: chosen.map((item) => ({
         sku: item.dataset.sku,
         quantity: quantityOf(item),
@@ -155,6 +217,15 @@
     if (response.status === 202) {
       const answer = await response.json().catch(() => ({}));
       showReceived(typeof answer.order_id === "string" ? answer.order_id : body.order_id);
+    } else if (response.status === 409) {
+      const problem = await response.json().catch(() => null);
+      if (problem && problem.catalogue) {
+        showRepriced(problem.catalogue);
+      } else {
+        forget();
+        state = { orderId: null, sent: null };
+        showProblem(problem, response.status);
+      }
     } else if (refusedAsSent(response.status)) {
       // Nothing was queued and this cart's fate is known: the corrected cart
       // is a new one, sent under an id of its own.
@@ -177,6 +248,8 @@
 
   function finish() {
     sending = false;
+    confirming = false;
+    $("repriced").hidden = true;
     setPending(placeButton, false, "Place order");
   }
 
@@ -210,6 +283,21 @@
       wait.textContent = "";
     }
     retryButton.focus();
+  }
+
+  // Nothing was queued: the cart stays, at the new prices, for the customer to
+  // confirm (or change) before it is sent again under the same order_id.
+  function showRepriced(catalogue) {
+    const orderId = state.orderId;
+    forget();
+    state = { orderId, sent: null };
+    confirming = true;
+    lockForm(false);
+    $("busy").hidden = true;
+    showCatalogue(catalogue);
+    placeButton.textContent = "Confirm order at the new prices";
+    $("repriced").hidden = false;
+    $("repriced").focus();
   }
 
   function showReceived(orderId) {
@@ -273,9 +361,10 @@
   });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (sending || state.sent) return;
-    // A cart not sent before: made into an order now, under a fresh id.
-    state.orderId = newOrderId();
+    if (sending || state.sent || !currency) return;
+    // A cart not sent before: made into an order now, under a fresh id (or the
+    // id of the order whose new prices are being confirmed, see `confirming`).
+    if (!confirming || !state.orderId) state.orderId = newOrderId();
     send(buildOrder());
   });
   retryButton.addEventListener("click", () => {
@@ -284,12 +373,12 @@
   });
   $("new-order").addEventListener("click", startNewOrder);
 
-  if (state.sent) {
-    // Reloaded before an answer arrived: the same order, ready to be sent again.
-    restoreForm(state.sent);
-    const waitSecs = Math.max(0, Math.ceil(((state.retryAt || 0) - Date.now()) / 1000));
-    showBusy(state.notice || NO_ANSWER, Math.min(waitSecs, MAX_RETRY_SECS));
-  } else {
-    updateTotal();
-  }
+  loadCatalogue().then((loaded) => {
+    if (loaded && state.sent) {
+      // Reloaded before an answer arrived: the same order, ready to be sent again.
+      restoreForm(state.sent);
+      const waitSecs = Math.max(0, Math.ceil(((state.retryAt || 0) - Date.now()) / 1000));
+      showBusy(state.notice || NO_ANSWER, Math.min(waitSecs, MAX_RETRY_SECS));
+    }
+  });
 })();

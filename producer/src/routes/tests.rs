@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::ServiceExt;
 
+use crate::catalogue::fixtures;
+
 const ORDER_ID: Uuid = Uuid::from_u128(0x3f0c1b6e_6a3b_4f7e_9d43_1b8d6f2a9c10);
 
 /// Records what it is sent and answers with a fixed result.
@@ -54,7 +56,14 @@ impl OrderQueue for FakeQueue {
 }
 
 fn valid_order() -> serde_json::Value {
-    order_contract::fixtures::order_request_with_id(ORDER_ID, 42, 1)
+    fixtures::priced(order_contract::fixtures::order_request_with_id(
+        ORDER_ID, 42, 1,
+    ))
+}
+
+/// The state the tests serve: `queue`, with the repository's catalogue.
+fn state<Q>(queue: Arc<Q>, request_timeout: Duration) -> AppState<Q> {
+    AppState::new(queue, request_timeout).with_prices(fixtures::prices())
 }
 
 struct Answer {
@@ -64,7 +73,7 @@ struct Answer {
 }
 
 async fn call(queue: &Arc<FakeQueue>, request: Request) -> Answer {
-    let app = router(AppState::new(Arc::clone(queue), Duration::from_secs(10)));
+    let app = router(state(Arc::clone(queue), Duration::from_secs(10)));
     let response = app.oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
@@ -211,7 +220,7 @@ fn get(path: &str) -> Request {
 #[tokio::test]
 async fn readyz_checks_the_queue_once_for_many_calls() {
     let queue = Arc::new(FakeQueue::default());
-    let app = router(AppState::new(Arc::clone(&queue), Duration::from_secs(10)));
+    let app = router(state(Arc::clone(&queue), Duration::from_secs(10)));
     for _ in 0..20 {
         let response = app
             .clone()
@@ -247,7 +256,7 @@ async fn a_request_that_outlives_the_timeout_is_a_503() {
             std::future::pending().await
         }
     }
-    let app = router(AppState::new(Arc::new(Stuck), Duration::from_millis(50)));
+    let app = router(state(Arc::new(Stuck), Duration::from_millis(50)));
     let response = app
         .oneshot(post_json(&valid_order()))
         .await
@@ -263,4 +272,65 @@ async fn a_request_that_outlives_the_timeout_is_a_503() {
         detail(&problem).contains("may have been queued: retry with the same order_id"),
         "{problem}"
     );
+}
+
+#[tokio::test]
+async fn a_stale_price_is_a_409_with_the_current_catalogue_and_nothing_is_queued() {
+    let queue = Arc::new(FakeQueue::default());
+    let mut order = valid_order();
+    order["items"][0]["unit_price_cents"] = serde_json::json!(1);
+    let answer = call(&queue, post_json(&order)).await;
+    let problem = assert_problem(&answer, StatusCode::CONFLICT);
+    assert_eq!(problem["field"], "items[0].unit_price_cents");
+    assert_eq!(
+        serde_json::from_value::<crate::catalogue::Catalogue>(problem["catalogue"].clone())
+            .expect("the catalogue"),
+        fixtures::catalogue()
+    );
+    assert!(queue.request_ids().is_empty(), "nothing queued");
+}
+
+#[tokio::test]
+async fn an_unknown_sku_or_another_currency_is_a_422_naming_the_field_and_nothing_is_queued() {
+    let queue = Arc::new(FakeQueue::default());
+    let mut made_up = fixtures::priced(order_contract::fixtures::order_request(42, 3));
+    made_up["items"][2]["sku"] = serde_json::json!("NOTEBOOK-A4");
+    let answer = call(&queue, post_json(&made_up)).await;
+    assert_eq!(
+        assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY)["field"],
+        "items[2].sku"
+    );
+    let mut dollars = valid_order();
+    dollars["currency"] = serde_json::json!("USD");
+    let answer = call(&queue, post_json(&dollars)).await;
+    assert_eq!(
+        assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY)["field"],
+        "currency"
+    );
+    assert!(queue.request_ids().is_empty(), "nothing queued");
+}
+
+#[tokio::test]
+async fn the_catalogue_is_served_publicly_and_cacheable_for_a_minute() {
+    let queue = Arc::new(FakeQueue::default());
+    let answer = call(&queue, get("/catalogue")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers[header::CACHE_CONTROL], "public, max-age=60");
+    let expected = serde_json::to_value(fixtures::catalogue()).expect("JSON");
+    assert_eq!(answer.body, expected);
+    assert_eq!(answer.body["items"][0]["sku"], "NOTEBOOK-A5");
+    assert_eq!(answer.body["items"][0]["unit_price_cents"], 1299);
+}
+
+#[tokio::test]
+async fn without_a_valid_catalogue_the_service_is_not_ready_and_prices_nothing() {
+    let queue = Arc::new(FakeQueue::default());
+    let app = router(AppState::new(Arc::clone(&queue), Duration::from_secs(10)));
+    for request in [get("/readyz"), get("/catalogue"), post_json(&valid_order())] {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+    assert!(queue.request_ids().is_empty(), "nothing queued");
+    assert_eq!(queue.checks.load(Ordering::SeqCst), 0, "no SQS call needed");
 }

@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
             ("MAX_IN_FLIGHT_PER_CLIENT".to_owned(), "0".to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
+            ("CATALOGUE_PATH".to_owned(), e2e::CATALOGUE_PATH.to_owned()),
         ]
         .into_iter()
         .chain(aws_env.clone())
@@ -219,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
 
     // --- the load, the poison, the conflicts ---
     let orders: Vec<Value> = (0..args.orders)
-        .map(|n| order_contract::fixtures::order_request(n, n % 4 + 1))
+        .map(|n| e2e::order_request(n, n % 4 + 1))
         .collect();
     let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
     let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;

@@ -353,6 +353,12 @@ fn producer(shared: &Shared, request: &Request) -> (Call, Response) {
             "text/plain",
             "ready\n".into(),
         ),
+        // The repository's catalogue, which the canary is priced by.
+        "GET /catalogue" => Response::new(
+            200,
+            "application/json",
+            include_str!("../../../../producer/catalogue.json").into(),
+        ),
         "POST /orders" => {
             let order_id = serde_json::from_slice::<serde_json::Value>(&request.body)
                 .ok()

@@ -120,12 +120,13 @@ fn the_producer_may_only_send_to_the_orders_queue_read_its_own_binary_and_ship_i
         statements.keys().cloned().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "PublishMetrics".to_owned(),
+            "ReadCatalogue".to_owned(),
             "ReadOwnBinary".to_owned(),
             "SendOrders".to_owned(),
             "SessionManager".to_owned(),
             "ShipLogs".to_owned()
         ]),
-        "the producer's role has exactly five statements"
+        "the producer's role has exactly six statements (ReadCatalogue: producer.rs)"
     );
     // Exactly the agent's calls for a shell: no ssm:GetParameter(s), no ec2messages
     // (Run Command), no S3 or KMS (session logging, which this stack does not set).

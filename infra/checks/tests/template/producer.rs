@@ -462,3 +462,79 @@ fn with_a_certificate_customers_reach_https_on_the_domain_it_names() {
     .expect("yaml");
     assert!(actions.contains("HasCertificate") && actions.contains("redirect"));
 }
+
+/// The key `scripts/deploy` uploads the catalogue to, as the template writes it.
+const CATALOGUE_OBJECT: &str =
+    "arn:${AWS::Partition}:s3:::${ProducerArtifactBucket}/${AWS::StackName}/catalogue.json";
+
+#[test]
+fn the_instances_fetch_the_catalogue_before_the_producer_starts_and_every_minute_after() {
+    let t = template();
+    let script = user_data(&t);
+    let lines: Vec<&str> = script.lines().map(str::trim).collect();
+    let position = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("the user data has no line {line:?}"))
+    };
+    // The producer reads the file the fetch writes, which it replaces by a rename.
+    position("Environment=CATALOGUE_PATH=/var/lib/orders-catalogue/catalogue.json");
+    position(r#"mv -f "$dir/catalogue.json.new" "$dir/catalogue.json""#);
+    position(
+        "'s3://${ProducerArtifactBucket}/${AWS::StackName}/catalogue.json' \"$dir/catalogue.json.new\"",
+    );
+    // Once before the producer starts (it is not ready without a catalogue), then by the timer.
+    assert!(
+        position("/usr/local/bin/orders-catalogue-fetch")
+            < position("systemctl enable --now orders-producer.service orders-catalogue.timer")
+    );
+    position("OnUnitActiveSec=1min");
+    let deploy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/deploy"))
+            .expect("scripts/deploy");
+    assert!(
+        deploy.contains(r#"CATALOGUE_KEY="$STACK_NAME/catalogue.json""#),
+        "scripts/deploy uploads the catalogue where the instances fetch it"
+    );
+}
+
+#[test]
+fn the_producer_may_read_the_catalogues_key_and_no_other() {
+    let t = template();
+    let statements = crate::helpers::role_statements(&t, "ProducerRole");
+    let read = &statements["ReadCatalogue"];
+    assert_eq!(
+        crate::helpers::actions(read),
+        BTreeSet::from(["s3:GetObject".to_owned()])
+    );
+    match intrinsic(read.get("Resource").expect("Resource")) {
+        Some((tag, Value::String(object))) if tag == "Sub" => {
+            assert_eq!(object, CATALOGUE_OBJECT, "the one key, not the bucket")
+        }
+        other => panic!("ReadCatalogue's Resource should be a !Sub, found {other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_catalogue_raises_an_alarm() {
+    let t = template();
+    let alarm = properties(&t, "CatalogueInvalidAlarm");
+    let field = |name: &str| alarm.get(name).map(text).unwrap_or_default().to_owned();
+    assert_eq!(field("Namespace"), "OrdersProducer");
+    assert_eq!(field("MetricName"), "producer_catalogue_invalid");
+    assert_eq!(field("Statistic"), "Maximum");
+    assert_eq!(field("ComparisonOperator"), "GreaterThanOrEqualToThreshold");
+    assert_eq!(as_u64(alarm.get("Threshold").expect("Threshold")), Some(1));
+    assert_eq!(
+        as_u64(alarm.get("EvaluationPeriods").expect("EvaluationPeriods")),
+        Some(1),
+        "one refused fetch is enough: the file does not fix itself"
+    );
+    assert!(
+        producer::Metrics::new()
+            .render()
+            .contains("# TYPE producer_catalogue_invalid gauge"),
+        "the producer reports it as a gauge"
+    );
+}

@@ -160,6 +160,13 @@ fn components(t: &Document) -> Vec<Component> {
                     resource: "arn:${AWS::Partition}:s3:::${ProducerArtifactBucket}/${ProducerArtifactKey}",
                     origin: Origin::Vpc,
                 },
+                // orders-catalogue-fetch: `aws s3 cp` of the catalogue.
+                Call {
+                    api: "s3:GetObject",
+                    action: "s3:GetObject",
+                    resource: "arn:${AWS::Partition}:s3:::${ProducerArtifactBucket}/${AWS::StackName}/catalogue.json",
+                    origin: Origin::Vpc,
+                },
                 // cfn-signal needs no credentials (AWS docs, cfn-signal), but a way out.
                 Call {
                     api: "cloudformation:SignalResource",
