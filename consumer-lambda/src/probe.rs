@@ -93,8 +93,8 @@ async fn probe(store: &impl OrderStore, policy: RetryPolicy) -> Health {
         .unwrap_or_else(|| "the database did not answer in time".into());
     let m = &handled.metrics;
     Health::Unhealthy(format!(
-        "the probe's order was not stored (postponed {}, requeued {}, invalid {}, refused {}): {why}",
-        m.postponed, m.requeued, m.invalid, m.refused
+        "the probe's order was not stored (postponed {}, requeued {}, skewed {}, invalid {}, refused {}): {why}",
+        m.postponed, m.requeued, m.skewed, m.invalid, m.refused
     ))
 }
 
@@ -129,6 +129,11 @@ struct Witness<'a, S> {
 impl<S: OrderStore> OrderStore for Witness<'_, S> {
     async fn insert(&self, deliveries: &[&Delivery]) -> Result<StoreOutcome, StoreError> {
         let result = self.store.insert(deliveries).await;
+        // A refusal the handler postpones as skew (a schema newer than this
+        // build) reaches neither the DLQ nor the error: say it here.
+        if let Some(refused) = result.as_ref().ok().and_then(|o| o.refused.first()) {
+            *lock(&self.error) = Some(format!("refused ({:?}): {}", refused.fault, refused.reason));
+        }
         if let Err(err) = &result {
             let chain = support::error_chain(err);
             *lock(&self.error) = Some(match store::sqlstate(err) {
