@@ -530,7 +530,7 @@ fn a_path_or_function_in_inline_code_that_does_not_exist_is_reported() {
         "consumer-lambda/src/main.rs",
         "infra/template.yaml",
         "lib.rs",
-        "consumer-lambda/src/main.rs:time_left",
+        "support/src/chain.rs:error_chain",
         "application/json",
         "GET /orders",
         ".dev/env",
@@ -543,7 +543,7 @@ fn a_path_or_function_in_inline_code_that_does_not_exist_is_reported() {
     for stale_path in [
         "consumer-lambda/src/handler.rs",
         "store.rs",
-        "consumer-lambda/src/main.rs:no_such_function",
+        "support/src/chain.rs:no_such_function",
         "scripts/no-such-script/",
     ] {
         assert!(stale(stale_path, &bases).is_some(), "{stale_path}");
