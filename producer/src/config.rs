@@ -72,6 +72,9 @@ pub struct Config {
     /// Whether sends are coalesced into `SendMessageBatch` calls (`SQS_BATCHING`,
     /// `on` by default; `off` makes one `SendMessage` per order, for comparison).
     pub batching: bool,
+    /// Sign-in at the load balancer, verified here (`ALB_SIGNER_ARN`,
+    /// `ALB_KEY_ENDPOINT`); `None` is trial mode.
+    pub sign_in: Option<crate::auth::SignInConfig>,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -190,7 +193,10 @@ impl Config {
             },
         };
 
+        let sign_in = crate::auth::SignInConfig::read(env)?;
+
         Ok(Self {
+            sign_in,
             batching,
             queue_url,
             bind_addr,
