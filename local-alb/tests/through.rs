@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ async fn bind() -> (TcpListener, SocketAddr) {
 }
 
 /// local-alb on `tcp` in front of `target`, signing with the key in `key`.
-fn start_alb(tcp: TcpListener, target: SocketAddr, key: &PathBuf) {
+fn start_alb(tcp: TcpListener, target: SocketAddr, key: &Path) {
     let keys = Keys::load_or_create(key, LOCAL_SIGNER).expect("key");
     let targets = HashMap::from([(
         "ProducerTargetGroup".to_owned(),
