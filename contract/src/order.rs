@@ -21,6 +21,9 @@ pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub order_id: Uuid,
+    /// May be left out where the customer is known otherwise (the producer
+    /// fills in the signed-in customer); empty, it fails validation.
+    #[serde(default)]
     pub customer_id: String,
     pub currency: String,
     #[serde(deserialize_with = "objects")]
@@ -216,7 +219,8 @@ fn in_range(value: i64, min: i64, max: i64) -> Option<u32> {
         .flatten()
 }
 
-fn check_customer_id(customer_id: &str) -> Result<(), ContractError> {
+/// The customer id rule: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+pub fn check_customer_id(customer_id: &str) -> Result<(), ContractError> {
     let valid_chars = customer_id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');

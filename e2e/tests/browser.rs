@@ -946,3 +946,111 @@ async fn the_page_shows_the_catalogue_and_a_price_changed_meanwhile_is_confirmed
     })
     .await;
 }
+
+/// A producer with sign-in on, on `stack`'s queue, behind a local-alb playing
+/// the template's listener; the URL customers open.
+async fn behind_local_alb(stack: &Stack) -> String {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let bind = || async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("address");
+        (listener, addr)
+    };
+    let (alb_tcp, alb) = bind().await;
+    let (producer_tcp, producer) = bind().await;
+    let verifier = producer::auth::Verifier::new(producer::auth::SignInConfig {
+        signer: local_alb::LOCAL_SIGNER.to_owned(),
+        key_endpoint: format!("http://{alb}{}", local_alb::KEYS_PATH),
+        sign_out_url: local_alb::LOGOUT_PATH.to_owned(),
+    })
+    .expect("verifier");
+    let queue = producer::SqsQueue::new(
+        stack.queues.sqs.config().clone(),
+        &stack.queues.queue_url,
+        Duration::from_secs(5),
+    );
+    let state = producer::AppState::new(Arc::new(queue), Duration::from_secs(10))
+        .with_prices(stack.prices.clone())
+        .with_sign_in(Some(Arc::new(verifier)));
+    tokio::spawn(producer::serve(producer_tcp, state, std::future::pending()));
+
+    let template = infra_checks::Document::from_file(&format!(
+        "{}/../infra/template.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("template");
+    let listener = local_alb::rules::Listener::from_document(&template).expect("rules");
+    let keys = local_alb::Keys::load_or_create(
+        &temp_dir("local-alb").join("signing-key.p8"),
+        local_alb::LOCAL_SIGNER,
+    )
+    .expect("a key");
+    let targets = HashMap::from([(
+        "ProducerTargetGroup".to_owned(),
+        local_alb::Target::Http(format!("http://{producer}")),
+    )]);
+    let router = local_alb::router(listener, targets, keys).expect("local-alb");
+    tokio::spawn(local_alb::serve(alb_tcp, router, std::future::pending()));
+    format!("http://{alb}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_signs_in_through_local_alb_and_the_order_is_stored_as_theirs() {
+    bounded(async {
+        let mut stack = Stack::start(QueueSettings::default(), None).await;
+        stack.start_consumer().await;
+        let url = behind_local_alb(&stack).await;
+        let browser = Browser::start().await;
+
+        // The page needs a sign-in: the load balancer sends the browser there.
+        browser.client.goto(&url).await.expect("open the page");
+        browser.type_into("#customer", "cust-browser").await;
+        browser
+            .find("button[type=submit]")
+            .await
+            .click()
+            .await
+            .expect("sign in");
+        browser.visible("#place-order").await;
+        assert_eq!(
+            browser
+                .visible("#who-name")
+                .await
+                .text()
+                .await
+                .expect("name"),
+            "cust-browser"
+        );
+        let customer_field = browser.find("#customer-field").await;
+        eventually("the customer number to go", WAIT, || async {
+            match customer_field.is_displayed().await {
+                Ok(false) => Ok(()),
+                state => Err(format!("displayed: {state:?}")),
+            }
+        })
+        .await;
+
+        browser.type_into("#qty-NOTEBOOK-A5", "2").await;
+        place(&browser).await;
+        let order_id = await_received(&browser).await;
+        stack.await_stored(1, WAIT).await;
+        let (customer, _, total) = stored_order(&stack, &order_id).await;
+        assert_eq!((customer.as_str(), total), ("cust-browser", 2598));
+
+        // Sign-out ends the session: the page asks for a sign-in again.
+        browser
+            .find("#who a")
+            .await
+            .click()
+            .await
+            .expect("sign out");
+        browser.visible("#customer").await;
+        browser.finish(no_error_expected).await;
+        stack.shutdown().await;
+    })
+    .await;
+}

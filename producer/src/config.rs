@@ -75,6 +75,9 @@ pub struct Config {
     /// The shop's catalogue, a JSON file (`CATALOGUE_PATH`, required), re-read
     /// every [`crate::catalogue::CHECK_EVERY`].
     pub catalogue_path: std::path::PathBuf,
+    /// Sign-in at the load balancer, verified here (`ALB_SIGNER_ARN`,
+    /// `ALB_KEY_ENDPOINT`); `None` is trial mode.
+    pub sign_in: Option<crate::auth::SignInConfig>,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
@@ -199,8 +202,11 @@ impl Config {
             },
         };
 
+        let sign_in = crate::auth::SignInConfig::read(env)?;
+
         Ok(Self {
             catalogue_path,
+            sign_in,
             batching,
             queue_url,
             bind_addr,

@@ -9,7 +9,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use order_contract::{ContractError, Order};
+use order_contract::{ContractError, Order, OrderRequest};
+
+use crate::auth::SignedIn;
 
 use crate::problem::Problem;
 
@@ -25,6 +27,7 @@ pub struct BodyReadTimeout(pub Duration);
 /// - received within the [`BodyReadTimeout`], else 408 and the connection closed;
 /// - at most [`MAX_BODY_BYTES`], else 413;
 /// - UTF-8 JSON, else 400;
+/// - for the signed-in customer, if there is one, else 403;
 /// - an order by the contract's rules, else 422 naming the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidOrder(pub Order);
@@ -38,6 +41,10 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         check_content_type(request.headers())?;
+        let signed_in = request
+            .extensions()
+            .get::<SignedIn>()
+            .and_then(|SignedIn(customer)| customer.clone());
         let BodyReadTimeout(read_timeout) = BodyReadTimeout::from_ref(state);
         let body = tokio::time::timeout(read_timeout, Bytes::from_request(request, state))
             .await
@@ -49,10 +56,28 @@ where
                 "The body is not valid UTF-8; send the order as UTF-8 encoded JSON.",
             )
         })?;
-        Order::from_request_json(body)
-            .map(Self)
-            .map_err(contract_problem)
+        let mut order = OrderRequest::from_json(body).map_err(contract_problem)?;
+        if let Some(customer) = signed_in {
+            for_the_signed_in_customer(&mut order, customer)?;
+        }
+        Order::try_from(order).map(Self).map_err(contract_problem)
     }
+}
+
+/// A signed-in customer orders for themselves only: a `customer_id` left out is
+/// theirs, another one is `403`.
+fn for_the_signed_in_customer(order: &mut OrderRequest, customer: String) -> Result<(), Problem> {
+    if order.customer_id.is_empty() {
+        order.customer_id = customer;
+    } else if order.customer_id != customer {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "You can only order for yourself: leave customer_id out, or send the customer you \
+             are signed in as (GET /me).",
+        )
+        .with_field("customer_id"));
+    }
+    Ok(())
 }
 
 /// Only `application/json`, with no charset or UTF-8 (RFC 8259 allows no other).

@@ -12,6 +12,7 @@
 //!   [`ClientCap`], each client's requests in progress (429).
 //! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
 //! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429).
+//! - [`auth`]: who is ordering: the load balancer's signed `x-amzn-oidc-data`, verified (`401`/`403`).
 //! - [`client_ip`]: [`TrustedProxies`], who the client is (the TCP peer, or `X-Forwarded-For` behind trusted proxies).
 //! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
 //! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
@@ -29,6 +30,7 @@
 //! shutdown signal; [`serve`] is the part tests drive, with a listener and a
 //! shutdown trigger of their own.
 
+pub mod auth;
 pub mod catalogue;
 pub mod client_ip;
 pub mod config;
@@ -77,6 +79,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SignIn(#[from] auth::NoTlsRoots),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -137,9 +141,22 @@ pub async fn run(config: Config) -> Result<(), RunError> {
              by their TCP peer address (behind a load balancer, set it to the balancer's subnets)"
         );
     }
+    let verifier = match config.sign_in.clone() {
+        Some(sign_in) => {
+            tracing::info!(signer = %sign_in.signer, key_endpoint = %sign_in.key_endpoint, "orders need a sign-in");
+            Some(Arc::new(auth::Verifier::new(sign_in)?))
+        }
+        None => {
+            tracing::info!(
+                "ALB_SIGNER_ARN is unset: trial mode, nobody can sign in and orders name their customer"
+            );
+            None
+        }
+    };
     let state = configured_state(&config, Arc::clone(&queue))
         .with_metrics(metrics)
-        .with_prices(prices);
+        .with_prices(prices)
+        .with_sign_in(verifier);
     // Ctrl-C, or SIGTERM from `systemctl stop`.
     let stop = support::shutdown_signal();
     let shutdown = async move {

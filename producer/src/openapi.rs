@@ -9,7 +9,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::catalogue::{Catalogue, CatalogueItem};
 use crate::problem::Problem;
-use crate::routes::Accepted;
+use crate::routes::{Accepted, Me};
 
 /// A new order: the body of `POST /orders`. Mirrors the contract's rules
 /// (`order_contract::OrderRequest` and its validation); a unit test keeps the
@@ -32,7 +32,9 @@ pub struct NewOrder {
     /// look at, though it was answered 202. Generate a new UUID per order.
     #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     order_id: String,
-    /// 1–64 characters of `A-Z a-z 0-9 _ -`.
+    /// 1–64 characters of `A-Z a-z 0-9 _ -`. Behind a load balancer that signs
+    /// customers in it may be left out: the order is the signed-in customer's
+    /// (`GET /me`), and another customer's id is refused with 403.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     customer_id: String,
     /// The catalogue's currency (three upper-case letters, ISO 4217).
@@ -77,6 +79,8 @@ pub struct Status {
         (status = 202, description = "Accepted for processing: SQS has stored the order, and the consumer stores it in the database shortly after. An order whose order_id was already used for different content is kept aside (order_conflicts), counted and alarmed on, and not stored", body = Accepted,
             headers(("x-request-id" = String, description = "The request id"))),
         (status = 400, description = "The body is not JSON (or not UTF-8)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Sign-in is on and the request carries no valid sign-in from the load balancer (the load balancer's own 401 has no body)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The customer_id is not the signed-in customer's, or the signed-in user id is not a valid customer id", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive in time; the connection is closed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content type is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -116,6 +120,14 @@ fn healthz() {}
 #[allow(dead_code)]
 fn readyz() {}
 
+/// `GET /me`: who is signed in.
+#[utoipa::path(get, path = "/me", responses(
+    (status = 200, description = "`sign_in` is `on` with the signed-in `customer_id`, or `off` (trial mode: orders name their customer)", body = Me),
+    (status = 401, description = "Sign-in is on and the request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
+))]
+#[allow(dead_code)]
+fn me() {}
+
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
@@ -129,11 +141,12 @@ fn openapi_json() {}
         title = "Orders producer",
         description = "Takes orders and queues them to SQS; a consumer stores them. A 202 means accepted for processing, not yet stored. The order_id is the client's idempotency key: retry an order under its own id (it is stored once), and give every new order a fresh id, since a different order under a used id is kept aside (order_conflicts), counted and alarmed on, and not stored. Errors are application/problem+json (RFC 9457).",
     ),
-    paths(place_order, catalogue, healthz, readyz, openapi_json),
+    paths(place_order, catalogue, me, healthz, readyz, openapi_json),
     components(schemas(
         NewOrder,
         NewLineItem,
         Accepted,
+        Me,
         Status,
         Problem,
         Catalogue,
@@ -174,7 +187,7 @@ mod tests {
         );
         let orders = &doc["paths"]["/orders"]["post"]["responses"];
         for status in [
-            "202", "400", "408", "409", "413", "415", "422", "429", "503",
+            "202", "400", "401", "403", "408", "409", "413", "415", "422", "429", "503",
         ] {
             assert!(orders.get(status).is_some(), "POST /orders {status}");
         }

@@ -25,6 +25,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
 
+use crate::auth::{self, SignedIn, Verifier};
 use crate::catalogue::Prices;
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
@@ -60,6 +61,8 @@ pub struct AppState<Q> {
     metrics: Metrics,
     /// The catalogue every order is priced by.
     prices: Prices,
+    /// Checks the load balancer's sign-in; `None` is trial mode.
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl<Q> AppState<Q> {
@@ -77,6 +80,7 @@ impl<Q> AppState<Q> {
             client_cap: None,
             metrics: Metrics::new(),
             prices: Prices::default(),
+            verifier: None,
         }
     }
 
@@ -84,6 +88,14 @@ impl<Q> AppState<Q> {
     #[must_use]
     pub fn with_prices(mut self, prices: Prices) -> Self {
         self.prices = prices;
+        self
+    }
+
+    /// Requires a sign-in verified by `verifier` for `POST /orders` and `GET /me`
+    /// (none by default: trial mode).
+    #[must_use]
+    pub fn with_sign_in(mut self, verifier: Option<Arc<Verifier>>) -> Self {
+        self.verifier = verifier;
         self
     }
 
@@ -145,6 +157,7 @@ impl<Q> Clone for AppState<Q> {
             client_cap: self.client_cap.clone(),
             metrics: self.metrics.clone(),
             prices: self.prices.clone(),
+            verifier: self.verifier.clone(),
         }
     }
 }
@@ -186,9 +199,17 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
             rate_limit::limit_per_client,
         ));
     }
+    // Outermost: a request without a valid sign-in takes no rate or slot.
+    let sign_in = middleware::from_fn_with_state(state.verifier.clone(), auth::sign_in);
+    orders = orders.route_layer(sign_in.clone());
     Router::new()
         .route("/orders", orders)
         .route("/catalogue", get(catalogue::<Q>))
+        .route("/me", get(me).route_layer(sign_in))
+        .route("/sign-out", {
+            let verifier = state.verifier.clone();
+            get(move || async move { auth::sign_out(verifier.as_deref()) })
+        })
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .route("/readyz", get(readyz::<Q>))
@@ -304,6 +325,25 @@ fn not_confirmed() -> Problem {
         ),
     )
     .with_retry_after(RETRY_AFTER_SECS)
+}
+
+/// Who `GET /me` says is signed in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Me {
+    /// `on` behind a load balancer that signs customers in; `off` in trial mode.
+    sign_in: &'static str,
+    /// The signed-in customer (absent when sign-in is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<String>,
+}
+
+/// `GET /me`: who is signed in, for the page.
+async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
+    let sign_in = if customer_id.is_some() { "on" } else { "off" };
+    Json(Me {
+        sign_in,
+        customer_id,
+    })
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description of this API.

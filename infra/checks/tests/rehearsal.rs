@@ -481,14 +481,18 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
         ]),
         "what LocalStack skipped; {context}"
     );
-    // The defaults: no certificate (HasCertificate), no alarm e-mail
+    // The defaults: no certificate (HasCertificate, so no sign-in), no alarm e-mail
     // (HasAlarmEmail), no Secrets Manager endpoint (HasProxySecretsEndpoint).
     assert_eq!(
         not_made,
         sorted(&[
             "AlarmTopicEmail (AWS::SNS::Subscription)",
+            "CustomerPool (AWS::Cognito::UserPool)",
+            "CustomerPoolClient (AWS::Cognito::UserPoolClient)",
+            "CustomerPoolDomain (AWS::Cognito::UserPoolDomain)",
             "HttpsListener (AWS::ElasticLoadBalancingV2::Listener)",
             "LoadBalancerHttps (AWS::EC2::SecurityGroupIngress)",
+            "LoadBalancerToIdentityProvider (AWS::EC2::SecurityGroupEgress)",
             "ProxyToSecretsEndpoint (AWS::EC2::SecurityGroupEgress)",
             "SecretsEndpointFromProxy (AWS::EC2::SecurityGroupIngress)",
             "SecretsEndpointSecurityGroup (AWS::EC2::SecurityGroup)",
@@ -549,7 +553,11 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ProvisionFunction (AWS::Lambda::Function)",
             "ProvisionFunctionEventInvokeConfig (AWS::Lambda::EventInvokeConfig)",
             "ProvisionRole (AWS::IAM::Role)",
+            "PublicCatalogueRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
+            "PublicIconRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
+            "PublicProbesRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "SecretsManagerEndpoint (AWS::EC2::VPCEndpoint)",
+            "SignedInApiRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "SqsEndpoint (AWS::EC2::VPCEndpoint)",
         ]),
         "what the create never reached; {context}"

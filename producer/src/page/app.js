@@ -33,6 +33,9 @@
   // copy of sessionStorage, and must not take this cart's id for its own.
   let state = load();
   let sending = false;
+  // Whether the shop signs customers in (GET /me): then the order is the
+  // signed-in customer's and the page sends no customer number.
+  let signedIn = false;
   let retryTimer = null;
   // The quantity input behind each line of the last body sent: `items[2]` in a
   // problem's `field` means the third line sent, not the third row shown.
@@ -145,9 +148,8 @@
   function buildOrder() {
     const chosen = items.filter((item) => quantityOf(item) !== 0);
     sentInputs = chosen.map((item) => item.querySelector(".qty"));
-    return {
+    const order = {
       order_id: state.orderId,
-      customer_id: customer.value.trim(),
       currency,
       items: chosen.map((item) => ({
         sku: item.dataset.sku,
@@ -155,6 +157,8 @@
         unit_price_cents: Number(item.dataset.priceCents),
       })),
     };
+    if (!signedIn) order.customer_id = customer.value.trim();
+    return order;
   }
 
   function restoreForm(body) {
@@ -170,10 +174,10 @@
 
   // While an order's fate is unknown its fields are read-only, so that a retry
   // sends exactly what may already have been queued.
-  function lockForm(locked) {
+  function lockForm(locked, hideButton = locked) {
     customer.readOnly = locked;
     for (const item of items) item.querySelector(".qty").readOnly = locked;
-    placeButton.hidden = locked;
+    placeButton.hidden = hideButton;
   }
 
   function setPending(button, pending, label) {
@@ -191,6 +195,8 @@
 
   async function send(body) {
     sending = true;
+    // Locked while in flight too: the answer is about this body, not later edits.
+    lockForm(true, !$("busy").hidden);
     state.sent = body;
     state.notice = null;
     state.retryAt = 0;
@@ -226,6 +232,16 @@
         state = { orderId: null, sent: null };
         showProblem(problem, response.status);
       }
+    } else if (response.status === 401) {
+      // Not forwarded, or not believed: nothing queued by this request, but an
+      // earlier one of this order may have been, so the order stays as it is.
+      // The load balancer's own 401 has no body; either way, sign in again.
+      showBusy("Your sign-in has expired. Sign in again (reload this page), then try again: the order will not be placed twice", 0);
+    } else if (refusedAsSent(response.status) && state.unknown) {
+      // An earlier request of this order may have queued it: no 4xx makes
+      // that undone, so the order keeps its id and body until a 202.
+      const problem = await response.json().catch(() => null);
+      showBusy((problem && typeof problem.detail === "string" ? problem.detail + " " : "") + NO_ANSWER, 0);
     } else if (refusedAsSent(response.status)) {
       // Nothing was queued and this cart's fate is known: the corrected cart
       // is a new one, sent under an id of its own.
@@ -263,6 +279,7 @@
 
   function showBusy(message, waitSecs) {
     lockForm(true);
+    state.unknown = true;
     $("received").hidden = true;
     $("busy").hidden = false;
     $("busy-message").textContent = message;
@@ -313,6 +330,7 @@
   // The problem's detail goes next to the field it names; problems about no
   // field (or one the page has no control for) go above the button.
   function showProblem(problem, status) {
+    state.unknown = false;
     lockForm(false);
     $("busy").hidden = true;
     const detail = problem && typeof problem.detail === "string"
@@ -345,7 +363,26 @@
     lockForm(false);
     $("received").hidden = true;
     form.hidden = false;
-    customer.focus();
+    (signedIn && items.length ? items[0].querySelector(".qty") : customer).focus();
+  }
+
+  // Who is signed in: the name and sign-out, or the trial mode's notice and
+  // the customer number it needs.
+  async function whoIsSignedIn() {
+    let me = null;
+    try {
+      const response = await fetch("/me", { cache: "no-store" });
+      if (response.ok) me = await response.json();
+    } catch (_) { /* unreachable: the order's own request will say so */ }
+    signedIn = Boolean(me && me.sign_in === "on" && typeof me.customer_id === "string");
+    if (signedIn) {
+      $("who-name").textContent = me.customer_id;
+      $("who").hidden = false;
+      $("customer-field").hidden = true;
+      customer.required = false;
+    } else {
+      $("trial").hidden = !(me && me.sign_in === "off");
+    }
   }
 
   form.addEventListener("input", (event) => {
@@ -373,6 +410,7 @@
   });
   $("new-order").addEventListener("click", startNewOrder);
 
+  whoIsSignedIn();
   loadCatalogue().then((loaded) => {
     if (loaded && state.sent) {
       // Reloaded before an answer arrived: the same order, ready to be sent again.

@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 
 use infra_checks::{Document, Value, as_u64, intrinsic, reference};
 
-use crate::helpers::{at, default_of, items, port, properties, template, text, truthy};
+use crate::helpers::{
+    HTTPS, at, default_of, items, name_of, port, properties, template, text, truthy,
+};
 
 /// The user data script of the producer's launch template.
 pub(crate) fn user_data(t: &Document) -> String {
@@ -536,5 +538,216 @@ fn a_refused_catalogue_raises_an_alarm() {
             .render()
             .contains("# TYPE producer_catalogue_invalid gauge"),
         "the producer reports it as a gauge"
+    );
+}
+
+/// The branches of an `!If [condition, then, else]`.
+fn branches<'a>(value: &'a Value, condition: &str) -> (&'a Value, &'a Value) {
+    match intrinsic(value) {
+        Some((tag, Value::Sequence(args))) if tag == "If" && args.len() == 3 => {
+            assert_eq!(text(&args[0]), condition, "{value:?}");
+            (&args[1], &args[2])
+        }
+        _ => panic!("not !If [{condition}, …, …]: {value:?}"),
+    }
+}
+
+/// A rule's actions: each identity provider's authenticate action with what it
+/// does unauthenticated, then where it forwards.
+fn sign_in_actions(actions: &Value, unauthenticated: &str) {
+    let actions = items(Some(actions));
+    assert_eq!(actions.len(), 2, "authenticate, then forward: {actions:?}");
+    let (oidc, cognito) = branches(actions[0], "SignsInWithOidc");
+    for (action, kind, config) in [
+        (oidc, "authenticate-oidc", "AuthenticateOidcConfig"),
+        (cognito, "authenticate-cognito", "AuthenticateCognitoConfig"),
+    ] {
+        assert_eq!(text(&action["Type"]), kind);
+        assert_eq!(
+            text(&action[config]["OnUnauthenticatedRequest"]),
+            unauthenticated,
+            "{kind}"
+        );
+        assert_eq!(as_u64(&action["Order"]), Some(1));
+    }
+    assert_eq!(text(&actions[1]["Type"]), "forward");
+    assert_eq!(
+        name_of(&actions[1]["TargetGroupArn"]),
+        "Ref:ProducerTargetGroup"
+    );
+    assert_eq!(as_u64(&actions[1]["Order"]), Some(2));
+}
+
+#[test]
+fn with_a_certificate_the_page_signs_in_the_api_answers_401_and_probes_and_assets_stay_public() {
+    let t = template();
+    sign_in_actions(
+        &properties(&t, "HttpsListener")["DefaultActions"],
+        "authenticate",
+    );
+    let rules: Vec<(&str, &Value)> = t
+        .resources_of_type("AWS::ElasticLoadBalancingV2::ListenerRule")
+        .map(|(id, _)| (id, properties(&t, id)))
+        .filter(|(_, p)| reference(&p["ListenerArn"]) == Some("HttpsListener"))
+        .collect();
+    let paths = |rule: &Value| -> BTreeSet<String> {
+        items(rule.get("Conditions"))
+            .iter()
+            .flat_map(|c| items(c["PathPatternConfig"].get("Values")))
+            .map(|v| text(v).to_owned())
+            .collect()
+    };
+    let (api, api_rule) = rules
+        .iter()
+        .find(|(_, rule)| paths(rule).contains("/orders"))
+        .expect("a rule for the API");
+    assert_eq!(
+        paths(api_rule),
+        ["/me", "/orders", "/orders/*"].map(String::from).into(),
+        "{api}"
+    );
+    sign_in_actions(&api_rule["Actions"], "deny");
+    let api_priority = as_u64(&api_rule["Priority"]).expect("a priority");
+
+    let mut public = BTreeSet::new();
+    for (id, rule) in &rules {
+        if id == api {
+            continue;
+        }
+        assert!(
+            as_u64(&rule["Priority"]).expect("a priority") > api_priority,
+            "{id}"
+        );
+        let actions = items(rule.get("Actions"));
+        assert_eq!(actions.len(), 1, "{id} forwards, nothing else");
+        assert_eq!(text(&actions[0]["Type"]), "forward", "{id}");
+        for condition in items(rule.get("Conditions")) {
+            assert!(
+                items(condition["PathPatternConfig"].get("Values")).len() <= 3,
+                "{id}: at most three values a condition"
+            );
+        }
+        public.extend(paths(rule));
+    }
+    assert_eq!(
+        public,
+        [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/catalogue",
+            "/app.js",
+            "/app.css",
+            "/favicon.svg"
+        ]
+        .map(String::from)
+        .into()
+    );
+}
+
+#[test]
+fn the_user_pool_offers_hosted_sign_in_and_sign_up_to_the_load_balancer_only() {
+    let t = template();
+    let pool = properties(&t, "CustomerPool");
+    assert_eq!(
+        pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"],
+        Value::Bool(false),
+        "sign-up"
+    );
+    let client = properties(&t, "CustomerPoolClient");
+    assert_eq!(
+        client["GenerateSecret"],
+        Value::Bool(true),
+        "the ALB needs a client secret"
+    );
+    assert_eq!(
+        items(client.get("AllowedOAuthFlows"))
+            .iter()
+            .map(|v| text(v))
+            .collect::<Vec<_>>(),
+        ["code"]
+    );
+    assert!(
+        items(client.get("AllowedOAuthScopes"))
+            .iter()
+            .any(|v| text(v) == "openid")
+    );
+    let callbacks: Vec<String> = items(client.get("CallbackURLs"))
+        .into_iter()
+        .map(name_of)
+        .collect();
+    assert_eq!(callbacks, ["https://${ProducerDomain}/oauth2/idpresponse"]);
+    for resource in ["CustomerPool", "CustomerPoolClient", "CustomerPoolDomain"] {
+        assert_eq!(
+            text(at(&t, &["Resources", resource, "Condition"])),
+            "SignsInWithCognito"
+        );
+    }
+    // The load balancer calls the identity provider's token and user info endpoints.
+    let egress = properties(&t, "LoadBalancerToIdentityProvider");
+    assert_eq!(
+        (as_u64(&egress["FromPort"]), text(&egress["CidrIp"])),
+        (Some(HTTPS), "0.0.0.0/0")
+    );
+}
+
+#[test]
+fn with_a_certificate_the_producer_verifies_this_load_balancers_signature_and_in_trial_nobody_signs_in()
+ {
+    let t = template();
+    let script = user_data(&t);
+    assert!(
+        script.contains("${SignInEnvironment}"),
+        "the unit takes the sign-in settings"
+    );
+    let variables = match intrinsic(at(
+        &t,
+        &[
+            "Resources",
+            "ProducerLaunchTemplate",
+            "Properties",
+            "LaunchTemplateData",
+            "UserData",
+            "Fn::Base64",
+        ],
+    )) {
+        Some((_, Value::Sequence(parts))) => parts[1].clone(),
+        other => panic!("not !Sub [script, variables]: {other:?}"),
+    };
+    let (signed, trial) = branches(&variables["SignInEnvironment"], "HasCertificate");
+    let env: HashMap<String, String> = name_of(signed)
+        .lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = v
+                .replace("${LoadBalancer}", "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/shop/50dc6c495c0c9188")
+                .replace("${AWS::Region}", "eu-west-1");
+            (k.to_owned(), v)
+        })
+        .chain([
+            ("QUEUE_URL".to_owned(), "https://sqs.eu-west-1.amazonaws.com/1/orders".to_owned()),
+            ("CATALOGUE_PATH".to_owned(), "/var/lib/orders-catalogue/catalogue.json".to_owned()),
+        ])
+        .collect();
+    let config = producer::Config::from_lookup(|name| env.get(name).cloned()).expect("valid");
+    let sign_in = config.sign_in.expect("sign-in on with a certificate");
+    assert!(
+        sign_in
+            .signer
+            .ends_with(":loadbalancer/app/shop/50dc6c495c0c9188"),
+        "{}",
+        sign_in.signer
+    );
+    assert_eq!(
+        sign_in.key_endpoint,
+        "https://public-keys.auth.elb.eu-west-1.amazonaws.com"
+    );
+    assert!(env.contains_key("SIGN_OUT_URL"));
+    assert!(!name_of(trial).contains("ALB_SIGNER_ARN"), "{trial:?}");
+    let (_, trial_mode) = by_certificate(&t, "ProducerMode");
+    assert!(
+        sub_text(trial_mode).contains("nobody can sign in"),
+        "{trial_mode:?}"
     );
 }
