@@ -94,7 +94,7 @@ impl OrderPlaced {
         })?;
         let order = Order::try_from(OrderRequest {
             order_id: incoming.order_id,
-            customer_id: incoming.customer_id,
+            customer_id: Some(incoming.customer_id),
             currency: incoming.currency,
             items: incoming.items,
         })?;

@@ -22,12 +22,18 @@ pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
 pub struct OrderRequest {
     pub order_id: Uuid,
     /// May be left out where the customer is known otherwise (the producer
-    /// fills in the signed-in customer); empty, it fails validation.
-    #[serde(default)]
-    pub customer_id: String,
+    /// fills in the signed-in customer); left out or empty, it fails validation.
+    /// `null` is not "left out": it is refused as the wrong type.
+    #[serde(default, deserialize_with = "present")]
+    pub customer_id: Option<String>,
     pub currency: String,
     #[serde(deserialize_with = "objects")]
     pub items: Vec<LineItemRequest>,
+}
+
+/// A field that may be left out but, when present, must be a string.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// A list of line items, each a JSON object (not a positional array).
@@ -143,7 +149,8 @@ impl TryFrom<OrderRequest> for Order {
     type Error = ContractError;
 
     fn try_from(request: OrderRequest) -> Result<Self, ContractError> {
-        check_customer_id(&request.customer_id)?;
+        let customer_id = request.customer_id.unwrap_or_default();
+        check_customer_id(&customer_id)?;
         check_currency(&request.currency)?;
         if request.items.is_empty() || request.items.len() > MAX_ITEMS {
             return Err(ContractError::invalid(
@@ -162,7 +169,7 @@ impl TryFrom<OrderRequest> for Order {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             order_id: request.order_id,
-            customer_id: request.customer_id,
+            customer_id,
             currency: request.currency,
             items,
         })
@@ -330,6 +337,7 @@ mod tests {
     fn every_rule_names_its_field() {
         let cases: Vec<(&str, serde_json::Value, &str)> = vec![
             ("customer_id", json!(""), "customer_id"),
+            ("customer_id", json!(null), "customer_id"),
             ("customer_id", json!("a".repeat(65)), "customer_id"),
             ("customer_id", json!("cust 42"), "customer_id"),
             ("currency", json!("eur"), "currency"),

@@ -103,7 +103,7 @@ impl Catalogue {
             };
             let request = OrderRequest {
                 order_id: uuid::Uuid::nil(),
-                customer_id: "catalogue".into(),
+                customer_id: Some("catalogue".into()),
                 currency: catalogue.currency.clone(),
                 items: vec![line],
             };

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use order_contract::order::check_customer_id;
 use order_contract::{ContractError, Order, OrderRequest};
 
 use crate::auth::SignedIn;
@@ -65,17 +66,20 @@ where
 }
 
 /// A signed-in customer orders for themselves only: a `customer_id` left out is
-/// theirs, another one is `403`.
+/// theirs, another customer's is `403` (one that breaks the rule is left for the
+/// contract's `422`).
 fn for_the_signed_in_customer(order: &mut OrderRequest, customer: String) -> Result<(), Problem> {
-    if order.customer_id.is_empty() {
-        order.customer_id = customer;
-    } else if order.customer_id != customer {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "You can only order for yourself: leave customer_id out, or send the customer you \
-             are signed in as (GET /me).",
-        )
-        .with_field("customer_id"));
+    match &order.customer_id {
+        None => order.customer_id = Some(customer),
+        Some(id) if *id == customer || check_customer_id(id).is_err() => {}
+        Some(_) => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "You can only order for yourself: leave customer_id out, or send the customer you \
+                 are signed in as (GET /me).",
+            )
+            .with_field("customer_id"));
+        }
     }
     Ok(())
 }

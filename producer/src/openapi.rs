@@ -32,11 +32,19 @@ pub struct NewOrder {
     /// look at, though it was answered 202. Generate a new UUID per order.
     #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     order_id: String,
-    /// 1–64 characters of `A-Z a-z 0-9 _ -`. Behind a load balancer that signs
-    /// customers in it may be left out: the order is the signed-in customer's
-    /// (`GET /me`), and another customer's id is refused with 403.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
-    customer_id: String,
+    /// 1–64 characters of `A-Z a-z 0-9 _ -`. Required in trial mode. Behind a
+    /// load balancer that signs customers in it may be left out: the order is
+    /// the signed-in customer's (`GET /me`), and another customer's id is
+    /// refused with 403.
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{1,64}$",
+        min_length = 1,
+        max_length = 64,
+        required = false,
+        nullable = false
+    )]
+    #[serde(default)]
+    customer_id: Option<String>,
     /// The catalogue's currency (three upper-case letters, ISO 4217).
     #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
     currency: String,

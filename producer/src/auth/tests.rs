@@ -353,6 +353,10 @@ mod over_http {
         let (status, _, body) = call(&state, post(Some(&cust_42)), order(Some("cust-7"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["field"], "customer_id");
+        // Left out is not the same as empty: an empty one breaks the contract's rule.
+        let (status, _, body) = call(&state, post(Some(&cust_42)), order(Some(""))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["field"], "customer_id");
         assert!(
             queue.0.lock().expect("lock").is_empty(),
             "nothing refused is queued"
