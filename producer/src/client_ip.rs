@@ -1,4 +1,6 @@
-//! Who the client is, for the rate limit and the per-client cap.
+//! Who the client is, for the rate limit and the per-client cap: the signed-in
+//! customer where there is one (a carrier-grade NAT puts many customers behind
+//! one address), else the address.
 //!
 //! Behind the load balancer the TCP peer is the balancer; it appends the
 //! address it saw to `X-Forwarded-For`. Anyone can send that header, so it is
@@ -6,12 +8,15 @@
 //! the right: the first address that is not a trusted proxy is the client.
 //! Entries to its left were written by the client itself and are ignored.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+
+use crate::auth::SignedIn;
 
 /// An entry of `TRUSTED_PROXIES` that is neither a CIDR nor an address.
 #[derive(Debug, thiserror::Error)]
@@ -77,16 +82,19 @@ impl TrustedProxies {
         client
     }
 
-    /// The client of `request`: [`Self::client_ip`] of the peer the server
-    /// loop recorded.
-    pub(crate) fn client_of(&self, request: &Request) -> IpAddr {
+    /// The client of `request`: its signed-in customer (the sign-in layer runs
+    /// first), else [`Self::client_ip`] of the peer the server loop recorded.
+    pub(crate) fn client_of(&self, request: &Request) -> Client {
+        if let Some(SignedIn(Some(customer))) = request.extensions().get::<SignedIn>() {
+            return Client::Customer(customer.clone());
+        }
         // The server loop always sets it; without it (a test calling the router
         // directly) every request counts as one client.
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        self.client_ip(peer, request.headers())
+        Client::address(self.client_ip(peer, request.headers()))
     }
 }
 
@@ -99,16 +107,33 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// What a client is counted as: an IPv4 address, or an IPv6 /64 (one
-/// subscriber usually holds a whole /64, and could otherwise change address
-/// for every request).
-pub fn rate_limit_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
+/// What the limits count a request against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    Customer(String),
+    /// An IPv4 address, or an IPv6 /64 (one subscriber usually holds a whole
+    /// /64, and could otherwise change address for every request).
+    Address(IpAddr),
+}
+
+impl Client {
+    pub fn address(ip: IpAddr) -> Self {
+        Self::Address(match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        })
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Customer(customer) => write!(f, "customer {customer}"),
+            Self::Address(ip) => write!(f, "{ip}"),
         }
-        v4 => v4,
     }
 }
 
@@ -231,13 +256,16 @@ mod tests {
     #[test]
     fn ipv6_clients_are_counted_by_their_64_prefix() {
         assert_eq!(
-            rate_limit_key(ip("2001:db8:1:2:aaaa::1")),
-            rate_limit_key(ip("2001:db8:1:2:bbbb::2"))
+            Client::address(ip("2001:db8:1:2:aaaa::1")),
+            Client::address(ip("2001:db8:1:2:bbbb::2"))
         );
         assert_ne!(
-            rate_limit_key(ip("2001:db8:1:2::1")),
-            rate_limit_key(ip("2001:db8:1:3::1"))
+            Client::address(ip("2001:db8:1:2::1")),
+            Client::address(ip("2001:db8:1:3::1"))
         );
-        assert_eq!(rate_limit_key(ip("198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(
+            Client::address(ip("198.51.100.7")),
+            Client::Address(ip("198.51.100.7"))
+        );
     }
 }

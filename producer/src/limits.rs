@@ -11,7 +11,6 @@
 //! every client shares.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::client_ip::{TrustedProxies, rate_limit_key};
+use crate::client_ip::{Client, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::server::ServerSettings;
@@ -113,9 +112,9 @@ pub struct ClientCap {
 
 /// Each client's requests in progress; a client with none has no entry, so the
 /// map is never larger than the number of connections.
-type Held = Arc<Mutex<HashMap<IpAddr, usize>>>;
+type Held = Arc<Mutex<HashMap<Client, usize>>>;
 
-fn lock(held: &Held) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+fn lock(held: &Held) -> MutexGuard<'_, HashMap<Client, usize>> {
     // The counts stay consistent whatever panicked while holding the lock.
     held.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -131,17 +130,16 @@ impl ClientCap {
     }
 
     /// A slot of `client`'s, or `None` when it holds its `max` already.
-    fn admit(&self, client: IpAddr) -> Option<ClientSlot> {
-        let key = rate_limit_key(client);
+    fn admit(&self, client: Client) -> Option<ClientSlot> {
         let mut held = lock(&self.held);
-        let count = held.entry(key).or_insert(0);
+        let count = held.entry(client.clone()).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
         Some(ClientSlot {
             held: Arc::clone(&self.held),
-            key,
+            key: client,
         })
     }
 }
@@ -150,7 +148,7 @@ impl ClientCap {
 #[derive(Debug)]
 struct ClientSlot {
     held: Held,
-    key: IpAddr,
+    key: Client,
 }
 
 impl Drop for ClientSlot {
@@ -174,8 +172,8 @@ pub(crate) async fn cap_per_client(
     next: Next,
 ) -> Response {
     let client = cap.proxies.client_of(&request);
-    tracing::Span::current().record("client_ip", tracing::field::display(client));
-    let Some(_slot) = cap.admit(client) else {
+    tracing::Span::current().record("client", tracing::field::display(&client));
+    let Some(_slot) = cap.admit(client.clone()) else {
         tracing::info!(
             %client,
             max_in_flight_per_client = cap.max,
@@ -222,8 +220,8 @@ mod tests {
         )
     }
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().expect("an address")
+    fn ip(text: &str) -> Client {
+        Client::address(text.parse().expect("an address"))
     }
 
     #[test]

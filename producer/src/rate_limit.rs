@@ -2,7 +2,6 @@
 //! Requests` with `Retry-After`. Clients are told apart by
 //! [`TrustedProxies::client_ip`].
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::client_ip::{TrustedProxies, rate_limit_key};
+use crate::client_ip::{Client, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 
@@ -45,7 +44,7 @@ impl RateQuota {
 /// The per-client limiter and whom to believe about who the client is.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Arc<DefaultKeyedRateLimiter<Client>>,
     proxies: Arc<TrustedProxies>,
     checks: Arc<AtomicU64>,
 }
@@ -64,13 +63,13 @@ impl RateLimit {
     }
 
     /// Takes a token from `client`'s bucket, or says how long until one is there.
-    fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    fn check(&self, client: &Client) -> Result<(), Duration> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
         self.limiter
-            .check_key(&rate_limit_key(client))
+            .check_key(client)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -82,8 +81,8 @@ pub(crate) async fn limit_per_client(
     next: Next,
 ) -> Response {
     let client = limit.proxies.client_of(&request);
-    tracing::Span::current().record("client_ip", tracing::field::display(client));
-    match limit.check(client) {
+    tracing::Span::current().record("client", tracing::field::display(&client));
+    match limit.check(&client) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             // Whole seconds, rounded up: never invite a retry that is too early.
@@ -118,19 +117,20 @@ mod tests {
     #[test]
     fn a_client_gets_its_burst_then_is_told_how_long_to_wait() {
         let limit = RateLimit::new(one_per_hour(2), TrustedProxies::none());
-        let client = "198.51.100.7".parse().expect("address");
-        assert!(limit.check(client).is_ok());
-        assert!(limit.check(client).is_ok());
-        let wait = limit.check(client).expect_err("limited");
+        let client = Client::address("198.51.100.7".parse().expect("address"));
+        assert!(limit.check(&client).is_ok());
+        assert!(limit.check(&client).is_ok());
+        let wait = limit.check(&client).expect_err("limited");
         assert!(wait > Duration::from_secs(3500), "{wait:?}");
     }
 
     #[test]
     fn clients_have_buckets_of_their_own() {
         let limit = RateLimit::new(one_per_hour(1), TrustedProxies::none());
-        assert!(limit.check("198.51.100.7".parse().expect("ip")).is_ok());
-        assert!(limit.check("198.51.100.8".parse().expect("ip")).is_ok());
-        assert!(limit.check("198.51.100.7".parse().expect("ip")).is_err());
+        let client = |ip: &str| Client::address(ip.parse().expect("ip"));
+        assert!(limit.check(&client("198.51.100.7")).is_ok());
+        assert!(limit.check(&client("198.51.100.8")).is_ok());
+        assert!(limit.check(&client("198.51.100.7")).is_err());
     }
 
     #[test]

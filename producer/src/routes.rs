@@ -253,7 +253,7 @@ fn request_span(request: &Request) -> tracing::Span {
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %request_id,
-        client_ip = tracing::field::Empty,
+        client = tracing::field::Empty,
         order_id = tracing::field::Empty,
     )
 }

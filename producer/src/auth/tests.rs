@@ -375,6 +375,36 @@ mod over_http {
     }
 
     #[tokio::test]
+    async fn signed_in_customers_behind_one_address_have_limits_of_their_own() {
+        use crate::client_ip::TrustedProxies;
+        use crate::limits::ClientCap;
+        use crate::rate_limit::{RateLimit, RateQuota};
+        use std::num::{NonZeroU32, NonZeroUsize};
+
+        let alb = Alb::new();
+        let queue = Arc::new(Kept::default());
+        let one_an_hour = RateQuota {
+            replenish_every: Duration::from_secs(3600),
+            burst: NonZeroU32::MIN,
+        };
+        // Every request comes from the same address (no peer is recorded: a
+        // carrier-grade NAT, say), from two customers.
+        let state = AppState::new(Arc::clone(&queue), Duration::from_secs(10))
+            .with_prices(crate::catalogue::fixtures::prices())
+            .with_rate_limit(RateLimit::new(one_an_hour, TrustedProxies::none()))
+            .with_client_cap(ClientCap::new(NonZeroUsize::MIN, TrustedProxies::none()))
+            .with_sign_in(Some(Arc::new(verifier(alb.key_endpoint().await))));
+        for customer in ["cust-42", "cust-7"] {
+            let token = alb.token(live_header(), customer);
+            let (status, _, body) = call(&state, post(Some(&token)), order(None)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{customer}: {body}");
+        }
+        let token = alb.token(live_header(), "cust-42");
+        let (status, _, body) = call(&state, post(Some(&token)), order(None)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+
+    #[tokio::test]
     async fn get_me_names_the_signed_in_customer_or_says_sign_in_is_off() {
         let alb = Alb::new();
         let queue = Arc::new(Kept::default());
