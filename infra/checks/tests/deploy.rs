@@ -263,6 +263,67 @@ fn deploy_verify_passes_a_stack_whose_proxy_producer_and_consumer_work_and_says_
     assert_only_known_calls(&stub);
 }
 
+#[test]
+fn deploy_verify_with_sign_in_on_queues_the_canary_itself_once_the_load_balancer_refuses_an_unsigned_order()
+ {
+    let mut answers = Answers::default();
+    answers.outputs.extend([
+        (
+            "ProducerMode".into(),
+            "HTTPS with the ACM certificate for orders.example.com; point orders.example.com at lb; customers sign in at the load balancer".into(),
+        ),
+        ("OrdersQueueUrl".into(), aws_stub::QUEUE_URL.into()),
+    ]);
+    // The load balancer's own 401: no sign-in, no order.
+    answers.orders_status = 401;
+    let (run, stub) = verify(answers, &[]);
+    assert!(run.ok, "{}\n{}", run.output, stub.log());
+    let log = stub.log();
+    assert!(
+        run.output
+            .contains("ok: POST /orders without a sign-in answered 401"),
+        "{}",
+        run.output
+    );
+    let sent = stub.calls_of("sqs", "SendMessage");
+    assert_eq!(sent.len(), 1, "{log}");
+    assert_eq!(sent[0].param("QueueUrl"), aws_stub::QUEUE_URL);
+    // Read as the consumer reads a message: a valid order, priced by the catalogue.
+    let canary = order_contract::message::OrderPlaced::from_json(sent[0].param("MessageBody"))
+        .expect("the canary is an OrderPlaced the consumer reads");
+    assert_eq!(canary.order.customer_id(), "deploy-canary");
+    assert_eq!(canary.order.items()[0].sku, "NOTEBOOK-A5");
+    assert_eq!(canary.order.items()[0].unit_price_cents, 1299);
+    let lookups: Vec<serde_json::Value> = stub
+        .calls_of("lambda", "Invoke")
+        .iter()
+        .filter(|c| c.param("FunctionName") == aws_stub::CONSUMER_FUNCTION)
+        .map(|c| serde_json::from_str(c.param("Payload")).expect("a JSON payload"))
+        .collect();
+    assert_eq!(
+        lookups,
+        [serde_json::json!({ "lookup": { "order_id": canary.order.order_id() } })],
+        "{log}"
+    );
+    assert_only_known_calls(&stub);
+
+    // A load balancer that lets an unsigned order through fails the check.
+    let mut answers = Answers::default();
+    answers.outputs.push((
+        "ProducerMode".into(),
+        "HTTPS with the ACM certificate for orders.example.com; customers sign in at the load balancer".into(),
+    ));
+    answers.orders_status = 202;
+    let (run, stub) = verify(answers, &[]);
+    assert!(!run.ok, "{}\n{}", run.output, stub.log());
+    assert!(
+        run.output
+            .contains("FAILED: check 3: POST /orders without a sign-in answered 202, not 401"),
+        "{}",
+        run.output
+    );
+}
+
 /// `scripts/deploy --verify` on a stack with one thing broken: it fails, names
 /// that check, and only that one.
 fn assert_only_this_check_fails(answers: Answers, named: &str) {
@@ -658,7 +719,10 @@ fn deploy_verify_of_a_stack_in_trial_mode_says_it_serves_plain_http() {
                     "ConsumerFunctionName".into(),
                     aws_stub::CONSUMER_FUNCTION.into(),
                 ),
+                ("OrdersQueueUrl".into(), aws_stub::QUEUE_URL.into()),
             ],
+            // Signed in at the load balancer: its own 401 to the unsigned canary.
+            orders_status: 401,
             ..Answers::default()
         },
         &[],

@@ -23,6 +23,7 @@ pub(crate) const PROXY: &str = "demo-proxy";
 pub(crate) const CONSUMER_LOG_GROUP: &str = "/aws/lambda/demo-consumer";
 pub(crate) const CONSUMER_FUNCTION: &str = "demo-consumer";
 pub(crate) const PROVISION_FUNCTION: &str = "demo-provision";
+pub(crate) const QUEUE_URL: &str = "https://sqs.eu-west-1.amazonaws.com/123456789012/demo-orders";
 pub(crate) const SAM_MANAGED_STACK: &str = "aws-sam-cli-managed-default";
 pub(crate) const SAM_BUCKET: &str = "aws-sam-cli-managed-default-samclisourcebucket-0example";
 pub(crate) const CHANGE_SET: &str = "arn:aws:cloudformation:eu-west-1:123456789012:changeSet/samcli-deploy/00000000-0000-4000-8000-000000000003";
@@ -300,6 +301,7 @@ fn answer(shared: &Shared, request: &Request) -> (Call, Response) {
         }
         "lambda" => lambda(shared, request, &mut call),
         "s3" => s3(request, &mut call),
+        "sqs" => sqs(request, &mut call),
         _ => None,
     };
     let response = response.unwrap_or_else(|| {
@@ -382,6 +384,34 @@ fn producer(shared: &Shared, request: &Request) -> (Call, Response) {
         params,
     };
     (call, response)
+}
+
+/// SQS's JSON protocol (`X-Amz-Target: AmazonSQS.<Action>`), SendMessage only:
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>.
+/// The CLI checks `MD5OfMessageBody` against the body it sent.
+fn sqs(request: &Request, call: &mut Call) -> Option<Response> {
+    use md5::{Digest, Md5};
+
+    let action = request
+        .headers
+        .get("x-amz-target")?
+        .strip_prefix("AmazonSQS.")?;
+    call.action = action.to_owned();
+    let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
+    for key in ["QueueUrl", "MessageBody"] {
+        call.params
+            .insert(key.into(), body[key].as_str().unwrap_or_default().into());
+    }
+    if action != "SendMessage" {
+        return None;
+    }
+    let digest = Md5::digest(body["MessageBody"].as_str().unwrap_or_default().as_bytes());
+    let md5: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    Some(Response::new(
+        200,
+        "application/x-amz-json-1.0",
+        serde_json::json!({ "MessageId": "canary-message-1", "MD5OfMessageBody": md5 }).to_string(),
+    ))
 }
 
 /// `application/x-www-form-urlencoded`, as botocore's query serializer writes it.
