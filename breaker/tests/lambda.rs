@@ -174,6 +174,8 @@ async fn step_with(consumer: Consumer, state: &str) -> (breaker::Step, Vec<Strin
     let step = breaker::step(
         &LambdaProbe::new(client.clone(), "orders-consumer"),
         &LambdaMapping::new(client, UUID),
+        &breaker::NoFigures,
+        6,
     )
     .await
     .expect("a step");
