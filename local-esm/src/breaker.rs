@@ -318,4 +318,123 @@ mod tests {
             [m::POSTPONED, m::REQUEUED, m::SKEWED]
         );
     }
+
+    /// The template's schedule of the breaker, `rate(N minute[s])`.
+    fn schedule_rate(t: &infra_checks::Document) -> Duration {
+        let events = t
+            .get(&["Resources", "BreakerFunction", "Properties", "Events"])
+            .expect("the breaker's events");
+        let expression = events
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .find_map(|(_, e)| e.get("Properties")?.get("ScheduleExpression")?.as_str())
+            .expect("a schedule");
+        let minutes: u64 = expression
+            .strip_prefix("rate(")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a rate in minutes: {expression}"));
+        Duration::from_secs(minutes * 60)
+    }
+
+    #[test]
+    fn a_bad_release_lasting_indefinitely_never_spends_max_receive_count_receives() {
+        use ::breaker::figures::{
+            BACKOFF_BASE, FIGURES_WINDOW, Hold, METRICS_DELAY, TRIP_HORIZON, hold,
+        };
+        const TEMPLATE: &str = include_str!("../../infra/template.yaml");
+        let t = infra_checks::Document::parse(TEMPLATE).expect("YAML");
+        let local = crate::Template::from_document(&t).expect("settings");
+        let number = |path: &[&str]| {
+            t.get(path)
+                .ok()
+                .and_then(infra_checks::as_u64)
+                .expect("a number")
+        };
+        let visibility = Duration::from_secs(u64::from(local.queues.visibility_timeout_secs));
+        let retention = Duration::from_secs(u64::from(local.queues.retention_secs));
+        let schedule = schedule_rate(&t);
+        assert_eq!(
+            schedule,
+            core::SCHEDULE_INTERVAL,
+            "the code's schedule is the template's"
+        );
+        let widest_window = Duration::from_secs(number(&[
+            "Parameters",
+            "MaximumBatchingWindowInSeconds",
+            "MaxValue",
+        ]));
+
+        // One cycle, from a waiting order's failing receive to the pause: the
+        // batching window and the invocation (its figures are printed at its
+        // end), CloudWatch's delay, the breaker's next run and its probe, and
+        // a long poll already under way (SQS's longest wait, 20 s).
+        let exposure = widest_window
+            + local.event_source.function_timeout
+            + METRICS_DELAY
+            + schedule
+            + core::PROBE_TIMEOUT
+            + Duration::from_secs(20);
+        // Receives of one message are a visibility timeout apart.
+        let per_cycle = exposure.as_secs() / visibility.as_secs() + 1;
+        assert_eq!(
+            per_cycle, 1,
+            "{exposure:?} against a visibility timeout of {visibility:?}"
+        );
+        // A pause's figures are its own: the window ends before the last resume's.
+        assert!(FIGURES_WINDOW <= BACKOFF_BASE);
+        assert!(
+            FIGURES_WINDOW >= exposure,
+            "a quiet queue's failing receive is in the window"
+        );
+        // Trips count over the queue's retention: no waiting order is older.
+        assert!(TRIP_HORIZON >= retention);
+
+        let failing = Batches {
+            records: 1,
+            ..Batches::default()
+        };
+        let smallest = number(&["Parameters", "MaxReceiveCount", "MinValue"]) as u32;
+        for max_receive_count in smallest..=local.queues.max_receive_count {
+            // The bad release never ends: each resume is followed by a trip.
+            let mut paused_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let (mut cycles, mut earlier, mut resumed_after) = (1u64, 0, Vec::new());
+            loop {
+                match hold(
+                    paused_at,
+                    paused_at,
+                    &failing,
+                    earlier,
+                    1,
+                    max_receive_count,
+                ) {
+                    Some(Hold::Until(resume)) => {
+                        let after = resume.duration_since(paused_at).expect("later");
+                        assert_eq!(
+                            hold(paused_at, resume, &failing, earlier, 1, max_receive_count),
+                            None,
+                            "it resumes when its back-off has run out"
+                        );
+                        resumed_after.push(after);
+                        cycles += 1;
+                        earlier += 1;
+                        paused_at = resume + exposure;
+                    }
+                    Some(Hold::ForAPerson) => break,
+                    None => panic!("a trip is always held"),
+                }
+            }
+            let spent = cycles * per_cycle;
+            println!(
+                "maxReceiveCount {max_receive_count}: {cycles} cycle(s) of at most {exposure:?}, \
+                 resumes after {resumed_after:?}, then paused until someone resumes it: \
+                 at most {spent} receive(s) spent"
+            );
+            assert!(
+                spent < u64::from(max_receive_count),
+                "{spent} receives of {max_receive_count}: the redrive policy would move the order"
+            );
+        }
+    }
 }
