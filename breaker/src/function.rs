@@ -255,6 +255,71 @@ mod tests {
         assert!(answer.is_err(), "Lambda counts the run among its Errors");
     }
 
+    struct Up;
+
+    impl Probe for Up {
+        async fn probe(&self) -> crate::Health {
+            crate::Health::Healthy
+        }
+    }
+
+    struct Enabled;
+
+    impl Mapping for Enabled {
+        async fn status(&self) -> Result<crate::MappingStatus, MappingError> {
+            Ok(crate::MappingStatus {
+                state: crate::MappingState::Enabled,
+                since: None,
+            })
+        }
+
+        async fn set_enabled(&self, _: bool) -> Result<(), MappingError> {
+            Ok(())
+        }
+    }
+
+    struct Failing;
+
+    impl Figures for Failing {
+        async fn batches(
+            &self,
+            _: SystemTime,
+            _: SystemTime,
+        ) -> Result<crate::Batches, crate::FiguresError> {
+            Ok(crate::Batches {
+                records: 10,
+                ..crate::Batches::default()
+            })
+        }
+
+        async fn trips(&self, _: SystemTime, _: SystemTime) -> Result<u32, crate::FiguresError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_that_trips_reports_the_trip_beside_the_open_breaker() {
+        let (lines, answer) = one_run(
+            &Up,
+            &Enabled,
+            &Failing,
+            6,
+            tokio::time::Instant::now(),
+            "orders-consumer",
+        )
+        .await;
+        let [open, trip] = lines.as_slice() else {
+            panic!("two lines: {lines:?}")
+        };
+        let open: Value = serde_json::from_str(open).expect("json");
+        let trip: Value = serde_json::from_str(trip).expect("json");
+        assert_eq!(open[BREAKER_OPEN], 1);
+        assert_eq!(trip[BREAKER_TRIPPED], 1);
+        assert_eq!(trip["FunctionName"], "orders-consumer");
+        assert_eq!(trip["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(answer.expect("an answer")["tripped"], true);
+    }
+
     #[test]
     fn the_breakers_line_says_open_as_one_for_the_consumer_function() {
         let line: serde_json::Value =

@@ -1,5 +1,6 @@
 //! The circuit breaker: the consumer's event source mapping is paused while
-//! the consumer cannot store, and resumed as soon as it can. Its own crate and
+//! the consumer cannot store or its batches fail, and resumed as soon as it
+//! can (after failing batches, once a back-off has run out). Its own crate and
 //! binary (`breaker`), depending on nothing of the consumer's: a consumer build
 //! that cannot start must not stop the breaker too.
 //!
@@ -25,8 +26,12 @@
 //! - this file: the decision ([`decide`]), one [`step`], the run of one
 //!   scheduled invocation ([`run_until`]), and the probe's answer on the wire
 //!   ([`ProbeAnswer`]).
+//! - [`figures`]: the batches' own figures, the rule that pauses on them
+//!   whatever the probe says, and the back-off before resuming after such a
+//!   pause.
 //! - `lambda`: the AWS side: the probe as an invocation of the consumer
 //!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
+//! - `cloudwatch`: the figures in AWS, with `GetMetricData`.
 //! - [`function`]: the `breaker` binary's task: its settings, one scheduled
 //!   run, its metric line.
 
@@ -100,8 +105,11 @@ pub trait Probe: Send + Sync {
     fn probe(&self) -> impl Future<Output = Health> + Send;
 }
 
-/// The mapping's state, and since when it is so (Lambda's `LastModified`):
-/// when it was paused, or resumed.
+/// The mapping's state, and since when it is so: Lambda's `LastModified`,
+/// "the date that the event source mapping was last updated or that its
+/// state changed"
+/// (<https://docs.aws.amazon.com/lambda/latest/api/API_EventSourceMappingConfiguration.html>),
+/// so when it was paused or resumed, or changed since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingStatus {
     pub state: MappingState,
