@@ -2,7 +2,10 @@
 //! (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html>):
 //! the consumer's EMF counts and the breaker's trips in the consumer's
 //! namespace, dimensioned by the consumer function's name, and Lambda's
-//! `Errors` for the invocations that failed whole and so printed no counts.
+//! `Errors` for the invocations that failed whole and so printed no counts,
+//! those of the alias the mapping invokes only (dimensions `FunctionName` and
+//! `Resource` = `NAME:ALIAS`), so that a pre-traffic hook's invocations of a
+//! new version do not count.
 //! One query per metric, each summed over one period that spans the window.
 
 use std::time::{Duration, SystemTime};
@@ -14,23 +17,41 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use crate::figures::{Batches, DEFERRED, FINISHED, Figures, FiguresError, RECORDS};
 use crate::function::{BREAKER_TRIPPED, NAMESPACE};
 
+/// Lambda's own metrics.
+const LAMBDA: &str = "AWS/Lambda";
+
 /// Reads the figures of one consumer function.
 #[derive(Debug, Clone)]
 pub struct CloudWatchFigures {
     client: Client,
     /// The consumer function's name, as its metrics carry it.
     function: String,
+    /// The alias the mapping invokes, when the function is given by its
+    /// alias: Lambda's own metrics of that alias only.
+    alias: Option<String>,
 }
 
 impl CloudWatchFigures {
-    pub fn new(client: Client, function: impl Into<String>) -> Self {
+    pub fn new(client: Client, function: impl Into<String>, alias: Option<String>) -> Self {
         Self {
             client,
             function: function.into(),
+            alias,
         }
     }
 
-    /// The sum of each `(namespace, metric)` between `from` and `to`.
+    fn dimensions(&self, of_alias: bool) -> Vec<Dimension> {
+        let dimension =
+            |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+        let mut dimensions = vec![dimension("FunctionName", &self.function)];
+        if let Some(alias) = self.alias.as_deref().filter(|_| of_alias) {
+            dimensions.push(dimension("Resource", &format!("{}:{alias}", self.function)));
+        }
+        dimensions
+    }
+
+    /// The sum of each `(namespace, metric)` between `from` and `to`;
+    /// Lambda's own (`AWS/Lambda`) of the alias only.
     async fn sums(
         &self,
         metrics: &[(&str, &str)],
@@ -40,10 +61,6 @@ impl CloudWatchFigures {
         // One period over the whole window; GetMetricData wants multiples of 60 s.
         let span = to.duration_since(from).unwrap_or_default().as_secs();
         let period = (span.div_ceil(60).max(1) * 60).min(i32::MAX as u64) as i32;
-        let dimension = Dimension::builder()
-            .name("FunctionName")
-            .value(&self.function)
-            .build();
         let queries: Vec<MetricDataQuery> = metrics
             .iter()
             .enumerate()
@@ -51,7 +68,7 @@ impl CloudWatchFigures {
                 let metric = Metric::builder()
                     .namespace(*namespace)
                     .metric_name(*name)
-                    .dimensions(dimension.clone())
+                    .set_dimensions(Some(self.dimensions(*namespace == LAMBDA)))
                     .build();
                 MetricDataQuery::builder()
                     .id(format!("m{i}"))
@@ -96,7 +113,7 @@ impl Figures for CloudWatchFigures {
         for group in [RECORDS, FINISHED, DEFERRED] {
             metrics.extend(group.iter().map(|name| (NAMESPACE, *name)));
         }
-        metrics.push(("AWS/Lambda", "Errors"));
+        metrics.push((LAMBDA, "Errors"));
         let sums = self.sums(&metrics, from, to).await?;
         let total = |skip: usize, take: usize| {
             sums.iter().skip(skip).take(take).sum::<f64>().max(0.0) as u64

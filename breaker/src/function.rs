@@ -97,7 +97,11 @@ pub async fn run() -> Result<(), Error> {
     let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
     let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
     let consumer_function = function_name(&config.consumer_function);
-    let figures = CloudWatchFigures::new(aws_sdk_cloudwatch::Client::new(&aws), consumer_function);
+    let figures = CloudWatchFigures::new(
+        aws_sdk_cloudwatch::Client::new(&aws),
+        consumer_function,
+        alias(&config.consumer_function).map(str::to_owned),
+    );
     let max_receive_count = config.max_receive_count;
     let (probe, mapping, figures) = (&probe, &mapping, &figures);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
@@ -170,6 +174,13 @@ fn function_name(function: &str) -> &str {
     }
 }
 
+/// The alias of a qualified ARN (`…:function:NAME:live`), if any.
+fn alias(function: &str) -> Option<&str> {
+    function
+        .strip_prefix("arn:")
+        .and_then(|_| function.split(':').nth(7))
+}
+
 fn epoch_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -211,6 +222,15 @@ mod tests {
             "orders-consumer"
         );
         assert_eq!(function_name("orders-consumer"), "orders-consumer");
+        assert_eq!(
+            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
+            Some("live")
+        );
+        assert_eq!(
+            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer"),
+            None
+        );
+        assert_eq!(alias("orders-consumer"), None);
     }
 
     struct Down;

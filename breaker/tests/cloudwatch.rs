@@ -176,7 +176,8 @@ async fn cloudwatch(
         ))
         .build();
     let client = aws_sdk_cloudwatch::Client::from_conf(config);
-    (shared, CloudWatchFigures::new(client, "orders-consumer"))
+    let figures = CloudWatchFigures::new(client, "orders-consumer", Some("live".into()));
+    (shared, figures)
 }
 
 #[tokio::test]
@@ -237,12 +238,24 @@ async fn the_batches_are_the_consumers_counts_and_lambdas_errors_summed_over_the
             ("OrdersConsumer", "Stored"),
         ]
     );
+    let named = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
     for query in queries {
-        assert_eq!(
-            query.dimensions,
-            [("FunctionName".to_owned(), "orders-consumer".to_owned())],
-            "{query:?}"
-        );
+        let expected = if query.namespace == "AWS/Lambda" {
+            // The alias the mapping invokes: a hook's invocations of a new
+            // version are not the mapping's.
+            named(&[
+                ("FunctionName", "orders-consumer"),
+                ("Resource", "orders-consumer:live"),
+            ])
+        } else {
+            named(&[("FunctionName", "orders-consumer")])
+        };
+        assert_eq!(query.dimensions, expected, "{query:?}");
         assert_eq!(query.stat, "Sum");
         assert_eq!(query.period, 600, "one period over the window");
     }
