@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use support::{Env, EnvError};
 
 use crate::{
-    LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT, Probe, ProbeAnswer, run_until,
+    CloudWatchFigures, Figures, LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT,
+    Probe, ProbeAnswer, run_until,
 };
 
 /// CloudWatch namespace the breaker reports in: the consumer's, so that its
@@ -18,6 +19,10 @@ pub const NAMESPACE: &str = "OrdersConsumer";
 /// The breaker's metric: 1 while the mapping is paused.
 pub const BREAKER_OPEN: &str = "BreakerOpen";
 
+/// 1 for each pause on the batches' figures (a trip): the history the
+/// back-off is read from (see [`crate::figures`]).
+pub const BREAKER_TRIPPED: &str = "BreakerTripped";
+
 /// The settings of the breaker function: the function it probes and the event
 /// source mapping it pauses and resumes.
 #[derive(Debug, Clone)]
@@ -26,6 +31,8 @@ pub struct Config {
     pub consumer_function: String,
     /// `EVENT_SOURCE_MAPPING`: the UUID of the consumer's mapping on the orders queue.
     pub event_source_mapping: String,
+    /// `MAX_RECEIVE_COUNT`: the orders queue's, which bounds the resumes after trips.
+    pub max_receive_count: u32,
 }
 
 impl Config {
@@ -38,6 +45,8 @@ impl Config {
         Ok(Self {
             consumer_function: env.required("CONSUMER_FUNCTION", "set it to the consumer function the breaker probes")?,
             event_source_mapping: env.required("EVENT_SOURCE_MAPPING", "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes")?,
+            // SQS allows 1 to 1,000.
+            max_receive_count: env.required_bounded("MAX_RECEIVE_COUNT", 1..=1000, "a whole number", "set it to the orders queue's maxReceiveCount, which bounds how often the breaker resumes failing batches")?,
         })
     }
 }
@@ -61,6 +70,23 @@ pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> St
     .to_string()
 }
 
+/// The line of a run that tripped: [`BREAKER_TRIPPED`] 1 for the consumer function.
+pub fn trip_emf(consumer_function: &str, timestamp_ms: u64) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [{"Name": BREAKER_TRIPPED, "Unit": "Count"}],
+            }],
+        },
+        "FunctionName": consumer_function,
+        BREAKER_TRIPPED: 1,
+    })
+    .to_string()
+}
+
 /// Serves the breaker function: each scheduled invocation probes the consumer
 /// function, pauses or resumes its event source mapping, and while it stays
 /// paused probes again every few seconds until shortly before its deadline.
@@ -71,41 +97,67 @@ pub async fn run() -> Result<(), Error> {
     let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
     let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
     let consumer_function = function_name(&config.consumer_function);
-    let (probe, mapping) = (&probe, &mapping);
+    let figures = CloudWatchFigures::new(
+        aws_sdk_cloudwatch::Client::new(&aws),
+        consumer_function,
+        alias(&config.consumer_function).map(str::to_owned),
+    );
+    let max_receive_count = config.max_receive_count;
+    let (probe, mapping, figures) = (&probe, &mapping, &figures);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let left = Duration::from_millis(event.context.deadline.saturating_sub(epoch_millis()));
         // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
         let until = tokio::time::Instant::now() + left.saturating_sub(PROBE_TIMEOUT * 2);
-        let (line, answer) = one_run(probe, mapping, until, consumer_function).await;
-        println!("{line}");
+        let (lines, answer) = one_run(
+            probe,
+            mapping,
+            figures,
+            max_receive_count,
+            until,
+            consumer_function,
+        )
+        .await;
+        for line in lines {
+            println!("{line}");
+        }
         Ok::<_, Error>(answer?)
     }))
     .await
 }
 
-/// One scheduled run: its metric line, always, and its answer. A run whose
+/// One scheduled run: its metric line, always (and the trip's line when it
+/// tripped), and its answer. A run whose
 /// mapping call failed reports the breaker open (the mapping's state is not
 /// known, and may be paused: the paused alarm then fires if it lasts) and
 /// fails, so Lambda counts it among the breaker's `Errors`.
 pub async fn one_run(
     probe: &impl Probe,
     mapping: &impl Mapping,
+    figures: &impl Figures,
+    max_receive_count: u32,
     until: tokio::time::Instant,
     consumer_function: &str,
-) -> (String, Result<Value, MappingError>) {
-    match run_until(probe, mapping, until).await {
-        Ok(last) => (
-            breaker_emf(last.open(), consumer_function, epoch_millis()),
-            Ok(json!({
+) -> (Vec<String>, Result<Value, MappingError>) {
+    match run_until(probe, mapping, figures, max_receive_count, until).await {
+        Ok(last) => {
+            let now = epoch_millis();
+            let mut lines = vec![breaker_emf(last.open(), consumer_function, now)];
+            if last.tripped {
+                lines.push(trip_emf(consumer_function, now));
+            }
+            let answer = json!({
                 "open": last.open(),
                 "action": format!("{:?}", last.action),
+                "tripped": last.tripped,
+                "held": last.held.is_some(),
                 "health": ProbeAnswer::from(last.health),
-            })),
-        ),
+            });
+            (lines, Ok(answer))
+        }
         Err(err) => {
             tracing::error!(error = %support::error_chain(&err), "the breaker could not read or switch the mapping");
             (
-                breaker_emf(true, consumer_function, epoch_millis()),
+                vec![breaker_emf(true, consumer_function, epoch_millis())],
                 Err(err),
             )
         }
@@ -120,6 +172,13 @@ fn function_name(function: &str) -> &str {
         Some(_) => function.split(':').nth(6).unwrap_or(function),
         None => function,
     }
+}
+
+/// The alias of a qualified ARN (`…:function:NAME:live`), if any.
+fn alias(function: &str) -> Option<&str> {
+    function
+        .strip_prefix("arn:")
+        .and_then(|_| function.split(':').nth(7))
 }
 
 fn epoch_millis() -> u64 {
@@ -145,10 +204,12 @@ mod tests {
         let config = Config::from_lookup(lookup(&[
             ("CONSUMER_FUNCTION", "orders-consumer"),
             ("EVENT_SOURCE_MAPPING", "a1b2"),
+            ("MAX_RECEIVE_COUNT", "6"),
         ]))
         .expect("valid");
         assert_eq!(config.consumer_function, "orders-consumer");
         assert_eq!(config.event_source_mapping, "a1b2");
+        assert_eq!(config.max_receive_count, 6);
         let err = Config::from_lookup(lookup(&[("CONSUMER_FUNCTION", "orders-consumer")]))
             .expect_err("no mapping");
         assert!(err.to_string().contains("EVENT_SOURCE_MAPPING"), "{err}");
@@ -161,6 +222,15 @@ mod tests {
             "orders-consumer"
         );
         assert_eq!(function_name("orders-consumer"), "orders-consumer");
+        assert_eq!(
+            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
+            Some("live")
+        );
+        assert_eq!(
+            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer"),
+            None
+        );
+        assert_eq!(alias("orders-consumer"), None);
     }
 
     struct Down;
@@ -174,7 +244,7 @@ mod tests {
     struct Unreadable;
 
     impl Mapping for Unreadable {
-        async fn state(&self) -> Result<crate::MappingState, MappingError> {
+        async fn status(&self) -> Result<crate::MappingStatus, MappingError> {
             Err(MappingError {
                 action: "reading",
                 source: "AccessDeniedException".into(),
@@ -188,16 +258,86 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_whose_mapping_call_fails_still_reports_and_fails() {
-        let (line, answer) = one_run(
+        let (lines, answer) = one_run(
             &Down,
             &Unreadable,
+            &crate::NoFigures,
+            6,
             tokio::time::Instant::now(),
             "orders-consumer",
         )
         .await;
-        let line: Value = serde_json::from_str(&line).expect("json");
+        let [line] = lines.as_slice() else {
+            panic!("one line: {lines:?}")
+        };
+        let line: Value = serde_json::from_str(line).expect("json");
         assert_eq!(line[BREAKER_OPEN], 1, "unknown counts as paused");
         assert!(answer.is_err(), "Lambda counts the run among its Errors");
+    }
+
+    struct Up;
+
+    impl Probe for Up {
+        async fn probe(&self) -> crate::Health {
+            crate::Health::Healthy
+        }
+    }
+
+    struct Enabled;
+
+    impl Mapping for Enabled {
+        async fn status(&self) -> Result<crate::MappingStatus, MappingError> {
+            Ok(crate::MappingStatus {
+                state: crate::MappingState::Enabled,
+                since: None,
+            })
+        }
+
+        async fn set_enabled(&self, _: bool) -> Result<(), MappingError> {
+            Ok(())
+        }
+    }
+
+    struct Failing;
+
+    impl Figures for Failing {
+        async fn batches(
+            &self,
+            _: SystemTime,
+            _: SystemTime,
+        ) -> Result<crate::Batches, crate::FiguresError> {
+            Ok(crate::Batches {
+                records: 10,
+                ..crate::Batches::default()
+            })
+        }
+
+        async fn trips(&self, _: SystemTime, _: SystemTime) -> Result<u32, crate::FiguresError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_that_trips_reports_the_trip_beside_the_open_breaker() {
+        let (lines, answer) = one_run(
+            &Up,
+            &Enabled,
+            &Failing,
+            6,
+            tokio::time::Instant::now(),
+            "orders-consumer",
+        )
+        .await;
+        let [open, trip] = lines.as_slice() else {
+            panic!("two lines: {lines:?}")
+        };
+        let open: Value = serde_json::from_str(open).expect("json");
+        let trip: Value = serde_json::from_str(trip).expect("json");
+        assert_eq!(open[BREAKER_OPEN], 1);
+        assert_eq!(trip[BREAKER_TRIPPED], 1);
+        assert_eq!(trip["FunctionName"], "orders-consumer");
+        assert_eq!(trip["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(answer.expect("an answer")["tripped"], true);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError}
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 
-use super::{Health, Mapping, MappingError, MappingState, PROBE_PAYLOAD, Probe, ProbeAnswer};
+use super::{
+    Health, Mapping, MappingError, MappingState, MappingStatus, PROBE_PAYLOAD, Probe, ProbeAnswer,
+};
 
 /// At most this much of a failed function's answer goes into the reason.
 const REASON_BYTES: usize = 400;
@@ -127,7 +129,7 @@ impl LambdaMapping {
 }
 
 impl Mapping for LambdaMapping {
-    async fn state(&self) -> Result<MappingState, MappingError> {
+    async fn status(&self) -> Result<MappingStatus, MappingError> {
         let mapping = self
             .client
             .get_event_source_mapping()
@@ -138,10 +140,16 @@ impl Mapping for LambdaMapping {
                 action: "reading",
                 source: Box::new(err),
             })?;
-        Ok(match mapping.state() {
+        let state = match mapping.state() {
             Some("Enabled") => MappingState::Enabled,
             Some("Disabled") => MappingState::Disabled,
             other => MappingState::Changing(other.unwrap_or("no state").to_owned()),
+        };
+        Ok(MappingStatus {
+            state,
+            since: mapping
+                .last_modified()
+                .and_then(|at| std::time::SystemTime::try_from(*at).ok()),
         })
     }
 

@@ -1,5 +1,6 @@
 //! The circuit breaker: the consumer's event source mapping is paused while
-//! the consumer cannot store, and resumed as soon as it can. Its own crate and
+//! the consumer cannot store or its batches fail, and resumed as soon as it
+//! can (after failing batches, once a back-off has run out). Its own crate and
 //! binary (`breaker`), depending on nothing of the consumer's: a consumer build
 //! that cannot start must not stop the breaker too.
 //!
@@ -25,18 +26,26 @@
 //! - this file: the decision ([`decide`]), one [`step`], the run of one
 //!   scheduled invocation ([`run_until`]), and the probe's answer on the wire
 //!   ([`ProbeAnswer`]).
+//! - [`figures`]: the batches' own figures, the rule that pauses on them
+//!   whatever the probe says, and the back-off before resuming after such a
+//!   pause.
 //! - `lambda`: the AWS side: the probe as an invocation of the consumer
 //!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
+//! - `cloudwatch`: the figures in AWS, with `GetMetricData`.
 //! - [`function`]: the `breaker` binary's task: its settings, one scheduled
 //!   run, its metric line.
 
+mod cloudwatch;
+pub mod figures;
 pub mod function;
 mod lambda;
 
+pub use cloudwatch::CloudWatchFigures;
+pub use figures::{Batches, Figures, FiguresError, Hold, NoFigures};
 pub use lambda::{LambdaMapping, LambdaProbe};
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How often the schedule runs the breaker (EventBridge Scheduler's `rate(1 minute)`,
 /// its finest rate), and so how soon a failing consumer is paused.
@@ -96,9 +105,20 @@ pub trait Probe: Send + Sync {
     fn probe(&self) -> impl Future<Output = Health> + Send;
 }
 
+/// The mapping's state, and since when it is so: Lambda's `LastModified`,
+/// "the date that the event source mapping was last updated or that its
+/// state changed"
+/// (<https://docs.aws.amazon.com/lambda/latest/api/API_EventSourceMappingConfiguration.html>),
+/// so when it was paused or resumed, or changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingStatus {
+    pub state: MappingState,
+    pub since: Option<SystemTime>,
+}
+
 /// The event source mapping's switch.
 pub trait Mapping: Send + Sync {
-    fn state(&self) -> impl Future<Output = Result<MappingState, MappingError>> + Send;
+    fn status(&self) -> impl Future<Output = Result<MappingStatus, MappingError>> + Send;
     fn set_enabled(&self, enabled: bool) -> impl Future<Output = Result<(), MappingError>> + Send;
 }
 
@@ -117,6 +137,12 @@ pub struct Step {
     pub health: Health,
     pub before: MappingState,
     pub action: Action,
+    /// Paused because the batches' figures fail (a trip), whatever the probe said.
+    pub tripped: bool,
+    /// Left paused although the probe passes: the back-off after a trip.
+    pub held: Option<Hold>,
+    /// The figures could not be read: decided on the probe alone.
+    pub figures_error: Option<String>,
 }
 
 impl Step {
@@ -130,9 +156,10 @@ impl Step {
         }
     }
 
-    /// When to probe next.
+    /// When to probe next: soon while paused, unless a trip's back-off holds
+    /// the mapping anyway.
     pub fn next_probe_in(&self) -> Duration {
-        if self.open() {
+        if self.open() && !self.tripped && self.held.is_none() {
             OPEN_PROBE_INTERVAL
         } else {
             SCHEDULE_INTERVAL
@@ -140,50 +167,127 @@ impl Step {
     }
 }
 
-/// Probes, then pauses or resumes the mapping as [`decide`] says, logging
-/// every change and every reason.
-pub async fn step(probe: &impl Probe, mapping: &impl Mapping) -> Result<Step, MappingError> {
+/// Probes, reads the figures, then pauses or resumes the mapping: [`decide`]
+/// on the probe, a pause also when the batches fail (see [`figures`]), and no
+/// resume while a trip's back-off holds. Logs every change and every reason.
+pub async fn step(
+    probe: &impl Probe,
+    mapping: &impl Mapping,
+    figures: &impl Figures,
+    max_receive_count: u32,
+) -> Result<Step, MappingError> {
     let health = probe.probe().await;
-    let before = mapping.state().await?;
-    let action = decide(&health, &before);
-    match (&action, &health) {
-        (Action::Pause, Health::Unhealthy(reason)) => {
+    let status = mapping.status().await?;
+    let now = SystemTime::now();
+    let mut step = Step {
+        action: decide(&health, &status.state),
+        health,
+        before: status.state,
+        tripped: false,
+        held: None,
+        figures_error: None,
+    };
+    match (step.action, &step.before) {
+        (Action::Keep, MappingState::Enabled) => {
+            // Never before the last resume: the figures that paused it are over.
+            let from =
+                (now - figures::FIGURES_WINDOW).max(status.since.unwrap_or(SystemTime::UNIX_EPOCH));
+            match figures.batches(from, now).await {
+                Ok(batches) if batches.failing() => {
+                    tracing::warn!(?batches, health = ?step.health, "the consumer's batches fail: pausing the event source mapping; orders wait in the queue");
+                    step.action = Action::Pause;
+                    step.tripped = true;
+                }
+                Ok(_) => {}
+                Err(err) => step.figures_error = Some(support::error_chain(&err)),
+            }
+        }
+        (Action::Resume, _) => {
+            if let Some(paused_at) = status.since {
+                match held(figures, paused_at, now, max_receive_count).await {
+                    Ok(hold) => step.held = hold,
+                    Err(err) => step.figures_error = Some(support::error_chain(&err)),
+                }
+            }
+            if step.held.is_some() {
+                step.action = Action::Keep;
+            }
+        }
+        _ => {}
+    }
+    log(&step);
+    match step.action {
+        Action::Pause => mapping.set_enabled(false).await?,
+        Action::Resume => mapping.set_enabled(true).await?,
+        Action::Keep => {}
+    }
+    Ok(step)
+}
+
+/// Reads the history of a mapping paused at `paused_at` for [`figures::hold`].
+async fn held(
+    figures: &impl Figures,
+    paused_at: SystemTime,
+    now: SystemTime,
+    max_receive_count: u32,
+) -> Result<Option<Hold>, FiguresError> {
+    let window = figures::FIGURES_WINDOW;
+    // A trip is reported after its pause, in the minute of its run's end.
+    let split = paused_at - SCHEDULE_INTERVAL;
+    let before = figures
+        .batches(paused_at - window, paused_at + window)
+        .await?;
+    let earlier = figures.trips(now - figures::TRIP_HORIZON, split).await?;
+    let latest = figures.trips(split, now).await?;
+    Ok(figures::hold(
+        paused_at,
+        now,
+        &before,
+        earlier,
+        latest,
+        max_receive_count,
+    ))
+}
+
+fn log(step: &Step) {
+    if let Some(error) = &step.figures_error {
+        tracing::error!(%error, "the breaker could not read the consumer's figures; it decides on its probe alone");
+    }
+    match (&step.action, &step.health) {
+        (Action::Pause, Health::Unhealthy(reason)) if !step.tripped => {
             tracing::warn!(%reason, "the consumer cannot store: pausing the event source mapping; orders wait in the queue")
         }
         (Action::Resume, _) => {
             tracing::info!("the consumer can store again: resuming the event source mapping")
         }
+        (Action::Keep, _) if step.held.is_some() => {
+            tracing::warn!(hold = ?step.held, "the probe passes, but the batches failed after the last resume: the mapping stays paused for its back-off")
+        }
         (Action::Keep, Health::Unhealthy(reason)) => {
-            tracing::warn!(%reason, state = ?before, "the consumer still cannot store")
+            tracing::warn!(%reason, state = ?step.before, "the consumer still cannot store")
         }
         (Action::Keep, Health::Unknown(reason)) => {
-            tracing::error!(%reason, state = ?before, "the breaker could not probe the consumer; the mapping is left as it is")
+            tracing::error!(%reason, state = ?step.before, "the breaker could not probe the consumer; the mapping is left as it is")
         }
-        _ => tracing::debug!(state = ?before, "the consumer can store"),
+        _ => tracing::debug!(state = ?step.before, "the consumer can store"),
     }
-    match action {
-        Action::Pause => mapping.set_enabled(false).await?,
-        Action::Resume => mapping.set_enabled(true).await?,
-        Action::Keep => {}
-    }
-    Ok(Step {
-        health,
-        before,
-        action,
-    })
 }
 
 /// One scheduled run of the breaker: a step, then, while the mapping stays
-/// paused, a step every [`OPEN_PROBE_INTERVAL`] until `until`. The last step.
+/// paused, a step every [`OPEN_PROBE_INTERVAL`] until `until`. It ends early
+/// after a trip or a held step: the back-off outlasts the run. The last step
+/// (so a run that tripped returns its trip).
 pub async fn run_until(
     probe: &impl Probe,
     mapping: &impl Mapping,
+    figures: &impl Figures,
+    max_receive_count: u32,
     until: tokio::time::Instant,
 ) -> Result<Step, MappingError> {
     loop {
-        let step = step(probe, mapping).await?;
-        let next = tokio::time::Instant::now() + OPEN_PROBE_INTERVAL;
-        if !step.open() || next > until {
+        let step = step(probe, mapping, figures, max_receive_count).await?;
+        let next = tokio::time::Instant::now() + step.next_probe_in();
+        if step.next_probe_in() != OPEN_PROBE_INTERVAL || next > until {
             return Ok(step);
         }
         tokio::time::sleep_until(next).await;
@@ -260,52 +364,173 @@ mod tests {
         }
     }
 
-    struct Switch(Mutex<MappingState>);
+    /// A mapping whose changes are stamped with the wall clock.
+    struct Switch(Mutex<MappingStatus>);
+
+    impl Switch {
+        fn new(state: MappingState) -> Self {
+            Self(Mutex::new(MappingStatus {
+                state,
+                since: Some(SystemTime::now()),
+            }))
+        }
+
+        fn state(&self) -> MappingState {
+            self.0.lock().expect("lock").state.clone()
+        }
+    }
 
     impl Mapping for Switch {
-        async fn state(&self) -> Result<MappingState, MappingError> {
+        async fn status(&self) -> Result<MappingStatus, MappingError> {
             Ok(self.0.lock().expect("lock").clone())
         }
 
         async fn set_enabled(&self, enabled: bool) -> Result<(), MappingError> {
-            *self.0.lock().expect("lock") = if enabled {
-                MappingState::Enabled
-            } else {
-                MappingState::Disabled
+            *self.0.lock().expect("lock") = MappingStatus {
+                state: if enabled {
+                    MappingState::Enabled
+                } else {
+                    MappingState::Disabled
+                },
+                since: Some(SystemTime::now()),
             };
             Ok(())
         }
     }
 
+    /// Figures that are the same whatever the window, and trips recorded in memory.
+    struct Steady(Batches, Mutex<u32>);
+
+    impl Figures for Steady {
+        async fn batches(&self, _: SystemTime, _: SystemTime) -> Result<Batches, FiguresError> {
+            Ok(self.0)
+        }
+
+        async fn trips(&self, _: SystemTime, _: SystemTime) -> Result<u32, FiguresError> {
+            Ok(*self.1.lock().expect("lock"))
+        }
+    }
+
+    const FAILING: Batches = Batches {
+        records: 40,
+        finished: 0,
+        deferred: 0,
+        failed_invocations: 0,
+    };
+
+    #[tokio::test]
+    async fn failing_batches_pause_the_mapping_whatever_the_probe_says() {
+        let mapping = Switch::new(MappingState::Enabled);
+        let figures = Steady(FAILING, Mutex::new(0));
+        let trip = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
+            .await
+            .expect("step");
+        assert_eq!(trip.action, Action::Pause);
+        assert!(trip.tripped);
+        assert_eq!(mapping.state(), MappingState::Disabled);
+        assert_eq!(
+            trip.next_probe_in(),
+            SCHEDULE_INTERVAL,
+            "the back-off outlasts the run"
+        );
+
+        // The next step: the probe passes, the pause is the figures', so it holds.
+        let held = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
+            .await
+            .expect("step");
+        assert_eq!(held.action, Action::Keep);
+        assert!(matches!(held.held, Some(Hold::Until(_))), "{:?}", held.held);
+        assert_eq!(mapping.state(), MappingState::Disabled);
+    }
+
+    #[tokio::test]
+    async fn batches_that_store_leave_the_mapping_to_the_probe() {
+        let mapping = Switch::new(MappingState::Enabled);
+        let stored = Batches {
+            records: 40,
+            finished: 40,
+            ..Batches::default()
+        };
+        let figures = Steady(stored, Mutex::new(0));
+        let keep = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
+            .await
+            .expect("step");
+        assert_eq!((keep.action, keep.tripped), (Action::Keep, false));
+        let down = step(
+            &Fixed(Health::Unhealthy("57P01".into())),
+            &mapping,
+            &figures,
+            6,
+        )
+        .await
+        .expect("step");
+        assert_eq!((down.action, down.tripped), (Action::Pause, false));
+        let back = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
+            .await
+            .expect("step");
+        assert_eq!(back.action, Action::Resume, "a probe's pause is not held");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_trips_ends_at_once() {
+        let mapping = Switch::new(MappingState::Enabled);
+        let started = tokio::time::Instant::now();
+        let last = run_until(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &Steady(FAILING, Mutex::new(0)),
+            6,
+            started + Duration::from_secs(45),
+        )
+        .await
+        .expect("run");
+        assert!(last.tripped);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
     #[tokio::test]
     async fn a_paused_mapping_is_probed_every_few_seconds_and_a_running_one_every_minute() {
-        let mapping = Switch(Mutex::new(MappingState::Enabled));
-        let down = step(&Fixed(Health::Unhealthy("28P01".into())), &mapping)
-            .await
-            .expect("step");
+        let mapping = Switch::new(MappingState::Enabled);
+        let down = step(
+            &Fixed(Health::Unhealthy("28P01".into())),
+            &mapping,
+            &NoFigures,
+            6,
+        )
+        .await
+        .expect("step");
         assert_eq!(down.action, Action::Pause);
-        assert_eq!(*mapping.0.lock().expect("lock"), MappingState::Disabled);
+        assert_eq!(mapping.state(), MappingState::Disabled);
         assert_eq!(down.next_probe_in(), OPEN_PROBE_INTERVAL);
 
-        let still_down = step(&Fixed(Health::Unhealthy("28P01".into())), &mapping)
-            .await
-            .expect("step");
+        let still_down = step(
+            &Fixed(Health::Unhealthy("28P01".into())),
+            &mapping,
+            &NoFigures,
+            6,
+        )
+        .await
+        .expect("step");
         assert_eq!(still_down.action, Action::Keep);
         assert_eq!(still_down.next_probe_in(), OPEN_PROBE_INTERVAL);
 
-        let back = step(&Fixed(Health::Healthy), &mapping).await.expect("step");
+        let back = step(&Fixed(Health::Healthy), &mapping, &NoFigures, 6)
+            .await
+            .expect("step");
         assert_eq!(back.action, Action::Resume);
-        assert_eq!(*mapping.0.lock().expect("lock"), MappingState::Enabled);
+        assert_eq!(mapping.state(), MappingState::Enabled);
         assert_eq!(back.next_probe_in(), SCHEDULE_INTERVAL);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_scheduled_run_keeps_probing_a_paused_mapping_until_its_deadline() {
-        let mapping = Switch(Mutex::new(MappingState::Enabled));
+        let mapping = Switch::new(MappingState::Enabled);
         let started = tokio::time::Instant::now();
         let last = run_until(
             &Fixed(Health::Unhealthy("connection refused".into())),
             &mapping,
+            &NoFigures,
+            6,
             started + Duration::from_secs(45),
         )
         .await
@@ -317,6 +542,8 @@ mod tests {
         let closed = run_until(
             &Fixed(Health::Healthy),
             &mapping,
+            &NoFigures,
+            6,
             started + Duration::from_secs(100),
         )
         .await

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use breaker::{Action, Health, LambdaMapping, LambdaProbe, MappingState, PROBE_PAYLOAD};
+use breaker::{Action, Health, LambdaMapping, LambdaProbe, Mapping, MappingState, PROBE_PAYLOAD};
 
 fn unhealthy(health: Health) -> String {
     match health {
@@ -174,6 +174,8 @@ async fn step_with(consumer: Consumer, state: &str) -> (breaker::Step, Vec<Strin
     let step = breaker::step(
         &LambdaProbe::new(client.clone(), "orders-consumer"),
         &LambdaMapping::new(client, UUID),
+        &breaker::NoFigures,
+        6,
     )
     .await
     .expect("a step");
@@ -253,4 +255,18 @@ async fn a_mapping_still_changing_is_read_as_such_and_left_alone() {
     assert_eq!(step.before, MappingState::Changing("Disabling".into()));
     assert_eq!(step.action, Action::Keep);
     assert!(requests.iter().all(|r| !r.starts_with("PUT")));
+}
+
+#[tokio::test]
+async fn the_mapping_is_paused_or_resumed_since_its_last_modified_time() {
+    let (_, client) = lambda(Consumer::Healthy, "Disabled").await;
+    let status = LambdaMapping::new(client, UUID)
+        .status()
+        .await
+        .expect("status");
+    assert_eq!(status.state, MappingState::Disabled);
+    assert_eq!(
+        status.since,
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000))
+    );
 }

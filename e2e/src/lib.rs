@@ -234,8 +234,10 @@ impl Stack {
         let task = tokio::spawn(async move {
             let batch_probe = BatchProbe::of(&store, policy);
             let probe = LocalProbe::new(function, &batch_probe);
+            // No batch log here: the breaker decides on its probe alone.
+            let figures = local_esm::breaker::LocalFigures::default();
             tokio::select! {
-                () = local_esm::breaker::run(&probe, &switch, intervals) => {}
+                () = local_esm::breaker::run(&probe, &switch, &figures, policy.max_receive_count.get(), intervals) => {}
                 _ = stopped => {}
             }
         });

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use consumer_lambda::BatchMetrics;
 use consumer_lambda::metrics::{
     BATCH_LATENCY, CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID,
-    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, STORED,
+    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, SKEWED, STORED,
 };
 use serde_json::Value;
 
@@ -151,6 +151,7 @@ pub struct BatchFigures {
     pub conflicts: u64,
     pub invalid: u64,
     pub refused: u64,
+    pub skewed: u64,
     pub postponed: u64,
     pub requeued: u64,
     pub requeue_failed: u64,
@@ -175,6 +176,7 @@ impl BatchFigures {
             conflicts: count(CONFLICTS)?,
             invalid: count(INVALID)?,
             refused: count(REFUSED)?,
+            skewed: count(SKEWED)?,
             postponed: count(POSTPONED)?,
             requeued: count(REQUEUED)?,
             requeue_failed: count(REQUEUE_FAILED)?,

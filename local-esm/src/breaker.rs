@@ -5,15 +5,21 @@
 //! In AWS the probe is an invocation of the consumer function, so a throttled
 //! function or a runtime that fails its init fails the probe too, and the
 //! mapping is paused before those faults spend every receive. [`LocalProbe`]
-//! gives the same answers from the driver's [`FunctionState`].
+//! gives the same answers from the driver's [`FunctionState`]. The batches'
+//! figures, which CloudWatch holds in AWS, are the batch log's lines here
+//! ([`LocalFigures`]), so failing batches pause the local mapping too.
 //!
 //! [`Switch`]: crate::Switch
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
-use ::breaker::{self as core, Health, Mapping, Probe};
+use ::breaker::{self as core, Batches, Figures, FiguresError, Health, Mapping, Probe};
+use chrono::{DateTime, Utc};
 use tracing::warn;
 
+use crate::batches;
 use crate::driver::{Function, FunctionState};
 
 /// What the AWS probe reports for a throttled function (the `Invoke` error
@@ -67,13 +73,84 @@ impl<P: Probe> Probe for LocalProbe<'_, P> {
     }
 }
 
+/// The figures as `local-esm run` keeps them: each batch's EMF line in the
+/// batch log (`--batch-log`; without one the breaker decides on its probe
+/// alone), and the trips in memory, as the breaker lives as long as the run.
+#[derive(Debug, Default)]
+pub struct LocalFigures {
+    log: Option<PathBuf>,
+    trips: Mutex<Vec<SystemTime>>,
+}
+
+impl LocalFigures {
+    pub fn new(log: Option<PathBuf>) -> Self {
+        Self {
+            log,
+            trips: Mutex::default(),
+        }
+    }
+
+    /// What the AWS breaker reports as its `BreakerTripped` metric.
+    pub fn record_trip(&self, at: SystemTime) {
+        self.trips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(at);
+    }
+}
+
+impl Figures for LocalFigures {
+    async fn batches(&self, from: SystemTime, to: SystemTime) -> Result<Batches, FiguresError> {
+        let Some(path) = &self.log else {
+            return Ok(Batches::default());
+        };
+        let read = batches::read(path).map_err(|err| FiguresError(Box::new(err)))?;
+        let (from, to) = (DateTime::<Utc>::from(from), DateTime::<Utc>::from(to));
+        Ok(read
+            .batches
+            .iter()
+            .filter(|b| from <= b.at && b.at <= to)
+            .map(|b| Batches {
+                records: b.records,
+                finished: b.stored + b.duplicates + b.conflicts + b.dead_lettered,
+                deferred: b.postponed + b.requeued + b.skewed,
+                // A failed invocation's line has records and nothing else.
+                failed_invocations: 0,
+            })
+            .fold(Batches::default(), |sum, b| sum + b))
+    }
+
+    async fn trips(&self, from: SystemTime, to: SystemTime) -> Result<u32, FiguresError> {
+        let trips = self
+            .trips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(trips.iter().filter(|at| from <= **at && **at < to).count() as u32)
+    }
+}
+
 /// Steps the breaker forever: every `schedule`, every `open_probe` while the
-/// mapping is paused. It never ends by itself; the caller decides when to stop.
-pub async fn run(probe: &impl Probe, mapping: &impl Mapping, intervals: Intervals) {
+/// mapping is paused and no trip's back-off holds it. It never ends by
+/// itself; the caller decides when to stop.
+pub async fn run(
+    probe: &impl Probe,
+    mapping: &impl Mapping,
+    figures: &LocalFigures,
+    max_receive_count: u32,
+    intervals: Intervals,
+) {
     loop {
-        let wait = match core::step(probe, mapping).await {
-            Ok(step) if step.open() => intervals.open_probe,
-            Ok(_) => intervals.schedule,
+        let wait = match core::step(probe, mapping, figures, max_receive_count).await {
+            Ok(step) => {
+                if step.tripped {
+                    figures.record_trip(SystemTime::now());
+                }
+                if step.next_probe_in() == core::OPEN_PROBE_INTERVAL {
+                    intervals.open_probe
+                } else {
+                    intervals.schedule
+                }
+            }
             Err(err) => {
                 warn!(error = %support::error_chain(&err), "the breaker's step failed");
                 intervals.schedule
@@ -126,10 +203,11 @@ mod tests {
             schedule: Duration::from_secs(60),
             open_probe: Duration::from_secs(1),
         };
+        let figures = LocalFigures::default();
         function.set(Function::Throttled);
         let started = tokio::time::Instant::now();
         tokio::select! {
-            () = run(&probe, &switch, intervals) => unreachable!("the loop never ends"),
+            () = run(&probe, &switch, &figures, 6, intervals) => unreachable!("the loop never ends"),
             () = async {
                 // The first step pauses at once.
                 tokio::task::yield_now().await;
@@ -142,5 +220,221 @@ mod tests {
             } => {}
         }
         assert!(started.elapsed() < Duration::from_secs(7));
+    }
+
+    fn batch_log(test: &str) -> (crate::batches::BatchLog, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("local-esm-breaker-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("batches.jsonl");
+        let log = crate::batches::BatchLog::create(&path, 100).expect("log");
+        (log, path)
+    }
+
+    fn failed(records: usize) -> consumer_lambda::BatchMetrics {
+        consumer_lambda::BatchMetrics {
+            records,
+            ..consumer_lambda::BatchMetrics::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_figures_are_the_batch_logs_lines_in_the_window() {
+        let (log, path) = batch_log("window");
+        let now = SystemTime::now();
+        let stored = consumer_lambda::BatchMetrics {
+            records: 10,
+            stored: 7,
+            duplicates: 1,
+            postponed: 1,
+            skewed: 1,
+            ..consumer_lambda::BatchMetrics::default()
+        };
+        log.append(&stored, now - Duration::from_secs(3_600))
+            .expect("append");
+        log.append(&stored, now - Duration::from_secs(60))
+            .expect("append");
+        log.append(&failed(4), now - Duration::from_secs(30))
+            .expect("append");
+        let figures = LocalFigures::new(Some(path));
+        let read = figures
+            .batches(now - Duration::from_secs(600), now)
+            .await
+            .expect("read");
+        assert_eq!(
+            read,
+            Batches {
+                records: 14,
+                finished: 8,
+                deferred: 2,
+                failed_invocations: 0
+            }
+        );
+        assert_eq!(read.left_to_redrive(), 4, "the failed batch's records");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_local_breaker_pauses_on_failing_batches_although_the_probe_passes() {
+        let switch = Switch::default();
+        let (log, path) = batch_log("trip");
+        // A batch after the mapping started (the log keeps milliseconds).
+        let after = SystemTime::now() + Duration::from_millis(2);
+        log.append(&failed(10), after).expect("append");
+        while SystemTime::now() <= after {
+            std::hint::spin_loop();
+        }
+        let figures = LocalFigures::new(Some(path));
+        let store = Fixed(Health::Healthy);
+        let probe = LocalProbe::new(FunctionState::default(), &store);
+        let intervals = Intervals {
+            schedule: Duration::from_secs(60),
+            open_probe: Duration::from_secs(1),
+        };
+        tokio::select! {
+            () = run(&probe, &switch, &figures, 6, intervals) => unreachable!("the loop never ends"),
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        assert!(!switch.enabled(), "paused, and held for its back-off");
+        let trips = figures
+            .trips(
+                SystemTime::UNIX_EPOCH,
+                SystemTime::now() + Duration::from_secs(1),
+            )
+            .await
+            .expect("trips");
+        assert_eq!(trips, 1, "one trip, then held: no second pause");
+    }
+
+    #[test]
+    fn the_breaker_reads_the_metric_names_the_consumer_writes() {
+        use consumer_lambda::metrics as m;
+        assert_eq!(core::figures::RECORDS, [m::RECORDS]);
+        assert_eq!(
+            core::figures::FINISHED,
+            [m::STORED, m::DUPLICATES, m::CONFLICTS, m::DEAD_LETTERED]
+        );
+        assert_eq!(
+            core::figures::DEFERRED,
+            [m::POSTPONED, m::REQUEUED, m::SKEWED]
+        );
+    }
+
+    /// The template's schedule of the breaker, `rate(N minute[s])`.
+    fn schedule_rate(t: &infra_checks::Document) -> Duration {
+        let events = t
+            .get(&["Resources", "BreakerFunction", "Properties", "Events"])
+            .expect("the breaker's events");
+        let expression = events
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .find_map(|(_, e)| e.get("Properties")?.get("ScheduleExpression")?.as_str())
+            .expect("a schedule");
+        let minutes: u64 = expression
+            .strip_prefix("rate(")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a rate in minutes: {expression}"));
+        Duration::from_secs(minutes * 60)
+    }
+
+    #[test]
+    fn a_bad_release_lasting_indefinitely_never_spends_max_receive_count_receives() {
+        use ::breaker::figures::{
+            BACKOFF_BASE, FIGURES_WINDOW, Hold, METRICS_DELAY, TRIP_HORIZON, hold,
+        };
+        const TEMPLATE: &str = include_str!("../../infra/template.yaml");
+        let t = infra_checks::Document::parse(TEMPLATE).expect("YAML");
+        let local = crate::Template::from_document(&t).expect("settings");
+        let number = |path: &[&str]| {
+            t.get(path)
+                .ok()
+                .and_then(infra_checks::as_u64)
+                .expect("a number")
+        };
+        let visibility = Duration::from_secs(u64::from(local.queues.visibility_timeout_secs));
+        let retention = Duration::from_secs(u64::from(local.queues.retention_secs));
+        let schedule = schedule_rate(&t);
+        assert_eq!(
+            schedule,
+            core::SCHEDULE_INTERVAL,
+            "the code's schedule is the template's"
+        );
+        let widest_window = Duration::from_secs(number(&[
+            "Parameters",
+            "MaximumBatchingWindowInSeconds",
+            "MaxValue",
+        ]));
+
+        // One cycle, from a waiting order's failing receive to the pause: the
+        // batching window and the invocation (its figures are printed at its
+        // end), CloudWatch's delay, the breaker's next run and its probe, and
+        // a long poll already under way (SQS's longest wait, 20 s).
+        let exposure = widest_window
+            + local.event_source.function_timeout
+            + METRICS_DELAY
+            + schedule
+            + core::PROBE_TIMEOUT
+            + Duration::from_secs(20);
+        // Receives of one message are a visibility timeout apart.
+        let per_cycle = exposure.as_secs() / visibility.as_secs() + 1;
+        assert_eq!(
+            per_cycle, 1,
+            "{exposure:?} against a visibility timeout of {visibility:?}"
+        );
+        // A pause's figures are its own: the window ends before the last resume's.
+        assert!(FIGURES_WINDOW <= BACKOFF_BASE);
+        assert!(
+            FIGURES_WINDOW >= exposure,
+            "a quiet queue's failing receive is in the window"
+        );
+        // Trips count over the queue's retention: no waiting order is older.
+        assert!(TRIP_HORIZON >= retention);
+
+        let failing = Batches {
+            records: 1,
+            ..Batches::default()
+        };
+        let smallest = number(&["Parameters", "MaxReceiveCount", "MinValue"]) as u32;
+        for max_receive_count in smallest..=local.queues.max_receive_count {
+            // The bad release never ends: each resume is followed by a trip.
+            let mut paused_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let (mut cycles, mut earlier, mut resumed_after) = (1u64, 0, Vec::new());
+            loop {
+                match hold(
+                    paused_at,
+                    paused_at,
+                    &failing,
+                    earlier,
+                    1,
+                    max_receive_count,
+                ) {
+                    Some(Hold::Until(resume)) => {
+                        let after = resume.duration_since(paused_at).expect("later");
+                        assert_eq!(
+                            hold(paused_at, resume, &failing, earlier, 1, max_receive_count),
+                            None,
+                            "it resumes when its back-off has run out"
+                        );
+                        resumed_after.push(after);
+                        cycles += 1;
+                        earlier += 1;
+                        paused_at = resume + exposure;
+                    }
+                    Some(Hold::ForAPerson) => break,
+                    None => panic!("a trip is always held"),
+                }
+            }
+            let spent = cycles * per_cycle;
+            println!(
+                "maxReceiveCount {max_receive_count}: {cycles} cycle(s) of at most {exposure:?}, \
+                 resumes after {resumed_after:?}, then paused until someone resumes it: \
+                 at most {spent} receive(s) spent"
+            );
+            assert!(
+                spent < u64::from(max_receive_count),
+                "{spent} receives of {max_receive_count}: the redrive policy would move the order"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ use consumer_lambda::{
 };
 
 use crate::batches::{self, BatchLog};
-use crate::breaker::{self, Intervals, LocalProbe};
+use crate::breaker::{self, Intervals, LocalFigures, LocalProbe};
 use crate::driver::{BatchHandler, Driver, InProcess, Recording};
 use crate::status::{self, Sources};
 use crate::template::{EventSourceSettings, Template};
@@ -221,6 +221,9 @@ impl Cli {
                     )?,
                 };
                 let probe = BatchProbe::of(&store, policy);
+                let figures = LocalFigures::new(batch_log.clone());
+                let breaker =
+                    (!no_breaker).then_some((&probe, &figures, policy.max_receive_count.get()));
                 let consumer = Consumer::new(
                     &store,
                     SqsRetryQueue::new(sqs.clone(), &queue_url),
@@ -232,11 +235,11 @@ impl Cli {
                         let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
                         tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
                         let handler = Recording { consumer, log };
-                        poll(sqs, queue_url, settings, handler, &probe, no_breaker).await?;
+                        poll(sqs, queue_url, settings, handler, breaker).await?;
                     }
                     None => {
                         let handler = InProcess(consumer);
-                        poll(sqs, queue_url, settings, handler, &probe, no_breaker).await?;
+                        poll(sqs, queue_url, settings, handler, breaker).await?;
                     }
                 }
             }
@@ -318,15 +321,14 @@ async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
     }
 }
 
-/// Polls the queue with `handler`, under the local breaker unless `no_breaker`,
-/// until Ctrl-C or SIGTERM.
+/// Polls the queue with `handler`, under the local breaker when given one (its
+/// probe, its figures and the queue's maxReceiveCount), until Ctrl-C or SIGTERM.
 async fn poll<H: BatchHandler>(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     settings: EventSourceSettings,
     handler: H,
-    probe: &impl Probe,
-    no_breaker: bool,
+    breaker: Option<(&impl Probe, &LocalFigures, u32)>,
 ) -> anyhow::Result<()> {
     let driver = Driver::new(sqs, queue_url, settings, handler)
         .await
@@ -335,15 +337,17 @@ async fn poll<H: BatchHandler>(
     let polling = driver.run(async move {
         stop.await;
     });
-    if no_breaker {
-        polling.await;
-    } else {
-        let switch = driver.switch();
-        let probe = LocalProbe::new(driver.function(), probe);
-        // The breaker never ends by itself: polling decides when to stop.
-        tokio::select! {
-            () = polling => {}
-            () = breaker::run(&probe, &switch, Intervals::default()) => {}
+    match breaker {
+        None => polling.await,
+        Some((probe, figures, max_receive_count)) => {
+            let switch = driver.switch();
+            let probe = LocalProbe::new(driver.function(), probe);
+            let intervals = Intervals::default();
+            // The breaker never ends by itself: polling decides when to stop.
+            tokio::select! {
+                () = polling => {}
+                () = breaker::run(&probe, &switch, figures, max_receive_count, intervals) => {}
+            }
         }
     }
     Ok(())

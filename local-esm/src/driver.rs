@@ -18,13 +18,14 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use consumer_lambda::BatchMetrics;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -108,19 +109,26 @@ where
         event: SqsEvent,
         deadline: Instant,
     ) -> Result<SqsBatchResponse, InvocationError> {
-        match self.consumer.handle(event, deadline).await {
-            Ok(handled) => {
-                // The figures are for the operator: failing to keep them never fails the batch.
-                if let Err(err) = self
-                    .log
-                    .append(&handled.metrics, std::time::SystemTime::now())
-                {
-                    warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
-                }
-                Ok(handled.response)
-            }
-            Err(err) => Err(InvocationError(Box::new(err))),
+        let records = event.records.len();
+        let (metrics, answer) = match self.consumer.handle(event, deadline).await {
+            Ok(handled) => (handled.metrics, Ok(handled.response)),
+            // A failed invocation prints no figures in AWS, where Lambda's
+            // Errors counts it; here its line says that none of its records
+            // was finished, which the breaker reads the same way.
+            Err(err) => (
+                BatchMetrics {
+                    records,
+                    ..BatchMetrics::default()
+                },
+                Err(InvocationError(Box::new(err))),
+            ),
+        };
+        // The figures are for the operator and the breaker: failing to keep
+        // them never fails the batch.
+        if let Err(err) = self.log.append(&metrics, SystemTime::now()) {
+            warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
         }
+        answer
     }
 }
 
@@ -191,37 +199,51 @@ impl FunctionState {
 /// disabled mapping starts no new poll (batches in flight finish), and the
 /// messages wait in the queue, visible, their receive counts untouched.
 #[derive(Debug, Clone)]
-pub struct Switch(std::sync::Arc<watch::Sender<bool>>);
+pub struct Switch(std::sync::Arc<watch::Sender<(bool, SystemTime)>>);
 
 impl Default for Switch {
     fn default() -> Self {
-        Self(std::sync::Arc::new(watch::Sender::new(true)))
+        Self(std::sync::Arc::new(watch::Sender::new((
+            true,
+            SystemTime::now(),
+        ))))
     }
 }
 
 impl Switch {
     pub fn enabled(&self) -> bool {
-        *self.0.borrow()
+        self.0.borrow().0
     }
 
+    /// Sets it, stamping the time of a change as Lambda's `LastModified` does.
     pub fn set(&self, enabled: bool) {
-        self.0.send_replace(enabled);
+        self.0.send_if_modified(|(now, since)| {
+            let changed = *now != enabled;
+            if changed {
+                (*now, *since) = (enabled, SystemTime::now());
+            }
+            changed
+        });
     }
 
     async fn until_enabled(&self) {
         let mut enabled = self.0.subscribe();
         // The sender lives as long as the switch, so this cannot fail.
-        let _ = enabled.wait_for(|enabled| *enabled).await;
+        let _ = enabled.wait_for(|(enabled, _)| *enabled).await;
     }
 }
 
 impl ::breaker::Mapping for Switch {
-    async fn state(&self) -> Result<::breaker::MappingState, ::breaker::MappingError> {
+    async fn status(&self) -> Result<::breaker::MappingStatus, ::breaker::MappingError> {
         use ::breaker::MappingState;
-        Ok(if self.enabled() {
-            MappingState::Enabled
-        } else {
-            MappingState::Disabled
+        let (enabled, since) = *self.0.borrow();
+        Ok(::breaker::MappingStatus {
+            state: if enabled {
+                MappingState::Enabled
+            } else {
+                MappingState::Disabled
+            },
+            since: Some(since),
         })
     }
 

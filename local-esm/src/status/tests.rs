@@ -26,6 +26,7 @@ fn batch(at: &str, stored: u64, oldest: Option<f64>) -> BatchFigures {
         conflicts: 0,
         invalid: 1,
         refused: 0,
+        skewed: 0,
         postponed: 0,
         requeued: 0,
         requeue_failed: 0,

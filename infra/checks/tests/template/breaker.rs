@@ -26,6 +26,8 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
         ("lambda:InvokeFunction", "Ref:ConsumerFunction.Alias"),
         ("lambda:GetEventSourceMapping", mapping),
         ("lambda:UpdateEventSourceMapping", mapping),
+        // The batches' figures: GetMetricData has no resource-level permissions.
+        ("cloudwatch:GetMetricData", "*"),
     ]
     .into_iter()
     .map(|(a, r)| (a.to_owned(), r.to_owned()))
@@ -55,6 +57,15 @@ fn the_breaker_may_only_invoke_the_consumer_and_switch_its_mapping() {
         actions(switch).len(),
         1,
         "Get needs no condition, Update alone has one"
+    );
+    let figures = statements
+        .values()
+        .find(|s| actions(s).contains("cloudwatch:GetMetricData"))
+        .expect("the figures");
+    assert_eq!(
+        actions(figures).len(),
+        1,
+        "\"*\" for GetMetricData only: {figures:?}"
     );
 }
 
@@ -105,12 +116,18 @@ fn the_breaker_switches_the_mapping_sam_makes_for_the_consumers_queue() {
         env.get("EVENT_SOURCE_MAPPING").and_then(reference),
         Some(sqs[0].as_str())
     );
+    assert_eq!(
+        env.get("MAX_RECEIVE_COUNT").and_then(reference),
+        Some("MaxReceiveCount"),
+        "the queue's own, which bounds the resumes after failing batches"
+    );
     let resolved: HashMap<&str, &str> = [
         ("CONSUMER_FUNCTION", "orders-consumer"),
         (
             "EVENT_SOURCE_MAPPING",
             "14e0db71-5d35-4eb5-b481-8945cf9d10c2",
         ),
+        ("MAX_RECEIVE_COUNT", "6"),
     ]
     .into();
     breaker::function::Config::from_lookup(|name| resolved.get(name).map(|v| (*v).to_owned()))

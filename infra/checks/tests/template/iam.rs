@@ -58,6 +58,12 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[
          which AWS's custom instance profile for Session Manager gives on \"*\"",
     ),
     (
+        "BreakerRole",
+        "ReadTheBatchesFigures",
+        "cloudwatch:GetMetricData, which has no resource-level permissions and no condition key; \
+         it only reads metrics (breaker.rs checks it is the statement's only action)",
+    ),
+    (
         "ProducerRole",
         "PublishMetrics",
         "cloudwatch:PutMetricData, which has no resource; its cloudwatch:namespace condition holds \
