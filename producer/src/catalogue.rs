@@ -241,11 +241,11 @@ impl Prices {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Accepts `order` when its currency is the catalogue's and every line's
-    /// price is that of the current catalogue or one replaced within
-    /// [`RETAINED_FOR`] (each line on its own: a retried body was priced by
-    /// one version, but which one the producer cannot tell).
-    pub fn check(&self, order: &Order) -> Result<(), Unpriced> {
+    /// Accepts `order` when the current catalogue, or one replaced within
+    /// [`RETAINED_FOR`] (a retried body was priced by the version its page
+    /// showed), prices every line of it, and names that version (the newest
+    /// such). Lines priced by different versions are stale: no page showed them.
+    pub fn check(&self, order: &Order) -> Result<String, Unpriced> {
         let versions = self.read();
         let Some(current) = versions.current.clone() else {
             return Err(Unpriced::NoCatalogue);
@@ -264,21 +264,26 @@ impl Prices {
         if window.is_empty() {
             return Err(Unpriced::Currency { current });
         }
-        let priced = |line: &LineItem| {
-            let prices = window.iter().filter_map(|c| c.price_of(&line.sku));
-            prices
-                .clone()
-                .next()
-                .map(|_| prices.clone().any(|p| p == line.unit_price_cents))
+        // A page shows one version: the newest that prices every line is the one.
+        let prices_all = |catalogue: &&Catalogue| {
+            order
+                .items()
+                .iter()
+                .all(|line| catalogue.price_of(&line.sku) == Some(line.unit_price_cents))
         };
-        for (index, line) in order.items().iter().enumerate() {
-            match priced(line) {
-                None => return Err(Unpriced::UnknownSku { index, current }),
-                Some(false) => return Err(Unpriced::Stale { index, current }),
-                Some(true) => {}
-            }
+        if let Some(catalogue) = window.iter().copied().find(prices_all) {
+            return Ok(catalogue.version.clone());
         }
-        Ok(())
+        let known = |line: &LineItem| window.iter().any(|c| c.price_of(&line.sku).is_some());
+        if let Some(index) = order.items().iter().position(|line| !known(line)) {
+            return Err(Unpriced::UnknownSku { index, current });
+        }
+        let index = order
+            .items()
+            .iter()
+            .position(|line| window[0].price_of(&line.sku) != Some(line.unit_price_cents))
+            .unwrap_or_default();
+        Err(Unpriced::Stale { index, current })
     }
 }
 

@@ -255,6 +255,7 @@ fn request_span(request: &Request) -> tracing::Span {
         request_id = %request_id,
         client = tracing::field::Empty,
         order_id = tracing::field::Empty,
+        catalogue_version = tracing::field::Empty,
     )
 }
 
@@ -273,11 +274,12 @@ async fn place_order<Q: OrderQueue>(
     let received_at = Utc::now();
     let order_id = order.order_id();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
-    state.prices.check(&order).map_err(|unpriced| {
+    let catalogue_version = state.prices.check(&order).map_err(|unpriced| {
         let problem = Problem::from(unpriced);
         tracing::info!(status = problem.status, field = ?problem.field, "order not priced by the catalogue");
         problem
     })?;
+    tracing::Span::current().record("catalogue_version", catalogue_version.as_str());
 
     let message = OrderPlaced::new(order, received_at).to_json();
     let started = Instant::now();

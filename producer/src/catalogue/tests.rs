@@ -95,7 +95,7 @@ fn an_order_at_the_catalogues_prices_is_accepted() {
             "EUR",
             &[("NOTEBOOK-A5", 1299), ("PEN-GEL-BLACK", 249)]
         )),
-        Ok(())
+        Ok("1".to_owned())
     );
 }
 
@@ -137,15 +137,45 @@ async fn a_replaced_price_is_accepted_for_the_retention_window_and_not_after() {
     prices.replace(catalogue("2", 1499));
     let old = order("EUR", &[("NOTEBOOK-A5", 1299)]);
     let new = order("EUR", &[("NOTEBOOK-A5", 1499)]);
-    assert_eq!(prices.check(&new), Ok(()));
+    assert_eq!(prices.check(&new), Ok("2".to_owned()));
     tokio::time::advance(RETAINED_FOR - Duration::from_secs(1)).await;
-    assert_eq!(prices.check(&old), Ok(()), "a retry within the window");
+    assert_eq!(
+        prices.check(&old),
+        Ok("1".to_owned()),
+        "a retry within the window, priced by the version the customer saw"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(matches!(
         prices.check(&old),
         Err(Unpriced::Stale { index: 0, .. })
     ));
-    assert_eq!(prices.check(&new), Ok(()));
+    assert_eq!(prices.check(&new), Ok("2".to_owned()));
+}
+
+#[test]
+fn one_version_prices_a_whole_order_so_lines_from_two_versions_are_stale() {
+    let both = |version: &str, notebook: u32, pen: u32| {
+        let mut catalogue = catalogue(version, notebook);
+        catalogue.items[1].unit_price_cents = pen;
+        catalogue
+    };
+    let prices = Prices::new(both("1", 1299, 249));
+    prices.replace(both("2", 1499, 299));
+    // No page ever showed the notebook at 1299 beside the pen at 299.
+    assert!(matches!(
+        prices.check(&order(
+            "EUR",
+            &[("NOTEBOOK-A5", 1299), ("PEN-GEL-BLACK", 299)]
+        )),
+        Err(Unpriced::Stale { index: 0, .. })
+    ));
+    assert_eq!(
+        prices.check(&order(
+            "EUR",
+            &[("NOTEBOOK-A5", 1299), ("PEN-GEL-BLACK", 249)]
+        )),
+        Ok("1".to_owned())
+    );
 }
 
 #[test]
