@@ -29,8 +29,11 @@
 //!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
 //! - [`function`]: the `breaker` binary's task: its settings, one scheduled
 //!   run, its metric line.
+//! - [`hook`]: the binary's other task (`TASK=hook`): the pre-traffic hook of
+//!   the consumer's gradual release, and the probe's per-record answer.
 
 pub mod function;
+pub mod hook;
 mod lambda;
 
 pub use lambda::{LambdaMapping, LambdaProbe};
@@ -197,6 +200,9 @@ pub struct ProbeAnswer {
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What became of each record of the synthetic batch (the release hook reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<hook::ProbeRecord>,
 }
 
 impl From<Health> for ProbeAnswer {
@@ -205,10 +211,12 @@ impl From<Health> for ProbeAnswer {
             Health::Healthy => Self {
                 healthy: true,
                 reason: None,
+                records: Vec::new(),
             },
             Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
                 healthy: false,
                 reason: Some(reason),
+                records: Vec::new(),
             },
         }
     }
