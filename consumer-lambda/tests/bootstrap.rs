@@ -319,6 +319,8 @@ async fn the_release_hook_passes_a_good_build_and_fails_one_whose_batches_fail_o
     let good = check_and_report(&lambda, &codedeploy.client, version, &hook_event(1), limit)
         .await
         .expect("reported");
+    // The bootstrap's DLQ_URL answers nothing: a poison sent to the real DLQ
+    // would stay unacknowledged and fail the check.
     assert_eq!(good, Verdict::Succeeded);
     assert_eq!(codedeploy.statuses(), ["d-1 hook-1 Succeeded"]);
     assert_eq!(
