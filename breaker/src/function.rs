@@ -181,7 +181,7 @@ fn alias(function: &str) -> Option<&str> {
         .and_then(|_| function.split(':').nth(7))
 }
 
-fn epoch_millis() -> u64 {
+pub(crate) fn epoch_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -34,10 +34,13 @@
 //! - `cloudwatch`: the figures in AWS, with `GetMetricData`.
 //! - [`function`]: the `breaker` binary's task: its settings, one scheduled
 //!   run, its metric line.
+//! - [`hook`]: the binary's other task (`TASK=hook`): the pre-traffic hook of
+//!   the consumer's gradual release, and the probe's per-record answer.
 
 mod cloudwatch;
 pub mod figures;
 pub mod function;
+pub mod hook;
 mod lambda;
 
 pub use cloudwatch::CloudWatchFigures;
@@ -301,6 +304,9 @@ pub struct ProbeAnswer {
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What became of each record of the synthetic batch (the release hook reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<hook::ProbeRecord>,
 }
 
 impl From<Health> for ProbeAnswer {
@@ -309,10 +315,12 @@ impl From<Health> for ProbeAnswer {
             Health::Healthy => Self {
                 healthy: true,
                 reason: None,
+                records: Vec::new(),
             },
             Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
                 healthy: false,
                 reason: Some(reason),
+                records: Vec::new(),
             },
         }
     }

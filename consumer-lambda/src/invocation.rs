@@ -1,5 +1,6 @@
 //! What the consumer function is invoked with: a batch from the event source
-//! mapping, the circuit breaker's probe ([`breaker::PROBE_PAYLOAD`]),
+//! mapping, the circuit breaker's probe ([`breaker::PROBE_PAYLOAD`]) or the
+//! release hook's, with a poison record ([`breaker::hook::RELEASE_PROBE_PAYLOAD`]),
 //! or a lookup of one order (`{"lookup": {"order_id": "…"}}`), which
 //! `scripts/deploy`'s canary asks instead of waiting for the consumer's logs.
 //!
@@ -16,8 +17,16 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 #[derive(Debug)]
 pub enum Invocation {
     Batch(SqsEvent),
-    Probe,
+    Probe(ProbeRequest),
     Lookup(Lookup),
+}
+
+/// What a probe asks for: the canary order alone (the breaker's), or with a
+/// poison record beside it (the release hook's, `"poison": true`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ProbeRequest {
+    #[serde(default)]
+    pub poison: bool,
 }
 
 /// Is this order stored?
@@ -48,14 +57,16 @@ impl<'de> Deserialize<'de> for Invocation {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Invocation, A::Error> {
                 let mut records: Option<Vec<SqsMessage>> = None;
-                let mut probe = false;
+                let mut probe: Option<ProbeRequest> = None;
                 let mut lookup: Option<Lookup> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "Records" => records = Some(map.next_value()?),
                         "probe" => {
-                            map.next_value::<IgnoredAny>()?;
-                            probe = true;
+                            probe = Some(
+                                map.next_value::<Option<ProbeRequest>>()?
+                                    .unwrap_or_default(),
+                            )
                         }
                         "lookup" => lookup = Some(map.next_value()?),
                         _ => {
@@ -69,9 +80,9 @@ impl<'de> Deserialize<'de> for Invocation {
                         event.records = records;
                         Ok(Invocation::Batch(event))
                     }
-                    (None, true, _) => Ok(Invocation::Probe),
-                    (None, false, Some(lookup)) => Ok(Invocation::Lookup(lookup)),
-                    (None, false, None) => Err(serde::de::Error::missing_field("Records")),
+                    (None, Some(probe), _) => Ok(Invocation::Probe(probe)),
+                    (None, None, Some(lookup)) => Ok(Invocation::Lookup(lookup)),
+                    (None, None, None) => Err(serde::de::Error::missing_field("Records")),
                 }
             }
         }
@@ -99,7 +110,27 @@ mod tests {
     #[test]
     fn the_breakers_payload_is_read_as_a_probe() {
         let probe = serde_json::from_str::<Invocation>(breaker::PROBE_PAYLOAD);
-        assert!(matches!(probe, Ok(Invocation::Probe)), "{probe:?}");
+        assert!(matches!(probe, Ok(Invocation::Probe(_))), "{probe:?}");
+    }
+
+    #[test]
+    fn the_release_hooks_payload_asks_for_a_poison_record_and_the_breakers_does_not() {
+        let release = serde_json::from_str::<Invocation>(breaker::hook::RELEASE_PROBE_PAYLOAD);
+        assert!(
+            matches!(
+                release,
+                Ok(Invocation::Probe(ProbeRequest { poison: true }))
+            ),
+            "{release:?}"
+        );
+        let breaker = serde_json::from_str::<Invocation>(breaker::PROBE_PAYLOAD);
+        assert!(
+            matches!(
+                breaker,
+                Ok(Invocation::Probe(ProbeRequest { poison: false }))
+            ),
+            "{breaker:?}"
+        );
     }
 
     #[test]

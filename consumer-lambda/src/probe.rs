@@ -7,11 +7,16 @@
 //! ([`RolledBack`]), so it never leaves a row, and its retry queue and DLQ
 //! only remember what they were given, so it never reaches the real queues.
 //! Healthy only if the order would have been stored; a postponed or refused
-//! probe is unhealthy, with the store's or the handler's own words.
+//! probe is unhealthy, with the store's or the handler's own words. The answer
+//! says per record what became of it; the release hook's probe adds a poison
+//! record, which must come back dead-lettered (in the probe's own DLQ).
 
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
+use breaker::hook::{ProbeRecord, RecordOutcome, Sent};
+use breaker::{Health, PROBE_TIMEOUT, Probe, ProbeAnswer};
 use futures::FutureExt;
 use order_contract::{Order, OrderPlaced};
 use serde_json::json;
@@ -19,9 +24,8 @@ use serde_json::json;
 use crate::dead_letter::{DeadLetter, DeadLetterQueue};
 use crate::invocation::Invocation;
 use crate::retry::{NoRetryQueue, RetryPolicy};
-use crate::store::{self, Delivery, OrderStore, PgStore, StoreError, StoreOutcome};
+use crate::store::{self, Delivery, OrderStore, Outcome, PgStore, StoreError, StoreOutcome};
 use crate::{Consumer, DEADLINE_MARGIN, MessageId};
-use breaker::{Health, PROBE_TIMEOUT, Probe};
 
 /// The store of the probe: the batches' own write, rolled back.
 pub struct RolledBack<'a>(pub &'a PgStore);
@@ -49,26 +53,48 @@ impl<S: OrderStore> BatchProbe<S> {
     pub fn new(store: S, policy: RetryPolicy) -> Self {
         Self { store, policy }
     }
+
+    /// The probe's answer on the wire: healthy or not, and what became of
+    /// each record; with `poison`, a poison record rides beside the canary.
+    pub async fn answer(&self, poison: bool) -> ProbeAnswer {
+        let (health, records) = probe(&self.store, self.policy, poison).await;
+        ProbeAnswer {
+            records,
+            ..ProbeAnswer::from(health)
+        }
+    }
 }
 
 impl<S: OrderStore> Probe for BatchProbe<S> {
     async fn probe(&self) -> Health {
-        probe(&self.store, self.policy).await
+        probe(&self.store, self.policy, false).await.0
     }
 }
 
 /// Runs a synthetic batch through the consumer's handler with `store`.
-async fn probe(store: &impl OrderStore, policy: RetryPolicy) -> Health {
+async fn probe(
+    store: &impl OrderStore,
+    policy: RetryPolicy,
+    poison: bool,
+) -> (Health, Vec<ProbeRecord>) {
     let witness = Witness {
         store,
         error: Mutex::default(),
+        outcomes: Mutex::default(),
     };
     let dead_letters = Kept::default();
     let consumer = Consumer::new(&witness, NoRetryQueue, &dead_letters, policy);
-    let event = match serde_json::from_value::<Invocation>(synthetic_event()) {
+    let (event, sent) = synthetic_event(poison);
+    let event = match serde_json::from_value::<Invocation>(event) {
         Ok(Invocation::Batch(event)) => event,
-        Ok(other) => return Health::Unhealthy(format!("a synthetic batch is read as {other:?}")),
-        Err(err) => return Health::Unhealthy(format!("a synthetic batch is not read: {err}")),
+        Ok(other) => {
+            let why = format!("a synthetic batch is read as {other:?}");
+            return (Health::Unhealthy(why), Vec::new());
+        }
+        Err(err) => {
+            let why = format!("a synthetic batch is not read: {err}");
+            return (Health::Unhealthy(why), Vec::new());
+        }
     };
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT + DEADLINE_MARGIN;
     // Boxed, as the batch's handling is in main: the handler's future is deep.
@@ -77,30 +103,81 @@ async fn probe(store: &impl OrderStore, policy: RetryPolicy) -> Health {
         .await;
     let handled = match handled {
         Ok(Ok(handled)) => handled,
-        Ok(Err(err)) => return Health::Unhealthy(format!("the batch failed as a whole: {err}")),
-        Err(_panic) => return Health::Unhealthy("the batch path panicked".into()),
+        Ok(Err(err)) => {
+            let why = format!("the batch failed as a whole: {err}");
+            return (Health::Unhealthy(why), Vec::new());
+        }
+        Err(_panic) => {
+            let why = "the batch path panicked".to_owned();
+            return (Health::Unhealthy(why), Vec::new());
+        }
     };
+    let failed: HashSet<&str> = handled
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let letters = lock(&dead_letters.0);
+    let stored = lock(&witness.outcomes);
+    let store_error = lock(&witness.error).clone();
+    let records = sent
+        .into_iter()
+        .map(|(message_id, sent)| {
+            let letter = letters.iter().find(|l| l.message_id == message_id.as_str());
+            let (outcome, detail) = if failed.contains(message_id.as_str()) {
+                (RecordOutcome::Retried, store_error.clone())
+            } else if let Some(letter) = letter {
+                let detail = letter.failure.detail.as_deref().unwrap_or_default();
+                let class = &letter.failure.class;
+                (
+                    RecordOutcome::DeadLettered,
+                    Some(format!("{class}: {detail}")),
+                )
+            } else {
+                let outcome = match stored.get(&message_id) {
+                    Some(Outcome::Stored) => RecordOutcome::Stored,
+                    Some(Outcome::Duplicate) => RecordOutcome::Duplicate,
+                    Some(Outcome::Conflict { .. }) => RecordOutcome::Conflict,
+                    Some(Outcome::Refused) | None => RecordOutcome::Dropped,
+                };
+                (outcome, None)
+            };
+            ProbeRecord {
+                message_id,
+                sent,
+                outcome,
+                detail,
+            }
+        })
+        .collect();
     if handled.metrics.stored == 1 {
-        return Health::Healthy;
+        return (Health::Healthy, records);
     }
-    let why = lock(&dead_letters.0)
-        .first()
+    let why = letters
+        .iter()
+        .find(|letter| !letter.message_id.as_str().starts_with(POISON_PREFIX))
         .map(|letter| {
             let detail = letter.failure.detail.as_deref().unwrap_or_default();
             format!("refused as {}: {detail}", letter.failure.class)
         })
-        .or_else(|| lock(&witness.error).take())
+        .or(store_error)
         .unwrap_or_else(|| "the database did not answer in time".into());
     let m = &handled.metrics;
-    Health::Unhealthy(format!(
+    let health = Health::Unhealthy(format!(
         "the probe's order was not stored (postponed {}, requeued {}, skewed {}, invalid {}, refused {}): {why}",
         m.postponed, m.requeued, m.skewed, m.invalid, m.refused
-    ))
+    ));
+    (health, records)
 }
 
+/// The poison record's message id starts with this.
+const POISON_PREFIX: &str = "probe-poison-";
+
 /// An SQS event as Lambda sends it, holding one valid order of its own
-/// (a fresh `order_id`, a customer id no customer has).
-fn synthetic_event() -> serde_json::Value {
+/// (a fresh `order_id`, a customer id no customer has), and with `poison` a
+/// body that is no order; and what each record's message id holds.
+fn synthetic_event(poison: bool) -> (serde_json::Value, Vec<(String, Sent)>) {
     let order = json!({
         "order_id": uuid::Uuid::new_v4(),
         "customer_id": "breaker-probe",
@@ -110,25 +187,48 @@ fn synthetic_event() -> serde_json::Value {
     let body = Order::from_request_json(&order.to_string())
         .map(|order| OrderPlaced::new(order, chrono::Utc::now()).to_json())
         .unwrap_or_else(|err| format!("the probe's own order is invalid: {err}"));
-    json!({"Records": [{
-        "messageId": uuid::Uuid::new_v4(),
-        "receiptHandle": "breaker-probe",
-        "body": body,
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-    }]})
+    let record = |message_id: &str, body: &str| {
+        json!({
+            "messageId": message_id,
+            "receiptHandle": "breaker-probe",
+            "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+        })
+    };
+    let mut sent = vec![(uuid::Uuid::new_v4().to_string(), Sent::Order)];
+    if poison {
+        sent.push((
+            format!("{POISON_PREFIX}{}", uuid::Uuid::new_v4()),
+            Sent::Poison,
+        ));
+    }
+    let records: Vec<_> = sent
+        .iter()
+        .map(|(id, kind)| match kind {
+            Sent::Order => record(id, &body),
+            Sent::Poison => record(id, "the release probe's poison: not an order"),
+        })
+        .collect();
+    (json!({ "Records": records }), sent)
 }
 
 /// The store, remembering why it failed: the reason the probe gives.
 struct Witness<'a, S> {
     store: &'a S,
     error: Mutex<Option<String>>,
+    /// What the store did with each delivery, by message id.
+    outcomes: Mutex<HashMap<String, Outcome>>,
 }
 
 impl<S: OrderStore> OrderStore for Witness<'_, S> {
     async fn insert(&self, deliveries: &[&Delivery]) -> Result<StoreOutcome, StoreError> {
         let result = self.store.insert(deliveries).await;
+        if let Ok(outcome) = &result {
+            let by_id = deliveries.iter().map(|d| d.message_id.to_string());
+            lock(&self.outcomes).extend(by_id.zip(outcome.by_delivery.iter().copied()));
+        }
         // A refusal the handler postpones as skew (a schema newer than this
         // build) reaches neither the DLQ nor the error: say it here.
         if let Some(refused) = result.as_ref().ok().and_then(|o| o.refused.first()) {
@@ -149,14 +249,15 @@ impl<S: OrderStore> OrderStore for Witness<'_, S> {
     }
 }
 
-/// The probe's DLQ: keeps what the handler would have dead-lettered, sends nothing.
+/// The probe's DLQ: keeps what the handler would have dead-lettered and takes
+/// it as SQS would (so the poison is acknowledged), sending nothing.
 #[derive(Default)]
 struct Kept(Mutex<Vec<DeadLetter>>);
 
 impl DeadLetterQueue for &Kept {
     async fn send(&self, records: &[DeadLetter]) -> Vec<MessageId> {
         lock(&self.0).extend_from_slice(records);
-        Vec::new()
+        records.iter().map(|r| r.message_id.clone()).collect()
     }
 }
 
@@ -169,6 +270,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use breaker::OPEN_PROBE_INTERVAL;
+
+    use breaker::hook::{RecordOutcome, Sent};
 
     use super::*;
     use crate::retry::{Backoff, MaxReceiveCount};
@@ -217,6 +320,37 @@ mod tests {
             BatchProbe::new(Stores, policy()).probe().await,
             Health::Healthy
         );
+    }
+
+    #[tokio::test]
+    async fn the_release_probe_answers_its_canary_stored_and_its_poison_dead_lettered() {
+        let answer = BatchProbe::new(Stores, policy()).answer(true).await;
+        assert!(answer.healthy, "{answer:?}");
+        let outcomes: Vec<(Sent, RecordOutcome)> =
+            answer.records.iter().map(|r| (r.sent, r.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                (Sent::Order, RecordOutcome::Stored),
+                (Sent::Poison, RecordOutcome::DeadLettered)
+            ]
+        );
+        assert!(answer.records[1].detail.is_some(), "the poison's class");
+        let breakers = BatchProbe::new(Stores, policy()).answer(false).await;
+        assert_eq!(
+            breakers.records.len(),
+            1,
+            "the breaker's probe: the canary alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_canary_the_store_cannot_take_is_answered_retried_with_the_reason() {
+        let answer = BatchProbe::new(Panics, policy()).answer(true).await;
+        assert!(!answer.healthy);
+        assert_eq!(answer.records[0].sent, Sent::Order);
+        assert_eq!(answer.records[0].outcome, RecordOutcome::Retried);
+        assert_eq!(answer.records[1].outcome, RecordOutcome::DeadLettered);
     }
 
     #[tokio::test]

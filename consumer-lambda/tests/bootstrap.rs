@@ -1,11 +1,18 @@
 //! The real `bootstrap` binary under cargo-lambda's Runtime API emulator
 //! (`cargo lambda watch --only-lambda-apis`), invoked through the Lambda Invoke API with the SQS
-//! event files in `events/`, against a database of its own.
+//! event files in `events/`, against a database of its own; and checked by the
+//! release's pre-traffic hook (`breaker::hook`), which reports to a
+//! CodeDeploy-shaped endpoint through the real `aws-sdk-codedeploy`.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_credential_types::Credentials;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use breaker::hook::{HookEvent, Verdict, check_and_report};
 use consumer_lambda::DatabaseConfig;
 use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
 use serde_json::{Value, json};
@@ -18,6 +25,8 @@ struct Watch {
     function: Child,
     // Dropped after `Watch::drop` has ended the function.
     _emulator: Group,
+    /// The emulator's Lambda API (`/2015-03-31/functions/_/invocations`).
+    endpoint: String,
     invoke_url: String,
     log_path: std::path::PathBuf,
 }
@@ -82,6 +91,7 @@ impl Watch {
         Self {
             function,
             _emulator: emulator,
+            endpoint: format!("http://127.0.0.1:{port}"),
             invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"),
             log_path,
         }
@@ -206,6 +216,154 @@ async fn the_bootstrap_stores_valid_events_reports_poison_and_absorbs_duplicates
 
     // The breaker's probe: a synthetic batch through the same path, rolled back.
     let response = watch.invoke("probe.json").await;
-    assert_eq!(response, json!({"healthy": true}));
+    assert_eq!(response["healthy"], true, "{response}");
     assert_eq!(count(&db).await, 8, "the probe leaves no row");
+}
+
+/// CodeDeploy as the SDK meets it: JSON 1.1 (`POST /`, `X-Amz-Target`),
+/// `PutLifecycleEventHookExecutionStatus` only, keeping each status reported.
+struct CodeDeploy {
+    client: aws_sdk_codedeploy::Client,
+    reported: Arc<Mutex<Vec<Value>>>,
+}
+
+impl CodeDeploy {
+    async fn start() -> Self {
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let seen = reported.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap, body: String| async move {
+                let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+                if target != Some("CodeDeploy_20141006.PutLifecycleEventHookExecutionStatus") {
+                    return (StatusCode::BAD_REQUEST, format!("unexpected target {target:?}"))
+                        .into_response();
+                }
+                let request: Value = serde_json::from_str(&body).expect("a JSON body");
+                let answer = json!({"lifecycleEventHookExecutionId": request["lifecycleEventHookExecutionId"]});
+                seen.lock().expect("lock").push(request);
+                let mut response = answer.to_string().into_response();
+                response.headers_mut().insert(
+                    "content-type",
+                    "application/x-amz-json-1.1".parse().expect("header"),
+                );
+                response
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("an address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = aws_sdk_codedeploy::Config::builder()
+            .behavior_version_latest()
+            .endpoint_url(format!("http://{address}"))
+            .region(aws_sdk_codedeploy::config::Region::new("eu-west-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build();
+        Self {
+            client: aws_sdk_codedeploy::Client::from_conf(config),
+            reported,
+        }
+    }
+
+    fn statuses(&self) -> Vec<String> {
+        self.reported
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["deploymentId"], r["lifecycleEventHookExecutionId"], r["status"]
+                )
+                .replace('"', "")
+            })
+            .collect()
+    }
+}
+
+fn lambda_client(watch: &Watch) -> aws_sdk_lambda::Client {
+    let config = aws_sdk_lambda::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(&watch.endpoint)
+        .region(aws_sdk_lambda::config::Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    aws_sdk_lambda::Client::from_conf(config)
+}
+
+fn hook_event(n: u32) -> HookEvent {
+    HookEvent {
+        deployment_id: format!("d-{n}"),
+        lifecycle_event_hook_execution_id: format!("hook-{n}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_hook_passes_a_good_build_and_fails_one_whose_batches_fail_or_that_cannot_start()
+ {
+    testkit::init_tracing();
+    let db = TestDatabase::create().await;
+    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+        .await
+        .expect("migrated");
+    let codedeploy = CodeDeploy::start().await;
+    // The emulator serves one function, `_`: it stands for the version's ARN.
+    let version = "_";
+    let watch = Watch::start(&db.url_as(DEFAULT_WRITER));
+    let lambda = lambda_client(&watch);
+    let limit = Duration::from_secs(60);
+
+    let good = check_and_report(&lambda, &codedeploy.client, version, &hook_event(1), limit)
+        .await
+        .expect("reported");
+    // The bootstrap's DLQ_URL answers nothing: a poison sent to the real DLQ
+    // would stay unacknowledged and fail the check.
+    assert_eq!(good, Verdict::Succeeded);
+    assert_eq!(codedeploy.statuses(), ["d-1 hook-1 Succeeded"]);
+    assert_eq!(
+        count(&db).await,
+        0,
+        "the canary order never becomes an order"
+    );
+
+    // A build whose batches all fail: every row it writes is refused, as by a
+    // migration this build does not match.
+    db.connect()
+        .await
+        .batch_execute(
+            "ALTER TABLE orders ADD CONSTRAINT newer_than_this_build CHECK (false) NOT VALID",
+        )
+        .await
+        .expect("a constraint every new row violates");
+    let broken = check_and_report(&lambda, &codedeploy.client, version, &hook_event(2), limit)
+        .await
+        .expect("reported");
+    match &broken {
+        Verdict::Failed(reason) => assert!(reason.contains("newer_than_this_build"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(codedeploy.statuses()[1], "d-2 hook-2 Failed");
+    drop(watch);
+
+    // A build that cannot start (it exits before polling for work): no answer
+    // in time, and the hook still reports.
+    let watch = Watch::start("not a connection string");
+    let lambda = lambda_client(&watch);
+    let silent = check_and_report(
+        &lambda,
+        &codedeploy.client,
+        version,
+        &hook_event(3),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("reported");
+    match &silent {
+        Verdict::Failed(reason) => assert!(reason.contains("did not answer"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(codedeploy.statuses()[2], "d-3 hook-3 Failed");
 }

@@ -1,6 +1,5 @@
 //! The default task: the consumer, invoked by the event source mapping.
 
-use breaker::{Probe, ProbeAnswer};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 use super::{deadline, epoch_millis};
@@ -38,10 +37,11 @@ pub async fn run() -> Result<(), Error> {
                     println!("{}", handled.metrics.to_emf(function, epoch_millis()));
                     Ok::<_, Error>(serde_json::to_value(handled.response)?)
                 }
-                // The breaker asks whether a batch would be stored now.
-                Invocation::Probe => Ok(serde_json::to_value(ProbeAnswer::from(
-                    Box::pin(probe.probe()).await,
-                ))?),
+                // The breaker asks whether a batch would be stored now; the
+                // release hook also whether poison is answered as poison.
+                Invocation::Probe(request) => Ok(serde_json::to_value(
+                    Box::pin(probe.answer(request.poison)).await,
+                )?),
                 // scripts/deploy's canary asks whether its order is stored.
                 Invocation::Lookup(lookup) => {
                     let stored = store.is_stored(lookup.order_id).await?;

@@ -641,22 +641,23 @@ fn deploy_preflight_accepts_two_chosen_zones_and_says_their_ids() {
 #[test]
 fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_says_what_to_do() {
     // Beside the consumer's batches: the template's other functions, and the
-    // breaker's probe of the consumer.
+    // breaker's probe and the release hook's check of the consumer.
     let template = infra_checks::Document::from_file(&format!("{REPO}/infra/template.yaml"))
         .expect("the template");
-    let others = template
+    let functions = template
         .resources_of_type("AWS::Serverless::Function")
         .count();
     assert_eq!(
-        others, 4,
-        "three functions beside the consumer, plus the probe"
+        functions, 5,
+        "the consumer, the breaker, the release hook, the migrate and the provision functions"
     );
+    let others = functions - 1 + 2;
     for (parameter, concurrency, advice) in [
         (
             "MaximumConcurrency=20",
             (10, 10),
             format!(
-                "is 10, below MaximumConcurrency=20 plus {others} for the other functions and the breaker's probe, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency={}",
+                "is 10, below MaximumConcurrency=20 plus {others} for the other functions and their probes, so batches would be throttled back to the queue: ask for more, or deploy with --parameter MaximumConcurrency={}",
                 10 - others
             ),
         ),
@@ -664,7 +665,7 @@ fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_say
             "AlarmEmail=ops@example.com",
             (10, 2),
             format!(
-                "is 2, below MaximumConcurrency=5 plus {others} for the other functions and the breaker's probe, so batches would be throttled back to the queue: ask for more (Service Quotas"
+                "is 2, below MaximumConcurrency=5 plus {others} for the other functions and their probes, so batches would be throttled back to the queue: ask for more (Service Quotas"
             ),
         ),
     ] {

@@ -417,6 +417,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "BreakerLogGroup (AWS::Logs::LogGroup)",
             "CaBundleLayer<hash> (AWS::Lambda::LayerVersion)",
             "CatalogueInvalidAlarm (AWS::CloudWatch::Alarm)",
+            "CodeDeployServiceRole (AWS::IAM::Role)",
             "ConsumerLogGroup (AWS::Logs::LogGroup)",
             "ConsumerSecurityGroup (AWS::EC2::SecurityGroup)",
             "DatabaseLogGroup (AWS::Logs::LogGroup)",
@@ -451,13 +452,14 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "PublicSubnetB (AWS::EC2::Subnet)",
             "PublicSubnetBRouteTable (AWS::EC2::SubnetRouteTableAssociation)",
             "QueuesTlsOnlyPolicy (AWS::SQS::QueuePolicy)",
+            "ReleaseHookLogGroup (AWS::Logs::LogGroup)",
             "Vpc (AWS::EC2::VPC)",
         ]),
         "what LocalStack created; {context}"
     );
     // Free LocalStack has no provider for these types ("No resource provider
-    // found" in its log): the security group rules, RDS, the load balancer and
-    // the saved Logs Insights queries.
+    // found" in its log): the security group rules, RDS, the load balancer,
+    // the saved Logs Insights queries and CodeDeploy's application.
     assert_eq!(
         skipped,
         sorted(&[
@@ -478,6 +480,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ProxyFromConsumer (AWS::EC2::SecurityGroupIngress)",
             "ProxyToDatabase (AWS::EC2::SecurityGroupEgress)",
             "RefusedRecordsQuery (AWS::Logs::QueryDefinition)",
+            "ServerlessDeploymentApplication (AWS::CodeDeploy::Application)",
         ]),
         "what LocalStack skipped; {context}"
     );
@@ -534,6 +537,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ConsumerErrorsAlarm (AWS::CloudWatch::Alarm)",
             "ConsumerFunction (AWS::Lambda::Function)",
             "ConsumerFunctionAliaslive (AWS::Lambda::Alias)",
+            "ConsumerFunctionDeploymentGroup (AWS::CodeDeploy::DeploymentGroup)",
             "ConsumerFunctionOrders (AWS::Lambda::EventSourceMapping)",
             "ConsumerFunctionVersion<hash> (AWS::Lambda::Version)",
             "ConsumerPausedAlarm (AWS::CloudWatch::Alarm)",
@@ -556,6 +560,8 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "PublicCatalogueRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "PublicIconRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "PublicProbesRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
+            "ReleaseHookFunction (AWS::Lambda::Function)",
+            "ReleaseHookRole (AWS::IAM::Role)",
             "SecretsManagerEndpoint (AWS::EC2::VPCEndpoint)",
             "SignedInApiRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "SqsEndpoint (AWS::EC2::VPCEndpoint)",

@@ -18,4 +18,5 @@ mod provision;
 mod queues;
 mod quotas;
 mod reachability;
+mod release;
 mod skew;
