@@ -45,13 +45,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 const COLUMNS: &str = "order_id, customer_id, currency, items, total_cents, received_at, \
-    sqs_message_id, content_sha256, request_id";
+    sqs_message_id, content_sha256, request_id, catalogue_version";
 
 /// The consumer's own column types, so the ceiling loads exactly its rows.
-const TYPES: [Type; 9] = consumer_lambda::store::COPY_TYPES;
+const TYPES: [Type; 10] = consumer_lambda::store::COPY_TYPES;
 
-/// PostgreSQL takes at most 65,535 parameters per statement: 9 per row.
-const VALUES_ROWS_PER_STATEMENT: usize = 7_000;
+/// PostgreSQL takes at most 65,535 parameters per statement: 10 per row.
+const VALUES_ROWS_PER_STATEMENT: usize = 6_000;
 
 struct Figures {
     batch: usize,
@@ -288,7 +288,7 @@ async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f
     reset(client).await?;
     let statement = client
         .prepare(&format!(
-            "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING"
+            "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
         ))
         .await?;
     let started = Instant::now();
@@ -333,13 +333,14 @@ async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
         messages,
         hashes,
         requests,
+        catalogue_versions,
     } = Columns::of(orders, hashes);
     let sql = format!(
         "INSERT INTO orders ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::text[], \
                  $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[], $8::bytea[], \
-                 $9::text[]) ON CONFLICT (order_id) DO NOTHING"
+                 $9::text[], $10::text[]) ON CONFLICT (order_id) DO NOTHING"
     );
-    let params: [(&(dyn ToSql + Sync), Type); 9] = [
+    let params: [(&(dyn ToSql + Sync), Type); 10] = [
         (&ids, Type::UUID_ARRAY),
         (&customers, Type::TEXT_ARRAY),
         (&currencies, Type::TEXT_ARRAY),
@@ -349,6 +350,7 @@ async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
         (&messages, Type::TEXT_ARRAY),
         (&hashes, Type::BYTEA_ARRAY),
         (&requests, Type::TEXT_ARRAY),
+        (&catalogue_versions, Type::TEXT_ARRAY),
     ];
     in_transaction(client, client.execute_typed(&sql, &params)).await
 }
@@ -364,6 +366,7 @@ struct Columns<'a> {
     messages: Vec<&'a str>,
     hashes: Vec<&'a [u8]>,
     requests: Vec<Option<&'a str>>,
+    catalogue_versions: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -382,11 +385,15 @@ impl<'a> Columns<'a> {
                 .iter()
                 .map(|o| o.request_id.as_ref().map(RequestId::as_str))
                 .collect(),
+            catalogue_versions: orders
+                .iter()
+                .map(|o| o.placed.catalogue_version.as_deref())
+                .collect(),
         }
     }
 
-    /// Row `i`'s nine cells, in `COLUMNS` order.
-    fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 9] {
+    /// Row `i`'s ten cells, in `COLUMNS` order.
+    fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.ids[i],
             &self.customers[i],
@@ -397,11 +404,12 @@ impl<'a> Columns<'a> {
             &self.messages[i],
             &self.hashes[i],
             &self.requests[i],
+            &self.catalogue_versions[i],
         ]
     }
 }
 
-/// Multi-row `VALUES` statements (one per 7,000 rows: the parameter limit).
+/// Multi-row `VALUES` statements (one per 6,000 rows: the parameter limit).
 async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
     let columns = Columns::of(orders, hashes);
     let mut statements = Vec::new();
@@ -409,8 +417,10 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
         let end = orders.len().min(start + VALUES_ROWS_PER_STATEMENT);
         let placeholders: Vec<String> = (0..end - start)
             .map(|row| {
-                let first = row * 9 + 1;
-                let cells: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
+                let first = row * TYPES.len() + 1;
+                let cells: Vec<String> = (first..first + TYPES.len())
+                    .map(|n| format!("${n}"))
+                    .collect();
                 format!("({})", cells.join(","))
             })
             .collect();

@@ -50,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "content_hash_conflicts_request_id",
         sql: include_str!("../migrations/0002_content_hash_conflicts_request_id.sql"),
     },
+    Migration {
+        version: 3,
+        name: "catalogue_version",
+        sql: include_str!("../migrations/0003_catalogue_version.sql"),
+    },
 ];
 
 /// The newest migration's version: the template's `DatabaseSchema` carries it,

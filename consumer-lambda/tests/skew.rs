@@ -293,7 +293,7 @@ fn bodies(version: u32) -> Vec<String> {
     (0..ORDERS)
         .map(|i| {
             order_placed_body(i, 2, Utc::now()).replace(
-                "\"schema_version\":1",
+                &format!("\"schema_version\":{}", order_contract::SCHEMA_VERSION),
                 &format!("\"schema_version\":{version}"),
             )
         })

@@ -51,11 +51,15 @@ fn request(order_id: Uuid, customer: &str) -> Value {
     request
 }
 
+/// The catalogue version the producer priced [`delivery`]'s orders by.
+const CATALOGUE_VERSION: &str = "2026-12-06.1";
+
 fn delivery(message_id: &str, order_id: Uuid) -> Delivery {
     let received_at: DateTime<Utc> = "2026-11-24T18:27:15.250Z".parse().expect("timestamp");
     Delivery {
         message_id: MessageId::new(message_id).expect("an id"),
-        placed: OrderPlaced::new(order(order_id, "cust-7"), received_at),
+        placed: OrderPlaced::new(order(order_id, "cust-7"), received_at)
+            .priced_by(CATALOGUE_VERSION.into()),
         request_id: RequestId::parse(&format!("req-{message_id}")),
         redelivered: false,
     }
@@ -135,7 +139,7 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
     let row = client
         .query_one(
             "SELECT customer_id, currency, items, total_cents, received_at, sqs_message_id,
-                    request_id, content_sha256
+                    request_id, content_sha256, catalogue_version
              FROM orders WHERE order_id = $1",
             &[&ids[1]],
         )
@@ -163,7 +167,39 @@ async fn a_batch_is_stored_once_with_every_field_and_a_repeat_only_counts_duplic
         row.get::<_, Vec<u8>>(7),
         consumer_lambda::store::content_hash(&batch[1].placed)
     );
+    assert_eq!(row.get::<_, String>(8), CATALOGUE_VERSION);
     assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 3);
+}
+
+#[tokio::test]
+async fn the_catalogue_version_is_stored_on_every_write_path_and_a_version_1_order_has_none() {
+    let db = TestDatabase::create().await;
+    let store = store_on(&db).await;
+    // Small and large batches, first deliveries and redeliveries: every path.
+    for (n, redelivered) in [(3, false), (300, false), (3000, false), (3000, true)] {
+        let batch: Vec<Delivery> = (0..n)
+            .map(|i| Delivery {
+                redelivered,
+                ..delivery(&format!("m-{n}-{redelivered}-{i}"), Uuid::new_v4())
+            })
+            .collect();
+        let written = store.insert(&refs(&batch)).await.expect("stored");
+        assert_eq!(written.stored, n);
+    }
+    let mut unversioned = delivery("m-v1", Uuid::new_v4());
+    unversioned.placed.catalogue_version = None;
+    store.insert(&[&unversioned]).await.expect("stored");
+    let client = db.connect().await;
+    let by_version = |version: &str| {
+        format!(
+            "SELECT count(*) FROM orders WHERE catalogue_version IS NOT DISTINCT FROM {version}"
+        )
+    };
+    assert_eq!(
+        count(&client, &by_version(&format!("'{CATALOGUE_VERSION}'"))).await,
+        6303
+    );
+    assert_eq!(count(&client, &by_version("NULL")).await, 1);
 }
 
 #[tokio::test]

@@ -84,6 +84,13 @@ impl Catalogue {
         if catalogue.version.trim().is_empty() {
             return Err(InvalidCatalogue::NoVersion);
         }
+        // Every order carries it to the consumer, which holds it to this rule.
+        if order_contract::message::check_catalogue_version(&catalogue.version).is_err() {
+            return Err(InvalidCatalogue::Field {
+                field: "version".into(),
+                message: "must be 1 to 64 printable ASCII characters".into(),
+            });
+        }
         if catalogue.items.is_empty() {
             return Err(InvalidCatalogue::NoItems);
         }

@@ -281,7 +281,9 @@ async fn place_order<Q: OrderQueue>(
     })?;
     tracing::Span::current().record("catalogue_version", catalogue_version.as_str());
 
-    let message = OrderPlaced::new(order, received_at).to_json();
+    let message = OrderPlaced::new(order, received_at)
+        .priced_by(catalogue_version)
+        .to_json();
     let started = Instant::now();
     let sent = state
         .queue

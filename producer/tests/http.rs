@@ -194,6 +194,8 @@ async fn a_valid_order_is_queued_as_posted_and_answered_with_its_message_id() {
         .expect("the queued body is a valid OrderPlaced");
     let expected = Order::from_request_json(&posted.to_string()).expect("valid order");
     assert_eq!(placed.order, expected);
+    // Which catalogue priced it, for the record.
+    assert_eq!(placed.catalogue_version.as_deref(), Some("test"));
     app.stop().await;
 }
 

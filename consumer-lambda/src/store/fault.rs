@@ -38,6 +38,7 @@ pub enum Fault {
 pub const CONSTRAINTS: &[(&str, &str)] = &[
     ("order_conflicts", "order_conflicts_content_sha256_check"),
     ("order_conflicts", "order_conflicts_pkey"),
+    ("orders", "orders_catalogue_version_check"),
     ("orders", "orders_content_sha256_check"),
     ("orders", "orders_currency_check"),
     ("orders", "orders_customer_id_check"),
@@ -50,6 +51,7 @@ pub const CONSTRAINTS: &[(&str, &str)] = &[
 /// The columns this build's migrations create, as `(table, column)`; checked
 /// against `pg_attribute` by the same test.
 pub const COLUMNS: &[(&str, &str)] = &[
+    ("orders", "catalogue_version"),
     ("order_conflicts", "body"),
     ("order_conflicts", "content_sha256"),
     ("order_conflicts", "order_id"),

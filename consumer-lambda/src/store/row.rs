@@ -131,6 +131,7 @@ pub(super) struct Columns<'a> {
     message_ids: Vec<&'a str>,
     hashes: Vec<&'a [u8]>,
     request_ids: Vec<Option<&'a str>>,
+    catalogue_versions: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -147,6 +148,7 @@ impl<'a> Columns<'a> {
             message_ids: Vec::with_capacity(n),
             hashes: Vec::with_capacity(n),
             request_ids: Vec::with_capacity(n),
+            catalogue_versions: Vec::with_capacity(n),
         };
         for row in which.iter().map(|&i| &rows[i]) {
             let order = &row.delivery.placed.order;
@@ -161,6 +163,9 @@ impl<'a> Columns<'a> {
             columns
                 .request_ids
                 .push(row.delivery.request_id.as_ref().map(RequestId::as_str));
+            columns
+                .catalogue_versions
+                .push(row.delivery.placed.catalogue_version.as_deref());
         }
         columns
     }
@@ -177,6 +182,7 @@ impl<'a> Columns<'a> {
             (&self.message_ids, Type::TEXT_ARRAY),
             (&self.hashes, Type::BYTEA_ARRAY),
             (&self.request_ids, Type::TEXT_ARRAY),
+            (&self.catalogue_versions, Type::TEXT_ARRAY),
         ]
     }
 
@@ -184,7 +190,7 @@ impl<'a> Columns<'a> {
     pub(super) fn by_row(&self) -> Params<'_> {
         let mut params: Params = Vec::with_capacity(self.order_ids.len() * COPY_TYPES.len());
         for i in 0..self.order_ids.len() {
-            let cells: [&(dyn ToSql + Sync); 9] = [
+            let cells: [&(dyn ToSql + Sync); 10] = [
                 &self.order_ids[i],
                 &self.customer_ids[i],
                 &self.currencies[i],
@@ -194,6 +200,7 @@ impl<'a> Columns<'a> {
                 &self.message_ids[i],
                 &self.hashes[i],
                 &self.request_ids[i],
+                &self.catalogue_versions[i],
             ];
             params.extend(cells.into_iter().zip(COPY_TYPES.iter().cloned()));
         }

@@ -9,10 +9,11 @@ use tokio_postgres::types::Type;
 /// The binary `COPY` of the common case: as fast as PostgreSQL loads rows.
 /// `COPY` has no `ON CONFLICT`; ids already stored are filtered out first.
 pub(super) const COPY_ORDERS: &str = "COPY orders (order_id, customer_id, currency, items, \
-    total_cents, received_at, sqs_message_id, content_sha256, request_id) FROM STDIN (FORMAT binary)";
+    total_cents, received_at, sqs_message_id, content_sha256, request_id, catalogue_version) \
+    FROM STDIN (FORMAT binary)";
 
 /// Column types of the consumer's `COPY`, in order (the benchmark loads the same).
-pub const COPY_TYPES: [Type; 9] = [
+pub const COPY_TYPES: [Type; 10] = [
     Type::UUID,
     Type::TEXT,
     Type::BPCHAR,
@@ -22,6 +23,7 @@ pub const COPY_TYPES: [Type; 9] = [
     Type::TEXT,
     Type::BYTEA,
     Type::TEXT,
+    Type::TEXT,
 ];
 
 /// Large batches after a `COPY` met a stored key: the arrays travel in the
@@ -29,9 +31,9 @@ pub const COPY_TYPES: [Type; 9] = [
 /// number of rows), and `RETURNING` names the rows this statement wrote.
 pub(super) const INSERT_ORDERS: &str = "
     INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at,
-                        sqs_message_id, content_sha256, request_id)
+                        sqs_message_id, content_sha256, request_id, catalogue_version)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int8[],
-                         $6::timestamptz[], $7::text[], $8::bytea[], $9::text[])
+                         $6::timestamptz[], $7::text[], $8::bytea[], $9::text[], $10::text[])
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id";
 
@@ -41,7 +43,7 @@ pub(super) const INSERT_ORDERS: &str = "
 pub(super) fn insert_values(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, \
-         sqs_message_id, content_sha256, request_id) VALUES ",
+         sqs_message_id, content_sha256, request_id, catalogue_version) VALUES ",
     );
     for row in 0..rows {
         let first = row * COPY_TYPES.len() + 1;
@@ -79,12 +81,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_values_insert_numbers_nine_parameters_a_row_in_order() {
+    fn a_values_insert_numbers_ten_parameters_a_row_in_order() {
         let sql = insert_values(2);
         assert!(
-            sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), ($10, $11,"),
+            sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11, $12,"),
             "{sql}"
         );
-        assert!(sql.ends_with("$18) ON CONFLICT (order_id) DO NOTHING RETURNING order_id"));
+        assert!(sql.ends_with("$20) ON CONFLICT (order_id) DO NOTHING RETURNING order_id"));
     }
 }

@@ -300,6 +300,7 @@ async fn copy_rows(
                     &message_id.as_str(),
                     &row.hash().as_slice(),
                     &request_id.as_ref().map(RequestId::as_str),
+                    &placed.catalogue_version.as_deref(),
                 ])
                 .await?;
         }

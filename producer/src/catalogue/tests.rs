@@ -63,6 +63,21 @@ fn a_catalogue_without_items_version_or_names_is_refused_saying_what_to_fix() {
 }
 
 #[test]
+fn a_version_the_message_could_not_carry_is_refused() {
+    let mut catalogue = json!({
+        "currency": "EUR",
+        "version": "v".repeat(65),
+        "items": [{"sku": "PEN-GEL-BLACK", "name": "Gel pen", "unit_price_cents": 249}],
+    });
+    assert_eq!(
+        refusal(catalogue.clone()),
+        "version: must be 1 to 64 printable ASCII characters"
+    );
+    catalogue["version"] = json!("2026-12\n07");
+    assert!(refusal(catalogue).starts_with("version:"));
+}
+
+#[test]
 fn skus_and_prices_follow_the_contract_and_skus_are_unique() {
     let item = |sku: &str, price: i64| json!({"sku": sku, "name": "x", "unit_price_cents": price});
     let catalogue = |items: Vec<serde_json::Value>| {

@@ -4,8 +4,16 @@
 
 use super::*;
 
+/// This build's version in a body, to be replaced.
+fn this_version() -> String {
+    format!("\"schema_version\":{}", order_contract::SCHEMA_VERSION)
+}
+
 fn newer_body(n: u32) -> String {
-    valid_body(n).replace("\"schema_version\":1", "\"schema_version\":2")
+    valid_body(n).replace(
+        &this_version(),
+        &format!("\"schema_version\":{}", order_contract::SCHEMA_VERSION + 1),
+    )
 }
 
 #[tokio::test]
@@ -81,8 +89,8 @@ async fn a_skewed_record_whose_copy_was_not_sent_stays_and_is_not_counted_as_the
 async fn a_body_of_an_older_or_malformed_version_stays_poison() {
     let store = FakeStore::default();
     let queue = FakeQueue::default();
-    let older = valid_body(1).replace("\"schema_version\":1", "\"schema_version\":0");
-    let malformed = valid_body(2).replace("\"schema_version\":1", "\"schema_version\":\"2\"");
+    let older = valid_body(1).replace(&this_version(), "\"schema_version\":0");
+    let malformed = valid_body(2).replace(&this_version(), "\"schema_version\":\"2\"");
     let handled = Consumer::new(&store, &queue, &queue, POLICY)
         .handle(
             event(vec![
@@ -112,7 +120,7 @@ async fn a_consumer_that_reads_the_next_version_stores_it() {
     let store = FakeStore::default();
     let queue = FakeQueue::default();
     let handled = Consumer::new(&store, &queue, &queue, POLICY)
-        .reading_up_to(2)
+        .reading_up_to(order_contract::SCHEMA_VERSION + 1)
         .handle(
             event(vec![received("newer", &newer_body(1), 3)]),
             in_a_minute(),

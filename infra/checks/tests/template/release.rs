@@ -270,3 +270,23 @@ fn the_hook_outlasts_the_consumers_invocation_and_still_reports() {
         "hook Timeout {hook} s"
     );
 }
+
+#[test]
+fn the_producers_instances_are_replaced_only_after_the_consumers_release() {
+    // A producer that writes a newer message shape must not run before a
+    // consumer that reads it (issue 33's catalogue version came that way):
+    // CloudFormation updates a resource after those it depends on.
+    let t = expanded();
+    let alias = resource(t, "ConsumerFunctionAliaslive");
+    assert_eq!(alias["Type"], "AWS::Lambda::Alias");
+    let depends_on: Vec<&str> = resource(t, "ProducerGroup")["DependsOn"]
+        .as_array()
+        .expect("ProducerGroup's DependsOn is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        depends_on.contains(&"ConsumerFunctionAliaslive"),
+        "{depends_on:?}"
+    );
+}
