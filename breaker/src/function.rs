@@ -55,34 +55,32 @@ impl Config {
 /// source mapping is paused because the consumer cannot store (the template
 /// alarms on it), dimensioned by the consumer function it guards.
 pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> String {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [{"Name": BREAKER_OPEN, "Unit": "Count"}],
-            }],
-        },
-        "FunctionName": consumer_function,
-        BREAKER_OPEN: u8::from(open),
-    })
-    .to_string()
+    one_count(
+        BREAKER_OPEN,
+        u8::from(open),
+        consumer_function,
+        timestamp_ms,
+    )
 }
 
 /// The line of a run that tripped: [`BREAKER_TRIPPED`] 1 for the consumer function.
 pub fn trip_emf(consumer_function: &str, timestamp_ms: u64) -> String {
+    one_count(BREAKER_TRIPPED, 1, consumer_function, timestamp_ms)
+}
+
+/// One EMF line: the count `name` = `value` for the consumer function.
+fn one_count(name: &str, value: u8, consumer_function: &str, timestamp_ms: u64) -> String {
     json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["FunctionName"]],
-                "Metrics": [{"Name": BREAKER_TRIPPED, "Unit": "Count"}],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
             }],
         },
         "FunctionName": consumer_function,
-        BREAKER_TRIPPED: 1,
+        name: value,
     })
     .to_string()
 }
