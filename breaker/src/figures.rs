@@ -30,11 +30,11 @@
 //! # The resume rule
 //! A pause on the figures (a *trip*) is reported as [`BREAKER_TRIPPED`]. A
 //! paused mapping resumes only on a passing probe, and after a trip only once
-//! its back-off has run out: [`backoff`] of the number of trips over the last
+//! its back-off has run out: [`TripPolicy::backoff`] of the number of trips over the last
 //! [`TRIP_HORIZON`] (the queue's retention: no waiting order is older). Each
 //! trip cycle spends at most one receive of a waiting order (tested in
 //! `local-esm`'s `breaker` from the template), so after
-//! [`resumes_allowed`] trips the breaker stops resuming by itself and the
+//! [`TripPolicy::resumes_allowed`] trips the breaker stops resuming by itself and the
 //! mapping stays paused, alarmed, until someone resumes it.
 //!
 //! [`BREAKER_TRIPPED`]: crate::function::BREAKER_TRIPPED
@@ -151,19 +151,36 @@ impl Figures for NoFigures {
 )]
 pub struct FiguresError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
-/// The wait before the resume that follows the `trips`-th trip (from 1).
-pub fn backoff(trips: u32) -> Duration {
-    let steps = trips.saturating_sub(1).min(16);
-    BACKOFF_BASE
-        .saturating_mul(BACKOFF_FACTOR.saturating_pow(steps))
-        .min(BACKOFF_CAP)
+/// What bounds the resumes after trips: the orders queue's `maxReceiveCount`,
+/// and the first back-off ([`BACKOFF_BASE`]; compressed runs shorten it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TripPolicy {
+    pub max_receive_count: u32,
+    pub backoff_base: Duration,
 }
 
-/// How many trips over [`TRIP_HORIZON`] may still be followed by a resume:
-/// the first cycle and each resumed one spend at most one receive each, and
-/// an order must keep one receive for the good build.
-pub fn resumes_allowed(max_receive_count: u32) -> u32 {
-    max_receive_count.saturating_sub(2)
+impl TripPolicy {
+    pub const fn new(max_receive_count: u32) -> Self {
+        Self {
+            max_receive_count,
+            backoff_base: BACKOFF_BASE,
+        }
+    }
+
+    /// The wait before the resume that follows the `trips`-th trip (from 1).
+    pub fn backoff(&self, trips: u32) -> Duration {
+        let steps = trips.saturating_sub(1).min(16);
+        self.backoff_base
+            .saturating_mul(BACKOFF_FACTOR.saturating_pow(steps))
+            .min(BACKOFF_CAP)
+    }
+
+    /// How many trips over [`TRIP_HORIZON`] may still be followed by a resume:
+    /// the first cycle and each resumed one spend at most one receive each, and
+    /// an order must keep one receive for the good build.
+    pub fn resumes_allowed(&self) -> u32 {
+        self.max_receive_count.saturating_sub(2)
+    }
 }
 
 /// Why a paused mapping stays paused although the probe passes.
@@ -186,23 +203,26 @@ pub fn hold(
     before: &Batches,
     earlier: u32,
     latest: u32,
-    max_receive_count: u32,
+    policy: TripPolicy,
 ) -> Option<Hold> {
     let tripped = latest > 0 || (before.failing() && before.left_to_redrive() > 0);
     if !tripped {
         return None;
     }
     let trips = earlier + 1;
-    if trips > resumes_allowed(max_receive_count) {
+    if trips > policy.resumes_allowed() {
         return Some(Hold::ForAPerson);
     }
-    let until = paused_at + backoff(trips);
+    let until = paused_at + policy.backoff(trips);
     (now < until).then_some(Hold::Until(until))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The template's maxReceiveCount.
+    const SIX: TripPolicy = TripPolicy::new(6);
 
     fn batches(records: u64, finished: u64, deferred: u64, failed: u64) -> Batches {
         Batches {
@@ -247,11 +267,11 @@ mod tests {
 
     #[test]
     fn the_back_off_grows_fourfold_from_ten_minutes_up_to_its_cap() {
-        assert_eq!(backoff(1), Duration::from_secs(600));
-        assert_eq!(backoff(2), Duration::from_secs(2_400));
-        assert_eq!(backoff(3), Duration::from_secs(9_600));
-        assert_eq!(backoff(5), BACKOFF_CAP);
-        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+        assert_eq!(SIX.backoff(1), Duration::from_secs(600));
+        assert_eq!(SIX.backoff(2), Duration::from_secs(2_400));
+        assert_eq!(SIX.backoff(3), Duration::from_secs(9_600));
+        assert_eq!(SIX.backoff(5), BACKOFF_CAP);
+        assert_eq!(SIX.backoff(u32::MAX), BACKOFF_CAP);
     }
 
     #[test]
@@ -260,23 +280,23 @@ mod tests {
         let soon = paused + Duration::from_secs(60);
         let later = paused + BACKOFF_BASE;
         let outage = batches(30, 2, 28, 0);
-        assert_eq!(hold(paused, soon, &outage, 3, 0, 6), None, "the probe's");
+        assert_eq!(hold(paused, soon, &outage, 3, 0, SIX), None, "the probe's");
 
         let failing = batches(30, 0, 0, 0);
         assert_eq!(
-            hold(paused, soon, &failing, 0, 0, 6),
+            hold(paused, soon, &failing, 0, 0, SIX),
             Some(Hold::Until(later)),
             "the figures show the trip before its metric does"
         );
-        assert_eq!(hold(paused, later, &failing, 0, 0, 6), None);
+        assert_eq!(hold(paused, later, &failing, 0, 0, SIX), None);
         assert_eq!(
-            hold(paused, later, &Batches::default(), 0, 1, 6),
+            hold(paused, later, &Batches::default(), 0, 1, SIX),
             None,
             "reported as a trip"
         );
         assert_eq!(
-            hold(paused, soon, &Batches::default(), 1, 1, 6),
-            Some(Hold::Until(paused + backoff(2)))
+            hold(paused, soon, &Batches::default(), 1, 1, SIX),
+            Some(Hold::Until(paused + SIX.backoff(2)))
         );
     }
 
@@ -284,10 +304,13 @@ mod tests {
     fn after_as_many_trips_as_receives_allow_only_a_person_resumes() {
         let paused = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let much_later = paused + TRIP_HORIZON;
-        assert_eq!(resumes_allowed(6), 4);
-        assert_eq!(hold(paused, much_later, &Batches::default(), 3, 1, 6), None);
+        assert_eq!(SIX.resumes_allowed(), 4);
         assert_eq!(
-            hold(paused, much_later, &Batches::default(), 4, 1, 6),
+            hold(paused, much_later, &Batches::default(), 3, 1, SIX),
+            None
+        );
+        assert_eq!(
+            hold(paused, much_later, &Batches::default(), 4, 1, SIX),
             Some(Hold::ForAPerson)
         );
     }

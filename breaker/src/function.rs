@@ -9,7 +9,7 @@ use support::{Env, EnvError};
 
 use crate::{
     CloudWatchFigures, Figures, LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT,
-    Probe, ProbeAnswer, run_until,
+    Probe, ProbeAnswer, TripPolicy, run_until,
 };
 
 /// CloudWatch namespace the breaker reports in: the consumer's, so that its
@@ -100,21 +100,14 @@ pub async fn run() -> Result<(), Error> {
         consumer_function,
         alias(&config.consumer_function).map(str::to_owned),
     );
-    let max_receive_count = config.max_receive_count;
+    let policy = TripPolicy::new(config.max_receive_count);
     let (probe, mapping, figures) = (&probe, &mapping, &figures);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let left = Duration::from_millis(event.context.deadline.saturating_sub(epoch_millis()));
         // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
         let until = tokio::time::Instant::now() + left.saturating_sub(PROBE_TIMEOUT * 2);
-        let (lines, answer) = one_run(
-            probe,
-            mapping,
-            figures,
-            max_receive_count,
-            until,
-            consumer_function,
-        )
-        .await;
+        let (lines, answer) =
+            one_run(probe, mapping, figures, policy, until, consumer_function).await;
         for line in lines {
             println!("{line}");
         }
@@ -132,11 +125,11 @@ pub async fn one_run(
     probe: &impl Probe,
     mapping: &impl Mapping,
     figures: &impl Figures,
-    max_receive_count: u32,
+    policy: TripPolicy,
     until: tokio::time::Instant,
     consumer_function: &str,
 ) -> (Vec<String>, Result<Value, MappingError>) {
-    match run_until(probe, mapping, figures, max_receive_count, until).await {
+    match run_until(probe, mapping, figures, policy, until).await {
         Ok(last) => {
             let now = epoch_millis();
             let mut lines = vec![breaker_emf(last.open(), consumer_function, now)];
@@ -260,7 +253,7 @@ mod tests {
             &Down,
             &Unreadable,
             &crate::NoFigures,
-            6,
+            TripPolicy::new(6),
             tokio::time::Instant::now(),
             "orders-consumer",
         )
@@ -321,7 +314,7 @@ mod tests {
             &Up,
             &Enabled,
             &Failing,
-            6,
+            TripPolicy::new(6),
             tokio::time::Instant::now(),
             "orders-consumer",
         )

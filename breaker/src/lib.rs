@@ -44,7 +44,7 @@ pub mod hook;
 mod lambda;
 
 pub use cloudwatch::CloudWatchFigures;
-pub use figures::{Batches, Figures, FiguresError, Hold, NoFigures};
+pub use figures::{Batches, Figures, FiguresError, Hold, NoFigures, TripPolicy};
 pub use lambda::{LambdaMapping, LambdaProbe};
 
 use std::future::Future;
@@ -177,7 +177,7 @@ pub async fn step(
     probe: &impl Probe,
     mapping: &impl Mapping,
     figures: &impl Figures,
-    max_receive_count: u32,
+    policy: TripPolicy,
 ) -> Result<Step, MappingError> {
     let health = probe.probe().await;
     let status = mapping.status().await?;
@@ -207,7 +207,7 @@ pub async fn step(
         }
         (Action::Resume, _) => {
             if let Some(paused_at) = status.since {
-                match held(figures, paused_at, now, max_receive_count).await {
+                match held(figures, paused_at, now, policy).await {
                     Ok(hold) => step.held = hold,
                     Err(err) => step.figures_error = Some(support::error_chain(&err)),
                 }
@@ -232,7 +232,7 @@ async fn held(
     figures: &impl Figures,
     paused_at: SystemTime,
     now: SystemTime,
-    max_receive_count: u32,
+    policy: TripPolicy,
 ) -> Result<Option<Hold>, FiguresError> {
     let window = figures::FIGURES_WINDOW;
     // A trip is reported after its pause, in the minute of its run's end.
@@ -243,12 +243,7 @@ async fn held(
     let earlier = figures.trips(now - figures::TRIP_HORIZON, split).await?;
     let latest = figures.trips(split, now).await?;
     Ok(figures::hold(
-        paused_at,
-        now,
-        &before,
-        earlier,
-        latest,
-        max_receive_count,
+        paused_at, now, &before, earlier, latest, policy,
     ))
 }
 
@@ -284,11 +279,11 @@ pub async fn run_until(
     probe: &impl Probe,
     mapping: &impl Mapping,
     figures: &impl Figures,
-    max_receive_count: u32,
+    policy: TripPolicy,
     until: tokio::time::Instant,
 ) -> Result<Step, MappingError> {
     loop {
-        let step = step(probe, mapping, figures, max_receive_count).await?;
+        let step = step(probe, mapping, figures, policy).await?;
         let next = tokio::time::Instant::now() + step.next_probe_in();
         if step.next_probe_in() != OPEN_PROBE_INTERVAL || next > until {
             return Ok(step);
@@ -430,9 +425,14 @@ mod tests {
     async fn failing_batches_pause_the_mapping_whatever_the_probe_says() {
         let mapping = Switch::new(MappingState::Enabled);
         let figures = Steady(FAILING, Mutex::new(0));
-        let trip = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
-            .await
-            .expect("step");
+        let trip = step(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &figures,
+            TripPolicy::new(6),
+        )
+        .await
+        .expect("step");
         assert_eq!(trip.action, Action::Pause);
         assert!(trip.tripped);
         assert_eq!(mapping.state(), MappingState::Disabled);
@@ -443,9 +443,14 @@ mod tests {
         );
 
         // The next step: the probe passes, the pause is the figures', so it holds.
-        let held = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
-            .await
-            .expect("step");
+        let held = step(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &figures,
+            TripPolicy::new(6),
+        )
+        .await
+        .expect("step");
         assert_eq!(held.action, Action::Keep);
         assert!(matches!(held.held, Some(Hold::Until(_))), "{:?}", held.held);
         assert_eq!(mapping.state(), MappingState::Disabled);
@@ -460,22 +465,32 @@ mod tests {
             ..Batches::default()
         };
         let figures = Steady(stored, Mutex::new(0));
-        let keep = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
-            .await
-            .expect("step");
+        let keep = step(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &figures,
+            TripPolicy::new(6),
+        )
+        .await
+        .expect("step");
         assert_eq!((keep.action, keep.tripped), (Action::Keep, false));
         let down = step(
             &Fixed(Health::Unhealthy("57P01".into())),
             &mapping,
             &figures,
-            6,
+            TripPolicy::new(6),
         )
         .await
         .expect("step");
         assert_eq!((down.action, down.tripped), (Action::Pause, false));
-        let back = step(&Fixed(Health::Healthy), &mapping, &figures, 6)
-            .await
-            .expect("step");
+        let back = step(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &figures,
+            TripPolicy::new(6),
+        )
+        .await
+        .expect("step");
         assert_eq!(back.action, Action::Resume, "a probe's pause is not held");
     }
 
@@ -487,7 +502,7 @@ mod tests {
             &Fixed(Health::Healthy),
             &mapping,
             &Steady(FAILING, Mutex::new(0)),
-            6,
+            TripPolicy::new(6),
             started + Duration::from_secs(45),
         )
         .await
@@ -503,7 +518,7 @@ mod tests {
             &Fixed(Health::Unhealthy("28P01".into())),
             &mapping,
             &NoFigures,
-            6,
+            TripPolicy::new(6),
         )
         .await
         .expect("step");
@@ -515,16 +530,21 @@ mod tests {
             &Fixed(Health::Unhealthy("28P01".into())),
             &mapping,
             &NoFigures,
-            6,
+            TripPolicy::new(6),
         )
         .await
         .expect("step");
         assert_eq!(still_down.action, Action::Keep);
         assert_eq!(still_down.next_probe_in(), OPEN_PROBE_INTERVAL);
 
-        let back = step(&Fixed(Health::Healthy), &mapping, &NoFigures, 6)
-            .await
-            .expect("step");
+        let back = step(
+            &Fixed(Health::Healthy),
+            &mapping,
+            &NoFigures,
+            TripPolicy::new(6),
+        )
+        .await
+        .expect("step");
         assert_eq!(back.action, Action::Resume);
         assert_eq!(mapping.state(), MappingState::Enabled);
         assert_eq!(back.next_probe_in(), SCHEDULE_INTERVAL);
@@ -538,7 +558,7 @@ mod tests {
             &Fixed(Health::Unhealthy("connection refused".into())),
             &mapping,
             &NoFigures,
-            6,
+            TripPolicy::new(6),
             started + Duration::from_secs(45),
         )
         .await
@@ -551,7 +571,7 @@ mod tests {
             &Fixed(Health::Healthy),
             &mapping,
             &NoFigures,
-            6,
+            TripPolicy::new(6),
             started + Duration::from_secs(100),
         )
         .await

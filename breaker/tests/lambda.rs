@@ -175,7 +175,7 @@ async fn step_with(consumer: Consumer, state: &str) -> (breaker::Step, Vec<Strin
         &LambdaProbe::new(client.clone(), "orders-consumer"),
         &LambdaMapping::new(client, UUID),
         &breaker::NoFigures,
-        6,
+        breaker::TripPolicy::new(6),
     )
     .await
     .expect("a step");

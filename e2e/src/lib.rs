@@ -237,7 +237,7 @@ impl Stack {
             // No batch log here: the breaker decides on its probe alone.
             let figures = local_esm::breaker::LocalFigures::default();
             tokio::select! {
-                () = local_esm::breaker::run(&probe, &switch, &figures, policy.max_receive_count.get(), intervals) => {}
+                () = local_esm::breaker::run(&probe, &switch, &figures, local_esm::breaker::TripPolicy::new(policy.max_receive_count.get()), intervals) => {}
                 _ = stopped => {}
             }
         });

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+pub use ::breaker::TripPolicy;
 use ::breaker::{self as core, Batches, Figures, FiguresError, Health, Mapping, Probe};
 use chrono::{DateTime, Utc};
 use tracing::warn;
@@ -32,12 +33,31 @@ pub const THROTTLED_REASON: &str = "Lambda throttles the consumer function, as i
 pub const FAILING_INIT_REASON: &str = "the consumer function failed (Unhandled), as every batch would: \
      {\"errorType\":\"Runtime.ExitError\",\"errorMessage\":\"Error: Runtime exited with error: exit status 1\"}";
 
+/// What the probe reports for a release whose batch path fails every record:
+/// the probe's synthetic record takes the same path.
+pub const FAILING_BATCHES_REASON: &str =
+    "the probe's synthetic record failed in the consumer's batch path, as every batch does";
+
 /// How often the breaker steps: on the schedule, and while the mapping is
 /// paused. Tests compress them; the defaults are the consumer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intervals {
     pub schedule: Duration,
     pub open_probe: Duration,
+}
+
+impl Intervals {
+    /// The breaker's clock `speedup` times faster (`local-esm run
+    /// --breaker-speedup`): these intervals and `policy`'s back-off divided.
+    pub fn sped_up(speedup: u32, policy: &mut TripPolicy) -> Self {
+        let speedup = speedup.max(1);
+        policy.backoff_base /= speedup;
+        let normal = Self::default();
+        Self {
+            schedule: normal.schedule / speedup,
+            open_probe: normal.open_probe / speedup,
+        }
+    }
 }
 
 impl Default for Intervals {
@@ -69,6 +89,7 @@ impl<P: Probe> Probe for LocalProbe<'_, P> {
             Function::Running => self.store.probe().await,
             Function::Throttled => Health::Unhealthy(THROTTLED_REASON.into()),
             Function::FailingInit => Health::Unhealthy(FAILING_INIT_REASON.into()),
+            Function::FailingBatches => Health::Unhealthy(FAILING_BATCHES_REASON.into()),
         }
     }
 }
@@ -136,11 +157,11 @@ pub async fn run(
     probe: &impl Probe,
     mapping: &impl Mapping,
     figures: &LocalFigures,
-    max_receive_count: u32,
+    policy: TripPolicy,
     intervals: Intervals,
 ) {
     loop {
-        let wait = match core::step(probe, mapping, figures, max_receive_count).await {
+        let wait = match core::step(probe, mapping, figures, policy).await {
             Ok(step) => {
                 if step.tripped {
                     figures.record_trip(SystemTime::now());
@@ -174,7 +195,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_throttled_or_failing_function_fails_the_probe_whatever_the_database_says() {
+    async fn a_throttled_function_or_a_bad_release_fails_the_probe_whatever_the_database_says() {
         let function = FunctionState::default();
         let store = Fixed(Health::Healthy);
         let probe = LocalProbe::new(function.clone(), &store);
@@ -188,6 +209,11 @@ mod tests {
         assert_eq!(
             probe.probe().await,
             Health::Unhealthy(FAILING_INIT_REASON.into())
+        );
+        function.set(Function::FailingBatches);
+        assert_eq!(
+            probe.probe().await,
+            Health::Unhealthy(FAILING_BATCHES_REASON.into())
         );
         function.set(Function::Running);
         assert_eq!(probe.probe().await, Health::Healthy);
@@ -207,7 +233,7 @@ mod tests {
         function.set(Function::Throttled);
         let started = tokio::time::Instant::now();
         tokio::select! {
-            () = run(&probe, &switch, &figures, 6, intervals) => unreachable!("the loop never ends"),
+            () = run(&probe, &switch, &figures, TripPolicy::new(6), intervals) => unreachable!("the loop never ends"),
             () = async {
                 // The first step pauses at once.
                 tokio::task::yield_now().await;
@@ -291,7 +317,7 @@ mod tests {
             open_probe: Duration::from_secs(1),
         };
         tokio::select! {
-            () = run(&probe, &switch, &figures, 6, intervals) => unreachable!("the loop never ends"),
+            () = run(&probe, &switch, &figures, TripPolicy::new(6), intervals) => unreachable!("the loop never ends"),
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
         assert!(!switch.enabled(), "paused, and held for its back-off");
@@ -397,22 +423,16 @@ mod tests {
         };
         let smallest = number(&["Parameters", "MaxReceiveCount", "MinValue"]) as u32;
         for max_receive_count in smallest..=local.queues.max_receive_count {
+            let policy = TripPolicy::new(max_receive_count);
             // The bad release never ends: each resume is followed by a trip.
             let mut paused_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
             let (mut cycles, mut earlier, mut resumed_after) = (1u64, 0, Vec::new());
             loop {
-                match hold(
-                    paused_at,
-                    paused_at,
-                    &failing,
-                    earlier,
-                    1,
-                    max_receive_count,
-                ) {
+                match hold(paused_at, paused_at, &failing, earlier, 1, policy) {
                     Some(Hold::Until(resume)) => {
                         let after = resume.duration_since(paused_at).expect("later");
                         assert_eq!(
-                            hold(paused_at, resume, &failing, earlier, 1, max_receive_count),
+                            hold(paused_at, resume, &failing, earlier, 1, policy),
                             None,
                             "it resumes when its back-off has run out"
                         );

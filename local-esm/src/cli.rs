@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ::breaker::Probe;
+use ::breaker::{Probe, TripPolicy};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use consumer_lambda::probe::BatchProbe;
@@ -15,7 +15,7 @@ use consumer_lambda::{
 
 use crate::batches::{self, BatchLog};
 use crate::breaker::{self, Intervals, LocalFigures, LocalProbe};
-use crate::driver::{BatchHandler, Driver, InProcess, Recording};
+use crate::driver::{BatchHandler, Driver, Function, FunctionState, InProcess, Recording};
 use crate::status::{self, Sources};
 use crate::template::{EventSourceSettings, Template};
 use support::queues::create_queues;
@@ -106,6 +106,17 @@ enum Command {
         /// a throttled or failing function, spending receives.
         #[arg(long)]
         no_breaker: bool,
+        /// Runs the breaker's clock this many times faster: its schedule, its
+        /// probe interval while paused and its back-off after a trip are
+        /// divided by it (compressed test runs; AWS runs it at 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        breaker_speedup: u32,
+        /// The function's state, read from this file every 200 ms while it
+        /// runs: `running`, `throttled`, `failing-init` (a release that cannot
+        /// start) or `failing-batches` (a release whose batch path fails every
+        /// record). How `scripts/chaos` releases a bad build and the good one.
+        #[arg(long)]
+        function_file: Option<PathBuf>,
         /// Keep each batch's figures (the consumer's EMF line) in this file, for
         /// `local-esm status`; it starts empty and holds the last few hundred.
         #[arg(long, env = "BATCH_LOG")]
@@ -197,6 +208,8 @@ impl Cli {
                 retry_multiplier,
                 retry_cap_seconds,
                 no_breaker,
+                breaker_speedup,
+                function_file,
                 batch_log,
             } => {
                 let template = Template::from_file(&template)?;
@@ -222,8 +235,9 @@ impl Cli {
                 };
                 let probe = BatchProbe::of(&store, policy);
                 let figures = LocalFigures::new(batch_log.clone());
-                let breaker =
-                    (!no_breaker).then_some((&probe, &figures, policy.max_receive_count.get()));
+                let mut trips = TripPolicy::new(policy.max_receive_count.get());
+                let intervals = Intervals::sped_up(breaker_speedup, &mut trips);
+                let breaker = (!no_breaker).then_some((&probe, &figures, trips, intervals));
                 let consumer = Consumer::new(
                     &store,
                     SqsRetryQueue::new(sqs.clone(), &queue_url),
@@ -235,11 +249,11 @@ impl Cli {
                         let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
                         tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
                         let handler = Recording { consumer, log };
-                        poll(sqs, queue_url, settings, handler, breaker).await?;
+                        poll(sqs, queue_url, settings, handler, breaker, function_file).await?;
                     }
                     None => {
                         let handler = InProcess(consumer);
-                        poll(sqs, queue_url, settings, handler, breaker).await?;
+                        poll(sqs, queue_url, settings, handler, breaker, function_file).await?;
                     }
                 }
             }
@@ -322,35 +336,62 @@ async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
 }
 
 /// Polls the queue with `handler`, under the local breaker when given one (its
-/// probe, its figures and the queue's maxReceiveCount), until Ctrl-C or SIGTERM.
+/// probe, its figures, its trip policy and intervals), until Ctrl-C or
+/// SIGTERM; the function's state follows `function_file` when given one.
 async fn poll<H: BatchHandler>(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     settings: EventSourceSettings,
     handler: H,
-    breaker: Option<(&impl Probe, &LocalFigures, u32)>,
+    breaker: Option<(&impl Probe, &LocalFigures, TripPolicy, Intervals)>,
+    function_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let driver = Driver::new(sqs, queue_url, settings, handler)
         .await
         .context("the queue to poll is not reachable")?;
+    if let Some(path) = function_file {
+        tokio::spawn(follow_function_file(path, driver.function()));
+    }
     let stop = support::shutdown_signal();
     let polling = driver.run(async move {
         stop.await;
     });
     match breaker {
         None => polling.await,
-        Some((probe, figures, max_receive_count)) => {
+        Some((probe, figures, trips, intervals)) => {
             let switch = driver.switch();
             let probe = LocalProbe::new(driver.function(), probe);
-            let intervals = Intervals::default();
             // The breaker never ends by itself: polling decides when to stop.
             tokio::select! {
                 () = polling => {}
-                () = breaker::run(&probe, &switch, figures, max_receive_count, intervals) => {}
+                () = breaker::run(&probe, &switch, figures, trips, intervals) => {}
             }
         }
     }
     Ok(())
+}
+
+/// Sets the function's state from the file's one word whenever it changes;
+/// a missing file or an unknown word leaves the state as it is, saying why once.
+async fn follow_function_file(path: PathBuf, function: FunctionState) {
+    let mut complained = None;
+    loop {
+        let read = std::fs::read_to_string(&path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))
+            .and_then(|text| text.parse::<Function>());
+        match read {
+            Ok(state) => {
+                function.set(state);
+                complained = None;
+            }
+            Err(why) if complained.as_ref() != Some(&why) => {
+                tracing::warn!(%why, "the function's state is left as it is");
+                complained = Some(why);
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The SQS client from the standard AWS environment (AWS_ENDPOINT_URL, region, credentials).

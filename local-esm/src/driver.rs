@@ -9,8 +9,9 @@
 //! the batch, fails the whole batch.
 //!
 //! Faults outside the handler are set at run time with [`FunctionState`]: a
-//! throttled function, whose invocations are not run, and a runtime that fails
-//! its init, whose invocations all fail without the handler. Either way the
+//! throttled function, whose invocations are not run; a release that cannot
+//! start, whose invocations all fail without the handler; a release whose
+//! batch path fails every record. Either way the
 //! records come back after the visibility timeout with their receive counted,
 //! as Lambda documents in "Handling errors for an SQS event source"
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
@@ -56,6 +57,10 @@ pub trait BatchHandler: Send + Sync {
         event: SqsEvent,
         deadline: Instant,
     ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
+
+    /// A batch of `records` that a bad release failed without this handler:
+    /// what the function's figures say of it.
+    fn unfinished(&self, _records: usize) {}
 }
 
 /// Shared handlers: a test keeps one end to look at what the handler saw.
@@ -66,6 +71,10 @@ impl<H: BatchHandler> BatchHandler for std::sync::Arc<H> {
         deadline: Instant,
     ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send {
         (**self).handle(event, deadline)
+    }
+
+    fn unfinished(&self, records: usize) {
+        (**self).unfinished(records)
     }
 }
 
@@ -110,25 +119,36 @@ where
         deadline: Instant,
     ) -> Result<SqsBatchResponse, InvocationError> {
         let records = event.records.len();
-        let (metrics, answer) = match self.consumer.handle(event, deadline).await {
-            Ok(handled) => (handled.metrics, Ok(handled.response)),
-            // A failed invocation prints no figures in AWS, where Lambda's
-            // Errors counts it; here its line says that none of its records
-            // was finished, which the breaker reads the same way.
-            Err(err) => (
-                BatchMetrics {
-                    records,
-                    ..BatchMetrics::default()
-                },
-                Err(InvocationError(Box::new(err))),
-            ),
-        };
-        // The figures are for the operator and the breaker: failing to keep
-        // them never fails the batch.
-        if let Err(err) = self.log.append(&metrics, SystemTime::now()) {
+        match self.consumer.handle(event, deadline).await {
+            Ok(handled) => {
+                self.keep(&handled.metrics);
+                Ok(handled.response)
+            }
+            Err(err) => {
+                self.unfinished(records);
+                Err(InvocationError(Box::new(err)))
+            }
+        }
+    }
+
+    /// A failed invocation prints no figures in AWS, where Lambda's `Errors`
+    /// counts it; here its line says that none of its records was finished,
+    /// which the breaker reads the same way.
+    fn unfinished(&self, records: usize) {
+        self.keep(&BatchMetrics {
+            records,
+            ..BatchMetrics::default()
+        });
+    }
+}
+
+impl<S, Q, D> Recording<S, Q, D> {
+    /// The figures are for the operator and the breaker: failing to keep
+    /// them never fails the batch.
+    fn keep(&self, metrics: &BatchMetrics) {
+        if let Err(err) = self.log.append(metrics, SystemTime::now()) {
             warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
         }
-        answer
     }
 }
 
@@ -168,6 +188,25 @@ pub enum Function {
     /// The runtime fails its init (a bad deploy: a missing layer, a bad
     /// setting): every invocation is a function error without the handler.
     FailingInit,
+    /// A release whose batch path fails every record (a changed event shape,
+    /// a bug in the write): every record is answered as failed.
+    FailingBatches,
+}
+
+impl std::str::FromStr for Function {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name.trim() {
+            "running" => Ok(Self::Running),
+            "throttled" => Ok(Self::Throttled),
+            "failing-init" => Ok(Self::FailingInit),
+            "failing-batches" => Ok(Self::FailingBatches),
+            other => Err(format!(
+                "{other:?} is no function state: write running, throttled, failing-init or failing-batches"
+            )),
+        }
+    }
 }
 
 /// The function's state, shared: tests flip it while the mapping runs, and the
@@ -439,6 +478,14 @@ impl<H: BatchHandler> Driver<H> {
                     error_type = "Runtime.ExitError",
                     "the runtime failed its init: the whole batch fails without the handler and comes back after the visibility timeout"
                 ));
+                self.handler.unfinished(received);
+                return all_retried;
+            }
+            Function::FailingBatches => {
+                span.in_scope(|| error!(
+                    "the release's batch path fails every record: the batch comes back after the visibility timeout"
+                ));
+                self.handler.unfinished(received);
                 return all_retried;
             }
         }

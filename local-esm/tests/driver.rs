@@ -22,6 +22,8 @@ struct Recorder {
     peak: AtomicUsize,
     delay: Duration,
     deadlines: Mutex<Vec<Instant>>,
+    /// Records failed by a bad release, as the figures count them.
+    unfinished: AtomicUsize,
 }
 
 impl BatchHandler for Recorder {
@@ -45,6 +47,10 @@ impl BatchHandler for Recorder {
         self.events.lock().expect("lock").push(event);
         self.running.fetch_sub(1, Ordering::SeqCst);
         Ok(response)
+    }
+
+    fn unfinished(&self, records: usize) {
+        self.unfinished.fetch_add(records, Ordering::SeqCst);
     }
 }
 
@@ -504,7 +510,7 @@ async fn poll_until_received(driver: &Driver<Recorder>, records: usize) -> Batch
 }
 
 #[tokio::test]
-async fn a_throttled_or_failing_function_never_runs_the_handler_and_each_spends_a_receive() {
+async fn a_throttled_function_or_a_bad_release_never_runs_the_handler_and_each_spends_a_receive() {
     testkit::init_tracing();
     let queues = TestQueues::create(QueueSettings {
         visibility_timeout_secs: 1,
@@ -523,13 +529,24 @@ async fn a_throttled_or_failing_function_never_runs_the_handler_and_each_spends_
     .expect("driver");
     let function = driver.function();
 
-    for fault in [Function::Throttled, Function::FailingInit] {
+    // A throttle is no function error: only the bad releases' batches are
+    // counted as unfinished, as Lambda's Errors and the consumer's figures do.
+    for (fault, unfinished) in [
+        (Function::Throttled, 0),
+        (Function::FailingInit, 3),
+        (Function::FailingBatches, 6),
+    ] {
         function.set(fault);
         let outcome = poll_until_received(&driver, 3).await;
         assert_eq!((outcome.deleted, outcome.retried), (0, 3), "{fault:?}");
         assert!(
             driver_events(&driver).is_empty(),
             "{fault:?} ran the handler"
+        );
+        assert_eq!(
+            driver.handler().unfinished.load(Ordering::SeqCst),
+            unfinished,
+            "{fault:?}"
         );
     }
     function.set(Function::Running);
@@ -544,8 +561,8 @@ async fn a_throttled_or_failing_function_never_runs_the_handler_and_each_spends_
         .collect();
     assert_eq!(
         counts,
-        ["3", "3", "3"],
-        "the throttled and the failed invocation each spent a receive"
+        ["4", "4", "4"],
+        "the throttled and the two failed invocations each spent a receive"
     );
     assert_eq!(queues.depth().await, 0);
     assert_eq!(queues.dlq_depth().await, 0);
