@@ -28,6 +28,8 @@ pub(crate) enum Fault {
     StopDatabase(Duration),
     FreezeDatabase(Duration),
     RestartProducer,
+    /// A consumer build whose batch path fails every record, this long.
+    BadRelease(Duration),
 }
 
 /// Two consumer kills, two database stops (one longer than the visibility

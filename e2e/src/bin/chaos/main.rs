@@ -3,8 +3,11 @@
 //! seeded schedule of faults hits it. Prints what was accepted, stored, lost,
 //! doubled and dead-lettered; exits 0 only if nothing was lost or doubled.
 //! With `--outage-s S` the only fault is one PostgreSQL outage of S seconds,
-//! under the template's own time constants, and it measures `catchup_s`: from
-//! the database being back to the last order accepted until then being stored.
+//! with `--bad-release-s S` one release of a consumer build whose batch path
+//! fails every record, for S seconds, before the good build is back; either
+//! under the template's own time constants (`--compress` shortens them), and
+//! it measures `catchup_s`: from the database or the good build being back to
+//! the last order accepted until then being stored.
 //! Run it through `scripts/chaos`, which builds the binaries and starts the
 //! SQS emulator.
 
@@ -39,9 +42,13 @@ const MAX_RECEIVE_COUNT: u32 = 4;
 pub(crate) const FUNCTION_TIMEOUT: Duration = Duration::from_secs(7);
 const RETRY_BASE_SECONDS: u64 = 1;
 const RETRY_MULTIPLIER: u32 = 2;
+/// With the compressed constants, the breaker's clock too: its minute-long
+/// schedule a second, its ten-minute back-off ten seconds.
+const BREAKER_SPEEDUP: u32 = 60;
 
-/// The orders rate's default: 25 per second, or, with `--outage-s`, the orders
-/// spread over the outage and this long before and after it.
+/// The orders rate's default: 25 per second, or, with `--outage-s` or
+/// `--bad-release-s`, the orders spread over the fault and this long before
+/// and after it.
 const DEFAULT_RATE: f64 = 25.0;
 const OUTAGE_MARGIN: Duration = Duration::from_secs(10);
 /// How long an outage run waits for the catch-up and the drain: beyond the
@@ -62,7 +69,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Orders per second the clients place, all together [default: 25; with
-    /// --outage-s, the orders spread over the outage and 10 s either side].
+    /// --outage-s or --bad-release-s, the orders spread over the fault and
+    /// 10 s either side].
     #[arg(long)]
     rate: Option<f64>,
     /// Concurrent clients.
@@ -82,14 +90,32 @@ struct Args {
     /// and the consumer's own backoff; prints catchup_s.
     #[arg(long)]
     outage_s: Option<u64>,
+    /// Instead of the fault schedule: a release of a consumer build whose
+    /// batch path fails every record, for this many seconds, then the good
+    /// build again, in the middle of the orders, with the template's time
+    /// constants and the breaker as it runs in AWS; prints catchup_s.
+    #[arg(long, conflicts_with = "outage_s")]
+    bad_release_s: Option<u64>,
+    /// With --outage-s or --bad-release-s: the schedule's compressed time
+    /// constants instead of the template's, and the breaker's clock 60 times
+    /// faster, for a quick run.
+    #[arg(long)]
+    compress: bool,
     /// Fails the run when catchup_s exceeds this.
-    #[arg(long, requires = "outage_s")]
+    #[arg(long)]
     max_catchup_s: Option<u64>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let outage = args.outage_s.map(Duration::from_secs);
+    let bad_release = args.bad_release_s.map(Duration::from_secs);
+    // The one fault of a timed run, whose catch-up is measured.
+    let timed = outage.or(bad_release);
+    if timed.is_none() && (args.max_catchup_s.is_some() || args.compress) {
+        anyhow::bail!("--max-catchup-s and --compress go with --outage-s or --bad-release-s");
+    }
     std::fs::create_dir_all(&args.log_dir)?;
     let mut seeded = Seeded(args.seed);
 
@@ -100,14 +126,14 @@ async fn main() -> anyhow::Result<()> {
     connect_and_prepare(consumer_lambda::DatabaseConfig::from_url(&db.url)?, &writer).await?;
     // The consumer runs as the writer role, as in AWS.
     let writer_url = db.url_as(DEFAULT_WRITER);
-    // An outage run takes every time constant from the template, as deployed;
-    // the other runs compress them.
-    let real = match args.outage_s {
-        Some(_) => Some(
+    // A timed run takes every time constant from the template, as deployed,
+    // unless told to compress them; the schedule's runs compress them.
+    let real = match timed {
+        Some(_) if !args.compress => Some(
             Template::from_file(&args.template)
                 .with_context(|| format!("read the time constants of {}", args.template))?,
         ),
-        None => None,
+        _ => None,
     };
     let queues = match &real {
         // The queue pair as the template declares it (visibility timeout,
@@ -169,6 +195,21 @@ async fn main() -> anyhow::Result<()> {
     ]
     .map(str::to_owned)
     .to_vec();
+    // A bad release is written to this file, and the breaker reads the
+    // batches' figures as it does in AWS.
+    let function_file = format!("{}/function", args.log_dir);
+    if bad_release.is_some() {
+        std::fs::write(&function_file, "running")?;
+        consumer_args.extend([
+            "--function-file".to_owned(),
+            function_file.clone(),
+            "--batch-log".to_owned(),
+            format!("{}/batches.jsonl", args.log_dir),
+        ]);
+        if real.is_none() {
+            consumer_args.extend(["--breaker-speedup".to_owned(), BREAKER_SPEEDUP.to_string()]);
+        }
+    }
     let mut consumer_env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
     if real.is_none() {
         consumer_args.extend(
@@ -224,20 +265,21 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
     let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;
-    let outage = args.outage_s.map(Duration::from_secs);
-    let rate = match (args.rate, outage) {
+    let rate = match (args.rate, timed) {
         (Some(rate), _) => rate,
         (None, Some(down)) => args.orders as f64 / (down + 2 * OUTAGE_MARGIN).as_secs_f64(),
         (None, None) => DEFAULT_RATE,
     };
     let expected_run = Duration::from_secs_f64(args.orders as f64 / rate);
-    let schedule = match outage {
-        // Alone, in the middle of the orders: some before, most during, some after.
-        Some(down) => vec![(
+    // A timed fault comes alone, in the middle of the orders: some before,
+    // most during, some after.
+    let schedule = match (outage, bad_release) {
+        (Some(down), _) => vec![(
             expected_run.saturating_sub(down) / 2,
             Fault::StopDatabase(down),
         )],
-        None => fault_schedule(&mut seeded, expected_run),
+        (_, Some(bad)) => vec![(expected_run.saturating_sub(bad) / 2, Fault::BadRelease(bad))],
+        (None, None) => fault_schedule(&mut seeded, expected_run),
     };
     println!(
         "chaos: {} orders at {:.2}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
@@ -327,8 +369,8 @@ async fn main() -> anyhow::Result<()> {
 
     // --- the faults, one after another ---
     let mut last_fault_end = started;
-    // When the last stop began and when the database was back from it: an
-    // outage run's only fault.
+    // When the last stop or bad release began and when the database or the
+    // good build was back: a timed run's only fault.
     let mut last_stop: Option<(Instant, Instant)> = None;
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
@@ -356,6 +398,13 @@ async fn main() -> anyhow::Result<()> {
                 producer.wait_or_kill(Duration::from_secs(15)).await;
                 producer.start();
             }
+            Fault::BadRelease(lasts) => {
+                let released_at = Instant::now();
+                std::fs::write(&function_file, "failing-batches")?;
+                tokio::time::sleep(lasts).await;
+                std::fs::write(&function_file, "running")?;
+                last_stop = Some((released_at, Instant::now()));
+            }
         }
         last_fault_end = Instant::now();
         println!(
@@ -364,10 +413,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     // While the last orders are still placed: the catch-up clock runs from the
-    // database being back.
-    let catchup = match (outage, last_stop) {
+    // database or the good build being back.
+    let back = if bad_release.is_some() {
+        "the good build was back"
+    } else {
+        "the database was back"
+    };
+    let catchup = match (timed, last_stop) {
         (Some(_), Some((down_at, back_at))) => {
-            Some(await_catchup(&db, &ledger, down_at, back_at).await?)
+            Some(await_catchup(&db, &queues, &ledger, down_at, back_at, back).await?)
         }
         _ => None,
     };
@@ -464,11 +518,15 @@ async fn main() -> anyhow::Result<()> {
         ledger.conflicts_injected
     );
     println!("| drain time after the last fault | {drain_s:.1} s |");
-    if let Some(catchup) = catchup {
-        println!(
-            "| catch-up after the database was back | {:.1} s |",
-            catchup.as_secs_f64()
-        );
+    // Whole seconds in the summary, as printed, so that the line and the
+    // verdict agree; "never" when some of the orders were never stored.
+    let catchup_s = catchup.map(|c| c.map(|c| c.as_secs_f64().round() as u64));
+    match catchup {
+        Some(Some(catchup)) => {
+            println!("| catch-up after {back} | {:.1} s |", catchup.as_secs_f64())
+        }
+        Some(None) => println!("| catch-up after {back} | never |"),
+        None => {}
     }
     println!();
     let mut summary = format!(
@@ -489,14 +547,15 @@ async fn main() -> anyhow::Result<()> {
         " poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={:.0}",
         dead.slowest_ms as f64 / 1000.0
     ));
-    // Whole seconds, as printed, so that the line and the verdict agree.
-    let catchup_s = catchup.map(|c| c.as_secs_f64().round() as u64);
-    if let Some(catchup_s) = catchup_s {
-        summary.push_str(&format!(" catchup_s={catchup_s}"));
+    match catchup_s {
+        Some(Some(catchup_s)) => summary.push_str(&format!(" catchup_s={catchup_s}")),
+        Some(None) => summary.push_str(" catchup_s=never"),
+        None => {}
     }
     println!("{summary}");
     let caught_up_in_time = match (catchup_s, args.max_catchup_s) {
-        (Some(catchup_s), Some(max)) if catchup_s > max => {
+        (Some(None), _) => false,
+        (Some(Some(catchup_s)), Some(max)) if catchup_s > max => {
             eprintln!("chaos: catchup_s={catchup_s} exceeds --max-catchup-s {max}");
             false
         }
