@@ -41,6 +41,12 @@ elapsed_since() {
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
+# The pinned virtualenvs are installed without byte-code, for Python to compile
+# what it imports once, into .dev/: a PYTHONDONTWRITEBYTECODE=1 from the
+# environment (CI images set it) would have every start of aws, sam, cfn-lint or
+# LocalStack compile botocore again.
+unset PYTHONDONTWRITEBYTECODE
+
 LIB_DIR="$REPO_ROOT/scripts/lib"
 # shellcheck source=scripts/lib/install.sh
 source "$LIB_DIR/install.sh"

@@ -62,6 +62,8 @@ pub(crate) fn sandboxed(
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("SAM_CLI_TELEMETRY", "0")
         .env("AWS_ENDPOINT_URL", endpoint)
+        // Byte-code written once into the virtualenv, not compiled at every start.
+        .env_remove("PYTHONDONTWRITEBYTECODE")
         .process_group(0);
     command
 }
