@@ -1,10 +1,8 @@
-//! The `replay-dlq` command: `peek`, `replay` (plain or `--native`), `cancel`,
-//! `export` and `import`.
+//! The `replay-dlq` command: `peek`, `replay`, `export` and `import`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
@@ -14,10 +12,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::archive::{self, DEFAULT_IMPORT_RATE, ExportOptions, ImportOptions, export, import};
-use crate::native::{self, Cancelled, MAX_RATE};
 use crate::peek::{PeekOptions, peek, write_json, write_reasons, write_reasons_json, write_table};
 use crate::progress::{Bar, Lines, Progress};
-use crate::queues::{describe, source_queue};
+use crate::queues::source_queue;
 use crate::replay::{End, ReplayOptions, Selection, replay};
 
 const ENVIRONMENT: &str = "\
@@ -31,7 +28,7 @@ Where it connects:
 Exit status:
   0    done; every message looked at was moved (exported, imported), or skipped on purpose
   1    a message could not be moved (exported, imported; or an import line was unreadable),
-       the native task failed or was cancelled, or an error
+       or an error
   2    wrong usage
   130  interrupted (Ctrl-C or SIGTERM) after the batch in flight; the summary is printed";
 
@@ -88,8 +85,6 @@ enum Command {
     /// not moved, or (with --dry-run) that would move, then a summary:
     /// `replay: moved=N skipped=N failed=N`. Ctrl-C stops after the batch in flight.
     Replay(ReplayArgs),
-    /// Cancel the DLQ's running native move task (see `replay --native`).
-    Cancel(CancelArgs),
     /// Write DLQ messages to a file, one JSON object a line: body, message
     /// attributes (binary ones in base64), message id, receive count, sent time.
     ///
@@ -147,7 +142,7 @@ struct ReplayArgs {
     /// Send at most N messages (with --dry-run: list at most N).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max: Option<u64>,
-    /// Send at most this many messages per second (fractions allowed; with --native a whole number up to 500).
+    /// Send at most this many messages per second (fractions allowed).
     #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
     rate: Option<f64>,
     /// List what would move; send and delete nothing.
@@ -167,11 +162,6 @@ struct ReplayArgs {
     /// moving or releasing it; must cover one batch's send and delete.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
     visibility_timeout: u32,
-    /// Let SQS move everything itself (StartMessageMoveTask) and follow its
-    /// progress; the task goes on if this command stops. Without --to, each
-    /// message returns to the queue it came from.
-    #[arg(long, conflicts_with_all = ["max", "dry_run", "only_valid", "order_ids", "reasons", "visibility_timeout"])]
-    native: bool,
 }
 
 #[derive(Debug, Args)]
@@ -224,12 +214,6 @@ struct ImportArgs {
     dry_run: bool,
 }
 
-#[derive(Debug, Args)]
-struct CancelArgs {
-    #[command(flatten)]
-    dlq: Dlq,
-}
-
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
@@ -239,13 +223,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        if let Command::Replay(args) = &self.command {
-            args.check_native_rate();
-        }
         let dlq = match &self.command {
             Command::Peek(args) => Some(&args.dlq),
             Command::Replay(args) => Some(&args.dlq),
-            Command::Cancel(args) => Some(&args.dlq),
             Command::Export(args) => Some(&args.dlq),
             // Reads a file, sends to --to: no DLQ involved.
             Command::Import(_) => None,
@@ -262,29 +242,9 @@ impl Cli {
         let sqs = sqs_client().await?;
         match self.command {
             Command::Peek(args) => peek_command(&sqs, args).await,
-            Command::Replay(args) if args.native => native_command(&sqs, args).await,
             Command::Replay(args) => replay_command(&sqs, args).await,
-            Command::Cancel(args) => cancel_command(&sqs, args).await,
             Command::Export(args) => export_command(&sqs, args).await,
             Command::Import(args) => import_command(&sqs, args).await,
-        }
-    }
-}
-
-impl ReplayArgs {
-    /// SQS takes a whole number of messages per second for its own moves.
-    fn check_native_rate(&self) {
-        if let (true, Some(rate)) = (self.native, self.rate)
-            && (rate.fract() != 0.0 || !(1.0..=f64::from(MAX_RATE)).contains(&rate))
-        {
-            Cli::command()
-                .error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!(
-                        "with --native, --rate is SQS's MaxNumberOfMessagesPerSecond: a whole number from 1 to {MAX_RATE}, not {rate}"
-                    ),
-                )
-                .exit();
         }
     }
 }
@@ -408,67 +368,6 @@ async fn import_command(sqs: &aws_sdk_sqs::Client, args: ImportArgs) -> anyhow::
     Ok(ExitCode::from(report.exit_code()))
 }
 
-async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, args.dlq.url()).await?;
-    let destination_arn = match &args.to {
-        Some(url) => Some(describe(sqs, url).await?.arn),
-        None => None,
-    };
-    // Validated by check_native_rate: a whole number within SQS's bounds.
-    let rate = args.rate.map(|rate| rate as u32);
-    let started = native::start(sqs, &dlq.arn, destination_arn.as_deref(), rate).await?;
-    let stop = stop_on_signals(
-        "no longer following; the move task keeps running in SQS (`replay-dlq cancel` stops it)",
-    );
-    let mut progress = progress_for_terminal("replay --native", "messages in the DLQ");
-    let followed = native::follow(
-        sqs,
-        &dlq.arn,
-        &started,
-        Duration::from_secs(1),
-        progress.as_mut(),
-        stop,
-    )
-    .await?;
-    drop(progress);
-    println!("replay --native: {}", followed.task.summary());
-    if followed.interrupted {
-        eprintln!(
-            "the move task is still {} in SQS: `replay-dlq cancel` stops it",
-            followed.task.status
-        );
-        return Ok(ExitCode::from(130));
-    }
-    if followed.task.status == "COMPLETED" {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if followed.task.status == "FAILED" && args.to.is_none() {
-        eprintln!(
-            "hint: without --to, SQS returns each message to the queue it was dead-lettered from; \
-             a message sent to the DLQ by hand has none: move those with --to URL, or with the plain `replay`"
-        );
-    }
-    Ok(ExitCode::FAILURE)
-}
-
-async fn cancel_command(sqs: &aws_sdk_sqs::Client, args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, args.dlq.url()).await?;
-    match native::cancel(sqs, &dlq.arn).await? {
-        Cancelled::Task { moved } => println!(
-            "cancel: the running move task of {} is stopping; it had moved about {moved} messages",
-            args.dlq.url()
-        ),
-        Cancelled::NothingRunning { latest } => println!(
-            "cancel: no move task is running for {}{}",
-            args.dlq.url(),
-            latest
-                .map(|task| format!(" (the latest: {})", task.summary()))
-                .unwrap_or_default()
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// A bar when a person watches stderr, plain lines when it goes to a log;
 /// `what` says what the total counts.
 fn progress_for_terminal(label: &'static str, what: &'static str) -> Box<dyn Progress> {
@@ -510,29 +409,6 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn native_refuses_the_options_only_the_plain_replay_has() {
-        for option in [
-            &["--only-valid"][..],
-            &["--dry-run"],
-            &["--max", "5"],
-            &["--order-id", "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"],
-            &["--reason", "row_refused"],
-            &["--visibility-timeout", "5"],
-        ] {
-            let mut args = vec!["replay", "--native"];
-            args.extend_from_slice(option);
-            let err = parse(&args).expect_err("a conflict");
-            assert_eq!(
-                err.kind(),
-                clap::error::ErrorKind::ArgumentConflict,
-                "{err}"
-            );
-            assert!(err.to_string().contains("--native"), "{err}");
-        }
-        assert!(parse(&["replay", "--native", "--rate", "10"]).is_ok());
     }
 
     #[test]

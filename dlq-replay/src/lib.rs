@@ -3,11 +3,10 @@
 //! anything.
 //!
 //! # Layout
-//! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `replay --native`, `cancel`, `export`, `import`).
+//! - [`cli`]: the `replay-dlq` command (`peek`, `replay`, `export`, `import`).
 //! - [`peek`](mod@peek): reads the DLQ without consuming it; a table or JSON.
 //! - [`replay`](mod@replay): moves messages back, send before delete (selection, move protocol, pacing, report, and the walk of the DLQ that `export` shares).
 //! - [`archive`]: `export` to a file of JSON lines, `import` from one (resumable).
-//! - [`native`]: SQS's own redrive (message move tasks): start, follow, cancel.
 //! - [`inspect`]: what one message is, and why the order contract rejects it.
 //! - [`progress`]: a bar on a terminal, plain lines in a log.
 //! - [`queues`]: the SQS calls everything shares, and errors that say what to do.
@@ -18,7 +17,6 @@
 pub mod archive;
 pub mod cli;
 pub mod inspect;
-pub mod native;
 pub mod peek;
 pub mod progress;
 pub mod queues;

@@ -30,7 +30,7 @@ pub enum RouteError {
     )]
     SeveralSources { dlq: String, sources: Vec<String> },
     #[error(
-        "{url} is a FIFO queue; this tool replays standard queues only (a FIFO replay needs each message's group and deduplication id): use `replay --native`, which SQS runs itself"
+        "{url} is a FIFO queue; this tool replays standard queues only (a FIFO replay needs each message's group and deduplication id): SQS's own redrive moves it (`aws sqs start-message-move-task`, docs/operating.md)"
     )]
     Fifo { url: String },
     #[error(

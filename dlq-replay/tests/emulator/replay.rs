@@ -407,7 +407,7 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
     .await
     .expect_err("FIFO refused");
     assert!(matches!(err, RouteError::Fifo { .. }), "{err}");
-    assert!(err.to_string().contains("--native"), "{err}");
+    assert!(err.to_string().contains("start-message-move-task"), "{err}");
 
     send_to_dlq(&queues, &[valid_body(1)], false).await;
     let err = run_replay(

@@ -100,8 +100,7 @@ pub(crate) async fn send_to_dlq(queues: &TestQueues, bodies: &[String], with_att
 }
 
 /// Puts the bodies into the DLQ the way production does: through the source
-/// queue and its redrive policy. SQS then knows each message's source queue,
-/// which the native move task needs.
+/// queue and its redrive policy.
 pub(crate) async fn dead_letter(queues: &TestQueues, bodies: &[String]) {
     queues.send_bodies(bodies).await;
     let expected = bodies.len() as u64;
