@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Where [`replay`](mod@crate::replay), `export` and `import` report.
+/// Where `replay`, `export` and `import` report.
 pub trait Progress {
     /// Work begins; `total` is an estimate (SQS's counts are approximate).
     fn start(&mut self, total: Option<u64>);
