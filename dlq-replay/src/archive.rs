@@ -195,7 +195,7 @@ pub async fn import(
         }
     };
     let total = BufReader::new(open()?).lines().count() as u64;
-    progress.start(Some(total));
+    progress.start(total);
     let status = |c: &Counts| {
         if dry_run {
             format!(
@@ -244,6 +244,7 @@ pub async fn import(
         if *stop.borrow() {
             break End::Interrupted;
         }
+        // A dry run sends nothing, so it has no rate to keep.
         if dry_run {
             for (number, record, _) in &batch {
                 counts.done += 1;
@@ -253,7 +254,6 @@ pub async fn import(
                 ));
             }
         } else {
-            // A dry run sends nothing, so it has no rate to keep.
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break End::Interrupted,
@@ -304,11 +304,8 @@ pub async fn import(
                 break End::Aborted(Error::Sqs(err));
             }
         }
-        progress.advance(
-            counts.done + counts.skipped + counts.failed + counts.unreadable,
-            Some(total),
-            &status(&counts),
-        );
+        let looked_at = counts.done + counts.skipped + counts.failed + counts.unreadable;
+        progress.advance(looked_at, &status(&counts));
     };
     progress.finish();
     let tail = if dry_run { "; nothing was sent" } else { "" };

@@ -208,8 +208,6 @@ pub struct Walk<'a> {
     /// Message ids looked at, so that one back after its hold is not counted twice.
     seen: HashSet<String>,
     idle: usize,
-    /// The DLQ's depth at the start (capped by `max`): the bar's length.
-    estimate: u64,
     pub(crate) counts: Counts,
 }
 
@@ -223,10 +221,8 @@ impl<'a> Walk<'a> {
         progress: &'a mut dyn Progress,
         stop: watch::Receiver<bool>,
     ) -> Self {
-        let estimate = options.max.map_or(visible, |max| max.min(visible));
-        progress.start(Some(estimate));
+        progress.start(options.max.map_or(visible, |max| max.min(visible)));
         Self {
-            estimate,
             sqs,
             dlq_url,
             options,
@@ -407,8 +403,7 @@ impl<'a> Walk<'a> {
     /// Tells the progress what the run has done so far.
     pub(crate) fn advance(&mut self, status: &str) {
         let c = self.counts;
-        self.progress
-            .advance(c.done + c.skipped + c.failed, Some(self.estimate), status);
+        self.progress.advance(c.done + c.skipped + c.failed, status);
     }
 
     /// Makes what it held visible again and ends the progress.
