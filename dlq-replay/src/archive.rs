@@ -152,6 +152,37 @@ fn read_journal(path: &Path) -> Result<Option<(String, BTreeSet<u64>)>, Error> {
     Ok(Some((header.to, entries.flat_map(|e| e.lines).collect())))
 }
 
+/// The journal to append to (none on a dry run) and the line numbers it
+/// lists; refused when it records an import of `file` to another queue.
+fn open_journal(
+    journal: &Path,
+    file: &Path,
+    destination_url: &str,
+    dry_run: bool,
+) -> Result<(Option<File>, BTreeSet<u64>), Error> {
+    match read_journal(journal)? {
+        Some((to, _)) if to != destination_url => Err(Error::OtherDestination {
+            journal: journal.to_owned(),
+            file: file.to_owned(),
+            recorded: to,
+            requested: destination_url.to_owned(),
+        }),
+        Some((_, done)) if dry_run => Ok((None, done)),
+        Some((_, done)) => Ok((Some(open_for_append(journal)?), done)),
+        None if dry_run => Ok((None, BTreeSet::new())),
+        None => {
+            // Starts afresh (an earlier one may have been cut before its header).
+            std::fs::write(journal, b"").map_err(Error::file("create", journal))?;
+            let mut opened = open_for_append(journal)?;
+            let header = JournalHeader {
+                to: destination_url.to_owned(),
+            };
+            append_durably(&mut opened, journal, &json_line(&header))?;
+            Ok((Some(opened), BTreeSet::new()))
+        }
+    }
+}
+
 /// Sends the records of `path` to `destination_url`, at most `rate` a second,
 /// skipping those its journal lists, until the file ends or `stop` turns true.
 /// Errors only before anything was sent; failures during the run are in the [`Report`].
@@ -171,29 +202,7 @@ pub async fn import(
     }
     let open = || File::open(path).map_err(Error::file("open", path));
     let journal_file = journal_path(path);
-    let (mut journal, done) = match read_journal(&journal_file)? {
-        Some((to, _)) if to != destination_url => {
-            return Err(Error::OtherDestination {
-                journal: journal_file,
-                file: path.to_owned(),
-                recorded: to,
-                requested: destination_url.to_owned(),
-            });
-        }
-        Some((_, done)) if dry_run => (None, done),
-        Some((_, done)) => (Some(open_for_append(&journal_file)?), done),
-        None if dry_run => (None, BTreeSet::new()),
-        None => {
-            // Starts afresh (an earlier one may have been cut before its header).
-            std::fs::write(&journal_file, b"").map_err(Error::file("create", &journal_file))?;
-            let mut journal = open_for_append(&journal_file)?;
-            let header = JournalHeader {
-                to: destination_url.to_owned(),
-            };
-            append_durably(&mut journal, &journal_file, &json_line(&header))?;
-            (Some(journal), BTreeSet::new())
-        }
-    };
+    let (mut journal, done) = open_journal(&journal_file, path, destination_url, dry_run)?;
     let total = BufReader::new(open()?).lines().count() as u64;
     progress.start(total);
     let status = |c: &Counts| {
