@@ -1,24 +1,24 @@
-//! The `replay-dlq` command: `peek`, `replay` (plain or `--native`), `cancel`,
-//! `export` and `import`.
+//! The `replay-dlq` command: `peek`, `replay`, `export` and `import`.
+//! docs/operating.md says what each does and guarantees; the help says it briefly.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use order_contract::FailureClass;
 use support::StopSignals;
+use support::sqs::sqs_error_chain;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::archive::{self, DEFAULT_IMPORT_RATE, ExportOptions, ImportOptions, export, import};
-use crate::native::{self, Cancelled, MAX_RATE};
-use crate::peek::{PeekOptions, peek, write_json, write_reasons, write_reasons_json, write_table};
+use crate::archive::{DEFAULT_IMPORT_RATE, export, import};
+use crate::peek::{group_by_reason, peek, write_json, write_reasons, write_table};
 use crate::progress::{Bar, Lines, Progress};
-use crate::queues::{describe, source_queue};
-use crate::replay::{End, ReplayOptions, Selection, replay};
+use crate::queue::source_queue;
+use crate::replay::replay;
+use crate::walk::{End, Options, Report, Selection};
 
 const ENVIRONMENT: &str = "\
 Where it connects:
@@ -29,16 +29,15 @@ Where it connects:
   never reads it, REPLAY_DLQ_LOCAL=1 always does.
 
 Exit status:
-  0    done; every message looked at was moved (exported, imported), or skipped on purpose
-  1    a message could not be moved (exported, imported; or an import line was unreadable),
-       the native task failed or was cancelled, or an error
+  0    done; every message looked at was handled, or skipped on purpose
+  1    a message could not be moved, exported or imported (or a line was unreadable), or an error
   2    wrong usage
-  130  interrupted (Ctrl-C or SIGTERM) after the batch in flight; the summary is printed";
+  130  interrupted (Ctrl-C or SIGTERM) after the batch in flight; the summary is printed
+
+More: docs/operating.md.";
 
 /// Look into the orders dead-letter queue and move its messages back to their
-/// source queue, safely: each message is sent before it is deleted, so a crash
-/// can at worst duplicate one, and the consumer stores each order_id once.
-/// Export them to a file of JSON lines, and import such a file into any queue, as safely.
+/// source queue safely (send first, then delete), or archive them to a file and back.
 #[derive(Debug, Parser)]
 #[command(name = "replay-dlq", version, after_long_help = ENVIRONMENT)]
 pub struct Cli {
@@ -46,89 +45,92 @@ pub struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the DLQ's messages and why each is there, without consuming them
+    /// (each look counts as a receive).
+    Peek {
+        #[command(flatten)]
+        dlq: Dlq,
+        /// Show at most N messages.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        max: u64,
+        /// A JSON array, one object per message (body and attributes included).
+        #[arg(long)]
+        json: bool,
+        /// One row per failure class: count, oldest, newest, an example detail.
+        #[arg(long, value_name = "WHAT", value_enum)]
+        group_by: Option<GroupBy>,
+        /// Seconds the messages stay hidden at most, should peek be killed before it releases them.
+        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+        visibility_timeout: u32,
+    },
+    /// Move DLQ messages back to the source queue (send, then delete), without
+    /// their failure.* attributes and with replayed_from; prints
+    /// `replay: moved=N skipped=N failed=N`.
+    Replay {
+        #[command(flatten)]
+        dlq: Dlq,
+        /// Send to this queue instead of the DLQ's source queue (ListDeadLetterSourceQueues).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        #[command(flatten)]
+        walk: WalkArgs,
+    },
+    /// Append DLQ messages to a file, one JSON object a line; with --delete,
+    /// delete each batch once it is on disk (fsync).
+    Export {
+        #[command(flatten)]
+        dlq: Dlq,
+        /// The file to append the messages to (JSON lines).
+        #[arg(long = "to", value_name = "FILE")]
+        file: PathBuf,
+        /// Delete from the DLQ what was written and flushed to the file.
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        walk: WalkArgs,
+    },
+    /// Send an export file's messages to a queue; resumable: FILE.imported
+    /// journals what SQS acknowledged, and a re-run skips it.
+    Import {
+        /// The export file to read.
+        #[arg(long = "from", value_name = "FILE")]
+        file: PathBuf,
+        /// The queue to send the messages to (any standard queue).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Send at most this many messages per second (fractions allowed).
+        #[arg(long, value_name = "PER_SEC", value_parser = parse_rate, default_value_t = DEFAULT_IMPORT_RATE)]
+        rate: f64,
+        /// List what would be sent; send nothing and write no journal.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 struct Dlq {
     /// The dead-letter queue's URL.
     // Optional for clap only, so that a missing one gets a message saying where
-    // to find it (checked in `Cli::run` before anything else).
+    // to find it.
     #[arg(long = "dlq", env = "DLQ_URL", value_name = "URL")]
     url: Option<String>,
 }
 
 impl Dlq {
     fn url(&self) -> &str {
-        self.url.as_deref().unwrap_or_default()
+        match self.url.as_deref() {
+            Some(url) if !url.is_empty() => url,
+            _ => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "no dead-letter queue given: pass --dlq URL or set DLQ_URL (in AWS, the stack's \
+                     OrdersDeadLetterQueueUrl output; locally, scripts/replay-dlq reads it from .dev/env)",
+                )
+                .exit(),
+        }
     }
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show the DLQ's messages without consuming them: ids, receive counts,
-    /// times, size, an excerpt, and why each is there (failure class and detail).
-    ///
-    /// The reason is the one the consumer wrote in the message's failure.*
-    /// attributes; a message without them is re-parsed: the contract's class
-    /// (invalid_json, invalid_order, unsupported_schema_version) for a body it
-    /// refuses, `redriven` for a valid order the redrive policy moved.
-    /// `--group-by reason` prints one row per class instead: count, oldest and
-    /// newest sent time, one example detail.
-    ///
-    /// The messages are received with a short visibility timeout, kept hidden
-    /// while more are gathered, then made visible again at once. Each look
-    /// counts as a receive in ApproximateReceiveCount.
-    Peek(PeekArgs),
-    /// Move DLQ messages back to the source queue (send first, then delete).
-    ///
-    /// The source queue is the one whose redrive policy names the DLQ
-    /// (ListDeadLetterSourceQueues), or --to URL. Message bodies and attributes
-    /// are sent byte for byte, but for the failure.* attributes, which are
-    /// left out, and `replayed_from`, set to the DLQ message's id (left out, with
-    /// a line saying so, when the message already has SQS's 10 attributes).
-    /// Prints one line per message skipped as invalid,
-    /// not moved, or (with --dry-run) that would move, then a summary:
-    /// `replay: moved=N skipped=N failed=N`. Ctrl-C stops after the batch in flight.
-    Replay(ReplayArgs),
-    /// Cancel the DLQ's running native move task (see `replay --native`).
-    Cancel(CancelArgs),
-    /// Write DLQ messages to a file, one JSON object a line: body, message
-    /// attributes (binary ones in base64), message id, receive count, sent time.
-    ///
-    /// Appends to FILE (creating it). The messages stay in the DLQ unless
-    /// --delete is given; with --delete, a batch is deleted only once it is
-    /// written and flushed to disk (fsync), so a crash at any point leaves every
-    /// message in the file, in the DLQ, or in both. Takes the same filters as
-    /// `replay`. Prints one line per message skipped as invalid or not deleted,
-    /// then a summary: `export: written=N skipped=N failed=N; left in the DLQ`,
-    /// or with --delete `export: written=N deleted=N skipped=N failed=N`.
-    Export(ExportArgs),
-    /// Send the messages of an export file to a queue, body and attributes as exported.
-    ///
-    /// Resumable: FILE.imported, beside the file, journals each batch SQS
-    /// acknowledged (flushed to disk before the next batch), and a re-run with
-    /// the same file and --to skips those lines. Only a crash between SQS's
-    /// answer and that flush sends one batch (at most 10 messages) again;
-    /// the consumer stores each order_id once. Prints a summary:
-    /// `import: sent=N already_sent=N failed=N unreadable=N`. To replay an
-    /// archive by reason, import it into a DLQ, then `replay --reason`.
-    Import(ImportArgs),
-}
-
-#[derive(Debug, Args)]
-struct PeekArgs {
-    #[command(flatten)]
-    dlq: Dlq,
-    /// Show at most N messages.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    max: u64,
-    /// Print a JSON array, one object per message (with its body and attributes), for scripts.
-    #[arg(long)]
-    json: bool,
-    /// One row per failure class (class, count, oldest, newest, an example detail) of the messages seen.
-    #[arg(long, value_name = "WHAT", value_enum)]
-    group_by: Option<GroupBy>,
-    /// Seconds the messages stay hidden at most, should peek be killed before it releases them.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=43_200))]
-    visibility_timeout: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -137,97 +139,47 @@ enum GroupBy {
     Reason,
 }
 
+/// Which messages `replay` and `export` take, how many and how fast.
 #[derive(Debug, Args)]
-struct ReplayArgs {
-    #[command(flatten)]
-    dlq: Dlq,
-    /// Send to this queue instead of the DLQ's source queue.
-    #[arg(long, value_name = "URL")]
-    to: Option<String>,
-    /// Send at most N messages (with --dry-run: list at most N).
+struct WalkArgs {
+    /// Take at most N messages (with --dry-run: list at most N).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max: Option<u64>,
-    /// Send at most this many messages per second (fractions allowed; with --native a whole number up to 500).
+    /// At most this many messages per second (fractions allowed).
     #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
     rate: Option<f64>,
-    /// List what would move; send and delete nothing.
+    /// List what would be done; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Move only messages the order contract accepts; leave the others in the DLQ.
+    /// Only messages the order contract accepts; the others stay in the DLQ.
     #[arg(long)]
     only_valid: bool,
-    /// Move only these orders (repeat the option or list several ids).
+    /// Only these orders (repeat the option or list several ids).
     #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
     order_ids: Vec<Uuid>,
-    /// Move only messages of this failure class (repeatable): invalid_json, invalid_order,
-    /// unsupported_schema_version, row_refused, redriven, as `peek` shows them.
+    /// Only messages of this failure class (repeatable), as `peek` shows them.
     #[arg(long = "reason", value_name = "CLASS", action = ArgAction::Append)]
     reasons: Vec<FailureClass>,
     /// Seconds a received message stays hidden should this process die before
-    /// moving or releasing it; must cover one batch's send and delete.
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
-    visibility_timeout: u32,
-    /// Let SQS move everything itself (StartMessageMoveTask) and follow its
-    /// progress; the task goes on if this command stops. Without --to, each
-    /// message returns to the queue it came from.
-    #[arg(long, conflicts_with_all = ["max", "dry_run", "only_valid", "order_ids", "reasons", "visibility_timeout"])]
-    native: bool,
-}
-
-#[derive(Debug, Args)]
-struct ExportArgs {
-    #[command(flatten)]
-    dlq: Dlq,
-    /// The file to append the messages to (JSON lines).
-    #[arg(long = "to", value_name = "FILE")]
-    file: PathBuf,
-    /// Delete from the DLQ what was written and flushed to the file.
-    #[arg(long)]
-    delete: bool,
-    /// Write at most N messages (with --dry-run: list at most N).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max: Option<u64>,
-    /// Read at most this many messages per second (fractions allowed).
-    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
-    rate: Option<f64>,
-    /// List what would be written; write and delete nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Export only messages the order contract accepts.
-    #[arg(long)]
-    only_valid: bool,
-    /// Export only these orders (repeat the option or list several ids).
-    #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
-    order_ids: Vec<Uuid>,
-    /// Export only messages of this failure class (repeatable), as `peek` shows them.
-    #[arg(long = "reason", value_name = "CLASS", action = ArgAction::Append)]
-    reasons: Vec<FailureClass>,
-    /// Seconds a received message stays hidden should this process die before
-    /// writing and deleting it; must cover one batch's write, fsync and delete.
+    /// it is handled; must cover one batch.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
     visibility_timeout: u32,
 }
 
-#[derive(Debug, Args)]
-struct ImportArgs {
-    /// The export file to read.
-    #[arg(long = "from", value_name = "FILE")]
-    file: PathBuf,
-    /// The queue to send the messages to (any standard queue: a DLQ elsewhere, or a source queue).
-    #[arg(long, value_name = "URL")]
-    to: String,
-    /// Send at most this many messages per second (fractions allowed).
-    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate, default_value_t = DEFAULT_IMPORT_RATE)]
-    rate: f64,
-    /// List what would be sent; send nothing and write no journal.
-    #[arg(long)]
-    dry_run: bool,
-}
-
-#[derive(Debug, Args)]
-struct CancelArgs {
-    #[command(flatten)]
-    dlq: Dlq,
+impl From<WalkArgs> for Options {
+    fn from(args: WalkArgs) -> Self {
+        Self {
+            max: args.max,
+            rate: args.rate,
+            dry_run: args.dry_run,
+            selection: Selection {
+                only_valid: args.only_valid,
+                order_ids: args.order_ids.into_iter().collect(),
+                reasons: args.reasons.into_iter().collect(),
+            },
+            visibility_timeout_secs: args.visibility_timeout,
+        }
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -237,56 +189,92 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+const STOPPING: &str = "stopping after the batch in flight (Ctrl-C again stops at once;";
+
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        if let Command::Replay(args) = &self.command {
-            args.check_native_rate();
-        }
-        let dlq = match &self.command {
-            Command::Peek(args) => Some(&args.dlq),
-            Command::Replay(args) => Some(&args.dlq),
-            Command::Cancel(args) => Some(&args.dlq),
-            Command::Export(args) => Some(&args.dlq),
-            // Reads a file, sends to --to: no DLQ involved.
-            Command::Import(_) => None,
-        };
-        if dlq.is_some_and(|dlq| dlq.url.as_deref().is_none_or(str::is_empty)) {
-            Cli::command()
-                .error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "no dead-letter queue given: pass --dlq URL or set DLQ_URL (in AWS, the stack's \
-                     OrdersDeadLetterQueueUrl output; locally, scripts/replay-dlq reads it from .dev/env)",
+        let report = match self.command {
+            Command::Peek {
+                dlq,
+                max,
+                json,
+                group_by,
+                visibility_timeout,
+            } => {
+                let options = Options {
+                    max: Some(max),
+                    visibility_timeout_secs: visibility_timeout,
+                    ..Options::default()
+                };
+                let peeked = peek(&sqs_client().await?, dlq.url(), &options).await?;
+                let mut out = std::io::stdout().lock();
+                match (group_by, json) {
+                    (Some(GroupBy::Reason), true) => {
+                        write_json(&mut out, &group_by_reason(&peeked.messages))
+                    }
+                    (Some(GroupBy::Reason), false) => write_reasons(&mut out, &peeked),
+                    (None, true) => write_json(&mut out, &peeked.messages),
+                    (None, false) => write_table(&mut out, &peeked),
+                }
+                .and_then(|()| out.flush())
+                .context("could not write to stdout")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Command::Replay { dlq, to, walk } => {
+                let (sqs, dlq) = (sqs_client().await?, dlq.url());
+                let to = match to {
+                    Some(url) => url,
+                    None => source_queue(&sqs, dlq).await?,
+                };
+                let stop = stop_on_signals(
+                    "messages in flight then reappear in the DLQ after --visibility-timeout",
+                );
+                let mut progress = progress_for_terminal("replay", "messages in the DLQ");
+                replay(&sqs, dlq, &to, &walk.into(), progress.as_mut(), stop).await?
+            }
+            Command::Export {
+                dlq,
+                file,
+                delete,
+                walk,
+            } => {
+                let (sqs, dlq) = (sqs_client().await?, dlq.url());
+                let stop = stop_on_signals("what was not deleted stays in the DLQ");
+                let mut progress = progress_for_terminal("export", "messages in the DLQ");
+                export(
+                    &sqs,
+                    dlq,
+                    &file,
+                    delete,
+                    &walk.into(),
+                    progress.as_mut(),
+                    stop,
                 )
-                .exit();
-        }
-        let sqs = sqs_client().await?;
-        match self.command {
-            Command::Peek(args) => peek_command(&sqs, args).await,
-            Command::Replay(args) if args.native => native_command(&sqs, args).await,
-            Command::Replay(args) => replay_command(&sqs, args).await,
-            Command::Cancel(args) => cancel_command(&sqs, args).await,
-            Command::Export(args) => export_command(&sqs, args).await,
-            Command::Import(args) => import_command(&sqs, args).await,
-        }
+                .await?
+            }
+            Command::Import {
+                file,
+                to,
+                rate,
+                dry_run,
+            } => {
+                let sqs = sqs_client().await?;
+                let stop = stop_on_signals("a re-run resumes from the journal");
+                let mut progress = progress_for_terminal("import", "lines in the file");
+                import(&sqs, &file, &to, rate, dry_run, progress.as_mut(), stop).await?
+            }
+        };
+        Ok(print(&report))
     }
 }
 
-impl ReplayArgs {
-    /// SQS takes a whole number of messages per second for its own moves.
-    fn check_native_rate(&self) {
-        if let (true, Some(rate)) = (self.native, self.rate)
-            && (rate.fract() != 0.0 || !(1.0..=f64::from(MAX_RATE)).contains(&rate))
-        {
-            Cli::command()
-                .error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!(
-                        "with --native, --rate is SQS's MaxNumberOfMessagesPerSecond: a whole number from 1 to {MAX_RATE}, not {rate}"
-                    ),
-                )
-                .exit();
-        }
+/// Prints the summary (and what stopped the run), and says the exit status.
+fn print(report: &Report) -> ExitCode {
+    println!("{}", report.summary);
+    if let End::Aborted(err) = &report.end {
+        eprintln!("error: {}", sqs_error_chain(err));
     }
+    ExitCode::from(report.exit_code())
 }
 
 /// The SQS client from the standard AWS environment (profile, region,
@@ -301,174 +289,6 @@ async fn sqs_client() -> anyhow::Result<aws_sdk_sqs::Client> {
     Ok(aws_sdk_sqs::Client::new(&config))
 }
 
-async fn peek_command(sqs: &aws_sdk_sqs::Client, args: PeekArgs) -> anyhow::Result<ExitCode> {
-    let options = PeekOptions {
-        max: usize::try_from(args.max).unwrap_or(usize::MAX),
-        visibility_timeout_secs: args.visibility_timeout,
-    };
-    let peeked = peek(sqs, args.dlq.url(), options).await?;
-    let mut out = std::io::stdout().lock();
-    match (args.group_by, args.json) {
-        (Some(GroupBy::Reason), true) => write_reasons_json(&mut out, &peeked),
-        (Some(GroupBy::Reason), false) => write_reasons(&mut out, &peeked),
-        (None, true) => write_json(&mut out, &peeked),
-        (None, false) => write_table(&mut out, &peeked),
-    }
-    .context("could not write to stdout")?;
-    out.flush().context("could not write to stdout")?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn replay_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let destination = match args.to {
-        Some(url) => url,
-        None => source_queue(sqs, args.dlq.url()).await?,
-    };
-    let options = ReplayOptions {
-        max: args.max,
-        rate: args.rate,
-        dry_run: args.dry_run,
-        selection: Selection {
-            only_valid: args.only_valid,
-            order_ids: args.order_ids.into_iter().collect(),
-            reasons: args.reasons.into_iter().collect(),
-        },
-        visibility_timeout_secs: args.visibility_timeout,
-    };
-    let stop = stop_on_signals(
-        "stopping after the batch in flight (Ctrl-C again stops at once; messages in flight then reappear in the DLQ after --visibility-timeout)",
-    );
-    let mut progress = progress_for_terminal("replay", "messages in the DLQ");
-    let report = replay(
-        sqs,
-        args.dlq.url(),
-        &destination,
-        &options,
-        progress.as_mut(),
-        stop,
-    )
-    .await?;
-    drop(progress);
-    println!("{}", report.summary());
-    if let End::Aborted(err) = &report.end {
-        eprintln!("error: {err}");
-    }
-    Ok(ExitCode::from(report.exit_code()))
-}
-
-async fn export_command(sqs: &aws_sdk_sqs::Client, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let options = ExportOptions {
-        max: args.max,
-        rate: args.rate,
-        dry_run: args.dry_run,
-        delete: args.delete,
-        selection: Selection {
-            only_valid: args.only_valid,
-            order_ids: args.order_ids.into_iter().collect(),
-            reasons: args.reasons.into_iter().collect(),
-        },
-        visibility_timeout_secs: args.visibility_timeout,
-    };
-    let stop = stop_on_signals(
-        "stopping after the batch in flight (Ctrl-C again stops at once; what was not deleted stays in the DLQ)",
-    );
-    let mut progress = progress_for_terminal("export", "messages in the DLQ");
-    let report = export(
-        sqs,
-        args.dlq.url(),
-        &args.file,
-        &options,
-        progress.as_mut(),
-        stop,
-    )
-    .await?;
-    drop(progress);
-    println!("{}", report.summary());
-    if let archive::End::Aborted(err) = &report.end {
-        eprintln!("error: {}", support::sqs::sqs_error_chain(err));
-    }
-    Ok(ExitCode::from(report.exit_code()))
-}
-
-async fn import_command(sqs: &aws_sdk_sqs::Client, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let options = ImportOptions {
-        rate: args.rate,
-        dry_run: args.dry_run,
-    };
-    let stop = stop_on_signals(
-        "stopping after the batch in flight (Ctrl-C again stops at once; a re-run resumes from the journal)",
-    );
-    let mut progress = progress_for_terminal("import", "lines in the file");
-    let report = import(sqs, &args.file, &args.to, &options, progress.as_mut(), stop).await?;
-    drop(progress);
-    println!("{}", report.summary());
-    if let archive::End::Aborted(err) = &report.end {
-        eprintln!("error: {}", support::sqs::sqs_error_chain(err));
-    }
-    Ok(ExitCode::from(report.exit_code()))
-}
-
-async fn native_command(sqs: &aws_sdk_sqs::Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, args.dlq.url()).await?;
-    let destination_arn = match &args.to {
-        Some(url) => Some(describe(sqs, url).await?.arn),
-        None => None,
-    };
-    // Validated by check_native_rate: a whole number within SQS's bounds.
-    let rate = args.rate.map(|rate| rate as u32);
-    let started = native::start(sqs, &dlq.arn, destination_arn.as_deref(), rate).await?;
-    let stop = stop_on_signals(
-        "no longer following; the move task keeps running in SQS (`replay-dlq cancel` stops it)",
-    );
-    let mut progress = progress_for_terminal("replay --native", "messages in the DLQ");
-    let followed = native::follow(
-        sqs,
-        &dlq.arn,
-        &started,
-        Duration::from_secs(1),
-        progress.as_mut(),
-        stop,
-    )
-    .await?;
-    drop(progress);
-    println!("replay --native: {}", followed.task.summary());
-    if followed.interrupted {
-        eprintln!(
-            "the move task is still {} in SQS: `replay-dlq cancel` stops it",
-            followed.task.status
-        );
-        return Ok(ExitCode::from(130));
-    }
-    if followed.task.status == "COMPLETED" {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if followed.task.status == "FAILED" && args.to.is_none() {
-        eprintln!(
-            "hint: without --to, SQS returns each message to the queue it was dead-lettered from; \
-             a message sent to the DLQ by hand has none: move those with --to URL, or with the plain `replay`"
-        );
-    }
-    Ok(ExitCode::FAILURE)
-}
-
-async fn cancel_command(sqs: &aws_sdk_sqs::Client, args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let dlq = describe(sqs, args.dlq.url()).await?;
-    match native::cancel(sqs, &dlq.arn).await? {
-        Cancelled::Task { moved } => println!(
-            "cancel: the running move task of {} is stopping; it had moved about {moved} messages",
-            args.dlq.url()
-        ),
-        Cancelled::NothingRunning { latest } => println!(
-            "cancel: no move task is running for {}{}",
-            args.dlq.url(),
-            latest
-                .map(|task| format!(" (the latest: {})", task.summary()))
-                .unwrap_or_default()
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// A bar when a person watches stderr, plain lines when it goes to a log;
 /// `what` says what the total counts.
 fn progress_for_terminal(label: &'static str, what: &'static str) -> Box<dyn Progress> {
@@ -479,13 +299,14 @@ fn progress_for_terminal(label: &'static str, what: &'static str) -> Box<dyn Pro
     }
 }
 
-/// Turns true on the first Ctrl-C or SIGTERM; a second one ends the process at once.
-fn stop_on_signals(first: &'static str) -> watch::Receiver<bool> {
+/// Turns true on the first Ctrl-C or SIGTERM, saying so and `then`; a second
+/// one ends the process at once.
+fn stop_on_signals(then: &'static str) -> watch::Receiver<bool> {
     let (stop, stopped) = watch::channel(false);
     let mut signals = StopSignals::listen();
     tokio::spawn(async move {
         signals.recv().await;
-        eprintln!("replay-dlq: {first}");
+        eprintln!("replay-dlq: {STOPPING} {then})");
         let _ = stop.send(true);
         signals.recv().await;
         eprintln!("replay-dlq: stopped at once");
@@ -513,35 +334,12 @@ mod tests {
     }
 
     #[test]
-    fn native_refuses_the_options_only_the_plain_replay_has() {
-        for option in [
-            &["--only-valid"][..],
-            &["--dry-run"],
-            &["--max", "5"],
-            &["--order-id", "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"],
-            &["--reason", "row_refused"],
-            &["--visibility-timeout", "5"],
-        ] {
-            let mut args = vec!["replay", "--native"];
-            args.extend_from_slice(option);
-            let err = parse(&args).expect_err("a conflict");
-            assert_eq!(
-                err.kind(),
-                clap::error::ErrorKind::ArgumentConflict,
-                "{err}"
-            );
-            assert!(err.to_string().contains("--native"), "{err}");
-        }
-        assert!(parse(&["replay", "--native", "--rate", "10"]).is_ok());
-    }
-
-    #[test]
     fn several_order_ids_can_follow_one_option_or_repeat_it() {
         let a = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
         let b = "1f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
         let c = "2f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10";
         let cli = parse(&["replay", "--order-id", a, b, "--order-id", c]).expect("valid");
-        let Command::Replay(args) = cli.command else {
+        let Command::Replay { walk: args, .. } = cli.command else {
             panic!("replay expected")
         };
         assert_eq!(args.order_ids.len(), 3);
@@ -553,7 +351,7 @@ mod tests {
     fn reasons_are_failure_classes_and_an_unknown_one_lists_the_known() {
         let cli =
             parse(&["replay", "--reason", "row_refused", "--reason", "redriven"]).expect("valid");
-        let Command::Replay(args) = cli.command else {
+        let Command::Replay { walk: args, .. } = cli.command else {
             panic!("replay expected")
         };
         assert_eq!(

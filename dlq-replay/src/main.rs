@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to stderr (stdout carries the table, the JSON and the summary).
-    // By default only this tool's own events: the start and the counts of a replay.
+    // By default only this tool's own events: each run's summary.
     support::init_tool_logs("warn,dlq_replay=info");
     match dlq_replay::cli::Cli::parse().run().await {
         Ok(code) => code,

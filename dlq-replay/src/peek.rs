@@ -1,38 +1,22 @@
 //! `peek`: the DLQ's messages, read without consuming them.
 //!
-//! SQS has no "look without receiving", so peek receives with a short visibility
-//! timeout, keeps what it got hidden while it gathers more (otherwise SQS would
-//! hand the same messages back), and makes them all visible again at once.
+//! SQS has no "look without receiving", so peek walks the DLQ like a dry run:
+//! it keeps what it got hidden while it gathers more (otherwise SQS would hand
+//! the same messages back), and makes them all visible again at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 use order_contract::FailureClass;
 use serde::Serialize;
-use tracing::debug;
 
-use crate::inspect::{MessageView, excerpt};
-use crate::queues::{Held, MAX_BATCH, QueueInfo, SqsError, describe, receive};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeekOptions {
-    /// Stop after this many messages.
-    pub max: usize,
-    /// How long the messages stay hidden at most, should peek die before it
-    /// releases them.
-    pub visibility_timeout_secs: u32,
-}
-
-impl Default for PeekOptions {
-    fn default() -> Self {
-        Self {
-            max: 100,
-            visibility_timeout_secs: 10,
-        }
-    }
-}
+use crate::Error;
+use crate::message::{MessageView, excerpt};
+use crate::progress::Lines;
+use crate::queue::{QueueInfo, describe};
+use crate::walk::{End, Options, Walk};
 
 /// What `peek` saw.
 #[derive(Debug, Clone)]
@@ -42,47 +26,37 @@ pub struct Peeked {
     pub messages: Vec<MessageView>,
 }
 
-/// Gathers up to `options.max` messages, then makes them visible again.
-/// Stops early on an empty receive, or on one that brings only messages it has
-/// seen (their visibility timeout ran out while it gathered).
-pub async fn peek(sqs: &Client, dlq_url: &str, options: PeekOptions) -> Result<Peeked, SqsError> {
+/// Gathers up to `options.max` messages, then makes them visible again. Only
+/// `max` and `visibility_timeout_secs` of the options apply.
+pub async fn peek(sqs: &Client, dlq_url: &str, options: &Options) -> Result<Peeked, Error> {
     let queue = describe(sqs, dlq_url).await?;
-    let mut held = Held::default();
-    let result = gather(sqs, dlq_url, options, &mut held).await;
-    held.release(sqs, dlq_url).await;
-    Ok(Peeked {
-        queue,
-        messages: result?,
-    })
-}
-
-async fn gather(
-    sqs: &Client,
-    dlq_url: &str,
-    options: PeekOptions,
-    held: &mut Held,
-) -> Result<Vec<MessageView>, SqsError> {
-    let mut seen = HashSet::new();
-    let mut views = Vec::new();
-    while views.len() < options.max {
-        let want = (options.max - views.len()).min(MAX_BATCH);
-        let received = receive(sqs, dlq_url, want, options.visibility_timeout_secs).await?;
-        let mut fresh = 0;
-        for message in &received {
-            let id = message.message_id().unwrap_or_default();
-            held.hold(id, message.receipt_handle().unwrap_or_default());
-            if seen.insert(id.to_owned()) {
-                fresh += 1;
-                views.push(MessageView::new(message));
+    let options = Options {
+        max: options.max,
+        visibility_timeout_secs: options.visibility_timeout_secs,
+        ..Options::default()
+    };
+    let mut quiet = Lines::new("peek", io::sink(), io::sink());
+    // A stop signal that never fires: a look is short.
+    let never = tokio::sync::watch::channel(false).1;
+    let mut walk = Walk::new(sqs, dlq_url, queue.visible, &options, &mut quiet, never);
+    let mut messages = Vec::new();
+    let end = loop {
+        match walk.next().await {
+            Ok(batch) => {
+                for candidate in batch {
+                    walk.counts.done += 1;
+                    walk.hold(&candidate);
+                    messages.push(candidate.view);
+                }
             }
+            Err(end) => break end,
         }
-        debug!(received = received.len(), fresh, "peek receive");
-        if fresh == 0 {
-            break;
-        }
+    };
+    walk.finish().await;
+    match end {
+        End::Aborted(err) => Err(err),
+        _ => Ok(Peeked { queue, messages }),
     }
-    views.truncate(options.max);
-    Ok(views)
 }
 
 /// An aligned table, one row per message, for people.
@@ -103,12 +77,13 @@ pub fn write_table(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         .iter()
         .map(|m| {
             [
-                m.message_id.clone(),
+                m.record.message_id.clone(),
                 m.order_id.clone().unwrap_or_else(|| "-".to_owned()),
-                m.receive_count
-                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                m.record
+                    .receive_count
+                    .map_or("-".to_owned(), |n| n.to_string()),
                 time(m.first_received_at),
-                time(m.sent_at),
+                time(m.record.sent_at),
                 m.size_bytes.to_string(),
                 m.excerpt.clone(),
                 m.failure_class.to_string(),
@@ -117,22 +92,22 @@ pub fn write_table(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         })
         .collect();
     write_aligned(out, &headers, &rows, &[2, 5])?;
-    let invalid = peeked.messages.iter().filter(|m| !m.is_valid()).count();
+    let (shown, invalid) = (
+        rows.len(),
+        peeked.messages.iter().filter(|m| !m.is_valid()).count(),
+    );
+    let valid = shown - invalid;
     writeln!(
         out,
-        "\n{} shown ({} valid, {invalid} invalid) of about {} in {} ({} in flight before this look); they are visible again",
-        peeked.messages.len(),
-        peeked.messages.len() - invalid,
-        peeked.queue.visible,
-        peeked.queue.url,
-        peeked.queue.in_flight,
+        "\n{shown} shown ({valid} valid, {invalid} invalid){}",
+        of_about(peeked)
     )
 }
 
 /// One class of failure among the messages peek saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReasonGroup {
-    #[serde(serialize_with = "crate::inspect::class_name")]
+    #[serde(serialize_with = "crate::message::as_text")]
     pub class: FailureClass,
     pub count: usize,
     /// The earliest and the latest sent time among them (SentTimestamp).
@@ -146,25 +121,22 @@ pub struct ReasonGroup {
 pub fn group_by_reason(messages: &[MessageView]) -> Vec<ReasonGroup> {
     let mut groups: BTreeMap<FailureClass, ReasonGroup> = BTreeMap::new();
     let mut by_age: Vec<&MessageView> = messages.iter().collect();
-    // Oldest first, so that the example detail is the oldest one's.
-    by_age.sort_by_key(|m| m.sent_at);
-    for message in by_age {
-        let group = groups
-            .entry(message.failure_class)
-            .or_insert_with(|| ReasonGroup {
-                class: message.failure_class,
-                count: 0,
-                oldest: None,
-                newest: None,
-                example_detail: None,
-            });
+    // Oldest first (those without a sent time before all), so that the first
+    // time seen is the oldest, the last the newest, and the example the oldest's.
+    by_age.sort_by_key(|m| m.record.sent_at);
+    for m in by_age {
+        let group = groups.entry(m.failure_class).or_insert(ReasonGroup {
+            class: m.failure_class,
+            count: 0,
+            oldest: None,
+            newest: None,
+            example_detail: None,
+        });
         group.count += 1;
-        if let Some(sent) = message.sent_at {
-            group.oldest = Some(group.oldest.map_or(sent, |t| t.min(sent)));
-            group.newest = Some(group.newest.map_or(sent, |t| t.max(sent)));
-        }
+        group.oldest = group.oldest.or(m.record.sent_at);
+        group.newest = m.record.sent_at.or(group.newest);
         if group.example_detail.is_none() {
-            group.example_detail.clone_from(&message.failure_detail);
+            group.example_detail.clone_from(&m.failure_detail);
         }
     }
     let mut groups: Vec<ReasonGroup> = groups.into_values().collect();
@@ -176,8 +148,7 @@ pub fn group_by_reason(messages: &[MessageView]) -> Vec<ReasonGroup> {
 /// `peek --group-by reason`: one row per failure class, for triage.
 pub fn write_reasons(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
     let headers = ["CLASS", "COUNT", "OLDEST", "NEWEST", "EXAMPLE DETAIL"];
-    let groups = group_by_reason(&peeked.messages);
-    let rows: Vec<[String; 5]> = groups
+    let rows: Vec<[String; 5]> = group_by_reason(&peeked.messages)
         .iter()
         .map(|g| {
             [
@@ -190,21 +161,22 @@ pub fn write_reasons(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         })
         .collect();
     write_aligned(out, &headers, &rows, &[1])?;
+    let shown = peeked.messages.len();
     writeln!(
         out,
-        "\n{} shown in {} classes of about {} in {} ({} in flight before this look); they are visible again",
-        peeked.messages.len(),
-        groups.len(),
-        peeked.queue.visible,
-        peeked.queue.url,
-        peeked.queue.in_flight,
+        "\n{shown} shown in {} classes{}",
+        rows.len(),
+        of_about(peeked)
     )
 }
 
-/// `peek --group-by reason --json`: the same groups as a JSON array.
-pub fn write_reasons_json(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &group_by_reason(&peeked.messages))?;
-    writeln!(out)
+/// The end of the line under a table: what the queue held.
+fn of_about(peeked: &Peeked) -> String {
+    let queue = &peeked.queue;
+    format!(
+        " of about {} in {} ({} in flight before this look); they are visible again",
+        queue.visible, queue.url, queue.in_flight
+    )
 }
 
 /// Characters of a detail shown in a table cell (JSON has all of it).
@@ -215,10 +187,9 @@ fn detail_cell(detail: Option<&str>) -> String {
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(
-        || "-".to_owned(),
-        |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-    )
+    t.map_or("-".to_owned(), |t| {
+        t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+    })
 }
 
 /// Rows under their headers, columns two blanks apart, the `numeric` ones
@@ -262,42 +233,28 @@ fn write_aligned<const N: usize>(
     Ok(())
 }
 
-/// A JSON array, one object per message, for scripts.
-pub fn write_json(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &peeked.messages)?;
+/// A JSON array, pretty-printed: the messages (`--json`) or the groups.
+pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::Verdict;
+    use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
     fn view(id: &str, body: &str, receives: u32) -> MessageView {
-        let verdict = Verdict::of(body);
-        let reason = crate::inspect::Reason::of(&Default::default(), body);
-        MessageView {
-            message_id: id.to_owned(),
-            order_id: verdict.order_id,
-            receive_count: Some(receives),
-            first_received_at: None,
-            sent_at: None,
-            size_bytes: body.len(),
-            excerpt: crate::inspect::excerpt(body, 40),
-            invalid_reason: verdict.invalid_reason,
-            failure_class: reason.class,
-            failure_detail: reason.detail,
-            failure_recorded: reason.recorded,
-            body: body.to_owned(),
-            message_attributes: Default::default(),
-        }
+        let message = Message::builder().message_id(id).body(body).attributes(
+            MessageSystemAttributeName::ApproximateReceiveCount,
+            receives.to_string(),
+        );
+        MessageView::new(&message.build())
     }
 
-    fn sent(view: MessageView, at: &str) -> MessageView {
-        MessageView {
-            sent_at: Some(at.parse().expect("time")),
-            ..view
-        }
+    fn sent(mut view: MessageView, at: &str) -> MessageView {
+        view.record.sent_at = Some(at.parse().expect("time"));
+        view
     }
 
     fn peeked(messages: Vec<MessageView>) -> Peeked {
@@ -380,7 +337,7 @@ mod tests {
         let mut out = Vec::new();
         write_json(
             &mut out,
-            &peeked(vec![view("m-1", "nope", 1), view("m-2", "{}", 2)]),
+            &vec![view("m-1", "nope", 1), view("m-2", "{}", 2)],
         )
         .expect("write");
         let value: serde_json::Value = serde_json::from_slice(&out).expect("JSON");

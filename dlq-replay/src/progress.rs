@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Where [`replay`](mod@crate::replay) and [`native`](crate::native) report.
+/// Where `replay`, `export` and `import` report.
 pub trait Progress {
     /// Work begins; `total` is an estimate (SQS's counts are approximate).
-    fn start(&mut self, total: Option<u64>);
+    fn start(&mut self, total: u64);
     /// `done` items so far; `status` is a short summary such as "moved=3 skipped=1 failed=0".
-    fn advance(&mut self, done: u64, total: Option<u64>, status: &str);
+    fn advance(&mut self, done: u64, status: &str);
     /// A line worth keeping: a message skipped, failed or (in a dry run) listed.
     fn note(&mut self, line: &str);
     /// Work is over; the caller prints the summary next.
@@ -25,6 +25,7 @@ pub struct Lines<O, L> {
     log: L,
     every: Duration,
     last: Option<Instant>,
+    total: u64,
     label: &'static str,
     /// What the total counts, in the starting line.
     what: &'static str,
@@ -37,6 +38,7 @@ impl<O: Write, L: Write> Lines<O, L> {
             log,
             every: Duration::from_secs(2),
             last: None,
+            total: 0,
             label,
             what: "messages in the DLQ",
         }
@@ -54,23 +56,21 @@ impl<O: Write, L: Write> Lines<O, L> {
 }
 
 impl<O: Write, L: Write> Progress for Lines<O, L> {
-    fn start(&mut self, total: Option<u64>) {
-        let total = total.map_or_else(
-            || "an unknown number of".to_owned(),
-            |n| format!("about {n}"),
-        );
+    fn start(&mut self, total: u64) {
+        self.total = total;
         // A failed write to a log is no reason to stop moving messages.
-        let _ = writeln!(self.log, "{}: starting, {total} {}", self.label, self.what);
+        let _ = writeln!(
+            self.log,
+            "{}: starting, about {total} {}",
+            self.label, self.what
+        );
     }
 
-    fn advance(&mut self, done: u64, total: Option<u64>, status: &str) {
-        let due = self.last.is_none_or(|last| last.elapsed() >= self.every);
-        if due {
+    fn advance(&mut self, done: u64, status: &str) {
+        if self.last.is_none_or(|last| last.elapsed() >= self.every) {
             self.last = Some(Instant::now());
-            let total = total
-                .map(|t| format!("/{}", t.max(done)))
-                .unwrap_or_default();
-            let _ = writeln!(self.log, "{}: {done}{total} {status}", self.label);
+            let total = self.total.max(done);
+            let _ = writeln!(self.log, "{}: {done}/{total} {status}", self.label);
         }
     }
 
@@ -98,22 +98,20 @@ impl<O: Write> Bar<O> {
 }
 
 impl<O: Write> Progress for Bar<O> {
-    fn start(&mut self, total: Option<u64>) {
+    fn start(&mut self, total: u64) {
         let style = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         self.bar.set_style(style);
-        if let Some(total) = total {
-            self.bar.set_length(total);
-        }
+        self.bar.set_length(total);
         self.bar.enable_steady_tick(Duration::from_millis(200));
     }
 
-    fn advance(&mut self, done: u64, total: Option<u64>, status: &str) {
-        if let Some(total) = total {
-            // More may have arrived since the estimate.
-            self.bar.set_length(total.max(done));
+    fn advance(&mut self, done: u64, status: &str) {
+        // More may have arrived since the estimate.
+        if self.bar.length().is_some_and(|total| total < done) {
+            self.bar.set_length(done);
         }
         self.bar.set_position(done);
         self.bar.set_message(status.to_owned());
@@ -140,9 +138,9 @@ mod tests {
     #[test]
     fn plain_progress_writes_notes_to_the_output_and_progress_to_the_log() {
         let mut lines = Lines::new("replay", Vec::new(), Vec::new());
-        lines.start(Some(4));
-        lines.advance(2, Some(4), "moved=2 skipped=0 failed=0");
-        lines.advance(3, Some(4), "moved=3 skipped=0 failed=0");
+        lines.start(4);
+        lines.advance(2, "moved=2 skipped=0 failed=0");
+        lines.advance(3, "moved=3 skipped=0 failed=0");
         lines.note("skipped m-1: not an order");
         lines.finish();
         let (out, log) = lines.into_inner();

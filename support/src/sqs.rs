@@ -246,8 +246,6 @@ pub async fn change_visibility(
 pub struct SqsError {
     action: String,
     code: Option<String>,
-    message: Option<String>,
-    status: Option<u16>,
     detail: String,
     hint: Option<&'static str>,
     #[source]
@@ -261,7 +259,6 @@ impl SqsError {
     {
         let code = err.code().map(str::to_owned);
         let message = err.message().map(str::to_owned);
-        let status = err.raw_response().map(|r| r.status().as_u16());
         let chain = crate::error_chain(&err);
         let hint = match &err {
             SdkError::TimeoutError(_) => Some(UNREACHABLE),
@@ -284,8 +281,6 @@ impl SqsError {
         Self {
             action: action.into(),
             code,
-            message,
-            status,
             detail,
             hint,
             source: Box::new(err),
@@ -295,12 +290,6 @@ impl SqsError {
     /// The service's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
-    }
-
-    /// Whether the endpoint answered that it does not implement this call at all
-    /// (an older emulator, or an SQS-compatible service without move tasks).
-    pub fn is_unsupported_operation(&self) -> bool {
-        is_unsupported(self.code.as_deref(), self.message.as_deref(), self.status)
     }
 }
 
@@ -332,26 +321,6 @@ fn hint_for_code(code: &str) -> Option<&'static str> {
         ),
         _ => None,
     }
-}
-
-/// Codes and answers by which endpoints say "I do not implement this call".
-fn is_unsupported(code: Option<&str>, message: Option<&str>, status: Option<u16>) -> bool {
-    const CODES: [&str; 7] = [
-        "UnsupportedOperation",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-        "InvalidAction",
-        "NotImplemented",
-        "UnknownOperation",
-        "UnknownOperationException",
-        "InvalidOperation",
-    ];
-    if code.is_some_and(|c| CODES.contains(&c)) || status == Some(501) {
-        return true;
-    }
-    message.is_some_and(|m| {
-        m.to_ascii_lowercase().contains("not implemented")
-            || m.to_ascii_lowercase().contains("not yet implemented")
-    })
 }
 
 #[cfg(test)]
@@ -403,27 +372,6 @@ mod tests {
     fn a_message_larger_than_the_limit_goes_alone() {
         let groups = batches([10, MAX_BATCH_BYTES + 1, 10], |size| *size);
         assert_eq!(groups, [vec![10], vec![MAX_BATCH_BYTES + 1], vec![10]]);
-    }
-
-    #[test]
-    fn endpoints_that_lack_a_call_are_recognised_by_code_status_or_message() {
-        assert!(is_unsupported(
-            Some("UnsupportedOperation"),
-            None,
-            Some(400)
-        ));
-        assert!(is_unsupported(None, None, Some(501)));
-        assert!(is_unsupported(
-            Some("InternalFailure"),
-            Some("API action 'StartMessageMoveTask' for service 'sqs' not yet implemented"),
-            Some(500)
-        ));
-        assert!(!is_unsupported(
-            Some("AccessDenied"),
-            Some("denied"),
-            Some(403)
-        ));
-        assert!(!is_unsupported(None, None, None));
     }
 
     #[derive(Debug, thiserror::Error)]

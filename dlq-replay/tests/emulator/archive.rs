@@ -1,9 +1,7 @@
 use std::collections::HashMap;
 
-use dlq_replay::archive::{
-    ArchiveError, End, ExportOptions, ImportOptions, export, import, journal_path,
-};
-use dlq_replay::{Lines, Selection};
+use dlq_replay::archive::{DEFAULT_IMPORT_RATE, journal_path};
+use dlq_replay::{End, Error, Lines, Options, Selection, export, import};
 use order_contract::FailureClass;
 use order_contract::dead_letter::CLASS_ATTRIBUTE;
 
@@ -34,15 +32,16 @@ async fn export_writes_the_selected_messages_and_leaves_them_in_the_dlq_unless_d
     let scratch = Scratch::new();
     let file = scratch.file("dlq.jsonl");
 
-    let dry = ExportOptions {
+    let dry = Options {
         dry_run: true,
-        ..ExportOptions::default()
+        ..Options::default()
     };
     let mut progress = captured("export");
     let report = export(
         &queues.sqs,
         &queues.dlq_url,
         &file,
+        false,
         &dry,
         &mut progress,
         never_stop(),
@@ -50,21 +49,22 @@ async fn export_writes_the_selected_messages_and_leaves_them_in_the_dlq_unless_d
     .await
     .expect("dry run");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "export (dry run): would_export=6 skipped=0 failed=0; nothing was written or deleted"
     );
     assert!(!file.exists(), "a dry run creates no file");
     assert_eq!(notes(progress).lines().count(), 6, "one line per message");
     assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (6, 0));
 
-    let refused_only = ExportOptions {
+    let refused_only = Options {
         selection: only(&[FailureClass::RowRefused]),
-        ..ExportOptions::default()
+        ..Options::default()
     };
     let report = export(
         &queues.sqs,
         &queues.dlq_url,
         &file,
+        false,
         &refused_only,
         &mut captured("export"),
         never_stop(),
@@ -72,7 +72,7 @@ async fn export_writes_the_selected_messages_and_leaves_them_in_the_dlq_unless_d
     .await
     .expect("export");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "export: written=2 skipped=4 failed=0; left in the DLQ"
     );
     assert_eq!(report.exit_code(), 0);
@@ -106,22 +106,19 @@ async fn export_writes_the_selected_messages_and_leaves_them_in_the_dlq_unless_d
         "without --delete all stay, visible again at once"
     );
 
-    let delete_all = ExportOptions {
-        delete: true,
-        ..ExportOptions::default()
-    };
     let report = export(
         &queues.sqs,
         &queues.dlq_url,
         &file,
-        &delete_all,
+        true,
+        &Options::default(),
         &mut captured("export"),
         never_stop(),
     )
     .await
     .expect("export --delete");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "export: written=6 deleted=6 skipped=0 failed=0"
     );
     assert!(matches!(report.end, End::Drained), "{:?}", report.end);
@@ -140,15 +137,12 @@ async fn import_sends_back_what_export_wrote_byte_for_byte_and_a_rerun_sends_not
     send_to_dlq(&queues, &sent, true).await;
     let scratch = Scratch::new();
     let file = scratch.file("dlq.jsonl");
-    let delete = ExportOptions {
-        delete: true,
-        ..ExportOptions::default()
-    };
     let report = export(
         &queues.sqs,
         &queues.dlq_url,
         &file,
-        &delete,
+        true,
+        &Options::default(),
         &mut captured("export"),
         never_stop(),
     )
@@ -156,40 +150,37 @@ async fn import_sends_back_what_export_wrote_byte_for_byte_and_a_rerun_sends_not
     .expect("export");
     assert_eq!(report.counts.deleted, 15);
 
-    let dry = ImportOptions {
-        dry_run: true,
-        ..ImportOptions::default()
-    };
     let report = import(
         &queues.sqs,
         &file,
         &queues.queue_url,
-        &dry,
+        DEFAULT_IMPORT_RATE,
+        true,
         &mut captured("import"),
         never_stop(),
     )
     .await
     .expect("dry run");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "import (dry run): would_send=15 already_sent=0 unreadable=0; nothing was sent"
     );
     assert!(!journal_path(&file).exists(), "a dry run writes no journal");
     assert_eq!(depth(&queues.sqs, &queues.queue_url).await, (0, 0));
 
-    let options = ImportOptions::default();
     let report = import(
         &queues.sqs,
         &file,
         &queues.queue_url,
-        &options,
+        DEFAULT_IMPORT_RATE,
+        false,
         &mut captured("import"),
         never_stop(),
     )
     .await
     .expect("import");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "import: sent=15 already_sent=0 failed=0 unreadable=0"
     );
     assert_eq!(report.exit_code(), 0);
@@ -197,14 +188,15 @@ async fn import_sends_back_what_export_wrote_byte_for_byte_and_a_rerun_sends_not
         &queues.sqs,
         &file,
         &queues.queue_url,
-        &options,
+        DEFAULT_IMPORT_RATE,
+        false,
         &mut captured("import"),
         never_stop(),
     )
     .await
     .expect("import again");
     assert_eq!(
-        again.summary(),
+        again.summary,
         "import: sent=0 already_sent=15 failed=0 unreadable=0"
     );
 
@@ -228,13 +220,14 @@ async fn import_sends_back_what_export_wrote_byte_for_byte_and_a_rerun_sends_not
         &queues.sqs,
         &file,
         &queues.dlq_url,
-        &options,
+        DEFAULT_IMPORT_RATE,
+        false,
         &mut captured("import"),
         never_stop(),
     )
     .await
     .expect_err("the journal names another queue");
-    assert!(matches!(elsewhere, ArchiveError::OtherDestination { .. }));
+    assert!(matches!(elsewhere, Error::OtherDestination { .. }));
     assert!(
         elsewhere
             .to_string()
@@ -253,7 +246,8 @@ async fn a_line_that_is_not_a_record_is_reported_and_the_others_go() {
         &queues.sqs,
         &queues.dlq_url,
         &file,
-        &ExportOptions::default(),
+        false,
+        &Options::default(),
         &mut captured("export"),
         never_stop(),
     )
@@ -269,14 +263,15 @@ async fn a_line_that_is_not_a_record_is_reported_and_the_others_go() {
         &queues.sqs,
         &file,
         &queues.queue_url,
-        &ImportOptions::default(),
+        DEFAULT_IMPORT_RATE,
+        false,
         &mut progress,
         never_stop(),
     )
     .await
     .expect("import");
     assert_eq!(
-        report.summary(),
+        report.summary,
         "import: sent=2 already_sent=0 failed=0 unreadable=1"
     );
     assert_eq!(report.exit_code(), 1, "something was not imported");
@@ -293,10 +288,8 @@ async fn export_to_a_file_it_cannot_open_touches_nothing() {
         &queues.sqs,
         &queues.dlq_url,
         std::path::Path::new("/nonexistent-dlq-replay-dir/dlq.jsonl"),
-        &ExportOptions {
-            delete: true,
-            ..ExportOptions::default()
-        },
+        true,
+        &Options::default(),
         &mut captured("export"),
         never_stop(),
     )

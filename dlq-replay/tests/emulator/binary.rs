@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use testkit::{TestQueues, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::support::{
@@ -208,17 +207,6 @@ async fn peek_prints_a_table_or_json_and_leaves_the_messages() {
 #[tokio::test]
 async fn wrong_usage_and_a_dlq_without_a_source_say_what_to_do() {
     let queues = queues().await;
-    let (code, _, stderr) = run(on(&queues, &["replay", "--native", "--only-valid"])).await;
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("'--native' cannot be used with '--only-valid'"),
-        "{stderr}"
-    );
-
-    let (code, _, stderr) = run(on(&queues, &["replay", "--native", "--rate", "0.5"])).await;
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("a whole number from 1 to 500"), "{stderr}");
-
     let (code, _, stderr) = run(on(&queues, &["replay", "--reason", "gremlins"])).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
@@ -253,91 +241,6 @@ async fn wrong_usage_and_a_dlq_without_a_source_say_what_to_do() {
     .await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("hint: no such queue"), "{stderr}");
-}
-
-#[tokio::test]
-async fn native_on_an_endpoint_without_move_tasks_says_so_in_one_line() {
-    let endpoint = sqs_without_move_tasks().await;
-    let (code, stdout, stderr) = run(replay_dlq(
-        &endpoint,
-        &format!("{endpoint}/000000000000/fake-dlq"),
-        &["replay", "--native"],
-    ))
-    .await;
-    assert_eq!(code, 1, "{stdout}{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    // The first move-task call: the listing the new task is told apart from.
-    assert!(
-        errors[0].contains("does not support ListMessageMoveTasks")
-            && errors[0].contains("plain `replay` without --native"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-}
-
-/// An SQS-compatible endpoint that knows queues but not message move tasks.
-async fn sqs_without_move_tasks() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let address = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Some(head) = read_request(&mut socket).await else {
-                    return;
-                };
-                let (status, extra, body) = if head
-                    .contains("x-amz-target: amazonsqs.getqueueattributes")
-                {
-                    (
-                        "200 OK",
-                        "",
-                        r#"{"Attributes":{"QueueArn":"arn:aws:sqs:us-east-1:000000000000:fake-dlq","ApproximateNumberOfMessages":"0","ApproximateNumberOfMessagesNotVisible":"0"}}"#,
-                    )
-                } else {
-                    (
-                        "400 Bad Request",
-                        "x-amzn-query-error: AWS.SimpleQueueService.UnsupportedOperation;Sender\r\n",
-                        r#"{"__type":"com.amazonaws.sqs#UnsupportedOperation","message":"message move tasks are not available here"}"#,
-                    )
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    format!("http://{address}")
-}
-
-/// Reads one HTTP request; returns its head in lower case.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if buffer.len() >= end + 4 + length {
-            return Some(head);
-        }
-    }
 }
 
 /// Kills a running replay-dlq once `ready` holds, and checks it died of the signal.
@@ -550,7 +453,7 @@ async fn the_help_names_every_command() {
     let queues = queues().await;
     let (code, help, stderr) = run(on(&queues, &["--help"])).await;
     assert_eq!(code, 0, "{stderr}");
-    for command in ["peek", "replay", "cancel", "export", "import"] {
+    for command in ["peek", "replay", "export", "import"] {
         assert!(help.contains(&format!("  {command} ")), "{command}: {help}");
     }
 }

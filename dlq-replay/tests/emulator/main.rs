@@ -4,7 +4,6 @@
 
 mod archive;
 mod binary;
-mod native;
 mod peek;
 mod replay;
 mod support;

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
 use dlq_replay::peek::{write_json, write_reasons, write_table};
-use dlq_replay::{PeekOptions, peek};
+use dlq_replay::{Options, peek};
 use order_contract::FailureClass;
 
 use crate::support::{dead_letter, depth, mixed_dlq, order_id, poison_bodies, queues, valid_body};
@@ -13,7 +13,7 @@ async fn peek_shows_valid_and_poison_messages_with_why_and_leaves_them_in_the_dl
     let poison = poison_bodies();
     dead_letter(&queues, &[valid.clone(), poison.clone()].concat()).await;
 
-    let peeked = peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
+    let peeked = peek(&queues.sqs, &queues.dlq_url, &Options::default())
         .await
         .expect("peek");
 
@@ -22,25 +22,29 @@ async fn peek_shows_valid_and_poison_messages_with_why_and_leaves_them_in_the_dl
         peeked
             .messages
             .iter()
-            .map(|m| m.message_id.as_str())
+            .map(|m| m.record.message_id.as_str())
             .collect::<HashSet<_>>()
             .len(),
         7,
         "each message once"
     );
     for message in &peeked.messages {
-        let is_valid = valid.contains(&message.body);
+        let is_valid = valid.contains(&message.record.body);
         assert_eq!(message.is_valid(), is_valid, "{message:?}");
-        assert_eq!(message.order_id, order_id(&message.body), "{message:?}");
-        assert!(message.receive_count >= Some(1), "{message:?}");
-        assert!(message.sent_at.is_some() && message.first_received_at.is_some());
-        assert!(message.size_bytes >= message.body.len());
+        assert_eq!(
+            message.order_id,
+            order_id(&message.record.body),
+            "{message:?}"
+        );
+        assert!(message.record.receive_count >= Some(1), "{message:?}");
+        assert!(message.record.sent_at.is_some() && message.first_received_at.is_some());
+        assert!(message.size_bytes >= message.record.body.len());
     }
     let reason = |body: &str| {
         peeked
             .messages
             .iter()
-            .find(|m| m.body == body)
+            .find(|m| m.record.body == body)
             .and_then(|m| m.invalid_reason.clone())
             .expect("a reason")
     };
@@ -60,7 +64,7 @@ async fn peek_shows_valid_and_poison_messages_with_why_and_leaves_them_in_the_dl
         (7, 0),
         "all visible again at once"
     );
-    let again = peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
+    let again = peek(&queues.sqs, &queues.dlq_url, &Options::default())
         .await
         .expect("peek again");
     assert_eq!(
@@ -76,16 +80,16 @@ async fn peek_shows_at_most_max_and_its_json_is_one_object_per_message() {
     let bodies: Vec<String> = (0..15).map(valid_body).collect();
     dead_letter(&queues, &bodies).await;
 
-    let options = PeekOptions {
-        max: 12,
-        ..PeekOptions::default()
+    let options = Options {
+        max: Some(12),
+        ..Options::default()
     };
-    let peeked = peek(&queues.sqs, &queues.dlq_url, options)
+    let peeked = peek(&queues.sqs, &queues.dlq_url, &options)
         .await
         .expect("peek");
     assert_eq!(peeked.messages.len(), 12);
     let mut json = Vec::new();
-    write_json(&mut json, &peeked).expect("JSON");
+    write_json(&mut json, &peeked.messages).expect("JSON");
     let array: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("a JSON array");
     assert_eq!(array.len(), 12);
     assert!(array.iter().all(|m| m["invalid_reason"].is_null()));
@@ -101,7 +105,7 @@ async fn peek_reads_the_reason_from_the_failure_attributes_or_else_from_the_body
     let queues = queues().await;
     let bodies = mixed_dlq(&queues).await;
 
-    let peeked = peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
+    let peeked = peek(&queues.sqs, &queues.dlq_url, &Options::default())
         .await
         .expect("peek");
     assert_eq!(peeked.messages.len(), 6);
@@ -109,7 +113,7 @@ async fn peek_reads_the_reason_from_the_failure_attributes_or_else_from_the_body
         peeked
             .messages
             .iter()
-            .find(|m| m.body == body)
+            .find(|m| m.record.body == body)
             .expect("peeked")
     };
     let refused = of(&bodies[0]);
@@ -141,7 +145,7 @@ async fn peek_reads_the_reason_from_the_failure_attributes_or_else_from_the_body
     assert_eq!(redriven.failure_detail, None);
 
     let mut json = Vec::new();
-    write_json(&mut json, &peeked).expect("JSON");
+    write_json(&mut json, &peeked.messages).expect("JSON");
     let array: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("a JSON array");
     let classes: Vec<&str> = array
         .iter()

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use dlq_replay::{End, PeekOptions, ReplayOptions, RouteError, Selection, peek, source_queue};
+use dlq_replay::{End, Error, Options, Selection, peek, source_queue};
 use order_contract::FailureClass;
 use order_contract::dead_letter::{
     FAILURE_ATTRIBUTE_PREFIX, MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE,
@@ -30,17 +30,17 @@ async fn a_replay_moves_every_message_back_with_body_and_attributes_byte_for_byt
         &queues.sqs,
         &queues.dlq_url,
         &destination,
-        &ReplayOptions::default(),
+        &Options::default(),
     )
     .await
     .expect("replay");
 
-    assert_eq!(report.counts.moved, sent.len() as u64);
+    assert_eq!(report.counts.done, sent.len() as u64);
     assert_eq!((report.counts.skipped, report.counts.failed), (0, 0));
     assert!(matches!(report.end, End::Drained), "{:?}", report.end);
     assert_eq!(report.exit_code(), 0);
     assert_eq!(
-        report.summary(),
+        report.summary,
         format!("replay: moved={} skipped=0 failed=0", sent.len())
     );
     assert_eq!(
@@ -120,21 +120,20 @@ async fn reason_replays_only_that_class_without_its_failure_attributes_and_with_
         .expect("send");
     let redriven_body = valid_body(301);
     send_to_dlq(&queues, std::slice::from_ref(&redriven_body), false).await;
-    let dlq_ids: HashMap<String, String> =
-        peek(&queues.sqs, &queues.dlq_url, PeekOptions::default())
-            .await
-            .expect("peek")
-            .messages
-            .into_iter()
-            .map(|m| (m.body, m.message_id))
-            .collect();
+    let dlq_ids: HashMap<String, String> = peek(&queues.sqs, &queues.dlq_url, &Options::default())
+        .await
+        .expect("peek")
+        .messages
+        .into_iter()
+        .map(|m| (m.record.body, m.record.message_id))
+        .collect();
 
-    let only = |classes: &[FailureClass]| ReplayOptions {
+    let only = |classes: &[FailureClass]| Options {
         selection: Selection {
             reasons: classes.iter().copied().collect(),
             ..Selection::default()
         },
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let (report, _) = run_replay(
         &queues.sqs,
@@ -144,7 +143,7 @@ async fn reason_replays_only_that_class_without_its_failure_attributes_and_with_
     )
     .await
     .expect("replay");
-    assert_eq!(report.summary(), "replay: moved=3 skipped=3 failed=0");
+    assert_eq!(report.summary, "replay: moved=3 skipped=3 failed=0");
     assert_eq!(report.exit_code(), 0);
     let moved = drain(&queues.sqs, &queues.queue_url).await;
     assert_eq!(bodies(&moved), sorted(&refused));
@@ -182,7 +181,7 @@ async fn reason_replays_only_that_class_without_its_failure_attributes_and_with_
     )
     .await
     .expect("replay");
-    assert_eq!(report.summary(), "replay: moved=2 skipped=1 failed=0");
+    assert_eq!(report.summary, "replay: moved=2 skipped=1 failed=0");
     let moved = drain(&queues.sqs, &queues.queue_url).await;
     let crowded = moved
         .iter()
@@ -218,22 +217,22 @@ async fn a_dry_run_lists_what_would_move_and_changes_nothing() {
     let poison = poison_bodies();
     dead_letter(&queues, &[valid.clone(), poison.clone()].concat()).await;
 
-    let options = ReplayOptions {
+    let options = Options {
         dry_run: true,
         selection: Selection {
             only_valid: true,
             ..Selection::default()
         },
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let (report, notes) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
         .await
         .expect("dry run");
 
-    assert_eq!(report.counts.would_move, 12);
-    assert_eq!(report.counts.skipped, 4);
-    assert_eq!(report.counts.moved, 0);
-    assert!(report.summary().contains("nothing was sent or deleted"));
+    assert_eq!(
+        report.summary,
+        "replay (dry run): would_move=12 skipped=4 failed=0; nothing was sent or deleted"
+    );
     assert_eq!(notes.matches("would move ").count(), 12, "{notes}");
     assert_eq!(notes.matches("skipped ").count(), 4, "{notes}");
     for body in &valid {
@@ -257,12 +256,12 @@ async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_i
     }
     dead_letter(&queues, &mixed).await;
 
-    let options = ReplayOptions {
+    let options = Options {
         selection: Selection {
             only_valid: true,
             ..Selection::default()
         },
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let (report, notes) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
         .await
@@ -270,7 +269,7 @@ async fn only_valid_moves_exactly_the_valid_ones_and_leaves_the_poison_visible_i
 
     assert_eq!(
         (
-            report.counts.moved,
+            report.counts.done,
             report.counts.skipped,
             report.counts.failed
         ),
@@ -299,7 +298,7 @@ async fn order_ids_move_only_the_named_orders() {
     send_to_dlq(&queues, &all, false).await;
     let chosen = [all[3].clone(), all[11].clone()];
 
-    let options = ReplayOptions {
+    let options = Options {
         selection: Selection {
             only_valid: false,
             order_ids: chosen
@@ -308,13 +307,13 @@ async fn order_ids_move_only_the_named_orders() {
                 .collect(),
             ..Selection::default()
         },
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
         .await
         .expect("replay");
 
-    assert_eq!((report.counts.moved, report.counts.skipped), (2, 13));
+    assert_eq!((report.counts.done, report.counts.skipped), (2, 13));
     assert_eq!(
         bodies(&drain(&queues.sqs, &queues.queue_url).await),
         sorted(&chosen)
@@ -332,19 +331,19 @@ async fn max_moves_at_most_that_many_and_a_rate_spaces_the_sends() {
     let all: Vec<String> = (0..20).map(valid_body).collect();
     send_to_dlq(&queues, &all, false).await;
 
-    let options = ReplayOptions {
+    let options = Options {
         max: Some(7),
         rate: Some(4.0),
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let started = Instant::now();
     let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
         .await
         .expect("replay");
 
-    assert_eq!(report.counts.moved, 7);
+    assert_eq!(report.counts.done, 7);
     assert!(matches!(report.end, End::Limit), "{:?}", report.end);
-    assert!(report.summary().ends_with("(--max reached)"));
+    assert!(report.summary.ends_with("(--max reached)"));
     // 4 per second: the second batch (3 more) cannot start before a second has passed.
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -366,18 +365,18 @@ async fn to_sends_elsewhere_and_a_dlq_without_a_source_asks_for_it() {
     let err = source_queue(&queues.sqs, &queues.queue_url)
         .await
         .expect_err("no source");
-    assert!(matches!(err, RouteError::NoSource { .. }), "{err}");
+    assert!(matches!(err, Error::NoSource { .. }), "{err}");
     assert!(err.to_string().contains("pass --to URL"), "{err}");
 
     let (report, _) = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &elsewhere.queue_url,
-        &ReplayOptions::default(),
+        &Options::default(),
     )
     .await
     .expect("replay");
-    assert_eq!(report.counts.moved, 5);
+    assert_eq!(report.counts.done, 5);
     assert_eq!(
         bodies(&drain(&queues.sqs, &elsewhere.queue_url).await),
         sorted(&all)
@@ -398,27 +397,22 @@ async fn a_fifo_queue_or_the_dlq_itself_is_refused_before_anything_moves() {
         .expect("a FIFO queue")
         .queue_url
         .expect("its URL");
-    let err = run_replay(
-        &queues.sqs,
-        &fifo,
-        &queues.queue_url,
-        &ReplayOptions::default(),
-    )
-    .await
-    .expect_err("FIFO refused");
-    assert!(matches!(err, RouteError::Fifo { .. }), "{err}");
-    assert!(err.to_string().contains("--native"), "{err}");
+    let err = run_replay(&queues.sqs, &fifo, &queues.queue_url, &Options::default())
+        .await
+        .expect_err("FIFO refused");
+    assert!(matches!(err, Error::Fifo { .. }), "{err}");
+    assert!(err.to_string().contains("start-message-move-task"), "{err}");
 
     send_to_dlq(&queues, &[valid_body(1)], false).await;
     let err = run_replay(
         &queues.sqs,
         &queues.dlq_url,
         &queues.dlq_url,
-        &ReplayOptions::default(),
+        &Options::default(),
     )
     .await
     .expect_err("a DLQ into itself would never end");
-    assert!(matches!(err, RouteError::SameQueue { .. }), "{err}");
+    assert!(matches!(err, Error::SameQueue { .. }), "{err}");
     assert_eq!(depth(&queues.sqs, &queues.dlq_url).await, (1, 0));
 }
 
@@ -444,16 +438,11 @@ async fn a_message_the_source_refuses_stays_in_the_dlq_and_counts_as_failed() {
     )
     .await;
 
-    let (report, notes) = run_replay(
-        &queues.sqs,
-        &queues.dlq_url,
-        &small,
-        &ReplayOptions::default(),
-    )
-    .await
-    .expect("replay");
+    let (report, notes) = run_replay(&queues.sqs, &queues.dlq_url, &small, &Options::default())
+        .await
+        .expect("replay");
 
-    assert_eq!((report.counts.moved, report.counts.failed), (3, 1));
+    assert_eq!((report.counts.done, report.counts.failed), (3, 1));
     assert_eq!(
         report.exit_code(),
         1,
@@ -484,14 +473,14 @@ async fn skipped_messages_that_come_back_during_a_long_run_are_counted_once_and_
 
     // A 1 s hold and 4 messages a second: the poison, looked at first, comes
     // back several times before the valid ones are all moved.
-    let options = ReplayOptions {
+    let options = Options {
         rate: Some(4.0),
         visibility_timeout_secs: 1,
         selection: Selection {
             only_valid: true,
             ..Selection::default()
         },
-        ..ReplayOptions::default()
+        ..Options::default()
     };
     let (report, _) = run_replay(&queues.sqs, &queues.dlq_url, &queues.queue_url, &options)
         .await
@@ -499,7 +488,7 @@ async fn skipped_messages_that_come_back_during_a_long_run_are_counted_once_and_
 
     assert_eq!(
         (
-            report.counts.moved,
+            report.counts.done,
             report.counts.skipped,
             report.counts.failed
         ),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
-use dlq_replay::{Lines, ReplayOptions, Report, RouteError, replay};
+use dlq_replay::{Error, Lines, Options, Report, replay};
 use order_contract::{Failure, FailureClass};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
@@ -100,8 +100,7 @@ pub(crate) async fn send_to_dlq(queues: &TestQueues, bodies: &[String], with_att
 }
 
 /// Puts the bodies into the DLQ the way production does: through the source
-/// queue and its redrive policy. SQS then knows each message's source queue,
-/// which the native move task needs.
+/// queue and its redrive policy.
 pub(crate) async fn dead_letter(queues: &TestQueues, bodies: &[String]) {
     queues.send_bodies(bodies).await;
     let expected = bodies.len() as u64;
@@ -179,8 +178,8 @@ pub(crate) async fn run_replay(
     sqs: &Client,
     dlq_url: &str,
     destination_url: &str,
-    options: &ReplayOptions,
-) -> Result<(Report, String), RouteError> {
+    options: &Options,
+) -> Result<(Report, String), Error> {
     let mut progress = captured();
     let report = replay(
         sqs,
@@ -274,13 +273,13 @@ impl Drop for Scratch {
 }
 
 /// The records of an export file; a last line cut short by a kill is left out.
-pub(crate) fn records(path: &std::path::Path) -> Vec<dlq_replay::archive::Record> {
+pub(crate) fn records(path: &std::path::Path) -> Vec<dlq_replay::Record> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let mut records = Vec::new();
     for (n, line) in lines.iter().enumerate() {
-        match dlq_replay::archive::Record::from_line(line) {
-            Ok(record) => records.push(record),
+        match dlq_replay::Record::from_line(line) {
+            Ok((record, _)) => records.push(record),
             Err(err) if n + 1 == lines.len() && !text.ends_with('\n') => {
                 eprintln!("last line cut short: {err}");
             }
