@@ -61,9 +61,9 @@ pub struct Recent {
     pub orders: Vec<OrderStatus>,
 }
 
-/// Both tables as one shape; the stored order first, so that an id this
-/// customer used twice answers with the order the shop has.
-const ONE: &str = "
+/// `$1` order id, `$2` customer. Both tables as one shape; the stored order
+/// first, so that an id this customer used twice answers with the order the shop has.
+pub const ONE: &str = "
     (SELECT 0 AS rank, order_id, currency::text, items, total_cents, received_at, stored_at AS at
      FROM orders WHERE order_id = $1 AND customer_id = $2)
     UNION ALL
@@ -73,7 +73,8 @@ const ONE: &str = "
     ORDER BY rank, at DESC
     LIMIT 1";
 
-const RECENT: &str = "
+/// `$1` customer, `$2` how many.
+pub const RECENT: &str = "
     SELECT * FROM (
         (SELECT 0 AS rank, order_id, currency::text, items, total_cents, received_at, stored_at AS at
          FROM orders WHERE customer_id = $1 ORDER BY received_at DESC LIMIT $2)

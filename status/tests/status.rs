@@ -387,6 +387,71 @@ async fn with_multi_value_headers_on_the_answer_uses_them_too() {
     );
 }
 
+#[tokio::test]
+async fn each_read_goes_through_its_indexes() {
+    let db = TestDatabase::create().await;
+    let mut client = db.connect().await;
+    consumer_lambda::migrations::migrate(&mut client)
+        .await
+        .expect("migrated");
+    // Empty tables: without this the planner rightly prefers reading them whole.
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("set");
+    let plan = |sql: &'static str,
+                params: Vec<(
+        Box<dyn tokio_postgres::types::ToSql + Sync>,
+        tokio_postgres::types::Type,
+    )>| {
+        let client = &client;
+        async move {
+            let params: Vec<(
+                &(dyn tokio_postgres::types::ToSql + Sync),
+                tokio_postgres::types::Type,
+            )> = params
+                .iter()
+                .map(|(value, kind)| (value.as_ref(), kind.clone()))
+                .collect();
+            client
+                .query_typed(&format!("EXPLAIN {sql}"), &params)
+                .await
+                .expect("a plan")
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    use tokio_postgres::types::Type;
+    let one = plan(
+        status::orders::ONE,
+        vec![
+            (Box::new(Uuid::new_v4()), Type::UUID),
+            (Box::new("cust-42"), Type::TEXT),
+        ],
+    )
+    .await;
+    let recent = plan(
+        status::orders::RECENT,
+        vec![
+            (Box::new("cust-42"), Type::TEXT),
+            (Box::new(20_i64), Type::INT8),
+        ],
+    )
+    .await;
+    // A lookup by id may take either key; the list has one index per table
+    // that leads with the customer.
+    assert!(!one.contains("Seq Scan"), "{one}");
+    for index in [
+        "orders_customer_received",
+        "order_conflicts_customer_recorded",
+    ] {
+        assert!(recent.contains(index), "{index} in\n{recent}");
+    }
+    assert!(!recent.contains("Seq Scan"), "{recent}");
+}
+
 #[test]
 fn each_answer_is_one_emf_line_counted_by_status() {
     let line: Value =
