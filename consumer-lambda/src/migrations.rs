@@ -55,6 +55,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "catalogue_version",
         sql: include_str!("../migrations/0003_catalogue_version.sql"),
     },
+    Migration {
+        version: 4,
+        name: "order_status_reads",
+        sql: include_str!("../migrations/0004_order_status_reads.sql"),
+    },
 ];
 
 /// The newest migration's version: the template's `DatabaseSchema` carries it,

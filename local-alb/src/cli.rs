@@ -47,6 +47,10 @@ enum Command {
         /// The producer's URL (the ProducerTargetGroup).
         #[arg(long, env = "LOCAL_ALB_PRODUCER_URL")]
         producer_url: String,
+        /// The database the status function reads (its Lambda target group's),
+        /// e.g. postgres://orders_admin@127.0.0.1:54329/orders.
+        #[arg(long, env = "LOCAL_ALB_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Prints a cookie header value (`name=value`) signed in as CUSTOMER.
     SignIn { customer: String },
@@ -58,7 +62,8 @@ enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let template = self.template.display().to_string();
-        let listener = Listener::from_document(&Document::from_file(&template)?)
+        let document = Document::from_file(&template)?;
+        let listener = Listener::from_document(&document)
             .with_context(|| format!("reading the listener rules of {template}"))?;
         let keys = Keys::load_or_create(&self.key, LOCAL_SIGNER)?;
         match self.command {
@@ -83,11 +88,26 @@ impl Cli {
             Command::Serve {
                 listen,
                 producer_url,
+                database_url,
             } => {
-                let targets = HashMap::from([(
+                let mut targets = HashMap::from([(
                     "ProducerTargetGroup".to_owned(),
                     Target::Http(producer_url.clone()),
                 )]);
+                for (group, multi_value_headers) in crate::rules::lambda_target_groups(&document) {
+                    let url = database_url.as_deref().with_context(|| {
+                        format!("{template} forwards to the Lambda target group {group}, the status function: give it its database with --database-url (LOCAL_ALB_DATABASE_URL)")
+                    })?;
+                    let database =
+                        consumer_lambda::DatabaseConfig::from_url(url).context("--database-url")?;
+                    let pool = status::pool(database)
+                        .await
+                        .context("the status function's database")?;
+                    targets.insert(
+                        group,
+                        Target::Lambda(crate::status_function(pool, multi_value_headers)),
+                    );
+                }
                 let kid = keys.kid.clone();
                 let router = crate::router(listener, targets, keys)?;
                 let tcp = tokio::net::TcpListener::bind(listen)

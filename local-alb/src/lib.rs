@@ -12,12 +12,18 @@
 //!   sends the browser to the development sign-in page (the identity provider's
 //!   stand-in: pick or type a customer, no password), `allow` forwards.
 //! - the region's key endpoint: the public key as PEM at `/_local-alb/keys/<kid>`.
+//! - **Lambda targets**: the request becomes the ALB's Lambda-target event
+//!   (headers single- or multi-value as the target group's
+//!   `lambda.multi_value_headers.enabled` says), the function runs in process
+//!   ([`Lambda`]; [`status_function`] is the status handler), and its
+//!   response becomes the HTTP answer; a panic or an answer over 1 MB is the
+//!   ALB's `502`
+//!   (<https://docs.aws.amazon.com/elasticloadbalancing/latest/application/lambda-functions.html>).
 //!
 //! The ALB has no sign-out action: the application expires the session cookie
 //! and sends the browser to the identity provider's logout, which here is
 //! `/_local-alb/logout`, back to the sign-in page.
-//! Targets are looked up by target group; a Lambda target (issue 34) is another
-//! kind of [`Target`].
+//! Targets are looked up by target group ([`Target`]).
 
 pub mod cli;
 pub mod keys;
@@ -26,7 +32,14 @@ pub mod rules;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use axum::Router;
 use axum::body::Body;
@@ -48,7 +61,8 @@ pub const LOGOUT_PATH: &str = "/_local-alb/logout";
 pub const KEYS_PATH: &str = "/_local-alb/keys";
 /// Where the ALB takes the identity provider's answer.
 const IDP_RESPONSE_PATH: &str = "/oauth2/idpresponse";
-/// Bodies are small here; the producer's own limit is 64 KiB.
+/// Bodies are small here; the producer's own limit is 64 KiB. Also the
+/// ALB's limit on a Lambda target's request body and response JSON.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Where a target group's requests go.
@@ -56,6 +70,49 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub enum Target {
     /// An instance target group: an HTTP server.
     Http(String),
+    /// A Lambda target group: a function run in process.
+    Lambda(Lambda),
+}
+
+type Invoke = dyn Fn(AlbTargetGroupRequest) -> Pin<Box<dyn Future<Output = AlbTargetGroupResponse> + Send>>
+    + Send
+    + Sync;
+
+/// A Lambda function as the load balancer invokes it: an event in, a response out.
+#[derive(Clone)]
+pub struct Lambda {
+    function: Arc<Invoke>,
+    /// The target group's `lambda.multi_value_headers.enabled`.
+    pub multi_value_headers: bool,
+}
+
+impl Lambda {
+    pub fn new<F, Fut>(multi_value_headers: bool, function: F) -> Self
+    where
+        F: Fn(AlbTargetGroupRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = AlbTargetGroupResponse> + Send + 'static,
+    {
+        Self {
+            function: Arc::new(move |event| Box::pin(function(event))),
+            multi_value_headers,
+        }
+    }
+}
+
+impl std::fmt::Debug for Lambda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lambda")
+            .field("multi_value_headers", &self.multi_value_headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The status function on `pool`, trusting what local-alb signs.
+pub fn status_function(pool: status::Pool, multi_value_headers: bool) -> Lambda {
+    Lambda::new(multi_value_headers, move |event| {
+        let pool = pool.clone();
+        async move { status::handle(&pool, LOCAL_SIGNER, &event, now(), status::DEADLINE).await }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +235,18 @@ async fn play_rules(
                 }
             }
             Action::Forward(group) => {
+                let (parts, body) = request.into_parts();
+                let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+                    return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+                };
+                let Some(headers) = forwarded_headers(&alb, &parts, peer, customer.as_deref())
+                else {
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                };
                 return match alb.targets.get(group) {
-                    Some(Target::Http(url)) => {
-                        forward(&alb, url, peer, customer.as_deref(), request).await
+                    Some(Target::Http(url)) => forward(&alb, url, &parts, headers, body).await,
+                    Some(Target::Lambda(lambda)) => {
+                        invoke(lambda, group, &parts, headers, &body).await
                     }
                     None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
                 };
@@ -217,22 +283,15 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-async fn forward(
+/// The request's headers as the ALB passes them on: without hop-by-hop ones
+/// or client-sent claims, with `X-Forwarded-*` and, once signed in, the
+/// claims (`None` when they cannot be signed).
+fn forwarded_headers(
     alb: &Alb,
-    target: &str,
+    parts: &Parts,
     peer: SocketAddr,
     customer: Option<&str>,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    };
-    let url = format!(
-        "{}{}",
-        target.trim_end_matches('/'),
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
+) -> Option<HeaderMap> {
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) && !name.as_str().starts_with("x-amzn-oidc-") {
@@ -259,13 +318,28 @@ async fn forward(
     if let Some(customer) = customer {
         match alb.keys.claims(customer, now()) {
             Some(claims) => set(producer::auth::CLAIMS_HEADER, &claims),
-            None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            None => return None,
         }
         set("x-amzn-oidc-identity", customer);
     }
+    Some(headers)
+}
+
+async fn forward(
+    alb: &Alb,
+    target: &str,
+    parts: &Parts,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let url = format!(
+        "{}{}",
+        target.trim_end_matches('/'),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
     let sent = alb
         .http
-        .request(parts.method, &url)
+        .request(parts.method.clone(), &url)
         .headers(headers)
         .body(body)
         .send()
@@ -282,6 +356,136 @@ async fn forward(
         }
     }
     let body = answer.bytes().await.unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Invokes `lambda` as the ALB does: the request as its event, the response
+/// read back from the form the target group uses (a function that answers
+/// in the other form loses its headers, as it would behind the ALB).
+async fn invoke(
+    lambda: &Lambda,
+    group: &str,
+    parts: &Parts,
+    headers: HeaderMap,
+    body: &[u8],
+) -> Response {
+    let mut headers = headers;
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert(header::HOST, host.clone());
+    }
+    let event = lambda_event(lambda.multi_value_headers, group, parts, &headers, body);
+    let Ok(event) = serde_json::from_value::<AlbTargetGroupRequest>(event) else {
+        tracing::warn!("the request does not make a Lambda event");
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    // A function that fails is the ALB's 502.
+    let Ok(answer) = tokio::spawn((lambda.function)(event)).await else {
+        tracing::warn!(group, "the Lambda function failed");
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    lambda_response(answer, lambda.multi_value_headers)
+}
+
+fn lambda_event(
+    multi_value: bool,
+    group: &str,
+    parts: &Parts,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    // The ALB passes query parameters as sent, URL-encoded.
+    let query: Vec<(&str, &str)> = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect();
+    let mut header_values: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            header_values.push((name.as_str(), value));
+        }
+    }
+    // Without multi-value headers the ALB passes the last value of a repeated name.
+    let group_by = |pairs: &[(&str, &str)]| -> Value {
+        let mut map = Map::new();
+        for (name, value) in pairs {
+            if multi_value {
+                let values = map.entry(*name).or_insert_with(|| json!([]));
+                if let Some(values) = values.as_array_mut() {
+                    values.push(json!(value));
+                }
+            } else {
+                map.insert((*name).to_owned(), json!(value));
+            }
+        }
+        Value::Object(map)
+    };
+    let (body, is_base64_encoded) = match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (BASE64.encode(body), true),
+    };
+    let (headers_key, query_key) = if multi_value {
+        ("multiValueHeaders", "multiValueQueryStringParameters")
+    } else {
+        ("headers", "queryStringParameters")
+    };
+    json!({
+        "requestContext": {"elb": {"targetGroupArn": format!(
+            "arn:aws:elasticloadbalancing:local:000000000000:targetgroup/{group}/0000000000000000"
+        )}},
+        "httpMethod": parts.method.as_str(),
+        "path": parts.uri.path(),
+        query_key: group_by(&query),
+        headers_key: group_by(&header_values),
+        "body": body,
+        "isBase64Encoded": is_base64_encoded,
+    })
+}
+
+fn lambda_response(answer: AlbTargetGroupResponse, multi_value: bool) -> Response {
+    let Some(status) = u16::try_from(answer.status_code)
+        .ok()
+        .and_then(|code| StatusCode::from_u16(code).ok())
+    else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let body = match answer.body {
+        None | Some(LambdaBody::Empty) => Vec::new(),
+        Some(LambdaBody::Text(text)) if answer.is_base64_encoded => {
+            match BASE64.decode(text.as_bytes()) {
+                Ok(bytes) => bytes,
+                Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        Some(LambdaBody::Text(text)) => text.into_bytes(),
+        Some(LambdaBody::Binary(bytes)) => bytes,
+        Some(_) => return StatusCode::BAD_GATEWAY.into_response(),
+    };
+    if body.len() > MAX_BODY_BYTES {
+        tracing::warn!(
+            bytes = body.len(),
+            "the Lambda function's response is over 1 MB"
+        );
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    let mut headers = HeaderMap::new();
+    let sent = if multi_value {
+        &answer.multi_value_headers
+    } else {
+        &answer.headers
+    };
+    for (name, value) in sent {
+        if !hop_by_hop(name) {
+            headers.append(name, value.clone());
+        }
+    }
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -168,6 +168,28 @@ impl Listener {
     }
 }
 
+/// The Lambda target groups of the template, each with its
+/// `lambda.multi_value_headers.enabled` (off unless the template says `true`).
+pub fn lambda_target_groups(t: &Document) -> Vec<(String, bool)> {
+    t.resources_of_type("AWS::ElasticLoadBalancingV2::TargetGroup")
+        .filter_map(|(id, resource)| {
+            let properties = resource.get("Properties")?;
+            (properties.get("TargetType").and_then(Value::as_str) == Some("lambda")).then(|| {
+                let multi_value = sequence(properties.get("TargetGroupAttributes"))
+                    .iter()
+                    .any(|attribute| {
+                        attribute.get("Key").and_then(Value::as_str)
+                            == Some("lambda.multi_value_headers.enabled")
+                            && attribute.get("Value").is_some_and(|value| {
+                                value.as_str() == Some("true") || value.as_bool() == Some(true)
+                            })
+                    });
+                (id.to_owned(), multi_value)
+            })
+        })
+        .collect()
+}
+
 fn sequence(value: Option<&Value>) -> &[Value] {
     value
         .and_then(Value::as_sequence)
