@@ -190,7 +190,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn sqs_call(&self, operation: &'static str) {
+    /// Counts one call to SQS (`scripts/bench producer`'s baseline counts its own).
+    pub fn sqs_call(&self, operation: &'static str) {
         self.0
             .sqs_calls
             .get_or_create(&OperationLabels { operation })

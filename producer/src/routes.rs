@@ -124,7 +124,7 @@ impl<Q> AppState<Q> {
         self
     }
 
-    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsQueue::with_max_waiting`]).
+    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsOptions`]).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;

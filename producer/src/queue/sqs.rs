@@ -1,6 +1,6 @@
-//! The producer's three SQS calls, each bounded in time and counted in the
-//! metrics: `SendMessageBatch` for the batcher, `SendMessage` when batching is
-//! off, and `GetQueueAttributes` for `/readyz`.
+//! The producer's two SQS calls, each bounded in time and counted in the
+//! metrics: `SendMessageBatch` for the batcher and `GetQueueAttributes` for
+//! `/readyz`.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -12,8 +12,8 @@ use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageB
 
 use order_contract::REQUEST_ID_ATTRIBUTE;
 
+use super::EnqueueError;
 use super::batcher::{BatchEntry, BatchSender, EntryOutcome};
-use super::{EnqueueError, OrderMessage};
 use crate::metrics::{Metrics, sqs_error_kind};
 
 /// One queue's client. Cloning it shares the client's connection pool.
@@ -33,28 +33,6 @@ impl Sqs {
             queue_url,
             metrics,
         }
-    }
-
-    /// One `SendMessage` call for one order: the usual sample code, kept as the
-    /// baseline `scripts/bench producer` compares batching with.
-    pub(super) async fn send_one(
-        &self,
-        message: OrderMessage,
-        timeout: Duration,
-    ) -> Result<String, EnqueueError> {
-        const OPERATION: &str = "SendMessage";
-        self.metrics.sqs_call(OPERATION);
-        let call = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(message.body)
-            .set_message_attributes(
-                request_id_attribute(message.request_id).map_err(EnqueueError::sqs)?,
-            )
-            .send();
-        let output = bounded(&self.metrics, OPERATION, timeout, call).await?;
-        output.message_id.ok_or(EnqueueError::Unanswered)
     }
 
     /// Whether the queue answers now (it exists and we may use it).
