@@ -239,8 +239,7 @@ pub async fn change_visibility(
 ///
 /// The Display also says, in one line, what the service answered (code and
 /// message) or why it could not be reached: the SDK's own Display leaves the
-/// message out ("unhandled error (AccessDenied)"), and its
-/// `DisplayErrorContext` appends a Debug dump meant for bug reports.
+/// message out ("unhandled error (AccessDenied)").
 #[derive(Debug, thiserror::Error)]
 #[error("could not {action}: {detail}{}", hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
 pub struct SqsError {
@@ -372,6 +371,18 @@ mod tests {
     fn a_message_larger_than_the_limit_goes_alone() {
         let groups = batches([10, MAX_BATCH_BYTES + 1, 10], |size| *size);
         assert_eq!(groups, [vec![10], vec![MAX_BATCH_BYTES + 1], vec![10]]);
+    }
+
+    #[test]
+    fn the_error_chain_prints_an_sdk_dispatch_failures_cause() {
+        use aws_sdk_sqs::error::ConnectorError;
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+        let failure = SdkError::<SendMessageBatchError, HttpResponse>::dispatch_failure(
+            ConnectorError::io(Box::new(std::io::Error::other("connection refused"))),
+        );
+        let text = crate::error_chain(&failure);
+        assert!(text.contains("connection refused"), "{text}");
     }
 
     #[derive(Debug, thiserror::Error)]
