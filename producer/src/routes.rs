@@ -309,7 +309,7 @@ async fn place_order<Q: OrderQueue>(
             Err(limits::busy())
         }
         Err(err) => {
-            tracing::warn!(%order_id, error = %support::error_chain(&err), "order not confirmed");
+            tracing::warn!(%order_id, error = %support::sqs::sqs_error_chain(&err), "order not confirmed");
             Err(not_confirmed())
         }
     }
@@ -404,7 +404,7 @@ async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Respo
             .with_retry_after(RETRY_AFTER_SECS))
         }
         Err(NotReady::Unreachable(err)) => {
-            tracing::warn!(error = %support::error_chain(&err), "the queue is not reachable");
+            tracing::warn!(error = %support::sqs::sqs_error_chain(&err), "the queue is not reachable");
             Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The order queue cannot be reached, so orders cannot be accepted right now.",

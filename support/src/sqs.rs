@@ -245,6 +245,8 @@ pub async fn change_visibility(
 pub struct SqsError {
     action: String,
     code: Option<String>,
+    /// What kind of failure, in a few stable words (a metric's label).
+    kind: &'static str,
     detail: String,
     hint: Option<&'static str>,
     #[source]
@@ -258,6 +260,7 @@ impl SqsError {
     {
         let code = err.code().map(str::to_owned);
         let message = err.message().map(str::to_owned);
+        let kind = kind_of(&err);
         let chain = crate::error_chain(&err);
         let hint = match &err {
             SdkError::TimeoutError(_) => Some(UNREACHABLE),
@@ -280,6 +283,7 @@ impl SqsError {
         Self {
             action: action.into(),
             code,
+            kind,
             detail,
             hint,
             source: Box::new(err),
@@ -289,6 +293,35 @@ impl SqsError {
     /// The service's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
+    }
+
+    /// `timeout`, `unreachable`, `bad_response`, `throttled`, `queue_missing`,
+    /// `denied`, `service` or `other`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> &'static str {
+    match err {
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
+        SdkError::DispatchFailure(_) => "unreachable",
+        SdkError::ResponseError(_) => "bad_response",
+        SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
+            code if code.contains("Throttl") || code == "OverLimit" => "throttled",
+            code if code.contains("NonExistentQueue") || code == "QueueDoesNotExist" => {
+                "queue_missing"
+            }
+            code if code.contains("AccessDenied")
+                || code.contains("Signature")
+                || code.contains("Token") =>
+            {
+                "denied"
+            }
+            _ => "service",
+        },
+        _ => "other",
     }
 }
 
@@ -371,6 +404,37 @@ mod tests {
     fn a_message_larger_than_the_limit_goes_alone() {
         let groups = batches([10, MAX_BATCH_BYTES + 1, 10], |size| *size);
         assert_eq!(groups, [vec![10], vec![MAX_BATCH_BYTES + 1], vec![10]]);
+    }
+
+    #[test]
+    fn an_sdk_failure_is_classified_in_a_few_stable_words() {
+        use aws_sdk_sqs::error::{ConnectorError, ErrorMetadata};
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+        type Failure = SdkError<SendMessageBatchError, HttpResponse>;
+        let answered = |code: &str| {
+            let response = HttpResponse::new(400.try_into().expect("a status"), "".into());
+            let err = SendMessageBatchError::generic(ErrorMetadata::builder().code(code).build());
+            Failure::service_error(err, response)
+        };
+        let io = || ConnectorError::io(Box::new(std::io::Error::other("refused")));
+        let cases = [
+            (
+                Failure::timeout_error(std::io::Error::other("slow")),
+                "timeout",
+            ),
+            (Failure::dispatch_failure(io()), "unreachable"),
+            (answered("ThrottlingException"), "throttled"),
+            (
+                answered("AWS.SimpleQueueService.NonExistentQueue"),
+                "queue_missing",
+            ),
+            (answered("AccessDenied"), "denied"),
+            (answered("InternalError"), "service"),
+        ];
+        for (failure, kind) in cases {
+            assert_eq!(SqsError::new("send", failure).kind(), kind);
+        }
     }
 
     #[test]
