@@ -92,10 +92,7 @@ pub enum RunError {
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the instance role, …); the endpoint is
 /// never derived from the queue URL.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    run_with(config, |sqs, queue_url, options| {
-        SqsQueue::with_options(sqs, queue_url, options)
-    })
-    .await
+    run_with(config, SqsQueue::new).await
 }
 
 /// [`run`] with the queue `queue` builds from the SQS configuration, the queue

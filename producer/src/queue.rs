@@ -159,27 +159,29 @@ impl SqsOptions {
     }
 }
 
-impl SqsQueue {
-    /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`.
-    ///
-    /// Every SQS call (retries included) is bounded by `timeout`; a send that
-    /// also has to wait for a free batch slot fails after at most `timeout` + 1 s.
-    /// Must be called inside a Tokio runtime: it starts the batcher task.
-    pub fn new(sqs: aws_sdk_sqs::Config, queue_url: impl Into<String>, timeout: Duration) -> Self {
-        Self::with_options(sqs, queue_url, SqsOptions::new(timeout))
+impl From<Duration> for SqsOptions {
+    fn from(timeout: Duration) -> Self {
+        Self::new(timeout)
     }
+}
 
-    /// As [`SqsQueue::new`], with every option.
-    pub fn with_options(
+impl SqsQueue {
+    /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`;
+    /// `options` may be just the timeout.
+    ///
+    /// Every SQS call (retries included) is bounded by the timeout; a send that
+    /// also has to wait for a free batch slot fails after at most the timeout + 1 s.
+    /// Must be called inside a Tokio runtime: it starts the batcher task.
+    pub fn new(
         sqs: aws_sdk_sqs::Config,
         queue_url: impl Into<String>,
-        options: SqsOptions,
+        options: impl Into<SqsOptions>,
     ) -> Self {
         let SqsOptions {
             timeout,
             max_waiting,
             metrics,
-        } = options;
+        } = options.into();
         let connect_timeout = timeout.min(Duration::from_secs(3));
         let sqs = sqs
             .to_builder()

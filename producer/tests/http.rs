@@ -567,7 +567,7 @@ fn sample(text: &str, name: &str) -> f64 {
 async fn sqs_calls_and_batch_sizes_are_counted_not_estimated() {
     let queues = TestQueues::create(QueueSettings::default()).await;
     let metrics = producer::Metrics::new();
-    let queue = SqsQueue::with_options(
+    let queue = SqsQueue::new(
         queues.sqs.config().clone(),
         &queues.queue_url,
         producer::SqsOptions {
@@ -617,7 +617,7 @@ async fn sqs_errors_are_counted_by_kind() {
     let queues = TestQueues::create(QueueSettings::default()).await;
     let metrics = producer::Metrics::new();
     let missing = format!("{}-missing", queues.queue_url);
-    let queue = SqsQueue::with_options(
+    let queue = SqsQueue::new(
         queues.sqs.config().clone(),
         &missing,
         producer::SqsOptions {
