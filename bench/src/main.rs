@@ -3,7 +3,7 @@
 //! # Layout
 //! - `consumer`: rows/s of the consumer's bulk insert against one `INSERT` per row and raw binary `COPY`.
 //! - `lambda`: init time, peak RSS and zip size of the real `bootstrap` under a fake Runtime API.
-//! - `producer`: the producer under oha with batching on and off; its CPU per 1,000 orders.
+//! - `producer`: the producer under oha against its baseline, one `SendMessage` per order; their CPU per 1,000 orders.
 //! - `markdown`: how their tables write figures.
 
 use clap::{Parser, Subcommand};
@@ -26,8 +26,11 @@ enum Command {
     Consumer(consumer::Args),
     /// Init time, peak RSS and zip size of the real bootstrap under a fake Runtime API.
     Lambda(lambda::Args),
-    /// The producer under oha with batching on and off; its CPU per 1,000 orders.
+    /// The producer under oha against one SendMessage per order; their CPU per 1,000 orders.
     Producer(producer::Args),
+    /// The producer with one SendMessage per order, configured as the producer (`producer` runs it).
+    #[command(hide = true)]
+    BaselineProducer,
 }
 
 #[tokio::main]
@@ -36,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Consumer(args) => consumer::run(args).await,
         Command::Lambda(args) => lambda::run(args).await,
         Command::Producer(args) => producer::run(args).await,
+        Command::BaselineProducer => producer::baseline().await,
     }
 }

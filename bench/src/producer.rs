@@ -1,8 +1,8 @@
-//! The producer under load from `oha`, with batching on and off (the one
-//! `SendMessage` per order baseline) at several concurrencies, against the SQS
-//! emulator; then its own CPU time per 1,000 orders against an SQS stub that
-//! answers at once. SQS calls are read from the producer's own metrics, not
-//! estimated.
+//! The producer under load from `oha` against its baseline, the same producer
+//! built with [`OneCallPerOrder`] instead of its batching queue (`bench
+//! baseline-producer`), at several concurrencies, against the SQS emulator;
+//! then each one's CPU time per 1,000 orders against an SQS stub that answers
+//! at once. SQS calls are read from each one's own metrics, not estimated.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::MessageAttributeValue;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -17,6 +19,69 @@ use axum::routing::post;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+
+use order_contract::REQUEST_ID_ATTRIBUTE;
+use producer::{EnqueueError, Metrics, OrderMessage, OrderQueue, SqsOptions};
+
+/// The baseline: one `SendMessage` call per order, the usual sample code.
+struct OneCallPerOrder {
+    client: Client,
+    queue_url: String,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl OneCallPerOrder {
+    fn new(sqs: aws_sdk_sqs::Config, queue_url: String, options: SqsOptions) -> Self {
+        Self {
+            client: Client::from_conf(sqs),
+            queue_url,
+            timeout: options.timeout,
+            metrics: options.metrics,
+        }
+    }
+}
+
+impl OrderQueue for OneCallPerOrder {
+    async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
+        self.metrics.sqs_call("SendMessage");
+        let mut call = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body);
+        if let Some(id) = message.request_id {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(id)
+                .build()
+                .map_err(EnqueueError::sqs)?;
+            call = call.message_attributes(REQUEST_ID_ATTRIBUTE, value);
+        }
+        match tokio::time::timeout(self.timeout, call.send()).await {
+            Ok(sent) => sent
+                .map_err(EnqueueError::sqs)?
+                .message_id
+                .ok_or(EnqueueError::Unanswered),
+            Err(_) => Err(EnqueueError::TimedOut(self.timeout)),
+        }
+    }
+
+    /// Not asked: the benchmark never calls `/readyz`.
+    async fn check(&self) -> Result<(), EnqueueError> {
+        Ok(())
+    }
+}
+
+/// Runs the producer, configured from the environment as the real one, with
+/// [`OneCallPerOrder`] as its queue.
+pub(crate) async fn baseline() -> anyhow::Result<()> {
+    producer::telemetry::init().context("setting up logging")?;
+    let config = producer::Config::from_env().context("reading the configuration")?;
+    producer::run_with(config, OneCallPerOrder::new)
+        .await
+        .context("running the baseline producer")
+}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -200,6 +265,8 @@ struct Producer {
 }
 
 impl Producer {
+    /// The producer `binary`, or with `batching` false, the baseline (`bench
+    /// baseline-producer`).
     async fn start(
         binary: &Path,
         endpoint: &str,
@@ -208,11 +275,18 @@ impl Producer {
     ) -> anyhow::Result<Self> {
         let addr = free_addr().await?;
         let metrics = free_addr().await?;
-        let child = Command::new(binary)
+        let mut command = match batching {
+            true => Command::new(binary),
+            false => {
+                let mut bench = Command::new(std::env::current_exe()?);
+                bench.arg("baseline-producer");
+                bench
+            }
+        };
+        let child = command
             .env("QUEUE_URL", queue_url)
             .env("BIND_ADDR", addr.to_string())
             .env("METRICS_ADDR", metrics.to_string())
-            .env("SQS_BATCHING", if batching { "on" } else { "off" })
             .env("RATE_LIMIT_PER_SECOND", "0")
             .env("MAX_IN_FLIGHT_PER_CLIENT", "0")
             .env("AWS_ENDPOINT_URL", endpoint)
@@ -339,4 +413,34 @@ async fn oha(
         seconds(&report["latencyPercentiles"]["p99"]) * 1000.0,
         accepted,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use producer::{OrderMessage, OrderQueue, SqsOptions};
+    use testkit::{QueueSettings, TestQueues};
+
+    #[tokio::test]
+    async fn the_baseline_makes_one_send_message_call_per_order() {
+        let queues = TestQueues::create(QueueSettings::default()).await;
+        let options = SqsOptions::new(Duration::from_secs(5));
+        let metrics = options.metrics.clone();
+        let queue = OneCallPerOrder::new(
+            queues.sqs.config().clone(),
+            queues.queue_url.clone(),
+            options,
+        );
+        let sends = (0..5).map(|_| queue.send(OrderMessage::from(ORDER)));
+        for sent in futures::future::join_all(sends).await {
+            sent.expect("sent");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("producer_sqs_calls_total{operation=\"SendMessage\"} 5\n"),
+            "{text}"
+        );
+        assert!(!text.contains("operation=\"SendMessageBatch\""), "{text}");
+        assert_eq!(queues.depth().await, 5);
+    }
 }

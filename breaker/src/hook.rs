@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
-use aws_sdk_lambda::error::DisplayErrorContext;
 use aws_sdk_lambda::primitives::Blob;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
@@ -178,7 +177,7 @@ pub async fn check_and_report(
         ),
         Ok(Err(err)) => Verdict::Failed(format!(
             "Lambda could not invoke the new version {version}: {}",
-            DisplayErrorContext(&err)
+            support::error_chain(&err)
         )),
         Err(_) => Verdict::Failed(format!(
             "the new version {version} did not answer within {} s",

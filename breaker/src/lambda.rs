@@ -8,7 +8,7 @@
 //! <https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>
 
 use aws_sdk_lambda::Client;
-use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 
@@ -78,7 +78,7 @@ fn read_answer(function_error: Option<&str>, payload: &[u8]) -> Health {
 /// network interfaces, its code) or about the breaker (its permissions, its
 /// settings). Only the first pauses the mapping.
 fn invoke_failed(err: &SdkError<InvokeError>) -> Health {
-    let detail = DisplayErrorContext(err).to_string();
+    let detail = support::error_chain(err);
     let Some(service) = err.as_service_error() else {
         // Never reached Lambda, or no answer: nothing is known about the function.
         return Health::Unknown(detail);

@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use consumer_lambda::BatchMetrics;
 use futures::FutureExt;
@@ -379,7 +378,7 @@ impl<H: BatchHandler> Driver<H> {
                     }
                     Err(err) => {
                         // The whole chain: the SDK's cause says why the endpoint failed.
-                        warn!(error = %DisplayErrorContext(&err), "polling the queue failed; trying again in a second");
+                        warn!(error = %support::error_chain(&err), "polling the queue failed; trying again in a second");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
@@ -514,7 +513,7 @@ impl<H: BatchHandler> Driver<H> {
                 .map(|failure| failure.item_identifier)
                 .collect(),
             Ok(Ok(Err(err))) => {
-                warn!(error = %DisplayErrorContext(&err), "the whole batch will be retried after the visibility timeout");
+                warn!(error = %support::error_chain(&err), "the whole batch will be retried after the visibility timeout");
                 return all_retried;
             }
             Ok(Err(_panic)) => {
@@ -572,7 +571,7 @@ impl<H: BatchHandler> Driver<H> {
                     }
                 }
                 Err(err) => warn!(
-                    error = %DisplayErrorContext(err),
+                    error = %support::error_chain(&err),
                     "deleting processed records failed; they will be redelivered"
                 ),
             }

@@ -37,7 +37,7 @@ struct Producer {
 impl Producer {
     async fn start(queues: &TestQueues) -> Self {
         let metrics = producer::Metrics::new();
-        let queue = producer::SqsQueue::with_options(
+        let queue = producer::SqsQueue::new(
             queues.sqs.config().clone(),
             &queues.queue_url,
             producer::SqsOptions {

@@ -69,9 +69,6 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
     /// comma-separated; behind the load balancer, its subnets). Default: none.
     pub trusted_proxies: TrustedProxies,
-    /// Whether sends are coalesced into `SendMessageBatch` calls (`SQS_BATCHING`,
-    /// `on` by default; `off` makes one `SendMessage` per order, for comparison).
-    pub batching: bool,
     /// The shop's catalogue, a JSON file (`CATALOGUE_PATH`, required), re-read
     /// every [`crate::catalogue::CHECK_EVERY`].
     pub catalogue_path: std::path::PathBuf,
@@ -186,28 +183,11 @@ impl Config {
             None => TrustedProxies::none(),
             Some(list) => TrustedProxies::parse(&list)?,
         };
-        let batching = match env.optional("SQS_BATCHING") {
-            None => true,
-            Some(value) => match value.to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                _ => {
-                    return Err(EnvError::Invalid {
-                        name: "SQS_BATCHING",
-                        value,
-                        expected: "`on` or `off`".into(),
-                    }
-                    .into());
-                }
-            },
-        };
-
         let sign_in = crate::auth::SignInConfig::read(env)?;
 
         Ok(Self {
             catalogue_path,
             sign_in,
-            batching,
             queue_url,
             bind_addr,
             metrics_addr,
@@ -351,20 +331,10 @@ mod tests {
         .expect("valid");
         assert_eq!(off.rate_limit, None);
         assert_eq!(off.max_in_flight_per_client, None);
-        assert!(off.batching, "batching is on by default");
 
         let err = config(&[("QUEUE_URL", QUEUE_URL), ("TRUSTED_PROXIES", "the-alb")])
             .expect_err("not a CIDR");
         assert!(err.to_string().starts_with("TRUSTED_PROXIES:"), "{err}");
-    }
-
-    #[test]
-    fn batching_can_be_turned_off_for_the_baseline() {
-        let off = config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "off")]).expect("valid");
-        assert!(!off.batching);
-        let err =
-            config(&[("QUEUE_URL", QUEUE_URL), ("SQS_BATCHING", "maybe")]).expect_err("neither");
-        assert!(err.to_string().starts_with("SQS_BATCHING="), "{err}");
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRef, FromRequest, Request};
@@ -147,7 +146,7 @@ fn body_problem(rejection: BytesRejection) -> Problem {
             ),
         )
     } else {
-        tracing::info!(error = %DisplayErrorContext(&rejection), "could not read the request body");
+        tracing::info!(error = %support::error_chain(&rejection), "could not read the request body");
         Problem::new(
             StatusCode::BAD_REQUEST,
             "The request body could not be read completely; send it again.",

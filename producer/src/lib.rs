@@ -92,6 +92,15 @@ pub enum RunError {
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the instance role, …); the endpoint is
 /// never derived from the queue URL.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    run_with(config, SqsQueue::new).await
+}
+
+/// [`run`] with the queue `queue` builds from the SQS configuration, the queue
+/// URL and the options (`scripts/bench producer` runs its baseline this way).
+pub async fn run_with<Q: OrderQueue>(
+    config: Config,
+    queue: impl FnOnce(aws_sdk_sqs::Config, String, SqsOptions) -> Q,
+) -> Result<(), RunError> {
     let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
     if aws.region().is_none() {
         return Err(RunError::NoRegion);
@@ -101,13 +110,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let prices = catalogue.prices();
     // Ends with the process.
     tokio::spawn(catalogue.run(catalogue::CHECK_EVERY));
-    let queue = Arc::new(SqsQueue::with_options(
+    let queue = Arc::new(queue(
         aws_sdk_sqs::Config::from(&aws),
         config.queue_url.clone(),
         SqsOptions {
             timeout: config.sqs_timeout,
             max_waiting: config.limits.max_waiting,
-            batching: config.batching,
             metrics: metrics.clone(),
         },
     ));
@@ -132,7 +140,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         sqs_timeout_ms = config.sqs_timeout.as_millis(),
         limits = ?config.limits,
         max_in_flight_per_client = config.max_in_flight_per_client.map_or(0, |max| max.get()),
-        batching = config.batching,
         "accepting orders"
     );
     if config.trusted_proxies.is_empty() {

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -190,7 +189,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn sqs_call(&self, operation: &'static str) {
+    /// Counts one call to SQS (`scripts/bench producer`'s baseline counts its own).
+    pub fn sqs_call(&self, operation: &'static str) {
         self.0
             .sqs_calls
             .get_or_create(&OperationLabels { operation })
@@ -222,35 +222,6 @@ impl Metrics {
 
     pub(crate) fn catalogue_valid(&self, valid: bool) {
         self.0.catalogue_invalid.set(i64::from(!valid));
-    }
-}
-
-/// What kind of failure an SQS call had, in a few stable words.
-pub(crate) fn sqs_error_kind<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> &'static str {
-    match err {
-        SdkError::TimeoutError(_) => "timeout",
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
-        SdkError::DispatchFailure(_) => "unreachable",
-        SdkError::ResponseError(_) => "bad_response",
-        SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
-            code if code.contains("Throttl")
-                || code == "RequestThrottled"
-                || code == "OverLimit" =>
-            {
-                "throttled"
-            }
-            code if code.contains("NonExistentQueue") || code == "QueueDoesNotExist" => {
-                "queue_missing"
-            }
-            code if code.contains("AccessDenied")
-                || code.contains("Signature")
-                || code.contains("Token") =>
-            {
-                "denied"
-            }
-            _ => "service",
-        },
-        _ => "other",
     }
 }
 

@@ -80,6 +80,14 @@ pub trait OrderQueue: Send + Sync + 'static {
     fn is_stopped(&self) -> bool {
         false
     }
+
+    /// Stops taking sends and waits until every send in flight has been answered.
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async {}
+    }
 }
 
 /// Why a message was not (known to be) stored. Every variant is temporary from
@@ -122,10 +130,8 @@ impl EnqueueError {
 pub struct SqsQueue {
     /// The calls; the batcher holds a clone for its batches.
     sqs: Sqs,
-    /// Coalesces sends into batches; `None` when batching is off.
-    batcher: Option<Batcher>,
-    /// How long one `SendMessage` may take, when batching is off.
-    timeout: Duration,
+    /// Coalesces sends into batches.
+    batcher: Batcher,
     /// How long `/readyz` waits for SQS.
     check_timeout: Duration,
 }
@@ -135,11 +141,9 @@ pub struct SqsQueue {
 pub struct SqsOptions {
     /// Bounds every SQS call, retries included.
     pub timeout: Duration,
-    /// Sends that may wait for a batch; further ones fail at once.
+    /// Sends that may wait for a batch; further ones fail at once with
+    /// [`EnqueueError::Overloaded`].
     pub max_waiting: usize,
-    /// Coalesce sends into `SendMessageBatch` calls (`SQS_BATCHING=on`, the
-    /// default), or make one `SendMessage` call per order (`off`, the baseline).
-    pub batching: bool,
     /// Where calls, batch sizes and errors are counted.
     pub metrics: Metrics,
 }
@@ -150,52 +154,34 @@ impl SqsOptions {
         Self {
             timeout,
             max_waiting: DEFAULT_MAX_WAITING,
-            batching: true,
             metrics: Metrics::new(),
         }
     }
 }
 
+impl From<Duration> for SqsOptions {
+    fn from(timeout: Duration) -> Self {
+        Self::new(timeout)
+    }
+}
+
 impl SqsQueue {
-    /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`.
+    /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`;
+    /// `options` may be just the timeout.
     ///
-    /// Every SQS call (retries included) is bounded by `timeout`; a send that
-    /// also has to wait for a free batch slot fails after at most `timeout` + 1 s.
+    /// Every SQS call (retries included) is bounded by the timeout; a send that
+    /// also has to wait for a free batch slot fails after at most the timeout + 1 s.
     /// Must be called inside a Tokio runtime: it starts the batcher task.
-    pub fn new(sqs: aws_sdk_sqs::Config, queue_url: impl Into<String>, timeout: Duration) -> Self {
-        Self::with_options(sqs, queue_url, SqsOptions::new(timeout))
-    }
-
-    /// As [`SqsQueue::new`], with at most `max_waiting` sends waiting for a
-    /// batch; further sends fail at once with [`EnqueueError::Overloaded`].
-    pub fn with_max_waiting(
+    pub fn new(
         sqs: aws_sdk_sqs::Config,
         queue_url: impl Into<String>,
-        timeout: Duration,
-        max_waiting: usize,
-    ) -> Self {
-        Self::with_options(
-            sqs,
-            queue_url,
-            SqsOptions {
-                max_waiting,
-                ..SqsOptions::new(timeout)
-            },
-        )
-    }
-
-    /// As [`SqsQueue::new`], with every option.
-    pub fn with_options(
-        sqs: aws_sdk_sqs::Config,
-        queue_url: impl Into<String>,
-        options: SqsOptions,
+        options: impl Into<SqsOptions>,
     ) -> Self {
         let SqsOptions {
             timeout,
             max_waiting,
-            batching,
             metrics,
-        } = options;
+        } = options.into();
         let connect_timeout = timeout.min(Duration::from_secs(3));
         let sqs = sqs
             .to_builder()
@@ -209,38 +195,25 @@ impl SqsQueue {
             )
             .build();
         let sqs = Sqs::new(Client::from_conf(sqs), queue_url.into(), metrics);
-        let batcher = batching.then(|| {
-            Batcher::spawn(
-                sqs.clone(),
-                BatcherSettings {
-                    max_in_flight: MAX_BATCHES_IN_FLIGHT,
-                    capacity: max_waiting,
-                    deadline: timeout + MAX_QUEUE_WAIT,
-                },
-            )
-        });
+        let batcher = Batcher::spawn(
+            sqs.clone(),
+            BatcherSettings {
+                max_in_flight: MAX_BATCHES_IN_FLIGHT,
+                capacity: max_waiting,
+                deadline: timeout + MAX_QUEUE_WAIT,
+            },
+        );
         Self {
             sqs,
             batcher,
-            timeout,
             check_timeout: timeout.min(MAX_CHECK_TIMEOUT),
-        }
-    }
-
-    /// Stops taking sends and waits until every batch in flight has been answered.
-    pub async fn close(self) {
-        if let Some(batcher) = self.batcher {
-            batcher.close().await;
         }
     }
 }
 
 impl OrderQueue for SqsQueue {
     async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
-        match &self.batcher {
-            Some(batcher) => batcher.send(message).await,
-            None => self.sqs.send_one(message, self.timeout).await,
-        }
+        self.batcher.send(message).await
     }
 
     async fn check(&self) -> Result<(), EnqueueError> {
@@ -248,6 +221,10 @@ impl OrderQueue for SqsQueue {
     }
 
     fn is_stopped(&self) -> bool {
-        self.batcher.as_ref().is_some_and(Batcher::is_stopped)
+        self.batcher.is_stopped()
+    }
+
+    async fn close(self) {
+        self.batcher.close().await;
     }
 }

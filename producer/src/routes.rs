@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -124,7 +123,7 @@ impl<Q> AppState<Q> {
         self
     }
 
-    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsQueue::with_max_waiting`]).
+    /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsOptions`]).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -310,7 +309,7 @@ async fn place_order<Q: OrderQueue>(
             Err(limits::busy())
         }
         Err(err) => {
-            tracing::warn!(%order_id, error = %DisplayErrorContext(&err), "order not confirmed");
+            tracing::warn!(%order_id, error = %support::sqs::sqs_error_chain(&err), "order not confirmed");
             Err(not_confirmed())
         }
     }
@@ -405,7 +404,7 @@ async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Respo
             .with_retry_after(RETRY_AFTER_SECS))
         }
         Err(NotReady::Unreachable(err)) => {
-            tracing::warn!(error = %DisplayErrorContext(&err), "the queue is not reachable");
+            tracing::warn!(error = %support::sqs::sqs_error_chain(&err), "the queue is not reachable");
             Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The order queue cannot be reached, so orders cannot be accepted right now.",
@@ -443,7 +442,7 @@ async fn request_failed(method: Method, err: BoxError, request_timeout: Duration
             "request timed out"
         );
     } else {
-        tracing::error!(error = %DisplayErrorContext(&*err), "request failed in a layer");
+        tracing::error!(error = %support::error_chain(&*err), "request failed in a layer");
     }
     if method == Method::POST {
         // The order's send is not cancelled with the request.

@@ -567,7 +567,7 @@ fn sample(text: &str, name: &str) -> f64 {
 async fn sqs_calls_and_batch_sizes_are_counted_not_estimated() {
     let queues = TestQueues::create(QueueSettings::default()).await;
     let metrics = producer::Metrics::new();
-    let queue = SqsQueue::with_options(
+    let queue = SqsQueue::new(
         queues.sqs.config().clone(),
         &queues.queue_url,
         producer::SqsOptions {
@@ -617,7 +617,7 @@ async fn sqs_errors_are_counted_by_kind() {
     let queues = TestQueues::create(QueueSettings::default()).await;
     let metrics = producer::Metrics::new();
     let missing = format!("{}-missing", queues.queue_url);
-    let queue = SqsQueue::with_options(
+    let queue = SqsQueue::new(
         queues.sqs.config().clone(),
         &missing,
         producer::SqsOptions {
@@ -671,38 +671,6 @@ async fn the_request_id_travels_with_the_order_as_a_message_attribute() {
     assert_eq!(attribute.data_type(), "String");
     assert_eq!(attribute.string_value(), Some("checkout-42.retry:1"));
     app.stop().await;
-}
-
-#[tokio::test]
-async fn with_batching_off_each_order_is_one_send_message_call() {
-    let queues = TestQueues::create(QueueSettings::default()).await;
-    let metrics = producer::Metrics::new();
-    let queue = SqsQueue::with_options(
-        queues.sqs.config().clone(),
-        &queues.queue_url,
-        producer::SqsOptions {
-            batching: false,
-            metrics: metrics.clone(),
-            ..producer::SqsOptions::new(SQS_TIMEOUT)
-        },
-    );
-    let app = Arc::new(App::spawn(queue).await);
-    let mut posts = tokio::task::JoinSet::new();
-    for _ in 0..5 {
-        let app = Arc::clone(&app);
-        posts.spawn(async move { app.post_order(&order()).await.status() });
-    }
-    while let Some(status) = posts.join_next().await {
-        assert_eq!(status.expect("post task"), StatusCode::ACCEPTED);
-    }
-    let text = metrics.render();
-    assert_eq!(
-        sample(&text, "producer_sqs_calls_total{operation=\"SendMessage\"}"),
-        5.0
-    );
-    assert!(!text.contains("operation=\"SendMessageBatch\""), "{text}");
-    assert_eq!(receive(&queues, 5).await.len(), 5);
-    Arc::into_inner(app).expect("last handle").stop().await;
 }
 
 /// How a slow sender's request was first answered.

@@ -239,13 +239,14 @@ pub async fn change_visibility(
 ///
 /// The Display also says, in one line, what the service answered (code and
 /// message) or why it could not be reached: the SDK's own Display leaves the
-/// message out ("unhandled error (AccessDenied)"), and its
-/// `DisplayErrorContext` appends a Debug dump meant for bug reports.
+/// message out ("unhandled error (AccessDenied)").
 #[derive(Debug, thiserror::Error)]
 #[error("could not {action}: {detail}{}", hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
 pub struct SqsError {
     action: String,
     code: Option<String>,
+    /// What kind of failure, in a few stable words (a metric's label).
+    kind: &'static str,
     detail: String,
     hint: Option<&'static str>,
     #[source]
@@ -259,6 +260,7 @@ impl SqsError {
     {
         let code = err.code().map(str::to_owned);
         let message = err.message().map(str::to_owned);
+        let kind = kind_of(&err);
         let chain = crate::error_chain(&err);
         let hint = match &err {
             SdkError::TimeoutError(_) => Some(UNREACHABLE),
@@ -281,6 +283,7 @@ impl SqsError {
         Self {
             action: action.into(),
             code,
+            kind,
             detail,
             hint,
             source: Box::new(err),
@@ -290,6 +293,35 @@ impl SqsError {
     /// The service's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
+    }
+
+    /// `timeout`, `unreachable`, `bad_response`, `throttled`, `queue_missing`,
+    /// `denied`, `service` or `other`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> &'static str {
+    match err {
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
+        SdkError::DispatchFailure(_) => "unreachable",
+        SdkError::ResponseError(_) => "bad_response",
+        SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
+            code if code.contains("Throttl") || code == "OverLimit" => "throttled",
+            code if code.contains("NonExistentQueue") || code == "QueueDoesNotExist" => {
+                "queue_missing"
+            }
+            code if code.contains("AccessDenied")
+                || code.contains("Signature")
+                || code.contains("Token") =>
+            {
+                "denied"
+            }
+            _ => "service",
+        },
+        _ => "other",
     }
 }
 
@@ -372,6 +404,49 @@ mod tests {
     fn a_message_larger_than_the_limit_goes_alone() {
         let groups = batches([10, MAX_BATCH_BYTES + 1, 10], |size| *size);
         assert_eq!(groups, [vec![10], vec![MAX_BATCH_BYTES + 1], vec![10]]);
+    }
+
+    #[test]
+    fn an_sdk_failure_is_classified_in_a_few_stable_words() {
+        use aws_sdk_sqs::error::{ConnectorError, ErrorMetadata};
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+        type Failure = SdkError<SendMessageBatchError, HttpResponse>;
+        let answered = |code: &str| {
+            let response = HttpResponse::new(400.try_into().expect("a status"), "".into());
+            let err = SendMessageBatchError::generic(ErrorMetadata::builder().code(code).build());
+            Failure::service_error(err, response)
+        };
+        let io = || ConnectorError::io(Box::new(std::io::Error::other("refused")));
+        let cases = [
+            (
+                Failure::timeout_error(std::io::Error::other("slow")),
+                "timeout",
+            ),
+            (Failure::dispatch_failure(io()), "unreachable"),
+            (answered("ThrottlingException"), "throttled"),
+            (
+                answered("AWS.SimpleQueueService.NonExistentQueue"),
+                "queue_missing",
+            ),
+            (answered("AccessDenied"), "denied"),
+            (answered("InternalError"), "service"),
+        ];
+        for (failure, kind) in cases {
+            assert_eq!(SqsError::new("send", failure).kind(), kind);
+        }
+    }
+
+    #[test]
+    fn the_error_chain_prints_an_sdk_dispatch_failures_cause() {
+        use aws_sdk_sqs::error::ConnectorError;
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+        let failure = SdkError::<SendMessageBatchError, HttpResponse>::dispatch_failure(
+            ConnectorError::io(Box::new(std::io::Error::other("connection refused"))),
+        );
+        let text = crate::error_chain(&failure);
+        assert!(text.contains("connection refused"), "{text}");
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,19 @@
-//! The producer's three SQS calls, each bounded in time and counted in the
-//! metrics: `SendMessageBatch` for the batcher, `SendMessage` when batching is
-//! off, and `GetQueueAttributes` for `/readyz`.
+//! The producer's two SQS calls, each counted in the metrics:
+//! `SendMessageBatch` for the batcher (`support::sqs::send_batch`, with its
+//! failures classified by `support::sqs::SqsError`) and `GetQueueAttributes`
+//! for `/readyz`.
 
-use std::collections::HashMap;
-use std::error::Error as StdError;
-use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use support::sqs::{Outcome, SqsError};
 
 use order_contract::REQUEST_ID_ATTRIBUTE;
 
+use super::EnqueueError;
 use super::batcher::{BatchEntry, BatchSender, EntryOutcome};
-use super::{EnqueueError, OrderMessage};
-use crate::metrics::{Metrics, sqs_error_kind};
+use crate::metrics::Metrics;
 
 /// One queue's client. Cloning it shares the client's connection pool.
 #[derive(Debug, Clone)]
@@ -35,28 +34,6 @@ impl Sqs {
         }
     }
 
-    /// One `SendMessage` call for one order: the usual sample code, kept as the
-    /// baseline `scripts/bench producer` compares batching with.
-    pub(super) async fn send_one(
-        &self,
-        message: OrderMessage,
-        timeout: Duration,
-    ) -> Result<String, EnqueueError> {
-        const OPERATION: &str = "SendMessage";
-        self.metrics.sqs_call(OPERATION);
-        let call = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(message.body)
-            .set_message_attributes(
-                request_id_attribute(message.request_id).map_err(EnqueueError::sqs)?,
-            )
-            .send();
-        let output = bounded(&self.metrics, OPERATION, timeout, call).await?;
-        output.message_id.ok_or(EnqueueError::Unanswered)
-    }
-
     /// Whether the queue answers now (it exists and we may use it).
     pub(super) async fn check(&self, timeout: Duration) -> Result<(), EnqueueError> {
         const OPERATION: &str = "GetQueueAttributes";
@@ -67,48 +44,41 @@ impl Sqs {
             .queue_url(&self.queue_url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send();
-        bounded(&self.metrics, OPERATION, timeout, call).await?;
-        Ok(())
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => {
+                let action = format!("read the attributes of {}", self.queue_url);
+                Err(self.failed(OPERATION, SqsError::new(action, err)))
+            }
+            Err(_) => {
+                self.metrics.sqs_error(OPERATION, "timeout");
+                Err(EnqueueError::TimedOut(timeout))
+            }
+        }
+    }
+
+    /// `err`, counted by its kind.
+    fn failed(&self, operation: &'static str, err: SqsError) -> EnqueueError {
+        self.metrics.sqs_error(operation, err.kind());
+        EnqueueError::sqs(err)
     }
 }
 
-/// The message attributes that carry the request id, if there is one.
-fn request_id_attribute(
-    request_id: Option<String>,
-) -> Result<Option<HashMap<String, MessageAttributeValue>>, aws_sdk_sqs::error::BuildError> {
-    request_id
-        .map(|id| {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(id)
-                .build()?;
-            Ok(HashMap::from([(REQUEST_ID_ATTRIBUTE.to_owned(), value)]))
-        })
-        .transpose()
-}
-
-/// One SQS call bounded by `timeout`, its failure counted by kind.
-async fn bounded<T, E, R>(
-    metrics: &Metrics,
-    operation: &'static str,
-    timeout: Duration,
-    call: impl Future<Output = Result<T, aws_sdk_sqs::error::SdkError<E, R>>>,
-) -> Result<T, EnqueueError>
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(err)) => {
-            metrics.sqs_error(operation, sqs_error_kind(&err));
-            Err(EnqueueError::sqs(err))
-        }
-        Err(_) => {
-            metrics.sqs_error(operation, "timeout");
-            Err(EnqueueError::TimedOut(timeout))
-        }
+/// One entry as SQS takes it, its request id as the `request_id` attribute.
+fn request_entry(
+    entry: BatchEntry,
+) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
+    let mut request = SendMessageBatchRequestEntry::builder()
+        .id(entry.id)
+        .message_body(entry.body);
+    if let Some(id) = entry.request_id {
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(id)
+            .build()?;
+        request = request.message_attributes(REQUEST_ID_ATTRIBUTE, value);
     }
+    request.build()
 }
 
 /// Sends one batch with `SendMessageBatch`. Its time is bounded by the
@@ -121,43 +91,39 @@ impl BatchSender for Sqs {
         const OPERATION: &str = "SendMessageBatch";
         self.metrics.sqs_call(OPERATION);
         self.metrics.batch(entries.len());
+        let ids: Vec<String> = entries.iter().map(|entry| entry.id.clone()).collect();
         let entries = entries
             .into_iter()
-            .map(|entry| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(entry.id)
-                    .message_body(entry.body)
-                    .set_message_attributes(request_id_attribute(entry.request_id)?)
-                    .build()
-            })
+            .map(request_entry)
             .collect::<Result<Vec<_>, _>>()
             .map_err(EnqueueError::sqs)?;
-        let output = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
+        let outcomes = support::sqs::send_batch(&self.client, &self.queue_url, entries)
             .await
-            .map_err(|err| {
-                self.metrics.sqs_error(OPERATION, sqs_error_kind(&err));
-                EnqueueError::sqs(err)
-            })?;
-        for _ in &output.failed {
-            self.metrics.sqs_error(OPERATION, "entry_refused");
-        }
-        let successful = output.successful.into_iter().map(|entry| EntryOutcome {
-            id: entry.id,
-            result: Ok(entry.message_id),
-        });
-        let failed = output.failed.into_iter().map(|entry| EntryOutcome {
-            id: entry.id,
-            result: Err(EnqueueError::Refused {
-                code: entry.code,
-                message: entry.message.unwrap_or_default(),
-                sender_fault: entry.sender_fault,
-            }),
-        });
-        Ok(successful.chain(failed).collect())
+            .map_err(|err| self.failed(OPERATION, err))?;
+        let result = |outcome| match outcome {
+            Outcome::Sent { message_id } => Ok(message_id),
+            Outcome::Refused {
+                code,
+                message,
+                sender_fault,
+            } => {
+                self.metrics.sqs_error(OPERATION, "entry_refused");
+                Err(EnqueueError::Refused {
+                    code,
+                    message,
+                    sender_fault,
+                })
+            }
+            Outcome::Unreported => Err(EnqueueError::Unanswered),
+            Outcome::NotSent(err) => Err(EnqueueError::Sqs(err)),
+        };
+        Ok(ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| EntryOutcome {
+                id,
+                result: result(outcome),
+            })
+            .collect())
     }
 }
