@@ -934,10 +934,21 @@ async fn behind_local_alb(stack: &Stack) -> String {
         local_alb::LOCAL_SIGNER,
     )
     .expect("a key");
-    let targets = HashMap::from([(
+    let mut targets = HashMap::from([(
         "ProducerTargetGroup".to_owned(),
         local_alb::Target::Http(format!("http://{producer}")),
     )]);
+    // GET /orders* goes to the status function, as the template's rule says.
+    // As the writer until the reader role exists (it may SELECT the same tables).
+    let database = consumer_lambda::DatabaseConfig::from_url(
+        &stack.db.url_as(consumer_lambda::migrations::DEFAULT_WRITER),
+    )
+    .expect("URL");
+    targets.extend(
+        local_alb::lambda_targets(&template, database)
+            .await
+            .expect("the status function's pool"),
+    );
     let router = local_alb::router(listener, targets, keys).expect("local-alb");
     tokio::spawn(local_alb::serve(alb_tcp, router, std::future::pending()));
     format!("http://{alb}")

@@ -94,18 +94,16 @@ impl Cli {
                     "ProducerTargetGroup".to_owned(),
                     Target::Http(producer_url.clone()),
                 )]);
-                for (group, multi_value_headers) in crate::rules::lambda_target_groups(&document) {
+                if let Some(group) = crate::rules::lambda_target_groups(&document).first() {
                     let url = database_url.as_deref().with_context(|| {
-                        format!("{template} forwards to the Lambda target group {group}, the status function: give it its database with --database-url (LOCAL_ALB_DATABASE_URL)")
+                        format!("{template} forwards to the Lambda target group {}, the status function: give it its database with --database-url (LOCAL_ALB_DATABASE_URL)", group.0)
                     })?;
                     let database =
                         consumer_lambda::DatabaseConfig::from_url(url).context("--database-url")?;
-                    let pool = status::pool(database)
-                        .await
-                        .context("the status function's database")?;
-                    targets.insert(
-                        group,
-                        Target::Lambda(crate::status_function(pool, multi_value_headers)),
+                    targets.extend(
+                        crate::lambda_targets(&document, database)
+                            .await
+                            .context("the status function's database")?,
                     );
                 }
                 let kid = keys.kid.clone();

@@ -108,6 +108,22 @@ impl std::fmt::Debug for Lambda {
 }
 
 /// The status function on `pool`, trusting what local-alb signs.
+/// The status function behind each of `template`'s Lambda target groups,
+/// reading `database` (the reader's URL, as in AWS).
+pub async fn lambda_targets(
+    template: &infra_checks::Document,
+    database: consumer_lambda::DatabaseConfig,
+) -> Result<HashMap<String, Target>, consumer_lambda::database::ConnectError> {
+    let pool = status::pool(database).await?;
+    Ok(rules::lambda_target_groups(template)
+        .into_iter()
+        .map(|(group, multi_value_headers)| {
+            let target = Target::Lambda(status_function(pool.clone(), multi_value_headers));
+            (group, target)
+        })
+        .collect())
+}
+
 pub fn status_function(pool: status::Pool, multi_value_headers: bool) -> Lambda {
     Lambda::new(multi_value_headers, move |event| {
         let pool = pool.clone();

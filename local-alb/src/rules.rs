@@ -280,11 +280,14 @@ fn matches(pattern: &[u8], path: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
+    const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+
     fn listener() -> Listener {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
-        Listener::from_document(&Document::from_file(path).expect("template")).expect("rules")
+        Listener::from_document(&Document::from_file(TEMPLATE).expect("template")).expect("rules")
     }
 
     #[test]
@@ -309,6 +312,17 @@ mod tests {
                     Action::Authenticate(auth) => Some(auth.on_unauthenticated),
                     Action::Forward(_) => None,
                 })
+        };
+        let forwards_to = |method: &str, path: &str| -> String {
+            listener
+                .rule_for(method, path)
+                .actions
+                .iter()
+                .find_map(|action| match action {
+                    Action::Forward(group) => Some(group.clone()),
+                    Action::Authenticate(_) => None,
+                })
+                .expect("a forward")
         };
         for path in ["/orders", "/orders/3f0c1b6e", "/me"] {
             assert_eq!(
@@ -335,10 +349,24 @@ mod tests {
         ] {
             assert_eq!(authenticate("GET", path), None, "{path} is public");
         }
-        assert!(
-            listener
-                .target_groups()
-                .all(|group| group == "ProducerTargetGroup")
+        // GET /orders* goes to the status function's Lambda target group, as
+        // the template's StatusRule says; everything else to the producer.
+        for path in ["/orders", "/orders/3f0c1b6e"] {
+            assert_eq!(
+                authenticate("GET", path),
+                Some(OnUnauthenticated::Deny),
+                "{path}"
+            );
+            assert_eq!(forwards_to("GET", path), "StatusTargetGroup", "{path}");
+            assert_eq!(forwards_to("POST", path), "ProducerTargetGroup", "{path}");
+        }
+        assert_eq!(
+            lambda_target_groups(&Document::from_file(TEMPLATE).expect("template")),
+            [("StatusTargetGroup".to_owned(), false)]
+        );
+        assert_eq!(
+            listener.target_groups().collect::<BTreeSet<_>>(),
+            ["ProducerTargetGroup", "StatusTargetGroup"].into()
         );
         let session = listener.authenticate().expect("an authenticate action");
         assert_eq!(session.cookie_name, "AWSELBAuthSessionCookie");

@@ -53,12 +53,24 @@ async fn bind() -> (TcpListener, SocketAddr) {
 }
 
 /// local-alb on `tcp` in front of `target`, signing with the key in `key`.
-fn start_alb(tcp: TcpListener, target: SocketAddr, key: &Path) {
+async fn start_alb(tcp: TcpListener, target: SocketAddr, key: &Path) {
     let keys = Keys::load_or_create(key, LOCAL_SIGNER).expect("key");
-    let targets = HashMap::from([(
+    let mut targets = HashMap::from([(
         "ProducerTargetGroup".to_owned(),
         Target::Http(format!("http://{target}")),
     )]);
+    // The template's GET /orders* rule needs its status function; these tests
+    // send nothing there, so its database (connected on first use) is never read.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+    let database = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    targets.extend(
+        local_alb::lambda_targets(
+            &Document::from_file(path).expect("template"),
+            consumer_lambda::DatabaseConfig::from_url(&database).expect("URL"),
+        )
+        .await
+        .expect("the status function"),
+    );
     let router = local_alb::router(listener(), targets, keys).expect("router");
     tokio::spawn(local_alb::serve(tcp, router, std::future::pending()));
 }
@@ -88,7 +100,7 @@ async fn stack() -> Stack {
         .with_sign_in(Some(Arc::new(verifier)));
     tokio::spawn(producer::serve(producer_tcp, state, std::future::pending()));
     let key = key_file();
-    start_alb(alb_tcp, producer, &key);
+    start_alb(alb_tcp, producer, &key).await;
     Stack {
         alb,
         producer,
@@ -212,7 +224,7 @@ async fn a_session_outlives_a_restart_of_local_alb_with_the_same_key() {
 
     // Another local-alb on the same key file, in front of the same producer.
     let (tcp, addr) = bind().await;
-    start_alb(tcp, stack.producer, &stack.key);
+    start_alb(tcp, stack.producer, &stack.key).await;
     let restarted = Stack { alb: addr, ..stack };
     assert_eq!(restarted.me(&signed_in).await["customer_id"], "cust-7");
     assert_eq!(restarted.me(&printed).await["customer_id"], "cust-1001");
@@ -234,7 +246,7 @@ async fn client_sent_claims_are_dropped_and_the_client_address_is_appended() {
     let (echo_tcp, echo_addr) = bind().await;
     tokio::spawn(async move { axum::serve(echo_tcp, echo).await });
     let (tcp, alb) = bind().await;
-    start_alb(tcp, echo_addr, &key_file());
+    start_alb(tcp, echo_addr, &key_file()).await;
 
     let response = reqwest::Client::new()
         .get(format!("http://{alb}/healthz"))

@@ -1,79 +1,67 @@
-//! Error answers as `application/problem+json` (RFC 9457).
-//!
-//! Every problem uses the type `about:blank`, so its `title` is the status
-//! phrase; the `detail` tells the client what to change, and a problem about one
-//! field of the order names it in an extra `field` member. Internal error text
-//! never goes into a problem: the cause is logged instead.
+//! Error answers as `application/problem+json` (RFC 9457): the shared body
+//! ([`support::problem::Problem`]), and what only the producer adds to it, a
+//! `catalogue` on a `409` and closing the connection.
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+pub use support::problem::PROBLEM_JSON;
 
-/// The media type of every error answer.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use crate::catalogue::Catalogue;
 
 /// One error answer (`application/problem+json`, RFC 9457).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// A URI naming the kind of problem; `about:blank` means "see the status".
-    #[serde(rename = "type")]
-    #[schema(example = "about:blank")]
-    pub kind: &'static str,
-    /// The status phrase, the same for every occurrence.
-    pub title: &'static str,
-    /// The HTTP status, repeated in the body for clients that log only bodies.
-    pub status: u16,
-    /// What went wrong with this request and what to do about it.
-    pub detail: String,
-    /// The order field at fault (e.g. `items[0].quantity`), for validation problems.
+    #[serde(flatten)]
+    body: support::problem::Problem,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The current catalogue, on a `409` for a price that changed: the prices to
-    /// show the customer before the order is sent again.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::catalogue::Catalogue>)]
-    pub catalogue: Option<std::sync::Arc<crate::catalogue::Catalogue>>,
-    /// Seconds after which a retry may succeed, sent as the `Retry-After` header.
-    #[serde(skip)]
-    pub retry_after_secs: Option<u64>,
+    pub catalogue: Option<Arc<Catalogue>>,
     /// Whether to close the connection after answering (`Connection: close`):
     /// the rest of the request was not read, so the connection cannot be reused.
     #[serde(skip)]
     pub close_connection: bool,
 }
 
-impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+impl From<support::problem::Problem> for Problem {
+    fn from(body: support::problem::Problem) -> Self {
         Self {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: detail.into(),
-            field: None,
+            body,
             catalogue: None,
-            retry_after_secs: None,
             close_connection: false,
         }
+    }
+}
+
+impl Deref for Problem {
+    type Target = support::problem::Problem;
+    fn deref(&self) -> &Self::Target {
+        &self.body
+    }
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        support::problem::Problem::new(status, detail).into()
     }
 
     /// Names the order field the problem is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.body = self.body.with_field(field);
         self
     }
 
     /// Carries the current `catalogue`.
-    pub fn with_catalogue(
-        mut self,
-        catalogue: std::sync::Arc<crate::catalogue::Catalogue>,
-    ) -> Self {
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
         self.catalogue = Some(catalogue);
         self
     }
 
     /// Tells the client to retry after `secs` seconds (`Retry-After`).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs);
+        self.body = self.body.with_retry_after(secs);
         self
     }
 
@@ -82,15 +70,55 @@ impl Problem {
         self.close_connection = true;
         self
     }
+}
 
-    fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+// The OpenAPI document's `Problem`: the fields as `Problem` serializes them.
+/// One error answer (`application/problem+json`, RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code, reason = "only its schema is used")]
+struct ProblemSchema {
+    /// A URI naming the kind of problem; `about:blank` means "see the status".
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    kind: &'static str,
+    /// The status phrase, the same for every occurrence.
+    title: &'static str,
+    /// The HTTP status, repeated in the body for clients that log only bodies.
+    status: u16,
+    /// What went wrong with this request and what to do about it.
+    detail: String,
+    /// The order field at fault (e.g. `items[0].quantity`), for validation problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    /// The current catalogue, on a `409` for a price that changed: the prices to
+    /// show the customer before the order is sent again.
+    catalogue: Option<Catalogue>,
+}
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        ProblemSchema::schema()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        ProblemSchema::name()
+    }
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        ProblemSchema::schemas(schemas);
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = self.status_code();
+        let status = self.body.status_code();
         let retry_after = self.retry_after_secs;
         let close = self.close_connection;
         let body = serde_json::to_vec(&self).unwrap_or_else(|err| {

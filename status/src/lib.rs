@@ -17,7 +17,7 @@
 //! load balancer's public keys as the producer does. It reads the customer
 //! from the `x-amzn-oidc-data` the load balancer put in the event, checks the
 //! token's `alg`, `signer` (this load balancer's ARN, `ALB_SIGNER_ARN`) and
-//! `exp`, and never answers without them (`producer::auth::unverified_customer`).
+//! `exp`, and never answers without them (`support::claims::unverified_customer`).
 //! The signature rests on the invocation path: the function's resource policy
 //! admits only the load balancer's target group, and the listener rule
 //! authenticates before it forwards; a caller that may invoke the function
@@ -44,9 +44,9 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue, StatusCode, header};
 use consumer_lambda::DatabaseConfig;
 pub use consumer_lambda::database::Pool;
 use consumer_lambda::database::{ConnectError, Connector};
-use producer::auth::{CLAIMS_HEADER, Refused, SignInConfig, unverified_customer};
-use producer::problem::{PROBLEM_JSON, Problem};
 use serde::Serialize;
+use support::claims::{CLAIMS_HEADER, Refused, SignInConfig, unverified_customer};
+use support::problem::{PROBLEM_JSON, Problem};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -136,7 +136,7 @@ async fn answer(
         Ok(customer) => customer,
         Err(refused) => {
             tracing::info!(reason = %refused, "request without valid claims");
-            return problem(Problem::from(refused));
+            return problem(refused.into_problem(RETRY_AFTER_SECS));
         }
     };
     tracing::Span::current().record("customer", customer.as_str());

@@ -78,11 +78,11 @@ async fn store(
 fn claims(customer: &str, signer: &str, exp: i64) -> String {
     let key = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_FIXED_SIGNING,
-        &producer::auth::new_signing_key().expect("a key"),
+        &support::claims::new_signing_key().expect("a key"),
     )
     .expect("a P-256 key");
     let header = json!({"alg": "ES256", "kid": "k1", "signer": signer, "iss": "idp", "client": "c", "exp": exp});
-    producer::auth::sign(&key, &header, &json!({"sub": customer, "exp": exp})).expect("signed")
+    support::claims::sign(&key, &header, &json!({"sub": customer, "exp": exp})).expect("signed")
 }
 
 /// `GET path` as the load balancer invokes the target, with `claims` if any.

@@ -648,8 +648,8 @@ fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_say
         .resources_of_type("AWS::Serverless::Function")
         .count();
     assert_eq!(
-        functions, 5,
-        "the consumer, the breaker, the release hook, the migrate and the provision functions"
+        functions, 6,
+        "the consumer, the breaker, the release hook, the migrate, the provision and the status functions"
     );
     let others = functions - 1 + 2;
     for (parameter, concurrency, advice) in [

@@ -3,10 +3,15 @@
 use super::*;
 
 use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::Router;
 use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::routing::get;
+use base64::Engine;
 use serde_json::json;
+use support::Env;
+use support::claims::BASE64URL;
 use tokio::net::TcpListener;
 
 const SIGNER: &str =

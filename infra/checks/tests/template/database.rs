@@ -199,9 +199,11 @@ fn the_proxy_requires_tls_and_iam_and_logs_in_with_one_secret_per_user() {
         secrets,
         [
             "Database.MasterUserSecret.SecretArn",
-            "DatabaseWriterSecret"
+            "DatabaseWriterSecret",
+            "DatabaseReaderSecret"
         ],
-        "the master user (for the migrate function) and the writer (for the consumer)"
+        "the master user (for the migrate function), the writer (for the consumer) and the \
+         reader (for the status function)"
     );
     assert!(is_private_subnet_list(proxy.get("VpcSubnetIds")));
 

@@ -52,6 +52,11 @@ const RESOURCE_STAR_ALLOWED: &[(&str, &str, &str)] = &[
         "the same network interfaces for the migrate function, in the same VPC",
     ),
     (
+        "StatusRole",
+        "VpcNetworkInterfaces",
+        "the same network interfaces for the status function, in the same VPC",
+    ),
+    (
         "ProducerRole",
         "SessionManager",
         "the Session Manager agent's own calls (ssm:UpdateInstanceInformation, ssmmessages:*Channel), \

@@ -20,3 +20,4 @@ mod quotas;
 mod reachability;
 mod release;
 mod skew;
+mod status;

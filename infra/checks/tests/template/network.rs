@@ -72,6 +72,7 @@ fn only_the_load_balancer_is_open_to_customers_and_the_database_only_to_the_cons
             "LoadBalancerSecurityGroup",
         ),
         rule("ProxySecurityGroup", database, "ConsumerSecurityGroup"),
+        rule("ProxySecurityGroup", database, "StatusSecurityGroup"),
         rule("DatabaseSecurityGroup", database, "ProxySecurityGroup"),
         rule("EndpointSecurityGroup", HTTPS, "ConsumerSecurityGroup"),
         rule("EndpointSecurityGroup", HTTPS, "ProducerSecurityGroup"),
@@ -81,8 +82,8 @@ fn only_the_load_balancer_is_open_to_customers_and_the_database_only_to_the_cons
     expected.sort();
     assert_eq!(
         ingress, expected,
-        "inbound: customers → load balancer ({listeners:?}) → producer; consumer → proxy → database on \
-         {database}; consumer and producer → SQS endpoint on {HTTPS}; nothing else"
+        "inbound: customers → load balancer ({listeners:?}) → producer; consumer and status function → \
+         proxy → database on {database}; consumer and producer → SQS endpoint on {HTTPS}; nothing else"
     );
 
     let consumer_out: Vec<Rule> = rules(&t, false)

@@ -718,6 +718,22 @@ fn every_metric_the_dashboard_and_the_alarms_name_is_one_the_code_emits() {
                 "{}: the consumer's metrics carry its FunctionName",
                 p.name
             );
+        } else if p.namespace == status::NAMESPACE {
+            assert_eq!(
+                p.name,
+                status::ANSWERS,
+                "the status function emits only {}",
+                status::ANSWERS
+            );
+            assert_eq!(
+                p.dimensions.get("FunctionName").map(String::as_str),
+                Some("Ref:StatusFunction"),
+            );
+            assert_eq!(
+                dimensions,
+                ["FunctionName", "Status"].into(),
+                "status::answer_emf's set"
+            );
         } else if p.namespace == producer {
             if measured.contains(&p.name) {
                 assert!(

@@ -611,7 +611,8 @@ fn with_a_certificate_the_page_signs_in_the_api_answers_401_and_probes_and_asset
 
     let mut public = BTreeSet::new();
     for (id, rule) in &rules {
-        if id == api {
+        // GET /orders* signs in too, for the status function (status.rs).
+        if id == api || *id == "StatusRule" {
             continue;
         }
         assert!(

@@ -126,6 +126,10 @@ fn components(t: &Document) -> Vec<Component> {
         .get("VpcConfig")
         .expect("the consumer runs in the VPC");
     let proxy = properties(t, "DatabaseProxy");
+    let status = properties(t, "StatusFunction");
+    let status_vpc = status
+        .get("VpcConfig")
+        .expect("the status function runs in the VPC");
     let service = Origin::Service;
     let provision = properties(t, "ProvisionFunction");
     let provision_vpc = provision.get("VpcConfig");
@@ -293,6 +297,30 @@ fn components(t: &Document) -> Vec<Component> {
                     action: "ec2:DescribeSubnets",
                     resource: "*",
                     origin: service("Lambda reads the subnets it attaches to"),
+                },
+            ],
+        },
+        Component {
+            name: "status function",
+            outside_vpc: false,
+            groups: refs(status_vpc.get("SecurityGroupIds")),
+            subnets: refs(status_vpc.get("SubnetIds")),
+            public_address: false,
+            role: role_of(status.get("Role")),
+            // It calls no AWS API itself: the database through RDS Proxy
+            // (below) and its logs and interfaces through Lambda.
+            calls: vec![
+                Call {
+                    api: "logs:PutLogEvents",
+                    action: "logs:PutLogEvents",
+                    resource: "${StatusLogGroup.Arn}",
+                    origin: service("Lambda ships the function's output to CloudWatch Logs"),
+                },
+                Call {
+                    api: "ec2:CreateNetworkInterface",
+                    action: "ec2:CreateNetworkInterface",
+                    resource: "*",
+                    origin: service("Lambda attaches the function to its subnets"),
                 },
             ],
         },
@@ -677,7 +705,7 @@ fn the_sqs_endpoint_admits_exactly_the_calls_the_consumer_and_the_producer_make_
 }
 
 #[test]
-fn both_functions_reach_the_proxy_and_the_proxy_the_database_and_nothing_else_reaches_either() {
+fn the_functions_reach_the_proxy_and_the_proxy_the_database_and_nothing_else_reaches_either() {
     let t = template();
     let all = openings(&t);
     let db_port = database_port(&t);
@@ -701,11 +729,17 @@ fn both_functions_reach_the_proxy_and_the_proxy_the_database_and_nothing_else_re
     .into_iter()
     .filter_map(|g| reference(g).map(str::to_owned))
     .collect();
+    let status = components(&t)
+        .into_iter()
+        .find(|c| c.name == "status function")
+        .expect("the status function")
+        .groups;
     let proxy = groups("DatabaseProxy", "VpcSecurityGroupIds");
     let database = groups("Database", "VPCSecurityGroups");
     for (from, from_groups, to, to_groups) in [
         ("consumer", &consumer, "proxy", &proxy),
         ("migrate function", &migrate, "proxy", &proxy),
+        ("status function", &status, "proxy", &proxy),
         ("proxy", &proxy, "database", &database),
     ] {
         assert!(
