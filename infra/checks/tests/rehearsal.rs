@@ -421,6 +421,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ConsumerLogGroup (AWS::Logs::LogGroup)",
             "ConsumerSecurityGroup (AWS::EC2::SecurityGroup)",
             "DatabaseLogGroup (AWS::Logs::LogGroup)",
+            "DatabaseReaderSecret (AWS::SecretsManager::Secret)",
             "DatabaseSecurityGroup (AWS::EC2::SecurityGroup)",
             "DatabaseWriterSecret (AWS::SecretsManager::Secret)",
             "DeadLetterQueueNotEmptyAlarm (AWS::CloudWatch::Alarm)",
@@ -453,6 +454,8 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "PublicSubnetBRouteTable (AWS::EC2::SubnetRouteTableAssociation)",
             "QueuesTlsOnlyPolicy (AWS::SQS::QueuePolicy)",
             "ReleaseHookLogGroup (AWS::Logs::LogGroup)",
+            "StatusLogGroup (AWS::Logs::LogGroup)",
+            "StatusSecurityGroup (AWS::EC2::SecurityGroup)",
             "Vpc (AWS::EC2::VPC)",
         ]),
         "what LocalStack created; {context}"
@@ -478,9 +481,11 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "ProducerFromLoadBalancer (AWS::EC2::SecurityGroupIngress)",
             "ProducerTargetGroup (AWS::ElasticLoadBalancingV2::TargetGroup)",
             "ProxyFromConsumer (AWS::EC2::SecurityGroupIngress)",
+            "ProxyFromStatus (AWS::EC2::SecurityGroupIngress)",
             "ProxyToDatabase (AWS::EC2::SecurityGroupEgress)",
             "RefusedRecordsQuery (AWS::Logs::QueryDefinition)",
             "ServerlessDeploymentApplication (AWS::CodeDeploy::Application)",
+            "StatusToProxy (AWS::EC2::SecurityGroupEgress)",
         ]),
         "what LocalStack skipped; {context}"
     );
@@ -565,6 +570,12 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
             "SecretsManagerEndpoint (AWS::EC2::VPCEndpoint)",
             "SignedInApiRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
             "SqsEndpoint (AWS::EC2::VPCEndpoint)",
+            "StatusErrorsAlarm (AWS::CloudWatch::Alarm)",
+            "StatusFunction (AWS::Lambda::Function)",
+            "StatusInvokePermission (AWS::Lambda::Permission)",
+            "StatusRole (AWS::IAM::Role)",
+            "StatusRule (AWS::ElasticLoadBalancingV2::ListenerRule)",
+            "StatusTargetGroup (AWS::ElasticLoadBalancingV2::TargetGroup)",
         ]),
         "what the create never reached; {context}"
     );
