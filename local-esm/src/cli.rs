@@ -15,7 +15,8 @@ use consumer_lambda::{
 
 use crate::batches::{self, BatchLog};
 use crate::breaker::{self, Intervals, LocalFigures, LocalProbe};
-use crate::driver::{BatchHandler, Driver, Function, FunctionState, InProcess, Recording};
+use crate::driver::{Driver, Function, FunctionState};
+use crate::handler::{BatchHandler, InProcess, Recording};
 use crate::status::{self, Sources};
 use crate::template::{EventSourceSettings, Template};
 use support::queues::create_queues;

@@ -22,16 +22,15 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::encodings::Base64Data;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use consumer_lambda::BatchMetrics;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::batches::BatchLog;
+use crate::handler::BatchHandler;
 use crate::template::EventSourceSettings;
 use support::queues::{QueueError, queue_arn};
 
@@ -40,116 +39,6 @@ const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// SQS's own limits.
 const MAX_RECEIVE: usize = 10;
 const MAX_WAIT_SECS: u64 = 20;
-
-/// Why an invocation failed as a whole (Lambda's "function error"): the
-/// handler's own error, or a message (`"…".into()`) where there is none.
-#[derive(Debug, thiserror::Error)]
-#[error("the invocation failed")]
-pub struct InvocationError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
-/// What the driver invokes with each batch: the handler in process, or a Lambda
-/// endpoint. `deadline` is when the invocation times out, as Lambda's context
-/// tells the function.
-pub trait BatchHandler: Send + Sync {
-    fn handle(
-        &self,
-        event: SqsEvent,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
-
-    /// A batch of `records` that a bad release failed without this handler:
-    /// what the function's figures say of it.
-    fn unfinished(&self, _records: usize) {}
-}
-
-/// Shared handlers: a test keeps one end to look at what the handler saw.
-impl<H: BatchHandler> BatchHandler for std::sync::Arc<H> {
-    fn handle(
-        &self,
-        event: SqsEvent,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send {
-        (**self).handle(event, deadline)
-    }
-
-    fn unfinished(&self, records: usize) {
-        (**self).unfinished(records)
-    }
-}
-
-/// Runs the consumer's handler in this process.
-pub struct InProcess<S, Q, D>(pub consumer_lambda::Consumer<S, Q, D>);
-
-impl<S, Q, D> BatchHandler for InProcess<S, Q, D>
-where
-    S: consumer_lambda::OrderStore,
-    Q: consumer_lambda::RetryQueue,
-    D: consumer_lambda::DeadLetterQueue,
-{
-    async fn handle(
-        &self,
-        event: SqsEvent,
-        deadline: Instant,
-    ) -> Result<SqsBatchResponse, InvocationError> {
-        match self.0.handle(event, deadline).await {
-            Ok(handled) => Ok(handled.response),
-            Err(err) => Err(InvocationError(Box::new(err))),
-        }
-    }
-}
-
-/// Runs the consumer's handler in this process and appends each batch's
-/// figures to a [`BatchLog`], as the function prints them for CloudWatch in
-/// AWS: what `local-esm status` shows of the consumer.
-pub struct Recording<S, Q, D> {
-    pub consumer: consumer_lambda::Consumer<S, Q, D>,
-    pub log: BatchLog,
-}
-
-impl<S, Q, D> BatchHandler for Recording<S, Q, D>
-where
-    S: consumer_lambda::OrderStore,
-    Q: consumer_lambda::RetryQueue,
-    D: consumer_lambda::DeadLetterQueue,
-{
-    async fn handle(
-        &self,
-        event: SqsEvent,
-        deadline: Instant,
-    ) -> Result<SqsBatchResponse, InvocationError> {
-        let records = event.records.len();
-        match self.consumer.handle(event, deadline).await {
-            Ok(handled) => {
-                self.keep(&handled.metrics);
-                Ok(handled.response)
-            }
-            Err(err) => {
-                self.unfinished(records);
-                Err(InvocationError(Box::new(err)))
-            }
-        }
-    }
-
-    /// A failed invocation prints no figures in AWS, where Lambda's `Errors`
-    /// counts it; here its line says that none of its records was finished,
-    /// which the breaker reads the same way.
-    fn unfinished(&self, records: usize) {
-        self.keep(&BatchMetrics {
-            records,
-            ..BatchMetrics::default()
-        });
-    }
-}
-
-impl<S, Q, D> Recording<S, Q, D> {
-    /// The figures are for the operator and the breaker: failing to keep
-    /// them never fails the batch.
-    fn keep(&self, metrics: &BatchMetrics) {
-        if let Err(err) = self.log.append(metrics, SystemTime::now()) {
-            warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
-        }
-    }
-}
 
 /// What happened to one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

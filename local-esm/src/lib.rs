@@ -9,6 +9,7 @@
 //! - [`driver`]: [`Driver`], Lambda's SQS event source mapping, reproduced, with
 //!   its `Enabled` [`Switch`] and the function's faults ([`FunctionState`]:
 //!   throttled, failing its init).
+//! - [`handler`]: what the mapping invokes: [`InProcess`], [`Recording`].
 //! - [`batches`]: [`batches::BatchLog`], the consumer's EMF line per batch kept in a
 //!   bounded file, which [`Recording`] writes and `status` reads.
 //! - [`status`]: `local-esm status`, the dashboard's figures for the local stack, as a table.
@@ -24,13 +25,12 @@ pub mod batches;
 pub mod breaker;
 pub mod cli;
 pub mod driver;
+pub mod handler;
 pub mod schedule;
 pub mod status;
 pub mod template;
 
-pub use driver::{
-    BatchHandler, BatchOutcome, Driver, Function, FunctionState, InProcess, InvocationError,
-    Recording, Switch,
-};
+pub use driver::{BatchOutcome, Driver, Function, FunctionState, Switch};
+pub use handler::{BatchHandler, InProcess, InvocationError, Recording};
 pub use support::queues::QueueSettings;
 pub use template::{EventSourceSettings, Template};

@@ -27,10 +27,12 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 mod clients;
+mod dead_letters;
 mod faults;
 mod service;
 
 use clients::{Ledger, await_catchup, conflicting_twin, place};
+use dead_letters::{DeadLetters, unix_ms};
 use faults::{Fault, Seeded, fault_schedule};
 use service::Service;
 
@@ -571,52 +573,4 @@ async fn main() -> anyhow::Result<()> {
         && caught_up_in_time;
     drop(server);
     std::process::exit(if ok { 0 } else { 1 });
-}
-
-/// What the DLQ holds at the end of a run.
-#[derive(Debug, Default)]
-struct DeadLetters {
-    /// The run's poison messages found there (a copy twice, after a crash
-    /// between the consumer's send and its answer, counts once).
-    poison: HashSet<String>,
-    /// Those among them that carry the consumer's failure attributes.
-    by_consumer: HashSet<String>,
-    /// The longest time from a poison message's send to the consumer's verdict.
-    slowest_ms: i64,
-    /// The most receives a poison message took before the verdict.
-    most_receives: u32,
-    /// Anything else in the DLQ: valid orders, which must never be there.
-    others: usize,
-}
-
-impl DeadLetters {
-    fn read(messages: &[aws_sdk_sqs::types::Message], sent_ms: &HashMap<String, i64>) -> Self {
-        let mut dead = Self::default();
-        for message in messages {
-            let poison_id = serde_json::from_str::<Value>(message.body().unwrap_or_default())
-                .ok()
-                .and_then(|v| v["poison"].as_str().map(str::to_owned))
-                .filter(|id| sent_ms.contains_key(id));
-            let Some(id) = poison_id else {
-                dead.others += 1;
-                continue;
-            };
-            let failure = e2e::failure_of(message);
-            if let Some(failure) = failure {
-                if let (Some(at), Some(sent)) = (failure.failed_at, sent_ms.get(&id)) {
-                    dead.slowest_ms = dead.slowest_ms.max(at.timestamp_millis() - sent);
-                }
-                dead.most_receives = dead.most_receives.max(failure.receive_count.unwrap_or(0));
-                dead.by_consumer.insert(id.clone());
-            }
-            dead.poison.insert(id);
-        }
-        dead
-    }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
