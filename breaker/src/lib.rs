@@ -327,6 +327,9 @@ mod tests {
 
     use super::*;
 
+    /// The template's maxReceiveCount.
+    const SIX: TripPolicy = TripPolicy::new(6);
+
     #[test]
     fn a_consumer_that_cannot_store_pauses_an_enabled_mapping_and_one_that_can_resumes_it() {
         let down = Health::Unhealthy("connection refused".into());
@@ -425,14 +428,9 @@ mod tests {
     async fn failing_batches_pause_the_mapping_whatever_the_probe_says() {
         let mapping = Switch::new(MappingState::Enabled);
         let figures = Steady(FAILING, Mutex::new(0));
-        let trip = step(
-            &Fixed(Health::Healthy),
-            &mapping,
-            &figures,
-            TripPolicy::new(6),
-        )
-        .await
-        .expect("step");
+        let trip = step(&Fixed(Health::Healthy), &mapping, &figures, SIX)
+            .await
+            .expect("step");
         assert_eq!(trip.action, Action::Pause);
         assert!(trip.tripped);
         assert_eq!(mapping.state(), MappingState::Disabled);
@@ -443,14 +441,9 @@ mod tests {
         );
 
         // The next step: the probe passes, the pause is the figures', so it holds.
-        let held = step(
-            &Fixed(Health::Healthy),
-            &mapping,
-            &figures,
-            TripPolicy::new(6),
-        )
-        .await
-        .expect("step");
+        let held = step(&Fixed(Health::Healthy), &mapping, &figures, SIX)
+            .await
+            .expect("step");
         assert_eq!(held.action, Action::Keep);
         assert!(matches!(held.held, Some(Hold::Until(_))), "{:?}", held.held);
         assert_eq!(mapping.state(), MappingState::Disabled);
@@ -465,32 +458,22 @@ mod tests {
             ..Batches::default()
         };
         let figures = Steady(stored, Mutex::new(0));
-        let keep = step(
-            &Fixed(Health::Healthy),
-            &mapping,
-            &figures,
-            TripPolicy::new(6),
-        )
-        .await
-        .expect("step");
+        let keep = step(&Fixed(Health::Healthy), &mapping, &figures, SIX)
+            .await
+            .expect("step");
         assert_eq!((keep.action, keep.tripped), (Action::Keep, false));
         let down = step(
             &Fixed(Health::Unhealthy("57P01".into())),
             &mapping,
             &figures,
-            TripPolicy::new(6),
+            SIX,
         )
         .await
         .expect("step");
         assert_eq!((down.action, down.tripped), (Action::Pause, false));
-        let back = step(
-            &Fixed(Health::Healthy),
-            &mapping,
-            &figures,
-            TripPolicy::new(6),
-        )
-        .await
-        .expect("step");
+        let back = step(&Fixed(Health::Healthy), &mapping, &figures, SIX)
+            .await
+            .expect("step");
         assert_eq!(back.action, Action::Resume, "a probe's pause is not held");
     }
 
@@ -502,7 +485,7 @@ mod tests {
             &Fixed(Health::Healthy),
             &mapping,
             &Steady(FAILING, Mutex::new(0)),
-            TripPolicy::new(6),
+            SIX,
             started + Duration::from_secs(45),
         )
         .await
@@ -518,7 +501,7 @@ mod tests {
             &Fixed(Health::Unhealthy("28P01".into())),
             &mapping,
             &NoFigures,
-            TripPolicy::new(6),
+            SIX,
         )
         .await
         .expect("step");
@@ -530,21 +513,16 @@ mod tests {
             &Fixed(Health::Unhealthy("28P01".into())),
             &mapping,
             &NoFigures,
-            TripPolicy::new(6),
+            SIX,
         )
         .await
         .expect("step");
         assert_eq!(still_down.action, Action::Keep);
         assert_eq!(still_down.next_probe_in(), OPEN_PROBE_INTERVAL);
 
-        let back = step(
-            &Fixed(Health::Healthy),
-            &mapping,
-            &NoFigures,
-            TripPolicy::new(6),
-        )
-        .await
-        .expect("step");
+        let back = step(&Fixed(Health::Healthy), &mapping, &NoFigures, SIX)
+            .await
+            .expect("step");
         assert_eq!(back.action, Action::Resume);
         assert_eq!(mapping.state(), MappingState::Enabled);
         assert_eq!(back.next_probe_in(), SCHEDULE_INTERVAL);
@@ -558,7 +536,7 @@ mod tests {
             &Fixed(Health::Unhealthy("connection refused".into())),
             &mapping,
             &NoFigures,
-            TripPolicy::new(6),
+            SIX,
             started + Duration::from_secs(45),
         )
         .await
@@ -571,7 +549,7 @@ mod tests {
             &Fixed(Health::Healthy),
             &mapping,
             &NoFigures,
-            TripPolicy::new(6),
+            SIX,
             started + Duration::from_secs(100),
         )
         .await
