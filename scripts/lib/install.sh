@@ -1,140 +1,80 @@
 # shellcheck shell=bash
-# Installing what the scripts need, idempotently: Debian packages with apt-get,
-# Rust with rustup, Python tools in venvs pinned by requirements files.
-# Sourced by common.sh.
-
+# Installs what the scripts need, idempotently: Debian packages, Rust components,
+# Python tools in virtualenvs pinned by requirements files.
 _APT_UPDATED=0
-
-# apt-get install, with one `apt-get update` per run first (a fresh machine has no
-# package lists yet). sudo only when we are not root already.
 apt_install() {
     local sudo=()
     if ! is_root; then
-        command -v sudo >/dev/null 2>&1 ||
-            die "need root to install $*; run: apt-get update && apt-get install -y $*"
+        command -v sudo >/dev/null 2>&1 || die "need root to install $*; run: apt-get update && apt-get install -y $*"
         sudo=(sudo)
     fi
-    command -v apt-get >/dev/null 2>&1 ||
-        die "apt-get not found; install these packages with your system's package manager: $*"
-    if [[ $_APT_UPDATED -eq 0 ]]; then
-        info "apt-get update"
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these packages with your system's package manager: $*"
+    if ((!_APT_UPDATED)); then # a fresh machine has no package lists yet
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         _APT_UPDATED=1
     fi
     info "apt-get install -y $*"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
-
-# with_install_lock NAME COMMAND...: runs COMMAND holding the lock NAME, so that
-# two runs (scripts/dev and scripts/test at once, or a background build and the
-# step waiting for it) never build the same thing on top of each other, while
-# different things build side by side. Says so when it has to wait.
+# need_packages COMMAND_OR_PATH:PACKAGE...: installs the packages whose command (or path) is missing.
+need_packages() {
+    local pair missing=()
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -e ${pair%%:*} ]] || missing+=("${pair#*:}")
+    done
+    ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+# with_install_lock NAME COMMAND...: two runs (scripts/dev and scripts/test, or a
+# background build and the step that needs it) never build the same thing at once.
 with_install_lock() {
     local name=$1
     shift
     mkdir -p "$STATE_DIR"
-    if command -v flock >/dev/null 2>&1; then
-        (
-            if ! flock -n 9; then
-                local t0=$EPOCHREALTIME log="$INSTALL_LOG_DIR/$name.log" where=""
-                [[ -f $log ]] && where=" (its log: ${log#"$REPO_ROOT"/})"
-                info "$name: another install of it is under way; waiting$where"
-                flock 9
-                info "$name: waited $(elapsed_since "$t0") s"
-            fi
-            "$@"
-        ) 9>"$STATE_DIR/.install-$name.lock"
-    else
+    (
+        if ! flock -n 9; then
+            info "$name: another install of it is under way (log: ${INSTALL_LOG_DIR#"$REPO_ROOT"/}/$name.log); waiting"
+            flock 9
+        fi
         "$@"
-    fi
+    ) 9>"$STATE_DIR/.install-$name.lock"
 }
-
 ensure_rust() {
-    command -v cargo >/dev/null 2>&1 ||
-        die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
-    if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
-        info "rustfmt and clippy: present"
-        return
-    fi
-    command -v rustup >/dev/null 2>&1 ||
-        die "cargo fmt / cargo clippy missing and rustup not found: install rustfmt and clippy for your toolchain"
-    info "rustup component add rustfmt clippy"
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+    cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt / cargo clippy missing and rustup not found: install rustfmt and clippy"
     rustup component add rustfmt clippy
 }
-
 ensure_postgres() {
-    if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
-        info "PostgreSQL server not found under /usr/lib/postgresql: installing it"
-        apt_install postgresql
-    fi
-    # The highest installed major version; the Debian layout keeps one bin dir per major.
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_install postgresql
+    # The highest installed major version (Debian keeps one bin dir per major).
     PG_BINDIR="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-    [[ -x $PG_BINDIR/postgres && -x $PG_BINDIR/initdb && -x $PG_BINDIR/pg_ctl ]] ||
-        die "incomplete PostgreSQL install in $PG_BINDIR (need postgres, initdb, pg_ctl)"
     export PG_BINDIR
-    if is_root && ! id -u postgres >/dev/null 2>&1; then
+    [[ -x $PG_BINDIR/initdb && -x $PG_BINDIR/pg_ctl ]] || die "incomplete PostgreSQL install in $PG_BINDIR (need initdb, pg_ctl)"
+    ! is_root || id -u postgres >/dev/null 2>&1 ||
         die "running as root but there is no 'postgres' user to run the server as (Debian's postgresql package creates it)"
-    fi
-    info "PostgreSQL: $PG_BINDIR ($("$PG_BINDIR/postgres" --version))"
+    info "PostgreSQL: $("$PG_BINDIR/postgres" --version)"
 }
-
-ensure_tools() {
-    # curl polls the producer's health endpoint; ss (iproute2) names who holds a port.
-    local missing=()
-    command -v curl >/dev/null 2>&1 || missing+=(curl)
-    command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-    # openssl makes the throw-away CAs of scripts/check-infra.
-    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-    if ((${#missing[@]})); then
-        apt_install "${missing[@]}"
-    fi
-}
-
-# Prints the path of a working Python 3.13, or nothing. A pyenv shim named
-# python3.13 can exist and still fail (version not selected), so every candidate
-# is run, not just looked up. An interpreter inside a virtualenv (one of ours
-# comes first on PATH once a script has put it there) does not count: a venv
-# made from it would break when that venv is rebuilt.
+# curl polls health endpoints, ss names who holds a port, openssl makes test CAs.
+ensure_tools() { need_packages curl:curl ss:iproute2 openssl:openssl; }
+# A working Python 3.13 that is not inside a virtualenv (a venv made from one
+# breaks when that one is rebuilt). Candidates are run, not looked up: a pyenv
+# shim can exist and fail. Free-threaded builds (3.13.0t) lack wheels.
 find_python313() {
-    local candidates=() c
-    [[ -n ${LOCALSTACK_PYTHON:-} ]] && candidates+=("$LOCALSTACK_PYTHON")
-    c="$(command -v python3.13 2>/dev/null || true)"
-    [[ -n $c ]] && candidates+=("$c")
-    # Highest 3.13.x first; skip free-threaded builds (3.13.0t), which lack wheels.
-    while IFS= read -r c; do
-        [[ -n $c ]] && candidates+=("$c")
-    done < <(printf '%s\n' "${PYENV_ROOT:-${HOME:-/root}/.pyenv}"/versions/3.13*/bin/python3.13 |
-        grep -v 't/bin/' | sort -rV)
-    candidates+=(/usr/bin/python3.13 /usr/local/bin/python3.13)
-    for c in "${candidates[@]}"; do
-        [[ -x $c ]] || continue
-        if "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13) or sys.prefix != sys.base_prefix)' >/dev/null 2>&1; then
-            printf '%s\n' "$c"
-            return 0
-        fi
+    local c
+    for c in ${LOCALSTACK_PYTHON:-} "$(command -v python3.13 2>/dev/null)" \
+        $(printf '%s\n' "${PYENV_ROOT:-${HOME:-/root}/.pyenv}"/versions/3.13*/bin/python3.13 | grep -v 't/bin/' | sort -rV) \
+        /usr/bin/python3.13 /usr/local/bin/python3.13; do
+        [[ -x $c ]] && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13) or sys.prefix != sys.base_prefix)' 2>/dev/null &&
+            printf '%s\n' "$c" && return 0
     done
     return 1
 }
-
-# Whether DIR is a working virtualenv with PROGRAM in it, built from the pins whose
-# hash is WANT. Running its python catches an interpreter removed under it.
-_pinned_venv_current() {
-    local dir=$1 want=$2 program=$3 stamp="$1/.requirements.sha256"
-    [[ -x $dir/bin/$program && -f $stamp && $(<"$stamp") == "$want" ]] &&
-        "$dir/bin/python" -c '' >/dev/null 2>&1
-}
-
-# The Python 3.13 every virtualenv is made from, found (and given ensurepip) once:
-# exported, so that builds in the background use it and never run apt-get.
+# The Python every venv is made from, found once and exported for background builds.
 venv_python() {
     if [[ -z ${VENV_PYTHON:-} ]]; then
-        VENV_PYTHON="$(find_python313)" || die "the Python tools are installed with Python 3.13, and none was found.
-  Looked for: \$LOCALSTACK_PYTHON, python3.13 on PATH, ${PYENV_ROOT:-\$HOME/.pyenv}/versions/3.13*/bin, /usr/bin/python3.13.
-  Install one, e.g.:  pyenv install 3.13      (any distribution)
-                 or:  apt-get install python3.13 python3.13-venv   (Debian 13 / Ubuntu 24.10+)
-  or point LOCALSTACK_PYTHON at a python3.13 binary."
-        # Debian's python3.13 ships venv's ensurepip in a separate package.
-        if ! "$VENV_PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+        VENV_PYTHON="$(find_python313)" || die "the Python tools need Python 3.13, and none was found (looked at \$LOCALSTACK_PYTHON, python3.13 on PATH, pyenv's versions, /usr/bin).
+  Install one (pyenv install 3.13, or apt-get install python3.13 python3.13-venv), or point LOCALSTACK_PYTHON at it."
+        if ! "$VENV_PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then # Debian ships it apart
             [[ $VENV_PYTHON == /usr/bin/python3.13 ]] || die "$VENV_PYTHON cannot create virtualenvs (no ensurepip module)"
             apt_install python3.13-venv
         fi
@@ -142,114 +82,69 @@ venv_python() {
     fi
     printf '%s\n' "$VENV_PYTHON"
 }
-
-# _build_pinned_venv DIR REQUIREMENTS WANT PROGRAM: a Python 3.13 virtualenv holding
-# exactly the pinned set, stamped with the hash of the pin file. Runs under the
-# install lock; re-checks first, since another run may have just built it.
+# Whether DIR is a working venv with PROGRAM, built from the pins whose hash is WANT.
+_pinned_venv_current() {
+    [[ -x $1/bin/$3 && -f $1/.requirements.sha256 && $(<"$1/.requirements.sha256") == "$2" ]] &&
+        "$1/bin/python" -c '' >/dev/null 2>&1
+}
+# Under the install lock; re-checks first, as another run may have just built it.
+# From scratch, so it holds exactly the pins; --no-compile leaves the CPU to the
+# build beside it.
 _build_pinned_venv() {
-    local dir=$1 requirements=$2 want=$3 program=$4
-    _pinned_venv_current "$dir" "$want" "$program" && return
-    local py
+    local dir=$1 requirements=$2 want=$3 py t0=$EPOCHREALTIME
+    _pinned_venv_current "$dir" "$want" "$4" && return
     py="$(venv_python)" || exit 1
-    local t0=$EPOCHREALTIME
-    info "building ${dir#"$REPO_ROOT"/} with $py (pins: ${requirements#"$REPO_ROOT"/}); takes a minute or two"
-    # From scratch, so the venv holds exactly the pinned set and nothing left over.
-    # --no-compile: byte-compiling every module of botocore and moto took CPU
-    # from the build it runs beside; Python compiles what it imports, once.
+    info "building ${dir#"$REPO_ROOT"/} (pins: ${requirements#"$REPO_ROOT"/}); takes a minute or two"
     rm -rf "$dir"
     "$py" -m venv "$dir"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install \
-        --quiet --progress-bar off --no-compile -r "$requirements"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install --quiet --progress-bar off --no-compile -r "$requirements"
     printf '%s\n' "$want" >"$dir/.requirements.sha256"
     info "${dir#"$REPO_ROOT"/} ready in $(elapsed_since "$t0") s"
 }
-
-# ensure_pinned_venv DIR REQUIREMENTS PROGRAM: builds the virtualenv if it is
-# missing, broken, or its pins changed (editing the pin file rebuilds it, nothing
-# else does). Every Python tool of the project lives in one of these under .dev/.
+# ensure_pinned_venv DIR REQUIREMENTS PROGRAM: (re)builds the venv when it is
+# missing, broken, or its pin file changed.
 ensure_pinned_venv() {
-    local dir=$1 requirements=$2 program=$3 want
-    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-    if _pinned_venv_current "$dir" "$want" "$program"; then
-        info "${dir#"$REPO_ROOT"/}: up to date"
-        return
-    fi
-    with_install_lock "${dir##*/}" _build_pinned_venv "$dir" "$requirements" "$want" "$program"
+    local want
+    want="$(sha256sum "$2" | cut -d' ' -f1)"
+    _pinned_venv_current "$1" "$want" "$3" && return
+    with_install_lock "${1##*/}" _build_pinned_venv "$1" "$2" "$want" "$3"
 }
-
-# Where the builds started by start_venv_installs write.
 INSTALL_LOG_DIR="$STATE_DIR/install-logs"
 _BACKGROUND_INSTALLS=()
-
-# start_venv_installs DIR REQUIREMENTS PROGRAM [DIR REQUIREMENTS PROGRAM ...]: starts
-# a build of each virtualenv that is not current, in the background, each in a
-# session of its own with its output in $INSTALL_LOG_DIR, and returns at once:
-# their downloads then overlap each other and whatever runs next. The step that
-# needs one calls ensure_pinned_venv as always, which waits on that venv's lock and
-# finds it built (or, when the background build failed, builds it again where its
-# error shows).
+# start_venv_installs (DIR REQUIREMENTS PROGRAM)...: builds the venvs that are not
+# current in the background, each in a session of its own, so their downloads
+# overlap; the step that needs one calls ensure_pinned_venv, which waits on its
+# lock (and, should the background build have failed, builds it where it shows).
 start_venv_installs() {
     venv_python >/dev/null
     mkdir -p "$INSTALL_LOG_DIR"
     while (($# >= 3)); do
-        local dir=$1 requirements=$2 program=$3 want
-        shift 3
-        want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-        _pinned_venv_current "$dir" "$want" "$program" && continue
         # shellcheck disable=SC2016 # the inner bash expands its own arguments
         setsid bash -c 'set -euo pipefail; source "$1/common.sh"; shift; ensure_pinned_venv "$@"' _ \
-            "$LIB_DIR" "$dir" "$requirements" "$program" >"$INSTALL_LOG_DIR/${dir##*/}.log" 2>&1 </dev/null &
+            "$LIB_DIR" "$1" "$2" "$3" >"$INSTALL_LOG_DIR/${1##*/}.log" 2>&1 </dev/null &
         _BACKGROUND_INSTALLS+=("$!")
-        info "building ${dir#"$REPO_ROOT"/} in the background (log: ${INSTALL_LOG_DIR#"$REPO_ROOT"/}/${dir##*/}.log)"
+        shift 3
     done
 }
-
-# Ends the background builds still running (their sessions, pip with them); an
-# unfinished venv has no stamp, so the next run builds it again.
+# An unfinished venv has no stamp: the next run builds it again.
 stop_venv_installs() {
     local pid
     for pid in "${_BACKGROUND_INSTALLS[@]}"; do
-        if pid_alive "$pid"; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+        kill -TERM -- "-$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     _BACKGROUND_INSTALLS=()
 }
-
-# LocalStack runs as `$VENV_DIR/bin/python -m localstack.runtime.main`; its venv
-# stays off PATH so that its python3 shadows nothing.
-ensure_localstack() {
-    ensure_pinned_venv "$VENV_DIR" "$LOCALSTACK_REQUIREMENTS" localstack-supervisor
-}
-
-# The same LocalStack with the packages its CloudFormation needs (moto-ext, the SAM
-# translator), in a venv of its own: only infra-checks' tests/rehearsal.rs runs it.
-ensure_localstack_cfn() {
-    ensure_pinned_venv "$LOCALSTACK_CFN_VENV" "$LOCALSTACK_CFN_REQUIREMENTS" localstack-supervisor
-}
-
-# The browser tests (e2e/tests/browser.rs) drive Debian's chromium through
-# chromedriver; fonts-liberation gives the screenshots the same fonts everywhere.
+# LocalStack runs as `$VENV_DIR/bin/python -m localstack.runtime.main`, off PATH.
+ensure_localstack() { ensure_pinned_venv "$VENV_DIR" "$LOCALSTACK_REQUIREMENTS" localstack-supervisor; }
+ensure_localstack_cfn() { ensure_pinned_venv "$LOCALSTACK_CFN_VENV" "$LOCALSTACK_CFN_REQUIREMENTS" localstack-supervisor; }
+# The browser tests drive Debian's chromium; fonts-liberation keeps screenshots alike.
 ensure_chromium() {
-    local missing=()
-    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
-    [[ -d /usr/share/fonts/truetype/liberation ]] || missing+=(fonts-liberation)
-    if ((${#missing[@]})); then
-        apt_install "${missing[@]}"
-    fi
-    info "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
+    need_packages chromium:chromium chromedriver:chromium-driver /usr/share/fonts/truetype/liberation:fonts-liberation
 }
-
-# The system's side of what every script needs: Debian packages and Rust.
 ensure_system() {
     section "Checking and installing prerequisites"
     ensure_tools
     ensure_rust
     ensure_postgres
-}
-
-# Everything both scripts need. Each step is idempotent and cheap when done already.
-ensure_all() {
-    ensure_system
-    ensure_localstack
 }

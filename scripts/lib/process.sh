@@ -1,105 +1,89 @@
 # shellcheck shell=bash
-# Processes and ports: is a PID alive, stop one we started, find a free port; and
-# a script's steps: the time each took, and those that run in the background.
-# Sourced by common.sh.
+# Processes and ports; a script's steps: the time each took, and those run in the background.
 
-# True while $1 runs (a zombie does not count: it has exited, just not been reaped).
+# True while $1 runs (a zombie has exited, just not been reaped).
 pid_alive() {
-    local pid=$1 state
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
-    state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true)"
-    [[ $state != Z ]]
+    [[ -n $1 ]] && kill -0 "$1" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]
 }
-
-# SIGTERM, up to $2 seconds' grace, then SIGKILL. Reaps it when it is our child.
+# stop_pid PID GRACE NAME: SIGTERM, GRACE seconds, then SIGKILL; reaps our child.
 stop_pid() {
-    local pid=$1 grace=$2 name=$3 i
-    pid_alive "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        pid_alive "$pid" || break
+    local i
+    pid_alive "$1" || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    for ((i = 0; i < $2 * 10; i++)); do
+        pid_alive "$1" || break
         sleep 0.1
     done
-    if pid_alive "$pid"; then
-        info "$name (pid $pid) still running after ${grace}s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
+    if pid_alive "$1"; then
+        info "$3 (pid $1) still running after $2 s: SIGKILL"
+        kill -KILL "$1" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }
-
-# Any Python will do for the port checks: LocalStack's when it is installed, else
-# the system's (scripts/bench needs no LocalStack).
+# wait_for PID SECONDS LOG COMMAND...: until COMMAND succeeds; fails, with LOG's
+# tail, when PID (if any) exits first or the time is over.
+wait_for() {
+    local pid=$1 seconds=$2 log=$3 i
+    shift 3
+    for ((i = 0; i < seconds * 10; i++)); do
+        "$@" 2>/dev/null && return 0
+        [[ -z $pid ]] || pid_alive "$pid" || break
+        sleep 0.1
+    done
+    warn "$(((i < seconds * 10)) && echo "pid $pid exited during start-up" || echo "not ready within $seconds s"); last lines of $log:"
+    tail -n 30 "$log" >&2 || true
+    return 1
+}
+# Any Python will do here: LocalStack's, else the system's (scripts/bench has no LocalStack).
 port_python() {
-    if [[ -x $VENV_DIR/bin/python ]]; then
-        printf '%s\n' "$VENV_DIR/bin/python"
-    else
-        command -v python3 2>/dev/null || die "python3 not found: install it (apt-get install python3)"
-    fi
+    [[ -x $VENV_DIR/bin/python ]] && echo "$VENV_DIR/bin/python" && return
+    command -v python3 || die "python3 not found: install it (apt-get install python3)"
 }
-
-# A port the kernel considers free on 127.0.0.1 right now.
+# A free port on 127.0.0.1, or (with PORT) whether that one is free.
 free_port() {
-    "$(port_python)" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
-
-# Whether we could bind 127.0.0.1:$1 (what the servers will do).
-port_is_free() {
     "$(port_python)" -c 'import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
 except OSError:
-    sys.exit(1)' "$1"
+    sys.exit(1)
+print(s.getsockname()[1])' "$@"
 }
-
-# Exits with a message naming the holder (when ss can tell) and the way out.
+# require_free_port PORT VAR WHAT: exits naming the holder (when ss can tell) and the way out.
 require_free_port() {
-    local port=$1 var=$2 what=$3 holder=""
-    port_is_free "$port" && return 0
-    if command -v ss >/dev/null 2>&1; then
-        # e.g. users:(("python",pid=20010,fd=3)) -> python (pid 20010); empty when
-        # the holder belongs to another user and we are not root.
-        holder="$(ss -Hltnp "sport = :$port" 2>/dev/null |
-            sed -nE 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 (pid \2)/p' | head -n 1 || true)"
-    fi
-    {
-        printf 'error: port %s (for %s) on 127.0.0.1 is already in use' "$port" "$what"
-        [[ -n $holder ]] && printf ' by %s' "$holder"
-        printf '.\n'
-        printf '  Stop that process, or pick another port: %s=<port> %s\n' "$var" "$0"
-    } >&2
-    exit 1
+    free_port "$1" >/dev/null && return 0
+    local holder
+    holder="$(ss -Hltnp "sport = :$1" 2>/dev/null | sed -nE 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/ by \1 (pid \2)/p' | head -n 1 || true)"
+    die "port $1 (for $3) on 127.0.0.1 is already in use$holder.
+  Stop that process, or pick another port: $2=<port> $0"
 }
-
-# --- steps: their time, and the background ones -----------------------------------
-
-# "NAME  SECONDS s" per step, in the order they ended, for the table at the end.
+# step_took NAME START [STATUS [END]]: says how long a step took and keeps it for the table.
 declare -ga STEP_TIMES=()
-# step_took NAME START [STATUS [END]]: says how long step NAME took from START to
-# END (both $EPOCHREALTIME-like values; END is now by default), and keeps it for
-# the table.
 step_took() {
-    local name=$1 seconds
+    local seconds
     seconds="$(elapsed_since "$2" "${4:-}")"
-    info "$name took $seconds s${3:+, exit status $3}"
-    STEP_TIMES+=("$(printf '%-62s %7s s%s' "$name" "$seconds" "${3:+ (exit status $3)}")")
+    info "$1 took $seconds s${3:+, exit status $3}"
+    STEP_TIMES+=("$(printf '%-62s %7s s%s' "$1" "$seconds" "${3:+ (exit status $3)}")")
 }
-
-# Steps that mostly wait, or need only the CPU the others leave idle, run in the
-# background: each in a session of its own (so that one signal ends all it started),
-# its output in $BACKGROUND_DIR/NAME.out (the caller sets BACKGROUND_DIR), printed
-# when it ends.
+# step LABEL COMMAND...: runs it under a section header, and keeps its time.
+step() {
+    local t0=$EPOCHREALTIME status=0
+    section "$1"
+    "${@:2}" || status=$?
+    step_took "$1" "$t0" "$status"
+    return "$status"
+}
+print_step_times() {
+    ((${#STEP_TIMES[@]})) || return 0
+    section "Time of each step"
+    printf '  %s\n' "${STEP_TIMES[@]}"
+}
+# start_background [--idle] NAME LABEL COMMAND...: in a session of its own (one
+# signal ends all it started), output in $BACKGROUND_DIR/NAME.out. --idle: nice 19,
+# and its session's autogroup too, since with autogroups (sched(7)) each session
+# gets a fair share whatever its processes' nice.
 declare -gA BACKGROUND_PID=() BACKGROUND_START=() BACKGROUND_LABEL=()
-# start_background [--idle] NAME LABEL COMMAND...
-#   --idle  at nice 19, and its session's autogroup too: with autogroups on
-#           (sched(7), /proc/sys/kernel/sched_autogroup_enabled), each session
-#           gets a fair share of the CPU whatever its processes' nice, so only
-#           the autogroup's own nice (/proc/self/autogroup) makes it yield.
 start_background() {
     local idle=()
     if [[ $1 == --idle ]]; then
@@ -107,49 +91,37 @@ start_background() {
         idle=(bash -c '{ printf "19\n" >/proc/self/autogroup; } 2>/dev/null || true; exec nice -n 19 "$@"' _)
         shift
     fi
-    local name=$1 label=$2
-    shift 2
-    BACKGROUND_START[$name]=$EPOCHREALTIME
-    BACKGROUND_LABEL[$name]=$label
-    setsid "${idle[@]}" "$@" >"$BACKGROUND_DIR/$name.out" 2>&1 </dev/null &
-    BACKGROUND_PID[$name]=$!
-    info "$label started in the background (pid $!, output: $BACKGROUND_DIR/$name.out)"
+    BACKGROUND_START[$1]=$EPOCHREALTIME
+    BACKGROUND_LABEL[$1]=$2
+    setsid "${idle[@]}" "${@:3}" >"$BACKGROUND_DIR/$1.out" 2>&1 </dev/null &
+    BACKGROUND_PID[$1]=$!
+    info "$2 started in the background (pid $!, output: $BACKGROUND_DIR/$1.out)"
 }
-# finish_background NAME: waits for it, prints its output, and returns its status.
+# finish_background NAME: waits, prints its output, returns its status.
 finish_background() {
-    local name=$1 status=0 ended
-    wait "${BACKGROUND_PID[$name]}" || status=$?
-    unset "BACKGROUND_PID[$name]"
-    # It ended with its output's last line, which may be a while before this.
-    ended="$(stat -c %.1Y "$BACKGROUND_DIR/$name.out")"
-    section "${BACKGROUND_LABEL[$name]} (ran in the background)"
-    cat "$BACKGROUND_DIR/$name.out"
-    step_took "${BACKGROUND_LABEL[$name]} (in the background)" "${BACKGROUND_START[$name]}" "$status" "$ended"
+    local status=0
+    wait "${BACKGROUND_PID[$1]}" || status=$?
+    unset "BACKGROUND_PID[$1]"
+    section "${BACKGROUND_LABEL[$1]} (ran in the background)"
+    cat "$BACKGROUND_DIR/$1.out"
+    # It ended with its last line of output, maybe a while ago.
+    step_took "${BACKGROUND_LABEL[$1]} (in the background)" "${BACKGROUND_START[$1]}" "$status" \
+        "$(stat -c %.1Y "$BACKGROUND_DIR/$1.out")"
     return "$status"
 }
-# Between steps: a background step that has ended is reported, and stops the run
-# if it failed, rather than at the end.
+# Between steps: a failed background step stops the run now, not at the end.
 finish_ended_backgrounds() {
     local name
     for name in "${!BACKGROUND_PID[@]}"; do
-        pid_alive "${BACKGROUND_PID[$name]}" && continue
-        finish_background "$name" || exit
+        pid_alive "${BACKGROUND_PID[$name]}" || finish_background "$name" || exit
     done
 }
 # From an EXIT trap: whatever still runs has outlived a failure or a signal.
 stop_backgrounds() {
-    local name pid
+    local name
     for name in "${!BACKGROUND_PID[@]}"; do
-        pid=${BACKGROUND_PID[$name]}
-        info "stopping ${BACKGROUND_LABEL[$name]} (session $pid)"
-        kill -TERM -- "-$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        info "stopping ${BACKGROUND_LABEL[$name]} (session ${BACKGROUND_PID[$name]})"
+        kill -TERM -- "-${BACKGROUND_PID[$name]}" 2>/dev/null || true
+        wait "${BACKGROUND_PID[$name]}" 2>/dev/null || true
     done
-}
-
-# The table of every step's time, for the end of a run.
-print_step_times() {
-    ((${#STEP_TIMES[@]})) || return 0
-    section "Time of each step"
-    printf '  %s\n' "${STEP_TIMES[@]}"
 }
