@@ -17,7 +17,7 @@ use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use testkit::{QueueSettings, eventually, free_port};
+use testkit::{PostgresServer, QueueSettings, eventually, free_port};
 
 /// The longest one browser test may take, start to finish.
 const TEST_BOUND: Duration = Duration::from_secs(120);
@@ -167,6 +167,26 @@ impl Browser {
     async fn open(&self, url: &str) {
         self.client.goto(url).await.expect("open the page");
         self.visible("#item-list .item").await;
+        self.record_requests().await;
+    }
+
+    /// Records the page's requests from now on, as `METHOD path`, for
+    /// [`requests`](Self::requests) (Resource Timing has no method, and
+    /// Chromium gives no entry for a 404).
+    async fn record_requests(&self) {
+        self.script(
+            "const send = window.fetch; window.requested = []; \
+             window.fetch = (url, options) => { \
+               window.requested.push(((options && options.method) || 'GET') + ' ' + url); \
+               return send(url, options); }",
+        )
+        .await;
+    }
+
+    /// How many `request`s (`METHOD path`) the page has made since they were recorded.
+    async fn requests(&self, request: &str) -> u64 {
+        let js = format!("return window.requested.filter(r => r === {request:?}).length");
+        self.script(&js).await.as_u64().expect("a count")
     }
 
     async fn find(&self, css: &str) -> Element {
@@ -267,13 +287,6 @@ impl Browser {
             .as_str()
             .expect("an order id in sessionStorage")
             .to_owned()
-    }
-
-    /// How many requests the page has made to `POST /orders` since it loaded.
-    async fn order_requests(&self) -> u64 {
-        let js = "return performance.getEntriesByType('resource')\
-                  .filter(e => new URL(e.name).pathname === '/orders').length";
-        self.script(js).await.as_u64().expect("a count")
     }
 
     /// Sets the viewport (not the window) to `width`×`height` CSS pixels.
@@ -554,7 +567,7 @@ async fn a_double_click_on_place_order_sends_one_request_and_stores_one_order() 
 
         browser.double_click("#place-order").await;
         let order_id = await_received(&browser).await;
-        assert_eq!(browser.order_requests().await, 1);
+        assert_eq!(browser.requests("POST /orders").await, 1);
         stack.await_stored(1, WAIT).await;
         assert_eq!(
             stack.stored_order_ids().await,
@@ -954,6 +967,31 @@ async fn behind_local_alb(stack: &Stack) -> String {
     format!("http://{alb}")
 }
 
+/// Opens the page at `url` (local-alb's), which sends the browser to its
+/// sign-in page, signs in as `customer`, and awaits the page's catalogue.
+async fn sign_in(browser: &Browser, url: &str, customer: &str) {
+    browser.client.goto(url).await.expect("open the page");
+    browser.type_into("#customer", customer).await;
+    browser
+        .find("button[type=submit]")
+        .await
+        .click()
+        .await
+        .expect("sign in");
+    browser.visible("#item-list .item").await;
+    let name = browser.visible("#who-name").await.text().await;
+    assert_eq!(name.expect("the name"), customer);
+    let customer_field = browser.find("#customer-field").await;
+    eventually("the customer number to go", WAIT, || async {
+        match customer_field.is_displayed().await {
+            Ok(false) => Ok(()),
+            state => Err(format!("displayed: {state:?}")),
+        }
+    })
+    .await;
+    browser.record_requests().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_customer_orders_at_the_catalogues_prices_and_confirms_a_price_changed_meanwhile()
  {
@@ -971,27 +1009,7 @@ async fn a_signed_in_customer_orders_at_the_catalogues_prices_and_confirms_a_pri
         change_catalogue(&stack, catalogue("test-1", 1349)).await;
         let url = behind_local_alb(&stack).await;
         let browser = Browser::start().await;
-
-        // The page needs a sign-in: the load balancer sends the browser there.
-        browser.client.goto(&url).await.expect("open the page");
-        browser.type_into("#customer", "cust-browser").await;
-        browser
-            .find("button[type=submit]")
-            .await
-            .click()
-            .await
-            .expect("sign in");
-        browser.visible("#place-order").await;
-        let name = browser.visible("#who-name").await.text().await;
-        assert_eq!(name.expect("the name"), "cust-browser");
-        let customer_field = browser.find("#customer-field").await;
-        eventually("the customer number to go", WAIT, || async {
-            match customer_field.is_displayed().await {
-                Ok(false) => Ok(()),
-                state => Err(format!("displayed: {state:?}")),
-            }
-        })
-        .await;
+        sign_in(&browser, &url, "cust-browser").await;
         assert_eq!(browser.text("label[for=qty-STICKERS]").await, "Sticker sheet");
         assert_eq!(browser.text("#price-NOTEBOOK-A5").await, "€13.49");
         assert_eq!(browser.text("#price-STICKERS").await, "€3.00");
@@ -1011,7 +1029,7 @@ async fn a_signed_in_customer_orders_at_the_catalogues_prices_and_confirms_a_pri
 
         place(&browser).await;
         let order_id = await_received(&browser).await;
-        assert_eq!(browser.order_requests().await, 2);
+        assert_eq!(browser.requests("POST /orders").await, 2);
         stack.start_consumer().await;
         stack.await_stored(1, WAIT).await;
         let (customer, items, total) = stored_order(&stack, &order_id).await;
@@ -1033,7 +1051,221 @@ async fn a_signed_in_customer_orders_at_the_catalogues_prices_and_confirms_a_pri
             .await
             .expect("sign out");
         browser.visible("#customer").await;
-        browser.finish(answer_to_orders_with(409)).await;
+        // The page follows the order: not stored until the consumer started.
+        let not_stored_yet = answer_to_orders_with(404);
+        browser
+            .finish(|m| answer_to_orders_with(409)(m) || not_stored_yet(m))
+            .await;
+        stack.shutdown().await;
+    })
+    .await;
+}
+
+/// The ids the page gives its next carts, in order, instead of random ones:
+/// the pictures stay the same from run to run.
+async fn fixed_order_ids(browser: &Browser, ids: &[&str]) {
+    let js = format!(
+        "const ids = {}; crypto.randomUUID = () => ids.shift();",
+        json!(ids)
+    );
+    browser.script(&js).await;
+}
+
+/// Awaits the followed order's `state` (`#received`'s `data-state`) and
+/// returns the title the customer reads.
+async fn await_state(browser: &Browser, state: &str) -> String {
+    eventually(&format!("the order to be shown {state}"), WAIT, || async {
+        match browser
+            .script("return document.getElementById('received').dataset.state || null")
+            .await
+        {
+            Value::String(shown) if shown == state => Ok(()),
+            shown => Err(shown),
+        }
+    })
+    .await;
+    browser.text("#state-title").await
+}
+
+/// Awaits "Your orders" listing `expected` (state, order id), newest first.
+async fn await_listed(browser: &Browser, expected: &[(&str, &str)]) {
+    let expected = json!(
+        expected
+            .iter()
+            .map(|(state, id)| format!("{state} {id}"))
+            .collect::<Vec<_>>()
+    );
+    eventually("the list of orders", WAIT, || async {
+        let listed = browser
+            .script(
+                "return Array.from(document.querySelectorAll('#order-list li'), \
+                 li => li.dataset.state + ' ' + li.querySelector('.order-id').textContent)",
+            )
+            .await;
+        if listed == expected {
+            Ok(())
+        } else {
+            Err(listed)
+        }
+    })
+    .await;
+}
+
+/// A picture of the element `css` for `docs/`, the same from run to run: no
+/// focus ring or hover, and every time (the database's clock) shown as one.
+/// The focus is put back after.
+async fn picture(browser: &Browser, css: &str, name: &str) {
+    browser
+        .script("window.focusedBeforePicture = document.activeElement")
+        .await;
+    browser.settle_for_pictures().await;
+    browser
+        .script("for (const t of document.querySelectorAll('time')) t.textContent = '7 Dec 2026, 10:52'")
+        .await;
+    let png = browser
+        .find(css)
+        .await
+        .screenshot()
+        .await
+        .expect("a screenshot");
+    std::fs::write(docs(name), png).expect("write the picture");
+    browser.script("window.focusedBeforePicture.focus()").await;
+}
+
+/// The ids of the three carts below, in the order they are placed.
+const FOLLOWED: [&str; 3] = [
+    "5b0d6f4e-2c1a-4e8b-9f3d-7a6c5e4b3a21",
+    "c8e2a9f0-6d4b-4b7e-8a1c-3f5e2d9b0c47",
+    "1f7a3c5e-9b2d-4d6f-8e0a-6c4b2a8e7d15",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_202_the_page_follows_the_order_until_stored_even_through_a_database_outage() {
+    bounded(async {
+        let server = PostgresServer::start().await;
+        let mut stack = Stack::start(QueueSettings::default(), Some(&server.admin_url())).await;
+        let url = behind_local_alb(&stack).await;
+        let browser = Browser::start().await;
+        // Phone width, tall enough that no picture is cut and no scroll bar shows.
+        browser.viewport(390, 1600).await;
+        sign_in(&browser, &url, "cust-follow").await;
+        assert_eq!(
+            browser
+                .visible("#orders-status")
+                .await
+                .text()
+                .await
+                .expect("text"),
+            "You have no orders yet."
+        );
+        fixed_order_ids(&browser, &FOLLOWED).await;
+        let [first, second, third] = FOLLOWED;
+
+        // On its way until the consumer has stored it: not started yet, the
+        // status function answers 404.
+        browser.type_into("#qty-NOTEBOOK-A5", "2").await;
+        place(&browser).await;
+        assert_eq!(await_received(&browser).await, first);
+        let looked = format!("GET /orders/{first}");
+        eventually("the page to ask for its order", WAIT, || async {
+            match browser.requests(&looked).await {
+                0 => Err(0),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert_eq!(await_state(&browser, "on-its-way").await, "On its way");
+        picture(&browser, "#received", "order-page-on-its-way.png").await;
+        stack.start_consumer().await;
+        let title = await_state(&browser, "stored").await;
+        assert!(title.starts_with("Stored ✓ on "), "{title}");
+        // Announced by a live region: the focus stays where the 202 put it.
+        let region = browser.find("#order-status").await;
+        assert_eq!(
+            region.attr("role").await.expect("attr").as_deref(),
+            Some("status")
+        );
+        assert_eq!(browser.focused().await, "received-title");
+        await_listed(&browser, &[("stored", first)]).await;
+        picture(&browser, "#main", "order-page-stored.png").await;
+
+        // PostgreSQL down: the order is accepted all the same, and the page says the shop is catching up.
+        server.stop();
+        browser
+            .find("#new-order")
+            .await
+            .click()
+            .await
+            .expect("click");
+        browser.type_into("#qty-MUG-STONEWARE", "1").await;
+        place(&browser).await;
+        assert_eq!(await_received(&browser).await, second);
+        assert_eq!(
+            await_state(&browser, "catching-up").await,
+            "The shop is catching up; your order is safe"
+        );
+        picture(&browser, "#received", "order-page-catching-up.png").await;
+
+        // Not stored 5 minutes after its 202: delayed, with what to do. The
+        // page's clock moves on, instead of the test waiting.
+        browser
+            .script("const now = Date.now; Date.now = () => now() + 6 * 60 * 1000")
+            .await;
+        assert_eq!(
+            await_state(&browser, "delayed").await,
+            "Delayed: not stored yet"
+        );
+        assert!(
+            browser
+                .text("#state-detail")
+                .await
+                .contains("Do not order again")
+        );
+        picture(&browser, "#received", "order-page-delayed.png").await;
+
+        // PostgreSQL back: the same page shows the order stored, without a reload.
+        server.start_again().await;
+        await_state(&browser, "stored").await;
+        await_listed(&browser, &[("stored", second), ("stored", first)]).await;
+
+        // An id another customer's order already has: the page's order is kept aside.
+        let mut other = e2e::order_request(1, 1);
+        other["order_id"] = json!(third);
+        assert_eq!(stack.post_order(&other).await.0, 202);
+        stack.await_stored(3, WAIT).await;
+        browser
+            .find("#new-order")
+            .await
+            .click()
+            .await
+            .expect("click");
+        browser.type_into("#qty-TOTE-CANVAS", "1").await;
+        place(&browser).await;
+        assert_eq!(await_received(&browser).await, third);
+        eventually("the order kept aside", WAIT, || async {
+            match orders_and_conflicts(&stack).await {
+                (3, 1) => Ok(()),
+                seen => Err(seen),
+            }
+        })
+        .await;
+        assert_eq!(
+            await_state(&browser, "kept-aside").await,
+            "Kept aside: not placed"
+        );
+        await_listed(
+            &browser,
+            &[("kept-aside", third), ("stored", second), ("stored", first)],
+        )
+        .await;
+        picture(&browser, "#received", "order-page-kept-aside.png").await;
+        picture(&browser, "#orders", "order-page-orders.png").await;
+
+        let (not_stored_yet, catching_up) =
+            (answer_to_orders_with(404), answer_to_orders_with(503));
+        browser
+            .finish(|m| not_stored_yet(m) || catching_up(m))
+            .await;
         stack.shutdown().await;
     })
     .await;

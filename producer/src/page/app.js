@@ -2,7 +2,9 @@
 // order from it, posts it to /orders under
 // an order_id (the idempotency key) of its own, and keeps that id while the
 // order's outcome is unknown, so a double click, a retry or a reload never
-// places a second order; every new cart gets a fresh id.
+// places a second order; every new cart gets a fresh id. Signed in, it then
+// follows the order (GET /orders/{id}) until the shop has stored it, and lists
+// the customer's orders (GET /orders).
 "use strict";
 
 (function () {
@@ -13,6 +15,33 @@
   const DEFAULT_RETRY_SECS = 5;
   const MAX_RETRY_SECS = 300;
   const REQUEST_TIMEOUT_MS = 30000;
+  // Following an order: the first look a second after its 202 (it is usually
+  // stored by then), then twice as long each time it is not, up to half a minute.
+  const FOLLOW_FIRST_MS = 1000;
+  const FOLLOW_MAX_MS = 30000;
+  // Stored within seconds normally, and a failed try holds an order back at
+  // most a minute: not stored 5 minutes after its 202, it is held up by more
+  // than a passing fault, and the customer hears so (the operators are alarmed
+  // at 15, OldestMessageAgeAlarmSeconds).
+  const DELAYED_AFTER_MS = 5 * 60 * 1000;
+  // What the customer reads in each state of a followed order: a title (with
+  // the time, once stored) and what it means for them. Each state says itself
+  // in words; its colour only repeats it.
+  const STATES = {
+    "on-its-way": ["On its way",
+      "Your order is safe in our queue, on its way to the shop. This page shows when the shop has stored it."],
+    "stored": ["Stored ✓",
+      "The shop has your order."],
+    "catching-up": ["The shop is catching up; your order is safe",
+      "The shop’s system cannot be reached just now. Your order waits in our queue and will be stored once it is back: you need not do anything. This page shows when it is stored."],
+    "delayed": ["Delayed: not stored yet",
+      "We received your order more than 5 minutes ago and the shop has not stored it yet. It is not lost. Do not order again: that would place a second order. Keep your order number, and if this page still says “delayed” in an hour, contact us with it."],
+    "kept-aside": ["Kept aside: not placed",
+      "This order number was already used for a different order, so this order was kept aside and not placed. To order these items, place them again as a new order: it gets a new number. If you contact us about it, give this order number."],
+    "signed-out": ["Sign in again to follow this order",
+      "Your sign-in has expired. Your order was received: reload this page and sign in, and it shows under “Your orders” once the shop has stored it."],
+  };
+  const when = new Intl.DateTimeFormat("en-IE", { dateStyle: "medium", timeStyle: "short" });
 
   const $ = (id) => document.getElementById(id);
   const form = $("order-form");
@@ -46,6 +75,9 @@
   // consumer keeps a repriced copy aside as a conflict, where a new id would
   // store the order twice.
   let confirming = false;
+  // The order shown after its 202: { orderId, receivedAt, waitMs, state }. A
+  // newer 202 replaces it, which ends the older one's polling.
+  let following = null;
 
   function load() {
     try {
@@ -325,6 +357,121 @@
     $("received-id").textContent = orderId;
     $("received").hidden = false;
     $("received-title").focus();
+    follow(orderId);
+  }
+
+  // Only a signed-in customer's orders can be read: in trial mode the page
+  // says "received" and no more.
+  function follow(orderId) {
+    $("order-status").hidden = !signedIn;
+    if (!signedIn) return;
+    following = { orderId, receivedAt: Date.now(), waitMs: FOLLOW_FIRST_MS, state: null };
+    showState(following, "on-its-way");
+    look(following, FOLLOW_FIRST_MS);
+  }
+
+  function look(followed, ms) {
+    setTimeout(async () => {
+      if (followed !== following) return;
+      let response = null;
+      try {
+        response = await fetch("/orders/" + encodeURIComponent(followed.orderId), {
+          headers: { Accept: "application/json, application/problem+json" },
+          cache: "no-store",
+        });
+      } catch (_) { /* no answer: look again later, the state as it was */ }
+      if (followed !== following) return;
+      const status = response ? response.status : 0;
+      const order = status === 200 ? await response.json().catch(() => null) : null;
+      if (order && (order.status === "stored" || order.status === "kept_aside")) {
+        showState(followed, order.status === "stored" ? "stored" : "kept-aside", order.stored_at);
+        loadOrders();
+        return;
+      }
+      if (status === 401) {
+        showState(followed, "signed-out");
+        return;
+      }
+      let wait = followed.waitMs;
+      let state = followed.state;
+      // 503: the status function cannot reach the database. 502 and 504: the
+      // load balancer's own answers when the function fails or times out.
+      if (status === 503 || status === 502 || status === 504) {
+        state = "catching-up";
+        wait = 1000 * Math.max(1, Math.min(retryAfterSecs(response.headers.get("Retry-After")), FOLLOW_MAX_MS / 1000));
+      } else if (status !== 0) {
+        state = "on-its-way";
+        followed.waitMs = Math.min(2 * followed.waitMs, FOLLOW_MAX_MS);
+      }
+      if (Date.now() - followed.receivedAt >= DELAYED_AFTER_MS) state = "delayed";
+      showState(followed, state);
+      look(followed, wait);
+    }, ms);
+  }
+
+  // Changes the live region only when the state changes, so that each change
+  // is announced once.
+  function showState(followed, state, storedAt) {
+    if (followed.state === state) return;
+    followed.state = state;
+    const [title, detail] = STATES[state];
+    const heading = $("state-title");
+    heading.textContent = title;
+    if (storedAt) heading.append(" on ", timeElement(storedAt));
+    $("state-detail").textContent = detail;
+    $("received").dataset.state = state;
+  }
+
+  function timeElement(iso) {
+    const time = document.createElement("time");
+    time.dateTime = iso;
+    time.textContent = when.format(new Date(iso));
+    return time;
+  }
+
+  // The signed-in customer's newest orders, as the shop has them. Shown again
+  // whenever a followed order is stored or kept aside.
+  async function loadOrders() {
+    const note = $("orders-status");
+    $("orders").hidden = false;
+    let answer = null;
+    try {
+      const response = await fetch("/orders", { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (response.ok) answer = await response.json();
+    } catch (_) { /* said below */ }
+    if (!answer || !Array.isArray(answer.orders)) {
+      note.textContent = "Your orders cannot be listed just now. Orders you placed are safe: reload the page later to see them.";
+      note.hidden = false;
+      return;
+    }
+    note.textContent = answer.orders.length ? "" : "You have no orders yet.";
+    note.hidden = answer.orders.length > 0;
+    $("order-list").replaceChildren(...answer.orders.map(listed));
+  }
+
+  function listed(order) {
+    const li = document.createElement("li");
+    const stored = order.status === "stored";
+    li.dataset.state = stored ? "stored" : "kept-aside";
+    const state = document.createElement("span");
+    state.className = "listed-state";
+    state.textContent = stored ? "Stored ✓" : "Kept aside: not placed";
+    const lines = Array.isArray(order.items) ? order.items : [];
+    const count = lines.reduce((sum, line) => sum + Number(line.quantity || 0), 0);
+    const cents = typeof order.total_cents === "number"
+      ? order.total_cents
+      : lines.reduce((sum, line) => sum + Number(line.quantity || 0) * Number(line.unit_price_cents || 0), 0);
+    let total = "";
+    try {
+      total = new Intl.NumberFormat("en-IE", { style: "currency", currency: order.currency }).format(cents / 100);
+    } catch (_) { /* an unknown currency: the count alone */ }
+    const what = document.createElement("span");
+    what.textContent = (count === 1 ? "1 item" : count + " items") + (total ? " · " + total : "");
+    const id = document.createElement("span");
+    id.className = "order-id";
+    id.textContent = order.order_id;
+    li.append(state, " ", timeElement(order.received_at), " ", what, " ", id);
+    return li;
   }
 
   // The problem's detail goes next to the field it names; problems about no
@@ -380,6 +527,7 @@
       $("who").hidden = false;
       $("customer-field").hidden = true;
       customer.required = false;
+      loadOrders();
     } else {
       $("trial").hidden = !(me && me.sign_in === "off");
     }
