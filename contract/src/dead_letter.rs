@@ -1,12 +1,7 @@
-//! Why a message is in the dead-letter queue, written on the message itself.
-//!
-//! The consumer sends a record it can never store to the DLQ at once, its body
-//! and attributes unchanged, plus the failure attributes of a [`Failure`]
-//! (all named `failure.*`). `replay-dlq` reads them to triage, and removes
-//! them when it sends a message back, adding [`REPLAYED_FROM_ATTRIBUTE`] so a
-//! later failure shows where the message came from. A message that the
-//! redrive policy moved has none of them: the handler never saw it fail (it
-//! crashed, ran out of time or was never invoked); it is [`FailureClass::Redriven`].
+//! Why a message is in the dead-letter queue, as attributes on it: the
+//! consumer adds a [`Failure`]'s (`failure.*`), `replay-dlq` reads them and
+//! removes them on a replay, adding [`REPLAYED_FROM_ATTRIBUTE`]. A message the
+//! redrive policy moved has none: [`FailureClass::Redriven`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,7 +14,6 @@ use crate::error::ContractError;
 /// more (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-message-metadata.html>).
 pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 
-/// What every failure attribute's name starts with.
 pub const FAILURE_ATTRIBUTE_PREFIX: &str = "failure.";
 pub const CLASS_ATTRIBUTE: &str = "failure.class";
 pub const DETAIL_ATTRIBUTE: &str = "failure.detail";
@@ -32,11 +26,9 @@ pub const CONSUMER_VERSION_ATTRIBUTE: &str = "failure.consumer_version";
 /// Set by a replay: the id of the DLQ message the replayed one was.
 pub const REPLAYED_FROM_ATTRIBUTE: &str = "replayed_from";
 
-/// The longest detail kept, in bytes: enough for the contract's field and
-/// message or an SQLSTATE and its text, small beside the message.
+/// The longest detail kept, in bytes: a field and its problem, or an SQLSTATE and its text.
 pub const MAX_DETAIL_LEN: usize = 256;
 
-/// Whether an attribute is one of the failure attributes (which a replay removes).
 pub fn is_failure_attribute(name: &str) -> bool {
     name.starts_with(FAILURE_ATTRIBUTE_PREFIX)
 }
@@ -44,16 +36,14 @@ pub fn is_failure_attribute(name: &str) -> bool {
 /// Why a message can never be stored as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureClass {
-    /// The body is not JSON (or has none).
     InvalidJson,
-    /// JSON, but not an acceptable order: the detail names the field.
+    /// The detail names the field.
     InvalidOrder,
     /// Written by a newer producer: upgrade the consumer, then replay.
     UnsupportedSchemaVersion,
-    /// A valid order PostgreSQL refuses for its data: the detail has the SQLSTATE.
+    /// The detail has the SQLSTATE.
     RowRefused,
-    /// Never written by the consumer: a message without failure attributes
-    /// that the redrive policy moved after `maxReceiveCount` receives.
+    /// Moved by the redrive policy after `maxReceiveCount` receives.
     Redriven,
 }
 
@@ -92,7 +82,6 @@ impl fmt::Display for FailureClass {
     }
 }
 
-/// A class name that is not one of [`FailureClass::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown failure class `{0}`; use one of: invalid_json, invalid_order, unsupported_schema_version, row_refused, redriven"
@@ -122,7 +111,6 @@ pub struct Failure {
     pub consumer_version: Option<String>,
 }
 
-/// One message attribute, as SQS takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureAttribute {
     pub name: &'static str,
@@ -132,41 +120,41 @@ pub struct FailureAttribute {
 }
 
 impl Failure {
-    /// The attributes, most telling first, so that a message with room for
-    /// only some keeps the class and the detail. The detail is cut to
-    /// [`MAX_DETAIL_LEN`] bytes, at a character boundary, and what SQS refuses
-    /// in a string value is replaced: a parser's error can quote the body.
+    /// The attributes, most telling first (a message with room for only some
+    /// keeps the class and the detail). The detail is cut and cleaned: a
+    /// parser's error can quote the body.
     pub fn attributes(&self) -> Vec<FailureAttribute> {
-        let string = |name, value: String| FailureAttribute {
-            name,
-            data_type: "String",
-            value,
-        };
-        let mut attributes = vec![string(CLASS_ATTRIBUTE, self.class.as_str().to_owned())];
-        // SQS refuses an empty string value.
-        if let Some(detail) = self.detail.as_deref().filter(|d| !d.is_empty()) {
-            attributes.push(string(DETAIL_ATTRIBUTE, sendable(bounded(detail))));
-        }
-        if let Some(id) = self.message_id.as_deref().filter(|id| !id.is_empty()) {
-            attributes.push(string(MESSAGE_ID_ATTRIBUTE, id.to_owned()));
-        }
-        if let Some(count) = self.receive_count {
-            attributes.push(FailureAttribute {
-                name: RECEIVE_COUNT_ATTRIBUTE,
-                data_type: "Number",
-                value: count.to_string(),
-            });
-        }
-        if let Some(at) = self.failed_at {
-            attributes.push(string(
-                FAILED_AT_ATTRIBUTE,
-                at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ));
-        }
-        if let Some(version) = self.consumer_version.as_deref().filter(|v| !v.is_empty()) {
-            attributes.push(string(CONSUMER_VERSION_ATTRIBUTE, version.to_owned()));
-        }
-        attributes
+        let failed_at = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        [
+            (CLASS_ATTRIBUTE, Some(self.class.to_string())),
+            (
+                DETAIL_ATTRIBUTE,
+                self.detail.as_deref().map(|d| sendable(bounded(d))),
+            ),
+            (MESSAGE_ID_ATTRIBUTE, self.message_id.clone()),
+            (
+                RECEIVE_COUNT_ATTRIBUTE,
+                self.receive_count.map(|n| n.to_string()),
+            ),
+            (FAILED_AT_ATTRIBUTE, self.failed_at.map(failed_at)),
+            (CONSUMER_VERSION_ATTRIBUTE, self.consumer_version.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // SQS refuses an empty string value.
+            let value = value.filter(|value| !value.is_empty())?;
+            let data_type = if name == RECEIVE_COUNT_ATTRIBUTE {
+                "Number"
+            } else {
+                "String"
+            };
+            Some(FailureAttribute {
+                name,
+                data_type,
+                value,
+            })
+        })
+        .collect()
     }
 
     /// Reads the failure attributes back through `attribute` (name to string

@@ -1,6 +1,5 @@
-//! Valid orders for tests, written once: the request a customer sends and the
-//! message the producer enqueues. Behind the feature `fixtures`, so that no
-//! shipped binary carries them.
+//! Valid orders for tests, behind the feature `fixtures` (no shipped binary
+//! carries them).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -15,7 +14,6 @@ pub fn order_request(customer: usize, lines: usize) -> Value {
     order_request_with_id(Uuid::new_v4(), customer, lines)
 }
 
-/// The same order under `order_id`.
 pub fn order_request_with_id(order_id: Uuid, customer: usize, lines: usize) -> Value {
     let items: Vec<Value> = (0..lines)
         .map(|line| {
@@ -35,7 +33,6 @@ pub fn order_request_with_id(order_id: Uuid, customer: usize, lines: usize) -> V
     })
 }
 
-/// The validated order of [`order_request`].
 pub fn order(customer: usize, lines: usize) -> Order {
     order_from_request(&order_request(customer, lines))
 }
@@ -49,8 +46,6 @@ pub fn order_from_request(request: &Value) -> Order {
         .unwrap_or_else(|err| panic!("the fixture is a valid order: {err}: {request}"))
 }
 
-/// The `OrderPlaced` body the producer enqueues for such an order, received
-/// at `received_at`.
 pub fn order_placed_body(customer: usize, lines: usize, received_at: DateTime<Utc>) -> String {
     OrderPlaced::new(order(customer, lines), received_at).to_json()
 }

@@ -6,8 +6,7 @@
 //!  "received_at": "2026-11-24T18:27:15.123Z", "catalogue_version": "2026-12-06.1"}
 //! ```
 //!
-//! Version 2 added `catalogue_version` (optional); version 1 bodies are read as
-//! before.
+//! Version 2 added `catalogue_version` (optional).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,18 +17,16 @@ use crate::json::from_json;
 use crate::object::Object;
 use crate::order::{LineItemRequest, Order, OrderRequest, objects};
 
-/// The version this code writes and the newest it reads. A consumer meeting a
-/// newer version (a producer released before it) postpones the message until
-/// a consumer that reads it is deployed: a valid order, never poison.
+/// The version this code writes and the newest it reads. A consumer postpones
+/// a newer one until a consumer that reads it is deployed: never poison.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// An accepted order, as the producer enqueues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderPlaced {
     pub order: Order,
-    /// When the producer accepted the order.
     pub received_at: DateTime<Utc>,
-    /// The version of the shop's catalogue that priced it, for the record.
+    /// The version of the catalogue that priced it.
     pub catalogue_version: Option<String>,
 }
 
@@ -67,14 +64,12 @@ impl OrderPlaced {
         }
     }
 
-    /// The same, priced by the catalogue version `version`.
     #[must_use]
     pub fn priced_by(mut self, version: String) -> Self {
         self.catalogue_version = Some(version);
         self
     }
 
-    /// The message body, as sent to SQS.
     pub fn to_json(&self) -> String {
         let outgoing = Outgoing {
             schema_version: SCHEMA_VERSION,
@@ -92,11 +87,10 @@ impl OrderPlaced {
         Self::from_json_up_to(json, SCHEMA_VERSION)
     }
 
-    /// As [`OrderPlaced::from_json`], for code that reads versions 1 to
-    /// `newest` (a test stands in for the next release with it). A body that
-    /// declares another `schema_version` is [`ContractError::UnsupportedVersion`]
-    /// whatever else is wrong with it by these rules: a newer producer's
-    /// message likely has fields this code does not know.
+    /// As [`OrderPlaced::from_json`], reading versions 1 to `newest` (a test
+    /// stands in for the next release with it). A body of another
+    /// `schema_version` is [`ContractError::UnsupportedVersion`], whatever else
+    /// is wrong with it: a newer message likely has fields this code does not know.
     pub fn from_json_up_to(json: &str, newest: u32) -> Result<Self, ContractError> {
         let unsupported = |found| ContractError::UnsupportedVersion {
             found,
@@ -130,9 +124,8 @@ impl OrderPlaced {
     }
 }
 
-/// The catalogue version rule: 1 to 64 printable ASCII characters (the
-/// producer refuses a catalogue whose version breaks it, so that no order it
-/// prices is poison).
+/// 1 to 64 printable ASCII characters (the producer refuses a catalogue whose
+/// version breaks it, so that no order it prices is poison).
 pub fn check_catalogue_version(version: &str) -> Result<(), ContractError> {
     if version.is_empty()
         || version.len() > 64
@@ -146,8 +139,7 @@ pub fn check_catalogue_version(version: &str) -> Result<(), ContractError> {
     Ok(())
 }
 
-/// The `schema_version` a body declares, read leniently. Only called once the
-/// strict read failed, so a valid message is parsed once.
+/// The `schema_version` a body declares, read leniently once the strict read failed.
 fn declared_version(json: &str) -> Option<u32> {
     #[derive(Deserialize)]
     struct Declared {

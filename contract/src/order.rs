@@ -13,17 +13,14 @@ pub const MAX_SKU_CHARS: usize = 64;
 pub const MAX_QUANTITY: i64 = 10_000;
 pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
 
-/// The body of `POST /orders`, as sent, before validation.
-///
-/// Numbers are read as `i64` so that out-of-range values get a range message
-/// ("must be between 1 and 10000") rather than a type error.
+/// The body of `POST /orders` before validation. Numbers are `i64`, so that
+/// out-of-range values get a range message rather than a type error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub order_id: Uuid,
-    /// May be left out where the customer is known otherwise (the producer
-    /// fills in the signed-in customer); left out or empty, it fails validation.
-    /// `null` is not "left out": it is refused as the wrong type.
+    /// Left out, the producer fills in the signed-in customer; `null` is
+    /// refused as the wrong type.
     #[serde(default, deserialize_with = "present")]
     pub customer_id: Option<String>,
     pub currency: String,
@@ -31,7 +28,6 @@ pub struct OrderRequest {
     pub items: Vec<LineItemRequest>,
 }
 
-/// A field that may be left out but, when present, must be a string.
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     String::deserialize(deserializer).map(Some)
 }
@@ -54,9 +50,8 @@ pub struct LineItemRequest {
     pub unit_price_cents: i64,
 }
 
-/// An integer as JSON Schema counts one: `2` and `2.0` alike (the producer's
-/// OpenAPI document says `integer`, and a client may well write `2.0`), but
-/// never `2.5`.
+/// An integer as JSON Schema (and the OpenAPI document) counts one: `2` and
+/// `2.0`, never `2.5`.
 fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     struct Whole;
 
@@ -89,7 +84,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64
     deserializer.deserialize_i64(Whole)
 }
 
-/// A valid order. It can only be built by validation, so holding one is proof.
+/// A valid order: only validation builds one, so holding one is proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     order_id: Uuid,
@@ -98,7 +93,6 @@ pub struct Order {
     items: Vec<LineItem>,
 }
 
-/// One validated line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LineItem {
     pub sku: String,
@@ -107,14 +101,12 @@ pub struct LineItem {
 }
 
 impl OrderRequest {
-    /// Parses a request body; the error names the field at fault.
     pub fn from_json(json: &str) -> Result<Self, ContractError> {
         from_json::<Object<Self>>(json).map(|Object(request)| request)
     }
 }
 
 impl Order {
-    /// Parses and validates a request body in one step.
     pub fn from_request_json(json: &str) -> Result<Self, ContractError> {
         Self::try_from(OrderRequest::from_json(json)?)
     }

@@ -1,18 +1,11 @@
-//! The request id that follows one order from the HTTP request to its row.
-//!
-//! The producer takes the client's (or the load balancer's) `X-Request-Id`
-//! when it is well formed and makes a UUID otherwise, and sends it with the
-//! order as the [`REQUEST_ID_ATTRIBUTE`] message attribute; the consumer keeps
-//! it in the order's row when it is well formed by the same rule, so a
-//! hand-made message cannot put in the table what the producer would refuse.
+//! The request id that follows one order from the HTTP request (`X-Request-Id`)
+//! to its row. The consumer keeps it only when well formed by the producer's
+//! rule, so a hand-made message cannot put in the table what the producer refuses.
 
 use std::fmt;
 
-/// The message attribute that carries the request id.
 pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
 
-/// The longest request id kept; longer ones are replaced (producer) or
-/// dropped (consumer).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// A well-formed request id: 1 to [`MAX_REQUEST_ID_LEN`] characters of
@@ -22,12 +15,10 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct RequestId(String);
 
 impl RequestId {
-    /// The id, when it is well formed.
     pub fn parse(id: &str) -> Option<Self> {
         Self::is_well_formed(id).then(|| Self(id.to_owned()))
     }
 
-    /// The rule, for callers that only need to check.
     pub fn is_well_formed(id: &str) -> bool {
         (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
             && id

@@ -1,12 +1,7 @@
 //! Who the client is, for the rate limit and the per-client cap: the signed-in
-//! customer where there is one (a carrier-grade NAT puts many customers behind
-//! one address), else the address.
-//!
-//! Behind the load balancer the TCP peer is the balancer; it appends the
-//! address it saw to `X-Forwarded-For`. Anyone can send that header, so it is
-//! believed only when the peer is a configured trusted proxy, and then read from
+//! customer where there is one (a NAT puts many behind one address), else the
+//! address. `X-Forwarded-For` is believed only from a trusted proxy, read from
 //! the right: the first address that is not a trusted proxy is the client.
-//! Entries to its left were written by the client itself and are ignored.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,7 +13,6 @@ use ipnet::IpNet;
 
 use crate::auth::SignedIn;
 
-/// An entry of `TRUSTED_PROXIES` that is neither a CIDR nor an address.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:?} is not a CIDR block (e.g. 10.0.0.0/24) or an IP address")]
 pub struct InvalidProxy(pub String);
@@ -28,12 +22,11 @@ pub struct InvalidProxy(pub String);
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    /// None trusted: the client is always the TCP peer.
     pub fn none() -> Self {
         Self::default()
     }
 
-    /// From a comma-separated list of CIDR blocks or single addresses.
+    /// From a comma-separated list of CIDR blocks or addresses.
     pub fn parse(list: &str) -> Result<Self, InvalidProxy> {
         list.split(',')
             .map(str::trim)
@@ -55,8 +48,6 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client's address: the peer's own, unless the peer is trusted and
-    /// `X-Forwarded-For` names someone beyond it.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
@@ -82,8 +73,7 @@ impl TrustedProxies {
         client
     }
 
-    /// The client of `request`: its signed-in customer (the sign-in layer runs
-    /// first), else [`Self::client_ip`] of the peer the server loop recorded.
+    /// The client of `request`: its signed-in customer, else its address.
     pub(crate) fn client_of(&self, request: &Request) -> Client {
         if let Some(SignedIn(Some(customer))) = request.extensions().get::<SignedIn>() {
             return Client::Customer(customer.clone());
@@ -107,7 +97,6 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// What the limits count a request against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Client {
     Customer(String),

@@ -1,7 +1,5 @@
-//! Configuration, read once from the environment at start-up.
-//!
-//! AWS region, credentials and endpoint are not here: the AWS SDK reads them
-//! from the standard environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, instance role).
+//! Configuration, read once from the environment at start-up (AWS settings
+//! are the SDK's own).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,69 +16,47 @@ use crate::rate_limit::RateQuota;
 /// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 
-/// Requests one client may have in progress when `MAX_IN_FLIGHT_PER_CLIENT` is
-/// unset: far more than a person or a checkout page sends at once, far fewer
-/// than the in-flight cap.
+/// Far more than a person sends at once, far fewer than the in-flight cap.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT: usize = 32;
 
-/// The largest `RATE_LIMIT_BURST` accepted.
 const MAX_RATE_LIMIT_BURST: NonZeroU32 = match NonZeroU32::new(1_000_000) {
     Some(max) => max,
     None => NonZeroU32::MAX,
 };
 
-/// Where `BIND_ADDR` points when unset; the EC2 service unit sets `0.0.0.0:8080`.
+/// The EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
-/// How long one SQS call may take, retries included, when `SQS_TIMEOUT_MS` is unset.
 pub const DEFAULT_SQS_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest `SQS_TIMEOUT_MS` accepted: beyond this clients time out first.
+/// Beyond this clients time out first.
 pub const MAX_SQS_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a request may take beyond reading its body and the SQS timeout
-/// (waiting for a free batch slot) before the request timeout answers 503 for it.
+/// What a request may take beyond its body and SQS timeouts (waiting for a batch).
 const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
-/// The producer's settings.
+/// The producer's settings, each named by its variable in [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The SQS queue orders go to (`QUEUE_URL`, required).
     pub queue_url: String,
-    /// Where the HTTP server listens (`BIND_ADDR`, default [`DEFAULT_BIND_ADDR`]).
     pub bind_addr: SocketAddr,
-    /// Where `GET /metrics` is served (`METRICS_ADDR`, default
-    /// [`DEFAULT_METRICS_ADDR`]): a listener of its own, which the load
-    /// balancer does not forward to.
+    /// A listener of its own, which the load balancer does not forward to.
     pub metrics_addr: SocketAddr,
-    /// How long a send to SQS may take, the SDK's retries included, before the
-    /// client gets 503 (`SQS_TIMEOUT_MS`, default [`DEFAULT_SQS_TIMEOUT`]).
+    /// How long a send to SQS may take, retries included, before a 503.
     pub sqs_timeout: Duration,
-    /// Caps and client timeouts (`MAX_IN_FLIGHT`, `MAX_WAITING`,
-    /// `MAX_CONNECTIONS`, `HEADER_READ_TIMEOUT_MS`, `BODY_READ_TIMEOUT_MS`).
     pub limits: Limits,
-    /// Each client's bucket for `POST /orders` (`RATE_LIMIT_PER_SECOND`, default
-    /// [`DEFAULT_RATE_PER_SECOND`], 0 turns it off; `RATE_LIMIT_BURST`, default
-    /// twice the rate).
+    /// `None`: off (`RATE_LIMIT_PER_SECOND=0`).
     pub rate_limit: Option<RateQuota>,
-    /// `POST /orders` requests one client may have in progress, bodies still
-    /// arriving included (`MAX_IN_FLIGHT_PER_CLIENT`, default
-    /// [`DEFAULT_MAX_IN_FLIGHT_PER_CLIENT`], 0 turns it off). Clients are told
-    /// apart as for the rate limit.
+    /// `POST /orders` in progress per client, bodies still arriving included.
     pub max_in_flight_per_client: Option<NonZeroUsize>,
-    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`: CIDR blocks,
-    /// comma-separated; behind the load balancer, its subnets). Default: none.
+    /// Peers whose `X-Forwarded-For` is believed (the load balancer's subnets).
     pub trusted_proxies: TrustedProxies,
-    /// The shop's catalogue, a JSON file (`CATALOGUE_PATH`, required), re-read
-    /// every [`crate::catalogue::CHECK_EVERY`].
     pub catalogue_path: std::path::PathBuf,
-    /// Sign-in at the load balancer, verified here (`ALB_SIGNER_ARN`,
-    /// `ALB_KEY_ENDPOINT`); `None` is trial mode.
+    /// `None` is trial mode.
     pub sign_in: Option<crate::auth::SignInConfig>,
 }
 
 /// A setting that is missing or unusable, worded as what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A setting missing or out of its bounds.
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error(
@@ -93,13 +69,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(&support::process_env())
     }
 
-    /// Reads the settings through `lookup` (the environment, or a map in tests).
-    /// An empty value counts as unset.
+    /// Reads the settings through `lookup` (a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::read(&Env::new(lookup))
     }
@@ -199,8 +173,7 @@ impl Config {
         })
     }
 
-    /// The longest a request may take in all; a backstop behind the body-read
-    /// and SQS timeouts, which answer first.
+    /// The longest a request may take: a backstop behind the body and SQS timeouts.
     pub fn request_timeout(&self) -> Duration {
         self.limits.body_read_timeout + self.sqs_timeout + REQUEST_TIMEOUT_MARGIN
     }

@@ -1,6 +1,4 @@
-//! [`ValidOrder`], the typed extractor of `POST /orders`: a handler that takes
-//! one only runs for a body that is a valid order, and every other request is
-//! answered with the right `application/problem+json` before it.
+//! [`ValidOrder`], the typed extractor of `POST /orders`.
 
 use std::time::Duration;
 
@@ -15,10 +13,8 @@ use crate::auth::SignedIn;
 
 use crate::problem::Problem;
 
-/// The largest `POST /orders` body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// How long the whole body may take to arrive; taken from the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyReadTimeout(pub Duration);
 

@@ -1,34 +1,18 @@
 //! The customer-facing HTTP service: it validates orders and enqueues them to
 //! SQS, answering `202 Accepted` only once SQS has stored the message. It never
-//! touches the database; the consumer Lambda drains the queue.
+//! touches the database.
 //!
 //! # Layout
-//! - [`config`]: [`Config`], read once from the environment at start-up.
-//! - [`catalogue`]: [`catalogue::Prices`], the shop's catalogue (a file, re-read when it
-//!   changes) and the pricing of every order by it (422, 409).
-//! - [`routes`]: [`router`] (`POST /orders`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`,
-//!   and [`page`]'s routes) over an [`AppState`]; `POST /orders`'s handler, `place_order`.
-//! - [`limits`]: [`Limits`], the caps on work in progress and the client timeouts; load shedding;
-//!   [`ClientCap`], each client's requests in progress (429).
-//! - [`server`]: the HTTP/1 accept loop (header-read timeout, connection cap, graceful shutdown).
-//! - [`rate_limit`]: [`RateLimit`], a token bucket per client (429).
-//! - [`auth`]: who is ordering: the load balancer's signed `x-amzn-oidc-data`, verified (`401`/`403`).
-//! - [`client_ip`]: [`TrustedProxies`], who the client is (the TCP peer, or `X-Forwarded-For` behind trusted proxies).
-//! - [`extract`]: [`extract::ValidOrder`], the typed extractor of `POST /orders` (415, 408, 413, 400, 422).
-//! - [`metrics`]: [`metrics::Metrics`], served as OpenMetrics text on `METRICS_ADDR` (its own listener).
-//! - [`openapi`]: `GET /openapi.json`, OpenAPI 3.1 generated with utoipa.
-//! - [`problem`]: [`Problem`], every error answer as `application/problem+json` (RFC 9457).
-//! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which coalesces concurrent
-//!   sends into `SendMessageBatch` calls with a bounded wait (the private `queue::batcher`)
-//!   and makes its SQS calls in one place (the private `queue::sqs`).
-//! - [`readiness`]: `/readyz`'s check, cached so that it costs SQS at most one call per few seconds.
-//! - [`request_id`]: the `X-Request-Id` kept or generated, echoed, logged and sent as a message attribute.
-//! - [`telemetry`]: log set-up (`RUST_LOG`, `LOG_FORMAT=json`).
-//! - [`page`]: the customer's order page at `GET /`, embedded in the binary.
+//! - [`routes`]: [`router`] over an [`AppState`]; [`extract`] reads and validates
+//!   `POST /orders`'s body, [`catalogue`] prices it, [`auth`] checks the sign-in.
+//! - [`queue`]: the [`OrderQueue`] seam and [`SqsQueue`], which batches sends.
+//! - Protection: [`limits`] (load shedding, [`ClientCap`]), [`rate_limit`], with
+//!   [`client_ip`] telling clients apart; [`server`] (accept loop, timeouts,
+//!   graceful shutdown).
+//! - Answers: [`problem`] (RFC 9457), [`openapi`], [`page`], [`readiness`],
+//!   [`request_id`]; [`metrics`] on a listener of its own; [`config`], [`telemetry`].
 //!
-//! [`run`] wires these together for the binary and stops on `support`'s
-//! shutdown signal; [`serve`] is the part tests drive, with a listener and a
-//! shutdown trigger of their own.
+//! [`run`] wires these together for the binary; [`serve`] is what tests drive.
 
 pub mod auth;
 pub mod catalogue;
@@ -86,17 +70,13 @@ pub enum RunError {
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then lets in-flight requests (and
-/// their SQS sends) finish before returning.
-///
-/// Region, credentials and endpoint come from the standard AWS environment
-/// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the instance role, …); the endpoint is
-/// never derived from the queue URL.
+/// their SQS sends) finish. AWS settings come from the standard environment;
+/// the endpoint is never derived from the queue URL.
 pub async fn run(config: Config) -> Result<(), RunError> {
     run_with(config, SqsQueue::new).await
 }
 
-/// [`run`] with the queue `queue` builds from the SQS configuration, the queue
-/// URL and the options (`scripts/bench producer` runs its baseline this way).
+/// [`run`] with the queue `queue` builds (`scripts/bench producer`'s baseline).
 pub async fn run_with<Q: OrderQueue>(
     config: Config,
     queue: impl FnOnce(aws_sdk_sqs::Config, String, SqsOptions) -> Q,
@@ -181,8 +161,7 @@ pub async fn run_with<Q: OrderQueue>(
     Ok(())
 }
 
-/// The state [`run`] serves over `queue`: `config`'s limits, rate limit and
-/// per-client cap (tests serve it to drive the service as deployed).
+/// The state [`run`] serves over `queue`, with `config`'s limits.
 pub fn configured_state<Q>(config: &Config, queue: Arc<Q>) -> AppState<Q> {
     let rate_limit = config
         .rate_limit
@@ -196,8 +175,8 @@ pub fn configured_state<Q>(config: &Config, queue: Arc<Q>) -> AppState<Q> {
         .with_client_cap(client_cap)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then stops
-/// accepting connections and waits for in-flight requests to be answered.
+/// Serves [`router`] on `listener` until `shutdown` resolves and in-flight
+/// requests are answered.
 pub async fn serve<Q: OrderQueue>(
     listener: TcpListener,
     state: AppState<Q>,

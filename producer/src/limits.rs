@@ -1,14 +1,8 @@
-//! Overload protection: how much the service takes on at once, and how long a
-//! client may take to send a request. Past the in-flight cap the answer is an
-//! immediate 503 with `Retry-After` (load shedding); past its own cap a client
-//! gets an immediate 429. Memory stays bounded: at most `max_in_flight` orders
-//! wait for SQS, and every body being read is one of a capped number of
-//! connections, each at most 64 KiB.
-//!
-//! The in-flight slot is taken only once the body is in ([`InFlight::admit`],
-//! from the handler): a client that sends its body slowly holds a connection
-//! and a slot of its own client's cap ([`ClientCap`]), never one of the slots
-//! every client shares.
+//! Overload protection, so that memory stays bounded: past the in-flight cap an
+//! immediate 503 with `Retry-After` (load shedding), past its own cap ([`ClientCap`])
+//! a client gets an immediate 429. The shared in-flight slot is taken only
+//! once the body is in ([`InFlight::admit`]): a client that sends slowly holds
+//! only slots of its own.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -32,18 +26,14 @@ pub const SHED_RETRY_AFTER_SECS: u64 = 1;
 /// The service's caps and client timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// `POST /orders` requests in progress at once (`MAX_IN_FLIGHT`).
+    /// `POST /orders` in progress at once.
     pub max_in_flight: usize,
-    /// Orders waiting for a `SendMessageBatch` slot (`MAX_WAITING`).
+    /// Orders waiting for a `SendMessageBatch` slot.
     pub max_waiting: usize,
-    /// Connections open at once (`MAX_CONNECTIONS`).
     pub max_connections: usize,
-    /// Time to receive a request's headers (`HEADER_READ_TIMEOUT_MS`). Also the
-    /// keep-alive idle timeout, so it must exceed the load balancer's idle
-    /// timeout (60 s in the template): otherwise the balancer may send a request
-    /// on a connection just closed here, and answer its client 502.
+    /// Also the keep-alive idle timeout, so it must exceed the load balancer's
+    /// (60 s), or the balancer may reuse a connection just closed here: a 502.
     pub header_read_timeout: Duration,
-    /// Time to receive a whole request body (`BODY_READ_TIMEOUT_MS`).
     pub body_read_timeout: Duration,
 }
 
@@ -84,8 +74,7 @@ impl InFlight {
         }
     }
 
-    /// Takes a slot, held until the returned permit is dropped, or sheds the
-    /// request at once when none is free.
+    /// A slot until the permit is dropped, or the request shed at once.
     pub(crate) fn admit(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, Problem> {
         Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
             tracing::warn!(
@@ -98,11 +87,8 @@ impl InFlight {
     }
 }
 
-/// Requests in progress per client, bodies still arriving included, capped
-/// (`MAX_IN_FLIGHT_PER_CLIENT`): one client cannot take the in-flight slots,
-/// nor the connections and memory of bodies being read, that every other
-/// client needs. Clients are told apart as the rate limit tells them apart
-/// (an IPv4 address, an IPv6 /64).
+/// Requests in progress per client, bodies still arriving included, capped:
+/// one client cannot take the slots, connections and memory others need.
 #[derive(Debug, Clone)]
 pub struct ClientCap {
     held: Held,
@@ -120,7 +106,6 @@ fn lock(held: &Held) -> MutexGuard<'_, HashMap<Client, usize>> {
 }
 
 impl ClientCap {
-    /// At most `max` requests at once per client, who is found through `proxies`.
     pub fn new(max: NonZeroUsize, proxies: TrustedProxies) -> Self {
         Self {
             held: Arc::default(),
@@ -163,9 +148,8 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Middleware: admits the request while its client holds fewer than its cap,
-/// else answers 429 at once. The slot is held until the answer is ready, so it
-/// covers the time the body takes to arrive.
+/// Middleware: admits the request while its client holds fewer than its cap
+/// (held until the answer is ready, body read included), else 429 at once.
 pub(crate) async fn cap_per_client(
     State((cap, metrics)): State<(ClientCap, Metrics)>,
     request: Request,

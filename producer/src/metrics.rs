@@ -1,6 +1,5 @@
-//! The producer's metrics, rendered for Prometheus (OpenMetrics text) by
-//! `GET /metrics` on a listener of its own (`METRICS_ADDR`), never on the port
-//! the load balancer forwards to.
+//! The producer's metrics as OpenMetrics text, on `GET /metrics` of a listener
+//! of its own (`METRICS_ADDR`), never on the port the load balancer forwards to.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,55 +12,31 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// The media type Prometheus asks for and the encoder writes.
 pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    method: String,
-    status: String,
-}
+/// Where `METRICS_ADDR` points when unset: loopback only, scraped on the instance.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SqsErrorLabels {
-    operation: &'static str,
-    kind: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type Labels<const N: usize> = [(&'static str, String); N];
+type Counters<const N: usize> = Family<Labels<N>, Counter>;
 
 struct Inner {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    enqueue_seconds: HistogramFamily<OutcomeLabels>,
+    requests: Counters<3>,
+    enqueue_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
     batch_entries: Histogram,
-    sqs_calls: Family<OperationLabels, Counter>,
-    sqs_errors: Family<SqsErrorLabels, Counter>,
-    shed: Family<ReasonLabels, Counter>,
+    sqs_calls: Counters<1>,
+    sqs_errors: Counters<2>,
+    shed: Counters<1>,
     rate_limited: Counter,
     over_client_cap: Counter,
     catalogue_invalid: Gauge,
@@ -88,76 +63,74 @@ fn enqueue_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("producer");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route, method and status",
-            requests.clone(),
-        );
-        let enqueue_seconds: HistogramFamily<OutcomeLabels> =
-            Family::new_with_constructor(enqueue_histogram);
-        registry.register(
-            "enqueue_seconds",
-            "Time from handing an order to the queue until SQS confirmed it (outcome=queued) or it failed",
-            enqueue_seconds.clone(),
-        );
-        let batch_entries = Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
-        registry.register(
-            "sqs_batch_entries",
-            "Orders per SendMessageBatch call",
-            batch_entries.clone(),
-        );
-        let sqs_calls = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "sqs_calls",
-            "Calls made to SQS, by operation",
-            sqs_calls.clone(),
-        );
-        let sqs_errors = Family::<SqsErrorLabels, Counter>::default();
-        registry.register(
-            "sqs_errors",
-            "Failed SQS calls and refused batch entries, by operation and kind",
-            sqs_errors.clone(),
-        );
-        let shed = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "requests_shed",
-            "Orders answered 503 at once because a cap was reached (in_flight or waiting)",
-            shed.clone(),
-        );
-        let rate_limited = Counter::default();
-        registry.register(
-            "requests_rate_limited",
-            "Orders answered 429 because their client was over its rate",
-            rate_limited.clone(),
-        );
-        let over_client_cap = Counter::default();
-        registry.register(
-            "requests_over_client_cap",
-            "Orders answered 429 at once because their client had MAX_IN_FLIGHT_PER_CLIENT requests in progress",
-            over_client_cap.clone(),
-        );
-        let catalogue_invalid = Gauge::default();
-        registry.register(
-            "catalogue_invalid",
-            "1 while the catalogue file on disk is refused (the last valid one stays in use), else 0",
-            catalogue_invalid.clone(),
-        );
-        Self(Arc::new(Inner {
-            registry,
-            requests,
-            enqueue_seconds,
-            batch_entries,
-            sqs_calls,
-            sqs_errors,
-            shed,
-            rate_limited,
-            over_client_cap,
-            catalogue_invalid,
-        }))
+        let r = &mut registry;
+        let mut inner = Inner {
+            requests: registered(
+                r,
+                "http_requests",
+                "HTTP requests answered, by route, method and status",
+                Family::default(),
+            ),
+            enqueue_seconds: registered(
+                r,
+                "enqueue_seconds",
+                "Time from handing an order to the queue until SQS confirmed it (outcome=queued) or it failed",
+                Family::new_with_constructor(enqueue_histogram),
+            ),
+            batch_entries: registered(
+                r,
+                "sqs_batch_entries",
+                "Orders per SendMessageBatch call",
+                Histogram::new((1..=10).map(f64::from)),
+            ),
+            sqs_calls: registered(
+                r,
+                "sqs_calls",
+                "Calls made to SQS, by operation",
+                Family::default(),
+            ),
+            sqs_errors: registered(
+                r,
+                "sqs_errors",
+                "Failed SQS calls and refused batch entries, by operation and kind",
+                Family::default(),
+            ),
+            shed: registered(
+                r,
+                "requests_shed",
+                "Orders answered 503 at once because a cap was reached (in_flight or waiting)",
+                Family::default(),
+            ),
+            rate_limited: registered(
+                r,
+                "requests_rate_limited",
+                "Orders answered 429 because their client was over its rate",
+                Counter::default(),
+            ),
+            over_client_cap: registered(
+                r,
+                "requests_over_client_cap",
+                "Orders answered 429 at once because their client had MAX_IN_FLIGHT_PER_CLIENT requests in progress",
+                Counter::default(),
+            ),
+            catalogue_invalid: registered(
+                r,
+                "catalogue_invalid",
+                "1 while the catalogue file on disk is refused (the last valid one stays in use), else 0",
+                Gauge::default(),
+            ),
+            registry: Registry::default(),
+        };
+        inner.registry = registry;
+        Self(Arc::new(inner))
     }
 
     /// The OpenMetrics text of every metric.
@@ -171,30 +144,26 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, route: &str, method: &str, status: StatusCode) {
-        self.0
-            .requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status: status.as_u16().to_string(),
-            })
-            .inc();
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        self.0.requests.get_or_create(&labels).inc();
     }
 
     pub(crate) fn enqueued(&self, queued: bool, took: Duration) {
         let outcome = if queued { "queued" } else { "failed" };
         self.0
             .enqueue_seconds
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&[("outcome", outcome.to_owned())])
             .observe(took.as_secs_f64());
     }
 
     /// Counts one call to SQS (`scripts/bench producer`'s baseline counts its own).
     pub fn sqs_call(&self, operation: &'static str) {
-        self.0
-            .sqs_calls
-            .get_or_create(&OperationLabels { operation })
-            .inc();
+        let labels = [("operation", operation.to_owned())];
+        self.0.sqs_calls.get_or_create(&labels).inc();
     }
 
     pub(crate) fn batch(&self, entries: usize) {
@@ -202,14 +171,18 @@ impl Metrics {
     }
 
     pub(crate) fn sqs_error(&self, operation: &'static str, kind: &'static str) {
-        self.0
-            .sqs_errors
-            .get_or_create(&SqsErrorLabels { operation, kind })
-            .inc();
+        let labels = [
+            ("operation", operation.to_owned()),
+            ("kind", kind.to_owned()),
+        ];
+        self.0.sqs_errors.get_or_create(&labels).inc();
     }
 
     pub(crate) fn shed(&self, reason: &'static str) {
-        self.0.shed.get_or_create(&ReasonLabels { reason }).inc();
+        self.0
+            .shed
+            .get_or_create(&[("reason", reason.to_owned())])
+            .inc();
     }
 
     pub(crate) fn rate_limited(&self) {
@@ -251,17 +224,9 @@ pub fn metrics_router(metrics: Metrics) -> Router {
 }
 
 async fn render(State(metrics): State<Metrics>) -> Response {
-    let mut response = metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(OPENMETRICS_TEXT),
-    );
-    response
+    let content_type = HeaderValue::from_static(OPENMETRICS_TEXT);
+    ([(header::CONTENT_TYPE, content_type)], metrics.render()).into_response()
 }
-
-/// Where `METRICS_ADDR` points when unset: loopback only, scraped on the instance.
-pub const DEFAULT_METRICS_ADDR: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 /// For the log line at start-up.
 pub fn describe(addr: SocketAddr) -> String {

@@ -1,6 +1,5 @@
-//! Error answers as `application/problem+json` (RFC 9457): the shared body
-//! ([`support::problem::Problem`]), and what only the producer adds to it, a
-//! `catalogue` on a `409` and closing the connection.
+//! Error answers: [`support::problem::Problem`], plus what only the producer
+//! adds, a `catalogue` on a `409` and closing the connection.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -19,8 +18,7 @@ pub struct Problem {
     body: support::problem::Problem,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<Arc<Catalogue>>,
-    /// Whether to close the connection after answering (`Connection: close`):
-    /// the rest of the request was not read, so the connection cannot be reused.
+    /// `Connection: close`: the rest of the request was not read.
     #[serde(skip)]
     pub close_connection: bool,
 }
@@ -47,25 +45,21 @@ impl Problem {
         support::problem::Problem::new(status, detail).into()
     }
 
-    /// Names the order field the problem is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.body = self.body.with_field(field);
         self
     }
 
-    /// Carries the current `catalogue`.
     pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
         self.catalogue = Some(catalogue);
         self
     }
 
-    /// Tells the client to retry after `secs` seconds (`Retry-After`).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.body = self.body.with_retry_after(secs);
         self
     }
 
-    /// Closes the connection after the answer.
     pub fn with_connection_close(mut self) -> Self {
         self.close_connection = true;
         self
@@ -121,12 +115,7 @@ impl IntoResponse for Problem {
         let status = self.body.status_code();
         let retry_after = self.retry_after_secs;
         let close = self.close_connection;
-        let body = serde_json::to_vec(&self).unwrap_or_else(|err| {
-            // Strings and integers always serialize; keep a valid answer regardless.
-            tracing::error!(error = %err, "cannot serialize a problem");
-            br#"{"type":"about:blank","title":"Internal Server Error","status":500}"#.to_vec()
-        });
-        let mut response = (status, body).into_response();
+        let mut response = (status, axum::Json(&self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = retry_after {

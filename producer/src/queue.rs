@@ -1,13 +1,6 @@
-//! Where accepted orders go: the [`OrderQueue`] seam, and [`SqsQueue`], its SQS
-//! implementation.
-//!
-//! [`SqsQueue`] does not call `SendMessage` per order: concurrent sends are
-//! coalesced by a background batcher into `SendMessageBatch` calls of up to ten
-//! entries, each caller getting its own message id (or error) back. Every call to
-//! SQS is bounded by the configured timeout, the SDK's retries included.
-//!
-//! An order goes one way through three files: here, the seam and the wiring;
-//! `batcher`, which coalesces; `sqs`, which makes the calls.
+//! Where accepted orders go: the [`OrderQueue`] seam, and [`SqsQueue`], which
+//! coalesces concurrent sends into `SendMessageBatch` calls (`batcher`) made
+//! by `sqs`, each bounded by the configured timeout, retries included.
 
 mod batcher;
 mod sqs;
@@ -28,10 +21,8 @@ use sqs::Sqs;
 const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a send may wait for a free batch slot on top of the SQS timeout.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
-/// `SendMessageBatch` calls in flight at once. Few, so that orders arriving
-/// while they are out coalesce: with 16, 16 concurrent clients each got a call
-/// of their own (measured: 974 calls per 1,000 orders at concurrency 16); 4
-/// calls of 10 entries still carry about 2,500 orders/s at a 15 ms round trip.
+/// `SendMessageBatch` calls in flight at once: few, so that orders arriving
+/// while they are out coalesce (docs/performance.md).
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Sends waiting for a batch slot when not configured; beyond this they fail at once.
 pub const DEFAULT_MAX_WAITING: usize = 1024;
@@ -41,8 +32,7 @@ pub const DEFAULT_MAX_WAITING: usize = 1024;
 pub struct OrderMessage {
     /// The `OrderPlaced` JSON.
     pub body: String,
-    /// The HTTP request's id, sent as the `request_id` message attribute so
-    /// that the order can be followed from the request to its row.
+    /// Sent as the `request_id` message attribute.
     pub request_id: Option<String>,
 }
 
@@ -61,9 +51,7 @@ impl From<&str> for OrderMessage {
     }
 }
 
-/// A queue that stores order messages.
-///
-/// The HTTP routes only see this trait, so they can be tested with a fake.
+/// A queue that stores order messages; the routes see only this, so tests can fake it.
 pub trait OrderQueue: Send + Sync + 'static {
     /// Stores one message and resolves to the queue's message id once the
     /// queue has acknowledged it, or fails within a bounded time.
@@ -94,27 +82,21 @@ pub trait OrderQueue: Send + Sync + 'static {
 /// the client's point of view: retrying the same order later is safe.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EnqueueError {
-    /// The call to SQS failed: unreachable, refused, throttled, unknown queue, …
     #[error("the call to SQS failed")]
     Sqs(#[source] Arc<dyn StdError + Send + Sync>),
-    /// SQS answered the batch but refused this message.
     #[error("SQS refused the message ({code}, sender fault: {sender_fault}): {message}")]
     Refused {
         code: String,
         message: String,
         sender_fault: bool,
     },
-    /// SQS answered the batch without a result for this message.
     #[error("SQS answered without a result for the message")]
     Unanswered,
-    /// No answer in time.
     #[error("SQS did not answer within {0:?}")]
     TimedOut(Duration),
-    /// The sender stopped (shutting down, or a crash) before SQS answered.
     #[error("the queue sender stopped before SQS answered")]
     Stopped,
-    /// Too many messages are waiting for a batch already; this one was not
-    /// taken, so it certainly was not sent.
+    /// Not taken, so certainly not sent.
     #[error("too many messages are waiting to be sent")]
     Overloaded,
 }
@@ -128,9 +110,7 @@ impl EnqueueError {
 /// The SQS queue, with sends coalesced into `SendMessageBatch` calls.
 #[derive(Debug)]
 pub struct SqsQueue {
-    /// The calls; the batcher holds a clone for its batches.
     sqs: Sqs,
-    /// Coalesces sends into batches.
     batcher: Batcher,
     /// How long `/readyz` waits for SQS.
     check_timeout: Duration,
@@ -167,11 +147,8 @@ impl From<Duration> for SqsOptions {
 
 impl SqsQueue {
     /// Sends to `queue_url` with the region, credentials and endpoint of `sqs`;
-    /// `options` may be just the timeout.
-    ///
-    /// Every SQS call (retries included) is bounded by the timeout; a send that
-    /// also has to wait for a free batch slot fails after at most the timeout + 1 s.
-    /// Must be called inside a Tokio runtime: it starts the batcher task.
+    /// `options` may be just the timeout. Starts the batcher task, so call it
+    /// inside a Tokio runtime.
     pub fn new(
         sqs: aws_sdk_sqs::Config,
         queue_url: impl Into<String>,
@@ -194,7 +171,11 @@ impl SqsQueue {
                     .build(),
             )
             .build();
-        let sqs = Sqs::new(Client::from_conf(sqs), queue_url.into(), metrics);
+        let sqs = Sqs {
+            client: Client::from_conf(sqs),
+            queue_url: queue_url.into(),
+            metrics,
+        };
         let batcher = Batcher::spawn(
             sqs.clone(),
             BatcherSettings {

@@ -1,6 +1,4 @@
-//! A token bucket per client for `POST /orders`: past it, `429 Too Many
-//! Requests` with `Retry-After`. Clients are told apart by
-//! [`TrustedProxies::client_ip`].
+//! A token bucket per client for `POST /orders`: past it, 429 with `Retry-After`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -18,21 +16,17 @@ use crate::client_ip::{Client, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 
-/// Requests between two sweeps of clients whose bucket is full again, which
-/// keeps the table as small as the set of recently active clients.
+/// Requests between two sweeps of clients whose bucket is full again.
 const SWEEP_EVERY: u64 = 10_000;
 
 /// A client's bucket: `burst` tokens, one more every `replenish_every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateQuota {
-    /// The time one token takes to come back (1 s / `RATE_LIMIT_PER_SECOND`).
     pub replenish_every: Duration,
-    /// Requests allowed at once after a quiet spell (`RATE_LIMIT_BURST`).
     pub burst: NonZeroU32,
 }
 
 impl RateQuota {
-    /// `per_second` requests per second sustained, `burst` at once.
     pub fn per_second(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
         Self {
             replenish_every: Duration::from_secs(1) / per_second.get(),
@@ -41,7 +35,6 @@ impl RateQuota {
     }
 }
 
-/// The per-client limiter and whom to believe about who the client is.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     limiter: Arc<DefaultKeyedRateLimiter<Client>>,
@@ -74,7 +67,6 @@ impl RateLimit {
     }
 }
 
-/// Middleware: lets the request through if its client has a token left.
 pub(crate) async fn limit_per_client(
     State((limit, metrics)): State<(RateLimit, Metrics)>,
     request: Request,

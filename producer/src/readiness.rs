@@ -1,6 +1,5 @@
-//! `/readyz`'s answer, cached: the endpoint is reachable from the internet, so
-//! each call must not cost a call to SQS. One check runs at a time; callers that
-//! arrive meanwhile wait for it and share its result.
+//! `/readyz`'s queue check, cached: it is reachable from the internet, so a
+//! call must not cost a call to SQS. Callers during a check share its result.
 
 use std::time::Duration;
 
@@ -9,29 +8,24 @@ use tokio::time::Instant;
 
 use crate::queue::{EnqueueError, OrderQueue};
 
-/// How long a check's result is reused unless `AppState::with_ready_cache` says otherwise.
 pub const DEFAULT_READY_CACHE: Duration = Duration::from_secs(5);
 
 /// Why the service is not ready.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NotReady {
-    /// The sender task has died: nothing this process sends reaches the queue,
-    /// and it will not recover by itself.
+    /// Nothing this process sends reaches the queue, and it will not recover.
     #[error("the order sender has stopped")]
     SenderStopped,
-    /// The queue could not be reached at the last check.
     #[error("the queue could not be reached")]
     Unreachable(#[source] EnqueueError),
 }
 
-/// The last check and when it ran.
 #[derive(Debug)]
 struct Checked {
     at: Instant,
     result: Result<(), EnqueueError>,
 }
 
-/// Reuses a queue check for `ttl`.
 #[derive(Debug)]
 pub struct ReadinessCache {
     ttl: Duration,
@@ -46,8 +40,8 @@ impl ReadinessCache {
         }
     }
 
-    /// Whether `queue` can take orders. A dead sender is reported at once (it
-    /// costs nothing to see); the queue's reachability at most `ttl` late.
+    /// Whether `queue` can take orders: a dead sender at once, the queue's
+    /// reachability at most `ttl` late.
     pub async fn check<Q: OrderQueue>(&self, queue: &Q) -> Result<(), NotReady> {
         if queue.is_stopped() {
             return Err(NotReady::SenderStopped);

@@ -1,14 +1,10 @@
-//! The request id: the client's (or the load balancer's) `X-Request-Id` when it
-//! is well formed ([`RequestId`]'s rule, which the consumer applies too), a fresh UUID otherwise. It is echoed in the answer, is a
-//! field of every log line's span, and travels with the order as the
-//! `request_id` message attribute, so one order can be followed from the HTTP
-//! request to its row.
+//! The request id: `X-Request-Id` when well formed by [`RequestId`]'s rule, a
+//! fresh UUID otherwise (`tower_http`'s layers, in `router`).
 
 use axum::extract::Request;
 use axum::http::HeaderName;
 use order_contract::RequestId;
 
-/// The header that carries it, both ways.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Drops an `X-Request-Id` that is not well formed (or is sent more than once),

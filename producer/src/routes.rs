@@ -1,7 +1,5 @@
-//! The HTTP surface: `POST /orders`, `GET /catalogue`, `GET /healthz`, `GET /readyz`.
-//!
-//! Bad input is answered before anything reaches the queue; a 202 is only sent
-//! once the queue has acknowledged the message, and carries its message id.
+//! The HTTP surface. Bad input is answered before anything reaches the queue;
+//! a 202 is only sent once the queue has acknowledged the message.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,25 +40,18 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState<Q> {
-    /// Where accepted orders go.
     queue: Arc<Q>,
     /// The longest a request may take before it is answered 503.
     request_timeout: Duration,
-    /// `/readyz`'s last check, reused for a few seconds.
     readiness: Arc<ReadinessCache>,
-    /// Caps and client timeouts.
     limits: Limits,
     /// `POST /orders` requests in progress with their body in.
     in_flight: InFlight,
-    /// Each client's bucket for `POST /orders`, when limited.
     rate_limit: Option<RateLimit>,
-    /// Each client's `POST /orders` requests in progress, when capped.
     client_cap: Option<ClientCap>,
-    /// What `/metrics` reports.
     metrics: Metrics,
-    /// The catalogue every order is priced by.
     prices: Prices,
-    /// Checks the load balancer's sign-in; `None` is trial mode.
+    /// `None` is trial mode.
     verifier: Option<Arc<Verifier>>,
 }
 
@@ -83,22 +74,19 @@ impl<Q> AppState<Q> {
         }
     }
 
-    /// Prices orders by `prices`.
     #[must_use]
     pub fn with_prices(mut self, prices: Prices) -> Self {
         self.prices = prices;
         self
     }
 
-    /// Requires a sign-in verified by `verifier` for `POST /orders` and `GET /me`
-    /// (none by default: trial mode).
+    /// Requires a sign-in for `POST /orders` and `GET /me` (`None`: trial mode).
     #[must_use]
     pub fn with_sign_in(mut self, verifier: Option<Arc<Verifier>>) -> Self {
         self.verifier = verifier;
         self
     }
 
-    /// Counts into `metrics` (by default a registry of its own).
     #[must_use]
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -109,14 +97,12 @@ impl<Q> AppState<Q> {
         &self.metrics
     }
 
-    /// Limits each client's `POST /orders` (none by default).
     #[must_use]
     pub fn with_rate_limit(mut self, rate_limit: impl Into<Option<RateLimit>>) -> Self {
         self.rate_limit = rate_limit.into();
         self
     }
 
-    /// Caps each client's `POST /orders` in progress (no cap by default).
     #[must_use]
     pub fn with_client_cap(mut self, client_cap: impl Into<Option<ClientCap>>) -> Self {
         self.client_cap = client_cap.into();
@@ -168,8 +154,7 @@ impl<Q> FromRef<AppState<Q>> for BodyReadTimeout {
     }
 }
 
-/// The answer to an accepted order: SQS has stored it. Its schema in
-/// `/openapi.json` is derived from this type.
+/// The answer to an accepted order: SQS has stored it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted {
     order_id: Uuid,
@@ -177,8 +162,8 @@ pub(crate) struct Accepted {
     message_id: String,
 }
 
-/// The whole service: routes, problem answers for unknown routes and methods,
-/// a body limit, a request timeout, request ids and a tracing span per request.
+/// The whole service, with its layers: body limit, request timeout, request
+/// ids, a tracing span and the metrics of every request.
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
     let metrics = state.metrics.clone();
@@ -258,8 +243,7 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-/// `POST /orders`: validate, take an in-flight slot, enqueue, then answer 202
-/// with both ids.
+/// `POST /orders`: validate, take an in-flight slot, enqueue, answer 202.
 async fn place_order<Q: OrderQueue>(
     State(state): State<AppState<Q>>,
     request_id: Option<Extension<RequestId>>,
@@ -319,15 +303,15 @@ async fn place_order<Q: OrderQueue>(
 /// cancelled, so the message may still have been stored: the client must retry
 /// with the same `order_id`, which the consumer stores once.
 fn not_confirmed() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "The order was not confirmed in time. It may have been queued: retry with the same \
-             order_id in {RETRY_AFTER_SECS} seconds. An order is stored once per order_id, so \
-             retrying never duplicates it."
-        ),
-    )
-    .with_retry_after(RETRY_AFTER_SECS)
+    unavailable(format!(
+        "The order was not confirmed in time. It may have been queued: retry with the same \
+         order_id in {RETRY_AFTER_SECS} seconds. An order is stored once per order_id, so \
+         retrying never duplicates it."
+    ))
+}
+
+fn unavailable(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).with_retry_after(RETRY_AFTER_SECS)
 }
 
 /// Who `GET /me` says is signed in.
@@ -340,7 +324,6 @@ pub(crate) struct Me {
     customer_id: Option<String>,
 }
 
-/// `GET /me`: who is signed in, for the page.
 async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
     let sign_in = if customer_id.is_some() { "on" } else { "off" };
     Json(Me {
@@ -349,7 +332,6 @@ async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
     })
 }
 
-/// `GET /openapi.json`: the OpenAPI 3.1 description of this API.
 async fn openapi_json() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -362,12 +344,9 @@ async fn openapi_json() -> impl IntoResponse {
 /// and anything older gets a `409` with the current prices, never a wrong charge.
 const CATALOGUE_MAX_AGE_SECS: u64 = 60;
 
-/// `GET /catalogue`: the catalogue in use, as its file has it.
 async fn catalogue<Q>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
-    let catalogue = state
-        .prices
-        .current()
-        .ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
+    let catalogue = state.prices.current();
+    let catalogue = catalogue.ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
     let cache = format!("public, max-age={CATALOGUE_MAX_AGE_SECS}");
     Ok((
         [(axum::http::header::CACHE_CONTROL, cache)],
@@ -376,40 +355,33 @@ async fn catalogue<Q>(State(state): State<AppState<Q>>) -> Result<Response, Prob
         .into_response())
 }
 
-/// `GET /healthz`: the process is up and serving.
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
-/// `GET /readyz`: orders can be accepted (the sender runs and the queue was
-/// reachable at the last check, at most a few seconds ago).
+/// `GET /readyz`: a catalogue is loaded, the sender runs and the queue was
+/// reachable at the last (cached) check.
 async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
     if state.prices.current().is_none() {
         tracing::warn!("no valid catalogue: orders cannot be priced");
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(unavailable(
             "No valid catalogue has been loaded, so orders cannot be priced; the log says what \
              is wrong with the file at CATALOGUE_PATH.",
-        )
-        .with_retry_after(RETRY_AFTER_SECS));
+        ));
     }
     match state.readiness.check(&*state.queue).await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
         Err(NotReady::SenderStopped) => {
             tracing::error!("the order sender has stopped: this process cannot queue orders");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(unavailable(
                 "This instance can no longer queue orders and needs a restart.",
-            )
-            .with_retry_after(RETRY_AFTER_SECS))
+            ))
         }
         Err(NotReady::Unreachable(err)) => {
             tracing::warn!(error = %support::sqs::sqs_error_chain(&err), "the queue is not reachable");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(unavailable(
                 "The order queue cannot be reached, so orders cannot be accepted right now.",
-            )
-            .with_retry_after(RETRY_AFTER_SECS))
+            ))
         }
     }
 }
@@ -448,14 +420,10 @@ async fn request_failed(method: Method, err: BoxError, request_timeout: Duration
         // The order's send is not cancelled with the request.
         return not_confirmed();
     }
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "The request was not completed within {} seconds; retry in {RETRY_AFTER_SECS} seconds.",
-            request_timeout.as_secs_f64()
-        ),
-    )
-    .with_retry_after(RETRY_AFTER_SECS)
+    unavailable(format!(
+        "The request was not completed within {} seconds; retry in {RETRY_AFTER_SECS} seconds.",
+        request_timeout.as_secs_f64()
+    ))
 }
 
 #[cfg(test)]

@@ -17,19 +17,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// How the server treats connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// The longest a client may take to send a request's headers, counted from
-    /// the connection's start or from the end of the previous response (so it
-    /// is also the keep-alive idle timeout).
+    /// Also the keep-alive idle timeout.
     pub header_read_timeout: Duration,
-    /// Connections open at once; further ones wait in the kernel's backlog.
+    /// Further connections wait in the kernel's backlog.
     pub max_connections: usize,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then closes the
-/// listener, lets every request in progress be answered, and returns.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets every
+/// request in progress be answered.
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,

@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-/// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("RUST_LOG is not a valid filter (e.g. `info` or `producer=debug,info`)")]

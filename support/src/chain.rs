@@ -1,10 +1,8 @@
-//! An error and its sources on one line, so one log line or one message to an
-//! operator tells the whole story.
+//! An error and its sources on one line, so one log line tells the whole story.
 
 use std::error::Error;
 
-/// `outer: cause: cause`: the error's text and each of its sources', in order,
-/// as they are.
+/// `outer: cause: cause`.
 pub fn error_chain(err: &dyn Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -16,11 +14,9 @@ pub fn error_chain(err: &dyn Error) -> String {
     text
 }
 
-/// Like [`error_chain`], for chains whose links repeat each other: a text the
-/// previous part already contains is left out (wrappers often write their
-/// source into their own message), and the walk ends after the first error for
-/// which `is_last` is true (one whose text already says what its sources would).
-/// `|_| false` walks the whole chain.
+/// Like [`error_chain`], leaving out a text the previous part already contains
+/// and ending after the first error for which `is_last` is true (one whose
+/// text already says what its sources would).
 pub fn error_chain_once(
     err: &(dyn Error + 'static),
     is_last: impl Fn(&(dyn Error + 'static)) -> bool,

@@ -1,19 +1,11 @@
-//! The load balancer's signed claims (`x-amzn-oidc-data`), read and checked
-//! as the ALB user guide says under "User claims encoding and signature
-//! verification"
-//! (<https://docs.aws.amazon.com/elasticloadbalancing/latest/application/listener-authenticate-users.html>):
-//! the header's `alg` is `ES256`, its `signer` is this load balancer's ARN, it
-//! has not expired (`exp`), and the signature verifies with the load
-//! balancer's public key. Its three segments are base64url *with* padding,
-//! which strict JWT libraries refuse, so they are read here.
-//!
-//! Shared by the producer, which fetches the public keys and verifies the
-//! signature, and the status function, which cannot reach the key endpoint
-//! and rests on its invocation path instead ([`unverified_customer`]).
-//!
-//! The customer is the claims' `sub`, the identity provider's stable user id.
-//! A `sub` that does not fit the contract's customer id rule is refused with
-//! `403`: a real sign-in, but not one an order can be stored under.
+//! The load balancer's signed claims (`x-amzn-oidc-data`), checked as the ALB
+//! user guide says ("User claims encoding and signature verification",
+//! <https://docs.aws.amazon.com/elasticloadbalancing/latest/application/listener-authenticate-users.html>):
+//! `alg` ES256, `signer` this load balancer, `exp` not passed, and the
+//! signature. Its segments are base64url *with* padding, which strict JWT
+//! libraries refuse. The customer is the claims' `sub`; one that breaks the
+//! customer id rule is a `403`. The status function, which cannot reach the
+//! key endpoint, rests on its invocation path instead ([`unverified_customer`]).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, ParsedPublicKey};
@@ -25,7 +17,6 @@ use serde::Deserialize;
 use crate::problem::Problem;
 use crate::{Env, EnvError};
 
-/// The header the load balancer puts the signed claims in.
 pub const CLAIMS_HEADER: &str = "x-amzn-oidc-data";
 
 /// base64url, padded as the ALB sends it or not.
@@ -39,13 +30,11 @@ pub const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 /// Sign-in settings: `ALB_SIGNER_ARN` turns verification on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignInConfig {
-    /// The load balancer's ARN, which the token's `signer` must equal (`ALB_SIGNER_ARN`).
+    /// The load balancer's ARN, which the token's `signer` must equal.
     pub signer: String,
-    /// Where public keys are fetched by `kid` (`ALB_KEY_ENDPOINT`, default
-    /// `https://public-keys.auth.elb.<region of the ARN>.amazonaws.com`).
+    /// Where public keys are fetched by `kid` (default: the ARN's region's).
     pub key_endpoint: String,
-    /// Where sign-out sends the browser once the session cookies are expired:
-    /// the identity provider's logout (`SIGN_OUT_URL`, default `/`).
+    /// The identity provider's logout, where sign-out sends the browser.
     pub sign_out_url: String,
 }
 
@@ -99,8 +88,7 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The answer to a request refused so, telling a client that may retry to
-    /// do so after `retry_after_secs`.
+    /// The answer to a request refused so.
     pub fn into_problem(self, retry_after_secs: u64) -> Problem {
         match self {
             Refused::Missing | Refused::Invalid(_) => Problem::new(
@@ -129,7 +117,6 @@ impl Refused {
 #[derive(Debug, Deserialize)]
 pub struct TokenHeader {
     alg: String,
-    /// The id of the key that signed it, at the region's key endpoint.
     pub kid: String,
     signer: String,
     /// Seconds since the epoch.
@@ -175,10 +162,8 @@ pub fn customer_in(claims: serde_json::Value) -> Result<String, Refused> {
     }
 }
 
-/// The customer `token` names, checked as [`Verifier::customer`] checks it
-/// but for the signature: for a target that cannot fetch the public keys and
-/// that only this load balancer can invoke (a Lambda target), where the
-/// invocation path vouches for the token.
+/// The customer `token` names, checked but for the signature: for a target
+/// only this load balancer can invoke, where the invocation path vouches for it.
 pub fn unverified_customer(token: &str, signer: &str, now: i64) -> Result<String, Refused> {
     checked_header(token, signer, now)?;
     let claims = token
@@ -206,8 +191,7 @@ pub fn verified_claims(token: &str, key: &ParsedPublicKey) -> Option<serde_json:
     decode_json(claims)
 }
 
-/// Signs `header` and `claims` as the ALB does: ES256, each segment base64url
-/// with padding. For `local-alb` and tests; the producer only verifies.
+/// Signs `header` and `claims` as the ALB does, for `local-alb` and tests.
 pub fn sign(
     key: &EcdsaKeyPair,
     header: &serde_json::Value,

@@ -1,12 +1,10 @@
-//! Settings read from the environment the same way by every crate: a value is
-//! trimmed, an empty one counts as unset, and one that is missing or out of its
-//! bounds is refused with its name, its value and what to set instead.
+//! Settings read from the environment the same way by every crate: trimmed,
+//! blank as unset, refused with their name, value and what to set instead.
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-/// A setting that is missing or unusable, worded as what to set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
     #[error("{name} is not set: {why}")]
@@ -27,7 +25,6 @@ pub struct Env<F> {
     lookup: F,
 }
 
-/// The process environment.
 pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env::new(|name: &str| std::env::var(name).ok())
 }
@@ -44,7 +41,6 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .filter(|value| !value.is_empty())
     }
 
-    /// The value, or why it must be set.
     pub fn required(&self, name: &'static str, why: &'static str) -> Result<String, EnvError> {
         self.optional(name).ok_or(EnvError::Required { name, why })
     }
@@ -66,8 +62,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .transpose()
     }
 
-    /// A number within `bounds`, or `default` when unset; `what` names its
-    /// unit ("whole seconds", "a whole number").
+    /// A number within `bounds`, or `default` when unset; `what` names its unit.
     pub fn bounded<T>(
         &self,
         name: &'static str,
@@ -84,7 +79,6 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
-    /// A number that must be set, within `bounds`; `why` says what to set it to.
     pub fn required_bounded<T>(
         &self,
         name: &'static str,
@@ -99,7 +93,6 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
-/// `value` of `name` parsed, if it lies within `bounds`.
 fn within<T>(
     name: &'static str,
     value: String,

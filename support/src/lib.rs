@@ -1,28 +1,16 @@
-//! What several crates of the workspace need and none of them owns: an
-//! error's cause chain written as one line, and the wait for the signal that
-//! asks a process to stop. Small on purpose: nothing here knows about orders
-//! or databases (the order contract lives in `order-contract`).
+//! What several crates need and none owns; nothing here knows about orders or
+//! databases. Each module past the first three is a feature, so that a crate
+//! links only what it uses.
 //!
 //! # Layout
-//! - [`chain`]: [`error_chain`] (`outer: cause: cause`) and [`error_chain_once`],
-//!   which says each cause once and can end at an error that already summarises
-//!   its sources.
-//! - `claims` (feature `claims`): the load balancer's signed claims
-//!   (`x-amzn-oidc-data`), read and checked, for the producer and the status
-//!   function alike.
-//! - [`env`]: [`Env`], settings read from the environment one way: trimmed,
-//!   blank as unset, bounds enforced, and [`EnvError`] saying what to set.
-//! - [`signal`]: [`StopSignals`], Ctrl-C and SIGTERM listened to from the moment
-//!   it is built, and [`shutdown_signal`], the future a server's graceful
-//!   shutdown awaits.
-//! - `logs` (feature `logs`): [`init_tool_logs`], the command-line tools' log
-//!   set-up. A feature, so that the Lambda, which uses this crate for
-//!   [`error_chain`], builds without a log formatter it does not use.
-//! - `problem` (feature `problem`): the `application/problem+json` body.
-//! - `queues` (feature `queues`): the queue pair created as the template
-//!   declares it, for the local stack and for the tests alike.
-//! - `sqs` (feature `sqs`): `SendMessageBatch` split by entry count and total
-//!   size with an outcome per entry, and one classification of SDK errors.
+//! - [`chain`]: an error and its causes on one line.
+//! - [`env`]: [`Env`], settings read one way, [`EnvError`] saying what to set.
+//! - [`signal`]: [`StopSignals`] and [`shutdown_signal`] (Ctrl-C, SIGTERM).
+//! - `claims`: the load balancer's signed claims (`x-amzn-oidc-data`).
+//! - `logs`: the command-line tools' log set-up.
+//! - `problem`: the `application/problem+json` body.
+//! - `queues`: the queue pair created as the template declares it.
+//! - `sqs`: `SendMessageBatch` with an outcome per entry, and SDK errors classified.
 
 pub mod chain;
 #[cfg(feature = "claims")]

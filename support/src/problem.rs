@@ -1,16 +1,10 @@
-//! Error answers as `application/problem+json` (RFC 9457), the body every
-//! HTTP answer of the workspace's shares: the producer's and the status
-//! function's.
-//!
-//! Every problem uses the type `about:blank`, so its `title` is the status
-//! phrase; the `detail` tells the client what to change, and a problem about one
-//! field of the order names it in an extra `field` member. Internal error text
-//! never goes into a problem: the cause is logged instead.
+//! Error answers as `application/problem+json` (RFC 9457), of type
+//! `about:blank`: the `detail` tells the client what to change; internal error
+//! text never goes into it (it is logged instead).
 
 use http::StatusCode;
 use serde::Serialize;
 
-/// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One error answer's body, and the `Retry-After` that goes with it.
@@ -45,19 +39,16 @@ impl Problem {
         }
     }
 
-    /// Names the order field the problem is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    /// Tells the client to retry after `secs` seconds (`Retry-After`).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
     }
 
-    /// The status as a code, `500` for one that is not a status.
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

@@ -1,12 +1,10 @@
-//! The queue pair (the orders queue and its dead-letter queue) created the
-//! way the template declares it: what `local-esm` stands up for `scripts/dev`
-//! and `testkit` for every test, so the two cannot set them up differently.
+//! The queue pair created the way the template declares it, by `local-esm`
+//! and by every test alike.
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-/// The queue pair's settings: `local-esm` reads them from the template, a
-/// test scales them down (a 1 s visibility timeout instead of minutes).
+/// The queue pair's settings: the template's, or a test's scaled down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
     pub visibility_timeout_secs: u32,
@@ -16,9 +14,7 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
-    /// SQS's own defaults (a 30 s visibility timeout, 4 days' retention), the
-    /// DLQ kept for SQS's longest (14 days), and 5 receives before it; a
-    /// constant, so that a test's `const` settings can start from it.
+    /// SQS's own defaults, the DLQ kept for SQS's longest, 5 receives before it.
     pub const SQS_DEFAULTS: Self = Self {
         visibility_timeout_secs: 30,
         retention_secs: 4 * 24 * 3600,
@@ -33,7 +29,6 @@ impl Default for QueueSettings {
     }
 }
 
-/// An SQS call that failed; the SDK's error, with its own causes, is the source.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "could not {action} on the SQS endpoint (is the emulator running and AWS_ENDPOINT_URL set?)"
@@ -60,8 +55,7 @@ pub struct QueueUrls {
 }
 
 /// Creates (or updates) the DLQ, then the source queue with its redrive policy,
-/// then allows only that queue to use the DLQ.
-/// Idempotent: a second run finds the queues and sets the same attributes again.
+/// then allows only that queue to use the DLQ. Idempotent.
 pub async fn create_queues(
     sqs: &Client,
     queue_name: &str,

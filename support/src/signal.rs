@@ -1,21 +1,13 @@
-//! Waiting for the signal that asks a process to stop: Ctrl-C (SIGINT) from a
-//! terminal, SIGTERM from systemd, `kill` or a supervising script.
-//!
-//! The producer, `local-esm` and `replay-dlq` stop on either, the same way. A
-//! handler that cannot be installed is logged and the other signal alone stops
-//! the process; were neither installed, nothing but SIGKILL would stop it,
-//! rather than the process stopping at once as if asked to.
+//! Waiting for Ctrl-C or SIGTERM. A listener that cannot be installed is logged
+//! and the other signal alone stops the process.
 
 use std::fmt;
 
 use tokio::signal::unix::{self, SignalKind};
 
-/// Which signal asked the process to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// SIGINT: Ctrl-C in a terminal.
     Interrupt,
-    /// SIGTERM: `systemctl stop`, `kill`, a script's `trap`.
     Terminate,
 }
 
@@ -28,9 +20,8 @@ impl fmt::Display for Signal {
     }
 }
 
-/// Ctrl-C and SIGTERM, listened to from the moment this is built: a signal sent
-/// after [`StopSignals::listen`] returns is never missed, nor does it kill the
-/// process with the default action.
+/// Ctrl-C and SIGTERM, listened to from the moment this is built, so that
+/// none is missed or kills the process with the default action.
 #[derive(Debug)]
 pub struct StopSignals {
     interrupt: Option<unix::Signal>,
@@ -38,8 +29,7 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    /// Installs both listeners. Must be called inside a Tokio runtime with its
-    /// I/O driver enabled, as every tokio signal listener must.
+    /// Installs both listeners; call it inside a Tokio runtime.
     pub fn listen() -> Self {
         Self {
             interrupt: install(SignalKind::interrupt(), "Ctrl-C", "SIGTERM"),
@@ -47,8 +37,7 @@ impl StopSignals {
         }
     }
 
-    /// The next Ctrl-C or SIGTERM since [`StopSignals::listen`] or the previous
-    /// call; a second call waits for a second signal (e.g. "stop at once").
+    /// The next signal; a second call waits for a second one ("stop at once").
     pub async fn recv(&mut self) -> Signal {
         let Self {
             interrupt,
@@ -61,9 +50,7 @@ impl StopSignals {
     }
 }
 
-/// The first Ctrl-C or SIGTERM after this call: the shutdown trigger of a server
-/// or a poller. The listeners are installed now, not when the future is first
-/// polled, so call it inside a Tokio runtime.
+/// The first Ctrl-C or SIGTERM after this call (not after the first poll).
 pub fn shutdown_signal() -> impl Future<Output = Signal> + Send + 'static {
     let mut signals = StopSignals::listen();
     async move { signals.recv().await }
@@ -79,7 +66,6 @@ fn install(kind: SignalKind, name: &str, other: &str) -> Option<unix::Signal> {
     }
 }
 
-/// Resolves on the listener's next signal, or never without a listener.
 async fn next(listener: &mut Option<unix::Signal>) {
     match listener {
         // `None` from `recv` means the runtime is shutting down: stop as well.

@@ -1,8 +1,6 @@
-//! SQS as every crate of the workspace calls it: one classification of an
-//! AWS SDK call's failure ([`SqsError`]) and `SendMessageBatch`
-//! said once ([`send_all`], [`send_batch`]): split by entry count and total
-//! size, calls in flight at once, and an [`Outcome`] per entry; and
-//! [`change_visibility`] for many messages at once.
+//! SQS as every crate calls it: [`SqsError`] classifies a failed call;
+//! [`send_all`] and [`send_batch`] send in batches with an [`Outcome`] per
+//! entry; [`change_visibility`] for many messages at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +19,11 @@ use futures::stream::{self, StreamExt};
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES;
-/// Batch calls in flight at once: 1,000 messages take 100 calls.
+/// Batch calls in flight at once.
 pub const CALLS_IN_FLIGHT: usize = 16;
 
 /// A message's size as SQS counts it: the body, and each attribute's name,
-/// data type and value
-/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
+/// type and value (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html>).
 pub fn message_size(
     body: &str,
     attributes: Option<&HashMap<String, MessageAttributeValue>>,
@@ -38,7 +35,6 @@ pub fn message_size(
             .sum::<usize>()
 }
 
-/// One attribute's share of [`message_size`].
 pub fn attribute_size(name: &str, value: &MessageAttributeValue) -> usize {
     name.len()
         + value.data_type().len()
@@ -79,17 +75,16 @@ pub fn batches<T>(items: impl IntoIterator<Item = T>, size: impl Fn(&T) -> usize
 /// What became of one entry of a batch.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// SQS acknowledged it: the message is on the queue.
-    Sent { message_id: String },
-    /// SQS refused this entry; `sender_fault` says whether resending it as it
-    /// is can ever pass.
+    Sent {
+        message_id: String,
+    },
+    /// `sender_fault`: resending it as it is can never pass.
     Refused {
         code: String,
         message: String,
         sender_fault: bool,
     },
-    /// SQS named it neither sent nor refused: treat it as not sent (if it was,
-    /// a resend makes a duplicate).
+    /// Neither sent nor refused: treat it as not sent.
     Unreported,
     /// The call carrying it failed as a whole.
     NotSent(Arc<SqsError>),
@@ -234,12 +229,8 @@ pub async fn change_visibility(
         .concat()
 }
 
-/// An AWS call that failed, with what we were doing and what to check. The
-/// SDK's error is the source.
-///
-/// The Display also says, in one line, what the service answered (code and
-/// message) or why it could not be reached: the SDK's own Display leaves the
-/// message out ("unhandled error (AccessDenied)").
+/// An AWS call that failed, with what we were doing, what the service answered
+/// (the SDK's own Display leaves its message out) and what to check.
 #[derive(Debug, thiserror::Error)]
 #[error("could not {action}: {detail}{}", hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
 pub struct SqsError {
@@ -290,7 +281,6 @@ impl SqsError {
         }
     }
 
-    /// The service's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
     }

@@ -1,17 +1,7 @@
-//! Test harness: every test gets its own PostgreSQL database and its own SQS
-//! queues on the servers `scripts/test` starts, so tests never share state.
-//!
-//! # Layout
-//! - `postgres`: [`TestDatabase`], a fresh database on the shared server
-//!   (`TEST_DATABASE_URL`), and [`PostgresServer`], a private PostgreSQL cluster
-//!   a test may stop and restart.
-//! - `sqs`: [`TestQueues`], a fresh queue and dead-letter queue on the emulator
-//!   (`TEST_SQS_ENDPOINT`), with the [`QueueSettings`] a test chooses.
-//! - `logs`: [`CapturedLogs`], what a test's own log lines said, as text.
-//! - this file: [`eventually`] (await a condition instead of sleeping for a
-//!   guess), [`init_tracing`] (`TEST_LOG`) and [`unique_name`].
-//!
-//! Helpers panic with a message saying what to do: they only ever run in tests.
+//! Test harness: every test gets its own PostgreSQL database ([`TestDatabase`],
+//! or a private server to stop, [`PostgresServer`]) and its own SQS queues
+//! ([`TestQueues`]) on the servers `scripts/test` starts. Helpers panic with a
+//! message saying what to do: they only ever run in tests.
 
 mod logs;
 mod postgres;
@@ -25,15 +15,12 @@ pub use sqs::{QueueSettings, TestQueues, queue_depth, sqs_client, sqs_client_at,
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=debug`), silent otherwise.
+/// Logs to the test output when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
 pub fn init_tracing() {
-    let Ok(filter) = std::env::var("TEST_LOG") else {
-        return;
-    };
-    let filter = if filter.is_empty() || filter == "1" {
-        "debug".to_owned()
-    } else {
-        filter
+    let filter = match std::env::var("TEST_LOG") {
+        Err(_) => return,
+        Ok(filter) if filter.is_empty() || filter == "1" => "debug".to_owned(),
+        Ok(filter) => filter,
     };
     // Several tests in one binary call this; only the first wins.
     let _ = tracing_subscriber::fmt()

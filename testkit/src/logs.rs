@@ -10,8 +10,7 @@ use tracing::subscriber::DefaultGuard;
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
-    /// Starts capturing this thread's events; they stop being captured when
-    /// the guard is dropped.
+    /// Captures this thread's events until the guard is dropped.
     pub fn start() -> (Self, DefaultGuard) {
         let captured = Self::default();
         let writer = captured.clone();
@@ -22,7 +21,6 @@ impl CapturedLogs {
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
-    /// Everything written so far.
     pub fn text(&self) -> String {
         let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         String::from_utf8_lossy(&bytes).into_owned()

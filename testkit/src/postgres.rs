@@ -92,25 +92,17 @@ impl PostgresServer {
     async fn start_with(tls: Option<(&str, &str)>, password_role: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(unique_name("pg"));
         std::fs::create_dir_all(&dir).expect("create the cluster folder");
-        if running_as_root() {
-            // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
-            run(Command::new("chown").arg("postgres:").arg(&dir));
-        }
+        // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
+        chown(&[dir.clone()]);
         let server = Self {
             port: free_port(),
             dir,
             tls: tls.is_some(),
         };
-        server.pg(&[
-            "initdb",
-            "-D",
-            &server.data(),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-        ]);
+        server.pg(
+            &["initdb", "-D", &server.data()],
+            "-U postgres -A trust --no-sync",
+        );
         if let Some(role) = password_role {
             // The first matching line wins: this one, before initdb's trust lines.
             let hba = PathBuf::from(server.data()).join("pg_hba.conf");
@@ -132,12 +124,7 @@ impl PostgresServer {
                 std::os::unix::fs::PermissionsExt::from_mode(0o600),
             )
             .expect("restrict the key");
-            if running_as_root() {
-                run(Command::new("chown")
-                    .arg("postgres:")
-                    .arg(data.join("server.crt"))
-                    .arg(data.join("server.key")));
-            }
+            chown(&[data.join("server.crt"), data.join("server.key")]);
         }
         server.start_again().await;
         server
@@ -154,21 +141,12 @@ impl PostgresServer {
 
     /// Stops the server as an outage would: immediately, without a checkpoint.
     pub fn stop(&self) {
-        if let Err(message) = self.try_stop() {
-            panic!("{message}");
-        }
+        self.try_stop()
+            .unwrap_or_else(|message| panic!("{message}"));
     }
 
     fn try_stop(&self) -> Result<(), String> {
-        self.try_pg(&[
-            "pg_ctl",
-            "-D",
-            &self.data(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ])
+        self.try_pg(&["pg_ctl", "-D", &self.data()], "-m immediate -w stop")
     }
 
     /// Starts the (stopped) server again on the same port and waits until it accepts connections.
@@ -181,18 +159,9 @@ impl PostgresServer {
         if self.tls {
             options.push_str(" -c ssl=on");
         }
-        let log = self.dir.join("server.log");
-        self.pg(&[
-            "pg_ctl",
-            "-D",
-            &self.data(),
-            "-l",
-            &log.display().to_string(),
-            "-o",
-            &options,
-            "-w",
-            "start",
-        ]);
+        let log = self.dir.join("server.log").display().to_string();
+        let args = ["pg_ctl", "-D", &self.data(), "-l", &log, "-o", &options];
+        self.pg(&args, "-w start");
         let url = self.admin_url();
         eventually(
             "the private PostgreSQL to accept connections",
@@ -210,10 +179,9 @@ impl PostgresServer {
         .await;
     }
 
-    /// Freezes every process of the cluster with SIGSTOP, as a server that
-    /// stops answering without closing anything would (a stalled disk, a frozen
-    /// VM, a failover in progress): connections stay open, the kernel still
-    /// accepts new ones, and nothing is ever answered until [`thaw`](Self::thaw).
+    /// Freezes every process of the cluster with SIGSTOP, as a stalled disk or
+    /// a failover would: connections stay open and nothing is answered until
+    /// [`thaw`](Self::thaw).
     pub fn freeze(&self) {
         self.signal_all("-STOP");
     }
@@ -223,27 +191,26 @@ impl PostgresServer {
         self.signal_all("-CONT");
     }
 
-    /// Sends `signal` to the postmaster and every process it forked. The
-    /// postmaster goes first when stopping, so it forks nothing new while its
-    /// children are listed, and last when resuming. A child may exit between
-    /// the listing and its signal (a backend whose client just left): that one
-    /// needs no signal, so only the postmaster's signal must succeed.
+    /// Sends `signal` to the postmaster and every process it forked: the
+    /// postmaster first when stopping (so it forks nothing new meanwhile), last
+    /// when resuming. Only its signal must succeed: a child may have exited.
     fn signal_all(&self, signal: &str) {
         let postmaster = self.postmaster().expect("the server is running");
-        if signal == "-STOP" {
+        let stopping = signal == "-STOP";
+        let postmaster_signalled = || {
             assert!(
                 send(signal, &postmaster),
                 "kill {signal} {postmaster} failed"
             );
+        };
+        if stopping {
+            postmaster_signalled();
         }
         for child in children_of(&postmaster) {
             send(signal, &child);
         }
-        if signal != "-STOP" {
-            assert!(
-                send(signal, &postmaster),
-                "kill {signal} {postmaster} failed"
-            );
+        if !stopping {
+            postmaster_signalled();
         }
     }
 
@@ -257,16 +224,15 @@ impl PostgresServer {
         self.dir.join("data").display().to_string()
     }
 
-    /// Runs a PostgreSQL tool from `PG_BINDIR`, as `postgres` when we are root.
-    fn pg(&self, args: &[&str]) {
-        if let Err(message) = self.try_pg(args) {
-            panic!("{message}");
-        }
+    fn pg(&self, args: &[&str], flags: &str) {
+        self.try_pg(args, flags)
+            .unwrap_or_else(|message| panic!("{message}"));
     }
 
-    fn try_pg(&self, args: &[&str]) -> Result<(), String> {
-        let bindir = PathBuf::from(required_env("PG_BINDIR"));
-        let program = bindir.join(args[0]);
+    /// Runs a PostgreSQL tool from `PG_BINDIR` with `args` and then the words
+    /// of `flags`, as `postgres` when we are root.
+    fn try_pg(&self, args: &[&str], flags: &str) -> Result<(), String> {
+        let program = PathBuf::from(required_env("PG_BINDIR")).join(args[0]);
         let mut command = if running_as_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&program);
@@ -274,8 +240,8 @@ impl PostgresServer {
         } else {
             Command::new(&program)
         };
-        command.args(&args[1..]).current_dir(&self.dir);
-        try_run(&mut command)
+        command.args(&args[1..]).args(flags.split_whitespace());
+        try_run(command.current_dir(&self.dir))
     }
 }
 
@@ -328,9 +294,14 @@ fn children_of(parent: &str) -> Vec<String> {
         .collect()
 }
 
-fn run(command: &mut Command) {
-    if let Err(message) = try_run(command) {
-        panic!("{message}");
+/// Gives `paths` to `postgres` when we are root.
+fn chown(paths: &[PathBuf]) {
+    if running_as_root() {
+        let chown = Command::new("chown").arg("postgres:").args(paths).output();
+        assert!(
+            chown.is_ok_and(|out| out.status.success()),
+            "chown {paths:?} failed"
+        );
     }
 }
 

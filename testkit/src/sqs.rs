@@ -5,7 +5,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName
 
 use support::error_chain;
 pub use support::queues::QueueSettings;
-use support::queues::{create_queues, queue_arn};
+use support::queues::{QueueError, create_queues, queue_arn};
 
 use crate::{required_env, unique_name};
 
@@ -55,23 +55,20 @@ impl TestQueues {
 
     async fn create_with(sqs: Client, settings: QueueSettings) -> Self {
         let name = unique_name("orders");
-        let urls = create_queues(&sqs, &name, &format!("{name}-dlq"), settings)
-            .await
-            .unwrap_or_else(|err| panic!("create the test queues: {}", error_chain(&err)));
-        let queue_arn = arn(&sqs, &urls.queue_url).await;
-        let dlq_arn = arn(&sqs, &urls.dlq_url).await;
+        let urls = create_queues(&sqs, &name, &format!("{name}-dlq"), settings).await;
+        let urls = urls.unwrap_or_else(fail);
         Self {
+            queue_arn: queue_arn(&sqs, &urls.queue_url).await.unwrap_or_else(fail),
+            dlq_arn: queue_arn(&sqs, &urls.dlq_url).await.unwrap_or_else(fail),
             sqs,
             queue_url: urls.queue_url,
-            queue_arn,
             dlq_url: urls.dlq_url,
-            dlq_arn,
         }
     }
 
     /// Sends raw bodies to the source queue, as any producer could.
     pub async fn send_bodies(&self, bodies: &[String]) -> Vec<String> {
-        let mut ids = Vec::with_capacity(bodies.len());
+        let mut ids = Vec::new();
         for body in bodies {
             let sent = self
                 .sqs
@@ -120,49 +117,36 @@ impl TestQueues {
     }
 }
 
-async fn arn(sqs: &Client, url: &str) -> String {
-    queue_arn(sqs, url)
-        .await
-        .unwrap_or_else(|err| panic!("read the ARN of {url}: {}", error_chain(&err)))
-}
-
 /// (visible, in flight) messages of a queue.
 pub async fn queue_depth(sqs: &Client, url: &str) -> (u64, u64) {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("read the queue depth");
-    let read = |name: QueueAttributeName| -> u64 {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        read(QueueAttributeName::ApproximateNumberOfMessages),
-        read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
+    let [visible, in_flight, _] = depths(sqs, url).await;
+    (visible, in_flight)
 }
 
 /// Every message the queue holds: visible, in flight, and delayed (a requeued
 /// copy waits out its `DelaySeconds` as a delayed message).
 async fn depth(sqs: &Client, url: &str) -> u64 {
-    let (visible, in_flight) = queue_depth(sqs, url).await;
-    let delayed = sqs
+    depths(sqs, url).await.iter().sum()
+}
+
+fn fail<T>(err: QueueError) -> T {
+    panic!("create the test queues: {}", error_chain(&err))
+}
+
+async fn depths(sqs: &Client, url: &str) -> [u64; 3] {
+    use QueueAttributeName::{
+        ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesDelayed as Delayed,
+        ApproximateNumberOfMessagesNotVisible as InFlight,
+    };
+    let attributes = sqs
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .set_attribute_names(Some(vec![Visible, InFlight, Delayed]))
         .send()
         .await
-        .expect("read the queue depth")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    visible + in_flight + delayed
+        .expect("read the queue depth");
+    [Visible, InFlight, Delayed].map(|name| {
+        let value = attributes.attributes().and_then(|a| a.get(&name));
+        value.and_then(|v| v.parse().ok()).unwrap_or(0)
+    })
 }

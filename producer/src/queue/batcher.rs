@@ -4,54 +4,36 @@
 //! the first waiting message, then whatever else is already waiting (without
 //! waiting for more, so a lone request is not delayed), and hands the batch to a
 //! [`BatchSender`] in a task of its own; at most `max_in_flight` batches are out
-//! at once. Each entry's result is mapped back to its caller by entry id: a batch
-//! can succeed for some entries and fail for others.
+//! at once. A batch can succeed for some entries and fail for others.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use order_contract::REQUEST_ID_ATTRIBUTE;
+use support::sqs::MAX_BATCH_ENTRIES;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use super::{EnqueueError, OrderMessage};
 
-/// SQS takes at most ten entries per `SendMessageBatch` call…
-pub(crate) const MAX_ENTRIES: usize = 10;
-/// …and at most 256 KiB of message bodies in all.
+/// At most 256 KiB of messages per batch, as SQS took before it rose to 1 MiB.
 pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// One message of a batch, with an id unique within the batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BatchEntry {
-    pub(crate) id: String,
-    pub(crate) body: String,
-    /// Sent as the `request_id` message attribute.
-    pub(crate) request_id: Option<String>,
-}
-
-/// What the queue said about one entry: its message id, or why it was not stored.
-#[derive(Debug)]
-pub(crate) struct EntryOutcome {
-    pub(crate) id: String,
-    pub(crate) result: Result<String, EnqueueError>,
-}
-
 /// Sends one batch. `Err` means the call as a whole failed (no entry stored);
-/// `Ok` lists per-entry results, which the batcher matches by id.
+/// `Ok` has one result per entry, in order (missing ones: not answered).
 pub(crate) trait BatchSender: Send + Sync + 'static {
     fn send_batch(
         &self,
-        entries: Vec<BatchEntry>,
-    ) -> impl Future<Output = Result<Vec<EntryOutcome>, EnqueueError>> + Send;
+        entries: Vec<OrderMessage>,
+    ) -> impl Future<Output = Result<Vec<Result<String, EnqueueError>>, EnqueueError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatcherSettings {
     /// Batches sent at once; more waiting sends queue up and coalesce.
     pub(crate) max_in_flight: usize,
-    /// Sends that may wait for a batch; beyond this, callers wait for room.
+    /// Sends that may wait for a batch; beyond this they are refused.
     pub(crate) capacity: usize,
     /// The longest a caller waits for its answer, queueing included.
     pub(crate) deadline: Duration,
@@ -59,17 +41,16 @@ pub(crate) struct BatcherSettings {
 
 /// A message waiting for a batch, and where its answer goes.
 struct Pending {
-    body: String,
-    request_id: Option<String>,
+    message: OrderMessage,
     reply: oneshot::Sender<Result<String, EnqueueError>>,
 }
 
 impl Pending {
-    /// What the message counts towards SQS's batch size limit: its body and
-    /// its attribute's name, type and value.
+    /// What the message counts towards the batch size: body and attribute.
     fn size(&self) -> usize {
-        self.body.len()
-            + self.request_id.as_ref().map_or(0, |id| {
+        let OrderMessage { body, request_id } = &self.message;
+        body.len()
+            + request_id.as_ref().map_or(0, |id| {
                 REQUEST_ID_ATTRIBUTE.len() + "String".len() + id.len()
             })
     }
@@ -97,32 +78,23 @@ impl Batcher {
 
     /// Sends one message in the next batch and waits for its own result.
     pub(crate) async fn send(&self, message: OrderMessage) -> Result<String, EnqueueError> {
-        let OrderMessage { body, request_id } = message;
         let (reply, answer) = oneshot::channel();
         // Never wait for room: past the cap the caller is shed at once, so the
         // orders held in memory stay bounded.
         self.submit
-            .try_send(Pending {
-                body,
-                request_id,
-                reply,
-            })
+            .try_send(Pending { message, reply })
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => EnqueueError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
             })?;
-        let round_trip = async {
-            // A dropped reply means its batch task died before SQS answered.
-            answer.await.map_err(|_| EnqueueError::Stopped)?
-        };
-        match tokio::time::timeout(self.deadline, round_trip).await {
-            Ok(result) => result,
-            Err(_) => Err(EnqueueError::TimedOut(self.deadline)),
-        }
+        // A dropped reply means its batch task died before SQS answered.
+        let round_trip = async { answer.await.map_err(|_| EnqueueError::Stopped)? };
+        tokio::time::timeout(self.deadline, round_trip)
+            .await
+            .unwrap_or(Err(EnqueueError::TimedOut(self.deadline)))
     }
 
-    /// Whether the batching task has ended. It only ends when closed, so
-    /// before that this means it panicked: every send would fail from now on.
+    /// Whether the batching task has ended: before [`Self::close`], only by a panic.
     pub(crate) fn is_stopped(&self) -> bool {
         self.task.is_finished()
     }
@@ -135,7 +107,6 @@ impl Batcher {
         }
     }
 
-    /// Sends waiting for a batch right now.
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.submit.max_capacity() - self.submit.capacity()
@@ -194,7 +165,7 @@ async fn next_batch(
         };
         let mut bytes = first.size();
         let mut batch = vec![first];
-        while batch.len() < MAX_ENTRIES {
+        while batch.len() < MAX_BATCH_ENTRIES {
             let Ok(next) = waiting.try_recv() else {
                 break;
             };
@@ -216,45 +187,22 @@ async fn next_batch(
 
 /// Sends one batch and answers each caller with its own entry's result.
 async fn deliver<S: BatchSender>(sender: &S, batch: Vec<Pending>) {
-    let mut ids = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut entries = Vec::with_capacity(batch.len());
-    for (index, pending) in batch.into_iter().enumerate() {
-        let id = index.to_string();
-        ids.push(id.clone());
-        replies.push(Some(pending.reply));
-        entries.push(BatchEntry {
-            id,
-            body: pending.body,
-            request_id: pending.request_id,
-        });
-    }
-    tracing::debug!(entries = entries.len(), "sending a batch");
-    match sender.send_batch(entries).await {
-        Ok(outcomes) => {
-            for outcome in outcomes {
-                let reply = ids
-                    .iter()
-                    .position(|id| *id == outcome.id)
-                    .and_then(|index| replies[index].take());
-                match reply {
-                    // The caller may have given up meanwhile; nothing to do then.
-                    Some(reply) => drop(reply.send(outcome.result)),
-                    None => tracing::warn!(
-                        entry_id = %outcome.id,
-                        "SQS reported on an entry that was not in the batch, or twice"
-                    ),
-                }
-            }
-            for reply in replies.into_iter().flatten() {
-                drop(reply.send(Err(EnqueueError::Unanswered)));
-            }
-        }
-        Err(err) => {
-            for reply in replies.into_iter().flatten() {
-                drop(reply.send(Err(err.clone())));
-            }
-        }
+    let (messages, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.message, pending.reply))
+        .unzip();
+    tracing::debug!(entries = messages.len(), "sending a batch");
+    let results = sender.send_batch(messages).await;
+    for (index, reply) in replies.into_iter().enumerate() {
+        let result = match &results {
+            Ok(results) => results
+                .get(index)
+                .cloned()
+                .unwrap_or(Err(EnqueueError::Unanswered)),
+            Err(err) => Err(err.clone()),
+        };
+        // The caller may have given up meanwhile; nothing to do then.
+        drop(reply.send(result));
     }
 }
 
@@ -263,7 +211,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    type Answer = fn(&[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError>;
+    type Answer = fn(&[OrderMessage]) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError>;
 
     /// Records every batch, optionally holds each one at a gate, then answers with `answer`.
     #[derive(Clone)]
@@ -299,8 +247,8 @@ mod tests {
     impl BatchSender for FakeSender {
         async fn send_batch(
             &self,
-            entries: Vec<BatchEntry>,
-        ) -> Result<Vec<EntryOutcome>, EnqueueError> {
+            entries: Vec<OrderMessage>,
+        ) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError> {
             self.batches
                 .lock()
                 .expect("batches lock")
@@ -313,13 +261,12 @@ mod tests {
     }
 
     /// Every entry stored, with a message id derived from its body.
-    fn all_stored(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError> {
+    fn all_stored(
+        entries: &[OrderMessage],
+    ) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError> {
         Ok(entries
             .iter()
-            .map(|entry| EntryOutcome {
-                id: entry.id.clone(),
-                result: Ok(format!("msg-{}", entry.body)),
-            })
+            .map(|entry| Ok(format!("msg-{}", entry.body)))
             .collect())
     }
 
@@ -346,8 +293,7 @@ mod tests {
     fn pending(body: &str) -> (Pending, oneshot::Receiver<Result<String, EnqueueError>>) {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            body: body.to_owned(),
-            request_id: None,
+            message: body.into(),
             reply,
         };
         (pending, answer)
@@ -397,7 +343,7 @@ mod tests {
         }
         let mut carried = None;
         let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
-        assert_eq!(batch.len(), MAX_ENTRIES);
+        assert_eq!(batch.len(), MAX_BATCH_ENTRIES);
         let batch = next_batch(&mut waiting, &mut carried).await.expect("batch");
         assert_eq!(batch.len(), 2);
 
@@ -426,31 +372,21 @@ mod tests {
         assert!(submit.try_send(abandoned).is_ok());
         drop(abandoned_answer);
         let batch = next_batch(&mut waiting, &mut None).await.expect("batch");
-        let bodies: Vec<&str> = batch.iter().map(|p| p.body.as_str()).collect();
+        let bodies: Vec<&str> = batch.iter().map(|p| p.message.body.as_str()).collect();
         assert_eq!(bodies, ["kept"]);
     }
 
     #[tokio::test]
     async fn a_partial_failure_reaches_only_the_entries_that_failed() {
-        // Answers out of order: entry 2 stored, entry 0 refused, entry 1 not mentioned.
-        let sender = FakeSender::new(|entries| {
+        // Entry 0 refused, entry 1 stored, entry 2 not answered.
+        let sender = FakeSender::new(|_| {
             Ok(vec![
-                EntryOutcome {
-                    id: entries[2].id.clone(),
-                    result: Ok("msg-c".into()),
-                },
-                EntryOutcome {
-                    id: entries[0].id.clone(),
-                    result: Err(EnqueueError::Refused {
-                        code: "InternalError".into(),
-                        message: "try again".into(),
-                        sender_fault: false,
-                    }),
-                },
-                EntryOutcome {
-                    id: "not-ours".into(),
-                    result: Ok("msg-stray".into()),
-                },
+                Err(EnqueueError::Refused {
+                    code: "InternalError".into(),
+                    message: "try again".into(),
+                    sender_fault: false,
+                }),
+                Ok("msg-b".into()),
             ])
         });
         let (a, a_answer) = pending("a");
@@ -463,9 +399,9 @@ mod tests {
             matches!(&a, Err(EnqueueError::Refused { code, .. }) if code == "InternalError"),
             "{a:?}"
         );
-        let b = b_answer.await.expect("answered");
-        assert!(matches!(b, Err(EnqueueError::Unanswered)), "{b:?}");
-        assert_eq!(c_answer.await.expect("answered").expect("stored"), "msg-c");
+        assert_eq!(b_answer.await.expect("answered").expect("stored"), "msg-b");
+        let c = c_answer.await.expect("answered");
+        assert!(matches!(c, Err(EnqueueError::Unanswered)), "{c:?}");
     }
 
     #[tokio::test]
@@ -501,7 +437,9 @@ mod tests {
     }
 
     /// Panics on the first batch it sees, stores every later one.
-    fn crash_once(entries: &[BatchEntry]) -> Result<Vec<EntryOutcome>, EnqueueError> {
+    fn crash_once(
+        entries: &[OrderMessage],
+    ) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError> {
         static CRASHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if !CRASHED.swap(true, std::sync::atomic::Ordering::SeqCst) {
             panic!("bug");

@@ -1,39 +1,26 @@
 //! The producer's two SQS calls, each counted in the metrics:
-//! `SendMessageBatch` for the batcher (`support::sqs::send_batch`, with its
-//! failures classified by `support::sqs::SqsError`) and `GetQueueAttributes`
-//! for `/readyz`.
+//! `SendMessageBatch` for the batcher and `GetQueueAttributes` for `/readyz`.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use order_contract::REQUEST_ID_ATTRIBUTE;
 use support::sqs::{Outcome, SqsError};
 
-use order_contract::REQUEST_ID_ATTRIBUTE;
-
-use super::EnqueueError;
-use super::batcher::{BatchEntry, BatchSender, EntryOutcome};
+use super::batcher::BatchSender;
+use super::{EnqueueError, OrderMessage};
 use crate::metrics::Metrics;
 
 /// One queue's client. Cloning it shares the client's connection pool.
 #[derive(Debug, Clone)]
 pub(super) struct Sqs {
-    /// Built once with the timeouts.
-    client: Client,
-    queue_url: String,
-    /// Counts calls, batch sizes and errors.
-    metrics: Metrics,
+    pub(super) client: Client,
+    pub(super) queue_url: String,
+    pub(super) metrics: Metrics,
 }
 
 impl Sqs {
-    pub(super) fn new(client: Client, queue_url: String, metrics: Metrics) -> Self {
-        Self {
-            client,
-            queue_url,
-            metrics,
-        }
-    }
-
     /// Whether the queue answers now (it exists and we may use it).
     pub(super) async fn check(&self, timeout: Duration) -> Result<(), EnqueueError> {
         const OPERATION: &str = "GetQueueAttributes";
@@ -66,33 +53,31 @@ impl Sqs {
 
 /// One entry as SQS takes it, its request id as the `request_id` attribute.
 fn request_entry(
-    entry: BatchEntry,
+    message: OrderMessage,
 ) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
-    let mut request = SendMessageBatchRequestEntry::builder()
-        .id(entry.id)
-        .message_body(entry.body);
-    if let Some(id) = entry.request_id {
+    let mut entry = SendMessageBatchRequestEntry::builder()
+        // `send_batch` numbers the entries itself.
+        .id("0")
+        .message_body(message.body);
+    if let Some(id) = message.request_id {
         let value = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(id)
             .build()?;
-        request = request.message_attributes(REQUEST_ID_ATTRIBUTE, value);
+        entry = entry.message_attributes(REQUEST_ID_ATTRIBUTE, value);
     }
-    request.build()
+    entry.build()
 }
 
-/// Sends one batch with `SendMessageBatch`. Its time is bounded by the
-/// client's operation timeout, and the batcher's deadline bounds each caller.
 impl BatchSender for Sqs {
     async fn send_batch(
         &self,
-        entries: Vec<BatchEntry>,
-    ) -> Result<Vec<EntryOutcome>, EnqueueError> {
+        messages: Vec<OrderMessage>,
+    ) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError> {
         const OPERATION: &str = "SendMessageBatch";
         self.metrics.sqs_call(OPERATION);
-        self.metrics.batch(entries.len());
-        let ids: Vec<String> = entries.iter().map(|entry| entry.id.clone()).collect();
-        let entries = entries
+        self.metrics.batch(messages.len());
+        let entries = messages
             .into_iter()
             .map(request_entry)
             .collect::<Result<Vec<_>, _>>()
@@ -117,13 +102,6 @@ impl BatchSender for Sqs {
             Outcome::Unreported => Err(EnqueueError::Unanswered),
             Outcome::NotSent(err) => Err(EnqueueError::Sqs(err)),
         };
-        Ok(ids
-            .into_iter()
-            .zip(outcomes)
-            .map(|(id, outcome)| EntryOutcome {
-                id,
-                result: result(outcome),
-            })
-            .collect())
+        Ok(outcomes.into_iter().map(result).collect())
     }
 }
