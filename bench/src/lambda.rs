@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use consumer_lambda::DatabaseConfig;
@@ -71,14 +70,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let polled_at = wait_for_first_poll(&runtime).await?;
         inits.push(polled_at.duration_since(started));
         child.kill().await.ok();
-        *runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(&runtime.first_poll) = None;
     }
     inits.sort();
     let init = inits[inits.len() / 2];
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    *runtime.responses.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-    *runtime.event.lock().unwrap_or_else(|e| e.into_inner()) = Some(event(args.records));
+    *lock(&runtime.responses) = Some(tx);
+    *lock(&runtime.event) = Some(event(args.records));
     let child = spawn(&args, address)?;
     let pid = child.id().context("the bootstrap exited at once")?;
     let answer = tokio::time::timeout(Duration::from_secs(60), rx.recv())
@@ -186,7 +185,7 @@ async fn wait_for_first_poll(runtime: &Runtime) -> anyhow::Result<Instant> {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let notified = runtime.polled.notified();
-            if let Some(at) = *runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(at) = *lock(&runtime.first_poll) {
                 return at;
             }
             notified.await;
@@ -241,7 +240,7 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<SocketAddr> {
             post(response),
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-        .route("/2018-06-01/runtime/init/error", post(error_init))
+        .route("/2018-06-01/runtime/init/error", post(error))
         .with_state(runtime);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -249,83 +248,56 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<SocketAddr> {
     Ok(address)
 }
 
-async fn next(State(runtime): State<Arc<Runtime>>) -> (HeaderMap, Json<serde_json::Value>) {
-    {
-        let mut first = runtime.first_poll.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert_with(Instant::now);
-    }
+async fn next(State(runtime): State<Arc<Runtime>>) -> impl axum::response::IntoResponse {
+    lock(&runtime.first_poll).get_or_insert_with(Instant::now);
     runtime.polled.notify_waiters();
-    let event = runtime
-        .event
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    let Some(event) = event else {
+    let Some(event) = lock(&runtime.event).take() else {
         // An idle environment: no event comes.
         std::future::pending::<()>().await;
         unreachable!()
     };
-    let mut headers = HeaderMap::new();
     let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
     let deadline_ms = deadline
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    headers.insert(
-        "lambda-runtime-aws-request-id",
-        HeaderValue::from_static("bench-request"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&deadline_ms.to_string()) {
-        headers.insert("lambda-runtime-deadline-ms", value);
-    }
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static(
-            "arn:aws:lambda:us-east-1:000000000000:function:orders-consumer-bench",
+        .unwrap_or_default();
+    let headers = [
+        ("lambda-runtime-aws-request-id", "bench-request".to_owned()),
+        (
+            "lambda-runtime-deadline-ms",
+            deadline_ms.as_millis().to_string(),
         ),
-    );
-    headers.insert(
-        "lambda-runtime-trace-id",
-        HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
-    );
+        (
+            "lambda-runtime-invoked-function-arn",
+            "arn:aws:lambda:us-east-1:000000000000:function:orders-consumer-bench".to_owned(),
+        ),
+        (
+            "lambda-runtime-trace-id",
+            "Root=1-00000000-000000000000000000000000".to_owned(),
+        ),
+    ];
     (headers, Json(event))
 }
 
-async fn response(
-    State(runtime): State<Arc<Runtime>>,
-    Path(_id): Path<String>,
-    body: axum::body::Bytes,
-) {
-    let parsed =
-        serde_json::from_slice(&body).map_err(|err| format!("the response is not JSON: {err}"));
-    if let Some(tx) = runtime
-        .responses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        let _ = tx.send(parsed);
+async fn response(State(runtime): State<Arc<Runtime>>, body: axum::body::Bytes) {
+    answer(
+        &runtime,
+        serde_json::from_slice(&body).map_err(|err| format!("the response is not JSON: {err}")),
+    );
+}
+
+/// An invocation's error or the init's: the bootstrap failed.
+async fn error(State(runtime): State<Arc<Runtime>>, body: String) {
+    answer(&runtime, Err(body));
+}
+
+fn answer(runtime: &Runtime, answer: Result<serde_json::Value, String>) {
+    if let Some(tx) = lock(&runtime.responses).as_ref() {
+        let _ = tx.send(answer);
     }
 }
 
-async fn error(State(runtime): State<Arc<Runtime>>, Path(_id): Path<String>, body: String) {
-    if let Some(tx) = runtime
-        .responses
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        let _ = tx.send(Err(body));
-    }
-}
-
-async fn error_init(State(runtime): State<Arc<Runtime>>, body: String) {
-    if let Some(tx) = runtime
-        .responses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        let _ = tx.send(Err(format!("init error: {body}")));
-    }
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

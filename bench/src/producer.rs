@@ -16,8 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use order_contract::REQUEST_ID_ATTRIBUTE;
@@ -368,19 +367,10 @@ async fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// A plain HTTP/1.0 GET: the body if the answer is 200.
+/// The body of a GET answered 200.
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
-        .await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
+    let answer = reqwest::get(format!("http://{addr}{path}")).await?;
+    Ok(answer.error_for_status()?.text().await?)
 }
 
 /// Runs oha; requests/s, p50 and p99 in ms, and the number of 202s.

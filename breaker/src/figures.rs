@@ -1,40 +1,22 @@
 //! The consumer's own figures: what its batches did, as its EMF line counts
-//! them, and when the breaker paused the mapping because of them.
-//!
-//! The probe runs one synthetic batch; a build whose batch path fails on the
-//! real events (a changed event shape, a panic outside `catch_unwind`, a bug in
-//! the write) passes it. Lambda's `Errors` metric does not see such a build
-//! either when it reports its records in `batchItemFailures`: it counts only
-//! "invocations that result in a function error"
+//! them, and when the breaker paused the mapping because of them. A build whose
+//! batch path fails on real events passes the synthetic probe, and Lambda's
+//! `Errors` does not count records reported in `batchItemFailures`
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html>).
-//! So the breaker also reads what the batches themselves reported.
 //!
 //! # The rule
-//! In the window (the last [`FIGURES_WINDOW`], never before the mapping was
-//! last resumed), with `total` = records received + invocations that failed as
-//! a whole, `unfinished` = `total` − stored, duplicates, conflicts and
-//! dead-lettered: the batches fail when `unfinished` ≥ 90 % of `total` and
-//! either one record was left to the redrive policy (neither finished nor
-//! deferred by the consumer itself: a failed invocation, a requeue or
-//! dead-letter copy SQS did not take, a record the build did not account for)
-//! or at least [`DEFERRED_ENOUGH`] were deferred (postponed, requeued,
-//! skewed).
-//!
-//! Why these numbers: a record left to the redrive policy spends a receive
-//! that nothing gives back, so one is enough once nearly nothing is stored;
-//! a deferred record is the consumer's own retry (its last receive is
-//! requeued), so a database blip the probe does not catch, with a few
-//! postponements among stored orders, never reaches 90 % of ten. The window
-//! spans several visibility timeouts, so a quiet queue still shows them.
+//! In the window (the last [`FIGURES_WINDOW`], never before the last resume),
+//! with `total` = records + invocations failed as a whole and `unfinished` =
+//! `total` − finished: the batches fail when `unfinished` ≥ 90 % of `total` and
+//! either one record was left to the redrive policy (a receive nothing gives
+//! back) or at least [`DEFERRED_ENOUGH`] were deferred (the consumer's own
+//! retry, so a blip among stored orders never trips it).
 //!
 //! # The resume rule
-//! A pause on the figures (a *trip*) is reported as [`BREAKER_TRIPPED`]. A
-//! paused mapping resumes only on a passing probe, and after a trip only once
-//! its back-off has run out: [`TripPolicy::backoff`] of the number of trips over the last
-//! [`TRIP_HORIZON`] (the queue's retention: no waiting order is older). Each
-//! trip cycle spends at most one receive of a waiting order (tested in
-//! `local-esm`'s `breaker` from the template), so after
-//! [`TripPolicy::resumes_allowed`] trips the breaker stops resuming by itself and the
+//! A pause on the figures (a *trip*) is reported as [`BREAKER_TRIPPED`]. After
+//! a trip a passing probe resumes only once [`TripPolicy::backoff`] of the trips
+//! over [`TRIP_HORIZON`] has run out. Each trip cycle spends at most one receive
+//! of a waiting order, so after [`TripPolicy::resumes_allowed`] trips the
 //! mapping stays paused, alarmed, until someone resumes it.
 //!
 //! [`BREAKER_TRIPPED`]: crate::function::BREAKER_TRIPPED

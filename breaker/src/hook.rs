@@ -1,21 +1,11 @@
-//! The pre-traffic hook of the consumer's gradual release (`TASK=hook`):
-//! before CodeDeploy shifts any of the alias's traffic to a new version, it
-//! invokes this function with `DeploymentId` and
-//! `LifecycleEventHookExecutionId`. The hook invokes the *new version* (its
-//! ARN, `CONSUMER_VERSION`) with [`RELEASE_PROBE_PAYLOAD`]: a synthetic batch
-//! through the real handler, with a canary order that must come back stored
-//! (in a transaction rolled back, so it is never a customer's order) and a
-//! poison record that must be answered as poison (kept by the probe's own DLQ,
-//! so a release never trips the DLQ alarm). Then it reports `Succeeded` or
-//! `Failed` with `PutLifecycleEventHookExecutionStatus`, always: a function
-//! error, a wrong answer, a version that cannot start and an invoke that does
-//! not answer in time all fail the deployment, which CodeDeploy then rolls back
-//! (<https://docs.aws.amazon.com/codedeploy/latest/APIReference/API_PutLifecycleEventHookExecutionStatus.html>;
-//! CodeDeploy waits up to an hour for the status:
-//! <https://docs.aws.amazon.com/codedeploy/latest/userguide/reference-appspec-file-structure-hooks.html#appspec-hooks-lambda>).
-//!
-//! In the breaker's binary, not the consumer's: a consumer build that cannot
-//! start must fail its own check, not take the check down with it.
+//! The pre-traffic hook of the consumer's gradual release (`TASK=hook`): it
+//! invokes the new version (`CONSUMER_VERSION`) with [`RELEASE_PROBE_PAYLOAD`],
+//! a synthetic batch whose canary order must come back stored (rolled back) and
+//! whose poison record must be dead-lettered (to the probe's own DLQ), and
+//! always reports `Succeeded` or `Failed`; CodeDeploy rolls back on `Failed`
+//! (<https://docs.aws.amazon.com/codedeploy/latest/APIReference/API_PutLifecycleEventHookExecutionStatus.html>).
+//! In the breaker's binary: a consumer build that cannot start must fail its
+//! own check, not take the check down with it.
 
 use std::time::Duration;
 

@@ -1,11 +1,7 @@
-//! The breaker's AWS side: the probe is an invocation of the consumer function
-//! itself, the switch is its event source mapping's `Enabled`.
-//!
-//! Invoking the function, rather than checking the database from elsewhere,
-//! sees what the event source mapping's own invocations would meet: Lambda
-//! throttling the function (`TooManyRequestsException`), a runtime that cannot
-//! start or crashes (a function error), the network path and the writer's login.
-//! <https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>
+//! The breaker's AWS side: the probe invokes the consumer function itself
+//! (<https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>), so it meets
+//! what the mapping's invocations would: throttling, a runtime that cannot
+//! start, the network path, the writer's login. The switch is the mapping's `Enabled`.
 
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};

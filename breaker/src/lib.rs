@@ -1,41 +1,19 @@
 //! The circuit breaker: the consumer's event source mapping is paused while
-//! the consumer cannot store or its batches fail, and resumed as soon as it
-//! can (after failing batches, once a back-off has run out). Its own crate and
-//! binary (`breaker`), depending on nothing of the consumer's: a consumer build
-//! that cannot start must not stop the breaker too.
+//! the consumer cannot store or its batches fail, and resumed when it can
+//! (after failing batches, once a back-off has run out). Paused, the mapping
+//! receives nothing: the orders wait, visible, keeping their receive counts,
+//! instead of spending one each backoff cap. AWS names pausing the mapping as
+//! the way to stop processing
+//! (<https://docs.aws.amazon.com/lambda/latest/api/API_UpdateEventSourceMapping.html>).
+//! The probe is the consumer function itself, so a throttled function or a
+//! runtime that cannot start fails it too. Its own crate and binary, depending
+//! on nothing of the consumer's: a consumer build that cannot start must not
+//! stop the breaker.
 //!
-//! While the database is down, every receive of a waiting order costs SQS
-//! requests and spends one of its receives, and the backoff's cap
-//! (the consumer's `Backoff`) makes that happen every minute. Paused, the
-//! mapping receives nothing: the orders wait in the queue, visible, costing
-//! nothing and keeping their receive counts. The probe is the consumer function
-//! itself, asked to check its own way to the database, so it also fails when
-//! Lambda throttles the function or its runtime cannot start: each of those
-//! would otherwise spend receives without the handler ever seeing the records.
-//! AWS names pausing the mapping as the way to stop processing
-//! (<https://docs.aws.amazon.com/lambda/latest/api/API_UpdateEventSourceMapping.html>:
-//! "pause invocation and resume later from the same location").
-//!
-//! One [`step`] probes and acts. In AWS a schedule runs the breaker function
-//! every minute ([`SCHEDULE_INTERVAL`]); while the mapping is paused, the run
-//! keeps probing every [`OPEN_PROBE_INTERVAL`] until shortly before its own
-//! deadline, so the mapping resumes within seconds of the database answering.
-//! Locally `local-esm run` calls [`step`] on the same intervals.
-//!
-//! # Layout
-//! - this file: the decision ([`decide`]), one [`step`], the run of one
-//!   scheduled invocation ([`run_until`]), and the probe's answer on the wire
-//!   ([`ProbeAnswer`]).
-//! - [`figures`]: the batches' own figures, the rule that pauses on them
-//!   whatever the probe says, and the back-off before resuming after such a
-//!   pause.
-//! - `lambda`: the AWS side: the probe as an invocation of the consumer
-//!   function, the mapping's switch as `Get`/`UpdateEventSourceMapping`.
-//! - `cloudwatch`: the figures in AWS, with `GetMetricData`.
-//! - [`function`]: the `breaker` binary's task: its settings, one scheduled
-//!   run, its metric line.
-//! - [`hook`]: the binary's other task (`TASK=hook`): the pre-traffic hook of
-//!   the consumer's gradual release, and the probe's per-record answer.
+//! One [`step`] probes and acts; a scheduled run ([`run_until`]) keeps probing
+//! a paused mapping every [`OPEN_PROBE_INTERVAL`]. [`figures`] holds the rule on
+//! the batches' own figures and the back-off; `lambda` and `cloudwatch` the AWS
+//! side; [`function`] the binary's run; [`hook`] the release's pre-traffic hook.
 
 mod cloudwatch;
 pub mod figures;
@@ -306,17 +284,15 @@ pub struct ProbeAnswer {
 
 impl From<Health> for ProbeAnswer {
     fn from(health: Health) -> Self {
-        match health {
-            Health::Healthy => Self {
-                healthy: true,
-                reason: None,
-                records: Vec::new(),
-            },
-            Health::Unhealthy(reason) | Health::Unknown(reason) => Self {
-                healthy: false,
-                reason: Some(reason),
-                records: Vec::new(),
-            },
+        let reason = match health {
+            Health::Healthy => None,
+            Health::Unhealthy(reason) | Health::Unknown(reason) => Some(reason),
+        };
+        let (healthy, records) = (reason.is_none(), Vec::new());
+        Self {
+            healthy,
+            reason,
+            records,
         }
     }
 }

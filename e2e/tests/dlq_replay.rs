@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dlq_replay::{Lines, Options, replay, source_queue};
-use e2e::Stack;
+mod stack;
 use e2e::order_request;
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess, InvocationError};
 use order_contract::FailureClass;
 use serde_json::Value;
+use stack::Stack;
 use testkit::{QueueSettings, eventually};
 use tokio::time::Instant;
 

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use e2e::Stack;
+mod stack;
 use e2e::order_request;
 use futures::StreamExt;
 use local_esm::breaker::Intervals;
 use local_esm::{BatchHandler, Function, InProcess, InvocationError};
+use stack::Stack;
 use testkit::{QueueSettings, eventually};
 use tokio::time::Instant;
 

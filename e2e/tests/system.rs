@@ -6,11 +6,12 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use e2e::order_request;
-use e2e::{LoseAcks, Stack};
+mod stack;
 use futures::StreamExt;
 use local_esm::{BatchHandler, InProcess};
 use order_contract::FailureClass;
 use serde_json::Value;
+use stack::{LoseAcks, Stack};
 use testkit::{PostgresServer, QueueSettings, eventually};
 
 /// The order id of a request body or a queued message, if it has one.
@@ -375,7 +376,7 @@ async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_lo
     // Frozen, not down: connections stay open and nothing is ever answered.
     server.freeze();
     post_all(&stack, &orders[50..150], 8).await;
-    let frozen_for = e2e::TEST_EVENT_SOURCE.function_timeout + Duration::from_secs(3);
+    let frozen_for = stack::TEST_EVENT_SOURCE.function_timeout + Duration::from_secs(3);
     tokio::time::sleep(frozen_for).await; // the stall itself: a duration, not a condition
     server.thaw();
     post_all(&stack, &orders[150..], 8).await;

@@ -1,18 +1,8 @@
-//! The last batches' figures, kept for `local-esm status`.
-//!
-//! In AWS the function prints each batch's figures as an EMF line
-//! ([`BatchMetrics::to_emf`]) and CloudWatch turns it into the dashboard's
-//! metrics. Locally the handler runs in this process, so [`BatchLog`] appends
-//! that same line to a file under `.dev/` instead of stdout, and
-//! [`read`] reads it back: one format, named by the consumer's own
-//! constants, and nothing to scrape out of a log whose format `LOG_FORMAT`
-//! changes.
-//!
-//! The file is bounded without rewriting it: after `keep` lines it is renamed
-//! to `<file>.1` (replacing the one before) and a new one begins, so at most
-//! `2 × keep` lines exist and an append stays one `write` of one line. A
-//! reader takes `<file>.1` then `<file>`, and skips a last line still being
-//! written.
+//! The consumer's EMF line per batch, which CloudWatch reads in AWS, appended
+//! locally to a file for `local-esm status` and the local breaker: one format,
+//! and nothing scraped out of a log. Bounded without rewriting: after `keep`
+//! lines the file becomes `<file>.1` and a new one begins; a reader takes
+//! both and skips a last line still being written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -81,10 +71,6 @@ impl BatchLog {
             keep: keep.max(1),
             current: Mutex::new(Some((file, 0))),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Appends the batch's EMF line, stamped `at`.

@@ -46,15 +46,8 @@ enum Command {
     RetrySchedule {
         #[arg(long, default_value = "infra/template.yaml")]
         template: String,
-        /// First backoff step, in seconds.
-        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base().as_secs())]
-        retry_base_seconds: u64,
-        /// Growth of the backoff with each attempt.
-        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier())]
-        retry_multiplier: u32,
-        /// The longest the backoff hides a record, in seconds.
-        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap().as_secs())]
-        retry_cap_seconds: u64,
+        #[command(flatten)]
+        backoff: BackoffArgs,
     },
     /// Apply the consumer's database migrations to DATABASE_URL (the tables'
     /// owner), and create and grant the role the consumer writes with.
@@ -67,62 +60,7 @@ enum Command {
         writer: String,
     },
     /// Poll the queue and hand batches to the consumer's handler, as Lambda would.
-    Run {
-        #[arg(long, default_value = "infra/template.yaml")]
-        template: String,
-        #[arg(long, env = "QUEUE_URL")]
-        queue_url: String,
-        /// Where the consumer sends poison, saying why.
-        #[arg(long, env = "DLQ_URL")]
-        dlq_url: String,
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
-        /// Overrides the template's BatchSize.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Overrides the template's MaximumBatchingWindowInSeconds (milliseconds here, for tests).
-        #[arg(long)]
-        batching_window_ms: Option<u64>,
-        /// Overrides the template's ScalingConfig.MaximumConcurrency.
-        #[arg(long)]
-        max_concurrency: Option<usize>,
-        /// Overrides the function's Timeout (milliseconds here, for tests).
-        #[arg(long)]
-        function_timeout_ms: Option<u64>,
-        /// The queue's maxReceiveCount, when the queues were created with another
-        /// than the template's (the consumer requeues a record one receive before).
-        #[arg(long, env = "MAX_RECEIVE_COUNT")]
-        max_receive_count: Option<u32>,
-        /// First backoff step, in seconds, for records the database could not take.
-        #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base().as_secs())]
-        retry_base_seconds: u64,
-        /// Growth of the backoff with each receive.
-        #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier())]
-        retry_multiplier: u32,
-        /// The longest the backoff hides a record, in seconds: the bound on catch-up.
-        #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap().as_secs())]
-        retry_cap_seconds: u64,
-        /// Run without the circuit breaker (the template deploys one): the
-        /// mapping then keeps polling through a database outage, and through
-        /// a throttled or failing function, spending receives.
-        #[arg(long)]
-        no_breaker: bool,
-        /// Runs the breaker's clock this many times faster: its schedule, its
-        /// probe interval while paused and its back-off after a trip are
-        /// divided by it (compressed test runs; AWS runs it at 1).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        breaker_speedup: u32,
-        /// The function's state, read from this file every 200 ms while it
-        /// runs: `running`, `throttled`, `failing-init` (a release that cannot
-        /// start) or `failing-batches` (a release whose batch path fails every
-        /// record). How `scripts/chaos` releases a bad build and the good one.
-        #[arg(long)]
-        function_file: Option<PathBuf>,
-        /// Keep each batch's figures (the consumer's EMF line) in this file, for
-        /// `local-esm status`; it starts empty and holds the last few hundred.
-        #[arg(long, env = "BATCH_LOG")]
-        batch_log: Option<PathBuf>,
-    },
+    Run(Box<Run>),
     /// Print what the CloudWatch dashboard shows, for the local stack: the
     /// queues' depth and oldest age, the consumer's last batches, the producer's
     /// counters. A part that is down says so in its row; the exit status is 1
@@ -151,6 +89,57 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct Run {
+    #[arg(long, default_value = "infra/template.yaml")]
+    template: String,
+    #[arg(long, env = "QUEUE_URL")]
+    queue_url: String,
+    /// Where the consumer sends poison, saying why.
+    #[arg(long, env = "DLQ_URL")]
+    dlq_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Overrides the template's BatchSize.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Overrides the template's MaximumBatchingWindowInSeconds (milliseconds here, for tests).
+    #[arg(long)]
+    batching_window_ms: Option<u64>,
+    /// Overrides the template's ScalingConfig.MaximumConcurrency.
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+    /// Overrides the function's Timeout (milliseconds here, for tests).
+    #[arg(long)]
+    function_timeout_ms: Option<u64>,
+    /// The queue's maxReceiveCount, when the queues were created with another
+    /// than the template's (the consumer requeues a record one receive before).
+    #[arg(long, env = "MAX_RECEIVE_COUNT")]
+    max_receive_count: Option<u32>,
+    #[command(flatten)]
+    backoff: BackoffArgs,
+    /// Run without the circuit breaker (the template deploys one): the
+    /// mapping then keeps polling through a database outage, and through
+    /// a throttled or failing function, spending receives.
+    #[arg(long)]
+    no_breaker: bool,
+    /// Runs the breaker's clock this many times faster: its schedule, its
+    /// probe interval while paused and its back-off after a trip are
+    /// divided by it (compressed test runs; AWS runs it at 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    breaker_speedup: u32,
+    /// The function's state, read from this file every 200 ms while it
+    /// runs: `running`, `throttled`, `failing-init` (a release that cannot
+    /// start) or `failing-batches` (a release whose batch path fails every
+    /// record). How `scripts/chaos` releases a bad build and the good one.
+    #[arg(long)]
+    function_file: Option<PathBuf>,
+    /// Keep each batch's figures (the consumer's EMF line) in this file, for
+    /// `local-esm status`; it starts empty and holds the last few hundred.
+    #[arg(long, env = "BATCH_LOG")]
+    batch_log: Option<PathBuf>,
+}
+
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
@@ -165,15 +154,10 @@ impl Cli {
                 println!("QUEUE_URL={}", urls.queue_url);
                 println!("DLQ_URL={}", urls.dlq_url);
             }
-            Command::RetrySchedule {
-                template,
-                retry_base_seconds,
-                retry_multiplier,
-                retry_cap_seconds,
-            } => {
+            Command::RetrySchedule { template, backoff } => {
                 let template = Template::from_file(&template)?;
                 let policy = RetryPolicy {
-                    backoff: backoff(retry_base_seconds, retry_multiplier, retry_cap_seconds)?,
+                    backoff: backoff.backoff()?,
                     max_receive_count: max_receive_count(template.queues.max_receive_count)?,
                 };
                 print!("{}", crate::schedule::describe(&policy, 2));
@@ -195,69 +179,7 @@ impl Cli {
                     "the database schema is up to date and the writer role granted"
                 );
             }
-            Command::Run {
-                template,
-                queue_url,
-                dlq_url,
-                database_url,
-                batch_size,
-                batching_window_ms,
-                max_concurrency,
-                function_timeout_ms,
-                max_receive_count,
-                retry_base_seconds,
-                retry_multiplier,
-                retry_cap_seconds,
-                no_breaker,
-                breaker_speedup,
-                function_file,
-                batch_log,
-            } => {
-                let template = Template::from_file(&template)?;
-                let mut settings = template.event_source;
-                settings.batch_size = batch_size.unwrap_or(settings.batch_size);
-                settings.batching_window =
-                    batching_window_ms.map_or(settings.batching_window, Duration::from_millis);
-                settings.max_concurrency = max_concurrency.unwrap_or(settings.max_concurrency);
-                settings.function_timeout =
-                    function_timeout_ms.map_or(settings.function_timeout, Duration::from_millis);
-                // One connection per concurrent invocation, as one per Lambda environment.
-                let store = PgStore::new(
-                    DatabaseConfig::from_url(&database_url)?,
-                    settings.max_concurrency,
-                )
-                .await?;
-                let sqs = sqs_client().await;
-                let policy = RetryPolicy {
-                    backoff: backoff(retry_base_seconds, retry_multiplier, retry_cap_seconds)?,
-                    max_receive_count: self::max_receive_count(
-                        max_receive_count.unwrap_or(template.queues.max_receive_count),
-                    )?,
-                };
-                let probe = BatchProbe::of(&store, policy);
-                let figures = LocalFigures::new(batch_log.clone());
-                let mut trips = TripPolicy::new(policy.max_receive_count.get());
-                let intervals = Intervals::sped_up(breaker_speedup, &mut trips);
-                let breaker = (!no_breaker).then_some((&probe, &figures, trips, intervals));
-                let consumer = Consumer::new(
-                    &store,
-                    SqsRetryQueue::new(sqs.clone(), &queue_url),
-                    SqsDeadLetterQueue::new(sqs.clone(), &dlq_url),
-                    policy,
-                );
-                match batch_log {
-                    Some(path) => {
-                        let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
-                        tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
-                        let handler = Recording { consumer, log };
-                        poll(sqs, queue_url, settings, handler, breaker, function_file).await?;
-                    }
-                    None => {
-                        let handler = InProcess(consumer);
-                        poll(sqs, queue_url, settings, handler, breaker, function_file).await?;
-                    }
-                }
-            }
+            Command::Run(run) => run.run().await?,
             Command::Status {
                 queue_url,
                 dlq_url,
@@ -301,6 +223,63 @@ impl Cli {
             }
         }
         Ok(())
+    }
+}
+
+impl Run {
+    async fn run(self) -> anyhow::Result<()> {
+        let template = Template::from_file(&self.template)?;
+        let mut settings = template.event_source;
+        settings.batch_size = self.batch_size.unwrap_or(settings.batch_size);
+        settings.batching_window = self
+            .batching_window_ms
+            .map_or(settings.batching_window, Duration::from_millis);
+        settings.max_concurrency = self.max_concurrency.unwrap_or(settings.max_concurrency);
+        settings.function_timeout = self
+            .function_timeout_ms
+            .map_or(settings.function_timeout, Duration::from_millis);
+        // One connection per concurrent invocation, as one per Lambda environment.
+        let store = PgStore::new(
+            DatabaseConfig::from_url(&self.database_url)?,
+            settings.max_concurrency,
+        )
+        .await?;
+        let sqs = sqs_client().await;
+        let policy = RetryPolicy {
+            backoff: self.backoff.backoff()?,
+            max_receive_count: max_receive_count(
+                self.max_receive_count
+                    .unwrap_or(template.queues.max_receive_count),
+            )?,
+        };
+        let probe = BatchProbe::of(&store, policy);
+        let figures = LocalFigures::new(self.batch_log.clone());
+        let mut trips = TripPolicy::new(policy.max_receive_count.get());
+        let intervals = Intervals::sped_up(self.breaker_speedup, &mut trips);
+        let breaker = (!self.no_breaker).then_some((&probe, &figures, trips, intervals));
+        let consumer = Consumer::new(
+            &store,
+            SqsRetryQueue::new(sqs.clone(), &self.queue_url),
+            SqsDeadLetterQueue::new(sqs.clone(), &self.dlq_url),
+            policy,
+        );
+        let (url, file) = (self.queue_url, self.function_file);
+        match self.batch_log {
+            Some(path) => {
+                let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
+                tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
+                poll(
+                    sqs,
+                    url,
+                    settings,
+                    Recording { consumer, log },
+                    breaker,
+                    file,
+                )
+                .await
+            }
+            None => poll(sqs, url, settings, InProcess(consumer), breaker, file).await,
+        }
     }
 }
 
@@ -401,14 +380,26 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config)
 }
 
-/// The queue's `maxReceiveCount` as the retry policy takes it.
-fn backoff(base_seconds: u64, multiplier: u32, cap_seconds: u64) -> anyhow::Result<Backoff> {
-    Backoff::new(
-        Duration::from_secs(base_seconds),
-        multiplier,
-        Duration::from_secs(cap_seconds),
-    )
-    .context("--retry-base-seconds and --retry-cap-seconds must be at least 1, --retry-multiplier at least 1")
+/// The consumer's backoff, as its environment sets it in AWS.
+#[derive(Debug, clap::Args)]
+struct BackoffArgs {
+    /// First backoff step, in seconds, for records the database could not take.
+    #[arg(long, env = "RETRY_BASE_SECONDS", default_value_t = Backoff::default().base().as_secs())]
+    retry_base_seconds: u64,
+    /// Growth of the backoff with each receive.
+    #[arg(long, env = "RETRY_MULTIPLIER", default_value_t = Backoff::default().multiplier())]
+    retry_multiplier: u32,
+    /// The longest the backoff hides a record, in seconds: the bound on catch-up.
+    #[arg(long, env = "RETRY_CAP_SECONDS", default_value_t = Backoff::default().cap().as_secs())]
+    retry_cap_seconds: u64,
+}
+
+impl BackoffArgs {
+    fn backoff(&self) -> anyhow::Result<Backoff> {
+        let (base, cap) = (self.retry_base_seconds, self.retry_cap_seconds);
+        Backoff::new(Duration::from_secs(base), self.retry_multiplier, Duration::from_secs(cap))
+            .context("--retry-base-seconds and --retry-cap-seconds must be at least 1, --retry-multiplier at least 1")
+    }
 }
 
 fn max_receive_count(count: u32) -> anyhow::Result<MaxReceiveCount> {

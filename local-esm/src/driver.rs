@@ -1,19 +1,9 @@
-//! A local stand-in for Lambda's SQS event source mapping.
-//!
-//! Same contract as the real one: long-poll the queue, gather up to `batch_size`
-//! records within the batching window, run at most `max_concurrency` invocations
-//! at once, delete the records the handler did not report as failed, and leave
-//! the failed ones alone, so they reappear after the visibility timeout and reach
-//! the DLQ after `maxReceiveCount` receives. An invocation that errors, panics,
-//! runs past the function's timeout, or answers with an identifier that is not in
-//! the batch, fails the whole batch.
-//!
-//! Faults outside the handler are set at run time with [`FunctionState`]: a
-//! throttled function, whose invocations are not run; a release that cannot
-//! start, whose invocations all fail without the handler; a release whose
-//! batch path fails every record. Either way the
-//! records come back after the visibility timeout with their receive counted,
-//! as Lambda documents in "Handling errors for an SQS event source"
+//! Lambda's SQS event source mapping, reproduced: long polls, batches up to
+//! `batch_size` within the window, at most `max_concurrency` invocations,
+//! deletes what the handler did not report failed. An error, a panic, a
+//! timeout or an unknown identifier fails the whole batch, which comes back
+//! after the visibility timeout with its receive counted, as in "Handling
+//! errors for an SQS event source"
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
 
 use std::collections::HashSet;
@@ -61,23 +51,18 @@ pub struct Driver<H> {
     function: FunctionState,
 }
 
-/// What Lambda does with an invocation of the function, apart from the handler.
+/// What Lambda does with an invocation, apart from the handler; each fault
+/// returns the batch after the visibility timeout with its receive spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Function {
-    /// Invocations run the handler.
     #[default]
     Running,
-    /// Lambda refuses the invocations (`TooManyRequestsException`: the
-    /// account's or the function's concurrency is used up). Lambda retries
-    /// them within the records' visibility timeout and then drops them, so the
-    /// records come back with their receive spent; here the invocation is
-    /// given up at once, which spends the same receive.
+    /// `TooManyRequestsException`: Lambda retries within the visibility
+    /// timeout, then drops the batch; here it is given up at once.
     Throttled,
-    /// The runtime fails its init (a bad deploy: a missing layer, a bad
-    /// setting): every invocation is a function error without the handler.
+    /// The runtime fails its init (a bad deploy): a function error without the handler.
     FailingInit,
-    /// A release whose batch path fails every record (a changed event shape,
-    /// a bug in the write): every record is answered as failed.
+    /// A release whose batch path fails every record.
     FailingBatches,
 }
 
@@ -97,9 +82,7 @@ impl std::str::FromStr for Function {
     }
 }
 
-/// The function's state, shared: tests flip it while the mapping runs, and the
-/// local breaker's probe reads it, as the probe in AWS is an invocation of the
-/// same function.
+/// The function's state, shared with the tests and the local breaker's probe.
 #[derive(Debug, Clone)]
 pub struct FunctionState(std::sync::Arc<watch::Sender<Function>>);
 
@@ -122,9 +105,8 @@ impl FunctionState {
     }
 }
 
-/// The mapping's `Enabled` switch, as `UpdateEventSourceMapping` flips it: a
-/// disabled mapping starts no new poll (batches in flight finish), and the
-/// messages wait in the queue, visible, their receive counts untouched.
+/// The mapping's `Enabled` switch: disabled, it starts no new poll and the
+/// messages wait, visible, their receive counts untouched.
 #[derive(Debug, Clone)]
 pub struct Switch(std::sync::Arc<watch::Sender<(bool, SystemTime)>>);
 
@@ -353,29 +335,25 @@ impl<H: BatchHandler> Driver<H> {
             deleted: 0,
             retried: received,
         };
-        match self.function.get() {
-            Function::Running => {}
-            Function::Throttled => {
-                span.in_scope(|| warn!(
-                    "Lambda throttles the function (TooManyRequestsException): the batch is not run and comes back after the visibility timeout, its receive spent"
-                ));
-                return all_retried;
-            }
-            Function::FailingInit => {
-                span.in_scope(|| error!(
-                    error_type = "Runtime.ExitError",
-                    "the runtime failed its init: the whole batch fails without the handler and comes back after the visibility timeout"
-                ));
+        let function = self.function.get();
+        let fault = match function {
+            Function::Running => None,
+            Function::Throttled => Some(
+                "Lambda throttles the function (TooManyRequestsException): the batch is not run",
+            ),
+            Function::FailingInit => Some(
+                "the runtime failed its init (Runtime.ExitError): the whole batch fails without the handler",
+            ),
+            Function::FailingBatches => Some("the release's batch path fails every record"),
+        };
+        if let Some(fault) = fault {
+            span.in_scope(|| {
+                error!("{fault}; it comes back after the visibility timeout, its receive spent")
+            });
+            if function != Function::Throttled {
                 self.handler.unfinished(received);
-                return all_retried;
             }
-            Function::FailingBatches => {
-                span.in_scope(|| error!(
-                    "the release's batch path fails every record: the batch comes back after the visibility timeout"
-                ));
-                self.handler.unfinished(received);
-                return all_retried;
-            }
+            return all_retried;
         }
         let timeout = self.settings.function_timeout;
         let deadline = Instant::now() + timeout;

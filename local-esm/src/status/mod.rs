@@ -1,20 +1,7 @@
-//! `local-esm status`: what the CloudWatch dashboard shows, for the local
-//! stack, as a table in a terminal. Three parts, each read on its own so that
-//! one being down leaves the others on screen:
-//!
-//! - the queue and the DLQ: depth from `GetQueueAttributes`, and the oldest
-//!   message's age, which SQS gives only to CloudWatch
-//!   (`ApproximateAgeOfOldestMessage`), read from LocalStack's side-effect-free
-//!   message listing instead ([`queues`]);
-//! - the consumer's last batches, from the EMF lines `local-esm run` keeps in
-//!   its batch log ([`crate::batches`]);
-//! - the producer's counters, from its `/metrics` ([`prometheus`]).
-//!
-//! # Layout
-//! - this file: [`Sources`] (where each part is read), [`Snapshot`] (what was
-//!   read, or why not), [`render`] (the table).
-//! - [`queues`]: the queue figures.
-//! - [`prometheus`]: the Prometheus text and the producer's figures in it.
+//! `local-esm status`: the CloudWatch dashboard's figures for the local stack,
+//! as a table. The queues ([`queues`]), the consumer's batch log and the
+//! producer's `/metrics` ([`prometheus`]) are read each on its own, so that one
+//! being down leaves the others on screen.
 
 pub mod prometheus;
 pub mod queues;
@@ -212,7 +199,7 @@ fn render_queues(out: &mut String, rows: &[QueueRow]) {
             Err(why) => down.push((row.name.clone(), why.clone())),
         }
     }
-    write_table(out, &table);
+    write_table(out, &table, None);
     for (name, why) in down {
         let _ = writeln!(out, "{name:<10}  DOWN: {why}");
     }
@@ -297,7 +284,7 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
             .map_or("-".to_owned(), |max| format!("max {}", age_text(max))),
     );
     table.push(oldest);
-    write_table(out, &table);
+    write_table(out, &table, None);
     if batches.unreadable > 0 {
         let _ = writeln!(
             out,
@@ -358,36 +345,25 @@ fn render_producer(out: &mut String, snapshot: &Snapshot) {
             "n/a: the producer's /metrics has no gauge for it",
         ]),
     ];
-    write_table_left(out, &table);
+    write_table(out, &table, Some("  "));
 }
 
 fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
     texts.iter().map(|t| (*t).to_owned()).collect()
 }
 
-/// The first column left-aligned, the figures right-aligned under their headers.
-fn write_table(out: &mut String, rows: &[Vec<String>]) {
+/// The first column left-aligned, the others right-aligned under their headers
+/// or, after `indent`, all left-aligned.
+fn write_table(out: &mut String, rows: &[Vec<String>], indent: Option<&str>) {
     let widths = widths(rows);
     for row in rows {
-        let mut line = String::new();
+        let mut line = String::from(indent.unwrap_or_default());
         for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i == 0 {
-                let _ = write!(line, "{cell:<width$}");
-            } else {
-                let _ = write!(line, "  {cell:>width$}");
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-}
-
-/// Label and text, both left-aligned, indented under the part's name.
-fn write_table_left(out: &mut String, rows: &[Vec<String>]) {
-    let widths = widths(rows);
-    for row in rows {
-        let mut line = String::from("  ");
-        for (cell, width) in row.iter().zip(&widths) {
-            let _ = write!(line, "{cell:<width$}  ");
+            let _ = match (i, indent) {
+                (0, None) => write!(line, "{cell:<width$}"),
+                (_, None) => write!(line, "  {cell:>width$}"),
+                (_, Some(_)) => write!(line, "{cell:<width$}  "),
+            };
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }

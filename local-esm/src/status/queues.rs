@@ -1,17 +1,9 @@
-//! A queue's depth and its oldest message's age.
-//!
-//! Depth is `GetQueueAttributes`: visible, in flight (received, not yet
-//! deleted) and delayed messages
-//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html>).
-//! The oldest message's age is not among its attributes: in AWS it is the
-//! CloudWatch metric `ApproximateAgeOfOldestMessage`
-//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html>).
-//! Receiving a message to read its `SentTimestamp` would spend one of its
-//! receives, and push it toward the DLQ, so it is read from LocalStack's
-//! developer listing (`/_aws/sqs/messages`), which returns every message
-//! without touching its visibility or receive count
-//! (<https://docs.localstack.cloud/aws/capabilities/config/internal-endpoints/>).
-//! Elsewhere the age is `n/a`.
+//! A queue's depth (`GetQueueAttributes`) and its oldest message's age. SQS
+//! gives the age only to CloudWatch (`ApproximateAgeOfOldestMessage`), and a
+//! receive would spend one of the message's receives, so it is read from
+//! LocalStack's listing, which touches neither visibility nor receive count
+//! (<https://docs.localstack.cloud/aws/capabilities/config/internal-endpoints/>);
+//! elsewhere it is `n/a`.
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;

@@ -1,15 +1,8 @@
-//! `chaos`: the whole system on one machine, run as it runs for real (the
-//! producer and local-esm binaries, PostgreSQL, the SQS emulator), while a
-//! seeded schedule of faults hits it. Prints what was accepted, stored, lost,
-//! doubled and dead-lettered; exits 0 only if nothing was lost or doubled.
-//! With `--outage-s S` the only fault is one PostgreSQL outage of S seconds,
-//! with `--bad-release-s S` one release of a consumer build whose batch path
-//! fails every record, for S seconds, before the good build is back; either
-//! under the template's own time constants (`--compress` shortens them), and
-//! it measures `catchup_s`: from the database or the good build being back to
-//! the last order accepted until then being stored.
-//! Run it through `scripts/chaos`, which builds the binaries and starts the
-//! SQS emulator.
+//! `chaos` (run it through `scripts/chaos`): the producer and local-esm
+//! binaries, PostgreSQL and the SQS emulator under a seeded schedule of faults,
+//! or one timed fault (`--outage-s`, `--bad-release-s`) with the template's time
+//! constants, whose `catchup_s` it measures. Exits 0 only if nothing was lost
+//! or doubled.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -494,31 +487,19 @@ async fn main() -> anyhow::Result<()> {
     let (poison_in_dlq, valid_in_dlq) = (dead.poison.len(), dead.others);
     let poison_by_consumer = dead.by_consumer.len();
 
-    println!();
-    println!("| what | count |");
-    println!("| --- | --- |");
-    println!("| orders placed | {} |", args.orders);
-    println!("| POSTs sent (retries included) | {} |", ledger.attempts);
-    println!("| accepted (202) | {} |", accepted.len());
-    println!("| stored | {stored} |");
-    println!("| missing | {missing} |");
-    println!("| stored twice | {duplicates} |");
-    println!("| stored but never accepted | {unexpected} |");
+    let (orders, accepted_n) = (args.orders, accepted.len());
+    let (injected, to_dlq_s) = (ledger.conflicts_injected, dead.slowest_ms as f64 / 1000.0);
+    let (attempts, most_receives) = (ledger.attempts, dead.most_receives);
+    println!("\n| what | count |\n| --- | --- |");
+    println!("| orders placed | {orders} |\n| POSTs sent (retries included) | {attempts} |");
+    println!("| accepted (202) | {accepted_n} |\n| stored | {stored} |\n| missing | {missing} |");
+    println!("| stored twice | {duplicates} |\n| stored but never accepted | {unexpected} |");
     println!("| poison in the DLQ | {poison_in_dlq} of {poison} |");
     println!("| … sent there by the consumer, saying why | {poison_by_consumer} of {poison} |");
-    println!(
-        "| … slowest, from its send to the consumer's verdict | {:.1} s |",
-        dead.slowest_ms as f64 / 1000.0
-    );
-    println!(
-        "| … most receives before its verdict | {} |",
-        dead.most_receives
-    );
+    println!("| … slowest, from its send to the consumer's verdict | {to_dlq_s:.1} s |");
+    println!("| … most receives before its verdict | {most_receives} |");
     println!("| valid orders in the DLQ | {valid_in_dlq} |");
-    println!(
-        "| conflicts recorded | {conflicts} of {} |",
-        ledger.conflicts_injected
-    );
+    println!("| conflicts recorded | {conflicts} of {injected} |");
     println!("| drain time after the last fault | {drain_s:.1} s |");
     // Whole seconds in the summary, as printed, so that the line and the
     // verdict agree; "never" when some of the orders were never stored.
@@ -531,30 +512,14 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     println!();
-    let mut summary = format!(
-        "chaos orders={} accepted={} stored={} missing={} duplicates={} poison_in_dlq={}/{} valid_in_dlq={} conflicts={}/{} drain_s={:.0}",
-        args.orders,
-        accepted.len(),
-        stored,
-        missing,
-        duplicates,
-        poison_in_dlq,
-        poison,
-        valid_in_dlq,
-        conflicts,
-        ledger.conflicts_injected,
-        drain_s
+    let catchup_text = match catchup_s {
+        Some(Some(catchup_s)) => format!(" catchup_s={catchup_s}"),
+        Some(None) => " catchup_s=never".to_owned(),
+        None => String::new(),
+    };
+    println!(
+        "chaos orders={orders} accepted={accepted_n} stored={stored} missing={missing} duplicates={duplicates} poison_in_dlq={poison_in_dlq}/{poison} valid_in_dlq={valid_in_dlq} conflicts={conflicts}/{injected} drain_s={drain_s:.0} poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={to_dlq_s:.0}{catchup_text}"
     );
-    summary.push_str(&format!(
-        " poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={:.0}",
-        dead.slowest_ms as f64 / 1000.0
-    ));
-    match catchup_s {
-        Some(Some(catchup_s)) => summary.push_str(&format!(" catchup_s={catchup_s}")),
-        Some(None) => summary.push_str(" catchup_s=never"),
-        None => {}
-    }
-    println!("{summary}");
     let caught_up_in_time = match (catchup_s, args.max_catchup_s) {
         (Some(None), _) => false,
         (Some(Some(catchup_s)), Some(max)) if catchup_s > max => {

@@ -1,8 +1,10 @@
 //! The system's processes (the producer, local-esm), killed and started again
 //! with the same command.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
 
 /// Settings local-esm also takes from its environment: a run sets them itself
 /// or not at all, whatever the caller's shell exports.
@@ -39,40 +41,26 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
+            .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|err| panic!("start {} ({}): {err}", self.name, self.program));
         self.child = Some(child);
     }
 
     pub(crate) fn signal(&mut self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
                 .status();
         }
     }
 
     /// Waits up to `grace` for the process to exit; kills it after that.
     pub(crate) async fn wait_or_kill(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while let Some(child) = &mut self.child {
-            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(grace, child.wait()).await.is_err()
+        {
+            let _ = child.kill().await;
         }
     }
 }
