@@ -4,10 +4,10 @@
 //! - [`handler`]: [`Consumer::handle`], the whole per-batch logic, runtime-agnostic:
 //!   `main.rs` hands it Lambda events, the local driver hands it polled batches.
 //! - [`store`]: [`OrderStore`], the seam to the database, and [`PgStore`]: one
-//!   write per batch, pipelined (`INSERT … VALUES` for small batches, binary
-//!   `COPY` for larger ones, after a lookup when the batch carries a
-//!   redelivery), duplicates and conflicts told apart by a content hash, rows
-//!   PostgreSQL refuses isolated by bisection.
+//!   write per batch, pipelined with a lookup of the stored orders
+//!   (`INSERT … VALUES` for small batches, binary `COPY` for larger ones),
+//!   duplicates and conflicts told apart by a content hash, rows PostgreSQL
+//!   refuses isolated by bisection.
 //! - [`database`]: connections made lazily, with TLS (full verification) and RDS IAM tokens.
 //! - [`retry`]: what a transient failure does to a valid record: postponed with
 //!   exponential backoff capped at a minute (`ChangeMessageVisibilityBatch`),

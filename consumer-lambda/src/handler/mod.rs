@@ -181,7 +181,6 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                     }
                     // Received before: `ApproximateReceiveCount` counts the receives
                     // not followed by a delete (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
-                    // Approximate, so it decides only how the store writes, never what.
                     let redelivered = receive_count(&message) > 1 || generation(&message) > 0;
                     valid.push(Valid {
                         span,

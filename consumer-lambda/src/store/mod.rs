@@ -1,34 +1,14 @@
 //! Where orders go: the [`OrderStore`] seam and its PostgreSQL implementation.
 //!
-//! One batch is one write in one transaction, pipelined: below
-//! `COPY_FROM_ROWS` rows an `INSERT … VALUES … ON
-//! CONFLICT DO NOTHING RETURNING`, sent with `BEGIN` and `COMMIT` as one round
-//! trip; from it on a binary `COPY`, in two round trips (`BEGIN` and the
-//! `COPY`'s start; then the rows, the end of the `COPY` and `COMMIT`). Around that:
-//! - orders already stored (a redelivery, a retried POST, a replay) are not
-//!   written again: a *duplicate* when the content is the same, a *conflict*
-//!   when it differs, which is kept in `order_conflicts`;
-//! - a batch of first deliveries is written straight away, and a stored order
-//!   in it is one the insert skipped, or one that makes the `COPY` fail on the
-//!   key (the rows are then written with `INSERT … unnest … ON CONFLICT DO
-//!   NOTHING RETURNING`). A batch carrying a redelivery, likely stored already, is
-//!   looked up first, sent with the write, and the `COPY` writes only the rows
-//!   not found; what the lookup missed (a race) is caught the same way;
-//! - a row PostgreSQL refuses for its data (SQLSTATE classes 22, 23, 54) is
-//!   found by bisecting the batch and refused alone, so it cannot hold the
-//!   valid orders of its batch hostage, and judged the order's fault
-//!   (poison) or the release's (a schema this build did not make, or most
-//!   of the batch refused alike: postponed), by the rule in `fault`; every
-//!   other error is transient and fails the call as a whole ([`StoreError`]).
-//!
-//! Whether a batch is looked up first decides only how fast it is written,
-//! never what is stored: every path ends in the key's uniqueness.
-//!
-//! By job: `plan` dedupes the batch and classifies its rows, with no
-//! database; `write` holds the ways of writing, one `write::Method` each;
-//! `conflicts` keeps conflicting newcomers aside; `bisect` isolates the
-//! rows PostgreSQL refuses, for both, and `fault` judges whose fault each is; `row` encodes a delivery as the
-//! statements take it; `sql` is the SQL text.
+//! One batch is one write in one transaction, pipelined (`write`): the
+//! stored orders are looked up with the write and not written again, a
+//! *duplicate* when the content is the same, a *conflict* when it differs
+//! (kept in `order_conflicts`, `conflicts`). A row PostgreSQL refuses for its
+//! data (SQLSTATE classes 22, 23, 54) is bisected out and refused alone
+//! (`bisect`), the order's fault or the release's (`fault`); every other
+//! error fails the call as a whole ([`StoreError`]). `plan` dedupes the batch
+//! and classifies its rows without a database, `row` encodes a delivery,
+//! `sql` holds the SQL text.
 
 mod bisect;
 mod conflicts;
@@ -53,7 +33,6 @@ use self::plan::{Deduped, Kept};
 use self::row::Row;
 pub use self::row::content_hash;
 pub use self::sql::COPY_TYPES;
-use self::write::Method;
 use crate::config::DatabaseConfig;
 use crate::database::{ConnectError, Connector, Pool};
 use crate::message_id::MessageId;
@@ -66,9 +45,7 @@ pub struct Delivery {
     /// The producer's request id, when the message carried a well-formed one.
     pub request_id: Option<RequestId>,
     /// SQS delivered this message before, or the consumer sent it again after
-    /// a failure: it may be stored already, so its batch is looked up before
-    /// it is written. A first delivery is written straight away (a stored
-    /// copy of it, from a retried POST, costs one failed `COPY`).
+    /// a failure. The store writes every batch alike, whatever this says.
     pub redelivered: bool,
 }
 
@@ -294,10 +271,9 @@ impl Drop for Checkout {
     }
 }
 
-/// Stores one batch: dedupes it, writes its first copies by the `Method`
-/// its size and redeliveries call for, looks up the stored content of what
-/// the write found stored, keeps the conflicting newcomers aside, and says
-/// what became of each delivery (`plan`).
+/// Stores one batch: dedupes it, writes its first copies, looks up the
+/// stored content of what the write found stored meanwhile, keeps the
+/// conflicting newcomers aside, and says what became of each delivery (`plan`).
 async fn store(
     client: &Client,
     deliveries: &[&Delivery],
@@ -308,13 +284,7 @@ async fn store(
         .collect();
     let order_ids: Vec<Uuid> = rows.iter().map(Row::order_id).collect();
     let batch = Deduped::new(&order_ids);
-    let carries_a_redelivery = batch
-        .first_copies
-        .iter()
-        .any(|&row| rows[row].delivery.redelivered);
-    let mut written = Method::for_batch(batch.first_copies.len(), carries_a_redelivery)
-        .write(client, &rows, &batch.first_copies)
-        .await?;
+    let mut written = write::write(client, &rows, &batch.first_copies).await?;
     let not_looked_up: Vec<Uuid> = written
         .found_stored
         .iter()

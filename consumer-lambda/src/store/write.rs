@@ -1,7 +1,5 @@
-//! The ways a batch's first copies are written, behind one [`Method`]. Each
-//! is one write in one transaction, pipelined, and each ends in the key's
-//! uniqueness: the method decides only how fast a batch is written, never
-//! what is stored. Rows are named by their position in the batch.
+//! Writing a batch's first copies: one write in one transaction, pipelined,
+//! ending in the key's uniqueness. Rows are named by their position in the batch.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -21,147 +19,71 @@ use super::sql::{COPY_ORDERS, COPY_TYPES, INSERT_ORDERS, STORED_HASHES, insert_v
 use super::{Delivery, Refused, end_of_transaction, is_permanent};
 
 /// Below this many rows a batch is written with one `INSERT … VALUES`, sent
-/// with `BEGIN` and `COMMIT` (and the lookup, if any) as one round trip; from
-/// it on, with a binary `COPY`, which costs another round trip but loads rows
-/// faster (`scripts/bench consumer` measures both sides).
+/// with the lookup, `BEGIN` and `COMMIT` as one round trip; from it on, with a
+/// binary `COPY`, which costs another round trip but loads rows faster
+/// (`scripts/bench consumer` measures both sides).
 pub(super) const COPY_FROM_ROWS: usize = 50;
 
-/// How a batch is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Method {
-    /// First deliveries, fewer than [`COPY_FROM_ROWS`]: `BEGIN`, `INSERT …
-    /// VALUES … ON CONFLICT DO NOTHING RETURNING` and `COMMIT` in one round
-    /// trip; a row it skipped is stored already.
-    Insert,
-    /// First deliveries, from [`COPY_FROM_ROWS`] on: a binary `COPY` in two
-    /// round trips (`BEGIN` and the `COPY`'s start; then the rows, the end of
-    /// the `COPY` and `COMMIT`). A `COPY` that meets a stored key is redone
-    /// with `INSERT … unnest … ON CONFLICT DO NOTHING RETURNING`.
-    Copy,
-    /// A small batch carrying a redelivery: the lookup of what is stored,
-    /// `BEGIN`, the insert of every row and `COMMIT`, in one round trip.
-    LookUpWithInsert,
-    /// A larger batch carrying a redelivery: the lookup, `BEGIN` and the
-    /// `COPY`'s start in one round trip; then only the rows not found.
-    LookUpThenCopy,
-}
-
-impl Method {
-    /// A batch carrying a redelivery is likely stored in part: look first, so
-    /// that its `COPY` cannot fail on a stored key. A batch of first
-    /// deliveries almost never is: write it at once, and let the key catch a
-    /// retried POST.
-    pub(super) fn for_batch(rows: usize, carries_a_redelivery: bool) -> Self {
-        match (carries_a_redelivery, rows < COPY_FROM_ROWS) {
-            (false, true) => Self::Insert,
-            (false, false) => Self::Copy,
-            (true, true) => Self::LookUpWithInsert,
-            (true, false) => Self::LookUpThenCopy,
-        }
-    }
-
-    /// Writes the rows at `which`, orders with distinct ids; rows
-    /// PostgreSQL refuses for their data are bisected out and refused alone.
-    pub(super) async fn write(
-        self,
-        client: &Client,
-        rows: &[Row<'_>],
-        which: &[usize],
-    ) -> Result<Written, Error> {
-        let attempt = match self {
-            Self::Insert => insert_skipping_stored(client, rows, which).await,
-            Self::Copy => copy(client, rows, which).await,
-            Self::LookUpWithInsert => return insert_after_lookup(client, rows, which).await,
-            Self::LookUpThenCopy => return copy_after_lookup(client, rows, which).await,
+/// Writes the rows at `which`, orders with distinct ids, after looking up
+/// which are stored already (a redelivery, a retried POST, a replay), so
+/// that no write is thrown away on a stored key. The lookup travels with the
+/// write: small batches send it with `BEGIN`, an `INSERT … ON CONFLICT DO
+/// NOTHING` of every row and `COMMIT`; large ones with `BEGIN` and the
+/// `COPY`'s start, then copy only the rows not found. The lookup sees the
+/// table as it was before the write, so a row neither written nor found was
+/// stored by someone else meanwhile: a race, caught by the key. Rows
+/// PostgreSQL refuses for their data are bisected out and refused alone.
+pub(super) async fn write(
+    client: &Client,
+    rows: &[Row<'_>],
+    which: &[usize],
+) -> Result<Written, Error> {
+    let ids: Vec<Uuid> = which.iter().map(|&row| rows[row].order_id()).collect();
+    let known_and_new = |stored_hashes: &StoredHashes| -> (Vec<usize>, Vec<usize>) {
+        which
+            .iter()
+            .partition(|&&row| stored_hashes.contains_key(&rows[row].order_id()))
+    };
+    let (stored_hashes, known, written) = if which.len() < COPY_FROM_ROWS {
+        let (looked_up, inserted) = tokio::join!(
+            stored_hashes(client, &ids),
+            insert_in_transaction(client, rows, which)
+        );
+        let stored_hashes = looked_up?;
+        let (known, new) = known_and_new(&stored_hashes);
+        let written = match inserted {
+            Ok(inserted) => skipped(rows, &new, &inserted),
+            // The failed statement held the stored rows too: the refused row is
+            // not known to be among the new ones until they are tried alone.
+            Err(err) if is_permanent(&err) => write_bisecting(client, rows, &new, None).await?,
+            Err(err) => return Err(err),
         };
-        match attempt {
-            Err(err) if is_permanent(&err) => write_bisecting(client, rows, which, Some(err)).await,
-            attempt => attempt,
-        }
-    }
-}
-
-/// The lookup, `BEGIN`, an `INSERT … ON CONFLICT DO NOTHING` of every row and
-/// `COMMIT`, all in one round trip. The lookup sees the table as it was
-/// before the insert, so a row neither inserted nor found by it was stored by
-/// someone else meanwhile: a race.
-async fn insert_after_lookup(
-    client: &Client,
-    rows: &[Row<'_>],
-    which: &[usize],
-) -> Result<Written, Error> {
-    let ids = order_ids(rows, which);
-    let (looked_up, inserted) = tokio::join!(
-        stored_hashes(client, &ids),
-        insert_in_transaction(client, rows, which)
-    );
-    let stored_hashes = looked_up?;
-    let (known, new) = partition_known(rows, which, &stored_hashes);
-    let written = match inserted {
-        Ok(inserted) => Written {
-            stored: inserted.len() as u64,
-            found_stored: new
-                .into_iter()
-                .filter(|&row| !inserted.contains(&rows[row].order_id()))
-                .collect(),
-            ..Written::default()
-        },
-        // The failed statement held the stored rows too: the refused row is
-        // not known to be among the new ones until they are tried alone.
-        Err(err) if is_permanent(&err) => write_bisecting(client, rows, &new, None).await?,
-        Err(err) => return Err(err),
+        (stored_hashes, known, written)
+    } else {
+        // The rows are encoded while the lookup travels.
+        let (looked_up, opened, ()) =
+            tokio::join!(stored_hashes(client, &ids), open_copy(client), async {
+                which.iter().for_each(|&row| rows[row].encode())
+            });
+        let stored_hashes = looked_up?;
+        let writer = opened?;
+        let (known, new) = known_and_new(&stored_hashes);
+        let written = match copy_rows(client, writer, rows, &new).await {
+            Ok(written) => written,
+            Err(err) if is_permanent(&err) => {
+                write_bisecting(client, rows, &new, Some(err)).await?
+            }
+            Err(err) => return Err(err),
+        };
+        (stored_hashes, known, written)
     };
-    Ok(known_first(known, stored_hashes, written))
-}
-
-/// The lookup, `BEGIN` and the `COPY`'s start in one round trip; then the
-/// rows not stored yet, the end of the `COPY` and `COMMIT`.
-async fn copy_after_lookup(
-    client: &Client,
-    rows: &[Row<'_>],
-    which: &[usize],
-) -> Result<Written, Error> {
-    let ids = order_ids(rows, which);
-    // The rows are encoded while the lookup travels.
-    let (looked_up, opened, ()) =
-        tokio::join!(stored_hashes(client, &ids), open_copy(client), async {
-            which.iter().for_each(|&row| rows[row].encode())
-        });
-    let stored_hashes = looked_up?;
-    let writer = opened?;
-    let (known, new) = partition_known(rows, which, &stored_hashes);
-    let written = match copy_rows(client, writer, rows, &new).await {
-        Ok(written) => written,
-        Err(err) if is_permanent(&err) => write_bisecting(client, rows, &new, Some(err)).await?,
-        Err(err) => return Err(err),
-    };
-    Ok(known_first(known, stored_hashes, written))
-}
-
-fn order_ids(rows: &[Row<'_>], which: &[usize]) -> Vec<Uuid> {
-    which.iter().map(|&row| rows[row].order_id()).collect()
-}
-
-/// The rows the lookup found stored, and the new ones.
-fn partition_known(
-    rows: &[Row<'_>],
-    which: &[usize],
-    stored_hashes: &StoredHashes,
-) -> (Vec<usize>, Vec<usize>) {
-    which
-        .iter()
-        .partition(|&&row| stored_hashes.contains_key(&rows[row].order_id()))
-}
-
-/// What the write found, after what the lookup found.
-fn known_first(known: Vec<usize>, stored_hashes: StoredHashes, written: Written) -> Written {
     let mut all = Written {
         found_stored: known,
         stored_hashes,
         ..Written::default()
     };
     all.absorb(written);
-    all
+    Ok(all)
 }
 
 /// The stored content hash of each of `ids` that is stored.
@@ -227,30 +149,19 @@ async fn write_bisecting(
     Ok(written)
 }
 
-/// Why `refused` were refused, and what becomes of them: one line for a
-/// row alone, one for the many refused alike.
+/// Why `refused` were refused, and whose fault it is: one line per error.
 fn log_refused(rows: &[Row<'_>], refused: &[usize], err: &Error, fault: Fault) {
-    let error = support::error_chain(err);
-    match (refused, fault) {
-        ([], _) => {}
-        ([row], Fault::Order) => tracing::warn!(
-            message_id = %rows[*row].delivery.message_id,
-            order_id = %rows[*row].order_id(),
-            error,
-            "PostgreSQL refused this order; it is reported failed on its own"
-        ),
-        ([row], Fault::Release) => tracing::warn!(
-            message_id = %rows[*row].delivery.message_id,
-            order_id = %rows[*row].order_id(),
-            error,
-            "PostgreSQL refused this order for a schema this build did not make (a release fault); it is postponed"
-        ),
-        (many, _) => tracing::warn!(
-            rows = many.len(),
-            error,
-            "PostgreSQL refused most of the batch alike (a release fault); these orders are postponed"
-        ),
-    }
+    let Some(first) = refused.first().map(|&row| &rows[row]) else {
+        return;
+    };
+    tracing::warn!(
+        rows = refused.len(),
+        message_id = %first.delivery.message_id,
+        order_id = %first.order_id(),
+        error = %support::error_chain(err),
+        ?fault,
+        "PostgreSQL refused these orders: the order's fault fails them alone, the release's postpones them"
+    );
 }
 
 /// One all-or-nothing write of `which` in its own transaction.
@@ -320,15 +231,20 @@ async fn copy_rows(
     }
 }
 
-/// Inserts what is not stored yet, in one transaction sent as one round trip;
-/// the rows it did not write were found stored.
+/// Inserts what is not stored yet, in one transaction sent as one round trip.
 async fn insert_skipping_stored(
     client: &Client,
     rows: &[Row<'_>],
     which: &[usize],
 ) -> Result<Written, Error> {
     let inserted = insert_in_transaction(client, rows, which).await?;
-    Ok(Written {
+    Ok(skipped(rows, which, &inserted))
+}
+
+/// What an insert of `which` that wrote `inserted` did: the rows it skipped
+/// were found stored.
+fn skipped(rows: &[Row<'_>], which: &[usize], inserted: &HashSet<Uuid>) -> Written {
+    Written {
         stored: inserted.len() as u64,
         found_stored: which
             .iter()
@@ -336,7 +252,7 @@ async fn insert_skipping_stored(
             .filter(|&row| !inserted.contains(&rows[row].order_id()))
             .collect(),
         ..Written::default()
-    })
+    }
 }
 
 /// `BEGIN`, `INSERT … ON CONFLICT DO NOTHING RETURNING` and `COMMIT`, sent
@@ -361,29 +277,4 @@ async fn insert_in_transaction(
     let inserted = inserted?.iter().map(|row| row.get(0)).collect();
     committed?;
     Ok(inserted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_is_looked_up_first_only_when_it_carries_a_redelivery_and_copied_only_when_large() {
-        let below = COPY_FROM_ROWS - 1;
-        for (rows, redelivery, method) in [
-            (1, false, Method::Insert),
-            (below, false, Method::Insert),
-            (COPY_FROM_ROWS, false, Method::Copy),
-            (1, true, Method::LookUpWithInsert),
-            (below, true, Method::LookUpWithInsert),
-            (COPY_FROM_ROWS, true, Method::LookUpThenCopy),
-            (10_000, true, Method::LookUpThenCopy),
-        ] {
-            assert_eq!(
-                Method::for_batch(rows, redelivery),
-                method,
-                "{rows} rows, a redelivery: {redelivery}"
-            );
-        }
-    }
 }
