@@ -93,7 +93,7 @@ impl PostgresServer {
         let dir = std::env::temp_dir().join(unique_name("pg"));
         std::fs::create_dir_all(&dir).expect("create the cluster folder");
         // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
-        chown(&[dir.clone()]);
+        chown(std::slice::from_ref(&dir));
         let server = Self {
             port: free_port(),
             dir,
