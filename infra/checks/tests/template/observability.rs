@@ -113,26 +113,20 @@ fn producer_metrics() -> BTreeMap<String, String> {
     metrics
 }
 
-/// The label names of the producer's metric families, read from the label sets
-/// `producer/src/metrics.rs` declares (`#[derive(…, EncodeLabelSet)] struct …`):
-/// every field of every label set.
+/// The label names of the producer's metric families, read from the label
+/// arrays `producer/src/metrics.rs` passes to its families (`("status", …)`).
 fn producer_label_names() -> BTreeSet<String> {
     let source = std::fs::read_to_string(Path::new(REPO).join("producer/src/metrics.rs"))
         .expect("producer/src/metrics.rs");
-    let mut labels = BTreeSet::new();
-    for block in source.split("EncodeLabelSet)]").skip(1) {
-        let body = block
-            .split_once('{')
-            .and_then(|(_, b)| b.split_once('}'))
-            .map(|(b, _)| b)
-            .expect("a label set struct");
-        labels.extend(
-            body.split(',')
-                .filter_map(|field| field.split_once(':'))
-                .map(|(name, _)| name.trim().to_owned())
-                .filter(|name| !name.is_empty()),
-        );
-    }
+    let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+    let labels: BTreeSet<String> = code
+        .split("(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\", "))
+        .map(|(name, _)| name)
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(str::to_owned)
+        .collect();
     assert!(labels.contains("status"), "{labels:?}");
     labels
 }
