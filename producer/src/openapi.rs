@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, CatalogueItem};
 use crate::problem::Problem;
@@ -78,6 +79,81 @@ pub struct Status {
     status: String,
 }
 
+/// An order as its customer sees it (`GET /orders/{order_id}`), by `status`.
+/// Mirrors the status function's `status::orders::OrderStatus`; schemathesis
+/// checks the function's answers against it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderStatus {
+    /// The shop has stored it.
+    Stored {
+        order_id: Uuid,
+        /// When the shop stored it.
+        #[schema(format = DateTime)]
+        stored_at: String,
+        /// When the shop accepted it (the 202).
+        #[schema(format = DateTime)]
+        received_at: String,
+        currency: String,
+        /// The lines as stored.
+        items: Vec<NewLineItem>,
+        total_cents: i64,
+        /// A sentence for the customer.
+        message: String,
+    },
+    /// Its `order_id` was already used for a different order: it was not
+    /// placed, and `message` says what to do.
+    KeptAside {
+        order_id: Uuid,
+        #[schema(format = DateTime)]
+        kept_aside_at: String,
+        #[schema(format = DateTime)]
+        received_at: String,
+        currency: String,
+        items: Vec<NewLineItem>,
+        message: String,
+    },
+}
+
+/// `GET /orders`: the signed-in customer's newest orders first.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MyOrders {
+    /// At most 20.
+    orders: Vec<OrderStatus>,
+}
+
+const STATUS_FUNCTION: &str = "Answered by the status function, to which the load balancer \
+    forwards GET /orders* after signing the customer in (locally, local-alb does the same); \
+    never cached.";
+
+/// `GET /orders/{order_id}`: one of the signed-in customer's orders.
+#[utoipa::path(get, path = "/orders/{order_id}", description = STATUS_FUNCTION,
+    params(("order_id" = Uuid, Path, description = "The order's id, as placed", example = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10")),
+    responses(
+        (status = 200, description = "Stored, or kept aside because its id was already used for a different order", body = OrderStatus),
+        (status = 401, description = "The request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No order with this id is stored for this customer, yet: an order answered 202 a moment ago is on its way. Another customer's order is answered the same", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The shop's database cannot be reached: an accepted order is safe in the queue; look again after Retry-After", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+    )
+)]
+#[allow(dead_code)]
+fn order_status() {}
+
+/// `GET /orders`: the signed-in customer's recent orders.
+#[utoipa::path(get, path = "/orders", description = STATUS_FUNCTION,
+    responses(
+        (status = 200, description = "The customer's newest orders first, stored or kept aside", body = MyOrders),
+        (status = 401, description = "The request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The shop's database cannot be reached: accepted orders are safe in the queue; look again after Retry-After", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+    )
+)]
+#[allow(dead_code)]
+fn my_orders() {}
+
 /// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
 #[utoipa::path(
     post,
@@ -149,9 +225,20 @@ fn openapi_json() {}
         title = "Orders producer",
         description = "Takes orders and queues them to SQS; a consumer stores them. A 202 means accepted for processing, not yet stored. The order_id is the client's idempotency key: retry an order under its own id (it is stored once), and give every new order a fresh id, since a different order under a used id is kept aside (order_conflicts), counted and alarmed on, and not stored. Errors are application/problem+json (RFC 9457).",
     ),
-    paths(place_order, catalogue, me, healthz, readyz, openapi_json),
+    paths(
+        place_order,
+        my_orders,
+        order_status,
+        catalogue,
+        me,
+        healthz,
+        readyz,
+        openapi_json
+    ),
     components(schemas(
         NewOrder,
+        OrderStatus,
+        MyOrders,
         NewLineItem,
         Accepted,
         Me,
@@ -205,6 +292,22 @@ mod tests {
                 .is_some()
         );
         assert!(doc["paths"]["/healthz"]["get"].is_object());
+        for (path, statuses) in [
+            ("/orders", &["200", "401", "503"][..]),
+            ("/orders/{order_id}", &["200", "401", "404", "503"]),
+        ] {
+            let responses = &doc["paths"][path]["get"]["responses"];
+            for status in statuses {
+                assert!(responses.get(status).is_some(), "GET {path} {status}");
+            }
+        }
+        let statuses: Vec<_> = doc["components"]["schemas"]["OrderStatus"]["oneOf"]
+            .as_array()
+            .expect("one schema per status")
+            .iter()
+            .map(|variant| variant["properties"]["status"]["enum"][0].clone())
+            .collect();
+        assert_eq!(statuses, ["stored", "kept_aside"], "{doc}");
         let catalogue = &doc["components"]["schemas"]["Catalogue"];
         assert_eq!(
             catalogue["required"],

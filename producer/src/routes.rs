@@ -187,7 +187,8 @@ pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let sign_in = middleware::from_fn_with_state(state.verifier.clone(), auth::sign_in);
     orders = orders.route_layer(sign_in.clone());
     Router::new()
-        .route("/orders", orders)
+        .route("/orders", orders.get(read_elsewhere))
+        .route("/orders/{order_id}", get(read_elsewhere))
         .route("/catalogue", get(catalogue::<Q>))
         .route("/me", get(me).route_layer(sign_in))
         .route("/sign-out", {
@@ -393,6 +394,17 @@ async fn not_found(method: Method, uri: Uri) -> Problem {
             "There is nothing at {method} {}; orders are placed with POST /orders.",
             uri.path()
         ),
+    )
+}
+
+/// `GET /orders` and `GET /orders/{order_id}` are the status function's: the
+/// load balancer forwards them there, as `local-alb` does. Routed here too so
+/// that the API's other methods on them answer 405, as its document says.
+async fn read_elsewhere() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "Orders are shown by the shop's status function behind the load balancer; this \
+         server only takes them. Open the shop through its load balancer.",
     )
 }
 

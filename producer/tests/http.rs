@@ -372,9 +372,23 @@ async fn bad_requests_get_their_problem_and_never_reach_the_queue() {
             .contains("POST /orders"),
         "{body}"
     );
-    let wrong_method = app.get("/orders").await;
-    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let wrong_method = app
+        .http
+        .delete(app.url("/orders/3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10"))
+        .send()
+        .await
+        .expect("DELETE request");
+    assert_eq!(wrong_method.headers()["allow"], "GET,HEAD");
     problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    // Reads are the status function's, behind the load balancer.
+    let read = problem(app.get("/orders").await, StatusCode::NOT_FOUND).await;
+    assert!(
+        read["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("status function"),
+        "{read}"
+    );
 
     assert_eq!(queues.depth().await, 0, "nothing was queued");
     app.stop().await;
