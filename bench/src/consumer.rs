@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use order_contract::{Order, OrderPlaced, RequestId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -39,7 +39,7 @@ pub(crate) struct Args {
     rounds: usize,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -64,8 +64,8 @@ struct Figures {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = DatabaseConfig::from_url(&args.database_url)?;
-    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
-    connect_and_prepare(config.clone(), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None)?;
+    connect_and_prepare(config.clone(), &[writer])
         .await
         .context("preparing the orders table")?;
     // As the consumer runs: as the writer role (the servers here trust local users).
@@ -246,19 +246,19 @@ where
     Ok(rate(orders.len(), started.elapsed()))
 }
 
-/// How the order stored before reaches the batch again.
+/// How the order stored before reaches the batch again. The store writes
+/// both alike (the lookup travels with the write, which skips what it
+/// found); they differ in the message: the same one, or a new one.
 #[derive(Debug, Clone, Copy)]
 enum Again {
-    /// SQS delivers its message again (receive count above 1): the batch is
-    /// looked up first, and the COPY writes the rest.
+    /// SQS delivers its message again (receive count above 1).
     Redelivered,
-    /// A client retried its POST: a new message, written straight away, so
-    /// the COPY fails on the key and the batch is inserted again.
+    /// A client retried its POST: a new message for the same order.
     RetriedPost,
 }
 
 /// The consumer's path when every batch holds one order stored before, as its
-/// last row (where a failed COPY costs the most).
+/// last row.
 async fn measure_with_a_duplicate_per_batch(
     client: &Client,
     store: &PgStore,
@@ -462,7 +462,7 @@ async fn in_transaction<T>(
     Ok(())
 }
 
-fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
+pub(crate) fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
     deliveries.iter().collect()
 }
 
@@ -476,7 +476,7 @@ fn rate(rows: usize, elapsed: Duration) -> f64 {
 }
 
 /// Realistic orders: one to five line items, fresh ids, as the producer would send.
-fn orders(count: usize) -> Vec<Delivery> {
+pub(crate) fn orders(count: usize) -> Vec<Delivery> {
     (0..count)
         .map(|n| {
             let items: Vec<String> = (0..n % 5 + 1)

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use consumer_lambda::DatabaseConfig;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
@@ -52,8 +52,8 @@ struct Runtime {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // The schema is the migrate task's, not the consumer's: apply it first, as
     // a deploy does, and run the bootstrap as the writer.
-    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
-    connect_and_prepare(DatabaseConfig::from_url(&args.database_url)?, &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None)?;
+    connect_and_prepare(DatabaseConfig::from_url(&args.database_url)?, &[writer])
         .await
         .context("migrating the benchmark's database")?;
     let zip_mb = std::fs::metadata(&args.zip)

@@ -128,12 +128,14 @@ impl Config {
 }
 
 /// The settings of the `migrate` task: the database as the tables' owner, and
-/// the role the consumer writes with.
+/// the roles the consumer writes and the status function reads with.
 #[derive(Debug, Clone)]
 pub struct MigrateConfig {
     pub database: DatabaseConfig,
     /// `DB_WRITER_USER`: the consumer's `DB_USER`.
     pub writer: String,
+    /// `DB_READER_USER`: the status function's `DB_USER`, when it has one.
+    pub reader: Option<String>,
 }
 
 impl MigrateConfig {
@@ -146,18 +148,21 @@ impl MigrateConfig {
         Ok(Self {
             database: DatabaseConfig::read(&env)?,
             writer: env.required("DB_WRITER_USER", "set it to the consumer's database user (its DB_USER), which the migration creates and grants")?,
+            reader: env.optional("DB_READER_USER"),
         })
     }
 }
 
 /// The settings of the `provision` task: the migrate function it invokes and
-/// the secret that holds the writer's password.
+/// the secrets that hold the roles' passwords.
 #[derive(Debug, Clone)]
 pub struct ProvisionConfig {
     /// `MIGRATE_FUNCTION`: the migrate function's name or ARN.
     pub migrate_function: String,
     /// `WRITER_SECRET_ARN`: the writer's secret, `{"username", "password"}`.
     pub writer_secret_arn: String,
+    /// `READER_SECRET_ARN`: the reader's, when the stack has a reader.
+    pub reader_secret_arn: Option<String>,
 }
 
 impl ProvisionConfig {
@@ -176,6 +181,7 @@ impl ProvisionConfig {
                 "WRITER_SECRET_ARN",
                 "set it to the ARN of the writer's secret, whose password the writer role is given",
             )?,
+            reader_secret_arn: env.optional("READER_SECRET_ARN"),
         })
     }
 }

@@ -1,13 +1,16 @@
-//! The schema, and the role the consumer writes with: versioned SQL migrations
+//! The schema, and the roles that log in to it: versioned SQL migrations
 //! embedded in the binary, applied as the tables' owner once per deploy (the
 //! `migrate` task of the same binary, or `local-esm migrate`), never on the
 //! insert path.
 //!
 //! The consumer logs in as a *writer* role that may read and insert orders
 //! and conflicts and nothing else: it cannot create, alter, drop, update,
-//! delete or truncate anything, nor make temporary tables. [`prepare`] creates
-//! that role if it is missing, sets its password (as a SCRAM verifier, so no
-//! password is ever sent to or logged by the server) and grants exactly that.
+//! delete or truncate anything, nor make temporary tables. The status function
+//! logs in as a *reader* that may only read them, with at most
+//! [`READER_CONNECTION_LIMIT`] connections, so that reads cannot take the
+//! connections the consumer's writes need. [`prepare`] creates each role if it
+//! is missing, sets its password (as a SCRAM verifier, so no password is ever
+//! sent to or logged by the server) and grants exactly that.
 //!
 //! Safe when several runs start at once: the migrations run in one transaction
 //! holding a transaction-scoped advisory lock, so the second waits for the
@@ -83,33 +86,63 @@ pub enum MigrationError {
     )]
     TimedOut(#[source] tokio_postgres::Error),
     #[error(
-        "could not create or grant the writer role {role:?} (the owner needs CREATEROLE, which RDS's master user has)"
+        "could not create or grant the role {role:?} (the owner needs CREATEROLE, which RDS's master user has)"
     )]
-    Writer {
+    Role {
         role: String,
         #[source]
         source: tokio_postgres::Error,
     },
     #[error("{0}")]
-    InvalidWriter(&'static str),
+    InvalidRole(&'static str),
 }
 
 /// The writer role's name unless configured otherwise (the template's
 /// `DatabaseWriterUsername` default, and the local stack's).
 pub const DEFAULT_WRITER: &str = "orders_writer";
+/// The reader role's name unless configured otherwise (the template's
+/// `DatabaseReaderUsername` default, and the local stack's).
+pub const DEFAULT_READER: &str = "orders_reader";
+/// The reader's connections at most, RDS Proxy's among them. The template's
+/// connection budget (`infra/checks`) counts them beside the consumer's.
+pub const READER_CONNECTION_LIMIT: u32 = 10;
 
-/// The role the consumer logs in as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriterRole {
-    name: String,
-    password_verifier: Option<String>,
+/// What a role may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The consumer: read and insert orders and conflicts.
+    Write,
+    /// The status function: read them, over at most [`READER_CONNECTION_LIMIT`] connections.
+    Read,
 }
 
-impl WriterRole {
+/// A role that logs in: the writer or the reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    name: String,
+    password_verifier: Option<String>,
+    access: Access,
+}
+
+impl Role {
+    /// The consumer's role; see [`Role::new`].
+    pub fn writer(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
+        Self::new(name, password_verifier, Access::Write)
+    }
+
+    /// The status function's role; see [`Role::new`].
+    pub fn reader(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
+        Self::new(name, password_verifier, Access::Read)
+    }
+
     /// `name`: a plain lower-case identifier. `password_verifier`: the
     /// password as PostgreSQL stores it (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`),
     /// or `None` to leave the password as it is (local trust authentication).
-    pub fn new(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
+    pub fn new(
+        name: &str,
+        password_verifier: Option<&str>,
+        access: Access,
+    ) -> Result<Self, MigrationError> {
         let plain_identifier = !name.is_empty()
             && name.len() <= 63
             && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -117,20 +150,21 @@ impl WriterRole {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !plain_identifier {
-            return Err(MigrationError::InvalidWriter(
-                "the writer role's name must be a lower-case identifier: letters, digits and _, at most 63",
+            return Err(MigrationError::InvalidRole(
+                "a role's name must be a lower-case identifier: letters, digits and _, at most 63",
             ));
         }
         if let Some(verifier) = password_verifier
             && !is_scram_verifier(verifier)
         {
-            return Err(MigrationError::InvalidWriter(
-                "the writer's password must be given as a SCRAM-SHA-256 verifier (SCRAM-SHA-256$4096:salt$storedkey:serverkey), never in clear",
+            return Err(MigrationError::InvalidRole(
+                "a role's password must be given as a SCRAM-SHA-256 verifier (SCRAM-SHA-256$4096:salt$storedkey:serverkey), never in clear",
             ));
         }
         Ok(Self {
             name: name.to_owned(),
             password_verifier: password_verifier.map(str::to_owned),
+            access,
         })
     }
 
@@ -164,40 +198,45 @@ fn is_scram_verifier(text: &str) -> bool {
         && [salt, stored, server].into_iter().all(base64)
 }
 
-/// Applies the migrations, then creates and grants the writer role; returns
-/// the migration versions applied now. Run as the tables' owner.
-pub async fn prepare(client: &mut Client, writer: &WriterRole) -> Result<Vec<i32>, MigrationError> {
+/// Applies the migrations, then creates and grants the roles; returns the
+/// migration versions applied now. Run as the tables' owner.
+pub async fn prepare(client: &mut Client, roles: &[Role]) -> Result<Vec<i32>, MigrationError> {
     let applied = migrate(client).await?;
-    grant_writer(client, writer)
-        .await
-        .map_err(|source| MigrationError::Writer {
-            role: writer.name.clone(),
-            source,
-        })?;
+    for role in roles {
+        grant(client, role)
+            .await
+            .map_err(|source| MigrationError::Role {
+                role: role.name.clone(),
+                source,
+            })?;
+    }
     Ok(applied)
 }
 
 /// Connects with `config` (TLS and IAM tokens as configured) and runs [`prepare`].
 pub async fn connect_and_prepare(
     config: DatabaseConfig,
-    writer: &WriterRole,
+    roles: &[Role],
 ) -> Result<Vec<i32>, MigrationError> {
     let connector = Connector::new(config)
         .await
         .map_err(MigrationError::Connect)?;
     let mut client = connector.connect().await.map_err(MigrationError::Connect)?;
-    prepare(&mut client, writer).await
+    prepare(&mut client, roles).await
 }
 
-/// The writer may read and insert orders and conflicts, and nothing else.
-async fn grant_writer(
-    client: &mut Client,
-    writer: &WriterRole,
-) -> Result<(), tokio_postgres::Error> {
+/// The writer may read and insert orders and conflicts, the reader only read
+/// them; neither may do anything else.
+async fn grant(client: &mut Client, role: &Role) -> Result<(), tokio_postgres::Error> {
     // The name was checked to be a plain identifier and the verifier to be
     // base64 parts: both are safe to write into the statements.
-    let role = format!("\"{}\"", writer.name);
-    let create = format!("CREATE ROLE {role} LOGIN");
+    let (privileges, limit) = match role.access {
+        Access::Write => ("SELECT, INSERT", -1),
+        Access::Read => ("SELECT", i64::from(READER_CONNECTION_LIMIT)),
+    };
+    let verifier = role.password_verifier.as_ref();
+    let role = format!("\"{}\"", role.name);
+    let create = format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT {limit}");
     match client.batch_execute(&create).await {
         Ok(()) => {}
         // Another run created it meanwhile (roles are cluster-wide): either
@@ -210,9 +249,9 @@ async fn grant_writer(
     let tx = client.transaction().await?;
     // Only with a password to set: two runs altering one role at once fail
     // with "tuple concurrently updated", and tests prepare many databases at once.
-    if let Some(verifier) = &writer.password_verifier {
+    if let Some(verifier) = verifier {
         tx.batch_execute(&format!(
-            "ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}'"
+            "ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}' CONNECTION LIMIT {limit}"
         ))
         .await?;
     }
@@ -223,7 +262,7 @@ async fn grant_writer(
          END $$;
          REVOKE CREATE ON SCHEMA public FROM PUBLIC;
          GRANT USAGE ON SCHEMA public TO {role};
-         GRANT SELECT, INSERT ON orders, order_conflicts TO {role};"
+         GRANT {privileges} ON orders, order_conflicts TO {role};"
     ))
     .await?;
     tx.commit().await
@@ -298,7 +337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_writer_name_that_is_not_a_plain_identifier_is_refused() {
+    fn a_role_name_that_is_not_a_plain_identifier_is_refused() {
         for name in [
             "",
             "Orders",
@@ -306,15 +345,17 @@ mod tests {
             "x\"; DROP TABLE orders; --",
             &"a".repeat(64),
         ] {
-            assert!(WriterRole::new(name, None).is_err(), "{name}");
+            assert!(Role::writer(name, None).is_err(), "{name}");
+            assert!(Role::reader(name, None).is_err(), "{name}");
         }
-        assert!(WriterRole::new("orders_writer", None).is_ok());
+        assert!(Role::writer(DEFAULT_WRITER, None).is_ok());
+        assert!(Role::reader(DEFAULT_READER, None).is_ok());
     }
 
     #[test]
     fn only_a_scram_verifier_is_accepted_as_the_password() {
         let verifier = "SCRAM-SHA-256$4096:c2FsdHNhbHQ=$aGFzaGhhc2g+/=:c2VydmVyc2VydmVy";
-        assert!(WriterRole::new("w", Some(verifier)).is_ok());
+        assert!(Role::writer("w", Some(verifier)).is_ok());
         for bad in [
             "hunter2",
             "SCRAM-SHA-256$4096:salt$stored",
@@ -322,7 +363,7 @@ mod tests {
             "md5abcdef",
             "SCRAM-SHA-256$x:salt$stored:server",
         ] {
-            assert!(WriterRole::new("w", Some(bad)).is_err(), "{bad}");
+            assert!(Role::reader("w", Some(bad)).is_err(), "{bad}");
         }
     }
 

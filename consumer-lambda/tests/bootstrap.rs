@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use breaker::hook::{HookEvent, Verdict, check_and_report};
 use consumer_lambda::DatabaseConfig;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use serde_json::{Value, json};
 use testkit::{TestDatabase, free_port};
 
@@ -166,8 +166,8 @@ async fn the_bootstrap_stores_valid_events_reports_poison_and_absorbs_duplicates
     let db = TestDatabase::create().await;
     // Migrated once as the owner, as the deploy's migrate task does; the
     // bootstrap then writes as the writer role, as in AWS.
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &[writer])
         .await
         .expect("migrated");
     let mut watch = Watch::start(&db.url_as(DEFAULT_WRITER));
@@ -305,8 +305,8 @@ async fn the_release_hook_passes_a_good_build_and_fails_one_whose_batches_fail_o
  {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &[writer])
         .await
         .expect("migrated");
     let codedeploy = CodeDeploy::start().await;

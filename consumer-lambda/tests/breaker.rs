@@ -2,7 +2,7 @@
 //! synthetic batch through the batch path, against a real PostgreSQL.
 
 use breaker::{Health, Probe};
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{Backoff, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy};
 use testkit::{PostgresServer, TestDatabase};
@@ -37,8 +37,8 @@ async fn writer_store(db: &TestDatabase) -> PgStore {
 }
 
 async fn migrate(db: &TestDatabase) {
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("url"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a valid name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("url"), &[writer])
         .await
         .expect("migrated");
 }

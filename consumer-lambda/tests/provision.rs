@@ -1,5 +1,6 @@
 //! The custom resource `sam deploy` creates the schema with, against real
-//! peers: a real PostgreSQL whose writer must log in with its password, and
+//! peers: a real PostgreSQL whose writer and reader must log in with their
+//! passwords, and
 //! the real Secrets Manager and Lambda SDK clients and the real HTTPS
 //! responder against a local endpoint that answers as those services and
 //! CloudFormation's presigned S3 URL do. The stand-in Lambda runs the real
@@ -15,11 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use consumer_lambda::DatabaseConfig;
-use consumer_lambda::migrations::{
-    CONNECT_FAILED, LATEST_VERSION, WriterRole, connect_and_prepare,
-};
+use consumer_lambda::migrations::{CONNECT_FAILED, LATEST_VERSION, Role, connect_and_prepare};
 use consumer_lambda::provision::{
-    self, HttpsResponder, LambdaMigrate, ProvisionEvent, Request, SecretsManagerSecret, Status,
+    self, HttpsResponder, LambdaMigrate, ProvisionEvent, Request, SecretsManagerSecrets, Status,
 };
 use serde_json::{Value, json};
 use testkit::{PostgresServer, TestDatabase};
@@ -29,6 +28,10 @@ const ROLE: &str = "writer_with_password";
 const PASSWORD: &str = "Qm4TfX0pLk5vHy7Bn3JcZr8qWm2";
 const SECRET_ARN: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:orders/database/writer-AbCdEf";
+const READER: &str = "reader_with_password";
+const READER_PASSWORD: &str = "Lk5vHy7Bn3JcZr8qWm2Qm4TfX0p";
+const READER_SECRET_ARN: &str =
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:orders/database/reader-GhIjKl";
 const STACK: &str = "arn:aws:cloudformation:eu-west-1:123456789012:stack/orders/5b3f0a10-cf2e-11f0-8de9-0242ac120002";
 
 struct Aws {
@@ -69,19 +72,24 @@ async fn secrets_manager(State(aws): State<Shared>, headers: HeaderMap, body: By
         .lock()
         .expect("lock")
         .push(format!("{target} {}", request["SecretId"]));
-    if target != "secretsmanager.GetSecretValue" || request["SecretId"] != SECRET_ARN {
+    let (arn, username, password) = if request["SecretId"] == READER_SECRET_ARN {
+        (READER_SECRET_ARN, READER, READER_PASSWORD)
+    } else {
+        (SECRET_ARN, ROLE, PASSWORD)
+    };
+    if target != "secretsmanager.GetSecretValue" || request["SecretId"] != arn {
         return json_response(
             StatusCode::BAD_REQUEST,
             &[],
             r#"{"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."}"#.into(),
         );
     }
-    let secret = json!({ "username": ROLE, "password": PASSWORD }).to_string();
+    let secret = json!({ "username": username, "password": password }).to_string();
     json_response(
         StatusCode::OK,
         &[],
         json!({
-            "ARN": SECRET_ARN,
+            "ARN": arn,
             "Name": "orders/database/writer",
             "VersionId": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
             "SecretString": secret,
@@ -96,10 +104,11 @@ async fn secrets_manager(State(aws): State<Shared>, headers: HeaderMap, body: By
 /// verifier it was sent, as the migrate task runs them.
 async fn invoke(State(aws): State<Shared>, Path(function): Path<String>, body: Bytes) -> Response {
     let payload: Value = serde_json::from_slice(&body).expect("a JSON payload");
-    let verifier = payload["writer_password_verifier"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let verifier = |name: &str| payload[name].as_str().unwrap_or_default().to_owned();
+    let (verifier, reader_verifier) = (
+        verifier("writer_password_verifier"),
+        verifier("reader_password_verifier"),
+    );
     aws.calls
         .lock()
         .expect("lock")
@@ -118,12 +127,15 @@ async fn invoke(State(aws): State<Shared>, Path(function): Path<String>, body: B
             return lambda_error(CONNECT_FAILED.to_owned());
         }
     }
-    let writer = match WriterRole::new(ROLE, Some(&verifier)) {
-        Ok(writer) => writer,
-        Err(err) => return lambda_error(err.to_string()),
+    let roles = match (
+        Role::writer(ROLE, Some(&verifier)),
+        Role::reader(READER, Some(&reader_verifier)),
+    ) {
+        (Ok(writer), Ok(reader)) => [writer, reader],
+        (Err(err), _) | (_, Err(err)) => return lambda_error(err.to_string()),
     };
     let config = DatabaseConfig::from_url(&aws.database_url).expect("url");
-    match connect_and_prepare(config, &writer).await {
+    match connect_and_prepare(config, &roles).await {
         Ok(applied) => json_response(
             StatusCode::OK,
             &[],
@@ -162,7 +174,8 @@ struct Setup {
 }
 
 async fn setup(unreachable_tries: u32) -> Setup {
-    let server = PostgresServer::start_with_password_for(ROLE).await;
+    // pg_hba.conf takes a list of roles.
+    let server = PostgresServer::start_with_password_for(&format!("{ROLE},{READER}")).await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
     let aws = Arc::new(Aws {
         database_url: db.url.clone(),
@@ -188,7 +201,7 @@ async fn setup(unreachable_tries: u32) -> Setup {
     }
 }
 
-fn clients(endpoint: &str) -> (SecretsManagerSecret, LambdaMigrate) {
+fn clients(endpoint: &str) -> (SecretsManagerSecrets, LambdaMigrate) {
     let region = aws_config::Region::new("eu-west-1");
     let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
     let secrets = aws_sdk_secretsmanager::Config::builder()
@@ -204,9 +217,10 @@ fn clients(endpoint: &str) -> (SecretsManagerSecret, LambdaMigrate) {
         .credentials_provider(credentials)
         .build();
     (
-        SecretsManagerSecret::new(
+        SecretsManagerSecrets::new(
             aws_sdk_secretsmanager::Client::from_conf(secrets),
             SECRET_ARN,
+            Some(READER_SECRET_ARN.to_owned()),
         ),
         LambdaMigrate::new(aws_sdk_lambda::Client::from_conf(lambda), "orders-migrate"),
     )
@@ -261,7 +275,15 @@ async fn login(
     setup: &Setup,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let url = setup.db.url_as(&format!("{ROLE}:{password}"));
+    login_as(setup, ROLE, password).await
+}
+
+async fn login_as(
+    setup: &Setup,
+    role: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let url = setup.db.url_as(&format!("{role}:{password}"));
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
@@ -274,9 +296,14 @@ fn invokes(setup: &Setup) -> usize {
 }
 
 #[tokio::test]
-async fn a_create_applies_the_schema_and_the_writer_logs_in_with_its_secrets_password() {
+async fn a_create_applies_the_schema_and_the_writer_and_reader_log_in_with_their_secrets_passwords()
+{
     let setup = setup(0).await;
     assert!(login(&setup, PASSWORD).await.is_err(), "no writer before");
+    assert!(
+        login_as(&setup, READER, READER_PASSWORD).await.is_err(),
+        "no reader before"
+    );
     assert_eq!(serve(&setup, "Create").await, Status::Success);
 
     let writer = login(&setup, PASSWORD)
@@ -287,6 +314,13 @@ async fn a_create_applies_the_schema_and_the_writer_logs_in_with_its_secrets_pas
         .await
         .expect("the writer reads the orders table");
     assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let reader = login_as(&setup, READER, READER_PASSWORD)
+        .await
+        .expect("the reader's secret's password logs in");
+    reader
+        .query("SELECT count(*) FROM order_conflicts", &[])
+        .await
+        .expect("the reader reads");
 
     let answers = setup.aws.answers.lock().expect("lock").clone();
     assert_eq!(answers.len(), 1);
@@ -302,18 +336,29 @@ async fn a_create_applies_the_schema_and_the_writer_logs_in_with_its_secrets_pas
     );
     // The password went nowhere but the secret's answer.
     let calls = setup.aws.calls.lock().expect("lock").clone();
-    assert!(calls.iter().all(|c| !c.contains(PASSWORD)), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.contains(PASSWORD) && !c.contains(READER_PASSWORD)),
+        "{calls:?}"
+    );
 }
 
 #[tokio::test]
 async fn an_update_after_a_rotation_gives_the_writer_the_secrets_new_password() {
     let setup = setup(0).await;
     // The writer exists with another password, as before a rotation.
-    let old = WriterRole::new(ROLE, Some(&provision::writer_verifier("the-old-password")))
-        .expect("valid");
-    connect_and_prepare(DatabaseConfig::from_url(&setup.db.url).expect("url"), &old)
-        .await
-        .expect("migrated");
+    let old = Role::writer(
+        ROLE,
+        Some(&provision::password_verifier("the-old-password")),
+    )
+    .expect("valid");
+    connect_and_prepare(
+        DatabaseConfig::from_url(&setup.db.url).expect("url"),
+        &[old],
+    )
+    .await
+    .expect("migrated");
     assert_eq!(serve(&setup, "Update").await, Status::Success);
     login(&setup, PASSWORD)
         .await

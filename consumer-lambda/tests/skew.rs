@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{TimeZone, Utc};
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::store::Fault;
 use consumer_lambda::{
     Backoff, BatchMetrics, Consumer, DatabaseConfig, Delivery, MaxReceiveCount, MessageId,
@@ -26,10 +26,10 @@ use tokio::time::Instant;
 
 async fn migrated() -> TestDatabase {
     let db = TestDatabase::create().await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a valid name");
     connect_and_prepare(
         DatabaseConfig::from_url(&db.url).expect("valid URL"),
-        &writer,
+        &[writer],
     )
     .await
     .expect("migrated");

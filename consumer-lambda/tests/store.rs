@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare, migrate};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare, migrate};
 use consumer_lambda::{
     DatabaseConfig, Delivery, MessageId, OrderStore, Outcome, PgStore, StoreError,
 };
@@ -21,10 +21,10 @@ async fn store_on(db: &TestDatabase) -> PgStore {
 }
 
 async fn prepare(db: &TestDatabase) {
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a valid name");
     connect_and_prepare(
         DatabaseConfig::from_url(&db.url).expect("valid URL"),
-        &writer,
+        &[writer],
     )
     .await
     .expect("migrated");

@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL with full verification, against a server whose certificate
 //! comes from a test CA made here.
 
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use order_contract::OrderPlaced;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -77,8 +77,8 @@ async fn verification_passes_with_the_servers_ca_and_fails_with_another_or_a_wro
     let good = pki("Test CA", &["localhost", "127.0.0.1"]);
     let server = PostgresServer::start_with_tls(&good.server_pem, &good.server_key_pem).await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &[writer])
         .await
         .expect("migrated");
 

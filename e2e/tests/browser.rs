@@ -952,10 +952,10 @@ async fn behind_local_alb(stack: &Stack) -> String {
         "ProducerTargetGroup".to_owned(),
         local_alb::Target::Http(format!("http://{producer}")),
     )]);
-    // GET /orders* goes to the status function, as the template's rule says.
-    // As the writer until the reader role exists (it may SELECT the same tables).
+    // GET /orders* goes to the status function, as the template's rule says,
+    // reading as the reader.
     let database = consumer_lambda::DatabaseConfig::from_url(
-        &stack.db.url_as(consumer_lambda::migrations::DEFAULT_WRITER),
+        &stack.db.url_as(consumer_lambda::migrations::DEFAULT_READER),
     )
     .expect("URL");
     targets.extend(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
 use aws_lambda_events::encodings::Body;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
 use infra_checks::Document;
 use local_alb::rules::{Listener, lambda_target_groups};
@@ -214,8 +214,8 @@ async fn a_failing_function_is_the_alb_s_502_and_no_session_its_401() {
 #[tokio::test]
 async fn the_status_function_answers_a_signed_in_customer_through_local_alb() {
     let db = testkit::TestDatabase::create().await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a valid name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("URL"), &[writer])
         .await
         .expect("migrated");
     let store = PgStore::new(

@@ -50,7 +50,8 @@ enum Command {
         backoff: BackoffArgs,
     },
     /// Apply the consumer's database migrations to DATABASE_URL (the tables'
-    /// owner), and create and grant the role the consumer writes with.
+    /// owner), and create and grant the roles the consumer writes and the
+    /// status function reads with.
     Migrate {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
@@ -58,6 +59,9 @@ enum Command {
         /// conflicts, nothing else.
         #[arg(long, env = "DB_WRITER_USER", default_value = migrations::DEFAULT_WRITER)]
         writer: String,
+        /// The status function's database user: it may only read them.
+        #[arg(long, env = "DB_READER_USER", default_value = migrations::DEFAULT_READER)]
+        reader: String,
     },
     /// Poll the queue and hand batches to the consumer's handler, as Lambda would.
     Run(Box<Run>),
@@ -165,18 +169,23 @@ impl Cli {
             Command::Migrate {
                 database_url,
                 writer,
+                reader,
             } => {
-                let writer = migrations::WriterRole::new(&writer, None)?;
+                let roles = [
+                    migrations::Role::writer(&writer, None)?,
+                    migrations::Role::reader(&reader, None)?,
+                ];
                 let applied = migrations::connect_and_prepare(
                     DatabaseConfig::from_url(&database_url)?,
-                    &writer,
+                    &roles,
                 )
                 .await
                 .context("applying the migrations failed")?;
                 tracing::info!(
                     ?applied,
-                    writer = writer.name(),
-                    "the database schema is up to date and the writer role granted"
+                    writer,
+                    reader,
+                    "the database schema is up to date and the roles granted"
                 );
             }
             Command::Run(run) => run.run().await?,

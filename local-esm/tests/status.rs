@@ -7,7 +7,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use consumer_lambda::migrations::{self, DEFAULT_WRITER, WriterRole};
+use consumer_lambda::migrations::{self, DEFAULT_WRITER, Role};
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
     SqsRetryQueue,
@@ -89,8 +89,8 @@ async fn consumer(
     db: &TestDatabase,
     queues: &TestQueues,
 ) -> Consumer<PgStore, SqsRetryQueue, SqsDeadLetterQueue> {
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a name");
-    migrations::connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a name");
+    migrations::connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &[writer])
         .await
         .expect("migrated");
     let config = DatabaseConfig::from_url(&db.url_as(DEFAULT_WRITER)).expect("a URL");

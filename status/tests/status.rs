@@ -9,7 +9,7 @@ use aws_lambda_events::encodings::Body;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use chrono::{DateTime, Duration as Days, Utc};
 use consumer_lambda::database::Pool;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, Outcome, PgStore};
 use order_contract::OrderPlaced;
 use order_contract::fixtures::{order_from_request, order_request_with_id};
@@ -32,8 +32,8 @@ struct Shop {
 async fn shop() -> Shop {
     testkit::init_tracing();
     let db = TestDatabase::create().await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None).expect("a valid name");
-    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("URL"), &writer)
+    let writer = Role::writer(DEFAULT_WRITER, None).expect("a valid name");
+    connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("URL"), &[writer])
         .await
         .expect("migrated");
     let store = PgStore::new(

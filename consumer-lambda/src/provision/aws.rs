@@ -1,4 +1,4 @@
-//! The provision task's AWS side: the writer's secret in Secrets Manager, the
+//! The provision task's AWS side: the roles' secrets in Secrets Manager, the
 //! migrate function through Lambda's `Invoke`, and the PUT to CloudFormation's
 //! presigned URL.
 
@@ -13,39 +13,43 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::{Migrate, MigrateOutcome, ProvisionError, Respond, WriterSecret};
+use super::{Migrate, MigrateOutcome, Passwords, ProvisionError, Respond, Secrets, Verifiers};
 use crate::migrations::CONNECT_FAILED;
 
 /// At most this much of a failed function's answer goes into the reason.
 const REASON_BYTES: usize = 600;
 
-/// The writer's secret: `{"username": …, "password": …}`, as the template
-/// generates it.
+/// The writer's and the reader's secrets: `{"username": …, "password": …}`,
+/// as the template generates them.
 #[derive(Debug, Clone)]
-pub struct SecretsManagerSecret {
+pub struct SecretsManagerSecrets {
     client: aws_sdk_secretsmanager::Client,
-    arn: String,
+    writer_arn: String,
+    reader_arn: Option<String>,
 }
 
-impl SecretsManagerSecret {
-    pub fn new(client: aws_sdk_secretsmanager::Client, arn: impl Into<String>) -> Self {
+impl SecretsManagerSecrets {
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        writer_arn: impl Into<String>,
+        reader_arn: Option<String>,
+    ) -> Self {
         Self {
             client,
-            arn: arn.into(),
+            writer_arn: writer_arn.into(),
+            reader_arn,
         }
     }
-}
 
-impl WriterSecret for SecretsManagerSecret {
-    async fn password(&self) -> Result<String, ProvisionError> {
+    async fn password(&self, arn: &str) -> Result<String, ProvisionError> {
         let secret = self
             .client
             .get_secret_value()
-            .secret_id(&self.arn)
+            .secret_id(arn)
             .send()
             .await
             .map_err(|err| ProvisionError::Secret {
-                arn: self.arn.clone(),
+                arn: arn.to_owned(),
                 detail: support::error_chain(&err),
             })?;
         secret
@@ -54,8 +58,21 @@ impl WriterSecret for SecretsManagerSecret {
             .and_then(|value| value.get("password")?.as_str().map(str::to_owned))
             .filter(|password| !password.is_empty())
             .ok_or_else(|| ProvisionError::NoPassword {
-                arn: self.arn.clone(),
+                arn: arn.to_owned(),
             })
+    }
+}
+
+impl Secrets for SecretsManagerSecrets {
+    async fn passwords(&self) -> Result<Passwords, ProvisionError> {
+        let reader = match &self.reader_arn {
+            Some(arn) => Some(self.password(arn).await?),
+            None => None,
+        };
+        Ok(Passwords {
+            writer: self.password(&self.writer_arn).await?,
+            reader,
+        })
     }
 }
 
@@ -77,8 +94,8 @@ impl LambdaMigrate {
 }
 
 impl Migrate for LambdaMigrate {
-    async fn migrate(&self, verifier: &str) -> MigrateOutcome {
-        let payload = json!({ "writer_password_verifier": verifier }).to_string();
+    async fn migrate(&self, verifiers: &Verifiers) -> MigrateOutcome {
+        let payload = json!(verifiers).to_string();
         let invoked = self
             .client
             .invoke()

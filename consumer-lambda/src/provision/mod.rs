@@ -1,19 +1,19 @@
 //! The schema as part of `sam deploy`: the custom resource `DatabaseSchema`
 //! is served by this task (`TASK=provision`), which runs outside the VPC.
 //!
-//! On Create and Update it reads the writer's password from its secret,
-//! derives the SCRAM verifier, and invokes the migrate function (in the VPC,
-//! the only one that may log in as the tables' owner) with the verifier; on
+//! On Create and Update it reads the writer's and the reader's passwords from
+//! their secrets, derives the SCRAM verifiers, and invokes the migrate function
+//! (in the VPC, the only one that may log in as the tables' owner) with them; on
 //! Delete it keeps the schema (the database's own deletion policy decides).
 //! Either way it answers CloudFormation by a PUT to the request's presigned
 //! S3 URL, which the VPC's private subnets could not reach
 //! (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-responses.html>).
 //!
-//! It is given the secret's ARN, never its value: dynamic references to
+//! It is given the secrets' ARNs, never their values: dynamic references to
 //! secrets are not supported in custom resource properties
 //! (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/dynamic-references-secretsmanager.html>).
 //! Invoked directly with any other payload (`scripts/deploy --migrate`, after
-//! a rotation of the writer's password), it does the same and answers the
+//! a rotation of a password), it does the same and answers the
 //! caller.
 
 mod aws;
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-pub use aws::{HttpsResponder, LambdaMigrate, SecretsManagerSecret};
+pub use aws::{HttpsResponder, LambdaMigrate, SecretsManagerSecrets};
 
 /// How long the task retries a migration that cannot reach the database yet
 /// (RDS Proxy registers its target some time after CloudFormation created it).
@@ -35,7 +35,7 @@ pub const MIGRATE_RETRY_PAUSE: Duration = Duration::from_secs(15);
 /// The answer goes out this long before the invocation's deadline, whatever
 /// the migration is doing, so that CloudFormation never waits for its timeout.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(20);
-/// How long the writer's secret may take to read: a hung call then answers
+/// How long the secrets may take to read: a hung call then answers
 /// FAILED in seconds, not when CloudFormation's ServiceTimeout (660 s) ends.
 pub const SECRET_DEADLINE: Duration = Duration::from_secs(30);
 /// CloudFormation refuses a response body over 4,096 bytes.
@@ -125,11 +125,9 @@ impl Response {
 /// Why provisioning failed; the reason CloudFormation shows.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("could not read the writer's secret {arn}: {detail}")]
+    #[error("could not read the secret {arn}: {detail}")]
     Secret { arn: String, detail: String },
-    #[error(
-        "the writer's secret {arn} holds no \"password\" (a JSON object with username and password)"
-    )]
+    #[error("the secret {arn} holds no \"password\" (a JSON object with username and password)")]
     NoPassword { arn: String },
     #[error(
         "Secrets Manager did not answer within {0:?} (from outside the VPC: is it reachable, and is the region's service healthy?); deploy again"
@@ -154,14 +152,31 @@ pub enum MigrateOutcome {
     Failed(String),
 }
 
-/// Where the writer's password is kept.
-pub trait WriterSecret {
-    fn password(&self) -> impl Future<Output = Result<String, ProvisionError>> + Send;
+/// The roles' passwords, as their secrets hold them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passwords {
+    pub writer: String,
+    /// When the stack has a reader.
+    pub reader: Option<String>,
 }
 
-/// The migrate function, given the writer's password as a SCRAM verifier.
+/// Where the roles' passwords are kept.
+pub trait Secrets {
+    fn passwords(&self) -> impl Future<Output = Result<Passwords, ProvisionError>> + Send;
+}
+
+/// What the migrate function is invoked with: the passwords as SCRAM
+/// verifiers, under the names the migrate task reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verifiers {
+    pub writer_password_verifier: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reader_password_verifier: Option<String>,
+}
+
+/// The migrate function.
 pub trait Migrate {
-    fn migrate(&self, verifier: &str) -> impl Future<Output = MigrateOutcome> + Send;
+    fn migrate(&self, verifiers: &Verifiers) -> impl Future<Output = MigrateOutcome> + Send;
 }
 
 /// Where the answer to CloudFormation goes.
@@ -175,27 +190,30 @@ pub trait Respond {
 
 /// The password as PostgreSQL stores it (SCRAM-SHA-256, 4096 iterations, a
 /// random salt): only this travels to the migrate function and the server.
-pub fn writer_verifier(password: &str) -> String {
+pub fn password_verifier(password: &str) -> String {
     postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
-/// Reads the secret, then runs the migrations, trying again while the
+/// Reads the secrets, then runs the migrations, trying again while the
 /// database cannot be reached, until [`MIGRATE_RETRY_BUDGET`] or `until`.
 pub async fn provision(
-    secret: &impl WriterSecret,
+    secrets: &impl Secrets,
     migrate: &impl Migrate,
     until: Instant,
 ) -> Result<Value, ProvisionError> {
-    let password = tokio::time::timeout(SECRET_DEADLINE, secret.password())
+    let passwords = tokio::time::timeout(SECRET_DEADLINE, secrets.passwords())
         .await
         .map_err(|_| ProvisionError::SecretTimedOut(SECRET_DEADLINE))??;
-    let verifier = writer_verifier(&password);
+    let verifiers = Verifiers {
+        writer_password_verifier: password_verifier(&passwords.writer),
+        reader_password_verifier: passwords.reader.as_deref().map(password_verifier),
+    };
     let started = Instant::now();
     let until = until.min(started + MIGRATE_RETRY_BUDGET);
     let mut tries = 0u32;
     loop {
         tries += 1;
-        let outcome = match tokio::time::timeout_at(until, migrate.migrate(&verifier)).await {
+        let outcome = match tokio::time::timeout_at(until, migrate.migrate(&verifiers)).await {
             Ok(outcome) => outcome,
             Err(_) => MigrateOutcome::NotYet("the try was still running at the deadline".into()),
         };
@@ -221,7 +239,7 @@ pub async fn provision(
 /// `logs` names where the details are, for the reason of a failure.
 pub async fn serve(
     request: &Request,
-    secret: &impl WriterSecret,
+    secrets: &impl Secrets,
     migrate: &impl Migrate,
     responder: &impl Respond,
     deadline: Instant,
@@ -236,7 +254,7 @@ pub async fn serve(
             tracing::info!("an older SchemaVersion: a rollback; the newer schema stays");
             Ok(json!({ "kept": "a newer schema" }))
         }
-        RequestType::Create | RequestType::Update => provision(secret, migrate, until).await,
+        RequestType::Create | RequestType::Update => provision(secrets, migrate, until).await,
     };
     let response = response_to(request, outcome, logs);
     let status = response.status;
@@ -342,9 +360,12 @@ mod tests {
     }
 
     struct Password(&'static str);
-    impl WriterSecret for Password {
-        async fn password(&self) -> Result<String, ProvisionError> {
-            Ok(self.0.to_owned())
+    impl Secrets for Password {
+        async fn passwords(&self) -> Result<Passwords, ProvisionError> {
+            Ok(Passwords {
+                writer: self.0.to_owned(),
+                reader: None,
+            })
         }
     }
 
@@ -359,7 +380,8 @@ mod tests {
         }
     }
     impl Migrate for Tries {
-        async fn migrate(&self, verifier: &str) -> MigrateOutcome {
+        async fn migrate(&self, verifiers: &Verifiers) -> MigrateOutcome {
+            let verifier = &verifiers.writer_password_verifier;
             assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
             *self.1.lock().expect("lock") += 1;
             let mut outcomes = self.0.lock().expect("lock");
@@ -476,11 +498,48 @@ mod tests {
         assert_eq!(body["PhysicalResourceId"], "orders-schema");
     }
 
+    #[tokio::test]
+    async fn each_roles_password_reaches_the_migrate_function_as_its_own_verifier_only() {
+        struct Both;
+        impl Secrets for Both {
+            async fn passwords(&self) -> Result<Passwords, ProvisionError> {
+                Ok(Passwords {
+                    writer: "writer-pw".into(),
+                    reader: Some("reader-pw".into()),
+                })
+            }
+        }
+        struct Sent(Mutex<Option<Value>>);
+        impl Migrate for Sent {
+            async fn migrate(&self, verifiers: &Verifiers) -> MigrateOutcome {
+                *self.0.lock().expect("lock") = Some(json!(verifiers));
+                applied()
+            }
+        }
+        let sent = Sent(Mutex::new(None));
+        provision(&Both, &sent, Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("provisioned");
+        let payload = sent.0.lock().expect("lock").clone().expect("invoked");
+        let (writer, reader) = (
+            payload["writer_password_verifier"]
+                .as_str()
+                .unwrap_or_default(),
+            payload["reader_password_verifier"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+        assert!(writer.starts_with("SCRAM-SHA-256$4096:"), "{payload}");
+        assert!(reader.starts_with("SCRAM-SHA-256$4096:"), "{payload}");
+        assert_ne!(writer, reader);
+        assert!(!payload.to_string().contains("-pw"), "{payload}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_answer_goes_out_before_the_deadline_even_while_a_try_hangs() {
         struct Hangs;
         impl Migrate for Hangs {
-            async fn migrate(&self, _: &str) -> MigrateOutcome {
+            async fn migrate(&self, _: &Verifiers) -> MigrateOutcome {
                 std::future::pending().await
             }
         }
@@ -503,8 +562,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_secret_read_that_hangs_answers_failed_long_before_the_service_timeout() {
         struct Hangs;
-        impl WriterSecret for Hangs {
-            async fn password(&self) -> Result<String, ProvisionError> {
+        impl Secrets for Hangs {
+            async fn passwords(&self) -> Result<Passwords, ProvisionError> {
                 std::future::pending().await
             }
         }
@@ -602,8 +661,8 @@ mod tests {
 
     #[test]
     fn the_verifier_is_one_the_migration_accepts_and_never_the_password() {
-        let verifier = writer_verifier("Zr8qWm2TfX0pLk5vHy7Bn3Jc");
+        let verifier = password_verifier("Zr8qWm2TfX0pLk5vHy7Bn3Jc");
         assert!(!verifier.contains("Zr8qWm2TfX0pLk5vHy7Bn3Jc"));
-        crate::migrations::WriterRole::new("orders_writer", Some(&verifier)).expect("accepted");
+        crate::migrations::Role::writer("orders_writer", Some(&verifier)).expect("accepted");
     }
 }

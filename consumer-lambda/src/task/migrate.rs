@@ -4,28 +4,35 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use crate::config::MigrateConfig;
-use crate::migrations::{self, WriterRole};
+use crate::migrations::{self, Role};
 
-/// Applies the migrations as the tables' owner and grants the writer role.
-/// The event may carry `writer_password_verifier`: the writer's password as a
-/// SCRAM verifier (`scripts/deploy` derives it from the writer's secret), so
-/// the password itself never travels. Answers the versions applied now.
+/// Applies the migrations as the tables' owner and grants the writer and,
+/// when configured, the reader. The event may carry `writer_password_verifier`
+/// and `reader_password_verifier`: the passwords as SCRAM verifiers (the
+/// provision task derives them from the roles' secrets), so no password
+/// itself travels. Answers the versions applied now.
 pub async fn run() -> Result<(), Error> {
     let config = MigrateConfig::from_env()?;
     let config = &config;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let verifier = event
-            .payload
-            .get("writer_password_verifier")
-            .and_then(Value::as_str);
-        let writer = WriterRole::new(&config.writer, verifier)?;
-        let applied = migrations::connect_and_prepare(config.database.clone(), &writer).await?;
+        let verifier = |name: &str| event.payload.get(name).and_then(Value::as_str);
+        let mut roles = vec![Role::writer(
+            &config.writer,
+            verifier("writer_password_verifier"),
+        )?];
+        if let Some(reader) = &config.reader {
+            roles.push(Role::reader(reader, verifier("reader_password_verifier"))?);
+        }
+        let applied = migrations::connect_and_prepare(config.database.clone(), &roles).await?;
         tracing::info!(
             ?applied,
-            writer = writer.name(),
-            "the schema is up to date and the writer granted"
+            writer = config.writer,
+            reader = config.reader,
+            "the schema is up to date and the roles granted"
         );
-        Ok::<_, Error>(json!({ "applied": applied, "writer": writer.name() }))
+        Ok::<_, Error>(
+            json!({ "applied": applied, "writer": config.writer, "reader": config.reader }),
+        )
     }))
     .await
 }

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use super::deadline;
 use crate::config::ProvisionConfig;
-use crate::provision::{self, HttpsResponder, LambdaMigrate, ProvisionEvent, SecretsManagerSecret};
+use crate::provision::{
+    self, HttpsResponder, LambdaMigrate, ProvisionEvent, SecretsManagerSecrets,
+};
 
 /// The custom resource `DatabaseSchema`: CloudFormation's request is served
 /// and answered at its response URL; any other payload (scripts/deploy
@@ -14,9 +16,10 @@ use crate::provision::{self, HttpsResponder, LambdaMigrate, ProvisionEvent, Secr
 pub async fn run() -> Result<(), Error> {
     let config = ProvisionConfig::from_env()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secret = SecretsManagerSecret::new(
+    let secret = SecretsManagerSecrets::new(
         aws_sdk_secretsmanager::Client::new(&aws),
         config.writer_secret_arn,
+        config.reader_secret_arn,
     );
     let migrate = LambdaMigrate::new(aws_sdk_lambda::Client::new(&aws), config.migrate_function);
     let responder = HttpsResponder::new()?;

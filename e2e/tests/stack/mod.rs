@@ -107,9 +107,13 @@ impl Stack {
         queues: TestQueues,
         queue_settings: QueueSettings,
     ) -> Self {
-        // Migrated as the owner, once, as a deploy does; the consumer writes as the writer role.
-        let writer = migrations::WriterRole::new(migrations::DEFAULT_WRITER, None).expect("a name");
-        migrations::connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &writer)
+        // Migrated as the owner, once, as a deploy does; the consumer writes as
+        // the writer role, the status function reads as the reader.
+        let roles = [
+            migrations::Role::writer(migrations::DEFAULT_WRITER, None).expect("a name"),
+            migrations::Role::reader(migrations::DEFAULT_READER, None).expect("a name"),
+        ];
+        migrations::connect_and_prepare(DatabaseConfig::from_url(&db.url).expect("a URL"), &roles)
             .await
             .expect("migrated");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

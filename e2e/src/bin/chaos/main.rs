@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use consumer_lambda::migrations::{DEFAULT_WRITER, WriterRole, connect_and_prepare};
+use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use futures::StreamExt;
 use local_esm::Template;
 use serde_json::{Value, json};
@@ -117,8 +117,12 @@ async fn main() -> anyhow::Result<()> {
     // --- the system ---
     let server = PostgresServer::start().await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    let writer = WriterRole::new(DEFAULT_WRITER, None)?;
-    connect_and_prepare(consumer_lambda::DatabaseConfig::from_url(&db.url)?, &writer).await?;
+    let writer = Role::writer(DEFAULT_WRITER, None)?;
+    connect_and_prepare(
+        consumer_lambda::DatabaseConfig::from_url(&db.url)?,
+        &[writer],
+    )
+    .await?;
     // The consumer runs as the writer role, as in AWS.
     let writer_url = db.url_as(DEFAULT_WRITER);
     // A timed run takes every time constant from the template, as deployed,

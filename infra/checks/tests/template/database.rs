@@ -58,7 +58,7 @@ fn a_db_t4g_micro_allows_the_80_connections_the_deploy_doc_plans_with() {
 }
 
 #[test]
-fn the_event_source_caps_concurrency_within_the_proxys_connection_budget() {
+fn the_consumer_and_the_reader_together_stay_within_the_proxys_connection_budget() {
     let t = template();
     let path = [
         "Resources",
@@ -93,11 +93,15 @@ fn the_event_source_caps_concurrency_within_the_proxys_connection_budget() {
     .expect("DBInstanceClass is a !Ref to a parameter with a default");
     let connections = max_connections(class);
     let budget = connections * percent / 100;
+    // The reader's role is capped in the database, so reads can never take
+    // the connections the consumer's writes need.
+    let reader = u64::from(consumer_lambda::migrations::READER_CONNECTION_LIMIT);
     assert!(
-        default >= LAMBDA_MIN_MAXIMUM_CONCURRENCY && largest <= budget,
+        default >= LAMBDA_MIN_MAXIMUM_CONCURRENCY && largest + reader <= budget,
         "MaximumConcurrency (default {default}, at most {largest}) must be at least \
-         {LAMBDA_MIN_MAXIMUM_CONCURRENCY} and stay within the proxy's {percent} % of a {class}'s \
-         {connections} connections ({budget}): one connection per concurrent invocation"
+         {LAMBDA_MIN_MAXIMUM_CONCURRENCY}, and with the reader's {reader} connections stay \
+         within the proxy's {percent} % of a {class}'s {connections} connections ({budget}): \
+         one connection per concurrent invocation"
     );
     for place in [
         &["Resources", "ConsumerFunction", "Properties"][..],
@@ -233,34 +237,36 @@ fn the_proxy_requires_tls_and_iam_and_logs_in_with_one_secret_per_user() {
 }
 
 #[test]
-fn the_writers_secret_names_the_consumers_user_and_needs_no_normalising() {
+fn the_roles_secrets_name_their_users_and_need_no_normalising() {
     let t = template();
-    let secret = properties(&t, "DatabaseWriterSecret");
-    let generate = secret
-        .get("GenerateSecretString")
-        .expect("a generated password");
-    let template_text = match intrinsic(generate.get("SecretStringTemplate").expect("template")) {
-        Some((tag, Value::String(text))) if tag == "Sub" => text.clone(),
-        other => panic!("SecretStringTemplate should be a !Sub, found {other:?}"),
-    };
-    assert_eq!(
-        template_text,
-        r#"{"username": "${DatabaseWriterUsername}"}"#
-    );
-    assert_eq!(
-        generate.get("GenerateStringKey").map(text),
-        Some("password")
-    );
-    // Letters and digits only: SASLprep leaves such a password as it is, so the
-    // provision task's verifier and any client's login agree on it.
-    assert!(truthy(generate.get("ExcludePunctuation")));
-    assert!(
-        generate
-            .get("PasswordLength")
-            .and_then(as_u64)
-            .is_some_and(|length| length >= 32),
-        "a long password"
-    );
+    for (secret, user) in [
+        ("DatabaseWriterSecret", "DatabaseWriterUsername"),
+        ("DatabaseReaderSecret", "DatabaseReaderUsername"),
+    ] {
+        let generate = properties(&t, secret)
+            .get("GenerateSecretString")
+            .expect("a generated password");
+        let template_text = match intrinsic(generate.get("SecretStringTemplate").expect("template"))
+        {
+            Some((tag, Value::String(text))) if tag == "Sub" => text.clone(),
+            other => panic!("SecretStringTemplate should be a !Sub, found {other:?}"),
+        };
+        assert_eq!(template_text, format!(r#"{{"username": "${{{user}}}"}}"#));
+        assert_eq!(
+            generate.get("GenerateStringKey").map(text),
+            Some("password")
+        );
+        // Letters and digits only: SASLprep leaves such a password as it is, so the
+        // provision task's verifier and any client's login agree on it.
+        assert!(truthy(generate.get("ExcludePunctuation")), "{secret}");
+        assert!(
+            generate
+                .get("PasswordLength")
+                .and_then(as_u64)
+                .is_some_and(|length| length >= 32),
+            "{secret}: a long password"
+        );
+    }
 
     let migrate = at(
         &t,
@@ -286,6 +292,25 @@ fn the_writers_secret_names_the_consumers_user_and_needs_no_normalising() {
     })
     .unwrap_or_else(|err| panic!("the migrate task refuses the template's environment: {err}"));
     assert_eq!(config.writer, consumer_lambda::migrations::DEFAULT_WRITER);
+    assert_eq!(
+        config.reader.as_deref(),
+        Some(consumer_lambda::migrations::DEFAULT_READER),
+        "the migrate function grants the user the status function logs in as"
+    );
+    let status = at(
+        &t,
+        &[
+            "Resources",
+            "StatusFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    assert_eq!(
+        status.get("DB_USER").and_then(reference),
+        Some("DatabaseReaderUsername")
+    );
 }
 
 #[test]

@@ -68,9 +68,31 @@ fn the_custom_resource_is_given_the_secrets_arn_never_its_value() {
     let p = properties(&t, SCHEMA);
     let yaml = serde_yaml_ng::to_string(p).expect("properties serialise");
     assert!(!yaml.contains("{{resolve:"), "{yaml}");
+    for (property, secret) in [
+        ("WriterSecret", "DatabaseWriterSecret"),
+        ("ReaderSecret", "DatabaseReaderSecret"),
+    ] {
+        assert_eq!(p.get(property).and_then(reference), Some(secret));
+    }
+    // The task reads the same secrets: a change of either re-runs it.
+    let task = at(
+        &t,
+        &[
+            "Resources",
+            "ProvisionFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    let config = consumer_lambda::config::ProvisionConfig::from_lookup(|name| {
+        task.get(name).and_then(reference).map(str::to_owned)
+    })
+    .unwrap_or_else(|err| panic!("the provision task refuses the template's environment: {err}"));
+    assert_eq!(config.writer_secret_arn, "DatabaseWriterSecret");
     assert_eq!(
-        p.get("WriterSecret").and_then(reference),
-        Some("DatabaseWriterSecret")
+        config.reader_secret_arn.as_deref(),
+        Some("DatabaseReaderSecret")
     );
 }
 
@@ -154,13 +176,14 @@ fn the_provision_function_runs_outside_the_vpc_where_s3_secrets_manager_and_lamb
 }
 
 #[test]
-fn the_provision_function_may_only_read_the_writers_secret_and_invoke_the_migrate_function() {
+fn the_provision_function_may_only_read_the_roles_secrets_and_invoke_the_migrate_function() {
     let t = template();
     let granted = granted(&t, "ProvisionRole");
     let expected: BTreeSet<(String, String)> = [
         ("logs:CreateLogStream", "${ProvisionLogGroup.Arn}"),
         ("logs:PutLogEvents", "${ProvisionLogGroup.Arn}"),
         ("secretsmanager:GetSecretValue", "Ref:DatabaseWriterSecret"),
+        ("secretsmanager:GetSecretValue", "Ref:DatabaseReaderSecret"),
         ("lambda:InvokeFunction", "MigrateFunction.Arn"),
     ]
     .into_iter()

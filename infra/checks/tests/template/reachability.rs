@@ -351,13 +351,19 @@ fn components(t: &Document) -> Vec<Component> {
             public_address: false,
             role: role_of(provision.get("Role")),
             calls: vec![
-                // consumer-lambda/src/provision: the writer's password, the migrations,
+                // consumer-lambda/src/provision: the roles' passwords, the migrations,
                 // and the answer at CloudFormation's presigned S3 URL, which carries
                 // CloudFormation's own authorisation.
                 Call {
                     api: "secretsmanager:GetSecretValue",
                     action: "secretsmanager:GetSecretValue",
                     resource: "Ref:DatabaseWriterSecret",
+                    origin: Origin::Vpc,
+                },
+                Call {
+                    api: "secretsmanager:GetSecretValue",
+                    action: "secretsmanager:GetSecretValue",
+                    resource: "Ref:DatabaseReaderSecret",
                     origin: Origin::Vpc,
                 },
                 Call {
@@ -833,7 +839,7 @@ fn the_proxys_secrets_endpoint_is_off_unless_asked_for() {
 fn with_the_secrets_endpoint_rds_proxy_reads_both_secrets_from_its_own_subnets() {
     // If the proxy calls Secrets Manager from its interfaces in our subnets (what
     // AWS does not say), the remedy must give that call a route its groups (both
-    // ends) and the endpoint's policy admit, for both users' secrets.
+    // ends) and the endpoint's policy admit, for every user's secret.
     let t = template();
     let all = openings(&t);
     let proxy = components(&t)
@@ -843,6 +849,7 @@ fn with_the_secrets_endpoint_rds_proxy_reads_both_secrets_from_its_own_subnets()
     for resource in [
         "Database.MasterUserSecret.SecretArn",
         "Ref:DatabaseWriterSecret",
+        "Ref:DatabaseReaderSecret",
     ] {
         let call = Call {
             api: "secretsmanager:GetSecretValue",
