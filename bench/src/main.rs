@@ -3,6 +3,7 @@
 //! # Layout
 //! - `consumer`: rows/s of the consumer's bulk insert against one `INSERT` per row and raw binary `COPY`.
 //! - `lambda`: init time, peak RSS and zip size of the real `bootstrap` under a fake Runtime API.
+//! - `status`: `GET /orders/{order_id}` through local-alb against a primary-key `SELECT`, and the writes' cost of reads.
 //! - `producer`: the producer under oha against its baseline, one `SendMessage` per order; their CPU per 1,000 orders.
 //! - `markdown`: how their tables write figures.
 
@@ -12,6 +13,7 @@ mod consumer;
 mod lambda;
 mod markdown;
 mod producer;
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks; run them through scripts/bench, which starts what they need")]
@@ -28,6 +30,8 @@ enum Command {
     Lambda(lambda::Args),
     /// The producer under oha against one SendMessage per order; their CPU per 1,000 orders.
     Producer(producer::Args),
+    /// GET /orders/{order_id} through local-alb against a primary-key SELECT; the writes' cost of reads.
+    Status(status::Args),
     /// The producer with one SendMessage per order, configured as the producer (`producer` runs it).
     #[command(hide = true)]
     BaselineProducer,
@@ -39,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Consumer(args) => consumer::run(args).await,
         Command::Lambda(args) => lambda::run(args).await,
         Command::Producer(args) => producer::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::BaselineProducer => producer::baseline().await,
     }
 }

@@ -107,7 +107,6 @@ impl std::fmt::Debug for Lambda {
     }
 }
 
-/// The status function on `pool`, trusting what local-alb signs.
 /// The status function behind each of `template`'s Lambda target groups,
 /// reading `database` (the reader's URL, as in AWS).
 pub async fn lambda_targets(
@@ -124,6 +123,7 @@ pub async fn lambda_targets(
         .collect())
 }
 
+/// The status function on `pool`, trusting what local-alb signs.
 pub fn status_function(pool: status::Pool, multi_value_headers: bool) -> Lambda {
     Lambda::new(multi_value_headers, move |event| {
         let pool = pool.clone();
