@@ -647,6 +647,35 @@ fn the_dashboard_shows_the_edge_the_queues_the_consumer_and_the_database() {
 }
 
 #[test]
+fn the_dashboard_lists_the_status_functions_warnings_from_its_own_log_group() {
+    let t = template();
+    let body = dashboard(&t);
+    let queries: Vec<&str> = body["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .filter(|w| w["type"] == "log")
+        .filter_map(|w| w["properties"]["query"].as_str())
+        .collect();
+    let query = queries
+        .iter()
+        .find(|q| q.starts_with("SOURCE 'Ref:StatusLogGroup' |"))
+        .unwrap_or_else(|| panic!("no log widget reads StatusLogGroup: {queries:?}"));
+    // The level the function's "cannot be read" lines are written at.
+    let status = include_str!("../../../../status/src/lib.rs");
+    assert!(status.contains("tracing::warn!("), "status warns no more?");
+    assert!(query.contains(r#""level":"(WARN|ERROR)""#), "{query}");
+    assert_eq!(
+        properties(&t, "StatusFunction")
+            .get("LoggingConfig")
+            .and_then(|config| config.get("LogGroup"))
+            .and_then(reference),
+        Some("StatusLogGroup"),
+        "the function logs where the widget reads"
+    );
+}
+
+#[test]
 fn every_metric_the_dashboard_and_the_alarms_name_is_one_the_code_emits() {
     let t = template();
     let (_, config) = agent_config(&user_data(&t));
