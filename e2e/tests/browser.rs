@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod stack;
@@ -909,8 +911,14 @@ async fn change_catalogue(stack: &Stack, catalogue: Value) {
 /// A producer with sign-in on, on `stack`'s queue, behind a local-alb playing
 /// the template's listener; the URL customers open.
 async fn behind_local_alb(stack: &Stack) -> String {
+    behind_local_alb_failing(stack, None).await
+}
+
+/// As [`behind_local_alb`]; while `failing` is set, the status function fails
+/// every invocation (it panics), as a broken release or a crash would, which
+/// the load balancer answers `502`.
+async fn behind_local_alb_failing(stack: &Stack, failing: Option<Arc<AtomicBool>>) -> String {
     use std::collections::HashMap;
-    use std::sync::Arc;
 
     let bind = || async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -958,11 +966,37 @@ async fn behind_local_alb(stack: &Stack) -> String {
         &stack.db.url_as(consumer_lambda::migrations::DEFAULT_READER),
     )
     .expect("URL");
-    targets.extend(
-        local_alb::lambda_targets(&template, database)
-            .await
-            .expect("the status function's pool"),
-    );
+    match failing {
+        None => targets.extend(
+            local_alb::lambda_targets(&template, database)
+                .await
+                .expect("the status function's pool"),
+        ),
+        Some(failing) => {
+            let pool = status::pool(database).await.expect("a pool");
+            for (group, multi_value_headers) in local_alb::rules::lambda_target_groups(&template) {
+                let (pool, failing) = (pool.clone(), failing.clone());
+                let function = local_alb::Lambda::new(multi_value_headers, move |event| {
+                    let (pool, failing) = (pool.clone(), failing.clone());
+                    async move {
+                        assert!(!failing.load(Ordering::SeqCst), "the status function fails");
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |since| since.as_secs() as i64);
+                        status::handle(
+                            &pool,
+                            local_alb::LOCAL_SIGNER,
+                            &event,
+                            now,
+                            status::DEADLINE,
+                        )
+                        .await
+                    }
+                });
+                targets.insert(group, local_alb::Target::Lambda(function));
+            }
+        }
+    }
     let router = local_alb::router(listener, targets, keys).expect("local-alb");
     tokio::spawn(local_alb::serve(alb_tcp, router, std::future::pending()));
     format!("http://{alb}")
@@ -1267,6 +1301,36 @@ async fn after_its_202_the_page_follows_the_order_until_stored_even_through_a_da
         browser
             .finish(|m| not_stored_yet(m) || catching_up(m))
             .await;
+        stack.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_status_function_reads_as_catching_up_and_the_order_is_shown_stored_once_it_answers()
+ {
+    bounded(async {
+        let mut stack = Stack::start(QueueSettings::default(), None).await;
+        stack.start_consumer().await;
+        let failing = Arc::new(AtomicBool::new(true));
+        let url = behind_local_alb_failing(&stack, Some(failing.clone())).await;
+        let browser = Browser::start().await;
+        sign_in(&browser, &url, "cust-502").await;
+        browser.type_into("#qty-NOTEBOOK-A5", "1").await;
+        place(&browser).await;
+        let order_id = await_received(&browser).await;
+        // The order is stored, but its status cannot be read: the load
+        // balancer's 502 reads as the shop catching up, not as lost.
+        stack.await_stored(1, WAIT).await;
+        assert_eq!(
+            await_state(&browser, "catching-up").await,
+            "The shop is catching up; your order is safe"
+        );
+        assert!(browser.requests(&format!("GET /orders/{order_id}")).await > 0);
+        failing.store(false, Ordering::SeqCst);
+        let title = await_state(&browser, "stored").await;
+        assert!(title.starts_with("Stored ✓ on "), "{title}");
+        browser.finish(answer_to_orders_with(502)).await;
         stack.shutdown().await;
     })
     .await;
