@@ -10,7 +10,7 @@ const SCRIPT: &str = include_str!("../../scripts/bench");
 
 /// Each subcommand, with the options `scripts/bench` gives it (its smoke
 /// run's defaults included).
-const PASSED: [(&str, &[&str]); 3] = [
+const PASSED: [(&str, &[&str]); 4] = [
     (
         "consumer",
         &["--batch-sizes", "--rows", "--naive-rows", "--rounds"],
@@ -18,6 +18,10 @@ const PASSED: [(&str, &[&str]); 3] = [
     (
         "lambda",
         &["--bootstrap", "--zip", "--cold-starts", "--records"],
+    ),
+    (
+        "status",
+        &["--orders", "--seconds", "--rounds", "--read-rate", "--batch"],
     ),
     (
         "producer",
