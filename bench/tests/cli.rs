@@ -21,7 +21,13 @@ const PASSED: [(&str, &[&str]); 4] = [
     ),
     (
         "status",
-        &["--orders", "--seconds", "--rounds", "--read-rate", "--batch"],
+        &[
+            "--orders",
+            "--seconds",
+            "--rounds",
+            "--read-rate",
+            "--batch",
+        ],
     ),
     (
         "producer",
