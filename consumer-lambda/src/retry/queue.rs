@@ -93,11 +93,9 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
         .collect();
     // A message with ten attributes of its own has no room for `requeued`: SQS
     // would refuse the copy and the order would stay until the DLQ. Sent
-    // without it, the copy is still stored correctly: to the handler it is a
-    // first delivery (`redelivered` is false while its receive count is 1), so
-    // the store writes it without looking it up first, and the key still finds
-    // it if it was stored meanwhile (a duplicate). Lost are only that lookup
-    // hint and the generation count, which the retry policy then reads as 0.
+    // without it, the copy is still stored correctly (the store looks every
+    // order up with its write, so one stored meanwhile is a duplicate). Lost
+    // is only the generation count, which the retry policy then reads as 0.
     if attributes.len() >= MAX_MESSAGE_ATTRIBUTES {
         tracing::warn!(
             message_id = %record.message_id,
