@@ -39,8 +39,10 @@ port_python() {
     [[ -x $VENV_DIR/bin/python ]] && echo "$VENV_DIR/bin/python" && return
     command -v python3 || die "python3 not found: install it (apt-get install python3)"
 }
-# A free port on 127.0.0.1, or (with PORT) whether that one is free.
-free_port() {
+# free_ports N: N distinct free ports on 127.0.0.1 (two free_port calls may give the same one).
+free_ports() { "$(port_python)" -c 'import socket, sys; s = [socket.socket() for _ in range(int(sys.argv[1]))]
+[x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))' "$1"; }
+free_port() { # free_port [PORT]: one, or whether PORT is free
     "$(port_python)" -c 'import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
