@@ -109,14 +109,17 @@ pub const READER_CONNECTION_LIMIT: u32 = 10;
 
 /// What a role may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+enum Access {
     /// The consumer: read and insert orders and conflicts.
     Write,
     /// The status function: read them, over at most [`READER_CONNECTION_LIMIT`] connections.
     Read,
 }
 
-/// A role that logs in: the writer or the reader.
+/// A role that logs in: the writer or the reader. `name`: a plain lower-case
+/// identifier. `password_verifier`: the password as PostgreSQL stores it
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`), or `None`
+/// to leave the password as it is (local trust authentication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {
     name: String,
@@ -125,20 +128,17 @@ pub struct Role {
 }
 
 impl Role {
-    /// The consumer's role; see [`Role::new`].
+    /// The consumer's role.
     pub fn writer(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
         Self::new(name, password_verifier, Access::Write)
     }
 
-    /// The status function's role; see [`Role::new`].
+    /// The status function's role.
     pub fn reader(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
         Self::new(name, password_verifier, Access::Read)
     }
 
-    /// `name`: a plain lower-case identifier. `password_verifier`: the
-    /// password as PostgreSQL stores it (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`),
-    /// or `None` to leave the password as it is (local trust authentication).
-    pub fn new(
+    fn new(
         name: &str,
         password_verifier: Option<&str>,
         access: Access,
@@ -166,10 +166,6 @@ impl Role {
             password_verifier: password_verifier.map(str::to_owned),
             access,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
