@@ -1,7 +1,8 @@
 //! `GET /orders/{order_id}` through the local path (local-alb playing the
 //! template's listener rule, the status function in process, reading as the
-//! reader role) against its floor: the same primary-key `SELECT` over a pool
-//! of the same size on the same database. Then what reads cost the write
+//! reader role) against its floor: a primary-key `SELECT` on `orders` over a
+//! pool of the same size on the same database (the function also looks in
+//! `order_conflicts`). Then what reads cost the write
 //! path: the consumer's bulk insert alone, and beside reads at a fixed rate.
 //! Rounds are interleaved and the median printed.
 
@@ -173,7 +174,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "local-alb → status function → PostgreSQL (reader)",
             &through,
         ),
-        ("the same `SELECT` by primary key, same pool size", &floor),
+        (
+            "`SELECT … FROM orders` by primary key, same pool size",
+            &floor,
+        ),
     ] {
         println!(
             "| {name} | {} | {:.2} | {:.2} |",

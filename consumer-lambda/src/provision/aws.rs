@@ -65,14 +65,12 @@ impl SecretsManagerSecrets {
 
 impl Secrets for SecretsManagerSecrets {
     async fn passwords(&self) -> Result<Passwords, ProvisionError> {
+        let writer = self.password(&self.writer_arn).await?;
         let reader = match &self.reader_arn {
             Some(arn) => Some(self.password(arn).await?),
             None => None,
         };
-        Ok(Passwords {
-            writer: self.password(&self.writer_arn).await?,
-            reader,
-        })
+        Ok(Passwords { writer, reader })
     }
 }
 
