@@ -271,9 +271,8 @@ async fn measure_with_a_duplicate_per_batch(
     for chunk in &mut batches {
         if let Some(last) = chunk.last_mut() {
             store.insert(&[last]).await?;
-            match again {
-                Again::Redelivered => last.redelivered = true,
-                Again::RetriedPost => last.message_id = new_message_id(),
+            if let Again::RetriedPost = again {
+                last.message_id = new_message_id();
             }
         }
     }
@@ -500,7 +499,6 @@ pub(crate) fn orders(count: usize) -> Vec<Delivery> {
                 message_id: new_message_id(),
                 placed: OrderPlaced::new(order, Utc::now()),
                 request_id: None,
-                redelivered: false,
             }
         })
         .collect()

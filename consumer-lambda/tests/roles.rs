@@ -16,7 +16,6 @@ fn delivery() -> Delivery {
         message_id: MessageId::new("m-1").expect("an id"),
         placed: order_contract::OrderPlaced::new(fixtures::order(1, 1), chrono::Utc::now()),
         request_id: None,
-        redelivered: false,
     }
 }
 

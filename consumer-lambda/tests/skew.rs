@@ -56,7 +56,6 @@ fn deliveries(n: usize) -> Vec<Delivery> {
             message_id: MessageId::new(format!("m-{i}")).expect("an id"),
             placed: OrderPlaced::new(order(i, 1), Utc::now()),
             request_id: None,
-            redelivered: false,
         })
         .collect()
 }

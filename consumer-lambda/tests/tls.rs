@@ -67,7 +67,6 @@ fn an_order() -> Delivery {
         message_id: MessageId::new("m-1").expect("an id"),
         placed: OrderPlaced::new(order_contract::fixtures::order(1, 1), chrono::Utc::now()),
         request_id: None,
-        redelivered: false,
     }
 }
 

@@ -231,7 +231,6 @@ async fn the_status_function_answers_a_signed_in_customer_through_local_alb() {
         message_id: MessageId::new("msg-1").expect("an id"),
         placed: OrderPlaced::new(order_from_request(&request), chrono::Utc::now()),
         request_id: None,
-        redelivered: false,
     };
     store.insert(&[&delivery]).await.expect("stored");
     let pool = status::pool(DatabaseConfig::from_url(&db.url).expect("URL"))

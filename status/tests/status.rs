@@ -66,7 +66,6 @@ async fn store(
         message_id: MessageId::new(format!("msg-{}", Uuid::new_v4())).expect("an id"),
         placed: OrderPlaced::new(order_from_request(&request), received(minutes_ago)),
         request_id: None,
-        redelivered: false,
     };
     shop.store
         .insert(&[&delivery])

@@ -179,9 +179,6 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                     if let Some(id) = &request_id {
                         span.record("request_id", id.as_str());
                     }
-                    // Received before: `ApproximateReceiveCount` counts the receives
-                    // not followed by a delete (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html).
-                    let redelivered = receive_count(&message) > 1 || generation(&message) > 0;
                     valid.push(Valid {
                         span,
                         message,
@@ -189,7 +186,6 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                             message_id,
                             placed,
                             request_id,
-                            redelivered,
                         },
                     });
                 }

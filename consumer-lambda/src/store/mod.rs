@@ -44,9 +44,6 @@ pub struct Delivery {
     pub placed: OrderPlaced,
     /// The producer's request id, when the message carried a well-formed one.
     pub request_id: Option<RequestId>,
-    /// SQS delivered this message before, or the consumer sent it again after
-    /// a failure. The store writes every batch alike, whatever this says.
-    pub redelivered: bool,
 }
 
 /// What storing a batch did. Every delivery is exactly one of: stored, a

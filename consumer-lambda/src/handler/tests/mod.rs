@@ -11,8 +11,6 @@ use crate::store::{Fault, Refused, StoreError};
 #[derive(Default)]
 struct FakeStore {
     batches: Mutex<Vec<Vec<String>>>,
-    /// The message ids of the deliveries marked as redelivered.
-    redelivered: Mutex<Vec<String>>,
     behaviour: Behaviour,
 }
 
@@ -60,12 +58,6 @@ impl OrderStore for FakeStore {
             Behaviour::Duplicate(index) | Behaviour::Conflict(index) => (None, Some(index)),
             Behaviour::Store => (None, None),
         };
-        self.redelivered.lock().expect("lock").extend(
-            deliveries
-                .iter()
-                .filter(|d| d.redelivered)
-                .map(|d| d.message_id.to_string()),
-        );
         let ids = deliveries
             .iter()
             .enumerate()

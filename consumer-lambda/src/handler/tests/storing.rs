@@ -89,26 +89,6 @@ async fn the_log_says_when_an_order_conflicts_with_a_stored_one_and_was_kept_asi
 }
 
 #[tokio::test]
-async fn a_record_received_before_or_requeued_tells_the_store_it_may_be_stored_already() {
-    let store = FakeStore::default();
-    let mut requeued = received("requeued", &valid_body(3), 1);
-    requeued
-        .message_attributes
-        .insert(REQUEUED_ATTRIBUTE.into(), attribute("Number", "2"));
-    let batch = event(vec![
-        received("first", &valid_body(1), 1),
-        received("again", &valid_body(2), 2),
-        requeued,
-        record(Some("no-count"), Some(valid_body(4))),
-    ]);
-    handle(batch, &store).await.expect("handled");
-    assert_eq!(
-        *store.redelivered.lock().expect("lock"),
-        ["again", "requeued"]
-    );
-}
-
-#[tokio::test]
 async fn a_record_without_a_message_id_fails_the_batch_before_anything_is_stored() {
     // Its outcome could not be named in the response (an empty
     // `itemIdentifier` fails the batch anyway), whatever the store would do.
