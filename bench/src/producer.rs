@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use support::FromEnv;
 
 use anyhow::{Context, bail};
 use aws_sdk_sqs::Client;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use support::{Env, EnvError};
+use support::{Env, EnvError, FromEnv};
 
 use crate::{
     CloudWatchFigures, Figures, LambdaMapping, LambdaProbe, Mapping, MappingError, PROBE_TIMEOUT,
@@ -35,13 +35,10 @@ pub struct Config {
     pub max_receive_count: u32,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, EnvError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+impl FromEnv for Config {
+    type Error = EnvError;
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
-        let env = Env::new(lookup);
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, EnvError> {
         Ok(Self {
             consumer_function: env.required("CONSUMER_FUNCTION", "set it to the consumer function the breaker probes")?,
             event_source_mapping: env.required("EVENT_SOURCE_MAPPING", "set it to the UUID of the consumer's event source mapping, which the breaker pauses and resumes")?,

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{Env, EnvError};
+use support::{Env, EnvError, FromEnv};
 
 use crate::retry::{Backoff, MAX_SEND_DELAY, MaxReceiveCount, RetryPolicy};
 
@@ -67,15 +67,8 @@ pub struct Config {
     pub retry: RetryPolicy,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&support::process_env())
-    }
-
-    /// Reads settings through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::read(&Env::new(lookup))
-    }
+impl FromEnv for Config {
+    type Error = ConfigError;
 
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         let database = DatabaseConfig::read(env)?;
@@ -138,15 +131,12 @@ pub struct MigrateConfig {
     pub reader: Option<String>,
 }
 
-impl MigrateConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+impl FromEnv for MigrateConfig {
+    type Error = ConfigError;
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(lookup);
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         Ok(Self {
-            database: DatabaseConfig::read(&env)?,
+            database: DatabaseConfig::read(env)?,
             writer: env.required("DB_WRITER_USER", "set it to the consumer's database user (its DB_USER), which the migration creates and grants")?,
             reader: env.optional("DB_READER_USER"),
         })
@@ -165,13 +155,10 @@ pub struct ProvisionConfig {
     pub reader_secret_arn: Option<String>,
 }
 
-impl ProvisionConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+impl FromEnv for ProvisionConfig {
+    type Error = ConfigError;
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(lookup);
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         Ok(Self {
             migrate_function: env.required(
                 "MIGRATE_FUNCTION",
@@ -186,13 +173,11 @@ impl ProvisionConfig {
     }
 }
 
-impl DatabaseConfig {
+impl FromEnv for DatabaseConfig {
+    type Error = ConfigError;
+
     /// `DATABASE_URL`, or `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` and
     /// `DB_AUTH`; TLS with `DB_CA_BUNDLE`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::read(&Env::new(lookup))
-    }
-
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         let mut database = match env.optional("DATABASE_URL") {
             Some(url) => DatabaseConfig::from_url(&url)?,
@@ -204,7 +189,9 @@ impl DatabaseConfig {
         }
         Ok(database)
     }
+}
 
+impl DatabaseConfig {
     /// From a connection string, as used locally; no TLS unless `DB_CA_BUNDLE` is set.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let pg: tokio_postgres::Config = url.parse().map_err(ConfigError::InvalidDatabaseUrl)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
-use support::{Env, EnvError};
+use support::{Env, EnvError, FromEnv};
 
 use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
@@ -68,15 +68,8 @@ pub enum ConfigError {
     InvalidTrustedProxy(#[from] InvalidProxy),
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&support::process_env())
-    }
-
-    /// Reads the settings through `lookup` (a map in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::read(&Env::new(lookup))
-    }
+impl FromEnv for Config {
+    type Error = ConfigError;
 
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         let queue_url = env.required(
@@ -172,7 +165,9 @@ impl Config {
             trusted_proxies,
         })
     }
+}
 
+impl Config {
     /// The longest a request may take: a backstop behind the body and SQS timeouts.
     pub fn request_timeout(&self) -> Duration {
         self.limits.body_read_timeout + self.sqs_timeout + REQUEST_TIMEOUT_MARGIN

@@ -1,6 +1,7 @@
 //! The producer binary: logging, configuration from the environment, then [`producer::run`].
 
 use anyhow::Context;
+use support::FromEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

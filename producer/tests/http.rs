@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::FromEnv;
 
 use aws_sdk_sqs::types::Message;
 use order_contract::{Order, OrderPlaced, REQUEST_ID_ATTRIBUTE};

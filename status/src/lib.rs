@@ -45,6 +45,7 @@ use consumer_lambda::DatabaseConfig;
 pub use consumer_lambda::database::Pool;
 use consumer_lambda::database::{ConnectError, Connector};
 use serde::Serialize;
+use support::FromEnv;
 use support::claims::{CLAIMS_HEADER, Refused, SignInConfig, unverified_customer};
 use support::problem::{PROBLEM_JSON, Problem};
 use tracing::Instrument;
@@ -305,8 +306,7 @@ pub enum StartError {
 /// `ALB_SIGNER_ARN`), builds the pool once, and serves invocations.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     let env = support::process_env();
-    let database =
-        DatabaseConfig::from_lookup(|name| std::env::var(name).ok()).map_err(StartError::from)?;
+    let database = DatabaseConfig::read(&env).map_err(StartError::from)?;
     let signer = SignInConfig::read(&env)
         .map_err(StartError::from)?
         .ok_or(StartError::NoSigner)?

@@ -29,6 +29,21 @@ pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env::new(|name: &str| std::env::var(name).ok())
 }
 
+/// Settings read one way, from the process environment or, in tests, a map.
+pub trait FromEnv: Sized {
+    type Error;
+
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, Self::Error>;
+
+    fn from_env() -> Result<Self, Self::Error> {
+        Self::read(&process_env())
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Self::Error> {
+        Self::read(&Env::new(lookup))
+    }
+}
+
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub fn new(lookup: F) -> Self {
         Self { lookup }

@@ -27,7 +27,7 @@ pub mod signal;
 pub mod sqs;
 
 pub use chain::{error_chain, error_chain_once};
-pub use env::{Env, EnvError, process_env};
+pub use env::{Env, EnvError, FromEnv, process_env};
 #[cfg(feature = "logs")]
 pub use logs::init_tool_logs;
 pub use signal::{Signal, StopSignals, shutdown_signal};

@@ -1,6 +1,7 @@
 //! The default task: the consumer, invoked by the event source mapping.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use support::FromEnv;
 
 use super::{deadline, epoch_millis};
 use crate::invocation::{Invocation, LookupAnswer};

@@ -2,6 +2,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
+use support::FromEnv;
 
 use crate::config::MigrateConfig;
 use crate::migrations::{self, Role};

@@ -3,6 +3,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::json;
+use support::FromEnv;
 
 use super::deadline;
 use crate::config::ProvisionConfig;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use support::FromEnv;
 
 use breaker::function::{BREAKER_OPEN, NAMESPACE};
 use breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
+use support::FromEnv;
 
 use consumer_lambda::config::DbAuth;
 use infra_checks::{Document, Value, as_u64, reference};

@@ -1,6 +1,7 @@
 //! The database, RDS Proxy in front of it, and the connections the consumer may hold.
 
 use std::collections::BTreeSet;
+use support::FromEnv;
 
 use infra_checks::{Value, as_u64, intrinsic, reference};
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use support::FromEnv;
 
 use infra_checks::{Document, Value, as_u64, intrinsic, reference};
 

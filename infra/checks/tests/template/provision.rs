@@ -4,6 +4,7 @@
 //! code's own constants.
 
 use std::collections::BTreeSet;
+use support::FromEnv;
 
 use consumer_lambda::migrations::{LATEST_VERSION, STATEMENT_TIMEOUT_SECS};
 use consumer_lambda::provision::{MIGRATE_RETRY_BUDGET, RESPONSE_MARGIN};
