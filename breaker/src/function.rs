@@ -1,10 +1,10 @@
 //! The `breaker` function: its settings, one scheduled run, and the metric
 //! line it prints after each run.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
+use support::lambda::epoch_millis;
 use support::{Env, EnvError, FromEnv};
 
 use crate::{
@@ -100,7 +100,7 @@ pub async fn run() -> Result<(), Error> {
     let policy = TripPolicy::new(config.max_receive_count);
     let (probe, mapping, figures) = (&probe, &mapping, &figures);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let left = Duration::from_millis(event.context.deadline.saturating_sub(epoch_millis()));
+        let left = support::lambda::time_left(event.context.deadline);
         // A probe takes at most PROBE_TIMEOUT plus Lambda's own latency.
         let until = tokio::time::Instant::now() + left.saturating_sub(PROBE_TIMEOUT * 2);
         let (lines, answer) =
@@ -169,16 +169,10 @@ fn alias(function: &str) -> Option<&str> {
         .and_then(|_| function.split(':').nth(7))
 }
 
-pub(crate) fn epoch_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn the_breaker_needs_the_function_it_probes_and_the_mapping_it_pauses() {

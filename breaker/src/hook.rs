@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
-use aws_sdk_lambda::primitives::Blob;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -155,16 +154,9 @@ pub async fn check_and_report(
     event: &HookEvent,
     timeout: Duration,
 ) -> Result<Verdict, ReportError> {
-    let invoked = lambda
-        .invoke()
-        .function_name(version)
-        .payload(Blob::new(RELEASE_PROBE_PAYLOAD))
-        .send();
+    let invoked = support::lambda::invoke(lambda, version, RELEASE_PROBE_PAYLOAD);
     let verdict = match tokio::time::timeout(timeout, invoked).await {
-        Ok(Ok(output)) => verdict(
-            output.function_error(),
-            output.payload().map(Blob::as_ref).unwrap_or_default(),
-        ),
+        Ok(Ok(answer)) => verdict(answer.function_error.as_deref(), &answer.payload),
         Ok(Err(err)) => Verdict::Failed(format!(
             "Lambda could not invoke the new version {version}: {}",
             support::error_chain(&err)
@@ -231,13 +223,8 @@ pub async fn run() -> Result<(), Error> {
     let (lambda, codedeploy, version) = (&lambda, &codedeploy, version.as_str());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<HookEvent>| async move {
-            let left = Duration::from_millis(
-                event
-                    .context
-                    .deadline
-                    .saturating_sub(crate::function::epoch_millis()),
-            );
-            let timeout = left.saturating_sub(REPORT_MARGIN);
+            let timeout =
+                support::lambda::time_left(event.context.deadline).saturating_sub(REPORT_MARGIN);
             let verdict =
                 check_and_report(lambda, codedeploy, version, &event.payload, timeout).await?;
             Ok::<Value, Error>(match verdict {

@@ -6,7 +6,6 @@
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError;
-use aws_sdk_lambda::primitives::Blob;
 
 use super::{
     Health, Mapping, MappingError, MappingState, MappingStatus, PROBE_PAYLOAD, Probe, ProbeAnswer,
@@ -33,18 +32,8 @@ impl LambdaProbe {
 
 impl Probe for LambdaProbe {
     async fn probe(&self) -> Health {
-        let invoked = self
-            .client
-            .invoke()
-            .function_name(&self.function)
-            .payload(Blob::new(PROBE_PAYLOAD))
-            .send()
-            .await;
-        match invoked {
-            Ok(output) => read_answer(
-                output.function_error(),
-                output.payload().map(Blob::as_ref).unwrap_or_default(),
-            ),
+        match support::lambda::invoke(&self.client, &self.function, PROBE_PAYLOAD).await {
+            Ok(answer) => read_answer(answer.function_error.as_deref(), &answer.payload),
             Err(err) => invoke_failed(&err),
         }
     }

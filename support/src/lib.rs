@@ -7,6 +7,7 @@
 //! - [`env`]: [`Env`], settings read one way, [`EnvError`] saying what to set.
 //! - [`signal`]: [`StopSignals`] and [`shutdown_signal`] (Ctrl-C, SIGTERM).
 //! - `claims`: the load balancer's signed claims (`x-amzn-oidc-data`).
+//! - `lambda`: invoking a function, and the invocation's clock.
 //! - `logs`: the command-line tools' log set-up.
 //! - `problem`: the `application/problem+json` body.
 //! - `queues`: the queue pair created as the template declares it.
@@ -16,6 +17,8 @@ pub mod chain;
 #[cfg(feature = "claims")]
 pub mod claims;
 pub mod env;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(feature = "logs")]
 pub mod logs;
 #[cfg(feature = "problem")]

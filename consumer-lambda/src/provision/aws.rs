@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_lambda::primitives::Blob;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -94,18 +93,8 @@ impl LambdaMigrate {
 impl Migrate for LambdaMigrate {
     async fn migrate(&self, verifiers: &Verifiers) -> MigrateOutcome {
         let payload = json!(verifiers).to_string();
-        let invoked = self
-            .client
-            .invoke()
-            .function_name(&self.function)
-            .payload(Blob::new(payload))
-            .send()
-            .await;
-        match invoked {
-            Ok(output) => read_answer(
-                output.function_error(),
-                output.payload().map(Blob::as_ref).unwrap_or_default(),
-            ),
+        match support::lambda::invoke(&self.client, &self.function, payload).await {
+            Ok(answer) => read_answer(answer.function_error.as_deref(), &answer.payload),
             Err(err) => invoke_failed(&err),
         }
     }
