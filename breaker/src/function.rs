@@ -1,7 +1,6 @@
 //! The `breaker` function: its settings, one scheduled run, and the metric
 //! line it prints after each run.
 
-
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use support::lambda::epoch_millis;

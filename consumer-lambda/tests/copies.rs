@@ -42,7 +42,7 @@ fn requeued(message_id: &str, attributes: HashMap<String, SqsMessageAttribute>) 
         message_id: MessageId::new(message_id).expect("an id"),
         body: format!(r#"{{"order":"{message_id}"}}"#),
         attributes,
-        generation: 1,
+        requeued: 1,
         delay: Duration::ZERO,
     }
 }
@@ -107,7 +107,7 @@ async fn a_message_that_already_has_ten_attributes_is_requeued_with_them_all() {
 }
 
 #[tokio::test]
-async fn a_message_with_room_for_one_more_attribute_is_requeued_with_its_generation() {
+async fn a_message_with_room_for_one_more_attribute_is_requeued_with_its_count() {
     let queues = TestQueues::create(QueueSettings::default()).await;
     let queue = SqsRetryQueue::new(queues.sqs.clone(), &queues.queue_url);
     let record = requeued("roomy", attributes(SQS_MAX_ATTRIBUTES - 1));
@@ -116,11 +116,11 @@ async fn a_message_with_room_for_one_more_attribute_is_requeued_with_its_generat
     assert_eq!(outcome.sent, ["roomy"]);
     let copy = the_copy(&queues).await;
     assert_eq!(names(&copy).len(), SQS_MAX_ATTRIBUTES);
-    let generation = copy
+    let requeued = copy
         .message_attributes()
         .and_then(|attributes| attributes.get(REQUEUED_ATTRIBUTE))
         .and_then(|value| value.string_value());
-    assert_eq!(generation, Some("1"));
+    assert_eq!(requeued, Some("1"));
 }
 
 fn dead_letter(message_id: &str, attributes: HashMap<String, SqsMessageAttribute>) -> DeadLetter {

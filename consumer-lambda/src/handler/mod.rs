@@ -362,23 +362,23 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         metrics: &mut BatchMetrics,
     ) {
         let mut postponed = Vec::new();
-        let mut requeued = Vec::new();
+        let mut copies = Vec::new();
         let mut skewed: HashSet<MessageId> = HashSet::new();
         for record in waiting {
             let receive_count = receive_count(&record.message);
-            let generation = generation(&record.message);
+            let requeued = requeued(&record.message);
             let reason = record.why.as_str();
             if record.why.is_skew() {
                 metrics.skewed += 1;
                 skewed.insert(record.message_id.clone());
             }
-            match self.policy.after_failure(receive_count, generation) {
+            match self.policy.after_failure(receive_count, requeued) {
                 Retry::Postpone(delay) => {
                     record.span.in_scope(|| {
                         warn!(
                             reason,
                             receive_count,
-                            generation,
+                            requeued,
                             retry_in_s = delay.as_secs(),
                             "not stored; will be retried"
                         )
@@ -395,20 +395,20 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         });
                     }
                 }
-                Retry::Requeue { generation, delay } => {
+                Retry::Requeue { requeued, delay } => {
                     record.span.in_scope(|| {
                         warn!(
                             reason,
                             receive_count,
-                            generation,
+                            requeued,
                             "not stored, and few receives are left; sending a fresh copy"
                         )
                     });
-                    requeued.push(Requeued {
+                    copies.push(Requeued {
                         message_id: record.message_id,
                         body: record.message.body.unwrap_or_default(),
                         attributes: record.message.message_attributes,
-                        generation,
+                        requeued,
                         delay,
                     });
                 }
@@ -417,10 +417,8 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         let of_the_database =
             |ids: &[MessageId]| ids.iter().filter(|id| !skewed.contains(id)).count();
         let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
-        let calls = futures::future::join(
-            self.queue.postpone(&postponed),
-            self.queue.requeue(&requeued),
-        );
+        let calls =
+            futures::future::join(self.queue.postpone(&postponed), self.queue.requeue(&copies));
         match tokio::time::timeout_at(by, calls).await {
             Ok((postponing, requeueing)) => {
                 if let Err(err) = postponing {
@@ -442,7 +440,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 error!(
                     "SQS did not answer before the deadline; records not postponed return after the visibility timeout"
                 );
-                let ids: Vec<MessageId> = requeued.into_iter().map(|r| r.message_id).collect();
+                let ids: Vec<MessageId> = copies.into_iter().map(|r| r.message_id).collect();
                 metrics.requeue_failed = of_the_database(&ids);
                 unacknowledged.extend(ids);
             }
@@ -479,7 +477,7 @@ fn receive_count(record: &SqsMessage) -> u32 {
 }
 
 /// How many times the record was requeued (0 for an original).
-fn generation(record: &SqsMessage) -> u32 {
+fn requeued(record: &SqsMessage) -> u32 {
     record
         .message_attributes
         .get(REQUEUED_ATTRIBUTE)

@@ -12,7 +12,7 @@
 //!   every receive up to a cap of a minute ([`Backoff`]);
 //! - on receive R−1 it is **requeued**: sent to the queue again as a new message
 //!   (same body and attributes, so a fresh receive count, with a `requeued`
-//!   attribute counting the generations), and only once SQS has acknowledged
+//!   attribute counting the copies), and only once SQS has acknowledged
 //!   the copy is the original reported done, so the event source mapping
 //!   deletes it. A crash between the two leaves a duplicate, which the
 //!   idempotent store absorbs, and the original still has its R-th receive to

@@ -103,23 +103,23 @@ pub struct RetryPolicy {
 pub enum Retry {
     /// Hide it for this long; it comes back with one more receive.
     Postpone(Duration),
-    /// The receive before its last: send a fresh copy of generation
-    /// `generation`, delayed by `delay` (at most [`MAX_SEND_DELAY`]), then let
-    /// the original go.
-    Requeue { generation: u32, delay: Duration },
+    /// The receive before its last: send a fresh copy, `requeued` that many
+    /// times, delayed by `delay` (at most [`MAX_SEND_DELAY`]), then let the
+    /// original go.
+    Requeue { requeued: u32, delay: Duration },
 }
 
 impl RetryPolicy {
-    /// The decision for a record on its `receive_count`-th receive of copy
-    /// `generation`. The delay depends on the receive count alone: a requeued
+    /// The decision for a record on its `receive_count`-th receive, requeued
+    /// `requeued` times before. The delay depends on the receive count alone: a requeued
     /// copy starts again from the short delays, so no history of failures
     /// ever hides an order for longer than the backoff's cap.
-    pub fn after_failure(&self, receive_count: u32, generation: u32) -> Retry {
+    pub fn after_failure(&self, receive_count: u32, requeued: u32) -> Retry {
         let receive_count = receive_count.max(1);
         let delay = self.backoff.delay(receive_count);
         if receive_count.saturating_add(1) >= self.max_receive_count.get() {
             Retry::Requeue {
-                generation: generation.saturating_add(1),
+                requeued: requeued.saturating_add(1),
                 delay: delay.min(MAX_SEND_DELAY),
             }
         } else {
@@ -175,14 +175,14 @@ mod tests {
     #[test]
     fn no_record_is_ever_hidden_longer_than_the_cap_whatever_its_history() {
         let policy = policy();
-        for generation in [0, 1, 7, u32::MAX - 1] {
+        for requeued in [0, 1, 7, u32::MAX - 1] {
             for receive in [0, 1, 2, R - 1, R, R + 5, u32::MAX] {
-                let wait = match policy.after_failure(receive, generation) {
+                let wait = match policy.after_failure(receive, requeued) {
                     Retry::Postpone(delay) | Retry::Requeue { delay, .. } => delay,
                 };
                 assert!(
                     wait <= policy.backoff.cap(),
-                    "receive {receive} of copy {generation} waits {wait:?}"
+                    "receive {receive} of copy {requeued} waits {wait:?}"
                 );
             }
         }
@@ -207,8 +207,8 @@ mod tests {
     #[test]
     fn the_receive_before_the_last_requeues_so_that_a_crash_leaves_one_to_spare() {
         match policy().after_failure(R - 1, 0) {
-            Retry::Requeue { generation, delay } => {
-                assert_eq!(generation, 1);
+            Retry::Requeue { requeued, delay } => {
+                assert_eq!(requeued, 1);
                 assert_eq!(delay, Backoff::default().delay(R - 1));
             }
             other => panic!("expected a requeue, got {other:?}"),
@@ -216,11 +216,11 @@ mod tests {
         // The last receive, or an approximate count past it, requeues too.
         assert!(matches!(
             policy().after_failure(R, 0),
-            Retry::Requeue { generation: 1, .. }
+            Retry::Requeue { requeued: 1, .. }
         ));
         assert!(matches!(
             policy().after_failure(R + 2, 3),
-            Retry::Requeue { generation: 4, .. }
+            Retry::Requeue { requeued: 4, .. }
         ));
     }
 

@@ -32,7 +32,8 @@ pub struct Requeued {
     /// The original's message attributes; [`REQUEUED_ATTRIBUTE`] is set on top
     /// when SQS's limit leaves room for it.
     pub attributes: std::collections::HashMap<String, SqsMessageAttribute>,
-    pub generation: u32,
+    /// How many times the order has been requeued, this copy included.
+    pub requeued: u32,
     pub delay: Duration,
 }
 
@@ -82,7 +83,7 @@ impl SqsRetryQueue {
     }
 }
 
-/// The original's attributes as SQS wants them back, with the generation set
+/// The original's attributes as SQS wants them back, with `requeued` set
 /// when there is room for it.
 fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> {
     let mut attributes: Vec<(String, MessageAttributeValue)> = record
@@ -95,7 +96,7 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
     // would refuse the copy and the order would stay until the DLQ. Sent
     // without it, the copy is still stored correctly (the store looks every
     // order up with its write, so one stored meanwhile is a duplicate). Lost
-    // is only the generation count, which the retry policy then reads as 0.
+    // is only the count, which the retry policy then reads as 0.
     if attributes.len() >= MAX_MESSAGE_ATTRIBUTES {
         tracing::warn!(
             message_id = %record.message_id,
@@ -104,12 +105,12 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
         );
         return attributes;
     }
-    if let Ok(generation) = MessageAttributeValue::builder()
+    if let Ok(requeued) = MessageAttributeValue::builder()
         .data_type("Number")
-        .string_value(record.generation.to_string())
+        .string_value(record.requeued.to_string())
         .build()
     {
-        attributes.push((REQUEUED_ATTRIBUTE.to_owned(), generation));
+        attributes.push((REQUEUED_ATTRIBUTE.to_owned(), requeued));
     }
     attributes
 }
@@ -193,7 +194,7 @@ mod tests {
                 .iter()
                 .map(|name| ((*name).to_owned(), string_attribute("1")))
                 .collect(),
-            generation: 2,
+            requeued: 2,
             delay: Duration::ZERO,
         }
     }
@@ -213,20 +214,20 @@ mod tests {
     }
 
     #[test]
-    fn a_requeued_attribute_among_ten_is_replaced_by_the_new_generation() {
+    fn a_requeued_attribute_among_ten_is_replaced_by_the_new_count() {
         let mut ten = TEN.to_vec();
         ten[9] = REQUEUED_ATTRIBUTE;
         let copied = copied_attributes(&requeued_with(&ten));
         assert_eq!(copied.len(), MAX_MESSAGE_ATTRIBUTES);
-        let generation = copied
+        let requeued = copied
             .iter()
             .find(|(name, _)| name == REQUEUED_ATTRIBUTE)
             .and_then(|(_, value)| value.string_value());
-        assert_eq!(generation, Some("2"));
+        assert_eq!(requeued, Some("2"));
     }
 
     #[test]
-    fn a_copy_carries_the_original_attributes_and_its_generation() {
+    fn a_copy_carries_the_original_attributes_and_its_requeued_count() {
         let mut attributes = std::collections::HashMap::new();
         let mut request_id = SqsMessageAttribute::default();
         request_id.data_type = Some("String".into());
@@ -240,7 +241,7 @@ mod tests {
             message_id: MessageId::new("m").expect("an id"),
             body: "{}".into(),
             attributes,
-            generation: 2,
+            requeued: 2,
             delay: Duration::ZERO,
         };
         let mut copied = copied_attributes(&record);

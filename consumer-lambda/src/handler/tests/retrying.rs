@@ -120,7 +120,7 @@ async fn a_record_near_its_last_receive_is_requeued_and_acknowledged_once_the_co
     let requeued = queue.requeued.lock().expect("lock");
     assert_eq!(requeued.len(), 1);
     assert_eq!(requeued[0].body, body);
-    assert_eq!(requeued[0].generation, 1);
+    assert_eq!(requeued[0].requeued, 1);
     assert!(requeued[0].attributes.contains_key(REQUEST_ID_ATTRIBUTE));
 }
 

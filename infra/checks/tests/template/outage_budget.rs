@@ -32,22 +32,22 @@ fn with_the_template_defaults_no_order_waits_longer_than_a_minute_after_a_failur
 fn with_the_template_defaults_no_receive_of_a_valid_order_ever_leads_to_the_dlq() {
     let policy = policy();
     let max = policy.max_receive_count.get();
-    // Through many generations of requeued copies: every failed receive either
+    // Through many requeued copies: every failed receive either
     // postpones within the cap or requeues, and it requeues before the last
     // receive, so one receive is always left to spare.
-    for generation in 0..10 {
+    for requeued in 0..10 {
         for receive in 1..=max {
-            match policy.after_failure(receive, generation) {
+            match policy.after_failure(receive, requeued) {
                 Retry::Postpone(delay) => {
                     assert!(receive < max - 1, "receive {receive} of {max} postpones");
                     assert!(delay <= policy.longest_wait());
                 }
                 Retry::Requeue {
-                    generation: next,
+                    requeued: next,
                     delay,
                 } => {
                     assert!(receive >= max - 1);
-                    assert_eq!(next, generation + 1);
+                    assert_eq!(next, requeued + 1);
                     assert!(delay <= MAX_SEND_DELAY);
                 }
             }
