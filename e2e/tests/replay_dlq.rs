@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use dlq_replay::{Lines, Options, replay, source_queue};
+use replay_dlq::{Lines, Options, replay, source_queue};
 mod stack;
 use e2e::order_request;
 use futures::StreamExt;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
-use dlq_replay::{Error, Lines, Options, Report, replay};
+use replay_dlq::{Error, Lines, Options, Report, replay};
 use order_contract::{Failure, FailureClass};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
@@ -256,7 +256,7 @@ pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
 
 impl Scratch {
     pub(crate) fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("dlq-replay-test-{}", uuid::Uuid::new_v4()));
+        let dir = std::env::temp_dir().join(format!("replay-dlq-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
         Self(dir)
     }
@@ -273,12 +273,12 @@ impl Drop for Scratch {
 }
 
 /// The records of an export file; a last line cut short by a kill is left out.
-pub(crate) fn records(path: &std::path::Path) -> Vec<dlq_replay::Record> {
+pub(crate) fn records(path: &std::path::Path) -> Vec<replay_dlq::Record> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let mut records = Vec::new();
     for (n, line) in lines.iter().enumerate() {
-        match dlq_replay::Record::from_line(line) {
+        match replay_dlq::Record::from_line(line) {
             Ok((record, _)) => records.push(record),
             Err(err) if n + 1 == lines.len() && !text.ends_with('\n') => {
                 eprintln!("last line cut short: {err}");

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
-use dlq_replay::peek::{write_json, write_reasons, write_table};
-use dlq_replay::{Options, peek};
+use replay_dlq::peek::{write_json, write_reasons, write_table};
+use replay_dlq::{Options, peek};
 use order_contract::FailureClass;
 
 use crate::support::{dead_letter, depth, mixed_dlq, order_id, poison_bodies, queues, valid_body};

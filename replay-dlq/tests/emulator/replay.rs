@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use dlq_replay::{End, Error, Options, Selection, peek, source_queue};
+use replay_dlq::{End, Error, Options, Selection, peek, source_queue};
 use order_contract::FailureClass;
 use order_contract::dead_letter::{
     FAILURE_ATTRIBUTE_PREFIX, MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE,

@@ -381,7 +381,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dlq-replay-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("replay-dlq-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         dir.join("file.jsonl")
     }
@@ -406,11 +406,11 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_be_opened_says_where_and_what_to_check() {
-        let path = Path::new("/nonexistent-dir-for-dlq-replay/archive.jsonl");
+        let path = Path::new("/nonexistent-dir-for-replay-dlq/archive.jsonl");
         let err = open_for_append(path).expect_err("no such directory");
         let text = err.to_string();
         assert!(
-            text.contains("/nonexistent-dir-for-dlq-replay/archive.jsonl"),
+            text.contains("/nonexistent-dir-for-replay-dlq/archive.jsonl"),
             "{text}"
         );
         assert!(text.contains("check the path"), "{text}");
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_journal_line_cut_short_counts_as_not_acknowledged() {
-        let dir = std::env::temp_dir().join(format!("dlq-replay-journal-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("replay-dlq-journal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("f.imported");
         std::fs::write(

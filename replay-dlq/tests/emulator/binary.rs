@@ -380,7 +380,7 @@ async fn an_import_killed_midway_and_run_again_sends_every_message_and_nothing_j
         }
     })
     .await;
-    let journal = std::fs::read_to_string(dlq_replay::archive::journal_path(&file))
+    let journal = std::fs::read_to_string(replay_dlq::archive::journal_path(&file))
         .expect("the journal beside the file");
     assert!(
         journal.lines().count() >= 2,

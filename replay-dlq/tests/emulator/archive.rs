@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
-use dlq_replay::archive::{DEFAULT_IMPORT_RATE, journal_path};
-use dlq_replay::{End, Error, Lines, Options, Selection, export, import};
+use replay_dlq::archive::{DEFAULT_IMPORT_RATE, journal_path};
+use replay_dlq::{End, Error, Lines, Options, Selection, export, import};
 use order_contract::FailureClass;
 use order_contract::dead_letter::CLASS_ATTRIBUTE;
 
@@ -287,7 +287,7 @@ async fn export_to_a_file_it_cannot_open_touches_nothing() {
     let err = export(
         &queues.sqs,
         &queues.dlq_url,
-        std::path::Path::new("/nonexistent-dlq-replay-dir/dlq.jsonl"),
+        std::path::Path::new("/nonexistent-replay-dlq-dir/dlq.jsonl"),
         true,
         &Options::default(),
         &mut captured("export"),
