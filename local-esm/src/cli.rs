@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ::breaker::TripPolicy;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
@@ -284,10 +284,7 @@ impl Run {
         if let Some(path) = self.function_file {
             tokio::spawn(follow_function_file(path, driver.function()));
         }
-        let stop = support::shutdown_signal();
-        let polling = driver.run(async {
-            stop.await;
-        });
+        let polling = driver.run(support::shutdown_signal());
         if self.no_breaker {
             polling.await;
             return Ok(());
@@ -341,7 +338,12 @@ async fn follow_function_file(path: PathBuf, function: FunctionState) {
     loop {
         let read = std::fs::read_to_string(&path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))
-            .and_then(|text| text.parse::<Function>());
+            .and_then(|text| {
+                let word = text.trim();
+                Function::from_str(word, false).map_err(|_| {
+                    format!("{word:?} is no function state: write running, throttled, failing-init or failing-batches")
+                })
+            });
         match read {
             Ok(state) => {
                 function.set(state);
