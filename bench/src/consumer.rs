@@ -6,7 +6,7 @@
 //! ON CONFLICT, or multi-row VALUES, each in a transaction whose BEGIN and
 //! COMMIT travel pipelined with the statements, as the consumer's do.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -96,32 +96,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let mut duplicate = Vec::new();
         let mut retried_post = Vec::new();
         for _ in 0..args.rounds {
-            consumer.push(
-                measure(&client, &orders(rows), batch, |chunk| async {
-                    store.insert(&refs(chunk)).await?;
-                    Ok(())
-                })
-                .await?,
-            );
+            let fresh = orders(rows);
+            reset(&client).await?;
+            consumer.push(timed(rows, store_all(&store, fresh.chunks(batch))).await?);
             naive.push(measure_naive(&client, &orders(args.naive_rows)).await?);
             for (method, figures) in Method::ALL.iter().zip(&mut ceilings) {
-                let rows = Prepared::from(orders(rows));
-                figures.push(measure_method(&client, &rows, batch, *method).await?);
+                let fresh = orders(rows);
+                let hashes = hashes(&fresh);
+                reset(&client).await?;
+                figures.push(timed(rows, method.load(&client, &fresh, &hashes, batch)).await?);
             }
             for (again, figures) in [
                 (Again::Redelivered, &mut duplicate),
                 (Again::RetriedPost, &mut retried_post),
             ] {
-                figures.push(
-                    measure_with_a_duplicate_per_batch(
-                        &client,
-                        &store,
-                        &orders(rows),
-                        batch,
-                        again,
-                    )
-                    .await?,
-                );
+                let batches =
+                    with_a_duplicate_per_batch(&client, &store, rows, batch, again).await?;
+                figures
+                    .push(timed(rows, store_all(&store, batches.iter().map(Vec::as_slice))).await?);
             }
         }
         let ceilings = ceilings.map(median);
@@ -192,58 +184,51 @@ impl Method {
     }
 }
 
-/// Orders with their content hashes computed ahead of the clock.
-struct Prepared {
-    orders: Vec<Delivery>,
-    hashes: Vec<[u8; 32]>,
-}
-
-impl From<Vec<Delivery>> for Prepared {
-    fn from(orders: Vec<Delivery>) -> Self {
-        let hashes = orders
-            .iter()
-            .map(|o| consumer_lambda::store::content_hash(&o.placed))
-            .collect();
-        Self { orders, hashes }
-    }
-}
-
-/// Rows/s of one ceiling method, a transaction per batch, on an emptied table.
-async fn measure_method(
-    client: &Client,
-    rows: &Prepared,
-    batch: usize,
-    method: Method,
-) -> anyhow::Result<f64> {
-    reset(client).await?;
-    let started = Instant::now();
-    for (orders, hashes) in rows.orders.chunks(batch).zip(rows.hashes.chunks(batch)) {
-        match method {
-            Method::Copy => copy(client, orders, hashes).await?,
-            Method::Unnest => unnest(client, orders, hashes).await?,
-            Method::Values => values(client, orders, hashes).await?,
+impl Method {
+    /// Loads `orders` a transaction per `batch`.
+    async fn load(
+        self,
+        client: &Client,
+        orders: &[Delivery],
+        hashes: &[[u8; 32]],
+        batch: usize,
+    ) -> anyhow::Result<()> {
+        for (orders, hashes) in orders.chunks(batch).zip(hashes.chunks(batch)) {
+            match self {
+                Method::Copy => copy(client, orders, hashes).await?,
+                Method::Unnest => unnest(client, orders, hashes).await?,
+                Method::Values => values(client, orders, hashes).await?,
+            }
         }
+        Ok(())
     }
-    Ok(rate(rows.orders.len(), started.elapsed()))
 }
 
-/// Rows/s of `insert` over `orders` in chunks of `batch`, on an emptied table.
-async fn measure<'a, F, Fut>(
-    client: &Client,
-    orders: &'a [Delivery],
-    batch: usize,
-    mut insert: F,
-) -> anyhow::Result<f64>
-where
-    F: FnMut(&'a [Delivery]) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    reset(client).await?;
+/// Rows/s of `rows` rows written by `write`.
+async fn timed(
+    rows: usize,
+    write: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
-    for chunk in orders.chunks(batch) {
-        insert(chunk).await?;
+    write.await?;
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The consumer's bulk insert of each batch.
+async fn store_all<'a>(
+    store: &PgStore,
+    batches: impl Iterator<Item = &'a [Delivery]>,
+) -> anyhow::Result<()> {
+    for batch in batches {
+        store.insert(&refs(batch)).await?;
     }
-    Ok(rate(orders.len(), started.elapsed()))
+    Ok(())
+}
+
+/// The content hashes, computed ahead of the clock.
+fn hashes(orders: &[Delivery]) -> Vec<[u8; 32]> {
+    let hash = |o: &Delivery| consumer_lambda::store::content_hash(&o.placed);
+    orders.iter().map(hash).collect()
 }
 
 /// How the order stored before reaches the batch again. The store writes
@@ -257,17 +242,17 @@ enum Again {
     RetriedPost,
 }
 
-/// The consumer's path when every batch holds one order stored before, as its
-/// last row.
-async fn measure_with_a_duplicate_per_batch(
+/// Fresh batches of `rows` orders on an emptied table, each holding one
+/// order stored before, as its last row.
+async fn with_a_duplicate_per_batch(
     client: &Client,
     store: &PgStore,
-    orders: &[Delivery],
+    rows: usize,
     batch: usize,
     again: Again,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Vec<Vec<Delivery>>> {
     reset(client).await?;
-    let mut batches: Vec<Vec<Delivery>> = orders.chunks(batch).map(<[_]>::to_vec).collect();
+    let mut batches: Vec<Vec<Delivery>> = orders(rows).chunks(batch).map(<[_]>::to_vec).collect();
     for chunk in &mut batches {
         if let Some(last) = chunk.last_mut() {
             store.insert(&[last]).await?;
@@ -276,11 +261,7 @@ async fn measure_with_a_duplicate_per_batch(
             }
         }
     }
-    let started = Instant::now();
-    for chunk in &batches {
-        store.insert(&refs(chunk)).await?;
-    }
-    Ok(rate(orders.len(), started.elapsed()))
+    Ok(batches)
 }
 
 async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f64> {
@@ -290,17 +271,16 @@ async fn measure_naive(client: &Client, orders: &[Delivery]) -> anyhow::Result<f
             "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
         ))
         .await?;
-    let started = Instant::now();
-    // The naive sample code hashes too: the same rows.
-    let hashes: Vec<[u8; 32]> = orders
-        .iter()
-        .map(|o| consumer_lambda::store::content_hash(&o.placed))
-        .collect();
-    let columns = Columns::of(orders, &hashes);
-    for i in 0..orders.len() {
-        client.execute(&statement, &columns.row(i)).await?;
-    }
-    Ok(rate(orders.len(), started.elapsed()))
+    timed(orders.len(), async {
+        // The naive sample code hashes too: the same rows.
+        let hashes = hashes(orders);
+        let columns = Columns::of(orders, &hashes);
+        for i in 0..orders.len() {
+            client.execute(&statement, &columns.row(i)).await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Raw binary COPY.
@@ -322,34 +302,23 @@ async fn copy(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyh
 
 /// One array per column, `unnest`ed into rows, with ON CONFLICT.
 async fn unnest(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> anyhow::Result<()> {
-    let Columns {
-        ids,
-        customers,
-        currencies,
-        items,
-        totals,
-        received,
-        messages,
-        hashes,
-        requests,
-        catalogue_versions,
-    } = Columns::of(orders, hashes);
+    let c = Columns::of(orders, hashes);
     let sql = format!(
         "INSERT INTO orders ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::text[], \
                  $3::text[], $4::jsonb[], $5::int8[], $6::timestamptz[], $7::text[], $8::bytea[], \
                  $9::text[], $10::text[]) ON CONFLICT (order_id) DO NOTHING"
     );
     let params: [(&(dyn ToSql + Sync), Type); 10] = [
-        (&ids, Type::UUID_ARRAY),
-        (&customers, Type::TEXT_ARRAY),
-        (&currencies, Type::TEXT_ARRAY),
-        (&items, Type::JSONB_ARRAY),
-        (&totals, Type::INT8_ARRAY),
-        (&received, Type::TIMESTAMPTZ_ARRAY),
-        (&messages, Type::TEXT_ARRAY),
-        (&hashes, Type::BYTEA_ARRAY),
-        (&requests, Type::TEXT_ARRAY),
-        (&catalogue_versions, Type::TEXT_ARRAY),
+        (&c.ids, Type::UUID_ARRAY),
+        (&c.customers, Type::TEXT_ARRAY),
+        (&c.currencies, Type::TEXT_ARRAY),
+        (&c.items, Type::JSONB_ARRAY),
+        (&c.totals, Type::INT8_ARRAY),
+        (&c.received, Type::TIMESTAMPTZ_ARRAY),
+        (&c.messages, Type::TEXT_ARRAY),
+        (&c.hashes, Type::BYTEA_ARRAY),
+        (&c.requests, Type::TEXT_ARRAY),
+        (&c.catalogue_versions, Type::TEXT_ARRAY),
     ];
     in_transaction(client, client.execute_typed(&sql, &params)).await
 }
@@ -468,10 +437,6 @@ pub(crate) fn refs(deliveries: &[Delivery]) -> Vec<&Delivery> {
 async fn reset(client: &Client) -> anyhow::Result<()> {
     client.batch_execute("TRUNCATE orders; CHECKPOINT").await?;
     Ok(())
-}
-
-fn rate(rows: usize, elapsed: Duration) -> f64 {
-    rows as f64 / elapsed.as_secs_f64()
 }
 
 /// Realistic orders: one to five line items, fresh ids, as the producer would send.

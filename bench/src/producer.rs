@@ -105,13 +105,15 @@ pub(crate) struct Args {
     requests: usize,
 }
 
-/// One run's figures.
-#[derive(Debug, Clone, Copy)]
+/// One run's figures: oha's, and the producer's own over the measured requests.
+#[derive(Debug, Clone, Copy, Default)]
 struct Run {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    accepted: u64,
     sqs_calls_per_1000: f64,
+    cpu_ms_per_1000: f64,
 }
 
 const ORDER: &str = r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","customer_id":"bench","currency":"EUR","items":[{"sku":"NOTEBOOK-A5","quantity":2,"unit_price_cents":1299}]}"#;
@@ -119,71 +121,42 @@ const ORDER: &str = r#"{"order_id":"3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10","custo
 const CATALOGUE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../producer/catalogue.json");
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let mut table = Vec::new();
-    for &concurrency in &args.concurrency {
-        let requests = args.requests * concurrency.clamp(1, 8);
-        let mut pair = [None, None];
-        for (slot, batching) in [(0, true), (1, false)] {
-            let producer = Producer::start(
-                &args.producer,
-                &args.sqs_endpoint,
-                &args.queue_url,
-                batching,
-            )
-            .await?;
-            // Warm up connections and the SDK before measuring.
-            oha(
-                &args.oha,
-                producer.addr,
-                concurrency,
-                50.max(concurrency * 2),
-            )
-            .await?;
-            let before = producer.sqs_calls().await?;
-            let (rps, p50_ms, p99_ms, accepted) =
-                oha(&args.oha, producer.addr, concurrency, requests).await?;
-            let calls = producer.sqs_calls().await? - before;
-            producer.stop().await;
-            if accepted < requests as u64 {
-                bail!(
-                    "only {accepted} of {requests} orders were accepted (batching={batching}, c={concurrency})"
-                );
-            }
-            pair[slot] = Some(Run {
-                rps,
-                p50_ms,
-                p99_ms,
-                sqs_calls_per_1000: calls / accepted as f64 * 1000.0,
-            });
-        }
-        if let [Some(batched), Some(baseline)] = pair {
-            table.push((concurrency, batched, baseline));
-        }
-    }
-
     println!(
         "| concurrency | batching: orders/s | p50 ms | p99 ms | SQS calls / 1,000 | baseline: orders/s | p50 ms | p99 ms | SQS calls / 1,000 |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (c, b, n) in &table {
-        println!(
-            "| {c} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} |",
-            b.rps,
-            b.p50_ms,
-            b.p99_ms,
-            b.sqs_calls_per_1000,
-            n.rps,
-            n.p50_ms,
-            n.p99_ms,
-            n.sqs_calls_per_1000
-        );
+    let (mut at_64, emulator) = (None, (&*args.sqs_endpoint, &*args.queue_url));
+    for &c in &args.concurrency {
+        let (requests, warm_up) = (args.requests * c.clamp(1, 8), 50.max(c * 2));
+        let b = measure(&args, emulator, true, c, warm_up, requests).await?;
+        let n = measure(&args, emulator, false, c, warm_up, requests).await?;
+        for (run, batching) in [(b, true), (n, false)] {
+            if run.accepted < requests as u64 {
+                bail!(
+                    "only {} of {requests} orders were accepted (batching={batching}, c={c})",
+                    run.accepted
+                );
+            }
+        }
+        println!("| {c} | {} | {} |", b.cells(), n.cells());
+        if c == 64 {
+            at_64 = Some((b, n));
+        }
     }
 
-    let (cpu_batched, cpu_baseline) = cpu_per_1000(&args).await?;
+    // CPU time against a stub that answers every SQS call at once.
+    let endpoint = format!("http://{}", sqs_stub().await?);
+    let stub = (endpoint.as_str(), &*format!("{endpoint}/000000000000/stub"));
+    let cpu_batched = measure(&args, stub, true, 64, 500, 20_000)
+        .await?
+        .cpu_ms_per_1000;
+    let cpu_baseline = measure(&args, stub, false, 64, 500, 20_000)
+        .await?
+        .cpu_ms_per_1000;
     println!(
         "producer CPU per 1,000 orders against an instant SQS stub (c=64): batching {cpu_batched:.0} ms, baseline {cpu_baseline:.0} ms"
     );
-    if let Some((_, b, n)) = table.iter().find(|(c, ..)| *c == 64) {
+    if let Some((b, n)) = at_64 {
         println!(
             "producer concurrency=64 rps={:.0} baseline_rps={:.0} p99_ms={:.1} sqs_calls_per_1000={:.0} baseline_sqs_calls_per_1000={:.0}",
             b.rps, n.rps, b.p99_ms, b.sqs_calls_per_1000, n.sqs_calls_per_1000
@@ -192,24 +165,39 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The producer's CPU time (user + system) per 1,000 orders, batching on and
-/// off, against a stub that answers every SQS call at once.
-async fn cpu_per_1000(args: &Args) -> anyhow::Result<(f64, f64)> {
-    let stub = sqs_stub().await?;
-    let endpoint = format!("http://{stub}");
-    let queue_url = format!("{endpoint}/000000000000/stub");
-    let requests = 20_000;
-    let mut out = [0.0; 2];
-    for (slot, batching) in [(0, true), (1, false)] {
-        let producer = Producer::start(&args.producer, &endpoint, &queue_url, batching).await?;
-        oha(&args.oha, producer.addr, 64, 500).await?;
-        let before = producer.cpu_ms()?;
-        let (_, _, _, accepted) = oha(&args.oha, producer.addr, 64, requests).await?;
-        let spent = producer.cpu_ms()? - before;
-        producer.stop().await;
-        out[slot] = spent / accepted.max(1) as f64 * 1000.0;
+impl Run {
+    fn cells(&self) -> String {
+        let Self {
+            rps,
+            p50_ms,
+            p99_ms,
+            sqs_calls_per_1000: calls,
+            ..
+        } = self;
+        format!("{rps:.0} | {p50_ms:.1} | {p99_ms:.1} | {calls:.0}")
     }
-    Ok((out[0], out[1]))
+}
+
+/// Starts the producer (`batching`) or its baseline against `(endpoint,
+/// queue_url)`, warms up connections and the SDK, then measures `requests`.
+async fn measure(
+    args: &Args,
+    (endpoint, queue_url): (&str, &str),
+    batching: bool,
+    concurrency: usize,
+    warm_up: usize,
+    requests: usize,
+) -> anyhow::Result<Run> {
+    let producer = Producer::start(&args.producer, endpoint, queue_url, batching).await?;
+    oha(&args.oha, producer.addr, concurrency, warm_up).await?;
+    let calls = producer.sqs_calls().await?;
+    let cpu = producer.cpu_ms()?;
+    let mut run = oha(&args.oha, producer.addr, concurrency, requests).await?;
+    let thousands_accepted = run.accepted.max(1) as f64 / 1000.0;
+    run.cpu_ms_per_1000 = (producer.cpu_ms()? - cpu) / thousands_accepted;
+    run.sqs_calls_per_1000 = (producer.sqs_calls().await? - calls) / thousands_accepted;
+    producer.stop().await;
+    Ok(run)
 }
 
 /// Answers `SendMessageBatch` and `SendMessage` (AWS JSON 1.0) at once.
@@ -328,21 +316,12 @@ impl Producer {
     fn cpu_ms(&self) -> anyhow::Result<f64> {
         let pid = self.child.id().context("the producer has exited")?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start at ") ".
-        let rest = stat
-            .rsplit_once(") ")
-            .map(|(_, rest)| rest)
-            .unwrap_or_default();
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-        let clock_ticks_per_s = 100.0;
-        Ok((ticks(11) + ticks(12)) / clock_ticks_per_s * 1000.0)
+        // utime and stime, fields 14 and 15: the 12th and 13th after the
+        // command name (which may hold spaces), in ticks of 1/100 s.
+        let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let fields = after_name.split(' ').skip(11).take(2);
+        let ticks: f64 = fields.filter_map(|f| f.parse::<f64>().ok()).sum();
+        Ok(ticks * 10.0)
     }
 
     async fn stop(mut self) {
@@ -374,13 +353,13 @@ async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(answer.error_for_status()?.text().await?)
 }
 
-/// Runs oha; requests/s, p50 and p99 in ms, and the number of 202s.
+/// Runs oha: requests/s, p50 and p99 in ms, and the number of 202s.
 async fn oha(
     oha: &Path,
     addr: SocketAddr,
     concurrency: usize,
     requests: usize,
-) -> anyhow::Result<(f64, f64, f64, u64)> {
+) -> anyhow::Result<Run> {
     let output = Command::new(oha)
         .args(["--no-tui", "--output-format", "json", "-m", "POST"])
         .args(["-H", "content-type: application/json", "-d", ORDER])
@@ -398,12 +377,13 @@ async fn oha(
     let accepted = report["statusCodeDistribution"]["202"]
         .as_u64()
         .unwrap_or(0);
-    Ok((
-        seconds(&report["summary"]["requestsPerSec"]),
-        seconds(&report["latencyPercentiles"]["p50"]) * 1000.0,
-        seconds(&report["latencyPercentiles"]["p99"]) * 1000.0,
+    Ok(Run {
+        rps: seconds(&report["summary"]["requestsPerSec"]),
+        p50_ms: seconds(&report["latencyPercentiles"]["p50"]) * 1000.0,
+        p99_ms: seconds(&report["latencyPercentiles"]["p99"]) * 1000.0,
         accepted,
-    ))
+        ..Run::default()
+    })
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ async fn with_the_breaker(fault: Function) {
     let mut stack = Stack::start(FAST_RECEIVES, None).await;
     let highest = Arc::new(AtomicU32::new(0));
     let handler = NoteReceives {
-        inner: InProcess(stack.consumer().await),
+        inner: InProcess(stack.consumer().await, None),
         highest: Arc::clone(&highest),
     };
     stack.start_consumer_with(handler).await;

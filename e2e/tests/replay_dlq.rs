@@ -64,7 +64,7 @@ async fn orders_refused_by_a_bad_schema_change_are_all_stored_once_after_the_fix
     let mut stack = Stack::start(QUEUES, None).await;
     let consumer = stack.consumer().await;
     stack
-        .start_consumer_with(OneRecordBatches(InProcess(consumer)))
+        .start_consumer_with(OneRecordBatches(InProcess(consumer, None)))
         .await;
     let before: Vec<Value> = (0..10).map(|n| order_request(n, 1)).collect();
     let during: Vec<Value> = (10..40).map(|n| order_request(n, 2)).collect();

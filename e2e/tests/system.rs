@@ -101,7 +101,7 @@ async fn an_order_posted_twice_and_a_message_delivered_twice_are_each_one_row() 
     // The first two invocations store their orders but "lose" the acknowledgement,
     // so SQS delivers the same messages again after the visibility timeout.
     let handler = LoseAcks {
-        inner: InProcess(stack.consumer().await),
+        inner: InProcess(stack.consumer().await, None),
         remaining: AtomicUsize::new(2),
     };
     stack.start_consumer_with(handler).await;
@@ -364,7 +364,7 @@ async fn a_database_frozen_longer_than_the_function_timeout_delays_orders_but_lo
     let server = PostgresServer::start().await;
     let mut stack = Stack::start(WITHIN_BACKOFF, Some(&server.admin_url())).await;
     let handler = std::sync::Arc::new(Punctual {
-        inner: InProcess(stack.consumer().await),
+        inner: InProcess(stack.consumer().await, None),
         late: AtomicUsize::new(0),
         with_failures: AtomicUsize::new(0),
     });

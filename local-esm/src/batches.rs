@@ -1,25 +1,20 @@
 //! The consumer's EMF line per batch, which CloudWatch reads in AWS, appended
-//! locally to a file for `local-esm status` and the local breaker: one format,
-//! and nothing scraped out of a log. Bounded without rewriting: after `keep`
-//! lines the file becomes `<file>.1` and a new one begins; a reader takes
-//! both and skips a last line still being written.
+//! locally to a file for `local-esm status` and the local breaker. Bounded
+//! without rewriting: after `keep` lines the file becomes `<file>.1` and a new
+//! one begins; a reader takes both and skips a last line still being written.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use consumer_lambda::BatchMetrics;
-use consumer_lambda::metrics::{
-    BATCH_LATENCY, CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID,
-    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, SKEWED, STORED,
-};
+use serde::Deserialize;
 use serde_json::Value;
 
-/// The function name the EMF lines carry, as the consumer's `bootstrap`
-/// names itself outside Lambda.
+/// The function name the EMF lines carry, as `bootstrap` names itself outside Lambda.
 pub const FUNCTION_NAME: &str = "orders-consumer";
 
 /// Lines kept before the file is rotated: `status` shows a few, and sums these.
@@ -50,26 +45,28 @@ pub enum BatchLogError {
 pub struct BatchLog {
     path: PathBuf,
     keep: usize,
-    /// The open file and how many lines it holds; one lock, as the mapping's
-    /// concurrent invocations append from several tasks.
-    current: Mutex<Option<(File, usize)>>,
+    /// The open file and its line count, under one lock for concurrent invocations.
+    current: Mutex<(File, usize)>,
 }
 
 impl BatchLog {
-    /// A log at `path` that starts afresh: the lines of an earlier run (and
-    /// its rotated file) are removed, since the queues they describe are gone.
+    /// A log at `path` that starts afresh: an earlier run's lines (and its
+    /// rotated file) are removed, since the queues they describe are gone.
     pub fn create(path: impl Into<PathBuf>, keep: usize) -> Result<Self, BatchLogError> {
         let path = path.into();
         let write_error = |source| BatchLogError::Write {
             path: path.clone(),
             source,
         };
-        remove_if_present(&rotated(&path)).map_err(write_error)?;
+        match std::fs::remove_file(rotated(&path)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(write_error(err))?,
+            _ => {}
+        }
         let file = File::create(&path).map_err(write_error)?;
         Ok(Self {
             path,
             keep: keep.max(1),
-            current: Mutex::new(Some((file, 0))),
+            current: Mutex::new((file, 0)),
         })
     }
 
@@ -77,10 +74,9 @@ impl BatchLog {
     pub fn append(&self, metrics: &BatchMetrics, at: SystemTime) -> Result<(), BatchLogError> {
         let timestamp_ms = at
             .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
+            .unwrap_or_default()
             .as_millis() as u64;
-        let mut line = metrics.to_emf(FUNCTION_NAME, timestamp_ms);
-        line.push('\n');
+        let line = metrics.to_emf(FUNCTION_NAME, timestamp_ms) + "\n";
         let write_error = |source| BatchLogError::Write {
             path: self.path.clone(),
             source,
@@ -90,26 +86,18 @@ impl BatchLog {
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current
-            .as_ref()
-            .is_none_or(|(_, lines)| *lines >= self.keep)
-        {
-            if current.take().is_some() {
-                std::fs::rename(&self.path, rotated(&self.path)).map_err(write_error)?;
-            }
+        if current.1 >= self.keep {
+            std::fs::rename(&self.path, rotated(&self.path)).map_err(write_error)?;
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)
                 .map_err(write_error)?;
-            *current = Some((file, 0));
+            *current = (file, 0);
         }
-        if let Some((file, lines)) = current.as_mut() {
-            // One write of the whole line: a reader sees it whole or not at all
-            // but for its tail, which it skips.
-            file.write_all(line.as_bytes()).map_err(write_error)?;
-            *lines += 1;
-        }
+        // One write of the whole line: a reader sees it whole or skips its tail.
+        current.0.write_all(line.as_bytes()).map_err(write_error)?;
+        current.1 += 1;
         Ok(())
     }
 }
@@ -120,16 +108,12 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-        _ => Ok(()),
-    }
-}
-
-/// One batch's figures as its EMF line carries them.
-#[derive(Debug, Clone, PartialEq)]
+/// One batch's figures as its EMF line carries them, under the consumer's metric names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct BatchFigures {
+    /// From `_aws.Timestamp`.
+    #[serde(skip)]
     pub at: DateTime<Utc>,
     pub records: u64,
     pub stored: u64,
@@ -143,8 +127,10 @@ pub struct BatchFigures {
     pub requeue_failed: u64,
     pub dead_lettered: u64,
     pub dead_letter_failed: u64,
+    #[serde(rename = "BatchLatency")]
     pub latency_ms: f64,
     /// Only a batch with a valid order has one.
+    #[serde(rename = "OldestOrderAge")]
     pub oldest_order_age_s: Option<f64>,
 }
 
@@ -152,24 +138,10 @@ impl BatchFigures {
     /// The figures of one EMF line, `None` when it is not a batch's line.
     pub fn from_emf(line: &str) -> Option<Self> {
         let doc: Value = serde_json::from_str(line).ok()?;
-        let count = |name: &str| doc.get(name).and_then(Value::as_u64);
-        let timestamp_ms = doc.pointer("/_aws/Timestamp").and_then(Value::as_i64)?;
+        let at = DateTime::from_timestamp_millis(doc.pointer("/_aws/Timestamp")?.as_i64()?)?;
         Some(Self {
-            at: DateTime::from_timestamp_millis(timestamp_ms)?,
-            records: count(RECORDS)?,
-            stored: count(STORED)?,
-            duplicates: count(DUPLICATES)?,
-            conflicts: count(CONFLICTS)?,
-            invalid: count(INVALID)?,
-            refused: count(REFUSED)?,
-            skewed: count(SKEWED)?,
-            postponed: count(POSTPONED)?,
-            requeued: count(REQUEUED)?,
-            requeue_failed: count(REQUEUE_FAILED)?,
-            dead_lettered: count(DEAD_LETTERED)?,
-            dead_letter_failed: count(DEAD_LETTER_FAILED)?,
-            latency_ms: doc.get(BATCH_LATENCY).and_then(Value::as_f64)?,
-            oldest_order_age_s: doc.get(OLDEST_ORDER_AGE).and_then(Value::as_f64),
+            at,
+            ..Self::deserialize(doc).ok()?
         })
     }
 }
@@ -187,29 +159,18 @@ pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
     let mut found = Batches::default();
     let mut any = false;
     for file in [rotated(path), path.to_owned()] {
-        let opened = match File::open(&file) {
-            Ok(opened) => opened,
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(BatchLogError::Read { path: file, source }),
         };
         any = true;
-        let mut reader = BufReader::new(opened);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = reader
-                .read_line(&mut line)
-                .map_err(|source| BatchLogError::Read {
-                    path: file.clone(),
-                    source,
-                })?;
-            // End of file, or a last line whose append has not finished.
-            if read == 0 || !line.ends_with('\n') {
-                break;
-            }
-            match BatchFigures::from_emf(line.trim_end()) {
-                Some(figures) => found.batches.push(figures),
-                None => found.unreadable += 1,
+        // A last line without its newline is still being appended.
+        for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
+            match line.strip_suffix('\n').map(BatchFigures::from_emf) {
+                Some(Some(figures)) => found.batches.push(figures),
+                Some(None) => found.unreadable += 1,
+                None => {}
             }
         }
     }
@@ -224,6 +185,7 @@ pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn metrics(stored: u64) -> BatchMetrics {
         BatchMetrics {

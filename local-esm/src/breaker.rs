@@ -1,15 +1,9 @@
 //! The circuit breaker as `local-esm run` and the tests run it: the breaker's
-//! own [`step`](::breaker::step) on the mapping's [`Switch`],
-//! with a probe that meets the function's faults as the AWS probe does.
-//!
-//! In AWS the probe is an invocation of the consumer function, so a throttled
-//! function or a runtime that fails its init fails the probe too, and the
-//! mapping is paused before those faults spend every receive. [`LocalProbe`]
-//! gives the same answers from the driver's [`FunctionState`]. The batches'
-//! figures, which CloudWatch holds in AWS, are the batch log's lines here
-//! ([`LocalFigures`]), so failing batches pause the local mapping too.
-//!
-//! [`Switch`]: crate::Switch
+//! own [`step`](::breaker::step) on the mapping's [`Switch`](crate::Switch).
+//! In AWS the probe invokes the consumer function, so a throttled function or
+//! a failing init fails it too; [`LocalProbe`] answers the same from the
+//! driver's [`FunctionState`]. The batches' figures are the batch log's lines
+//! ([`LocalFigures`]), as CloudWatch's are in AWS.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -23,23 +17,19 @@ use tracing::warn;
 use crate::batches;
 use crate::driver::{Function, FunctionState};
 
-/// What the AWS probe reports for a throttled function (the `Invoke` error
-/// Lambda returns, as `LambdaProbe` words it).
+/// What the AWS probe reports for a throttled function, as `LambdaProbe` words it.
 pub const THROTTLED_REASON: &str = "Lambda throttles the consumer function, as it would the mapping's batches: \
      TooManyRequestsException: Rate Exceeded.";
 
-/// What the AWS probe reports when the runtime cannot start: the function
-/// error Lambda returns with the runtime's exit.
+/// What the AWS probe reports when the runtime cannot start.
 pub const FAILING_INIT_REASON: &str = "the consumer function failed (Unhandled), as every batch would: \
      {\"errorType\":\"Runtime.ExitError\",\"errorMessage\":\"Error: Runtime exited with error: exit status 1\"}";
 
-/// What the probe reports for a release whose batch path fails every record:
-/// the probe's synthetic record takes the same path.
+/// What the probe reports for a release whose batch path fails every record.
 pub const FAILING_BATCHES_REASON: &str =
     "the probe's synthetic record failed in the consumer's batch path, as every batch does";
 
-/// How often the breaker steps: on the schedule, and while the mapping is
-/// paused. Tests compress them; the defaults are the consumer's.
+/// How often the breaker steps: on the schedule, and while the mapping is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intervals {
     pub schedule: Duration,
@@ -52,26 +42,15 @@ impl Intervals {
     pub fn sped_up(speedup: u32, policy: &mut TripPolicy) -> Self {
         let speedup = speedup.max(1);
         policy.backoff_base /= speedup;
-        let normal = Self::default();
         Self {
-            schedule: normal.schedule / speedup,
-            open_probe: normal.open_probe / speedup,
+            schedule: core::SCHEDULE_INTERVAL / speedup,
+            open_probe: core::OPEN_PROBE_INTERVAL / speedup,
         }
     }
 }
 
-impl Default for Intervals {
-    fn default() -> Self {
-        Self {
-            schedule: core::SCHEDULE_INTERVAL,
-            open_probe: core::OPEN_PROBE_INTERVAL,
-        }
-    }
-}
-
-/// The probe of the function as it runs locally: the function's faults first,
-/// as Lambda meets them before the code runs, then the consumer's own probe
-/// through its batch path (`consumer_lambda::probe::BatchProbe`).
+/// The function's faults first, as Lambda meets them before the code runs,
+/// then the consumer's own probe (`consumer_lambda::probe::BatchProbe`).
 pub struct LocalProbe<'a, P> {
     function: FunctionState,
     store: &'a P,
@@ -94,9 +73,8 @@ impl<P: Probe> Probe for LocalProbe<'_, P> {
     }
 }
 
-/// The figures as `local-esm run` keeps them: each batch's EMF line in the
-/// batch log (`--batch-log`; without one the breaker decides on its probe
-/// alone), and the trips in memory, as the breaker lives as long as the run.
+/// Each batch's EMF line in the batch log (without one the breaker decides on
+/// its probe alone), and the trips in memory: the breaker lives as long as the run.
 #[derive(Debug, Default)]
 pub struct LocalFigures {
     log: Option<PathBuf>,
@@ -107,16 +85,14 @@ impl LocalFigures {
     pub fn new(log: Option<PathBuf>) -> Self {
         Self {
             log,
-            trips: Mutex::default(),
+            ..Self::default()
         }
     }
 
-    /// What the AWS breaker reports as its `BreakerTripped` metric.
-    pub fn record_trip(&self, at: SystemTime) {
+    fn trip_log(&self) -> std::sync::MutexGuard<'_, Vec<SystemTime>> {
         self.trips
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(at);
     }
 }
 
@@ -142,17 +118,16 @@ impl Figures for LocalFigures {
     }
 
     async fn trips(&self, from: SystemTime, to: SystemTime) -> Result<u32, FiguresError> {
-        let trips = self
-            .trips
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(trips.iter().filter(|at| from <= **at && **at < to).count() as u32)
+        Ok(self
+            .trip_log()
+            .iter()
+            .filter(|at| from <= **at && **at < to)
+            .count() as u32)
     }
 }
 
 /// Steps the breaker forever: every `schedule`, every `open_probe` while the
-/// mapping is paused and no trip's back-off holds it. It never ends by
-/// itself; the caller decides when to stop.
+/// mapping is paused and no trip's back-off holds it.
 pub async fn run(
     probe: &impl Probe,
     mapping: &impl Mapping,
@@ -164,7 +139,7 @@ pub async fn run(
         let wait = match core::step(probe, mapping, figures, policy).await {
             Ok(step) => {
                 if step.tripped {
-                    figures.record_trip(SystemTime::now());
+                    figures.trip_log().push(SystemTime::now());
                 }
                 if step.next_probe_in() == core::OPEN_PROBE_INTERVAL {
                     intervals.open_probe

@@ -4,9 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ::breaker::{Probe, TripPolicy};
+use ::breaker::TripPolicy;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use consumer_lambda::probe::BatchProbe;
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
@@ -16,9 +16,9 @@ use consumer_lambda::{
 use crate::batches::{self, BatchLog};
 use crate::breaker::{self, Intervals, LocalFigures, LocalProbe};
 use crate::driver::{Driver, Function, FunctionState};
-use crate::handler::{BatchHandler, InProcess, Recording};
+use crate::handler::InProcess;
 use crate::status::{self, Sources};
-use crate::template::{EventSourceSettings, Template};
+use crate::template::Template;
 use support::queues::create_queues;
 
 /// Local stand-ins for AWS: queues as the SAM template declares them, and Lambda's
@@ -265,30 +265,37 @@ impl Run {
         let figures = LocalFigures::new(self.batch_log.clone());
         let mut trips = TripPolicy::new(policy.max_receive_count.get());
         let intervals = Intervals::sped_up(self.breaker_speedup, &mut trips);
-        let breaker = (!self.no_breaker).then_some((&probe, &figures, trips, intervals));
         let consumer = Consumer::new(
             &store,
             SqsRetryQueue::new(sqs.clone(), &self.queue_url),
             SqsDeadLetterQueue::new(sqs.clone(), &self.dlq_url),
             policy,
         );
-        let (url, file) = (self.queue_url, self.function_file);
-        match self.batch_log {
+        let log = match &self.batch_log {
             Some(path) => {
-                let log = BatchLog::create(&path, batches::DEFAULT_KEEP)?;
                 tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
-                poll(
-                    sqs,
-                    url,
-                    settings,
-                    Recording { consumer, log },
-                    breaker,
-                    file,
-                )
-                .await
+                Some(BatchLog::create(path, batches::DEFAULT_KEEP)?)
             }
-            None => poll(sqs, url, settings, InProcess(consumer), breaker, file).await,
+            None => None,
+        };
+        let driver = Driver::new(sqs, self.queue_url, settings, InProcess(consumer, log))
+            .await
+            .context("the queue to poll is not reachable")?;
+        if let Some(path) = self.function_file {
+            tokio::spawn(follow_function_file(path, driver.function()));
         }
+        let polling = driver.run(support::shutdown_signal());
+        if self.no_breaker {
+            polling.await;
+            return Ok(());
+        }
+        let (switch, probe) = (driver.switch(), LocalProbe::new(driver.function(), &probe));
+        // The breaker never ends by itself: polling decides when to stop.
+        tokio::select! {
+            () = polling => {}
+            () = breaker::run(&probe, &switch, &figures, trips, intervals) => {}
+        }
+        Ok(())
     }
 }
 
@@ -324,42 +331,6 @@ async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
     }
 }
 
-/// Polls the queue with `handler`, under the local breaker when given one (its
-/// probe, its figures, its trip policy and intervals), until Ctrl-C or
-/// SIGTERM; the function's state follows `function_file` when given one.
-async fn poll<H: BatchHandler>(
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    settings: EventSourceSettings,
-    handler: H,
-    breaker: Option<(&impl Probe, &LocalFigures, TripPolicy, Intervals)>,
-    function_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let driver = Driver::new(sqs, queue_url, settings, handler)
-        .await
-        .context("the queue to poll is not reachable")?;
-    if let Some(path) = function_file {
-        tokio::spawn(follow_function_file(path, driver.function()));
-    }
-    let stop = support::shutdown_signal();
-    let polling = driver.run(async move {
-        stop.await;
-    });
-    match breaker {
-        None => polling.await,
-        Some((probe, figures, trips, intervals)) => {
-            let switch = driver.switch();
-            let probe = LocalProbe::new(driver.function(), probe);
-            // The breaker never ends by itself: polling decides when to stop.
-            tokio::select! {
-                () = polling => {}
-                () = breaker::run(&probe, &switch, figures, trips, intervals) => {}
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Sets the function's state from the file's one word whenever it changes;
 /// a missing file or an unknown word leaves the state as it is, saying why once.
 async fn follow_function_file(path: PathBuf, function: FunctionState) {
@@ -367,7 +338,12 @@ async fn follow_function_file(path: PathBuf, function: FunctionState) {
     loop {
         let read = std::fs::read_to_string(&path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))
-            .and_then(|text| text.parse::<Function>());
+            .and_then(|text| {
+                let word = text.trim();
+                Function::from_str(word, false).map_err(|_| {
+                    format!("{word:?} is no function state: write running, throttled, failing-init or failing-batches")
+                })
+            });
         match read {
             Ok(state) => {
                 function.set(state);

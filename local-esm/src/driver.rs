@@ -1,16 +1,16 @@
 //! Lambda's SQS event source mapping, reproduced: long polls, batches up to
 //! `batch_size` within the window, at most `max_concurrency` invocations,
 //! deletes what the handler did not report failed. An error, a panic, a
-//! timeout or an unknown identifier fails the whole batch, which comes back
-//! after the visibility timeout with its receive counted, as in "Handling
-//! errors for an SQS event source"
-//! (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
+//! timeout or an unknown identifier fails the whole batch, as in
+//! <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ::breaker::{Mapping, MappingError, MappingState, MappingStatus};
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
@@ -53,7 +53,7 @@ pub struct Driver<H> {
 
 /// What Lambda does with an invocation, apart from the handler; each fault
 /// returns the batch after the visibility timeout with its receive spent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Function {
     #[default]
     Running,
@@ -66,31 +66,9 @@ pub enum Function {
     FailingBatches,
 }
 
-impl std::str::FromStr for Function {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, String> {
-        match name.trim() {
-            "running" => Ok(Self::Running),
-            "throttled" => Ok(Self::Throttled),
-            "failing-init" => Ok(Self::FailingInit),
-            "failing-batches" => Ok(Self::FailingBatches),
-            other => Err(format!(
-                "{other:?} is no function state: write running, throttled, failing-init or failing-batches"
-            )),
-        }
-    }
-}
-
 /// The function's state, shared with the tests and the local breaker's probe.
-#[derive(Debug, Clone)]
-pub struct FunctionState(std::sync::Arc<watch::Sender<Function>>);
-
-impl Default for FunctionState {
-    fn default() -> Self {
-        Self(std::sync::Arc::new(watch::Sender::new(Function::Running)))
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct FunctionState(Arc<watch::Sender<Function>>);
 
 impl FunctionState {
     pub fn get(&self) -> Function {
@@ -108,14 +86,11 @@ impl FunctionState {
 /// The mapping's `Enabled` switch: disabled, it starts no new poll and the
 /// messages wait, visible, their receive counts untouched.
 #[derive(Debug, Clone)]
-pub struct Switch(std::sync::Arc<watch::Sender<(bool, SystemTime)>>);
+pub struct Switch(Arc<watch::Sender<(bool, SystemTime)>>);
 
 impl Default for Switch {
     fn default() -> Self {
-        Self(std::sync::Arc::new(watch::Sender::new((
-            true,
-            SystemTime::now(),
-        ))))
+        Self(Arc::new(watch::Sender::new((true, SystemTime::now()))))
     }
 }
 
@@ -142,21 +117,19 @@ impl Switch {
     }
 }
 
-impl ::breaker::Mapping for Switch {
-    async fn status(&self) -> Result<::breaker::MappingStatus, ::breaker::MappingError> {
-        use ::breaker::MappingState;
+impl Mapping for Switch {
+    async fn status(&self) -> Result<MappingStatus, MappingError> {
         let (enabled, since) = *self.0.borrow();
-        Ok(::breaker::MappingStatus {
-            state: if enabled {
-                MappingState::Enabled
-            } else {
-                MappingState::Disabled
-            },
-            since: Some(since),
-        })
+        let state = if enabled {
+            MappingState::Enabled
+        } else {
+            MappingState::Disabled
+        };
+        let since = Some(since);
+        Ok(MappingStatus { state, since })
     }
 
-    async fn set_enabled(&self, enabled: bool) -> Result<(), ::breaker::MappingError> {
+    async fn set_enabled(&self, enabled: bool) -> Result<(), MappingError> {
         self.set(enabled);
         Ok(())
     }
@@ -209,7 +182,7 @@ impl<H: BatchHandler> Driver<H> {
     /// Polls until `shutdown` completes, then lets in-flight batches finish.
     /// A long poll under way when it stops is abandoned: its messages, if any,
     /// reappear after the visibility timeout, as with a disabled event source.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(&self, shutdown: impl Future) {
         info!(
             queue = %self.queue_url,
             batch_size = self.settings.batch_size,
@@ -224,7 +197,7 @@ impl<H: BatchHandler> Driver<H> {
         tokio::pin!(workers);
         tokio::select! {
             _ = &mut workers => return,
-            () = shutdown => {}
+            _ = shutdown => {}
         }
         let _ = stop.send(true);
         workers.await;
@@ -270,34 +243,27 @@ impl<H: BatchHandler> Driver<H> {
     /// Gathers records until the batch is full, the window after the first record
     /// has passed, or the payload limit is near; empty after one idle long poll.
     async fn gather(&self) -> Result<Vec<Message>, QueueError> {
-        let mut batch: Vec<Message> = Vec::new();
-        let mut bytes = 0;
+        let (mut batch, mut bytes) = (Vec::new(), 0);
         let mut deadline: Option<Instant> = None;
         loop {
-            let wait = match deadline {
-                None => MAX_WAIT_SECS,
-                Some(deadline) => deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_secs()
-                    .min(MAX_WAIT_SECS),
-            };
+            let wait = deadline.map_or(MAX_WAIT_SECS, |deadline| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                left.as_secs().min(MAX_WAIT_SECS)
+            });
             let room = (self.settings.batch_size - batch.len()).min(MAX_RECEIVE);
             let received = self.receive(room, wait).await?;
-            if received.is_empty() && deadline.is_none() {
+            let got_none = received.is_empty();
+            if got_none && deadline.is_none() {
                 return Ok(batch);
             }
-            if !received.is_empty() && deadline.is_none() {
-                deadline = Some(Instant::now() + self.settings.batching_window);
-            }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.settings.batching_window);
             bytes += received
                 .iter()
                 .map(|m| m.body().map_or(0, str::len))
                 .sum::<usize>();
-            let got_none = received.is_empty();
             batch.extend(received);
-            let remaining = deadline.map_or(Duration::ZERO, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let full =
                 batch.len() >= self.settings.batch_size || bytes + 256 * 1024 > MAX_PAYLOAD_BYTES;
             if full || remaining.is_zero() {
@@ -328,13 +294,29 @@ impl<H: BatchHandler> Driver<H> {
     /// Invokes the handler with the batch and deletes what it acknowledged.
     async fn invoke(&self, messages: Vec<Message>) -> BatchOutcome {
         let received = messages.len();
-        let event = self.event(&messages);
         let span = info_span!("invoke", records = received);
-        let all_retried = BatchOutcome {
-            received,
-            deleted: 0,
-            retried: received,
+        let deleted = match self.failed(&messages).instrument(span.clone()).await {
+            Ok(failed) => {
+                let done: Vec<&Message> = messages
+                    .iter()
+                    .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
+                    .collect();
+                self.delete(&done).instrument(span).await
+            }
+            Err(why) => {
+                span.in_scope(|| error!("{why}: the whole batch comes back after the visibility timeout, its receive spent"));
+                0
+            }
         };
+        BatchOutcome {
+            received,
+            deleted,
+            retried: received - deleted,
+        }
+    }
+
+    /// The records the handler reported failed, or why the whole batch failed.
+    async fn failed(&self, messages: &[Message]) -> Result<HashSet<String>, String> {
         let function = self.function.get();
         let fault = match function {
             Function::Running => None,
@@ -342,69 +324,36 @@ impl<H: BatchHandler> Driver<H> {
                 "Lambda throttles the function (TooManyRequestsException): the batch is not run",
             ),
             Function::FailingInit => Some(
-                "the runtime failed its init (Runtime.ExitError): the whole batch fails without the handler",
+                "the runtime failed its init (Runtime.ExitError): the batch fails without the handler",
             ),
             Function::FailingBatches => Some("the release's batch path fails every record"),
         };
         if let Some(fault) = fault {
-            span.in_scope(|| {
-                error!("{fault}; it comes back after the visibility timeout, its receive spent")
-            });
             if function != Function::Throttled {
-                self.handler.unfinished(received);
+                self.handler.unfinished(messages.len());
             }
-            return all_retried;
+            return Err(fault.to_owned());
         }
         let timeout = self.settings.function_timeout;
         let deadline = Instant::now() + timeout;
-        // Lambda stops an invocation at its timeout: no response, no partial
-        // success, the whole batch comes back after the visibility timeout.
-        let response = tokio::time::timeout_at(
-            deadline,
-            AssertUnwindSafe(self.handler.handle(event, deadline)).catch_unwind(),
-        )
-        .instrument(span.clone())
-        .await;
-        let _entered = span.enter();
-        let failed: HashSet<String> = match response {
-            Err(_elapsed) => {
-                error!(
-                    timeout_s = timeout.as_secs_f64(),
-                    "the invocation timed out; the whole batch will be retried after the visibility timeout"
-                );
-                return all_retried;
-            }
-            Ok(Ok(Ok(response))) => response
-                .batch_item_failures
-                .into_iter()
-                .map(|failure| failure.item_identifier)
-                .collect(),
-            Ok(Ok(Err(err))) => {
-                warn!(error = %support::error_chain(&err), "the whole batch will be retried after the visibility timeout");
-                return all_retried;
-            }
-            Ok(Err(_panic)) => {
-                error!(
-                    "the handler panicked; the whole batch will be retried after the visibility timeout"
-                );
-                return all_retried;
-            }
-        };
+        let handled = AssertUnwindSafe(self.handler.handle(self.event(messages), deadline));
+        // Lambda stops an invocation at its timeout: no response, no partial success.
+        let failed: HashSet<String> =
+            match tokio::time::timeout_at(deadline, handled.catch_unwind()).await {
+                Err(_elapsed) => return Err(format!("the invocation timed out after {timeout:?}")),
+                Ok(Err(_panic)) => return Err("the handler panicked".to_owned()),
+                Ok(Ok(Err(err))) => return Err(support::error_chain(&err)),
+                Ok(Ok(Ok(response))) => response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|failure| failure.item_identifier)
+                    .collect(),
+            };
+        // Lambda's rule: an empty or unknown itemIdentifier fails the whole batch.
         let known: HashSet<&str> = messages.iter().filter_map(|m| m.message_id()).collect();
-        if let Some(unknown) = failed.iter().find(|id| !known.contains(id.as_str())) {
-            // Lambda's rule: an empty or unknown itemIdentifier fails the whole batch.
-            error!(item_identifier = %unknown, "the response names a record that is not in the batch; retrying the whole batch");
-            return all_retried;
-        }
-        let done: Vec<&Message> = messages
-            .iter()
-            .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
-            .collect();
-        let deleted = self.delete(&done).await;
-        BatchOutcome {
-            received,
-            deleted,
-            retried: received - deleted,
+        match failed.iter().find(|id| !known.contains(id.as_str())) {
+            Some(unknown) => Err(format!("the response names {unknown:?}, not in the batch")),
+            None => Ok(failed),
         }
     }
 
@@ -460,34 +409,24 @@ impl<H: BatchHandler> Driver<H> {
         record.body = message.body.clone();
         record.md5_of_body = message.md5_of_body.clone();
         record.md5_of_message_attributes = message.md5_of_message_attributes.clone();
-        record.attributes = message
-            .attributes()
-            .map(|attributes| {
-                attributes
-                    .iter()
-                    .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
-                    .collect()
+        let attributes = message.attributes.iter().flatten();
+        record.attributes = attributes
+            .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+            .collect();
+        let message_attributes = message.message_attributes.iter().flatten();
+        record.message_attributes = message_attributes
+            .map(|(name, value)| {
+                let mut attribute = SqsMessageAttribute::default();
+                attribute.data_type = Some(value.data_type().to_owned());
+                attribute.string_value = value.string_value().map(str::to_owned);
+                attribute.binary_value = value.binary_value().map(|blob| {
+                    let mut data = Base64Data::default();
+                    data.extend_from_slice(blob.as_ref());
+                    data
+                });
+                (name.clone(), attribute)
             })
-            .unwrap_or_default();
-        record.message_attributes = message
-            .message_attributes()
-            .map(|attributes| {
-                attributes
-                    .iter()
-                    .map(|(name, value)| {
-                        let mut attribute = SqsMessageAttribute::default();
-                        attribute.data_type = Some(value.data_type().to_owned());
-                        attribute.string_value = value.string_value().map(str::to_owned);
-                        attribute.binary_value = value.binary_value().map(|blob| {
-                            let mut data = Base64Data::default();
-                            data.extend_from_slice(blob.as_ref());
-                            data
-                        });
-                        (name.clone(), attribute)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .collect();
         record.event_source = Some("aws:sqs".to_owned());
         record.event_source_arn = Some(self.queue_arn.clone());
         record.aws_region = Some(self.region.clone());

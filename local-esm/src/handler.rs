@@ -1,6 +1,5 @@
-//! What the event source mapping invokes with each batch ([`BatchHandler`]):
-//! the consumer's handler in this process ([`InProcess`]), or the same with each
-//! batch's figures kept for `local-esm status` and the breaker ([`Recording`]).
+//! What the event source mapping invokes with each batch ([`BatchHandler`]),
+//! and the consumer's handler run in this process ([`InProcess`]).
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -18,9 +17,8 @@ use crate::batches::BatchLog;
 #[error("the invocation failed")]
 pub struct InvocationError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
-/// What the driver invokes with each batch: the handler in process, or a Lambda
-/// endpoint. `deadline` is when the invocation times out, as Lambda's context
-/// tells the function.
+/// What the driver invokes with each batch. `deadline` is when the invocation
+/// times out, as Lambda's context tells the function.
 pub trait BatchHandler: Send + Sync {
     fn handle(
         &self,
@@ -28,8 +26,7 @@ pub trait BatchHandler: Send + Sync {
         deadline: Instant,
     ) -> impl Future<Output = Result<SqsBatchResponse, InvocationError>> + Send;
 
-    /// A batch of `records` that a bad release failed without this handler:
-    /// what the function's figures say of it.
+    /// A batch of `records` that a bad release failed without this handler.
     fn unfinished(&self, _records: usize) {}
 }
 
@@ -48,8 +45,10 @@ impl<H: BatchHandler> BatchHandler for std::sync::Arc<H> {
     }
 }
 
-/// Runs the consumer's handler in this process.
-pub struct InProcess<S, Q, D>(pub consumer_lambda::Consumer<S, Q, D>);
+/// Runs the consumer's handler in this process. With a [`BatchLog`] it appends
+/// each batch's figures there, as the function prints them for CloudWatch in
+/// AWS: what `local-esm status` and the local breaker read.
+pub struct InProcess<S, Q, D>(pub consumer_lambda::Consumer<S, Q, D>, pub Option<BatchLog>);
 
 impl<S, Q, D> BatchHandler for InProcess<S, Q, D>
 where
@@ -62,34 +61,8 @@ where
         event: SqsEvent,
         deadline: Instant,
     ) -> Result<SqsBatchResponse, InvocationError> {
-        match self.0.handle(event, deadline).await {
-            Ok(handled) => Ok(handled.response),
-            Err(err) => Err(InvocationError(Box::new(err))),
-        }
-    }
-}
-
-/// Runs the consumer's handler in this process and appends each batch's
-/// figures to a [`BatchLog`], as the function prints them for CloudWatch in
-/// AWS: what `local-esm status` shows of the consumer.
-pub struct Recording<S, Q, D> {
-    pub consumer: consumer_lambda::Consumer<S, Q, D>,
-    pub log: BatchLog,
-}
-
-impl<S, Q, D> BatchHandler for Recording<S, Q, D>
-where
-    S: consumer_lambda::OrderStore,
-    Q: consumer_lambda::RetryQueue,
-    D: consumer_lambda::DeadLetterQueue,
-{
-    async fn handle(
-        &self,
-        event: SqsEvent,
-        deadline: Instant,
-    ) -> Result<SqsBatchResponse, InvocationError> {
         let records = event.records.len();
-        match self.consumer.handle(event, deadline).await {
+        match self.0.handle(event, deadline).await {
             Ok(handled) => {
                 self.keep(&handled.metrics);
                 Ok(handled.response)
@@ -102,8 +75,8 @@ where
     }
 
     /// A failed invocation prints no figures in AWS, where Lambda's `Errors`
-    /// counts it; here its line says that none of its records was finished,
-    /// which the breaker reads the same way.
+    /// counts it; here its line has records and nothing finished, which the
+    /// breaker reads the same way.
     fn unfinished(&self, records: usize) {
         self.keep(&BatchMetrics {
             records,
@@ -112,11 +85,12 @@ where
     }
 }
 
-impl<S, Q, D> Recording<S, Q, D> {
-    /// The figures are for the operator and the breaker: failing to keep
-    /// them never fails the batch.
+impl<S, Q, D> InProcess<S, Q, D> {
+    /// Failing to keep the figures never fails the batch.
     fn keep(&self, metrics: &BatchMetrics) {
-        if let Err(err) = self.log.append(metrics, SystemTime::now()) {
+        if let Some(log) = &self.1
+            && let Err(err) = log.append(metrics, SystemTime::now())
+        {
             warn!(error = %support::error_chain(&err), "the batch's figures were not kept");
         }
     }

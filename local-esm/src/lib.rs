@@ -14,6 +14,6 @@ pub mod status;
 pub mod template;
 
 pub use driver::{BatchOutcome, Driver, Function, FunctionState, Switch};
-pub use handler::{BatchHandler, InProcess, InvocationError, Recording};
+pub use handler::{BatchHandler, InProcess, InvocationError};
 pub use support::queues::QueueSettings;
 pub use template::{EventSourceSettings, Template};

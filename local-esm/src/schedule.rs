@@ -34,26 +34,22 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
         let started = at;
         let mut requests = 0;
         for receive in 1..=max {
-            let (wait, action) = match policy.after_failure(receive, generation) {
-                Retry::Postpone(delay) => {
-                    requests += REQUESTS_PER_POSTPONE;
-                    (delay, format!("postponed {}", human(delay)))
-                }
-                Retry::Requeue { delay, .. } => {
-                    requests += REQUESTS_PER_REQUEUE;
-                    (
-                        delay,
-                        format!("requeued, the copy visible after {}", human(delay)),
-                    )
-                }
+            let (wait, requeued) = match policy.after_failure(receive, generation) {
+                Retry::Postpone(delay) => (delay, false),
+                Retry::Requeue { delay, .. } => (delay, true),
             };
+            let (action, cost) = match requeued {
+                false => ("postponed", REQUESTS_PER_POSTPONE),
+                true => ("requeued, the copy visible after", REQUESTS_PER_REQUEUE),
+            };
+            requests += cost;
+            let (at_text, wait_text) = (human(at), human(wait));
             let _ = writeln!(
                 out,
-                "{generation:>4}  {receive:>7}  {:>12}  {action}",
-                human(at)
+                "{generation:>4}  {receive:>7}  {at_text:>12}  {action} {wait_text}"
             );
             at += wait;
-            if action.starts_with("requeued") {
+            if requeued {
                 break;
             }
         }

@@ -40,35 +40,31 @@ impl Template {
     }
 
     pub fn from_document(t: &Document) -> Result<Self, TemplateError> {
-        let queue = ["Resources", QUEUE, "Properties"];
-        let dlq = ["Resources", DLQ, "Properties"];
-        let event = [
-            "Resources",
-            FUNCTION,
-            "Properties",
-            "Events",
-            EVENT,
-            "Properties",
-        ];
+        let at = |resource, path: &[&'static str]| {
+            [&["Resources", resource, "Properties"][..], path].concat()
+        };
+        let event = |path: &[&'static str]| {
+            at(
+                FUNCTION,
+                &[&["Events", EVENT, "Properties"][..], path].concat(),
+            )
+        };
         Ok(Self {
             queues: QueueSettings {
-                visibility_timeout_secs: t
-                    .number(&[&queue[..], &["VisibilityTimeout"]].concat())?,
-                retention_secs: t.number(&[&queue[..], &["MessageRetentionPeriod"]].concat())?,
-                dlq_retention_secs: t.number(&[&dlq[..], &["MessageRetentionPeriod"]].concat())?,
-                max_receive_count: t
-                    .number(&[&queue[..], &["RedrivePolicy", "maxReceiveCount"]].concat())?,
+                visibility_timeout_secs: t.number(&at(QUEUE, &["VisibilityTimeout"]))?,
+                retention_secs: t.number(&at(QUEUE, &["MessageRetentionPeriod"]))?,
+                dlq_retention_secs: t.number(&at(DLQ, &["MessageRetentionPeriod"]))?,
+                max_receive_count: t.number(&at(QUEUE, &["RedrivePolicy", "maxReceiveCount"]))?,
             },
             event_source: EventSourceSettings {
-                batch_size: t.number(&[&event[..], &["BatchSize"]].concat())?,
+                batch_size: t.number(&event(&["BatchSize"]))?,
                 batching_window: Duration::from_secs(
-                    t.number(&[&event[..], &["MaximumBatchingWindowInSeconds"]].concat())?,
+                    t.number(&event(&["MaximumBatchingWindowInSeconds"]))?,
                 ),
-                max_concurrency: t
-                    .number(&[&event[..], &["ScalingConfig", "MaximumConcurrency"]].concat())?,
+                max_concurrency: t.number(&event(&["ScalingConfig", "MaximumConcurrency"]))?,
                 // The function's own Timeout, else the template's Globals.
                 function_timeout: Duration::from_secs(
-                    t.number(&["Resources", FUNCTION, "Properties", "Timeout"])
+                    t.number(&at(FUNCTION, &["Timeout"]))
                         .or_else(|_| t.number(&["Globals", "Function", "Timeout"]))?,
                 ),
             },

@@ -15,7 +15,7 @@ use consumer_lambda::{
 use local_esm::batches::{BatchLog, DEFAULT_KEEP};
 use local_esm::status::queues::Oldest;
 use local_esm::status::{Snapshot, Sources, render};
-use local_esm::{Driver, EventSourceSettings, Recording};
+use local_esm::{Driver, EventSourceSettings, InProcess};
 use testkit::{QueueSettings, TestDatabase, TestQueues, eventually, free_port, sqs_endpoint};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -174,10 +174,10 @@ async fn status_shows_the_queues_the_consumers_batches_and_the_producers_counter
         queues.sqs.clone(),
         &queues.queue_url,
         SETTINGS,
-        Recording {
-            consumer: consumer(&db, &queues).await,
-            log: BatchLog::create(&log_path, DEFAULT_KEEP).expect("a batch log"),
-        },
+        InProcess(
+            consumer(&db, &queues).await,
+            Some(BatchLog::create(&log_path, DEFAULT_KEEP).expect("a batch log")),
+        ),
     )
     .await
     .expect("the queue is there");

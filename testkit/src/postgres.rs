@@ -183,35 +183,29 @@ impl PostgresServer {
     /// a failover would: connections stay open and nothing is answered until
     /// [`thaw`](Self::thaw).
     pub fn freeze(&self) {
-        self.signal_all("-STOP");
+        assert!(self.signal_all("-STOP"), "the postmaster did not stop");
     }
 
     /// Resumes a frozen cluster with SIGCONT.
     pub fn thaw(&self) {
-        self.signal_all("-CONT");
+        assert!(self.signal_all("-CONT"), "the postmaster did not resume");
     }
 
     /// Sends `signal` to the postmaster and every process it forked: the
     /// postmaster first when stopping (so it forks nothing new meanwhile), last
-    /// when resuming. Only its signal must succeed: a child may have exited.
-    fn signal_all(&self, signal: &str) {
-        let postmaster = self.postmaster().expect("the server is running");
-        let stopping = signal == "-STOP";
-        let postmaster_signalled = || {
-            assert!(
-                send(signal, &postmaster),
-                "kill {signal} {postmaster} failed"
-            );
+    /// when resuming. Whether the postmaster took it: a child may have exited.
+    fn signal_all(&self, signal: &str) -> bool {
+        let Some(postmaster) = self.postmaster() else {
+            return false;
         };
-        if stopping {
-            postmaster_signalled();
+        let stopping = signal == "-STOP";
+        if stopping && !send(signal, &postmaster) {
+            return false;
         }
         for child in children_of(&postmaster) {
             send(signal, &child);
         }
-        if !stopping {
-            postmaster_signalled();
-        }
+        stopping || send(signal, &postmaster)
     }
 
     fn postmaster(&self) -> Option<String> {
@@ -247,13 +241,9 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        if let Some(postmaster) = self.postmaster() {
-            // A test that failed while the cluster was frozen must not leave
-            // it frozen: a stopped postmaster ignores pg_ctl's SIGQUIT.
-            for child in children_of(&postmaster) {
-                send("-CONT", &child);
-            }
-            send("-CONT", &postmaster);
+        // A test that failed while the cluster was frozen must not leave it
+        // frozen: a stopped postmaster ignores pg_ctl's SIGQUIT.
+        if self.signal_all("-CONT") {
             let stopped = self.try_stop();
             // A second panic while unwinding would abort the whole test binary.
             if let Err(message) = stopped {

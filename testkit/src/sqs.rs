@@ -83,14 +83,15 @@ impl TestQueues {
         ids
     }
 
-    /// Visible, in-flight and delayed messages of the source queue.
+    /// Visible, in-flight and delayed messages of the source queue (a requeued
+    /// copy waits out its `DelaySeconds` as a delayed message).
     pub async fn depth(&self) -> u64 {
-        depth(&self.sqs, &self.queue_url).await
+        depths(&self.sqs, &self.queue_url).await.iter().sum()
     }
 
-    /// Visible plus in-flight messages of the dead-letter queue.
+    /// Visible, in-flight and delayed messages of the dead-letter queue.
     pub async fn dlq_depth(&self) -> u64 {
-        depth(&self.sqs, &self.dlq_url).await
+        depths(&self.sqs, &self.dlq_url).await.iter().sum()
     }
 
     /// Receives every message of the dead-letter queue (hiding them for 60 s).
@@ -121,12 +122,6 @@ impl TestQueues {
 pub async fn queue_depth(sqs: &Client, url: &str) -> (u64, u64) {
     let [visible, in_flight, _] = depths(sqs, url).await;
     (visible, in_flight)
-}
-
-/// Every message the queue holds: visible, in flight, and delayed (a requeued
-/// copy waits out its `DelaySeconds` as a delayed message).
-async fn depth(sqs: &Client, url: &str) -> u64 {
-    depths(sqs, url).await.iter().sum()
 }
 
 fn fail<T>(err: QueueError) -> T {

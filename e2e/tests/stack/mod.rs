@@ -169,7 +169,7 @@ impl Stack {
     /// Starts the event source mapping with the consumer's real handler, store and backoff.
     pub async fn start_consumer(&mut self) {
         let consumer = self.consumer().await;
-        self.start_consumer_with(InProcess(consumer)).await;
+        self.start_consumer_with(InProcess(consumer, None)).await;
     }
 
     /// Starts the event source mapping with a handler of the test's choosing.

@@ -85,11 +85,8 @@ impl Sources {
     /// Reads every part at once, each within [`PART_TIMEOUT`].
     pub async fn read(&self) -> Snapshot {
         let queue = |url: String| async move {
-            let figures = within(
-                queues::read(&self.sqs, &self.http, self.sqs_endpoint.as_deref(), &url),
-                |err| brief(&err),
-            )
-            .await;
+            let endpoint = self.sqs_endpoint.as_deref();
+            let figures = within(queues::read(&self.sqs, &self.http, endpoint, &url)).await;
             QueueRow {
                 name: queues::name_of(&url).to_owned(),
                 figures,
@@ -98,7 +95,7 @@ impl Sources {
         let (orders, dlq, producer) = tokio::join!(
             queue(self.queue_url.clone()),
             queue(self.dlq_url.clone()),
-            within(self.producer(), |err| brief(&err)),
+            within(self.producer()),
         );
         let batches = batches::read(&self.batch_log).map_err(|err| error_chain(&err));
         Snapshot {
@@ -134,25 +131,17 @@ impl Sources {
 /// What a row says of an error: its own words (what failed, what to do) and
 /// the root cause (`Connection refused`), without the SDK's layers between.
 fn brief(err: &dyn std::error::Error) -> String {
-    let mut root = None;
-    let mut source = err.source();
-    while let Some(cause) = source {
-        root = Some(cause);
-        source = cause.source();
-    }
-    match root {
+    match std::iter::successors(err.source(), |cause| cause.source()).last() {
         Some(root) => format!("{err}: {root}"),
         None => err.to_string(),
     }
 }
 
-async fn within<T, E>(
+async fn within<T, E: std::error::Error>(
     part: impl Future<Output = Result<T, E>>,
-    describe: impl FnOnce(E) -> String,
 ) -> Result<T, String> {
     match tokio::time::timeout(PART_TIMEOUT, part).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(describe(err)),
+        Ok(read) => read.map_err(|err| brief(&err)),
         Err(_) => Err(format!("no answer within {} s", PART_TIMEOUT.as_secs_f64())),
     }
 }
@@ -237,14 +226,15 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         age_text(ago),
     );
     let all = &batches.batches;
-    let mut header = vec!["batch at".to_owned()];
-    header.extend(
-        newest_first
-            .iter()
-            .map(|b| b.at.format("%H:%M:%S").to_string()),
-    );
-    header.push(format!("all {}", all.len()));
-    let mut table = vec![header];
+    // A row: its name, the newest batches' cells, then what all of them make.
+    let row = |name: &str, cell: &dyn Fn(&BatchFigures) -> String, all: String| {
+        let mut row = vec![name.to_owned()];
+        row.extend(newest_first.iter().map(|b| cell(b)));
+        row.push(all);
+        row
+    };
+    let at = |b: &BatchFigures| b.at.format("%H:%M:%S").to_string();
+    let mut table = vec![row("batch at", &at, format!("all {}", all.len()))];
     let counts: [(&str, Count); 11] = [
         (RECORDS, |b| b.records),
         (STORED, |b| b.stored),
@@ -259,31 +249,24 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         (DEAD_LETTER_FAILED, |b| b.dead_letter_failed),
     ];
     for (name, count) in counts {
-        let mut row = vec![name.to_owned()];
-        row.extend(newest_first.iter().map(|b| count(b).to_string()));
-        row.push(format!("Σ {}", all.iter().map(count).sum::<u64>()));
-        table.push(row);
+        let sum = all.iter().map(count).sum::<u64>();
+        table.push(row(name, &|b| count(b).to_string(), format!("Σ {sum}")));
     }
-    let mut latency = vec![BATCH_LATENCY.to_owned()];
-    latency.extend(newest_first.iter().map(|b| ms_text(b.latency_ms)));
-    latency.push(format!(
-        "max {}",
-        ms_text(all.iter().map(|b| b.latency_ms).fold(0.0, f64::max))
+    let slowest = all.iter().map(|b| b.latency_ms).fold(0.0, f64::max);
+    let latency = |b: &BatchFigures| ms_text(b.latency_ms);
+    table.push(row(
+        BATCH_LATENCY,
+        &latency,
+        format!("max {}", ms_text(slowest)),
     ));
-    table.push(latency);
-    let mut oldest = vec![OLDEST_ORDER_AGE.to_owned()];
-    oldest.extend(
-        newest_first
-            .iter()
-            .map(|b| b.oldest_order_age_s.map_or("-".to_owned(), age_text)),
-    );
-    oldest.push(
-        all.iter()
-            .filter_map(|b| b.oldest_order_age_s)
-            .reduce(f64::max)
-            .map_or("-".to_owned(), |max| format!("max {}", age_text(max))),
-    );
-    table.push(oldest);
+    let oldest = |b: &BatchFigures| b.oldest_order_age_s.map_or("-".to_owned(), age_text);
+    let oldest_of_all = all
+        .iter()
+        .filter_map(|b| b.oldest_order_age_s)
+        .reduce(f64::max);
+    let oldest_of_all =
+        oldest_of_all.map_or("-".to_owned(), |max| format!("max {}", age_text(max)));
+    table.push(row(OLDEST_ORDER_AGE, &oldest, oldest_of_all));
     write_table(out, &table, None);
     if batches.unreadable > 0 {
         let _ = writeln!(
@@ -306,45 +289,32 @@ fn render_producer(out: &mut String, snapshot: &Snapshot) {
         }
     };
     let _ = writeln!(out, "producer    {}", snapshot.metrics_url);
-    let refused_total: u64 = figures.refused.values().sum();
-    let by_status = figures
-        .refused
-        .iter()
+    let by_status: Vec<String> = (figures.refused.iter())
         .map(|(status, count)| format!("{count} × {status}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let latency = |l: &prometheus::Latency| match l.mean_seconds() {
-        None => format!("{}", l.count),
-        Some(mean) => format!(
-            "{}, mean {}{}",
-            l.count,
-            ms_text(mean * 1000.0),
-            l.p99_at_most_seconds.map_or(String::new(), |p99| format!(
-                ", p99 ≤ {}",
-                seconds_bound(p99)
-            ))
-        ),
+        .collect();
+    let refused = match figures.refused.values().sum::<u64>() {
+        _ if by_status.is_empty() => "0".to_owned(),
+        total => format!("{total}: {}", by_status.join(", ")),
     };
-    let table = vec![
-        cells(["orders accepted (202)", &figures.accepted.to_string()]),
-        vec![
-            "orders refused".to_owned(),
-            if by_status.is_empty() {
-                "0".to_owned()
-            } else {
-                format!("{refused_total}: {by_status}")
-            },
-        ],
-        vec![
-            "enqueued (SQS confirmed)".to_owned(),
-            latency(&figures.queued),
-        ],
-        vec!["enqueue failed".to_owned(), latency(&figures.failed)],
-        cells([
+    let latency = |l: &prometheus::Latency| {
+        let p99 = (l.p99_at_most_seconds).map_or(String::new(), |p99| {
+            format!(", p99 ≤ {}", seconds_bound(p99))
+        });
+        l.mean_seconds().map_or(l.count.to_string(), |mean| {
+            format!("{}, mean {}{p99}", l.count, ms_text(mean * 1000.0))
+        })
+    };
+    let table = [
+        ["orders accepted (202)", &figures.accepted.to_string()],
+        ["orders refused", &refused],
+        ["enqueued (SQS confirmed)", &latency(&figures.queued)],
+        ["enqueue failed", &latency(&figures.failed)],
+        [
             "orders in flight",
             "n/a: the producer's /metrics has no gauge for it",
-        ]),
-    ];
+        ],
+    ]
+    .map(cells);
     write_table(out, &table, Some("  "));
 }
 
@@ -355,7 +325,13 @@ fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
 /// The first column left-aligned, the others right-aligned under their headers
 /// or, after `indent`, all left-aligned.
 fn write_table(out: &mut String, rows: &[Vec<String>], indent: Option<&str>) {
-    let widths = widths(rows);
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            let cells = rows.iter().filter_map(|row| row.get(i));
+            cells.map(|cell| cell.chars().count()).max().unwrap_or(0)
+        })
+        .collect();
     for row in rows {
         let mut line = String::from(indent.unwrap_or_default());
         for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
@@ -367,19 +343,6 @@ fn write_table(out: &mut String, rows: &[Vec<String>], indent: Option<&str>) {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
-}
-
-fn widths(rows: &[Vec<String>]) -> Vec<usize> {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    (0..columns)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|row| row.get(i))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect()
 }
 
 /// An age a person reads at a glance: `850 ms`, `14 s`, `3 min 5 s`, `2 h 10 min`.

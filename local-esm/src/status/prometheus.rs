@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use prometheus_parse::{Sample, Scrape, Value};
 
-/// The producer's metric names (its `Registry` prefix `producer`, and the
-/// suffixes the text format adds), as `producer/src/metrics.rs` registers
-/// them; the status integration test reads them from a running producer.
+/// The producer's metric names as `producer/src/metrics.rs` registers them
+/// (the status integration test reads them from a running producer).
 pub const HTTP_REQUESTS: &str = "producer_http_requests_total";
 pub const ENQUEUE_SECONDS: &str = "producer_enqueue_seconds";
 /// The route whose answers are orders accepted or refused.
@@ -97,14 +96,9 @@ fn latency(samples: &[Sample], outcome: &str) -> Latency {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Buckets are cumulative: the first whose count reaches 99 % of all.
-    let p99_at_most_seconds = (count > 0)
-        .then(|| {
-            buckets
-                .iter()
-                .find(|(_, cumulative)| *cumulative >= 0.99 * count as f64)
-                .map(|(bound, _)| *bound)
-        })
-        .flatten();
+    let p99_at_most_seconds = (buckets.iter())
+        .find(|(_, cumulative)| count > 0 && *cumulative >= 0.99 * count as f64)
+        .map(|(bound, _)| *bound);
     Latency {
         count,
         sum_seconds,

@@ -43,27 +43,21 @@ pub async fn read(
     endpoint: Option<&str>,
     url: &str,
 ) -> Result<QueueFigures, QueueError> {
+    use QueueAttributeName::{
+        ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesDelayed as Delayed,
+        ApproximateNumberOfMessagesNotVisible as InFlight,
+    };
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .set_attribute_names(Some(vec![Visible, InFlight, Delayed]))
         .send()
         .await
         .map_err(|err| QueueError::new(format!("read the depth of {}", name_of(url)), err))?;
-    let count = |name: QueueAttributeName| -> u64 {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let (visible, in_flight, delayed) = (
-        count(QueueAttributeName::ApproximateNumberOfMessages),
-        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-    );
+    let [visible, in_flight, delayed] = [Visible, InFlight, Delayed].map(|name| {
+        let value = attributes.attributes().and_then(|a| a.get(&name));
+        value.and_then(|v| v.parse().ok()).unwrap_or(0)
+    });
     let oldest = match endpoint {
         _ if visible + in_flight + delayed == 0 => Oldest::Empty,
         None => Oldest::Unknown,

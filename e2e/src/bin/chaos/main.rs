@@ -149,39 +149,33 @@ async fn main() -> anyhow::Result<()> {
     };
     let port = free_port();
     let producer_url = format!("http://127.0.0.1:{port}");
-    let aws_env: Vec<(String, String)> = [
-        "AWS_ENDPOINT_URL",
-        "AWS_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ]
-    .iter()
-    .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
-    .collect();
+    // The services inherit this environment (AWS_ENDPOINT_URL, the region and
+    // credentials), and take their own settings from these pairs.
+    let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let owned = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        owned.collect()
+    };
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut producer = Service {
         name: "producer",
         program: format!("{}/producer", args.bin_dir),
         args: Vec::new(),
-        env: [
-            ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
-            ("BIND_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-            (
-                "METRICS_ADDR".to_owned(),
-                format!("127.0.0.1:{}", free_port()),
-            ),
+        env: pairs(&[
+            ("QUEUE_URL", &queues.queue_url),
+            ("BIND_ADDR", &format!("127.0.0.1:{port}")),
+            ("METRICS_ADDR", &metrics_addr),
             // Every client here is 127.0.0.1: no per-client limit or cap for this run.
-            ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
-            ("MAX_IN_FLIGHT_PER_CLIENT".to_owned(), "0".to_owned()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
-            ("CATALOGUE_PATH".to_owned(), e2e::CATALOGUE_PATH.to_owned()),
-        ]
-        .into_iter()
-        .chain(aws_env.clone())
-        .collect(),
+            ("RATE_LIMIT_PER_SECOND", "0"),
+            ("MAX_IN_FLIGHT_PER_CLIENT", "0"),
+            ("RUST_LOG", "info"),
+            ("CATALOGUE_PATH", e2e::CATALOGUE_PATH),
+        ]),
         log: format!("{}/producer.log", args.log_dir),
         child: None,
     };
-    let mut consumer_args: Vec<String> = [
+    let mut consumer_args: Vec<&str> = vec![
         "run",
         "--template",
         &args.template,
@@ -191,52 +185,47 @@ async fn main() -> anyhow::Result<()> {
         &queues.dlq_url,
         "--database-url",
         &writer_url,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    ];
     // A bad release is written to this file, and the breaker reads the
     // batches' figures as it does in AWS.
     let function_file = format!("{}/function", args.log_dir);
+    let batch_log = format!("{}/batches.jsonl", args.log_dir);
+    let (speedup, timeout_ms) = (
+        BREAKER_SPEEDUP.to_string(),
+        FUNCTION_TIMEOUT.as_millis().to_string(),
+    );
+    let max_receive_count = MAX_RECEIVE_COUNT.to_string();
     if bad_release.is_some() {
         std::fs::write(&function_file, "running")?;
-        consumer_args.extend([
-            "--function-file".to_owned(),
-            function_file.clone(),
-            "--batch-log".to_owned(),
-            format!("{}/batches.jsonl", args.log_dir),
-        ]);
+        consumer_args.extend(["--function-file", &function_file, "--batch-log", &batch_log]);
         if real.is_none() {
-            consumer_args.extend(["--breaker-speedup".to_owned(), BREAKER_SPEEDUP.to_string()]);
+            consumer_args.extend(["--breaker-speedup", &speedup]);
         }
     }
-    let mut consumer_env = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+    let mut consumer_env = vec![("RUST_LOG", "info")];
+    let (retry_base, retry_multiplier) =
+        (RETRY_BASE_SECONDS.to_string(), RETRY_MULTIPLIER.to_string());
     if real.is_none() {
-        consumer_args.extend(
-            [
-                "--batch-size",
-                "100",
-                "--batching-window-ms",
-                "300",
-                "--function-timeout-ms",
-                &FUNCTION_TIMEOUT.as_millis().to_string(),
-                "--max-receive-count",
-                &MAX_RECEIVE_COUNT.to_string(),
-            ]
-            .map(str::to_owned),
-        );
+        consumer_args.extend([
+            "--batch-size",
+            "100",
+            "--batching-window-ms",
+            "300",
+            "--function-timeout-ms",
+            &timeout_ms,
+            "--max-receive-count",
+            &max_receive_count,
+        ]);
         consumer_env.extend([
-            (
-                "RETRY_BASE_SECONDS".to_owned(),
-                RETRY_BASE_SECONDS.to_string(),
-            ),
-            ("RETRY_MULTIPLIER".to_owned(), RETRY_MULTIPLIER.to_string()),
+            ("RETRY_BASE_SECONDS", retry_base.as_str()),
+            ("RETRY_MULTIPLIER", &retry_multiplier),
         ]);
     }
     let mut consumer = Service {
         name: "local-esm",
         program: format!("{}/local-esm", args.bin_dir),
-        args: consumer_args,
-        env: consumer_env.into_iter().chain(aws_env).collect(),
+        args: consumer_args.into_iter().map(str::to_owned).collect(),
+        env: pairs(&consumer_env),
         log: format!("{}/local-esm.log", args.log_dir),
         child: None,
     };
@@ -508,19 +497,18 @@ async fn main() -> anyhow::Result<()> {
     // Whole seconds in the summary, as printed, so that the line and the
     // verdict agree; "never" when some of the orders were never stored.
     let catchup_s = catchup.map(|c| c.map(|c| c.as_secs_f64().round() as u64));
-    match catchup {
+    let catchup_text = match catchup {
         Some(Some(catchup)) => {
-            println!("| catch-up after {back} | {:.1} s |", catchup.as_secs_f64())
+            println!("| catch-up after {back} | {:.1} s |", catchup.as_secs_f64());
+            format!(" catchup_s={}", catchup.as_secs_f64().round() as u64)
         }
-        Some(None) => println!("| catch-up after {back} | never |"),
-        None => {}
-    }
-    println!();
-    let catchup_text = match catchup_s {
-        Some(Some(catchup_s)) => format!(" catchup_s={catchup_s}"),
-        Some(None) => " catchup_s=never".to_owned(),
+        Some(None) => {
+            println!("| catch-up after {back} | never |");
+            " catchup_s=never".to_owned()
+        }
         None => String::new(),
     };
+    println!();
     println!(
         "chaos orders={orders} accepted={accepted_n} stored={stored} missing={missing} duplicates={duplicates} poison_in_dlq={poison_in_dlq}/{poison} valid_in_dlq={valid_in_dlq} conflicts={conflicts}/{injected} drain_s={drain_s:.0} poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={to_dlq_s:.0}{catchup_text}"
     );
