@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 
-use replay_dlq::archive::{DEFAULT_IMPORT_RATE, journal_path};
-use replay_dlq::{End, Error, Lines, Options, Selection, export, import};
 use order_contract::FailureClass;
 use order_contract::dead_letter::CLASS_ATTRIBUTE;
+use replay_dlq::archive::{DEFAULT_IMPORT_RATE, journal_path};
+use replay_dlq::{End, Error, Lines, Options, Selection, export, import};
 
 use crate::support::{
     Scratch, attributes, bodies, depth, drain, mixed_dlq, never_stop, queues, records, send_to_dlq,

@@ -1,8 +1,8 @@
 use std::collections::HashSet;
 
+use order_contract::FailureClass;
 use replay_dlq::peek::{write_json, write_reasons, write_table};
 use replay_dlq::{Options, peek};
-use order_contract::FailureClass;
 
 use crate::support::{dead_letter, depth, mixed_dlq, order_id, poison_bodies, queues, valid_body};
 

@@ -2,11 +2,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use replay_dlq::{End, Error, Options, Selection, peek, source_queue};
 use order_contract::FailureClass;
 use order_contract::dead_letter::{
     FAILURE_ATTRIBUTE_PREFIX, MAX_MESSAGE_ATTRIBUTES, REPLAYED_FROM_ATTRIBUTE,
 };
+use replay_dlq::{End, Error, Options, Selection, peek, source_queue};
 
 use crate::support::{
     attributes, bodies, dead_letter, depth, drain, failure, order_id, poison_bodies, queues,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
-use replay_dlq::{Error, Lines, Options, Report, replay};
 use order_contract::{Failure, FailureClass};
+use replay_dlq::{Error, Lines, Options, Report, replay};
 use testkit::{QueueSettings, TestQueues, eventually};
 use tokio::sync::watch;
 
