@@ -223,7 +223,7 @@ async fn status_shows_the_queues_the_consumers_batches_and_the_producers_counter
             snapshot.queues[i]
                 .figures
                 .as_ref()
-                .map(|f| (f.visible, f.in_flight, f.delayed))
+                .map(|f| (f.depth.visible, f.depth.in_flight, f.depth.delayed))
                 .ok()
         };
         let settled = match (depths(0), depths(1)) {

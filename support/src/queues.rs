@@ -54,6 +54,43 @@ pub struct QueueUrls {
     pub dlq_url: String,
 }
 
+/// A queue's messages by state (`GetQueueAttributes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl Depth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+pub async fn depth(sqs: &Client, url: &str) -> Result<Depth, QueueError> {
+    use QueueAttributeName::{
+        ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesDelayed as Delayed,
+        ApproximateNumberOfMessagesNotVisible as InFlight,
+    };
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .set_attribute_names(Some(vec![Visible, InFlight, Delayed]))
+        .send()
+        .await
+        .map_err(|err| QueueError::new(format!("read the depth of {url}"), err))?;
+    let [visible, in_flight, delayed] = [Visible, InFlight, Delayed].map(|name| {
+        let value = attributes.attributes().and_then(|a| a.get(&name));
+        value.and_then(|v| v.parse().ok()).unwrap_or(0)
+    });
+    Ok(Depth {
+        visible,
+        in_flight,
+        delayed,
+    })
+}
+
 /// Creates (or updates) the DLQ, then the source queue with its redrive policy,
 /// then allows only that queue to use the DLQ. Idempotent.
 pub async fn create_queues(

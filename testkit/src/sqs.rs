@@ -1,11 +1,11 @@
 //! Fresh SQS queues per test on the emulator.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
 use support::error_chain;
 pub use support::queues::QueueSettings;
-use support::queues::{QueueError, create_queues, queue_arn};
+use support::queues::{Depth, QueueError, create_queues, depth, queue_arn};
 
 use crate::{required_env, unique_name};
 
@@ -86,12 +86,12 @@ impl TestQueues {
     /// Visible, in-flight and delayed messages of the source queue (a requeued
     /// copy waits out its `DelaySeconds` as a delayed message).
     pub async fn depth(&self) -> u64 {
-        depths(&self.sqs, &self.queue_url).await.iter().sum()
+        depth_of(&self.sqs, &self.queue_url).await.total()
     }
 
     /// Visible, in-flight and delayed messages of the dead-letter queue.
     pub async fn dlq_depth(&self) -> u64 {
-        depths(&self.sqs, &self.dlq_url).await.iter().sum()
+        depth_of(&self.sqs, &self.dlq_url).await.total()
     }
 
     /// Receives every message of the dead-letter queue (hiding them for 60 s).
@@ -120,28 +120,14 @@ impl TestQueues {
 
 /// (visible, in flight) messages of a queue.
 pub async fn queue_depth(sqs: &Client, url: &str) -> (u64, u64) {
-    let [visible, in_flight, _] = depths(sqs, url).await;
-    (visible, in_flight)
+    let depth = depth_of(sqs, url).await;
+    (depth.visible, depth.in_flight)
 }
 
 fn fail<T>(err: QueueError) -> T {
     panic!("create the test queues: {}", error_chain(&err))
 }
 
-async fn depths(sqs: &Client, url: &str) -> [u64; 3] {
-    use QueueAttributeName::{
-        ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesDelayed as Delayed,
-        ApproximateNumberOfMessagesNotVisible as InFlight,
-    };
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .set_attribute_names(Some(vec![Visible, InFlight, Delayed]))
-        .send()
-        .await
-        .expect("read the queue depth");
-    [Visible, InFlight, Delayed].map(|name| {
-        let value = attributes.attributes().and_then(|a| a.get(&name));
-        value.and_then(|v| v.parse().ok()).unwrap_or(0)
-    })
+async fn depth_of(sqs: &Client, url: &str) -> Depth {
+    depth(sqs, url).await.unwrap_or_else(fail)
 }

@@ -176,9 +176,9 @@ fn render_queues(out: &mut String, rows: &[QueueRow]) {
         match &row.figures {
             Ok(figures) => table.push(vec![
                 row.name.clone(),
-                figures.visible.to_string(),
-                figures.in_flight.to_string(),
-                figures.delayed.to_string(),
+                figures.depth.visible.to_string(),
+                figures.depth.in_flight.to_string(),
+                figures.depth.delayed.to_string(),
                 match &figures.oldest {
                     Oldest::Empty => "-".to_owned(),
                     Oldest::Age(age) => age_text(age.as_secs_f64()),

@@ -6,19 +6,16 @@
 //! elsewhere it is `n/a`.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::queues::QueueError;
+use support::queues::{Depth, QueueError, depth};
 
 /// LocalStack's listing of a queue's messages, answered like `ReceiveMessage`.
 const LISTING_PATH: &str = "/_aws/sqs/messages?ShowInvisible=true&ShowDelayed=true";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueFigures {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
+    pub depth: Depth,
     pub oldest: Oldest,
 }
 
@@ -43,35 +40,16 @@ pub async fn read(
     endpoint: Option<&str>,
     url: &str,
 ) -> Result<QueueFigures, QueueError> {
-    use QueueAttributeName::{
-        ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesDelayed as Delayed,
-        ApproximateNumberOfMessagesNotVisible as InFlight,
-    };
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .set_attribute_names(Some(vec![Visible, InFlight, Delayed]))
-        .send()
-        .await
-        .map_err(|err| QueueError::new(format!("read the depth of {}", name_of(url)), err))?;
-    let [visible, in_flight, delayed] = [Visible, InFlight, Delayed].map(|name| {
-        let value = attributes.attributes().and_then(|a| a.get(&name));
-        value.and_then(|v| v.parse().ok()).unwrap_or(0)
-    });
+    let depth = depth(sqs, url).await?;
     let oldest = match endpoint {
-        _ if visible + in_flight + delayed == 0 => Oldest::Empty,
+        _ if depth.total() == 0 => Oldest::Empty,
         None => Oldest::Unknown,
         Some(endpoint) => match oldest_sent(http, endpoint, url).await {
             Some(sent) => Oldest::Age(SystemTime::now().duration_since(sent).unwrap_or_default()),
             None => Oldest::Unknown,
         },
     };
-    Ok(QueueFigures {
-        visible,
-        in_flight,
-        delayed,
-        oldest,
-    })
+    Ok(QueueFigures { depth, oldest })
 }
 
 /// When the oldest message in the queue was sent, from LocalStack's listing;

@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::BTreeMap;
+use support::queues::Depth;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -44,18 +45,22 @@ fn snapshot() -> Snapshot {
             QueueRow {
                 name: "orders".into(),
                 figures: Ok(QueueFigures {
-                    visible: 3,
-                    in_flight: 1,
-                    delayed: 2,
+                    depth: Depth {
+                        visible: 3,
+                        in_flight: 1,
+                        delayed: 2,
+                    },
                     oldest: Oldest::Age(Duration::from_secs(125)),
                 }),
             },
             QueueRow {
                 name: "orders-dlq".into(),
                 figures: Ok(QueueFigures {
-                    visible: 0,
-                    in_flight: 0,
-                    delayed: 0,
+                    depth: Depth {
+                        visible: 0,
+                        in_flight: 0,
+                        delayed: 0,
+                    },
                     oldest: Oldest::Empty,
                 }),
             },
