@@ -75,7 +75,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         store.insert(&refs(chunk)).await?;
     }
 
-    let template = infra_checks::Document::from_file("infra/template.yaml")
+    let template = infra::Document::from_file("infra/template.yaml")
         .context("reading infra/template.yaml (run from the repository's root)")?;
     let listener = local_alb::rules::Listener::from_document(&template)?;
     let key = std::env::temp_dir().join(format!("bench-status-{}.p8", std::process::id()));

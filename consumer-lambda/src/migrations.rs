@@ -104,7 +104,7 @@ pub const DEFAULT_WRITER: &str = "orders_writer";
 /// `DatabaseReaderUsername` default, and the local stack's).
 pub const DEFAULT_READER: &str = "orders_reader";
 /// The reader's connections at most, RDS Proxy's among them. The template's
-/// connection budget (`infra/checks`) counts them beside the consumer's.
+/// connection budget (`infra`) counts them beside the consumer's.
 pub const READER_CONNECTION_LIMIT: u32 = 10;
 
 /// What a role may do.

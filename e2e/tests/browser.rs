@@ -945,7 +945,7 @@ async fn behind_local_alb_failing(stack: &Stack, failing: Option<Arc<AtomicBool>
         .with_sign_in(Some(Arc::new(verifier)));
     tokio::spawn(producer::serve(producer_tcp, state, std::future::pending()));
 
-    let template = infra_checks::Document::from_file(&format!(
+    let template = infra::Document::from_file(&format!(
         "{}/../infra/template.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use infra_checks::Document;
+use infra::Document;
 
 use crate::rules::Listener;
 use crate::{Keys, LOCAL_SIGNER, Target};

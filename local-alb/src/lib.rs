@@ -110,7 +110,7 @@ impl std::fmt::Debug for Lambda {
 /// The status function behind each of `template`'s Lambda target groups,
 /// reading `database` (the reader's URL, as in AWS).
 pub async fn lambda_targets(
-    template: &infra_checks::Document,
+    template: &infra::Document,
     database: consumer_lambda::DatabaseConfig,
 ) -> Result<HashMap<String, Target>, consumer_lambda::database::ConnectError> {
     let pool = status::pool(database).await?;

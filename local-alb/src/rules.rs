@@ -1,6 +1,6 @@
 //! The HTTPS listener of `infra/template.yaml` as data: its rules in priority
 //! order, the default rule last, each with its conditions and actions, read
-//! with `infra_checks`' reader so that the local load balancer cannot drift
+//! with `infra`' reader so that the local load balancer cannot drift
 //! from the deployed one. Evaluation follows the ALB user guide: lowest
 //! priority first, the default rule when none matches
 //! (<https://docs.aws.amazon.com/elasticloadbalancing/latest/application/listener-rules.html>);
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use infra_checks::{Document, TemplateError, Value, as_u64, intrinsic, reference};
+use infra::{Document, TemplateError, Value, as_u64, intrinsic, reference};
 
 /// The listener local-alb plays: the one that signs customers in.
 pub const LISTENER: &str = "HttpsListener";

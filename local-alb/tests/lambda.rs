@@ -10,7 +10,7 @@ use aws_lambda_events::alb::{AlbTargetGroupRequest, AlbTargetGroupResponse};
 use aws_lambda_events::encodings::Body;
 use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use consumer_lambda::{DatabaseConfig, Delivery, MessageId, OrderStore, PgStore};
-use infra_checks::Document;
+use infra::Document;
 use local_alb::rules::{Listener, lambda_target_groups};
 use local_alb::{Keys, LOCAL_SIGNER, Lambda, Target};
 use order_contract::OrderPlaced;

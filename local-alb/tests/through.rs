@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use infra_checks::Document;
+use infra::Document;
 use local_alb::rules::Listener;
 use local_alb::{KEYS_PATH, Keys, LOCAL_SIGNER, Target};
 use producer::auth::{SignInConfig, Verifier};

@@ -321,7 +321,7 @@ mod tests {
     }
 
     /// The template's schedule of the breaker, `rate(N minute[s])`.
-    fn schedule_rate(t: &infra_checks::Document) -> Duration {
+    fn schedule_rate(t: &infra::Document) -> Duration {
         let events = t
             .get(&["Resources", "BreakerFunction", "Properties", "Events"])
             .expect("the breaker's events");
@@ -345,14 +345,9 @@ mod tests {
             BACKOFF_BASE, FIGURES_WINDOW, Hold, METRICS_DELAY, TRIP_HORIZON, hold,
         };
         const TEMPLATE: &str = include_str!("../../infra/template.yaml");
-        let t = infra_checks::Document::parse(TEMPLATE).expect("YAML");
+        let t = infra::Document::parse(TEMPLATE).expect("YAML");
         let local = crate::Template::from_document(&t).expect("settings");
-        let number = |path: &[&str]| {
-            t.get(path)
-                .ok()
-                .and_then(infra_checks::as_u64)
-                .expect("a number")
-        };
+        let number = |path: &[&str]| t.get(path).ok().and_then(infra::as_u64).expect("a number");
         let visibility = Duration::from_secs(u64::from(local.queues.visibility_timeout_secs));
         let retention = Duration::from_secs(u64::from(local.queues.retention_secs));
         let schedule = schedule_rate(&t);

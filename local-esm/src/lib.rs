@@ -1,7 +1,7 @@
 //! The local stand-ins for AWS that `scripts/dev` and the tests run: Lambda's SQS
 //! event source mapping ([`driver`]) feeding the consumer's handler ([`handler`]),
 //! under the circuit breaker ([`breaker`]), with the queue pair and settings of
-//! `infra/template.yaml` ([`template`], read with `infra_checks`' reader), and
+//! `infra/template.yaml` ([`template`], read with `infra`' reader), and
 //! `local-esm status` ([`status`], from the [`batches`] log). [`cli`] is the command.
 
 pub mod batches;

@@ -1,11 +1,11 @@
 //! The queue and event-source settings of `infra/template.yaml`, read with
-//! `infra_checks`' reader so that the local stack behaves like the deployed one
+//! `infra`' reader so that the local stack behaves like the deployed one
 //! and the two cannot drift apart.
 
 use std::time::Duration;
 
-use infra_checks::Document;
-pub use infra_checks::TemplateError;
+use infra::Document;
+pub use infra::TemplateError;
 use support::queues::QueueSettings;
 
 /// The SQS event source of the consumer function, and the function's timeout,
@@ -75,7 +75,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use infra_checks::as_u64;
+    use infra::as_u64;
 
     const PROJECT_TEMPLATE: &str = include_str!("../../infra/template.yaml");
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use infra_checks::{Value, as_u64, intrinsic, reference};
+use infra::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
     actions, at, get_att, items, role_statements, sid, statements, template, text,

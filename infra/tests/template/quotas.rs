@@ -7,7 +7,7 @@
 //! "Configuring reserved concurrency"). A reserved concurrency written into the
 //! template fails such an account's first deploy, after RDS and RDS Proxy exist.
 
-use infra_checks::{Document, Value, intrinsic, reference};
+use infra::{Document, Value, intrinsic, reference};
 
 use crate::helpers::{default_of, template, text};
 

@@ -8,7 +8,7 @@ use support::FromEnv;
 
 use consumer_lambda::migrations::{LATEST_VERSION, STATEMENT_TIMEOUT_SECS};
 use consumer_lambda::provision::{MIGRATE_RETRY_BUDGET, RESPONSE_MARGIN};
-use infra_checks::{as_u64, reference};
+use infra::{as_u64, reference};
 
 use crate::helpers::{at, get_att, granted, items, properties, template, text};
 

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 struct Run {
     code: Option<i32>,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use infra_checks::{Document, Value, intrinsic, reference};
+use infra::{Document, Value, intrinsic, reference};
 
 use crate::helpers::{
     HTTPS, at, database_port, get_att, is_private_subnet_list, items, name_of, port, properties,

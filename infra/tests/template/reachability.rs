@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use infra_checks::{Document, Value, reference};
+use infra::{Document, Value, reference};
 
 use crate::helpers::{
     HTTPS, actions, at, database_port, get_att, items, name_of, properties, role_statements, sid,

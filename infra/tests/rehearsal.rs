@@ -161,7 +161,7 @@ fn run_bounded(command: std::process::Command, limit: Duration, ls: &LocalStack)
 /// but not `Fn::Cidr`), so the four subnets' `!Cidr` blocks become the literal
 /// /24s they evaluate to with the default `VpcCidr` 10.40.0.0/16.
 fn template_for_localstack(template: &str) -> String {
-    let document = infra_checks::Document::parse(template).expect("the template parses");
+    let document = infra::Document::parse(template).expect("the template parses");
     assert_eq!(
         document
             .get(&["Parameters", "VpcCidr", "Default"])
@@ -196,7 +196,7 @@ fn lay_out_copy(dir: &Path, template: &str) -> PathBuf {
     std::fs::create_dir_all(&infra).expect("infra/");
     let copy = infra.join("template.yaml");
     std::fs::write(&copy, template_for_localstack(template)).expect("the copy");
-    let document = infra_checks::Document::parse(template).expect("the template parses");
+    let document = infra::Document::parse(template).expect("the template parses");
     let resources = document
         .get(&["Resources"])
         .expect("Resources")
@@ -250,7 +250,7 @@ fn rehearsal_sam_deploy_of_the_real_template_goes_as_far_as_localstack_can_and_s
     let started = Instant::now();
     let template =
         std::fs::read_to_string(format!("{REPO}/infra/template.yaml")).expect("the template");
-    let template_names: BTreeSet<String> = infra_checks::Document::parse(&template)
+    let template_names: BTreeSet<String> = infra::Document::parse(&template)
         .expect("the template parses")
         .get(&["Resources"])
         .expect("Resources")

@@ -642,8 +642,8 @@ fn deploy_preflight_accepts_two_chosen_zones_and_says_their_ids() {
 fn deploy_preflight_stops_a_deploy_the_accounts_concurrency_cannot_carry_and_says_what_to_do() {
     // Beside the consumer's batches: the template's other functions, and the
     // breaker's probe and the release hook's check of the consumer.
-    let template = infra_checks::Document::from_file(&format!("{REPO}/infra/template.yaml"))
-        .expect("the template");
+    let template =
+        infra::Document::from_file(&format!("{REPO}/infra/template.yaml")).expect("the template");
     let functions = template
         .resources_of_type("AWS::Serverless::Function")
         .count();

@@ -4,7 +4,7 @@
 //! rests on this path: it cannot fetch the load balancer's keys); and its one
 //! network path, to RDS Proxy.
 
-use infra_checks::{Value, as_u64, intrinsic, reference};
+use infra::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{HTTPS, at, database_port, get_att, items, properties, template, text};
 use crate::network::{Peer, egress_admits, ingress_admits, openings};

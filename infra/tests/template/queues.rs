@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use infra_checks::{Value, as_u64, intrinsic, reference};
+use infra::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
     at, function_timeout, get_att, items, properties, template, text, truthy, visibility_timeout,

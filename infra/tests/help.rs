@@ -2,7 +2,7 @@
 //! manual, from the one `usage` in `scripts/lib/common.sh`. Runs the scripts
 //! themselves; `--help` returns before anything is installed or started.
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// `scripts/replay-dlq` hands every argument, `--help` included, to the
 /// `replay-dlq` binary, whose help clap writes.

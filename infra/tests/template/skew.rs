@@ -2,7 +2,7 @@
 //! and valid orders it cannot take yet raise an alarm once they outlast a
 //! release.
 
-use infra_checks::{as_u64, reference};
+use infra::{as_u64, reference};
 
 use crate::helpers::{at, items, properties, template, text};
 

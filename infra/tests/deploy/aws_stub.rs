@@ -359,7 +359,7 @@ fn producer(shared: &Shared, request: &Request) -> (Call, Response) {
         "GET /catalogue" => Response::new(
             200,
             "application/json",
-            include_str!("../../../../producer/catalogue.json").into(),
+            include_str!("../../../producer/catalogue.json").into(),
         ),
         "POST /orders" => {
             let order_id = serde_json::from_slice::<serde_json::Value>(&request.body)

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use support::FromEnv;
 
-use infra_checks::{Value, as_u64, intrinsic, reference};
+use infra::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
     actions, at, default_of, function_timeout, get_att, is_private_subnet_list, items, properties,

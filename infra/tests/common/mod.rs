@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The repository's root.
-pub(crate) const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+pub(crate) const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// A directory of the test's own, removed when dropped.
 pub(crate) struct TempDir(pub(crate) PathBuf);

@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use support::FromEnv;
 
 use consumer_lambda::config::DbAuth;
-use infra_checks::{Document, Value, as_u64, reference};
+use infra::{Document, Value, as_u64, reference};
 
 use crate::helpers::{
     REPO, at, consumer_environment, default_of, get_att, items, max_receive_count, properties,

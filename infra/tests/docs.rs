@@ -28,7 +28,7 @@ const RUN_TIME_PATHS: &[&str] = &[".dev/", "target/"];
 
 fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .expect("the repository root exists")
 }

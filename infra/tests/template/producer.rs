@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use support::FromEnv;
 
-use infra_checks::{Document, Value, as_u64, intrinsic, reference};
+use infra::{Document, Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{
     HTTPS, at, default_of, items, name_of, port, properties, template, text, truthy,
@@ -493,9 +493,8 @@ fn the_instances_fetch_the_catalogue_before_the_producer_starts_and_every_minute
             < position("systemctl enable --now orders-producer.service orders-catalogue.timer")
     );
     position("OnUnitActiveSec=1min");
-    let deploy =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/deploy"))
-            .expect("scripts/deploy");
+    let deploy = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/deploy"))
+        .expect("scripts/deploy");
     assert!(
         deploy.contains(r#"CATALOGUE_KEY="$STACK_NAME/catalogue.json""#),
         "scripts/deploy uploads the catalogue where the instances fetch it"

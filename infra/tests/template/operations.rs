@@ -1,7 +1,7 @@
 //! Operations: the alarms and what they watch, the outputs, log retention, and
 //! the linters' skips.
 
-use infra_checks::{Value, as_u64, intrinsic, reference};
+use infra::{Value, as_u64, intrinsic, reference};
 
 use crate::helpers::{at, get_att, items, properties, template, text};
 
@@ -194,7 +194,7 @@ fn a_conflicting_order_raises_an_alarm_on_the_consumers_conflicts_metric() {
 }
 
 /// An alarm on one of the consumer's own EMF metrics, by metric name.
-fn consumer_metric_alarm<'a>(t: &'a infra_checks::Document, metric: &str) -> &'a Value {
+fn consumer_metric_alarm<'a>(t: &'a infra::Document, metric: &str) -> &'a Value {
     let alarm = t
         .resources_of_type("AWS::CloudWatch::Alarm")
         .filter_map(|(_, a)| a.get("Properties"))

@@ -7,7 +7,7 @@ use support::FromEnv;
 
 use breaker::function::{BREAKER_OPEN, NAMESPACE};
 use breaker::{OPEN_PROBE_INTERVAL, PROBE_TIMEOUT, SCHEDULE_INTERVAL};
-use infra_checks::{as_u64, reference};
+use infra::{as_u64, reference};
 
 use crate::helpers::{
     actions, at, granted, items, max_receive_count, properties, role_statements, template, text,

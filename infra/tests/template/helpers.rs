@@ -2,10 +2,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use infra_checks::{Document, Value, as_u64, intrinsic, reference};
+use infra::{Document, Value, as_u64, intrinsic, reference};
 
-pub(crate) const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
-pub(crate) const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+pub(crate) const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+pub(crate) const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// AWS's APIs answer HTTPS on this port, through an endpoint or the internet.
 pub(crate) const HTTPS: u64 = 443;

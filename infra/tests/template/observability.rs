@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use infra_checks::{Document, Value, intrinsic, reference};
+use infra::{Document, Value, intrinsic, reference};
 
 use crate::helpers::{
     REPO, at, get_att, items, name_of, properties, role_statements, template, text,
@@ -662,7 +662,7 @@ fn the_dashboard_lists_the_status_functions_warnings_from_its_own_log_group() {
         .find(|q| q.starts_with("SOURCE 'Ref:StatusLogGroup' |"))
         .unwrap_or_else(|| panic!("no log widget reads StatusLogGroup: {queries:?}"));
     // The level the function's "cannot be read" lines are written at.
-    let status = include_str!("../../../../status/src/lib.rs");
+    let status = include_str!("../../../status/src/lib.rs");
     assert!(status.contains("tracing::warn!("), "status warns no more?");
     assert!(query.contains(r#""level":"(WARN|ERROR)""#), "{query}");
     assert_eq!(
