@@ -1,4 +1,4 @@
-//! The `bootstrap` binary Lambda runs: telemetry, then the task `TASK` names.
+//! The consumer function's binary (Lambda runs it as `bootstrap`): telemetry, then the task `TASK` names.
 //! One binary serves three functions (one build): the consumer, the migration
 //! (`TASK=migrate`, in the VPC) and the custom resource that runs it during
 //! `sam deploy` (`TASK=provision`, outside the VPC), each with its own IAM

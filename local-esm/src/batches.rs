@@ -14,7 +14,7 @@ use consumer_lambda::BatchMetrics;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The function name the EMF lines carry, as `bootstrap` names itself outside Lambda.
+/// The function name the EMF lines carry, as the consumer names itself outside Lambda.
 pub const FUNCTION_NAME: &str = "orders-consumer";
 
 /// Lines kept before the file is rotated: `status` shows a few, and sums these.

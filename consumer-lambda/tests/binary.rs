@@ -1,4 +1,4 @@
-//! The real `bootstrap` binary under cargo-lambda's Runtime API emulator
+//! The real binary, as Lambda runs it, under cargo-lambda's Runtime API emulator
 //! (`cargo lambda watch --only-lambda-apis`), invoked through the Lambda Invoke API with the SQS
 //! event files in `events/`, against a database of its own; and checked by the
 //! release's pre-traffic hook (`breaker::hook`), which reports to a
@@ -63,7 +63,7 @@ impl Watch {
             std::thread::sleep(Duration::from_millis(50));
         }
         // The variables the emulator says a function it does not start must have.
-        let function = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        let function = Command::new(env!("CARGO_BIN_EXE_consumer-lambda"))
             .env_clear()
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
