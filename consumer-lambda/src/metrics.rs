@@ -1,6 +1,7 @@
 //! Per-batch metrics in CloudWatch Embedded Metric Format: one JSON log line that
 //! CloudWatch turns into metrics, with no API call and no extra latency.
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -75,27 +76,36 @@ pub const BATCH_LATENCY: &str = "BatchLatency";
 pub const OLDEST_ORDER_AGE: &str = "OldestOrderAge";
 
 impl BatchMetrics {
+    /// Each count under its metric name.
+    pub fn counts(&self) -> [(&'static str, u64); 12] {
+        [
+            (RECORDS, self.records as u64),
+            (STORED, self.stored),
+            (DUPLICATES, self.duplicates),
+            (CONFLICTS, self.conflicts),
+            (INVALID, self.invalid as u64),
+            (REFUSED, self.refused as u64),
+            (SKEWED, self.skewed as u64),
+            (POSTPONED, self.postponed as u64),
+            (REQUEUED, self.requeued as u64),
+            (REQUEUE_FAILED, self.requeue_failed as u64),
+            (DEAD_LETTERED, self.dead_lettered as u64),
+            (DEAD_LETTER_FAILED, self.dead_letter_failed as u64),
+        ]
+    }
+
     /// The EMF document for this batch, as one line, dimensioned by function name.
     pub fn to_emf(&self, function_name: &str, timestamp_ms: u64) -> String {
-        let mut values = vec![
-            (RECORDS, "Count", json!(self.records)),
-            (STORED, "Count", json!(self.stored)),
-            (DUPLICATES, "Count", json!(self.duplicates)),
-            (CONFLICTS, "Count", json!(self.conflicts)),
-            (INVALID, "Count", json!(self.invalid)),
-            (REFUSED, "Count", json!(self.refused)),
-            (SKEWED, "Count", json!(self.skewed)),
-            (POSTPONED, "Count", json!(self.postponed)),
-            (REQUEUED, "Count", json!(self.requeued)),
-            (REQUEUE_FAILED, "Count", json!(self.requeue_failed)),
-            (DEAD_LETTERED, "Count", json!(self.dead_lettered)),
-            (DEAD_LETTER_FAILED, "Count", json!(self.dead_letter_failed)),
-            (
-                BATCH_LATENCY,
-                "Milliseconds",
-                json!(self.latency.as_secs_f64() * 1000.0),
-            ),
-        ];
+        let mut values: Vec<_> = self
+            .counts()
+            .into_iter()
+            .map(|(name, count)| (name, "Count", json!(count)))
+            .collect();
+        values.push((
+            BATCH_LATENCY,
+            "Milliseconds",
+            json!(self.latency.as_secs_f64() * 1000.0),
+        ));
         // Only a batch with a valid order has an oldest order to report.
         if let Some(received_at) = self.oldest_received_at {
             let age_ms = i64::try_from(timestamp_ms)
@@ -119,6 +129,16 @@ impl BatchMetrics {
             }],
         });
         line.to_string()
+    }
+}
+
+/// The counts as `Name=count` pairs, then the latency: the log line of a batch.
+impl fmt::Display for BatchMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, count) in self.counts() {
+            write!(f, "{name}={count} ")?;
+        }
+        write!(f, "{BATCH_LATENCY}={} ms", self.latency.as_millis())
     }
 }
 

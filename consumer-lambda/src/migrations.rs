@@ -35,39 +35,33 @@ pub const LOCK_TIMEOUT_SECS: u32 = 5;
 /// it, so that a long migration fails with PostgreSQL's answer, not Lambda's.
 pub const STATEMENT_TIMEOUT_SECS: u32 = 240;
 
-struct Migration {
-    version: i32,
-    name: &'static str,
-    sql: &'static str,
-}
-
-/// In order; never edit one that has shipped, add the next instead.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "create_orders",
-        sql: include_str!("../migrations/0001_create_orders.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "content_hash_conflicts_request_id",
-        sql: include_str!("../migrations/0002_content_hash_conflicts_request_id.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "catalogue_version",
-        sql: include_str!("../migrations/0003_catalogue_version.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "order_status_reads",
-        sql: include_str!("../migrations/0004_order_status_reads.sql"),
-    },
+/// `(version, name, SQL)`, in order; never edit one that has shipped, add the next instead.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "create_orders",
+        include_str!("../migrations/0001_create_orders.sql"),
+    ),
+    (
+        2,
+        "content_hash_conflicts_request_id",
+        include_str!("../migrations/0002_content_hash_conflicts_request_id.sql"),
+    ),
+    (
+        3,
+        "catalogue_version",
+        include_str!("../migrations/0003_catalogue_version.sql"),
+    ),
+    (
+        4,
+        "order_status_reads",
+        include_str!("../migrations/0004_order_status_reads.sql"),
+    ),
 ];
 
 /// The newest migration's version: the template's `DatabaseSchema` carries it,
 /// so that a deploy that ships a migration runs it.
-pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// How a failed connection begins its message: the provision task tries again
 /// on it (RDS Proxy admits connections some time after it is created).
@@ -307,22 +301,15 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
         .map(|row| row.get(0))
         .collect();
     let mut now_applied = Vec::new();
-    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applying migration"
-        );
-        tx.batch_execute(migration.sql).await?;
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
+        tracing::info!(version, name, "applying migration");
+        tx.batch_execute(sql).await?;
         tx.execute_typed(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[
-                (&migration.version, Type::INT4),
-                (&migration.name, Type::TEXT),
-            ],
+            &[(&version, Type::INT4), (&name, Type::TEXT)],
         )
         .await?;
-        now_applied.push(migration.version);
+        now_applied.push(version);
     }
     tx.commit().await?;
     Ok(now_applied)
@@ -365,13 +352,8 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_one_by_one_from_one() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                migration.version,
-                i32::try_from(index).expect("few") + 1,
-                "{}",
-                migration.name
-            );
+        for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i32::try_from(index).expect("few") + 1, "{name}");
         }
     }
 }

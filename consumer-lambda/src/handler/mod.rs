@@ -258,22 +258,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         }
 
         metrics.latency = started.elapsed();
-        info!(
-            records = metrics.records,
-            stored = metrics.stored,
-            duplicates = metrics.duplicates,
-            conflicts = metrics.conflicts,
-            invalid = metrics.invalid,
-            refused = metrics.refused,
-            skewed = metrics.skewed,
-            postponed = metrics.postponed,
-            requeued = metrics.requeued,
-            requeue_failed = metrics.requeue_failed,
-            dead_lettered = metrics.dead_lettered,
-            dead_letter_failed = metrics.dead_letter_failed,
-            latency_ms = metrics.latency.as_millis() as u64,
-            "batch handled"
-        );
+        info!(%metrics, "batch handled");
         let mut response = SqsBatchResponse::default();
         response.set_failures(unacknowledged.into_iter().map(String::from));
         Ok(Handled { response, metrics })
