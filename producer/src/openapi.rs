@@ -1,15 +1,16 @@
 //! `GET /openapi.json`: the API described in OpenAPI 3.1, generated from the
 //! code (utoipa): the request schema, every status of every route, and the
 //! problem body. `scripts/test` runs schemathesis against it.
+// The types and functions here exist for the derives (and the tests) only.
+#![allow(dead_code)]
 
 use std::sync::LazyLock;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, CatalogueItem};
-use crate::problem::Problem;
 use crate::routes::{Accepted, Me};
 
 /// A new order: the body of `POST /orders`. Mirrors the contract's rules
@@ -23,8 +24,6 @@ use crate::routes::{Accepted, Me};
     "currency": "EUR",
     "items": [{"sku": "NOTEBOOK-A5", "quantity": 2, "unit_price_cents": 1299}]
 }))]
-// Read by the schema derive and the tests only.
-#[allow(dead_code)]
 pub struct NewOrder {
     /// Chosen by the client, fresh for every order: its idempotency key. A retry
     /// of the same order with the same id is stored once. A different order
@@ -57,7 +56,6 @@ pub struct NewOrder {
 /// One line of a new order.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct NewLineItem {
     /// A SKU of the catalogue (`GET /catalogue`); 1–64 printable ASCII characters.
     #[schema(pattern = "^[ -~]{1,64}$", min_length = 1, max_length = 64)]
@@ -70,9 +68,30 @@ pub struct NewLineItem {
     unit_price_cents: i64,
 }
 
+// [`crate::problem::Problem`] as the document shows it: the fields it serializes.
+/// One error answer (`application/problem+json`, RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+struct Problem {
+    /// A URI naming the kind of problem; `about:blank` means "see the status".
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    kind: &'static str,
+    /// The status phrase, the same for every occurrence.
+    title: &'static str,
+    /// The HTTP status, repeated in the body for clients that log only bodies.
+    status: u16,
+    /// What went wrong with this request and what to do about it.
+    detail: String,
+    /// The order field at fault (e.g. `items[0].quantity`), for validation problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    /// The current catalogue, on a `409` for a price that changed: the prices to
+    /// show the customer before the order is sent again.
+    catalogue: Option<Catalogue>,
+}
+
 /// `/healthz` and `/readyz` when all is well.
 #[derive(Debug, ToSchema)]
-#[allow(dead_code)]
 pub struct Status {
     /// `alive` or `ready`.
     #[schema(example = "ready")]
@@ -84,7 +103,6 @@ pub struct Status {
 /// checks the function's answers against it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
-#[allow(dead_code)]
 pub enum OrderStatus {
     /// The shop has stored it.
     Stored {
@@ -118,7 +136,6 @@ pub enum OrderStatus {
 
 /// `GET /orders`: the signed-in customer's newest orders first.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
 pub struct MyOrders {
     /// At most 20.
     orders: Vec<OrderStatus>,
@@ -139,7 +156,6 @@ const STATUS_FUNCTION: &str = "Answered by the status function, to which the loa
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
-#[allow(dead_code)]
 fn order_status() {}
 
 /// `GET /orders`: the signed-in customer's recent orders.
@@ -151,7 +167,6 @@ fn order_status() {}
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
-#[allow(dead_code)]
 fn my_orders() {}
 
 /// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
@@ -176,7 +191,6 @@ fn my_orders() {}
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
-#[allow(dead_code)]
 fn place_order() {}
 
 /// `GET /catalogue`: what the shop sells, at what price.
@@ -185,14 +199,12 @@ fn place_order() {}
     (status = 503, description = "No valid catalogue has been loaded", body = Problem, content_type = "application/problem+json",
         headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
 ))]
-#[allow(dead_code)]
 fn catalogue() {}
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", responses(
     (status = 200, description = "Alive", body = Status),
 ))]
-#[allow(dead_code)]
 fn healthz() {}
 
 /// `GET /readyz`: orders can be accepted.
@@ -201,7 +213,6 @@ fn healthz() {}
     (status = 503, description = "No valid catalogue has been loaded, the queue cannot be reached, or this instance's sender has stopped", body = Problem, content_type = "application/problem+json",
         headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
 ))]
-#[allow(dead_code)]
 fn readyz() {}
 
 /// `GET /me`: who is signed in.
@@ -209,14 +220,12 @@ fn readyz() {}
     (status = 200, description = "`sign_in` is `on` with the signed-in `customer_id`, or `off` (trial mode: orders name their customer)", body = Me),
     (status = 401, description = "Sign-in is on and the request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
 ))]
-#[allow(dead_code)]
 fn me() {}
 
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
 ))]
-#[allow(dead_code)]
 fn openapi_json() {}
 
 #[derive(OpenApi)]

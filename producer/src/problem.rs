@@ -66,50 +66,6 @@ impl Problem {
     }
 }
 
-// The OpenAPI document's `Problem`: the fields as `Problem` serializes them.
-/// One error answer (`application/problem+json`, RFC 9457).
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code, reason = "only its schema is used")]
-struct ProblemSchema {
-    /// A URI naming the kind of problem; `about:blank` means "see the status".
-    #[serde(rename = "type")]
-    #[schema(example = "about:blank")]
-    kind: &'static str,
-    /// The status phrase, the same for every occurrence.
-    title: &'static str,
-    /// The HTTP status, repeated in the body for clients that log only bodies.
-    status: u16,
-    /// What went wrong with this request and what to do about it.
-    detail: String,
-    /// The order field at fault (e.g. `items[0].quantity`), for validation problems.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
-    /// The current catalogue, on a `409` for a price that changed: the prices to
-    /// show the customer before the order is sent again.
-    catalogue: Option<Catalogue>,
-}
-
-impl utoipa::PartialSchema for Problem {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        ProblemSchema::schema()
-    }
-}
-
-impl utoipa::ToSchema for Problem {
-    fn name() -> std::borrow::Cow<'static, str> {
-        ProblemSchema::name()
-    }
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        ProblemSchema::schemas(schemas);
-    }
-}
-
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.body.status_code();
