@@ -120,13 +120,6 @@ impl<Q> AppState<Q> {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
-
-    /// Reuses `/readyz`'s queue check for `ttl` (default [`DEFAULT_READY_CACHE`]).
-    #[must_use]
-    pub fn with_ready_cache(mut self, ttl: Duration) -> Self {
-        self.readiness = Arc::new(ReadinessCache::new(ttl));
-        self
-    }
 }
 
 // Not derived: a derive would require `Q: Clone`.
@@ -265,17 +258,11 @@ async fn place_order<Q: OrderQueue>(
     })?;
     tracing::Span::current().record("catalogue_version", catalogue_version.as_str());
 
-    let message = OrderPlaced::new(order, received_at)
+    let body = OrderPlaced::new(order, received_at)
         .priced_by(catalogue_version)
         .to_json();
     let started = Instant::now();
-    let sent = state
-        .queue
-        .send(OrderMessage {
-            body: message,
-            request_id,
-        })
-        .await;
+    let sent = state.queue.send(OrderMessage { body, request_id }).await;
     state.metrics.enqueued(sent.is_ok(), started.elapsed());
     match sent {
         Ok(message_id) => {
