@@ -19,10 +19,7 @@ pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 /// Far more than a person sends at once, far fewer than the in-flight cap.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT: usize = 32;
 
-const MAX_RATE_LIMIT_BURST: NonZeroU32 = match NonZeroU32::new(1_000_000) {
-    Some(max) => max,
-    None => NonZeroU32::MAX,
-};
+const MAX_RATE_LIMIT_BURST: NonZeroU32 = NonZeroU32::new(1_000_000).expect("not zero");
 
 /// The EC2 service unit sets `0.0.0.0:8080`.
 pub const DEFAULT_BIND_ADDR: SocketAddr =

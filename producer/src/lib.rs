@@ -113,7 +113,7 @@ pub async fn run_with<Q: OrderQueue>(
         config.limits.server_settings(),
         std::future::pending(),
     ));
-    tracing::info!(url = %metrics::describe(config.metrics_addr), "serving metrics");
+    tracing::info!(url = %format_args!("http://{}/metrics", config.metrics_addr), "serving metrics");
     tracing::info!(
         addr = %config.bind_addr,
         queue_url = %config.queue_url,

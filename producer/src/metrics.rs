@@ -228,11 +228,6 @@ async fn render(State(metrics): State<Metrics>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], metrics.render()).into_response()
 }
 
-/// For the log line at start-up.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}/metrics")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
