@@ -182,6 +182,6 @@ pub async fn serve<Q: OrderQueue>(
     state: AppState<Q>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let settings = state.limits().server_settings();
+    let settings = state.limits.server_settings();
     server::serve_router(listener, router(state), settings, shutdown).await
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,7 +44,7 @@ pub struct AppState<Q> {
     /// The longest a request may take before it is answered 503.
     request_timeout: Duration,
     readiness: Arc<ReadinessCache>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// `POST /orders` requests in progress with their body in.
     in_flight: InFlight,
     rate_limit: Option<RateLimit>,
@@ -115,10 +115,6 @@ impl<Q> AppState<Q> {
         self.limits = limits;
         self.in_flight = InFlight::new(limits.max_in_flight);
         self
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 }
 
@@ -322,7 +318,7 @@ async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
 
 async fn openapi_json() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::json(),
     )
 }
@@ -336,11 +332,7 @@ async fn catalogue<Q>(State(state): State<AppState<Q>>) -> Result<Response, Prob
     let catalogue = state.prices.current();
     let catalogue = catalogue.ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
     let cache = format!("public, max-age={CATALOGUE_MAX_AGE_SECS}");
-    Ok((
-        [(axum::http::header::CACHE_CONTROL, cache)],
-        Json(catalogue),
-    )
-        .into_response())
+    Ok(([(header::CACHE_CONTROL, cache)], Json(catalogue)).into_response())
 }
 
 async fn healthz() -> impl IntoResponse {
