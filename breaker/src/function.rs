@@ -51,21 +51,12 @@ impl FromEnv for Config {
 /// source mapping is paused because the consumer cannot store (the template
 /// alarms on it), dimensioned by the consumer function it guards.
 pub fn breaker_emf(open: bool, consumer_function: &str, timestamp_ms: u64) -> String {
-    one_count(
-        BREAKER_OPEN,
-        u8::from(open),
-        consumer_function,
-        timestamp_ms,
-    )
+    emf_count(BREAKER_OPEN, open.into(), consumer_function, timestamp_ms)
 }
 
-/// The line of a run that tripped: [`BREAKER_TRIPPED`] 1 for the consumer function.
-pub fn trip_emf(consumer_function: &str, timestamp_ms: u64) -> String {
-    one_count(BREAKER_TRIPPED, 1, consumer_function, timestamp_ms)
-}
-
-/// One EMF line: the count `name` = `value` for the consumer function.
-fn one_count(name: &str, value: u8, consumer_function: &str, timestamp_ms: u64) -> String {
+/// One EMF line: the count `name` = `value` for the consumer function (a run
+/// that tripped adds [`BREAKER_TRIPPED`] 1).
+fn emf_count(name: &str, value: u8, consumer_function: &str, timestamp_ms: u64) -> String {
     json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -125,30 +116,27 @@ pub async fn one_run(
     until: tokio::time::Instant,
     consumer_function: &str,
 ) -> (Vec<String>, Result<Value, MappingError>) {
-    match run_until(probe, mapping, figures, policy, until).await {
-        Ok(last) => {
-            let now = epoch_millis();
-            let mut lines = vec![breaker_emf(last.open(), consumer_function, now)];
-            if last.tripped {
-                lines.push(trip_emf(consumer_function, now));
-            }
-            let answer = json!({
-                "open": last.open(),
-                "action": format!("{:?}", last.action),
-                "tripped": last.tripped,
-                "held": last.held.is_some(),
-                "health": ProbeAnswer::from(last.health),
-            });
-            (lines, Ok(answer))
-        }
+    let last = run_until(probe, mapping, figures, policy, until).await;
+    let now = epoch_millis();
+    let last = match last {
+        Ok(last) => last,
         Err(err) => {
             tracing::error!(error = %support::error_chain(&err), "the breaker could not read or switch the mapping");
-            (
-                vec![breaker_emf(true, consumer_function, epoch_millis())],
-                Err(err),
-            )
+            return (vec![breaker_emf(true, consumer_function, now)], Err(err));
         }
+    };
+    let mut lines = vec![breaker_emf(last.open(), consumer_function, now)];
+    if last.tripped {
+        lines.push(emf_count(BREAKER_TRIPPED, 1, consumer_function, now));
     }
+    let answer = json!({
+        "open": last.open(),
+        "action": format!("{:?}", last.action),
+        "tripped": last.tripped,
+        "held": last.held.is_some(),
+        "health": ProbeAnswer::from(last.health),
+    });
+    (lines, Ok(answer))
 }
 
 /// The function's name, as the consumer's metrics carry it, from the name or
