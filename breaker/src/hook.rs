@@ -68,15 +68,6 @@ pub enum Verdict {
     Failed(String),
 }
 
-impl Verdict {
-    fn status(&self) -> LifecycleEventStatus {
-        match self {
-            Self::Succeeded => LifecycleEventStatus::Succeeded,
-            Self::Failed(_) => LifecycleEventStatus::Failed,
-        }
-    }
-}
-
 /// Reads the new version's answer to [`RELEASE_PROBE_PAYLOAD`]: it passes only
 /// if every order came back stored and every poison record dead-lettered,
 /// with at least one of each.
@@ -166,15 +157,16 @@ pub async fn check_and_report(
             timeout.as_secs()
         )),
     };
-    match &verdict {
+    let status = match &verdict {
         Verdict::Succeeded => {
-            tracing::info!(version, deployment = %event.deployment_id, "the new version stores the canary order and dead-letters the poison: Succeeded")
+            tracing::info!(version, deployment = %event.deployment_id, "the new version stores the canary order and dead-letters the poison: Succeeded");
+            LifecycleEventStatus::Succeeded
         }
         Verdict::Failed(reason) => {
-            tracing::error!(version, deployment = %event.deployment_id, %reason, "the new version fails the release check: Failed, CodeDeploy rolls back")
+            tracing::error!(version, deployment = %event.deployment_id, %reason, "the new version fails the release check: Failed, CodeDeploy rolls back");
+            LifecycleEventStatus::Failed
         }
-    }
-    let status = verdict.status();
+    };
     codedeploy
         .put_lifecycle_event_hook_execution_status()
         .deployment_id(&event.deployment_id)

@@ -288,11 +288,10 @@ impl From<Health> for ProbeAnswer {
             Health::Healthy => None,
             Health::Unhealthy(reason) | Health::Unknown(reason) => Some(reason),
         };
-        let (healthy, records) = (reason.is_none(), Vec::new());
         Self {
-            healthy,
+            healthy: reason.is_none(),
             reason,
-            records,
+            records: Vec::new(),
         }
     }
 }
