@@ -125,12 +125,10 @@ impl Failure {
     /// parser's error can quote the body.
     pub fn attributes(&self) -> Vec<FailureAttribute> {
         let failed_at = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let detail = self.detail.as_deref().map(|d| sendable(bounded(d)));
         [
             (CLASS_ATTRIBUTE, Some(self.class.to_string())),
-            (
-                DETAIL_ATTRIBUTE,
-                self.detail.as_deref().map(|d| sendable(bounded(d))),
-            ),
+            (DETAIL_ATTRIBUTE, detail),
             (MESSAGE_ID_ATTRIBUTE, self.message_id.clone()),
             (
                 RECEIVE_COUNT_ATTRIBUTE,

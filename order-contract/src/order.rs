@@ -184,38 +184,26 @@ impl LineItem {
                 "may only contain printable ASCII characters",
             ));
         }
-        let quantity = in_range(item.quantity, 1, MAX_QUANTITY).ok_or_else(|| {
-            ContractError::invalid(
-                field("quantity"),
-                format!(
-                    "must be between 1 and {MAX_QUANTITY}, not {}",
-                    item.quantity
-                ),
-            )
-        })?;
-        let unit_price_cents = in_range(item.unit_price_cents, 0, MAX_UNIT_PRICE_CENTS)
-            .ok_or_else(|| {
-                ContractError::invalid(
-                    field("unit_price_cents"),
-                    format!(
-                        "must be between 0 and {MAX_UNIT_PRICE_CENTS}, not {}",
-                        item.unit_price_cents
-                    ),
-                )
-            })?;
+        let ranged = |name: &str, value: i64, min: i64, max: i64| {
+            let problem = || format!("must be between {min} and {max}, not {value}");
+            let value = u32::try_from(value)
+                .ok()
+                .filter(|_| (min..=max).contains(&value));
+            value.ok_or_else(|| ContractError::invalid(field(name), problem()))
+        };
+        let quantity = ranged("quantity", item.quantity, 1, MAX_QUANTITY)?;
+        let unit_price_cents = ranged(
+            "unit_price_cents",
+            item.unit_price_cents,
+            0,
+            MAX_UNIT_PRICE_CENTS,
+        )?;
         Ok(Self {
             sku: item.sku,
             quantity,
             unit_price_cents,
         })
     }
-}
-
-fn in_range(value: i64, min: i64, max: i64) -> Option<u32> {
-    (min..=max)
-        .contains(&value)
-        .then(|| u32::try_from(value).ok())
-        .flatten()
 }
 
 /// The customer id rule: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
