@@ -55,11 +55,9 @@ pub async fn export(
     stop: watch::Receiver<bool>,
 ) -> Result<Report, Error> {
     let dlq = describe(sqs, dlq_url).await?;
-    let mut file = if options.dry_run {
-        None
-    } else {
-        Some(open_for_append(path)?)
-    };
+    let mut file = (!options.dry_run)
+        .then(|| open_for_append(path))
+        .transpose()?;
     let done = if options.dry_run {
         "would_export"
     } else {

@@ -92,10 +92,8 @@ pub fn write_table(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         })
         .collect();
     write_aligned(out, &headers, &rows, &[2, 5])?;
-    let (shown, invalid) = (
-        rows.len(),
-        peeked.messages.iter().filter(|m| !m.is_valid()).count(),
-    );
+    let shown = rows.len();
+    let invalid = peeked.messages.iter().filter(|m| !m.is_valid()).count();
     let valid = shown - invalid;
     writeln!(
         out,

@@ -372,17 +372,8 @@ impl<'a> Walk<'a> {
             .send()
             .await
             .map_err(|err| SqsError::new(format!("delete from the DLQ {}", self.dlq_url), err));
-        let failed: Vec<(String, String)> = match answer {
-            Ok(answer) => answer
-                .failed
-                .into_iter()
-                .map(|f| {
-                    (
-                        f.id,
-                        format!("{}: {}", f.code, f.message.unwrap_or_default()),
-                    )
-                })
-                .collect(),
+        let failed = match answer {
+            Ok(answer) => answer.failed,
             Err(err) => {
                 for candidate in &done {
                     self.fail(candidate, &format!("{kept} ({err}); {then}"));
@@ -392,9 +383,12 @@ impl<'a> Walk<'a> {
         };
         let mut deleted = 0;
         for (index, candidate) in done.iter().enumerate() {
-            match failed.iter().find(|(id, _)| *id == index.to_string()) {
+            match failed.iter().find(|f| f.id == index.to_string()) {
                 None => deleted += 1,
-                Some((_, why)) => self.fail(candidate, &format!("{kept} ({why}); {then}")),
+                Some(f) => {
+                    let why = format!("{}: {}", f.code, f.message().unwrap_or_default());
+                    self.fail(candidate, &format!("{kept} ({why}); {then}"));
+                }
             }
         }
         Ok(deleted)
