@@ -2,12 +2,12 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use support::FromEnv;
+use support::lambda::epoch_millis;
 
 use super::deadline;
 use crate::invocation::{Invocation, LookupAnswer};
 use crate::probe::BatchProbe;
 use crate::{Config, Consumer, PgStore, SqsDeadLetterQueue, SqsRetryQueue};
-use support::lambda::epoch_millis;
 
 /// Serves batches, the breaker's probe and the deploy canary's lookup.
 pub async fn run() -> Result<(), Error> {
