@@ -182,9 +182,7 @@ impl Method {
             Method::Values => "VALUES",
         }
     }
-}
 
-impl Method {
     /// Loads `orders` a transaction per `batch`.
     async fn load(
         self,
