@@ -129,5 +129,7 @@ fn fail<T>(err: QueueError) -> T {
 }
 
 async fn depth_of(sqs: &Client, url: &str) -> Depth {
-    depth(sqs, url).await.unwrap_or_else(fail)
+    depth(sqs, url)
+        .await
+        .unwrap_or_else(|err| panic!("{}", error_chain(&err)))
 }
