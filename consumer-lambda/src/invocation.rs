@@ -7,14 +7,12 @@
 //! Read in one pass, without buffering the payload first (as an untagged enum
 //! would), so a batch of a thousand records costs what the `SqsEvent` alone costs.
 
-use std::fmt;
-
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use serde::Serialize;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// One invocation's payload.
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Payload")]
 pub enum Invocation {
     Batch(SqsEvent),
     Probe(ProbeRequest),
@@ -23,14 +21,14 @@ pub enum Invocation {
 
 /// What a probe asks for: the canary order alone (the breaker's), or with a
 /// poison record beside it (the release hook's, `"poison": true`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ProbeRequest {
     #[serde(default)]
     pub poison: bool,
 }
 
 /// Is this order stored?
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Lookup {
     pub order_id: uuid::Uuid,
 }
@@ -42,52 +40,41 @@ pub struct LookupAnswer {
     pub stored: bool,
 }
 
-impl<'de> Deserialize<'de> for Invocation {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
+/// The fields an invocation is told apart by; any others are skipped.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+#[serde(expecting = r#"an SQS event ({"Records": […]}) or the breaker's probe ({"probe": {}})"#)]
+struct Payload {
+    #[serde(rename = "Records")]
+    records: Option<Vec<SqsMessage>>,
+    /// `"probe": null` asks for a probe too.
+    #[serde(deserialize_with = "present")]
+    probe: Option<Option<ProbeRequest>>,
+    lookup: Option<Lookup>,
+}
 
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Invocation;
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<ProbeRequest>>, D::Error> {
+    Option::deserialize(deserializer).map(Some)
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    r#"an SQS event ({"Records": […]}) or the breaker's probe ({"probe": {}})"#,
-                )
+impl TryFrom<Payload> for Invocation {
+    type Error = &'static str;
+
+    fn try_from(payload: Payload) -> Result<Self, Self::Error> {
+        match (payload.records, payload.probe, payload.lookup) {
+            (Some(records), _, _) => {
+                let mut event = SqsEvent::default();
+                event.records = records;
+                Ok(Self::Batch(event))
             }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Invocation, A::Error> {
-                let mut records: Option<Vec<SqsMessage>> = None;
-                let mut probe: Option<ProbeRequest> = None;
-                let mut lookup: Option<Lookup> = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "Records" => records = Some(map.next_value()?),
-                        "probe" => {
-                            probe = Some(
-                                map.next_value::<Option<ProbeRequest>>()?
-                                    .unwrap_or_default(),
-                            )
-                        }
-                        "lookup" => lookup = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                match (records, probe, lookup) {
-                    (Some(records), _, _) => {
-                        let mut event = SqsEvent::default();
-                        event.records = records;
-                        Ok(Invocation::Batch(event))
-                    }
-                    (None, Some(probe), _) => Ok(Invocation::Probe(probe)),
-                    (None, None, Some(lookup)) => Ok(Invocation::Lookup(lookup)),
-                    (None, None, None) => Err(serde::de::Error::missing_field("Records")),
-                }
-            }
+            (None, Some(probe), _) => Ok(Self::Probe(probe.unwrap_or_default())),
+            (None, None, Some(lookup)) => Ok(Self::Lookup(lookup)),
+            (None, None, None) => Err(
+                r#"missing field `Records`: expected an SQS event ({"Records": […]}) or the breaker's probe ({"probe": {}})"#,
+            ),
         }
-
-        deserializer.deserialize_map(Fields)
     }
 }
 
