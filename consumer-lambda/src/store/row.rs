@@ -46,9 +46,8 @@ fn hash_of(order: &Order, items_json: &[u8]) -> [u8; 32] {
 /// position in the batch, which is also their index in the slice of rows.
 pub(super) struct Row<'a> {
     pub(super) delivery: &'a Delivery,
-    /// Worked out when first needed: most rows are first needed by the `COPY`
-    /// loop, so the client encodes a row while the server loads the ones
-    /// before it.
+    /// Worked out when first needed: a large batch's rows are encoded while
+    /// its lookup travels.
     encoded: OnceLock<Encoded>,
 }
 
@@ -137,37 +136,22 @@ pub(super) struct Columns<'a> {
 impl<'a> Columns<'a> {
     /// The rows of `rows` at the positions `which`, in that order.
     pub(super) fn of(rows: &'a [Row<'a>], which: &[usize]) -> Self {
-        let n = which.len();
-        let mut columns = Columns {
-            order_ids: Vec::with_capacity(n),
-            customer_ids: Vec::with_capacity(n),
-            currencies: Vec::with_capacity(n),
-            items: Vec::with_capacity(n),
-            totals: Vec::with_capacity(n),
-            received_at: Vec::with_capacity(n),
-            message_ids: Vec::with_capacity(n),
-            hashes: Vec::with_capacity(n),
-            request_ids: Vec::with_capacity(n),
-            catalogue_versions: Vec::with_capacity(n),
-        };
-        for row in which.iter().map(|&i| &rows[i]) {
-            let order = &row.delivery.placed.order;
-            columns.order_ids.push(order.order_id());
-            columns.customer_ids.push(order.customer_id());
-            columns.currencies.push(order.currency());
-            columns.items.push(Jsonb(row.items()));
-            columns.totals.push(order.total_cents());
-            columns.received_at.push(row.delivery.placed.received_at);
-            columns.message_ids.push(row.delivery.message_id.as_str());
-            columns.hashes.push(row.hash());
-            columns
-                .request_ids
-                .push(row.delivery.request_id.as_ref().map(RequestId::as_str));
-            columns
-                .catalogue_versions
-                .push(row.delivery.placed.catalogue_version.as_deref());
+        let rows = || which.iter().map(|&i| &rows[i]);
+        let placed = || rows().map(|row| &row.delivery.placed);
+        Columns {
+            order_ids: rows().map(Row::order_id).collect(),
+            customer_ids: placed().map(|p| p.order.customer_id()).collect(),
+            currencies: placed().map(|p| p.order.currency()).collect(),
+            items: rows().map(|row| Jsonb(row.items())).collect(),
+            totals: placed().map(|p| p.order.total_cents()).collect(),
+            received_at: placed().map(|p| p.received_at).collect(),
+            message_ids: rows().map(|r| r.delivery.message_id.as_str()).collect(),
+            hashes: rows().map(|row| row.hash().as_slice()).collect(),
+            request_ids: rows()
+                .map(|r| r.delivery.request_id.as_ref().map(RequestId::as_str))
+                .collect(),
+            catalogue_versions: placed().map(|p| p.catalogue_version.as_deref()).collect(),
         }
-        columns
     }
 
     /// One array parameter per column, for `unnest`.
@@ -186,25 +170,32 @@ impl<'a> Columns<'a> {
         ]
     }
 
+    /// The number of rows.
+    pub(super) fn len(&self) -> usize {
+        self.order_ids.len()
+    }
+
+    /// The cells of row `i`, in the order of [`COPY_TYPES`].
+    pub(super) fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.order_ids[i],
+            &self.customer_ids[i],
+            &self.currencies[i],
+            &self.items[i],
+            &self.totals[i],
+            &self.received_at[i],
+            &self.message_ids[i],
+            &self.hashes[i],
+            &self.request_ids[i],
+            &self.catalogue_versions[i],
+        ]
+    }
+
     /// One parameter per cell, row after row, for `VALUES`.
     pub(super) fn by_row(&self) -> Params<'_> {
-        let mut params: Params = Vec::with_capacity(self.order_ids.len() * COPY_TYPES.len());
-        for i in 0..self.order_ids.len() {
-            let cells: [&(dyn ToSql + Sync); 10] = [
-                &self.order_ids[i],
-                &self.customer_ids[i],
-                &self.currencies[i],
-                &self.items[i],
-                &self.totals[i],
-                &self.received_at[i],
-                &self.message_ids[i],
-                &self.hashes[i],
-                &self.request_ids[i],
-                &self.catalogue_versions[i],
-            ];
-            params.extend(cells.into_iter().zip(COPY_TYPES.iter().cloned()));
-        }
-        params
+        (0..self.len())
+            .flat_map(|i| self.row(i).into_iter().zip(COPY_TYPES.iter().cloned()))
+            .collect()
     }
 }
 

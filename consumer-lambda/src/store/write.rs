@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use order_contract::RequestId;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -14,9 +13,9 @@ use uuid::Uuid;
 use super::bisect::bisect;
 use super::fault::{Fault, judge, refusal};
 use super::plan::{StoredHashes, Written};
-use super::row::{Columns, Jsonb, Row};
+use super::row::{Columns, Row};
 use super::sql::{COPY_ORDERS, COPY_TYPES, INSERT_ORDERS, STORED_HASHES, insert_values};
-use super::{Delivery, Refused, end_of_transaction, is_permanent};
+use super::{Refused, end_of_transaction, is_permanent};
 
 /// Below this many rows a batch is written with one `INSERT … VALUES`, sent
 /// with the lookup, `BEGIN` and `COMMIT` as one round trip; from it on, with a
@@ -24,15 +23,11 @@ use super::{Delivery, Refused, end_of_transaction, is_permanent};
 /// (`scripts/bench consumer` measures both sides).
 pub(super) const COPY_FROM_ROWS: usize = 50;
 
-/// Writes the rows at `which`, orders with distinct ids, after looking up
-/// which are stored already (a redelivery, a retried POST, a replay), so
-/// that no write is thrown away on a stored key. The lookup travels with the
-/// write: small batches send it with `BEGIN`, an `INSERT … ON CONFLICT DO
-/// NOTHING` of every row and `COMMIT`; large ones with `BEGIN` and the
-/// `COPY`'s start, then copy only the rows not found. The lookup sees the
-/// table as it was before the write, so a row neither written nor found was
-/// stored by someone else meanwhile: a race, caught by the key. Rows
-/// PostgreSQL refuses for their data are bisected out and refused alone.
+/// Writes the rows at `which` (distinct ids) with a lookup of those stored
+/// already in the same round trip: small batches send it with `BEGIN`, an
+/// `INSERT … ON CONFLICT DO NOTHING` and `COMMIT`; large ones with `BEGIN`
+/// and the `COPY`'s start, then copy only the rows not found. A row neither
+/// written nor found was stored meanwhile by someone else: the key catches it.
 pub(super) async fn write(
     client: &Client,
     rows: &[Row<'_>],
@@ -104,11 +99,9 @@ pub(super) async fn stored_hashes(client: &Client, ids: &[Uuid]) -> Result<Store
 }
 
 /// Writes `which` when PostgreSQL refuses some for their data: [`bisect`]s
-/// them, one all-or-nothing [`copy`] a part, writes the rest, and judges
-/// whose fault each refusal is ([`judge`]). `failed` is the permanent error
-/// with which exactly these rows were refused as a whole, if they were. A
-/// row refused is refused only if it is not stored: a stored order that a
-/// newer constraint would refuse is found stored, like any other.
+/// them, one [`copy`] a part, and [`judge`]s each refusal. `failed` is the
+/// error these rows were refused with as a whole, if they were. A refused
+/// row that is stored already is found stored, not refused.
 async fn write_bisecting(
     client: &Client,
     rows: &[Row<'_>],
@@ -149,7 +142,6 @@ async fn write_bisecting(
     Ok(written)
 }
 
-/// Why `refused` were refused, and whose fault it is: one line per error.
 fn log_refused(rows: &[Row<'_>], refused: &[usize], err: &Error, fault: Fault) {
     let Some(first) = refused.first().map(|&row| &rows[row]) else {
         return;
@@ -177,43 +169,21 @@ async fn open_copy(client: &Client) -> Result<BinaryCopyInWriter, Error> {
     Ok(BinaryCopyInWriter::new(started?, &COPY_TYPES))
 }
 
-/// Writes `which` into the `COPY` that [`open_copy`] started and commits, the
-/// end of the `COPY` and `COMMIT` sent together. The transaction is over
-/// either way: after an error, PostgreSQL answers that `COMMIT` by rolling
-/// back, and an error at commit (a deferred constraint) is never read as
-/// success. When one of the rows is stored already, the rows are written
-/// again with `INSERT … ON CONFLICT DO NOTHING`.
+/// Writes `which` into the `COPY` that [`open_copy`] started and commits,
+/// the end of the `COPY` and `COMMIT` sent together (after an error,
+/// PostgreSQL answers that `COMMIT` by rolling back). When a row is stored
+/// already, the rows go again with `INSERT … ON CONFLICT DO NOTHING`.
 async fn copy_rows(
     client: &Client,
     writer: BinaryCopyInWriter,
     rows: &[Row<'_>],
     which: &[usize],
 ) -> Result<Written, Error> {
+    let columns = Columns::of(rows, which);
     let copied = async {
         let mut writer = std::pin::pin!(writer);
-        for row in which.iter().map(|&row| &rows[row]) {
-            let Delivery {
-                message_id,
-                placed,
-                request_id,
-                ..
-            } = row.delivery;
-            let order = &placed.order;
-            writer
-                .as_mut()
-                .write(&[
-                    &order.order_id(),
-                    &order.customer_id(),
-                    &order.currency(),
-                    &Jsonb(row.items()),
-                    &order.total_cents(),
-                    &placed.received_at,
-                    &message_id.as_str(),
-                    &row.hash().as_slice(),
-                    &request_id.as_ref().map(RequestId::as_str),
-                    &placed.catalogue_version.as_deref(),
-                ])
-                .await?;
+        for i in 0..columns.len() {
+            writer.as_mut().write(&columns.row(i)).await?;
         }
         writer.finish().await
     };
@@ -225,24 +195,14 @@ async fn copy_rows(
         }),
         Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tracing::debug!("an order of the batch is stored already; inserting with ON CONFLICT");
-            insert_skipping_stored(client, rows, which).await
+            let inserted = insert_in_transaction(client, rows, which).await?;
+            Ok(skipped(rows, which, &inserted))
         }
         Err(err) => Err(err),
     }
 }
 
-/// Inserts what is not stored yet, in one transaction sent as one round trip.
-async fn insert_skipping_stored(
-    client: &Client,
-    rows: &[Row<'_>],
-    which: &[usize],
-) -> Result<Written, Error> {
-    let inserted = insert_in_transaction(client, rows, which).await?;
-    Ok(skipped(rows, which, &inserted))
-}
-
-/// What an insert of `which` that wrote `inserted` did: the rows it skipped
-/// were found stored.
+/// The rows of `which` an insert that wrote `inserted` skipped were found stored.
 fn skipped(rows: &[Row<'_>], which: &[usize], inserted: &HashSet<Uuid>) -> Written {
     Written {
         stored: inserted.len() as u64,
