@@ -217,12 +217,15 @@ fn clients(endpoint: &str) -> (SecretsManagerSecrets, LambdaMigrate) {
         .credentials_provider(credentials)
         .build();
     (
-        SecretsManagerSecrets::new(
-            aws_sdk_secretsmanager::Client::from_conf(secrets),
-            SECRET_ARN,
-            Some(READER_SECRET_ARN.to_owned()),
-        ),
-        LambdaMigrate::new(aws_sdk_lambda::Client::from_conf(lambda), "orders-migrate"),
+        SecretsManagerSecrets {
+            client: aws_sdk_secretsmanager::Client::from_conf(secrets),
+            writer_arn: SECRET_ARN.to_owned(),
+            reader_arn: Some(READER_SECRET_ARN.to_owned()),
+        },
+        LambdaMigrate {
+            client: aws_sdk_lambda::Client::from_conf(lambda),
+            function: "orders-migrate".to_owned(),
+        },
     )
 }
 

@@ -22,24 +22,12 @@ const REASON_BYTES: usize = 600;
 /// as the template generates them.
 #[derive(Debug, Clone)]
 pub struct SecretsManagerSecrets {
-    client: aws_sdk_secretsmanager::Client,
-    writer_arn: String,
-    reader_arn: Option<String>,
+    pub client: aws_sdk_secretsmanager::Client,
+    pub writer_arn: String,
+    pub reader_arn: Option<String>,
 }
 
 impl SecretsManagerSecrets {
-    pub fn new(
-        client: aws_sdk_secretsmanager::Client,
-        writer_arn: impl Into<String>,
-        reader_arn: Option<String>,
-    ) -> Self {
-        Self {
-            client,
-            writer_arn: writer_arn.into(),
-            reader_arn,
-        }
-    }
-
     async fn password(&self, arn: &str) -> Result<String, ProvisionError> {
         let secret = self
             .client
@@ -77,17 +65,9 @@ impl Secrets for SecretsManagerSecrets {
 /// (<https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>).
 #[derive(Debug, Clone)]
 pub struct LambdaMigrate {
-    client: aws_sdk_lambda::Client,
-    function: String,
-}
-
-impl LambdaMigrate {
-    pub fn new(client: aws_sdk_lambda::Client, function: impl Into<String>) -> Self {
-        Self {
-            client,
-            function: function.into(),
-        }
-    }
+    pub client: aws_sdk_lambda::Client,
+    /// Its name or ARN.
+    pub function: String,
 }
 
 impl Migrate for LambdaMigrate {
@@ -149,11 +129,7 @@ where
 }
 
 fn clip(text: &str) -> &str {
-    let mut end = text.len().min(REASON_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(REASON_BYTES)]
 }
 
 /// PUTs the answer to the presigned URL CloudFormation gave, over HTTPS with

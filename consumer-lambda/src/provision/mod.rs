@@ -1,20 +1,15 @@
-//! The schema as part of `sam deploy`: the custom resource `DatabaseSchema`
-//! is served by this task (`TASK=provision`), which runs outside the VPC.
+//! The custom resource `DatabaseSchema`, served during `sam deploy` by this
+//! task (`TASK=provision`), outside the VPC.
 //!
-//! On Create and Update it reads the writer's and the reader's passwords from
-//! their secrets, derives the SCRAM verifiers, and invokes the migrate function
-//! (in the VPC, the only one that may log in as the tables' owner) with them; on
-//! Delete it keeps the schema (the database's own deletion policy decides).
-//! Either way it answers CloudFormation by a PUT to the request's presigned
-//! S3 URL, which the VPC's private subnets could not reach
+//! On Create and Update it reads the roles' passwords from their secrets (it
+//! is given their ARNs: custom resource properties take no dynamic references
+//! to secrets), derives the SCRAM verifiers and invokes the migrate function,
+//! the only one in the VPC that may log in as the tables' owner; on Delete it
+//! keeps the schema. It answers CloudFormation by a PUT to the presigned S3
+//! URL, which the VPC's private subnets could not reach
 //! (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-responses.html>).
-//!
-//! It is given the secrets' ARNs, never their values: dynamic references to
-//! secrets are not supported in custom resource properties
-//! (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/dynamic-references-secretsmanager.html>).
-//! Invoked directly with any other payload (`scripts/deploy --migrate`, after
-//! a rotation of a password), it does the same and answers the
-//! caller.
+//! Invoked with any other payload (`scripts/deploy --migrate`), it does the
+//! same and answers the caller.
 
 mod aws;
 
@@ -111,11 +106,10 @@ impl Response {
                 return body;
             }
             let over = body.len() - MAX_RESPONSE_BYTES;
-            let mut keep = response.reason.len().saturating_sub(over + 3);
-            while !response.reason.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            response.reason.truncate(keep);
+            let keep = response.reason.len().saturating_sub(over + 3);
+            response
+                .reason
+                .truncate(response.reason.floor_char_boundary(keep));
             response.reason.push('…');
             response.data = None;
         }
@@ -302,12 +296,9 @@ pub fn response_to(
 }
 
 /// An Update whose `SchemaVersion` is older than the one it replaces: a
-/// rollback, which sends the previous properties again
-/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html>).
-/// The migrations expand before they contract, so the older code works with
-/// the newer schema; failing instead would end the stack in
-/// UPDATE_ROLLBACK_FAILED
-/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/troubleshooting.html#troubleshooting-errors-update-rollback-failed>).
+/// rollback. The migrations expand before they contract, so the older code
+/// works with the newer schema; failing instead would end the stack in
+/// UPDATE_ROLLBACK_FAILED.
 fn is_rollback(request: &Request) -> bool {
     let version = |properties: &Option<Value>| {
         let value = properties.as_ref()?.get("SchemaVersion")?;

@@ -17,12 +17,15 @@ use crate::provision::{
 pub async fn run() -> Result<(), Error> {
     let config = ProvisionConfig::from_env()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secret = SecretsManagerSecrets::new(
-        aws_sdk_secretsmanager::Client::new(&aws),
-        config.writer_secret_arn,
-        config.reader_secret_arn,
-    );
-    let migrate = LambdaMigrate::new(aws_sdk_lambda::Client::new(&aws), config.migrate_function);
+    let secret = SecretsManagerSecrets {
+        client: aws_sdk_secretsmanager::Client::new(&aws),
+        writer_arn: config.writer_secret_arn,
+        reader_arn: config.reader_secret_arn,
+    };
+    let migrate = LambdaMigrate {
+        client: aws_sdk_lambda::Client::new(&aws),
+        function: config.migrate_function,
+    };
     let responder = HttpsResponder::new()?;
     let (secret, migrate, responder) = (&secret, &migrate, &responder);
     lambda_runtime::run(service_fn(
