@@ -1,15 +1,12 @@
 //! The breaker's probe, answered through the batch path: a synthetic SQS
 //! event with one valid order goes through [`Consumer::handle`], so whatever
-//! fails every batch (the event's shape, parsing, the write, a panic) fails
-//! the probe too.
+//! fails every batch fails the probe too.
 //!
-//! The probe has sinks of its own: its write ends in `ROLLBACK`
-//! ([`RolledBack`]), so it never leaves a row, and its retry queue and DLQ
-//! only remember what they were given, so it never reaches the real queues.
-//! Healthy only if the order would have been stored; a postponed or refused
-//! probe is unhealthy, with the store's or the handler's own words. The answer
-//! says per record what became of it; the release hook's probe adds a poison
-//! record, which must come back dead-lettered (in the probe's own DLQ).
+//! Its write ends in `ROLLBACK` ([`RolledBack`]) and its queues only remember
+//! what they were given, so it leaves no trace. Healthy only if the order
+//! would have been stored; otherwise unhealthy, in the store's or the
+//! handler's words. The release hook's probe adds a poison record, which must
+//! come back dead-lettered.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -54,8 +51,8 @@ impl<S: OrderStore> BatchProbe<S> {
         Self { store, policy }
     }
 
-    /// The probe's answer on the wire: healthy or not, and what became of
-    /// each record; with `poison`, a poison record rides beside the canary.
+    /// Healthy or not, and what became of each record; with `poison`, a
+    /// poison record rides beside the canary.
     pub async fn answer(&self, poison: bool) -> ProbeAnswer {
         let (health, records) = probe(&self.store, self.policy, poison).await;
         ProbeAnswer {
@@ -85,16 +82,10 @@ async fn probe(
     let dead_letters = Kept::default();
     let consumer = Consumer::new(&witness, NoRetryQueue, &dead_letters, policy);
     let (event, sent) = synthetic_event(poison);
+    let unhealthy = |why| (Health::Unhealthy(why), Vec::new());
     let event = match serde_json::from_value::<Invocation>(event) {
         Ok(Invocation::Batch(event)) => event,
-        Ok(other) => {
-            let why = format!("a synthetic batch is read as {other:?}");
-            return (Health::Unhealthy(why), Vec::new());
-        }
-        Err(err) => {
-            let why = format!("a synthetic batch is not read: {err}");
-            return (Health::Unhealthy(why), Vec::new());
-        }
+        other => return unhealthy(format!("a synthetic batch is not read as one: {other:?}")),
     };
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT + DEADLINE_MARGIN;
     // Boxed, as the batch's handling is in main: the handler's future is deep.
@@ -103,14 +94,8 @@ async fn probe(
         .await;
     let handled = match handled {
         Ok(Ok(handled)) => handled,
-        Ok(Err(err)) => {
-            let why = format!("the batch failed as a whole: {err}");
-            return (Health::Unhealthy(why), Vec::new());
-        }
-        Err(_panic) => {
-            let why = "the batch path panicked".to_owned();
-            return (Health::Unhealthy(why), Vec::new());
-        }
+        Ok(Err(err)) => return unhealthy(format!("the batch failed as a whole: {err}")),
+        Err(_panic) => return unhealthy("the batch path panicked".to_owned()),
     };
     let failed: HashSet<&str> = handled
         .response
@@ -174,9 +159,8 @@ async fn probe(
 /// The poison record's message id starts with this.
 const POISON_PREFIX: &str = "probe-poison-";
 
-/// An SQS event as Lambda sends it, holding one valid order of its own
-/// (a fresh `order_id`, a customer id no customer has), and with `poison` a
-/// body that is no order; and what each record's message id holds.
+/// An SQS event as Lambda sends it, holding one valid order of its own, and
+/// with `poison` a body that is no order; and what each message id holds.
 fn synthetic_event(poison: bool) -> (serde_json::Value, Vec<(String, Sent)>) {
     let order = json!({
         "order_id": uuid::Uuid::new_v4(),
