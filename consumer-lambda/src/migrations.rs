@@ -1,21 +1,16 @@
 //! The schema, and the roles that log in to it: versioned SQL migrations
 //! embedded in the binary, applied as the tables' owner once per deploy (the
-//! `migrate` task of the same binary, or `local-esm migrate`), never on the
-//! insert path.
+//! `migrate` task, or `local-esm migrate`), never on the insert path.
 //!
-//! The consumer logs in as a *writer* role that may read and insert orders
-//! and conflicts and nothing else: it cannot create, alter, drop, update,
-//! delete or truncate anything, nor make temporary tables. The status function
-//! logs in as a *reader* that may only read them, with at most
-//! [`READER_CONNECTION_LIMIT`] connections, so that reads cannot take the
-//! connections the consumer's writes need. [`prepare`] creates each role if it
-//! is missing, sets its password (as a SCRAM verifier, so no password is ever
-//! sent to or logged by the server) and grants exactly that.
+//! The consumer logs in as a *writer* that may only read and insert orders
+//! and conflicts; the status function as a *reader* that may only read them,
+//! over at most [`READER_CONNECTION_LIMIT`] connections, so that reads cannot
+//! take the connections writes need. [`prepare`] creates each role, sets its
+//! password as a SCRAM verifier (no password reaches the server) and grants it.
 //!
-//! Safe when several runs start at once: the migrations run in one transaction
-//! holding a transaction-scoped advisory lock, so the second waits for the
-//! first and then finds nothing left to do; a role created meanwhile by
-//! another run counts as created.
+//! Safe when several runs start at once: the migrations run in one
+//! transaction holding an advisory lock, so the second waits for the first
+//! and finds nothing left to do.
 
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
@@ -24,15 +19,14 @@ use tokio_postgres::types::Type;
 use crate::config::DatabaseConfig;
 use crate::database::{ConnectError, Connector};
 
-/// Arbitrary but fixed: the advisory lock key that serialises migrations.
+/// The advisory lock key that serialises migrations.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
 
 /// How long a migration waits for a table lock another session holds. While
 /// an ALTER TABLE waits, every insert queues behind it, so it gives up soon.
 pub const LOCK_TIMEOUT_SECS: u32 = 5;
-/// How long one statement of a migration may run: the migrate function's
-/// Timeout (the template's, held above this by a template test) must outlast
-/// it, so that a long migration fails with PostgreSQL's answer, not Lambda's.
+/// How long one statement of a migration may run: less than the migrate
+/// function's Timeout, so that it fails with PostgreSQL's answer, not Lambda's.
 pub const STATEMENT_TIMEOUT_SECS: u32 = 240;
 
 /// `(version, name, SQL)`, in order; never edit one that has shipped, add the next instead.
@@ -59,8 +53,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
-/// The newest migration's version: the template's `DatabaseSchema` carries it,
-/// so that a deploy that ships a migration runs it.
+/// The newest migration's version: the template's `DatabaseSchema` carries
+/// it, so that a deploy that ships a migration runs it.
 pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// How a failed connection begins its message: the provision task tries again
@@ -91,22 +85,15 @@ pub enum MigrationError {
     InvalidRole(&'static str),
 }
 
-/// The writer role's name unless configured otherwise (the template's
-/// `DatabaseWriterUsername` default, and the local stack's).
+/// The roles' names unless configured otherwise (the template's defaults).
 pub const DEFAULT_WRITER: &str = "orders_writer";
-/// The reader role's name unless configured otherwise (the template's
-/// `DatabaseReaderUsername` default, and the local stack's).
 pub const DEFAULT_READER: &str = "orders_reader";
-/// The reader's connections at most, RDS Proxy's among them. The template's
-/// connection budget (`infra`) counts them beside the consumer's.
+/// The reader's connections at most, RDS Proxy's among them.
 pub const READER_CONNECTION_LIMIT: u32 = 10;
 
-/// What a role may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
-    /// The consumer: read and insert orders and conflicts.
     Write,
-    /// The status function: read them, over at most [`READER_CONNECTION_LIMIT`] connections.
     Read,
 }
 
@@ -122,12 +109,10 @@ pub struct Role {
 }
 
 impl Role {
-    /// The consumer's role.
     pub fn writer(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
         Self::new(name, password_verifier, Access::Write)
     }
 
-    /// The status function's role.
     pub fn reader(name: &str, password_verifier: Option<&str>) -> Result<Self, MigrationError> {
         Self::new(name, password_verifier, Access::Read)
     }
@@ -172,20 +157,17 @@ fn is_scram_verifier(text: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
     };
-    let Some(rest) = text.strip_prefix("SCRAM-SHA-256$") else {
-        return false;
-    };
-    let Some((iterations_salt, keys)) = rest.split_once('$') else {
-        return false;
-    };
-    let (Some((iterations, salt)), Some((stored, server))) =
-        (iterations_salt.split_once(':'), keys.split_once(':'))
-    else {
-        return false;
-    };
-    !iterations.is_empty()
-        && iterations.chars().all(|c| c.is_ascii_digit())
-        && [salt, stored, server].into_iter().all(base64)
+    let parts = text.strip_prefix("SCRAM-SHA-256$").and_then(|rest| {
+        let (iterations, rest) = rest.split_once(':')?;
+        let (salt, keys) = rest.split_once('$')?;
+        let (stored, server) = keys.split_once(':')?;
+        Some((iterations, [salt, stored, server]))
+    });
+    parts.is_some_and(|(iterations, keys)| {
+        !iterations.is_empty()
+            && iterations.chars().all(|c| c.is_ascii_digit())
+            && keys.into_iter().all(base64)
+    })
 }
 
 /// Applies the migrations, then creates and grants the roles; returns the
@@ -203,7 +185,7 @@ pub async fn prepare(client: &mut Client, roles: &[Role]) -> Result<Vec<i32>, Mi
     Ok(applied)
 }
 
-/// Connects with `config` (TLS and IAM tokens as configured) and runs [`prepare`].
+/// Connects with `config` and runs [`prepare`].
 pub async fn connect_and_prepare(
     config: DatabaseConfig,
     roles: &[Role],
@@ -215,8 +197,6 @@ pub async fn connect_and_prepare(
     prepare(&mut client, roles).await
 }
 
-/// The writer may read and insert orders and conflicts, the reader only read
-/// them; neither may do anything else.
 async fn grant(client: &mut Client, role: &Role) -> Result<(), tokio_postgres::Error> {
     // The name was checked to be a plain identifier and the verifier to be
     // base64 parts: both are safe to write into the statements.
