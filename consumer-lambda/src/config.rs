@@ -15,7 +15,6 @@ use support::{Env, EnvError, FromEnv};
 
 use crate::retry::{Backoff, MAX_SEND_DELAY, MaxReceiveCount, RetryPolicy};
 
-/// Why the consumer cannot start; each says what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -24,7 +23,6 @@ pub enum ConfigError {
     NoDatabase,
     #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
     InvalidDatabaseUrl(#[source] tokio_postgres::Error),
-    /// A setting missing or out of its bounds.
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error(
@@ -33,12 +31,11 @@ pub enum ConfigError {
     IamWithoutTls,
 }
 
-/// How the password is obtained.
+/// How the password is obtained: from the connection string, or as an RDS
+/// IAM token signed for every new connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbAuth {
-    /// Whatever the connection string says (local trust auth, typically none).
     ConnectionString,
-    /// An RDS IAM authentication token, signed locally for every new connection.
     Iam,
 }
 
@@ -54,16 +51,13 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
-    /// The queue whose messages the handler postpones and requeues on transient
-    /// failures (`QUEUE_URL`).
+    /// `QUEUE_URL`: where failed records are postponed and requeued.
     pub queue_url: String,
-    /// The dead-letter queue the handler sends poison to, saying why (`DLQ_URL`).
+    /// `DLQ_URL`: where poison goes.
     pub dlq_url: String,
-    /// The backoff (`RETRY_BASE_SECONDS`, `RETRY_MULTIPLIER`,
-    /// `RETRY_CAP_SECONDS`), and the queue's `maxReceiveCount`
-    /// (`MAX_RECEIVE_COUNT`, required: the template sets it from the same
-    /// parameter as the redrive policy, and without it a long outage would
-    /// send valid orders to the DLQ).
+    /// `RETRY_BASE_SECONDS`, `RETRY_MULTIPLIER`, `RETRY_CAP_SECONDS`, and
+    /// `MAX_RECEIVE_COUNT` (required: without it a long outage would send
+    /// valid orders to the DLQ).
     pub retry: RetryPolicy,
 }
 
@@ -120,8 +114,8 @@ impl FromEnv for Config {
     }
 }
 
-/// The settings of the `migrate` task: the database as the tables' owner, and
-/// the roles the consumer writes and the status function reads with.
+/// The settings of the `migrate` task: the database as the tables' owner,
+/// and the roles to grant.
 #[derive(Debug, Clone)]
 pub struct MigrateConfig {
     pub database: DatabaseConfig,
@@ -143,8 +137,7 @@ impl FromEnv for MigrateConfig {
     }
 }
 
-/// The settings of the `provision` task: the migrate function it invokes and
-/// the secrets that hold the roles' passwords.
+/// The settings of the `provision` task.
 #[derive(Debug, Clone)]
 pub struct ProvisionConfig {
     /// `MIGRATE_FUNCTION`: the migrate function's name or ARN.
@@ -192,7 +185,7 @@ impl FromEnv for DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// From a connection string, as used locally; no TLS unless `DB_CA_BUNDLE` is set.
+    /// From a connection string, as used locally.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         let pg: tokio_postgres::Config = url.parse().map_err(ConfigError::InvalidDatabaseUrl)?;
         Ok(Self::with_defaults(pg, DbAuth::ConnectionString))
@@ -228,11 +221,8 @@ impl DatabaseConfig {
             // hanging until the function times out.
             pg.connect_timeout(Duration::from_secs(5));
         }
-        // A peer that vanished (a failover, a dropped route) is noticed within
-        // seconds instead of when the kernel gives up (minutes): unacknowledged
-        // data fails the socket after the user timeout, and an idle pooled
-        // connection is probed by keepalives. A peer that is alive but stalled
-        // still acknowledges; the handler's deadline covers that case.
+        // A peer that vanished (a failover) is noticed within seconds, not
+        // when the kernel gives up; the handler's deadline covers a stalled one.
         pg.tcp_user_timeout(Duration::from_secs(10))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(15))
@@ -245,7 +235,7 @@ impl DatabaseConfig {
         }
     }
 
-    /// Host and port the connection goes to (the first of each; we configure one).
+    /// Host and port the connection goes to.
     pub fn endpoint(&self) -> (String, u16) {
         let host = match self.pg.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),

@@ -1,14 +1,10 @@
 //! Poison goes to the DLQ at once, saying why.
 //!
-//! A record that can never be stored as it is (the contract refuses it, or
-//! PostgreSQL refuses its row for its data) is sent by the handler to the
-//! dead-letter queue with its body and attributes unchanged, plus the failure
-//! attributes of [`order_contract::dead_letter`]. Only once SQS has
-//! acknowledged that copy is the original acknowledged; a crash between the
-//! two leaves a duplicate in the DLQ, which a replay absorbs (the store is
-//! idempotent). A copy SQS does not acknowledge leaves the original where it
-//! is, and the queue's redrive policy, the safety net for what the handler
-//! never sees (crashes, timeouts), moves it after `maxReceiveCount` receives.
+//! A record that can never be stored as it is goes to the dead-letter queue
+//! with its body and attributes unchanged, plus the failure attributes of
+//! [`order_contract::dead_letter`]. Only once SQS has the copy is the
+//! original acknowledged (a crash between the two leaves a duplicate, which a
+//! replay absorbs); otherwise the queue's redrive policy moves it later.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -84,10 +80,9 @@ impl DeadLetterQueue for NoDeadLetterQueue {
 }
 
 /// The original's attributes, then as many failure attributes as SQS's limit
-/// leaves room for, most telling first. An original with ten attributes of
-/// its own goes as it is: `replay-dlq` then reads its reason by parsing the
-/// body again, as for a message the redrive policy moved. Failure attributes
-/// the original already had (from an earlier failure) are replaced.
+/// leaves room for, most telling first (`replay-dlq` reads the reason of a
+/// copy without them by parsing the body again). Failure attributes from an
+/// earlier failure are replaced.
 pub fn dead_letter_attributes(record: &DeadLetter) -> Vec<(String, MessageAttributeValue)> {
     let mut attributes: Vec<(String, MessageAttributeValue)> = record
         .attributes
@@ -119,8 +114,7 @@ pub fn dead_letter_attributes(record: &DeadLetter) -> Vec<(String, MessageAttrib
         })
         .collect();
     // A body as large as the queue admits may leave no room for the reason:
-    // the copy then goes without it rather than not at all (replay-dlq reads
-    // the reason by parsing the body again).
+    // the copy then goes without it rather than not at all.
     let size = |all: &[(String, MessageAttributeValue)]| -> usize {
         all.iter()
             .map(|(name, value)| attribute_size(name, value))
@@ -145,8 +139,8 @@ pub(crate) type CopyOf<'a> = (
     Duration,
 );
 
-/// Sends each copy to `queue_url`; returns the records whose copy SQS acknowledged, and logs the
-/// others, whose originals stay. `what` names the copies in the logs.
+/// Sends each copy to `queue_url`; returns the records whose copy SQS
+/// acknowledged. `what` names the copies in the logs.
 pub(crate) async fn send_copies(
     client: &Client,
     queue_url: &str,

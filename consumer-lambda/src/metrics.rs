@@ -7,17 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-/// CloudWatch namespace of the consumer's metrics, and the breaker's line in
-/// it, defined by the `breaker` crate, which reports beside the batches.
+/// The namespace and the breaker's line in it, shared with the `breaker` crate.
 pub use breaker::function::{BREAKER_OPEN, NAMESPACE, breaker_emf};
 
-/// What one batch did. Every record is exactly one of: stored, a duplicate, a
-/// conflict (these three acknowledged), invalid, refused (these two permanent
-/// failures, sent to the DLQ), skewed (a valid order this build cannot take
-/// yet, retried later), postponed, requeued (acknowledged: its copy is on the
-/// queue) or requeue-failed (left unacknowledged). Every invalid or
-/// refused record is also exactly one of dead-lettered (acknowledged: its copy
-/// is in the DLQ) or dead-letter-failed (left unacknowledged).
+/// What one batch did. Every record is exactly one of: stored, duplicate,
+/// conflict, invalid, refused, skewed, postponed, requeued or requeue-failed;
+/// every invalid or refused one also dead-lettered or dead-letter-failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchMetrics {
     pub records: usize,
@@ -31,29 +26,23 @@ pub struct BatchMetrics {
     pub invalid: usize,
     /// Orders PostgreSQL refused for their data: permanent failures, for the DLQ.
     pub refused: usize,
-    /// Valid orders this build cannot take yet: a newer `schema_version`, or
-    /// rows refused for a release fault (`store::Fault::Release`). Retried as
-    /// a database failure is (postponed, or requeued near their last receive),
-    /// but counted here only, never as postponed, requeued or requeue-failed,
-    /// which stay the database's.
+    /// Valid orders this build cannot take yet (a newer `schema_version`, a
+    /// release fault): retried, but counted here only, never as the
+    /// database's postponed, requeued or requeue-failed.
     pub skewed: usize,
     /// Invalid or refused records whose DLQ copy SQS acknowledged.
     pub dead_lettered: usize,
-    /// Invalid or refused records left unacknowledged: no body, a panic in
-    /// parsing, or a DLQ copy SQS did not take. The redrive policy moves them.
+    /// Invalid or refused records left unacknowledged for the redrive policy.
     pub dead_letter_failed: usize,
-    /// Valid orders not stored (database trouble), left on the queue to be
-    /// received again after a backoff.
+    /// Valid orders not stored, received again after a backoff.
     pub postponed: usize,
     /// Valid orders not stored, sent again as fresh copies (a long outage).
     pub requeued: usize,
-    /// Valid orders whose fresh copy SQS did not acknowledge (or not in time):
-    /// left on the queue, received again after its visibility timeout.
+    /// Valid orders whose fresh copy SQS did not acknowledge: left on the queue.
     pub requeue_failed: usize,
     pub latency: Duration,
-    /// When the producer received the oldest valid order of the batch. Unlike
-    /// the queue's oldest-message age, no requeue resets it: a fresh copy
-    /// carries the same `received_at`.
+    /// When the producer received the oldest valid order of the batch (no
+    /// requeue resets it, unlike the queue's oldest-message age).
     pub oldest_received_at: Option<DateTime<Utc>>,
 }
 
@@ -72,7 +61,6 @@ pub const REQUEUE_FAILED: &str = "RequeueFailed";
 pub const DEAD_LETTERED: &str = "DeadLettered";
 pub const DEAD_LETTER_FAILED: &str = "DeadLetterFailed";
 pub const BATCH_LATENCY: &str = "BatchLatency";
-/// The metric of the oldest order's age in a batch, in seconds; the template alarms on it.
 pub const OLDEST_ORDER_AGE: &str = "OldestOrderAge";
 
 impl BatchMetrics {

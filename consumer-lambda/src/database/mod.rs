@@ -19,8 +19,6 @@ use crate::config::{DatabaseConfig, DbAuth};
 pub use iam::TokenError;
 pub use tls::TlsError;
 
-/// A pool of lazily made connections. In Lambda it holds one: an execution
-/// environment runs one batch at a time.
 pub type Pool = deadpool::managed::Pool<Connector>;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +45,13 @@ pub enum ConnectError {
     },
 }
 
-/// Signs IAM tokens with the credentials of the AWS environment.
 #[derive(Debug, Clone)]
 struct IamSigner {
     credentials: SharedCredentialsProvider,
     region: String,
 }
 
-/// Makes connections as configured; deadpool calls it when the pool needs one.
+/// Makes connections as configured, for the pool.
 pub struct Connector {
     config: DatabaseConfig,
     tls: Option<MakeRustlsConnect>,
@@ -89,8 +86,8 @@ impl Connector {
         Ok(Self { config, tls, iam })
     }
 
-    /// A pool of at most `size` connections with bounded waits, so a batch fails
-    /// fast while the database is unreachable.
+    /// A pool of at most `size` connections with bounded waits, so a batch
+    /// fails fast while the database is unreachable.
     pub fn into_pool(self, size: usize) -> Pool {
         Pool::builder(self)
             .max_size(size)
@@ -143,9 +140,8 @@ impl Connector {
     }
 }
 
-/// A client and the task that drives its socket. Dropping it closes the socket
-/// at once, even when the server stopped answering mid-statement: a connection
-/// abandoned at the deadline is never handed to the next batch.
+/// A client and the task that drives its socket. Dropping it closes the
+/// socket at once, even mid-statement.
 pub struct Connection {
     client: Client,
     driver: AbortHandle,
@@ -171,7 +167,6 @@ impl DerefMut for Connection {
     }
 }
 
-/// Runs a connection until it closes; the pool notices and replaces it.
 async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
     if let Err(err) = connection.await {
         tracing::warn!(error = %err, "the database connection broke; the next batch reconnects");

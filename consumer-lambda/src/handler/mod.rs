@@ -20,19 +20,16 @@ use crate::retry::{Postponed, REQUEUED_ATTRIBUTE, Requeued, Retry, RetryPolicy, 
 use crate::store::{Delivery, Fault, OrderStore, Outcome, StoreOutcome};
 
 /// How long before the invocation's deadline the handler stops waiting on the
-/// database, to postpone what it could not store and answer in time. An
-/// invocation that runs into the function timeout returns no partial response,
-/// and Lambda retries its whole batch without any backoff.
+/// database, to postpone what it could not store and answer in time: a timed
+/// out invocation has its whole batch retried without any backoff.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
-/// What is kept back from the deadline even for the queue calls, so the
-/// answer itself still gets out.
+/// Kept back from the deadline even for the queue calls, so the answer gets out.
 const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 /// The batch cannot be answered record by record; Lambda then retries all of it.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    /// An empty `itemIdentifier` would make Lambda fail the whole batch anyway; say why.
     #[error("a record of the batch has no messageId, so its failure could not be reported")]
     MissingMessageId,
 }
@@ -45,8 +42,7 @@ pub struct Handled {
 }
 
 /// The consumer: a store for orders, a queue to retry through and a
-/// dead-letter queue for poison. Built once per execution environment;
-/// [`Consumer::handle`] runs once per batch.
+/// dead-letter queue for poison.
 pub struct Consumer<S, Q, D> {
     store: S,
     queue: Q,
@@ -56,7 +52,7 @@ pub struct Consumer<S, Q, D> {
     reads_up_to: u32,
 }
 
-/// A record that holds a valid order, followed from parsing to its answer.
+/// A record that holds a valid order.
 struct Valid {
     span: Span,
     message: SqsMessage,
@@ -71,14 +67,13 @@ struct Waiting {
     why: Why,
 }
 
-/// Why a valid order waits.
+/// Why a valid order waits: the database's trouble, or skew (metric `Skewed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
-    /// Storing failed as a whole: the database's trouble (metrics `Postponed`, `Requeued`).
     StoreFailed,
-    /// A `schema_version` newer than this build reads (metric `Skewed`).
+    /// A `schema_version` newer than this build reads.
     NewerVersion,
-    /// PostgreSQL refused it for a schema this build did not make (metric `Skewed`).
+    /// PostgreSQL refused it for a schema this build did not make.
     ReleaseFault,
 }
 
@@ -118,8 +113,8 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         }
     }
 
-    /// A consumer that reads `schema_version`s up to `newest` instead of
-    /// [`SCHEMA_VERSION`]: how a test stands in for the next release.
+    /// A consumer that reads `schema_version`s up to `newest`: how a test
+    /// stands in for the next release.
     pub fn reading_up_to(self, newest: u32) -> Self {
         Self {
             reads_up_to: newest,
@@ -127,25 +122,18 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         }
     }
 
-    /// Handles one batch that must be answered by `deadline`: every record is
-    /// parsed on its own, the valid orders go to the store together, and the
-    /// response names exactly the records not acknowledged, so SQS
-    /// redelivers those and deletes the rest.
+    /// Handles one batch that must be answered by `deadline`: each record is
+    /// parsed on its own, the valid orders are stored together, and the
+    /// response names exactly the records not acknowledged.
     ///
-    /// Invalid records, and orders PostgreSQL refuses for their data, are
-    /// permanent failures: each is sent to the DLQ at once, saying why, and
-    /// acknowledged once SQS has the copy (see [`crate::dead_letter`]). Any
-    /// other store failure is transient: every valid record is retried later
-    /// (postponed or requeued, see [`crate::retry`]). Skew is ours, not the
-    /// order's: a body of a newer `schema_version` than this build reads, and
-    /// a row refused for a release fault ([`Fault::Release`]), are retried the
-    /// same way and counted as skewed, never dead-lettered. The store gets the time up
-    /// to [`DEADLINE_MARGIN`] before the deadline; past it, the handler abandons
-    /// the call (and its connection) and retries the records, so an invocation
-    /// never runs into its timeout however the database misbehaves. A panic, in
-    /// parsing or in storing, leaves what it touched unacknowledged: an order is
-    /// never acknowledged unless it is in the database, or a copy of it is on
-    /// the queue.
+    /// Poison (an invalid record, a row PostgreSQL refuses for its data) goes
+    /// to the DLQ at once and is acknowledged once SQS has the copy
+    /// ([`crate::dead_letter`]). Any other store failure, and skew (a newer
+    /// `schema_version`, a [`Fault::Release`]), is retried later
+    /// ([`crate::retry`]). The store gets the time up to [`DEADLINE_MARGIN`]
+    /// before the deadline, so an invocation never runs into its timeout. An
+    /// order is never acknowledged unless it is in the database or a copy of
+    /// it is on a queue, even after a panic.
     ///
     /// A record without a message id fails the batch before anything is
     /// stored: its outcome could not be reported (SQS always sets one).
@@ -238,12 +226,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         }
                     }
                 }
-                None => waiting.extend(valid.into_iter().map(|record| Waiting {
-                    span: record.span,
-                    message_id: record.delivery.message_id,
-                    message: record.message,
-                    why: Why::StoreFailed,
-                })),
+                None => waiting.extend(valid.iter().map(|r| Waiting::of(r, Why::StoreFailed))),
             }
         }
 
@@ -336,9 +319,9 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         }
     }
 
-    /// Postpones or requeues every waiting record, each as its receive count
-    /// says; what is not requeued stays unacknowledged. Skew is counted apart
-    /// from the database's failures, which the breaker reads.
+    /// Postpones or requeues every waiting record, as its receive count says;
+    /// what is not requeued stays unacknowledged. Skew is counted apart from
+    /// the database's failures, which the breaker reads.
     async fn retry_later(
         &self,
         waiting: Vec<Waiting>,
@@ -471,9 +454,7 @@ fn requeued(record: &SqsMessage) -> u32 {
         .unwrap_or(0)
 }
 
-/// The producer's request id, if the message carries one well formed by the
-/// rule the producer applies, so a hand-made message cannot put in the row a
-/// value the producer would have refused.
+/// The producer's request id, if the message carries a well-formed one.
 fn request_id(record: &SqsMessage) -> Option<RequestId> {
     let value = record
         .message_attributes
@@ -483,12 +464,9 @@ fn request_id(record: &SqsMessage) -> Option<RequestId> {
     RequestId::parse(value)
 }
 
-/// What a record's body is.
 enum Parsed {
     Order(OrderPlaced),
-    /// A valid message of a newer `schema_version` than this build reads: a
-    /// producer released before the consumer. Retried until a consumer that
-    /// reads it arrives, never poison.
+    /// A newer `schema_version` than this build reads: retried, never poison.
     Newer,
     /// The contract refuses it: a permanent failure, with its class and why.
     Poison(FailureClass, String),
@@ -497,8 +475,7 @@ enum Parsed {
     Unreadable,
 }
 
-/// Parses one record as code that reads `schema_version`s up to `newest`,
-/// logging why it is rejected.
+/// Parses one record, reading `schema_version`s up to `newest`.
 fn parse(record: &SqsMessage, newest: u32) -> Parsed {
     let Some(body) = record.body.as_deref() else {
         warn!("rejected: the message has no body");
@@ -524,7 +501,6 @@ fn parse(record: &SqsMessage, newest: u32) -> Parsed {
     }
 }
 
-/// The DLQ copy of a record, with why it failed.
 fn dead_letter(
     message_id: MessageId,
     message: SqsMessage,

@@ -6,15 +6,9 @@ use std::time::Duration;
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 
 /// Exponential backoff with a cap: after attempt n, wait `base × multiplierⁿ⁻¹`,
-/// at most `cap`. A base and a cap of at least a second and a multiplier of
-/// at least one, so that no delay is zero and none shrinks.
-///
-/// The cap is what bounds catch-up: whatever a record went through, it is
-/// never hidden for longer than `cap`, so once the database answers again every
-/// waiting order is received within `cap` (plus the time to drain the backlog).
-/// What a long outage would cost at that pace is the circuit breaker's to save
-/// (the [`breaker`] crate): while the database is down, the event source mapping
-/// is paused and nothing is received at all.
+/// at most `cap`, which bounds catch-up once the database answers again. A
+/// base and a cap of at least a second and a multiplier of at least one, so
+/// that no delay is zero and none shrinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     base: Duration,
@@ -111,9 +105,8 @@ pub enum Retry {
 
 impl RetryPolicy {
     /// The decision for a record on its `receive_count`-th receive, requeued
-    /// `requeued` times before. The delay depends on the receive count alone: a requeued
-    /// copy starts again from the short delays, so no history of failures
-    /// ever hides an order for longer than the backoff's cap.
+    /// `requeued` times before. The delay depends on the receive count alone,
+    /// so a requeued copy starts again from the short delays.
     pub fn after_failure(&self, receive_count: u32, requeued: u32) -> Retry {
         let receive_count = receive_count.max(1);
         let delay = self.backoff.delay(receive_count);

@@ -37,7 +37,6 @@ pub struct Requeued {
     pub delay: Duration,
 }
 
-/// Some records could not be postponed; they return after the queue's visibility timeout.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "could not postpone {failed} of the failed records; they return after the queue's visibility timeout: {detail}"
@@ -52,12 +51,10 @@ pub struct PostponeError {
 pub struct RequeueOutcome {
     /// A copy is on the queue: the original may be deleted.
     pub sent: Vec<MessageId>,
-    /// No copy was acknowledged: the original must stay (it will reach the DLQ
-    /// if this keeps happening, so it is logged as an error).
+    /// No copy was acknowledged: the original must stay.
     pub failed: Vec<MessageId>,
 }
 
-/// The queue operations of a retry: stretching visibility and sending copies.
 pub trait RetryQueue: Send + Sync {
     fn postpone(
         &self,
@@ -92,11 +89,8 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
         .filter(|(name, _)| name.as_str() != REQUEUED_ATTRIBUTE)
         .filter_map(|(name, value)| Some((name.clone(), sent_attribute(value)?)))
         .collect();
-    // A message with ten attributes of its own has no room for `requeued`: SQS
-    // would refuse the copy and the order would stay until the DLQ. Sent
-    // without it, the copy is still stored correctly (the store looks every
-    // order up with its write, so one stored meanwhile is a duplicate). Lost
-    // is only the count, which the retry policy then reads as 0.
+    // A message with ten attributes of its own has no room for `requeued`:
+    // the copy goes without it (SQS would refuse it), losing only the count.
     if attributes.len() >= MAX_MESSAGE_ATTRIBUTES {
         tracing::warn!(
             message_id = %record.message_id,

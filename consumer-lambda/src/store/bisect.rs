@@ -1,24 +1,19 @@
 //! Halving a batch until each row PostgreSQL refuses for its data stands
-//! alone, so that one bad row cannot hold the valid ones beside it hostage,
-//! and stopping early when most of the batch is refused alike, so that a
-//! release fault that refuses every row costs a few statements, not 2·n.
-//! One bisection for both tables: the orders, and the conflicts kept aside.
+//! alone, so that one bad row cannot hold the valid ones hostage; stopping
+//! early when most of the batch is refused alike (a release fault), so that
+//! it costs a few statements, not 2·n. Used for orders and conflicts alike.
 
 use std::future::Future;
 use std::ops::Range;
 
-/// What bisecting did: what each part that went through returned, each
-/// position refused on its own, with its error, and the part refused alike
-/// as a whole, if any.
+/// What bisecting did.
 #[derive(Debug)]
 pub(super) struct Bisected<T, E> {
     pub(super) done: Vec<T>,
     pub(super) alone: Vec<(usize, E)>,
     /// A part holding more than half of all positions whose two halves were
-    /// both refused alike: not bisected further, refused as a whole with
-    /// the first half's error. Most of the batch refused alike is a release
-    /// fault ([`super::fault`]), which postpones the whole part; telling its
-    /// rows apart would cost about two statements per row.
+    /// refused alike: refused as a whole with the first half's error, as a
+    /// release fault ([`super::fault`]) that postpones it all.
     pub(super) together: Option<(Range<usize>, E)>,
 }
 
@@ -42,15 +37,12 @@ enum Part<E> {
     Refused(Range<usize>, E),
 }
 
-/// Runs `attempt` on the positions `0..len`; on a part refused for a
-/// permanent reason (`refusal` gives its SQLSTATE and constraint, `None`
-/// for any other error), on each half, until each refused position stands
-/// alone (about 2·log₂ n extra attempts per bad row). A part holding more
-/// than half of the positions has both halves attempted at once, and when
-/// they are refused alike it is [`Bisected::together`]. Any other error ends
-/// it at once. `failed` is the permanent error with which all of `0..len`
-/// was refused already, if it was: then the whole is not attempted again.
-/// The first half is always attempted before the second.
+/// Runs `attempt` on the positions `0..len`, and on each half of a part
+/// refused for a permanent reason (`refusal` is `Some`), until each refused
+/// position stands alone. A part of more than half the positions has both
+/// halves attempted, and is [`Bisected::together`] when they are refused
+/// alike. Any other error ends it. `failed`: the error all of `0..len` was
+/// refused with already, if it was. The first half always goes first.
 pub(super) async fn bisect<T, E, K, Fut>(
     len: usize,
     failed: Option<E>,

@@ -16,11 +16,8 @@ use super::row::Row;
 use super::sql::{KEPT_CONFLICTS, RECORD_CONFLICTS};
 
 /// Keeps the conflicting newcomers at `which`, [`bisect`]ing as orders are
-/// written: a newcomer `order_conflicts` refuses for its data (a rule added
-/// to the table since, a value it cannot hold) is halved out and refused
-/// alone, so it fails only its own record, never the conflicts beside it nor
-/// the batch, whose orders are committed by now. Refused alone, it is refused
-/// only if it was not kept before.
+/// written: a newcomer `order_conflicts` refuses fails only its own record
+/// (the batch's orders are committed by now), unless it was kept before.
 pub(super) async fn keep_conflicts(
     client: &Client,
     rows: &[Row<'_>],
@@ -86,8 +83,7 @@ fn conflict_keys(rows: &[tokio_postgres::Row]) -> HashSet<(Uuid, [u8; 32])> {
         .collect()
 }
 
-/// Keeps each conflicting newcomer at `which` once per distinct content; the
-/// rows kept now.
+/// Keeps each newcomer at `which` once per content; the rows kept now.
 async fn record_conflicts(
     client: &Client,
     rows: &[Row<'_>],

@@ -46,12 +46,10 @@ pub struct Delivery {
     pub request_id: Option<RequestId>,
 }
 
-/// What storing a batch did. Every delivery is exactly one of: stored, a
-/// duplicate, a conflict, or refused.
+/// What storing a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreOutcome {
-    /// What became of each delivery, by position in the batch: what the
-    /// counts below add up.
+    /// What became of each delivery, by position in the batch.
     pub by_delivery: Vec<Outcome>,
     /// Orders written now.
     pub stored: u64,
@@ -60,29 +58,25 @@ pub struct StoreOutcome {
     /// Orders already stored with other content, newly kept in `order_conflicts`
     /// (once per distinct content: a conflict seen again counts as a duplicate).
     pub conflicts: u64,
-    /// Deliveries PostgreSQL refused, by position in the batch, each with
-    /// whose fault it is.
+    /// Deliveries PostgreSQL refused, and whose fault it is.
     pub refused: Vec<Refused>,
 }
 
 /// What became of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written now.
     Stored,
-    /// Already stored with the same content: skipped.
     Duplicate,
     /// Another order is stored under its `order_id`; this one is kept in
-    /// `order_conflicts`: by this call (`kept_now`, counted among the
-    /// conflicts), or by an earlier delivery of the same content (counted
-    /// among the duplicates).
-    Conflict { kept_now: bool },
-    /// Refused by PostgreSQL (why, and whose fault: [`StoreOutcome::refused`]).
+    /// `order_conflicts`, by this call (`kept_now`) or an earlier one.
+    Conflict {
+        kept_now: bool,
+    },
+    /// Why, and whose fault: [`StoreOutcome::refused`].
     Refused,
 }
 
-/// A delivery the database refuses as it is: poison when it is the order's
-/// fault, postponed when it is the release's.
+/// A delivery the database refuses as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Its position in the slice given to [`OrderStore::insert`].
@@ -93,7 +87,6 @@ pub struct Refused {
 }
 
 impl Refused {
-    /// Refused by PostgreSQL with `err`.
     pub(crate) fn by(index: usize, err: &tokio_postgres::Error, fault: Fault) -> Self {
         let reason = match err.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -153,7 +146,6 @@ pub async fn rolled_back<F: Future>(write: F) -> F::Output {
     ROLL_BACK.scope((), write).await
 }
 
-/// How the store ends a transaction: `COMMIT`, or `ROLLBACK` for the probe.
 fn end_of_transaction() -> &'static str {
     if ROLL_BACK.try_with(|()| ()).is_ok() {
         "ROLLBACK"
@@ -162,10 +154,8 @@ fn end_of_transaction() -> &'static str {
     }
 }
 
-/// The SQLSTATE PostgreSQL answered with, anywhere in an error's chain (a
-/// refused login is inside a connect error): `28P01`, `42P01`, … so that
-/// logs name the class of a failure (28 authentication, 42 schema or
-/// privileges, 57 the server shutting down).
+/// The SQLSTATE anywhere in an error's chain (a refused login is inside a
+/// connect error), so that logs name the class of a failure.
 pub fn sqlstate<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e str> {
     let mut next = Some(err);
     while let Some(err) = next {
@@ -181,11 +171,8 @@ pub fn sqlstate<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e st
 }
 
 /// Is this error the row's fault, so that retrying the same row cannot help?
-/// Data exceptions (22: a timestamp out of range, bad encoding), integrity
-/// violations (23: a check constraint; the duplicate key is handled before it
-/// gets here) and program limits (54: a value too large). Everything else
-/// (connections, failover, lock conflicts, a missing table after a bad deploy)
-/// is not about the row and is retried.
+/// Data exceptions (22), integrity violations (23, but the duplicate key is
+/// handled before) and program limits (54); anything else is retried.
 pub fn is_permanent(err: &tokio_postgres::Error) -> bool {
     err.code().is_some_and(|code| {
         let class = &code.code()[..2];
@@ -193,18 +180,15 @@ pub fn is_permanent(err: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// PostgreSQL behind a small pool that connects lazily, on the first batch, and
-/// replaces a connection that broke, so the store outlives a database restart.
-/// It expects the schema in place ([`crate::migrations`] runs once per deploy)
-/// and needs only the writer role's privileges.
+/// PostgreSQL behind a small pool that connects lazily and replaces a broken
+/// connection. It needs only the writer role's privileges.
 pub struct PgStore {
     pool: Pool,
 }
 
 impl PgStore {
-    /// Prepares the pool (reading the CA bundle and AWS credentials chain when
-    /// configured) without connecting. In Lambda `max_connections` is 1: an
-    /// execution environment handles one batch at a time.
+    /// Prepares the pool without connecting. In Lambda `max_connections` is
+    /// 1: an execution environment handles one batch at a time.
     pub async fn new(config: DatabaseConfig, max_connections: usize) -> Result<Self, ConnectError> {
         Ok(Self {
             pool: Connector::new(config).await?.into_pool(max_connections),
@@ -268,9 +252,8 @@ impl Drop for Checkout {
     }
 }
 
-/// Stores one batch: dedupes it, writes its first copies, looks up the
-/// stored content of what the write found stored meanwhile, keeps the
-/// conflicting newcomers aside, and says what became of each delivery (`plan`).
+/// Stores one batch: dedupes it, writes its first copies, looks up what the
+/// write found stored meanwhile, and keeps the conflicting newcomers aside.
 async fn store(
     client: &Client,
     deliveries: &[&Delivery],

@@ -13,20 +13,16 @@ use super::{Fault, Outcome, Refused, StoreOutcome};
 /// from before hashes were kept).
 pub(super) type StoredHashes = HashMap<Uuid, Option<[u8; 32]>>;
 
-/// The batch with its repeats set aside: the first copy of each order is the
-/// one written; later copies are compared with it, as they would be across
-/// batches.
+/// The batch with its repeats set aside: the first copy of each order is
+/// written, later copies are compared with it.
 #[derive(Debug)]
 pub(super) struct Deduped {
-    /// The first copy of each order, in batch order: what is written.
     pub(super) first_copies: Vec<usize>,
-    /// Every later copy, in batch order.
     pub(super) repeats: Vec<usize>,
     first_copy_of: HashMap<Uuid, usize>,
 }
 
 impl Deduped {
-    /// The batch whose rows hold these order ids.
     pub(super) fn new(order_ids: &[Uuid]) -> Self {
         let mut first_copy_of = HashMap::with_capacity(order_ids.len());
         let mut first_copies = Vec::with_capacity(order_ids.len());
@@ -51,20 +47,14 @@ impl Deduped {
 /// What writing the first copies found out.
 #[derive(Debug, Default)]
 pub(super) struct Written {
-    /// Orders written now.
     pub(super) stored: u64,
-    /// First copies found stored: by the lookup before the write, then by the
-    /// write (an earlier batch when nothing was looked up, someone else
-    /// meanwhile when it was).
+    /// First copies found stored, by the lookup or by the write.
     pub(super) found_stored: Vec<usize>,
-    /// The stored hashes looked up so far.
     pub(super) stored_hashes: StoredHashes,
-    /// First copies PostgreSQL refused for their data.
     pub(super) refused: Vec<Refused>,
 }
 
 impl Written {
-    /// Adds what writing another part of the batch found out.
     pub(super) fn absorb(&mut self, part: Written) {
         self.stored += part.stored;
         self.found_stored.extend(part.found_stored);
@@ -95,21 +85,17 @@ pub(super) struct Classified {
 pub(super) const FIRST_COPY_REFUSED: &str =
     "an earlier message of this batch with the same order_id was refused";
 
-/// What became of each delivery: a first copy is stored unless it was found
-/// stored or refused; a copy found stored, and every repeat, is a duplicate
-/// when its content is the stored one's (or, when nothing is stored, its
-/// first copy's), and a conflict when it differs; a repeat of a refused order
-/// is refused too. `hash` gives the content hash of a row, worked out only
-/// for the rows compared. Every id in `written.found_stored` is expected in
-/// `written.stored_hashes`.
+/// What became of each delivery: a first copy is stored unless found stored
+/// or refused; a copy found stored, and every repeat, is a duplicate when its
+/// content is the stored one's (else its first copy's), a conflict when it
+/// differs, and refused when its first copy was. `hash` gives a row's content
+/// hash, worked out only for the rows compared.
 pub(super) fn classify(
     order_ids: &[Uuid],
     batch: &Deduped,
     written: Written,
     hash: impl Fn(usize) -> [u8; 32],
 ) -> Classified {
-    // Every row is stored unless found otherwise below: one allocation per
-    // batch, and nothing more on the write path.
     let mut outcome = StoreOutcome {
         by_delivery: vec![Outcome::Stored; order_ids.len()],
         stored: written.stored,
@@ -159,8 +145,8 @@ pub(super) fn classify(
 }
 
 impl Classified {
-    /// The outcome, once the conflicts were kept aside: those kept now are
-    /// the conflicts, those kept before count as duplicates.
+    /// The outcome once the conflicts were kept aside: those kept before
+    /// count as duplicates.
     pub(super) fn with_kept(self, kept: Kept) -> StoreOutcome {
         let Classified {
             mut outcome,

@@ -26,9 +26,8 @@ pub const COPY_TYPES: [Type; 10] = [
     Type::TEXT,
 ];
 
-/// Large batches after a `COPY` met a stored key: the arrays travel in the
-/// binary protocol, `unnest` turns them into rows (one statement for any
-/// number of rows), and `RETURNING` names the rows this statement wrote.
+/// Large batches after a `COPY` met a stored key: one array per column,
+/// `unnest`ed into rows; `RETURNING` names the rows written.
 pub(super) const INSERT_ORDERS: &str = "
     INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at,
                         sqs_message_id, content_sha256, request_id, catalogue_version)
@@ -37,9 +36,8 @@ pub(super) const INSERT_ORDERS: &str = "
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id";
 
-/// Small batches: the same insert with one `VALUES` row of parameters per
-/// order, which PostgreSQL runs faster than `unnest` below some tens of rows
-/// (`scripts/bench consumer` measures both).
+/// Small batches: one `VALUES` row of parameters per order, which PostgreSQL
+/// runs faster than `unnest` below some tens of rows.
 pub(super) fn insert_values(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO orders (order_id, customer_id, currency, items, total_cents, received_at, \
