@@ -1,12 +1,9 @@
 //! The consumer's settings, read once per execution environment.
 //!
-//! Two ways to reach the database:
-//! - `DATABASE_URL` (local development and tests), e.g. `postgres://postgres@127.0.0.1:54329/orders`;
-//! - in AWS, `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` with `DB_AUTH=iam`: the password is an
-//!   RDS IAM token signed per connection, so no secret sits in the environment.
-//!
-//! `DB_CA_BUNDLE` (a PEM file) turns on TLS with full verification (chain and host name);
-//! it is required with IAM authentication, whose token must never travel in clear text.
+//! The database is `DATABASE_URL` locally, and in AWS `DB_HOST`, `DB_PORT`,
+//! `DB_NAME`, `DB_USER` with `DB_AUTH=iam` (an RDS IAM token per connection,
+//! so no secret sits in the environment). `DB_CA_BUNDLE` (PEM) turns on TLS
+//! with full verification; IAM requires it.
 
 use std::path::PathBuf;
 use std::time::Duration;

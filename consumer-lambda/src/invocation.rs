@@ -1,8 +1,7 @@
-//! What the consumer function is invoked with: a batch from the event source
-//! mapping, the circuit breaker's probe ([`breaker::PROBE_PAYLOAD`]) or the
-//! release hook's, with a poison record ([`breaker::hook::RELEASE_PROBE_PAYLOAD`]),
-//! or a lookup of one order (`{"lookup": {"order_id": "…"}}`), which
-//! `scripts/deploy`'s canary asks instead of waiting for the consumer's logs.
+//! What the consumer function is invoked with: a batch, the circuit breaker's
+//! probe ([`breaker::PROBE_PAYLOAD`]) or the release hook's
+//! ([`breaker::hook::RELEASE_PROBE_PAYLOAD`]), or `scripts/deploy`'s lookup of
+//! one order (`{"lookup": {"order_id": "…"}}`).
 //!
 //! Read in one pass, without buffering the payload first (as an untagged enum
 //! would), so a batch of a thousand records costs what the `SqsEvent` alone costs.

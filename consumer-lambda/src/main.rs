@@ -1,8 +1,6 @@
-//! The consumer function's binary (Lambda runs it as `bootstrap`): telemetry, then the task `TASK` names.
-//! One binary serves three functions (one build): the consumer, the migration
-//! (`TASK=migrate`, in the VPC) and the custom resource that runs it during
-//! `sam deploy` (`TASK=provision`, outside the VPC), each with its own IAM
-//! role. The circuit breaker is a binary of its own (`breaker`).
+//! The consumer function's binary (`bootstrap`): one build serves the
+//! consumer, the migration (`TASK=migrate`) and the custom resource that runs
+//! it (`TASK=provision`), each a function with its own IAM role.
 
 use consumer_lambda::task;
 

@@ -3,8 +3,7 @@
 use std::fmt;
 
 /// An SQS message id, never empty: Lambda fails a whole batch whose response
-/// names a record by an empty `itemIdentifier`, so a record is parsed into one
-/// once, as it arrives, and nothing after that has to check.
+/// names a record by an empty `itemIdentifier`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageId(String);
 

@@ -7,11 +7,9 @@ use support::FromEnv;
 use crate::config::MigrateConfig;
 use crate::migrations::{self, Role};
 
-/// Applies the migrations as the tables' owner and grants the writer and,
-/// when configured, the reader. The event may carry `writer_password_verifier`
-/// and `reader_password_verifier`: the passwords as SCRAM verifiers (the
-/// provision task derives them from the roles' secrets), so no password
-/// itself travels. Answers the versions applied now.
+/// Applies the migrations and grants the roles. The event may carry
+/// `writer_password_verifier` and `reader_password_verifier`, the passwords as
+/// SCRAM verifiers, so no password itself travels. Answers what it applied.
 pub async fn run() -> Result<(), Error> {
     let config = MigrateConfig::from_env()?;
     let config = &config;
