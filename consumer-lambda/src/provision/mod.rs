@@ -3,7 +3,9 @@
 //!
 //! On Create and Update it reads the roles' passwords from their secrets (it
 //! is given their ARNs: custom resource properties take no dynamic references
-//! to secrets), derives the SCRAM verifiers and invokes the migrate function,
+//! to secrets,
+//! <https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/dynamic-references-secretsmanager.html>),
+//! derives the SCRAM verifiers and invokes the migrate function,
 //! the only one in the VPC that may log in as the tables' owner; on Delete it
 //! keeps the schema. It answers CloudFormation by a PUT to the presigned S3
 //! URL, which the VPC's private subnets could not reach
@@ -296,9 +298,12 @@ pub fn response_to(
 }
 
 /// An Update whose `SchemaVersion` is older than the one it replaces: a
-/// rollback. The migrations expand before they contract, so the older code
-/// works with the newer schema; failing instead would end the stack in
-/// UPDATE_ROLLBACK_FAILED.
+/// rollback, which sends the previous properties again
+/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html>).
+/// The migrations expand before they contract, so the older code works with
+/// the newer schema; failing instead would end the stack in
+/// UPDATE_ROLLBACK_FAILED
+/// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/troubleshooting.html#troubleshooting-errors-update-rollback-failed>).
 fn is_rollback(request: &Request) -> bool {
     let version = |properties: &Option<Value>| {
         let value = properties.as_ref()?.get("SchemaVersion")?;
