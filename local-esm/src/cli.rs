@@ -17,7 +17,7 @@ use crate::batches::{self, BatchLog};
 use crate::breaker::{self, Intervals, LocalFigures, LocalProbe};
 use crate::driver::{Driver, Function, FunctionState};
 use crate::handler::InProcess;
-use crate::status::{self, Sources};
+use crate::status::{self, Places, Sources};
 use crate::template::Template;
 use support::queues::create_queues;
 
@@ -70,23 +70,8 @@ enum Command {
     /// counters. A part that is down says so in its row; the exit status is 1
     /// only when no part could be read.
     Status {
-        #[arg(long, env = "QUEUE_URL")]
-        queue_url: String,
-        #[arg(long, env = "DLQ_URL")]
-        dlq_url: String,
-        /// The producer's Prometheus metrics.
-        #[arg(
-            long,
-            env = "METRICS_URL",
-            default_value = "http://127.0.0.1:9464/metrics"
-        )]
-        metrics_url: String,
-        /// The file `local-esm run --batch-log` writes.
-        #[arg(long, env = "BATCH_LOG", default_value = ".dev/batches.jsonl")]
-        batch_log: PathBuf,
-        /// How many of the last batches to show.
-        #[arg(long, default_value_t = 5)]
-        batches: usize,
+        #[command(flatten)]
+        places: Places,
         /// Print again every SECONDS (2 when given alone) until Ctrl-C.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<f64>,
@@ -189,19 +174,13 @@ impl Cli {
                 );
             }
             Command::Run(run) => run.run().await?,
-            Command::Status {
-                queue_url,
-                dlq_url,
-                metrics_url,
-                batch_log,
-                batches,
-                watch,
-            } => {
+            Command::Status { mut places, watch } => {
                 // Shown as given, or relative to here when under it: shorter in the table.
-                let batch_log = std::env::current_dir()
-                    .ok()
-                    .and_then(|here| batch_log.strip_prefix(here).ok().map(PathBuf::from))
-                    .unwrap_or(batch_log);
+                if let Some(here) = std::env::current_dir().ok()
+                    && let Ok(under) = places.batch_log.strip_prefix(here)
+                {
+                    places.batch_log = under.to_owned();
+                }
                 let sources = Sources {
                     sqs: sqs_client().await,
                     http: reqwest::Client::builder()
@@ -211,11 +190,7 @@ impl Cli {
                     sqs_endpoint: std::env::var("AWS_ENDPOINT_URL")
                         .ok()
                         .filter(|e| !e.trim().is_empty()),
-                    queue_url,
-                    dlq_url,
-                    batch_log,
-                    batches_shown: batches,
-                    metrics_url,
+                    places,
                 };
                 match watch {
                     None => {

@@ -14,7 +14,7 @@ use consumer_lambda::{
 };
 use local_esm::batches::{BatchLog, DEFAULT_KEEP};
 use local_esm::status::queues::Oldest;
-use local_esm::status::{Snapshot, Sources, render};
+use local_esm::status::{Places, Snapshot, Sources, render};
 use local_esm::{Driver, EventSourceSettings, InProcess};
 use testkit::{QueueSettings, TestDatabase, TestQueues, eventually, free_port, sqs_endpoint};
 use tokio::net::TcpListener;
@@ -210,11 +210,13 @@ async fn status_shows_the_queues_the_consumers_batches_and_the_producers_counter
         sqs: queues.sqs.clone(),
         http: reqwest::Client::new(),
         sqs_endpoint: Some(sqs_endpoint()),
-        queue_url: queues.queue_url.clone(),
-        dlq_url: queues.dlq_url.clone(),
-        batch_log: log_path.clone(),
-        batches_shown: 5,
-        metrics_url: producer.metrics_url.clone(),
+        places: Places {
+            queue_url: queues.queue_url.clone(),
+            dlq_url: queues.dlq_url.clone(),
+            batch_log: log_path.clone(),
+            batches_shown: 5,
+            metrics_url: producer.metrics_url.clone(),
+        },
     };
     // The consumer sends the poison message to the DLQ, beside the one there already.
     let snapshot = eventually("the queues settle", Duration::from_secs(10), || async {

@@ -25,7 +25,29 @@ use queues::{Oldest, QueueFigures};
 /// stalled part must not hold up the others, nor `--watch`.
 const PART_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Where each part of the status is read.
+/// Where `local-esm status` reads each part.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Places {
+    #[arg(long, env = "QUEUE_URL")]
+    pub queue_url: String,
+    #[arg(long, env = "DLQ_URL")]
+    pub dlq_url: String,
+    /// The producer's Prometheus metrics.
+    #[arg(
+        long,
+        env = "METRICS_URL",
+        default_value = "http://127.0.0.1:9464/metrics"
+    )]
+    pub metrics_url: String,
+    /// The file `local-esm run --batch-log` writes.
+    #[arg(long, env = "BATCH_LOG", default_value = ".dev/batches.jsonl")]
+    pub batch_log: PathBuf,
+    /// How many of the last batches to show.
+    #[arg(long = "batches", value_name = "BATCHES", default_value_t = 5)]
+    pub batches_shown: usize,
+}
+
+/// The clients that read the [`Places`].
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub sqs: aws_sdk_sqs::Client,
@@ -33,12 +55,7 @@ pub struct Sources {
     /// The emulator's endpoint (`AWS_ENDPOINT_URL`), for the messages' ages;
     /// `None` against AWS, which has no such listing.
     pub sqs_endpoint: Option<String>,
-    pub queue_url: String,
-    pub dlq_url: String,
-    pub batch_log: PathBuf,
-    /// How many batches the table shows, newest first.
-    pub batches_shown: usize,
-    pub metrics_url: String,
+    pub places: Places,
 }
 
 /// One queue's row: its name, and its figures or why they could not be read.
@@ -52,11 +69,9 @@ pub struct QueueRow {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: DateTime<Utc>,
+    pub places: Places,
     pub queues: Vec<QueueRow>,
-    pub batch_log: PathBuf,
-    pub batches_shown: usize,
     pub batches: Result<Batches, String>,
-    pub metrics_url: String,
     pub producer: Result<ProducerFigures, String>,
 }
 
@@ -93,30 +108,28 @@ impl Sources {
             }
         };
         let (orders, dlq, producer) = tokio::join!(
-            queue(self.queue_url.clone()),
-            queue(self.dlq_url.clone()),
+            queue(self.places.queue_url.clone()),
+            queue(self.places.dlq_url.clone()),
             within(self.producer()),
         );
-        let batches = batches::read(&self.batch_log).map_err(|err| error_chain(&err));
+        let batches = batches::read(&self.places.batch_log).map_err(|err| error_chain(&err));
         Snapshot {
             at: Utc::now(),
             queues: vec![orders, dlq],
-            batch_log: self.batch_log.clone(),
-            batches_shown: self.batches_shown,
+            places: self.places.clone(),
             batches,
-            metrics_url: self.metrics_url.clone(),
             producer,
         }
     }
 
     async fn producer(&self) -> Result<ProducerFigures, ProducerError> {
         let unreachable = |source| ProducerError::Unreachable {
-            url: self.metrics_url.clone(),
+            url: self.places.metrics_url.clone(),
             source,
         };
         let text = self
             .http
-            .get(&self.metrics_url)
+            .get(&self.places.metrics_url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -206,13 +219,13 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         .batches
         .iter()
         .rev()
-        .take(snapshot.batches_shown.max(1))
+        .take(snapshot.places.batches_shown.max(1))
         .collect();
     let Some(newest) = newest_first.first() else {
         let _ = writeln!(
             out,
             "consumer    no batch yet ({})",
-            snapshot.batch_log.display()
+            snapshot.places.batch_log.display()
         );
         return;
     };
@@ -222,7 +235,7 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         "consumer    the last {} of {} batches kept in {}, newest first (the newest {} ago)",
         newest_first.len(),
         batches.batches.len(),
-        snapshot.batch_log.display(),
+        snapshot.places.batch_log.display(),
         age_text(ago),
     );
     let all = &batches.batches;
@@ -288,7 +301,7 @@ fn render_producer(out: &mut String, snapshot: &Snapshot) {
             return;
         }
     };
-    let _ = writeln!(out, "producer    {}", snapshot.metrics_url);
+    let _ = writeln!(out, "producer    {}", snapshot.places.metrics_url);
     let by_status: Vec<String> = (figures.refused.iter())
         .map(|(status, count)| format!("{count} × {status}"))
         .collect();

@@ -41,6 +41,13 @@ fn batch(at: &str, stored: u64, oldest: Option<f64>) -> BatchFigures {
 fn snapshot() -> Snapshot {
     Snapshot {
         at: "2026-12-02T16:40:12Z".parse().expect("time"),
+        places: Places {
+            queue_url: "http://127.0.0.1:4566/000000000000/orders".into(),
+            dlq_url: "http://127.0.0.1:4566/000000000000/orders-dlq".into(),
+            metrics_url: "http://127.0.0.1:9464/metrics".into(),
+            batch_log: ".dev/batches.jsonl".into(),
+            batches_shown: 2,
+        },
         queues: vec![
             QueueRow {
                 name: "orders".into(),
@@ -65,8 +72,6 @@ fn snapshot() -> Snapshot {
                 }),
             },
         ],
-        batch_log: ".dev/batches.jsonl".into(),
-        batches_shown: 2,
         batches: Ok(Batches {
             batches: vec![
                 batch("2026-12-02T16:40:00Z", 1, None),
@@ -75,7 +80,6 @@ fn snapshot() -> Snapshot {
             ],
             unreadable: 0,
         }),
-        metrics_url: "http://127.0.0.1:9464/metrics".into(),
         producer: Ok(ProducerFigures {
             accepted: 14,
             refused: BTreeMap::from([("422".into(), 1)]),
