@@ -15,9 +15,7 @@ use crate::OUTAGE_PATIENCE;
 /// What the clients saw.
 #[derive(Default)]
 pub(crate) struct Ledger {
-    /// order id → the bodies that got a 202 (two for a conflicting twin).
-    pub(crate) accepted: HashMap<String, Vec<Value>>,
-    /// order id → when its first 202 came.
+    /// order id → when its first 202 came (a conflicting twin's is its original's).
     pub(crate) accepted_at: HashMap<String, Instant>,
     pub(crate) conflicts_injected: usize,
     pub(crate) attempts: usize,
@@ -40,11 +38,7 @@ pub(crate) async fn place(http: &reqwest::Client, url: &str, body: &Value, ledge
             Ok(response) if response.status().as_u16() == 202 => {
                 let id = body["order_id"].as_str().unwrap_or_default().to_owned();
                 let mut ledger = ledger.lock().await;
-                ledger
-                    .accepted_at
-                    .entry(id.clone())
-                    .or_insert_with(Instant::now);
-                ledger.accepted.entry(id).or_default().push(body.clone());
+                ledger.accepted_at.entry(id).or_insert_with(Instant::now);
                 return;
             }
             Ok(response)

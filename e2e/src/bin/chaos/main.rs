@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,7 +13,7 @@ use clap::Parser;
 use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
 use futures::StreamExt;
 use local_esm::Template;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{PostgresServer, QueueSettings, TestDatabase, TestQueues, free_port};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -123,8 +122,6 @@ async fn main() -> anyhow::Result<()> {
         &[writer],
     )
     .await?;
-    // The consumer runs as the writer role, as in AWS.
-    let writer_url = db.url_as(DEFAULT_WRITER);
     // A timed run takes every time constant from the template, as deployed,
     // unless told to compress them; the schedule's runs compress them.
     let real = match timed {
@@ -134,123 +131,76 @@ async fn main() -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let queues = match &real {
-        // The queue pair as the template declares it (visibility timeout,
-        // retentions, redrive policy), as local-esm creates it for `scripts/dev`.
-        Some(template) => TestQueues::create(template.queues).await,
-        None => {
-            TestQueues::create(QueueSettings {
-                visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
-                max_receive_count: MAX_RECEIVE_COUNT,
-                ..QueueSettings::default()
-            })
-            .await
-        }
-    };
-    let port = free_port();
-    let producer_url = format!("http://127.0.0.1:{port}");
+    // The queue pair as the template declares it (visibility timeout,
+    // retentions, redrive policy), as local-esm creates it for `scripts/dev`.
+    let queues = TestQueues::create(real.map_or(
+        QueueSettings {
+            visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+            max_receive_count: MAX_RECEIVE_COUNT,
+            ..QueueSettings::default()
+        },
+        |template| template.queues,
+    ))
+    .await;
     // The services inherit this environment (AWS_ENDPOINT_URL, the region and
-    // credentials), and take their own settings from these pairs.
-    let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        let owned = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-        owned.collect()
-    };
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut producer = Service {
-        name: "producer",
-        program: format!("{}/producer", args.bin_dir),
-        args: Vec::new(),
-        env: pairs(&[
-            ("QUEUE_URL", &queues.queue_url),
-            ("BIND_ADDR", &format!("127.0.0.1:{port}")),
-            ("METRICS_ADDR", &metrics_addr),
-            // Every client here is 127.0.0.1: no per-client limit or cap for this run.
-            ("RATE_LIMIT_PER_SECOND", "0"),
-            ("MAX_IN_FLIGHT_PER_CLIENT", "0"),
-            ("RUST_LOG", "info"),
-            ("CATALOGUE_PATH", e2e::CATALOGUE_PATH),
-        ]),
-        log: format!("{}/producer.log", args.log_dir),
-        child: None,
-    };
-    let mut consumer_args: Vec<&str> = vec![
-        "run",
-        "--template",
-        &args.template,
-        "--queue-url",
-        &queues.queue_url,
-        "--dlq-url",
-        &queues.dlq_url,
-        "--database-url",
-        &writer_url,
+    // credentials), and take their own settings from these.
+    let producer_addr = format!("127.0.0.1:{}", free_port());
+    let producer_env = vec![
+        ("QUEUE_URL", queues.queue_url.clone()),
+        ("BIND_ADDR", producer_addr.clone()),
+        ("METRICS_ADDR", format!("127.0.0.1:{}", free_port())),
+        // Every client here is 127.0.0.1: no per-client limit or cap for this run.
+        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
+        ("MAX_IN_FLIGHT_PER_CLIENT", "0".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+        ("CATALOGUE_PATH", e2e::CATALOGUE_PATH.to_owned()),
     ];
+    let mut producer = Service::start(&args, "producer", Vec::new(), producer_env);
+    let mut consumer_args = vec![
+        "run".to_owned(),
+        format!("--template={}", args.template),
+        format!("--queue-url={}", queues.queue_url),
+        format!("--dlq-url={}", queues.dlq_url),
+        // The consumer runs as the writer role, as in AWS.
+        format!("--database-url={}", db.url_as(DEFAULT_WRITER)),
+    ];
+    let mut consumer_env = vec![("RUST_LOG", "info".to_owned())];
     // A bad release is written to this file, and the breaker reads the
     // batches' figures as it does in AWS.
     let function_file = format!("{}/function", args.log_dir);
-    let batch_log = format!("{}/batches.jsonl", args.log_dir);
-    let (speedup, timeout_ms) = (
-        BREAKER_SPEEDUP.to_string(),
-        FUNCTION_TIMEOUT.as_millis().to_string(),
-    );
-    let max_receive_count = MAX_RECEIVE_COUNT.to_string();
     if bad_release.is_some() {
         std::fs::write(&function_file, "running")?;
-        consumer_args.extend(["--function-file", &function_file, "--batch-log", &batch_log]);
-        if real.is_none() {
-            consumer_args.extend(["--breaker-speedup", &speedup]);
-        }
+        consumer_args.extend([
+            format!("--function-file={function_file}"),
+            format!("--batch-log={}/batches.jsonl", args.log_dir),
+        ]);
     }
-    let mut consumer_env = vec![("RUST_LOG", "info")];
-    let (retry_base, retry_multiplier) =
-        (RETRY_BASE_SECONDS.to_string(), RETRY_MULTIPLIER.to_string());
     if real.is_none() {
         consumer_args.extend([
-            "--batch-size",
-            "100",
-            "--batching-window-ms",
-            "300",
-            "--function-timeout-ms",
-            &timeout_ms,
-            "--max-receive-count",
-            &max_receive_count,
+            "--batch-size=100".to_owned(),
+            "--batching-window-ms=300".to_owned(),
+            format!("--function-timeout-ms={}", FUNCTION_TIMEOUT.as_millis()),
+            format!("--max-receive-count={MAX_RECEIVE_COUNT}"),
         ]);
+        if bad_release.is_some() {
+            consumer_args.push(format!("--breaker-speedup={BREAKER_SPEEDUP}"));
+        }
         consumer_env.extend([
-            ("RETRY_BASE_SECONDS", retry_base.as_str()),
-            ("RETRY_MULTIPLIER", &retry_multiplier),
+            ("RETRY_BASE_SECONDS", RETRY_BASE_SECONDS.to_string()),
+            ("RETRY_MULTIPLIER", RETRY_MULTIPLIER.to_string()),
         ]);
     }
-    let mut consumer = Service {
-        name: "local-esm",
-        program: format!("{}/local-esm", args.bin_dir),
-        args: consumer_args.into_iter().map(str::to_owned).collect(),
-        env: pairs(&consumer_env),
-        log: format!("{}/local-esm.log", args.log_dir),
-        child: None,
-    };
-    producer.start();
-    consumer.start();
+    let mut consumer = Service::start(&args, "local-esm", consumer_args, consumer_env);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
+    let healthz = format!("http://{producer_addr}/healthz");
     testkit::eventually("the producer to listen", Duration::from_secs(30), || {
-        let http = http.clone();
-        let url = format!("{producer_url}/healthz");
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+        http.get(&healthz).send()
     })
     .await;
 
     // --- the load, the poison, the conflicts ---
-    let orders: Vec<Value> = (0..args.orders)
-        .map(|n| e2e::order_request(n, n % 4 + 1))
-        .collect();
     let twins: HashSet<usize> = (0..args.orders).filter(|_| seeded.unit() < 0.01).collect();
     let poison = (args.orders as f64 * args.poison_percent / 100.0).round() as usize;
     let rate = match (args.rate, timed) {
@@ -278,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
         twins.len(),
         args.seed
     );
-    if let Some(template) = &real {
+    if let Some(template) = real {
         let (q, e) = (template.queues, template.event_source);
         println!(
             "  {}'s constants: visibility timeout {} s, maxReceiveCount {}, function timeout {} s, \
@@ -298,58 +248,49 @@ async fn main() -> anyhow::Result<()> {
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let started = Instant::now();
-    let posting_done = Arc::new(AtomicBool::new(false));
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let clients = args.clients;
     let load = {
-        let ledger = ledger.clone();
-        let http = http.clone();
-        let url = format!("{producer_url}/orders");
-        let done = posting_done.clone();
+        let (ledger, http, orders, clients) =
+            (ledger.clone(), http.clone(), args.orders, args.clients);
+        let url = format!("http://{producer_addr}/orders");
         tokio::spawn(async move {
-            futures::stream::iter(orders.into_iter().enumerate())
-                .map(|(n, body)| {
-                    let (ledger, http, url) = (ledger.clone(), http.clone(), url.clone());
+            futures::stream::iter(0..orders)
+                .for_each_concurrent(clients, |n| {
+                    let body = e2e::order_request(n, n % 4 + 1);
                     let twin = twins.contains(&n).then(|| conflicting_twin(&body));
+                    let (ledger, http, url) = (&ledger, &http, &url);
                     async move {
                         // A steady rate: each order waits for its slot.
                         tokio::time::sleep_until((started + interval * n as u32).into()).await;
-                        place(&http, &url, &body, &ledger).await;
+                        place(http, url, &body, ledger).await;
                         if let Some(twin) = twin {
-                            place(&http, &url, &twin, &ledger).await;
+                            place(http, url, &twin, ledger).await;
                             ledger.lock().await.conflicts_injected += 1;
                         }
                     }
                 })
-                .buffer_unordered(clients)
-                .collect::<Vec<()>>()
                 .await;
-            done.store(true, Ordering::SeqCst);
             // The outage run awaits its catch-up first: it must not count as posting time.
             Instant::now()
         })
     };
-    let poison_ids: Vec<String> = (0..poison).map(|_| Uuid::new_v4().to_string()).collect();
     let poisoner = {
-        let sqs = queues.sqs.clone();
-        let url = queues.queue_url.clone();
-        let ids = poison_ids.clone();
+        let (sqs, url) = (queues.sqs.clone(), queues.queue_url.clone());
         tokio::spawn(async move {
             // When each was sent, in Unix milliseconds, to set beside the
             // consumer's `failure.failed_at`.
             let mut sent_ms: HashMap<String, i64> = HashMap::new();
-            for (i, id) in ids.iter().enumerate() {
-                tokio::time::sleep_until(
-                    (started + expected_run.mul_f64(i as f64 / ids.len().max(1) as f64)).into(),
-                )
-                .await;
+            for i in 0..poison {
+                let at = expected_run.mul_f64(i as f64 / poison.max(1) as f64);
+                tokio::time::sleep_until((started + at).into()).await;
+                let id = Uuid::new_v4().to_string();
                 let _ = sqs
                     .send_message()
                     .queue_url(&url)
                     .message_body(json!({"poison": id, "schema_version": 1}).to_string())
                     .send()
                     .await;
-                sent_ms.insert(id.clone(), unix_ms());
+                sent_ms.insert(id, unix_ms());
             }
             (Instant::now(), sent_ms)
         })
@@ -362,19 +303,18 @@ async fn main() -> anyhow::Result<()> {
     let mut last_stop: Option<(Instant, Instant)> = None;
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
+        let began = Instant::now();
         match fault {
             Fault::KillConsumer => {
-                consumer.signal("-KILL");
-                consumer.wait_or_kill(Duration::from_secs(5)).await;
+                consumer.stop("-KILL", Duration::from_secs(5)).await;
                 tokio::time::sleep(Duration::from_millis(500 + seeded.next() % 1500)).await;
-                consumer.start();
+                consumer.spawn();
             }
             Fault::StopDatabase(down) => {
-                let down_at = Instant::now();
                 server.stop();
                 tokio::time::sleep(down).await;
                 server.start_again().await;
-                last_stop = Some((down_at, Instant::now()));
+                last_stop = Some((began, Instant::now()));
             }
             Fault::FreezeDatabase(frozen) => {
                 server.freeze();
@@ -382,16 +322,14 @@ async fn main() -> anyhow::Result<()> {
                 server.thaw();
             }
             Fault::RestartProducer => {
-                producer.signal("-TERM");
-                producer.wait_or_kill(Duration::from_secs(15)).await;
-                producer.start();
+                producer.stop("-TERM", Duration::from_secs(15)).await;
+                producer.spawn();
             }
             Fault::BadRelease(lasts) => {
-                let released_at = Instant::now();
                 std::fs::write(&function_file, "failing-batches")?;
                 tokio::time::sleep(lasts).await;
                 std::fs::write(&function_file, "running")?;
-                last_stop = Some((released_at, Instant::now()));
+                last_stop = Some((began, Instant::now()));
             }
         }
         last_fault_end = Instant::now();
@@ -421,9 +359,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // --- drain and count ---
-    let client = db.connect().await;
-    let expected_dead = poison as u64;
-    let drain_timeout = match &real {
+    let drain_timeout = match real {
         Some(template) => {
             // The consumer sends poison to the DLQ on its first receive; only
             // one whose every receive ended in a crash waits for the redrive
@@ -439,38 +375,31 @@ async fn main() -> anyhow::Result<()> {
     };
     testkit::eventually("both queues to drain", drain_timeout, || async {
         let (depth, dead) = (queues.depth().await, queues.dlq_depth().await);
-        if depth == 0 && dead >= expected_dead {
+        if depth == 0 && dead >= poison as u64 {
             Ok(())
         } else {
             Err((depth, dead))
         }
     })
     .await;
-    let drained = Instant::now();
-    let drain_s = (drained - last_fault_end.max(posted_at)).as_secs_f64();
-    producer.signal("-TERM");
-    producer.wait_or_kill(Duration::from_secs(10)).await;
-    consumer.signal("-TERM");
-    consumer.wait_or_kill(Duration::from_secs(10)).await;
+    let drain_s = last_fault_end.max(posted_at).elapsed().as_secs_f64();
+    producer.stop("-TERM", Duration::from_secs(10)).await;
+    consumer.stop("-TERM", Duration::from_secs(10)).await;
 
+    let client = db.connect().await;
+    let by_id = "SELECT order_id::text, count(*) FROM orders GROUP BY order_id";
+    let stored_count: HashMap<String, i64> = (client.query(by_id, &[]).await?.iter())
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
     let ledger = ledger.lock().await;
-    let accepted: HashSet<&String> = ledger.accepted.keys().collect();
-    let rows = client
-        .query("SELECT order_id::text, customer_id FROM orders", &[])
-        .await?;
-    let mut stored_count: HashMap<String, usize> = HashMap::new();
-    for row in &rows {
-        *stored_count.entry(row.get(0)).or_default() += 1;
-    }
-    let stored = accepted
-        .iter()
-        .filter(|id| stored_count.contains_key(**id))
+    let accepted = &ledger.accepted_at;
+    let stored = (accepted.keys())
+        .filter(|id| stored_count.contains_key(*id))
         .count();
     let missing = accepted.len() - stored;
-    let duplicates: usize = stored_count.values().map(|n| n - 1).sum();
-    let unexpected = stored_count
-        .keys()
-        .filter(|id| !ledger.accepted.contains_key(*id))
+    let duplicates: i64 = stored_count.values().map(|n| n - 1).sum();
+    let unexpected = (stored_count.keys())
+        .filter(|id| !accepted.contains_key(*id))
         .count();
     let conflicts: i64 = client
         .query_one("SELECT count(*) FROM order_conflicts", &[])
@@ -494,20 +423,19 @@ async fn main() -> anyhow::Result<()> {
     println!("| valid orders in the DLQ | {valid_in_dlq} |");
     println!("| conflicts recorded | {conflicts} of {injected} |");
     println!("| drain time after the last fault | {drain_s:.1} s |");
+    if let Some(catchup) = catchup {
+        let shown = catchup.map_or("never".to_owned(), |c| format!("{:.1} s", c.as_secs_f64()));
+        println!("| catch-up after {back} | {shown} |");
+    }
     // Whole seconds in the summary, as printed, so that the line and the
     // verdict agree; "never" when some of the orders were never stored.
     let catchup_s = catchup.map(|c| c.map(|c| c.as_secs_f64().round() as u64));
-    let catchup_text = match catchup {
-        Some(Some(catchup)) => {
-            println!("| catch-up after {back} | {:.1} s |", catchup.as_secs_f64());
-            format!(" catchup_s={}", catchup.as_secs_f64().round() as u64)
-        }
-        Some(None) => {
-            println!("| catch-up after {back} | never |");
-            " catchup_s=never".to_owned()
-        }
-        None => String::new(),
-    };
+    let catchup_text = catchup_s.map_or(String::new(), |c| {
+        format!(
+            " catchup_s={}",
+            c.map_or("never".to_owned(), |c| c.to_string())
+        )
+    });
     println!();
     println!(
         "chaos orders={orders} accepted={accepted_n} stored={stored} missing={missing} duplicates={duplicates} poison_in_dlq={poison_in_dlq}/{poison} valid_in_dlq={valid_in_dlq} conflicts={conflicts}/{injected} drain_s={drain_s:.0} poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={to_dlq_s:.0}{catchup_text}"
@@ -526,7 +454,7 @@ async fn main() -> anyhow::Result<()> {
         && poison_in_dlq == poison
         && poison_by_consumer == poison
         && valid_in_dlq == 0
-        && conflicts == ledger.conflicts_injected as i64
+        && conflicts == injected as i64
         && caught_up_in_time;
     drop(server);
     std::process::exit(if ok { 0 } else { 1 });

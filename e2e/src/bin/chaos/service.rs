@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::Args;
+
 /// Settings local-esm also takes from its environment: a run sets them itself
 /// or not at all, whatever the caller's shell exports.
 pub(crate) const CONSUMER_ENV_OVERRIDES: [&str; 3] = [
@@ -14,18 +16,38 @@ pub(crate) const CONSUMER_ENV_OVERRIDES: [&str; 3] = [
     "MAX_RECEIVE_COUNT",
 ];
 
-/// A child process that can be killed and started again with the same command.
+/// A child process that can be stopped and started again with the same command.
 pub(crate) struct Service {
-    pub(crate) name: &'static str,
-    pub(crate) program: String,
-    pub(crate) args: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) log: String,
-    pub(crate) child: Option<Child>,
+    name: &'static str,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    log: String,
+    child: Option<Child>,
 }
 
 impl Service {
-    pub(crate) fn start(&mut self) {
+    /// Starts `--bin-dir`'s `name`, its output appended to `<name>.log` in `--log-dir`.
+    pub(crate) fn start(
+        cli: &Args,
+        name: &'static str,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+    ) -> Self {
+        let mut service = Self {
+            name,
+            program: format!("{}/{name}", cli.bin_dir),
+            args,
+            env,
+            log: format!("{}/{name}.log", cli.log_dir),
+            child: None,
+        };
+        service.spawn();
+        service
+    }
+
+    /// Starts the process, again after [`Service::stop`].
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -47,19 +69,18 @@ impl Service {
         self.child = Some(child);
     }
 
-    pub(crate) fn signal(&mut self, signal: &str) {
-        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+    /// Sends `signal` (`-TERM`, `-KILL`) and waits up to `grace` for the
+    /// process to exit; kills it after that.
+    pub(crate) async fn stop(&mut self, signal: &str, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")
                 .args([signal, &pid.to_string()])
                 .status();
         }
-    }
-
-    /// Waits up to `grace` for the process to exit; kills it after that.
-    pub(crate) async fn wait_or_kill(&mut self, grace: Duration) {
-        if let Some(mut child) = self.child.take()
-            && tokio::time::timeout(grace, child.wait()).await.is_err()
-        {
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
     }
