@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use consumer_lambda::BatchMetrics;
-use serde::Deserialize;
+use consumer_lambda::metrics::{BATCH_LATENCY, OLDEST_ORDER_AGE};
 use serde_json::Value;
 
 /// The function name the EMF lines carry, as the consumer names itself outside Lambda.
@@ -109,28 +109,14 @@ fn rotated(path: &Path) -> PathBuf {
 }
 
 /// One batch's figures as its EMF line carries them, under the consumer's metric names.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchFigures {
     /// From `_aws.Timestamp`.
-    #[serde(skip)]
     pub at: DateTime<Utc>,
-    pub records: u64,
-    pub stored: u64,
-    pub duplicates: u64,
-    pub conflicts: u64,
-    pub invalid: u64,
-    pub refused: u64,
-    pub skewed: u64,
-    pub postponed: u64,
-    pub requeued: u64,
-    pub requeue_failed: u64,
-    pub dead_lettered: u64,
-    pub dead_letter_failed: u64,
-    #[serde(rename = "BatchLatency")]
+    /// Each count under its metric name, as [`BatchMetrics::counts`] lists them.
+    pub counts: [(&'static str, u64); 12],
     pub latency_ms: f64,
     /// Only a batch with a valid order has one.
-    #[serde(rename = "OldestOrderAge")]
     pub oldest_order_age_s: Option<f64>,
 }
 
@@ -138,11 +124,24 @@ impl BatchFigures {
     /// The figures of one EMF line, `None` when it is not a batch's line.
     pub fn from_emf(line: &str) -> Option<Self> {
         let doc: Value = serde_json::from_str(line).ok()?;
-        let at = DateTime::from_timestamp_millis(doc.pointer("/_aws/Timestamp")?.as_i64()?)?;
+        let mut counts = BatchMetrics::default().counts();
+        for (name, count) in &mut counts {
+            *count = doc.get(*name)?.as_u64()?;
+        }
         Some(Self {
-            at,
-            ..Self::deserialize(doc).ok()?
+            at: DateTime::from_timestamp_millis(doc.pointer("/_aws/Timestamp")?.as_i64()?)?,
+            counts,
+            latency_ms: doc.get(BATCH_LATENCY)?.as_f64()?,
+            oldest_order_age_s: doc.get(OLDEST_ORDER_AGE).and_then(Value::as_f64),
         })
+    }
+
+    /// The count under the metric `name`, 0 for a name the consumer does not count.
+    pub fn count(&self, name: &str) -> u64 {
+        let mut counts = self.counts.iter();
+        counts
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, count)| *count)
     }
 }
 
@@ -185,6 +184,7 @@ pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use consumer_lambda::metrics::{DUPLICATES, INVALID, RECORDS, STORED};
     use std::time::Duration;
 
     fn metrics(stored: u64) -> BatchMetrics {
@@ -229,8 +229,8 @@ mod tests {
         };
         assert_eq!(batch.at.to_rfc3339(), "2026-12-02T10:01:30+00:00");
         assert_eq!(
-            (batch.records, batch.stored, batch.duplicates, batch.invalid),
-            (4, 2, 1, 1)
+            [RECORDS, STORED, DUPLICATES, INVALID].map(|name| batch.count(name)),
+            [4, 2, 1, 1]
         );
         assert_eq!(batch.latency_ms, 12.5);
         assert_eq!(batch.oldest_order_age_s, Some(90.0));
@@ -246,7 +246,7 @@ mod tests {
         let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
         assert_eq!((lines(&rotated(&path)), lines(&path)), (3, 2));
         let read = read(&path).expect("read");
-        let stored: Vec<u64> = read.batches.iter().map(|b| b.stored).collect();
+        let stored: Vec<u64> = read.batches.iter().map(|b| b.count(STORED)).collect();
         assert_eq!(stored, [3, 4, 5, 6, 7]);
     }
 

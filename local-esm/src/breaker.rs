@@ -107,12 +107,15 @@ impl Figures for LocalFigures {
             .batches
             .iter()
             .filter(|b| from <= b.at && b.at <= to)
-            .map(|b| Batches {
-                records: b.records,
-                finished: b.stored + b.duplicates + b.conflicts + b.dead_lettered,
-                deferred: b.postponed + b.requeued + b.skewed,
-                // A failed invocation's line has records and nothing else.
-                failed_invocations: 0,
+            .map(|b| {
+                let sum = |names: &[&str]| names.iter().map(|name| b.count(name)).sum();
+                Batches {
+                    records: sum(core::figures::RECORDS),
+                    finished: sum(core::figures::FINISHED),
+                    deferred: sum(core::figures::DEFERRED),
+                    // A failed invocation's line has records and nothing else.
+                    failed_invocations: 0,
+                }
             })
             .fold(Batches::default(), |sum, b| sum + b))
     }

@@ -7,6 +7,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use consumer_lambda::metrics::{DEAD_LETTERED, INVALID, RECORDS, STORED};
 use consumer_lambda::migrations::{self, DEFAULT_WRITER, Role};
 use consumer_lambda::{
     Backoff, Consumer, DatabaseConfig, MaxReceiveCount, PgStore, RetryPolicy, SqsDeadLetterQueue,
@@ -254,13 +255,11 @@ async fn status_shows_the_queues_the_consumers_batches_and_the_producers_counter
     );
 
     let batches = snapshot.batches.as_ref().expect("the batch log was read");
-    let sum = |count: fn(&local_esm::batches::BatchFigures) -> u64| -> u64 {
-        batches.batches.iter().map(count).sum()
-    };
-    assert_eq!(sum(|b| b.records), 4);
-    assert_eq!(sum(|b| b.stored), 3);
-    assert_eq!(sum(|b| b.invalid), 1);
-    assert_eq!(sum(|b| b.dead_lettered), 1);
+    let sum = |name| -> u64 { batches.batches.iter().map(|b| b.count(name)).sum() };
+    assert_eq!(sum(RECORDS), 4);
+    assert_eq!(sum(STORED), 3);
+    assert_eq!(sum(INVALID), 1);
+    assert_eq!(sum(DEAD_LETTERED), 1);
     assert!(
         batches
             .batches

@@ -11,10 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use consumer_lambda::metrics::{
-    BATCH_LATENCY, CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID,
-    OLDEST_ORDER_AGE, POSTPONED, RECORDS, REFUSED, REQUEUE_FAILED, REQUEUED, STORED,
-};
+use consumer_lambda::metrics::{BATCH_LATENCY, OLDEST_ORDER_AGE};
 use support::error_chain;
 
 use crate::batches::{self, BatchFigures, Batches};
@@ -248,22 +245,10 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
     };
     let at = |b: &BatchFigures| b.at.format("%H:%M:%S").to_string();
     let mut table = vec![row("batch at", &at, format!("all {}", all.len()))];
-    let counts: [(&str, Count); 11] = [
-        (RECORDS, |b| b.records),
-        (STORED, |b| b.stored),
-        (DUPLICATES, |b| b.duplicates),
-        (CONFLICTS, |b| b.conflicts),
-        (INVALID, |b| b.invalid),
-        (REFUSED, |b| b.refused),
-        (POSTPONED, |b| b.postponed),
-        (REQUEUED, |b| b.requeued),
-        (REQUEUE_FAILED, |b| b.requeue_failed),
-        (DEAD_LETTERED, |b| b.dead_lettered),
-        (DEAD_LETTER_FAILED, |b| b.dead_letter_failed),
-    ];
-    for (name, count) in counts {
-        let sum = all.iter().map(count).sum::<u64>();
-        table.push(row(name, &|b| count(b).to_string(), format!("Σ {sum}")));
+    for (name, _) in newest.counts {
+        let sum = all.iter().map(|b| b.count(name)).sum::<u64>();
+        let count = |b: &BatchFigures| b.count(name).to_string();
+        table.push(row(name, &count, format!("Σ {sum}")));
     }
     let slowest = all.iter().map(|b| b.latency_ms).fold(0.0, f64::max);
     let latency = |b: &BatchFigures| ms_text(b.latency_ms);
@@ -289,9 +274,6 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         );
     }
 }
-
-/// One count of a batch, read from its figures.
-type Count = fn(&BatchFigures) -> u64;
 
 fn render_producer(out: &mut String, snapshot: &Snapshot) {
     let figures = match &snapshot.producer {

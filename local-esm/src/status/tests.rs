@@ -1,4 +1,9 @@
 use super::*;
+use consumer_lambda::BatchMetrics;
+use consumer_lambda::metrics::{
+    CONFLICTS, DEAD_LETTER_FAILED, DEAD_LETTERED, DUPLICATES, INVALID, POSTPONED, RECORDS, REFUSED,
+    REQUEUE_FAILED, REQUEUED, SKEWED, STORED,
+};
 use std::collections::BTreeMap;
 use support::queues::Depth;
 
@@ -19,20 +24,16 @@ fn a_rows_error_keeps_its_own_words_and_the_root_cause_only() {
 }
 
 fn batch(at: &str, stored: u64, oldest: Option<f64>) -> BatchFigures {
+    let metrics = BatchMetrics {
+        records: stored as usize + 1,
+        stored,
+        invalid: 1,
+        dead_lettered: 1,
+        ..BatchMetrics::default()
+    };
     BatchFigures {
         at: at.parse().expect("time"),
-        records: stored + 1,
-        stored,
-        duplicates: 0,
-        conflicts: 0,
-        invalid: 1,
-        refused: 0,
-        skewed: 0,
-        postponed: 0,
-        requeued: 0,
-        requeue_failed: 0,
-        dead_lettered: 1,
-        dead_letter_failed: 0,
+        counts: metrics.counts(),
         latency_ms: 12.5,
         oldest_order_age_s: oldest,
     }
@@ -137,6 +138,7 @@ fn the_batches_are_shown_newest_first_under_the_consumers_metric_names() {
         CONFLICTS,
         INVALID,
         REFUSED,
+        SKEWED,
         POSTPONED,
         REQUEUED,
         REQUEUE_FAILED,
