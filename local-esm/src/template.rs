@@ -35,10 +35,6 @@ impl Template {
         Self::from_document(&Document::from_file(path)?)
     }
 
-    pub fn parse(yaml: &str) -> Result<Self, TemplateError> {
-        Self::from_document(&Document::parse(yaml)?)
-    }
-
     pub fn from_document(t: &Document) -> Result<Self, TemplateError> {
         let at = |resource, path: &[&'static str]| {
             [&["Resources", resource, "Properties"][..], path].concat()
@@ -91,7 +87,7 @@ mod tests {
     #[test]
     fn the_local_stack_reads_the_same_queue_and_event_settings_as_the_template_declares() {
         let t = project();
-        let local = Template::parse(PROJECT_TEMPLATE).expect("local-esm reads the template");
+        let local = Template::from_document(&t).expect("local-esm reads the template");
         let parameter_default = |name: &str| raw(&t, &["Parameters", name, "Default"]);
         let queue = |p: &str| raw(&t, &["Resources", QUEUE, "Properties", p]);
 
@@ -137,7 +133,8 @@ mod tests {
     #[test]
     fn a_missing_setting_is_named() {
         let template = PROJECT_TEMPLATE.replace("VisibilityTimeout:", "VisibilityTimeoutX:");
-        let err = Template::parse(&template).expect_err("missing");
+        let t = Document::parse(&template).expect("still YAML");
+        let err = Template::from_document(&t).expect_err("missing");
         assert!(
             err.to_string()
                 .contains("OrdersQueue.Properties.VisibilityTimeout"),

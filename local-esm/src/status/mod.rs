@@ -82,15 +82,13 @@ impl Snapshot {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProducerError {
-    #[error(
-        "the producer's metrics at {url} did not answer: is scripts/dev running (METRICS_URL in .dev/env)?"
-    )]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+#[error(
+    "the producer's metrics at {url} did not answer: is scripts/dev running (METRICS_URL in .dev/env)?"
+)]
+pub struct ProducerError {
+    url: String,
+    #[source]
+    source: reqwest::Error,
 }
 
 impl Sources {
@@ -120,7 +118,7 @@ impl Sources {
     }
 
     async fn producer(&self) -> Result<ProducerFigures, ProducerError> {
-        let unreachable = |source| ProducerError::Unreachable {
+        let unreachable = |source| ProducerError {
             url: self.places.metrics_url.clone(),
             source,
         };
