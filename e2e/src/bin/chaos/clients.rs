@@ -69,17 +69,12 @@ pub(crate) async fn await_catchup(
 ) -> anyhow::Result<Option<Duration>> {
     let (waiting, while_down) = {
         let ledger = ledger.lock().await;
-        let before: Vec<(Uuid, Instant)> = ledger
-            .accepted_at
-            .iter()
-            .filter(|(_, at)| **at <= back_at)
-            .map(|(id, at)| Ok((id.parse::<Uuid>()?, *at)))
-            .collect::<Result<_, uuid::Error>>()
-            .context("an accepted order id is not a UUID")?;
-        let while_down = before.iter().filter(|(_, at)| *at >= down_at).count();
-        let ids: Vec<Uuid> = before.into_iter().map(|(id, _)| id).collect();
+        let before = ledger.accepted_at.iter().filter(|(_, at)| **at <= back_at);
+        let while_down = before.clone().filter(|(_, at)| **at >= down_at).count();
+        let ids: Result<Vec<Uuid>, _> = before.map(|(id, _)| id.parse()).collect();
         (ids, while_down)
     };
+    let waiting = waiting.context("an accepted order id is not a UUID")?;
     println!(
         "  {} orders accepted before {back}, {while_down} of them during the fault",
         waiting.len()
