@@ -156,13 +156,8 @@ async fn within<T, E: std::error::Error>(
 
 /// The snapshot as text: three tables, a row saying why where a part is down.
 pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Local system at {}",
-        snapshot.at.format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    out.push('\n');
+    let at = snapshot.at.format("%Y-%m-%d %H:%M:%S UTC");
+    let mut out = format!("Local system at {at}\n\n");
     render_queues(&mut out, &snapshot.queues);
     out.push('\n');
     render_batches(&mut out, snapshot);
@@ -172,13 +167,8 @@ pub fn render(snapshot: &Snapshot) -> String {
 }
 
 fn render_queues(out: &mut String, rows: &[QueueRow]) {
-    let mut table = vec![cells([
-        "queue",
-        "visible",
-        "in flight",
-        "delayed",
-        "oldest",
-    ])];
+    let header = ["queue", "visible", "in flight", "delayed", "oldest"];
+    let mut table = vec![cells(header)];
     let mut down = Vec::new();
     for row in rows {
         match &row.figures {
