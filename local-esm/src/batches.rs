@@ -3,7 +3,7 @@
 //! without rewriting: after `keep` lines the file becomes `<file>.1` and a new
 //! one begins; a reader takes both and skips a last line still being written.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -88,12 +88,7 @@ impl BatchLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.1 >= self.keep {
             std::fs::rename(&self.path, rotated(&self.path)).map_err(write_error)?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(write_error)?;
-            *current = (file, 0);
+            *current = (File::create(&self.path).map_err(write_error)?, 0);
         }
         // One write of the whole line: a reader sees it whole or skips its tail.
         current.0.write_all(line.as_bytes()).map_err(write_error)?;
@@ -185,6 +180,7 @@ pub fn read(path: &Path) -> Result<Batches, BatchLogError> {
 mod tests {
     use super::*;
     use consumer_lambda::metrics::{DUPLICATES, INVALID, RECORDS, STORED};
+    use std::fs::OpenOptions;
     use std::time::Duration;
 
     fn metrics(stored: u64) -> BatchMetrics {
