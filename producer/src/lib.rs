@@ -163,16 +163,11 @@ pub async fn run_with<Q: OrderQueue>(
 
 /// The state [`run`] serves over `queue`, with `config`'s limits.
 pub fn configured_state<Q>(config: &Config, queue: Arc<Q>) -> AppState<Q> {
-    let rate_limit = config
-        .rate_limit
-        .map(|quota| RateLimit::new(quota, config.trusted_proxies.clone()));
-    let client_cap = config
-        .max_in_flight_per_client
-        .map(|max| ClientCap::new(max, config.trusted_proxies.clone()));
     AppState::new(queue, config.request_timeout())
         .with_limits(config.limits)
-        .with_rate_limit(rate_limit)
-        .with_client_cap(client_cap)
+        .with_rate_limit(config.rate_limit.map(RateLimit::new))
+        .with_client_cap(config.max_in_flight_per_client.map(ClientCap::new))
+        .with_trusted_proxies(config.trusted_proxies.clone())
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves and in-flight

@@ -9,13 +9,10 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::client_ip::{Client, TrustedProxies};
+use crate::client_ip::Client;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::server::ServerSettings;
@@ -93,7 +90,6 @@ impl InFlight {
 pub struct ClientCap {
     held: Held,
     max: usize,
-    proxies: Arc<TrustedProxies>,
 }
 
 /// Each client's requests in progress; a client with none has no entry, so the
@@ -106,23 +102,29 @@ fn lock(held: &Held) -> MutexGuard<'_, HashMap<Client, usize>> {
 }
 
 impl ClientCap {
-    pub fn new(max: NonZeroUsize, proxies: TrustedProxies) -> Self {
+    pub fn new(max: NonZeroUsize) -> Self {
         Self {
             held: Arc::default(),
             max: max.get(),
-            proxies: Arc::new(proxies),
         }
     }
 
-    /// A slot of `client`'s, or `None` when it holds its `max` already.
-    fn admit(&self, client: Client) -> Option<ClientSlot> {
+    /// A slot of `client`'s, held until the answer is ready (body read
+    /// included), or 429 at once when it holds its `max` already.
+    pub(crate) fn admit(&self, client: Client, metrics: &Metrics) -> Result<ClientSlot, Problem> {
         let mut held = lock(&self.held);
         let count = held.entry(client.clone()).or_insert(0);
         if *count >= self.max {
-            return None;
+            tracing::info!(
+                %client,
+                max_in_flight_per_client = self.max,
+                "refusing a request: its client has too many in progress"
+            );
+            metrics.over_client_cap();
+            return Err(over_client_cap(self.max));
         }
         *count += 1;
-        Some(ClientSlot {
+        Ok(ClientSlot {
             held: Arc::clone(&self.held),
             key: client,
         })
@@ -131,7 +133,7 @@ impl ClientCap {
 
 /// One request of a client's, given back when dropped.
 #[derive(Debug)]
-struct ClientSlot {
+pub(crate) struct ClientSlot {
     held: Held,
     key: Client,
 }
@@ -146,27 +148,6 @@ impl Drop for ClientSlot {
             }
         }
     }
-}
-
-/// Middleware: admits the request while its client holds fewer than its cap
-/// (held until the answer is ready, body read included), else 429 at once.
-pub(crate) async fn cap_per_client(
-    State((cap, metrics)): State<(ClientCap, Metrics)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client = cap.proxies.client_of(&request);
-    tracing::Span::current().record("client", tracing::field::display(&client));
-    let Some(_slot) = cap.admit(client.clone()) else {
-        tracing::info!(
-            %client,
-            max_in_flight_per_client = cap.max,
-            "refusing a request: its client has too many in progress"
-        );
-        metrics.over_client_cap();
-        return over_client_cap(cap.max).into_response();
-    };
-    next.run(request).await
 }
 
 /// The answer to a client that already holds its cap of requests.
@@ -198,10 +179,7 @@ mod tests {
     use super::*;
 
     fn cap(max: usize) -> ClientCap {
-        ClientCap::new(
-            NonZeroUsize::new(max).expect("non-zero"),
-            TrustedProxies::none(),
-        )
+        ClientCap::new(NonZeroUsize::new(max).expect("non-zero"))
     }
 
     fn ip(text: &str) -> Client {
@@ -210,21 +188,36 @@ mod tests {
 
     #[test]
     fn a_client_holds_at_most_its_cap_and_gets_slots_back_when_they_end() {
-        let cap = cap(2);
-        let first = cap.admit(ip("198.51.100.7")).expect("first");
-        let _second = cap.admit(ip("198.51.100.7")).expect("second");
-        assert!(cap.admit(ip("198.51.100.7")).is_none(), "over the cap");
-        assert!(cap.admit(ip("198.51.100.8")).is_some(), "another client");
+        let (cap, metrics) = (cap(2), Metrics::new());
+        let first = cap.admit(ip("198.51.100.7"), &metrics).expect("first");
+        let _second = cap.admit(ip("198.51.100.7"), &metrics).expect("second");
+        assert!(
+            cap.admit(ip("198.51.100.7"), &metrics).is_err(),
+            "over the cap"
+        );
+        assert!(
+            cap.admit(ip("198.51.100.8"), &metrics).is_ok(),
+            "another client"
+        );
         drop(first);
-        assert!(cap.admit(ip("198.51.100.7")).is_some(), "a slot came back");
+        assert!(
+            cap.admit(ip("198.51.100.7"), &metrics).is_ok(),
+            "a slot came back"
+        );
     }
 
     #[test]
     fn an_ipv6_client_is_its_slash_64_and_clients_with_nothing_in_progress_are_forgotten() {
-        let cap = cap(1);
-        let held = cap.admit(ip("2001:db8:1:2::1")).expect("first");
-        assert!(cap.admit(ip("2001:db8:1:2::ffff")).is_none(), "same /64");
-        assert!(cap.admit(ip("2001:db8:1:3::1")).is_some(), "another /64");
+        let (cap, metrics) = (cap(1), Metrics::new());
+        let held = cap.admit(ip("2001:db8:1:2::1"), &metrics).expect("first");
+        assert!(
+            cap.admit(ip("2001:db8:1:2::ffff"), &metrics).is_err(),
+            "same /64"
+        );
+        assert!(
+            cap.admit(ip("2001:db8:1:3::1"), &metrics).is_ok(),
+            "another /64"
+        );
         drop(held);
         assert!(lock(&cap.held).is_empty(), "{:?}", cap.held);
     }

@@ -5,14 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::client_ip::{Client, TrustedProxies};
+use crate::client_ip::Client;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 
@@ -38,19 +35,17 @@ impl RateQuota {
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     limiter: Arc<DefaultKeyedRateLimiter<Client>>,
-    proxies: Arc<TrustedProxies>,
     checks: Arc<AtomicU64>,
 }
 
 impl RateLimit {
-    pub fn new(quota: RateQuota, proxies: TrustedProxies) -> Self {
+    pub fn new(quota: RateQuota) -> Self {
         // A zero period is the only way to get None; a nanosecond is as good as unlimited.
         let quota = Quota::with_period(quota.replenish_every.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(quota.burst);
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
-            proxies: Arc::new(proxies),
             checks: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -65,18 +60,10 @@ impl RateLimit {
             .check_key(client)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
-}
 
-pub(crate) async fn limit_per_client(
-    State((limit, metrics)): State<(RateLimit, Metrics)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client = limit.proxies.client_of(&request);
-    tracing::Span::current().record("client", tracing::field::display(&client));
-    match limit.check(&client) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
+    /// [`Self::check`], answered 429 with `Retry-After` when over the rate.
+    pub(crate) fn admit(&self, client: &Client, metrics: &Metrics) -> Result<(), Problem> {
+        self.check(client).map_err(|wait| {
             // Whole seconds, rounded up: never invite a retry that is too early.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let secs = secs.max(1);
@@ -90,8 +77,7 @@ pub(crate) async fn limit_per_client(
                 ),
             )
             .with_retry_after(secs)
-            .into_response()
-        }
+        })
     }
 }
 
@@ -108,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_burst_then_is_told_how_long_to_wait() {
-        let limit = RateLimit::new(one_per_hour(2), TrustedProxies::none());
+        let limit = RateLimit::new(one_per_hour(2));
         let client = Client::address("198.51.100.7".parse().expect("address"));
         assert!(limit.check(&client).is_ok());
         assert!(limit.check(&client).is_ok());
@@ -118,7 +104,7 @@ mod tests {
 
     #[test]
     fn clients_have_buckets_of_their_own() {
-        let limit = RateLimit::new(one_per_hour(1), TrustedProxies::none());
+        let limit = RateLimit::new(one_per_hour(1));
         let client = |ip: &str| Client::address(ip.parse().expect("ip"));
         assert!(limit.check(&client("198.51.100.7")).is_ok());
         assert!(limit.check(&client("198.51.100.8")).is_ok());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Extension, Json, Router};
@@ -24,12 +24,13 @@ use uuid::Uuid;
 
 use crate::auth::{self, SignedIn, Verifier};
 use crate::catalogue::Prices;
+use crate::client_ip::TrustedProxies;
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::queue::{EnqueueError, OrderMessage, OrderQueue};
-use crate::rate_limit::{self, RateLimit};
+use crate::rate_limit::RateLimit;
 use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
 use crate::request_id;
 
@@ -43,12 +44,14 @@ pub struct AppState<Q> {
     queue: Arc<Q>,
     /// The longest a request may take before it is answered 503.
     request_timeout: Duration,
-    readiness: Arc<ReadinessCache>,
+    readiness: ReadinessCache,
     pub(crate) limits: Limits,
     /// `POST /orders` requests in progress with their body in.
     in_flight: InFlight,
     rate_limit: Option<RateLimit>,
     client_cap: Option<ClientCap>,
+    /// Whose `X-Forwarded-For` tells the rate limit and the cap who the client is.
+    proxies: TrustedProxies,
     metrics: Metrics,
     prices: Prices,
     /// `None` is trial mode.
@@ -63,11 +66,12 @@ impl<Q> AppState<Q> {
         Self {
             queue,
             request_timeout,
-            readiness: Arc::new(ReadinessCache::new(DEFAULT_READY_CACHE)),
+            readiness: ReadinessCache::new(DEFAULT_READY_CACHE),
             limits,
             in_flight: InFlight::new(limits.max_in_flight),
             rate_limit: None,
             client_cap: None,
+            proxies: TrustedProxies::none(),
             metrics: Metrics::new(),
             prices: Prices::default(),
             verifier: None,
@@ -109,6 +113,12 @@ impl<Q> AppState<Q> {
         self
     }
 
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
     /// Applies `limits` (`max_waiting` is the queue's, see [`crate::SqsOptions`]).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -118,27 +128,9 @@ impl<Q> AppState<Q> {
     }
 }
 
-// Not derived: a derive would require `Q: Clone`.
-impl<Q> Clone for AppState<Q> {
-    fn clone(&self) -> Self {
-        Self {
-            queue: Arc::clone(&self.queue),
-            request_timeout: self.request_timeout,
-            readiness: Arc::clone(&self.readiness),
-            limits: self.limits,
-            in_flight: self.in_flight.clone(),
-            rate_limit: self.rate_limit.clone(),
-            client_cap: self.client_cap.clone(),
-            metrics: self.metrics.clone(),
-            prices: self.prices.clone(),
-            verifier: self.verifier.clone(),
-        }
-    }
-}
-
 // What the order extractor needs from the state.
-impl<Q> FromRef<AppState<Q>> for BodyReadTimeout {
-    fn from_ref(state: &AppState<Q>) -> Self {
+impl<Q> FromRef<Arc<AppState<Q>>> for BodyReadTimeout {
+    fn from_ref(state: &Arc<AppState<Q>>) -> Self {
         Self(state.limits.body_read_timeout)
     }
 }
@@ -156,20 +148,12 @@ pub(crate) struct Accepted {
 pub fn router<Q: OrderQueue>(state: AppState<Q>) -> Router {
     let request_timeout = state.request_timeout;
     let metrics = state.metrics.clone();
-    // The last layer added runs first: the rate limit (a client over its rate
-    // takes no slot), then the client's cap, held while the body arrives. The
-    // shared in-flight slot is taken in the handler, once the body is in.
+    let state = Arc::new(state);
     let mut orders = post(place_order::<Q>);
-    if let Some(client_cap) = state.client_cap.clone() {
+    if state.rate_limit.is_some() || state.client_cap.is_some() {
         orders = orders.route_layer(middleware::from_fn_with_state(
-            (client_cap, metrics.clone()),
-            limits::cap_per_client,
-        ));
-    }
-    if let Some(rate_limit) = state.rate_limit.clone() {
-        orders = orders.route_layer(middleware::from_fn_with_state(
-            (rate_limit, metrics.clone()),
-            rate_limit::limit_per_client,
+            Arc::clone(&state),
+            per_client::<Q>,
         ));
     }
     // Outermost: a request without a valid sign-in takes no rate or slot.
@@ -233,9 +217,30 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
+/// Middleware of `POST /orders` for the rate limit and the client's cap, with
+/// the client told apart once: over its rate it takes no slot; the cap's slot
+/// is held while the body arrives. The shared in-flight slot is taken in the
+/// handler, once the body is in.
+async fn per_client<Q>(
+    State(state): State<Arc<AppState<Q>>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    let client = state.proxies.client_of(&request);
+    tracing::Span::current().record("client", tracing::field::display(&client));
+    if let Some(rate_limit) = &state.rate_limit {
+        rate_limit.admit(&client, &state.metrics)?;
+    }
+    let _slot = match &state.client_cap {
+        Some(cap) => Some(cap.admit(client, &state.metrics)?),
+        None => None,
+    };
+    Ok(next.run(request).await)
+}
+
 /// `POST /orders`: validate, take an in-flight slot, enqueue, answer 202.
 async fn place_order<Q: OrderQueue>(
-    State(state): State<AppState<Q>>,
+    State(state): State<Arc<AppState<Q>>>,
     request_id: Option<Extension<RequestId>>,
     ValidOrder(order): ValidOrder,
 ) -> Result<impl IntoResponse, Problem> {
@@ -328,7 +333,7 @@ async fn openapi_json() -> impl IntoResponse {
 /// and anything older gets a `409` with the current prices, never a wrong charge.
 const CATALOGUE_MAX_AGE_SECS: u64 = 60;
 
-async fn catalogue<Q>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
+async fn catalogue<Q>(State(state): State<Arc<AppState<Q>>>) -> Result<Response, Problem> {
     let catalogue = state.prices.current();
     let catalogue = catalogue.ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
     let cache = format!("public, max-age={CATALOGUE_MAX_AGE_SECS}");
@@ -341,7 +346,7 @@ async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: a catalogue is loaded, the sender runs and the queue was
 /// reachable at the last (cached) check.
-async fn readyz<Q: OrderQueue>(State(state): State<AppState<Q>>) -> Result<Response, Problem> {
+async fn readyz<Q: OrderQueue>(State(state): State<Arc<AppState<Q>>>) -> Result<Response, Problem> {
     if state.prices.current().is_none() {
         tracing::warn!("no valid catalogue: orders cannot be priced");
         return Err(unavailable(

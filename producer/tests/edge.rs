@@ -263,7 +263,7 @@ async fn post_from(http: &reqwest::Client, app: &App, forwarded_for: &str) -> re
 
 #[tokio::test]
 async fn a_client_past_its_rate_gets_429_with_retry_after_and_nothing_is_queued() {
-    let app = App::spawn_limited(RateLimit::new(one_per_hour(2), TrustedProxies::none())).await;
+    let app = App::spawn_limited(RateLimit::new(one_per_hour(2))).await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
         assert_eq!(post_from(&http, &app, "198.51.100.7").await.status(), 202);
@@ -308,7 +308,12 @@ async fn a_client_past_its_rate_gets_429_with_retry_after_and_nothing_is_queued(
 async fn a_forwarded_for_header_from_an_untrusted_peer_does_not_escape_the_limit() {
     // The test's own address (127.0.0.1) is not a trusted proxy.
     let proxies = TrustedProxies::parse("10.0.0.0/24").expect("valid");
-    let app = App::spawn_limited(RateLimit::new(one_per_hour(1), proxies)).await;
+    let app = App::spawn_with(|state| {
+        state
+            .with_rate_limit(RateLimit::new(one_per_hour(1)))
+            .with_trusted_proxies(proxies)
+    })
+    .await;
     let http = reqwest::Client::new();
     assert_eq!(post_from(&http, &app, "198.51.100.1").await.status(), 202);
     for spoofed in ["198.51.100.2", "203.0.113.9, 198.51.100.3", "10.0.0.7"] {
@@ -324,7 +329,12 @@ async fn a_forwarded_for_header_from_an_untrusted_peer_does_not_escape_the_limit
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
     let proxies = TrustedProxies::parse("127.0.0.1/32, 10.0.0.0/24").expect("valid");
-    let app = App::spawn_limited(RateLimit::new(one_per_hour(1), proxies)).await;
+    let app = App::spawn_with(|state| {
+        state
+            .with_rate_limit(RateLimit::new(one_per_hour(1)))
+            .with_trusted_proxies(proxies)
+    })
+    .await;
     let http = reqwest::Client::new();
     assert_eq!(post_from(&http, &app, "198.51.100.1").await.status(), 202);
     assert_eq!(post_from(&http, &app, "198.51.100.2").await.status(), 202);
@@ -370,7 +380,7 @@ async fn start_slow_order(app: &App) -> TcpStream {
 
 #[tokio::test]
 async fn a_client_with_its_cap_of_requests_in_progress_gets_429_and_others_are_served() {
-    let cap = ClientCap::new(NonZeroUsize::new(2).expect("2"), TrustedProxies::none());
+    let cap = ClientCap::new(NonZeroUsize::new(2).expect("2"));
     let app = App::spawn_capped(cap).await;
     let slow = [start_slow_order(&app).await, start_slow_order(&app).await];
 

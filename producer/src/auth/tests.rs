@@ -282,11 +282,12 @@ mod over_http {
     }
 
     async fn call(
-        state: &AppState<Kept>,
+        app: &axum::Router,
         request: axum::http::request::Builder,
         body: Body,
     ) -> (StatusCode, String, serde_json::Value) {
-        let response = router(state.clone())
+        let response = app
+            .clone()
             .oneshot(request.body(body).expect("request"))
             .await
             .expect("infallible");
@@ -340,26 +341,28 @@ mod over_http {
         let alb = Alb::new();
         let queue = Arc::new(Kept::default());
         let verifier = Arc::new(verifier(alb.key_endpoint().await));
-        let state = AppState::new(Arc::clone(&queue), Duration::from_secs(10))
-            .with_prices(crate::catalogue::fixtures::prices())
-            .with_sign_in(Some(verifier));
+        let app = router(
+            AppState::new(Arc::clone(&queue), Duration::from_secs(10))
+                .with_prices(crate::catalogue::fixtures::prices())
+                .with_sign_in(Some(verifier)),
+        );
         let cust_42 = alb.token(live_header(), "cust-42");
         let forged = Alb::new().token(live_header(), "cust-42");
 
         for token in [None, Some(forged.as_str())] {
             let (status, content_type, body) =
-                call(&state, post(token), order(Some("cust-42"))).await;
+                call(&app, post(token), order(Some("cust-42"))).await;
             assert_eq!(
                 (status, content_type.as_str()),
                 (StatusCode::UNAUTHORIZED, "application/problem+json"),
                 "{body}"
             );
         }
-        let (status, _, body) = call(&state, post(Some(&cust_42)), order(Some("cust-7"))).await;
+        let (status, _, body) = call(&app, post(Some(&cust_42)), order(Some("cust-7"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["field"], "customer_id");
         // Left out is not the same as empty: an empty one breaks the contract's rule.
-        let (status, _, body) = call(&state, post(Some(&cust_42)), order(Some(""))).await;
+        let (status, _, body) = call(&app, post(Some(&cust_42)), order(Some(""))).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(body["field"], "customer_id");
         assert!(
@@ -368,7 +371,7 @@ mod over_http {
         );
 
         for customer_id in [None, Some("cust-42")] {
-            let (status, _, body) = call(&state, post(Some(&cust_42)), order(customer_id)).await;
+            let (status, _, body) = call(&app, post(Some(&cust_42)), order(customer_id)).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         }
         let kept = queue.0.lock().expect("lock").clone();
@@ -381,7 +384,6 @@ mod over_http {
 
     #[tokio::test]
     async fn signed_in_customers_behind_one_address_have_limits_of_their_own() {
-        use crate::client_ip::TrustedProxies;
         use crate::limits::ClientCap;
         use crate::rate_limit::{RateLimit, RateQuota};
         use std::num::{NonZeroU32, NonZeroUsize};
@@ -394,18 +396,20 @@ mod over_http {
         };
         // Every request comes from the same address (no peer is recorded: a
         // carrier-grade NAT, say), from two customers.
-        let state = AppState::new(Arc::clone(&queue), Duration::from_secs(10))
-            .with_prices(crate::catalogue::fixtures::prices())
-            .with_rate_limit(RateLimit::new(one_an_hour, TrustedProxies::none()))
-            .with_client_cap(ClientCap::new(NonZeroUsize::MIN, TrustedProxies::none()))
-            .with_sign_in(Some(Arc::new(verifier(alb.key_endpoint().await))));
+        let app = router(
+            AppState::new(Arc::clone(&queue), Duration::from_secs(10))
+                .with_prices(crate::catalogue::fixtures::prices())
+                .with_rate_limit(RateLimit::new(one_an_hour))
+                .with_client_cap(ClientCap::new(NonZeroUsize::MIN))
+                .with_sign_in(Some(Arc::new(verifier(alb.key_endpoint().await)))),
+        );
         for customer in ["cust-42", "cust-7"] {
             let token = alb.token(live_header(), customer);
-            let (status, _, body) = call(&state, post(Some(&token)), order(None)).await;
+            let (status, _, body) = call(&app, post(Some(&token)), order(None)).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{customer}: {body}");
         }
         let token = alb.token(live_header(), "cust-42");
-        let (status, _, body) = call(&state, post(Some(&token)), order(None)).await;
+        let (status, _, body) = call(&app, post(Some(&token)), order(None)).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     }
 
@@ -413,12 +417,13 @@ mod over_http {
     async fn get_me_names_the_signed_in_customer_or_says_sign_in_is_off() {
         let alb = Alb::new();
         let queue = Arc::new(Kept::default());
-        let trial = AppState::new(Arc::clone(&queue), Duration::from_secs(10));
+        let trial = || AppState::new(Arc::clone(&queue), Duration::from_secs(10));
         let me = || axum::http::Request::get("/me");
-        let (status, _, body) = call(&trial, me(), Body::empty()).await;
+        let (status, _, body) = call(&router(trial()), me(), Body::empty()).await;
         assert_eq!((status, body), (StatusCode::OK, json!({"sign_in": "off"})));
 
-        let signed = trial.with_sign_in(Some(Arc::new(verifier(alb.key_endpoint().await))));
+        let signed =
+            router(trial().with_sign_in(Some(Arc::new(verifier(alb.key_endpoint().await)))));
         let (status, _, _) = call(&signed, me(), Body::empty()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let token = alb.token(live_header(), "cust-42");
