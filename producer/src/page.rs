@@ -20,25 +20,21 @@ const APP_CSS: &str = include_str!("page/app.css");
 const APP_JS: &str = include_str!("page/app.js");
 const FAVICON_SVG: &str = include_str!("page/favicon.svg");
 
+/// Each file's path and media type.
+const FILES: [(&str, &str, &str); 4] = [
+    ("/", "text/html; charset=utf-8", INDEX_HTML),
+    ("/app.css", "text/css; charset=utf-8", APP_CSS),
+    ("/app.js", "text/javascript; charset=utf-8", APP_JS),
+    ("/favicon.svg", "image/svg+xml", FAVICON_SVG),
+];
+
 /// `GET /` and the files it loads; merged into the service's router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { file("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/app.css",
-            get(|| async { file("text/css; charset=utf-8", APP_CSS) }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/favicon.svg",
-            get(|| async { file("image/svg+xml", FAVICON_SVG) }),
-        )
+    FILES
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { file(content_type, body) }))
+        })
 }
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
