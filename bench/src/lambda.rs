@@ -256,16 +256,10 @@ async fn next(State(runtime): State<Arc<Runtime>>) -> impl axum::response::IntoR
         std::future::pending::<()>().await;
         unreachable!()
     };
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
-    let deadline_ms = deadline
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let deadline_ms = chrono::Utc::now().timestamp_millis() + 30_000;
     let headers = [
         ("lambda-runtime-aws-request-id", "bench-request".to_owned()),
-        (
-            "lambda-runtime-deadline-ms",
-            deadline_ms.as_millis().to_string(),
-        ),
+        ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
         (
             "lambda-runtime-invoked-function-arn",
             "arn:aws:lambda:us-east-1:000000000000:function:orders-consumer-bench".to_owned(),

@@ -167,14 +167,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
 impl Run {
     fn cells(&self) -> String {
-        let Self {
-            rps,
-            p50_ms,
-            p99_ms,
-            sqs_calls_per_1000: calls,
-            ..
-        } = self;
-        format!("{rps:.0} | {p50_ms:.1} | {p99_ms:.1} | {calls:.0}")
+        let calls = self.sqs_calls_per_1000;
+        format!(
+            "{:.0} | {:.1} | {:.1} | {calls:.0}",
+            self.rps, self.p50_ms, self.p99_ms
+        )
     }
 }
 
