@@ -81,11 +81,11 @@ pub async fn run() -> Result<(), Error> {
     let lambda = aws_sdk_lambda::Client::new(&aws);
     let probe = LambdaProbe::new(lambda.clone(), config.consumer_function.clone());
     let mapping = LambdaMapping::new(lambda, config.event_source_mapping);
-    let consumer_function = function_name(&config.consumer_function);
+    let (consumer_function, alias) = name_and_alias(&config.consumer_function);
     let figures = CloudWatchFigures::new(
         aws_sdk_cloudwatch::Client::new(&aws),
         consumer_function,
-        alias(&config.consumer_function).map(str::to_owned),
+        alias.map(str::to_owned),
     );
     let policy = TripPolicy::new(config.max_receive_count);
     let (probe, mapping, figures) = (&probe, &mapping, &figures);
@@ -139,21 +139,15 @@ pub async fn one_run(
     (lines, Ok(answer))
 }
 
-/// The function's name, as the consumer's metrics carry it, from the name or
-/// ARN (qualified by the alias, `arn:aws:lambda:…:function:NAME:live`) the
-/// breaker is given.
-fn function_name(function: &str) -> &str {
-    match function.strip_prefix("arn:") {
-        Some(_) => function.split(':').nth(6).unwrap_or(function),
-        None => function,
+/// The function's name, as the consumer's metrics carry it, and its alias,
+/// from the name or ARN (qualified by the alias,
+/// `arn:aws:lambda:…:function:NAME:live`) the breaker is given.
+fn name_and_alias(function: &str) -> (&str, Option<&str>) {
+    if !function.starts_with("arn:") {
+        return (function, None);
     }
-}
-
-/// The alias of a qualified ARN (`…:function:NAME:live`), if any.
-fn alias(function: &str) -> Option<&str> {
-    function
-        .strip_prefix("arn:")
-        .and_then(|_| function.split(':').nth(7))
+    let mut parts = function.split(':').skip(6);
+    (parts.next().unwrap_or(function), parts.next())
 }
 
 #[cfg(test)]
@@ -186,20 +180,13 @@ mod tests {
 
     #[test]
     fn the_metric_names_the_function_the_alias_arn_qualifies() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer";
         assert_eq!(
-            function_name("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
-            "orders-consumer"
+            name_and_alias(&format!("{arn}:live")),
+            ("orders-consumer", Some("live"))
         );
-        assert_eq!(function_name("orders-consumer"), "orders-consumer");
-        assert_eq!(
-            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer:live"),
-            Some("live")
-        );
-        assert_eq!(
-            alias("arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer"),
-            None
-        );
-        assert_eq!(alias("orders-consumer"), None);
+        assert_eq!(name_and_alias(arn), ("orders-consumer", None));
+        assert_eq!(name_and_alias("orders-consumer"), ("orders-consumer", None));
     }
 
     struct Down;
