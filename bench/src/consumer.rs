@@ -394,10 +394,9 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
             "INSERT INTO orders ({COLUMNS}) VALUES {}",
             placeholders.join(",")
         );
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity((end - start) * 9);
-        for i in start..end {
-            params.extend(columns.row(i).into_iter().zip(TYPES.iter().cloned()));
-        }
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = (start..end)
+            .flat_map(|i| columns.row(i).into_iter().zip(TYPES.iter().cloned()))
+            .collect();
         statements.push((sql, params));
     }
     in_transaction(
