@@ -1,7 +1,6 @@
 //! The producer's metrics as OpenMetrics text, on `GET /metrics` of a listener
 //! of its own (`METRICS_ADDR`), never on the port the load balancer forwards to.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +28,7 @@ pub const DEFAULT_METRICS_ADDR: SocketAddr =
 type Labels<const N: usize> = [(&'static str, String); N];
 type Counters<const N: usize> = Family<Labels<N>, Counter>;
 
+#[derive(Debug)]
 struct Inner {
     registry: Registry,
     requests: Counters<3>,
@@ -43,14 +43,8 @@ struct Inner {
 }
 
 /// Every metric the producer keeps; clones share them.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Metrics(Arc<Inner>);
-
-impl fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Metrics")
-    }
-}
 
 impl Default for Metrics {
     fn default() -> Self {
