@@ -125,12 +125,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             duplicate: median(duplicate),
             retried_post: median(retried_post),
         };
-        let best = Method::ALL[ceilings
+        let best = Method::NAMES[ceilings
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)]
-        .name();
+            .map_or(0, |(i, _)| i)];
         println!(
             "| {} | {} | {} | {} | {} | {} | `{best}` | {:.2} | {} | {:.2} | {} | {:.2} |",
             thousands(batch as f64),
@@ -174,14 +173,8 @@ enum Method {
 
 impl Method {
     const ALL: [Method; 3] = [Method::Copy, Method::Unnest, Method::Values];
-
-    fn name(self) -> &'static str {
-        match self {
-            Method::Copy => "COPY",
-            Method::Unnest => "unnest",
-            Method::Values => "VALUES",
-        }
-    }
+    /// As the table's columns name them.
+    const NAMES: [&str; 3] = ["COPY", "unnest", "VALUES"];
 
     /// Loads `orders` a transaction per `batch`.
     async fn load(
