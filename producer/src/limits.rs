@@ -115,8 +115,8 @@ impl ClientCap {
         let mut held = lock(&self.held);
         let count = held.entry(client.clone()).or_insert(0);
         if *count >= self.max {
+            // The request's span names the client.
             tracing::info!(
-                %client,
                 max_in_flight_per_client = self.max,
                 "refusing a request: its client has too many in progress"
             );

@@ -67,7 +67,8 @@ impl RateLimit {
             // Whole seconds, rounded up: never invite a retry that is too early.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let secs = secs.max(1);
-            tracing::info!(%client, retry_after_secs = secs, "rate limited");
+            // The request's span names the client.
+            tracing::info!(retry_after_secs = secs, "rate limited");
             metrics.rate_limited();
             Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
