@@ -202,9 +202,10 @@ impl PostgresServer {
         if stopping && !send(signal, &postmaster) {
             return false;
         }
-        for child in children_of(&postmaster) {
-            send(signal, &child);
-        }
+        // Its children; none left is no failure.
+        let _ = Command::new("pkill")
+            .args([signal, "-P", &postmaster])
+            .output();
         stopping || send(signal, &postmaster)
     }
 
@@ -266,22 +267,6 @@ fn send(signal: &str, pid: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
-}
-
-/// The pids whose parent is `parent`, read from /proc.
-fn children_of(parent: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid = entry.ok()?.file_name().into_string().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The parent pid is the second field after the parenthesised name.
-            let after_name = &stat[stat.rfind(')')? + 2..];
-            (after_name.split(' ').nth(1)? == parent).then_some(pid)
-        })
-        .collect()
 }
 
 /// Gives `paths` to `postgres` when we are root.
