@@ -14,8 +14,7 @@ use aws_sdk_sqs::types::{
 use futures::stream::{self, StreamExt};
 
 /// SendMessageBatch's limits: ten entries, and 1 MiB for one message and for
-/// the sum of a batch's messages (it rose from 256 KiB in 2025)
-/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>).
+/// the sum of a batch's messages.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES;
@@ -161,16 +160,21 @@ pub async fn send_all(
             }
         });
     }
-    stream::iter(calls)
+    in_flight(calls).await
+}
+
+/// The calls' results in order, [`CALLS_IN_FLIGHT`] calls at once.
+async fn in_flight<T>(calls: Vec<impl Future<Output = Vec<T>>>) -> Vec<T> {
+    let results: Vec<Vec<T>> = stream::iter(calls)
         .buffered(CALLS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
-        .concat()
+        .collect()
+        .await;
+    results.into_iter().flatten().collect()
 }
 
 /// Sets each message's visibility timeout (receipt handle, seconds) with
-/// ChangeMessageVisibilityBatch, [`CALLS_IN_FLIGHT`] calls at once; for each,
-/// in order, why SQS did not change it (`None`: changed).
+/// ChangeMessageVisibilityBatch; for each, in order, why SQS did not change it
+/// (`None`: changed).
 pub async fn change_visibility(
     client: &Client,
     queue_url: &str,
@@ -179,38 +183,31 @@ pub async fn change_visibility(
     let mut calls = Vec::new();
     for chunk in messages.chunks(MAX_BATCH_ENTRIES) {
         calls.push(async move {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(index, (handle, secs))| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .receipt_handle(*handle)
-                        .visibility_timeout(*secs)
-                        .build()
-                        .ok()
-                });
+            let entries = chunk.iter().enumerate().map(|(index, (handle, secs))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(*handle)
+                    .visibility_timeout(*secs)
+                    .build()
+            });
             let call = client
                 .change_message_visibility_batch()
                 .queue_url(queue_url)
-                .set_entries(Some(entries.collect()))
+                .set_entries(entries.collect::<Result<_, _>>().ok())
                 .send()
                 .await;
             let mut problems = vec![None; chunk.len()];
             match call {
                 Ok(output) => {
                     for failed in output.failed {
-                        if let Some(slot) = failed
+                        let slot = failed
                             .id
                             .parse()
                             .ok()
-                            .and_then(|i: usize| problems.get_mut(i))
-                        {
-                            *slot = Some(format!(
-                                "{}: {}",
-                                failed.code,
-                                failed.message.unwrap_or_default()
-                            ));
+                            .and_then(|i: usize| problems.get_mut(i));
+                        if let Some(slot) = slot {
+                            let message = failed.message.unwrap_or_default();
+                            *slot = Some(format!("{}: {message}", failed.code));
                         }
                     }
                 }
@@ -222,11 +219,7 @@ pub async fn change_visibility(
             problems
         });
     }
-    stream::iter(calls)
-        .buffered(CALLS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
-        .concat()
+    in_flight(calls).await
 }
 
 /// An AWS call that failed, with what we were doing, what the service answered
@@ -250,23 +243,9 @@ impl SqsError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let code = err.code().map(str::to_owned);
-        let message = err.message().map(str::to_owned);
-        let kind = kind_of(&err);
         let chain = crate::error_chain(&err);
-        let hint = match &err {
-            SdkError::TimeoutError(_) => Some(UNREACHABLE),
-            SdkError::DispatchFailure(f) if f.is_io() || f.is_timeout() => Some(UNREACHABLE),
-            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
-                if chain.contains("credential") =>
-            {
-                Some(NO_CREDENTIALS)
-            }
-            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => Some(
-                "check AWS_REGION, AWS_ENDPOINT_URL and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-            ),
-            _ => code.as_deref().and_then(hint_for_code),
-        };
-        let detail = match (&code, &message) {
+        let (kind, hint) = classify(&err, &chain);
+        let detail = match (&code, err.message()) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.clone(),
             _ => chain,
@@ -292,26 +271,36 @@ impl SqsError {
     }
 }
 
-fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> &'static str {
+/// The failure's kind and, when there is one, what to check.
+fn classify<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+    chain: &str,
+) -> (&'static str, Option<&'static str>) {
+    let settings = if chain.contains("credential") {
+        NO_CREDENTIALS
+    } else {
+        "check AWS_REGION, AWS_ENDPOINT_URL and the credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+    };
     match err {
-        SdkError::TimeoutError(_) => "timeout",
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
-        SdkError::DispatchFailure(_) => "unreachable",
-        SdkError::ResponseError(_) => "bad_response",
+        SdkError::TimeoutError(_) => ("timeout", Some(UNREACHABLE)),
+        SdkError::DispatchFailure(f) if f.is_timeout() => ("timeout", Some(UNREACHABLE)),
+        SdkError::DispatchFailure(f) if f.is_io() => ("unreachable", Some(UNREACHABLE)),
+        SdkError::DispatchFailure(_) => ("unreachable", Some(settings)),
+        SdkError::ConstructionFailure(_) => ("other", Some(settings)),
+        SdkError::ResponseError(_) => ("bad_response", None),
         SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
-            code if code.contains("Throttl") || code == "OverLimit" => "throttled",
+            code if code.contains("Throttl") || code == "OverLimit" => ("throttled", None),
             code if code.contains("NonExistentQueue") || code == "QueueDoesNotExist" => {
-                "queue_missing"
+                ("queue_missing", Some(NO_QUEUE))
             }
-            code if code.contains("AccessDenied")
-                || code.contains("Signature")
-                || code.contains("Token") =>
-            {
-                "denied"
+            code if code.contains("AccessDenied") => ("denied", Some(DENIED)),
+            code if code.contains("Signature") || code.contains("Token") => {
+                ("denied", Some(REFUSED))
             }
-            _ => "service",
+            "UnrecognizedClientException" | "InvalidSecurity" => ("service", Some(REFUSED)),
+            _ => ("service", None),
         },
-        _ => "other",
+        _ => ("other", None),
     }
 }
 
@@ -319,30 +308,15 @@ const UNREACHABLE: &str = "AWS did not answer. Locally: is scripts/dev running (
      Against AWS: check the network and AWS_REGION, and unset AWS_ENDPOINT_URL";
 const NO_CREDENTIALS: &str = "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
      (locally, the scripts read test credentials from .dev/env)";
+const NO_QUEUE: &str =
+    "no such queue: check the URL, and that AWS_REGION and AWS_ENDPOINT_URL point where it lives";
+const DENIED: &str = "access denied: the credentials in use lack this permission";
+const REFUSED: &str = "the credentials were refused: check AWS_PROFILE or the AWS_* variables (locally, the scripts read .dev/env)";
 
 /// The chain of `err`, each cause once, ending at an [`SqsError`], whose
 /// Display has already said its source's gist.
 pub fn sqs_error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     crate::error_chain_once(err, |err| err.is::<SqsError>())
-}
-
-fn hint_for_code(code: &str) -> Option<&'static str> {
-    match code {
-        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => Some(
-            "no such queue: check the URL, and that AWS_REGION and AWS_ENDPOINT_URL point where it lives",
-        ),
-        "AccessDenied" | "AccessDeniedException" => {
-            Some("access denied: the credentials in use lack this permission")
-        }
-        "InvalidClientTokenId"
-        | "UnrecognizedClientException"
-        | "ExpiredToken"
-        | "SignatureDoesNotMatch"
-        | "InvalidSecurity" => Some(
-            "the credentials were refused: check AWS_PROFILE or the AWS_* variables (locally, the scripts read .dev/env)",
-        ),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
