@@ -33,8 +33,9 @@ pub fn is_failure_attribute(name: &str) -> bool {
     name.starts_with(FAILURE_ATTRIBUTE_PREFIX)
 }
 
-/// Why a message can never be stored as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Why a message can never be stored as it is; serialised as [`FailureClass::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     InvalidJson,
     /// The detail names the field.
@@ -324,6 +325,11 @@ mod tests {
     fn class_names_parse_back_and_an_unknown_one_lists_the_known() {
         for class in FailureClass::ALL {
             assert_eq!(class.as_str().parse(), Ok(class));
+            assert_eq!(
+                serde_json::json!(class),
+                class.as_str(),
+                "serialised by name"
+            );
         }
         let err = "gremlins".parse::<FailureClass>().expect_err("unknown");
         for class in FailureClass::ALL {

@@ -46,7 +46,6 @@ pub struct MessageView {
     pub excerpt: String,
     /// Why the contract rejects the body (the consumer's own validation); `None` for a valid order.
     pub invalid_reason: Option<String>,
-    #[serde(serialize_with = "as_text")]
     pub failure_class: FailureClass,
     /// The failure's detail (the field, or the SQLSTATE and its text).
     pub failure_detail: Option<String>,
@@ -174,13 +173,6 @@ impl AttributeView {
                 .map(|b| aws_smithy_types::base64::encode(b.as_ref())),
         }
     }
-}
-
-pub(crate) fn as_text<S: serde::Serializer>(
-    value: &impl std::fmt::Display,
-    out: S,
-) -> Result<S::Ok, S::Error> {
-    out.collect_str(value)
 }
 
 /// The `order_id` of any JSON object that has one as a string, valid order or not.

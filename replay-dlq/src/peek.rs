@@ -105,7 +105,6 @@ pub fn write_table(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
 /// One class of failure among the messages peek saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReasonGroup {
-    #[serde(serialize_with = "crate::message::as_text")]
     pub class: FailureClass,
     pub count: usize,
     /// The earliest and the latest sent time among them (SentTimestamp).
@@ -204,29 +203,17 @@ fn write_aligned<const N: usize>(
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: &[&str]| {
-        let mut text = String::new();
-        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if index + 1 == cells.len() {
-                text.push_str(cell);
+    let headers = headers.map(str::to_owned);
+    for row in std::iter::once(&headers).chain(rows) {
+        for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if index + 1 == N {
+                writeln!(out, "{cell}")?;
+            } else if numeric.contains(&index) {
+                write!(out, "{cell:>width$}  ")?;
             } else {
-                let pad = " ".repeat(width - cell.chars().count());
-                if numeric.contains(&index) {
-                    text.push_str(&pad);
-                    text.push_str(cell);
-                } else {
-                    text.push_str(cell);
-                    text.push_str(&pad);
-                }
-                text.push_str("  ");
+                write!(out, "{cell:<width$}  ")?;
             }
         }
-        text
-    };
-    writeln!(out, "{}", line(headers))?;
-    for row in rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        writeln!(out, "{}", line(&cells))?;
     }
     Ok(())
 }
