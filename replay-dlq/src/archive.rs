@@ -58,10 +58,10 @@ pub async fn export(
     let mut file = (!options.dry_run)
         .then(|| open_for_append(path))
         .transpose()?;
-    let done = if options.dry_run {
-        "would_export"
-    } else {
-        "written"
+    let (done, tail) = match (options.dry_run, delete) {
+        (true, _) => ("would_export", "; nothing was written or deleted"),
+        (false, true) => ("written", ""),
+        (false, false) => ("written", "; left in the DLQ"),
     };
     let status = |c: &Counts| c.status(done, delete && !options.dry_run);
     let mut walk = Walk::new(sqs, dlq_url, dlq.visible, options, progress, stop);
@@ -98,15 +98,10 @@ pub async fn export(
         walk.advance(&status(&walk.counts));
     };
     let counts = walk.finish().await;
-    let tail = match (options.dry_run, delete) {
-        (true, _) => "; nothing was written or deleted",
-        (false, true) => "",
-        (false, false) => "; left in the DLQ",
-    };
     Ok(Report::new(
         "export",
         options.dry_run,
-        status(&counts),
+        status,
         tail,
         counts,
         end,
@@ -316,14 +311,7 @@ pub async fn import(
     };
     progress.finish();
     let tail = if dry_run { "; nothing was sent" } else { "" };
-    Ok(Report::new(
-        "import",
-        dry_run,
-        status(&counts),
-        tail,
-        counts,
-        end,
-    ))
+    Ok(Report::new("import", dry_run, status, tail, counts, end))
 }
 
 fn json_line(value: &impl Serialize) -> Vec<u8> {

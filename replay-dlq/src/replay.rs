@@ -52,10 +52,10 @@ pub async fn replay(
             url: dlq_url.to_owned(),
         });
     }
-    let done = if options.dry_run {
-        "would_move"
+    let (done, tail) = if options.dry_run {
+        ("would_move", "; nothing was sent or deleted")
     } else {
-        "moved"
+        ("moved", "")
     };
     let status = |c: &Counts| c.status(done, false);
     let mut walk = Walk::new(sqs, dlq_url, dlq.visible, options, progress, stop);
@@ -72,15 +72,10 @@ pub async fn replay(
         walk.advance(&status(&walk.counts));
     };
     let counts = walk.finish().await;
-    let tail = if options.dry_run {
-        "; nothing was sent or deleted"
-    } else {
-        ""
-    };
     Ok(Report::new(
         "replay",
         options.dry_run,
-        status(&counts),
+        status,
         tail,
         counts,
         end,
@@ -102,7 +97,7 @@ async fn move_batch(walk: &mut Walk<'_>, to: &str, batch: Vec<Candidate>) -> Res
         match outcome {
             Outcome::Sent { .. } => {
                 if !lineage {
-                    walk.note(&format!(
+                    walk.progress.note(&format!(
                         "sent {candidate} without {REPLAYED_FROM_ATTRIBUTE}: it already has SQS's {MAX_MESSAGE_ATTRIBUTES} message attributes"
                     ));
                 }

@@ -143,7 +143,7 @@ impl Report {
     pub(crate) fn new(
         command: &str,
         dry_run: bool,
-        status: String,
+        status: impl Fn(&Counts) -> String,
         tail: &str,
         counts: Counts,
         end: End,
@@ -155,7 +155,7 @@ impl Report {
             End::Aborted(_) => " (stopped by an error)",
         };
         let dry = if dry_run { " (dry run)" } else { "" };
-        let summary = format!("{command}{dry}: {status}{ending}{tail}");
+        let summary = format!("{command}{dry}: {}{ending}{tail}", status(&counts));
         info!(?end, "{command} finished: {summary}");
         Self {
             counts,
@@ -286,21 +286,22 @@ impl<'a> Walk<'a> {
                     span,
                 };
                 match self.options.selection.decide(&candidate.view) {
-                    Ok(()) => batch.push(candidate),
-                    Err(skip) => {
-                        self.counts.skipped += 1;
-                        self.hold(&candidate);
-                        let _entered = candidate.span.enter();
-                        match skip {
-                            Skip::Invalid(reason) => {
-                                self.note(&format!("skipped {candidate}: invalid: {reason}"))
-                            }
-                            // Not worth a line each: with --order-id or --reason, most
-                            // of the DLQ may be "not selected".
-                            Skip::NotSelected => debug!("skipped: not selected"),
-                        }
+                    Ok(()) => {
+                        batch.push(candidate);
+                        continue;
+                    }
+                    Err(Skip::Invalid(reason)) => {
+                        let note = format!("skipped {candidate}: invalid: {reason}");
+                        self.progress.note(&note);
+                    }
+                    // Not worth a line each: with --order-id or --reason, most
+                    // of the DLQ may be "not selected".
+                    Err(Skip::NotSelected) => {
+                        candidate.span.in_scope(|| debug!("skipped: not selected"))
                     }
                 }
+                self.counts.skipped += 1;
+                self.hold(&candidate);
             }
             if fresh == 0 {
                 // Enough receives of only messages seen before to have cycled
@@ -322,18 +323,14 @@ impl<'a> Walk<'a> {
         self.held.hold(&candidate.message);
     }
 
-    /// A line worth keeping, to the output.
-    pub(crate) fn note(&mut self, line: &str) {
-        self.progress.note(line);
-    }
-
     /// A dry run's batch: counts and holds each, with a line saying
     /// "would {verb} … to {to}".
     pub(crate) fn list(&mut self, batch: Vec<Candidate>, verb: &str, to: &dyn fmt::Display) {
         for candidate in batch {
             self.counts.done += 1;
             self.hold(&candidate);
-            self.note(&format!("would {verb} {candidate} to {to}"));
+            self.progress
+                .note(&format!("would {verb} {candidate} to {to}"));
         }
     }
 
@@ -342,7 +339,7 @@ impl<'a> Walk<'a> {
         self.counts.failed += 1;
         self.hold(candidate);
         candidate.span.in_scope(|| warn!(problem = what, "failed"));
-        self.note(&format!("failed {candidate}: {what}"));
+        self.progress.note(&format!("failed {candidate}: {what}"));
     }
 
     /// Deletes `done` from the DLQ (at most 10); returns how many SQS deleted.
@@ -562,7 +559,7 @@ mod tests {
         let report = Report::new(
             "replay",
             false,
-            "moved=3 …".into(),
+            |_| "moved=3 …".into(),
             "",
             counts,
             End::Interrupted,
@@ -573,13 +570,20 @@ mod tests {
             failed: 0,
             ..counts
         };
-        let report = Report::new("export", true, "x".into(), "; nothing", clean, End::Limit);
+        let report = Report::new(
+            "export",
+            true,
+            |_| "x".into(),
+            "; nothing",
+            clean,
+            End::Limit,
+        );
         assert_eq!(
             report.summary,
             "export (dry run): x (--max reached); nothing"
         );
         assert_eq!(report.exit_code(), 0);
-        let interrupted = Report::new("import", false, "y".into(), "", clean, End::Interrupted);
+        let interrupted = Report::new("import", false, |_| "y".into(), "", clean, End::Interrupted);
         assert_eq!(interrupted.exit_code(), 130);
     }
 }
