@@ -6,19 +6,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
-use order_contract::FailureClass;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use support::StopSignals;
 use support::sqs::sqs_error_chain;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use crate::archive::{DEFAULT_IMPORT_RATE, export, import};
 use crate::peek::{group_by_reason, peek, write_json, write_reasons, write_table};
 use crate::progress::{Bar, Lines, Progress};
 use crate::queue::source_queue;
 use crate::replay::replay;
-use crate::walk::{End, Options, Report, Selection};
+use crate::walk::{End, Options, Report};
 
 const ENVIRONMENT: &str = "\
 Where it connects:
@@ -75,7 +73,7 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
         #[command(flatten)]
-        walk: WalkArgs,
+        walk: Options,
     },
     /// Append DLQ messages to a file, one JSON object a line; with --delete,
     /// delete each batch once it is on disk (fsync).
@@ -89,7 +87,7 @@ enum Command {
         #[arg(long)]
         delete: bool,
         #[command(flatten)]
-        walk: WalkArgs,
+        walk: Options,
     },
     /// Send an export file's messages to a queue; resumable: FILE.imported
     /// journals what SQS acknowledged, and a re-run skips it.
@@ -139,50 +137,7 @@ enum GroupBy {
     Reason,
 }
 
-/// Which messages `replay` and `export` take, how many and how fast.
-#[derive(Debug, Args)]
-struct WalkArgs {
-    /// Take at most N messages (with --dry-run: list at most N).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max: Option<u64>,
-    /// At most this many messages per second (fractions allowed).
-    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
-    rate: Option<f64>,
-    /// List what would be done; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Only messages the order contract accepts; the others stay in the DLQ.
-    #[arg(long)]
-    only_valid: bool,
-    /// Only these orders (repeat the option or list several ids).
-    #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = ArgAction::Append)]
-    order_ids: Vec<Uuid>,
-    /// Only messages of this failure class (repeatable), as `peek` shows them.
-    #[arg(long = "reason", value_name = "CLASS", action = ArgAction::Append)]
-    reasons: Vec<FailureClass>,
-    /// Seconds a received message stays hidden should this process die before
-    /// it is handled; must cover one batch.
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
-    visibility_timeout: u32,
-}
-
-impl From<WalkArgs> for Options {
-    fn from(args: WalkArgs) -> Self {
-        Self {
-            max: args.max,
-            rate: args.rate,
-            dry_run: args.dry_run,
-            selection: Selection {
-                only_valid: args.only_valid,
-                order_ids: args.order_ids.into_iter().collect(),
-                reasons: args.reasons.into_iter().collect(),
-            },
-            visibility_timeout_secs: args.visibility_timeout,
-        }
-    }
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("expected a number of messages per second above 0, such as 50 or 0.5".into()),
@@ -230,7 +185,7 @@ impl Cli {
                     "messages in flight then reappear in the DLQ after --visibility-timeout",
                 );
                 let mut progress = progress_for_terminal("replay", "messages in the DLQ");
-                replay(&sqs, dlq, &to, &walk.into(), progress.as_mut(), stop).await?
+                replay(&sqs, dlq, &to, &walk, progress.as_mut(), stop).await?
             }
             Command::Export {
                 dlq,
@@ -241,16 +196,7 @@ impl Cli {
                 let (sqs, dlq) = (sqs_client().await?, dlq.url());
                 let stop = stop_on_signals("what was not deleted stays in the DLQ");
                 let mut progress = progress_for_terminal("export", "messages in the DLQ");
-                export(
-                    &sqs,
-                    dlq,
-                    &file,
-                    delete,
-                    &walk.into(),
-                    progress.as_mut(),
-                    stop,
-                )
-                .await?
+                export(&sqs, dlq, &file, delete, &walk, progress.as_mut(), stop).await?
             }
             Command::Import {
                 file,
@@ -318,6 +264,7 @@ fn stop_on_signals(then: &'static str) -> watch::Receiver<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use order_contract::FailureClass;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(
@@ -342,7 +289,7 @@ mod tests {
         let Command::Replay { walk: args, .. } = cli.command else {
             panic!("replay expected")
         };
-        assert_eq!(args.order_ids.len(), 3);
+        assert_eq!(args.selection.order_ids.len(), 3);
         let err = parse(&["replay", "--order-id", "not-a-uuid"]).expect_err("invalid");
         assert!(err.to_string().contains("not-a-uuid"), "{err}");
     }
@@ -355,7 +302,7 @@ mod tests {
             panic!("replay expected")
         };
         assert_eq!(
-            args.reasons,
+            args.selection.reasons,
             [FailureClass::RowRefused, FailureClass::Redriven]
         );
         let err = parse(&["replay", "--reason", "gremlins"]).expect_err("unknown");

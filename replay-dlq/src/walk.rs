@@ -8,7 +8,7 @@
 //! hand the same ones back first, and the run could not tell "only skipped
 //! ones left" from "the next receive happened to sample them".
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -26,18 +26,24 @@ use crate::message::MessageView;
 use crate::progress::Progress;
 use crate::queue::{Held, receive};
 
-/// How far, how fast and which messages a run takes.
-#[derive(Debug, Clone, PartialEq)]
+/// How far, how fast and which messages a run takes: `replay`'s and
+/// `export`'s options, the field docs their help.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Options {
-    /// Act on at most this many messages (with `dry_run`: list at most this many).
+    /// Take at most N messages (with --dry-run: list at most N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max: Option<u64>,
-    /// Messages per second, at most.
+    /// At most this many messages per second (fractions allowed).
+    #[arg(long, value_name = "PER_SEC", value_parser = crate::cli::parse_rate)]
     pub rate: Option<f64>,
-    /// Say what would be done; change nothing.
+    /// List what would be done; change nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
     pub selection: Selection,
-    /// How long received messages stay hidden should the run die before it
-    /// acts on them or releases them: long enough for one batch.
+    /// Seconds a received message stays hidden should this process die before
+    /// it is handled; must cover one batch.
+    #[arg(long = "visibility-timeout", value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=43_200))]
     pub visibility_timeout_secs: u32,
 }
 
@@ -53,15 +59,18 @@ impl Default for Options {
     }
 }
 
-/// Which messages to take.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which messages to take; an empty list takes all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Selection {
-    /// Only messages the contract accepts; leave the rest in the DLQ.
+    /// Only messages the order contract accepts; the others stay in the DLQ.
+    #[arg(long)]
     pub only_valid: bool,
-    /// When not empty, only the orders with these ids.
-    pub order_ids: HashSet<Uuid>,
-    /// When not empty, only messages of these failure classes (`--reason`).
-    pub reasons: BTreeSet<FailureClass>,
+    /// Only these orders (repeat the option or list several ids).
+    #[arg(long = "order-id", value_name = "ID", num_args = 1.., action = clap::ArgAction::Append)]
+    pub order_ids: Vec<Uuid>,
+    /// Only messages of this failure class (repeatable), as `peek` shows them.
+    #[arg(long = "reason", value_name = "CLASS", action = clap::ArgAction::Append)]
+    pub reasons: Vec<FailureClass>,
 }
 
 /// Why a message stays in the DLQ.

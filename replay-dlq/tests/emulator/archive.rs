@@ -20,7 +20,7 @@ fn notes(progress: Lines<Vec<u8>, Vec<u8>>) -> String {
 
 fn only(classes: &[FailureClass]) -> Selection {
     Selection {
-        reasons: classes.iter().copied().collect(),
+        reasons: classes.to_vec(),
         ..Selection::default()
     }
 }

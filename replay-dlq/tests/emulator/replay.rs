@@ -130,7 +130,7 @@ async fn reason_replays_only_that_class_without_its_failure_attributes_and_with_
 
     let only = |classes: &[FailureClass]| Options {
         selection: Selection {
-            reasons: classes.iter().copied().collect(),
+            reasons: classes.to_vec(),
             ..Selection::default()
         },
         ..Options::default()
