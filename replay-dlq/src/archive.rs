@@ -1,22 +1,13 @@
 //! `export` and `import`: DLQ messages to a file of JSON lines ([`Record`]s)
-//! and back, so that a DLQ can be kept past SQS's retention, or moved between
-//! accounts or regions.
+//! and back, to keep a DLQ past SQS's retention or move it between accounts.
 //!
-//! # Why nothing is lost
-//! `export` writes each batch and flushes it to disk (fsync) before anything is
-//! deleted, and with `delete` deletes only the messages of a batch on disk.
-//! Killed at any point, a message is in the file, still in the DLQ (visible
-//! again after the visibility timeout), or both; never in neither.
+//! `export` fsyncs each batch before it deletes any of it: killed at any
+//! point, a message is in the file, in the DLQ, or both; never in neither.
 //!
-//! # The journal of an import
-//! Beside `FILE` sits `FILE.imported` ([`journal_path`]): a first line naming
-//! the destination queue, then one line per batch SQS acknowledged, listing
-//! the file's line numbers it carried, flushed to disk (fsync) as soon as SQS
-//! answers. A re-run with the same file and `--to` skips every line the
-//! journal lists. What remains: a crash after SQS acknowledged a batch and
-//! before the journal's fsync returned (one batch, at most 10 messages), or a
-//! batch SQS took but whose answer never arrived (counted failed), is sent
-//! again by the re-run; the consumer stores each `order_id` once.
+//! `FILE.imported` ([`journal_path`]) names the destination queue, then lists
+//! the line numbers of each batch SQS acknowledged, fsynced as soon as SQS
+//! answers; a re-run skips them. At most one batch (a crash before that fsync,
+//! or an answer lost) is sent twice, and the consumer stores each order once.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -36,15 +27,12 @@ use crate::progress::Progress;
 use crate::queue::describe;
 use crate::walk::{Counts, End, Options, Pacer, Report, Walk, chunk_size, stopped};
 
-/// Messages per second `import` sends when `--rate` is not given: enough to
-/// move a large archive in minutes, gentle on a consumer that stores them as they come.
+/// `import`'s default `--rate`: a large archive in minutes, gentle on the consumer.
 pub const DEFAULT_IMPORT_RATE: f64 = 100.0;
 
-/// Appends (or with `dry_run`, lists) the selected DLQ messages to `path`
-/// until the DLQ has nothing new, `max` is reached or `stop` turns true; with
-/// `delete`, deletes each batch once it is on disk. Without it, every message
-/// stays in the DLQ, hidden until the run ends so that a run writes each once.
-/// Errors only before anything was touched; failures during the run are in the [`Report`].
+/// Appends (or with `dry_run`, lists) the selected DLQ messages to `path`;
+/// with `delete`, deletes each batch once it is on disk. Errors only before
+/// anything was touched; failures during the run are in the [`Report`].
 pub async fn export(
     sqs: &Client,
     dlq_url: &str,
@@ -125,8 +113,8 @@ struct JournalEntry {
     lines: Vec<u64>,
 }
 
-/// The journal's destination and the line numbers it lists. A last line cut
-/// short by a crash is ignored: its batch counts as not acknowledged.
+/// The journal's destination and line numbers; a line cut short by a crash
+/// counts as not acknowledged.
 fn read_journal(path: &Path) -> Result<Option<(String, BTreeSet<u64>)>, Error> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -145,8 +133,7 @@ fn read_journal(path: &Path) -> Result<Option<(String, BTreeSet<u64>)>, Error> {
     Ok(Some((header.to, entries.flat_map(|e| e.lines).collect())))
 }
 
-/// The journal to append to (none on a dry run) and the line numbers it
-/// lists; refused when it records an import of `file` to another queue.
+/// The journal to append to (none on a dry run) and the line numbers it lists.
 fn open_journal(
     journal: &Path,
     file: &Path,
@@ -177,8 +164,7 @@ fn open_journal(
 }
 
 /// Sends the records of `path` to `destination_url`, at most `rate` a second,
-/// skipping those its journal lists, until the file ends or `stop` turns true.
-/// Errors only before anything was sent; failures during the run are in the [`Report`].
+/// skipping those its journal lists. Errors only before anything was sent.
 pub async fn import(
     sqs: &Client,
     path: &Path,
@@ -197,7 +183,7 @@ pub async fn import(
     let journal_file = journal_path(path);
     let (mut journal, done) = open_journal(&journal_file, path, destination_url, dry_run)?;
     let total = BufReader::new(open()?).lines().count() as u64;
-    progress.start(total);
+    progress.start(total, "lines in the file");
     let status = |c: &Counts| {
         if dry_run {
             format!(
@@ -321,10 +307,8 @@ fn json_line(value: &impl Serialize) -> Vec<u8> {
     line
 }
 
-/// Opens `path` to append lines to it, creating it (and making its directory
-/// entry durable) if need be. A file whose last line was cut short (a crash
-/// in mid-write) gets a newline first, so that the cut line stays one bad line
-/// and the next record starts on a line of its own.
+/// Opens `path` to append lines to it, creating it durably if need be. A last
+/// line cut short by a crash gets a newline first, so that it stays one bad line.
 fn open_for_append(path: &Path) -> Result<File, Error> {
     let existed = path.exists();
     let mut file = OpenOptions::new()
@@ -354,8 +338,7 @@ fn open_for_append(path: &Path) -> Result<File, Error> {
     Ok(file)
 }
 
-/// Appends `bytes` and returns once they are on disk (fsync): what the caller
-/// does next (delete from the DLQ, send again) may rely on them.
+/// Appends `bytes` and returns once they are on disk (fsync).
 fn append_durably(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     file.write_all(bytes)
         .and_then(|()| file.sync_data())

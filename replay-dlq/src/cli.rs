@@ -16,7 +16,7 @@ use crate::peek::{group_by_reason, peek, write_json, write_reasons, write_table}
 use crate::progress::{Bar, Lines, Progress};
 use crate::queue::source_queue;
 use crate::replay::replay;
-use crate::walk::{End, Options, Report};
+use crate::walk::{End, Options};
 
 const ENVIRONMENT: &str = "\
 Where it connects:
@@ -184,7 +184,7 @@ impl Cli {
                 let stop = stop_on_signals(
                     "messages in flight then reappear in the DLQ after --visibility-timeout",
                 );
-                let mut progress = progress_for_terminal("replay", "messages in the DLQ");
+                let mut progress = progress_for_terminal("replay");
                 replay(&sqs, dlq, &to, &walk, progress.as_mut(), stop).await?
             }
             Command::Export {
@@ -195,7 +195,7 @@ impl Cli {
             } => {
                 let (sqs, dlq) = (sqs_client().await?, dlq.url());
                 let stop = stop_on_signals("what was not deleted stays in the DLQ");
-                let mut progress = progress_for_terminal("export", "messages in the DLQ");
+                let mut progress = progress_for_terminal("export");
                 export(&sqs, dlq, &file, delete, &walk, progress.as_mut(), stop).await?
             }
             Command::Import {
@@ -206,21 +206,16 @@ impl Cli {
             } => {
                 let sqs = sqs_client().await?;
                 let stop = stop_on_signals("a re-run resumes from the journal");
-                let mut progress = progress_for_terminal("import", "lines in the file");
+                let mut progress = progress_for_terminal("import");
                 import(&sqs, &file, &to, rate, dry_run, progress.as_mut(), stop).await?
             }
         };
-        Ok(print(&report))
+        println!("{}", report.summary);
+        if let End::Aborted(err) = &report.end {
+            eprintln!("error: {}", sqs_error_chain(err));
+        }
+        Ok(ExitCode::from(report.exit_code()))
     }
-}
-
-/// Prints the summary (and what stopped the run), and says the exit status.
-fn print(report: &Report) -> ExitCode {
-    println!("{}", report.summary);
-    if let End::Aborted(err) = &report.end {
-        eprintln!("error: {}", sqs_error_chain(err));
-    }
-    ExitCode::from(report.exit_code())
 }
 
 /// The SQS client from the standard AWS environment (profile, region,
@@ -235,13 +230,12 @@ async fn sqs_client() -> anyhow::Result<aws_sdk_sqs::Client> {
     Ok(aws_sdk_sqs::Client::new(&config))
 }
 
-/// A bar when a person watches stderr, plain lines when it goes to a log;
-/// `what` says what the total counts.
-fn progress_for_terminal(label: &'static str, what: &'static str) -> Box<dyn Progress> {
+/// A bar when a person watches stderr, plain lines when it goes to a log.
+fn progress_for_terminal(label: &'static str) -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(Bar::new(std::io::stdout()))
     } else {
-        Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()).counting(what))
+        Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()))
     }
 }
 

@@ -9,9 +9,8 @@ use chrono::{DateTime, Utc};
 use order_contract::{Failure, FailureClass, OrderPlaced};
 use serde::{Deserialize, Serialize};
 
-/// A DLQ message as `export` writes it and `import` reads it, one JSON line:
-/// the body and the message attributes exactly (binary values in base64), and
-/// where it stood in the DLQ.
+/// A DLQ message as one line of an export file: the body and the message
+/// attributes exactly, and where it stood in the DLQ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub message_id: String,
@@ -38,19 +37,18 @@ pub struct AttributeView {
 pub struct MessageView {
     #[serde(flatten)]
     pub record: Record,
-    /// The `order_id` field, when the body is JSON with one (even an invalid order has it).
+    /// The `order_id` field, when the body is JSON with one, valid order or not.
     pub order_id: Option<String>,
     pub first_received_at: Option<DateTime<Utc>>,
     /// Body and message attributes, counted as SQS counts a message's size.
     pub size_bytes: usize,
     pub excerpt: String,
-    /// Why the contract rejects the body (the consumer's own validation); `None` for a valid order.
+    /// Why the contract rejects the body; `None` for a valid order.
     pub invalid_reason: Option<String>,
     pub failure_class: FailureClass,
     /// The failure's detail (the field, or the SQLSTATE and its text).
     pub failure_detail: Option<String>,
-    /// Whether the consumer recorded the reason in the failure attributes
-    /// (`false`: read from the body, as for a message the redrive policy moved).
+    /// Whether the failure attributes say why (`false`: the body judged again).
     pub failure_recorded: bool,
 }
 
@@ -58,9 +56,8 @@ pub struct MessageView {
 pub const EXCERPT_CHARS: usize = 40;
 
 impl MessageView {
-    /// The reason is the failure attributes' when the message has them;
-    /// otherwise the body judged again: the contract's class for a body it
-    /// refuses, `redriven` for a valid order (the redrive policy moved it).
+    /// Without failure attributes, a valid order is `redriven` (the redrive
+    /// policy moved it), and any other body has the contract's class.
     pub fn new(message: &Message) -> Self {
         let body = message.body().unwrap_or_default();
         let system = |name| message.attributes().and_then(|a| a.get(&name));
@@ -175,7 +172,6 @@ impl AttributeView {
     }
 }
 
-/// The `order_id` of any JSON object that has one as a string, valid order or not.
 fn lenient_order_id(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     value.get("order_id")?.as_str().map(str::to_owned)

@@ -1,8 +1,7 @@
 //! `peek`: the DLQ's messages, read without consuming them.
 //!
-//! SQS has no "look without receiving", so peek walks the DLQ like a dry run:
-//! it keeps what it got hidden while it gathers more (otherwise SQS would hand
-//! the same messages back), and makes them all visible again at once.
+//! SQS has no "look without receiving": peek walks the DLQ like a dry run,
+//! holding what it got while it gathers more, and releases them all at the end.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -26,8 +25,8 @@ pub struct Peeked {
     pub messages: Vec<MessageView>,
 }
 
-/// Gathers up to `options.max` messages, then makes them visible again. Only
-/// `max` and `visibility_timeout_secs` of the options apply.
+/// Gathers up to `options.max` messages; only `max` and
+/// `visibility_timeout_secs` of the options apply.
 pub async fn peek(sqs: &Client, dlq_url: &str, options: &Options) -> Result<Peeked, Error> {
     let queue = describe(sqs, dlq_url).await?;
     let options = Options {
@@ -118,8 +117,7 @@ pub struct ReasonGroup {
 pub fn group_by_reason(messages: &[MessageView]) -> Vec<ReasonGroup> {
     let mut groups: BTreeMap<FailureClass, ReasonGroup> = BTreeMap::new();
     let mut by_age: Vec<&MessageView> = messages.iter().collect();
-    // Oldest first (those without a sent time before all), so that the first
-    // time seen is the oldest, the last the newest, and the example the oldest's.
+    // Oldest first (no sent time before all): the first seen is the oldest.
     by_age.sort_by_key(|m| m.record.sent_at);
     for m in by_age {
         let group = groups.entry(m.failure_class).or_insert(ReasonGroup {
@@ -167,7 +165,6 @@ pub fn write_reasons(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
     )
 }
 
-/// The end of the line under a table: what the queue held.
 fn of_about(peeked: &Peeked) -> String {
     let queue = &peeked.queue;
     format!(

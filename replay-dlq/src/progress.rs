@@ -1,6 +1,5 @@
-//! Showing a long operation's progress: a bar on a terminal, plain lines in a
-//! log. Notes (one line per message worth naming) go to the output writer,
-//! progress to stderr, so `replay … > moved.txt` keeps the record and drops the bar.
+//! A bar on a terminal, plain lines in a log. Notes (a message worth naming)
+//! go to the output, progress to stderr: `replay … > moved.txt` keeps the notes.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -9,13 +8,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where `replay`, `export` and `import` report.
 pub trait Progress {
-    /// Work begins; `total` is an estimate (SQS's counts are approximate).
-    fn start(&mut self, total: u64);
+    /// Work begins; `total` (of `what`) is an estimate: SQS's counts are approximate.
+    fn start(&mut self, total: u64, what: &str);
     /// `done` items so far; `status` is a short summary such as "moved=3 skipped=1 failed=0".
     fn advance(&mut self, done: u64, status: &str);
     /// A line worth keeping: a message skipped, failed or (in a dry run) listed.
     fn note(&mut self, line: &str);
-    /// Work is over; the caller prints the summary next.
     fn finish(&mut self);
 }
 
@@ -27,8 +25,6 @@ pub struct Lines<O, L> {
     last: Option<Instant>,
     total: u64,
     label: &'static str,
-    /// What the total counts, in the starting line.
-    what: &'static str,
 }
 
 impl<O: Write, L: Write> Lines<O, L> {
@@ -40,13 +36,7 @@ impl<O: Write, L: Write> Lines<O, L> {
             last: None,
             total: 0,
             label,
-            what: "messages in the DLQ",
         }
-    }
-
-    /// Says what the total counts (by default "messages in the DLQ").
-    pub fn counting(self, what: &'static str) -> Self {
-        Self { what, ..self }
     }
 
     /// Gives back the writers, e.g. to read what a test captured.
@@ -56,14 +46,10 @@ impl<O: Write, L: Write> Lines<O, L> {
 }
 
 impl<O: Write, L: Write> Progress for Lines<O, L> {
-    fn start(&mut self, total: u64) {
+    fn start(&mut self, total: u64, what: &str) {
         self.total = total;
         // A failed write to a log is no reason to stop moving messages.
-        let _ = writeln!(
-            self.log,
-            "{}: starting, about {total} {}",
-            self.label, self.what
-        );
+        let _ = writeln!(self.log, "{}: starting, about {total} {what}", self.label);
     }
 
     fn advance(&mut self, done: u64, status: &str) {
@@ -98,7 +84,7 @@ impl<O: Write> Bar<O> {
 }
 
 impl<O: Write> Progress for Bar<O> {
-    fn start(&mut self, total: u64) {
+    fn start(&mut self, total: u64, _: &str) {
         let style = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
         )
@@ -138,7 +124,7 @@ mod tests {
     #[test]
     fn plain_progress_writes_notes_to_the_output_and_progress_to_the_log() {
         let mut lines = Lines::new("replay", Vec::new(), Vec::new());
-        lines.start(4);
+        lines.start(4, "messages in the DLQ");
         lines.advance(2, "moved=2 skipped=0 failed=0");
         lines.advance(3, "moved=3 skipped=0 failed=0");
         lines.note("skipped m-1: not an order");

@@ -1,6 +1,4 @@
-//! The SQS calls of the walk: a queue's attributes, the DLQ's source queue,
-//! receiving with every attribute, and handing messages back. Sends and error
-//! classes are `support::sqs`'s.
+//! The SQS calls of the walk; sends and error classes are `support::sqs`'s.
 
 use std::collections::HashMap;
 
@@ -17,13 +15,11 @@ pub struct QueueInfo {
     pub url: String,
     pub arn: String,
     pub fifo: bool,
-    /// ApproximateNumberOfMessages: visible ones.
     pub visible: u64,
-    /// ApproximateNumberOfMessagesNotVisible: received and not yet deleted or released.
+    /// Received and not yet deleted or released.
     pub in_flight: u64,
 }
 
-/// Reads the queue's ARN, type and depth.
 pub async fn describe(sqs: &Client, url: &str) -> Result<QueueInfo, SqsError> {
     use QueueAttributeName::{
         ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, FifoQueue, QueueArn,
@@ -74,10 +70,8 @@ pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, Error> 
     }
 }
 
-/// Receives up to `max` messages (at most 10) with every system and message
-/// attribute, hiding them for `visibility_secs`. Waits up to a second: a long
-/// poll asks every SQS server, where a short one samples a few and may answer
-/// "empty" while messages remain.
+/// Receives up to `max` messages with every attribute. A long poll (one second)
+/// asks every SQS server; a short one may answer "empty" while messages remain.
 pub(crate) async fn receive(
     sqs: &Client,
     url: &str,
@@ -98,8 +92,7 @@ pub(crate) async fn receive(
     Ok(response.messages.unwrap_or_default())
 }
 
-/// Messages this run has received and keeps hidden, by message id → latest
-/// receipt handle, until [`release`](Held::release) makes them visible again.
+/// The receipt handle of each message this run keeps hidden, by message id.
 #[derive(Debug, Default)]
 pub(crate) struct Held(HashMap<String, String>);
 
@@ -111,9 +104,8 @@ impl Held {
         );
     }
 
-    /// Makes every held message visible again at once (visibility timeout 0).
-    /// Best effort: one SQS could not release simply reappears when its
-    /// visibility timeout ends, so failures are logged, not returned.
+    /// Makes every held message visible again. One SQS could not release
+    /// reappears when its visibility timeout ends, so failures are only logged.
     pub(crate) async fn release(&mut self, sqs: &Client, url: &str) {
         let held: Vec<(String, String)> = self.0.drain().collect();
         let messages: Vec<(&str, i32)> = held.iter().map(|(_, h)| (h.as_str(), 0)).collect();

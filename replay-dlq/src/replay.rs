@@ -1,13 +1,8 @@
 //! `replay`: moves DLQ messages back to their source queue, a batch at a time.
 //!
-//! # Why nothing is lost
-//! A message is sent to the source queue first and deleted from the DLQ only
-//! after SQS acknowledged that send. Whatever stops the run, at any point, a
-//! message is therefore in the DLQ, in the source queue, or (killed between the
-//! two calls) in both: at worst a duplicate, which the consumer absorbs because
-//! it stores each `order_id` once. A refused entry, an entry SQS does not
-//! report, a call that fails as a whole, a delete that fails: each leaves the
-//! message in the DLQ, or at worst in both queues; never in neither.
+//! A message leaves the DLQ only after SQS acknowledged its send, so whatever
+//! stops the run, it is in the DLQ, the source queue, or both (a duplicate the
+//! consumer absorbs: it stores each `order_id` once); never in neither.
 
 use std::collections::HashMap;
 
@@ -28,10 +23,8 @@ use crate::progress::Progress;
 use crate::queue::describe;
 use crate::walk::{Candidate, Counts, End, Options, Report, Walk};
 
-/// Moves (or with `dry_run`, lists) DLQ messages to `destination_url` until the
-/// DLQ has nothing new, `max` is reached, or `stop` turns true. Errors only
-/// before anything was touched (unreadable or unsuitable queues); failures
-/// during the run are in the [`Report`].
+/// Moves (or with `dry_run`, lists) DLQ messages to `destination_url`. Errors
+/// only before anything was touched; failures during the run are in the [`Report`].
 pub async fn replay(
     sqs: &Client,
     dlq_url: &str,
@@ -104,8 +97,6 @@ async fn move_batch(walk: &mut Walk<'_>, to: &str, batch: Vec<Candidate>) -> Res
                 candidate.span.in_scope(|| debug!("sent to the source queue"));
                 sent.push(candidate);
             }
-            // Treated as not sent, so it stays in the DLQ; if it was in fact
-            // sent, the worst case is a duplicate.
             Outcome::Unreported => walk.fail(
                 &candidate,
                 "SQS did not report this message's send; it stays in the DLQ (replaying it again is safe)",
@@ -131,12 +122,9 @@ async fn move_batch(walk: &mut Walk<'_>, to: &str, batch: Vec<Candidate>) -> Res
     aborted.map_or(Ok(()), |err| Err(Error::Sqs(err)))
 }
 
-/// The message attributes a replay sends: the message's own, byte for byte,
-/// without the failure attributes (the next failure records its own), and
-/// [`REPLAYED_FROM_ATTRIBUTE`] set to `dlq_message_id` (replacing an earlier
-/// replay's), so that a later failure shows its lineage. SQS refuses a
-/// message with more than [`MAX_MESSAGE_ATTRIBUTES`]; one whose own
-/// attributes already reach it goes without the lineage (`false`) rather than not at all.
+/// The message's own attributes without the failure ones (the next failure
+/// records its own), and [`REPLAYED_FROM_ATTRIBUTE`] naming `dlq_message_id`
+/// unless that would pass SQS's [`MAX_MESSAGE_ATTRIBUTES`] (then `false`).
 fn replayed_attributes(
     message: &Message,
     dlq_message_id: &str,
@@ -161,9 +149,8 @@ fn replayed_attributes(
     (attributes, true)
 }
 
-/// The request entry for one message: the same body, the message attributes
-/// of [`replayed_attributes`], and its X-Ray trace header, the one system
-/// attribute SQS lets a sender set.
+/// The same body, [`replayed_attributes`], and the X-Ray trace header, the one
+/// system attribute SQS lets a sender set.
 fn send_entry(message: &Message, dlq_message_id: &str) -> (SendMessageBatchRequestEntry, bool) {
     let (attributes, lineage) = replayed_attributes(message, dlq_message_id);
     let trace = message

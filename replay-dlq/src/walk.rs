@@ -1,12 +1,9 @@
-//! The one walk of the DLQ that `peek`, `replay` and `export` share: receive a
-//! chunk at a time, paced by `rate` and bounded by `max`, drop what this run
-//! has seen, select, and hand the rest to the command, until nothing new comes
-//! back or `stop` turns true. What the command does with each batch is its own.
+//! The one walk of the DLQ that `peek`, `replay` and `export` share: receive,
+//! drop what this run has seen, select, pace, stop; the command handles each batch.
 //!
-//! Every message a run does not delete is held (kept hidden) and released in
-//! one go when the run ends. Released at once, a standard queue would tend to
-//! hand the same ones back first, and the run could not tell "only skipped
-//! ones left" from "the next receive happened to sample them".
+//! Every message a run does not delete is held (kept hidden) until the run
+//! ends: released at once, a standard queue would tend to hand the same ones
+//! back, and the run could not tell "only skipped ones left" from chance.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -125,16 +122,13 @@ impl Counts {
     }
 }
 
-/// Why a run ended.
+/// Why a run ended: nothing new left, `max` reached, Ctrl-C (after the batch
+/// in flight), or a call or a write failed.
 #[derive(Debug)]
 pub enum End {
-    /// Nothing left: no message this run has not looked at, or no more lines.
     Drained,
-    /// `max` messages were handled (or listed).
     Limit,
-    /// Stopped on request (Ctrl-C) after the batch in flight.
     Interrupted,
-    /// A call or a write failed; the run stopped after it.
     Aborted(Error),
 }
 
@@ -186,7 +180,7 @@ impl Report {
     }
 }
 
-/// A received message on its way, with what it is and its tracing span.
+/// A received message on its way.
 pub struct Candidate {
     pub message: Message,
     pub view: MessageView,
@@ -200,9 +194,8 @@ impl fmt::Display for Candidate {
     }
 }
 
-/// Receives that bring back only messages this run has already seen, in a row,
-/// before the run concludes nothing new is left (plus one per batch of messages
-/// seen, which may all come back after a long run).
+/// Receives in a row of only messages seen before (plus one per batch seen,
+/// which may all come back after a long run) that mean nothing new is left.
 const MAX_IDLE_RECEIVES: usize = 3;
 
 /// One run over the DLQ; see the module's doc.
@@ -230,7 +223,8 @@ impl<'a> Walk<'a> {
         progress: &'a mut dyn Progress,
         stop: watch::Receiver<bool>,
     ) -> Self {
-        progress.start(options.max.map_or(visible, |max| max.min(visible)));
+        let total = options.max.map_or(visible, |max| max.min(visible));
+        progress.start(total, "messages in the DLQ");
         Self {
             sqs,
             dlq_url,
@@ -313,8 +307,6 @@ impl<'a> Walk<'a> {
                 self.hold(&candidate);
             }
             if fresh == 0 {
-                // Enough receives of only messages seen before to have cycled
-                // through all of them: nothing new is left.
                 self.idle += 1;
                 if self.idle >= MAX_IDLE_RECEIVES + self.seen.len() / want {
                     return Err(End::Drained);
@@ -327,7 +319,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Keeps a message hidden until the run ends.
     pub(crate) fn hold(&mut self, candidate: &Candidate) {
         self.held.hold(&candidate.message);
     }
@@ -343,7 +334,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Counts a message as failed, holds it, and says why.
     pub(crate) fn fail(&mut self, candidate: &Candidate, what: &str) {
         self.counts.failed += 1;
         self.hold(candidate);
@@ -351,9 +341,8 @@ impl<'a> Walk<'a> {
         self.progress.note(&format!("failed {candidate}: {what}"));
     }
 
-    /// Deletes `done` from the DLQ (at most 10); returns how many SQS deleted.
-    /// Each one it did not is held and failed: "{kept} ({why}); {then}". An
-    /// error means the call failed as a whole: nothing is known to be deleted.
+    /// Deletes `done` (at most 10) from the DLQ; returns how many SQS deleted,
+    /// failing each other one with "{kept} ({why}); {then}".
     pub(crate) async fn delete(
         &mut self,
         done: Vec<Candidate>,
@@ -400,13 +389,12 @@ impl<'a> Walk<'a> {
         Ok(deleted)
     }
 
-    /// Tells the progress what the run has done so far.
     pub(crate) fn advance(&mut self, status: &str) {
         let c = self.counts;
         self.progress.advance(c.done + c.skipped + c.failed, status);
     }
 
-    /// Makes what it held visible again and ends the progress.
+    /// Makes what it held visible again.
     pub(crate) async fn finish(mut self) -> Counts {
         self.held.release(self.sqs, self.dlq_url).await;
         self.progress.finish();
@@ -448,7 +436,6 @@ impl Pacer {
         self.slot = Instant::now();
     }
 
-    /// `sent` messages went out in the slot that just began.
     pub(crate) fn used(&mut self, sent: usize) {
         if let Some(per_message) = self.per_message {
             self.next = self.slot + per_message * u32::try_from(sent).unwrap_or(u32::MAX);
