@@ -51,11 +51,9 @@ pub fn epoch_millis() -> u64 {
 /// 2020-01-01 in milliseconds since the epoch: no real deadline is earlier.
 const PLAUSIBLE_EPOCH_MS: u64 = 1_577_836_800_000;
 
-/// The time left until an invocation's deadline. Lambda's Runtime API gives
-/// the deadline in milliseconds since the epoch; cargo-lambda's emulator gives
-/// the timeout itself (600000 for ten minutes): a value that small is a
-/// duration, not a moment in 1970, and reading it as a moment would leave no
-/// time at all.
+/// The time left until an invocation's deadline, in milliseconds since the
+/// epoch; cargo-lambda's emulator gives the timeout itself (600000 for ten
+/// minutes), which read as a moment in 1970 would leave no time at all.
 pub fn time_left(deadline_ms: u64) -> Duration {
     time_left_at(deadline_ms, epoch_millis())
 }

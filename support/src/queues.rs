@@ -99,77 +99,49 @@ pub async fn create_queues(
     dlq_name: &str,
     settings: QueueSettings,
 ) -> Result<QueueUrls, QueueError> {
-    let dlq_url = ensure_queue(
-        sqs,
-        dlq_name,
-        vec![(
-            QueueAttributeName::MessageRetentionPeriod,
-            settings.dlq_retention_secs.to_string(),
-        )],
-    )
-    .await?;
-    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+    use QueueAttributeName::{
+        MessageRetentionPeriod as Retention, RedriveAllowPolicy, RedrivePolicy, VisibilityTimeout,
+    };
+    let dlq_url = ensure_queue(sqs, dlq_name).await?;
+    let retention = settings.dlq_retention_secs.to_string();
+    set_attributes(sqs, &dlq_url, [(Retention, retention)]).await?;
     let redrive = serde_json::json!({
-        "deadLetterTargetArn": dlq_arn,
+        "deadLetterTargetArn": queue_arn(sqs, &dlq_url).await?,
         "maxReceiveCount": settings.max_receive_count,
     });
-    let queue_url = ensure_queue(
-        sqs,
-        queue_name,
-        vec![
-            (
-                QueueAttributeName::VisibilityTimeout,
-                settings.visibility_timeout_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                settings.retention_secs.to_string(),
-            ),
-            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
-        ],
-    )
-    .await?;
+    let queue_url = ensure_queue(sqs, queue_name).await?;
+    let visibility = settings.visibility_timeout_secs.to_string();
+    let attributes = [
+        (VisibilityTimeout, visibility),
+        (Retention, settings.retention_secs.to_string()),
+        (RedrivePolicy, redrive.to_string()),
+    ];
+    set_attributes(sqs, &queue_url, attributes).await?;
     // As in the template: the DLQ takes dead letters (and gives replays back)
     // only for the orders queue, whose ARN exists only now.
-    let redrive_allow = serde_json::json!({
+    let allow = serde_json::json!({
         "redrivePermission": "byQueue",
         "sourceQueueArns": [queue_arn(sqs, &queue_url).await?],
     });
-    sqs.set_queue_attributes()
-        .queue_url(&dlq_url)
-        .attributes(
-            QueueAttributeName::RedriveAllowPolicy,
-            redrive_allow.to_string(),
-        )
-        .send()
-        .await
-        .map_err(|err| {
-            QueueError::new(format!("set the redrive-allow policy of {dlq_name}"), err)
-        })?;
+    set_attributes(sqs, &dlq_url, [(RedriveAllowPolicy, allow.to_string())]).await?;
     Ok(QueueUrls { queue_url, dlq_url })
 }
 
-async fn ensure_queue(
+async fn ensure_queue(sqs: &Client, name: &str) -> Result<String, QueueError> {
+    let created = sqs.create_queue().queue_name(name).send().await;
+    let created = created.map_err(|err| QueueError::new(format!("create queue {name}"), err))?;
+    Ok(created.queue_url.unwrap_or_default())
+}
+
+async fn set_attributes<const N: usize>(
     sqs: &Client,
-    name: &str,
-    attributes: Vec<(QueueAttributeName, String)>,
-) -> Result<String, QueueError> {
-    let created = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .map_err(|err| QueueError::new(format!("create queue {name}"), err))?;
-    let url = created.queue_url.unwrap_or_default();
-    let mut update = sqs.set_queue_attributes().queue_url(&url);
-    for (key, value) in attributes {
-        update = update.attributes(key, value);
-    }
-    update
-        .send()
-        .await
-        .map_err(|err| QueueError::new(format!("set the attributes of queue {name}"), err))?;
-    Ok(url)
+    url: &str,
+    attributes: [(QueueAttributeName, String); N],
+) -> Result<(), QueueError> {
+    let update = sqs.set_queue_attributes().queue_url(url);
+    let updated = update.set_attributes(Some(attributes.into())).send().await;
+    updated.map_err(|err| QueueError::new(format!("set the attributes of {url}"), err))?;
+    Ok(())
 }
 
 /// Reads a queue's ARN; never derived from its URL, which differs between endpoints.
