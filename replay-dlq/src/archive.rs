@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::json;
 use support::sqs::{Outcome, send_all};
 use tokio::sync::watch;
 use tracing::debug;
@@ -103,12 +104,12 @@ pub fn journal_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct JournalHeader {
     to: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct JournalEntry {
     lines: Vec<u64>,
 }
@@ -154,10 +155,8 @@ fn open_journal(
             // Starts afresh (an earlier one may have been cut before its header).
             std::fs::write(journal, b"").map_err(Error::file("create", journal))?;
             let mut opened = open_for_append(journal)?;
-            let header = JournalHeader {
-                to: destination_url.to_owned(),
-            };
-            append_durably(&mut opened, journal, &json_line(&header))?;
+            let header = format!("{}\n", json!({ "to": destination_url }));
+            append_durably(&mut opened, journal, header.as_bytes())?;
             Ok((Some(opened), BTreeSet::new()))
         }
     }
@@ -266,10 +265,8 @@ pub async fn import(
                 .collect();
             // The journal first: from here on a crash must not send these again.
             if let (Some(journal), false) = (journal.as_mut(), sent.is_empty()) {
-                let entry = JournalEntry {
-                    lines: sent.clone(),
-                };
-                if let Err(err) = append_durably(journal, &journal_file, &json_line(&entry)) {
+                let entry = format!("{}\n", json!({ "lines": sent }));
+                if let Err(err) = append_durably(journal, &journal_file, entry.as_bytes()) {
                     break End::Aborted(err);
                 }
             }
@@ -298,13 +295,6 @@ pub async fn import(
     progress.finish();
     let tail = if dry_run { "; nothing was sent" } else { "" };
     Ok(Report::new("import", dry_run, status, tail, counts, end))
-}
-
-fn json_line(value: &impl Serialize) -> Vec<u8> {
-    let mut line = serde_json::to_vec(value)
-        .unwrap_or_else(|err| unreachable!("a journal line serialises: {err}"));
-    line.push(b'\n');
-    line
 }
 
 /// Opens `path` to append lines to it, creating it durably if need be. A last
