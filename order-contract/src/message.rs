@@ -141,13 +141,8 @@ pub fn check_catalogue_version(version: &str) -> Result<(), ContractError> {
 
 /// The `schema_version` a body declares, read leniently once the strict read failed.
 fn declared_version(json: &str) -> Option<u32> {
-    #[derive(Deserialize)]
-    struct Declared {
-        schema_version: u32,
-    }
-    serde_json::from_str::<Declared>(json)
-        .ok()
-        .map(|declared| declared.schema_version)
+    let body: serde_json::Value = serde_json::from_str(json).ok()?;
+    body.get("schema_version")?.as_u64()?.try_into().ok()
 }
 
 #[cfg(test)]
