@@ -86,15 +86,7 @@ pub async fn export(
         }
         walk.advance(&status(&walk.counts));
     };
-    let counts = walk.finish().await;
-    Ok(Report::new(
-        "export",
-        options.dry_run,
-        status,
-        tail,
-        counts,
-        end,
-    ))
+    Ok(walk.finish("export", status, tail, end).await)
 }
 
 /// The journal of an import of `file`: `FILE.imported`.

@@ -51,7 +51,7 @@ pub async fn peek(sqs: &Client, dlq_url: &str, options: &Options) -> Result<Peek
             Err(end) => break end,
         }
     };
-    walk.finish().await;
+    walk.release().await;
     match end {
         End::Aborted(err) => Err(err),
         _ => Ok(Peeked { queue, messages }),

@@ -64,15 +64,7 @@ pub async fn replay(
         }
         walk.advance(&status(&walk.counts));
     };
-    let counts = walk.finish().await;
-    Ok(Report::new(
-        "replay",
-        options.dry_run,
-        status,
-        tail,
-        counts,
-        end,
-    ))
+    Ok(walk.finish("replay", status, tail, end).await)
 }
 
 /// Sends the batch to the destination, then deletes from the DLQ exactly the

@@ -395,10 +395,22 @@ impl<'a> Walk<'a> {
     }
 
     /// Makes what it held visible again.
-    pub(crate) async fn finish(mut self) -> Counts {
+    pub(crate) async fn release(&mut self) {
         self.held.release(self.sqs, self.dlq_url).await;
         self.progress.finish();
-        self.counts
+    }
+
+    /// Releases what it held; the [`Report`] as for [`Report::new`].
+    pub(crate) async fn finish(
+        mut self,
+        command: &str,
+        status: impl Fn(&Counts) -> String,
+        tail: &str,
+        end: End,
+    ) -> Report {
+        self.release().await;
+        let dry_run = self.options.dry_run;
+        Report::new(command, dry_run, status, tail, self.counts, end)
     }
 }
 
