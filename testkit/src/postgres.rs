@@ -236,7 +236,16 @@ impl PostgresServer {
             Command::new(&program)
         };
         command.args(&args[1..]).args(flags.split_whitespace());
-        try_run(command.current_dir(&self.dir))
+        let output = command
+            .current_dir(&self.dir)
+            .output()
+            .map_err(|err| format!("run {command:?}: {err}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let (stdout, stderr) = (output.stdout, output.stderr);
+        let said = String::from_utf8_lossy(&stdout) + String::from_utf8_lossy(&stderr);
+        Err(format!("{command:?} failed: {said}"))
     }
 }
 
@@ -245,14 +254,11 @@ impl Drop for PostgresServer {
         // A test that failed while the cluster was frozen must not leave it
         // frozen: a stopped postmaster ignores pg_ctl's SIGQUIT.
         if self.signal_all("-CONT") {
-            let stopped = self.try_stop();
             // A second panic while unwinding would abort the whole test binary.
-            if let Err(message) = stopped {
-                if std::thread::panicking() {
-                    eprintln!("{message}");
-                } else {
-                    panic!("{message}");
-                }
+            match self.try_stop() {
+                Err(message) if std::thread::panicking() => eprintln!("{message}"),
+                Err(message) => panic!("{message}"),
+                Ok(()) => {}
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -280,24 +286,8 @@ fn chown(paths: &[PathBuf]) {
     }
 }
 
-fn try_run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|err| format!("run {command:?}: {err}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    ))
-}
-
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// A port the kernel just handed out; free unless someone races us for it.
