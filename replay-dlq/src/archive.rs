@@ -176,16 +176,11 @@ pub async fn import(
     let total = BufReader::new(open()?).lines().count() as u64;
     progress.start(total, "lines in the file");
     let status = |c: &Counts| {
+        let (done, skipped, failed, unreadable) = (c.done, c.skipped, c.failed, c.unreadable);
         if dry_run {
-            format!(
-                "would_send={} already_sent={} unreadable={}",
-                c.done, c.skipped, c.unreadable
-            )
+            format!("would_send={done} already_sent={skipped} unreadable={unreadable}")
         } else {
-            format!(
-                "sent={} already_sent={} failed={} unreadable={}",
-                c.done, c.skipped, c.failed, c.unreadable
-            )
+            format!("sent={done} already_sent={skipped} failed={failed} unreadable={unreadable}")
         }
     };
     let mut counts = Counts::default();

@@ -110,15 +110,13 @@ pub struct Counts {
 impl Counts {
     /// `{done}=N skipped=N failed=N`, with `deleted=N` after the first when `deleted`.
     pub(crate) fn status(&self, done: &str, deleted: bool) -> String {
+        let (n, d, skipped, failed) = (self.done, self.deleted, self.skipped, self.failed);
         let deleted = if deleted {
-            format!(" deleted={}", self.deleted)
+            format!(" deleted={d}")
         } else {
             String::new()
         };
-        format!(
-            "{done}={}{deleted} skipped={} failed={}",
-            self.done, self.skipped, self.failed
-        )
+        format!("{done}={n}{deleted} skipped={skipped} failed={failed}")
     }
 }
 
