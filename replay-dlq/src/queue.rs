@@ -22,17 +22,13 @@ pub struct QueueInfo {
 
 pub async fn describe(sqs: &Client, url: &str) -> Result<QueueInfo, SqsError> {
     use QueueAttributeName::{
-        ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, FifoQueue, QueueArn,
+        All, ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, FifoQueue,
+        QueueArn,
     };
     let response = sqs
         .get_queue_attributes()
         .queue_url(url)
-        .set_attribute_names(Some(vec![
-            QueueArn,
-            FifoQueue,
-            ApproximateNumberOfMessages,
-            ApproximateNumberOfMessagesNotVisible,
-        ]))
+        .attribute_names(All)
         .send()
         .await
         .map_err(|err| SqsError::new(format!("read the attributes of {url}"), err))?;
