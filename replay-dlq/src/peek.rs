@@ -91,13 +91,12 @@ pub fn write_table(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         })
         .collect();
     write_aligned(out, &headers, &rows, &[2, 5])?;
-    let shown = rows.len();
+    let (shown, about) = (rows.len(), of_about(peeked));
     let invalid = peeked.messages.iter().filter(|m| !m.is_valid()).count();
     let valid = shown - invalid;
     writeln!(
         out,
-        "\n{shown} shown ({valid} valid, {invalid} invalid){}",
-        of_about(peeked)
+        "\n{shown} shown ({valid} valid, {invalid} invalid){about}"
     )
 }
 
@@ -156,13 +155,8 @@ pub fn write_reasons(out: &mut dyn Write, peeked: &Peeked) -> io::Result<()> {
         })
         .collect();
     write_aligned(out, &headers, &rows, &[1])?;
-    let shown = peeked.messages.len();
-    writeln!(
-        out,
-        "\n{shown} shown in {} classes{}",
-        rows.len(),
-        of_about(peeked)
-    )
+    let (shown, classes, about) = (peeked.messages.len(), rows.len(), of_about(peeked));
+    writeln!(out, "\n{shown} shown in {classes} classes{about}")
 }
 
 fn of_about(peeked: &Peeked) -> String {
