@@ -270,10 +270,8 @@ impl<'a> Walk<'a> {
             let mut fresh = 0;
             let mut batch = Vec::new();
             for message in received {
-                if !self
-                    .seen
-                    .insert(message.message_id().unwrap_or_default().to_owned())
-                {
+                let id = message.message_id().unwrap_or_default().to_owned();
+                if !self.seen.insert(id) {
                     // Back after its hold ran out; the receive hid it again.
                     self.held.hold(&message);
                     continue;
