@@ -14,7 +14,8 @@ use aws_sdk_sqs::types::{
 use futures::stream::{self, StreamExt};
 
 /// SendMessageBatch's limits: ten entries, and 1 MiB for one message and for
-/// the sum of a batch's messages.
+/// the sum of a batch's messages
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>).
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES;
