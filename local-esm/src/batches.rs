@@ -133,10 +133,8 @@ impl BatchFigures {
 
     /// The count under the metric `name`, 0 for a name the consumer does not count.
     pub fn count(&self, name: &str) -> u64 {
-        let mut counts = self.counts.iter();
-        counts
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, count)| *count)
+        let found = self.counts.iter().find(|(n, _)| *n == name);
+        found.map_or(0, |(_, count)| *count)
     }
 }
 
