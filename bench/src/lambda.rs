@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use consumer_lambda::DatabaseConfig;
 use consumer_lambda::migrations::{DEFAULT_WRITER, Role, connect_and_prepare};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
 use crate::markdown::thousands;
@@ -39,14 +39,14 @@ pub(crate) struct Args {
     records: usize,
 }
 
-/// What the fake Runtime API saw.
-#[derive(Default)]
+/// The fake Runtime API: what it hands out, and what it reports.
 struct Runtime {
     /// The event for the next poll; `None` makes the poll wait forever (an idle environment).
     event: Mutex<Option<serde_json::Value>>,
-    first_poll: Mutex<Option<Instant>>,
-    polled: Notify,
-    responses: Mutex<Option<mpsc::UnboundedSender<Result<serde_json::Value, String>>>>,
+    /// When each poll for an event came.
+    polls: mpsc::UnboundedSender<Instant>,
+    /// The bootstrap's response, or its error.
+    answers: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -60,27 +60,34 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.zip.display()))?
         .len() as f64
         / 1_048_576.0;
-    let runtime = Arc::new(Runtime::default());
+    let (polls, mut polled) = mpsc::unbounded_channel();
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    let runtime = Arc::new(Runtime {
+        event: Mutex::default(),
+        polls,
+        answers,
+    });
     let address = serve(Arc::clone(&runtime)).await?;
 
     let mut inits = Vec::with_capacity(args.cold_starts);
     for _ in 0..args.cold_starts {
         let started = Instant::now();
         let mut child = spawn(&args, address)?;
-        let polled_at = wait_for_first_poll(&runtime).await?;
+        let polled_at = tokio::time::timeout(Duration::from_secs(10), polled.recv())
+            .await
+            .ok()
+            .flatten()
+            .context("the bootstrap never polled the Runtime API")?;
         inits.push(polled_at.duration_since(started));
         child.kill().await.ok();
-        *lock(&runtime.first_poll) = None;
     }
     inits.sort();
     let init = inits[inits.len() / 2];
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    *lock(&runtime.responses) = Some(tx);
-    *lock(&runtime.event) = Some(event(args.records));
+    *runtime.event.lock().await = Some(event(args.records));
     let child = spawn(&args, address)?;
     let pid = child.id().context("the bootstrap exited at once")?;
-    let answer = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+    let answer = tokio::time::timeout(Duration::from_secs(60), answered.recv())
         .await
         .context("the bootstrap did not answer the batch within 60 s")?
         .context("no answer")?;
@@ -181,20 +188,6 @@ fn max_receive_count() -> anyhow::Result<u32> {
         .max_receive_count)
 }
 
-async fn wait_for_first_poll(runtime: &Runtime) -> anyhow::Result<Instant> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let notified = runtime.polled.notified();
-            if let Some(at) = *lock(&runtime.first_poll) {
-                return at;
-            }
-            notified.await;
-        }
-    })
-    .await
-    .context("the bootstrap never polled the Runtime API")
-}
-
 /// Peak resident set size of a live process, from /proc (VmHWM).
 fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status =
@@ -249,9 +242,8 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<SocketAddr> {
 }
 
 async fn next(State(runtime): State<Arc<Runtime>>) -> impl axum::response::IntoResponse {
-    lock(&runtime.first_poll).get_or_insert_with(Instant::now);
-    runtime.polled.notify_waiters();
-    let Some(event) = lock(&runtime.event).take() else {
+    let _ = runtime.polls.send(Instant::now());
+    let Some(event) = runtime.event.lock().await.take() else {
         // An idle environment: no event comes.
         std::future::pending::<()>().await;
         unreachable!()
@@ -273,25 +265,13 @@ async fn next(State(runtime): State<Arc<Runtime>>) -> impl axum::response::IntoR
 }
 
 async fn response(State(runtime): State<Arc<Runtime>>, body: axum::body::Bytes) {
-    answer(
-        &runtime,
-        serde_json::from_slice(&body).map_err(|err| format!("the response is not JSON: {err}")),
-    );
+    let response = serde_json::from_slice(&body);
+    let _ = runtime
+        .answers
+        .send(response.map_err(|err| format!("the response is not JSON: {err}")));
 }
 
 /// An invocation's error or the init's: the bootstrap failed.
 async fn error(State(runtime): State<Arc<Runtime>>, body: String) {
-    answer(&runtime, Err(body));
-}
-
-fn answer(runtime: &Runtime, answer: Result<serde_json::Value, String>) {
-    if let Some(tx) = lock(&runtime.responses).as_ref() {
-        let _ = tx.send(answer);
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let _ = runtime.answers.send(Err(body));
 }
