@@ -166,17 +166,11 @@ fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process:
 
 /// The same database as the writer role, as the consumer runs in AWS.
 fn writer_url(url: &str) -> anyhow::Result<String> {
-    let mut config: tokio_postgres::Config = url.parse().context("DATABASE_URL")?;
-    config.user(DEFAULT_WRITER);
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => bail!("DATABASE_URL must name a TCP host"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let dbname = config.get_dbname().unwrap_or("postgres");
-    Ok(format!(
-        "postgres://{DEFAULT_WRITER}@{host}:{port}/{dbname}"
-    ))
+    let mut url = reqwest::Url::parse(url).context("DATABASE_URL")?;
+    url.set_username(DEFAULT_WRITER)
+        .and(url.set_password(None))
+        .map_err(|()| anyhow::anyhow!("DATABASE_URL must name a host"))?;
+    Ok(url.into())
 }
 
 /// The orders queue's maxReceiveCount, from the template the stack deploys.
@@ -274,4 +268,18 @@ async fn response(State(runtime): State<Arc<Runtime>>, body: axum::body::Bytes) 
 /// An invocation's error or the init's: the bootstrap failed.
 async fn error(State(runtime): State<Arc<Runtime>>, body: String) {
     let _ = runtime.answers.send(Err(body));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_connects_as_the_writer_without_a_password() {
+        let url = writer_url("postgres://postgres:secret@127.0.0.1:5433/bench").expect("a URL");
+        assert_eq!(
+            url,
+            format!("postgres://{DEFAULT_WRITER}@127.0.0.1:5433/bench")
+        );
+    }
 }
