@@ -374,19 +374,14 @@ async fn values(client: &Client, orders: &[Delivery], hashes: &[[u8; 32]]) -> an
     let mut statements = Vec::new();
     for start in (0..orders.len()).step_by(VALUES_ROWS_PER_STATEMENT) {
         let end = orders.len().min(start + VALUES_ROWS_PER_STATEMENT);
-        let placeholders: Vec<String> = (0..end - start)
-            .map(|row| {
-                let first = row * TYPES.len() + 1;
-                let cells: Vec<String> = (first..first + TYPES.len())
-                    .map(|n| format!("${n}"))
-                    .collect();
-                format!("({})", cells.join(","))
-            })
+        let cells: Vec<String> = (1..=(end - start) * TYPES.len())
+            .map(|n| format!("${n}"))
             .collect();
-        let sql = format!(
-            "INSERT INTO orders ({COLUMNS}) VALUES {}",
-            placeholders.join(",")
-        );
+        let rows: Vec<String> = cells
+            .chunks(TYPES.len())
+            .map(|row| format!("({})", row.join(",")))
+            .collect();
+        let sql = format!("INSERT INTO orders ({COLUMNS}) VALUES {}", rows.join(","));
         let params: Vec<(&(dyn ToSql + Sync), Type)> = (start..end)
             .flat_map(|i| columns.row(i).into_iter().zip(TYPES.iter().cloned()))
             .collect();
