@@ -208,26 +208,24 @@ async fn sqs_stub() -> anyhow::Result<SocketAddr> {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let reply = if target.ends_with("SendMessageBatch") {
-            let successful: Vec<_> = request["Entries"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|entry| {
-                    serde_json::json!({
-                        "Id": entry["Id"],
-                        "MessageId": uuid::Uuid::new_v4().to_string(),
-                        "MD5OfMessageBody": "00000000000000000000000000000000",
-                    })
-                })
-                .collect();
-            serde_json::json!({ "Successful": successful, "Failed": [] })
-        } else {
+        let sent = || {
             serde_json::json!({
                 "MessageId": uuid::Uuid::new_v4().to_string(),
                 "MD5OfMessageBody": "00000000000000000000000000000000",
             })
+        };
+        let reply = if target.ends_with("SendMessageBatch") {
+            let entries = request["Entries"].as_array().into_iter().flatten();
+            let successful: Vec<_> = entries
+                .map(|entry| {
+                    let mut sent = sent();
+                    sent["Id"] = entry["Id"].clone();
+                    sent
+                })
+                .collect();
+            serde_json::json!({ "Successful": successful, "Failed": [] })
+        } else {
+            sent()
         };
         (
             [("content-type", "application/x-amz-json-1.0")],
