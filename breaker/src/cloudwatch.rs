@@ -50,39 +50,37 @@ impl CloudWatchFigures {
         dimensions
     }
 
-    /// The sum of each `(namespace, metric)` between `from` and `to`;
-    /// Lambda's own (`AWS/Lambda`) of the alias only.
-    async fn sums(
+    /// The sum of each group of `(namespace, metrics)` between `from` and
+    /// `to`; Lambda's own (`AWS/Lambda`) of the alias only.
+    async fn sums<const N: usize>(
         &self,
-        metrics: &[(&str, &str)],
+        groups: [(&str, &[&str]); N],
         from: SystemTime,
         to: SystemTime,
-    ) -> Result<Vec<f64>, FiguresError> {
+    ) -> Result<[u64; N], FiguresError> {
         // One period over the whole window; GetMetricData wants multiples of 60 s.
         let span = to.duration_since(from).unwrap_or_default().as_secs();
         let period = (span.div_ceil(60).max(1) * 60).min(i32::MAX as u64) as i32;
-        let queries: Vec<MetricDataQuery> = metrics
-            .iter()
-            .enumerate()
-            .map(|(i, (namespace, name))| {
+        let mut queries = Vec::new();
+        for (group, (namespace, names)) in groups.iter().enumerate() {
+            for (i, name) in names.iter().enumerate() {
                 let metric = Metric::builder()
                     .namespace(*namespace)
                     .metric_name(*name)
                     .set_dimensions(Some(self.dimensions(*namespace == LAMBDA)))
                     .build();
-                MetricDataQuery::builder()
-                    .id(format!("m{i}"))
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(metric)
-                            .period(period)
-                            .stat("Sum")
-                            .build(),
-                    )
-                    .build()
-            })
-            .collect();
-        let mut sums = vec![0.0; metrics.len()];
+                let stat = MetricStat::builder().metric(metric).period(period);
+                queries.push(
+                    MetricDataQuery::builder()
+                        .id(format!("m{group}_{i}"))
+                        .metric_stat(stat.stat("Sum").build())
+                        .build(),
+                );
+            }
+        }
+        // The group from a result's id, `m{group}_{metric}`.
+        let group = |id: &str| id.split(['m', '_']).nth(1)?.parse::<usize>().ok();
+        let mut sums = [0.0; N];
         let mut pages = self
             .client
             .get_metric_data()
@@ -94,36 +92,29 @@ impl CloudWatchFigures {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| FiguresError(Box::new(err)))?;
             for result in page.metric_data_results() {
-                let index = result
-                    .id()
-                    .and_then(|id| id.strip_prefix('m'))
-                    .and_then(|i| i.parse::<usize>().ok());
-                if let Some(sum) = index.and_then(|i| sums.get_mut(i)) {
+                if let Some(sum) = result.id().and_then(group).and_then(|g| sums.get_mut(g)) {
                     *sum += result.values().iter().sum::<f64>();
                 }
             }
         }
-        Ok(sums)
+        Ok(sums.map(|sum| sum.max(0.0) as u64))
     }
 }
 
 impl Figures for CloudWatchFigures {
     async fn batches(&self, from: SystemTime, to: SystemTime) -> Result<Batches, FiguresError> {
-        let mut metrics: Vec<(&str, &str)> = Vec::new();
-        for group in [RECORDS, FINISHED, DEFERRED] {
-            metrics.extend(group.iter().map(|name| (NAMESPACE, *name)));
-        }
-        metrics.push((LAMBDA, "Errors"));
-        let sums = self.sums(&metrics, from, to).await?;
-        let total = |skip: usize, take: usize| {
-            sums.iter().skip(skip).take(take).sum::<f64>().max(0.0) as u64
-        };
-        let (r, f, d) = (RECORDS.len(), FINISHED.len(), DEFERRED.len());
+        let groups = [
+            (NAMESPACE, RECORDS),
+            (NAMESPACE, FINISHED),
+            (NAMESPACE, DEFERRED),
+            (LAMBDA, &["Errors"]),
+        ];
+        let [records, finished, deferred, failed_invocations] = self.sums(groups, from, to).await?;
         Ok(Batches {
-            records: total(0, r),
-            finished: total(r, f),
-            deferred: total(r + f, d),
-            failed_invocations: total(r + f + d, 1),
+            records,
+            finished,
+            deferred,
+            failed_invocations,
         })
     }
 
@@ -131,7 +122,9 @@ impl Figures for CloudWatchFigures {
         if to <= from {
             return Ok(0);
         }
-        let sums = self.sums(&[(NAMESPACE, BREAKER_TRIPPED)], from, to).await?;
-        Ok(sums.first().copied().unwrap_or_default().max(0.0) as u32)
+        let [trips] = self
+            .sums([(NAMESPACE, &[BREAKER_TRIPPED])], from, to)
+            .await?;
+        Ok(u32::try_from(trips).unwrap_or(u32::MAX))
     }
 }
