@@ -78,23 +78,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .ok()
             .flatten()
             .context("the bootstrap never polled the Runtime API")?;
-        inits.push(polled_at.duration_since(started));
+        inits.push(polled_at.duration_since(started).as_secs_f64() * 1000.0);
         child.kill().await.ok();
     }
-    inits.sort();
+    inits.sort_by(f64::total_cmp);
     let init = inits[inits.len() / 2];
 
     *runtime.event.lock().await = Some(event(args.records));
     let child = spawn(&args, address)?;
     let pid = child.id().context("the bootstrap exited at once")?;
-    let answer = tokio::time::timeout(Duration::from_secs(60), answered.recv())
+    let response = tokio::time::timeout(Duration::from_secs(60), answered.recv())
         .await
         .context("the bootstrap did not answer the batch within 60 s")?
-        .context("no answer")?;
-    let response = match answer {
-        Ok(response) => response,
-        Err(error) => bail!("the bootstrap reported an error: {error}"),
-    };
+        .context("no answer")?
+        .map_err(|error| anyhow::anyhow!("the bootstrap reported an error: {error}"))?;
     let failures = response["batchItemFailures"].as_array().map_or(0, Vec::len);
     if failures != 0 {
         bail!("the batch was not stored: {failures} failures (is DATABASE_URL reachable?)");
@@ -108,28 +105,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         thousands(args.records as f64),
     );
     println!("| ---: | ---: | ---: |");
-    println!(
-        "| {:.1} ms | {peak_rss_mb:.1} MB | {zip_mb:.2} MB |",
-        ms(init)
-    );
+    println!("| {init:.1} ms | {peak_rss_mb:.1} MB | {zip_mb:.2} MB |");
     println!();
     println!(
         "every init: {:?} ms; targets: init <= 25 ms, peak RSS <= 32 MB, zip <= 8 MB ({})",
         inits
             .iter()
-            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .map(|ms| (ms * 10.0).round() / 10.0)
             .collect::<Vec<_>>(),
         args.zip.display()
     );
-    println!(
-        "lambda init_ms={:.1} peak_rss_mb={peak_rss_mb:.1} zip_mb={zip_mb:.2}",
-        ms(init)
-    );
+    println!("lambda init_ms={init:.1} peak_rss_mb={peak_rss_mb:.1} zip_mb={zip_mb:.2}");
     Ok(())
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 fn spawn(args: &Args, runtime_api: SocketAddr) -> anyhow::Result<tokio::process::Child> {
