@@ -117,27 +117,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let ceilings = ceilings.map(median);
+        let best = (0..ceilings.len())
+            .max_by(|&a, &b| ceilings[a].total_cmp(&ceilings[b]))
+            .unwrap_or(0);
         let figures = Figures {
             batch,
             consumer: median(consumer),
             naive: median(naive),
-            ceiling: ceilings.iter().copied().fold(f64::NAN, f64::max),
+            ceiling: ceilings[best],
             duplicate: median(duplicate),
             retried_post: median(retried_post),
         };
-        let best = Method::NAMES[ceilings
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)];
         println!(
-            "| {} | {} | {} | {} | {} | {} | `{best}` | {:.2} | {} | {:.2} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | `{}` | {:.2} | {} | {:.2} | {} | {:.2} |",
             thousands(batch as f64),
             thousands(figures.consumer),
             thousands(figures.naive),
             thousands(ceilings[0]),
             thousands(ceilings[1]),
             thousands(ceilings[2]),
+            Method::NAMES[best],
             figures.consumer / figures.ceiling,
             thousands(figures.duplicate),
             figures.duplicate / figures.ceiling,
