@@ -197,10 +197,8 @@ pub async fn step(
         _ => {}
     }
     log(&step);
-    match step.action {
-        Action::Pause => mapping.set_enabled(false).await?,
-        Action::Resume => mapping.set_enabled(true).await?,
-        Action::Keep => {}
+    if step.action != Action::Keep {
+        mapping.set_enabled(step.action == Action::Resume).await?;
     }
     Ok(step)
 }
