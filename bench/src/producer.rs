@@ -260,12 +260,11 @@ impl Producer {
         let metrics = free_addr().await?;
         let mut command = match batching {
             true => Command::new(binary),
-            false => {
-                let mut bench = Command::new(std::env::current_exe()?);
-                bench.arg("baseline-producer");
-                bench
-            }
+            false => Command::new(std::env::current_exe()?),
         };
+        if !batching {
+            command.arg("baseline-producer");
+        }
         let child = command
             .env("QUEUE_URL", queue_url)
             .env("BIND_ADDR", addr.to_string())
