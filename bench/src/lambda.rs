@@ -246,10 +246,9 @@ async fn next(State(runtime): State<Arc<Runtime>>) -> impl axum::response::IntoR
 }
 
 async fn response(State(runtime): State<Arc<Runtime>>, body: axum::body::Bytes) {
-    let response = serde_json::from_slice(&body);
-    let _ = runtime
-        .answers
-        .send(response.map_err(|err| format!("the response is not JSON: {err}")));
+    let response =
+        serde_json::from_slice(&body).map_err(|err| format!("the response is not JSON: {err}"));
+    let _ = runtime.answers.send(response);
 }
 
 /// An invocation's error or the init's: the bootstrap failed.
