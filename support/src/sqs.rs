@@ -229,7 +229,6 @@ pub async fn change_visibility(
 #[error("could not {action}: {detail}{}", hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
 pub struct SqsError {
     action: String,
-    code: Option<String>,
     /// What kind of failure, in a few stable words (a metric's label).
     kind: &'static str,
     detail: String,
@@ -243,26 +242,20 @@ impl SqsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = err.code().map(str::to_owned);
         let chain = crate::error_chain(&err);
         let (kind, hint) = classify(&err, &chain);
-        let detail = match (&code, err.message()) {
+        let detail = match (err.code(), err.message()) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.clone(),
+            (Some(code), None) => code.to_owned(),
             _ => chain,
         };
         Self {
             action: action.into(),
-            code,
             kind,
             detail,
             hint,
             source: Box::new(err),
         }
-    }
-
-    pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
     }
 
     /// `timeout`, `unreachable`, `bad_response`, `throttled`, `queue_missing`,
