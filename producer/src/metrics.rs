@@ -25,13 +25,14 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 pub const DEFAULT_METRICS_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
-type Labels<const N: usize> = [(&'static str, String); N];
+/// Label values known when compiling; a request's route and method are not.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
 type Counters<const N: usize> = Family<Labels<N>, Counter>;
 
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    requests: Counters<3>,
+    requests: Family<[(&'static str, String); 3], Counter>,
     enqueue_seconds: Family<Labels<1>, Histogram, fn() -> Histogram>,
     batch_entries: Histogram,
     sqs_calls: Counters<1>,
@@ -150,13 +151,13 @@ impl Metrics {
         let outcome = if queued { "queued" } else { "failed" };
         self.0
             .enqueue_seconds
-            .get_or_create(&[("outcome", outcome.to_owned())])
+            .get_or_create(&[("outcome", outcome)])
             .observe(took.as_secs_f64());
     }
 
     /// Counts one call to SQS (`scripts/bench producer`'s baseline counts its own).
     pub fn sqs_call(&self, operation: &'static str) {
-        let labels = [("operation", operation.to_owned())];
+        let labels = [("operation", operation)];
         self.0.sqs_calls.get_or_create(&labels).inc();
     }
 
@@ -165,18 +166,12 @@ impl Metrics {
     }
 
     pub(crate) fn sqs_error(&self, operation: &'static str, kind: &'static str) {
-        let labels = [
-            ("operation", operation.to_owned()),
-            ("kind", kind.to_owned()),
-        ];
+        let labels = [("operation", operation), ("kind", kind)];
         self.0.sqs_errors.get_or_create(&labels).inc();
     }
 
     pub(crate) fn shed(&self, reason: &'static str) {
-        self.0
-            .shed
-            .get_or_create(&[("reason", reason.to_owned())])
-            .inc();
+        self.0.shed.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub(crate) fn rate_limited(&self) {
