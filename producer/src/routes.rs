@@ -231,10 +231,10 @@ async fn per_client<Q>(
     if let Some(rate_limit) = &state.rate_limit {
         rate_limit.admit(&client, &state.metrics)?;
     }
-    let _slot = match &state.client_cap {
-        Some(cap) => Some(cap.admit(client, &state.metrics)?),
-        None => None,
-    };
+    let cap = state.client_cap.as_ref();
+    let _slot = cap
+        .map(|cap| cap.admit(client, &state.metrics))
+        .transpose()?;
     Ok(next.run(request).await)
 }
 
