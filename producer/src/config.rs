@@ -125,19 +125,14 @@ impl FromEnv for Config {
             0..=1_000_000,
             "a whole number",
         )?;
-        let rate_limit = match NonZeroU32::new(per_second) {
-            None => None,
-            Some(per_second) => {
-                // Twice the rate unless told otherwise.
-                let burst = env.bounded(
-                    "RATE_LIMIT_BURST",
-                    per_second.saturating_add(per_second.get()),
-                    NonZeroU32::MIN..=MAX_RATE_LIMIT_BURST,
-                    "a whole number",
-                )?;
-                Some(RateQuota::per_second(per_second, burst))
-            }
+        // Twice the rate unless told otherwise.
+        let quota = |per_second: NonZeroU32| {
+            let burst = per_second.saturating_add(per_second.get());
+            let bounds = NonZeroU32::MIN..=MAX_RATE_LIMIT_BURST;
+            let burst = env.bounded("RATE_LIMIT_BURST", burst, bounds, "a whole number");
+            burst.map(|burst| RateQuota::per_second(per_second, burst))
         };
+        let rate_limit = NonZeroU32::new(per_second).map(quota).transpose()?;
         let max_in_flight_per_client = NonZeroUsize::new(count(
             "MAX_IN_FLIGHT_PER_CLIENT",
             DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
