@@ -57,10 +57,9 @@ impl TrustedProxies {
         let entries = headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|value| value.to_str().unwrap_or_default().split(','))
-            .collect::<Vec<_>>();
+            .flat_map(|value| value.to_str().unwrap_or_default().split(','));
         let mut client = peer;
-        for entry in entries.iter().rev() {
+        for entry in entries.rev() {
             let Some(ip) = parse_entry(entry) else {
                 // Only the untrusted write garbage; keep the last trusted hop.
                 return client;
