@@ -77,29 +77,30 @@ impl Document {
     /// A literal number, or a `!Ref` to a parameter whose `Default` is one: the
     /// value a deploy gets when nobody overrides it.
     pub fn number<N: TryFrom<u64>>(&self, path: &[&str]) -> Result<N, TemplateError> {
-        self.resolve_number(path, Bound::Default)
+        self.resolve_number(path, |parameter| {
+            self.get(&["Parameters", parameter, "Default"])
+        })
     }
 
     /// A literal number, or a `!Ref` to a parameter: its `MaxValue`, the largest
     /// value a deploy can give it.
     pub fn largest<N: TryFrom<u64>>(&self, path: &[&str]) -> Result<N, TemplateError> {
-        self.resolve_number(path, Bound::MaxValue)
+        self.resolve_number(path, |parameter| {
+            let max = self.get(&["Parameters", parameter, "MaxValue"]);
+            max.map_err(|_| TemplateError::Unbounded(path[1..].join(".")))
+        })
     }
 
-    fn resolve_number<N: TryFrom<u64>>(
-        &self,
+    /// The number at `path`; a `!Ref`'s through `parameter_value` (name to value).
+    fn resolve_number<'a, N: TryFrom<u64>>(
+        &'a self,
         path: &[&str],
-        bound: Bound,
+        parameter_value: impl Fn(&'a str) -> Result<&'a Value, TemplateError>,
     ) -> Result<N, TemplateError> {
         let name = || path[1..].join(".");
         let mut value = self.get(path)?;
         if let Some(parameter) = reference(value) {
-            value = match bound {
-                Bound::Default => self.get(&["Parameters", parameter, "Default"])?,
-                Bound::MaxValue => self
-                    .get(&["Parameters", parameter, "MaxValue"])
-                    .map_err(|_| TemplateError::Unbounded(name()))?,
-            };
+            value = parameter_value(parameter)?;
         } else if intrinsic(value).is_some() {
             return Err(TemplateError::NotANumber(name()));
         }
@@ -107,13 +108,6 @@ impl Document {
             .and_then(|n| N::try_from(n).ok())
             .ok_or_else(|| TemplateError::NotANumber(name()))
     }
-}
-
-/// Which value of a parameter stands for a `!Ref` to it.
-#[derive(Debug, Clone, Copy)]
-enum Bound {
-    Default,
-    MaxValue,
 }
 
 /// A number written as a YAML number or a string ("5"), as CloudFormation accepts both.
