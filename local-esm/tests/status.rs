@@ -60,7 +60,7 @@ impl Producer {
         tokio::spawn(producer::server::serve_router(
             metrics_listener,
             producer::metrics::metrics_router(metrics),
-            producer::Limits::default().server_settings(),
+            producer::Limits::default(),
             std::future::pending(),
         ));
         tokio::spawn(producer::serve(listener, state, async {

@@ -110,7 +110,7 @@ pub async fn run_with<Q: OrderQueue>(
     let metrics_server = tokio::spawn(server::serve_router(
         metrics_listener,
         metrics::metrics_router(metrics.clone()),
-        config.limits.server_settings(),
+        config.limits,
         std::future::pending(),
     ));
     tracing::info!(url = %format_args!("http://{}/metrics", config.metrics_addr), "serving metrics");
@@ -177,6 +177,6 @@ pub async fn serve<Q: OrderQueue>(
     state: AppState<Q>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let settings = state.limits.server_settings();
-    server::serve_router(listener, router(state), settings, shutdown).await
+    let limits = state.limits;
+    server::serve_router(listener, router(state), limits, shutdown).await
 }

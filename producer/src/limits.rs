@@ -15,7 +15,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::client_ip::Client;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
-use crate::server::ServerSettings;
 
 /// What `Retry-After` says when a request is shed: load passes quickly.
 pub const SHED_RETRY_AFTER_SECS: u64 = 1;
@@ -27,6 +26,7 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Orders waiting for a `SendMessageBatch` slot.
     pub max_waiting: usize,
+    /// Open connections; further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Also the keep-alive idle timeout, so it must exceed the load balancer's
     /// (60 s), or the balancer may reuse a connection just closed here: a 502.
@@ -42,15 +42,6 @@ impl Default for Limits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(65),
             body_read_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Limits {
-    pub fn server_settings(&self) -> ServerSettings {
-        ServerSettings {
-            header_read_timeout: self.header_read_timeout,
-            max_connections: self.max_connections,
         }
     }
 }

@@ -17,27 +17,22 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Also the keep-alive idle timeout.
-    pub header_read_timeout: Duration,
-    /// Further connections wait in the kernel's backlog.
-    pub max_connections: usize,
-}
+use crate::limits::Limits;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets every
-/// request in progress be answered.
+/// Serves `app` on `listener`, with `limits`' header-read timeout and
+/// connection cap, until `shutdown` resolves, then lets every request in
+/// progress be answered.
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,
-    settings: ServerSettings,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {

@@ -436,7 +436,7 @@ async fn metrics_are_served_on_their_own_listener_only() {
     let metrics_server = tokio::spawn(producer::server::serve_router(
         listener,
         producer::metrics::metrics_router(app.metrics.clone()),
-        Limits::default().server_settings(),
+        Limits::default(),
         std::future::pending(),
     ));
     let http = reqwest::Client::new();
