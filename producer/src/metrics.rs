@@ -65,9 +65,8 @@ fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("producer");
-        let r = &mut registry;
-        let mut inner = Inner {
+        let r = &mut Registry::with_prefix("producer");
+        Self(Arc::new(Inner {
             requests: registered(
                 r,
                 "http_requests",
@@ -122,10 +121,9 @@ impl Metrics {
                 "1 while the catalogue file on disk is refused (the last valid one stays in use), else 0",
                 Gauge::default(),
             ),
-            registry: Registry::default(),
-        };
-        inner.registry = registry;
-        Self(Arc::new(inner))
+            // Last, once every metric above is registered in it.
+            registry: std::mem::take(r),
+        }))
     }
 
     /// The OpenMetrics text of every metric.
