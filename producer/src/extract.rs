@@ -90,20 +90,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
         ));
     };
     let text = value.to_str().unwrap_or_default();
-    let is_json = |media: &mime::Mime| {
-        media.type_() == mime::APPLICATION
-            && media.subtype() == mime::JSON
-            && media.suffix().is_none()
-    };
-    let media = match text.parse::<mime::Mime>() {
-        Ok(media) if is_json(&media) => media,
-        _ => {
-            let shown: String = text.chars().take(100).collect();
-            return Err(unsupported(format!(
-                "Content-Type {shown:?} is not supported; send the order as JSON with \
-                 `Content-Type: application/json`."
-            )));
-        }
+    let media = text.parse::<mime::Mime>().ok().filter(|media| {
+        (media.type_(), media.subtype(), media.suffix()) == (mime::APPLICATION, mime::JSON, None)
+    });
+    let Some(media) = media else {
+        let shown: String = text.chars().take(100).collect();
+        return Err(unsupported(format!(
+            "Content-Type {shown:?} is not supported; send the order as JSON with \
+             `Content-Type: application/json`."
+        )));
     };
     match media.get_param(mime::CHARSET) {
         Some(charset) if charset != mime::UTF_8 => {
