@@ -138,10 +138,8 @@ impl FromEnv for Config {
             DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
             0,
         )?);
-        let trusted_proxies = match env.optional("TRUSTED_PROXIES") {
-            None => TrustedProxies::none(),
-            Some(list) => TrustedProxies::parse(&list)?,
-        };
+        let proxies = env.optional("TRUSTED_PROXIES").unwrap_or_default();
+        let trusted_proxies = TrustedProxies::parse(&proxies)?;
         let sign_in = crate::auth::SignInConfig::read(env)?;
 
         Ok(Self {
