@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use order_contract::REQUEST_ID_ATTRIBUTE;
 use support::sqs::MAX_BATCH_ENTRIES;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use super::{EnqueueError, OrderMessage};
@@ -119,22 +119,20 @@ async fn run<S: BatchSender>(
     max_in_flight: usize,
 ) {
     let sender = Arc::new(sender);
-    let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut in_flight = JoinSet::new();
     let mut carried = None;
     loop {
-        // Take a slot first: while all are busy, sends pile up and coalesce.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
+        // Wait for a slot first: while all are busy, sends pile up and coalesce.
+        while in_flight.len() >= max_in_flight {
+            if let Some(done) = in_flight.join_next().await {
+                report(done);
+            }
+        }
         let Some(batch) = next_batch(&mut waiting, &mut carried).await else {
             break;
         };
         let sender = Arc::clone(&sender);
-        in_flight.spawn(async move {
-            deliver(&*sender, batch).await;
-            drop(slot);
-        });
+        in_flight.spawn(async move { deliver(&*sender, batch).await });
         while let Some(done) = in_flight.try_join_next() {
             report(done);
         }
@@ -210,6 +208,7 @@ async fn deliver<S: BatchSender>(sender: &S, batch: Vec<Pending>) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use tokio::sync::Semaphore;
 
     type Answer = fn(&[OrderMessage]) -> Result<Vec<Result<String, EnqueueError>>, EnqueueError>;
 
