@@ -21,15 +21,10 @@ pub enum NotReady {
 }
 
 #[derive(Debug)]
-struct Checked {
-    at: Instant,
-    result: Result<(), EnqueueError>,
-}
-
-#[derive(Debug)]
 pub struct ReadinessCache {
     ttl: Duration,
-    last: Mutex<Option<Checked>>,
+    /// When the queue was last checked, and what that check found.
+    last: Mutex<Option<(Instant, Result<(), EnqueueError>)>>,
 }
 
 impl ReadinessCache {
@@ -49,17 +44,11 @@ impl ReadinessCache {
         // Held across the check, so concurrent callers wait for one check
         // instead of each starting their own.
         let mut last = self.last.lock().await;
-        let fresh = last
-            .as_ref()
-            .filter(|checked| checked.at.elapsed() < self.ttl);
-        let result = match fresh {
-            Some(checked) => checked.result.clone(),
-            None => {
+        let result = match &*last {
+            Some((at, result)) if at.elapsed() < self.ttl => result.clone(),
+            _ => {
                 let result = queue.check().await;
-                *last = Some(Checked {
-                    at: Instant::now(),
-                    result: result.clone(),
-                });
+                *last = Some((Instant::now(), result.clone()));
                 result
             }
         };
