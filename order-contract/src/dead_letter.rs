@@ -189,11 +189,7 @@ fn sendable(text: &str) -> String {
 
 /// `text` cut to at most [`MAX_DETAIL_LEN`] bytes, at a character boundary.
 fn bounded(text: &str) -> &str {
-    let mut end = text.len().min(MAX_DETAIL_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(MAX_DETAIL_LEN)]
 }
 
 #[cfg(test)]
