@@ -96,17 +96,15 @@ impl OrderPlaced {
             found,
             reads: newest,
         };
-        let read = || {
-            let Object(incoming) = from_json::<Object<Incoming>>(json)?;
-            if !(1..=newest).contains(&incoming.schema_version) {
-                return Err(unsupported(incoming.schema_version));
-            }
-            Ok(incoming)
-        };
-        let incoming = read().map_err(|err| match declared_version(json) {
-            Some(found) if !(1..=newest).contains(&found) => unsupported(found),
-            _ => err,
-        })?;
+        let parsed =
+            from_json::<Object<Incoming>>(json).map_err(|err| match declared_version(json) {
+                Some(found) if !(1..=newest).contains(&found) => unsupported(found),
+                _ => err,
+            });
+        let Object(incoming) = parsed?;
+        if !(1..=newest).contains(&incoming.schema_version) {
+            return Err(unsupported(incoming.schema_version));
+        }
         let order = Order::try_from(OrderRequest {
             order_id: incoming.order_id,
             customer_id: Some(incoming.customer_id),
