@@ -122,17 +122,16 @@ pub async fn send_batch(
         .await
         .map_err(|err| SqsError::new(format!("send a batch to {queue_url}"), err))?;
     let mut outcomes = vec![Outcome::Unreported; count];
-    let slot = |id: &str| id.parse::<usize>().ok().filter(|&index| index < count);
     for sent in output.successful {
-        if let Some(index) = slot(&sent.id) {
-            outcomes[index] = Outcome::Sent {
+        if let Some(outcome) = by_id(&mut outcomes, &sent.id) {
+            *outcome = Outcome::Sent {
                 message_id: sent.message_id,
             };
         }
     }
     for refused in output.failed {
-        if let Some(index) = slot(&refused.id) {
-            outcomes[index] = Outcome::Refused {
+        if let Some(outcome) = by_id(&mut outcomes, &refused.id) {
+            *outcome = Outcome::Refused {
                 code: refused.code,
                 message: refused.message.unwrap_or_default(),
                 sender_fault: refused.sender_fault,
@@ -201,12 +200,7 @@ pub async fn change_visibility(
             match call {
                 Ok(output) => {
                     for failed in output.failed {
-                        let slot = failed
-                            .id
-                            .parse()
-                            .ok()
-                            .and_then(|i: usize| problems.get_mut(i));
-                        if let Some(slot) = slot {
+                        if let Some(slot) = by_id(&mut problems, &failed.id) {
                             let message = failed.message.unwrap_or_default();
                             *slot = Some(format!("{}: {message}", failed.code));
                         }
@@ -221,6 +215,11 @@ pub async fn change_visibility(
         });
     }
     in_flight(calls).await
+}
+
+/// The item of a batch entry whose id is its position, as the calls here number them.
+fn by_id<'a, T>(items: &'a mut [T], id: &str) -> Option<&'a mut T> {
+    items.get_mut(id.parse::<usize>().ok()?)
 }
 
 /// An AWS call that failed, with what we were doing, what the service answered
