@@ -13,6 +13,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use batcher::{Batcher, BatcherSettings};
 use sqs::Sqs;
@@ -24,8 +25,6 @@ const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// `SendMessageBatch` calls in flight at once: few, so that orders arriving
 /// while they are out coalesce (docs/performance.md).
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
-/// Sends waiting for a batch slot when not configured; beyond this they fail at once.
-pub const DEFAULT_MAX_WAITING: usize = 1024;
 
 /// One order's message and the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,11 +128,11 @@ pub struct SqsOptions {
 }
 
 impl SqsOptions {
-    /// The defaults, with `timeout`.
+    /// The defaults ([`Limits`]' `max_waiting`), with `timeout`.
     pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
-            max_waiting: DEFAULT_MAX_WAITING,
+            max_waiting: Limits::default().max_waiting,
             metrics: Metrics::new(),
         }
     }
