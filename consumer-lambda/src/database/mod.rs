@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
-use tokio::task::AbortHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{DatabaseConfig, DbAuth};
 
@@ -135,7 +135,7 @@ impl Connector {
         tracing::info!(endpoint = %format!("{host}:{port}"), tls = self.tls.is_some(), iam = self.iam.is_some(), "connected to PostgreSQL");
         Ok(Connection {
             client,
-            driver: driver.abort_handle(),
+            _driver: AbortOnDropHandle::new(driver),
         })
     }
 }
@@ -144,13 +144,7 @@ impl Connector {
 /// socket at once, even mid-statement.
 pub struct Connection {
     client: Client,
-    driver: AbortHandle,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    _driver: AbortOnDropHandle<()>,
 }
 
 impl Deref for Connection {
