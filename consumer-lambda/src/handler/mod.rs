@@ -387,20 +387,18 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
         let calls =
             futures::future::join(self.queue.postpone(&postponed), self.queue.requeue(&copies));
-        match tokio::time::timeout_at(by, calls).await {
-            Ok((postponing, requeueing)) => {
+        let sent = match tokio::time::timeout_at(by, calls).await {
+            Ok((postponing, sent)) => {
                 if let Err(err) = postponing {
                     warn!(error = %err, "backoff not applied");
                 }
-                metrics.requeued = of_the_database(&requeueing.sent);
-                if !requeueing.failed.is_empty() {
+                if sent.len() < copies.len() {
                     error!(
-                        records = requeueing.failed.len(),
+                        records = copies.len() - sent.len(),
                         "could not requeue; these records stay and are retried once more"
                     );
                 }
-                metrics.requeue_failed = of_the_database(&requeueing.failed);
-                unacknowledged.extend(requeueing.failed);
+                sent
             }
             Err(_elapsed) => {
                 // Whether the copies got out is unknown: keep the originals (a
@@ -408,11 +406,17 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 error!(
                     "SQS did not answer before the deadline; records not postponed return after the visibility timeout"
                 );
-                let ids: Vec<MessageId> = copies.into_iter().map(|r| r.message_id).collect();
-                metrics.requeue_failed = of_the_database(&ids);
-                unacknowledged.extend(ids);
+                Vec::new()
             }
-        }
+        };
+        let failed: Vec<MessageId> = copies
+            .into_iter()
+            .map(|r| r.message_id)
+            .filter(|id| !sent.contains(id))
+            .collect();
+        metrics.requeued = of_the_database(&sent);
+        metrics.requeue_failed = of_the_database(&failed);
+        unacknowledged.extend(failed);
     }
 }
 

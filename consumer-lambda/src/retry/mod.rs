@@ -26,6 +26,5 @@ mod queue;
 
 pub use policy::{Backoff, MAX_SEND_DELAY, MaxReceiveCount, Retry, RetryPolicy};
 pub use queue::{
-    NoRetryQueue, PostponeError, Postponed, REQUEUED_ATTRIBUTE, RequeueOutcome, Requeued,
-    RetryQueue, SqsRetryQueue,
+    NoRetryQueue, PostponeError, Postponed, REQUEUED_ATTRIBUTE, Requeued, RetryQueue, SqsRetryQueue,
 };

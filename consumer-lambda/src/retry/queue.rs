@@ -46,22 +46,15 @@ pub struct PostponeError {
     pub detail: String,
 }
 
-/// What a requeue did, by message id of the originals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequeueOutcome {
-    /// A copy is on the queue: the original may be deleted.
-    pub sent: Vec<MessageId>,
-    /// No copy was acknowledged: the original must stay.
-    pub failed: Vec<MessageId>,
-}
-
 pub trait RetryQueue: Send + Sync {
     fn postpone(
         &self,
         records: &[Postponed],
     ) -> impl Future<Output = Result<(), PostponeError>> + Send;
 
-    fn requeue(&self, records: &[Requeued]) -> impl Future<Output = RequeueOutcome> + Send;
+    /// Sends a fresh copy of every record; returns those whose copy SQS
+    /// acknowledged (their originals may go, the others must stay).
+    fn requeue(&self, records: &[Requeued]) -> impl Future<Output = Vec<MessageId>> + Send;
 }
 
 /// `ChangeMessageVisibilityBatch` and `SendMessageBatch` on the orders queue.
@@ -131,7 +124,7 @@ impl RetryQueue for SqsRetryQueue {
         }
     }
 
-    async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
+    async fn requeue(&self, records: &[Requeued]) -> Vec<MessageId> {
         let copies = records
             .iter()
             .map(|record| {
@@ -140,14 +133,7 @@ impl RetryQueue for SqsRetryQueue {
                 (&record.message_id, &record.body, attributes, delay)
             })
             .collect();
-        let sent = send_copies(&self.client, &self.queue_url, copies, "requeued copy").await;
-        let failed = records
-            .iter()
-            .map(|r| &r.message_id)
-            .filter(|id| !sent.contains(id))
-            .cloned()
-            .collect();
-        RequeueOutcome { sent, failed }
+        send_copies(&self.client, &self.queue_url, copies, "requeued copy").await
     }
 }
 
@@ -161,11 +147,8 @@ impl RetryQueue for NoRetryQueue {
         Ok(())
     }
 
-    async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
-        RequeueOutcome {
-            sent: Vec::new(),
-            failed: records.iter().map(|r| r.message_id.clone()).collect(),
-        }
+    async fn requeue(&self, _records: &[Requeued]) -> Vec<MessageId> {
+        Vec::new()
     }
 }
 

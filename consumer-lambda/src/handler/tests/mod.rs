@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::retry::{Backoff, MaxReceiveCount, PostponeError, RequeueOutcome};
+use crate::retry::{Backoff, MaxReceiveCount, PostponeError};
 use crate::store::{Fault, Refused, StoreError};
 
 /// Remembers what it was asked to store; fails, stalls, refuses or panics on demand.
@@ -151,22 +151,15 @@ impl RetryQueue for &FakeQueue {
         Ok(())
     }
 
-    async fn requeue(&self, records: &[Requeued]) -> RequeueOutcome {
-        let ids = records.iter().map(|r| r.message_id.clone()).collect();
+    async fn requeue(&self, records: &[Requeued]) -> Vec<MessageId> {
         if self.refuse_requeues {
-            return RequeueOutcome {
-                sent: Vec::new(),
-                failed: ids,
-            };
+            return Vec::new();
         }
         self.requeued
             .lock()
             .expect("lock")
             .extend_from_slice(records);
-        RequeueOutcome {
-            sent: ids,
-            failed: Vec::new(),
-        }
+        records.iter().map(|r| r.message_id.clone()).collect()
     }
 }
 
