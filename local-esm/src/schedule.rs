@@ -34,13 +34,12 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
         let started = at;
         let mut requests = 0;
         for receive in 1..=max {
-            let (wait, requeued) = match policy.after_failure(receive, generation) {
-                Retry::Postpone(delay) => (delay, false),
-                Retry::Requeue { delay, .. } => (delay, true),
-            };
-            let (action, cost) = match requeued {
-                false => ("postponed", REQUESTS_PER_POSTPONE),
-                true => ("requeued, the copy visible after", REQUESTS_PER_REQUEUE),
+            let (wait, action, cost, requeued) = match policy.after_failure(receive, generation) {
+                Retry::Postpone(delay) => (delay, "postponed", REQUESTS_PER_POSTPONE, false),
+                Retry::Requeue { delay, .. } => {
+                    let action = "requeued, the copy visible after";
+                    (delay, action, REQUESTS_PER_REQUEUE, true)
+                }
             };
             requests += cost;
             let (at_text, wait_text) = (human(at), human(wait));
