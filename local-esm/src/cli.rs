@@ -246,14 +246,12 @@ impl Run {
             SqsDeadLetterQueue::new(sqs.clone(), &self.dlq_url),
             policy,
         );
-        let log = match &self.batch_log {
-            Some(path) => {
-                tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
-                Some(BatchLog::create(path, batches::DEFAULT_KEEP)?)
-            }
-            None => None,
-        };
-        let driver = Driver::new(sqs, self.queue_url, settings, InProcess(consumer, log))
+        let log = self.batch_log.as_ref().map(|path| {
+            tracing::info!(path = %path.display(), "keeping each batch's figures for local-esm status");
+            BatchLog::create(path, batches::DEFAULT_KEEP)
+        });
+        let handler = InProcess(consumer, log.transpose()?);
+        let driver = Driver::new(sqs, self.queue_url, settings, handler)
             .await
             .context("the queue to poll is not reachable")?;
         if let Some(path) = self.function_file {
