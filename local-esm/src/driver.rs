@@ -44,7 +44,6 @@ pub struct Driver<H> {
     sqs: Client,
     queue_url: String,
     queue_arn: String,
-    region: String,
     settings: EventSourceSettings,
     handler: H,
     switch: Switch,
@@ -144,13 +143,10 @@ impl<H: BatchHandler> Driver<H> {
     ) -> Result<Self, QueueError> {
         let queue_url = queue_url.into();
         let queue_arn = queue_arn(&sqs, &queue_url).await?;
-        // The ARN's fourth field is the region, as Lambda reports it in `awsRegion`.
-        let region = queue_arn.split(':').nth(3).unwrap_or_default().to_owned();
         Ok(Self {
             sqs,
             queue_url,
             queue_arn,
-            region,
             settings,
             handler,
             switch: Switch::default(),
@@ -216,7 +212,6 @@ impl<H: BatchHandler> Driver<H> {
                 biased;
                 _ = stopped.changed() => return,
                 polled = self.gather() => match polled {
-                    Ok(messages) if messages.is_empty() => {}
                     Ok(messages) => {
                         self.invoke(messages).await;
                     }
@@ -233,11 +228,7 @@ impl<H: BatchHandler> Driver<H> {
     /// One step: gather a batch (waiting at most one long poll for the first
     /// record), invoke the handler and delete what it stored. Tests step with it.
     pub async fn poll_once(&self) -> Result<BatchOutcome, QueueError> {
-        let messages = self.gather().await?;
-        if messages.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
-        Ok(self.invoke(messages).await)
+        Ok(self.invoke(self.gather().await?).await)
     }
 
     /// Gathers records until the batch is full, the window after the first record
@@ -291,9 +282,13 @@ impl<H: BatchHandler> Driver<H> {
         Ok(received.messages.unwrap_or_default())
     }
 
-    /// Invokes the handler with the batch and deletes what it acknowledged.
+    /// Invokes the handler with the batch and deletes what it acknowledged;
+    /// an empty batch (an idle poll) invokes nothing.
     async fn invoke(&self, messages: Vec<Message>) -> BatchOutcome {
         let received = messages.len();
+        if received == 0 {
+            return BatchOutcome::default();
+        }
         let span = info_span!("invoke", records = received);
         let deleted = match self.failed(&messages).instrument(span.clone()).await {
             Ok(failed) => {
@@ -429,7 +424,8 @@ impl<H: BatchHandler> Driver<H> {
             .collect();
         record.event_source = Some("aws:sqs".to_owned());
         record.event_source_arn = Some(self.queue_arn.clone());
-        record.aws_region = Some(self.region.clone());
+        // The ARN's fourth field is the region, as Lambda reports it in `awsRegion`.
+        record.aws_region = self.queue_arn.split(':').nth(3).map(str::to_owned);
         record
     }
 }
