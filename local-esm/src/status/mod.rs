@@ -118,20 +118,15 @@ impl Sources {
     }
 
     async fn producer(&self) -> Result<ProducerFigures, ProducerError> {
-        let unreachable = |source| ProducerError {
-            url: self.places.metrics_url.clone(),
-            source,
+        let url = &self.places.metrics_url;
+        let read = async {
+            let response = self.http.get(url).send().await?;
+            response.error_for_status()?.text().await
         };
-        let text = self
-            .http
-            .get(&self.places.metrics_url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unreachable)?
-            .text()
-            .await
-            .map_err(unreachable)?;
+        let text = read.await.map_err(|source| ProducerError {
+            url: url.clone(),
+            source,
+        })?;
         Ok(ProducerFigures::parse(&text))
     }
 }
@@ -240,11 +235,8 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
     }
     let slowest = all.iter().map(|b| b.latency_ms).fold(0.0, f64::max);
     let latency = |b: &BatchFigures| ms_text(b.latency_ms);
-    table.push(row(
-        BATCH_LATENCY,
-        &latency,
-        format!("max {}", ms_text(slowest)),
-    ));
+    let slowest = format!("max {}", ms_text(slowest));
+    table.push(row(BATCH_LATENCY, &latency, slowest));
     let oldest = |b: &BatchFigures| b.oldest_order_age_s.map_or("-".to_owned(), age_text);
     let oldest_of_all = all
         .iter()
