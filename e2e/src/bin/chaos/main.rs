@@ -24,7 +24,7 @@ mod faults;
 mod service;
 
 use clients::{Ledger, await_catchup, conflicting_twin, place};
-use dead_letters::{DeadLetters, unix_ms};
+use dead_letters::DeadLetters;
 use faults::{Fault, Seeded, fault_schedule};
 use service::Service;
 
@@ -290,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
                     .message_body(json!({"poison": id, "schema_version": 1}).to_string())
                     .send()
                     .await;
-                sent_ms.insert(id, unix_ms());
+                sent_ms.insert(id, chrono::Utc::now().timestamp_millis());
             }
             (Instant::now(), sent_ms)
         })
