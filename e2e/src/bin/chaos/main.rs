@@ -211,13 +211,12 @@ async fn main() -> anyhow::Result<()> {
     let expected_run = Duration::from_secs_f64(args.orders as f64 / rate);
     // A timed fault comes alone, in the middle of the orders: some before,
     // most during, some after.
-    let schedule = match (outage, bad_release) {
-        (Some(down), _) => vec![(
-            expected_run.saturating_sub(down) / 2,
-            Fault::StopDatabase(down),
-        )],
-        (_, Some(bad)) => vec![(expected_run.saturating_sub(bad) / 2, Fault::BadRelease(bad))],
-        (None, None) => fault_schedule(&mut seeded, expected_run),
+    let schedule = match timed {
+        Some(lasts) => {
+            let fault = outage.map_or(Fault::BadRelease(lasts), Fault::StopDatabase);
+            vec![(expected_run.saturating_sub(lasts) / 2, fault)]
+        }
+        None => fault_schedule(&mut seeded, expected_run),
     };
     println!(
         "chaos: {} orders at {:.2}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
@@ -298,9 +297,9 @@ async fn main() -> anyhow::Result<()> {
 
     // --- the faults, one after another ---
     let mut last_fault_end = started;
-    // When the last stop or bad release began and when the database or the
-    // good build was back: a timed run's only fault.
-    let mut last_stop: Option<(Instant, Instant)> = None;
+    // When the last stop or bad release began, when the database or the good
+    // build was back, and which: a timed run's only fault.
+    let mut last_stop: Option<(Instant, Instant, &str)> = None;
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
         let began = Instant::now();
@@ -314,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
                 server.stop();
                 tokio::time::sleep(down).await;
                 server.start_again().await;
-                last_stop = Some((began, Instant::now()));
+                last_stop = Some((began, Instant::now(), "the database was back"));
             }
             Fault::FreezeDatabase(frozen) => {
                 server.freeze();
@@ -329,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&function_file, "failing-batches")?;
                 tokio::time::sleep(lasts).await;
                 std::fs::write(&function_file, "running")?;
-                last_stop = Some((began, Instant::now()));
+                last_stop = Some((began, Instant::now(), "the good build was back"));
             }
         }
         last_fault_end = Instant::now();
@@ -340,15 +339,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // While the last orders are still placed: the catch-up clock runs from the
     // database or the good build being back.
-    let back = if bad_release.is_some() {
-        "the good build was back"
-    } else {
-        "the database was back"
-    };
     let catchup = match (timed, last_stop) {
-        (Some(_), Some((down_at, back_at))) => {
-            Some(await_catchup(&db, &queues, &ledger, down_at, back_at, back).await?)
-        }
+        (Some(_), Some((down_at, back_at, back))) => Some((
+            await_catchup(&db, &queues, &ledger, down_at, back_at, back).await?,
+            back,
+        )),
         _ => None,
     };
     let (poisoned_at, poison_sent_ms) = poisoner.await?;
@@ -423,19 +418,18 @@ async fn main() -> anyhow::Result<()> {
     println!("| valid orders in the DLQ | {valid_in_dlq} |");
     println!("| conflicts recorded | {conflicts} of {injected} |");
     println!("| drain time after the last fault | {drain_s:.1} s |");
-    if let Some(catchup) = catchup {
+    if let Some((catchup, back)) = catchup {
         let shown = catchup.map_or("never".to_owned(), |c| format!("{:.1} s", c.as_secs_f64()));
         println!("| catch-up after {back} | {shown} |");
     }
     // Whole seconds in the summary, as printed, so that the line and the
     // verdict agree; "never" when some of the orders were never stored.
-    let catchup_s = catchup.map(|c| c.map(|c| c.as_secs_f64().round() as u64));
-    let catchup_text = catchup_s.map_or(String::new(), |c| {
-        format!(
-            " catchup_s={}",
-            c.map_or("never".to_owned(), |c| c.to_string())
-        )
-    });
+    let catchup_s = catchup.map(|(c, _)| c.map(|c| c.as_secs_f64().round() as u64));
+    let catchup_text = match catchup_s {
+        Some(Some(c)) => format!(" catchup_s={c}"),
+        Some(None) => " catchup_s=never".to_owned(),
+        None => String::new(),
+    };
     println!();
     println!(
         "chaos orders={orders} accepted={accepted_n} stored={stored} missing={missing} duplicates={duplicates} poison_in_dlq={poison_in_dlq}/{poison} valid_in_dlq={valid_in_dlq} conflicts={conflicts}/{injected} drain_s={drain_s:.0} poison_by_consumer={poison_by_consumer}/{poison} poison_to_dlq_s={to_dlq_s:.0}{catchup_text}"
