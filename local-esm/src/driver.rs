@@ -109,6 +109,7 @@ impl Switch {
         });
     }
 
+    /// Returns at once when enabled.
     async fn until_enabled(&self) {
         let mut enabled = self.0.subscribe();
         // The sender lives as long as the switch, so this cannot fail.
@@ -202,16 +203,14 @@ impl<H: BatchHandler> Driver<H> {
 
     async fn worker(&self, mut stopped: watch::Receiver<bool>) {
         while !*stopped.borrow() {
-            if !self.switch.enabled() {
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    () = self.switch.until_enabled() => continue,
-                }
-            }
+            let poll = async {
+                self.switch.until_enabled().await;
+                self.gather().await
+            };
             tokio::select! {
                 biased;
                 _ = stopped.changed() => return,
-                polled = self.gather() => match polled {
+                polled = poll => match polled {
                     Ok(messages) => {
                         self.invoke(messages).await;
                     }
