@@ -116,12 +116,8 @@ async fn main() -> anyhow::Result<()> {
     // --- the system ---
     let server = PostgresServer::start().await;
     let db = TestDatabase::create_on(&server.admin_url()).await;
-    let writer = Role::writer(DEFAULT_WRITER, None)?;
-    connect_and_prepare(
-        consumer_lambda::DatabaseConfig::from_url(&db.url)?,
-        &[writer],
-    )
-    .await?;
+    let config = consumer_lambda::DatabaseConfig::from_url(&db.url)?;
+    connect_and_prepare(config, &[Role::writer(DEFAULT_WRITER, None)?]).await?;
     // A timed run takes every time constant from the template, as deployed,
     // unless told to compress them; the schedule's runs compress them.
     let real = match timed {
@@ -133,15 +129,12 @@ async fn main() -> anyhow::Result<()> {
     };
     // The queue pair as the template declares it (visibility timeout,
     // retentions, redrive policy), as local-esm creates it for `scripts/dev`.
-    let queues = TestQueues::create(real.map_or(
-        QueueSettings {
-            visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
-            max_receive_count: MAX_RECEIVE_COUNT,
-            ..QueueSettings::default()
-        },
-        |template| template.queues,
-    ))
-    .await;
+    let compressed = QueueSettings {
+        visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+        max_receive_count: MAX_RECEIVE_COUNT,
+        ..QueueSettings::default()
+    };
+    let queues = TestQueues::create(real.map_or(compressed, |template| template.queues)).await;
     // The services inherit this environment (AWS_ENDPOINT_URL, the region and
     // credentials), and take their own settings from these.
     let producer_addr = format!("127.0.0.1:{}", free_port());
