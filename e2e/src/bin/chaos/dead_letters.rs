@@ -36,8 +36,7 @@ impl DeadLetters {
                 dead.others += 1;
                 continue;
             };
-            let failure = e2e::failure_of(message);
-            if let Some(failure) = failure {
+            if let Some(failure) = e2e::failure_of(message) {
                 if let (Some(at), Some(sent)) = (failure.failed_at, sent_ms.get(&id)) {
                     dead.slowest_ms = dead.slowest_ms.max(at.timestamp_millis() - sent);
                 }
