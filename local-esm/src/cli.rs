@@ -160,12 +160,10 @@ impl Cli {
                     migrations::Role::writer(&writer, None)?,
                     migrations::Role::reader(&reader, None)?,
                 ];
-                let applied = migrations::connect_and_prepare(
-                    DatabaseConfig::from_url(&database_url)?,
-                    &roles,
-                )
-                .await
-                .context("applying the migrations failed")?;
+                let config = DatabaseConfig::from_url(&database_url)?;
+                let applied = migrations::connect_and_prepare(config, &roles)
+                    .await
+                    .context("applying the migrations failed")?;
                 tracing::info!(
                     ?applied,
                     writer,
@@ -223,11 +221,8 @@ impl Run {
             .function_timeout_ms
             .map_or(settings.function_timeout, Duration::from_millis);
         // One connection per concurrent invocation, as one per Lambda environment.
-        let store = PgStore::new(
-            DatabaseConfig::from_url(&self.database_url)?,
-            settings.max_concurrency,
-        )
-        .await?;
+        let config = DatabaseConfig::from_url(&self.database_url)?;
+        let store = PgStore::new(config, settings.max_concurrency).await?;
         let sqs = sqs_client().await;
         let policy = RetryPolicy {
             backoff: self.backoff.backoff()?,
