@@ -40,10 +40,8 @@ impl Template {
             [&["Resources", resource, "Properties"][..], path].concat()
         };
         let event = |path: &[&'static str]| {
-            at(
-                FUNCTION,
-                &[&["Events", EVENT, "Properties"][..], path].concat(),
-            )
+            let path = [&["Events", EVENT, "Properties"][..], path].concat();
+            at(FUNCTION, &path)
         };
         Ok(Self {
             queues: QueueSettings {
