@@ -81,27 +81,19 @@ pub(crate) async fn await_catchup(
     );
     let client = db.connect().await;
     let expected = waiting.len() as i64;
-    let counted = testkit::eventually(
-        "every order accepted before the fault ended to be stored",
-        OUTAGE_PATIENCE,
-        || async {
-            let stored = client
-                .query_one(
-                    "SELECT count(*) FROM orders WHERE order_id = ANY($1)",
-                    &[&waiting],
-                )
-                .await
-                .map(|row| row.get::<_, i64>(0));
-            match stored {
-                // A failed query ends the wait: the harness, not the system, is broken.
-                Err(err) => Ok(Err(err)),
-                Ok(n) if n == expected => Ok(Ok(true)),
-                // Checked after the count: an order stored since was in flight.
-                Ok(_) if queues.depth().await == 0 => Ok(Ok(false)),
-                Ok(n) => Err(format!("{n} of {expected} stored")),
-            }
-        },
-    )
+    let what = "every order accepted before the fault ended to be stored";
+    let count = "SELECT count(*) FROM orders WHERE order_id = ANY($1)";
+    let counted = testkit::eventually(what, OUTAGE_PATIENCE, || async {
+        let stored = client.query_one(count, &[&waiting]).await;
+        match stored.map(|row| row.get::<_, i64>(0)) {
+            // A failed query ends the wait: the harness, not the system, is broken.
+            Err(err) => Ok(Err(err)),
+            Ok(n) if n == expected => Ok(Ok(true)),
+            // Checked after the count: an order stored since was in flight.
+            Ok(_) if queues.depth().await == 0 => Ok(Ok(false)),
+            Ok(n) => Err(format!("{n} of {expected} stored")),
+        }
+    })
     .await;
     if !counted.context("count the stored orders")? {
         println!("  the queue is empty and some of them are not stored: they never will be");
