@@ -195,12 +195,9 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
             return;
         }
     };
-    let newest_first: Vec<&BatchFigures> = batches
-        .batches
-        .iter()
-        .rev()
-        .take(snapshot.places.batches_shown.max(1))
-        .collect();
+    let all = &batches.batches;
+    let shown = snapshot.places.batches_shown.max(1);
+    let newest_first: Vec<&BatchFigures> = all.iter().rev().take(shown).collect();
     let Some(newest) = newest_first.first() else {
         let _ = writeln!(
             out,
@@ -214,11 +211,10 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
         out,
         "consumer    the last {} of {} batches kept in {}, newest first (the newest {} ago)",
         newest_first.len(),
-        batches.batches.len(),
+        all.len(),
         snapshot.places.batch_log.display(),
         age_text(ago),
     );
-    let all = &batches.batches;
     // A row: its name, the newest batches' cells, then what all of them make.
     let row = |name: &str, cell: &dyn Fn(&BatchFigures) -> String, all: String| {
         let mut row = vec![name.to_owned()];
