@@ -6,8 +6,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use consumer_lambda::BatchMetrics;
@@ -72,20 +72,14 @@ impl BatchLog {
 
     /// Appends the batch's EMF line, stamped `at`.
     pub fn append(&self, metrics: &BatchMetrics, at: SystemTime) -> Result<(), BatchLogError> {
-        let timestamp_ms = at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let timestamp_ms = DateTime::<Utc>::from(at).timestamp_millis() as u64;
         let line = metrics.to_emf(FUNCTION_NAME, timestamp_ms) + "\n";
         let write_error = |source| BatchLogError::Write {
             path: self.path.clone(),
             source,
         };
         // A poisoned lock only means another append panicked; the file is still usable.
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current.1 >= self.keep {
             std::fs::rename(&self.path, rotated(&self.path)).map_err(write_error)?;
             *current = (File::create(&self.path).map_err(write_error)?, 0);
@@ -179,7 +173,7 @@ mod tests {
     use super::*;
     use consumer_lambda::metrics::{DUPLICATES, INVALID, RECORDS, STORED};
     use std::fs::OpenOptions;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn metrics(stored: u64) -> BatchMetrics {
         BatchMetrics {
