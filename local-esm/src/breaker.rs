@@ -6,7 +6,7 @@
 //! ([`LocalFigures`]), as CloudWatch's are in AWS.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use ::breaker::TripPolicy;
@@ -89,10 +89,8 @@ impl LocalFigures {
         }
     }
 
-    fn trip_log(&self) -> std::sync::MutexGuard<'_, Vec<SystemTime>> {
-        self.trips
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn trip_log(&self) -> MutexGuard<'_, Vec<SystemTime>> {
+        self.trips.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -103,10 +101,8 @@ impl Figures for LocalFigures {
         };
         let read = batches::read(path).map_err(|err| FiguresError(Box::new(err)))?;
         let (from, to) = (DateTime::<Utc>::from(from), DateTime::<Utc>::from(to));
-        Ok(read
-            .batches
-            .iter()
-            .filter(|b| from <= b.at && b.at <= to)
+        let in_window = read.batches.iter().filter(|b| from <= b.at && b.at <= to);
+        Ok(in_window
             .map(|b| {
                 let sum = |names: &[&str]| names.iter().map(|name| b.count(name)).sum();
                 Batches {
@@ -121,11 +117,8 @@ impl Figures for LocalFigures {
     }
 
     async fn trips(&self, from: SystemTime, to: SystemTime) -> Result<u32, FiguresError> {
-        Ok(self
-            .trip_log()
-            .iter()
-            .filter(|at| from <= **at && **at < to)
-            .count() as u32)
+        let in_window = |at: &&SystemTime| from <= **at && **at < to;
+        Ok(self.trip_log().iter().filter(in_window).count() as u32)
     }
 }
 
