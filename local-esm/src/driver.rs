@@ -248,10 +248,8 @@ impl<H: BatchHandler> Driver<H> {
             }
             let deadline =
                 *deadline.get_or_insert_with(|| Instant::now() + self.settings.batching_window);
-            bytes += received
-                .iter()
-                .map(|m| m.body().map_or(0, str::len))
-                .sum::<usize>();
+            let size = |m: &Message| m.body().map_or(0, str::len);
+            bytes += received.iter().map(size).sum::<usize>();
             batch.extend(received);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let full =
