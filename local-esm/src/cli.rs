@@ -275,6 +275,7 @@ async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
         .filter(|every| *every >= Duration::from_millis(100))
         .with_context(|| format!("--watch {seconds}: give an interval of at least 0.1 seconds"))?;
     let terminal = std::io::stdout().is_terminal();
+    let footer = format!("(every {} s; Ctrl-C stops)", every.as_secs_f64());
     let stop = support::shutdown_signal();
     tokio::pin!(stop);
     let mut ticks = tokio::time::interval(every);
@@ -290,11 +291,7 @@ async fn watch_status(sources: &Sources, seconds: f64) -> anyhow::Result<()> {
             // Home and clear: the table redrawn in place, not scrolled.
             write!(out, "\x1b[H\x1b[2J")?;
         }
-        write!(
-            out,
-            "{text}\n(every {} s; Ctrl-C stops)\n",
-            every.as_secs_f64()
-        )?;
+        write!(out, "{text}\n{footer}\n")?;
         out.flush()?;
     }
 }
