@@ -82,12 +82,9 @@ fn latency(samples: &[Sample], outcome: &str) -> Latency {
             .iter()
             .filter(move |s| s.metric == name && s.labels.get("outcome") == Some(outcome))
     };
-    let count = of(format!("{ENQUEUE_SECONDS}_count"))
-        .map(|s| scalar(&s.value) as u64)
-        .sum();
-    let sum_seconds = of(format!("{ENQUEUE_SECONDS}_sum"))
-        .map(|s| scalar(&s.value))
-        .sum();
+    let total = |name| of(name).map(|s| scalar(&s.value)).sum::<f64>();
+    let count = total(format!("{ENQUEUE_SECONDS}_count")) as u64;
+    let sum_seconds = total(format!("{ENQUEUE_SECONDS}_sum"));
     let mut buckets: Vec<(f64, f64)> = of(ENQUEUE_SECONDS.to_owned())
         .flat_map(|s| match &s.value {
             Value::Histogram(buckets) => buckets.iter().map(|b| (b.less_than, b.count)).collect(),
