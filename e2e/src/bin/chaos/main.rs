@@ -360,11 +360,9 @@ async fn main() -> anyhow::Result<()> {
         None => Duration::from_secs(600),
     };
     testkit::eventually("both queues to drain", drain_timeout, || async {
-        let (depth, dead) = (queues.depth().await, queues.dlq_depth().await);
-        if depth == 0 && dead >= poison as u64 {
-            Ok(())
-        } else {
-            Err((depth, dead))
+        match (queues.depth().await, queues.dlq_depth().await) {
+            (0, dead) if dead >= poison as u64 => Ok(()),
+            depths => Err(depths),
         }
     })
     .await;
