@@ -17,10 +17,6 @@ pub fn order_request(customer: usize, lines: usize) -> Value {
 /// Why a DLQ message failed, as the consumer's failure attributes on it say;
 /// `None` for one without them (the redrive policy moved it).
 pub fn failure_of(message: &aws_sdk_sqs::types::Message) -> Option<order_contract::Failure> {
-    order_contract::Failure::read(|name| {
-        message
-            .message_attributes()
-            .and_then(|attributes| attributes.get(name))
-            .and_then(|value| value.string_value())
-    })
+    let attributes = message.message_attributes();
+    order_contract::Failure::read(|name| attributes?.get(name)?.string_value())
 }
