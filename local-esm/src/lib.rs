@@ -15,5 +15,4 @@ pub mod template;
 
 pub use driver::{BatchOutcome, Driver, Function, FunctionState, Switch};
 pub use handler::{BatchHandler, InProcess, InvocationError};
-pub use support::queues::QueueSettings;
 pub use template::{EventSourceSettings, Template};
