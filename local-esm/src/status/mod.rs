@@ -95,12 +95,10 @@ impl Sources {
     /// Reads every part at once, each within [`PART_TIMEOUT`].
     pub async fn read(&self) -> Snapshot {
         let queue = |url: String| async move {
+            let name = queues::name_of(&url).to_owned();
             let endpoint = self.sqs_endpoint.as_deref();
             let figures = within(queues::read(&self.sqs, &self.http, endpoint, &url)).await;
-            QueueRow {
-                name: queues::name_of(&url).to_owned(),
-                figures,
-            }
+            QueueRow { name, figures }
         };
         let (orders, dlq, producer) = tokio::join!(
             queue(self.places.queue_url.clone()),
