@@ -196,21 +196,17 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
     let all = &batches.batches;
     let shown = snapshot.places.batches_shown.max(1);
     let newest_first: Vec<&BatchFigures> = all.iter().rev().take(shown).collect();
+    let log = snapshot.places.batch_log.display();
     let Some(newest) = newest_first.first() else {
-        let _ = writeln!(
-            out,
-            "consumer    no batch yet ({})",
-            snapshot.places.batch_log.display()
-        );
+        let _ = writeln!(out, "consumer    no batch yet ({log})");
         return;
     };
     let ago = (snapshot.at - newest.at).num_milliseconds().max(0) as f64 / 1000.0;
     let _ = writeln!(
         out,
-        "consumer    the last {} of {} batches kept in {}, newest first (the newest {} ago)",
+        "consumer    the last {} of {} batches kept in {log}, newest first (the newest {} ago)",
         newest_first.len(),
         all.len(),
-        snapshot.places.batch_log.display(),
         age_text(ago),
     );
     // A row: its name, the newest batches' cells, then what all of them make.
