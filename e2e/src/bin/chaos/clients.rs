@@ -100,9 +100,7 @@ pub(crate) async fn await_catchup(
         return Ok(None);
     }
     let catchup = back_at.elapsed();
-    println!(
-        "  the last of them stored {:.1} s after {back}",
-        catchup.as_secs_f64()
-    );
+    let catchup_s = catchup.as_secs_f64();
+    println!("  the last of them stored {catchup_s:.1} s after {back}");
     Ok(Some(catchup))
 }

@@ -210,11 +210,9 @@ async fn main() -> anyhow::Result<()> {
         None => fault_schedule(&mut seeded, expected_run),
     };
     println!(
-        "chaos: {} orders at {:.2}/s over ~{:.0} s, {} poison, {} conflicting twins, seed {}",
+        "chaos: {} orders at {rate:.2}/s over ~{:.0} s, {poison} poison, {} conflicting twins, seed {}",
         args.orders,
-        rate,
         expected_run.as_secs_f64(),
-        poison,
         twins.len(),
         args.seed
     );
@@ -323,10 +321,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         last_fault_end = Instant::now();
-        println!(
-            "  fault done at {:>5.1} s: {fault:?}",
-            (last_fault_end - started).as_secs_f64()
-        );
+        let done_s = (last_fault_end - started).as_secs_f64();
+        println!("  fault done at {done_s:>5.1} s: {fault:?}");
     }
     // While the last orders are still placed: the catch-up clock runs from the
     // database or the good build being back.
@@ -339,10 +335,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let (poisoned_at, poison_sent_ms) = poisoner.await?;
     let posted_at = load.await?.max(poisoned_at);
-    println!(
-        "  every order placed at {:.1} s",
-        (posted_at - started).as_secs_f64()
-    );
+    let placed_s = (posted_at - started).as_secs_f64();
+    println!("  every order placed at {placed_s:.1} s");
 
     // --- drain and count ---
     let drain_timeout = match real {
