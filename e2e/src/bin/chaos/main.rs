@@ -379,10 +379,8 @@ async fn main() -> anyhow::Result<()> {
     let unexpected = (stored_count.keys())
         .filter(|id| !accepted.contains_key(*id))
         .count();
-    let conflicts: i64 = client
-        .query_one("SELECT count(*) FROM order_conflicts", &[])
-        .await?
-        .get(0);
+    let recorded = "SELECT count(*) FROM order_conflicts";
+    let conflicts: i64 = client.query_one(recorded, &[]).await?.get(0);
     let dead = DeadLetters::read(&queues.receive_dlq().await, &poison_sent_ms);
     let (poison_in_dlq, valid_in_dlq) = (dead.poison.len(), dead.others);
     let poison_by_consumer = dead.by_consumer.len();
