@@ -54,19 +54,13 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
         }
         cycle = (at - started, requests);
     }
-    let budget = policy.budget();
+    let both = |wait: Duration| format!("{} ({} s)", human(wait), wait.as_secs());
+    let budget = both(policy.budget());
+    let _ = writeln!(out, "backoff before the first requeue: {budget}");
+    let longest = both(policy.longest_wait());
     let _ = writeln!(
         out,
-        "backoff before the first requeue: {} ({} s)",
-        human(budget),
-        budget.as_secs()
-    );
-    let longest = policy.longest_wait();
-    let _ = writeln!(
-        out,
-        "longest an order waits after a failure: {} ({} s), the bound on catch-up",
-        human(longest),
-        longest.as_secs()
+        "longest an order waits after a failure: {longest}, the bound on catch-up"
     );
     let (length, requests) = cycle;
     if !length.is_zero() {
