@@ -371,14 +371,12 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let ledger = ledger.lock().await;
     let accepted = &ledger.accepted_at;
-    let stored = (accepted.keys())
-        .filter(|id| stored_count.contains_key(*id))
-        .count();
+    let is_stored = |id: &&String| stored_count.contains_key(*id);
+    let stored = accepted.keys().filter(is_stored).count();
     let missing = accepted.len() - stored;
     let duplicates: i64 = stored_count.values().map(|n| n - 1).sum();
-    let unexpected = (stored_count.keys())
-        .filter(|id| !accepted.contains_key(*id))
-        .count();
+    let was_accepted = |id: &&String| accepted.contains_key(*id);
+    let unexpected = stored_count.keys().filter(|id| !was_accepted(id)).count();
     let recorded = "SELECT count(*) FROM order_conflicts";
     let conflicts: i64 = client.query_one(recorded, &[]).await?.get(0);
     let dead = DeadLetters::read(&queues.receive_dlq().await, &poison_sent_ms);
