@@ -43,6 +43,7 @@ impl Template {
             let path = [&["Events", EVENT, "Properties"][..], path].concat();
             at(FUNCTION, &path)
         };
+        let seconds = |path: &[&str]| t.number(path).map(Duration::from_secs);
         Ok(Self {
             queues: QueueSettings {
                 visibility_timeout_secs: t.number(&at(QUEUE, &["VisibilityTimeout"]))?,
@@ -52,15 +53,11 @@ impl Template {
             },
             event_source: EventSourceSettings {
                 batch_size: t.number(&event(&["BatchSize"]))?,
-                batching_window: Duration::from_secs(
-                    t.number(&event(&["MaximumBatchingWindowInSeconds"]))?,
-                ),
+                batching_window: seconds(&event(&["MaximumBatchingWindowInSeconds"]))?,
                 max_concurrency: t.number(&event(&["ScalingConfig", "MaximumConcurrency"]))?,
                 // The function's own Timeout, else the template's Globals.
-                function_timeout: Duration::from_secs(
-                    t.number(&at(FUNCTION, &["Timeout"]))
-                        .or_else(|_| t.number(&["Globals", "Function", "Timeout"]))?,
-                ),
+                function_timeout: seconds(&at(FUNCTION, &["Timeout"]))
+                    .or_else(|_| seconds(&["Globals", "Function", "Timeout"]))?,
             },
         })
     }
