@@ -361,13 +361,8 @@ impl<H: BatchHandler> Driver<H> {
                     .build()
                     .ok()
             });
-            let result = self
-                .sqs
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries.collect()))
-                .send()
-                .await;
+            let request = self.sqs.delete_message_batch().queue_url(&self.queue_url);
+            let result = request.set_entries(Some(entries.collect())).send().await;
             match result {
                 Ok(output) => {
                     deleted += output.successful().len();
