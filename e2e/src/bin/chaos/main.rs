@@ -272,12 +272,9 @@ async fn main() -> anyhow::Result<()> {
                 let at = expected_run.mul_f64(i as f64 / poison.max(1) as f64);
                 tokio::time::sleep_until((started + at).into()).await;
                 let id = Uuid::new_v4().to_string();
-                let _ = sqs
-                    .send_message()
-                    .queue_url(&url)
-                    .message_body(json!({"poison": id, "schema_version": 1}).to_string())
-                    .send()
-                    .await;
+                let body = json!({"poison": id, "schema_version": 1}).to_string();
+                let request = sqs.send_message().queue_url(&url).message_body(body);
+                let _ = request.send().await;
                 sent_ms.insert(id, chrono::Utc::now().timestamp_millis());
             }
             (Instant::now(), sent_ms)
