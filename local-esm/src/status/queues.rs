@@ -55,19 +55,13 @@ pub async fn read(
 /// When the oldest message in the queue was sent, from LocalStack's listing;
 /// `None` when the listing is not there or holds no message.
 async fn oldest_sent(http: &reqwest::Client, endpoint: &str, url: &str) -> Option<SystemTime> {
-    let answer = http
+    let request = http
         .post(format!("{}{LISTING_PATH}", endpoint.trim_end_matches('/')))
         .header("content-type", "application/x-amz-json-1.0")
         .header("x-amz-target", "AmazonSQS.ReceiveMessage")
-        .body(json!({ "QueueUrl": url }).to_string())
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+        .body(json!({ "QueueUrl": url }).to_string());
+    let response = request.send().await.ok()?;
+    let answer = response.error_for_status().ok()?.text().await.ok()?;
     oldest_in_listing(&answer)
 }
 
