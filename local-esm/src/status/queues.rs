@@ -69,17 +69,13 @@ async fn oldest_sent(http: &reqwest::Client, endpoint: &str, url: &str) -> Optio
 /// `ReceiveMessage`-shaped JSON answer.
 fn oldest_in_listing(answer: &str) -> Option<SystemTime> {
     let doc: Value = serde_json::from_str(answer).ok()?;
-    doc.get("Messages")?
-        .as_array()?
-        .iter()
-        .filter_map(|m| {
-            m.pointer("/Attributes/SentTimestamp")?
-                .as_str()?
-                .parse::<u64>()
-                .ok()
-        })
-        .min()
-        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    let sent_ms = |m: &Value| {
+        let ms = m.pointer("/Attributes/SentTimestamp")?.as_str()?;
+        ms.parse::<u64>().ok()
+    };
+    let messages = doc.get("Messages")?.as_array()?;
+    let oldest_ms = messages.iter().filter_map(sent_ms).min()?;
+    Some(UNIX_EPOCH + Duration::from_millis(oldest_ms))
 }
 
 #[cfg(test)]
