@@ -228,10 +228,8 @@ fn render_batches(out: &mut String, snapshot: &Snapshot) {
     let slowest = format!("max {}", ms_text(slowest));
     table.push(row(BATCH_LATENCY, &latency, slowest));
     let oldest = |b: &BatchFigures| b.oldest_order_age_s.map_or("-".to_owned(), age_text);
-    let oldest_of_all = all
-        .iter()
-        .filter_map(|b| b.oldest_order_age_s)
-        .reduce(f64::max);
+    let ages = all.iter().filter_map(|b| b.oldest_order_age_s);
+    let oldest_of_all = ages.reduce(f64::max);
     let oldest_of_all =
         oldest_of_all.map_or("-".to_owned(), |max| format!("max {}", age_text(max)));
     table.push(row(OLDEST_ORDER_AGE, &oldest, oldest_of_all));
