@@ -54,10 +54,10 @@ pub fn describe(policy: &RetryPolicy, generations: u32) -> String {
         }
         cycle = (at - started, requests);
     }
-    let both = |wait: Duration| format!("{} ({} s)", human(wait), wait.as_secs());
-    let budget = both(policy.budget());
+    let with_seconds = |wait: Duration| format!("{} ({} s)", human(wait), wait.as_secs());
+    let budget = with_seconds(policy.budget());
     let _ = writeln!(out, "backoff before the first requeue: {budget}");
-    let longest = both(policy.longest_wait());
+    let longest = with_seconds(policy.longest_wait());
     let _ = writeln!(
         out,
         "longest an order waits after a failure: {longest}, the bound on catch-up"
