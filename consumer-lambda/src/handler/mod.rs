@@ -299,9 +299,12 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         let by = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
         // Past the deadline, whether a copy got out is unknown: the original
         // stays (a copy that did get out is a duplicate in the DLQ).
-        let sent = tokio::time::timeout_at(by, self.dead_letters.send(&letters))
-            .await
-            .unwrap_or_default();
+        let sent: HashSet<MessageId> =
+            tokio::time::timeout_at(by, self.dead_letters.send(&letters))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
         metrics.dead_lettered = sent.len();
         for (span, record) in spans.into_iter().zip(letters) {
             if sent.contains(&record.message_id) {
@@ -409,10 +412,12 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                 Vec::new()
             }
         };
+        // A set: a batch may requeue thousands of records at once.
+        let acknowledged: HashSet<&MessageId> = sent.iter().collect();
         let failed: Vec<MessageId> = copies
             .into_iter()
             .map(|r| r.message_id)
-            .filter(|id| !sent.contains(id))
+            .filter(|id| !acknowledged.contains(id))
             .collect();
         metrics.requeued = of_the_database(&sent);
         metrics.requeue_failed = of_the_database(&failed);
