@@ -64,40 +64,24 @@ struct Waiting {
     span: Span,
     message_id: MessageId,
     message: SqsMessage,
-    why: Why,
+    /// [`STORE_FAILED`], the database's trouble; any other reason is skew
+    /// (metric `Skewed`): [`NEWER_VERSION`] or [`RELEASE_FAULT`].
+    reason: &'static str,
 }
 
-/// Why a valid order waits: the database's trouble, or skew (metric `Skewed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Why {
-    StoreFailed,
-    /// A `schema_version` newer than this build reads.
-    NewerVersion,
-    /// PostgreSQL refused it for a schema this build did not make.
-    ReleaseFault,
-}
-
-impl Why {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::StoreFailed => "store_failed",
-            Self::NewerVersion => "newer_schema_version",
-            Self::ReleaseFault => "release_fault",
-        }
-    }
-
-    fn is_skew(self) -> bool {
-        self != Self::StoreFailed
-    }
-}
+const STORE_FAILED: &str = "store_failed";
+/// A `schema_version` newer than this build reads.
+const NEWER_VERSION: &str = "newer_schema_version";
+/// PostgreSQL refused it for a schema this build did not make.
+const RELEASE_FAULT: &str = "release_fault";
 
 impl Waiting {
-    fn of(record: &Valid, why: Why) -> Self {
+    fn of(record: &Valid, reason: &'static str) -> Self {
         Self {
             span: record.span.clone(),
             message_id: record.delivery.message_id.clone(),
             message: record.message.clone(),
-            why,
+            reason,
         }
     }
 }
@@ -181,7 +165,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                     span,
                     message_id,
                     message,
-                    why: Why::NewerVersion,
+                    reason: NEWER_VERSION,
                 }),
                 Parsed::Poison(class, detail) => {
                     metrics.invalid += 1;
@@ -213,7 +197,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                             continue;
                         };
                         if refused.fault == Fault::Release {
-                            waiting.push(Waiting::of(record, Why::ReleaseFault));
+                            waiting.push(Waiting::of(record, RELEASE_FAULT));
                         } else {
                             metrics.refused += 1;
                             let letter = dead_letter(
@@ -226,7 +210,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         }
                     }
                 }
-                None => waiting.extend(valid.iter().map(|r| Waiting::of(r, Why::StoreFailed))),
+                None => waiting.extend(valid.iter().map(|r| Waiting::of(r, STORE_FAILED))),
             }
         }
 
@@ -338,8 +322,8 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         for record in waiting {
             let receive_count = receive_count(&record.message);
             let requeued = requeued(&record.message);
-            let reason = record.why.as_str();
-            if record.why.is_skew() {
+            let (reason, skew) = (record.reason, record.reason != STORE_FAILED);
+            if skew {
                 metrics.skewed += 1;
                 skewed.insert(record.message_id.clone());
             }
@@ -355,7 +339,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
                         )
                     });
                     unacknowledged.push(record.message_id.clone());
-                    if !record.why.is_skew() {
+                    if !skew {
                         metrics.postponed += 1;
                     }
                     if let Some(receipt_handle) = record.message.receipt_handle {
