@@ -45,17 +45,12 @@ pub enum ConnectError {
     },
 }
 
-#[derive(Debug, Clone)]
-struct IamSigner {
-    credentials: SharedCredentialsProvider,
-    region: String,
-}
-
 /// Makes connections as configured, for the pool.
 pub struct Connector {
     config: DatabaseConfig,
     tls: Option<MakeRustlsConnect>,
-    iam: Option<IamSigner>,
+    /// For IAM auth: the credentials a token is signed with, and the region.
+    iam: Option<(SharedCredentialsProvider, String)>,
 }
 
 impl Connector {
@@ -77,10 +72,7 @@ impl Connector {
                     .credentials_provider()
                     .ok_or(ConnectError::NoCredentialsProvider)?;
                 let region = aws.region().ok_or(ConnectError::NoRegion)?.to_string();
-                Some(IamSigner {
-                    credentials,
-                    region,
-                })
+                Some((credentials, region))
             }
         };
         Ok(Self { config, tls, iam })
@@ -102,9 +94,8 @@ impl Connector {
     pub async fn connect(&self) -> Result<Connection, ConnectError> {
         let mut pg = self.config.pg.clone();
         let (host, port) = self.config.endpoint();
-        if let Some(iam) = &self.iam {
-            let credentials = iam
-                .credentials
+        if let Some((credentials, region)) = &self.iam {
+            let credentials = credentials
                 .provide_credentials()
                 .await
                 .map_err(ConnectError::Credentials)?;
@@ -113,7 +104,7 @@ impl Connector {
                 &host,
                 port,
                 &user,
-                &iam.region,
+                region,
                 &credentials,
                 SystemTime::now(),
             )?);
