@@ -52,7 +52,7 @@ pub(super) struct Row<'a> {
 }
 
 /// The items as JSON, and the content hash over them.
-struct Encoded {
+pub(super) struct Encoded {
     items: Vec<u8>,
     hash: [u8; 32],
 }
@@ -69,12 +69,8 @@ impl<'a> Row<'a> {
         self.delivery.placed.order.order_id()
     }
 
-    /// Works out the items' JSON and the hash now, if not done yet.
-    pub(super) fn encode(&self) {
-        self.encoded();
-    }
-
-    fn encoded(&self) -> &Encoded {
+    /// The items' JSON and the hash, worked out now if not done yet.
+    pub(super) fn encoded(&self) -> &Encoded {
         self.encoded.get_or_init(|| {
             let order = &self.delivery.placed.order;
             let items = items_json(order);

@@ -58,7 +58,7 @@ pub(super) async fn write(
         // The rows are encoded while the lookup travels.
         let (looked_up, opened, ()) =
             tokio::join!(stored_hashes(client, &ids), open_copy(client), async {
-                which.iter().for_each(|&row| rows[row].encode())
+                which.iter().for_each(|&row| _ = rows[row].encoded())
             });
         let stored_hashes = looked_up?;
         let writer = opened?;
