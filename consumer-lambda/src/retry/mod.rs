@@ -15,11 +15,6 @@
 //! longer than the cap ([`RetryPolicy::longest_wait`]); the circuit breaker
 //! (the [`breaker`] crate) pauses the event source mapping through a long
 //! outage, so waiting orders cost nothing meanwhile.
-//!
-//! # Layout
-//! - `policy`: [`Backoff`], and [`RetryPolicy`] deciding per receive
-//!   whether a record is postponed or requeued ([`Retry`]).
-//! - `queue`: the SQS side: [`RetryQueue`], [`SqsRetryQueue`].
 
 mod policy;
 mod queue;
