@@ -7,7 +7,7 @@
 //! would), so a batch of a thousand records costs what the `SqsEvent` alone costs.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 /// One invocation's payload.
 #[derive(Debug, Deserialize)]
@@ -30,13 +30,6 @@ pub struct ProbeRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Lookup {
     pub order_id: uuid::Uuid,
-}
-
-/// The lookup's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LookupAnswer {
-    pub order_id: uuid::Uuid,
-    pub stored: bool,
 }
 
 /// The fields an invocation is told apart by; any others are skipped.
