@@ -16,17 +16,14 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{DatabaseConfig, DbAuth};
 
-pub use iam::TokenError;
-pub use tls::TlsError;
-
 pub type Pool = deadpool::managed::Pool<Connector>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Token(#[from] TokenError),
+    Token(#[from] iam::TokenError),
     #[error(
         "no AWS credentials provider for the RDS IAM token (in Lambda the execution role is one)"
     )]
