@@ -67,12 +67,9 @@ pub struct Request {
     pub request_id: String,
     pub logical_resource_id: String,
     /// Absent on Create.
-    #[serde(default)]
     pub physical_resource_id: Option<String>,
-    #[serde(default)]
     pub resource_properties: Option<Value>,
     /// Update only: the properties before this change.
-    #[serde(default)]
     pub old_resource_properties: Option<Value>,
 }
 
