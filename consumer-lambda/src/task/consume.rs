@@ -24,11 +24,8 @@ pub async fn run() -> Result<(), Error> {
         SqsDeadLetterQueue::new(sqs, config.dlq_url),
         config.retry,
     );
-    let function =
-        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "orders-consumer".into());
-
     let probe = BatchProbe::of(&store, config.retry);
-    let (store, consumer, probe, function) = (&store, &consumer, &probe, function.as_str());
+    let (store, consumer, probe) = (&store, &consumer, &probe);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Invocation>| async move {
             match event.payload {
@@ -37,6 +34,7 @@ pub async fn run() -> Result<(), Error> {
                     // Boxed: the handler's future is deep, and so would be the runtime's around it.
                     let handled = Box::pin(consumer.handle(batch, deadline)).await?;
                     // Metrics travel as an EMF line on stdout, which CloudWatch Logs extracts.
+                    let function = &event.context.env_config.function_name;
                     println!("{}", handled.metrics.to_emf(function, epoch_millis()));
                     Ok::<_, Error>(serde_json::to_value(handled.response)?)
                 }
