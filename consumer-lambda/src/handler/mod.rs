@@ -182,8 +182,7 @@ impl<S: OrderStore, Q: RetryQueue, D: DeadLetterQueue> Consumer<S, Q, D> {
         metrics.oldest_received_at = valid.iter().map(|v| v.delivery.placed.received_at).min();
         if !valid.is_empty() {
             let store_by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started);
-            let stored = self.store_all(&valid, store_by).await;
-            match stored {
+            match self.store_all(&valid, store_by).await {
                 Some(outcome) => {
                     metrics.stored = outcome.stored;
                     metrics.duplicates = outcome.duplicates;
