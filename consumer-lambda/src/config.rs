@@ -166,8 +166,6 @@ impl FromEnv for ProvisionConfig {
 impl FromEnv for DatabaseConfig {
     type Error = ConfigError;
 
-    /// `DATABASE_URL`, or `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` and
-    /// `DB_AUTH`; TLS with `DB_CA_BUNDLE`.
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, ConfigError> {
         let mut database = match env.optional("DATABASE_URL") {
             Some(url) => DatabaseConfig::from_url(&url)?,
