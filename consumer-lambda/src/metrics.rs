@@ -84,29 +84,24 @@ impl BatchMetrics {
 
     /// The EMF document for this batch, as one line, dimensioned by function name.
     pub fn to_emf(&self, function_name: &str, timestamp_ms: u64) -> String {
-        let mut values: Vec<_> = self
-            .counts()
-            .into_iter()
-            .map(|(name, count)| (name, "Count", json!(count)))
-            .collect();
-        values.push((
-            BATCH_LATENCY,
-            "Milliseconds",
-            json!(self.latency.as_secs_f64() * 1000.0),
-        ));
+        let mut line = json!({ "FunctionName": function_name });
+        let mut metrics = Vec::new();
+        let mut add = |name: &str, unit: &str, value: serde_json::Value| {
+            metrics.push(json!({"Name": name, "Unit": unit}));
+            line[name] = value;
+        };
+        for (name, count) in self.counts() {
+            add(name, "Count", json!(count));
+        }
+        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        add(BATCH_LATENCY, "Milliseconds", json!(latency_ms));
         // Only a batch with a valid order has an oldest order to report.
         if let Some(received_at) = self.oldest_received_at {
             let age_ms = i64::try_from(timestamp_ms)
                 .unwrap_or(i64::MAX)
                 .saturating_sub(received_at.timestamp_millis())
                 .max(0);
-            values.push((OLDEST_ORDER_AGE, "Seconds", json!(age_ms as f64 / 1000.0)));
-        }
-        let mut line = json!({ "FunctionName": function_name });
-        let mut metrics = Vec::with_capacity(values.len());
-        for (name, unit, value) in values {
-            metrics.push(json!({"Name": name, "Unit": unit}));
-            line[name] = value;
+            add(OLDEST_ORDER_AGE, "Seconds", json!(age_ms as f64 / 1000.0));
         }
         line["_aws"] = json!({
             "Timestamp": timestamp_ms,
