@@ -3,6 +3,7 @@
 //! checked when a connection opens and is valid for 15 minutes, so every new
 //! connection gets a freshly signed one: an expired token is never sent.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -59,10 +60,8 @@ pub fn auth_token(
         .into_parts();
     let mut token = unsigned;
     for (name, value) in instructions.params() {
-        token.push('&');
-        token.push_str(name);
-        token.push('=');
-        token.extend(utf8_percent_encode(value, SIGV4));
+        // Writing to a String cannot fail.
+        let _ = write!(token, "&{name}={}", utf8_percent_encode(value, SIGV4));
     }
     Ok(token)
 }
