@@ -115,12 +115,10 @@ pub fn dead_letter_attributes(record: &DeadLetter) -> Vec<(String, MessageAttrib
         .collect();
     // A body as large as the queue admits may leave no room for the reason:
     // the copy then goes without it rather than not at all.
-    let size = |all: &[(String, MessageAttributeValue)]| -> usize {
-        all.iter()
-            .map(|(name, value)| attribute_size(name, value))
-            .sum()
-    };
-    if record.body.len() + size(&attributes) + size(&failure) > MAX_MESSAGE_BYTES {
+    let size: usize = (attributes.iter().chain(&failure))
+        .map(|(name, value)| attribute_size(name, value))
+        .sum();
+    if record.body.len() + size > MAX_MESSAGE_BYTES {
         tracing::warn!(
             message_id = %record.message_id,
             "the body leaves no room under SQS's message size limit for its failure attributes; the dead letter goes without them"
