@@ -104,14 +104,10 @@ fn copied_attributes(record: &Requeued) -> Vec<(String, MessageAttributeValue)> 
 
 impl RetryQueue for SqsRetryQueue {
     async fn postpone(&self, records: &[Postponed]) -> Result<(), PostponeError> {
+        let seconds = |delay: Duration| i32::try_from(delay.as_secs()).unwrap_or(i32::MAX);
         let messages: Vec<(&str, i32)> = records
             .iter()
-            .map(|r| {
-                (
-                    r.receipt_handle.as_str(),
-                    i32::try_from(r.delay.as_secs()).unwrap_or(i32::MAX),
-                )
-            })
+            .map(|r| (r.receipt_handle.as_str(), seconds(r.delay)))
             .collect();
         let problems = change_visibility(&self.client, &self.queue_url, &messages).await;
         let problems: Vec<String> = problems.into_iter().flatten().collect();
