@@ -13,17 +13,17 @@ pub(crate) fn from_json<T: DeserializeOwned>(json: &str) -> Result<T, ContractEr
             return deserializer
                 .end()
                 .map(|()| value)
-                .map_err(ContractError::malformed);
+                .map_err(ContractError::Malformed);
         }
         Err(err) => err,
     };
     // A body broken anywhere is malformed, whatever its first fields say.
-    serde_json::from_str::<IgnoredAny>(json).map_err(ContractError::malformed)?;
+    serde_json::from_str::<IgnoredAny>(json).map_err(ContractError::Malformed)?;
     let path = err.path().to_string();
     let err = err.into_inner();
     if !err.is_data() {
         // A number out of range, which the syntax check does not read.
-        return Err(ContractError::malformed(err));
+        return Err(ContractError::Malformed(err));
     }
     // The parser's words without its position, which the field names better.
     let text = err.to_string();

@@ -164,7 +164,7 @@ mod tests {
             json.contains("\"catalogue_version\":\"2026-12-06.1\""),
             "{json}"
         );
-        assert_eq!(OrderPlaced::from_json(&json), Ok(placed));
+        assert_eq!(OrderPlaced::from_json(&json).expect("read back"), placed);
     }
 
     #[test]
@@ -197,9 +197,12 @@ mod tests {
     #[test]
     fn a_message_from_a_newer_schema_is_refused_as_newer_and_names_what_this_code_reads() {
         let err = OrderPlaced::from_json(&with_version("3")).expect_err("newer version");
-        assert_eq!(
-            err,
-            ContractError::UnsupportedVersion { found: 3, reads: 2 }
+        assert!(
+            matches!(
+                err,
+                ContractError::UnsupportedVersion { found: 3, reads: 2 }
+            ),
+            "{err}"
         );
         assert!(err.is_newer_version());
         assert_eq!(err.field(), Some("schema_version"));
@@ -209,9 +212,12 @@ mod tests {
     #[test]
     fn an_older_version_is_unsupported_but_not_newer() {
         let err = OrderPlaced::from_json(&with_version("0")).expect_err("older version");
-        assert_eq!(
-            err,
-            ContractError::UnsupportedVersion { found: 0, reads: 2 }
+        assert!(
+            matches!(
+                err,
+                ContractError::UnsupportedVersion { found: 0, reads: 2 }
+            ),
+            "{err}"
         );
         assert!(!err.is_newer_version());
     }
@@ -221,19 +227,19 @@ mod tests {
         let placed = OrderPlaced::from_json_up_to(&with_version("3"), 3).expect("read");
         assert_eq!(placed.order, order());
         assert!(OrderPlaced::from_json_up_to(&with_version("2"), 3).is_ok());
-        assert_eq!(
+        assert!(matches!(
             OrderPlaced::from_json_up_to(&with_version("4"), 3),
             Err(ContractError::UnsupportedVersion { found: 4, reads: 3 })
-        );
+        ));
     }
 
     #[test]
     fn a_newer_message_with_fields_this_version_does_not_know_is_still_a_newer_version() {
         let json = with_version("3,\"gift_wrap\":true");
-        assert_eq!(
+        assert!(matches!(
             OrderPlaced::from_json(&json),
             Err(ContractError::UnsupportedVersion { found: 3, reads: 2 })
-        );
+        ));
         let unknown_field_at_this_version = with_version("2,\"gift_wrap\":true");
         let err =
             OrderPlaced::from_json(&unknown_field_at_this_version).expect_err("unknown field");
