@@ -10,16 +10,6 @@ use crate::queue::{EnqueueError, OrderQueue};
 
 pub const DEFAULT_READY_CACHE: Duration = Duration::from_secs(5);
 
-/// Why the service is not ready.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum NotReady {
-    /// Nothing this process sends reaches the queue, and it will not recover.
-    #[error("the order sender has stopped")]
-    SenderStopped,
-    #[error("the queue could not be reached")]
-    Unreachable(#[source] EnqueueError),
-}
-
 #[derive(Debug)]
 pub struct ReadinessCache {
     ttl: Duration,
@@ -35,24 +25,23 @@ impl ReadinessCache {
         }
     }
 
-    /// Whether `queue` can take orders: a dead sender at once, the queue's
-    /// reachability at most `ttl` late.
-    pub async fn check<Q: OrderQueue>(&self, queue: &Q) -> Result<(), NotReady> {
+    /// Whether `queue` can take orders: a dead sender at once (as
+    /// [`EnqueueError::Stopped`]), the queue's reachability at most `ttl` late.
+    pub async fn check<Q: OrderQueue>(&self, queue: &Q) -> Result<(), EnqueueError> {
         if queue.is_stopped() {
-            return Err(NotReady::SenderStopped);
+            return Err(EnqueueError::Stopped);
         }
         // Held across the check, so concurrent callers wait for one check
         // instead of each starting their own.
         let mut last = self.last.lock().await;
-        let result = match &*last {
+        match &*last {
             Some((at, result)) if at.elapsed() < self.ttl => result.clone(),
             _ => {
                 let result = queue.check().await;
                 *last = Some((Instant::now(), result.clone()));
                 result
             }
-        };
-        result.map_err(NotReady::Unreachable)
+        }
     }
 }
 
@@ -119,7 +108,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(matches!(
             cache.check(&queue).await,
-            Err(NotReady::Unreachable(EnqueueError::TimedOut(_)))
+            Err(EnqueueError::TimedOut(_))
         ));
         assert_eq!(queue.checks.load(Ordering::SeqCst), 2);
     }
@@ -143,7 +132,7 @@ mod tests {
         queue.stopped.store(true, Ordering::SeqCst);
         assert!(matches!(
             cache.check(&queue).await,
-            Err(NotReady::SenderStopped)
+            Err(EnqueueError::Stopped)
         ));
         assert_eq!(queue.checks.load(Ordering::SeqCst), 1);
     }

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::queue::{EnqueueError, OrderMessage, OrderQueue};
 use crate::rate_limit::RateLimit;
-use crate::readiness::{DEFAULT_READY_CACHE, NotReady, ReadinessCache};
+use crate::readiness::{DEFAULT_READY_CACHE, ReadinessCache};
 use crate::request_id;
 
 pub use crate::extract::MAX_BODY_BYTES;
@@ -71,7 +71,7 @@ impl<Q> AppState<Q> {
             in_flight: InFlight::new(limits.max_in_flight),
             rate_limit: None,
             client_cap: None,
-            proxies: TrustedProxies::none(),
+            proxies: TrustedProxies::default(),
             metrics: Metrics::new(),
             prices: Prices::default(),
             verifier: None,
@@ -356,13 +356,13 @@ async fn readyz<Q: OrderQueue>(State(state): State<Arc<AppState<Q>>>) -> Result<
     }
     match state.readiness.check(&*state.queue).await {
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
-        Err(NotReady::SenderStopped) => {
+        Err(EnqueueError::Stopped) => {
             tracing::error!("the order sender has stopped: this process cannot queue orders");
             Err(unavailable(
                 "This instance can no longer queue orders and needs a restart.",
             ))
         }
-        Err(NotReady::Unreachable(err)) => {
+        Err(err) => {
             tracing::warn!(error = %support::sqs::sqs_error_chain(&err), "the queue is not reachable");
             Err(unavailable(
                 "The order queue cannot be reached, so orders cannot be accepted right now.",
