@@ -22,10 +22,6 @@ pub struct InvalidProxy(pub String);
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// From a comma-separated list of CIDR blocks or addresses.
     pub fn parse(list: &str) -> Result<Self, InvalidProxy> {
         list.split(',')
@@ -157,7 +153,7 @@ mod tests {
             ip("203.0.113.9")
         );
         assert_eq!(
-            TrustedProxies::none().client_ip(ip("10.0.0.5"), &headers),
+            TrustedProxies::default().client_ip(ip("10.0.0.5"), &headers),
             ip("10.0.0.5"),
             "nothing trusted: even a private peer is the client"
         );
