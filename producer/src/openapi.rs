@@ -40,7 +40,6 @@ pub struct NewOrder {
         pattern = "^[A-Za-z0-9_-]{1,64}$",
         min_length = 1,
         max_length = 64,
-        required = false,
         nullable = false
     )]
     #[serde(default)]
@@ -170,10 +169,7 @@ fn order_status() {}
 fn my_orders() {}
 
 /// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
-#[utoipa::path(
-    post,
-    path = "/orders",
-    request_body(content = NewOrder, content_type = "application/json"),
+#[utoipa::path(post, path = "/orders", request_body = NewOrder,
     responses(
         (status = 202, description = "Accepted for processing: SQS has stored the order, and the consumer stores it in the database shortly after. An order whose order_id was already used for different content is kept aside (order_conflicts), counted and alarmed on, and not stored", body = Accepted,
             headers(("x-request-id" = String, description = "The request id"))),
