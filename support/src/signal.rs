@@ -39,13 +39,9 @@ impl StopSignals {
 
     /// The next signal; a second call waits for a second one ("stop at once").
     pub async fn recv(&mut self) -> Signal {
-        let Self {
-            interrupt,
-            terminate,
-        } = self;
         tokio::select! {
-            () = next(interrupt) => Signal::Interrupt,
-            () = next(terminate) => Signal::Terminate,
+            () = next(&mut self.interrupt) => Signal::Interrupt,
+            () = next(&mut self.terminate) => Signal::Terminate,
         }
     }
 }
