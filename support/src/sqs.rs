@@ -165,11 +165,7 @@ pub async fn send_all(
 
 /// The calls' results in order, [`CALLS_IN_FLIGHT`] calls at once.
 async fn in_flight<T>(calls: Vec<impl Future<Output = Vec<T>>>) -> Vec<T> {
-    let results: Vec<Vec<T>> = stream::iter(calls)
-        .buffered(CALLS_IN_FLIGHT)
-        .collect()
-        .await;
-    results.into_iter().flatten().collect()
+    stream::iter(calls).buffered(CALLS_IN_FLIGHT).concat().await
 }
 
 /// Sets each message's visibility timeout (receipt handle, seconds) with
