@@ -88,10 +88,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     where
         T: FromStr + PartialOrd + Display,
     {
-        match self.optional(name) {
-            None => Ok(default),
-            Some(value) => within(name, value, &bounds, what),
-        }
+        let value = self.optional(name);
+        value.map_or(Ok(default), |value| within(name, value, &bounds, what))
     }
 
     pub fn required_bounded<T>(
