@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
+use governor::Quota;
 use support::{Env, EnvError, FromEnv};
 
 use crate::client_ip::{InvalidProxy, TrustedProxies};
 use crate::limits::Limits;
 use crate::metrics::DEFAULT_METRICS_ADDR;
-use crate::rate_limit::RateQuota;
 
 /// Orders per second a client may sustain when `RATE_LIMIT_PER_SECOND` is unset.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
@@ -41,7 +41,7 @@ pub struct Config {
     pub sqs_timeout: Duration,
     pub limits: Limits,
     /// `None`: off (`RATE_LIMIT_PER_SECOND=0`).
-    pub rate_limit: Option<RateQuota>,
+    pub rate_limit: Option<Quota>,
     /// `POST /orders` in progress per client, bodies still arriving included.
     pub max_in_flight_per_client: Option<NonZeroUsize>,
     /// Peers whose `X-Forwarded-For` is believed (the load balancer's subnets).
@@ -130,7 +130,7 @@ impl FromEnv for Config {
             let burst = per_second.saturating_add(per_second.get());
             let bounds = NonZeroU32::MIN..=MAX_RATE_LIMIT_BURST;
             let burst = env.bounded("RATE_LIMIT_BURST", burst, bounds, "a whole number");
-            burst.map(|burst| RateQuota::per_second(per_second, burst))
+            burst.map(|burst| Quota::per_second(per_second).allow_burst(burst))
         };
         let rate_limit = NonZeroU32::new(per_second).map(quota).transpose()?;
         let max_in_flight_per_client = NonZeroUsize::new(count(
@@ -252,8 +252,8 @@ mod tests {
     fn clients_are_rate_limited_by_default_and_no_proxy_is_trusted() {
         let config = config(&[("QUEUE_URL", QUEUE_URL)]).expect("valid");
         let quota = config.rate_limit.expect("on by default");
-        assert_eq!(quota.replenish_every, Duration::from_millis(50));
-        assert_eq!(quota.burst.get(), 40);
+        assert_eq!(quota.replenish_interval(), Duration::from_millis(50));
+        assert_eq!(quota.burst_size().get(), 40);
         assert!(config.trusted_proxies.is_empty());
         assert_eq!(
             config.max_in_flight_per_client,
@@ -274,8 +274,8 @@ mod tests {
         .expect("valid");
         assert_eq!(set.max_in_flight_per_client, NonZeroUsize::new(5));
         let quota = set.rate_limit.expect("on");
-        assert_eq!(quota.replenish_every, Duration::from_millis(200));
-        assert_eq!(quota.burst.get(), 7);
+        assert_eq!(quota.replenish_interval(), Duration::from_millis(200));
+        assert_eq!(quota.burst_size().get(), 7);
         assert_eq!(
             set.trusted_proxies,
             TrustedProxies::parse("10.0.0.0/24,10.0.1.0/24").expect("valid")

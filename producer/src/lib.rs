@@ -38,7 +38,7 @@ pub use limits::{ClientCap, Limits};
 pub use metrics::Metrics;
 pub use problem::Problem;
 pub use queue::{EnqueueError, OrderMessage, OrderQueue, SqsOptions, SqsQueue};
-pub use rate_limit::{RateLimit, RateQuota};
+pub use rate_limit::RateLimit;
 pub use routes::{AppState, router};
 
 use std::future::Future;

@@ -1,6 +1,5 @@
 //! A token bucket per client for `POST /orders`: past it, 429 with `Retry-After`.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,22 +15,6 @@ use crate::problem::Problem;
 /// Requests between two sweeps of clients whose bucket is full again.
 const SWEEP_EVERY: u64 = 10_000;
 
-/// A client's bucket: `burst` tokens, one more every `replenish_every`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateQuota {
-    pub replenish_every: Duration,
-    pub burst: NonZeroU32,
-}
-
-impl RateQuota {
-    pub fn per_second(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
-        Self {
-            replenish_every: Duration::from_secs(1) / per_second.get(),
-            burst,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     limiter: Arc<DefaultKeyedRateLimiter<Client>>,
@@ -39,11 +22,8 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub fn new(quota: RateQuota) -> Self {
-        // A zero period is the only way to get None; a nanosecond is as good as unlimited.
-        let quota = Quota::with_period(quota.replenish_every.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(quota.burst);
+    /// A bucket per client, each of `quota`.
+    pub fn new(quota: Quota) -> Self {
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
             checks: Arc::new(AtomicU64::new(0)),
@@ -85,12 +65,11 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::num::NonZeroU32;
 
-    fn one_per_hour(burst: u32) -> RateQuota {
-        RateQuota {
-            replenish_every: Duration::from_secs(3600),
-            burst: NonZeroU32::new(burst).expect("non-zero"),
-        }
+    fn one_per_hour(burst: u32) -> Quota {
+        let hourly = Quota::with_period(Duration::from_secs(3600)).expect("not zero");
+        hourly.allow_burst(NonZeroU32::new(burst).expect("non-zero"))
     }
 
     #[test]
@@ -110,14 +89,5 @@ mod tests {
         assert!(limit.check(&client("198.51.100.7")).is_ok());
         assert!(limit.check(&client("198.51.100.8")).is_ok());
         assert!(limit.check(&client("198.51.100.7")).is_err());
-    }
-
-    #[test]
-    fn a_quota_per_second_replenishes_one_token_per_fraction_of_a_second() {
-        let quota = RateQuota::per_second(
-            NonZeroU32::new(20).expect("20"),
-            NonZeroU32::new(40).expect("40"),
-        );
-        assert_eq!(quota.replenish_every, Duration::from_millis(50));
     }
 }

@@ -11,7 +11,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use producer::catalogue::fixtures;
 use producer::{
     AppState, ClientCap, EnqueueError, Limits, Metrics, OrderMessage, OrderQueue, RateLimit,
-    RateQuota, TrustedProxies,
+    TrustedProxies,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,11 +245,9 @@ async fn a_body_that_stops_arriving_is_a_408_and_the_connection_is_closed() {
     app.stop().await;
 }
 
-fn one_per_hour(burst: u32) -> RateQuota {
-    RateQuota {
-        replenish_every: Duration::from_secs(3600),
-        burst: NonZeroU32::new(burst).expect("non-zero"),
-    }
+fn one_per_hour(burst: u32) -> governor::Quota {
+    let hourly = governor::Quota::with_period(Duration::from_secs(3600)).expect("not zero");
+    hourly.allow_burst(NonZeroU32::new(burst).expect("non-zero"))
 }
 
 async fn post_from(http: &reqwest::Client, app: &App, forwarded_for: &str) -> reqwest::Response {

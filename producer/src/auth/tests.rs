@@ -385,15 +385,13 @@ mod over_http {
     #[tokio::test]
     async fn signed_in_customers_behind_one_address_have_limits_of_their_own() {
         use crate::limits::ClientCap;
-        use crate::rate_limit::{RateLimit, RateQuota};
-        use std::num::{NonZeroU32, NonZeroUsize};
+        use crate::rate_limit::RateLimit;
+        use governor::Quota;
+        use std::num::NonZeroUsize;
 
         let alb = Alb::new();
         let queue = Arc::new(Kept::default());
-        let one_an_hour = RateQuota {
-            replenish_every: Duration::from_secs(3600),
-            burst: NonZeroU32::MIN,
-        };
+        let one_an_hour = Quota::with_period(Duration::from_secs(3600)).expect("not zero");
         // Every request comes from the same address (no peer is recorded: a
         // carrier-grade NAT, say), from two customers.
         let app = router(
