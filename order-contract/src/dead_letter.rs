@@ -126,7 +126,7 @@ impl Failure {
     /// parser's error can quote the body.
     pub fn attributes(&self) -> Vec<FailureAttribute> {
         let failed_at = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let detail = self.detail.as_deref().map(|d| sendable(bounded(d)));
+        let detail = self.detail.as_deref().map(sendable_detail);
         [
             (CLASS_ATTRIBUTE, Some(self.class.to_string())),
             (DETAIL_ATTRIBUTE, detail),
@@ -174,22 +174,19 @@ impl Failure {
     }
 }
 
-/// `text` with each character SQS refuses in a message replaced by U+FFFD:
-/// SQS takes tab, line feed, carriage return and U+0020 up, except U+FFFE
-/// and U+FFFF (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
-fn sendable(text: &str) -> String {
-    text.chars()
+/// `text` cut to at most [`MAX_DETAIL_LEN`] bytes at a character boundary,
+/// each character SQS refuses in a message replaced by U+FFFD: SQS takes tab,
+/// line feed, carriage return and U+0020 up, except U+FFFE and U+FFFF
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>).
+fn sendable_detail(text: &str) -> String {
+    text[..text.floor_char_boundary(MAX_DETAIL_LEN)]
+        .chars()
         .map(|c| match c {
             '\t' | '\n' | '\r' => c,
             '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => char::REPLACEMENT_CHARACTER,
             _ => c,
         })
         .collect()
-}
-
-/// `text` cut to at most [`MAX_DETAIL_LEN`] bytes, at a character boundary.
-fn bounded(text: &str) -> &str {
-    &text[..text.floor_char_boundary(MAX_DETAIL_LEN)]
 }
 
 #[cfg(test)]
