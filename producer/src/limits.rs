@@ -112,7 +112,16 @@ impl ClientCap {
                 "refusing a request: its client has too many in progress"
             );
             metrics.over_client_cap();
-            return Err(over_client_cap(self.max));
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "This client already has {} requests in progress; nothing was queued. Retry \
+                     the same request in {SHED_RETRY_AFTER_SECS} second, once some of them have \
+                     been answered.",
+                    self.max
+                ),
+            )
+            .with_retry_after(SHED_RETRY_AFTER_SECS));
         }
         *count += 1;
         Ok(ClientSlot {
@@ -139,18 +148,6 @@ impl Drop for ClientSlot {
             }
         }
     }
-}
-
-/// The answer to a client that already holds its cap of requests.
-fn over_client_cap(max: usize) -> Problem {
-    Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!(
-            "This client already has {max} requests in progress; nothing was queued. Retry the \
-             same request in {SHED_RETRY_AFTER_SECS} second, once some of them have been answered."
-        ),
-    )
-    .with_retry_after(SHED_RETRY_AFTER_SECS)
 }
 
 /// The answer to a request shed before anything was queued.
