@@ -35,18 +35,12 @@ pub struct OrderMessage {
     pub request_id: Option<String>,
 }
 
-impl From<String> for OrderMessage {
-    fn from(body: String) -> Self {
-        Self {
-            body,
-            request_id: None,
-        }
-    }
-}
-
 impl From<&str> for OrderMessage {
     fn from(body: &str) -> Self {
-        Self::from(body.to_owned())
+        Self {
+            body: body.to_owned(),
+            request_id: None,
+        }
     }
 }
 

@@ -313,7 +313,7 @@ mod tests {
         let batcher = Arc::new(Batcher::spawn(sender.clone(), settings(1)));
         let send = |body: String| {
             let batcher = Arc::clone(&batcher);
-            tokio::spawn(async move { (body.clone(), batcher.send(body.into()).await) })
+            tokio::spawn(async move { (body.clone(), batcher.send(body.as_str().into()).await) })
         };
         // The first send takes the only slot and is held at the gate…
         let first = send("first".into());
@@ -467,8 +467,8 @@ mod tests {
             },
         ));
         let send = |body: &str| {
-            let (batcher, body) = (Arc::clone(&batcher), body.to_owned());
-            tokio::spawn(async move { batcher.send(body.into()).await })
+            let (batcher, message) = (Arc::clone(&batcher), body.into());
+            tokio::spawn(async move { batcher.send(message).await })
         };
         let first = send("first");
         until("the first batch is out", || sender.batches().len() == 1).await;
