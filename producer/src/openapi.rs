@@ -1,6 +1,7 @@
 //! `GET /openapi.json`: the API described in OpenAPI 3.1, generated from the
-//! code (utoipa): the request schema, every status of every route, and the
-//! problem body. `scripts/test` runs schemathesis against it.
+//! code (utoipa): the request schema and the problem body here, every status
+//! of a route on its handler in `routes` (of the status function's two, here).
+//! `scripts/test` runs schemathesis against it.
 // The types and functions here exist for the derives (and the tests) only.
 #![allow(dead_code)]
 
@@ -11,7 +12,11 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::catalogue::Catalogue;
-use crate::routes::{Accepted, Me};
+// By name: listed as `routes::…`, utoipa would tag the paths `routes`.
+use crate::routes::{
+    __path_catalogue, __path_healthz, __path_me, __path_openapi_json, __path_place_order,
+    __path_readyz,
+};
 
 /// A new order: the body of `POST /orders`. Mirrors the contract's rules
 /// (`order_contract::OrderRequest` and its validation); a unit test keeps the
@@ -70,7 +75,8 @@ pub struct NewLineItem {
 // [`crate::problem::Problem`] as the document shows it: the fields it serializes.
 /// One error answer (`application/problem+json`, RFC 9457).
 #[derive(Serialize, utoipa::ToSchema)]
-struct Problem {
+#[schema(as = Problem)]
+pub(crate) struct ProblemBody {
     /// A URI naming the kind of problem; `about:blank` means "see the status".
     #[serde(rename = "type")]
     #[schema(example = "about:blank")]
@@ -149,9 +155,9 @@ const STATUS_FUNCTION: &str = "Answered by the status function, to which the loa
     params(("order_id" = Uuid, Path, description = "The order's id, as placed", example = "3f0c1b6e-6a3b-4f7e-9d43-1b8d6f2a9c10")),
     responses(
         (status = 200, description = "Stored, or kept aside because its id was already used for a different order", body = OrderStatus),
-        (status = 401, description = "The request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No order with this id is stored for this customer, yet: an order answered 202 a moment ago is on its way. Another customer's order is answered the same", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The shop's database cannot be reached: an accepted order is safe in the queue; look again after Retry-After", body = Problem, content_type = "application/problem+json",
+        (status = 401, description = "The request carries no valid sign-in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No order with this id is stored for this customer, yet: an order answered 202 a moment ago is on its way. Another customer's order is answered the same", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The shop's database cannot be reached: an accepted order is safe in the queue; look again after Retry-After", body = ProblemBody, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
@@ -161,68 +167,12 @@ fn order_status() {}
 #[utoipa::path(get, path = "/orders", description = STATUS_FUNCTION,
     responses(
         (status = 200, description = "The customer's newest orders first, stored or kept aside", body = MyOrders),
-        (status = 401, description = "The request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The shop's database cannot be reached: accepted orders are safe in the queue; look again after Retry-After", body = Problem, content_type = "application/problem+json",
+        (status = 401, description = "The request carries no valid sign-in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The shop's database cannot be reached: accepted orders are safe in the queue; look again after Retry-After", body = ProblemBody, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
     )
 )]
 fn my_orders() {}
-
-/// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
-#[utoipa::path(post, path = "/orders", request_body = NewOrder,
-    responses(
-        (status = 202, description = "Accepted for processing: SQS has stored the order, and the consumer stores it in the database shortly after. An order whose order_id was already used for different content is kept aside (order_conflicts), counted and alarmed on, and not stored", body = Accepted,
-            headers(("x-request-id" = String, description = "The request id"))),
-        (status = 400, description = "The body is not JSON (or not UTF-8)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Sign-in is on and the request carries no valid sign-in from the load balancer (the load balancer's own 401 has no body)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The customer_id is not the signed-in customer's, or the signed-in user id is not a valid customer id", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive in time; the connection is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The content type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A line's unit_price_cents is not the catalogue's (the customer saw an old price); nothing was queued. `catalogue` holds the current catalogue: show its prices and send the order again at them (the same order_id may be reused, since nothing was queued)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range, a SKU is not in the catalogue, or the currency is not the catalogue's; `field` names it (e.g. `items[2].sku`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "This client is over its rate, or already has too many requests in progress; nothing was queued: send the same request again after Retry-After", body = Problem, content_type = "application/problem+json",
-            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
-        (status = 503, description = "Shed or no valid catalogue (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = Problem, content_type = "application/problem+json",
-            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
-    )
-)]
-fn place_order() {}
-
-/// `GET /catalogue`: what the shop sells, at what price.
-#[utoipa::path(get, path = "/catalogue", responses(
-    (status = 200, description = "The catalogue orders are priced by; cacheable for a minute (a price replaced since is still accepted for 15 minutes)", body = Catalogue),
-    (status = 503, description = "No valid catalogue has been loaded", body = Problem, content_type = "application/problem+json",
-        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
-))]
-fn catalogue() {}
-
-/// `GET /healthz`: the process is up.
-#[utoipa::path(get, path = "/healthz", responses(
-    (status = 200, description = "Alive", body = Status),
-))]
-fn healthz() {}
-
-/// `GET /readyz`: orders can be accepted.
-#[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "The sender runs and the queue was reachable at the last check", body = Status),
-    (status = 503, description = "No valid catalogue has been loaded, the queue cannot be reached, or this instance's sender has stopped", body = Problem, content_type = "application/problem+json",
-        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
-))]
-fn readyz() {}
-
-/// `GET /me`: who is signed in.
-#[utoipa::path(get, path = "/me", responses(
-    (status = 200, description = "`sign_in` is `on` with the signed-in `customer_id`, or `off` (trial mode: orders name their customer)", body = Me),
-    (status = 401, description = "Sign-in is on and the request carries no valid sign-in", body = Problem, content_type = "application/problem+json"),
-))]
-fn me() {}
-
-/// `GET /openapi.json`: this document.
-#[utoipa::path(get, path = "/openapi.json", responses(
-    (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
-))]
-fn openapi_json() {}
 
 #[derive(OpenApi)]
 #[openapi(

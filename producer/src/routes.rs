@@ -23,11 +23,12 @@ use tracing::Level;
 use uuid::Uuid;
 
 use crate::auth::{self, SignedIn, Verifier};
-use crate::catalogue::Prices;
+use crate::catalogue::{Catalogue, Prices};
 use crate::client_ip::TrustedProxies;
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
 use crate::metrics::Metrics;
+use crate::openapi::{NewOrder, ProblemBody, Status};
 use crate::problem::Problem;
 use crate::queue::{EnqueueError, OrderMessage, OrderQueue};
 use crate::rate_limit::RateLimit;
@@ -238,7 +239,25 @@ async fn per_client<Q>(
     Ok(next.run(request).await)
 }
 
-/// `POST /orders`: validate, take an in-flight slot, enqueue, answer 202.
+/// `POST /orders`: validate, enqueue, answer once SQS has stored the order.
+#[utoipa::path(post, path = "/orders", request_body = NewOrder,
+    responses(
+        (status = 202, description = "Accepted for processing: SQS has stored the order, and the consumer stores it in the database shortly after. An order whose order_id was already used for different content is kept aside (order_conflicts), counted and alarmed on, and not stored", body = Accepted,
+            headers(("x-request-id" = String, description = "The request id"))),
+        (status = 400, description = "The body is not JSON (or not UTF-8)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Sign-in is on and the request carries no valid sign-in from the load balancer (the load balancer's own 401 has no body)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The customer_id is not the signed-in customer's, or the signed-in user id is not a valid customer id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time; the connection is closed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The content type is not application/json", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A line's unit_price_cents is not the catalogue's (the customer saw an old price); nothing was queued. `catalogue` holds the current catalogue: show its prices and send the order again at them (the same order_id may be reused, since nothing was queued)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range, a SKU is not in the catalogue, or the currency is not the catalogue's; `field` names it (e.g. `items[2].sku`)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "This client is over its rate, or already has too many requests in progress; nothing was queued: send the same request again after Retry-After", body = ProblemBody, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+        (status = 503, description = "Shed or no valid catalogue (nothing was queued), or SQS did not confirm in time: the order may have been queued, retry with the same order_id", body = ProblemBody, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+    )
+)]
 async fn place_order<Q: OrderQueue>(
     State(state): State<Arc<AppState<Q>>>,
     request_id: Option<Extension<RequestId>>,
@@ -313,6 +332,11 @@ pub(crate) struct Me {
     customer_id: Option<String>,
 }
 
+/// `GET /me`: who is signed in.
+#[utoipa::path(get, path = "/me", responses(
+    (status = 200, description = "`sign_in` is `on` with the signed-in `customer_id`, or `off` (trial mode: orders name their customer)", body = Me),
+    (status = 401, description = "Sign-in is on and the request carries no valid sign-in", body = ProblemBody, content_type = "application/problem+json"),
+))]
 async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
     let sign_in = if customer_id.is_some() { "on" } else { "off" };
     Json(Me {
@@ -321,6 +345,10 @@ async fn me(Extension(SignedIn(customer_id)): Extension<SignedIn>) -> Json<Me> {
     })
 }
 
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json"),
+))]
 async fn openapi_json() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -333,6 +361,12 @@ async fn openapi_json() -> impl IntoResponse {
 /// and anything older gets a `409` with the current prices, never a wrong charge.
 const CATALOGUE_MAX_AGE_SECS: u64 = 60;
 
+/// `GET /catalogue`: what the shop sells, at what price.
+#[utoipa::path(get, path = "/catalogue", responses(
+    (status = 200, description = "The catalogue orders are priced by; cacheable for a minute (a price replaced since is still accepted for 15 minutes)", body = Catalogue),
+    (status = 503, description = "No valid catalogue has been loaded", body = ProblemBody, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+))]
 async fn catalogue<Q>(State(state): State<Arc<AppState<Q>>>) -> Result<Response, Problem> {
     let catalogue = state.prices.current();
     let catalogue = catalogue.ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
@@ -340,12 +374,20 @@ async fn catalogue<Q>(State(state): State<Arc<AppState<Q>>>) -> Result<Response,
     Ok(([(header::CACHE_CONTROL, cache)], Json(catalogue)).into_response())
 }
 
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "Alive", body = Status),
+))]
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
-/// `GET /readyz`: a catalogue is loaded, the sender runs and the queue was
-/// reachable at the last (cached) check.
+/// `GET /readyz`: orders can be accepted.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "The sender runs and the queue was reachable at the last check", body = Status),
+    (status = 503, description = "No valid catalogue has been loaded, the queue cannot be reached, or this instance's sender has stopped", body = ProblemBody, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
+))]
 async fn readyz<Q: OrderQueue>(State(state): State<Arc<AppState<Q>>>) -> Result<Response, Problem> {
     if state.prices.current().is_none() {
         tracing::warn!("no valid catalogue: orders cannot be priced");
