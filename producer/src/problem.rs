@@ -68,16 +68,13 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = self.body.status_code();
-        let retry_after = self.retry_after_secs;
-        let close = self.close_connection;
-        let mut response = (status, axum::Json(&self)).into_response();
+        let mut response = (self.body.status_code(), axum::Json(&self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(secs) = retry_after {
+        if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if close {
+        if self.close_connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
