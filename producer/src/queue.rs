@@ -147,17 +147,13 @@ impl SqsQueue {
         queue_url: impl Into<String>,
         options: impl Into<SqsOptions>,
     ) -> Self {
-        let SqsOptions {
-            timeout,
-            max_waiting,
-            metrics,
-        } = options.into();
-        let connect_timeout = timeout.min(Duration::from_secs(3));
+        let options: SqsOptions = options.into();
+        let timeout = options.timeout;
         let sqs = sqs
             .to_builder()
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(connect_timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(3)))
                     // Leave room for a retry when one attempt hangs.
                     .operation_attempt_timeout(timeout / 2)
                     .operation_timeout(timeout)
@@ -167,13 +163,13 @@ impl SqsQueue {
         let sqs = Sqs {
             client: Client::from_conf(sqs),
             queue_url: queue_url.into(),
-            metrics,
+            metrics: options.metrics,
         };
         let batcher = Batcher::spawn(
             sqs.clone(),
             BatcherSettings {
                 max_in_flight: MAX_BATCHES_IN_FLIGHT,
-                capacity: max_waiting,
+                capacity: options.max_waiting,
                 deadline: timeout + MAX_QUEUE_WAIT,
             },
         );
