@@ -227,12 +227,16 @@ mod tests {
             let problem = extract(request(content_type, order()))
                 .await
                 .expect_err("unsupported");
-            assert_eq!(problem.status, 415, "{content_type:?}");
-            assert!(problem.detail.contains(named), "{}", problem.detail);
+            assert_eq!(problem.body.status, 415, "{content_type:?}");
             assert!(
-                problem.detail.contains("application/json"),
+                problem.body.detail.contains(named),
                 "{}",
-                problem.detail
+                problem.body.detail
+            );
+            assert!(
+                problem.body.detail.contains("application/json"),
+                "{}",
+                problem.body.detail
             );
         }
     }
@@ -242,15 +246,15 @@ mod tests {
         let problem = extract(request(Some("application/json"), vec![0xff, 0xfe]))
             .await
             .expect_err("not UTF-8");
-        assert_eq!(problem.status, 400);
+        assert_eq!(problem.body.status, 400);
         let mut invalid = order_request();
         invalid["items"][0]["quantity"] = 0.into();
         let invalid = invalid.to_string();
         let problem = extract(request(Some("application/json"), invalid))
             .await
             .expect_err("invalid");
-        assert_eq!(problem.status, 422);
-        assert_eq!(problem.field.as_deref(), Some("items[0].quantity"));
+        assert_eq!(problem.body.status, 422);
+        assert_eq!(problem.body.field.as_deref(), Some("items[0].quantity"));
     }
 
     #[tokio::test]
@@ -282,7 +286,7 @@ mod tests {
         let problem = extract(request(Some("application/json"), Body::from_stream(stream)))
             .await
             .expect_err("too slow");
-        assert_eq!(problem.status, 408);
+        assert_eq!(problem.body.status, 408);
         assert!(problem.close_connection);
         drop(sender);
     }

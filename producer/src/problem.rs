@@ -1,7 +1,6 @@
 //! Error answers: [`support::problem::Problem`], plus what only the producer
 //! adds, a `catalogue` on a `409` and closing the connection.
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,7 +14,7 @@ use crate::catalogue::Catalogue;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     #[serde(flatten)]
-    body: support::problem::Problem,
+    pub body: support::problem::Problem,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<Arc<Catalogue>>,
     /// `Connection: close`: the rest of the request was not read.
@@ -30,13 +29,6 @@ impl From<support::problem::Problem> for Problem {
             catalogue: None,
             close_connection: false,
         }
-    }
-}
-
-impl Deref for Problem {
-    type Target = support::problem::Problem;
-    fn deref(&self) -> &Self::Target {
-        &self.body
     }
 }
 
@@ -71,7 +63,7 @@ impl IntoResponse for Problem {
         let mut response = (self.body.status_code(), axum::Json(&self)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(secs) = self.retry_after_secs {
+        if let Some(secs) = self.body.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.close_connection {

@@ -273,7 +273,7 @@ async fn place_order<Q: OrderQueue>(
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
     let catalogue_version = state.prices.check(&order).map_err(|unpriced| {
         let problem = Problem::from(unpriced);
-        tracing::info!(status = problem.status, field = ?problem.field, "order not priced by the catalogue");
+        tracing::info!(status = problem.body.status, field = ?problem.body.field, "order not priced by the catalogue");
         problem
     })?;
     tracing::Span::current().record("catalogue_version", catalogue_version.as_str());

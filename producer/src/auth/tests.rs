@@ -195,7 +195,7 @@ async fn an_unknown_kid_is_refused() {
         matches!(&refused, Refused::Invalid(why) if why.starts_with("unknown kid")),
         "{refused}"
     );
-    assert_eq!(Problem::from(refused).status, 401);
+    assert_eq!(Problem::from(refused).body.status, 401);
 }
 
 #[tokio::test]
@@ -213,7 +213,7 @@ async fn a_key_endpoint_that_is_down_makes_sign_ins_uncheckable_not_invalid() {
     );
     let problem = Problem::from(refused);
     assert_eq!(
-        (problem.status, problem.retry_after_secs),
+        (problem.body.status, problem.body.retry_after_secs),
         (503, Some(RETRY_AFTER_SECS))
     );
 }
@@ -225,7 +225,7 @@ async fn a_subject_that_is_no_customer_id_is_forbidden_not_unauthenticated() {
     let token = alb.token(header(), "auth0|5f7c8ec7c33c6c004bbafe82");
     let refused = refused(&verifier, &token).await;
     assert!(matches!(&refused, Refused::NotACustomerId(_)), "{refused}");
-    assert_eq!(Problem::from(refused).status, 403);
+    assert_eq!(Problem::from(refused).body.status, 403);
 }
 
 #[test]
