@@ -139,12 +139,9 @@ impl FromEnv for Config {
             0,
         )?);
         let proxies = env.optional("TRUSTED_PROXIES").unwrap_or_default();
-        let trusted_proxies = TrustedProxies::parse(&proxies)?;
-        let sign_in = crate::auth::SignInConfig::read(env)?;
 
         Ok(Self {
             catalogue_path,
-            sign_in,
             queue_url,
             bind_addr,
             metrics_addr,
@@ -152,7 +149,8 @@ impl FromEnv for Config {
             limits,
             rate_limit,
             max_in_flight_per_client,
-            trusted_proxies,
+            trusted_proxies: TrustedProxies::parse(&proxies)?,
+            sign_in: crate::auth::SignInConfig::read(env)?,
         })
     }
 }
