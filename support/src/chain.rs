@@ -4,14 +4,10 @@ use std::error::Error;
 
 /// `outer: cause: cause`.
 pub fn error_chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let causes = std::iter::successors(err.source(), |&cause| cause.source());
+    let mut parts = vec![err.to_string()];
+    parts.extend(causes.map(ToString::to_string));
+    parts.join(": ")
 }
 
 /// Like [`error_chain`], leaving out a text the previous part already contains
