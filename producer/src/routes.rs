@@ -23,7 +23,7 @@ use tracing::Level;
 use uuid::Uuid;
 
 use crate::auth::{self, SignedIn, Verifier};
-use crate::catalogue::{Catalogue, Prices};
+use crate::catalogue::{Catalogue, Prices, Unpriced};
 use crate::client_ip::TrustedProxies;
 use crate::extract::{BodyReadTimeout, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
@@ -368,8 +368,7 @@ const CATALOGUE_MAX_AGE_SECS: u64 = 60;
         headers(("retry-after" = u64, description = "Seconds until a retry may succeed"))),
 ))]
 async fn catalogue<Q>(State(state): State<Arc<AppState<Q>>>) -> Result<Response, Problem> {
-    let catalogue = state.prices.current();
-    let catalogue = catalogue.ok_or(crate::catalogue::Unpriced::NoCatalogue)?;
+    let catalogue = state.prices.current().ok_or(Unpriced::NoCatalogue)?;
     let cache = format!("public, max-age={CATALOGUE_MAX_AGE_SECS}");
     Ok(([(header::CACHE_CONTROL, cache)], Json(catalogue)).into_response())
 }
