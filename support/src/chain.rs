@@ -17,14 +17,12 @@ pub fn error_chain_once(
     err: &(dyn Error + 'static),
     is_last: impl Fn(&(dyn Error + 'static)) -> bool,
 ) -> String {
+    let chain = std::iter::successors(Some(err), |&err| err.source().filter(|_| !is_last(err)));
     let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(err) = next {
-        let text = err.to_string();
+    for text in chain.map(ToString::to_string) {
         if !parts.last().is_some_and(|last| last.contains(&text)) {
             parts.push(text);
         }
-        next = if is_last(err) { None } else { err.source() };
     }
     parts.join(": ")
 }
