@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::auth::{self, SignedIn, Verifier};
 use crate::catalogue::{Catalogue, Prices, Unpriced};
 use crate::client_ip::TrustedProxies;
-use crate::extract::{BodyReadTimeout, ValidOrder};
+use crate::extract::{BodyReadTimeout, MAX_BODY_BYTES, ValidOrder};
 use crate::limits::{self, ClientCap, InFlight, Limits};
 use crate::metrics::Metrics;
 use crate::openapi::{NewOrder, ProblemBody, Status};
@@ -35,7 +35,6 @@ use crate::rate_limit::RateLimit;
 use crate::readiness::{DEFAULT_READY_CACHE, ReadinessCache};
 use crate::request_id;
 
-pub use crate::extract::MAX_BODY_BYTES;
 /// What `Retry-After` tells clients when the queue is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
