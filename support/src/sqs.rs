@@ -154,10 +154,8 @@ pub async fn send_all(
     for batch in batches(entries, entry_size) {
         let count = batch.len();
         calls.push(async move {
-            match send_batch(client, queue_url, batch).await {
-                Ok(outcomes) => outcomes,
-                Err(err) => vec![Outcome::NotSent(Arc::new(err)); count],
-            }
+            let sent = send_batch(client, queue_url, batch).await;
+            sent.unwrap_or_else(|err| vec![Outcome::NotSent(Arc::new(err)); count])
         });
     }
     in_flight(calls).await
