@@ -31,7 +31,8 @@ impl TestDatabase {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create a test database");
-        let url = with_database(admin_url, &name);
+        let (server, _) = admin_url.rsplit_once('/').expect("a URL with a path");
+        let url = format!("{server}/{name}");
         Self { name, url }
     }
 
@@ -55,11 +56,6 @@ pub async fn connect(url: &str) -> Client {
         .unwrap_or_else(|err| panic!("connect to {url}: {err}"));
     tokio::spawn(connection);
     client
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("a URL with a path");
-    format!("{base}/{database}")
 }
 
 /// A PostgreSQL cluster of the test's own, for tests that stop the database.
@@ -130,10 +126,6 @@ impl PostgresServer {
         server
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// A superuser URL for the `postgres` database of this server.
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -163,19 +155,11 @@ impl PostgresServer {
         let args = ["pg_ctl", "-D", &self.data(), "-l", &log, "-o", &options];
         self.pg(&args, "-w start");
         let url = self.admin_url();
-        eventually(
-            "the private PostgreSQL to accept connections",
-            Duration::from_secs(30),
-            || {
-                let url = url.clone();
-                async move {
-                    tokio_postgres::connect(&url, NoTls)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-            },
-        )
+        let accepting = "the private PostgreSQL to accept connections";
+        eventually(accepting, Duration::from_secs(30), || async {
+            let connected = tokio_postgres::connect(&url, NoTls).await;
+            connected.map(drop).map_err(|err| err.to_string())
+        })
         .await;
     }
 
