@@ -145,10 +145,7 @@ impl Cli {
             }
             Command::RetrySchedule { template, backoff } => {
                 let template = Template::from_file(&template)?;
-                let policy = RetryPolicy {
-                    backoff: backoff.backoff()?,
-                    max_receive_count: max_receive_count(template.queues.max_receive_count)?,
-                };
+                let policy = backoff.policy(template.queues.max_receive_count)?;
                 print!("{}", crate::schedule::describe(&policy, 2));
             }
             Command::Migrate {
@@ -224,13 +221,10 @@ impl Run {
         let config = DatabaseConfig::from_url(&self.database_url)?;
         let store = PgStore::new(config, settings.max_concurrency).await?;
         let sqs = sqs_client().await;
-        let policy = RetryPolicy {
-            backoff: self.backoff.backoff()?,
-            max_receive_count: max_receive_count(
-                self.max_receive_count
-                    .unwrap_or(template.queues.max_receive_count),
-            )?,
-        };
+        let max_receive_count = self
+            .max_receive_count
+            .unwrap_or(template.queues.max_receive_count);
+        let policy = self.backoff.policy(max_receive_count)?;
         let probe = BatchProbe::of(&store, policy);
         let figures = LocalFigures::new(self.batch_log.clone());
         let mut trips = TripPolicy::new(policy.max_receive_count.get());
@@ -345,19 +339,21 @@ struct BackoffArgs {
 }
 
 impl BackoffArgs {
-    fn backoff(&self) -> anyhow::Result<Backoff> {
+    /// The consumer's retry policy with this backoff and the queue's `max_receive_count`.
+    fn policy(&self, max_receive_count: u32) -> anyhow::Result<RetryPolicy> {
         let (base, cap) = (self.retry_base_seconds, self.retry_cap_seconds);
-        Backoff::new(Duration::from_secs(base), self.retry_multiplier, Duration::from_secs(cap))
-            .context("--retry-base-seconds and --retry-cap-seconds must be at least 1, --retry-multiplier at least 1")
+        let backoff = Backoff::new(Duration::from_secs(base), self.retry_multiplier, Duration::from_secs(cap))
+            .context("--retry-base-seconds and --retry-cap-seconds must be at least 1, --retry-multiplier at least 1")?;
+        let max_receive_count = MaxReceiveCount::new(max_receive_count).with_context(|| {
+            format!(
+                "maxReceiveCount {max_receive_count} leaves the consumer no retry: use {} to {}",
+                MaxReceiveCount::MIN,
+                MaxReceiveCount::MAX
+            )
+        })?;
+        Ok(RetryPolicy {
+            backoff,
+            max_receive_count,
+        })
     }
-}
-
-fn max_receive_count(count: u32) -> anyhow::Result<MaxReceiveCount> {
-    MaxReceiveCount::new(count).with_context(|| {
-        format!(
-            "maxReceiveCount {count} leaves the consumer no retry: use {} to {}",
-            MaxReceiveCount::MIN,
-            MaxReceiveCount::MAX
-        )
-    })
 }
