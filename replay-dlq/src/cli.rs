@@ -144,8 +144,6 @@ pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-const STOPPING: &str = "stopping after the batch in flight (Ctrl-C again stops at once;";
-
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let report = match self.command {
@@ -181,10 +179,8 @@ impl Cli {
                     Some(url) => url,
                     None => source_queue(&sqs, dlq).await?,
                 };
-                let stop = stop_on_signals(
-                    "messages in flight then reappear in the DLQ after --visibility-timeout",
-                );
-                let mut progress = progress_for_terminal("replay");
+                let then = "messages in flight then reappear in the DLQ after --visibility-timeout";
+                let (mut progress, stop) = reporting("replay", then);
                 replay(&sqs, dlq, &to, &walk, progress.as_mut(), stop).await?
             }
             Command::Export {
@@ -194,8 +190,8 @@ impl Cli {
                 walk,
             } => {
                 let (sqs, dlq) = (sqs_client().await?, dlq.url());
-                let stop = stop_on_signals("what was not deleted stays in the DLQ");
-                let mut progress = progress_for_terminal("export");
+                let (mut progress, stop) =
+                    reporting("export", "what was not deleted stays in the DLQ");
                 export(&sqs, dlq, &file, delete, &walk, progress.as_mut(), stop).await?
             }
             Command::Import {
@@ -205,8 +201,7 @@ impl Cli {
                 dry_run,
             } => {
                 let sqs = sqs_client().await?;
-                let stop = stop_on_signals("a re-run resumes from the journal");
-                let mut progress = progress_for_terminal("import");
+                let (mut progress, stop) = reporting("import", "a re-run resumes from the journal");
                 import(&sqs, &file, &to, rate, dry_run, progress.as_mut(), stop).await?
             }
         };
@@ -230,29 +225,31 @@ async fn sqs_client() -> anyhow::Result<aws_sdk_sqs::Client> {
     Ok(aws_sdk_sqs::Client::new(&config))
 }
 
-/// A bar when a person watches stderr, plain lines when it goes to a log.
-fn progress_for_terminal(label: &'static str) -> Box<dyn Progress> {
-    if std::io::stderr().is_terminal() {
+/// Where `label`'s run reports (a bar when a person watches stderr, plain
+/// lines when it goes to a log), and a stop that turns true on the first
+/// Ctrl-C or SIGTERM, saying so and `then`; a second one ends the process at once.
+fn reporting(
+    label: &'static str,
+    then: &'static str,
+) -> (Box<dyn Progress>, watch::Receiver<bool>) {
+    let progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(Bar::new(std::io::stdout()))
     } else {
         Box::new(Lines::new(label, std::io::stdout(), std::io::stderr()))
-    }
-}
-
-/// Turns true on the first Ctrl-C or SIGTERM, saying so and `then`; a second
-/// one ends the process at once.
-fn stop_on_signals(then: &'static str) -> watch::Receiver<bool> {
+    };
     let (stop, stopped) = watch::channel(false);
     let mut signals = StopSignals::listen();
     tokio::spawn(async move {
         signals.recv().await;
-        eprintln!("replay-dlq: {STOPPING} {then})");
+        eprintln!(
+            "replay-dlq: stopping after the batch in flight (Ctrl-C again stops at once; {then})"
+        );
         let _ = stop.send(true);
         signals.recv().await;
         eprintln!("replay-dlq: stopped at once");
         std::process::exit(130);
     });
-    stopped
+    (progress, stopped)
 }
 
 #[cfg(test)]
