@@ -258,14 +258,13 @@ impl Producer {
     ) -> anyhow::Result<Self> {
         let addr = free_addr().await?;
         let metrics = free_addr().await?;
-        let mut command = match batching {
-            true => Command::new(binary),
-            false => Command::new(std::env::current_exe()?),
+        let program = if batching {
+            binary.to_owned()
+        } else {
+            std::env::current_exe()?
         };
-        if !batching {
-            command.arg("baseline-producer");
-        }
-        let child = command
+        let child = Command::new(program)
+            .args((!batching).then_some("baseline-producer"))
             .env("QUEUE_URL", queue_url)
             .env("BIND_ADDR", addr.to_string())
             .env("METRICS_ADDR", metrics.to_string())
@@ -322,15 +321,12 @@ impl Producer {
         if let Some(pid) = self.child.id() {
             // SIGTERM: the producer drains and exits.
             let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
+                .args(["-TERM", &pid.to_string()])
                 .status()
                 .await;
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
+        let exited = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        if exited.is_err() {
             let _ = self.child.kill().await;
         }
     }
