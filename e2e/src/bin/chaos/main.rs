@@ -120,11 +120,10 @@ async fn main() -> anyhow::Result<()> {
     connect_and_prepare(config, &[Role::writer(DEFAULT_WRITER, None)?]).await?;
     // A timed run takes every time constant from the template, as deployed,
     // unless told to compress them; the schedule's runs compress them.
-    let template = || Template::from_file(&args.template);
     let real = (timed.is_some() && !args.compress)
-        .then(template)
-        .transpose();
-    let real = real.with_context(|| format!("read the time constants of {}", args.template))?;
+        .then(|| Template::from_file(&args.template))
+        .transpose()
+        .with_context(|| format!("read the time constants of {}", args.template))?;
     // The queue pair as the template declares it (visibility timeout,
     // retentions, redrive policy), as local-esm creates it for `scripts/dev`.
     let compressed = QueueSettings {

@@ -8,14 +8,6 @@ use tokio::process::{Child, Command};
 
 use crate::Args;
 
-/// Settings local-esm also takes from its environment: a run sets them itself
-/// or not at all, whatever the caller's shell exports.
-pub(crate) const CONSUMER_ENV_OVERRIDES: [&str; 3] = [
-    "RETRY_BASE_SECONDS",
-    "RETRY_MULTIPLIER",
-    "MAX_RECEIVE_COUNT",
-];
-
 /// A child process that can be stopped and started again with the same command.
 pub(crate) struct Service {
     name: &'static str,
@@ -53,11 +45,12 @@ impl Service {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|err| panic!("open {}: {err}", self.log));
-        let mut command = Command::new(&self.program);
-        for name in CONSUMER_ENV_OVERRIDES {
-            command.env_remove(name);
-        }
-        let child = command
+        let child = Command::new(&self.program)
+            // Settings local-esm also takes from its environment: a run sets
+            // them itself or not at all, whatever the caller's shell exports.
+            .env_remove("RETRY_BASE_SECONDS")
+            .env_remove("RETRY_MULTIPLIER")
+            .env_remove("MAX_RECEIVE_COUNT")
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
