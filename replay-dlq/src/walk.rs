@@ -256,14 +256,9 @@ impl<'a> Walk<'a> {
                 () = stopped(&mut self.stop) => return Err(End::Interrupted),
                 () = self.pacer.ready() => {}
             }
-            let received = receive(
-                self.sqs,
-                self.dlq_url,
-                want,
-                self.options.visibility_timeout_secs,
-            )
-            .await
-            .map_err(|err| End::Aborted(err.into()))?;
+            let visibility = self.options.visibility_timeout_secs;
+            let received = receive(self.sqs, self.dlq_url, want, visibility).await;
+            let received = received.map_err(|err| End::Aborted(err.into()))?;
             if received.is_empty() {
                 return Err(End::Drained);
             }
@@ -355,34 +350,26 @@ impl<'a> Walk<'a> {
                 .build()
                 .ok()
         });
-        let answer = self
-            .sqs
-            .delete_message_batch()
-            .queue_url(self.dlq_url)
-            .set_entries(Some(entries.collect()))
-            .send()
-            .await
+        let request = self.sqs.delete_message_batch().queue_url(self.dlq_url);
+        let answer = (request.set_entries(Some(entries.collect())).send().await)
             .map_err(|err| SqsError::new(format!("delete from the DLQ {}", self.dlq_url), err));
-        let failed = match answer {
-            Ok(answer) => answer.failed,
-            Err(err) => {
-                for candidate in &done {
-                    self.fail(candidate, &format!("{kept} ({err}); {then}"));
-                }
-                return Err(err.into());
+        // Why SQS did not delete the one at `index`; `None`: deleted.
+        let problem = |index: usize| match &answer {
+            Ok(answer) => {
+                let failed = answer.failed.iter().find(|f| f.id == index.to_string())?;
+                let message = failed.message().unwrap_or_default();
+                Some(format!("{}: {message}", failed.code))
             }
+            Err(err) => Some(err.to_string()),
         };
         let mut deleted = 0;
         for (index, candidate) in done.iter().enumerate() {
-            match failed.iter().find(|f| f.id == index.to_string()) {
+            match problem(index) {
                 None => deleted += 1,
-                Some(f) => {
-                    let why = format!("{}: {}", f.code, f.message().unwrap_or_default());
-                    self.fail(candidate, &format!("{kept} ({why}); {then}"));
-                }
+                Some(why) => self.fail(candidate, &format!("{kept} ({why}); {then}")),
             }
         }
-        Ok(deleted)
+        answer.map(|_| deleted).map_err(Error::from)
     }
 
     pub(crate) fn advance(&mut self, status: &str) {
