@@ -82,19 +82,6 @@ impl Batches {
     }
 }
 
-impl std::ops::Add for Batches {
-    type Output = Self;
-
-    fn add(self, other: Self) -> Self {
-        Self {
-            records: self.records + other.records,
-            finished: self.finished + other.finished,
-            deferred: self.deferred + other.deferred,
-            failed_invocations: self.failed_invocations + other.failed_invocations,
-        }
-    }
-}
-
 /// The figures, read from CloudWatch in AWS and from the batch log locally.
 pub trait Figures: Send + Sync {
     /// What the batches did between `from` and `to`.

@@ -14,7 +14,7 @@ use ::breaker::{self as core, Batches, Figures, FiguresError, Health, Mapping, P
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use crate::batches;
+use crate::batches::{self, BatchFigures};
 use crate::driver::{Function, FunctionState};
 
 /// What the AWS probe reports for a throttled function, as `LambdaProbe` words it.
@@ -102,18 +102,17 @@ impl Figures for LocalFigures {
         let read = batches::read(path).map_err(|err| FiguresError(Box::new(err)))?;
         let (from, to) = (DateTime::<Utc>::from(from), DateTime::<Utc>::from(to));
         let in_window = read.batches.iter().filter(|b| from <= b.at && b.at <= to);
-        Ok(in_window
-            .map(|b| {
-                let sum = |names: &[&str]| names.iter().map(|name| b.count(name)).sum();
-                Batches {
-                    records: sum(core::figures::RECORDS),
-                    finished: sum(core::figures::FINISHED),
-                    deferred: sum(core::figures::DEFERRED),
-                    // A failed invocation's line has records and nothing else.
-                    failed_invocations: 0,
-                }
-            })
-            .fold(Batches::default(), |sum, b| sum + b))
+        let sum = |names: &[&str]| -> u64 {
+            let of_batch = |b: &BatchFigures| names.iter().map(|name| b.count(name)).sum::<u64>();
+            in_window.clone().map(of_batch).sum()
+        };
+        Ok(Batches {
+            records: sum(core::figures::RECORDS),
+            finished: sum(core::figures::FINISHED),
+            deferred: sum(core::figures::DEFERRED),
+            // A failed invocation's line has records and nothing else.
+            failed_invocations: 0,
+        })
     }
 
     async fn trips(&self, from: SystemTime, to: SystemTime) -> Result<u32, FiguresError> {
