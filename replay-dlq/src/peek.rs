@@ -129,9 +129,7 @@ pub fn group_by_reason(messages: &[MessageView]) -> Vec<ReasonGroup> {
         group.count += 1;
         group.oldest = group.oldest.or(m.record.sent_at);
         group.newest = m.record.sent_at.or(group.newest);
-        if group.example_detail.is_none() {
-            group.example_detail.clone_from(&m.failure_detail);
-        }
+        group.example_detail = group.example_detail.take().or(m.failure_detail.clone());
     }
     let mut groups: Vec<ReasonGroup> = groups.into_values().collect();
     // Stable: equal counts stay in the classes' order.
