@@ -133,12 +133,7 @@ impl PostgresServer {
 
     /// Stops the server as an outage would: immediately, without a checkpoint.
     pub fn stop(&self) {
-        self.try_stop()
-            .unwrap_or_else(|message| panic!("{message}"));
-    }
-
-    fn try_stop(&self) -> Result<(), String> {
-        self.try_pg(&["pg_ctl", "-D", &self.data()], "-m immediate -w stop")
+        self.pg(&["pg_ctl", "-D", &self.data()], "-m immediate -w stop");
     }
 
     /// Starts the (stopped) server again on the same port and waits until it accepts connections.
@@ -203,14 +198,9 @@ impl PostgresServer {
         self.dir.join("data").display().to_string()
     }
 
-    fn pg(&self, args: &[&str], flags: &str) {
-        self.try_pg(args, flags)
-            .unwrap_or_else(|message| panic!("{message}"));
-    }
-
     /// Runs a PostgreSQL tool from `PG_BINDIR` with `args` and then the words
-    /// of `flags`, as `postgres` when we are root.
-    fn try_pg(&self, args: &[&str], flags: &str) -> Result<(), String> {
+    /// of `flags`, as `postgres` when we are root, and panics if it fails.
+    fn pg(&self, args: &[&str], flags: &str) {
         let program = PathBuf::from(required_env("PG_BINDIR")).join(args[0]);
         let mut command = if running_as_root() {
             let mut c = Command::new("runuser");
@@ -220,16 +210,21 @@ impl PostgresServer {
             Command::new(&program)
         };
         command.args(&args[1..]).args(flags.split_whitespace());
-        let output = command
-            .current_dir(&self.dir)
-            .output()
-            .map_err(|err| format!("run {command:?}: {err}"))?;
-        if output.status.success() {
-            return Ok(());
+        let failure = match command.current_dir(&self.dir).output() {
+            Ok(output) if output.status.success() => return,
+            Ok(output) => {
+                let said = String::from_utf8_lossy(&output.stdout)
+                    + String::from_utf8_lossy(&output.stderr);
+                format!("{command:?} failed: {said}")
+            }
+            Err(err) => format!("run {command:?}: {err}"),
+        };
+        // A second panic while unwinding (a drop's stop) would abort the whole test binary.
+        if std::thread::panicking() {
+            eprintln!("{failure}");
+        } else {
+            panic!("{failure}");
         }
-        let (stdout, stderr) = (output.stdout, output.stderr);
-        let said = String::from_utf8_lossy(&stdout) + String::from_utf8_lossy(&stderr);
-        Err(format!("{command:?} failed: {said}"))
     }
 }
 
@@ -238,12 +233,7 @@ impl Drop for PostgresServer {
         // A test that failed while the cluster was frozen must not leave it
         // frozen: a stopped postmaster ignores pg_ctl's SIGQUIT.
         if self.signal_all("-CONT") {
-            // A second panic while unwinding would abort the whole test binary.
-            match self.try_stop() {
-                Err(message) if std::thread::panicking() => eprintln!("{message}"),
-                Err(message) => panic!("{message}"),
-                Ok(()) => {}
-            }
+            self.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
