@@ -209,14 +209,11 @@ impl Run {
     async fn run(self) -> anyhow::Result<()> {
         let template = Template::from_file(&self.template)?;
         let mut settings = template.event_source;
+        let ms = |ms: Option<u64>, or| ms.map_or(or, Duration::from_millis);
         settings.batch_size = self.batch_size.unwrap_or(settings.batch_size);
-        settings.batching_window = self
-            .batching_window_ms
-            .map_or(settings.batching_window, Duration::from_millis);
+        settings.batching_window = ms(self.batching_window_ms, settings.batching_window);
         settings.max_concurrency = self.max_concurrency.unwrap_or(settings.max_concurrency);
-        settings.function_timeout = self
-            .function_timeout_ms
-            .map_or(settings.function_timeout, Duration::from_millis);
+        settings.function_timeout = ms(self.function_timeout_ms, settings.function_timeout);
         // One connection per concurrent invocation, as one per Lambda environment.
         let config = DatabaseConfig::from_url(&self.database_url)?;
         let store = PgStore::new(config, settings.max_concurrency).await?;
