@@ -61,22 +61,14 @@ impl MessageView {
     pub fn new(message: &Message) -> Self {
         let body = message.body().unwrap_or_default();
         let system = |name| message.attributes().and_then(|a| a.get(&name));
-        let time = |name| {
-            system(name)
-                .and_then(|t| t.parse().ok())
-                .and_then(DateTime::from_timestamp_millis)
-        };
+        let time = |name| DateTime::from_timestamp_millis(system(name)?.parse().ok()?);
         let attributes = message.message_attributes().cloned().unwrap_or_default();
         let parsed = OrderPlaced::from_json(body);
         let (order_id, invalid_reason) = match &parsed {
             Ok(placed) => (Some(placed.order.order_id().to_string()), None),
             Err(err) => (lenient_order_id(body), Some(err.to_string())),
         };
-        let recorded = Failure::read(|name| {
-            attributes
-                .get(name)
-                .and_then(MessageAttributeValue::string_value)
-        });
+        let recorded = Failure::read(|name| attributes.get(name)?.string_value());
         let (failure_class, failure_detail, failure_recorded) = match (recorded, &parsed) {
             (Some(failure), _) => (failure.class, failure.detail, true),
             (None, Ok(_)) => (FailureClass::Redriven, None, false),
