@@ -47,17 +47,10 @@ pub async fn describe(sqs: &Client, url: &str) -> Result<QueueInfo, SqsError> {
 
 /// The queue whose redrive policy names this DLQ: where its messages came from.
 pub async fn source_queue(sqs: &Client, dlq_url: &str) -> Result<String, Error> {
-    let mut sources = Vec::new();
-    let mut pages = sqs
-        .list_dead_letter_source_queues()
-        .queue_url(dlq_url)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|err| SqsError::new(format!("list the source queues of {dlq_url}"), err))?;
-        sources.extend(page.queue_urls);
-    }
+    let request = sqs.list_dead_letter_source_queues().queue_url(dlq_url);
+    let sources = request.into_paginator().items().send().try_collect().await;
+    let mut sources = sources
+        .map_err(|err| SqsError::new(format!("list the source queues of {dlq_url}"), err))?;
     let dlq = dlq_url.to_owned();
     match sources.len() {
         0 => Err(Error::NoSource { dlq }),
